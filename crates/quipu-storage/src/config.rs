@@ -1,0 +1,127 @@
+//! Per-log configuration. Every size in bytes, every duration in milliseconds.
+
+use crate::error::OpenError;
+use crate::frame::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+
+/// When appended data is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Every append is durable before it is acknowledged. Concurrent appends share one
+    /// `fdatasync` (group commit).
+    Always,
+    /// Data is synced when at least this many ms passed since the last sync; a crash may lose
+    /// what was appended since.
+    IntervalMs(u64),
+    /// Data is synced only when a segment is sealed and when the log is closed.
+    Never,
+}
+
+/// A millisecond wall clock; replaceable so tests can move time.
+pub type Clock = std::sync::Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system wall clock, in ms since the Unix epoch.
+pub fn system_clock() -> Clock {
+    std::sync::Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    })
+}
+
+/// Configuration of one log (one partition replica).
+#[derive(Clone)]
+pub struct LogConfig {
+    /// A segment is sealed before an append would make it larger than this. At most 4 GiB - 1.
+    pub segment_bytes_max: u64,
+    /// A non-empty segment older than this is sealed at the next append.
+    pub segment_ms_max: i64,
+    /// Largest payload of one entry.
+    pub entry_bytes_max: u64,
+    /// A sparse index entry is written at most every this many bytes of frames.
+    pub index_interval_bytes: u64,
+    /// Size of each index file of the active segment; a full index seals the segment.
+    pub index_bytes_max: u64,
+    /// Data files grow by this many preallocated bytes at a time (0: no preallocation).
+    pub preallocate_bytes: u64,
+    /// When data is synced.
+    pub fsync: FsyncPolicy,
+    /// Retention: oldest segments are removed while the log stays at least this large.
+    pub retention_bytes: Option<u64>,
+    /// Retention: segments whose newest record is older than this are removed.
+    pub retention_ms: Option<i64>,
+    /// Largest decompressed batch examined by timestamp lookups.
+    pub decompressed_bytes_max: usize,
+    /// The wall clock used for segment age and retention.
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for LogConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogConfig")
+            .field("segment_bytes_max", &self.segment_bytes_max)
+            .field("segment_ms_max", &self.segment_ms_max)
+            .field("entry_bytes_max", &self.entry_bytes_max)
+            .field("index_interval_bytes", &self.index_interval_bytes)
+            .field("index_bytes_max", &self.index_bytes_max)
+            .field("preallocate_bytes", &self.preallocate_bytes)
+            .field("fsync", &self.fsync)
+            .field("retention_bytes", &self.retention_bytes)
+            .field("retention_ms", &self.retention_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes_max: 256 * 1024 * 1024,
+            segment_ms_max: 7 * 24 * 3600 * 1000,
+            entry_bytes_max: 8 * 1024 * 1024,
+            index_interval_bytes: 4096,
+            index_bytes_max: 1024 * 1024,
+            preallocate_bytes: 16 * 1024 * 1024,
+            fsync: FsyncPolicy::Always,
+            retention_bytes: None,
+            retention_ms: None,
+            decompressed_bytes_max: 64 * 1024 * 1024,
+            clock: system_clock(),
+        }
+    }
+}
+
+impl LogConfig {
+    pub(crate) fn validate(&self) -> Result<(), OpenError> {
+        let bad = |reason: String| Err(OpenError::Config { reason });
+        if self.segment_bytes_max > u64::from(u32::MAX) {
+            return bad(format!(
+                "segment_bytes_max {} exceeds {}",
+                self.segment_bytes_max,
+                u32::MAX
+            ));
+        }
+        let overhead = (SEGMENT_HEADER_LEN + FRAME_HEADER_LEN) as u64;
+        if self.entry_bytes_max == 0 || self.entry_bytes_max + overhead > self.segment_bytes_max {
+            return bad(format!(
+                "entry_bytes_max {} must be positive and fit a segment of segment_bytes_max {} with {} bytes of headers",
+                self.entry_bytes_max, self.segment_bytes_max, overhead
+            ));
+        }
+        if self.index_bytes_max < 2 * crate::index::SLOT_LEN as u64 {
+            return bad(format!(
+                "index_bytes_max {} holds fewer than 2 entries",
+                self.index_bytes_max
+            ));
+        }
+        if self.segment_ms_max <= 0 {
+            return bad(format!(
+                "segment_ms_max {} must be positive",
+                self.segment_ms_max
+            ));
+        }
+        if let FsyncPolicy::IntervalMs(0) = self.fsync {
+            return bad("fsync interval_ms must be positive (use always)".to_string());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,95 @@
+//! What the log stores: entries at dense Raft indexes, some of which carry Kafka record batches.
+
+use bytes::Bytes;
+
+/// A partition offset: the logical number of a record. Dense over records, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Offset(pub u64);
+
+impl std::fmt::Display for Offset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What an entry's payload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum EntryKind {
+    /// One Kafka RecordBatch v2; takes as many offsets as the batch has offset deltas.
+    Records = 1,
+    /// Opaque bytes of the layer above (Raft blank or membership entries); takes no offsets.
+    Internal = 2,
+}
+
+impl EntryKind {
+    pub(crate) fn from_u8(byte: u8) -> Option<EntryKind> {
+        match byte {
+            1 => Some(EntryKind::Records),
+            2 => Some(EntryKind::Internal),
+            _ => None,
+        }
+    }
+}
+
+/// An entry handed to [`Log::append`](crate::Log::append). The engine assigns its offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEntry {
+    /// Raft index: must be the log's next index.
+    pub index: u64,
+    /// Raft term of the entry; never lower than the previous entry's.
+    pub term: u64,
+    /// What the payload is.
+    pub kind: EntryKind,
+    /// For [`EntryKind::Records`], exactly one RecordBatch v2 as the producer sent it.
+    pub payload: Bytes,
+}
+
+impl NewEntry {
+    /// A record entry carrying one RecordBatch v2.
+    pub fn records(index: u64, term: u64, batch: Bytes) -> NewEntry {
+        NewEntry {
+            index,
+            term,
+            kind: EntryKind::Records,
+            payload: batch,
+        }
+    }
+
+    /// An internal entry of the layer above.
+    pub fn internal(index: u64, term: u64, payload: Bytes) -> NewEntry {
+        NewEntry {
+            index,
+            term,
+            kind: EntryKind::Internal,
+            payload,
+        }
+    }
+}
+
+/// An entry as stored, read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Raft index.
+    pub index: u64,
+    /// Raft term.
+    pub term: u64,
+    /// Offset of the entry's first record; for an entry without records, the next offset.
+    pub base_offset: Offset,
+    /// Offsets the entry occupies (0 for internal entries).
+    pub record_count: u32,
+    /// Largest record timestamp in the batch, in ms since the Unix epoch; -1 if none.
+    pub max_timestamp: i64,
+    /// What the payload is.
+    pub kind: EntryKind,
+    /// The payload. For records, the batch with its base offset and partition leader epoch
+    /// rewritten by the log. Shares memory with the segment's map: no copy was made.
+    pub payload: Bytes,
+}
+
+impl Entry {
+    /// The offset after this entry's last record.
+    pub fn next_offset(&self) -> Offset {
+        Offset(self.base_offset.0 + u64::from(self.record_count))
+    }
+}

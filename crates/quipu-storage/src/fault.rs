@@ -1,0 +1,244 @@
+//! Power-loss simulation (cargo feature `fault-injection`; without it every hook is a no-op).
+//!
+//! A `kill -9` never loses data that reached the page cache, so it cannot prove the fsync
+//! discipline. This module records, for every file the engine touches, how far it was written and
+//! how far that was synced, which files were created without a directory sync since, and which
+//! memory-mapped index files were written since their last sync. [`power_loss`] then rewrites the
+//! directory as a machine that lost power at that instant could have left it.
+//!
+//! Model: data written past the last sync is lost (zeroed, as a preallocated region reads) or, in
+//! [`PowerLoss::TornTail`], a random prefix of it survives; a file whose creation was not followed
+//! by a directory sync disappears; a memory-mapped file written since its last sync loses a random
+//! suffix of its content. Not modelled: a removal or rename that was not followed by a directory
+//! sync (its old state cannot be reconstructed); the engine syncs the directory after each.
+
+#[cfg(feature = "fault-injection")]
+pub use enabled::*;
+
+#[cfg(not(feature = "fault-injection"))]
+mod disabled {
+    use std::path::Path;
+    pub(crate) fn on_create(_: &Path) {}
+    pub(crate) fn on_write(_: &Path, _: u64, _: u64) {}
+    pub(crate) fn on_sync(_: &Path) {}
+    pub(crate) fn on_set_len(_: &Path, _: u64) {}
+    pub(crate) fn on_remove(_: &Path) {}
+    pub(crate) fn on_rename(_: &Path, _: &Path) {}
+    pub(crate) fn on_sync_dir(_: &Path) {}
+    pub(crate) fn on_mmap_write(_: &Path) {}
+}
+#[cfg(not(feature = "fault-injection"))]
+pub(crate) use disabled::*;
+
+#[cfg(feature = "fault-injection")]
+mod enabled {
+    use std::collections::HashMap;
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::FileExt;
+    use std::path::{Path, PathBuf};
+    use std::sync::{Mutex, MutexGuard};
+
+    /// What a simulated power loss keeps of the data written after the last sync.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum PowerLoss {
+        /// Everything not synced is lost.
+        LoseUnsynced,
+        /// A random prefix of each file's unsynced tail survives (a torn write); `seed` makes the
+        /// choice reproducible.
+        TornTail {
+            /// Seed of the choice of surviving prefixes.
+            seed: u64,
+        },
+    }
+
+    /// What [`power_loss`] did, for the test's assertions and failure messages.
+    #[derive(Debug, Default, Clone, PartialEq, Eq)]
+    pub struct PowerLossReport {
+        /// Files removed because their creation was never made durable.
+        pub files_removed: Vec<PathBuf>,
+        /// Files whose unsynced tail was cut: path, synced length, bytes zeroed.
+        pub tails_cut: Vec<(PathBuf, u64, u64)>,
+        /// Data files whose truncation was never synced: the simulation cannot restore the lost
+        /// bytes, and the engine promises to sync every data truncation before relying on it.
+        /// (Index files are derived data: an unsynced resize is modelled as losing their content.)
+        pub unsynced_truncations: Vec<PathBuf>,
+    }
+
+    #[derive(Debug, Default, Clone)]
+    struct Track {
+        written_end: u64,
+        synced_end: u64,
+        created_unsynced: bool,
+        truncated_unsynced: bool,
+        mmap_dirty: bool,
+    }
+
+    static FILES: Mutex<Option<HashMap<PathBuf, Track>>> = Mutex::new(None);
+
+    fn with_files<R>(f: impl FnOnce(&mut HashMap<PathBuf, Track>) -> R) -> R {
+        let mut guard: MutexGuard<'_, _> = FILES.lock().unwrap_or_else(|e| e.into_inner());
+        f(guard.get_or_insert_with(HashMap::new))
+    }
+
+    pub(crate) fn on_create(path: &Path) {
+        with_files(|files| {
+            files.insert(
+                path.to_path_buf(),
+                Track {
+                    created_unsynced: true,
+                    ..Track::default()
+                },
+            );
+        });
+    }
+
+    /// The track of `path`. A file first seen now was last changed before tracking began (by an
+    /// earlier process, or before the last simulated power loss): its first `durable_end` bytes
+    /// are taken as durable.
+    fn track<'a>(
+        files: &'a mut HashMap<PathBuf, Track>,
+        path: &Path,
+        durable_end: u64,
+    ) -> &'a mut Track {
+        files.entry(path.to_path_buf()).or_insert_with(|| Track {
+            written_end: durable_end,
+            synced_end: durable_end,
+            ..Track::default()
+        })
+    }
+
+    pub(crate) fn on_write(path: &Path, position: u64, len: u64) {
+        with_files(|files| {
+            let track = track(files, path, position);
+            track.written_end = track.written_end.max(position + len);
+        });
+    }
+
+    pub(crate) fn on_sync(path: &Path) {
+        with_files(|files| {
+            if let Some(track) = files.get_mut(path) {
+                track.synced_end = track.written_end;
+                track.truncated_unsynced = false;
+                track.mmap_dirty = false;
+            }
+        });
+    }
+
+    pub(crate) fn on_set_len(path: &Path, len: u64) {
+        with_files(|files| {
+            let known = files.contains_key(path);
+            let track = track(files, path, len);
+            if len < track.written_end || !known {
+                track.written_end = track.written_end.min(len);
+                track.synced_end = track.synced_end.min(len);
+                track.truncated_unsynced = true;
+            }
+        });
+    }
+
+    pub(crate) fn on_remove(path: &Path) {
+        with_files(|files| {
+            files.remove(path);
+        });
+    }
+
+    pub(crate) fn on_rename(from: &Path, to: &Path) {
+        with_files(|files| {
+            if let Some(mut track) = files.remove(from) {
+                // The new name only survives a crash once the directory is synced.
+                track.created_unsynced = true;
+                files.insert(to.to_path_buf(), track);
+            }
+        });
+    }
+
+    pub(crate) fn on_sync_dir(dir: &Path) {
+        with_files(|files| {
+            for (path, track) in files.iter_mut() {
+                if path.parent() == Some(dir) {
+                    track.created_unsynced = false;
+                }
+            }
+        });
+    }
+
+    pub(crate) fn on_mmap_write(path: &Path) {
+        with_files(|files| files.entry(path.to_path_buf()).or_default().mmap_dirty = true);
+    }
+
+    /// Simulates a power loss for every tracked file in `dir`. Call it after the log was dropped
+    /// (never closed: closing syncs everything). Tracking for `dir` is reset afterwards, since
+    /// what is left on disk is by definition durable.
+    pub fn power_loss(dir: &Path, mode: PowerLoss) -> std::io::Result<PowerLossReport> {
+        let tracked: Vec<(PathBuf, Track)> = with_files(|files| {
+            let mine: Vec<PathBuf> = files
+                .keys()
+                .filter(|path| path.parent() == Some(dir))
+                .cloned()
+                .collect();
+            mine.into_iter()
+                .filter_map(|path| files.remove(&path).map(|track| (path, track)))
+                .collect()
+        });
+        let mut rng = SplitMix64(match mode {
+            PowerLoss::LoseUnsynced => 0,
+            PowerLoss::TornTail { seed } => seed,
+        });
+        let mut report = PowerLossReport::default();
+        for (path, track) in tracked {
+            if !path.exists() {
+                continue;
+            }
+            if track.created_unsynced {
+                std::fs::remove_file(&path)?;
+                report.files_removed.push(path);
+                continue;
+            }
+            let is_data = path.extension().is_some_and(|e| e == "log");
+            if track.truncated_unsynced && is_data {
+                report.unsynced_truncations.push(path.clone());
+            }
+            let file = OpenOptions::new().write(true).open(&path)?;
+            let file_len = file.metadata()?.len();
+            let mut keep_from = track.synced_end;
+            let mut zero_to = track.written_end.min(file_len);
+            if track.mmap_dirty || (track.truncated_unsynced && !is_data) {
+                // Mapped writes are not tracked byte by byte: any page may not have reached disk.
+                keep_from = 0;
+                zero_to = file_len;
+            }
+            if zero_to <= keep_from {
+                continue;
+            }
+            if let PowerLoss::TornTail { .. } = mode {
+                keep_from += rng.next() % (zero_to - keep_from + 1);
+            }
+            if zero_to > keep_from {
+                let zeros = vec![
+                    0u8;
+                    usize::try_from(zero_to - keep_from)
+                        .expect("test file fits in memory")
+                ];
+                file.write_all_at(&zeros, keep_from)?;
+                file.sync_all()?;
+                report
+                    .tails_cut
+                    .push((path, keep_from, zero_to - keep_from));
+            }
+        }
+        Ok(report)
+    }
+
+    /// A tiny deterministic generator, so that the simulation needs no dependency.
+    struct SplitMix64(u64);
+
+    impl SplitMix64 {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Byte layouts of the segment header and of entry frames: `docs/format/segment.md`.
+//!
+//! Invariant: a frame is accepted only if its length fits in what remains of the file and its
+//! CRC-32 (crc32fast) over the frame header (after the CRC field) and the payload matches. Nothing
+//! here panics on file contents.
+
+use crate::entry::EntryKind;
+
+/// Bytes of the segment file header ([format](../../../docs/format/segment.md#segment-header)).
+pub const SEGMENT_HEADER_LEN: usize = 64;
+/// Bytes of a frame header ([format](../../../docs/format/segment.md#frames)).
+pub const FRAME_HEADER_LEN: usize = 48;
+/// Magic at the start of every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"QUIPUSEG";
+/// Version of the segment, frame and index formats written by this build.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// The fixed header at the start of every segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentHeader {
+    pub base_index: u64,
+    pub base_offset: u64,
+    pub created_ms: i64,
+}
+
+impl SegmentHeader {
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut buf = [0u8; SEGMENT_HEADER_LEN];
+        buf[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        buf[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        buf[16..24].copy_from_slice(&self.base_index.to_le_bytes());
+        buf[24..32].copy_from_slice(&self.base_offset.to_le_bytes());
+        buf[32..40].copy_from_slice(&self.created_ms.to_le_bytes());
+        let crc = header_crc(&buf);
+        buf[12..16].copy_from_slice(&crc.to_le_bytes());
+        buf
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<SegmentHeader, String> {
+        let buf: &[u8; SEGMENT_HEADER_LEN] = buf
+            .get(..SEGMENT_HEADER_LEN)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| format!("segment header needs {SEGMENT_HEADER_LEN} bytes"))?;
+        if buf[0..8] != SEGMENT_MAGIC {
+            return Err("bad segment magic".to_string());
+        }
+        let version = u16::from_le_bytes([buf[8], buf[9]]);
+        if version != FORMAT_VERSION {
+            return Err(format!("unsupported segment format version {version}"));
+        }
+        let stored = u32_at(buf, 12);
+        let computed = header_crc(buf);
+        if stored != computed {
+            return Err(format!(
+                "segment header crc mismatch: stored {stored:#010x}, computed {computed:#010x}"
+            ));
+        }
+        Ok(SegmentHeader {
+            base_index: u64_at(buf, 16),
+            base_offset: u64_at(buf, 24),
+            created_ms: i64::from_le_bytes(buf[32..40].try_into().expect("8 bytes")),
+        })
+    }
+}
+
+fn header_crc(buf: &[u8; SEGMENT_HEADER_LEN]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&buf[0..12]);
+    hasher.update(&buf[16..]);
+    hasher.finalize()
+}
+
+/// The fixed header before every entry's payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameHeader {
+    pub crc: u32,
+    pub payload_len: u32,
+    pub index: u64,
+    pub term: u64,
+    pub base_offset: u64,
+    pub max_timestamp: i64,
+    pub record_count: u32,
+    pub kind: EntryKind,
+}
+
+impl FrameHeader {
+    /// Total bytes of the frame, header included.
+    pub fn frame_len(&self) -> u64 {
+        FRAME_HEADER_LEN as u64 + u64::from(self.payload_len)
+    }
+
+    /// Encodes the header with `crc` left zero; [`seal_crc`] fills it in over header and payload.
+    pub fn encode_into(&self, buf: &mut [u8; FRAME_HEADER_LEN]) {
+        buf[0..4].copy_from_slice(&self.crc.to_le_bytes());
+        buf[4..8].copy_from_slice(&self.payload_len.to_le_bytes());
+        buf[8..16].copy_from_slice(&self.index.to_le_bytes());
+        buf[16..24].copy_from_slice(&self.term.to_le_bytes());
+        buf[24..32].copy_from_slice(&self.base_offset.to_le_bytes());
+        buf[32..40].copy_from_slice(&self.max_timestamp.to_le_bytes());
+        buf[40..44].copy_from_slice(&self.record_count.to_le_bytes());
+        buf[44] = self.kind as u8;
+        buf[45..48].fill(0);
+    }
+
+    /// Decodes a header without checking the CRC (the caller checks it over header and payload).
+    pub fn decode(buf: &[u8]) -> Result<FrameHeader, FrameError> {
+        let buf: &[u8; FRAME_HEADER_LEN] = buf
+            .get(..FRAME_HEADER_LEN)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(FrameError::Truncated)?;
+        let kind = EntryKind::from_u8(buf[44]).ok_or(FrameError::BadKind(buf[44]))?;
+        if buf[45..48] != [0, 0, 0] {
+            return Err(FrameError::BadReserved);
+        }
+        Ok(FrameHeader {
+            crc: u32_at(buf, 0),
+            payload_len: u32_at(buf, 4),
+            index: u64_at(buf, 8),
+            term: u64_at(buf, 16),
+            base_offset: u64_at(buf, 24),
+            max_timestamp: i64::from_le_bytes(buf[32..40].try_into().expect("8 bytes")),
+            record_count: u32_at(buf, 40),
+            kind,
+        })
+    }
+}
+
+/// Computes the frame CRC over header bytes 4.. and the payload.
+pub(crate) fn frame_crc(header: &[u8; FRAME_HEADER_LEN], payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&header[4..]);
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// Writes the CRC of an encoded header and its payload into the header.
+pub(crate) fn seal_crc(header: &mut [u8; FRAME_HEADER_LEN], payload: &[u8]) {
+    let crc = frame_crc(header, payload);
+    header[0..4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Why bytes at a position are not a valid frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FrameError {
+    /// Fewer bytes remain than a frame header.
+    Truncated,
+    /// The payload length points past the end of the data.
+    PayloadPastEnd { payload_len: u32 },
+    /// The kind byte is not a known entry kind.
+    BadKind(u8),
+    /// Reserved header bytes are not zero.
+    BadReserved,
+    /// The CRC does not match.
+    Crc { stored: u32, computed: u32 },
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::Truncated => write!(f, "truncated frame header"),
+            FrameError::PayloadPastEnd { payload_len } => {
+                write!(
+                    f,
+                    "payload of {payload_len} bytes runs past the end of the data"
+                )
+            }
+            FrameError::BadKind(kind) => write!(f, "unknown entry kind {kind}"),
+            FrameError::BadReserved => write!(f, "reserved frame header bytes are not zero"),
+            FrameError::Crc { stored, computed } => {
+                write!(
+                    f,
+                    "frame crc mismatch: stored {stored:#010x}, computed {computed:#010x}"
+                )
+            }
+        }
+    }
+}
+
+/// Parses and verifies the frame at `position` of `data` (which ends at the data length).
+/// Returns the header; the payload is `data[position + 48 .. position + frame_len]`.
+pub(crate) fn read_frame(data: &[u8], position: usize) -> Result<FrameHeader, FrameError> {
+    let rest = data.get(position..).ok_or(FrameError::Truncated)?;
+    let header = FrameHeader::decode(rest)?;
+    let payload_len =
+        usize::try_from(header.payload_len).map_err(|_| FrameError::PayloadPastEnd {
+            payload_len: header.payload_len,
+        })?;
+    let payload = rest
+        .get(FRAME_HEADER_LEN..)
+        .and_then(|r| r.get(..payload_len))
+        .ok_or(FrameError::PayloadPastEnd {
+            payload_len: header.payload_len,
+        })?;
+    let header_bytes: &[u8; FRAME_HEADER_LEN] = rest[..FRAME_HEADER_LEN]
+        .try_into()
+        .expect("decode checked the header length");
+    let computed = frame_crc(header_bytes, payload);
+    if computed != header.crc {
+        return Err(FrameError::Crc {
+            stored: header.crc,
+            computed,
+        });
+    }
+    Ok(header)
+}
+
+pub(crate) fn u32_at(buf: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(buf[at..at + 4].try_into().expect("caller checked length"))
+}
+
+pub(crate) fn u64_at(buf: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(buf[at..at + 8].try_into().expect("caller checked length"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> FrameHeader {
+        FrameHeader {
+            crc: 0,
+            payload_len: 3,
+            index: 7,
+            term: 2,
+            base_offset: 100,
+            max_timestamp: 1_700_000_000_000,
+            record_count: 5,
+            kind: EntryKind::Records,
+        }
+    }
+
+    fn frame_bytes(payload: &[u8]) -> Vec<u8> {
+        let mut buf = [0u8; FRAME_HEADER_LEN];
+        header().encode_into(&mut buf);
+        seal_crc(&mut buf, payload);
+        let mut out = buf.to_vec();
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn frame_round_trips_and_golden_layout() {
+        let bytes = frame_bytes(b"abc");
+        assert_eq!(bytes.len(), 51);
+        assert_eq!(&bytes[4..8], &3u32.to_le_bytes());
+        assert_eq!(&bytes[8..16], &7u64.to_le_bytes());
+        assert_eq!(bytes[44], 1);
+        let parsed = read_frame(&bytes, 0).unwrap();
+        assert_eq!(parsed.index, 7);
+        assert_eq!(parsed.base_offset, 100);
+        assert_eq!(parsed.frame_len(), 51);
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_detected() {
+        let bytes = frame_bytes(b"payload bytes");
+        for bit in 0..bytes.len() * 8 {
+            let mut corrupt = bytes.clone();
+            corrupt[bit / 8] ^= 1 << (bit % 8);
+            let parsed = read_frame(&corrupt, 0);
+            // A flip in the length may still describe a frame that fits: then the CRC catches it.
+            assert!(parsed.is_err(), "flip of bit {bit} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn zeroes_and_short_input_are_not_frames() {
+        assert!(read_frame(&[0u8; 100], 0).is_err());
+        assert_eq!(read_frame(&[0u8; 10], 0), Err(FrameError::Truncated));
+        assert_eq!(read_frame(&[0u8; 10], 20), Err(FrameError::Truncated));
+    }
+
+    #[test]
+    fn segment_header_round_trips_and_rejects_damage() {
+        let header = SegmentHeader {
+            base_index: 42,
+            base_offset: 1000,
+            created_ms: 5,
+        };
+        let bytes = header.encode();
+        assert_eq!(SegmentHeader::decode(&bytes).unwrap(), header);
+        for at in [0, 9, 13, 17, 30, 50] {
+            let mut bad = bytes;
+            bad[at] ^= 0x40;
+            assert!(SegmentHeader::decode(&bad).is_err(), "damage at byte {at}");
+        }
+        assert!(SegmentHeader::decode(&bytes[..10]).is_err());
+    }
+}

@@ -1,0 +1,35 @@
+//! Quipu's storage engine: one append-only log per partition replica, made of segment files.
+//!
+//! A [`Log`] stores entries at dense Raft indexes. Record entries carry one Kafka RecordBatch v2
+//! each, kept byte for byte except for the base offset and partition leader epoch the log
+//! assigns; internal entries carry opaque bytes of the layer above. Each segment is a data file of
+//! CRC-framed entries plus a sparse offset index and a time index, both memory-mapped. Reads hand
+//! out [`bytes::Bytes`] that point into the segment's map, with no copy.
+//!
+//! Durability follows [`FsyncPolicy`]: with `always`, concurrent appends share one `fdatasync`
+//! (group commit) through [`Log::sync_to`]. Opening a log after a crash verifies the last
+//! segment frame by frame and cuts a torn tail; a damaged sealed segment is an error, never
+//! skipped.
+//!
+//! The engine is synchronous and knows nothing of Raft, Kafka's network protocol, tokio or
+//! sockets; it never panics on file contents. Byte layouts: `docs/format/segment.md`.
+//!
+//! With the `fault-injection` feature, [`fault`] simulates power loss for tests.
+
+mod config;
+mod entry;
+mod error;
+pub mod fault;
+mod frame;
+mod index;
+mod io;
+mod log;
+mod marker;
+mod mmap;
+mod segment;
+
+pub use config::{Clock, FsyncPolicy, LogConfig, system_clock};
+pub use entry::{Entry, EntryKind, NewEntry, Offset};
+pub use error::{AppendError, OpenError, ReadError, SyncError, TruncateError};
+pub use frame::{FORMAT_VERSION, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+pub use log::{Appended, Log, Purged};

@@ -1,0 +1,909 @@
+//! [`Log`]: one partition replica's log, a list of segments of which the last is active.
+//!
+//! Invariants:
+//! - segments are contiguous: each one's base index and base offset are the previous one's next
+//!   index and next offset; only the last segment is written;
+//! - an append is validated whole before anything is written; entries are readable when
+//!   `append` returns and durable once `sync_to` covers their index;
+//! - `durable_next` (all indexes below it are on disk) never counts bytes a truncation removed: a
+//!   sync that started before a truncation does not publish its result;
+//! - after any failed write or sync the log is poisoned and refuses every operation until it is
+//!   reopened, because the page cache may no longer match the disk.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tracing::{info, warn};
+
+use crate::entry::{Entry, EntryKind, NewEntry, Offset};
+use crate::error::{AppendError, Failure, OpenError, ReadError, SyncError, TruncateError};
+use crate::frame::{FRAME_HEADER_LEN, SegmentHeader};
+use crate::marker::CleanMarker;
+use crate::segment::{OpenMode, Segment, SegmentView, parse_segment_name, segment_paths};
+use crate::{FsyncPolicy, LogConfig, io};
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Index of the first entry appended.
+    pub first_index: u64,
+    /// Index of the last entry appended.
+    pub last_index: u64,
+    /// Offset given to the first record of the first record entry (offsets of the entries follow
+    /// each other without gaps).
+    pub base_offset: Offset,
+    /// The log end offset after the append.
+    pub next_offset: Offset,
+}
+
+/// What a retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Segments removed.
+    pub segments: usize,
+    /// Bytes removed.
+    pub bytes: u64,
+}
+
+/// One partition replica's log. Shared between one writer and many readers (`&self` methods,
+/// internally locked).
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    state: RwLock<State>,
+    sync: Mutex<SyncState>,
+    synced: Condvar,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Never empty; the last is the active segment.
+    segments: Vec<Segment>,
+    /// Frames of the append in progress, not yet written.
+    staging: Vec<u8>,
+    poisoned: Option<String>,
+    /// Bumped by every truncation and reset.
+    generation: u64,
+}
+
+#[derive(Debug)]
+struct SyncState {
+    durable_next: u64,
+    generation: u64,
+    in_progress: bool,
+    last_sync_ms: i64,
+}
+
+impl State {
+    fn active(&self) -> &Segment {
+        self.segments.last().expect("a log always has a segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .last_mut()
+            .expect("a log always has a segment")
+    }
+
+    fn first(&self) -> &Segment {
+        self.segments.first().expect("a log always has a segment")
+    }
+
+    /// The segment holding `index` (which the caller checked is inside the log).
+    fn segment_for_index(&self, index: u64) -> &Segment {
+        let at = self
+            .segments
+            .partition_point(|s| s.header.base_index <= index);
+        &self.segments[at.saturating_sub(1)]
+    }
+
+    /// The last segment whose base offset is at or before `offset`.
+    fn segment_for_offset(&self, offset: u64) -> &Segment {
+        let at = self
+            .segments
+            .partition_point(|s| s.header.base_offset <= offset);
+        &self.segments[at.saturating_sub(1)]
+    }
+}
+
+impl Log {
+    /// Opens the log in `dir` (created if missing), recovering from a crash if the last close was
+    /// not clean. A fresh log starts at index 0 and offset 0.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log, OpenError> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| OpenError::Io { path, source }
+        };
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            if let Some(parent) = dir.parent() {
+                io::sync_dir(parent).map_err(io_err(parent))?;
+            }
+        }
+        let marker = CleanMarker::take(&dir)?;
+        let mut bases = Vec::new();
+        for dirent in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let dirent = dirent.map_err(io_err(&dir))?;
+            let name = dirent.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(base) = parse_segment_name(name) {
+                bases.push(base);
+            } else if name.ends_with(".log.truncating") {
+                // A copy-on-truncate that did not reach its rename: the original is intact.
+                io::remove(&dirent.path()).map_err(io_err(&dirent.path()))?;
+            }
+        }
+        bases.sort_unstable();
+        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
+        let now = (config.clock)();
+        for (i, base) in bases.iter().enumerate() {
+            let is_last = i + 1 == bases.len();
+            let mode = match marker {
+                _ if !is_last => OpenMode::Sealed,
+                Some(m) if m.active_base_index == *base => OpenMode::ActiveClean {
+                    data_len: m.active_data_len,
+                },
+                _ => OpenMode::ActiveCrashed,
+            };
+            let last_term = segments.last().map_or(0, |s| s.last_term);
+            let (log_path, _, _) = segment_paths(&dir, *base);
+            if is_last && creation_incomplete(&log_path).map_err(io_err(&log_path))? {
+                // A crash while creating the last segment, before its header was synced.
+                warn!(file = %log_path.display(), "removing a segment whose creation did not complete");
+                for path in <[PathBuf; 3]>::from(segment_paths(&dir, *base)) {
+                    if path.exists() {
+                        io::remove(&path).map_err(io_err(&path))?;
+                    }
+                }
+                io::sync_dir(&dir).map_err(io_err(&dir))?;
+                break;
+            }
+            let segment = Segment::open(&dir, *base, last_term, mode, &config)?;
+            if let Some(previous) = segments.last()
+                && (previous.next_index != segment.header.base_index
+                    || previous.next_offset != segment.header.base_offset)
+            {
+                {
+                    // Only an interrupted purge or reset leaves a gap; keep the newer side.
+                    warn!(
+                        dir = %dir.display(),
+                        dropped_segments = segments.len(),
+                        gap_from = previous.next_index,
+                        gap_to = segment.header.base_index,
+                        "dropping segments before a gap in the log"
+                    );
+                    for old in segments.drain(..) {
+                        old.remove_files()?;
+                    }
+                    io::sync_dir(&dir).map_err(io_err(&dir))?;
+                }
+            }
+            segments.push(segment);
+        }
+        // Removing an incomplete last segment leaves a sealed one last: it becomes active again.
+        let prev_term = segments.iter().rev().nth(1).map_or(0, |s| s.last_term);
+        if let Some(last) = segments.last_mut()
+            && last.sealed
+        {
+            last.truncate_to(last.next_index, prev_term, &config)?;
+        }
+        if segments.is_empty() {
+            let header = SegmentHeader {
+                base_index: 0,
+                base_offset: 0,
+                created_ms: now,
+            };
+            segments.push(Segment::create(&dir, header, 0, &config)?);
+            io::sync_dir(&dir).map_err(io_err(&dir))?;
+        }
+        let next_index = segments.last().map_or(0, |s| s.next_index);
+        info!(
+            dir = %dir.display(),
+            segments = segments.len(),
+            first_index = segments[0].header.base_index,
+            next_index,
+            clean = marker.is_some(),
+            "log opened"
+        );
+        Ok(Log {
+            dir,
+            state: RwLock::new(State {
+                segments,
+                staging: Vec::new(),
+                poisoned: None,
+                generation: 0,
+            }),
+            sync: Mutex::new(SyncState {
+                durable_next: next_index,
+                generation: 0,
+                in_progress: false,
+                last_sync_ms: now,
+            }),
+            synced: Condvar::new(),
+            config,
+        })
+    }
+
+    fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        self.state
+            .read()
+            .expect("log state lock poisoned by a panic")
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state
+            .write()
+            .expect("log state lock poisoned by a panic")
+    }
+
+    fn poisoned(&self, state: &State) -> Option<(PathBuf, String)> {
+        state
+            .poisoned
+            .clone()
+            .map(|cause| (self.dir.clone(), cause))
+    }
+
+    fn poison(&self, state: &mut State, failure: &Failure) {
+        tracing::error!(dir = %self.dir.display(), failure = failure.describe(), "log poisoned");
+        state.poisoned.get_or_insert_with(|| failure.describe());
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The log's configuration.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Appends entries, assigning their offsets. They are readable when this returns, durable
+    /// once [`Log::sync_to`] covers them. Record batches are verified (CRC-32C) first.
+    pub fn append(&self, entries: &[NewEntry]) -> Result<Appended, AppendError> {
+        let mut state = self.write_state();
+        if let Some((dir, cause)) = self.poisoned(&state) {
+            return Err(AppendError::Poisoned { dir, cause });
+        }
+        let first = entries.first().ok_or(AppendError::Empty)?;
+        let active = state.active();
+        let mut next_index = active.next_index;
+        let mut next_offset = active.next_offset;
+        let mut last_term = active.last_term;
+        let base_offset = next_offset;
+        let mut metas = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if entry.index != next_index {
+                return Err(AppendError::NotContiguous {
+                    expected: next_index,
+                    got: entry.index,
+                });
+            }
+            if entry.term < last_term {
+                return Err(AppendError::TermRegression {
+                    index: entry.index,
+                    term: entry.term,
+                    last_term,
+                });
+            }
+            if entry.payload.len() as u64 > self.config.entry_bytes_max {
+                return Err(AppendError::TooLarge {
+                    index: entry.index,
+                    len: entry.payload.len(),
+                    max: self.config.entry_bytes_max,
+                });
+            }
+            let (record_count, max_timestamp) = match entry.kind {
+                EntryKind::Internal => (0u32, -1i64),
+                EntryKind::Records => {
+                    let max = usize::try_from(self.config.entry_bytes_max).unwrap_or(usize::MAX);
+                    let header =
+                        quipu_record::validate_batch(&entry.payload, max).map_err(|source| {
+                            AppendError::InvalidBatch {
+                                index: entry.index,
+                                source,
+                            }
+                        })?;
+                    if i32::try_from(entry.term).is_err() {
+                        return Err(AppendError::TermTooLarge {
+                            index: entry.index,
+                            term: entry.term,
+                        });
+                    }
+                    let count = u32::try_from(header.offset_count())
+                        .map_err(|_| AppendError::OffsetOverflow { index: entry.index })?;
+                    (count, header.max_timestamp)
+                }
+            };
+            next_offset = next_offset
+                .checked_add(u64::from(record_count))
+                .filter(|end| i64::try_from(*end).is_ok())
+                .ok_or(AppendError::OffsetOverflow { index: entry.index })?;
+            next_index += 1;
+            last_term = entry.term;
+            metas.push((record_count, max_timestamp));
+        }
+        let result = self.stage_and_write(&mut state, entries, &metas);
+        if let Err(failure) = result {
+            self.poison(&mut state, &failure);
+            return Err(failure.into());
+        }
+        Ok(Appended {
+            first_index: first.index,
+            last_index: next_index - 1,
+            base_offset: Offset(base_offset),
+            next_offset: Offset(next_offset),
+        })
+    }
+
+    fn stage_and_write(
+        &self,
+        state: &mut State,
+        entries: &[NewEntry],
+        metas: &[(u32, i64)],
+    ) -> Result<(), Failure> {
+        let now = (self.config.clock)();
+        let mut staging = std::mem::take(&mut state.staging);
+        let result = (|| {
+            for (entry, (record_count, max_timestamp)) in entries.iter().zip(metas) {
+                let frame_len = (FRAME_HEADER_LEN + entry.payload.len()) as u64;
+                if state.active().must_roll(frame_len, now, &self.config) {
+                    state
+                        .active_mut()
+                        .write_staged(&mut staging, &self.config)?;
+                    self.roll(state, now)?;
+                }
+                state.active_mut().stage(
+                    &mut staging,
+                    entry,
+                    *record_count,
+                    *max_timestamp,
+                    &self.config,
+                );
+            }
+            state.active_mut().write_staged(&mut staging, &self.config)
+        })();
+        staging.clear();
+        state.staging = staging;
+        result
+    }
+
+    /// Seals the active segment and starts a new one. The sealed segment is durable before the
+    /// new file exists, so after a crash only the last segment needs verifying.
+    fn roll(&self, state: &mut State, now: i64) -> Result<(), Failure> {
+        let active = state.active_mut();
+        active.seal()?;
+        let header = SegmentHeader {
+            base_index: active.next_index,
+            base_offset: active.next_offset,
+            created_ms: now,
+        };
+        let last_term = active.last_term;
+        info!(dir = %self.dir.display(), base_index = header.base_index, base_offset = header.base_offset, "segment rolled");
+        let segment = Segment::create(&self.dir, header, last_term, &self.config)?;
+        io::sync_dir(&self.dir).map_err(Failure::io(&self.dir))?;
+        state.segments.push(segment);
+        Ok(())
+    }
+
+    /// Blocks until every entry below `next_index` (at most the log's next index) is durable.
+    /// Concurrent callers share one `fdatasync` (group commit): whoever finds no sync running
+    /// syncs everything written so far, the others wait for it and go round again if it did
+    /// not cover them.
+    pub fn sync_to(&self, next_index: u64) -> Result<(), SyncError> {
+        loop {
+            // Lock order: state before sync, never both held.
+            let (generation, log_next, file, path) = {
+                let state = self.read_state();
+                if let Some((dir, cause)) = self.poisoned(&state) {
+                    return Err(SyncError::Poisoned { dir, cause });
+                }
+                let (file, path) = state.active().file();
+                (state.generation, state.active().next_index, file, path)
+            };
+            let wanted = next_index.min(log_next);
+            let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
+            if sync.generation == generation && sync.durable_next >= wanted {
+                return Ok(());
+            }
+            if sync.in_progress {
+                drop(
+                    self.synced
+                        .wait(sync)
+                        .expect("sync lock poisoned by a panic"),
+                );
+                continue;
+            }
+            sync.in_progress = true;
+            drop(sync);
+            // Every entry below `log_next` is in `file` or in a sealed segment, synced when sealed.
+            let result = io::sync_data(&file, &path);
+            let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
+            sync.in_progress = false;
+            if result.is_ok() {
+                // A result from before a truncation or reset says nothing about the log now.
+                if generation > sync.generation {
+                    sync.generation = generation;
+                    sync.durable_next = log_next;
+                } else if generation == sync.generation {
+                    sync.durable_next = sync.durable_next.max(log_next);
+                }
+                sync.last_sync_ms = (self.config.clock)();
+            }
+            self.synced.notify_all();
+            drop(sync);
+            if let Err(source) = result {
+                let failure = Failure::Io {
+                    path: path.to_path_buf(),
+                    source,
+                };
+                self.poison(&mut self.write_state(), &failure);
+                let Failure::Io { path, source } = failure else {
+                    return Err(SyncError::Poisoned {
+                        dir: self.dir.clone(),
+                        cause: String::new(),
+                    });
+                };
+                return Err(SyncError::Io { path, source });
+            }
+        }
+    }
+
+    /// Records that, as of `generation`, every entry below `next_index` is durable. Called with
+    /// the state lock held (lock order: state, then sync).
+    fn set_durable(&self, generation: u64, next_index: u64) {
+        let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
+        sync.generation = generation;
+        sync.durable_next = next_index;
+    }
+
+    /// Makes everything appended so far durable.
+    pub fn sync(&self) -> Result<(), SyncError> {
+        let next = self.next_index();
+        self.sync_to(next)
+    }
+
+    /// Applies the fsync policy after appending entries below `next_index`: `always` syncs,
+    /// `interval_ms` syncs when the interval has passed, `never` does nothing.
+    pub fn sync_by_policy(&self, next_index: u64) -> Result<(), SyncError> {
+        match self.config.fsync {
+            FsyncPolicy::Always => self.sync_to(next_index),
+            FsyncPolicy::IntervalMs(interval) => {
+                let last = self
+                    .sync
+                    .lock()
+                    .expect("sync lock poisoned by a panic")
+                    .last_sync_ms;
+                let due = (self.config.clock)().saturating_sub(last)
+                    >= i64::try_from(interval).unwrap_or(i64::MAX);
+                if due {
+                    self.sync_to(next_index)
+                } else {
+                    Ok(())
+                }
+            }
+            FsyncPolicy::Never => Ok(()),
+        }
+    }
+
+    /// All indexes below this are durable.
+    pub fn durable_next_index(&self) -> u64 {
+        let (generation, log_next, first) = {
+            let state = self.read_state();
+            (
+                state.generation,
+                state.active().next_index,
+                state.first().header.base_index,
+            )
+        };
+        let sync = self.sync.lock().expect("sync lock poisoned by a panic");
+        if sync.generation == generation {
+            sync.durable_next.min(log_next)
+        } else {
+            first
+        }
+    }
+
+    /// Reads entries with indexes in `[start, end)`, stopping before `max_bytes` of payload
+    /// would be exceeded (the first entry is always returned whole).
+    pub fn read_entries(
+        &self,
+        start: u64,
+        end: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, ReadError> {
+        let mut out = Vec::new();
+        let mut total = 0u64;
+        let mut next = start;
+        while next < end {
+            let (view, mut position) = {
+                let state = self.read_state();
+                if let Some((dir, cause)) = self.poisoned(&state) {
+                    return Err(ReadError::Poisoned { dir, cause });
+                }
+                let (first, last) = (state.first().header.base_index, state.active().next_index);
+                if next < first || (next > last && out.is_empty()) {
+                    return Err(ReadError::IndexOutOfRange {
+                        requested: next,
+                        first,
+                        next: last,
+                    });
+                }
+                if next >= last {
+                    break;
+                }
+                let segment = state.segment_for_index(next);
+                (segment.view(), segment.position_for_index(next))
+            };
+            let before = next;
+            while position < view.data_len && next < end {
+                let frame = view.frame_at(position)?;
+                if frame.index < next {
+                    position += frame.frame_len();
+                    continue;
+                }
+                if frame.index != next {
+                    return Err(gap(&view, position, next, frame.index));
+                }
+                let len = u64::from(frame.payload_len);
+                if !out.is_empty() && total + len > max_bytes {
+                    return Ok(out);
+                }
+                out.push(view.entry(&frame, position));
+                total += len;
+                next += 1;
+                position += frame.frame_len();
+            }
+            if next == before {
+                return Err(gap(&view, position, next, next));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads whole record batches from the one holding `from` on, none reaching `max_offset` or
+    /// beyond (the high watermark for consumers), stopping before `max_bytes` would be exceeded
+    /// except that the first batch is always returned, as Kafka does.
+    pub fn read_records(
+        &self,
+        from: Offset,
+        max_offset: Offset,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, ReadError> {
+        let mut out = Vec::new();
+        let mut total = 0u64;
+        let mut next = from.0;
+        loop {
+            let (view, mut position, segment_next_offset, log_next) = {
+                let state = self.read_state();
+                if let Some((dir, cause)) = self.poisoned(&state) {
+                    return Err(ReadError::Poisoned { dir, cause });
+                }
+                let (start, end) = (state.first().header.base_offset, state.active().next_offset);
+                if out.is_empty() && (next < start || next > end) {
+                    return Err(ReadError::OffsetOutOfRange {
+                        requested: next,
+                        start,
+                        end,
+                    });
+                }
+                if next >= end.min(max_offset.0) {
+                    break;
+                }
+                let segment = state.segment_for_offset(next);
+                (
+                    segment.view(),
+                    segment.position_for_offset(next),
+                    segment.next_offset,
+                    end,
+                )
+            };
+            while position < view.data_len {
+                let frame = view.frame_at(position)?;
+                let frame_end = frame.base_offset + u64::from(frame.record_count);
+                if frame.kind != EntryKind::Records || frame_end <= next {
+                    position += frame.frame_len();
+                    continue;
+                }
+                if frame_end > max_offset.0 {
+                    return Ok(out);
+                }
+                let len = u64::from(frame.payload_len);
+                if !out.is_empty() && total + len > max_bytes {
+                    return Ok(out);
+                }
+                out.push(view.entry(&frame, position));
+                total += len;
+                next = frame_end;
+                position += frame.frame_len();
+            }
+            if next < segment_next_offset.min(log_next) {
+                return Err(gap(&view, position, next, next));
+            }
+            if next >= log_next {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The earliest offset below `max_offset` whose record timestamp is at or after
+    /// `timestamp_ms`, as Kafka's ListOffsets by timestamp answers; `None` if there is none.
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+        max_offset: Offset,
+    ) -> Result<Option<Offset>, ReadError> {
+        let candidates: Vec<(SegmentView, u64)> = {
+            let state = self.read_state();
+            if let Some((dir, cause)) = self.poisoned(&state) {
+                return Err(ReadError::Poisoned { dir, cause });
+            }
+            state
+                .segments
+                .iter()
+                .filter(|s| s.max_timestamp >= timestamp_ms && s.header.base_offset < max_offset.0)
+                .map(|s| (s.view(), s.position_for_timestamp(timestamp_ms)))
+                .collect()
+        };
+        for (view, mut position) in candidates {
+            while position < view.data_len {
+                let frame = view.frame_at(position)?;
+                position += frame.frame_len();
+                if frame.base_offset >= max_offset.0 {
+                    return Ok(None);
+                }
+                if frame.kind != EntryKind::Records || frame.max_timestamp < timestamp_ms {
+                    continue;
+                }
+                let entry = view.entry(&frame, position - frame.frame_len());
+                let batch_err = |source| ReadError::Batch {
+                    offset: frame.base_offset,
+                    source,
+                };
+                let header = quipu_record::BatchHeader::parse(&entry.payload).map_err(batch_err)?;
+                if header.timestamp_type() == quipu_record::TimestampType::LogAppendTime {
+                    return Ok(Some(entry.base_offset));
+                }
+                let records = quipu_record::decode_records(
+                    &entry.payload,
+                    self.config.decompressed_bytes_max,
+                )
+                .map_err(batch_err)?;
+                for record in records {
+                    if record.timestamp(header.base_timestamp) >= timestamp_ms {
+                        let offset =
+                            u64::try_from(record.offset(header.base_offset)).unwrap_or(u64::MAX);
+                        return Ok((offset < max_offset.0).then_some(Offset(offset)));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes every entry after `after_index` (Raft conflict resolution). Durable on return.
+    pub fn truncate_suffix(&self, after_index: u64) -> Result<(), TruncateError> {
+        let mut state = self.write_state();
+        if let Some((dir, cause)) = self.poisoned(&state) {
+            return Err(TruncateError::Poisoned { dir, cause });
+        }
+        let keep_next = after_index.saturating_add(1);
+        let first = state.first().header.base_index;
+        if keep_next < first {
+            return Err(TruncateError::BeforeStart {
+                requested: keep_next,
+                first,
+            });
+        }
+        if keep_next >= state.active().next_index {
+            return Ok(());
+        }
+        let result = (|| {
+            // Newest first, so that a crash part-way leaves a contiguous prefix.
+            let mut removed = false;
+            while state.segments.len() > 1 && state.active().header.base_index > keep_next {
+                let segment = state.segments.pop().expect("len > 1");
+                segment.remove_files()?;
+                removed = true;
+            }
+            if removed {
+                io::sync_dir(&self.dir).map_err(Failure::io(&self.dir))?;
+            }
+            let prev_term = state
+                .segments
+                .iter()
+                .rev()
+                .nth(1)
+                .map_or(0, |s| s.last_term);
+            state
+                .active_mut()
+                .truncate_to(keep_next, prev_term, &self.config)
+        })();
+        state.generation += 1;
+        if let Err(failure) = result {
+            self.poison(&mut state, &failure);
+            return Err(failure.into());
+        }
+        // The cut synced the whole segment, so everything kept is durable.
+        self.set_durable(state.generation, keep_next);
+        info!(dir = %self.dir.display(), after_index, "log truncated");
+        Ok(())
+    }
+
+    /// Removes whole sealed segments all of whose entries are below `before_index`. Never the
+    /// active segment. Returns what was removed.
+    pub fn purge_prefix(&self, before_index: u64) -> Result<Purged, TruncateError> {
+        self.purge_while(|segment, _| segment.next_index <= before_index)
+    }
+
+    /// Applies retention (`retention_bytes`, `retention_ms`) to whole sealed segments, oldest
+    /// first, never removing an entry at or after `bound_index` (what the caller may discard:
+    /// committed and covered by a snapshot).
+    pub fn enforce_retention(&self, bound_index: u64) -> Result<Purged, TruncateError> {
+        let now = (self.config.clock)();
+        let (retention_bytes, retention_ms) =
+            (self.config.retention_bytes, self.config.retention_ms);
+        self.purge_while(|segment, remaining_bytes| {
+            let too_big =
+                retention_bytes.is_some_and(|max| remaining_bytes - segment.size_bytes() >= max);
+            let too_old = retention_ms
+                .is_some_and(|max| segment.retention_time_ms() < now.saturating_sub(max));
+            segment.next_index <= bound_index && (too_big || too_old)
+        })
+    }
+
+    fn purge_while(
+        &self,
+        mut remove: impl FnMut(&Segment, u64) -> bool,
+    ) -> Result<Purged, TruncateError> {
+        let mut state = self.write_state();
+        if let Some((dir, cause)) = self.poisoned(&state) {
+            return Err(TruncateError::Poisoned { dir, cause });
+        }
+        let mut remaining: u64 = state.segments.iter().map(Segment::size_bytes).sum();
+        let mut purged = Purged::default();
+        while state.segments.len() > 1 && remove(state.first(), remaining) {
+            let segment = state.segments.remove(0);
+            remaining -= segment.size_bytes();
+            purged.segments += 1;
+            purged.bytes += segment.size_bytes();
+            // Oldest first, so that a crash part-way leaves a contiguous suffix.
+            if let Err(failure) = segment.remove_files() {
+                self.poison(&mut state, &failure);
+                return Err(failure.into());
+            }
+        }
+        if purged.segments > 0 {
+            if let Err(source) = io::sync_dir(&self.dir) {
+                let failure = Failure::Io {
+                    path: self.dir.clone(),
+                    source,
+                };
+                self.poison(&mut state, &failure);
+                return Err(failure.into());
+            }
+            info!(dir = %self.dir.display(), segments = purged.segments, bytes = purged.bytes, "log prefix purged");
+        }
+        Ok(purged)
+    }
+
+    /// Discards the whole log and starts it empty at `next_index` and `next_offset` (a replica
+    /// that installs a snapshot beyond its log). Durable on return.
+    pub fn reset(&self, next_index: u64, next_offset: Offset) -> Result<(), TruncateError> {
+        let mut state = self.write_state();
+        if let Some((dir, cause)) = self.poisoned(&state) {
+            return Err(TruncateError::Poisoned { dir, cause });
+        }
+        let result = (|| {
+            while let Some(segment) = state.segments.pop() {
+                segment.remove_files()?;
+            }
+            io::sync_dir(&self.dir).map_err(Failure::io(&self.dir))?;
+            let header = SegmentHeader {
+                base_index: next_index,
+                base_offset: next_offset.0,
+                created_ms: (self.config.clock)(),
+            };
+            state
+                .segments
+                .push(Segment::create(&self.dir, header, 0, &self.config)?);
+            io::sync_dir(&self.dir).map_err(Failure::io(&self.dir))
+        })();
+        state.generation += 1;
+        if let Err(failure) = result {
+            self.poison(&mut state, &failure);
+            return Err(failure.into());
+        }
+        self.set_durable(state.generation, next_index);
+        info!(dir = %self.dir.display(), next_index, next_offset = next_offset.0, "log reset");
+        Ok(())
+    }
+
+    /// Syncs everything and records a clean shutdown, so the next open trusts the active
+    /// segment's indexes instead of verifying every frame.
+    pub fn close(self) -> Result<(), TruncateError> {
+        let state = self
+            .state
+            .into_inner()
+            .expect("log state lock poisoned by a panic");
+        if let Some(cause) = state.poisoned {
+            return Err(TruncateError::Poisoned {
+                dir: self.dir,
+                cause,
+            });
+        }
+        let active = state.active();
+        let (file, path) = active.file();
+        io::sync_data(&file, &path).map_err(Failure::io(&path))?;
+        active.sync_indexes()?;
+        CleanMarker {
+            active_base_index: active.header.base_index,
+            active_data_len: active.data_len,
+        }
+        .write(&self.dir)
+        .map_err(TruncateError::from)?;
+        Ok(())
+    }
+
+    /// Index of the first entry held.
+    pub fn first_index(&self) -> u64 {
+        self.read_state().first().header.base_index
+    }
+
+    /// Index the next appended entry must carry.
+    pub fn next_index(&self) -> u64 {
+        self.read_state().active().next_index
+    }
+
+    /// Term of the last entry (0 for an empty log).
+    pub fn last_term(&self) -> u64 {
+        self.read_state().active().last_term
+    }
+
+    /// The log start offset: the first offset still held.
+    pub fn start_offset(&self) -> Offset {
+        Offset(self.read_state().first().header.base_offset)
+    }
+
+    /// The log end offset: the offset the next record will get.
+    pub fn next_offset(&self) -> Offset {
+        Offset(self.read_state().active().next_offset)
+    }
+
+    /// Bytes of all segments (headers and frames).
+    pub fn size_bytes(&self) -> u64 {
+        self.read_state()
+            .segments
+            .iter()
+            .map(Segment::size_bytes)
+            .sum()
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.read_state().segments.len()
+    }
+}
+
+/// Whether a segment file holds nothing but zeros where its header and first frame would be:
+/// what a crash while creating it leaves (the header is synced before any frame is written).
+fn creation_incomplete(path: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(crate::SEGMENT_HEADER_LEN + FRAME_HEADER_LEN);
+    std::fs::File::open(path)?
+        .take((crate::SEGMENT_HEADER_LEN + FRAME_HEADER_LEN) as u64)
+        .read_to_end(&mut head)?;
+    Ok(head.iter().all(|b| *b == 0))
+}
+
+fn gap(view: &SegmentView, position: u64, expected: u64, found: u64) -> ReadError {
+    ReadError::Corrupt {
+        path: view.path.to_path_buf(),
+        position,
+        reason: format!("expected entry {expected}, found {found}"),
+    }
+}

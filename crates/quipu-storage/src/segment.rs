@@ -1,0 +1,789 @@
+//! One segment: a data file of frames plus its two index files.
+//!
+//! Invariants:
+//! - frames in `[SEGMENT_HEADER_LEN, data_len)` are valid, with dense indexes from `base_index`
+//!   and base offsets continuing from `base_offset`; bytes past `data_len` are zero or unwritten;
+//! - bytes below `data_len` never change while any reader holds the map (`truncate_to` copies
+//!   instead of shrinking a shared map);
+//! - a sealed segment's data and index files are trimmed and synced: after a crash only the last
+//!   segment needs its tail verified.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use memmap2::Mmap;
+use tracing::warn;
+
+use crate::entry::{Entry, EntryKind, NewEntry, Offset};
+use crate::error::Failure;
+use crate::frame::{
+    FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, SegmentHeader, read_frame, seal_crc,
+};
+use crate::index::{IndexFile, SLOT_LEN, Slot};
+use crate::{LogConfig, io, mmap};
+
+/// File names of a segment: `{base_index:020}.log`, `.index`, `.timeindex`.
+pub(crate) fn segment_paths(dir: &Path, base_index: u64) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        dir.join(format!("{base_index:020}.log")),
+        dir.join(format!("{base_index:020}.index")),
+        dir.join(format!("{base_index:020}.timeindex")),
+    )
+}
+
+/// Parses `{20 digits}.log`.
+pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// How to treat an existing segment file on open.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum OpenMode {
+    /// Sealed: trimmed and synced when it was sealed.
+    Sealed,
+    /// The last segment after a clean close that recorded its data length.
+    ActiveClean { data_len: u64 },
+    /// The last segment after a crash: verify every frame, cut a bad tail, rebuild indexes.
+    ActiveCrashed,
+}
+
+/// A read-only handle on a segment's bytes, usable without the log's lock.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentView {
+    pub path: Arc<Path>,
+    pub map: Arc<Mmap>,
+    pub data_len: u64,
+}
+
+/// Owner of a mapped range, so that `Bytes` can point into the map without copying.
+struct MapSlice {
+    map: Arc<Mmap>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for MapSlice {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.start..self.end]
+    }
+}
+
+impl SegmentView {
+    fn data(&self) -> &[u8] {
+        let len = usize::try_from(self.data_len).expect("a mapped length fits usize");
+        &self.map[..len]
+    }
+
+    /// Parses and verifies the frame at `position`.
+    pub fn frame_at(&self, position: u64) -> Result<FrameHeader, Failure> {
+        let pos = usize::try_from(position).map_err(|_| self.corrupt(position, "position"))?;
+        read_frame(self.data(), pos).map_err(|e| self.corrupt(position, &e.to_string()))
+    }
+
+    /// The entry whose verified header is `header` at `position`; its payload shares the map.
+    pub fn entry(&self, header: &FrameHeader, position: u64) -> Entry {
+        let start = usize::try_from(position).expect("verified frame position fits usize")
+            + FRAME_HEADER_LEN;
+        let end = start + usize::try_from(header.payload_len).expect("u32 fits usize");
+        Entry {
+            index: header.index,
+            term: header.term,
+            base_offset: Offset(header.base_offset),
+            record_count: header.record_count,
+            max_timestamp: header.max_timestamp,
+            kind: header.kind,
+            payload: Bytes::from_owner(MapSlice {
+                map: Arc::clone(&self.map),
+                start,
+                end,
+            }),
+        }
+    }
+
+    fn corrupt(&self, position: u64, reason: &str) -> Failure {
+        Failure::Corrupt {
+            path: self.path.to_path_buf(),
+            position,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Summary of a run of verified frames.
+#[derive(Debug, Clone, Copy)]
+struct Scan {
+    end: u64,
+    next_index: u64,
+    next_offset: u64,
+    last_term: u64,
+    max_timestamp: i64,
+    /// Where the scan stopped early, and why.
+    stopped: Option<(u64, &'static str)>,
+}
+
+/// Verifies frames of `view` from `position` on, calling `visit` for each; stops at the first
+/// invalid or out-of-sequence frame, or at the view's data length.
+fn scan(
+    view: &SegmentView,
+    mut position: u64,
+    mut next_index: u64,
+    mut next_offset: u64,
+    mut last_term: u64,
+    mut visit: impl FnMut(u64, &FrameHeader),
+) -> Scan {
+    let mut max_timestamp = -1i64;
+    let stopped = loop {
+        if position >= view.data_len {
+            break None;
+        }
+        let Ok(frame) = view.frame_at(position) else {
+            break Some((position, "invalid frame"));
+        };
+        if frame.index != next_index {
+            break Some((position, "frame index out of sequence"));
+        }
+        if frame.base_offset != next_offset {
+            break Some((position, "frame base offset out of sequence"));
+        }
+        if frame.term < last_term {
+            break Some((position, "frame term regresses"));
+        }
+        if (frame.kind == EntryKind::Records) != (frame.record_count > 0) {
+            break Some((position, "frame record count does not match its kind"));
+        }
+        visit(position, &frame);
+        position += frame.frame_len();
+        next_index += 1;
+        next_offset += u64::from(frame.record_count);
+        last_term = frame.term;
+        max_timestamp = max_timestamp.max(frame.max_timestamp);
+    };
+    Scan {
+        end: position,
+        next_index,
+        next_offset,
+        last_term,
+        max_timestamp,
+        stopped,
+    }
+}
+
+/// One segment of a log.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub header: SegmentHeader,
+    pub path: Arc<Path>,
+    file: Arc<File>,
+    map: Arc<Mmap>,
+    /// Bytes of header and frames (including frames staged but not yet written).
+    pub data_len: u64,
+    /// Where staged frames start: everything below is written to the file.
+    written_len: u64,
+    /// File length (preallocated space included).
+    allocated_len: u64,
+    pub next_index: u64,
+    pub next_offset: u64,
+    pub last_term: u64,
+    pub max_timestamp: i64,
+    /// Position and relative index of the frame that holds `max_timestamp`.
+    max_timestamp_at: Option<(u32, u32)>,
+    offset_index: IndexFile,
+    time_index: IndexFile,
+    bytes_since_slot: u64,
+    bytes_since_time_slot: u64,
+    pub sealed: bool,
+}
+
+fn index_capacity(config: &LogConfig) -> usize {
+    usize::try_from(config.index_bytes_max / SLOT_LEN as u64).unwrap_or(usize::MAX)
+}
+
+fn map_len(config: &LogConfig, file_len: u64) -> Result<usize, std::io::Error> {
+    usize::try_from(config.segment_bytes_max.max(file_len))
+        .map_err(|_| std::io::Error::other("segment larger than the address space"))
+}
+
+impl Segment {
+    /// Creates an empty active segment. The caller syncs the directory before relying on it.
+    pub fn create(
+        dir: &Path,
+        header: SegmentHeader,
+        last_term: u64,
+        config: &LogConfig,
+    ) -> Result<Segment, Failure> {
+        let (log_path, index_path, time_path) = segment_paths(dir, header.base_index);
+        let file = io::create(&log_path).map_err(Failure::io(&log_path))?;
+        io::write_at(&file, &log_path, &header.encode(), 0).map_err(Failure::io(&log_path))?;
+        let mut allocated_len = SEGMENT_HEADER_LEN as u64;
+        if config.preallocate_bytes > 0 {
+            let target = (allocated_len + config.preallocate_bytes).min(config.segment_bytes_max);
+            if target > allocated_len {
+                io::preallocate(&file, &log_path, allocated_len, target - allocated_len)
+                    .map_err(Failure::io(&log_path))?;
+                allocated_len = target;
+            }
+        }
+        io::sync_all(&file, &log_path).map_err(Failure::io(&log_path))?;
+        let map = mmap::map_read(
+            &file,
+            map_len(config, allocated_len).map_err(Failure::io(&log_path))?,
+        )
+        .map_err(Failure::io(&log_path))?;
+        let capacity = index_capacity(config);
+        let offset_index =
+            IndexFile::create(&index_path, capacity).map_err(Failure::io(&index_path))?;
+        let time_index =
+            IndexFile::create(&time_path, capacity).map_err(Failure::io(&time_path))?;
+        Ok(Segment {
+            header,
+            path: log_path.into(),
+            file: Arc::new(file),
+            map: Arc::new(map),
+            data_len: SEGMENT_HEADER_LEN as u64,
+            written_len: SEGMENT_HEADER_LEN as u64,
+            allocated_len,
+            next_index: header.base_index,
+            next_offset: header.base_offset,
+            last_term,
+            max_timestamp: -1,
+            max_timestamp_at: None,
+            offset_index,
+            time_index,
+            bytes_since_slot: 0,
+            bytes_since_time_slot: 0,
+            sealed: false,
+        })
+    }
+
+    /// Opens an existing segment, verifying and repairing as `mode` says.
+    pub fn open(
+        dir: &Path,
+        base_index: u64,
+        last_term: u64,
+        mode: OpenMode,
+        config: &LogConfig,
+    ) -> Result<Segment, Failure> {
+        let (log_path, index_path, time_path) = segment_paths(dir, base_index);
+        let file = io::open_rw(&log_path).map_err(Failure::io(&log_path))?;
+        let file_len = file.metadata().map_err(Failure::io(&log_path))?.len();
+        let mut header_bytes = [0u8; SEGMENT_HEADER_LEN];
+        let corrupt = |position: u64, reason: String| Failure::Corrupt {
+            path: log_path.clone(),
+            position,
+            reason,
+        };
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut header_bytes, 0)
+            .map_err(|e| corrupt(0, format!("cannot read the segment header: {e}")))?;
+        let header = SegmentHeader::decode(&header_bytes).map_err(|reason| corrupt(0, reason))?;
+        if header.base_index != base_index {
+            return Err(corrupt(
+                0,
+                format!(
+                    "header names base index {} but the file name {base_index}",
+                    header.base_index
+                ),
+            ));
+        }
+        let map = mmap::map_read(
+            &file,
+            map_len(config, file_len).map_err(Failure::io(&log_path))?,
+        )
+        .map_err(Failure::io(&log_path))?;
+        let capacity = index_capacity(config);
+        let active = !matches!(mode, OpenMode::Sealed);
+        let existing = match mode {
+            OpenMode::ActiveCrashed => None,
+            _ => {
+                let offset_index = IndexFile::open(&index_path, active, capacity)
+                    .map_err(Failure::io(&index_path))?;
+                let time_index = IndexFile::open(&time_path, active, capacity)
+                    .map_err(Failure::io(&time_path))?;
+                offset_index.zip(time_index)
+            }
+        };
+        let have_indexes = existing.is_some();
+        let (offset_index, time_index) = match existing {
+            Some(pair) => pair,
+            // Empty stand-ins: `rebuild` below recreates both files.
+            None => (
+                IndexFile::create(&index_path, 0).map_err(Failure::io(&index_path))?,
+                IndexFile::create(&time_path, 0).map_err(Failure::io(&time_path))?,
+            ),
+        };
+        let mut segment = Segment {
+            header,
+            path: log_path.clone().into(),
+            file: Arc::new(file),
+            map: Arc::new(map),
+            data_len: file_len,
+            written_len: file_len,
+            allocated_len: file_len,
+            next_index: header.base_index,
+            next_offset: header.base_offset,
+            last_term,
+            max_timestamp: -1,
+            max_timestamp_at: None,
+            offset_index,
+            time_index,
+            bytes_since_slot: 0,
+            bytes_since_time_slot: 0,
+            sealed: !active,
+        };
+        let trusted_len = match mode {
+            OpenMode::Sealed => Some(file_len),
+            OpenMode::ActiveClean { data_len }
+                if data_len <= file_len && data_len >= SEGMENT_HEADER_LEN as u64 =>
+            {
+                Some(data_len)
+            }
+            _ => None,
+        };
+        if let Some(data_len) = trusted_len {
+            segment.data_len = data_len;
+            segment.written_len = data_len;
+            if have_indexes && segment.adopt_indexes() {
+                return Ok(segment);
+            }
+            if !active {
+                // A sealed segment with bad indexes: rebuild them, which verifies every frame.
+                segment.rebuild(false, config)?;
+                return Ok(segment);
+            }
+        }
+        // Crash recovery of the active segment: verify every frame up to the file's end.
+        segment.data_len = file_len;
+        segment.rebuild(true, config)?;
+        Ok(segment)
+    }
+
+    /// Checks the opened index files against the data; on success the segment's counters are
+    /// set from the last slot and a short verified scan to `data_len`.
+    fn adopt_indexes(&mut self) -> bool {
+        let data_len = self.data_len;
+        if !self.offset_index.is_consistent(data_len, true)
+            || !self.time_index.is_consistent(data_len, false)
+        {
+            return false;
+        }
+        let has_frames = data_len > SEGMENT_HEADER_LEN as u64;
+        let time_last = self.time_index.last();
+        let start = match self.offset_index.last() {
+            Some(slot)
+                if has_frames
+                    && self.offset_index.slot(0).position as usize == SEGMENT_HEADER_LEN =>
+            {
+                slot
+            }
+            None if !has_frames => return true,
+            _ => return false,
+        };
+        let scan = scan(
+            &self.view(),
+            u64::from(start.position),
+            self.header.base_index + u64::from(start.rel_index),
+            self.header.base_offset + start.value,
+            self.last_term,
+            |_, _| {},
+        );
+        if scan.stopped.is_some() || scan.end != data_len {
+            return false;
+        }
+        self.next_index = scan.next_index;
+        self.next_offset = scan.next_offset;
+        self.last_term = scan.last_term;
+        self.max_timestamp = scan.max_timestamp;
+        if let Some(slot) = time_last {
+            let indexed = slot.value as i64;
+            if indexed >= self.max_timestamp {
+                self.max_timestamp = indexed;
+                self.max_timestamp_at = Some((slot.position, slot.rel_index));
+            }
+        }
+        self.bytes_since_slot = data_len - u64::from(start.position);
+        self.bytes_since_time_slot = data_len - time_last.map_or(0, |s| u64::from(s.position));
+        true
+    }
+
+    /// Rebuilds both index files by verifying every frame from the header on. For the active
+    /// segment (`active`), a bad tail is cut off durably; in a sealed segment it is corruption.
+    fn rebuild(
+        &mut self,
+        active: bool,
+        config: &LogConfig,
+    ) -> Result<Option<(u64, &'static str)>, Failure> {
+        let (_, index_path, time_path) = segment_paths(
+            self.path.parent().expect("segment path has a directory"),
+            self.header.base_index,
+        );
+        let capacity = index_capacity(config);
+        self.offset_index =
+            IndexFile::create(&index_path, capacity).map_err(Failure::io(&index_path))?;
+        self.time_index =
+            IndexFile::create(&time_path, capacity).map_err(Failure::io(&time_path))?;
+        self.bytes_since_slot = 0;
+        self.bytes_since_time_slot = 0;
+        self.max_timestamp = -1;
+        self.max_timestamp_at = None;
+        let base = self.header;
+        let view = self.view();
+        let scan = scan(
+            &view,
+            SEGMENT_HEADER_LEN as u64,
+            base.base_index,
+            base.base_offset,
+            self.last_term,
+            |position, frame| self.index_frame(position, frame, config),
+        );
+        if let Some((position, reason)) = scan.stopped {
+            if !active {
+                return Err(Failure::Corrupt {
+                    path: self.path.to_path_buf(),
+                    position,
+                    reason: reason.to_string(),
+                });
+            }
+            let from =
+                usize::try_from(position).map_or(view.data().len(), |p| p.min(view.data().len()));
+            let garbage = view.data()[from..]
+                .iter()
+                .take(FRAME_HEADER_LEN)
+                .any(|b| *b != 0);
+            if garbage {
+                warn!(
+                    file = %self.path.display(),
+                    position,
+                    bytes_cut = self.data_len - position,
+                    reason,
+                    "cutting a torn or corrupt tail"
+                );
+            }
+        }
+        drop(view);
+        self.next_index = scan.next_index;
+        self.next_offset = scan.next_offset;
+        self.last_term = scan.last_term;
+        if active && scan.end < self.allocated_len {
+            io::set_len(&self.file, &self.path, scan.end).map_err(Failure::io(&self.path))?;
+            io::sync_all(&self.file, &self.path).map_err(Failure::io(&self.path))?;
+            self.allocated_len = scan.end;
+        }
+        self.data_len = scan.end;
+        self.written_len = scan.end;
+        if !active {
+            self.offset_index.seal().map_err(Failure::io(&index_path))?;
+            self.time_index.seal().map_err(Failure::io(&time_path))?;
+        }
+        Ok(scan.stopped)
+    }
+
+    /// Adds index slots for a frame at `position` if the intervals say so.
+    fn index_frame(&mut self, position: u64, frame: &FrameHeader, config: &LogConfig) {
+        let pos = u32::try_from(position).expect("segment_bytes_max fits u32");
+        let rel_index = u32::try_from(frame.index - self.header.base_index)
+            .expect("frames per segment fit u32");
+        let due =
+            self.offset_index.len() == 0 || self.bytes_since_slot >= config.index_interval_bytes;
+        if due && !self.offset_index.is_full() {
+            self.offset_index.push(Slot {
+                position: pos,
+                rel_index,
+                value: frame.base_offset - self.header.base_offset,
+            });
+            self.bytes_since_slot = 0;
+        }
+        self.bytes_since_slot += frame.frame_len();
+        if frame.max_timestamp > self.max_timestamp {
+            self.max_timestamp = frame.max_timestamp;
+            self.max_timestamp_at = Some((pos, rel_index));
+            let due = self.time_index.len() == 0
+                || self.bytes_since_time_slot >= config.index_interval_bytes;
+            // One slot stays free for the final time slot written at sealing.
+            if due && self.time_index.len() + 1 < self.time_index.capacity() {
+                self.time_index.push(Slot {
+                    position: pos,
+                    rel_index,
+                    value: frame.max_timestamp as u64,
+                });
+                self.bytes_since_time_slot = 0;
+            }
+        }
+        self.bytes_since_time_slot += frame.frame_len();
+    }
+
+    /// Whether the next frame of `frame_len` bytes must go to a new segment.
+    pub fn must_roll(&self, frame_len: u64, now_ms: i64, config: &LogConfig) -> bool {
+        let has_frames = self.next_index > self.header.base_index;
+        has_frames
+            && (self.data_len + frame_len > config.segment_bytes_max
+                // Keep one slot free in each index for the final time slot at sealing.
+                || self.offset_index.len() + 2 > index_capacity(config)
+                || self.time_index.len() + 2 > index_capacity(config)
+                || now_ms.saturating_sub(self.header.created_ms) >= config.segment_ms_max)
+    }
+
+    /// Appends one frame to `staging` (the bytes not yet written to this segment) and indexes it.
+    /// `payload` is copied; for record entries the batch's base offset and partition leader epoch
+    /// are rewritten in the copy, both outside the batch's CRC.
+    pub fn stage(
+        &mut self,
+        staging: &mut Vec<u8>,
+        entry: &NewEntry,
+        record_count: u32,
+        max_timestamp: i64,
+        config: &LogConfig,
+    ) {
+        let (term, kind, payload) = (entry.term, entry.kind, &entry.payload[..]);
+        debug_assert_eq!(self.written_len + staging.len() as u64, self.data_len);
+        let frame = FrameHeader {
+            crc: 0,
+            payload_len: u32::try_from(payload.len()).expect("entry_bytes_max fits u32"),
+            index: self.next_index,
+            term,
+            base_offset: self.next_offset,
+            max_timestamp,
+            record_count,
+            kind,
+        };
+        let start = staging.len();
+        let mut header = [0u8; FRAME_HEADER_LEN];
+        frame.encode_into(&mut header);
+        staging.extend_from_slice(&header);
+        staging.extend_from_slice(payload);
+        let payload_copy = &mut staging[start + FRAME_HEADER_LEN..];
+        if kind == EntryKind::Records {
+            let base = i64::try_from(self.next_offset).expect("append checked the offset range");
+            let epoch = i32::try_from(term).expect("append checked the term range");
+            quipu_record::set_base_offset(payload_copy, base).expect("append validated the batch");
+            quipu_record::set_partition_leader_epoch(payload_copy, epoch)
+                .expect("append validated the batch");
+        }
+        seal_crc(&mut header, &staging[start + FRAME_HEADER_LEN..]);
+        staging[start..start + FRAME_HEADER_LEN].copy_from_slice(&header);
+        let position = self.data_len;
+        self.index_frame(position, &FrameHeader { crc: 0, ..frame }, config);
+        self.data_len += frame.frame_len();
+        self.next_index += 1;
+        self.next_offset += u64::from(record_count);
+        self.last_term = term;
+    }
+
+    /// Writes the staged frames to the file (growing the preallocated region first).
+    pub fn write_staged(
+        &mut self,
+        staging: &mut Vec<u8>,
+        config: &LogConfig,
+    ) -> Result<(), Failure> {
+        if staging.is_empty() {
+            return Ok(());
+        }
+        let end = self.written_len + staging.len() as u64;
+        if config.preallocate_bytes > 0 && end > self.allocated_len {
+            let target = end
+                .max(self.allocated_len + config.preallocate_bytes)
+                .min(config.segment_bytes_max.max(end));
+            io::preallocate(
+                &self.file,
+                &self.path,
+                self.allocated_len,
+                target - self.allocated_len,
+            )
+            .map_err(Failure::io(&self.path))?;
+            self.allocated_len = target;
+        }
+        io::write_at(&self.file, &self.path, staging, self.written_len)
+            .map_err(Failure::io(&self.path))?;
+        self.written_len = end;
+        self.allocated_len = self.allocated_len.max(end);
+        staging.clear();
+        Ok(())
+    }
+
+    /// Seals the segment: final time slot, trimmed and synced data and index files.
+    pub fn seal(&mut self) -> Result<(), Failure> {
+        assert_eq!(self.written_len, self.data_len, "seal with staged frames");
+        if let Some((position, rel_index)) = self.max_timestamp_at {
+            let indexed = self.time_index.last().map_or(i64::MIN, |s| s.value as i64);
+            if self.max_timestamp > indexed && !self.time_index.is_full() {
+                self.time_index.push(Slot {
+                    position,
+                    rel_index,
+                    value: self.max_timestamp as u64,
+                });
+            }
+        }
+        io::set_len(&self.file, &self.path, self.data_len).map_err(Failure::io(&self.path))?;
+        io::sync_all(&self.file, &self.path).map_err(Failure::io(&self.path))?;
+        self.allocated_len = self.data_len;
+        let index_path = self.offset_index.path().to_path_buf();
+        self.offset_index.seal().map_err(Failure::io(&index_path))?;
+        let time_path = self.time_index.path().to_path_buf();
+        self.time_index.seal().map_err(Failure::io(&time_path))?;
+        self.sealed = true;
+        Ok(())
+    }
+
+    /// The data file and its path, for a sync outside the log's lock.
+    pub fn file(&self) -> (Arc<File>, Arc<Path>) {
+        (Arc::clone(&self.file), Arc::clone(&self.path))
+    }
+
+    /// Makes the active segment's index files durable (a clean close trusts them on reopen).
+    pub fn sync_indexes(&self) -> Result<(), Failure> {
+        for index in [&self.offset_index, &self.time_index] {
+            index.sync().map_err(Failure::io(index.path()))?;
+        }
+        Ok(())
+    }
+
+    pub fn view(&self) -> SegmentView {
+        SegmentView {
+            path: Arc::clone(&self.path),
+            map: Arc::clone(&self.map),
+            data_len: self.data_len,
+        }
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.data_len
+    }
+
+    /// Wall-clock time retention compares against: the newest record, else the creation time.
+    pub fn retention_time_ms(&self) -> i64 {
+        if self.max_timestamp >= 0 {
+            self.max_timestamp
+        } else {
+            self.header.created_ms
+        }
+    }
+
+    /// Position of the last indexed frame at or before Raft index `index`.
+    pub fn position_for_index(&self, index: u64) -> u64 {
+        let base = self.header.base_index;
+        self.offset_index
+            .last_where(|slot| base + u64::from(slot.rel_index) <= index)
+            .map_or(SEGMENT_HEADER_LEN as u64, |i| {
+                u64::from(self.offset_index.slot(i).position)
+            })
+    }
+
+    /// Position of the last indexed frame whose base offset is at or before `offset`.
+    pub fn position_for_offset(&self, offset: u64) -> u64 {
+        let base = self.header.base_offset;
+        self.offset_index
+            .last_where(|slot| base + slot.value <= offset)
+            .map_or(SEGMENT_HEADER_LEN as u64, |i| {
+                u64::from(self.offset_index.slot(i).position)
+            })
+    }
+
+    /// Position from which a scan finds the first record with a timestamp at or after
+    /// `timestamp`: every frame before it has a smaller maximum timestamp.
+    pub fn position_for_timestamp(&self, timestamp: i64) -> u64 {
+        self.time_index
+            .last_where(|slot| (slot.value as i64) < timestamp)
+            .map_or(SEGMENT_HEADER_LEN as u64, |i| {
+                u64::from(self.time_index.slot(i).position)
+            })
+    }
+
+    /// Removes every frame from index `keep_next` on and makes this the active segment again.
+    /// The cut is durable when this returns. If a reader holds the map, the kept prefix is
+    /// copied to a new file that replaces this one by rename, so the reader's bytes never change.
+    pub fn truncate_to(
+        &mut self,
+        keep_next: u64,
+        prev_term: u64,
+        config: &LogConfig,
+    ) -> Result<(), Failure> {
+        assert!(keep_next >= self.header.base_index && keep_next <= self.next_index);
+        let start = self.position_for_index(keep_next);
+        let cut = {
+            let view = self.view();
+            let mut position = start;
+            loop {
+                if position >= self.data_len {
+                    break position;
+                }
+                let frame = view.frame_at(position)?;
+                if frame.index >= keep_next {
+                    break position;
+                }
+                position += frame.frame_len();
+            }
+        };
+        let dir = self
+            .path
+            .parent()
+            .expect("segment path has a directory")
+            .to_path_buf();
+        let log_path = self.path.to_path_buf();
+        if cut < self.data_len {
+            if Arc::strong_count(&self.map) == 1 {
+                io::set_len(&self.file, &log_path, cut).map_err(Failure::io(&log_path))?;
+                io::sync_all(&self.file, &log_path).map_err(Failure::io(&log_path))?;
+            } else {
+                let tmp = log_path.with_extension("log.truncating");
+                if tmp.exists() {
+                    io::remove(&tmp).map_err(Failure::io(&tmp))?;
+                }
+                let file = io::create(&tmp).map_err(Failure::io(&tmp))?;
+                let prefix = &self.map[..usize::try_from(cut).expect("mapped length fits usize")];
+                io::write_at(&file, &tmp, prefix, 0).map_err(Failure::io(&tmp))?;
+                io::sync_all(&file, &tmp).map_err(Failure::io(&tmp))?;
+                io::rename(&tmp, &log_path).map_err(Failure::io(&log_path))?;
+                io::sync_dir(&dir).map_err(Failure::io(&dir))?;
+                self.file = Arc::new(file);
+            }
+        }
+        self.map = Arc::new(
+            mmap::map_read(
+                &self.file,
+                map_len(config, cut).map_err(Failure::io(&log_path))?,
+            )
+            .map_err(Failure::io(&log_path))?,
+        );
+        self.allocated_len = if cut < self.data_len {
+            cut
+        } else {
+            self.allocated_len.max(self.data_len)
+        };
+        self.data_len = cut;
+        self.written_len = cut;
+        self.sealed = false;
+        // Rebuild the indexes (and counters) over the kept frames; a cut is rare, so the simple
+        // full scan is worth more than incremental slot surgery.
+        self.last_term = prev_term;
+        let stopped = self.rebuild(true, config)?;
+        if self.next_index != keep_next {
+            return Err(Failure::Corrupt {
+                path: log_path,
+                position: self.data_len,
+                reason: format!(
+                    "expected to keep entries before {keep_next}, kept before {}: {stopped:?}",
+                    self.next_index
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes the segment's files. The caller syncs the directory.
+    pub fn remove_files(&self) -> Result<(), Failure> {
+        let dir = self.path.parent().expect("segment path has a directory");
+        let (log_path, index_path, time_path) = segment_paths(dir, self.header.base_index);
+        for path in [log_path, index_path, time_path] {
+            match io::remove(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Failure::Io { path, source: e }),
+            }
+        }
+        Ok(())
+    }
+}

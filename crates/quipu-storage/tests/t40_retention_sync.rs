@@ -1,0 +1,131 @@
+//! Retention by size and age, prefix purges, and group commit under concurrent appenders.
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // tests unwrap; sizes are small
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use quipu_storage::fault::{PowerLoss, power_loss};
+use quipu_storage::{Log, LogConfig, Offset};
+
+#[test]
+fn retention_by_age_removes_old_sealed_segments_up_to_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(10_000);
+    let config = LogConfig {
+        retention_ms: Some(5_000),
+        clock: clock.clock(),
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config).unwrap();
+    // Record timestamps 0..; segments hold about 8 entries each.
+    for i in 0..80u64 {
+        log.append(&[records(i, 1, i, 2, 100, i as i64 * 100)])
+            .unwrap();
+    }
+    let segments = log.segment_count();
+    assert!(segments > 5);
+    // Now = 10_000: segments whose newest record is older than 5_000 may go, but the caller's
+    // bound (say, the last snapshot) stops at index 20.
+    let purged = log.enforce_retention(20).unwrap();
+    assert!(purged.segments > 0);
+    assert!(log.first_index() <= 20, "never past the bound");
+    let first = log.first_index();
+    assert!(log.read_entries(first, 80, u64::MAX).unwrap().len() as u64 == 80 - first);
+    // With no bound, everything older than 5_000 goes; the rest stays.
+    log.enforce_retention(u64::MAX).unwrap();
+    let first_ts = log
+        .read_records(log.start_offset(), log.next_offset(), 1)
+        .unwrap()[0]
+        .max_timestamp;
+    assert!(
+        first_ts >= 4_000,
+        "a segment with records newer than 5_000 - 1 segment stays: {first_ts}"
+    );
+    // Much later everything but the active segment goes.
+    clock.advance(1_000_000);
+    log.enforce_retention(u64::MAX).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.next_offset(), Offset(160));
+}
+
+#[test]
+fn retention_by_size_keeps_at_least_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        retention_bytes: Some(10_000),
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config).unwrap();
+    for i in 0..100u64 {
+        log.append(&[records(i, 1, i, 2, 100, 0)]).unwrap();
+    }
+    let before = log.size_bytes();
+    let purged = log.enforce_retention(u64::MAX).unwrap();
+    assert!(purged.bytes > 0);
+    assert_eq!(log.size_bytes(), before - purged.bytes);
+    assert!(log.size_bytes() >= 10_000, "kept {}", log.size_bytes());
+    assert!(
+        log.size_bytes() < 10_000 + 4096,
+        "removed all it could: {}",
+        log.size_bytes()
+    );
+    // Reopened, the log starts where the purge left it.
+    let (first, start) = (log.first_index(), log.start_offset());
+    drop(log);
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!((log.first_index(), log.start_offset()), (first, start));
+    assert!(log.read_entries(first - 1, first, 10).is_err());
+}
+
+#[test]
+fn concurrent_appenders_share_syncs_and_every_synced_entry_survives_power_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes_max: 64 * 1024,
+        entry_bytes_max: 8192,
+        ..small_config()
+    };
+    let log = Arc::new(Log::open(dir.path(), config.clone()).unwrap());
+    // Appends must carry the next index, so appenders take turns to append, then sync freely.
+    let turn = Arc::new(Mutex::new(()));
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (log, turn, acknowledged) = (
+                Arc::clone(&log),
+                Arc::clone(&turn),
+                Arc::clone(&acknowledged),
+            );
+            std::thread::spawn(move || {
+                for i in 0..50u64 {
+                    let appended = {
+                        let _turn = turn.lock().unwrap();
+                        let index = log.next_index();
+                        log.append(&[records(index, 1, t * 1000 + i, 3, 200, 0)])
+                            .unwrap()
+                    };
+                    log.sync_to(appended.last_index + 1).unwrap();
+                    acknowledged.lock().unwrap().push(appended.last_index);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let written = log.read_entries(0, log.next_index(), u64::MAX).unwrap();
+    assert_eq!(written.len(), 200);
+    let log = Arc::into_inner(log).unwrap();
+    drop(log);
+    power_loss(dir.path(), PowerLoss::LoseUnsynced).unwrap();
+    let log = Log::open(dir.path(), config).unwrap();
+    let recovered = log.read_entries(0, log.next_index(), u64::MAX).unwrap();
+    let max_acknowledged = *acknowledged.lock().unwrap().iter().max().unwrap();
+    assert!(
+        recovered.len() as u64 > max_acknowledged,
+        "an acknowledged entry was lost"
+    );
+    assert_eq!(recovered, written[..recovered.len()]);
+}
