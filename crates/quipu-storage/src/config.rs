@@ -79,7 +79,7 @@ impl Default for LogConfig {
             segment_ms_max: 7 * 24 * 3600 * 1000,
             entry_bytes_max: 8 * 1024 * 1024,
             index_interval_bytes: 4096,
-            index_bytes_max: 1024 * 1024,
+            index_bytes_max: 2 * 1024 * 1024,
             preallocate_bytes: 16 * 1024 * 1024,
             fsync: FsyncPolicy::Always,
             retention_bytes: None,

@@ -26,6 +26,9 @@ mod disabled {
     pub(crate) fn on_rename(_: &Path, _: &Path) {}
     pub(crate) fn on_sync_dir(_: &Path) {}
     pub(crate) fn on_mmap_write(_: &Path) {}
+    pub(crate) fn injected_failure(_: &Path) -> Option<std::io::Error> {
+        None
+    }
 }
 #[cfg(not(feature = "fault-injection"))]
 pub(crate) use disabled::*;
@@ -74,6 +77,32 @@ mod enabled {
     }
 
     static FILES: Mutex<Option<HashMap<PathBuf, Track>>> = Mutex::new(None);
+    static FAILING_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    /// From now on every write and sync of a file in `dir` fails with an I/O error, as a dying
+    /// disk's would, until [`stop_failing_io`] is called for `dir`.
+    pub fn fail_io(dir: &Path) {
+        FAILING_DIRS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(dir.to_path_buf());
+    }
+
+    /// Ends [`fail_io`] for `dir`.
+    pub fn stop_failing_io(dir: &Path) {
+        FAILING_DIRS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|d| d != dir);
+    }
+
+    pub(crate) fn injected_failure(path: &Path) -> Option<std::io::Error> {
+        let failing = FAILING_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+        failing
+            .iter()
+            .any(|dir| path.parent() == Some(dir.as_path()) || path == dir)
+            .then(|| std::io::Error::other("injected i/o failure"))
+    }
 
     fn with_files<R>(f: impl FnOnce(&mut HashMap<PathBuf, Track>) -> R) -> R {
         let mut guard: MutexGuard<'_, _> = FILES.lock().unwrap_or_else(|e| e.into_inner());

@@ -30,6 +30,9 @@ pub(crate) fn open_rw(path: &Path) -> io::Result<File> {
 
 /// Writes all of `buf` at `position`.
 pub(crate) fn write_at(file: &File, path: &Path, buf: &[u8], position: u64) -> io::Result<()> {
+    if let Some(error) = fault::injected_failure(path) {
+        return Err(error);
+    }
     file.write_all_at(buf, position)?;
     fault::on_write(path, position, buf.len() as u64);
     Ok(())
@@ -37,6 +40,9 @@ pub(crate) fn write_at(file: &File, path: &Path, buf: &[u8], position: u64) -> i
 
 /// `fdatasync`: the file's data and the metadata needed to read it back (its size) are durable.
 pub(crate) fn sync_data(file: &File, path: &Path) -> io::Result<()> {
+    if let Some(error) = fault::injected_failure(path) {
+        return Err(error);
+    }
     file.sync_data()?;
     fault::on_sync(path);
     Ok(())
@@ -44,6 +50,9 @@ pub(crate) fn sync_data(file: &File, path: &Path) -> io::Result<()> {
 
 /// `fsync`: data and all metadata are durable.
 pub(crate) fn sync_all(file: &File, path: &Path) -> io::Result<()> {
+    if let Some(error) = fault::injected_failure(path) {
+        return Err(error);
+    }
     file.sync_all()?;
     fault::on_sync(path);
     Ok(())
@@ -90,6 +99,9 @@ pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
 
 /// Makes the directory's entries (created, removed, renamed files) durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    if let Some(error) = fault::injected_failure(dir) {
+        return Err(error);
+    }
     File::open(dir)?.sync_all()?;
     fault::on_sync_dir(dir);
     Ok(())
