@@ -14,6 +14,9 @@
 //! The engine is synchronous and knows nothing of Raft, Kafka's network protocol, tokio or
 //! sockets; it never panics on file contents. Byte layouts: `docs/format/segment.md`.
 //!
+//! [`write_state_file`] and [`read_state_file`] keep small state (a Raft vote, a snapshot of a
+//! small state machine) in files replaced atomically.
+//!
 //! With the `fault-injection` feature, [`fault`] simulates power loss for tests.
 
 mod config;
@@ -27,9 +30,11 @@ mod log;
 mod marker;
 mod mmap;
 mod segment;
+mod state_file;
 
 pub use config::{Clock, FsyncPolicy, LogConfig, system_clock};
 pub use entry::{Entry, EntryKind, NewEntry, Offset};
 pub use error::{AppendError, OpenError, ReadError, SyncError, TruncateError};
 pub use frame::{FORMAT_VERSION, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 pub use log::{Appended, Log, Purged};
+pub use state_file::{StateFileError, read_state_file, write_state_file};

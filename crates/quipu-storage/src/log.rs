@@ -687,11 +687,20 @@ impl Log {
 
     /// Removes every entry after `after_index` (Raft conflict resolution). Durable on return.
     pub fn truncate_suffix(&self, after_index: u64) -> Result<(), TruncateError> {
+        match after_index.checked_add(1) {
+            Some(keep_next) => self.truncate_from(keep_next),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes every entry at `index` and after; `index` may be the first index held (the log
+    /// becomes empty there). Durable on return.
+    pub fn truncate_from(&self, index: u64) -> Result<(), TruncateError> {
         let mut state = self.write_state();
         if let Some((dir, cause)) = self.poisoned(&state) {
             return Err(TruncateError::Poisoned { dir, cause });
         }
-        let keep_next = after_index.saturating_add(1);
+        let keep_next = index;
         let first = state.first().header.base_index;
         if keep_next < first {
             return Err(TruncateError::BeforeStart {
@@ -730,7 +739,7 @@ impl Log {
         }
         // The cut synced the whole segment, so everything kept is durable.
         self.set_durable(state.generation, keep_next);
-        info!(dir = %self.dir.display(), after_index, "log truncated");
+        info!(dir = %self.dir.display(), next_index = keep_next, "log truncated");
         Ok(())
     }
 

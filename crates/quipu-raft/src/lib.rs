@@ -1,0 +1,31 @@
+//! Raft for Quipu: the one openraft type configuration, openraft's log store over the segment
+//! log, and the state machine of a data partition.
+//!
+//! - [`TypeConfig`] fixes openraft's types for every group (partitions and, later, the
+//!   controller). It uses openraft's `single-term-leader` mode, so a log id is `(term, index)`:
+//!   exactly what a segment frame stores, and the Kafka partition leader epoch of a batch is the
+//!   term of its entry.
+//! - [`LogStore`] implements `RaftLogStorage` on a [`quipu_storage::Log`]: a record batch is
+//!   stored once, as the payload of its Raft entry (no second copy); other entries are stored as
+//!   internal entries (`docs/format/raft-entries.md`). The vote and purge point live in a state
+//!   file beside the segments.
+//! - [`PartitionStateMachine`] holds no records: applying an entry advances the partition's high
+//!   watermark, which it reads from the batch's base offset assigned by the log.
+//!
+//! Not here: networking, the multi-group router, the controller's state machine.
+
+// openraft's traits fix `StorageError` (about 200 bytes) as the error type; boxing it is not ours to do.
+#![allow(clippy::result_large_err)]
+
+mod codec;
+mod log_store;
+mod state_machine;
+mod type_config;
+
+pub use codec::{EntryCodecError, from_stored, to_stored};
+pub use log_store::{LogStore, LogStoreError};
+pub use state_machine::{PartitionStateMachine, SNAPSHOT_FILE};
+pub use type_config::{NodeId, Request, Response, TypeConfig};
+
+/// State shared by a partition's log store and state machine.
+pub mod shared;

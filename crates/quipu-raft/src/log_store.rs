@@ -1,0 +1,370 @@
+//! [`LogStore`]: openraft's `RaftLogStorage` over a partition's segment log.
+//!
+//! Invariants (openraft's contract, `../shared/DEPENDENCIES.md`):
+//! - entries are readable when `append` returns; its callback runs only after the fsync policy
+//!   made them durable (`always`: after `fdatasync`), callbacks in append order;
+//! - `save_vote` syncs the log, then writes the vote durably, before it returns, so no write is
+//!   durable before an earlier one;
+//! - a purge records the purge point durably first, then removes whole segments: entries at or
+//!   below the purge point are never returned, even while their segment still exists;
+//! - the log never has holes: an append to an empty log at another index restarts the log there
+//!   (after a snapshot was installed past the log's end).
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    AnyError, CommittedLeaderId, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError,
+    Vote,
+};
+use quipu_storage::{Log, NewEntry, Offset, read_state_file, write_state_file};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::codec::{from_stored, to_stored};
+use crate::shared::PartitionShared;
+use crate::{NodeId, TypeConfig};
+
+/// Name of the state file holding the vote and the purge point.
+pub const META_FILE: &str = "raft_meta";
+/// Largest accepted `raft_meta` body.
+const META_BYTES_MAX: usize = 4096;
+/// Most payload bytes one `limited_get_log_entries` returns (the first entry always comes whole).
+const READ_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// Appends waiting for their flush, per partition.
+const FLUSH_QUEUE_MAX: usize = 1024;
+
+/// What `raft_meta` holds (postcard, inside a state file).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct RaftMeta {
+    vote: Option<Vote<NodeId>>,
+    last_purged: Option<LogId<NodeId>>,
+}
+
+/// Opening a log store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogStoreError {
+    /// The `raft_meta` state file could not be read.
+    #[error("cannot read the raft state of {dir}")]
+    Meta {
+        /// The partition directory.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: quipu_storage::StateFileError,
+    },
+    /// The `raft_meta` body does not decode.
+    #[error("cannot decode the raft state of {dir}: {reason}")]
+    MetaDecode {
+        /// The partition directory.
+        dir: PathBuf,
+        /// The postcard error.
+        reason: String,
+    },
+}
+
+struct Flush {
+    next_index: u64,
+    callback: LogFlushed<TypeConfig>,
+}
+
+/// A partition's Raft log store. Cheap to clone: clones share the log (the clone handed to
+/// openraft as the log reader reads concurrently with the writer).
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    log: Arc<Log>,
+    meta: Mutex<RaftMeta>,
+    shared: Arc<PartitionShared>,
+    flushes: mpsc::Sender<Flush>,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore")
+            .field("dir", &self.inner.log.dir())
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageError::from(StorageIOError::write_logs(AnyError::new(&error)))
+}
+
+fn read_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageError::from(StorageIOError::read_logs(AnyError::new(&error)))
+}
+
+fn vote_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageError::from(StorageIOError::write_vote(AnyError::new(&error)))
+}
+
+/// Runs blocking storage work off the async runtime's threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StorageError<NodeId>> + Send + 'static,
+) -> Result<T, StorageError<NodeId>> {
+    tokio::task::spawn_blocking(work).await.map_err(io_error)?
+}
+
+impl LogStore {
+    /// Opens the store of the partition whose log is `log`. Must run inside a tokio runtime: it
+    /// starts the partition's flush task, which ends when the last clone is dropped.
+    pub async fn open(
+        log: Arc<Log>,
+        shared: Arc<PartitionShared>,
+    ) -> Result<LogStore, LogStoreError> {
+        let dir = log.dir().to_path_buf();
+        let read_dir = dir.clone();
+        let body = tokio::task::spawn_blocking(move || {
+            read_state_file(&read_dir, META_FILE, META_BYTES_MAX)
+        })
+        .await
+        .expect("reading a small file does not panic")
+        .map_err(|source| LogStoreError::Meta {
+            dir: dir.clone(),
+            source,
+        })?;
+        let meta = match body {
+            Some(body) => postcard::from_bytes(&body).map_err(|e| LogStoreError::MetaDecode {
+                dir,
+                reason: e.to_string(),
+            })?,
+            None => RaftMeta::default(),
+        };
+        let (flushes, pending) = mpsc::channel(FLUSH_QUEUE_MAX);
+        tokio::spawn(flush_task(Arc::clone(&log), pending));
+        Ok(LogStore {
+            inner: Arc::new(Inner {
+                log,
+                meta: Mutex::new(meta),
+                shared,
+                flushes,
+            }),
+        })
+    }
+
+    /// The segment log under this store.
+    pub fn log(&self) -> &Arc<Log> {
+        &self.inner.log
+    }
+
+    fn meta(&self) -> RaftMeta {
+        self.inner
+            .meta
+            .lock()
+            .expect("raft meta lock poisoned by a panic")
+            .clone()
+    }
+
+    async fn save_meta(&self, meta: RaftMeta) -> Result<(), StorageError<NodeId>> {
+        let body = postcard::to_allocvec(&meta).map_err(vote_error)?;
+        let dir = self.inner.log.dir().to_path_buf();
+        blocking(move || write_state_file(&dir, META_FILE, &body).map_err(vote_error)).await?;
+        *self
+            .inner
+            .meta
+            .lock()
+            .expect("raft meta lock poisoned by a panic") = meta;
+        Ok(())
+    }
+
+    async fn read(
+        &self,
+        start: u64,
+        end: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<openraft::Entry<TypeConfig>>, StorageError<NodeId>> {
+        let purged_next = self.meta().last_purged.map_or(0, |id| id.index + 1);
+        let log = Arc::clone(&self.inner.log);
+        let stored = blocking(move || {
+            let start = start.max(purged_next).max(log.first_index());
+            let end = end.min(log.next_index());
+            if start >= end {
+                return Ok(Vec::new());
+            }
+            log.read_entries(start, end, max_bytes).map_err(read_error)
+        })
+        .await?;
+        stored
+            .into_iter()
+            .map(|entry| from_stored(entry).map_err(read_error))
+            .collect()
+    }
+}
+
+/// Makes appended entries durable in order, then reports each append's completion. Consecutive
+/// pending appends share one sync.
+async fn flush_task(log: Arc<Log>, mut pending: mpsc::Receiver<Flush>) {
+    let mut batch = Vec::new();
+    while pending.recv_many(&mut batch, FLUSH_QUEUE_MAX).await > 0 {
+        let next_index = batch
+            .iter()
+            .map(|f| f.next_index)
+            .max()
+            .expect("recv_many returned some");
+        let sync_log = Arc::clone(&log);
+        let result =
+            match tokio::task::spawn_blocking(move || sync_log.sync_by_policy(next_index)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+        for flush in batch.drain(..) {
+            flush
+                .callback
+                .log_io_completed(result.clone().map_err(io::Error::other));
+        }
+    }
+}
+
+fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e.saturating_add(1),
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<openraft::Entry<TypeConfig>>, StorageError<NodeId>> {
+        let (start, end) = bounds(&range);
+        self.read(start, end, u64::MAX).await
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<openraft::Entry<TypeConfig>>, StorageError<NodeId>> {
+        self.read(start, end, READ_BYTES_MAX).await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let last_purged = self.meta().last_purged;
+        let log = &self.inner.log;
+        let (first, next, term) = (log.first_index(), log.next_index(), log.last_term());
+        let has_unpurged = next > first && last_purged.is_none_or(|purged| next - 1 > purged.index);
+        let last_log_id = if has_unpurged {
+            Some(LogId::new(CommittedLeaderId::new(term, 0), next - 1))
+        } else {
+            last_purged
+        };
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let log = Arc::clone(&self.inner.log);
+        blocking(move || log.sync().map_err(vote_error)).await?;
+        let mut meta = self.meta();
+        meta.vote = Some(*vote);
+        self.save_meta(meta).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        Ok(self.meta().vote)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<NewEntry> = entries
+            .into_iter()
+            .map(to_stored)
+            .collect::<Result<_, _>>()
+            .map_err(io_error)?;
+        let Some(first) = entries.first().map(|e| e.index) else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        let log = Arc::clone(&self.inner.log);
+        let shared = Arc::clone(&self.inner.shared);
+        let appended = blocking(move || {
+            let empty = log.first_index() == log.next_index();
+            if empty && first != log.next_index() {
+                // Nothing is held (a snapshot was installed past the log's end): restart the log
+                // where the leader continues, at the offset the snapshot ends at.
+                let offset = first
+                    .checked_sub(1)
+                    .and_then(|last| shared.installed_next_offset(last))
+                    .map_or(log.next_offset(), Offset);
+                log.reset(first, offset).map_err(io_error)?;
+            }
+            log.append(&entries).map_err(io_error)
+        })
+        .await?;
+        let flush = Flush {
+            next_index: appended.last_index + 1,
+            callback,
+        };
+        self.inner
+            .flushes
+            .send(flush)
+            .await
+            .map_err(|_| io_error(io::Error::other("flush task stopped")))
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let log = Arc::clone(&self.inner.log);
+        blocking(move || log.truncate_from(log_id.index).map_err(io_error)).await
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let mut meta = self.meta();
+        if meta
+            .last_purged
+            .is_some_and(|purged| purged.index >= log_id.index)
+        {
+            return Ok(());
+        }
+        meta.last_purged = Some(log_id);
+        self.save_meta(meta).await?;
+        let log = Arc::clone(&self.inner.log);
+        let shared = Arc::clone(&self.inner.shared);
+        blocking(move || {
+            if log_id.index >= log.next_index() {
+                let offset = shared
+                    .installed_next_offset(log_id.index)
+                    .map_or(log.next_offset(), Offset);
+                log.reset(log_id.index + 1, offset).map_err(io_error)
+            } else {
+                log.purge_prefix(log_id.index + 1)
+                    .map(|_| ())
+                    .map_err(io_error)
+            }
+        })
+        .await
+    }
+}

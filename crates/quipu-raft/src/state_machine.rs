@@ -1,0 +1,223 @@
+//! [`PartitionStateMachine`]: the state machine of a data partition. It holds no records: the
+//! records live once, in the segment log. Applying a record entry advances the high watermark to
+//! the end of its batch, whose base offset the log assigned on append (so the watermark is a
+//! function of the entry alone and survives re-application from any point).
+//!
+//! A snapshot is the applied state (last applied log id, membership, high watermark), kept in the
+//! `raft_snapshot` state file. It does not carry records: a follower that needs records purged
+//! from the leader's log cannot catch up through it yet.
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    AnyError, BasicNode, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+};
+use quipu_storage::{read_state_file, write_state_file};
+use serde::{Deserialize, Serialize};
+
+use crate::shared::PartitionShared;
+use crate::{NodeId, Request, Response, TypeConfig};
+
+/// Name of the state file holding the last snapshot.
+pub const SNAPSHOT_FILE: &str = "raft_snapshot";
+/// Largest accepted snapshot file body.
+const SNAPSHOT_BYTES_MAX: usize = 1024 * 1024;
+
+/// The applied state; also the snapshot's data (postcard).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Applied {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+    high_watermark: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    applied: Applied,
+    snapshot: Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>,
+    snapshots_built: u64,
+}
+
+/// A data partition's state machine. Clones share state (one is the snapshot builder).
+#[derive(Debug, Clone)]
+pub struct PartitionStateMachine {
+    dir: PathBuf,
+    state: Arc<Mutex<State>>,
+    shared: Arc<PartitionShared>,
+}
+
+fn sm_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageError::from(StorageIOError::write_state_machine(AnyError::new(&error)))
+}
+
+fn snapshot_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(&error)))
+}
+
+impl PartitionStateMachine {
+    /// Opens the state machine of the partition in `dir`, starting from its last snapshot.
+    pub async fn open(
+        dir: PathBuf,
+        shared: Arc<PartitionShared>,
+    ) -> Result<PartitionStateMachine, StorageError<NodeId>> {
+        let read_dir = dir.clone();
+        let body = tokio::task::spawn_blocking(move || {
+            read_state_file(&read_dir, SNAPSHOT_FILE, SNAPSHOT_BYTES_MAX)
+        })
+        .await
+        .map_err(snapshot_error)?
+        .map_err(snapshot_error)?;
+        let mut state = State::default();
+        if let Some(body) = body {
+            let (meta, data): (SnapshotMeta<NodeId, BasicNode>, Vec<u8>) =
+                postcard::from_bytes(&body).map_err(snapshot_error)?;
+            state.applied = postcard::from_bytes(&data).map_err(snapshot_error)?;
+            shared.set_high_watermark(state.applied.high_watermark);
+            state.snapshot = Some((meta, data));
+        }
+        Ok(PartitionStateMachine {
+            dir,
+            state: Arc::new(Mutex::new(state)),
+            shared,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .expect("state machine lock poisoned by a panic")
+    }
+
+    async fn persist(
+        &self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        data: &[u8],
+    ) -> Result<(), StorageError<NodeId>> {
+        let body = postcard::to_allocvec(&(meta, data)).map_err(snapshot_error)?;
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || write_state_file(&dir, SNAPSHOT_FILE, &body))
+            .await
+            .map_err(snapshot_error)?
+            .map_err(snapshot_error)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for PartitionStateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let (meta, data) = {
+            let mut state = self.lock();
+            state.snapshots_built += 1;
+            let applied = state.applied.clone();
+            let snapshot_id = match applied.last_applied {
+                Some(id) => format!(
+                    "{}-{}-{}",
+                    id.leader_id.term, id.index, state.snapshots_built
+                ),
+                None => format!("none-{}", state.snapshots_built),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.membership.clone(),
+                snapshot_id,
+            };
+            (
+                meta,
+                postcard::to_allocvec(&applied).map_err(snapshot_error)?,
+            )
+        };
+        self.persist(&meta, &data).await?;
+        self.lock().snapshot = Some((meta.clone(), data.clone()));
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
+    type SnapshotBuilder = PartitionStateMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>>
+    {
+        let state = self.lock();
+        Ok((state.applied.last_applied, state.applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut state = self.lock();
+        let mut responses = Vec::new();
+        for entry in entries {
+            state.applied.last_applied = Some(entry.log_id);
+            let response = match entry.payload {
+                EntryPayload::Blank | EntryPayload::Normal(Request::Metadata(_)) => {
+                    Response::default()
+                }
+                EntryPayload::Normal(Request::Records(batch)) => {
+                    // The log validated the batch and wrote its base offset when appending it.
+                    let header = quipu_record::BatchHeader::parse(&batch).map_err(sm_error)?;
+                    let base = u64::try_from(header.base_offset).map_err(sm_error)?;
+                    state.applied.high_watermark = base + header.offset_count();
+                    Response {
+                        base_offset: Some(base),
+                    }
+                }
+                EntryPayload::Membership(membership) => {
+                    state.applied.membership =
+                        StoredMembership::new(Some(entry.log_id), membership);
+                    Response::default()
+                }
+            };
+            responses.push(response);
+        }
+        self.shared.set_high_watermark(state.applied.high_watermark);
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let data = snapshot.into_inner();
+        let applied: Applied = postcard::from_bytes(&data).map_err(snapshot_error)?;
+        self.persist(meta, &data).await?;
+        if let Some(last) = meta.last_log_id {
+            self.shared
+                .set_installed(last.index, applied.high_watermark);
+        }
+        self.shared.set_high_watermark(applied.high_watermark);
+        let mut state = self.lock();
+        state.applied = applied;
+        state.snapshot = Some((meta.clone(), data));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        Ok(self.lock().snapshot.clone().map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}

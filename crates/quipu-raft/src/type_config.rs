@@ -1,0 +1,35 @@
+//! The openraft type configuration shared by every Raft group of Quipu.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Identifier of a node (a `quipu server` process).
+pub type NodeId = u64;
+
+/// What a client proposes to a Raft group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// One Kafka RecordBatch v2 to append to a data partition, as the producer sent it.
+    Records(Bytes),
+    /// A command of the controller group, encoded by the controller.
+    Metadata(Bytes),
+}
+
+/// What applying a request produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// For [`Request::Records`], the offset given to the batch's first record.
+    pub base_offset: Option<u64>,
+}
+
+openraft::declare_raft_types!(
+    /// openraft's types for every Raft group of Quipu.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
