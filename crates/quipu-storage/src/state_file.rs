@@ -109,6 +109,9 @@ pub fn read_state_file(
     if header[0..8] != MAGIC || header[8..10] != VERSION.to_le_bytes() {
         return Err(corrupt("bad magic or version"));
     }
+    if header[10..12] != [0, 0] || header[20..24] != [0, 0, 0, 0] {
+        return Err(corrupt("reserved header bytes are not zero"));
+    }
     let stored_crc = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"));
     let len = u32::from_le_bytes(header[16..20].try_into().expect("4 bytes"));
     let body_len = usize::try_from(len).map_err(|_| corrupt("length"))?;
