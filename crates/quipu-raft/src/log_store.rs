@@ -14,7 +14,7 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -139,7 +139,9 @@ impl LogStore {
             None => RaftMeta::default(),
         };
         let (flushes, pending) = mpsc::channel(FLUSH_QUEUE_MAX);
-        tokio::spawn(flush_task(Arc::clone(&log), pending));
+        // The task holds the log weakly: the log closes (and its directory lock is released)
+        // as soon as the last clone of the store is dropped.
+        tokio::spawn(flush_task(Arc::downgrade(&log), pending));
         Ok(LogStore {
             inner: Arc::new(Inner {
                 log,
@@ -201,7 +203,7 @@ impl LogStore {
 
 /// Makes appended entries durable in order, then reports each append's completion. Consecutive
 /// pending appends share one sync.
-async fn flush_task(log: Arc<Log>, mut pending: mpsc::Receiver<Flush>) {
+async fn flush_task(log: Weak<Log>, mut pending: mpsc::Receiver<Flush>) {
     let mut batch = Vec::new();
     while pending.recv_many(&mut batch, FLUSH_QUEUE_MAX).await > 0 {
         let next_index = batch
@@ -209,13 +211,17 @@ async fn flush_task(log: Arc<Log>, mut pending: mpsc::Receiver<Flush>) {
             .map(|f| f.next_index)
             .max()
             .expect("recv_many returned some");
-        let sync_log = Arc::clone(&log);
-        let result =
-            match tokio::task::spawn_blocking(move || sync_log.sync_by_policy(next_index)).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
+        let result = match log.upgrade() {
+            None => Err("the log was closed".to_string()),
+            Some(sync_log) => {
+                match tokio::task::spawn_blocking(move || sync_log.sync_by_policy(next_index)).await
+                {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
         for flush in batch.drain(..) {
             flush
                 .callback

@@ -40,7 +40,8 @@ pub struct LogConfig {
     pub entry_bytes_max: u64,
     /// A sparse index entry is written at most every this many bytes of frames.
     pub index_interval_bytes: u64,
-    /// Size of each index file of the active segment; a full index seals the segment.
+    /// Largest size of each index file (they grow by doubling from 64 KiB); a full index seals
+    /// the segment.
     pub index_bytes_max: u64,
     /// Data files grow by this many preallocated bytes at a time (0: no preallocation).
     pub preallocate_bytes: u64,

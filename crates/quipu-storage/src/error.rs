@@ -22,6 +22,15 @@ pub enum OpenError {
         #[source]
         source: std::io::Error,
     },
+    /// Another process (or another `Log` in this one) has the directory open.
+    #[error("log directory {dir} is in use by another log")]
+    Locked {
+        /// The log directory.
+        dir: PathBuf,
+        /// The `flock` failure.
+        #[source]
+        source: std::io::Error,
+    },
     /// A sealed segment (or a segment header) is damaged: the replicated layer must repair this
     /// replica from a peer. Never skipped silently.
     #[error("corrupt segment {path} at position {position}: {reason}")]

@@ -29,6 +29,9 @@ mod disabled {
     pub(crate) fn injected_failure(_: &Path) -> Option<std::io::Error> {
         None
     }
+    pub(crate) fn injected_sync_failure(_: &Path) -> Option<std::io::Error> {
+        None
+    }
 }
 #[cfg(not(feature = "fault-injection"))]
 pub(crate) use disabled::*;
@@ -78,6 +81,26 @@ mod enabled {
 
     static FILES: Mutex<Option<HashMap<PathBuf, Track>>> = Mutex::new(None);
     static FAILING_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    static FAIL_NEXT_SYNC: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    /// The next `fdatasync`/`fsync` of a file in `dir` fails and later ones succeed again: what
+    /// Linux does after a writeback error, which it reports once per file description. A caller
+    /// that retried the sync would wrongly see success.
+    pub fn fail_next_sync(dir: &Path) {
+        FAIL_NEXT_SYNC
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(dir.to_path_buf());
+    }
+
+    pub(crate) fn injected_sync_failure(path: &Path) -> Option<std::io::Error> {
+        let mut once = FAIL_NEXT_SYNC.lock().unwrap_or_else(|e| e.into_inner());
+        let at = once
+            .iter()
+            .position(|dir| path.parent() == Some(dir.as_path()))?;
+        once.remove(at);
+        Some(std::io::Error::other("injected writeback error"))
+    }
 
     /// From now on every write and sync of a file in `dir` fails with an I/O error, as a dying
     /// disk's would, until [`stop_failing_io`] is called for `dir`.

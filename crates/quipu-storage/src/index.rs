@@ -3,8 +3,9 @@
 //!
 //! Both are arrays of 16-byte slots `(position u32, rel_index u32, value u64)`, little-endian. A slot
 //! with position 0 is empty (position 0 is the segment header, never a frame). The active segment's
-//! index files are preallocated (sparse) to `index_bytes_max` and filled through the map; sealing
-//! trims them to their used slots and syncs them.
+//! index files are filled through the map and grow, up to `index_bytes_max`, by doubling with
+//! `fallocate` (real blocks: a write through a map into a hole of a full disk would fault the
+//! process instead of failing); sealing trims them to their used slots and syncs them.
 //!
 //! Invariants: within a file, positions and rel_index strictly increase and values never decrease.
 //! Index files are derived data: an index that fails validation is rebuilt from the segment.
@@ -19,6 +20,8 @@ use crate::{fault, io, mmap};
 
 /// Bytes of one index slot.
 pub(crate) const SLOT_LEN: usize = 16;
+/// Slots a new active index file starts with (64 KiB).
+const INITIAL_SLOTS: usize = 4096;
 
 /// One index entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,19 +43,25 @@ pub(crate) struct IndexFile {
     /// `None` when the file is empty (a zero-length file cannot be mapped).
     map: Option<MmapMut>,
     len: usize,
+    /// Slots the file (and map) currently hold.
     capacity: usize,
+    /// Slots the file may grow to.
+    capacity_max: usize,
 }
 
 impl IndexFile {
-    /// Creates (or resets) an index file with room for `capacity` slots, all empty.
-    pub fn create(path: &Path, capacity: usize) -> std::io::Result<IndexFile> {
+    /// Creates (or resets) an empty index file that may grow to `capacity_max` slots.
+    pub fn create(path: &Path, capacity_max: usize) -> std::io::Result<IndexFile> {
         let file = match io::open_rw(path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => io::create(path)?,
             Err(e) => return Err(e),
         };
         io::set_len(&file, path, 0)?;
-        io::set_len(&file, path, (capacity * SLOT_LEN) as u64)?;
+        let capacity = INITIAL_SLOTS.min(capacity_max);
+        if capacity > 0 {
+            io::preallocate(&file, path, 0, (capacity * SLOT_LEN) as u64)?;
+        }
         let map = if capacity > 0 {
             Some(mmap::map_write(&file)?)
         } else {
@@ -64,12 +73,18 @@ impl IndexFile {
             map,
             len: 0,
             capacity,
+            capacity_max,
         })
     }
 
     /// Opens an existing index file. A sealed file's slots are all used; an active file (`active`
-    /// true) is grown to `capacity` slots and its used slots are the non-empty prefix.
-    pub fn open(path: &Path, active: bool, capacity: usize) -> std::io::Result<Option<IndexFile>> {
+    /// true) may grow to `capacity_max` slots and its used slots are the non-empty prefix.
+    /// `None` when the file is missing or its size cannot be an index file.
+    pub fn open(
+        path: &Path,
+        active: bool,
+        capacity_max: usize,
+    ) -> std::io::Result<Option<IndexFile>> {
         let file = match io::open_rw(path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -79,20 +94,12 @@ impl IndexFile {
         if file_len % SLOT_LEN as u64 != 0 {
             return Ok(None);
         }
-        let Ok(file_slots) = usize::try_from(file_len / SLOT_LEN as u64) else {
+        let Ok(capacity) = usize::try_from(file_len / SLOT_LEN as u64) else {
             return Ok(None);
         };
-        let capacity = if active {
-            if file_slots > capacity {
-                return Ok(None);
-            }
-            if file_slots < capacity {
-                io::set_len(&file, path, (capacity * SLOT_LEN) as u64)?;
-            }
-            capacity
-        } else {
-            file_slots
-        };
+        if active && capacity > capacity_max {
+            return Ok(None);
+        }
         let map = if capacity > 0 {
             Some(mmap::map_write(&file)?)
         } else {
@@ -104,6 +111,7 @@ impl IndexFile {
             map,
             len: capacity,
             capacity,
+            capacity_max: if active { capacity_max } else { capacity },
         };
         if active {
             // Used slots form a prefix: binary search for the first empty one.
@@ -125,8 +133,9 @@ impl IndexFile {
         self.len
     }
 
-    pub fn capacity(&self) -> usize {
-        self.capacity
+    /// Slots the file may hold at most.
+    pub fn capacity_max(&self) -> usize {
+        self.capacity_max
     }
 
     /// Writes the map back and syncs the file.
@@ -138,7 +147,7 @@ impl IndexFile {
     }
 
     pub fn is_full(&self) -> bool {
-        self.len == self.capacity
+        self.len >= self.capacity_max
     }
 
     fn raw_slot(&self, i: usize) -> Slot {
@@ -164,8 +173,9 @@ impl IndexFile {
         self.len.checked_sub(1).map(|i| self.raw_slot(i))
     }
 
-    /// Appends a slot; the caller checked `!is_full()` and the ordering invariants.
-    pub fn push(&mut self, slot: Slot) {
+    /// Appends a slot, growing the file if needed; the caller checked `!is_full()` and the
+    /// ordering invariants.
+    pub fn push(&mut self, slot: Slot) -> std::io::Result<()> {
         assert!(
             !self.is_full(),
             "push into a full index {}",
@@ -175,13 +185,29 @@ impl IndexFile {
         if let Some(last) = self.last() {
             debug_assert!(last.position < slot.position && last.rel_index < slot.rel_index);
         }
+        if self.len == self.capacity {
+            let grown =
+                (self.capacity * 2).clamp(INITIAL_SLOTS.min(self.capacity_max), self.capacity_max);
+            let from = (self.capacity * SLOT_LEN) as u64;
+            io::preallocate(
+                &self.file,
+                &self.path,
+                from,
+                (grown * SLOT_LEN) as u64 - from,
+            )?;
+            // The old map covers the old length only; slots written through it are in the page
+            // cache, which the new map shares.
+            self.map = Some(mmap::map_write(&self.file)?);
+            self.capacity = grown;
+        }
         let at = self.len * SLOT_LEN;
-        let map = self.map.as_mut().expect("non-full index has a map");
+        let map = self.map.as_mut().expect("a non-empty capacity has a map");
         map[at..at + 4].copy_from_slice(&slot.position.to_le_bytes());
         map[at + 4..at + 8].copy_from_slice(&slot.rel_index.to_le_bytes());
         map[at + 8..at + 16].copy_from_slice(&slot.value.to_le_bytes());
         self.len += 1;
         fault::on_mmap_write(&self.path);
+        Ok(())
     }
 
     /// Index of the last slot for which `before(slot)` holds, given that `before` is true for a
@@ -230,6 +256,7 @@ impl IndexFile {
         io::set_len(&self.file, &self.path, used)?;
         io::sync_all(&self.file, &self.path)?;
         self.capacity = self.len;
+        self.capacity_max = self.len;
         if self.len > 0 {
             self.map = Some(mmap::map_write(&self.file)?);
         }

@@ -40,7 +40,9 @@ pub(crate) fn write_at(file: &File, path: &Path, buf: &[u8], position: u64) -> i
 
 /// `fdatasync`: the file's data and the metadata needed to read it back (its size) are durable.
 pub(crate) fn sync_data(file: &File, path: &Path) -> io::Result<()> {
-    if let Some(error) = fault::injected_failure(path) {
+    if let Some(error) =
+        fault::injected_failure(path).or_else(|| fault::injected_sync_failure(path))
+    {
         return Err(error);
     }
     file.sync_data()?;
@@ -50,7 +52,9 @@ pub(crate) fn sync_data(file: &File, path: &Path) -> io::Result<()> {
 
 /// `fsync`: data and all metadata are durable.
 pub(crate) fn sync_all(file: &File, path: &Path) -> io::Result<()> {
-    if let Some(error) = fault::injected_failure(path) {
+    if let Some(error) =
+        fault::injected_failure(path).or_else(|| fault::injected_sync_failure(path))
+    {
         return Err(error);
     }
     file.sync_all()?;

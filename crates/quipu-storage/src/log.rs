@@ -50,6 +50,8 @@ pub struct Purged {
 #[derive(Debug)]
 pub struct Log {
     dir: PathBuf,
+    /// Holds the exclusive `flock` on `LOCK` for as long as the log is open.
+    _lock: std::fs::File,
     config: LogConfig,
     state: RwLock<State>,
     sync: Mutex<SyncState>,
@@ -69,6 +71,8 @@ struct State {
 
 #[derive(Debug)]
 struct SyncState {
+    /// An fdatasync failed: no sync may start again on this instance.
+    failed: bool,
     durable_next: u64,
     generation: u64,
     in_progress: bool,
@@ -123,6 +127,7 @@ impl Log {
                 io::sync_dir(parent).map_err(io_err(parent))?;
             }
         }
+        let lock = lock_dir(&dir)?;
         let marker = CleanMarker::take(&dir)?;
         let mut bases = Vec::new();
         for dirent in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
@@ -166,20 +171,19 @@ impl Log {
                 && (previous.next_index != segment.header.base_index
                     || previous.next_offset != segment.header.base_offset)
             {
-                {
-                    // Only an interrupted purge or reset leaves a gap; keep the newer side.
-                    warn!(
-                        dir = %dir.display(),
-                        dropped_segments = segments.len(),
-                        gap_from = previous.next_index,
-                        gap_to = segment.header.base_index,
-                        "dropping segments before a gap in the log"
-                    );
-                    for old in segments.drain(..) {
-                        old.remove_files()?;
-                    }
-                    io::sync_dir(&dir).map_err(io_err(&dir))?;
-                }
+                // Every removal is made durable before the next one, so no interrupted
+                // truncation, purge or reset leaves a gap: a gap is damage.
+                return Err(OpenError::Corrupt {
+                    path: segment.path.to_path_buf(),
+                    position: 0,
+                    reason: format!(
+                        "segment starts at index {} offset {}, but the previous one ends at index {} offset {}",
+                        segment.header.base_index,
+                        segment.header.base_offset,
+                        previous.next_index,
+                        previous.next_offset
+                    ),
+                });
             }
             segments.push(segment);
         }
@@ -199,6 +203,11 @@ impl Log {
             segments.push(Segment::create(&dir, header, 0, &config)?);
             io::sync_dir(&dir).map_err(io_err(&dir))?;
         }
+        if marker.is_none() {
+            // After a crash, the directory entries of what recovery kept may still be only in
+            // the page cache.
+            io::sync_dir(&dir).map_err(io_err(&dir))?;
+        }
         let next_index = segments.last().map_or(0, |s| s.next_index);
         info!(
             dir = %dir.display(),
@@ -210,6 +219,7 @@ impl Log {
         );
         Ok(Log {
             dir,
+            _lock: lock,
             state: RwLock::new(State {
                 segments,
                 staging: Vec::new(),
@@ -217,6 +227,7 @@ impl Log {
                 generation: 0,
             }),
             sync: Mutex::new(SyncState {
+                failed: false,
                 durable_next: next_index,
                 generation: 0,
                 in_progress: false,
@@ -362,7 +373,7 @@ impl Log {
                     *record_count,
                     *max_timestamp,
                     &self.config,
-                );
+                )?;
             }
             state.active_mut().write_staged(&mut staging, &self.config)
         })();
@@ -406,6 +417,12 @@ impl Log {
             };
             let wanted = next_index.min(log_next);
             let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
+            if sync.failed {
+                return Err(SyncError::Poisoned {
+                    dir: self.dir.clone(),
+                    cause: "an earlier fdatasync failed".to_string(),
+                });
+            }
             if sync.generation == generation && sync.durable_next >= wanted {
                 return Ok(());
             }
@@ -421,34 +438,32 @@ impl Log {
             drop(sync);
             // Every entry below `log_next` is in `file` or in a sealed segment, synced when sealed.
             let result = io::sync_data(&file, &path);
-            let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
-            sync.in_progress = false;
-            if result.is_ok() {
-                // A result from before a truncation or reset says nothing about the log now.
-                if generation > sync.generation {
-                    sync.generation = generation;
-                    sync.durable_next = log_next;
-                } else if generation == sync.generation {
-                    sync.durable_next = sync.durable_next.max(log_next);
-                }
-                sync.last_sync_ms = (self.config.clock)();
-            }
-            self.synced.notify_all();
-            drop(sync);
             if let Err(source) = result {
-                let failure = Failure::Io {
+                // Poison before anyone else may start a sync: a second fdatasync on this file
+                // could report success for data the failed one lost.
+                let cause = format!("fdatasync of {} failed: {source}", path.display());
+                tracing::error!(dir = %self.dir.display(), cause, "log poisoned");
+                self.write_state().poisoned.get_or_insert(cause);
+                let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
+                sync.failed = true;
+                sync.in_progress = false;
+                self.synced.notify_all();
+                return Err(SyncError::Io {
                     path: path.to_path_buf(),
                     source,
-                };
-                self.poison(&mut self.write_state(), &failure);
-                let Failure::Io { path, source } = failure else {
-                    return Err(SyncError::Poisoned {
-                        dir: self.dir.clone(),
-                        cause: String::new(),
-                    });
-                };
-                return Err(SyncError::Io { path, source });
+                });
             }
+            let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
+            sync.in_progress = false;
+            // A result from before a truncation or reset says nothing about the log now.
+            if generation > sync.generation {
+                sync.generation = generation;
+                sync.durable_next = log_next;
+            } else if generation == sync.generation {
+                sync.durable_next = sync.durable_next.max(log_next);
+            }
+            sync.last_sync_ms = (self.config.clock)();
+            self.synced.notify_all();
         }
     }
 
@@ -518,13 +533,22 @@ impl Log {
         let mut out = Vec::new();
         let mut total = 0u64;
         let mut next = start;
+        let mut generation = None;
         while next < end {
             let (view, mut position) = {
                 let state = self.read_state();
                 if let Some((dir, cause)) = self.poisoned(&state) {
                     return Err(ReadError::Poisoned { dir, cause });
                 }
+                // One read never mixes entries from before and after a truncation.
+                if *generation.get_or_insert(state.generation) != state.generation {
+                    return Ok(out);
+                }
                 let (first, last) = (state.first().header.base_index, state.active().next_index);
+                if next < first && !out.is_empty() {
+                    // A purge removed what follows what was read: return that.
+                    return Ok(out);
+                }
                 if next < first || (next > last && out.is_empty()) {
                     return Err(ReadError::IndexOutOfRange {
                         requested: next,
@@ -576,13 +600,22 @@ impl Log {
         let mut out = Vec::new();
         let mut total = 0u64;
         let mut next = from.0;
+        let mut generation = None;
         loop {
             let (view, mut position, segment_next_offset, log_next) = {
                 let state = self.read_state();
                 if let Some((dir, cause)) = self.poisoned(&state) {
                     return Err(ReadError::Poisoned { dir, cause });
                 }
+                // One read never mixes batches from before and after a truncation.
+                if *generation.get_or_insert(state.generation) != state.generation {
+                    return Ok(out);
+                }
                 let (start, end) = (state.first().header.base_offset, state.active().next_offset);
+                if next < start && !out.is_empty() {
+                    // A purge removed what follows what was read: return that.
+                    return Ok(out);
+                }
                 if out.is_empty() && (next < start || next > end) {
                     return Err(ReadError::OffsetOutOfRange {
                         requested: next,
@@ -603,10 +636,17 @@ impl Log {
             };
             while position < view.data_len {
                 let frame = view.frame_at(position)?;
-                let frame_end = frame.base_offset + u64::from(frame.record_count);
+                let Some(frame_end) = frame.base_offset.checked_add(u64::from(frame.record_count))
+                else {
+                    return Err(gap(&view, position, next, frame.base_offset));
+                };
                 if frame.kind != EntryKind::Records || frame_end <= next {
                     position += frame.frame_len();
                     continue;
+                }
+                // The first batch holds `next`; each later one starts where the previous ended.
+                if frame.base_offset > next || (!out.is_empty() && frame.base_offset != next) {
+                    return Err(gap(&view, position, next, frame.base_offset));
                 }
                 if frame_end > max_offset.0 {
                     return Ok(out);
@@ -712,15 +752,11 @@ impl Log {
             return Ok(());
         }
         let result = (|| {
-            // Newest first, so that a crash part-way leaves a contiguous prefix.
-            let mut removed = false;
+            // Newest first, each removal durable before the next, so that a crash part-way
+            // leaves a contiguous prefix.
             while state.segments.len() > 1 && state.active().header.base_index > keep_next {
                 let segment = state.segments.pop().expect("len > 1");
                 segment.remove_files()?;
-                removed = true;
-            }
-            if removed {
-                io::sync_dir(&self.dir).map_err(Failure::io(&self.dir))?;
             }
             let prev_term = state
                 .segments
@@ -780,21 +816,14 @@ impl Log {
             remaining -= segment.size_bytes();
             purged.segments += 1;
             purged.bytes += segment.size_bytes();
-            // Oldest first, so that a crash part-way leaves a contiguous suffix.
+            // Oldest first, each removal durable before the next, so that a crash part-way
+            // leaves a contiguous suffix.
             if let Err(failure) = segment.remove_files() {
                 self.poison(&mut state, &failure);
                 return Err(failure.into());
             }
         }
         if purged.segments > 0 {
-            if let Err(source) = io::sync_dir(&self.dir) {
-                let failure = Failure::Io {
-                    path: self.dir.clone(),
-                    source,
-                };
-                self.poison(&mut state, &failure);
-                return Err(failure.into());
-            }
             info!(dir = %self.dir.display(), segments = purged.segments, bytes = purged.bytes, "log prefix purged");
         }
         Ok(purged)
@@ -808,10 +837,10 @@ impl Log {
             return Err(TruncateError::Poisoned { dir, cause });
         }
         let result = (|| {
+            // Newest first, each removal durable before the next.
             while let Some(segment) = state.segments.pop() {
                 segment.remove_files()?;
             }
-            io::sync_dir(&self.dir).map_err(Failure::io(&self.dir))?;
             let header = SegmentHeader {
                 base_index: next_index,
                 base_offset: next_offset.0,
@@ -898,6 +927,29 @@ impl Log {
     }
 }
 
+/// Takes an exclusive `flock` on `dir/LOCK`, so that no other process (or second `Log` in this
+/// one) opens the directory while this log is open: the engine maps its files.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, OpenError> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|source| OpenError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+        |errno| OpenError::Locked {
+            dir: dir.to_path_buf(),
+            source: errno.into(),
+        },
+    )?;
+    Ok(file)
+}
+
 /// Whether a segment file holds nothing but zeros where its header and first frame would be:
 /// what a crash while creating it leaves (the header is synced before any frame is written).
 fn creation_incomplete(path: &Path) -> std::io::Result<bool> {
@@ -913,6 +965,6 @@ fn gap(view: &SegmentView, position: u64, expected: u64, found: u64) -> ReadErro
     ReadError::Corrupt {
         path: view.path.to_path_buf(),
         position,
-        reason: format!("expected entry {expected}, found {found}"),
+        reason: format!("expected entry or offset {expected}, found {found}"),
     }
 }

@@ -59,11 +59,21 @@ impl CleanMarker {
     /// Reads and durably removes the marker; a damaged marker counts as none.
     pub fn take(dir: &Path) -> Result<Option<CleanMarker>, Failure> {
         let path = dir.join(NAME);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
+        let mut bytes = Vec::with_capacity(LEN + 1);
+        match std::fs::File::open(&path) {
+            // At most one byte more than a marker: enough to tell a longer file is not one.
+            Ok(file) => {
+                use std::io::Read;
+                file.take(LEN as u64 + 1)
+                    .read_to_end(&mut bytes)
+                    .map_err(|source| Failure::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Failure::Io { path, source: e }),
-        };
+        }
         io::remove(&path).map_err(Failure::io(&path))?;
         io::sync_dir(dir).map_err(Failure::io(dir))?;
         Ok(CleanMarker::decode(&bytes))

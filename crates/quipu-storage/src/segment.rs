@@ -123,6 +123,8 @@ struct Scan {
     next_offset: u64,
     last_term: u64,
     max_timestamp: i64,
+    /// Position and index of the first frame holding `max_timestamp`.
+    max_at: Option<(u64, u64)>,
     /// Where the scan stopped early, and why.
     stopped: Option<(u64, &'static str)>,
 }
@@ -135,9 +137,10 @@ fn scan(
     mut next_index: u64,
     mut next_offset: u64,
     mut last_term: u64,
-    mut visit: impl FnMut(u64, &FrameHeader),
+    mut visit: impl FnMut(u64, &FrameHeader) -> Result<(), Failure>,
 ) -> Scan {
     let mut max_timestamp = -1i64;
+    let mut max_at = None;
     let stopped = loop {
         if position >= view.data_len {
             break None;
@@ -157,12 +160,20 @@ fn scan(
         if (frame.kind == EntryKind::Records) != (frame.record_count > 0) {
             break Some((position, "frame record count does not match its kind"));
         }
-        visit(position, &frame);
+        let Some(frame_next_offset) = next_offset.checked_add(u64::from(frame.record_count)) else {
+            break Some((position, "frame offsets overflow"));
+        };
+        if visit(position, &frame).is_err() {
+            break Some((position, "index write failed"));
+        }
+        if frame.max_timestamp > max_timestamp {
+            max_timestamp = frame.max_timestamp;
+            max_at = Some((position, frame.index));
+        }
         position += frame.frame_len();
         next_index += 1;
-        next_offset += u64::from(frame.record_count);
+        next_offset = frame_next_offset;
         last_term = frame.term;
-        max_timestamp = max_timestamp.max(frame.max_timestamp);
     };
     Scan {
         end: position,
@@ -170,6 +181,7 @@ fn scan(
         next_offset,
         last_term,
         max_timestamp,
+        max_at,
         stopped,
     }
 }
@@ -232,6 +244,7 @@ impl Segment {
         io::sync_all(&file, &log_path).map_err(Failure::io(&log_path))?;
         let map = mmap::map_read(
             &file,
+            &log_path,
             map_len(config, allocated_len).map_err(Failure::io(&log_path))?,
         )
         .map_err(Failure::io(&log_path))?;
@@ -244,7 +257,7 @@ impl Segment {
             header,
             path: log_path.into(),
             file: Arc::new(file),
-            map: Arc::new(map),
+            map,
             data_len: SEGMENT_HEADER_LEN as u64,
             written_len: SEGMENT_HEADER_LEN as u64,
             allocated_len,
@@ -292,6 +305,7 @@ impl Segment {
         }
         let map = mmap::map_read(
             &file,
+            &log_path,
             map_len(config, file_len).map_err(Failure::io(&log_path))?,
         )
         .map_err(Failure::io(&log_path))?;
@@ -320,7 +334,7 @@ impl Segment {
             header,
             path: log_path.clone().into(),
             file: Arc::new(file),
-            map: Arc::new(map),
+            map,
             data_len: file_len,
             written_len: file_len,
             allocated_len: file_len,
@@ -383,13 +397,21 @@ impl Segment {
             None if !has_frames => return true,
             _ => return false,
         };
+        let (Some(start_index), Some(start_offset)) = (
+            self.header
+                .base_index
+                .checked_add(u64::from(start.rel_index)),
+            self.header.base_offset.checked_add(start.value),
+        ) else {
+            return false;
+        };
         let scan = scan(
             &self.view(),
             u64::from(start.position),
-            self.header.base_index + u64::from(start.rel_index),
-            self.header.base_offset + start.value,
+            start_index,
+            start_offset,
             self.last_term,
-            |_, _| {},
+            |_, _| Ok(()),
         );
         if scan.stopped.is_some() || scan.end != data_len {
             return false;
@@ -397,7 +419,12 @@ impl Segment {
         self.next_index = scan.next_index;
         self.next_offset = scan.next_offset;
         self.last_term = scan.last_term;
+        // The last time slot covers every frame up to the last offset slot (see `index_frame`);
+        // the scan covers the rest.
         self.max_timestamp = scan.max_timestamp;
+        self.max_timestamp_at = scan
+            .max_at
+            .and_then(|(position, index)| self.slot_key(position, index));
         if let Some(slot) = time_last {
             let indexed = slot.value as i64;
             if indexed >= self.max_timestamp {
@@ -440,6 +467,13 @@ impl Segment {
             self.last_term,
             |position, frame| self.index_frame(position, frame, config),
         );
+        if self.offset_index.len() == 0 && scan.end > SEGMENT_HEADER_LEN as u64 {
+            // Only a failed index write leaves frames unindexed.
+            return Err(Failure::Io {
+                path: self.offset_index.path().to_path_buf(),
+                source: std::io::Error::other("cannot index the segment"),
+            });
+        }
         if let Some((position, reason)) = scan.stopped {
             if !active {
                 return Err(Failure::Corrupt {
@@ -468,52 +502,90 @@ impl Segment {
         self.next_index = scan.next_index;
         self.next_offset = scan.next_offset;
         self.last_term = scan.last_term;
-        if active && scan.end < self.allocated_len {
-            io::set_len(&self.file, &self.path, scan.end).map_err(Failure::io(&self.path))?;
+        if active {
+            // What a crashed process left in the page cache may not be on disk yet: everything
+            // kept is made durable before the log reports it durable.
+            if scan.end < self.allocated_len {
+                io::set_len(&self.file, &self.path, scan.end).map_err(Failure::io(&self.path))?;
+                self.allocated_len = scan.end;
+            }
             io::sync_all(&self.file, &self.path).map_err(Failure::io(&self.path))?;
-            self.allocated_len = scan.end;
         }
         self.data_len = scan.end;
         self.written_len = scan.end;
         if !active {
+            self.push_time_slot().map_err(Failure::io(&time_path))?;
             self.offset_index.seal().map_err(Failure::io(&index_path))?;
             self.time_index.seal().map_err(Failure::io(&time_path))?;
         }
         Ok(scan.stopped)
     }
 
-    /// Adds index slots for a frame at `position` if the intervals say so.
-    fn index_frame(&mut self, position: u64, frame: &FrameHeader, config: &LogConfig) {
-        let pos = u32::try_from(position).expect("segment_bytes_max fits u32");
-        let rel_index = u32::try_from(frame.index - self.header.base_index)
-            .expect("frames per segment fit u32");
-        let due =
-            self.offset_index.len() == 0 || self.bytes_since_slot >= config.index_interval_bytes;
-        if due && !self.offset_index.is_full() {
-            self.offset_index.push(Slot {
-                position: pos,
-                rel_index,
-                value: frame.base_offset - self.header.base_offset,
-            });
-            self.bytes_since_slot = 0;
-        }
-        self.bytes_since_slot += frame.frame_len();
+    /// `(position, rel_index)` of a frame, if they fit an index slot.
+    fn slot_key(&self, position: u64, index: u64) -> Option<(u32, u32)> {
+        let rel_index = index.checked_sub(self.header.base_index)?;
+        Some((
+            u32::try_from(position).ok()?,
+            u32::try_from(rel_index).ok()?,
+        ))
+    }
+
+    /// Adds index slots for a frame at `position` if the interval says so. Whenever the offset
+    /// index gets a slot, the time index gets one for the running maximum if it grew, so the
+    /// last time slot always covers every frame up to the last offset slot.
+    fn index_frame(
+        &mut self,
+        position: u64,
+        frame: &FrameHeader,
+        config: &LogConfig,
+    ) -> Result<(), Failure> {
+        let (pos, rel_index) =
+            self.slot_key(position, frame.index)
+                .ok_or_else(|| Failure::Corrupt {
+                    path: self.path.to_path_buf(),
+                    position,
+                    reason: "frame position or index does not fit an index slot".to_string(),
+                })?;
         if frame.max_timestamp > self.max_timestamp {
             self.max_timestamp = frame.max_timestamp;
             self.max_timestamp_at = Some((pos, rel_index));
-            let due = self.time_index.len() == 0
-                || self.bytes_since_time_slot >= config.index_interval_bytes;
-            // One slot stays free for the final time slot written at sealing.
-            if due && self.time_index.len() + 1 < self.time_index.capacity() {
-                self.time_index.push(Slot {
+        }
+        let due =
+            self.offset_index.len() == 0 || self.bytes_since_slot >= config.index_interval_bytes;
+        // One slot of each index stays free for the final time slot at sealing.
+        let room = self.offset_index.len() + 1 < self.offset_index.capacity_max()
+            && self.time_index.len() + 1 < self.time_index.capacity_max();
+        if due && room {
+            let value = frame.base_offset - self.header.base_offset;
+            let path = self.offset_index.path().to_path_buf();
+            self.offset_index
+                .push(Slot {
                     position: pos,
                     rel_index,
-                    value: frame.max_timestamp as u64,
-                });
-                self.bytes_since_time_slot = 0;
+                    value,
+                })
+                .map_err(Failure::io(&path))?;
+            self.bytes_since_slot = 0;
+            let path = self.time_index.path().to_path_buf();
+            self.push_time_slot().map_err(Failure::io(&path))?;
+        }
+        self.bytes_since_slot += frame.frame_len();
+        Ok(())
+    }
+
+    /// Adds a time slot for the running maximum if it is above the last one.
+    fn push_time_slot(&mut self) -> std::io::Result<()> {
+        if let Some((position, rel_index)) = self.max_timestamp_at {
+            let indexed = self.time_index.last().map_or(i64::MIN, |s| s.value as i64);
+            if self.max_timestamp > indexed && !self.time_index.is_full() {
+                self.time_index.push(Slot {
+                    position,
+                    rel_index,
+                    value: self.max_timestamp as u64,
+                })?;
             }
         }
-        self.bytes_since_time_slot += frame.frame_len();
+        Ok(())
     }
 
     /// Whether the next frame of `frame_len` bytes must go to a new segment.
@@ -522,8 +594,8 @@ impl Segment {
         has_frames
             && (self.data_len + frame_len > config.segment_bytes_max
                 // Keep one slot free in each index for the final time slot at sealing.
-                || self.offset_index.len() + 2 > index_capacity(config)
-                || self.time_index.len() + 2 > index_capacity(config)
+                || self.offset_index.len() + 2 > self.offset_index.capacity_max()
+                || self.time_index.len() + 2 > self.time_index.capacity_max()
                 || now_ms.saturating_sub(self.header.created_ms) >= config.segment_ms_max)
     }
 
@@ -537,7 +609,7 @@ impl Segment {
         record_count: u32,
         max_timestamp: i64,
         config: &LogConfig,
-    ) {
+    ) -> Result<(), Failure> {
         let (term, kind, payload) = (entry.term, entry.kind, &entry.payload[..]);
         debug_assert_eq!(self.written_len + staging.len() as u64, self.data_len);
         let frame = FrameHeader {
@@ -566,11 +638,12 @@ impl Segment {
         seal_crc(&mut header, &staging[start + FRAME_HEADER_LEN..]);
         staging[start..start + FRAME_HEADER_LEN].copy_from_slice(&header);
         let position = self.data_len;
-        self.index_frame(position, &FrameHeader { crc: 0, ..frame }, config);
+        self.index_frame(position, &frame, config)?;
         self.data_len += frame.frame_len();
         self.next_index += 1;
         self.next_offset += u64::from(record_count);
         self.last_term = term;
+        Ok(())
     }
 
     /// Writes the staged frames to the file (growing the preallocated region first).
@@ -607,16 +680,8 @@ impl Segment {
     /// Seals the segment: final time slot, trimmed and synced data and index files.
     pub fn seal(&mut self) -> Result<(), Failure> {
         assert_eq!(self.written_len, self.data_len, "seal with staged frames");
-        if let Some((position, rel_index)) = self.max_timestamp_at {
-            let indexed = self.time_index.last().map_or(i64::MIN, |s| s.value as i64);
-            if self.max_timestamp > indexed && !self.time_index.is_full() {
-                self.time_index.push(Slot {
-                    position,
-                    rel_index,
-                    value: self.max_timestamp as u64,
-                });
-            }
-        }
+        let time_path = self.time_index.path().to_path_buf();
+        self.push_time_slot().map_err(Failure::io(&time_path))?;
         io::set_len(&self.file, &self.path, self.data_len).map_err(Failure::io(&self.path))?;
         io::sync_all(&self.file, &self.path).map_err(Failure::io(&self.path))?;
         self.allocated_len = self.data_len;
@@ -724,7 +789,7 @@ impl Segment {
             .to_path_buf();
         let log_path = self.path.to_path_buf();
         if cut < self.data_len {
-            if Arc::strong_count(&self.map) == 1 {
+            if !mmap::is_shared(&log_path, &self.map) {
                 io::set_len(&self.file, &log_path, cut).map_err(Failure::io(&log_path))?;
                 io::sync_all(&self.file, &log_path).map_err(Failure::io(&log_path))?;
             } else {
@@ -741,13 +806,12 @@ impl Segment {
                 self.file = Arc::new(file);
             }
         }
-        self.map = Arc::new(
-            mmap::map_read(
-                &self.file,
-                map_len(config, cut).map_err(Failure::io(&log_path))?,
-            )
-            .map_err(Failure::io(&log_path))?,
-        );
+        self.map = mmap::map_read(
+            &self.file,
+            &log_path,
+            map_len(config, cut).map_err(Failure::io(&log_path))?,
+        )
+        .map_err(Failure::io(&log_path))?;
         self.allocated_len = if cut < self.data_len {
             cut
         } else {
@@ -773,7 +837,8 @@ impl Segment {
         Ok(())
     }
 
-    /// Deletes the segment's files. The caller syncs the directory.
+    /// Deletes the segment's files, data file first, and syncs the directory: the removal is
+    /// durable on return.
     pub fn remove_files(&self) -> Result<(), Failure> {
         let dir = self.path.parent().expect("segment path has a directory");
         let (log_path, index_path, time_path) = segment_paths(dir, self.header.base_index);
@@ -784,6 +849,6 @@ impl Segment {
                 Err(e) => return Err(Failure::Io { path, source: e }),
             }
         }
-        Ok(())
+        io::sync_dir(dir).map_err(Failure::io(dir))
     }
 }

@@ -180,7 +180,9 @@ fn lost_or_damaged_index_files_are_rebuilt() {
             for path in segment_files(scratch.path(), ext) {
                 match variant {
                     "delete" => std::fs::remove_file(path).unwrap(),
-                    _ => std::fs::write(path, [0xAB; 40]).unwrap(),
+                    // Not a multiple of the slot size, then a plausible size with garbage.
+                    _ if clean => std::fs::write(path, [0xAB; 40]).unwrap(),
+                    _ => std::fs::write(path, [0x01; 64]).unwrap(),
                 }
             }
         }
@@ -224,7 +226,13 @@ fn power_loss_round(seed: u64, fsync: FsyncPolicy, mode: PowerLoss) {
         for _ in 0..steps {
             match next() % 10 {
                 0 if index > log.first_index() + 1 => {
-                    let after = index - 1 - next() % 2;
+                    // Mostly the last entry or two; sometimes deep, across segments.
+                    let depth = if next() % 4 == 0 {
+                        next() % (index - log.first_index())
+                    } else {
+                        next() % 2
+                    };
+                    let after = index - 1 - depth;
                     log.truncate_suffix(after).unwrap();
                     index = after + 1;
                 }
