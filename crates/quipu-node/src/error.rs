@@ -1,0 +1,101 @@
+//! Error enums of the node runtime.
+
+use std::path::PathBuf;
+
+use quipu_raft::NodeId;
+
+use crate::GroupId;
+
+/// Starting a node or opening a partition failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The transport address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A directory could not be created.
+    #[error("cannot create {path}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The partition's log could not be opened.
+    #[error("cannot open the log of partition {group}")]
+    Log {
+        /// The partition.
+        group: GroupId,
+        /// The cause.
+        #[source]
+        source: quipu_storage::OpenError,
+    },
+    /// The partition's Raft state could not be opened.
+    #[error("cannot open the raft state of partition {group}: {reason}")]
+    Raft {
+        /// The partition.
+        group: GroupId,
+        /// What failed.
+        reason: String,
+    },
+    /// The partition is already open on this node.
+    #[error("partition {0} is already open")]
+    AlreadyOpen(GroupId),
+    /// The partition is not open on this node.
+    #[error("partition {0} is not open on this node")]
+    NotOpen(GroupId),
+}
+
+/// A produce request was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    /// This replica is not the leader; retry on the leader.
+    #[error("not the leader of partition {group}; leader is {leader:?} at {leader_addr:?}")]
+    NotLeader {
+        /// The partition.
+        group: GroupId,
+        /// The current leader, if known.
+        leader: Option<NodeId>,
+        /// Its transport address, if known.
+        leader_addr: Option<String>,
+    },
+    /// The batch is not one valid RecordBatch v2 (nothing was proposed).
+    #[error("invalid record batch")]
+    InvalidBatch(#[source] quipu_record::BatchError),
+    /// Raft failed or shut down before the batch was committed: whether it will be is unknown.
+    #[error("partition {group} could not commit the batch: {reason}")]
+    Unavailable {
+        /// The partition.
+        group: GroupId,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// A fetch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// This replica is not the leader; fetch from the leader.
+    #[error("not the leader of partition {group}; leader is {leader:?}")]
+    NotLeader {
+        /// The partition.
+        group: GroupId,
+        /// The current leader, if known.
+        leader: Option<NodeId>,
+    },
+    /// The log refused the read (offset out of range, corruption).
+    #[error("partition {group} cannot serve the read")]
+    Read {
+        /// The partition.
+        group: GroupId,
+        /// The cause.
+        #[source]
+        source: quipu_storage::ReadError,
+    },
+}

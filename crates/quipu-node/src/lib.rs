@@ -1,0 +1,25 @@
+//! A Quipu node: the process-level runtime that hosts Raft groups (one per partition replica),
+//! serves the node-to-node Raft transport over gRPC, and offers produce and fetch on the
+//! partitions it leads.
+//!
+//! - [`Node`] binds the transport, opens partition replicas under its data directory and stops
+//!   them.
+//! - [`Partition`] is one replica: its segment log, openraft instance and high watermark;
+//!   `produce` appends a record batch through Raft (acknowledged once a majority committed it),
+//!   `fetch` reads committed batches on the leader.
+//! - The transport (`docs/protocol/raft-transport.md`) shares one gRPC connection per node pair
+//!   among all groups.
+//!
+//! Not here yet: the controller group and topic placement, the Kafka and client-facing APIs.
+
+mod error;
+mod group;
+mod network;
+mod node;
+mod partition;
+mod transport;
+
+pub use error::{FetchError, NodeError, ProduceError};
+pub use group::GroupId;
+pub use node::{Node, NodeConfig};
+pub use partition::Partition;

@@ -1,0 +1,290 @@
+//! [`Partition`]: one replica of a partition on this node.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Raft};
+use quipu_raft::shared::PartitionShared;
+use quipu_raft::{LogStore, NodeId, PartitionStateMachine, Request, TypeConfig};
+use quipu_storage::{Entry, Log, LogConfig, Offset};
+
+use crate::network::{GroupNetwork, Peers};
+use crate::{FetchError, GroupId, NodeError, ProduceError};
+
+/// One replica of a partition: its segment log, its Raft instance and its high watermark.
+pub struct Partition {
+    group: GroupId,
+    node_id: NodeId,
+    raft: Raft<TypeConfig>,
+    log: Arc<Log>,
+    shared: Arc<PartitionShared>,
+    batch_bytes_max: usize,
+    election_watchdog: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition")
+            .field("group", &self.group)
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Partition {
+    /// Opens (or creates) the replica stored in `dir` and starts its Raft instance.
+    pub(crate) async fn open(
+        node_id: NodeId,
+        group: GroupId,
+        dir: &Path,
+        raft_config: Arc<openraft::Config>,
+        log_config: LogConfig,
+        peers: Arc<Peers>,
+    ) -> Result<Partition, NodeError> {
+        let batch_bytes_max = usize::try_from(log_config.entry_bytes_max).unwrap_or(usize::MAX);
+        let log_dir = dir.to_path_buf();
+        let log = tokio::task::spawn_blocking(move || Log::open(&log_dir, log_config))
+            .await
+            .map_err(|e| NodeError::Raft {
+                group,
+                reason: e.to_string(),
+            })?
+            .map_err(|source| NodeError::Log { group, source })?;
+        let log = Arc::new(log);
+        let shared = Arc::new(PartitionShared::default());
+        let raft_error = |reason: String| NodeError::Raft { group, reason };
+        let store = LogStore::open(Arc::clone(&log), Arc::clone(&shared))
+            .await
+            .map_err(|e| raft_error(e.to_string()))?;
+        let state_machine = PartitionStateMachine::open(dir.to_path_buf(), Arc::clone(&shared))
+            .await
+            .map_err(|e| raft_error(e.to_string()))?;
+        let network = GroupNetwork {
+            group,
+            local: node_id,
+            peers,
+        };
+        let raft = Raft::new(
+            node_id,
+            Arc::clone(&raft_config),
+            network,
+            store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| raft_error(e.to_string()))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let seed = node_id.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ group.0.rotate_left(32)
+            ^ u64::from(nanos);
+        let election_watchdog = tokio::spawn(break_split_votes(raft.clone(), raft_config, seed));
+        Ok(Partition {
+            group,
+            node_id,
+            raft,
+            log,
+            shared,
+            batch_bytes_max,
+            election_watchdog,
+        })
+    }
+
+    /// The partition's group id.
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    pub(crate) fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// The leader this replica knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        // Copied out at once: a borrow of the metrics must not be held (it stalls Raft).
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Whether this replica is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.node_id)
+    }
+
+    /// The first offset not yet known committed here.
+    pub fn high_watermark(&self) -> Offset {
+        Offset(self.shared.high_watermark())
+    }
+
+    /// The offset the next record appended to this replica's log gets.
+    pub fn log_end_offset(&self) -> Offset {
+        self.log.next_offset()
+    }
+
+    /// Makes this replica's group a cluster of `members` (id → transport address). Called once,
+    /// on one member, when the partition is created.
+    pub async fn bootstrap(
+        &self,
+        members: impl IntoIterator<Item = (NodeId, String)>,
+    ) -> Result<(), ProduceError> {
+        let members: std::collections::BTreeMap<NodeId, BasicNode> = members
+            .into_iter()
+            .map(|(id, addr)| (id, BasicNode { addr }))
+            .collect();
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|e| ProduceError::Unavailable {
+                group: self.group,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Appends one record batch and returns the offset of its first record once a majority of
+    /// replicas has it durably (Kafka's `acks=all`). The batch is validated before anything is
+    /// proposed.
+    pub async fn produce(&self, batch: Bytes) -> Result<Offset, ProduceError> {
+        quipu_record::validate_batch(&batch, self.batch_bytes_max)
+            .map_err(ProduceError::InvalidBatch)?;
+        match self.raft.client_write(Request::Records(batch)).await {
+            Ok(response) => {
+                response
+                    .data
+                    .base_offset
+                    .map(Offset)
+                    .ok_or_else(|| ProduceError::Unavailable {
+                        group: self.group,
+                        reason: "applied without an offset".to_string(),
+                    })
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(ProduceError::NotLeader {
+                    group: self.group,
+                    leader: forward.leader_id,
+                    leader_addr: forward.leader_node.map(|node| node.addr),
+                })
+            }
+            Err(e) => Err(ProduceError::Unavailable {
+                group: self.group,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Committed record batches from the one holding `from` on, at most about `max_bytes` (the
+    /// first batch comes whole), read on the leader only.
+    pub async fn fetch(&self, from: Offset, max_bytes: u64) -> Result<Vec<Entry>, FetchError> {
+        let leader = self.leader();
+        if leader != Some(self.node_id) {
+            return Err(FetchError::NotLeader {
+                group: self.group,
+                leader,
+            });
+        }
+        let high_watermark = self.high_watermark();
+        if from >= high_watermark {
+            return Ok(Vec::new());
+        }
+        self.read(from, high_watermark, max_bytes).await
+    }
+
+    /// Everything this replica holds from `from` on, committed or not: for verification tools.
+    pub async fn read_replica(
+        &self,
+        from: Offset,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, FetchError> {
+        let end = self.log.next_offset();
+        if from >= end {
+            return Ok(Vec::new());
+        }
+        self.read(from, end, max_bytes).await
+    }
+
+    async fn read(
+        &self,
+        from: Offset,
+        end: Offset,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, FetchError> {
+        let log = Arc::clone(&self.log);
+        let group = self.group;
+        tokio::task::spawn_blocking(move || log.read_records(from, end, max_bytes))
+            .await
+            .map_err(|e| FetchError::Read {
+                group,
+                source: quipu_storage::ReadError::Corrupt {
+                    path: Default::default(),
+                    position: 0,
+                    reason: e.to_string(),
+                },
+            })?
+            .map_err(|source| FetchError::Read { group, source })
+    }
+
+    /// Stops the Raft instance. The log is left as a crash would leave it only if the process
+    /// dies; here it is dropped once the last reader lets go.
+    pub(crate) async fn shutdown(&self) {
+        self.election_watchdog.abort();
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(group = %self.group, error = %e, "raft did not shut down cleanly");
+        }
+    }
+}
+
+/// openraft 0.9 draws each node's election timeout once, at start, and checks it on a fixed tick:
+/// two candidates whose timeouts round to the same number of ticks, started within a round trip
+/// of each other, split the vote every round forever (seen in our failover test). This task
+/// breaks the tie: when this replica has known no leader for a whole maximum election timeout,
+/// it starts an election itself after a random delay, which differs on every replica and every
+/// round. It sleeps on the metrics channel while a leader is known: no cost for a healthy group.
+async fn break_split_votes(raft: Raft<TypeConfig>, config: Arc<openraft::Config>, seed: u64) {
+    use std::time::Duration;
+    use tokio::time::Instant;
+    // SplitMix64: distinct seeds give unrelated sequences (seeds differ per node and group).
+    let mut state = seed;
+    let mut random_below = move |bound: u64| {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % bound.max(1)
+    };
+    let patience = Duration::from_millis(config.election_timeout_max);
+    let mut metrics = raft.metrics();
+    let mut leaderless_since: Option<Instant> = None;
+    loop {
+        let (leader, voters) = {
+            let m = metrics.borrow_and_update();
+            (m.current_leader, m.membership_config.voter_ids().count())
+        };
+        if leader.is_some() || voters < 2 {
+            leaderless_since = None;
+            if metrics.changed().await.is_err() {
+                return; // Raft shut down.
+            }
+            continue;
+        }
+        let since = *leaderless_since.get_or_insert_with(Instant::now);
+        tokio::select! {
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep_until(since + patience) => {
+                let jitter = Duration::from_millis(random_below(config.election_timeout_min));
+                tokio::time::sleep(jitter).await;
+                if raft.metrics().borrow().current_leader.is_none() {
+                    tracing::info!(?jitter, "no leader for a whole election timeout: starting an election");
+                    if raft.trigger().elect().await.is_err() {
+                        return;
+                    }
+                }
+                leaderless_since = Some(Instant::now());
+            }
+        }
+    }
+}

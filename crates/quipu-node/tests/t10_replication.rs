@@ -1,0 +1,227 @@
+//! In-process multi-node tests: three nodes on 127.0.0.1, each a real Raft transport server,
+//! replicating partitions through the real segment log.
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // tests unwrap; sizes are small
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quipu_node::{GroupId, Node, NodeConfig, Partition, ProduceError};
+use quipu_record::{BatchBuilder, Compression, decode_records};
+use quipu_storage::{LogConfig, Offset};
+
+/// How long a test waits for a condition before failing (a bound, not a synchronisation).
+const PATIENCE: Duration = Duration::from_secs(20);
+const GROUP: GroupId = GroupId(1);
+
+fn config(id: u64, dir: &Path, listen: SocketAddr) -> NodeConfig {
+    NodeConfig {
+        node_id: id,
+        data_dir: dir.to_path_buf(),
+        listen_addr: listen,
+        raft: NodeConfig::default_raft(),
+        log: LogConfig {
+            segment_bytes_max: 64 * 1024,
+            entry_bytes_max: 16 * 1024,
+            ..LogConfig::default()
+        },
+    }
+}
+
+fn batch(producer: u64, sequence: u64, records: usize) -> Bytes {
+    let mut builder = BatchBuilder::new(0, Compression::None);
+    for i in 0..records {
+        builder.push(
+            1_700_000_000_000,
+            None,
+            Some(format!("{producer}-{sequence}-{i}").as_bytes()),
+            &[],
+        );
+    }
+    builder.build().unwrap()
+}
+
+/// Waits until one of `partitions` is leader and the others know it; returns its index.
+async fn leader_of(partitions: &[Arc<Partition>]) -> usize {
+    let start = Instant::now();
+    loop {
+        let leaders: Vec<Option<u64>> = partitions.iter().map(|p| p.leader()).collect();
+        if let Some(at) = partitions.iter().position(|p| p.is_leader())
+            && leaders.iter().all(|l| *l == leaders[at])
+        {
+            return at;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no leader agreed on: {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Produces on whichever replica leads, following not-leader answers.
+async fn produce(partitions: &[Arc<Partition>], batch: Bytes) -> Offset {
+    let start = Instant::now();
+    loop {
+        let at = leader_of(partitions).await;
+        match partitions[at].produce(batch.clone()).await {
+            Ok(offset) => return offset,
+            Err(ProduceError::NotLeader { .. }) => {}
+            Err(e) => panic!("produce failed: {e}"),
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "produce did not succeed in time"
+        );
+    }
+}
+
+/// Reads every committed record from the leader: `(offset, value)` in offset order.
+async fn read_all(partition: &Partition, replica: bool) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut from = Offset(0);
+    loop {
+        let entries = if replica {
+            partition.read_replica(from, 1 << 20).await.unwrap()
+        } else {
+            partition.fetch(from, 1 << 20).await.unwrap()
+        };
+        let Some(last) = entries.last() else {
+            return out;
+        };
+        from = last.next_offset();
+        for entry in &entries {
+            for (i, record) in decode_records(&entry.payload, 1 << 24)
+                .unwrap()
+                .into_iter()
+                .enumerate()
+            {
+                out.push((
+                    entry.base_offset.0 + i as u64,
+                    String::from_utf8(record.value.unwrap().to_vec()).unwrap(),
+                ));
+            }
+        }
+    }
+}
+
+async fn start_cluster(dirs: &[tempfile::TempDir]) -> (Vec<Node>, Vec<Arc<Partition>>) {
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        nodes.push(
+            Node::start(config(
+                i as u64 + 1,
+                dir.path(),
+                "127.0.0.1:0".parse().unwrap(),
+            ))
+            .await
+            .unwrap(),
+        );
+    }
+    let mut partitions = Vec::new();
+    for node in &nodes {
+        partitions.push(node.open_partition(GROUP).await.unwrap());
+    }
+    let members: Vec<(u64, String)> = nodes
+        .iter()
+        .map(|n| (n.id(), n.addr().to_string()))
+        .collect();
+    partitions[0].bootstrap(members).await.unwrap();
+    (nodes, partitions)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_survive_the_loss_of_the_leader() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut nodes, mut partitions) = start_cluster(&dirs).await;
+
+    let mut acknowledged = Vec::new();
+    for sequence in 0..60 {
+        let offset = produce(&partitions, batch(1, sequence, 5)).await;
+        acknowledged.push((offset, sequence));
+    }
+
+    // Crash the leader: stop its node without handing leadership over.
+    let old = leader_of(&partitions).await;
+    let old_addr = nodes[old].addr();
+    let killed_at = Instant::now();
+    nodes.remove(old).stop().await;
+    partitions.remove(old);
+    let new = leader_of(&partitions).await;
+    let failover = killed_at.elapsed();
+    eprintln!("failover: new leader after {failover:?}");
+    assert_ne!(partitions[new].leader(), Some(old as u64 + 1));
+
+    for sequence in 60..90 {
+        let offset = produce(&partitions, batch(1, sequence, 5)).await;
+        acknowledged.push((offset, sequence));
+    }
+
+    // Every acknowledged record is on the new leader, in order, once, with dense offsets.
+    let records = read_all(&partitions[new], false).await;
+    assert_eq!(records.len(), 90 * 5, "a record was lost or duplicated");
+    for (at, (offset, value)) in records.iter().enumerate() {
+        assert_eq!(*offset, at as u64, "offsets are dense");
+        let (batch_offset, sequence) = acknowledged[at / 5];
+        assert_eq!(batch_offset.0, (at - at % 5) as u64);
+        assert_eq!(value, &format!("1-{sequence}-{}", at % 5));
+    }
+
+    // The crashed node restarts on its address, recovers its log and catches up.
+    let node = Node::start(config(old as u64 + 1, dirs[old].path(), old_addr))
+        .await
+        .unwrap();
+    let rejoined = node.open_partition(GROUP).await.unwrap();
+    let start = Instant::now();
+    while rejoined.log_end_offset() < Offset(450) {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the restarted replica did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(read_all(&rejoined, true).await, records, "replicas differ");
+    nodes.push(node);
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_refuses_produce_and_fetch_and_names_the_leader() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (nodes, partitions) = start_cluster(&dirs).await;
+    let leader = leader_of(&partitions).await;
+    let follower = (leader + 1) % 3;
+    let offset = produce(&partitions, batch(2, 0, 3)).await;
+    assert_eq!(offset, Offset(0));
+    match partitions[follower].produce(batch(2, 1, 1)).await {
+        Err(ProduceError::NotLeader {
+            leader: Some(id),
+            leader_addr: Some(addr),
+            ..
+        }) => {
+            assert_eq!(id, nodes[leader].id());
+            assert_eq!(addr, nodes[leader].addr().to_string());
+        }
+        other => panic!("expected not-leader, got {other:?}"),
+    }
+    assert!(partitions[follower].fetch(Offset(0), 100).await.is_err());
+    // An invalid batch is refused before it reaches Raft: the group keeps working.
+    assert!(matches!(
+        partitions[leader]
+            .produce(Bytes::from_static(b"not a batch"))
+            .await,
+        Err(ProduceError::InvalidBatch(_))
+    ));
+    assert_eq!(produce(&partitions, batch(2, 2, 1)).await, Offset(3));
+    for node in nodes {
+        node.stop().await;
+    }
+}
