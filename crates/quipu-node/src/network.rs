@@ -35,6 +35,23 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 pub(crate) struct Peers {
     channels: Mutex<HashMap<String, Channel>>,
+    /// Fault injection: while set, this node neither sends nor accepts Raft messages.
+    #[cfg(feature = "fault-injection")]
+    pub isolated: std::sync::atomic::AtomicBool,
+}
+
+impl Peers {
+    /// Whether fault injection cut this node off the network.
+    pub(crate) fn is_isolated(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        {
+            self.isolated.load(std::sync::atomic::Ordering::SeqCst)
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        {
+            false
+        }
+    }
 }
 
 impl Peers {
@@ -72,6 +89,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
             local: self.local,
             target,
             channel: self.peers.channel(&node.addr).map_err(|e| e.to_string()),
+            peers: Arc::clone(&self.peers),
         }
     }
 }
@@ -83,6 +101,7 @@ pub(crate) struct PeerLink {
     local: NodeId,
     target: NodeId,
     channel: Result<Channel, String>,
+    peers: Arc<Peers>,
 }
 
 fn unreachable<E: Error>(error: impl Error + 'static) -> RPCError<NodeId, BasicNode, E> {
@@ -101,6 +120,10 @@ impl PeerLink {
         Resp: DeserializeOwned,
         E: Error + DeserializeOwned,
     {
+        if self.peers.is_isolated() {
+            let error = std::io::Error::other("this node is isolated by fault injection");
+            return Err(unreachable(error));
+        }
         let channel = self
             .channel
             .clone()

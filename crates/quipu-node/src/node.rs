@@ -105,9 +105,11 @@ impl Node {
             source,
         })?;
         let groups = Arc::new(Groups::default());
+        let peers = Arc::new(Peers::default());
         let service = TransportService {
             node_id: config.node_id,
             groups: Arc::clone(&groups),
+            peers: Arc::clone(&peers),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(
@@ -131,7 +133,7 @@ impl Node {
             raft_config: Arc::new(raft_config),
             addr,
             groups,
-            peers: Arc::new(Peers::default()),
+            peers,
             stop: Some(stop),
             server: Some(server),
         })
@@ -177,6 +179,19 @@ impl Node {
         }
         map.insert(group, Arc::clone(&partition));
         Ok(partition)
+    }
+
+    /// Fault injection: cuts this node off the network (no Raft message in or out) or heals it.
+    #[cfg(feature = "fault-injection")]
+    pub fn set_isolated(&self, isolated: bool) {
+        self.peers
+            .isolated
+            .store(isolated, std::sync::atomic::Ordering::SeqCst);
+        tracing::warn!(
+            node_id = self.config.node_id,
+            isolated,
+            "fault injection: network isolation changed"
+        );
     }
 
     /// This node's replica of `group`, if open.

@@ -18,6 +18,7 @@ use crate::node::Groups;
 pub(crate) struct TransportService {
     pub node_id: NodeId,
     pub groups: Arc<Groups>,
+    pub peers: Arc<crate::network::Peers>,
 }
 
 fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Status> {
@@ -33,6 +34,11 @@ fn encode<T: Serialize>(reply: &T) -> Result<Vec<u8>, Status> {
 #[tonic::async_trait]
 impl RaftTransport for TransportService {
     async fn deliver(&self, request: Request<RaftMessage>) -> Result<Response<RaftReply>, Status> {
+        if self.peers.is_isolated() {
+            return Err(Status::unavailable(
+                "this node is isolated by fault injection",
+            ));
+        }
         let message = request.into_inner();
         if message.to_node != self.node_id {
             return Err(Status::failed_precondition(format!(

@@ -225,3 +225,76 @@ async fn a_follower_refuses_produce_and_fetch_and_names_the_leader() {
         node.stop().await;
     }
 }
+
+/// A leader cut off from the others keeps accepting batches it can never commit; the majority
+/// elects a new leader and goes on. When the network heals, the old leader truncates its
+/// uncommitted suffix: none of those batches is ever acknowledged or read, and every replica
+/// ends with the same log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_leader_truncates_its_uncommitted_suffix_when_it_rejoins() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (nodes, partitions) = start_cluster(&dirs).await;
+    for sequence in 0..10 {
+        produce(&partitions, batch(3, sequence, 2)).await;
+    }
+    let old = leader_of(&partitions).await;
+    nodes[old].set_isolated(true);
+
+    // Batches sent to the isolated leader: appended to its log, never committed.
+    let stranded: Vec<_> = (0..5)
+        .map(|sequence| {
+            let partition = Arc::clone(&partitions[old]);
+            tokio::spawn(async move { partition.produce(batch(9, sequence, 2)).await })
+        })
+        .collect();
+    let start = Instant::now();
+    while partitions[old].log_end_offset() < Offset(30) {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the isolated leader did not append the stranded batches"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The majority moves on.
+    let others: Vec<Arc<Partition>> = (0..3)
+        .filter(|i| *i != old)
+        .map(|i| Arc::clone(&partitions[i]))
+        .collect();
+    for sequence in 10..20 {
+        produce(&others, batch(3, sequence, 2)).await;
+    }
+    nodes[old].set_isolated(false);
+
+    for task in stranded {
+        let result = tokio::time::timeout(PATIENCE, task)
+            .await
+            .expect("stranded produce never answered")
+            .unwrap();
+        assert!(
+            result.is_err(),
+            "a batch the majority never had was acknowledged: {result:?}"
+        );
+    }
+    let new = leader_of(&partitions).await;
+    let committed = read_all(&partitions[new], false).await;
+    assert_eq!(committed.len(), 40);
+    assert!(
+        committed.iter().all(|(_, value)| value.starts_with("3-")),
+        "a stranded batch was committed"
+    );
+    let start = Instant::now();
+    loop {
+        if read_all(&partitions[old], true).await == committed {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the old leader did not converge on the committed log"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}
