@@ -28,6 +28,10 @@ use crate::GroupId;
 
 /// Largest Raft message, either way (an AppendEntries of several batches, or a snapshot chunk).
 pub(crate) const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// HTTP/2 flow-control windows of the transport, both ways: large enough that a batch of Raft
+/// entries never waits for a window update round trip.
+pub(crate) const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+pub(crate) const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 /// How long connecting to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -66,6 +70,8 @@ impl Peers {
         let channel = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)

@@ -11,7 +11,7 @@ use quipu_storage::LogConfig;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::network::{MESSAGE_BYTES_MAX, Peers};
+use crate::network::{CONNECTION_WINDOW_BYTES, MESSAGE_BYTES_MAX, Peers, STREAM_WINDOW_BYTES};
 use crate::transport::TransportService;
 use crate::{GroupId, NodeError, Partition};
 
@@ -114,14 +114,18 @@ impl Node {
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
-                .tcp_nodelay(true)
+                .initial_stream_window_size(STREAM_WINDOW_BYTES)
+                .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
                 .add_service(
                     RaftTransportServer::new(service)
                         .max_decoding_message_size(MESSAGE_BYTES_MAX)
                         .max_encoding_message_size(MESSAGE_BYTES_MAX),
                 )
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    // Options of accepted sockets are set here: the builder's apply only to
+                    // listeners it binds itself. Without TCP_NODELAY every small reply waits for
+                    // a delayed ACK.
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                     async {
                         let _ = stopped.await;
                     },
