@@ -208,7 +208,6 @@ pub(crate) struct Segment {
     offset_index: IndexFile,
     time_index: IndexFile,
     bytes_since_slot: u64,
-    bytes_since_time_slot: u64,
     pub sealed: bool,
 }
 
@@ -269,7 +268,6 @@ impl Segment {
             offset_index,
             time_index,
             bytes_since_slot: 0,
-            bytes_since_time_slot: 0,
             sealed: false,
         })
     }
@@ -346,7 +344,6 @@ impl Segment {
             offset_index,
             time_index,
             bytes_since_slot: 0,
-            bytes_since_time_slot: 0,
             sealed: !active,
         };
         let trusted_len = match mode {
@@ -433,7 +430,6 @@ impl Segment {
             }
         }
         self.bytes_since_slot = data_len - u64::from(start.position);
-        self.bytes_since_time_slot = data_len - time_last.map_or(0, |s| u64::from(s.position));
         true
     }
 
@@ -454,7 +450,6 @@ impl Segment {
         self.time_index =
             IndexFile::create(&time_path, capacity).map_err(Failure::io(&time_path))?;
         self.bytes_since_slot = 0;
-        self.bytes_since_time_slot = 0;
         self.max_timestamp = -1;
         self.max_timestamp_at = None;
         let base = self.header;

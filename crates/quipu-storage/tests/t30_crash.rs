@@ -5,29 +5,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use common::*;
 use quipu_storage::fault::{PowerLoss, power_loss};
 use quipu_storage::{Entry, FsyncPolicy, Log, LogConfig, NewEntry, OpenError, ReadError};
-
-fn segment_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == ext))
-        .collect();
-    files.sort();
-    files
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
-    }
-}
 
 /// Asserts that `got` is a prefix of `want`, entry for entry.
 fn assert_prefix(got: &[Entry], want: &[Entry], context: &str) {
@@ -63,7 +43,7 @@ fn a_tail_cut_at_every_byte_recovers_the_whole_frames_before_it() {
     let written = read_all(&log);
     let data_len = log.size_bytes();
     drop(log);
-    let segment = segment_files(dir.path(), "log").pop().unwrap();
+    let segment = files_with_extension(dir.path(), "log").pop().unwrap();
     let mut frame_ends = vec![quipu_storage::SEGMENT_HEADER_LEN as u64];
     for entry in &written {
         frame_ends.push(
@@ -99,15 +79,9 @@ fn bit_flips_never_yield_damaged_entries() {
     }
     let written = read_all(&log);
     log.close().unwrap();
-    let segments = segment_files(dir.path(), "log");
+    let segments = files_with_extension(dir.path(), "log");
     assert!(segments.len() >= 3);
-    let mut rng = 0x1234_5678_9abc_def0u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = xorshift(0x1234_5678_9abc_def0u64);
     let (mut open_errors, mut read_errors, mut cut_tails) = (0, 0, 0);
     for trial in 0..120 {
         let scratch = tempfile::tempdir().unwrap();
@@ -177,7 +151,7 @@ fn lost_or_damaged_index_files_are_rebuilt() {
             std::fs::remove_file(scratch.path().join("clean_shutdown")).unwrap();
         }
         for ext in ["index", "timeindex"] {
-            for path in segment_files(scratch.path(), ext) {
+            for path in files_with_extension(scratch.path(), ext) {
                 match variant {
                     "delete" => std::fs::remove_file(path).unwrap(),
                     // Not a multiple of the slot size, then a plausible size with garbage.
@@ -203,13 +177,7 @@ fn power_loss_round(seed: u64, fsync: FsyncPolicy, mode: PowerLoss) {
         fsync,
         ..small_config()
     };
-    let mut rng = seed | 1;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = xorshift(seed | 1);
     // Several crash/recover cycles on the same directory.
     let mut expected: Vec<Entry> = Vec::new();
     for cycle in 0..3 {
@@ -227,7 +195,7 @@ fn power_loss_round(seed: u64, fsync: FsyncPolicy, mode: PowerLoss) {
             match next() % 10 {
                 0 if index > log.first_index() + 1 => {
                     // Mostly the last entry or two; sometimes deep, across segments.
-                    let depth = if next() % 4 == 0 {
+                    let depth = if next().is_multiple_of(4) {
                         next() % (index - log.first_index())
                     } else {
                         next() % 2

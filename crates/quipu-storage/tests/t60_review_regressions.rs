@@ -3,23 +3,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::*;
 use quipu_record::{BatchBuilder, Compression, decode_records};
 use quipu_storage::fault::{PowerLoss, fail_next_sync, power_loss};
 use quipu_storage::{FsyncPolicy, Log, LogConfig, NewEntry, Offset, OpenError, SyncError};
-
-fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == ext))
-        .collect();
-    files.sort();
-    files
-}
 
 /// Bug: after a failed fdatasync, a concurrent waiter could start its own fdatasync, which Linux
 /// reports as a success, and report lost data as durable.
@@ -87,13 +76,7 @@ fn timestamp_lookups_agree_with_a_full_scan_across_reopens() {
         index_interval_bytes: 256,
         ..small_config()
     };
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
     let log = Log::open(dir.path(), config()).unwrap();
     for i in 0..120u64 {
         let ts: Vec<i64> = (0..1 + next() % 3)
@@ -156,7 +139,7 @@ fn plausible_but_wrong_index_files_are_rebuilt() {
     }
     let written = log.read_entries(0, 60, u64::MAX).unwrap();
     log.close().unwrap();
-    let indexes = files(dir.path(), "index");
+    let indexes = files_with_extension(dir.path(), "index");
     assert!(indexes.len() >= 3);
     let (a, b) = (
         std::fs::read(&indexes[0]).unwrap(),
@@ -177,7 +160,7 @@ fn a_gap_between_segments_is_an_error() {
         log.append(&[records(i, 1, i, 2, 40, 0)]).unwrap();
     }
     log.close().unwrap();
-    let segments = files(dir.path(), "log");
+    let segments = files_with_extension(dir.path(), "log");
     assert!(segments.len() >= 3);
     std::fs::remove_file(&segments[1]).unwrap();
     assert!(matches!(
