@@ -18,10 +18,11 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use quipu_proto::v1::raft_transport_client::RaftTransportClient;
-use quipu_proto::v1::{RaftMessage, RaftRpc};
+use quipu_proto::v1::{RaftBatch, RaftBatchItem, RaftMessage, RaftReply, RaftRpc};
 use quipu_raft::{NodeId, TypeConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::GroupId;
@@ -35,13 +36,77 @@ pub(crate) const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 /// How long connecting to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The node's gRPC channels to its peers, by address.
+/// Most messages in one `DeliverBatch` call.
+pub(crate) const BATCH_MESSAGES_MAX: usize = 1024;
+/// Messages with a payload at most this large go through a peer's batching mailbox; larger ones
+/// (bulk appends, snapshot chunks) are sent alone, so they never delay a heartbeat.
+const BATCHED_PAYLOAD_MAX: usize = 64 * 1024;
+/// Batch calls in flight to one peer at once.
+const BATCHES_IN_FLIGHT_MAX: usize = 4;
+/// Messages waiting in one peer's mailbox.
+const MAILBOX_MAX: usize = 4096;
+
+/// A message waiting in a mailbox, with where its answer goes.
+type Letter = (
+    RaftMessage,
+    oneshot::Sender<Result<RaftReply, tonic::Status>>,
+);
+
+/// The node's gRPC channels to its peers, by address, and a batching mailbox per peer.
 #[derive(Debug, Default)]
 pub(crate) struct Peers {
-    channels: Mutex<HashMap<String, Channel>>,
+    links: Mutex<HashMap<String, (Channel, mpsc::Sender<Letter>)>>,
     /// Fault injection: while set, this node neither sends nor accepts Raft messages.
     #[cfg(feature = "fault-injection")]
     pub isolated: std::sync::atomic::AtomicBool,
+}
+
+/// Sends the letters of one peer's mailbox: whatever has accumulated while earlier batches were
+/// in flight goes out as one `DeliverBatch` call. A lone message goes out at once: batching adds
+/// no delay, it only merges what is already waiting. Ends when every sender is dropped.
+async fn run_mailbox(channel: Channel, mut letters: mpsc::Receiver<Letter>) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT_MAX));
+    let mut batch: Vec<Letter> = Vec::new();
+    loop {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
+        if letters.recv_many(&mut batch, BATCH_MESSAGES_MAX).await == 0 {
+            return;
+        }
+        let (messages, answers): (Vec<RaftMessage>, Vec<_>) = batch.drain(..).unzip();
+        let mut client = RaftTransportClient::new(channel.clone())
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX);
+        tokio::spawn(async move {
+            let _permit = permit;
+            match client.deliver_batch(RaftBatch { messages }).await {
+                Ok(reply) => {
+                    let mut items = reply.into_inner().items.into_iter();
+                    for answer in answers {
+                        let result = match items.next() {
+                            Some(RaftBatchItem {
+                                reply: Some(reply),
+                                status_code: 0,
+                                ..
+                            }) => Ok(reply),
+                            Some(item) => Err(tonic::Status::new(
+                                tonic::Code::from(item.status_code),
+                                item.status_message,
+                            )),
+                            None => Err(tonic::Status::internal("the batch reply lacks an item")),
+                        };
+                        let _ = answer.send(result);
+                    }
+                }
+                Err(status) => {
+                    for answer in answers {
+                        let _ = answer.send(Err(status.clone()));
+                    }
+                }
+            }
+        });
+    }
 }
 
 impl Peers {
@@ -59,13 +124,14 @@ impl Peers {
 }
 
 impl Peers {
-    fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        let mut channels = self
-            .channels
+    /// The channel and mailbox of the peer at `addr`, created on first use.
+    fn link(&self, addr: &str) -> Result<(Channel, mpsc::Sender<Letter>), tonic::transport::Error> {
+        let mut links = self
+            .links
             .lock()
-            .expect("peer channels lock poisoned by a panic");
-        if let Some(channel) = channels.get(addr) {
-            return Ok(channel.clone());
+            .expect("peer links lock poisoned by a panic");
+        if let Some(link) = links.get(addr) {
+            return Ok(link.clone());
         }
         let channel = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(CONNECT_TIMEOUT)
@@ -73,8 +139,10 @@ impl Peers {
             .initial_stream_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .connect_lazy();
-        channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+        let (mailbox, letters) = mpsc::channel(MAILBOX_MAX);
+        tokio::spawn(run_mailbox(channel.clone(), letters));
+        links.insert(addr.to_string(), (channel.clone(), mailbox.clone()));
+        Ok((channel, mailbox))
     }
 }
 
@@ -94,7 +162,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
             group: self.group,
             local: self.local,
             target,
-            channel: self.peers.channel(&node.addr).map_err(|e| e.to_string()),
+            link: self.peers.link(&node.addr).map_err(|e| e.to_string()),
             peers: Arc::clone(&self.peers),
         }
     }
@@ -106,7 +174,7 @@ pub(crate) struct PeerLink {
     group: GroupId,
     local: NodeId,
     target: NodeId,
-    channel: Result<Channel, String>,
+    link: Result<(Channel, mpsc::Sender<Letter>), String>,
     peers: Arc<Peers>,
 }
 
@@ -130,12 +198,13 @@ impl PeerLink {
             let error = std::io::Error::other("this node is isolated by fault injection");
             return Err(unreachable(error));
         }
-        let channel = self
-            .channel
+        let (channel, mailbox) = self
+            .link
             .clone()
             .map_err(|e| unreachable(std::io::Error::other(e)))?;
         let payload =
             postcard::to_allocvec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let batched = payload.len() <= BATCHED_PAYLOAD_MAX;
         let message = RaftMessage {
             group_id: self.group.0,
             from_node: self.local,
@@ -143,10 +212,27 @@ impl PeerLink {
             rpc: rpc as i32,
             payload,
         };
-        let mut client = RaftTransportClient::new(channel)
-            .max_decoding_message_size(MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(MESSAGE_BYTES_MAX);
-        let reply = match tokio::time::timeout(option.hard_ttl(), client.deliver(message)).await {
+        let call = async {
+            if batched {
+                let (answer, reply) = oneshot::channel();
+                mailbox
+                    .send((message, answer))
+                    .await
+                    .map_err(|_| tonic::Status::unavailable("the peer's mailbox is closed"))?;
+                reply
+                    .await
+                    .map_err(|_| tonic::Status::unavailable("the batch was dropped"))?
+            } else {
+                let mut client = RaftTransportClient::new(channel)
+                    .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                    .max_encoding_message_size(MESSAGE_BYTES_MAX);
+                client
+                    .deliver(message)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        };
+        let reply = match tokio::time::timeout(option.hard_ttl(), call).await {
             Err(_) => {
                 let error = std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
@@ -155,7 +241,7 @@ impl PeerLink {
                 return Err(unreachable(error));
             }
             Ok(Err(status)) => return Err(unreachable(status)),
-            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Ok(reply)) => reply,
         };
         let result: Result<Resp, RaftError<NodeId, E>> = postcard::from_bytes(&reply.payload)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;

@@ -4,21 +4,22 @@
 use std::sync::Arc;
 
 use quipu_proto::v1::raft_transport_server::RaftTransport;
-use quipu_proto::v1::{RaftMessage, RaftReply, RaftRpc};
+use quipu_proto::v1::{RaftBatch, RaftBatchItem, RaftBatchReply, RaftMessage, RaftReply, RaftRpc};
 use quipu_raft::NodeId;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
 use crate::GroupId;
+use crate::network::{BATCH_MESSAGES_MAX, Peers};
 use crate::node::Groups;
 
 /// The transport service of one node.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct TransportService {
     pub node_id: NodeId,
     pub groups: Arc<Groups>,
-    pub peers: Arc<crate::network::Peers>,
+    pub peers: Arc<Peers>,
 }
 
 fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Status> {
@@ -31,15 +32,14 @@ fn encode<T: Serialize>(reply: &T) -> Result<Vec<u8>, Status> {
         .map_err(|e| Status::internal(format!("cannot encode the raft reply: {e}")))
 }
 
-#[tonic::async_trait]
-impl RaftTransport for TransportService {
-    async fn deliver(&self, request: Request<RaftMessage>) -> Result<Response<RaftReply>, Status> {
+impl TransportService {
+    /// Hands one message to its group and encodes the group's answer.
+    async fn handle(&self, message: RaftMessage) -> Result<RaftReply, Status> {
         if self.peers.is_isolated() {
             return Err(Status::unavailable(
                 "this node is isolated by fault injection",
             ));
         }
-        let message = request.into_inner();
         if message.to_node != self.node_id {
             return Err(Status::failed_precondition(format!(
                 "message for node {} reached node {}",
@@ -69,6 +69,51 @@ impl RaftTransport for TransportService {
                 )));
             }
         };
-        Ok(Response::new(RaftReply { payload }))
+        Ok(RaftReply { payload })
+    }
+}
+
+#[tonic::async_trait]
+impl RaftTransport for TransportService {
+    async fn deliver(&self, request: Request<RaftMessage>) -> Result<Response<RaftReply>, Status> {
+        self.handle(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn deliver_batch(
+        &self,
+        request: Request<RaftBatch>,
+    ) -> Result<Response<RaftBatchReply>, Status> {
+        let messages = request.into_inner().messages;
+        if messages.len() > BATCH_MESSAGES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "a batch of {} messages exceeds {BATCH_MESSAGES_MAX}",
+                messages.len()
+            )));
+        }
+        // Groups answer independently: one slow group must not hold the others' heartbeats.
+        let mut tasks = tokio::task::JoinSet::new();
+        let count = messages.len();
+        for (at, message) in messages.into_iter().enumerate() {
+            let service = self.clone();
+            tasks.spawn(async move { (at, service.handle(message).await) });
+        }
+        let mut items = vec![RaftBatchItem::default(); count];
+        while let Some(done) = tasks.join_next().await {
+            let (at, result) =
+                done.map_err(|e| Status::internal(format!("a batch item failed: {e}")))?;
+            items[at] = match result {
+                Ok(reply) => RaftBatchItem {
+                    reply: Some(reply),
+                    status_code: 0,
+                    status_message: String::new(),
+                },
+                Err(status) => RaftBatchItem {
+                    reply: None,
+                    status_code: status.code() as i32,
+                    status_message: status.message().to_string(),
+                },
+            };
+        }
+        Ok(Response::new(RaftBatchReply { items }))
     }
 }
