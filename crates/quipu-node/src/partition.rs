@@ -108,6 +108,13 @@ impl Partition {
         self.raft.metrics().borrow().current_leader
     }
 
+    /// `Err` with the reason once this replica's Raft instance stopped on a fatal error (a damaged
+    /// log, a failed fsync): it then neither serves, votes nor acknowledges anything.
+    pub fn health(&self) -> Result<(), String> {
+        let state = self.raft.metrics().borrow().running_state.clone();
+        state.map_err(|fatal| fatal.to_string())
+    }
+
     /// Whether this replica is the leader.
     pub fn is_leader(&self) -> bool {
         self.leader() == Some(self.node_id)
