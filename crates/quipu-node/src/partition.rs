@@ -180,6 +180,30 @@ impl Partition {
         }
     }
 
+    /// Appends one record batch without waiting for anything (Kafka's `acks=0`): the batch is
+    /// validated and handed to Raft on the leader, and whether it is committed is never reported.
+    pub async fn produce_unacknowledged(&self, batch: Bytes) -> Result<(), ProduceError> {
+        quipu_record::validate_batch(&batch, self.batch_bytes_max)
+            .map_err(ProduceError::InvalidBatch)?;
+        let leader = self.leader();
+        if leader != Some(self.node_id) {
+            return Err(ProduceError::NotLeader {
+                group: self.group,
+                leader,
+                leader_addr: None,
+            });
+        }
+        // The responder is dropped: openraft's answer, when it comes, goes nowhere.
+        self.raft
+            .client_write_ff(Request::Records(batch))
+            .await
+            .map(drop)
+            .map_err(|e| ProduceError::Unavailable {
+                group: self.group,
+                reason: e.to_string(),
+            })
+    }
+
     /// Committed record batches from the one holding `from` on, at most about `max_bytes` (the
     /// first batch comes whole), read on the leader only.
     pub async fn fetch(&self, from: Offset, max_bytes: u64) -> Result<Vec<Entry>, FetchError> {

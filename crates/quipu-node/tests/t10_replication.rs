@@ -443,3 +443,37 @@ async fn a_follower_that_lost_its_tail_is_repaired_by_the_leader() {
         node.stop().await;
     }
 }
+
+/// acks=0: batches handed to the leader without waiting are committed in the order they were
+/// sent; an acknowledged batch after them proves they are all in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacknowledged_batches_are_committed_in_order() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (nodes, partitions) = start_cluster(&dirs).await;
+    let leader = leader_of(&partitions).await;
+    for sequence in 0..50 {
+        partitions[leader]
+            .produce_unacknowledged(batch(6, sequence, 2))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        partitions[leader].produce(batch(6, 50, 2)).await.unwrap(),
+        Offset(100)
+    );
+    let records = read_all(&partitions[leader], false).await;
+    let expected: Vec<(u64, String)> = (0..51u64)
+        .flat_map(|s| (0..2u64).map(move |i| (s * 2 + i, format!("6-{s}-{i}"))))
+        .collect();
+    assert_eq!(records, expected);
+    let follower = (leader + 1) % 3;
+    assert!(matches!(
+        partitions[follower]
+            .produce_unacknowledged(batch(6, 99, 1))
+            .await,
+        Err(ProduceError::NotLeader { .. })
+    ));
+    for node in nodes {
+        node.stop().await;
+    }
+}
