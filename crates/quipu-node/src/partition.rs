@@ -155,7 +155,14 @@ impl Partition {
     pub async fn produce(&self, batch: Bytes) -> Result<Offset, ProduceError> {
         quipu_record::validate_batch(&batch, self.batch_bytes_max)
             .map_err(ProduceError::InvalidBatch)?;
-        match self.raft.client_write(Request::Records(batch)).await {
+        match self
+            .raft
+            .client_write(Request::Records {
+                batch,
+                local_ack: None,
+            })
+            .await
+        {
             Ok(response) => {
                 response
                     .data
@@ -180,6 +187,54 @@ impl Partition {
         }
     }
 
+    /// Appends one record batch and returns the offset of its first record once it is durable in
+    /// the leader's own log, without waiting for the followers (Kafka's `acks=1`). If the leader
+    /// loses its leadership before that, the batch may or may not be committed later: the error
+    /// says so.
+    pub async fn produce_leader_ack(&self, batch: Bytes) -> Result<Offset, ProduceError> {
+        quipu_record::validate_batch(&batch, self.batch_bytes_max)
+            .map_err(ProduceError::InvalidBatch)?;
+        let leader = self.leader();
+        if leader != Some(self.node_id) {
+            return Err(ProduceError::NotLeader {
+                group: self.group,
+                leader,
+                leader_addr: None,
+            });
+        }
+        let (token, appended) = self.shared.register_local_ack(self.node_id);
+        let outcome = async {
+            let committed = self
+                .raft
+                .client_write_ff(Request::Records { batch, local_ack: Some(token) })
+                .await
+                .map_err(|e| ProduceError::Unavailable { group: self.group, reason: e.to_string() })?;
+            tokio::select! {
+                base_offset = appended => base_offset.map(Offset).map_err(|_| ProduceError::Unavailable {
+                    group: self.group,
+                    reason: "the leader's log failed before the batch was durable".to_string(),
+                }),
+                // Commit can only come after the local append, unless leadership was lost first.
+                answer = committed => match answer {
+                    Ok(Ok(response)) => response.data.base_offset.map(Offset).ok_or_else(|| ProduceError::Unavailable {
+                        group: self.group,
+                        reason: "applied without an offset".to_string(),
+                    }),
+                    Ok(Err(ClientWriteError::ForwardToLeader(forward))) => Err(ProduceError::NotLeader {
+                        group: self.group,
+                        leader: forward.leader_id,
+                        leader_addr: forward.leader_node.map(|node| node.addr),
+                    }),
+                    Ok(Err(e)) => Err(ProduceError::Unavailable { group: self.group, reason: e.to_string() }),
+                    Err(_) => Err(ProduceError::Unavailable { group: self.group, reason: "raft dropped the request".to_string() }),
+                },
+            }
+        }
+        .await;
+        self.shared.cancel_local_ack(token);
+        outcome
+    }
+
     /// Appends one record batch without waiting for anything (Kafka's `acks=0`): the batch is
     /// validated and handed to Raft on the leader, and whether it is committed is never reported.
     pub async fn produce_unacknowledged(&self, batch: Bytes) -> Result<(), ProduceError> {
@@ -195,7 +250,10 @@ impl Partition {
         }
         // The responder is dropped: openraft's answer, when it comes, goes nowhere.
         self.raft
-            .client_write_ff(Request::Records(batch))
+            .client_write_ff(Request::Records {
+                batch,
+                local_ack: None,
+            })
             .await
             .map(drop)
             .map_err(|e| ProduceError::Unavailable {

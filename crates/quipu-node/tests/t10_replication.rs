@@ -477,3 +477,56 @@ async fn unacknowledged_batches_are_committed_in_order() {
         node.stop().await;
     }
 }
+
+/// acks=1: the leader answers once the batch is durable in its own log, with the offset it got,
+/// without waiting for followers; so an isolated leader still answers (and the batch may be
+/// lost, as with Kafka's acks=1), where acks=all would not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_acknowledged_batches_get_their_offsets_without_the_followers() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (nodes, partitions) = start_cluster(&dirs).await;
+    let leader = leader_of(&partitions).await;
+    for sequence in 0..20u64 {
+        let offset = partitions[leader]
+            .produce_leader_ack(batch(7, sequence, 3))
+            .await
+            .unwrap();
+        assert_eq!(offset, Offset(sequence * 3));
+    }
+    assert_eq!(
+        partitions[leader].produce(batch(7, 20, 3)).await.unwrap(),
+        Offset(60)
+    );
+    assert_eq!(read_all(&partitions[leader], false).await.len(), 63);
+    let follower = (leader + 1) % 3;
+    assert!(matches!(
+        partitions[follower]
+            .produce_leader_ack(batch(7, 99, 1))
+            .await,
+        Err(ProduceError::NotLeader { .. })
+    ));
+
+    nodes[leader].set_isolated(true);
+    let answer = tokio::time::timeout(
+        PATIENCE,
+        partitions[leader].produce_leader_ack(batch(8, 0, 2)),
+    )
+    .await;
+    assert_eq!(
+        answer.expect("acks=1 waits for no follower").unwrap(),
+        Offset(63)
+    );
+    let stranded = tokio::time::timeout(
+        Duration::from_millis(500),
+        partitions[leader].produce(batch(8, 1, 2)),
+    )
+    .await;
+    assert!(
+        stranded.is_err() || stranded.unwrap().is_err(),
+        "acks=all cannot succeed without a majority"
+    );
+    nodes[leader].set_isolated(false);
+    for node in nodes {
+        node.stop().await;
+    }
+}

@@ -38,7 +38,7 @@ pub fn to_stored(entry: openraft::Entry<TypeConfig>) -> Result<NewEntry, EntryCo
     let index = entry.log_id.index;
     let term = entry.log_id.leader_id.term;
     let internal = match entry.payload {
-        EntryPayload::Normal(Request::Records(batch)) => {
+        EntryPayload::Normal(Request::Records { batch, .. }) => {
             return Ok(NewEntry::records(index, term, batch));
         }
         EntryPayload::Normal(Request::Metadata(bytes)) => InternalPayload::Metadata(bytes),
@@ -56,7 +56,10 @@ pub fn to_stored(entry: openraft::Entry<TypeConfig>) -> Result<NewEntry, EntryCo
 pub fn from_stored(entry: StoredEntry) -> Result<openraft::Entry<TypeConfig>, EntryCodecError> {
     let log_id = LogId::new(CommittedLeaderId::new(entry.term, 0), entry.index);
     let payload = match entry.kind {
-        EntryKind::Records => EntryPayload::Normal(Request::Records(entry.payload)),
+        EntryKind::Records => EntryPayload::Normal(Request::Records {
+            batch: entry.payload,
+            local_ack: None,
+        }),
         EntryKind::Internal => {
             let internal: InternalPayload =
                 postcard::from_bytes(&entry.payload).map_err(|e| EntryCodecError::Internal {

@@ -18,16 +18,16 @@ use std::sync::{Arc, Mutex, Weak};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
-    AnyError, CommittedLeaderId, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError,
-    Vote,
+    AnyError, CommittedLeaderId, EntryPayload, LogId, OptionalSend, RaftLogReader, StorageError,
+    StorageIOError, Vote,
 };
-use quipu_storage::{Log, NewEntry, Offset, read_state_file, write_state_file};
+use quipu_storage::{EntryKind, Log, NewEntry, Offset, read_state_file, write_state_file};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::codec::{from_stored, to_stored};
 use crate::shared::PartitionShared;
-use crate::{NodeId, TypeConfig};
+use crate::{NodeId, Request, TypeConfig};
 
 /// Name of the state file holding the vote and the purge point.
 pub const META_FILE: &str = "raft_meta";
@@ -70,6 +70,8 @@ pub enum LogStoreError {
 struct Flush {
     next_index: u64,
     callback: LogFlushed<TypeConfig>,
+    /// acks=1 tokens of the appended batches with their base offsets, resolved after the sync.
+    local_acks: Vec<(u64, u64)>,
 }
 
 /// A partition's Raft log store. Cheap to clone: clones share the log (the clone handed to
@@ -141,7 +143,11 @@ impl LogStore {
         let (flushes, pending) = mpsc::channel(FLUSH_QUEUE_MAX);
         // The task holds the log weakly: the log closes (and its directory lock is released)
         // as soon as the last clone of the store is dropped.
-        tokio::spawn(flush_task(Arc::downgrade(&log), pending));
+        tokio::spawn(flush_task(
+            Arc::downgrade(&log),
+            Arc::clone(&shared),
+            pending,
+        ));
         Ok(LogStore {
             inner: Arc::new(Inner {
                 log,
@@ -203,7 +209,11 @@ impl LogStore {
 
 /// Makes appended entries durable in order, then reports each append's completion. Consecutive
 /// pending appends share one sync.
-async fn flush_task(log: Weak<Log>, mut pending: mpsc::Receiver<Flush>) {
+async fn flush_task(
+    log: Weak<Log>,
+    shared: Arc<PartitionShared>,
+    mut pending: mpsc::Receiver<Flush>,
+) {
     let mut batch = Vec::new();
     while pending.recv_many(&mut batch, FLUSH_QUEUE_MAX).await > 0 {
         let next_index = batch
@@ -223,6 +233,11 @@ async fn flush_task(log: Weak<Log>, mut pending: mpsc::Receiver<Flush>) {
             }
         };
         for flush in batch.drain(..) {
+            if result.is_ok() {
+                for (token, base_offset) in &flush.local_acks {
+                    shared.resolve_local_ack(*token, *base_offset);
+                }
+            }
             flush
                 .callback
                 .log_io_completed(result.clone().map_err(io::Error::other));
@@ -306,9 +321,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        // acks=1 tokens by position among the entries; `to_stored` drops them (never stored).
+        let mut tokens: Vec<(usize, u64)> = Vec::new();
         let entries: Vec<NewEntry> = entries
             .into_iter()
-            .map(to_stored)
+            .enumerate()
+            .map(|(at, entry)| {
+                if let EntryPayload::Normal(Request::Records {
+                    local_ack: Some(token),
+                    ..
+                }) = &entry.payload
+                {
+                    tokens.push((at, *token));
+                }
+                to_stored(entry)
+            })
             .collect::<Result<_, _>>()
             .map_err(io_error)?;
         let Some(first) = entries.first().map(|e| e.index) else {
@@ -328,12 +355,31 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     .map_or(log.next_offset(), Offset);
                 log.reset(first, offset).map_err(io_error)?;
             }
-            log.append(&entries).map_err(io_error)
+            let appended = log.append(&entries).map_err(io_error)?;
+            // Base offsets of the entries that carry a token: the first entry's base offset plus
+            // the offsets of the record entries before it (batches the log just validated).
+            let mut local_acks = Vec::with_capacity(tokens.len());
+            let mut offset = appended.base_offset.0;
+            let mut pending = tokens.iter().peekable();
+            for (at, entry) in entries.iter().enumerate() {
+                if pending.peek().is_some_and(|(token_at, _)| *token_at == at) {
+                    let (_, token) = pending.next().expect("peeked");
+                    local_acks.push((*token, offset));
+                }
+                if entry.kind == EntryKind::Records {
+                    let header =
+                        quipu_record::BatchHeader::parse(&entry.payload).map_err(io_error)?;
+                    offset += header.offset_count();
+                }
+            }
+            Ok((appended, local_acks))
         })
         .await?;
+        let (appended, local_acks) = appended;
         let flush = Flush {
             next_index: appended.last_index + 1,
             callback,
+            local_acks,
         };
         self.inner
             .flushes

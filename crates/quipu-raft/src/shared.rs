@@ -1,12 +1,20 @@
 //! State a partition's [`LogStore`](crate::LogStore) and
 //! [`PartitionStateMachine`](crate::PartitionStateMachine) share.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::oneshot;
 
 /// Written by the state machine, read by the log store and the fetch path.
 #[derive(Debug, Default)]
 pub struct PartitionShared {
     inner: Mutex<Inner>,
+    /// acks=1 waiters of this replica (as leader), by token: resolved with the batch's base
+    /// offset once it is durable in this replica's log.
+    local_acks: Mutex<HashMap<u64, oneshot::Sender<u64>>>,
+    next_token: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -35,6 +43,39 @@ impl PartitionShared {
 
     pub(crate) fn set_installed(&self, last_index: u64, next_offset: u64) {
         self.lock().installed = Some((last_index, next_offset));
+    }
+
+    /// Registers an acks=1 waiter of node `node_id`; the token goes into the proposed request.
+    /// Tokens carry the node id, so a token replicated from another leader never matches.
+    pub fn register_local_ack(&self, node_id: u64) -> (u64, oneshot::Receiver<u64>) {
+        let token =
+            (node_id << 40) | (self.next_token.fetch_add(1, Ordering::Relaxed) & ((1 << 40) - 1));
+        let (tx, rx) = oneshot::channel();
+        self.local_acks
+            .lock()
+            .expect("local acks lock poisoned by a panic")
+            .insert(token, tx);
+        (token, rx)
+    }
+
+    /// Forgets an acks=1 waiter that gave up.
+    pub fn cancel_local_ack(&self, token: u64) {
+        self.local_acks
+            .lock()
+            .expect("local acks lock poisoned by a panic")
+            .remove(&token);
+    }
+
+    /// Resolves the acks=1 waiter of `token`, if this replica registered it.
+    pub(crate) fn resolve_local_ack(&self, token: u64, base_offset: u64) {
+        let waiter = self
+            .local_acks
+            .lock()
+            .expect("local acks lock poisoned by a panic")
+            .remove(&token);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(base_offset);
+        }
     }
 
     /// The next offset after an installed snapshot whose last index is `last_index`.

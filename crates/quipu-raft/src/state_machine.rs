@@ -162,7 +162,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                 EntryPayload::Blank | EntryPayload::Normal(Request::Metadata(_)) => {
                     Response::default()
                 }
-                EntryPayload::Normal(Request::Records(batch)) => {
+                EntryPayload::Normal(Request::Records { batch, .. }) => {
                     // The log validated the batch and wrote its base offset when appending it.
                     let header = quipu_record::BatchHeader::parse(&batch).map_err(sm_error)?;
                     let base = u64::try_from(header.base_offset).map_err(sm_error)?;

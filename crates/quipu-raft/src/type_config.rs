@@ -10,7 +10,14 @@ pub type NodeId = u64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// One Kafka RecordBatch v2 to append to a data partition, as the producer sent it.
-    Records(Bytes),
+    Records {
+        /// The batch.
+        batch: Bytes,
+        /// A token of the leader that proposed it, for acks=1: the leader resolves it once the
+        /// batch is durable in its own log. Never stored; followers ignore it.
+        #[serde(default)]
+        local_ack: Option<u64>,
+    },
     /// A command of the controller group, encoded by the controller.
     Metadata(Bytes),
 }

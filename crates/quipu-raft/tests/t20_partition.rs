@@ -38,7 +38,10 @@ fn batch(records: usize) -> Bytes {
 fn records(term: u64, index: u64, batch: Bytes) -> Entry<TypeConfig> {
     Entry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Normal(Request::Records(batch)),
+        payload: EntryPayload::Normal(Request::Records {
+            batch,
+            local_ack: None,
+        }),
     }
 }
 
