@@ -1,0 +1,17 @@
+//! Cluster metadata of Quipu as a plain state machine: the nodes, the topics, and which nodes
+//! hold each partition. The controller Raft group replicates [`Command`]s; every node applies
+//! them to its [`Metadata`] in log order and gets back the [`Effect`]s it must carry out (start or
+//! stop partition replicas), so the decisions are tested without any I/O.
+//!
+//! Placement ([`place`]) spreads replicas and preferred leaders evenly over the live nodes and is
+//! deterministic: the command carries its result, so every node applies the same assignment.
+//!
+//! Not here: the Raft group that replicates commands, the I/O that carries out effects.
+
+mod metadata;
+mod placement;
+
+pub use metadata::{
+    Command, CommandError, Effect, Metadata, NodeInfo, PartitionAssignment, TopicConfig, TopicInfo,
+};
+pub use placement::{PlacementError, place};
