@@ -12,17 +12,22 @@
 //! - [`PartitionStateMachine`] holds no records: applying an entry advances the partition's high
 //!   watermark, which it reads from the batch's base offset assigned by the log.
 //!
-//! Not here: networking, the multi-group router, the controller's state machine.
+//! - [`ControllerStateMachine`] applies `quipu_meta` commands of the controller group (group 0)
+//!   and hands this node's effects (start or delete replicas) to the node runtime.
+//!
+//! Not here: networking, the node runtime that carries out effects.
 
 // openraft's traits fix `StorageError` (about 200 bytes) as the error type; boxing it is not ours to do.
 #![allow(clippy::result_large_err)]
 
 mod codec;
+mod controller;
 mod log_store;
 mod state_machine;
 mod type_config;
 
 pub use codec::{EntryCodecError, from_stored, to_stored};
+pub use controller::{CONTROLLER_SNAPSHOT_FILE, ControllerStateMachine, EFFECTS_QUEUE_MAX};
 pub use log_store::{LogStore, LogStoreError};
 pub use state_machine::{PartitionStateMachine, SNAPSHOT_FILE};
 pub use type_config::{NodeId, Request, Response, TypeConfig};

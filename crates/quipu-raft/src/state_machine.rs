@@ -169,6 +169,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                     state.applied.high_watermark = base + header.offset_count();
                     Response {
                         base_offset: Some(base),
+                        error: None,
                     }
                 }
                 EntryPayload::Membership(membership) => {

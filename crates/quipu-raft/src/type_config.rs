@@ -27,6 +27,9 @@ pub enum Request {
 pub struct Response {
     /// For [`Request::Records`], the offset given to the batch's first record.
     pub base_offset: Option<u64>,
+    /// For [`Request::Metadata`], why the controller refused the command (nothing changed).
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 openraft::declare_raft_types!(

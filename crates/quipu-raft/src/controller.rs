@@ -1,0 +1,258 @@
+//! [`ControllerStateMachine`]: the state machine of the controller group (group 0). It applies
+//! [`quipu_meta::Command`]s, carried as postcard in `Request::Metadata`, to the cluster's
+//! [`Metadata`] in log order, and hands the effects for this node to the node runtime through a
+//! bounded channel. A snapshot is the whole metadata, in the `controller_snapshot` state file.
+//!
+//! Invariant: a command the metadata refuses changes nothing and is answered with its error;
+//! effects are emitted in log order, and again when entries are re-applied after a restart
+//! (carrying them out is idempotent: opening an open replica is a no-op).
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    AnyError, BasicNode, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+};
+use quipu_meta::{Command, Effect, Metadata};
+use quipu_storage::{read_state_file, write_state_file};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::{NodeId, Request, Response, TypeConfig};
+
+/// Name of the state file holding the controller's last snapshot.
+pub const CONTROLLER_SNAPSHOT_FILE: &str = "controller_snapshot";
+/// Largest accepted controller snapshot.
+const SNAPSHOT_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Effects waiting for the node runtime.
+pub const EFFECTS_QUEUE_MAX: usize = 4096;
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Applied {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+    metadata: Metadata,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    applied: Applied,
+    snapshot: Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>,
+    snapshots_built: u64,
+}
+
+/// The controller group's state machine on one node. Clones share state.
+#[derive(Debug, Clone)]
+pub struct ControllerStateMachine {
+    dir: PathBuf,
+    local_node: NodeId,
+    state: Arc<Mutex<State>>,
+    effects: mpsc::Sender<Effect>,
+}
+
+fn snapshot_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(&error)))
+}
+
+impl ControllerStateMachine {
+    /// Opens the controller state machine of `local_node` in `dir`, from its last snapshot.
+    /// Effects for this node arrive on the returned receiver.
+    pub async fn open(
+        dir: PathBuf,
+        local_node: NodeId,
+    ) -> Result<(ControllerStateMachine, mpsc::Receiver<Effect>), StorageError<NodeId>> {
+        let read_dir = dir.clone();
+        let body = tokio::task::spawn_blocking(move || {
+            read_state_file(&read_dir, CONTROLLER_SNAPSHOT_FILE, SNAPSHOT_BYTES_MAX)
+        })
+        .await
+        .map_err(snapshot_error)?
+        .map_err(snapshot_error)?;
+        let mut state = State::default();
+        if let Some(body) = body {
+            let (meta, data): (SnapshotMeta<NodeId, BasicNode>, Vec<u8>) =
+                postcard::from_bytes(&body).map_err(snapshot_error)?;
+            state.applied = postcard::from_bytes(&data).map_err(snapshot_error)?;
+            state.snapshot = Some((meta, data));
+        }
+        let (effects, receiver) = mpsc::channel(EFFECTS_QUEUE_MAX);
+        Ok((
+            ControllerStateMachine {
+                dir,
+                local_node,
+                state: Arc::new(Mutex::new(state)),
+                effects,
+            },
+            receiver,
+        ))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .expect("controller state lock poisoned by a panic")
+    }
+
+    /// A copy of the metadata as applied so far.
+    pub fn metadata(&self) -> Metadata {
+        self.lock().applied.metadata.clone()
+    }
+
+    async fn persist(
+        &self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        data: &[u8],
+    ) -> Result<(), StorageError<NodeId>> {
+        let body = postcard::to_allocvec(&(meta, data)).map_err(snapshot_error)?;
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || write_state_file(&dir, CONTROLLER_SNAPSHOT_FILE, &body))
+            .await
+            .map_err(snapshot_error)?
+            .map_err(snapshot_error)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for ControllerStateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let (meta, data) = {
+            let mut state = self.lock();
+            state.snapshots_built += 1;
+            let applied = state.applied.clone();
+            let snapshot_id = match applied.last_applied {
+                Some(id) => format!(
+                    "{}-{}-{}",
+                    id.leader_id.term, id.index, state.snapshots_built
+                ),
+                None => format!("none-{}", state.snapshots_built),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.membership.clone(),
+                snapshot_id,
+            };
+            (
+                meta,
+                postcard::to_allocvec(&applied).map_err(snapshot_error)?,
+            )
+        };
+        self.persist(&meta, &data).await?;
+        self.lock().snapshot = Some((meta.clone(), data.clone()));
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for ControllerStateMachine {
+    type SnapshotBuilder = ControllerStateMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>>
+    {
+        let state = self.lock();
+        Ok((state.applied.last_applied, state.applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut responses = Vec::new();
+        for entry in entries {
+            let (response, effects) = {
+                let mut state = self.lock();
+                state.applied.last_applied = Some(entry.log_id);
+                match entry.payload {
+                    EntryPayload::Blank => (Response::default(), Vec::new()),
+                    EntryPayload::Membership(membership) => {
+                        state.applied.membership =
+                            StoredMembership::new(Some(entry.log_id), membership);
+                        (Response::default(), Vec::new())
+                    }
+                    EntryPayload::Normal(Request::Records { .. }) => {
+                        let error =
+                            Some("record batches cannot be written to the controller".to_string());
+                        (
+                            Response {
+                                error,
+                                ..Response::default()
+                            },
+                            Vec::new(),
+                        )
+                    }
+                    EntryPayload::Normal(Request::Metadata(bytes)) => {
+                        match postcard::from_bytes::<Command>(&bytes) {
+                            Err(e) => (
+                                Response {
+                                    error: Some(format!("undecodable command: {e}")),
+                                    ..Response::default()
+                                },
+                                Vec::new(),
+                            ),
+                            Ok(command) => {
+                                match state.applied.metadata.apply(&command, self.local_node) {
+                                    Ok(effects) => (Response::default(), effects),
+                                    Err(e) => (
+                                        Response {
+                                            error: Some(e.to_string()),
+                                            ..Response::default()
+                                        },
+                                        Vec::new(),
+                                    ),
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            for effect in effects {
+                // The runtime owns the receiver for the node's life; if it is gone the node is
+                // stopping and there is nobody left to act.
+                if self.effects.send(effect).await.is_err() {
+                    tracing::warn!("controller effects dropped: the node runtime is gone");
+                }
+            }
+            responses.push(response);
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let data = snapshot.into_inner();
+        let applied: Applied = postcard::from_bytes(&data).map_err(snapshot_error)?;
+        self.persist(meta, &data).await?;
+        let mut state = self.lock();
+        state.applied = applied;
+        state.snapshot = Some((meta.clone(), data));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        Ok(self.lock().snapshot.clone().map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
