@@ -21,5 +21,5 @@ mod transport;
 
 pub use error::{FetchError, NodeError, ProduceError};
 pub use group::GroupId;
-pub use node::{Node, NodeConfig};
+pub use node::{ControllerError, Node, NodeConfig};
 pub use partition::Partition;

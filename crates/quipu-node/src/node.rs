@@ -11,7 +11,16 @@ use quipu_storage::LogConfig;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::network::{CONNECTION_WINDOW_BYTES, MESSAGE_BYTES_MAX, Peers, STREAM_WINDOW_BYTES};
+use bytes::Bytes;
+use openraft::Raft;
+use quipu_meta::{Command, Effect, Metadata, NodeInfo, TopicConfig};
+use quipu_raft::shared::PartitionShared;
+use quipu_raft::{ControllerStateMachine, LogStore, Request, TypeConfig};
+use quipu_storage::Log;
+
+use crate::network::{
+    CONNECTION_WINDOW_BYTES, GroupNetwork, MESSAGE_BYTES_MAX, Peers, STREAM_WINDOW_BYTES,
+};
 use crate::transport::TransportService;
 use crate::{GroupId, NodeError, Partition};
 
@@ -48,37 +57,76 @@ impl NodeConfig {
     }
 }
 
-/// The partitions a node hosts, by group; the transport looks groups up here.
-#[derive(Debug, Default)]
+/// The Raft groups a node hosts (the controller and its partition replicas), by group; the
+/// transport looks groups up here.
+#[derive(Default)]
 pub(crate) struct Groups {
-    map: RwLock<HashMap<GroupId, Arc<Partition>>>,
+    map: RwLock<HashMap<GroupId, Raft<TypeConfig>>>,
+}
+
+impl std::fmt::Debug for Groups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let groups: Vec<GroupId> = self
+            .map
+            .read()
+            .expect("groups lock poisoned by a panic")
+            .keys()
+            .copied()
+            .collect();
+        f.debug_struct("Groups").field("groups", &groups).finish()
+    }
 }
 
 impl Groups {
-    pub fn get(&self, group: GroupId) -> Option<Arc<Partition>> {
+    pub fn get(&self, group: GroupId) -> Option<Raft<TypeConfig>> {
         self.map
             .read()
             .expect("groups lock poisoned by a panic")
             .get(&group)
             .cloned()
     }
+
+    fn insert(&self, group: GroupId, raft: Raft<TypeConfig>) {
+        self.map
+            .write()
+            .expect("groups lock poisoned by a panic")
+            .insert(group, raft);
+    }
+
+    fn remove(&self, group: GroupId) {
+        self.map
+            .write()
+            .expect("groups lock poisoned by a panic")
+            .remove(&group);
+    }
 }
 
-/// A running node: its transport server and the partitions it hosts.
-#[derive(Debug)]
-pub struct Node {
+/// What a node shares with its background tasks.
+struct Inner {
     config: NodeConfig,
     raft_config: Arc<openraft::Config>,
     addr: SocketAddr,
     groups: Arc<Groups>,
     peers: Arc<Peers>,
+    partitions: RwLock<HashMap<GroupId, Arc<Partition>>>,
+    controller: Raft<TypeConfig>,
+    metadata: ControllerStateMachine,
+    /// The controller's initial voters (id, transport address), once known.
+    voters: RwLock<Vec<(NodeId, String)>>,
+}
+
+/// A running node: its transport server, the controller group and the partitions it hosts.
+#[derive(Debug)]
+pub struct Node {
+    inner: Arc<Inner>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Node {
-    /// Binds the transport and starts serving it. Partitions are opened with
-    /// [`Node::open_partition`].
+    /// Binds the transport, opens this node's replica of the controller group (group 0) and starts
+    /// carrying out the controller's effects. A new cluster is formed with [`Node::join`].
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         let raft_config = config
             .raft
@@ -88,6 +136,7 @@ impl Node {
                 group: GroupId::CONTROLLER,
                 reason: e.to_string(),
             })?;
+        let raft_config = Arc::new(raft_config);
         std::fs::create_dir_all(config.data_dir.join("partitions")).map_err(|source| {
             NodeError::Dir {
                 path: config.data_dir.clone(),
@@ -106,6 +155,11 @@ impl Node {
         })?;
         let groups = Arc::new(Groups::default());
         let peers = Arc::new(Peers::default());
+
+        let (controller, metadata, effects) =
+            open_controller(&config, Arc::clone(&raft_config), Arc::clone(&peers)).await?;
+        groups.insert(GroupId::CONTROLLER, controller.clone());
+
         let service = TransportService {
             node_id: config.node_id,
             groups: Arc::clone(&groups),
@@ -131,91 +185,163 @@ impl Node {
                     },
                 ),
         );
-        tracing::info!(node_id = config.node_id, %addr, "node started");
-        Ok(Node {
+        let inner = Arc::new(Inner {
             config,
-            raft_config: Arc::new(raft_config),
+            raft_config,
             addr,
             groups,
             peers,
+            partitions: RwLock::new(HashMap::new()),
+            controller,
+            metadata,
+            voters: RwLock::new(Vec::new()),
+        });
+        let tasks = vec![
+            tokio::spawn(carry_out_effects(Arc::clone(&inner), effects)),
+            tokio::spawn(register_voters_when_leading(Arc::clone(&inner))),
+        ];
+        tracing::info!(node_id = inner.config.node_id, %addr, "node started");
+        Ok(Node {
+            inner,
             stop: Some(stop),
             server: Some(server),
+            tasks,
         })
+    }
+
+    /// Makes this node a member of the cluster whose controller voters are `voters` (id and
+    /// transport address, this node included). The voter with the lowest id initializes the
+    /// controller group the first time; whichever voter leads the controller registers them all.
+    pub async fn join(&self, voters: Vec<(NodeId, String)>) -> Result<(), NodeError> {
+        *self
+            .inner
+            .voters
+            .write()
+            .expect("voters lock poisoned by a panic") = voters.clone();
+        let lowest = voters.iter().map(|(id, _)| *id).min();
+        if lowest == Some(self.id()) {
+            let members: std::collections::BTreeMap<NodeId, openraft::BasicNode> = voters
+                .into_iter()
+                .map(|(id, addr)| (id, openraft::BasicNode { addr }))
+                .collect();
+            match self.inner.controller.initialize(members).await {
+                Ok(()) => {}
+                // Already initialized: a restart, or another attempt won.
+                Err(openraft::error::RaftError::APIError(
+                    openraft::error::InitializeError::NotAllowed(_),
+                )) => {}
+                Err(e) => {
+                    return Err(NodeError::Raft {
+                        group: GroupId::CONTROLLER,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// This node's id.
     pub fn id(&self) -> NodeId {
-        self.config.node_id
+        self.inner.config.node_id
     }
 
     /// The address the transport listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.inner.addr
+    }
+
+    /// The cluster metadata as this node applied it so far.
+    pub fn metadata(&self) -> Metadata {
+        self.inner.metadata.metadata()
+    }
+
+    /// The controller leader this node knows of.
+    pub fn controller_leader(&self) -> Option<NodeId> {
+        self.inner.controller.metrics().borrow().current_leader
+    }
+
+    /// Creates a topic; only on the controller leader.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: usize,
+        replication_factor: usize,
+    ) -> Result<(), ControllerError> {
+        let command = self.metadata().plan_create_topic(
+            name,
+            partitions,
+            replication_factor,
+            TopicConfig::default(),
+        )?;
+        self.inner.propose(&command).await
+    }
+
+    /// Deletes a topic and its data; only on the controller leader.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ControllerError> {
+        self.inner
+            .propose(&Command::DeleteTopic {
+                name: name.to_string(),
+            })
+            .await
     }
 
     /// Opens (or creates) this node's replica of partition `group` and starts its Raft instance.
     pub async fn open_partition(&self, group: GroupId) -> Result<Arc<Partition>, NodeError> {
-        if self.groups.get(group).is_some() {
-            return Err(NodeError::AlreadyOpen(group));
-        }
-        let dir = self
-            .config
-            .data_dir
-            .join("partitions")
-            .join(format!("{:020}", group.0));
-        let partition = Partition::open(
-            self.config.node_id,
-            group,
-            &dir,
-            Arc::clone(&self.raft_config),
-            self.config.log.clone(),
-            Arc::clone(&self.peers),
-        )
-        .await?;
-        let partition = Arc::new(partition);
-        let mut map = self
-            .groups
-            .map
-            .write()
-            .expect("groups lock poisoned by a panic");
-        if map.contains_key(&group) {
-            return Err(NodeError::AlreadyOpen(group));
-        }
-        map.insert(group, Arc::clone(&partition));
-        Ok(partition)
+        self.inner.open_partition(group).await
+    }
+
+    /// This node's replica of `group`, if open.
+    pub fn partition(&self, group: GroupId) -> Option<Arc<Partition>> {
+        self.inner.partition(group)
+    }
+
+    /// The partitions this node hosts, by group.
+    pub fn partitions(&self) -> Vec<GroupId> {
+        self.inner
+            .partitions
+            .read()
+            .expect("partitions lock poisoned by a panic")
+            .keys()
+            .copied()
+            .collect()
     }
 
     /// Fault injection: cuts this node off the network (no Raft message in or out) or heals it.
     #[cfg(feature = "fault-injection")]
     pub fn set_isolated(&self, isolated: bool) {
-        self.peers
+        self.inner
+            .peers
             .isolated
             .store(isolated, std::sync::atomic::Ordering::SeqCst);
         tracing::warn!(
-            node_id = self.config.node_id,
+            node_id = self.id(),
             isolated,
             "fault injection: network isolation changed"
         );
     }
 
-    /// This node's replica of `group`, if open.
-    pub fn partition(&self, group: GroupId) -> Option<Arc<Partition>> {
-        self.groups.get(group)
-    }
-
-    /// Stops every partition and the transport. Logs are not closed cleanly here: the next
-    /// start recovers them as after a crash, which is always safe.
+    /// Stops every group and the transport. Logs are not closed cleanly here: the next start
+    /// recovers them as after a crash, which is always safe.
     pub async fn stop(mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
         let partitions: Vec<Arc<Partition>> = {
             let mut map = self
-                .groups
-                .map
+                .inner
+                .partitions
                 .write()
-                .expect("groups lock poisoned by a panic");
+                .expect("partitions lock poisoned by a panic");
             map.drain().map(|(_, partition)| partition).collect()
         };
         for partition in &partitions {
+            self.inner.groups.remove(partition.group());
             partition.shutdown().await;
+        }
+        self.inner.groups.remove(GroupId::CONTROLLER);
+        if let Err(e) = self.inner.controller.shutdown().await {
+            tracing::warn!(node_id = self.id(), error = %e, "controller did not shut down cleanly");
         }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -224,13 +350,279 @@ impl Node {
             match server.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    tracing::warn!(node_id = self.config.node_id, error = %e, "transport server failed")
+                    tracing::warn!(node_id = self.id(), error = %e, "transport server failed")
                 }
                 Err(e) => {
-                    tracing::warn!(node_id = self.config.node_id, error = %e, "transport server task failed")
+                    tracing::warn!(node_id = self.id(), error = %e, "transport server task failed")
                 }
             }
         }
-        tracing::info!(node_id = self.config.node_id, "node stopped");
+        tracing::info!(node_id = self.id(), "node stopped");
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("node_id", &self.config.node_id)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A controller request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// This node does not lead the controller; ask the leader.
+    #[error("not the controller leader; leader is {leader:?}")]
+    NotLeader {
+        /// The controller leader, if known.
+        leader: Option<NodeId>,
+    },
+    /// The metadata refused the command (nothing changed).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The command could not be planned.
+    #[error(transparent)]
+    Plan(#[from] quipu_meta::CommandError),
+    /// The controller group failed or lost leadership before answering.
+    #[error("the controller did not answer: {0}")]
+    Unavailable(String),
+}
+
+impl Inner {
+    fn partition(&self, group: GroupId) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .expect("partitions lock poisoned by a panic")
+            .get(&group)
+            .cloned()
+    }
+
+    fn partition_dir(&self, group: GroupId) -> PathBuf {
+        self.config
+            .data_dir
+            .join("partitions")
+            .join(format!("{:020}", group.0))
+    }
+
+    async fn open_partition(&self, group: GroupId) -> Result<Arc<Partition>, NodeError> {
+        if group == GroupId::CONTROLLER || self.partition(group).is_some() {
+            return Err(NodeError::AlreadyOpen(group));
+        }
+        let partition = Partition::open(
+            self.config.node_id,
+            group,
+            &self.partition_dir(group),
+            Arc::clone(&self.raft_config),
+            self.config.log.clone(),
+            Arc::clone(&self.peers),
+        )
+        .await?;
+        let partition = Arc::new(partition);
+        {
+            let mut map = self
+                .partitions
+                .write()
+                .expect("partitions lock poisoned by a panic");
+            if map.contains_key(&group) {
+                return Err(NodeError::AlreadyOpen(group));
+            }
+            map.insert(group, Arc::clone(&partition));
+        }
+        self.groups.insert(group, partition.raft().clone());
+        Ok(partition)
+    }
+
+    async fn propose(&self, command: &Command) -> Result<(), ControllerError> {
+        let leader = self.controller.metrics().borrow().current_leader;
+        if leader != Some(self.config.node_id) {
+            return Err(ControllerError::NotLeader { leader });
+        }
+        let bytes = postcard::to_allocvec(command)
+            .map_err(|e| ControllerError::Unavailable(e.to_string()))?;
+        match self
+            .controller
+            .client_write(Request::Metadata(Bytes::from(bytes)))
+            .await
+        {
+            Ok(response) => match response.data.error {
+                None => Ok(()),
+                Some(reason) => Err(ControllerError::Refused(reason)),
+            },
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::ClientWriteError::ForwardToLeader(forward),
+            )) => Err(ControllerError::NotLeader {
+                leader: forward.leader_id,
+            }),
+            Err(e) => Err(ControllerError::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn start_replica(&self, group: GroupId, replicas: &[NodeId], created: bool) {
+        let partition = match self.partition(group) {
+            Some(partition) => partition,
+            None => match self.open_partition(group).await {
+                Ok(partition) => partition,
+                Err(e) => {
+                    tracing::error!(node_id = self.config.node_id, %group, error = %e, "cannot open an assigned partition");
+                    return;
+                }
+            },
+        };
+        if created && replicas.first() == Some(&self.config.node_id) {
+            let metadata = self.metadata.metadata();
+            let addresses: HashMap<NodeId, String> = metadata
+                .nodes()
+                .map(|n| (n.id, n.raft_addr.clone()))
+                .collect();
+            let members: Vec<(NodeId, String)> = replicas
+                .iter()
+                .filter_map(|id| addresses.get(id).map(|addr| (*id, addr.clone())))
+                .collect();
+            // After a restart the group is already initialized: that error is expected.
+            if let Err(e) = partition.bootstrap(members).await {
+                tracing::debug!(%group, error = %e, "partition bootstrap skipped");
+            }
+        }
+    }
+
+    async fn delete_replica(&self, group: GroupId) {
+        let partition = self
+            .partitions
+            .write()
+            .expect("partitions lock poisoned by a panic")
+            .remove(&group);
+        self.groups.remove(group);
+        if let Some(partition) = partition {
+            partition.shutdown().await;
+            drop(partition);
+        }
+        let dir = self.partition_dir(group);
+        let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {
+                if let Some(parent) = dir.parent() {
+                    std::fs::File::open(parent)?.sync_all()?;
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        })
+        .await;
+        match removed {
+            Ok(Ok(())) => {
+                tracing::info!(node_id = self.config.node_id, %group, "partition replica deleted")
+            }
+            Ok(Err(e)) => {
+                tracing::error!(node_id = self.config.node_id, %group, error = %e, "cannot delete a partition's data")
+            }
+            Err(e) => {
+                tracing::error!(node_id = self.config.node_id, %group, error = %e, "partition deletion task failed")
+            }
+        }
+    }
+}
+
+async fn open_controller(
+    config: &NodeConfig,
+    raft_config: Arc<openraft::Config>,
+    peers: Arc<Peers>,
+) -> Result<
+    (
+        Raft<TypeConfig>,
+        ControllerStateMachine,
+        tokio::sync::mpsc::Receiver<Effect>,
+    ),
+    NodeError,
+> {
+    let group = GroupId::CONTROLLER;
+    let dir = config.data_dir.join("controller");
+    let log_dir = dir.clone();
+    let log_config = config.log.clone();
+    let log = tokio::task::spawn_blocking(move || Log::open(&log_dir, log_config))
+        .await
+        .map_err(|e| NodeError::Raft {
+            group,
+            reason: e.to_string(),
+        })?
+        .map_err(|source| NodeError::Log { group, source })?;
+    let raft_error = |reason: String| NodeError::Raft { group, reason };
+    let store = LogStore::open(Arc::new(log), Arc::new(PartitionShared::default()))
+        .await
+        .map_err(|e| raft_error(e.to_string()))?;
+    let (metadata, effects) = ControllerStateMachine::open(dir, config.node_id)
+        .await
+        .map_err(|e| raft_error(e.to_string()))?;
+    let network = GroupNetwork {
+        group,
+        local: config.node_id,
+        peers,
+    };
+    let raft = Raft::new(
+        config.node_id,
+        raft_config,
+        network,
+        store,
+        metadata.clone(),
+    )
+    .await
+    .map_err(|e| raft_error(e.to_string()))?;
+    Ok((raft, metadata, effects))
+}
+
+/// Carries out, in order, the controller's effects for this node.
+async fn carry_out_effects(inner: Arc<Inner>, mut effects: tokio::sync::mpsc::Receiver<Effect>) {
+    while let Some(effect) = effects.recv().await {
+        match effect {
+            Effect::StartReplica {
+                group,
+                replicas,
+                created,
+                ..
+            } => {
+                inner
+                    .start_replica(GroupId(group), &replicas, created)
+                    .await
+            }
+            Effect::DeleteReplica { group } => inner.delete_replica(GroupId(group)).await,
+            Effect::ConfigChanged { topic } => {
+                tracing::info!(
+                    node_id = inner.config.node_id,
+                    topic,
+                    "topic config changed; replicas pick it up on reopen"
+                );
+            }
+        }
+    }
+}
+
+/// Whenever this node leads the controller, registers the configured voters it does not see in
+/// the metadata yet (their addresses come from [`Node::join`]).
+async fn register_voters_when_leading(inner: Arc<Inner>) {
+    let mut metrics = inner.controller.metrics();
+    loop {
+        let leading = metrics.borrow_and_update().current_leader == Some(inner.config.node_id);
+        if leading {
+            let known: Vec<NodeId> = inner.metadata.metadata().nodes().map(|n| n.id).collect();
+            let voters = inner
+                .voters
+                .read()
+                .expect("voters lock poisoned by a panic")
+                .clone();
+            for (id, addr) in voters.into_iter().filter(|(id, _)| !known.contains(id)) {
+                let command = Command::RegisterNode(NodeInfo {
+                    id,
+                    raft_addr: addr,
+                    kafka_addr: String::new(),
+                });
+                if let Err(e) = inner.propose(&command).await {
+                    tracing::warn!(node_id = inner.config.node_id, error = %e, "cannot register a voter");
+                }
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }

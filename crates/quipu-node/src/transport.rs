@@ -47,13 +47,12 @@ impl TransportService {
             )));
         }
         let group = GroupId(message.group_id);
-        let partition = self.groups.get(group).ok_or_else(|| {
+        let raft = self.groups.get(group).ok_or_else(|| {
             Status::not_found(format!(
                 "group {group} is not hosted on node {}",
                 self.node_id
             ))
         })?;
-        let raft = partition.raft();
         let payload = match RaftRpc::try_from(message.rpc) {
             Ok(RaftRpc::AppendEntries) => {
                 encode(&raft.append_entries(decode(&message.payload)?).await)?
