@@ -1,0 +1,214 @@
+//! `quipu server` configuration: defaults, the TOML file, `QUIPU_*` environment variables and
+//! flags, in increasing precedence. Every key is listed with its default and unit in
+//! `deploy/quipu.toml`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use quipu_node::NodeConfig;
+use quipu_storage::LogConfig;
+use serde::Deserialize;
+
+/// Flags and environment of `quipu server`.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// TOML configuration file (keys: deploy/quipu.toml).
+    #[arg(long, env = "QUIPU_CONFIG")]
+    config: Option<PathBuf>,
+    /// This node's id, unique in the cluster [default: 1].
+    #[arg(long, env = "QUIPU_NODE_ID")]
+    node_id: Option<u64>,
+    /// Data directory [default: ./quipu-data].
+    #[arg(long, env = "QUIPU_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the node-to-node Raft transport [default: 127.0.0.1:7001].
+    #[arg(long, env = "QUIPU_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Initial controller voters, as ID@HOST:PORT separated by commas [default: this node alone].
+    #[arg(long, env = "QUIPU_VOTERS", value_delimiter = ',')]
+    voters: Vec<String>,
+}
+
+/// The `[log]` table: per-partition storage settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogFile {
+    segment_bytes_max: Option<u64>,
+    segment_ms_max: Option<i64>,
+    entry_bytes_max: Option<u64>,
+    index_interval_bytes: Option<u64>,
+    index_bytes_max: Option<u64>,
+    preallocate_bytes: Option<u64>,
+    /// `"always"`, `"never"`, or a number of milliseconds.
+    fsync: Option<toml::Value>,
+    retention_bytes: Option<u64>,
+    retention_ms: Option<i64>,
+}
+
+/// The `[raft]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RaftFile {
+    heartbeat_interval_ms: Option<u64>,
+    election_timeout_min_ms: Option<u64>,
+    election_timeout_max_ms: Option<u64>,
+}
+
+/// The TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    node_id: Option<u64>,
+    data_dir: Option<PathBuf>,
+    listen_addr: Option<SocketAddr>,
+    voters: Option<Vec<String>>,
+    #[serde(default)]
+    log: LogFile,
+    #[serde(default)]
+    raft: RaftFile,
+}
+
+/// The resolved settings of a server.
+#[derive(Debug)]
+pub struct Settings {
+    pub node_id: u64,
+    pub data_dir: PathBuf,
+    pub listen_addr: SocketAddr,
+    pub voters: Vec<(u64, String)>,
+    log: LogConfig,
+    raft: openraft_config::Timings,
+}
+
+/// Raft timings, kept apart so the binary does not depend on openraft.
+mod openraft_config {
+    #[derive(Debug, Default)]
+    pub struct Timings {
+        pub heartbeat_interval_ms: Option<u64>,
+        pub election_timeout_min_ms: Option<u64>,
+        pub election_timeout_max_ms: Option<u64>,
+    }
+}
+
+fn parse_voter(text: &str) -> anyhow::Result<(u64, String)> {
+    let (id, addr) = text
+        .split_once('@')
+        .with_context(|| format!("voter {text:?} is not ID@HOST:PORT"))?;
+    let id = id
+        .trim()
+        .parse()
+        .with_context(|| format!("voter {text:?}: bad node id"))?;
+    let addr: SocketAddr = addr
+        .trim()
+        .parse()
+        .with_context(|| format!("voter {text:?}: bad address"))?;
+    Ok((id, addr.to_string()))
+}
+
+impl Settings {
+    /// Merges defaults, the file, the environment and the flags.
+    pub fn resolve(args: ServerArgs) -> anyhow::Result<Settings> {
+        let file: File = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("invalid configuration in {}", path.display()))?
+            }
+            None => File::default(),
+        };
+        let node_id = args.node_id.or(file.node_id).unwrap_or(1);
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("quipu-data"));
+        let listen_addr = args
+            .listen
+            .or(file.listen_addr)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7001)));
+        let voter_texts = if args.voters.is_empty() {
+            file.voters.unwrap_or_default()
+        } else {
+            args.voters
+        };
+        let mut voters = voter_texts
+            .iter()
+            .map(|v| parse_voter(v))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if voters.is_empty() {
+            voters.push((node_id, listen_addr.to_string()));
+        }
+        if !voters.iter().any(|(id, _)| *id == node_id) {
+            bail!(
+                "node {node_id} is not among the voters {voters:?}: a node must be one of the initial voters"
+            );
+        }
+        let defaults = LogConfig::default();
+        let fsync = match file.log.fsync {
+            None => defaults.fsync,
+            Some(toml::Value::String(s)) if s == "always" => quipu_storage::FsyncPolicy::Always,
+            Some(toml::Value::String(s)) if s == "never" => quipu_storage::FsyncPolicy::Never,
+            Some(toml::Value::Integer(ms)) if ms > 0 => {
+                quipu_storage::FsyncPolicy::IntervalMs(ms.unsigned_abs())
+            }
+            Some(other) => bail!(
+                "log.fsync must be \"always\", \"never\" or a positive number of ms, not {other}"
+            ),
+        };
+        let log = LogConfig {
+            segment_bytes_max: file
+                .log
+                .segment_bytes_max
+                .unwrap_or(defaults.segment_bytes_max),
+            segment_ms_max: file.log.segment_ms_max.unwrap_or(defaults.segment_ms_max),
+            entry_bytes_max: file.log.entry_bytes_max.unwrap_or(defaults.entry_bytes_max),
+            index_interval_bytes: file
+                .log
+                .index_interval_bytes
+                .unwrap_or(defaults.index_interval_bytes),
+            index_bytes_max: file.log.index_bytes_max.unwrap_or(defaults.index_bytes_max),
+            preallocate_bytes: file
+                .log
+                .preallocate_bytes
+                .unwrap_or(defaults.preallocate_bytes),
+            fsync,
+            retention_bytes: file.log.retention_bytes.or(defaults.retention_bytes),
+            retention_ms: file.log.retention_ms.or(defaults.retention_ms),
+            ..defaults
+        };
+        let raft = openraft_config::Timings {
+            heartbeat_interval_ms: file.raft.heartbeat_interval_ms,
+            election_timeout_min_ms: file.raft.election_timeout_min_ms,
+            election_timeout_max_ms: file.raft.election_timeout_max_ms,
+        };
+        Ok(Settings {
+            node_id,
+            data_dir,
+            listen_addr,
+            voters,
+            log,
+            raft,
+        })
+    }
+
+    /// The node configuration these settings describe.
+    pub fn node_config(&self) -> NodeConfig {
+        let mut raft = NodeConfig::default_raft();
+        if let Some(ms) = self.raft.heartbeat_interval_ms {
+            raft.heartbeat_interval = ms;
+        }
+        if let Some(ms) = self.raft.election_timeout_min_ms {
+            raft.election_timeout_min = ms;
+        }
+        if let Some(ms) = self.raft.election_timeout_max_ms {
+            raft.election_timeout_max = ms;
+        }
+        NodeConfig {
+            node_id: self.node_id,
+            data_dir: self.data_dir.clone(),
+            listen_addr: self.listen_addr,
+            raft,
+            log: self.log.clone(),
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! `quipu`: one binary for every role. Today: `quipu server`, a node of a Quipu cluster.
+//!
+//! Configuration comes from, in increasing precedence: built-in defaults (a single node with a
+//! local data directory), a TOML file (`--config`, keys in `deploy/quipu.toml`), `QUIPU_*`
+//! environment variables, and flags. The binary only parses configuration, installs logging and
+//! wires `quipu-node` together.
+
+mod config;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use quipu_node::Node;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "quipu",
+    version,
+    about = "Quipu: a durable, replicated commit log that speaks Kafka"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs a node. With no options: a single-node cluster with its data in ./quipu-data.
+    ///
+    /// Example, the first of three nodes:
+    ///   quipu server --node-id 1 --data-dir /var/lib/quipu --listen 10.0.0.1:7001 \
+    ///     --voters 1@10.0.0.1:7001,2@10.0.0.2:7001,3@10.0.0.3:7001
+    Server(config::ServerArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("QUIPU_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match cli.command {
+        Command::Server(args) => {
+            let settings = config::Settings::resolve(args)?;
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(serve(settings))
+        }
+    }
+}
+
+async fn serve(settings: config::Settings) -> anyhow::Result<()> {
+    let voters = settings.voters.clone();
+    let node = Node::start(settings.node_config()).await.with_context(|| {
+        format!(
+            "cannot start node {} on {}",
+            settings.node_id, settings.listen_addr
+        )
+    })?;
+    node.join(voters).await.context("cannot join the cluster")?;
+    tracing::info!(node_id = node.id(), addr = %node.addr(), data_dir = %settings.data_dir.display(), "quipu server ready");
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
+        _ = terminate.recv() => tracing::info!("terminated: stopping"),
+    }
+    node.stop().await;
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! `quipu server` as a process: it starts from the defaults and from `deploy/quipu.toml`, forms a
+//! three-process cluster on 127.0.0.1, survives SIGKILL of one node and its restart from the
+//! same data, and stops cleanly on SIGTERM.
+#![allow(clippy::unwrap_used)] // tests unwrap
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `quipu server` whose output lines arrive on a channel.
+struct Server {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_quipu"))
+            .arg("server")
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Server { child, lines }
+    }
+
+    fn wait_for(&self, text: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return,
+                Ok(_) => {}
+                Err(_) => panic!("the server never logged {text:?}"),
+            }
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait(mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Only our own child, by its PID.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_single_node_starts_from_the_shipped_config_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/quipu.toml");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let voters = format!("1@{listen}");
+    let data = dir.path().join("data");
+    let server = Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        &listen,
+        "--voters",
+        &voters,
+    ]);
+    server.wait_for("quipu server ready");
+    server.signal("-TERM");
+    assert!(server.wait().success());
+    assert!(
+        data.join("controller").join("raft_meta").exists(),
+        "the controller voted and kept its vote"
+    );
+}
+
+#[test]
+fn three_processes_survive_sigkill_of_one_and_its_restart() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let voters = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let start = |i: usize| {
+        let listen = format!("127.0.0.1:{}", ports[i]);
+        let id = (i + 1).to_string();
+        Server::start(&[
+            "--node-id",
+            &id,
+            "--data-dir",
+            dirs[i].path().to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--voters",
+            &voters,
+        ])
+    };
+    let mut servers: Vec<Server> = (0..3).map(start).collect();
+    for server in &servers {
+        server.wait_for("quipu server ready");
+    }
+    // Node 1 formed the cluster; once a controller leader exists every node's vote is on disk.
+    let deadline = Instant::now() + PATIENCE;
+    while !dirs
+        .iter()
+        .all(|d| d.path().join("controller").join("raft_meta").exists())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the controller group did not form"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    servers[1].signal("-KILL");
+    let killed = servers.remove(1);
+    assert!(!killed.wait().success());
+    let restarted = start(1);
+    restarted.wait_for("quipu server ready");
+    servers.insert(1, restarted);
+    for server in servers {
+        server.signal("-TERM");
+        assert!(server.wait().success());
+    }
+}
