@@ -13,14 +13,14 @@ use std::sync::{Arc, Mutex};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
-    AnyError, BasicNode, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
-    SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+    BasicNode, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
+    StorageError, StoredMembership,
 };
 use quipu_meta::{Command, Effect, Metadata};
-use quipu_storage::{read_state_file, write_state_file};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::snapshot_file::{SnapshotFile, snapshot_error, snapshot_meta};
 use crate::{NodeId, Request, Response, TypeConfig};
 
 /// Name of the state file holding the controller's last snapshot.
@@ -47,14 +47,10 @@ struct State {
 /// The controller group's state machine on one node. Clones share state.
 #[derive(Debug, Clone)]
 pub struct ControllerStateMachine {
-    dir: PathBuf,
+    file: SnapshotFile,
     local_node: NodeId,
     state: Arc<Mutex<State>>,
     effects: mpsc::Sender<Effect>,
-}
-
-fn snapshot_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
-    StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(&error)))
 }
 
 impl ControllerStateMachine {
@@ -64,24 +60,21 @@ impl ControllerStateMachine {
         dir: PathBuf,
         local_node: NodeId,
     ) -> Result<(ControllerStateMachine, mpsc::Receiver<Effect>), StorageError<NodeId>> {
-        let read_dir = dir.clone();
-        let body = tokio::task::spawn_blocking(move || {
-            read_state_file(&read_dir, CONTROLLER_SNAPSHOT_FILE, SNAPSHOT_BYTES_MAX)
-        })
-        .await
-        .map_err(snapshot_error)?
-        .map_err(snapshot_error)?;
+        let file = SnapshotFile {
+            dir,
+            name: CONTROLLER_SNAPSHOT_FILE,
+            bytes_max: SNAPSHOT_BYTES_MAX,
+        };
+        let saved = file.load().await?;
         let mut state = State::default();
-        if let Some(body) = body {
-            let (meta, data): (SnapshotMeta<NodeId, BasicNode>, Vec<u8>) =
-                postcard::from_bytes(&body).map_err(snapshot_error)?;
+        if let Some((meta, data)) = saved {
             state.applied = postcard::from_bytes(&data).map_err(snapshot_error)?;
             state.snapshot = Some((meta, data));
         }
         let (effects, receiver) = mpsc::channel(EFFECTS_QUEUE_MAX);
         Ok((
             ControllerStateMachine {
-                dir,
+                file,
                 local_node,
                 state: Arc::new(Mutex::new(state)),
                 effects,
@@ -100,19 +93,6 @@ impl ControllerStateMachine {
     pub fn metadata(&self) -> Metadata {
         self.lock().applied.metadata.clone()
     }
-
-    async fn persist(
-        &self,
-        meta: &SnapshotMeta<NodeId, BasicNode>,
-        data: &[u8],
-    ) -> Result<(), StorageError<NodeId>> {
-        let body = postcard::to_allocvec(&(meta, data)).map_err(snapshot_error)?;
-        let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || write_state_file(&dir, CONTROLLER_SNAPSHOT_FILE, &body))
-            .await
-            .map_err(snapshot_error)?
-            .map_err(snapshot_error)
-    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for ControllerStateMachine {
@@ -121,24 +101,17 @@ impl RaftSnapshotBuilder<TypeConfig> for ControllerStateMachine {
             let mut state = self.lock();
             state.snapshots_built += 1;
             let applied = state.applied.clone();
-            let snapshot_id = match applied.last_applied {
-                Some(id) => format!(
-                    "{}-{}-{}",
-                    id.leader_id.term, id.index, state.snapshots_built
-                ),
-                None => format!("none-{}", state.snapshots_built),
-            };
-            let meta = SnapshotMeta {
-                last_log_id: applied.last_applied,
-                last_membership: applied.membership.clone(),
-                snapshot_id,
-            };
+            let meta = snapshot_meta(
+                applied.last_applied,
+                applied.membership.clone(),
+                state.snapshots_built,
+            );
             (
                 meta,
                 postcard::to_allocvec(&applied).map_err(snapshot_error)?,
             )
         };
-        self.persist(&meta, &data).await?;
+        self.file.save(&meta, &data).await?;
         self.lock().snapshot = Some((meta.clone(), data.clone()));
         Ok(Snapshot {
             meta,
@@ -240,7 +213,7 @@ impl RaftStateMachine<TypeConfig> for ControllerStateMachine {
     ) -> Result<(), StorageError<NodeId>> {
         let data = snapshot.into_inner();
         let applied: Applied = postcard::from_bytes(&data).map_err(snapshot_error)?;
-        self.persist(meta, &data).await?;
+        self.file.save(meta, &data).await?;
         let mut state = self.lock();
         state.applied = applied;
         state.snapshot = Some((meta.clone(), data));

@@ -23,6 +23,7 @@
 mod codec;
 mod controller;
 mod log_store;
+mod snapshot_file;
 mod state_machine;
 mod type_config;
 

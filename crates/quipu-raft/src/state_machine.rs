@@ -16,10 +16,10 @@ use openraft::{
     AnyError, BasicNode, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
     SnapshotMeta, StorageError, StorageIOError, StoredMembership,
 };
-use quipu_storage::{read_state_file, write_state_file};
 use serde::{Deserialize, Serialize};
 
 use crate::shared::PartitionShared;
+use crate::snapshot_file::{SnapshotFile, snapshot_error, snapshot_meta};
 use crate::{NodeId, Request, Response, TypeConfig};
 
 /// Name of the state file holding the last snapshot.
@@ -45,7 +45,7 @@ struct State {
 /// A data partition's state machine. Clones share state (one is the snapshot builder).
 #[derive(Debug, Clone)]
 pub struct PartitionStateMachine {
-    dir: PathBuf,
+    file: SnapshotFile,
     state: Arc<Mutex<State>>,
     shared: Arc<PartitionShared>,
 }
@@ -54,33 +54,26 @@ fn sm_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
     StorageError::from(StorageIOError::write_state_machine(AnyError::new(&error)))
 }
 
-fn snapshot_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
-    StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(&error)))
-}
-
 impl PartitionStateMachine {
     /// Opens the state machine of the partition in `dir`, starting from its last snapshot.
     pub async fn open(
         dir: PathBuf,
         shared: Arc<PartitionShared>,
     ) -> Result<PartitionStateMachine, StorageError<NodeId>> {
-        let read_dir = dir.clone();
-        let body = tokio::task::spawn_blocking(move || {
-            read_state_file(&read_dir, SNAPSHOT_FILE, SNAPSHOT_BYTES_MAX)
-        })
-        .await
-        .map_err(snapshot_error)?
-        .map_err(snapshot_error)?;
+        let file = SnapshotFile {
+            dir,
+            name: SNAPSHOT_FILE,
+            bytes_max: SNAPSHOT_BYTES_MAX,
+        };
+        let saved = file.load().await?;
         let mut state = State::default();
-        if let Some(body) = body {
-            let (meta, data): (SnapshotMeta<NodeId, BasicNode>, Vec<u8>) =
-                postcard::from_bytes(&body).map_err(snapshot_error)?;
+        if let Some((meta, data)) = saved {
             state.applied = postcard::from_bytes(&data).map_err(snapshot_error)?;
             shared.set_high_watermark(state.applied.high_watermark);
             state.snapshot = Some((meta, data));
         }
         Ok(PartitionStateMachine {
-            dir,
+            file,
             state: Arc::new(Mutex::new(state)),
             shared,
         })
@@ -91,19 +84,6 @@ impl PartitionStateMachine {
             .lock()
             .expect("state machine lock poisoned by a panic")
     }
-
-    async fn persist(
-        &self,
-        meta: &SnapshotMeta<NodeId, BasicNode>,
-        data: &[u8],
-    ) -> Result<(), StorageError<NodeId>> {
-        let body = postcard::to_allocvec(&(meta, data)).map_err(snapshot_error)?;
-        let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || write_state_file(&dir, SNAPSHOT_FILE, &body))
-            .await
-            .map_err(snapshot_error)?
-            .map_err(snapshot_error)
-    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for PartitionStateMachine {
@@ -112,24 +92,17 @@ impl RaftSnapshotBuilder<TypeConfig> for PartitionStateMachine {
             let mut state = self.lock();
             state.snapshots_built += 1;
             let applied = state.applied.clone();
-            let snapshot_id = match applied.last_applied {
-                Some(id) => format!(
-                    "{}-{}-{}",
-                    id.leader_id.term, id.index, state.snapshots_built
-                ),
-                None => format!("none-{}", state.snapshots_built),
-            };
-            let meta = SnapshotMeta {
-                last_log_id: applied.last_applied,
-                last_membership: applied.membership.clone(),
-                snapshot_id,
-            };
+            let meta = snapshot_meta(
+                applied.last_applied,
+                applied.membership.clone(),
+                state.snapshots_built,
+            );
             (
                 meta,
                 postcard::to_allocvec(&applied).map_err(snapshot_error)?,
             )
         };
-        self.persist(&meta, &data).await?;
+        self.file.save(&meta, &data).await?;
         self.lock().snapshot = Some((meta.clone(), data.clone()));
         Ok(Snapshot {
             meta,
@@ -201,7 +174,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
     ) -> Result<(), StorageError<NodeId>> {
         let data = snapshot.into_inner();
         let applied: Applied = postcard::from_bytes(&data).map_err(snapshot_error)?;
-        self.persist(meta, &data).await?;
+        self.file.save(meta, &data).await?;
         if let Some(last) = meta.last_log_id {
             self.shared
                 .set_installed(last.index, applied.high_watermark);
