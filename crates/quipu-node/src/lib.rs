@@ -10,7 +10,10 @@
 //! - The transport (`docs/protocol/raft-transport.md`) shares one gRPC connection per node pair
 //!   among all groups.
 //!
-//! Not here yet: the controller group and topic placement, the Kafka and client-facing APIs.
+//! - The controller group (group 0) replicates `quipu-meta` commands; each node carries out the
+//!   effects for itself (opening, bootstrapping and deleting partition replicas).
+//!
+//! Not here yet: the Kafka and client-facing APIs.
 
 mod error;
 mod group;

@@ -45,6 +45,13 @@ const BATCHED_PAYLOAD_MAX: usize = 64 * 1024;
 const BATCHES_IN_FLIGHT_MAX: usize = 4;
 /// Messages waiting in one peer's mailbox.
 const MAILBOX_MAX: usize = 4096;
+/// Payload bytes in one `DeliverBatch` call: far below `MESSAGE_BYTES_MAX` whatever the count.
+const BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// A batch call that takes longer than this fails (its callers see the peer as unreachable).
+const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 keepalive: a half-open connection is noticed within interval + timeout.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A message waiting in a mailbox, with where its answer goes.
 type Letter = (
@@ -71,10 +78,26 @@ async fn run_mailbox(channel: Channel, mut letters: mpsc::Receiver<Letter>) {
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return;
         };
-        if letters.recv_many(&mut batch, BATCH_MESSAGES_MAX).await == 0 {
+        let Some(first) = letters.recv().await else {
             return;
+        };
+        let mut bytes = first.0.payload.len();
+        batch.push(first);
+        while batch.len() < BATCH_MESSAGES_MAX && bytes < BATCH_BYTES_MAX {
+            let Ok(letter) = letters.try_recv() else {
+                break;
+            };
+            bytes += letter.0.payload.len();
+            batch.push(letter);
         }
-        let (messages, answers): (Vec<RaftMessage>, Vec<_>) = batch.drain(..).unzip();
+        // A caller that already gave up (its RPC timed out) needs no delivery.
+        let (messages, answers): (Vec<RaftMessage>, Vec<_>) = batch
+            .drain(..)
+            .filter(|(_, answer)| !answer.is_closed())
+            .unzip();
+        if messages.is_empty() {
+            continue;
+        }
         let mut client = RaftTransportClient::new(channel.clone())
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
             .max_encoding_message_size(MESSAGE_BYTES_MAX);
@@ -135,6 +158,9 @@ impl Peers {
         }
         let channel = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(BATCH_TIMEOUT)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .tcp_nodelay(true)
             .initial_stream_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
