@@ -89,6 +89,14 @@ pub enum FetchError {
         /// The current leader, if known.
         leader: Option<NodeId>,
     },
+    /// The read task failed (the runtime is shutting down); nothing is known about the data.
+    #[error("partition {group} could not run the read: {reason}")]
+    Unavailable {
+        /// The partition.
+        group: GroupId,
+        /// What failed.
+        reason: String,
+    },
     /// The log refused the read (offset out of range, corruption).
     #[error("partition {group} cannot serve the read")]
     Read {

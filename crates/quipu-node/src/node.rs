@@ -15,12 +15,12 @@ use bytes::Bytes;
 use openraft::Raft;
 use quipu_meta::{Command, Effect, Metadata, NodeInfo, TopicConfig};
 use quipu_raft::shared::PartitionShared;
-use quipu_raft::{ControllerStateMachine, LogStore, Request, TypeConfig};
-use quipu_storage::Log;
+use quipu_raft::{ControllerStateMachine, Request, TypeConfig};
 
 use crate::network::{
     CONNECTION_WINDOW_BYTES, GroupNetwork, MESSAGE_BYTES_MAX, Peers, STREAM_WINDOW_BYTES,
 };
+use crate::partition::open_log_store;
 use crate::transport::TransportService;
 use crate::{GroupId, NodeError, Partition};
 
@@ -538,19 +538,14 @@ async fn open_controller(
 > {
     let group = GroupId::CONTROLLER;
     let dir = config.data_dir.join("controller");
-    let log_dir = dir.clone();
-    let log_config = config.log.clone();
-    let log = tokio::task::spawn_blocking(move || Log::open(&log_dir, log_config))
-        .await
-        .map_err(|e| NodeError::Raft {
-            group,
-            reason: e.to_string(),
-        })?
-        .map_err(|source| NodeError::Log { group, source })?;
+    let (_, store) = open_log_store(
+        group,
+        &dir,
+        config.log.clone(),
+        Arc::new(PartitionShared::default()),
+    )
+    .await?;
     let raft_error = |reason: String| NodeError::Raft { group, reason };
-    let store = LogStore::open(Arc::new(log), Arc::new(PartitionShared::default()))
-        .await
-        .map_err(|e| raft_error(e.to_string()))?;
     let (metadata, effects) = ControllerStateMachine::open(dir, config.node_id)
         .await
         .map_err(|e| raft_error(e.to_string()))?;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft};
 use quipu_raft::shared::PartitionShared;
-use quipu_raft::{LogStore, NodeId, PartitionStateMachine, Request, TypeConfig};
+use quipu_raft::{LogStore, NodeId, PartitionStateMachine, Request, Response, TypeConfig};
 use quipu_storage::{Entry, Log, LogConfig, Offset};
 
 use crate::network::{GroupNetwork, Peers};
@@ -44,20 +44,9 @@ impl Partition {
         peers: Arc<Peers>,
     ) -> Result<Partition, NodeError> {
         let batch_bytes_max = usize::try_from(log_config.entry_bytes_max).unwrap_or(usize::MAX);
-        let log_dir = dir.to_path_buf();
-        let log = tokio::task::spawn_blocking(move || Log::open(&log_dir, log_config))
-            .await
-            .map_err(|e| NodeError::Raft {
-                group,
-                reason: e.to_string(),
-            })?
-            .map_err(|source| NodeError::Log { group, source })?;
-        let log = Arc::new(log);
         let shared = Arc::new(PartitionShared::default());
+        let (log, store) = open_log_store(group, dir, log_config, Arc::clone(&shared)).await?;
         let raft_error = |reason: String| NodeError::Raft { group, reason };
-        let store = LogStore::open(Arc::clone(&log), Arc::clone(&shared))
-            .await
-            .map_err(|e| raft_error(e.to_string()))?;
         let state_machine = PartitionStateMachine::open(dir.to_path_buf(), Arc::clone(&shared))
             .await
             .map_err(|e| raft_error(e.to_string()))?;
@@ -163,23 +152,8 @@ impl Partition {
             })
             .await
         {
-            Ok(response) => {
-                response
-                    .data
-                    .base_offset
-                    .map(Offset)
-                    .ok_or_else(|| ProduceError::Unavailable {
-                        group: self.group,
-                        reason: "applied without an offset".to_string(),
-                    })
-            }
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(ProduceError::NotLeader {
-                    group: self.group,
-                    leader: forward.leader_id,
-                    leader_addr: forward.leader_node.map(|node| node.addr),
-                })
-            }
+            Ok(response) => self.applied_offset(response.data),
+            Err(RaftError::APIError(e)) => Err(self.write_error(e)),
             Err(e) => Err(ProduceError::Unavailable {
                 group: self.group,
                 reason: e.to_string(),
@@ -187,12 +161,35 @@ impl Partition {
         }
     }
 
-    /// Appends one record batch and returns the offset of its first record once it is durable in
-    /// the leader's own log, without waiting for the followers (Kafka's `acks=1`). If the leader
-    /// loses its leadership before that, the batch may or may not be committed later: the error
-    /// says so.
-    pub async fn produce_leader_ack(&self, batch: Bytes) -> Result<Offset, ProduceError> {
-        quipu_record::validate_batch(&batch, self.batch_bytes_max)
+    /// The offset a committed records request got.
+    fn applied_offset(&self, response: Response) -> Result<Offset, ProduceError> {
+        response
+            .base_offset
+            .map(Offset)
+            .ok_or_else(|| ProduceError::Unavailable {
+                group: self.group,
+                reason: "applied without an offset".to_string(),
+            })
+    }
+
+    /// What a refused client write means to a producer.
+    fn write_error(&self, error: ClientWriteError<NodeId, BasicNode>) -> ProduceError {
+        match error {
+            ClientWriteError::ForwardToLeader(forward) => ProduceError::NotLeader {
+                group: self.group,
+                leader: forward.leader_id,
+                leader_addr: forward.leader_node.map(|node| node.addr),
+            },
+            other => ProduceError::Unavailable {
+                group: self.group,
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    /// Checks what every produce checks before proposing: a valid batch, and this replica leads.
+    fn check_proposal(&self, batch: &Bytes) -> Result<(), ProduceError> {
+        quipu_record::validate_batch(batch, self.batch_bytes_max)
             .map_err(ProduceError::InvalidBatch)?;
         let leader = self.leader();
         if leader != Some(self.node_id) {
@@ -202,6 +199,15 @@ impl Partition {
                 leader_addr: None,
             });
         }
+        Ok(())
+    }
+
+    /// Appends one record batch and returns the offset of its first record once it is durable in
+    /// the leader's own log, without waiting for the followers (Kafka's `acks=1`). If the leader
+    /// loses its leadership before that, the batch may or may not be committed later: the error
+    /// says so.
+    pub async fn produce_leader_ack(&self, batch: Bytes) -> Result<Offset, ProduceError> {
+        self.check_proposal(&batch)?;
         let (token, appended) = self.shared.register_local_ack(self.node_id);
         let outcome = async {
             let committed = self
@@ -216,16 +222,8 @@ impl Partition {
                 }),
                 // Commit can only come after the local append, unless leadership was lost first.
                 answer = committed => match answer {
-                    Ok(Ok(response)) => response.data.base_offset.map(Offset).ok_or_else(|| ProduceError::Unavailable {
-                        group: self.group,
-                        reason: "applied without an offset".to_string(),
-                    }),
-                    Ok(Err(ClientWriteError::ForwardToLeader(forward))) => Err(ProduceError::NotLeader {
-                        group: self.group,
-                        leader: forward.leader_id,
-                        leader_addr: forward.leader_node.map(|node| node.addr),
-                    }),
-                    Ok(Err(e)) => Err(ProduceError::Unavailable { group: self.group, reason: e.to_string() }),
+                    Ok(Ok(response)) => self.applied_offset(response.data),
+                    Ok(Err(e)) => Err(self.write_error(e)),
                     Err(_) => Err(ProduceError::Unavailable { group: self.group, reason: "raft dropped the request".to_string() }),
                 },
             }
@@ -238,16 +236,7 @@ impl Partition {
     /// Appends one record batch without waiting for anything (Kafka's `acks=0`): the batch is
     /// validated and handed to Raft on the leader, and whether it is committed is never reported.
     pub async fn produce_unacknowledged(&self, batch: Bytes) -> Result<(), ProduceError> {
-        quipu_record::validate_batch(&batch, self.batch_bytes_max)
-            .map_err(ProduceError::InvalidBatch)?;
-        let leader = self.leader();
-        if leader != Some(self.node_id) {
-            return Err(ProduceError::NotLeader {
-                group: self.group,
-                leader,
-                leader_addr: None,
-            });
-        }
+        self.check_proposal(&batch)?;
         // The responder is dropped: openraft's answer, when it comes, goes nowhere.
         self.raft
             .client_write_ff(Request::Records {
@@ -302,13 +291,9 @@ impl Partition {
         let group = self.group;
         tokio::task::spawn_blocking(move || log.read_records(from, end, max_bytes))
             .await
-            .map_err(|e| FetchError::Read {
+            .map_err(|e| FetchError::Unavailable {
                 group,
-                source: quipu_storage::ReadError::Corrupt {
-                    path: Default::default(),
-                    position: 0,
-                    reason: e.to_string(),
-                },
+                reason: e.to_string(),
             })?
             .map_err(|source| FetchError::Read { group, source })
     }
@@ -321,6 +306,31 @@ impl Partition {
             tracing::warn!(group = %self.group, error = %e, "raft did not shut down cleanly");
         }
     }
+}
+
+/// Opens the segment log in `dir` and openraft's log store over it: every group's first step.
+pub(crate) async fn open_log_store(
+    group: GroupId,
+    dir: &Path,
+    log_config: LogConfig,
+    shared: Arc<PartitionShared>,
+) -> Result<(Arc<Log>, LogStore), NodeError> {
+    let log_dir = dir.to_path_buf();
+    let log = tokio::task::spawn_blocking(move || Log::open(&log_dir, log_config))
+        .await
+        .map_err(|e| NodeError::Raft {
+            group,
+            reason: e.to_string(),
+        })?
+        .map_err(|source| NodeError::Log { group, source })?;
+    let log = Arc::new(log);
+    let store = LogStore::open(Arc::clone(&log), shared)
+        .await
+        .map_err(|e| NodeError::Raft {
+            group,
+            reason: e.to_string(),
+        })?;
+    Ok((log, store))
 }
 
 /// openraft 0.9 draws each node's election timeout once, at start, and checks it on a fixed tick:
