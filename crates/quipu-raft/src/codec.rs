@@ -52,9 +52,15 @@ pub fn to_stored(entry: openraft::Entry<TypeConfig>) -> Result<NewEntry, EntryCo
     Ok(NewEntry::internal(index, term, Bytes::from(bytes)))
 }
 
+/// The log id of the entry at `index` written in `term` (`single-term-leader`: the term is the
+/// whole leader id).
+pub fn log_id(term: u64, index: u64) -> LogId<NodeId> {
+    LogId::new(CommittedLeaderId::new(term, 0), index)
+}
+
 /// The openraft entry for a segment-log entry.
 pub fn from_stored(entry: StoredEntry) -> Result<openraft::Entry<TypeConfig>, EntryCodecError> {
-    let log_id = LogId::new(CommittedLeaderId::new(entry.term, 0), entry.index);
+    let log_id = log_id(entry.term, entry.index);
     let payload = match entry.kind {
         EntryKind::Records => EntryPayload::Normal(Request::Records {
             batch: entry.payload,

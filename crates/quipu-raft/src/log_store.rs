@@ -7,8 +7,11 @@
 //!   durable before an earlier one;
 //! - a purge records the purge point durably first, then removes whole segments: entries at or
 //!   below the purge point are never returned, even while their segment still exists;
-//! - the log never has holes: an append to an empty log at another index restarts the log there
-//!   (after a snapshot was installed past the log's end).
+//! - the log never has holes: a purge past the log's end (a snapshot installed from the leader)
+//!   restarts the log right after the snapshot, at the offset the snapshot ends at; it is carried
+//!   out only once the state machine holds that snapshot durably (openraft may ask for the purge
+//!   first: then it waits for the next append, which openraft sends only after the install), so
+//!   a crash never leaves a log that starts after a snapshot this replica does not have.
 
 use std::fmt::Debug;
 use std::io;
@@ -86,6 +89,8 @@ struct Inner {
     meta: Mutex<RaftMeta>,
     shared: Arc<PartitionShared>,
     flushes: mpsc::Sender<Flush>,
+    /// A purge past the log's end asked for before the state machine installed its snapshot.
+    pending_reset: Mutex<Option<LogId<NodeId>>>,
 }
 
 impl Debug for LogStore {
@@ -154,6 +159,7 @@ impl LogStore {
                 meta: Mutex::new(meta),
                 shared,
                 flushes,
+                pending_reset: Mutex::new(None),
             }),
         })
     }
@@ -161,6 +167,53 @@ impl LogStore {
     /// The segment log under this store.
     pub fn log(&self) -> &Arc<Log> {
         &self.inner.log
+    }
+
+    /// The purge point as openraft knows it: the durable one, or a pending purge past the end
+    /// (in memory only until the snapshot it follows is durable; a crash forgets it, which is
+    /// consistent with the older snapshot the replica then restarts from).
+    fn purged(&self) -> Option<LogId<NodeId>> {
+        let pending = *self
+            .inner
+            .pending_reset
+            .lock()
+            .expect("pending reset lock poisoned by a panic");
+        self.meta().last_purged.max(pending)
+    }
+
+    fn take_pending_reset(&self) -> Option<LogId<NodeId>> {
+        self.inner
+            .pending_reset
+            .lock()
+            .expect("pending reset lock poisoned by a panic")
+            .take()
+    }
+
+    /// Restarts the log right after `snapshot`, which the state machine holds durably: the purge
+    /// point first, then the reset (a crash between them leaves old entries the purge point hides).
+    async fn reset_after(&self, snapshot: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        // As in `append`: a log that never held a record restarts at offset 0.
+        let fresh = (self.inner.log.next_offset() == Offset(0)).then_some(0);
+        let offset = self
+            .inner
+            .shared
+            .installed_next_offset(snapshot.index)
+            .or(fresh)
+            .ok_or_else(|| {
+                io_error(io::Error::other(format!(
+                    "the log cannot restart after index {}: no snapshot ends there",
+                    snapshot.index
+                )))
+            })?;
+        let mut meta = self.meta();
+        meta.last_purged = Some(snapshot);
+        self.save_meta(meta).await?;
+        let log = Arc::clone(&self.inner.log);
+        blocking(move || {
+            log.reset(snapshot.index + 1, Offset(offset))
+                .map_err(io_error)
+        })
+        .await
     }
 
     fn meta(&self) -> RaftMeta {
@@ -189,7 +242,7 @@ impl LogStore {
         end: u64,
         max_bytes: u64,
     ) -> Result<Vec<openraft::Entry<TypeConfig>>, StorageError<NodeId>> {
-        let purged_next = self.meta().last_purged.map_or(0, |id| id.index + 1);
+        let purged_next = self.purged().map_or(0, |id| id.index + 1);
         let log = Arc::clone(&self.inner.log);
         let stored = blocking(move || {
             let start = start.max(purged_next).max(log.first_index());
@@ -281,7 +334,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
-        let last_purged = self.meta().last_purged;
+        let last_purged = self.purged();
         let log = &self.inner.log;
         let (first, next, term) = (log.first_index(), log.next_index(), log.last_term());
         let has_unpurged = next > first && last_purged.is_none_or(|purged| next - 1 > purged.index);
@@ -342,6 +395,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             callback.log_io_completed(Ok(()));
             return Ok(());
         };
+        let pending = self.take_pending_reset();
+        if let Some(snapshot) = pending {
+            if first != snapshot.index + 1 {
+                return Err(io_error(io::Error::other(format!(
+                    "entries from index {first} follow a snapshot ending at {}",
+                    snapshot.index
+                ))));
+            }
+            self.reset_after(snapshot).await?;
+        }
         let log = Arc::clone(&self.inner.log);
         let shared = Arc::clone(&self.inner.shared);
         let appended = blocking(move || {
@@ -349,11 +412,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             if empty && first != log.next_index() {
                 // Nothing is held (a snapshot was installed past the log's end): restart the log
                 // where the leader continues, at the offset the snapshot ends at.
+                // A log that never held a record may start anywhere at offset 0 (openraft's
+                // suite does this); any other restart needs the snapshot it follows.
+                let fresh = (log.next_offset() == Offset(0)).then_some(0);
                 let offset = first
                     .checked_sub(1)
                     .and_then(|last| shared.installed_next_offset(last))
-                    .map_or(log.next_offset(), Offset);
-                log.reset(first, offset).map_err(io_error)?;
+                    .or(fresh)
+                    .ok_or_else(|| {
+                        io_error(io::Error::other(format!(
+                            "an append at index {first} to an empty log ending before it, with no snapshot ending at {}",
+                            first.saturating_sub(1)
+                        )))
+                    })?;
+                log.reset(first, Offset(offset)).map_err(io_error)?;
             }
             let appended = log.append(&entries).map_err(io_error)?;
             // Base offsets of the entries that carry a token: the first entry's base offset plus
@@ -395,27 +467,38 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let mut meta = self.meta();
-        if meta
-            .last_purged
+        if self
+            .purged()
             .is_some_and(|purged| purged.index >= log_id.index)
         {
             return Ok(());
         }
+        if log_id.index >= self.inner.log.next_index() {
+            // Past the log's end: a snapshot from the leader replaces the whole log.
+            if self
+                .inner
+                .shared
+                .installed_next_offset(log_id.index)
+                .is_none()
+            {
+                // openraft purges without waiting for the state machine's install; the reset
+                // waits for the next append, which comes only after the install.
+                *self
+                    .inner
+                    .pending_reset
+                    .lock()
+                    .expect("pending reset lock poisoned by a panic") = Some(log_id);
+                return Ok(());
+            }
+            return self.reset_after(log_id).await;
+        }
         meta.last_purged = Some(log_id);
         self.save_meta(meta).await?;
         let log = Arc::clone(&self.inner.log);
-        let shared = Arc::clone(&self.inner.shared);
         blocking(move || {
-            if log_id.index >= log.next_index() {
-                let offset = shared
-                    .installed_next_offset(log_id.index)
-                    .map_or(log.next_offset(), Offset);
-                log.reset(log_id.index + 1, offset).map_err(io_error)
-            } else {
-                log.purge_prefix(log_id.index + 1)
-                    .map(|_| ())
-                    .map_err(io_error)
-            }
+            log.purge_prefix(log_id.index + 1)
+                .map(|_| ())
+                .map_err(io_error)
         })
         .await
     }

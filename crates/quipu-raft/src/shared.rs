@@ -20,9 +20,24 @@ pub struct PartitionShared {
 #[derive(Debug, Default, Clone, Copy)]
 struct Inner {
     high_watermark: u64,
-    /// `(last index, next offset)` of the last snapshot installed from a leader: where the log
-    /// restarts when it is purged past its end.
+    /// `(last index, next offset)` of this replica's durable snapshot (installed from a leader,
+    /// built here, or loaded at open): where the log restarts when it is purged past its end.
+    /// Set only once the snapshot file is durable.
     installed: Option<(u64, u64)>,
+    /// Where the next snapshot built here ends (last index, its term, next offset), when a
+    /// retention pass asked for one at a segment boundary rather than at the applied index.
+    snapshot_target: Option<SnapshotTarget>,
+}
+
+/// A log position a snapshot may end at: a whole number of entries, and the offset after them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotTarget {
+    /// The last index the snapshot covers.
+    pub index: u64,
+    /// The term of that entry.
+    pub term: u64,
+    /// The offset after that entry's records (the first offset the log keeps).
+    pub next_offset: u64,
 }
 
 impl PartitionShared {
@@ -76,6 +91,15 @@ impl PartitionShared {
         if let Some(waiter) = waiter {
             let _ = waiter.send(base_offset);
         }
+    }
+
+    /// Asks that the next snapshot built end at `target` (see [`SnapshotTarget`]).
+    pub fn set_snapshot_target(&self, target: SnapshotTarget) {
+        self.lock().snapshot_target = Some(target);
+    }
+
+    pub(crate) fn take_snapshot_target(&self) -> Option<SnapshotTarget> {
+        self.lock().snapshot_target.take()
     }
 
     /// The next offset after an installed snapshot whose last index is `last_index`.

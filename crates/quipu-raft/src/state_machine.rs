@@ -3,9 +3,13 @@
 //! the end of its batch, whose base offset the log assigned on append (so the watermark is a
 //! function of the entry alone and survives re-application from any point).
 //!
-//! A snapshot is the applied state (last applied log id, membership, high watermark), kept in the
-//! `raft_snapshot` state file. It does not carry records: a follower that needs records purged
-//! from the leader's log cannot catch up through it yet.
+//! A snapshot is the state at a log position (last log id, membership, and the offset after it),
+//! kept in the `raft_snapshot` state file. It carries no records: it marks where a replica's log
+//! starts. Retention asks for a snapshot at a segment boundary (`PartitionShared::
+//! set_snapshot_target`), then openraft purges the log up to it; a follower whose log ends
+//! before the leader's log start installs that snapshot, restarts its log right after it, and
+//! receives the entries that follow by ordinary replication. See "Retention and followers behind
+//! the log start" in `docs/internals/replication.md`.
 
 use std::io::Cursor;
 use std::path::PathBuf;
@@ -18,7 +22,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::shared::PartitionShared;
+use crate::shared::{PartitionShared, SnapshotTarget};
 use crate::snapshot_file::{SnapshotFile, snapshot_error, snapshot_meta};
 use crate::{NodeId, Request, Response, TypeConfig};
 
@@ -38,8 +42,40 @@ struct Applied {
 #[derive(Debug, Default)]
 struct State {
     applied: Applied,
+    /// Memberships applied before the current one, oldest first, back to the one in effect at
+    /// the last snapshot: a snapshot below the applied index takes the membership of its point.
+    earlier_memberships: Vec<StoredMembership<NodeId, BasicNode>>,
     snapshot: Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>,
     snapshots_built: u64,
+}
+
+impl State {
+    /// The state at `target`, at or below the applied index: its log id, the membership in effect
+    /// there, and the offset after it.
+    fn at(&self, target: SnapshotTarget) -> Applied {
+        let membership = std::iter::once(&self.applied.membership)
+            .chain(self.earlier_memberships.iter().rev())
+            .find(|m| m.log_id().is_none_or(|id| id.index <= target.index))
+            .cloned()
+            .unwrap_or_default();
+        Applied {
+            last_applied: Some(crate::codec::log_id(target.term, target.index)),
+            membership,
+            high_watermark: target.next_offset,
+        }
+    }
+
+    /// Drops memberships no snapshot at or after `point` can need (keeps the one in effect there).
+    fn forget_memberships_before(&mut self, point: Option<LogId<NodeId>>) {
+        let Some(point) = point else { return };
+        let in_effect = self
+            .earlier_memberships
+            .iter()
+            .rposition(|m| m.log_id().is_none_or(|id| id.index <= point.index));
+        if let Some(keep_from) = in_effect {
+            self.earlier_memberships.drain(..keep_from);
+        }
+    }
 }
 
 /// A data partition's state machine. Clones share state (one is the snapshot builder).
@@ -70,6 +106,9 @@ impl PartitionStateMachine {
         if let Some((meta, data)) = saved {
             state.applied = postcard::from_bytes(&data).map_err(snapshot_error)?;
             shared.set_high_watermark(state.applied.high_watermark);
+            if let Some(last) = meta.last_log_id {
+                shared.set_installed(last.index, state.applied.high_watermark);
+            }
             state.snapshot = Some((meta, data));
         }
         Ok(PartitionStateMachine {
@@ -88,10 +127,21 @@ impl PartitionStateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for PartitionStateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let target = self.shared.take_snapshot_target();
         let (meta, data) = {
             let mut state = self.lock();
             state.snapshots_built += 1;
-            let applied = state.applied.clone();
+            let applied = match target {
+                Some(target)
+                    if state
+                        .applied
+                        .last_applied
+                        .is_some_and(|applied| target.index <= applied.index) =>
+                {
+                    state.at(target)
+                }
+                _ => state.applied.clone(),
+            };
             let meta = snapshot_meta(
                 applied.last_applied,
                 applied.membership.clone(),
@@ -103,7 +153,17 @@ impl RaftSnapshotBuilder<TypeConfig> for PartitionStateMachine {
             )
         };
         self.file.save(&meta, &data).await?;
-        self.lock().snapshot = Some((meta.clone(), data.clone()));
+        if let Some(last) = meta.last_log_id {
+            let applied: Applied = postcard::from_bytes(&data).map_err(snapshot_error)?;
+            self.shared
+                .set_installed(last.index, applied.high_watermark);
+        }
+        {
+            let mut state = self.lock();
+            let point = meta.last_log_id;
+            state.forget_memberships_before(point);
+            state.snapshot = Some((meta.clone(), data.clone()));
+        }
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -146,8 +206,11 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                     }
                 }
                 EntryPayload::Membership(membership) => {
-                    state.applied.membership =
-                        StoredMembership::new(Some(entry.log_id), membership);
+                    let previous = std::mem::replace(
+                        &mut state.applied.membership,
+                        StoredMembership::new(Some(entry.log_id), membership),
+                    );
+                    state.earlier_memberships.push(previous);
                     Response::default()
                 }
             };
@@ -182,6 +245,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
         self.shared.set_high_watermark(applied.high_watermark);
         let mut state = self.lock();
         state.applied = applied;
+        state.earlier_memberships.clear();
         state.snapshot = Some((meta.clone(), data));
         Ok(())
     }

@@ -217,3 +217,154 @@ async fn a_log_purged_past_its_end_restarts_at_the_installed_snapshot() {
     );
     assert_eq!(shared.high_watermark(), 92);
 }
+
+/// A leader's snapshot ending at index 9 (offsets 0..90), as retention would take it.
+async fn leader_snapshot_at_9() -> (tempfile::TempDir, openraft::Snapshot<TypeConfig>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (_l, mut store, mut sm, _) = open(dir.path()).await;
+    let entries: Vec<_> = (1..=9).map(|i| records(1, i, batch(10))).collect();
+    store
+        .blocking_append(std::iter::once(membership(1, 0)).chain(entries))
+        .await
+        .unwrap();
+    let read = store.try_get_log_entries(0..10).await.unwrap();
+    sm.apply(read).await.unwrap();
+    let snapshot = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    (dir, snapshot)
+}
+
+#[tokio::test]
+async fn a_purge_past_the_end_before_the_install_waits_for_it_and_survives_a_crash() {
+    let (_leader_dir, snapshot) = leader_snapshot_at_9().await;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // A follower holding indexes 0..=2 (offsets 0..10).
+        let (log, mut store, _sm, _shared) = open(dir.path()).await;
+        store
+            .blocking_append([membership(1, 0), records(1, 1, batch(10)), blank(1, 2)])
+            .await
+            .unwrap();
+        // openraft asks for the purge before the state machine installed the snapshot: nothing
+        // may change yet (the offset where the log restarts is not known durably).
+        store.purge(log_id(1, 9)).await.unwrap();
+        assert_eq!((log.first_index(), log.next_index()), (0, 3));
+        // Crash here: the snapshot was never installed.
+    }
+    {
+        let (log, mut store, mut sm, shared) = open(dir.path()).await;
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(
+            state.last_purged_log_id, None,
+            "no purge point was made durable"
+        );
+        assert_eq!(state.last_log_id, Some(log_id(1, 2)));
+        assert_eq!(log.next_offset(), Offset(10));
+        // Again, and this time the install completes before the next append.
+        store.purge(log_id(1, 9)).await.unwrap();
+        let mut data = sm.begin_receiving_snapshot().await.unwrap();
+        *data = *snapshot.snapshot.clone();
+        sm.install_snapshot(&snapshot.meta, data).await.unwrap();
+        store
+            .blocking_append([records(2, 10, batch(2))])
+            .await
+            .unwrap();
+        assert_eq!((log.first_index(), log.next_index()), (10, 11));
+        let appended = store.try_get_log_entries(10..11).await.unwrap();
+        assert_eq!(sm.apply(appended).await.unwrap()[0].base_offset, Some(90));
+        assert_eq!(shared.high_watermark(), 92);
+    }
+    // After a power loss everything above is still there.
+    power_loss(dir.path(), PowerLoss::LoseUnsynced).unwrap();
+    let (log, mut store, mut sm, shared) = open(dir.path()).await;
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 9)));
+    assert_eq!(state.last_log_id, Some(log_id(2, 10)));
+    assert_eq!(log.start_offset(), Offset(90));
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1, 9)));
+    assert_eq!(
+        shared.high_watermark(),
+        90,
+        "the snapshot's point, until entry 10 is re-applied"
+    );
+}
+
+#[tokio::test]
+async fn an_installed_snapshot_without_its_log_reset_is_finished_at_the_next_open() {
+    let (_leader_dir, snapshot) = leader_snapshot_at_9().await;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_log, mut store, mut sm, _) = open(dir.path()).await;
+        store
+            .blocking_append([membership(1, 0), records(1, 1, batch(10))])
+            .await
+            .unwrap();
+        let mut data = sm.begin_receiving_snapshot().await.unwrap();
+        *data = *snapshot.snapshot;
+        sm.install_snapshot(&snapshot.meta, data).await.unwrap();
+        // Crash before openraft's purge: the log still ends at index 1.
+    }
+    let (log, mut store, mut sm, _) = open(dir.path()).await;
+    // openraft's start-up sees applied (9) beyond the log's end (1) and purges up to applied.
+    let applied = sm.applied_state().await.unwrap().0.unwrap();
+    assert_eq!(applied, log_id(1, 9));
+    store.purge(applied).await.unwrap();
+    assert_eq!((log.next_index(), log.next_offset()), (10, Offset(90)));
+    assert_eq!(
+        store.get_log_state().await.unwrap().last_purged_log_id,
+        Some(log_id(1, 9))
+    );
+}
+
+#[tokio::test]
+async fn a_retention_snapshot_ends_at_the_requested_point_with_its_membership() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, mut store, mut sm, shared) = open(dir.path()).await;
+    let mut entries = vec![membership(1, 0)];
+    entries.extend((1..=5).map(|i| records(1, i, batch(10))));
+    // A membership change after the point the snapshot will end at.
+    entries.push(membership(2, 6));
+    entries.extend((7..=9).map(|i| records(2, i, batch(10))));
+    store.blocking_append(entries).await.unwrap();
+    let read = store.try_get_log_entries(0..10).await.unwrap();
+    sm.apply(read).await.unwrap();
+    let at_5 = log.read_entries(5, 6, u64::MAX).unwrap().remove(0);
+    shared.set_snapshot_target(quipu_raft::shared::SnapshotTarget {
+        index: 5,
+        term: at_5.term,
+        next_offset: at_5.next_offset().0,
+    });
+    let snapshot = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 5)));
+    assert_eq!(
+        snapshot.meta.last_membership.log_id(),
+        &Some(log_id(1, 0)),
+        "the membership in effect at index 5, not the later one"
+    );
+    assert!(
+        !snapshot.snapshot.get_ref().is_empty(),
+        "the snapshot carries the state at its point"
+    );
+    // The live state is untouched; the next build without a target is at the applied index.
+    assert_eq!(shared.high_watermark(), 80);
+    let next = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(next.meta.last_log_id, Some(log_id(2, 9)));
+    assert_eq!(next.meta.last_membership.log_id(), &Some(log_id(2, 6)));
+    // A restart starts from the latest snapshot.
+    drop((store, sm));
+    let _ = (log, shared);
+}

@@ -789,16 +789,43 @@ impl Log {
     /// first, never removing an entry at or after `bound_index` (what the caller may discard:
     /// committed and covered by a snapshot).
     pub fn enforce_retention(&self, bound_index: u64) -> Result<Purged, TruncateError> {
+        let expired = self.retention_rule(bound_index);
+        self.purge_while(expired)
+    }
+
+    /// The last index of the segments [`Log::enforce_retention`] would remove with this
+    /// `bound_index`, without removing anything; `None` if it would remove none. A replicated log
+    /// first records a snapshot at that index, then purges up to it (`purge_prefix(index + 1)`
+    /// removes exactly those segments).
+    pub fn retention_point(&self, bound_index: u64) -> Option<u64> {
+        let mut expired = self.retention_rule(bound_index);
+        let state = self.read_state();
+        let mut remaining: u64 = state.segments.iter().map(Segment::size_bytes).sum();
+        let mut point = None;
+        // As `purge_while`: oldest first, never the active (last) segment.
+        for segment in &state.segments[..state.segments.len().saturating_sub(1)] {
+            if !expired(segment, remaining) {
+                break;
+            }
+            remaining -= segment.size_bytes();
+            point = segment.next_index.checked_sub(1);
+        }
+        point
+    }
+
+    /// Whether a segment (oldest first, with `remaining_bytes` in it and the segments after it)
+    /// is past retention and below `bound_index`.
+    fn retention_rule(&self, bound_index: u64) -> impl FnMut(&Segment, u64) -> bool + use<> {
         let now = (self.config.clock)();
         let (retention_bytes, retention_ms) =
             (self.config.retention_bytes, self.config.retention_ms);
-        self.purge_while(|segment, remaining_bytes| {
+        move |segment: &Segment, remaining_bytes: u64| {
             let too_big =
                 retention_bytes.is_some_and(|max| remaining_bytes - segment.size_bytes() >= max);
             let too_old = retention_ms
                 .is_some_and(|max| segment.retention_time_ms() < now.saturating_sub(max));
             segment.next_index <= bound_index && (too_big || too_old)
-        })
+        }
     }
 
     fn purge_while(

@@ -129,3 +129,58 @@ fn concurrent_appenders_share_syncs_and_every_synced_entry_survives_power_loss()
     );
     assert_eq!(recovered, written[..recovered.len()]);
 }
+
+#[test]
+fn retention_point_names_exactly_what_retention_would_remove() {
+    for (by_size, bound) in [
+        (false, 0),
+        (false, 10),
+        (false, 21),
+        (false, u64::MAX),
+        (true, 0),
+        (true, 33),
+        (true, u64::MAX),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(10_000);
+        let config = LogConfig {
+            retention_ms: (!by_size).then_some(5_000),
+            retention_bytes: by_size.then_some(10_000),
+            clock: clock.clock(),
+            ..small_config()
+        };
+        let log = Log::open(dir.path(), config).unwrap();
+        for i in 0..80u64 {
+            log.append(&[records(i, 1, i, 2, 100, i as i64 * 100)])
+                .unwrap();
+        }
+        let before = log.first_index();
+        let point = log.retention_point(bound);
+        // Purging up to the point removes what retention would: nothing more, nothing less.
+        let check = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), check.path());
+        log.enforce_retention(bound).unwrap();
+        match point {
+            None => assert_eq!(log.first_index(), before, "bound {bound}"),
+            Some(p) => {
+                assert!(p < bound, "never at or past the bound");
+                assert_eq!(log.first_index(), p + 1, "bound {bound}");
+            }
+        }
+        drop(log);
+        if let Some(p) = point {
+            let twin = Log::open(check.path(), small_config()).unwrap();
+            twin.purge_prefix(p + 1).unwrap();
+            assert_eq!(twin.first_index(), p + 1);
+        }
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
