@@ -45,6 +45,14 @@ fn main() {
     // `cargo bench` passes `--bench`; this tool takes its parameters from the environment.
     let partitions = env_or("QUIPU_IDLE_PARTITIONS", 1000);
     let seconds = env_or("QUIPU_IDLE_SECONDS", 10);
+    // Both ways in one run (the same machine state): without quiescence, then with it.
+    for quiesce in [false, true] {
+        println!("--- quiescence {}", if quiesce { "on" } else { "off" });
+        measure(partitions, seconds, quiesce);
+    }
+}
+
+fn measure(partitions: u64, seconds: u64, quiesce: bool) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -55,12 +63,10 @@ fn main() {
         let mut nodes = Vec::new();
         for (i, dir) in dirs.iter().enumerate() {
             let config = NodeConfig {
-                node_id: i as u64 + 1,
-                data_dir: dir.path().to_path_buf(),
-                listen_addr: "127.0.0.1:0".parse().unwrap(),
-                raft: NodeConfig::default_raft(),
                 // No preallocation: 3,000 logs × the default 16 MiB would reserve 48 GiB of disk.
                 log: LogConfig { preallocate_bytes: 0, ..LogConfig::default() },
+                quiesce,
+                ..NodeConfig::new(i as u64 + 1, dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap())
             };
             nodes.push(Node::start(config).await.unwrap());
         }
@@ -87,6 +93,12 @@ fn main() {
         let start = Instant::now();
         tokio::time::sleep(Duration::from_secs(seconds)).await;
         let (cpu1, rss) = usage();
+        let quiet = nodes
+            .iter()
+            .flat_map(|n| (1..=partitions).map(move |g| n.partition(GroupId(g)).unwrap()))
+            .filter(|p| p.is_quiescent())
+            .count();
+        println!("quiescent replicas at the end: {quiet} of {}", 3 * partitions);
         let wall = start.elapsed().as_secs_f64();
         let core_share = (cpu1 - cpu0) / wall;
         println!(

@@ -107,3 +107,27 @@ pub enum FetchError {
         source: quipu_storage::ReadError,
     },
 }
+
+/// Applying retention to a replica failed; its log is unchanged or purged up to a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionError {
+    /// The entry retention would purge up to could not be read.
+    #[error("partition {group}: cannot read entry {index} of the log")]
+    Read {
+        /// The partition.
+        group: GroupId,
+        /// The entry's index.
+        index: u64,
+        /// The cause.
+        #[source]
+        source: quipu_storage::ReadError,
+    },
+    /// The Raft instance refused or failed the snapshot.
+    #[error("partition {group}: the snapshot for retention failed: {reason}")]
+    Snapshot {
+        /// The partition.
+        group: GroupId,
+        /// What failed.
+        reason: String,
+    },
+}

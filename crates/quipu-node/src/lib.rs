@@ -20,9 +20,12 @@ mod group;
 mod network;
 mod node;
 mod partition;
+mod quiesce;
 mod transport;
 
-pub use error::{FetchError, NodeError, ProduceError};
+pub use error::{FetchError, NodeError, ProduceError, RetentionError};
 pub use group::GroupId;
-pub use node::{ControllerError, Node, NodeConfig};
+pub use node::{
+    ControllerError, DEFAULT_RETENTION_CHECK_INTERVAL, HANDOFF_TIMEOUT, Node, NodeConfig,
+};
 pub use partition::Partition;

@@ -147,6 +147,11 @@ impl Peers {
 }
 
 impl Peers {
+    /// The gRPC channel to the peer at `addr`, created on first use.
+    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        self.link(addr).map(|(channel, _)| channel)
+    }
+
     /// The channel and mailbox of the peer at `addr`, created on first use.
     fn link(&self, addr: &str) -> Result<(Channel, mpsc::Sender<Letter>), tonic::transport::Error> {
         let mut links = self

@@ -1,9 +1,10 @@
 //! [`Node`]: one Quipu node in a process.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use quipu_proto::v1::raft_transport_server::RaftTransportServer;
 use quipu_raft::NodeId;
@@ -21,6 +22,7 @@ use crate::network::{
     CONNECTION_WINDOW_BYTES, GroupNetwork, MESSAGE_BYTES_MAX, Peers, STREAM_WINDOW_BYTES,
 };
 use crate::partition::open_log_store;
+use crate::quiesce::{self, Liveness, QuietCell};
 use crate::transport::TransportService;
 use crate::{GroupId, NodeError, Partition};
 
@@ -37,9 +39,27 @@ pub struct NodeConfig {
     pub raft: openraft::Config,
     /// Segment log configuration of every partition.
     pub log: LogConfig,
+    /// Whether idle partition groups go quiet (no ticks, no heartbeats; one node heartbeat per
+    /// peer stands in for them). Default on; off only to measure what it saves.
+    pub quiesce: bool,
+    /// How often each replica applies the log's retention (`retention_bytes`, `retention_ms`).
+    pub retention_check_interval: Duration,
 }
 
 impl NodeConfig {
+    /// A node with default Raft timings, log settings and intervals.
+    pub fn new(node_id: NodeId, data_dir: PathBuf, listen_addr: SocketAddr) -> NodeConfig {
+        NodeConfig {
+            node_id,
+            data_dir,
+            listen_addr,
+            raft: NodeConfig::default_raft(),
+            log: LogConfig::default(),
+            quiesce: true,
+            retention_check_interval: DEFAULT_RETENTION_CHECK_INTERVAL,
+        }
+    }
+
     /// Raft timings for a cluster on one machine or a fast network: heartbeats every 100 ms;
     /// a follower that stops hearing from its leader stands for election after openraft's leader
     /// lease (the maximum election timeout, 1.4 s) plus its own timeout (0.5–1.4 s), so a new
@@ -50,47 +70,65 @@ impl NodeConfig {
             heartbeat_interval: 100,
             election_timeout_min: 500,
             election_timeout_max: 1400,
-            // Partition snapshots carry no records yet, so logs are never compacted behind one.
+            // Snapshots are taken only by retention, at the segment boundary it purges up to;
+            // openraft then purges the log up to the snapshot at once.
             snapshot_policy: openraft::SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: 0,
+            purge_batch_size: 1,
             ..openraft::Config::default()
         }
     }
 }
 
 /// The Raft groups a node hosts (the controller and its partition replicas), by group; the
-/// transport looks groups up here.
+/// transport and the quiescence task look groups up here.
 #[derive(Default)]
 pub(crate) struct Groups {
-    map: RwLock<HashMap<GroupId, Raft<TypeConfig>>>,
+    map: RwLock<HashMap<GroupId, Hosted>>,
+}
+
+/// One hosted group: its Raft instance and its quiescence state.
+#[derive(Clone)]
+pub(crate) struct Hosted {
+    pub raft: Raft<TypeConfig>,
+    pub quiet: Arc<QuietCell>,
 }
 
 impl std::fmt::Debug for Groups {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let groups: Vec<GroupId> = self
-            .map
-            .read()
-            .expect("groups lock poisoned by a panic")
-            .keys()
-            .copied()
-            .collect();
+        let groups: Vec<GroupId> = self.read().keys().copied().collect();
         f.debug_struct("Groups").field("groups", &groups).finish()
     }
 }
 
 impl Groups {
-    pub fn get(&self, group: GroupId) -> Option<Raft<TypeConfig>> {
-        self.map
-            .read()
-            .expect("groups lock poisoned by a panic")
-            .get(&group)
-            .cloned()
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<GroupId, Hosted>> {
+        self.map.read().expect("groups lock poisoned by a panic")
     }
 
-    fn insert(&self, group: GroupId, raft: Raft<TypeConfig>) {
+    pub fn get_hosted(&self, group: GroupId) -> Option<Hosted> {
+        self.read().get(&group).cloned()
+    }
+
+    /// Calls `f` with the map of hosted groups under the read lock: `f` must not block.
+    pub fn with_partitions<R>(&self, f: impl FnOnce(&HashMap<GroupId, Hosted>) -> R) -> R {
+        f(&self.read())
+    }
+
+    /// Every hosted partition group (not the controller).
+    pub fn partitions(&self) -> Vec<(GroupId, Hosted)> {
+        self.read()
+            .iter()
+            .filter(|(group, _)| **group != GroupId::CONTROLLER)
+            .map(|(group, hosted)| (*group, hosted.clone()))
+            .collect()
+    }
+
+    fn insert(&self, group: GroupId, raft: Raft<TypeConfig>, quiet: Arc<QuietCell>) {
         self.map
             .write()
             .expect("groups lock poisoned by a panic")
-            .insert(group, raft);
+            .insert(group, Hosted { raft, quiet });
     }
 
     fn remove(&self, group: GroupId) {
@@ -99,6 +137,198 @@ impl Groups {
             .expect("groups lock poisoned by a panic")
             .remove(&group);
     }
+}
+
+/// Kafka's `log.retention.check.interval.ms` default: 5 minutes.
+pub const DEFAULT_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(300);
+
+async fn enforce_retention(inner: &Inner) -> usize {
+    let partitions: Vec<Arc<Partition>> = inner
+        .partitions
+        .read()
+        .expect("partitions lock poisoned by a panic")
+        .values()
+        .cloned()
+        .collect();
+    let mut purged = 0;
+    for partition in partitions {
+        match partition.enforce_retention().await {
+            Ok(Some(_)) => purged += 1,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(group = %partition.group(), error = %e, "retention failed"),
+        }
+    }
+    purged
+}
+
+/// Applies retention to every replica every `retention_check_interval`.
+async fn run_retention(inner: Arc<Inner>) {
+    let mut ticker = tokio::time::interval(inner.config.retention_check_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // the first tick is immediate
+    loop {
+        ticker.tick().await;
+        enforce_retention(&inner).await;
+    }
+}
+
+/// How long a leaving node waits for the groups it leads to elect new leaders.
+pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Hands the leadership of every group this node leads to a caught-up follower; returns how many
+/// groups have another leader by the deadline.
+async fn hand_off_leadership(inner: &Inner) -> usize {
+    let deadline = tokio::time::Instant::now() + HANDOFF_TIMEOUT;
+    let me = inner.config.node_id;
+    let partitions: Vec<Arc<Partition>> = inner
+        .partitions
+        .read()
+        .expect("partitions lock poisoned by a panic")
+        .values()
+        .cloned()
+        .collect();
+    for partition in &partitions {
+        partition.drain();
+    }
+    let mut led: Vec<(GroupId, Raft<TypeConfig>)> = partitions
+        .iter()
+        .filter(|p| p.is_leader())
+        .map(|p| (p.group(), p.raft().clone()))
+        .collect();
+    if let Some(controller) = inner.groups.get_hosted(GroupId::CONTROLLER) {
+        controller.quiet.leave(&controller.raft);
+    }
+    let leads_controller = inner.controller.metrics().borrow().current_leader == Some(me);
+    if leads_controller {
+        led.push((GroupId::CONTROLLER, inner.controller.clone()));
+    }
+    let liveness_timeout = quiesce::Timings::of(&inner.raft_config).liveness;
+    // Unknown counts as alive (a node just started has heard nobody yet); silent does not.
+    let alive = |id: NodeId| !inner.liveness.is_silent(id, liveness_timeout);
+    // Each group's successor: a live follower that holds the whole log (waited for, since writes
+    // proposed before draining may still be replicating), spreading groups over followers.
+    let mut asks: BTreeMap<NodeId, (String, Vec<u64>)> = BTreeMap::new();
+    // A group with no other live voter has nobody to hand over to.
+    led.retain(|(_, raft)| {
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id != me && alive(id))
+    });
+    for (group, raft) in &led {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let caught_up = raft
+            .wait(Some(remaining))
+            .metrics(
+                |m| {
+                    m.state != openraft::ServerState::Leader
+                        || m.replication.as_ref().is_some_and(|r| {
+                            r.iter().any(|(id, matched)| {
+                                *id != me
+                                    && alive(*id)
+                                    && matched.map(|l| l.index) == m.last_log_index
+                            })
+                        })
+                },
+                "a follower holding the whole log",
+            )
+            .await;
+        let Ok(m) = caught_up else {
+            tracing::warn!(%group, "no follower caught up in time: leaving without a handoff");
+            continue;
+        };
+        let Some(replication) = m.replication.as_ref() else {
+            continue; // no longer the leader
+        };
+        let successor = replication
+            .iter()
+            .filter(|(id, matched)| **id != me && matched.map(|l| l.index) == m.last_log_index)
+            .map(|(id, _)| *id)
+            .min_by_key(|id| asks.get(id).map_or(0, |(_, groups)| groups.len()));
+        let Some(successor) = successor else {
+            continue;
+        };
+        let Some(addr) = m
+            .membership_config
+            .membership()
+            .get_node(&successor)
+            .map(|n| n.addr.clone())
+        else {
+            continue;
+        };
+        asks.entry(successor)
+            .or_insert_with(|| (addr, Vec::new()))
+            .1
+            .push(group.0);
+    }
+    let mut calls = tokio::task::JoinSet::new();
+    for (successor, (addr, group_ids)) in asks {
+        let Ok(channel) = inner.peers.channel(&addr) else {
+            continue;
+        };
+        calls.spawn(async move {
+            let mut client =
+                quipu_proto::v1::raft_transport_client::RaftTransportClient::new(channel);
+            let request = quipu_proto::v1::CampaignRequest {
+                from_node: me,
+                to_node: successor,
+                group_ids,
+            };
+            match tokio::time::timeout_at(deadline, client.campaign(request)).await {
+                Ok(Ok(reply)) => {
+                    let started = reply.into_inner().started;
+                    tracing::info!(successor, groups = started.len(), "handing leadership over");
+                    started
+                }
+                Ok(Err(status)) => {
+                    tracing::warn!(successor, %status, "handoff refused");
+                    Vec::new()
+                }
+                Err(_) => {
+                    tracing::warn!(successor, "handoff request timed out");
+                    Vec::new()
+                }
+            }
+        });
+    }
+    let mut started = std::collections::HashSet::new();
+    while let Some(done) = calls.join_next().await {
+        started.extend(done.unwrap_or_default());
+    }
+    // Only groups whose successor stood for election can change hands before this node leaves.
+    let mut handed = 0;
+    for (group, raft) in led.iter().filter(|(g, _)| started.contains(&g.0)) {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let moved = raft
+            .wait(Some(remaining))
+            .metrics(
+                |m| m.current_leader.is_some_and(|leader| leader != me),
+                "another leader",
+            )
+            .await;
+        match moved {
+            Ok(_) => handed += 1,
+            Err(_) => tracing::warn!(%group, "leadership did not move in time"),
+        }
+    }
+    tracing::info!(
+        node_id = me,
+        led = led.len(),
+        handed,
+        "leadership handed over"
+    );
+    handed
+}
+
+/// A number that differs between two starts of a node process (peers use it to notice a restart).
+fn incarnation() -> u64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let nanos = u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX);
+    nanos ^ u64::from(std::process::id()).rotate_left(48)
 }
 
 /// What a node shares with its background tasks.
@@ -113,6 +343,8 @@ struct Inner {
     metadata: ControllerStateMachine,
     /// The controller's initial voters (id, transport address), once known.
     voters: RwLock<Vec<(NodeId, String)>>,
+    /// When each peer's node heartbeat last arrived.
+    liveness: Arc<Liveness>,
 }
 
 /// A running node: its transport server, the controller group and the partitions it hosts.
@@ -158,12 +390,18 @@ impl Node {
 
         let (controller, metadata, effects) =
             open_controller(&config, Arc::clone(&raft_config), Arc::clone(&peers)).await?;
-        groups.insert(GroupId::CONTROLLER, controller.clone());
+        groups.insert(
+            GroupId::CONTROLLER,
+            controller.clone(),
+            Arc::new(QuietCell::default()),
+        );
 
+        let liveness = Arc::new(Liveness::default());
         let service = TransportService {
             node_id: config.node_id,
             groups: Arc::clone(&groups),
             peers: Arc::clone(&peers),
+            liveness: Arc::clone(&liveness),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(
@@ -195,10 +433,21 @@ impl Node {
             controller,
             metadata,
             voters: RwLock::new(Vec::new()),
+            liveness: Arc::clone(&liveness),
         });
         let tasks = vec![
             tokio::spawn(carry_out_effects(Arc::clone(&inner), effects)),
             tokio::spawn(register_voters_when_leading(Arc::clone(&inner))),
+            tokio::spawn(quiesce::run(
+                inner.config.node_id,
+                incarnation(),
+                Arc::clone(&inner.groups),
+                Arc::clone(&inner.peers),
+                liveness,
+                quiesce::Timings::of(&inner.raft_config),
+                inner.config.quiesce,
+            )),
+            tokio::spawn(run_retention(Arc::clone(&inner))),
         ];
         tracing::info!(node_id = inner.config.node_id, %addr, "node started");
         Ok(Node {
@@ -277,6 +526,13 @@ impl Node {
         self.inner.propose(&command).await
     }
 
+    /// Adds `count` partitions to topic `name`, placed like a new topic's; each node opens its
+    /// replicas of them as it applies the command. Only on the controller leader.
+    pub async fn add_partitions(&self, name: &str, count: usize) -> Result<(), ControllerError> {
+        let command = self.metadata().plan_add_partitions(name, count)?;
+        self.inner.propose(&command).await
+    }
+
     /// Deletes a topic and its data; only on the controller leader.
     pub async fn delete_topic(&self, name: &str) -> Result<(), ControllerError> {
         self.inner
@@ -319,6 +575,23 @@ impl Node {
             isolated,
             "fault injection: network isolation changed"
         );
+    }
+
+    /// Applies retention to every partition replica on this node now (the node also does so every
+    /// `retention_check_interval`). Returns how many replicas purged a prefix.
+    pub async fn enforce_retention(&self) -> usize {
+        enforce_retention(&self.inner).await
+    }
+
+    /// Stops the node gracefully, as on SIGTERM: it refuses new produce requests, asks a follower
+    /// holding the whole log of each group it leads (the controller included) to stand for
+    /// election, waits until every such group has another leader (at most [`HANDOFF_TIMEOUT`]),
+    /// then stops as [`Node::stop`] does. A group whose handoff did not finish elects a leader the
+    /// usual way once this node is gone. Returns how many groups were handed over.
+    pub async fn shutdown(self) -> usize {
+        let handed = hand_off_leadership(&self.inner).await;
+        self.stop().await;
+        handed
     }
 
     /// Stops every group and the transport. Logs are not closed cleanly here: the next start
@@ -430,7 +703,8 @@ impl Inner {
             }
             map.insert(group, Arc::clone(&partition));
         }
-        self.groups.insert(group, partition.raft().clone());
+        self.groups
+            .insert(group, partition.raft().clone(), partition.quiet());
         Ok(partition)
     }
 

@@ -6,12 +6,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft};
-use quipu_raft::shared::PartitionShared;
+use quipu_raft::shared::{PartitionShared, SnapshotTarget};
 use quipu_raft::{LogStore, NodeId, PartitionStateMachine, Request, Response, TypeConfig};
 use quipu_storage::{Entry, Log, LogConfig, Offset};
 
 use crate::network::{GroupNetwork, Peers};
-use crate::{FetchError, GroupId, NodeError, ProduceError};
+use crate::quiesce::QuietCell;
+use crate::{FetchError, GroupId, NodeError, ProduceError, RetentionError};
+
+/// How long retention waits for the snapshot it asked for.
+const RETENTION_SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One replica of a partition: its segment log, its Raft instance and its high watermark.
 pub struct Partition {
@@ -22,6 +26,10 @@ pub struct Partition {
     shared: Arc<PartitionShared>,
     batch_bytes_max: usize,
     election_watchdog: tokio::task::JoinHandle<()>,
+    quiet: Arc<QuietCell>,
+    /// Set when the node is shutting down: produce is refused so that the log stops growing
+    /// while leadership is handed over.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Partition {
@@ -79,6 +87,8 @@ impl Partition {
             shared,
             batch_bytes_max,
             election_watchdog,
+            quiet: Arc::new(QuietCell::default()),
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -89,6 +99,16 @@ impl Partition {
 
     pub(crate) fn raft(&self) -> &Raft<TypeConfig> {
         &self.raft
+    }
+
+    pub(crate) fn quiet(&self) -> Arc<QuietCell> {
+        Arc::clone(&self.quiet)
+    }
+
+    /// Whether this replica is quiescent: idle, caught up, and neither ticking nor heartbeating
+    /// (its leader's node heartbeat stands in for the group's own).
+    pub fn is_quiescent(&self) -> bool {
+        self.quiet.is_quiet()
     }
 
     /// The leader this replica knows of.
@@ -144,6 +164,7 @@ impl Partition {
     pub async fn produce(&self, batch: Bytes) -> Result<Offset, ProduceError> {
         quipu_record::validate_batch(&batch, self.batch_bytes_max)
             .map_err(ProduceError::InvalidBatch)?;
+        self.refuse_if_draining()?;
         match self
             .raft
             .client_write(Request::Records {
@@ -172,6 +193,98 @@ impl Partition {
             })
     }
 
+    /// The first offset this replica's log still holds (records below it were removed by
+    /// retention, here or, for a replica that caught up through a snapshot, on the leader).
+    pub fn log_start_offset(&self) -> Offset {
+        self.log.start_offset()
+    }
+
+    /// Applies the log's retention (`retention_bytes`, `retention_ms`) to this replica: when whole
+    /// sealed segments below the applied index are past retention, it takes a snapshot ending at
+    /// the last entry of the newest of them; openraft then purges the log up to that snapshot,
+    /// which removes exactly those segments. Returns the snapshot's index, or `None` when nothing
+    /// was due. Each replica applies retention by itself, as Kafka's do.
+    pub async fn enforce_retention(&self) -> Result<Option<u64>, RetentionError> {
+        let group = self.group;
+        let (applied, snapshot) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            (
+                m.last_applied.map(|id| id.index),
+                m.snapshot.map(|id| id.index),
+            )
+        };
+        let Some(applied) = applied else {
+            return Ok(None);
+        };
+        let Some(point) = self.log.retention_point(applied + 1) else {
+            return Ok(None);
+        };
+        if snapshot.is_some_and(|s| s >= point) {
+            return Ok(None);
+        }
+        let log = Arc::clone(&self.log);
+        let entry =
+            tokio::task::spawn_blocking(move || log.read_entries(point, point + 1, u64::MAX))
+                .await
+                .map_err(|e| RetentionError::Snapshot {
+                    group,
+                    reason: e.to_string(),
+                })?
+                .map_err(|source| RetentionError::Read {
+                    group,
+                    index: point,
+                    source,
+                })?
+                .into_iter()
+                .next()
+                .ok_or_else(|| RetentionError::Snapshot {
+                    group,
+                    reason: format!("entry {point} is gone"),
+                })?;
+        self.shared.set_snapshot_target(SnapshotTarget {
+            index: point,
+            term: entry.term,
+            next_offset: entry.next_offset().0,
+        });
+        let snapshot_error = |reason: String| RetentionError::Snapshot { group, reason };
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| snapshot_error(e.to_string()))?;
+        self.raft
+            .wait(Some(RETENTION_SNAPSHOT_WAIT))
+            .metrics(
+                |m| m.snapshot.is_some_and(|id| id.index >= point),
+                "the retention snapshot",
+            )
+            .await
+            .map_err(|e| snapshot_error(e.to_string()))?;
+        tracing::info!(%group, index = point, start_offset = entry.next_offset().0, "retention: snapshot taken, log purged up to it");
+        Ok(Some(point))
+    }
+
+    /// Stops accepting produce requests (the node is leaving); requests get "not leader".
+    pub(crate) fn drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // This replica never stands for election again.
+        self.election_watchdog.abort();
+        self.quiet.leave(&self.raft);
+    }
+
+    fn refuse_if_draining(&self) -> Result<(), ProduceError> {
+        if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ProduceError::NotLeader {
+                group: self.group,
+                leader: None,
+                leader_addr: None,
+            });
+        }
+        Ok(())
+    }
+
     /// What a refused client write means to a producer.
     fn write_error(&self, error: ClientWriteError<NodeId, BasicNode>) -> ProduceError {
         match error {
@@ -191,6 +304,7 @@ impl Partition {
     fn check_proposal(&self, batch: &Bytes) -> Result<(), ProduceError> {
         quipu_record::validate_batch(batch, self.batch_bytes_max)
             .map_err(ProduceError::InvalidBatch)?;
+        self.refuse_if_draining()?;
         let leader = self.leader();
         if leader != Some(self.node_id) {
             return Err(ProduceError::NotLeader {
@@ -298,12 +412,22 @@ impl Partition {
             .map_err(|source| FetchError::Read { group, source })
     }
 
-    /// Stops the Raft instance. The log is left as a crash would leave it only if the process
-    /// dies; here it is dropped once the last reader lets go.
+    /// Stops the Raft instance and syncs the log (no clean-shutdown marker: the next open verifies
+    /// the active segment as after a crash, which is always safe). The log is dropped once the
+    /// last reader lets go.
     pub(crate) async fn shutdown(&self) {
         self.election_watchdog.abort();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(group = %self.group, error = %e, "raft did not shut down cleanly");
+        }
+        // Whatever the fsync policy left unsynced (`interval_ms`, `never`) is made durable.
+        let log = Arc::clone(&self.log);
+        match tokio::task::spawn_blocking(move || log.sync()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(group = %self.group, error = %e, "log not synced at shutdown")
+            }
+            Err(e) => tracing::warn!(group = %self.group, error = %e, "log sync task failed"),
         }
     }
 }
@@ -352,12 +476,18 @@ async fn break_split_votes(raft: Raft<TypeConfig>, config: Arc<openraft::Config>
         (z ^ (z >> 31)) % bound.max(1)
     };
     let patience = Duration::from_millis(config.election_timeout_max);
-    let mut metrics = raft.metrics();
+    // Server metrics change only with the vote, role, leader or membership; the full metrics
+    // channel is sent on every turn of the Raft core (each tick and heartbeat), which would wake
+    // this task thousands of times a second on a node with many groups.
+    let mut metrics = raft.server_metrics();
     let mut leaderless_since: Option<Instant> = None;
     loop {
         let (leader, voters) = {
             let m = metrics.borrow_and_update();
-            (m.current_leader, m.membership_config.voter_ids().count())
+            (
+                m.current_leader,
+                m.membership_config.membership().voter_ids().count(),
+            )
         };
         if leader.is_some() || voters < 2 {
             leaderless_since = None;

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use quipu_proto::v1::raft_transport_server::RaftTransport;
-use quipu_proto::v1::{RaftBatch, RaftBatchItem, RaftBatchReply, RaftMessage, RaftReply, RaftRpc};
+use quipu_proto::v1::{
+    CampaignReply, CampaignRequest, NodeHeartbeat, NodeHeartbeatReply, RaftBatch, RaftBatchItem,
+    RaftBatchReply, RaftMessage, RaftReply, RaftRpc,
+};
 use quipu_raft::NodeId;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -13,6 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::GroupId;
 use crate::network::{BATCH_MESSAGES_MAX, Peers};
 use crate::node::Groups;
+use crate::quiesce::{self, Liveness};
 
 /// The transport service of one node.
 #[derive(Debug, Clone)]
@@ -20,6 +24,7 @@ pub(crate) struct TransportService {
     pub node_id: NodeId,
     pub groups: Arc<Groups>,
     pub peers: Arc<Peers>,
+    pub liveness: Arc<Liveness>,
 }
 
 fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Status> {
@@ -47,12 +52,13 @@ impl TransportService {
             )));
         }
         let group = GroupId(message.group_id);
-        let raft = self.groups.get(group).ok_or_else(|| {
+        let hosted = self.groups.get_hosted(group).ok_or_else(|| {
             Status::not_found(format!(
                 "group {group} is not hosted on node {}",
                 self.node_id
             ))
         })?;
+        let raft = &hosted.raft;
         let payload = match RaftRpc::try_from(message.rpc) {
             Ok(RaftRpc::AppendEntries) => {
                 encode(&raft.append_entries(decode(&message.payload)?).await)?
@@ -68,6 +74,9 @@ impl TransportService {
                 )));
             }
         };
+        // Handled first: a quiet follower's election timer is refreshed by its leader's message
+        // before its timers run again.
+        hosted.quiet.after_message(group, raft);
         Ok(RaftReply { payload })
     }
 }
@@ -114,5 +123,81 @@ impl RaftTransport for TransportService {
             };
         }
         Ok(Response::new(RaftBatchReply { items }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<NodeHeartbeat>,
+    ) -> Result<Response<NodeHeartbeatReply>, Status> {
+        if self.peers.is_isolated() {
+            return Err(Status::unavailable(
+                "this node is isolated by fault injection",
+            ));
+        }
+        let heartbeat = request.into_inner();
+        if heartbeat.to_node != self.node_id {
+            return Err(Status::failed_precondition(format!(
+                "heartbeat for node {} reached node {}",
+                heartbeat.to_node, self.node_id
+            )));
+        }
+        if heartbeat.quiet.len() > quiesce::QUIET_GROUPS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "a heartbeat listing {} quiet groups exceeds {}",
+                heartbeat.quiet.len(),
+                quiesce::QUIET_GROUPS_MAX
+            )));
+        }
+        quiesce::on_node_heartbeat(&self.groups, &self.liveness, &heartbeat);
+        Ok(Response::new(NodeHeartbeatReply {}))
+    }
+
+    async fn campaign(
+        &self,
+        request: Request<CampaignRequest>,
+    ) -> Result<Response<CampaignReply>, Status> {
+        if self.peers.is_isolated() {
+            return Err(Status::unavailable(
+                "this node is isolated by fault injection",
+            ));
+        }
+        let request = request.into_inner();
+        if request.to_node != self.node_id {
+            return Err(Status::failed_precondition(format!(
+                "campaign request for node {} reached node {}",
+                request.to_node, self.node_id
+            )));
+        }
+        if request.group_ids.len() > quiesce::QUIET_GROUPS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "a campaign request for {} groups exceeds {}",
+                request.group_ids.len(),
+                quiesce::QUIET_GROUPS_MAX
+            )));
+        }
+        let mut started = Vec::new();
+        for id in request.group_ids {
+            let group = GroupId(id);
+            let Some(hosted) = self.groups.get_hosted(group) else {
+                continue;
+            };
+            let (leader, state) = {
+                let metrics = hosted.raft.metrics();
+                let m = metrics.borrow();
+                (m.current_leader, m.state)
+            };
+            if leader != Some(request.from_node)
+                || state != openraft::ServerState::Follower
+                || hosted.quiet.is_leaving()
+            {
+                continue;
+            }
+            hosted.quiet.after_message(group, &hosted.raft);
+            if hosted.raft.trigger().elect().await.is_ok() {
+                tracing::info!(%group, from = request.from_node, "leader hands over: standing for election");
+                started.push(id);
+            }
+        }
+        Ok(Response::new(CampaignReply { started }))
     }
 }

@@ -18,15 +18,12 @@ const GROUP: GroupId = GroupId(1);
 
 fn config(id: u64, dir: &Path, listen: SocketAddr) -> NodeConfig {
     NodeConfig {
-        node_id: id,
-        data_dir: dir.to_path_buf(),
-        listen_addr: listen,
-        raft: NodeConfig::default_raft(),
         log: LogConfig {
             segment_bytes_max: 64 * 1024,
             entry_bytes_max: 16 * 1024,
             ..LogConfig::default()
         },
+        ..NodeConfig::new(id, dir.to_path_buf(), listen)
     }
 }
 

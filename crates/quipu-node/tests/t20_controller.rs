@@ -1,6 +1,7 @@
 //! The controller group: three nodes form a cluster, a topic created on the controller leader is
 //! placed on the nodes, every replica opens and every partition elects a leader and accepts
-//! records; deleting the topic stops its replicas and removes their data everywhere.
+//! records; partitions added later do too; deleting the topic stops its replicas and removes
+//! their data everywhere.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // tests unwrap; sizes are small
 
 use std::path::Path;
@@ -14,15 +15,12 @@ const PATIENCE: Duration = Duration::from_secs(20);
 
 fn config(id: u64, dir: &Path) -> NodeConfig {
     NodeConfig {
-        node_id: id,
-        data_dir: dir.to_path_buf(),
-        listen_addr: "127.0.0.1:0".parse().unwrap(),
-        raft: NodeConfig::default_raft(),
         log: LogConfig {
             segment_bytes_max: 64 * 1024,
             entry_bytes_max: 16 * 1024,
             ..LogConfig::default()
         },
+        ..NodeConfig::new(id, dir.to_path_buf(), "127.0.0.1:0".parse().unwrap())
     }
 }
 
@@ -103,6 +101,43 @@ async fn topics_are_placed_replicated_and_deleted_through_the_controller() {
             .unwrap();
         assert_eq!(offset, Offset(0));
     }
+
+    // Two more partitions: placed, opened everywhere, led, and taking records.
+    nodes[leader].add_partitions("orders", 2).await.unwrap();
+    let groups: Vec<GroupId> = nodes[leader]
+        .metadata()
+        .topic("orders")
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| GroupId(p.group))
+        .collect();
+    assert_eq!(groups.len(), 5);
+    wait_for("the added partitions open everywhere with a leader", || {
+        groups[3..].iter().all(|group| {
+            nodes.iter().all(|n| n.partition(*group).is_some())
+                && nodes
+                    .iter()
+                    .any(|n| n.partition(*group).is_some_and(|p| p.is_leader()))
+        })
+    })
+    .await;
+    for group in &groups[3..] {
+        let partition = nodes
+            .iter()
+            .find_map(|n| n.partition(*group).filter(|p| p.is_leader()))
+            .unwrap();
+        let mut builder = BatchBuilder::new(0, Compression::None);
+        builder.push(0, None, Some(b"added"), &[]);
+        assert_eq!(
+            partition.produce(builder.build().unwrap()).await.unwrap(),
+            Offset(0)
+        );
+    }
+    assert!(matches!(
+        nodes[leader].add_partitions("missing", 1).await,
+        Err(quipu_node::ControllerError::Plan(_))
+    ));
 
     nodes[leader].delete_topic("orders").await.unwrap();
     wait_for("every replica stopped and its data removed", || {

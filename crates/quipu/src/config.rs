@@ -44,6 +44,7 @@ struct LogFile {
     fsync: Option<toml::Value>,
     retention_bytes: Option<u64>,
     retention_ms: Option<i64>,
+    retention_check_interval_ms: Option<u64>,
 }
 
 /// The `[raft]` table.
@@ -53,6 +54,7 @@ struct RaftFile {
     heartbeat_interval_ms: Option<u64>,
     election_timeout_min_ms: Option<u64>,
     election_timeout_max_ms: Option<u64>,
+    quiesce_idle_groups: Option<bool>,
 }
 
 /// The TOML file.
@@ -77,6 +79,7 @@ pub struct Settings {
     pub listen_addr: SocketAddr,
     pub voters: Vec<(u64, String)>,
     log: LogConfig,
+    retention_check_interval_ms: Option<u64>,
     raft: openraft_config::Timings,
 }
 
@@ -87,6 +90,7 @@ mod openraft_config {
         pub heartbeat_interval_ms: Option<u64>,
         pub election_timeout_min_ms: Option<u64>,
         pub election_timeout_max_ms: Option<u64>,
+        pub quiesce_idle_groups: Option<bool>,
     }
 }
 
@@ -180,6 +184,7 @@ impl Settings {
             heartbeat_interval_ms: file.raft.heartbeat_interval_ms,
             election_timeout_min_ms: file.raft.election_timeout_min_ms,
             election_timeout_max_ms: file.raft.election_timeout_max_ms,
+            quiesce_idle_groups: file.raft.quiesce_idle_groups,
         };
         Ok(Settings {
             node_id,
@@ -187,6 +192,7 @@ impl Settings {
             listen_addr,
             voters,
             log,
+            retention_check_interval_ms: file.log.retention_check_interval_ms,
             raft,
         })
     }
@@ -204,11 +210,14 @@ impl Settings {
             raft.election_timeout_max = ms;
         }
         NodeConfig {
-            node_id: self.node_id,
-            data_dir: self.data_dir.clone(),
-            listen_addr: self.listen_addr,
             raft,
             log: self.log.clone(),
+            quiesce: self.raft.quiesce_idle_groups.unwrap_or(true),
+            retention_check_interval: self.retention_check_interval_ms.map_or(
+                quipu_node::DEFAULT_RETENTION_CHECK_INTERVAL,
+                std::time::Duration::from_millis,
+            ),
+            ..NodeConfig::new(self.node_id, self.data_dir.clone(), self.listen_addr)
         }
     }
 }

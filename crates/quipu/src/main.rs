@@ -59,13 +59,17 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
         )
     })?;
     node.join(voters).await.context("cannot join the cluster")?;
-    tracing::info!(node_id = node.id(), addr = %node.addr(), data_dir = %settings.data_dir.display(), "quipu server ready");
+    // The handler is in place before "ready": a SIGTERM sent on seeing that line is graceful.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot listen for SIGTERM")?;
+    tracing::info!(node_id = node.id(), addr = %node.addr(), data_dir = %settings.data_dir.display(), "quipu server ready");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
         _ = terminate.recv() => tracing::info!("terminated: stopping"),
     }
-    node.stop().await;
+    // Leadership moves to caught-up followers first, so clients see a new leader at once
+    // instead of after an election timeout.
+    let handed = node.shutdown().await;
+    tracing::info!(handed, "groups handed over; node stopped");
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `quipu server` as a process: it starts from the defaults and from `deploy/quipu.toml`, forms a
 //! three-process cluster on 127.0.0.1, survives SIGKILL of one node and its restart from the
-//! same data, and stops cleanly on SIGTERM.
+//! same data, and stops cleanly on SIGTERM, handing its leadership over first.
 #![allow(clippy::unwrap_used)] // tests unwrap
 
 use std::io::{BufRead, BufReader};
@@ -47,12 +47,13 @@ impl Server {
         Server { child, lines }
     }
 
-    fn wait_for(&self, text: &str) {
+    /// Waits for an output line containing `text` and returns it.
+    fn wait_for(&self, text: &str) -> String {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return,
+                Ok(line) if line.contains(text) => return line,
                 Ok(_) => {}
                 Err(_) => panic!("the server never logged {text:?}"),
             }
@@ -160,8 +161,23 @@ fn three_processes_survive_sigkill_of_one_and_its_restart() {
     let restarted = start(1);
     restarted.wait_for("quipu server ready");
     servers.insert(1, restarted);
-    for server in servers {
+    // SIGTERM: each node hands over what it leads to a live follower (the last one has none left),
+    // then exits successfully.
+    for (left, server) in servers.into_iter().enumerate().map(|(i, s)| (2 - i, s)) {
         server.signal("-TERM");
+        let line = server.wait_for("leadership handed over");
+        let field = |name: &str| -> u64 {
+            let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+            line[at..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        if left > 0 {
+            assert_eq!(field("handed"), field("led"), "{line}");
+        }
         assert!(server.wait().success());
     }
 }

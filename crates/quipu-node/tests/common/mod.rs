@@ -1,0 +1,137 @@
+//! Helpers of the multi-node tests that run a cluster with a topic: three nodes on 127.0.0.1,
+//! joined through the controller.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use quipu_node::{GroupId, Node, NodeConfig, ProduceError};
+use quipu_record::{BatchBuilder, Compression, decode_records};
+use quipu_storage::{LogConfig, Offset};
+
+/// How long a test waits for a condition before failing (a bound, not a synchronisation).
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Small segments and batches, no preallocation.
+pub fn small_log() -> LogConfig {
+    LogConfig {
+        segment_bytes_max: 64 * 1024,
+        entry_bytes_max: 16 * 1024,
+        preallocate_bytes: 0,
+        ..LogConfig::default()
+    }
+}
+
+pub fn config(id: u64, dir: &Path, listen: SocketAddr, log: LogConfig) -> NodeConfig {
+    NodeConfig {
+        log,
+        ..NodeConfig::new(id, dir.to_path_buf(), listen)
+    }
+}
+
+pub async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Three joined nodes and a topic of `partitions` partitions with replication factor 3.
+pub async fn start(
+    dirs: &[tempfile::TempDir],
+    partitions: usize,
+    log: &LogConfig,
+) -> (Vec<Node>, Vec<GroupId>) {
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let listen = "127.0.0.1:0".parse().unwrap();
+        let config = config(i as u64 + 1, dir.path(), listen, log.clone());
+        nodes.push(Node::start(config).await.unwrap());
+    }
+    let voters: Vec<(u64, String)> = nodes
+        .iter()
+        .map(|n| (n.id(), n.addr().to_string()))
+        .collect();
+    for node in &nodes {
+        node.join(voters.clone()).await.unwrap();
+    }
+    wait_for("a controller leader that registered every node", || {
+        nodes
+            .iter()
+            .all(|n| n.metadata().nodes().count() == 3 && n.controller_leader().is_some())
+    })
+    .await;
+    let leader = nodes
+        .iter()
+        .find(|n| n.controller_leader() == Some(n.id()))
+        .unwrap();
+    leader.create_topic("topic", partitions, 3).await.unwrap();
+    let groups: Vec<GroupId> = leader
+        .metadata()
+        .topic("topic")
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| GroupId(p.group))
+        .collect();
+    (nodes, groups)
+}
+
+pub fn all_quiet(nodes: &[Node], groups: &[GroupId]) -> bool {
+    groups.iter().all(|g| {
+        nodes
+            .iter()
+            .all(|n| n.partition(*g).is_some_and(|p| p.is_quiescent()))
+    })
+}
+
+pub fn leader_node(nodes: &[Node], group: GroupId) -> Option<usize> {
+    nodes
+        .iter()
+        .position(|n| n.partition(group).is_some_and(|p| p.is_leader()))
+}
+
+pub fn batch(value: &str) -> bytes::Bytes {
+    let mut builder = BatchBuilder::new(0, Compression::None);
+    builder.push(1_700_000_000_000, None, Some(value.as_bytes()), &[]);
+    builder.build().unwrap()
+}
+
+/// Produces `value` to `group` with acks=all on whichever node leads it.
+pub async fn produce(nodes: &[Node], group: GroupId, value: &str) -> Offset {
+    let start = Instant::now();
+    loop {
+        if let Some(at) = leader_node(nodes, group) {
+            match nodes[at]
+                .partition(group)
+                .unwrap()
+                .produce(batch(value))
+                .await
+            {
+                Ok(offset) => return offset,
+                Err(ProduceError::NotLeader { .. } | ProduceError::Unavailable { .. }) => {}
+                Err(e) => panic!("produce failed: {e}"),
+            }
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "produce to {group} did not succeed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every committed value of `group` on its leader, in offset order.
+pub async fn values(nodes: &[Node], group: GroupId) -> Vec<String> {
+    let at = leader_node(nodes, group).unwrap();
+    let partition = nodes[at].partition(group).unwrap();
+    let mut out = Vec::new();
+    for entry in partition.fetch(Offset(0), 1 << 20).await.unwrap() {
+        for record in decode_records(&entry.payload, 1 << 20).unwrap() {
+            out.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+        }
+    }
+    out
+}

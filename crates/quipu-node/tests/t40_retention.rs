@@ -1,0 +1,132 @@
+//! Retention on replicated partitions: each replica removes whole segments past retention behind
+//! a snapshot at a segment boundary; a follower that was down while the others purged past its
+//! log's end catches up through the leader's snapshot and ordinary replication, and then holds
+//! the same records at the same offsets from the leader's log start on.
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // tests unwrap; sizes are small
+
+mod common;
+
+use common::*;
+use quipu_node::{Node, Partition};
+use quipu_record::decode_records;
+use quipu_storage::{LogConfig, Offset};
+
+/// `(offset, value)` of every record `partition` holds from `from` on (committed or not when
+/// `replica`, else committed, from the leader).
+async fn records_from(partition: &Partition, from: Offset, replica: bool) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut next = from;
+    loop {
+        let entries = if replica {
+            partition.read_replica(next, 1 << 20).await.unwrap()
+        } else {
+            partition.fetch(next, 1 << 20).await.unwrap()
+        };
+        let Some(last) = entries.last() else {
+            return out;
+        };
+        next = last.next_offset();
+        for entry in &entries {
+            for (i, record) in decode_records(&entry.payload, 1 << 20)
+                .unwrap()
+                .into_iter()
+                .enumerate()
+            {
+                let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
+                out.push((entry.base_offset.0 + i as u64, value));
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_leaders_log_start_catches_up() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let log = LogConfig {
+        retention_bytes: Some(128 * 1024),
+        ..small_log()
+    };
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut nodes, groups) = start(&dirs, 2, &log).await;
+    let group = groups[0];
+    assert_eq!(produce(&nodes, group, "first").await, Offset(0));
+    let leader = leader_node(&nodes, group).unwrap();
+    let follower = (leader + 1) % 3;
+    wait_for("the follower to hold the first record", || {
+        nodes[follower].partition(group).unwrap().high_watermark() == Offset(1)
+    })
+    .await;
+
+    // The follower goes down; the others take 600 KiB, about ten 64 KiB segments.
+    let (follower_id, follower_addr) = (nodes[follower].id(), nodes[follower].addr());
+    nodes.remove(follower).stop().await;
+    let filler = "x".repeat(4000);
+    for i in 1..150 {
+        produce(&nodes, group, &format!("{i}-{filler}")).await;
+    }
+
+    // Retention on the survivors: the leader's log now starts past the follower's end.
+    for node in &nodes {
+        node.enforce_retention().await;
+    }
+    let at = leader_node(&nodes, group).unwrap();
+    let leader_partition = nodes[at].partition(group).unwrap();
+    wait_for("the leader's log purged behind its snapshot", || {
+        leader_partition.log_start_offset() > Offset(1)
+    })
+    .await;
+    let start = leader_partition.log_start_offset();
+    let size_kept = leader_partition.log_end_offset().0 - start.0;
+    assert!(
+        size_kept * 4000 >= 128 * 1024,
+        "retention keeps at least retention_bytes"
+    );
+
+    // The follower comes back: it installs the leader's snapshot, restarts its log at the
+    // leader's log start and replicates the rest.
+    let node = Node::start(config(
+        follower_id,
+        dirs[follower].path(),
+        follower_addr,
+        log.clone(),
+    ))
+    .await
+    .unwrap();
+    let voters: Vec<(u64, String)> = nodes
+        .iter()
+        .chain(std::iter::once(&node))
+        .map(|n| (n.id(), n.addr().to_string()))
+        .collect();
+    node.join(voters).await.unwrap();
+    nodes.push(node);
+    let back = nodes.len() - 1;
+    wait_for("the restarted follower to catch up", || {
+        nodes[back]
+            .partition(group)
+            .is_some_and(|p| p.high_watermark() == Offset(150) && p.log_end_offset() == Offset(150))
+    })
+    .await;
+    let caught_up = nodes[back].partition(group).unwrap();
+    assert!(
+        caught_up.log_start_offset() >= start,
+        "the follower's log restarted at the leader's snapshot: {:?} < {start:?}",
+        caught_up.log_start_offset()
+    );
+    let from = caught_up.log_start_offset();
+    let on_follower = records_from(&caught_up, from, true).await;
+    let on_leader = records_from(&leader_partition, from, false).await;
+    assert_eq!(on_follower.len() as u64, 150 - from.0);
+    assert_eq!(on_follower, on_leader, "same records at the same offsets");
+
+    // The follower may lead now: stop the leader; whoever leads serves everything from its log
+    // start, and takes new records at the next offset.
+    let at = leader_node(&nodes, group).unwrap();
+    nodes.remove(at).stop().await;
+    assert_eq!(produce(&nodes, group, "after").await, Offset(150));
+    for node in nodes {
+        node.stop().await;
+    }
+}
