@@ -812,10 +812,18 @@ async fn open_controller(
 > {
     let group = GroupId::CONTROLLER;
     let dir = config.data_dir.join("controller");
+    // The cluster's metadata is always synced before it is acknowledged and never expires,
+    // whatever the partitions' settings (as Kafka's KRaft metadata log).
+    let log_config = LogConfig {
+        fsync: quipu_storage::FsyncPolicy::Always,
+        retention_bytes: None,
+        retention_ms: None,
+        ..config.log.clone()
+    };
     let (_, store) = open_log_store(
         group,
         &dir,
-        config.log.clone(),
+        log_config,
         Arc::new(PartitionShared::default()),
     )
     .await?;
