@@ -17,8 +17,9 @@ pub struct NodeInfo {
     pub id: u64,
     /// Address of its Raft transport.
     pub raft_addr: String,
-    /// Address of its client-facing (Kafka) listener.
-    pub kafka_addr: String,
+    /// Address of its client-facing gRPC API (`quipu.v1.Admin`, `quipu.v1.Data`); empty if it
+    /// serves none.
+    pub api_addr: String,
 }
 
 /// Per-topic settings; `None` means the cluster default.
@@ -421,7 +422,7 @@ mod tests {
             let node = NodeInfo {
                 id,
                 raft_addr: format!("127.0.0.1:{}", 7000 + id),
-                kafka_addr: format!("127.0.0.1:{}", 9000 + id),
+                api_addr: format!("127.0.0.1:{}", 9000 + id),
             };
             meta.apply(&Command::RegisterNode(node), 1).unwrap();
         }

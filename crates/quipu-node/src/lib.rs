@@ -15,6 +15,7 @@
 //!
 //! Not here yet: the Kafka and client-facing APIs.
 
+mod controller;
 mod error;
 mod group;
 mod network;
@@ -23,9 +24,8 @@ mod partition;
 mod quiesce;
 mod transport;
 
+pub use controller::{CONTROLLER_PATIENCE, ControllerError, ControllerRequest};
 pub use error::{FetchError, NodeError, ProduceError, RetentionError};
 pub use group::GroupId;
-pub use node::{
-    ControllerError, DEFAULT_RETENTION_CHECK_INTERVAL, HANDOFF_TIMEOUT, Node, NodeConfig,
-};
+pub use node::{DEFAULT_RETENTION_CHECK_INTERVAL, HANDOFF_TIMEOUT, Node, NodeConfig};
 pub use partition::Partition;

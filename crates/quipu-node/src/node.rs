@@ -12,12 +12,14 @@ use quipu_storage::LogConfig;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use bytes::Bytes;
 use openraft::Raft;
-use quipu_meta::{Command, Effect, Metadata, NodeInfo, TopicConfig};
+use quipu_meta::{Effect, Metadata, NodeInfo, TopicConfig};
 use quipu_raft::shared::PartitionShared;
-use quipu_raft::{ControllerStateMachine, Request, TypeConfig};
+use quipu_raft::{ControllerStateMachine, TypeConfig};
 
+use crate::controller::{
+    CONTROLLER_PATIENCE, ControllerError, ControllerHandle, ControllerRequest,
+};
 use crate::network::{
     CONNECTION_WINDOW_BYTES, GroupNetwork, MESSAGE_BYTES_MAX, Peers, STREAM_WINDOW_BYTES,
 };
@@ -44,6 +46,9 @@ pub struct NodeConfig {
     pub quiesce: bool,
     /// How often each replica applies the log's retention (`retention_bytes`, `retention_ms`).
     pub retention_check_interval: Duration,
+    /// The address clients reach this node's gRPC API at, as registered with the controller
+    /// (other nodes hand it to clients); `None` if the node serves no API.
+    pub api_addr: Option<String>,
 }
 
 impl NodeConfig {
@@ -57,6 +62,7 @@ impl NodeConfig {
             log: LogConfig::default(),
             quiesce: true,
             retention_check_interval: DEFAULT_RETENTION_CHECK_INTERVAL,
+            api_addr: None,
         }
     }
 
@@ -341,6 +347,8 @@ struct Inner {
     partitions: RwLock<HashMap<GroupId, Arc<Partition>>>,
     controller: Raft<TypeConfig>,
     metadata: ControllerStateMachine,
+    /// Plans and proposes controller requests (shared with the transport service).
+    control: ControllerHandle,
     /// The controller's initial voters (id, transport address), once known.
     voters: RwLock<Vec<(NodeId, String)>>,
     /// When each peer's node heartbeat last arrived.
@@ -397,11 +405,17 @@ impl Node {
         );
 
         let liveness = Arc::new(Liveness::default());
+        let control = ControllerHandle {
+            node_id: config.node_id,
+            raft: controller.clone(),
+            metadata: metadata.clone(),
+        };
         let service = TransportService {
             node_id: config.node_id,
             groups: Arc::clone(&groups),
             peers: Arc::clone(&peers),
             liveness: Arc::clone(&liveness),
+            control: control.clone(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(
@@ -432,12 +446,13 @@ impl Node {
             partitions: RwLock::new(HashMap::new()),
             controller,
             metadata,
+            control,
             voters: RwLock::new(Vec::new()),
             liveness: Arc::clone(&liveness),
         });
         let tasks = vec![
             tokio::spawn(carry_out_effects(Arc::clone(&inner), effects)),
-            tokio::spawn(register_voters_when_leading(Arc::clone(&inner))),
+            tokio::spawn(register_self(Arc::clone(&inner))),
             tokio::spawn(quiesce::run(
                 inner.config.node_id,
                 incarnation(),
@@ -510,36 +525,49 @@ impl Node {
         self.inner.controller.metrics().borrow().current_leader
     }
 
-    /// Creates a topic; only on the controller leader.
+    /// Creates a topic with default settings, from any node (forwarded to the controller
+    /// leader).
     pub async fn create_topic(
         &self,
         name: &str,
         partitions: usize,
         replication_factor: usize,
     ) -> Result<(), ControllerError> {
-        let command = self.metadata().plan_create_topic(
-            name,
+        self.request_controller(ControllerRequest::CreateTopic {
+            name: name.to_string(),
             partitions,
             replication_factor,
-            TopicConfig::default(),
-        )?;
-        self.inner.propose(&command).await
+            config: TopicConfig::default(),
+        })
+        .await
     }
 
     /// Adds `count` partitions to topic `name`, placed like a new topic's; each node opens its
-    /// replicas of them as it applies the command. Only on the controller leader.
+    /// replicas of them as it applies the command.
     pub async fn add_partitions(&self, name: &str, count: usize) -> Result<(), ControllerError> {
-        let command = self.metadata().plan_add_partitions(name, count)?;
-        self.inner.propose(&command).await
+        self.request_controller(ControllerRequest::AddPartitions {
+            name: name.to_string(),
+            count,
+        })
+        .await
     }
 
-    /// Deletes a topic and its data; only on the controller leader.
+    /// Deletes a topic and its data.
     pub async fn delete_topic(&self, name: &str) -> Result<(), ControllerError> {
-        self.inner
-            .propose(&Command::DeleteTopic {
-                name: name.to_string(),
-            })
-            .await
+        self.request_controller(ControllerRequest::DeleteTopic {
+            name: name.to_string(),
+        })
+        .await
+    }
+
+    /// Carries out `request` on the controller leader: here if this node leads, else forwarded
+    /// to the leader (one hop). While no leader is known, or the one asked no longer leads, it
+    /// retries with backoff for at most [`CONTROLLER_PATIENCE`]; other errors return at once.
+    pub async fn request_controller(
+        &self,
+        request: ControllerRequest,
+    ) -> Result<(), ControllerError> {
+        request_controller(&self.inner, &request).await
     }
 
     /// Opens (or creates) this node's replica of partition `group` and starts its Raft instance.
@@ -643,26 +671,6 @@ impl std::fmt::Debug for Inner {
     }
 }
 
-/// A controller request failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ControllerError {
-    /// This node does not lead the controller; ask the leader.
-    #[error("not the controller leader; leader is {leader:?}")]
-    NotLeader {
-        /// The controller leader, if known.
-        leader: Option<NodeId>,
-    },
-    /// The metadata refused the command (nothing changed).
-    #[error("refused: {0}")]
-    Refused(String),
-    /// The command could not be planned.
-    #[error(transparent)]
-    Plan(#[from] quipu_meta::CommandError),
-    /// The controller group failed or lost leadership before answering.
-    #[error("the controller did not answer: {0}")]
-    Unavailable(String),
-}
-
 impl Inner {
     fn partition(&self, group: GroupId) -> Option<Arc<Partition>> {
         self.partitions
@@ -706,31 +714,6 @@ impl Inner {
         self.groups
             .insert(group, partition.raft().clone(), partition.quiet());
         Ok(partition)
-    }
-
-    async fn propose(&self, command: &Command) -> Result<(), ControllerError> {
-        let leader = self.controller.metrics().borrow().current_leader;
-        if leader != Some(self.config.node_id) {
-            return Err(ControllerError::NotLeader { leader });
-        }
-        let bytes = postcard::to_allocvec(command)
-            .map_err(|e| ControllerError::Unavailable(e.to_string()))?;
-        match self
-            .controller
-            .client_write(Request::Metadata(Bytes::from(bytes)))
-            .await
-        {
-            Ok(response) => match response.data.error {
-                None => Ok(()),
-                Some(reason) => Err(ControllerError::Refused(reason)),
-            },
-            Err(openraft::error::RaftError::APIError(
-                openraft::error::ClientWriteError::ForwardToLeader(forward),
-            )) => Err(ControllerError::NotLeader {
-                leader: forward.leader_id,
-            }),
-            Err(e) => Err(ControllerError::Unavailable(e.to_string())),
-        }
     }
 
     async fn start_replica(&self, group: GroupId, replicas: &[NodeId], created: bool) {
@@ -876,30 +859,100 @@ async fn carry_out_effects(inner: Arc<Inner>, mut effects: tokio::sync::mpsc::Re
 
 /// Whenever this node leads the controller, registers the configured voters it does not see in
 /// the metadata yet (their addresses come from [`Node::join`]).
-async fn register_voters_when_leading(inner: Arc<Inner>) {
-    let mut metrics = inner.controller.metrics();
+/// Registers this node (id, transport and API addresses) with the controller, and again whenever
+/// the metadata does not show those addresses (after a change of address, or when the first
+/// attempt found no controller leader). Checks once a second; a registered node costs nothing.
+async fn register_self(inner: Arc<Inner>) {
+    let me = NodeInfo {
+        id: inner.config.node_id,
+        raft_addr: inner.addr.to_string(),
+        api_addr: inner.config.api_addr.clone().unwrap_or_default(),
+    };
+    let mut ticker = tokio::time::interval(REGISTER_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let leading = metrics.borrow_and_update().current_leader == Some(inner.config.node_id);
-        if leading {
-            let known: Vec<NodeId> = inner.metadata.metadata().nodes().map(|n| n.id).collect();
-            let voters = inner
+        ticker.tick().await;
+        let registered = inner.metadata.metadata().nodes().any(|n| *n == me);
+        if registered
+            || inner
                 .voters
                 .read()
                 .expect("voters lock poisoned by a panic")
-                .clone();
-            for (id, addr) in voters.into_iter().filter(|(id, _)| !known.contains(id)) {
-                let command = Command::RegisterNode(NodeInfo {
-                    id,
-                    raft_addr: addr,
-                    kafka_addr: String::new(),
-                });
-                if let Err(e) = inner.propose(&command).await {
-                    tracing::warn!(node_id = inner.config.node_id, error = %e, "cannot register a voter");
-                }
+                .is_empty()
+        {
+            continue; // done, or not a member of a cluster yet
+        }
+        if let Err(e) =
+            request_controller(&inner, &ControllerRequest::RegisterNode(me.clone())).await
+        {
+            tracing::warn!(node_id = me.id, error = %e, "cannot register with the controller yet");
+        }
+    }
+}
+
+/// How often a node checks that the controller knows its addresses.
+const REGISTER_INTERVAL: Duration = Duration::from_secs(1);
+
+async fn request_controller(
+    inner: &Inner,
+    request: &ControllerRequest,
+) -> Result<(), ControllerError> {
+    let deadline = tokio::time::Instant::now() + CONTROLLER_PATIENCE;
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let result = match inner.control.leader() {
+            Some(leader) if leader == inner.config.node_id => inner.control.handle(request).await,
+            Some(leader) => forward_to_controller(inner, leader, request).await,
+            None => Err(ControllerError::NotLeader { leader: None }),
+        };
+        match result {
+            Err(ControllerError::NotLeader { .. })
+                if tokio::time::Instant::now() + backoff < deadline =>
+            {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
             }
+            other => return other,
         }
-        if metrics.changed().await.is_err() {
-            return;
+    }
+}
+
+/// Sends `request` to the controller leader `leader` and returns its answer. A transport failure
+/// counts as "not leader" (the request was not handled; the caller retries).
+async fn forward_to_controller(
+    inner: &Inner,
+    leader: NodeId,
+    request: &ControllerRequest,
+) -> Result<(), ControllerError> {
+    let not_leader = ControllerError::NotLeader {
+        leader: Some(leader),
+    };
+    let Some(addr) = inner.control.address_of(leader) else {
+        return Err(not_leader);
+    };
+    let Ok(channel) = inner.peers.channel(&addr) else {
+        return Err(not_leader);
+    };
+    let bytes =
+        postcard::to_allocvec(request).map_err(|e| ControllerError::Unavailable(e.to_string()))?;
+    let call = quipu_proto::v1::ControllerCall {
+        from_node: inner.config.node_id,
+        to_node: leader,
+        request: bytes,
+    };
+    let mut client = quipu_proto::v1::raft_transport_client::RaftTransportClient::new(channel);
+    match tokio::time::timeout(CONTROLLER_PATIENCE, client.controller(call)).await {
+        Ok(Ok(reply)) => {
+            postcard::from_bytes::<Result<(), ControllerError>>(&reply.into_inner().result)
+                .map_err(|e| {
+                    ControllerError::Unavailable(format!("undecodable controller reply: {e}"))
+                })?
         }
+        // Refused before it was handled (unreachable, not started): try again.
+        Ok(Err(status)) if status.code() == tonic::Code::Unavailable => Err(not_leader),
+        Ok(Err(status)) => Err(ControllerError::Unavailable(status.to_string())),
+        Err(_) => Err(ControllerError::Unavailable(format!(
+            "controller leader {leader} did not answer in time"
+        ))),
     }
 }

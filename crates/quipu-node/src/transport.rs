@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use quipu_proto::v1::raft_transport_server::RaftTransport;
 use quipu_proto::v1::{
-    CampaignReply, CampaignRequest, NodeHeartbeat, NodeHeartbeatReply, RaftBatch, RaftBatchItem,
-    RaftBatchReply, RaftMessage, RaftReply, RaftRpc,
+    CampaignReply, CampaignRequest, ControllerCall, ControllerReply, NodeHeartbeat,
+    NodeHeartbeatReply, RaftBatch, RaftBatchItem, RaftBatchReply, RaftMessage, RaftReply, RaftRpc,
 };
 use quipu_raft::NodeId;
 use serde::Serialize;
@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
 use crate::GroupId;
+use crate::controller::{ControllerHandle, ControllerRequest};
 use crate::network::{BATCH_MESSAGES_MAX, Peers};
 use crate::node::Groups;
 use crate::quiesce::{self, Liveness};
@@ -25,6 +26,7 @@ pub(crate) struct TransportService {
     pub groups: Arc<Groups>,
     pub peers: Arc<Peers>,
     pub liveness: Arc<Liveness>,
+    pub control: ControllerHandle,
 }
 
 fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Status> {
@@ -150,6 +152,30 @@ impl RaftTransport for TransportService {
         }
         quiesce::on_node_heartbeat(&self.groups, &self.liveness, &heartbeat);
         Ok(Response::new(NodeHeartbeatReply {}))
+    }
+
+    async fn controller(
+        &self,
+        request: Request<ControllerCall>,
+    ) -> Result<Response<ControllerReply>, Status> {
+        if self.peers.is_isolated() {
+            return Err(Status::unavailable(
+                "this node is isolated by fault injection",
+            ));
+        }
+        let call = request.into_inner();
+        if call.to_node != self.node_id {
+            return Err(Status::failed_precondition(format!(
+                "controller request for node {} reached node {}",
+                call.to_node, self.node_id
+            )));
+        }
+        let request: ControllerRequest = decode(&call.request)?;
+        // Handled here only: a forwarded request is never forwarded again.
+        let result = self.control.handle(&request).await;
+        Ok(Response::new(ControllerReply {
+            result: encode(&result)?,
+        }))
     }
 
     async fn campaign(

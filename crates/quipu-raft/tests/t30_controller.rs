@@ -22,7 +22,7 @@ fn register(id: u64) -> Command {
     Command::RegisterNode(NodeInfo {
         id,
         raft_addr: format!("127.0.0.1:{}", 7000 + id),
-        kafka_addr: format!("127.0.0.1:{}", 9000 + id),
+        api_addr: format!("127.0.0.1:{}", 9000 + id),
     })
 }
 
