@@ -63,16 +63,29 @@ impl ControllerRequest {
                 *replication_factor,
                 config.clone(),
             )?,
-            ControllerRequest::DeleteTopic { name } => Command::DeleteTopic { name: name.clone() },
+            ControllerRequest::DeleteTopic { name } => {
+                known(metadata, name)?;
+                Command::DeleteTopic { name: name.clone() }
+            }
             ControllerRequest::AddPartitions { name, count } => {
                 metadata.plan_add_partitions(name, *count)?
             }
-            ControllerRequest::AlterTopicConfig { name, config } => Command::AlterTopicConfig {
-                name: name.clone(),
-                config: config.clone(),
-            },
+            ControllerRequest::AlterTopicConfig { name, config } => {
+                known(metadata, name)?;
+                Command::AlterTopicConfig {
+                    name: name.clone(),
+                    config: config.clone(),
+                }
+            }
             ControllerRequest::RegisterNode(info) => Command::RegisterNode(info.clone()),
         })
+    }
+}
+
+fn known(metadata: &Metadata, name: &str) -> Result<(), ControllerError> {
+    match metadata.topic(name) {
+        Some(_) => Ok(()),
+        None => Err(ControllerError::UnknownTopic(name.to_string())),
     }
 }
 
@@ -86,7 +99,13 @@ pub enum ControllerError {
         /// The controller leader, if known.
         leader: Option<u64>,
     },
-    /// The metadata refused the command (nothing changed): unknown topic, topic exists…
+    /// No topic of that name.
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    /// A topic of that name exists.
+    #[error("topic {0} already exists")]
+    TopicExists(String),
+    /// The metadata refused the command when applying it (nothing changed).
     #[error("refused: {0}")]
     Refused(String),
     /// The request could not be planned (bad partition count, not enough nodes…).
@@ -100,7 +119,11 @@ pub enum ControllerError {
 
 impl From<quipu_meta::CommandError> for ControllerError {
     fn from(error: quipu_meta::CommandError) -> Self {
-        ControllerError::Plan(error.to_string())
+        match error {
+            quipu_meta::CommandError::TopicExists(name) => ControllerError::TopicExists(name),
+            quipu_meta::CommandError::UnknownTopic(name) => ControllerError::UnknownTopic(name),
+            other => ControllerError::Plan(other.to_string()),
+        }
     }
 }
 

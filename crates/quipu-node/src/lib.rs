@@ -27,5 +27,5 @@ mod transport;
 pub use controller::{CONTROLLER_PATIENCE, ControllerError, ControllerRequest};
 pub use error::{FetchError, NodeError, ProduceError, RetentionError};
 pub use group::GroupId;
-pub use node::{DEFAULT_RETENTION_CHECK_INTERVAL, HANDOFF_TIMEOUT, Node, NodeConfig};
+pub use node::{DEFAULT_RETENTION_CHECK_INTERVAL, HANDOFF_TIMEOUT, Node, NodeConfig, NodeHandle};
 pub use partition::Partition;

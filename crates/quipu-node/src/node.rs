@@ -355,10 +355,13 @@ struct Inner {
     liveness: Arc<Liveness>,
 }
 
-/// A running node: its transport server, the controller group and the partitions it hosts.
+/// A running node: its transport server, the controller group and the partitions it hosts. Its
+/// queries and requests are [`NodeHandle`]'s (it dereferences to one); only the node itself
+/// starts and stops.
 #[derive(Debug)]
 pub struct Node {
     inner: Arc<Inner>,
+    handle: NodeHandle,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     tasks: Vec<JoinHandle<()>>,
@@ -466,6 +469,9 @@ impl Node {
         ];
         tracing::info!(node_id = inner.config.node_id, %addr, "node started");
         Ok(Node {
+            handle: NodeHandle {
+                inner: Arc::clone(&inner),
+            },
             inner,
             stop: Some(stop),
             server: Some(server),
@@ -473,6 +479,78 @@ impl Node {
         })
     }
 
+    /// A handle on this node for other tasks (the client API): cheap to clone, valid while the
+    /// node runs (afterwards its requests fail as a stopped node's would).
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
+    /// Stops the node gracefully, as on SIGTERM: it refuses new produce requests, asks a follower
+    /// holding the whole log of each group it leads (the controller included) to stand for
+    /// election, waits until every such group has another leader (at most [`HANDOFF_TIMEOUT`]),
+    /// then stops as [`Node::stop`] does. A group whose handoff did not finish elects a leader the
+    /// usual way once this node is gone. Returns how many groups were handed over.
+    pub async fn shutdown(self) -> usize {
+        let handed = hand_off_leadership(&self.inner).await;
+        self.stop().await;
+        handed
+    }
+
+    /// Stops every group and the transport. Logs are not closed cleanly here: the next start
+    /// recovers them as after a crash, which is always safe.
+    pub async fn stop(mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        let partitions: Vec<Arc<Partition>> = {
+            let mut map = self
+                .inner
+                .partitions
+                .write()
+                .expect("partitions lock poisoned by a panic");
+            map.drain().map(|(_, partition)| partition).collect()
+        };
+        for partition in &partitions {
+            self.inner.groups.remove(partition.group());
+            partition.shutdown().await;
+        }
+        self.inner.groups.remove(GroupId::CONTROLLER);
+        if let Err(e) = self.inner.controller.shutdown().await {
+            tracing::warn!(node_id = self.id(), error = %e, "controller did not shut down cleanly");
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            match server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(node_id = self.id(), error = %e, "transport server failed")
+                }
+                Err(e) => {
+                    tracing::warn!(node_id = self.id(), error = %e, "transport server task failed")
+                }
+            }
+        }
+        tracing::info!(node_id = self.id(), "node stopped");
+    }
+}
+
+impl std::ops::Deref for Node {
+    type Target = NodeHandle;
+
+    fn deref(&self) -> &NodeHandle {
+        &self.handle
+    }
+}
+
+/// Queries and requests of a running node, shareable between tasks.
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    inner: Arc<Inner>,
+}
+
+impl NodeHandle {
     /// Makes this node a member of the cluster whose controller voters are `voters` (id and
     /// transport address, this node included). The voter with the lowest id initializes the
     /// controller group the first time; whichever voter leads the controller registers them all.
@@ -611,54 +689,14 @@ impl Node {
         enforce_retention(&self.inner).await
     }
 
-    /// Stops the node gracefully, as on SIGTERM: it refuses new produce requests, asks a follower
-    /// holding the whole log of each group it leads (the controller included) to stand for
-    /// election, waits until every such group has another leader (at most [`HANDOFF_TIMEOUT`]),
-    /// then stops as [`Node::stop`] does. A group whose handoff did not finish elects a leader the
-    /// usual way once this node is gone. Returns how many groups were handed over.
-    pub async fn shutdown(self) -> usize {
-        let handed = hand_off_leadership(&self.inner).await;
-        self.stop().await;
-        handed
-    }
-
-    /// Stops every group and the transport. Logs are not closed cleanly here: the next start
-    /// recovers them as after a crash, which is always safe.
-    pub async fn stop(mut self) {
-        for task in self.tasks.drain(..) {
-            task.abort();
-        }
-        let partitions: Vec<Arc<Partition>> = {
-            let mut map = self
+    /// Whether `node`'s node heartbeats reach this node (this node itself: yes).
+    pub fn is_alive(&self, node: NodeId) -> bool {
+        node == self.inner.config.node_id
+            || !self
                 .inner
-                .partitions
-                .write()
-                .expect("partitions lock poisoned by a panic");
-            map.drain().map(|(_, partition)| partition).collect()
-        };
-        for partition in &partitions {
-            self.inner.groups.remove(partition.group());
-            partition.shutdown().await;
-        }
-        self.inner.groups.remove(GroupId::CONTROLLER);
-        if let Err(e) = self.inner.controller.shutdown().await {
-            tracing::warn!(node_id = self.id(), error = %e, "controller did not shut down cleanly");
-        }
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            match server.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(node_id = self.id(), error = %e, "transport server failed")
-                }
-                Err(e) => {
-                    tracing::warn!(node_id = self.id(), error = %e, "transport server task failed")
-                }
-            }
-        }
-        tracing::info!(node_id = self.id(), "node stopped");
+                .liveness
+                .is_silent(node, quiesce::Timings::of(&self.inner.raft_config).liveness)
+                && self.inner.liveness.heard_of(node)
     }
 }
 

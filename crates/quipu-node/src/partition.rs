@@ -265,6 +265,55 @@ impl Partition {
         Ok(Some(point))
     }
 
+    /// A receiver that sees every advance of this replica's high watermark (long-poll fetches).
+    pub fn watch_high_watermark(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.watch_high_watermark()
+    }
+
+    /// On the leader: the first committed offset whose record timestamp is at or after
+    /// `timestamp_ms`, or the high watermark if no committed record is that recent.
+    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Offset, FetchError> {
+        let leader = self.leader();
+        if leader != Some(self.node_id) {
+            return Err(FetchError::NotLeader {
+                group: self.group,
+                leader,
+            });
+        }
+        let high_watermark = self.high_watermark();
+        let log = Arc::clone(&self.log);
+        let group = self.group;
+        let found = tokio::task::spawn_blocking(move || {
+            log.offset_for_timestamp(timestamp_ms, high_watermark)
+        })
+        .await
+        .map_err(|e| FetchError::Unavailable {
+            group,
+            reason: e.to_string(),
+        })?
+        .map_err(|source| FetchError::Read { group, source })?;
+        Ok(found.unwrap_or(high_watermark).max(self.log.start_offset()))
+    }
+
+    /// On the leader: how many Raft entries each follower is known to lack (0: caught up).
+    pub fn follower_lag(&self) -> Vec<(NodeId, u64)> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let last = m.last_log_index.unwrap_or(0);
+        m.replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .filter(|(id, _)| **id != self.node_id)
+                    .map(|(id, matched)| {
+                        let have = matched.map_or(0, |l| l.index + 1);
+                        (*id, (last + 1).saturating_sub(have))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Stops accepting produce requests (the node is leaving); requests get "not leader".
     pub(crate) fn drain(&self) {
         self.draining

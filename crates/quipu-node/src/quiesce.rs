@@ -544,6 +544,14 @@ impl Liveness {
             .clone()
     }
 
+    /// Whether `node`'s node heartbeat ever arrived.
+    pub(crate) fn heard_of(&self, node: NodeId) -> bool {
+        self.heard
+            .lock()
+            .expect("liveness lock poisoned by a panic")
+            .contains_key(&node)
+    }
+
     /// Whether `node` was heard before but not within `timeout` (never heard: no).
     pub(crate) fn is_silent(&self, node: NodeId, timeout: Duration) -> bool {
         self.heard

@@ -61,11 +61,15 @@ async fn topics_are_placed_replicated_and_deleted_through_the_controller() {
     nodes[follower].create_topic("orders", 3, 3).await.unwrap();
     assert!(matches!(
         nodes[leader].create_topic("orders", 1, 1).await,
-        Err(quipu_node::ControllerError::Plan(_))
+        Err(quipu_node::ControllerError::TopicExists(_))
     ));
     assert!(matches!(
         nodes[follower].create_topic("orders", 3, 3).await,
-        Err(quipu_node::ControllerError::Plan(_) | quipu_node::ControllerError::Refused(_))
+        Err(quipu_node::ControllerError::TopicExists(_))
+    ));
+    assert!(matches!(
+        nodes[follower].delete_topic("missing").await,
+        Err(quipu_node::ControllerError::UnknownTopic(_))
     ));
 
     let groups: Vec<GroupId> = nodes[leader]
@@ -137,7 +141,7 @@ async fn topics_are_placed_replicated_and_deleted_through_the_controller() {
     }
     assert!(matches!(
         nodes[leader].add_partitions("missing", 1).await,
-        Err(quipu_node::ControllerError::Plan(_))
+        Err(quipu_node::ControllerError::UnknownTopic(_))
     ));
 
     nodes[leader].delete_topic("orders").await.unwrap();

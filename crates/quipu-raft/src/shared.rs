@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 /// Written by the state machine, read by the log store and the fetch path.
 #[derive(Debug, Default)]
@@ -15,6 +15,8 @@ pub struct PartitionShared {
     /// offset once it is durable in this replica's log.
     local_acks: Mutex<HashMap<u64, oneshot::Sender<u64>>>,
     next_token: AtomicU64,
+    /// The high watermark, for fetches that wait for it to advance.
+    high_watermark_changes: watch::Sender<u64>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -54,6 +56,16 @@ impl PartitionShared {
 
     pub(crate) fn set_high_watermark(&self, offset: u64) {
         self.lock().high_watermark = offset;
+        self.high_watermark_changes.send_if_modified(|hw| {
+            let changed = *hw != offset;
+            *hw = offset;
+            changed
+        });
+    }
+
+    /// A receiver that sees every change of the high watermark (long-polling fetches).
+    pub fn watch_high_watermark(&self) -> watch::Receiver<u64> {
+        self.high_watermark_changes.subscribe()
     }
 
     pub(crate) fn set_installed(&self, last_index: u64, next_offset: u64) {
