@@ -6,6 +6,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     println!("cargo:rerun-if-changed={}", root.display());
     let files = protox::compile(["quipu/v1/raft.proto", "quipu/v1/api.proto"], [&root])?;
-    tonic_prost_build::configure().compile_fds(files)?;
+    tonic_prost_build::configure()
+        // Record batches travel as `Bytes`: a fetch sends batches that share the segment's map.
+        .bytes(".quipu.v1.ProduceRequest.record_batch")
+        .bytes(".quipu.v1.FetchResponse.record_batches")
+        .compile_fds(files)?;
     Ok(())
 }

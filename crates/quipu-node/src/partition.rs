@@ -295,6 +295,13 @@ impl Partition {
         Ok(found.unwrap_or(high_watermark).max(self.log.start_offset()))
     }
 
+    /// The voters of this partition's group (this node included).
+    pub fn voters(&self) -> Vec<NodeId> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config.membership().voter_ids().collect()
+    }
+
     /// On the leader: how many Raft entries each follower is known to lack (0: caught up).
     pub fn follower_lag(&self) -> Vec<(NodeId, u64)> {
         let metrics = self.raft.metrics();

@@ -117,6 +117,12 @@ impl BatchBuilder {
         self.record_count
     }
 
+    /// Size of the batch so far, header included, before compression (a producer closes a batch
+    /// near its size target with this).
+    pub fn size_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Whether no record has been pushed.
     pub fn is_empty(&self) -> bool {
         self.record_count == 0

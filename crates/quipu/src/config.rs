@@ -25,6 +25,12 @@ pub struct ServerArgs {
     /// Address of the node-to-node Raft transport [default: 127.0.0.1:7001].
     #[arg(long, env = "QUIPU_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Address of the client gRPC API [default: 127.0.0.1:7101].
+    #[arg(long, env = "QUIPU_API_LISTEN")]
+    api_listen: Option<SocketAddr>,
+    /// Address clients are told to reach this node's API at [default: the API listen address].
+    #[arg(long, env = "QUIPU_API_ADVERTISED")]
+    api_advertised: Option<String>,
     /// Initial controller voters, as ID@HOST:PORT separated by commas [default: this node alone].
     #[arg(long, env = "QUIPU_VOTERS", value_delimiter = ',')]
     voters: Vec<String>,
@@ -64,6 +70,8 @@ struct File {
     node_id: Option<u64>,
     data_dir: Option<PathBuf>,
     listen_addr: Option<SocketAddr>,
+    api_listen_addr: Option<SocketAddr>,
+    api_advertised_addr: Option<String>,
     voters: Option<Vec<String>>,
     #[serde(default)]
     log: LogFile,
@@ -77,6 +85,9 @@ pub struct Settings {
     pub node_id: u64,
     pub data_dir: PathBuf,
     pub listen_addr: SocketAddr,
+    pub api_listen_addr: SocketAddr,
+    /// `None`: the address the API listener got.
+    pub api_advertised_addr: Option<String>,
     pub voters: Vec<(u64, String)>,
     log: LogConfig,
     retention_check_interval_ms: Option<u64>,
@@ -130,6 +141,11 @@ impl Settings {
             .listen
             .or(file.listen_addr)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7001)));
+        let api_listen_addr = args
+            .api_listen
+            .or(file.api_listen_addr)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7101)));
+        let api_advertised_addr = args.api_advertised.or(file.api_advertised_addr);
         let voter_texts = if args.voters.is_empty() {
             file.voters.unwrap_or_default()
         } else {
@@ -190,6 +206,8 @@ impl Settings {
             node_id,
             data_dir,
             listen_addr,
+            api_listen_addr,
+            api_advertised_addr,
             voters,
             log,
             retention_check_interval_ms: file.log.retention_check_interval_ms,
@@ -197,8 +215,9 @@ impl Settings {
         })
     }
 
-    /// The node configuration these settings describe.
-    pub fn node_config(&self) -> NodeConfig {
+    /// The node configuration these settings describe; `api_addr` is the API address to
+    /// advertise.
+    pub fn node_config(&self, api_addr: String) -> NodeConfig {
         let mut raft = NodeConfig::default_raft();
         if let Some(ms) = self.raft.heartbeat_interval_ms {
             raft.heartbeat_interval = ms;
@@ -217,6 +236,7 @@ impl Settings {
                 quipu_node::DEFAULT_RETENTION_CHECK_INTERVAL,
                 std::time::Duration::from_millis,
             ),
+            api_addr: Some(self.api_advertised_addr.clone().unwrap_or(api_addr)),
             ..NodeConfig::new(self.node_id, self.data_dir.clone(), self.listen_addr)
         }
     }

@@ -52,24 +52,43 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     let voters = settings.voters.clone();
-    let node = Node::start(settings.node_config()).await.with_context(|| {
-        format!(
-            "cannot start node {} on {}",
-            settings.node_id, settings.listen_addr
-        )
-    })?;
+    let api_listener = tokio::net::TcpListener::bind(settings.api_listen_addr)
+        .await
+        .with_context(|| format!("cannot listen for clients on {}", settings.api_listen_addr))?;
+    let api_addr = api_listener
+        .local_addr()
+        .context("cannot read the API listener's address")?;
+    let node = Node::start(settings.node_config(api_addr.to_string()))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot start node {} on {}",
+                settings.node_id, settings.listen_addr
+            )
+        })?;
     node.join(voters).await.context("cannot join the cluster")?;
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn(quipu_api::serve(node.handle(), api_listener, async {
+        let _ = api_stopped.await;
+    }));
     // The handler is in place before "ready": a SIGTERM sent on seeing that line is graceful.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot listen for SIGTERM")?;
-    tracing::info!(node_id = node.id(), addr = %node.addr(), data_dir = %settings.data_dir.display(), "quipu server ready");
+    tracing::info!(node_id = node.id(), addr = %node.addr(), %api_addr, data_dir = %settings.data_dir.display(), "quipu server ready");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
         _ = terminate.recv() => tracing::info!("terminated: stopping"),
     }
     // Leadership moves to caught-up followers first, so clients see a new leader at once
     // instead of after an election timeout.
+    // The API keeps answering during the handoff (produce gets "not leader" and clients move on).
     let handed = node.shutdown().await;
+    let _ = stop_api.send(());
+    match api.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the client API failed"),
+        Err(e) => tracing::warn!(error = %e, "the client API task failed"),
+    }
     tracing::info!(handed, "groups handed over; node stopped");
     Ok(())
 }

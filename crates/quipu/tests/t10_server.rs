@@ -103,6 +103,8 @@ fn a_single_node_starts_from_the_shipped_config_and_stops_on_sigterm() {
         data.to_str().unwrap(),
         "--listen",
         &listen,
+        "--api-listen",
+        "127.0.0.1:0",
         "--voters",
         &voters,
     ]);
@@ -135,6 +137,8 @@ fn three_processes_survive_sigkill_of_one_and_its_restart() {
             dirs[i].path().to_str().unwrap(),
             "--listen",
             &listen,
+            "--api-listen",
+            "127.0.0.1:0",
             "--voters",
             &voters,
         ])

@@ -1,0 +1,212 @@
+//! `quipu.v1.Admin`: topics and the cluster.
+
+use quipu_node::{ControllerRequest, NodeHandle};
+use quipu_proto::v1::admin_server::Admin;
+use quipu_proto::v1::{
+    AddPartitionsRequest, AddPartitionsResponse, AlterTopicConfigRequest, AlterTopicConfigResponse,
+    ClusterDescription, CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest,
+    DeleteTopicResponse, DescribeClusterRequest, DescribeTopicRequest, FollowerLag, HealthRequest,
+    HealthResponse, ListTopicsRequest, ListTopicsResponse, NodeDescription, PartitionDescription,
+    TopicConfig, TopicDescription,
+};
+use tonic::{Request, Response, Status};
+
+use crate::error::{from_controller, invalid, status};
+
+/// The Admin service of one node.
+#[derive(Debug, Clone)]
+pub(crate) struct AdminService {
+    pub node: NodeHandle,
+}
+
+pub(crate) fn config_from_proto(config: Option<TopicConfig>) -> quipu_meta::TopicConfig {
+    let config = config.unwrap_or_default();
+    quipu_meta::TopicConfig {
+        retention_bytes: config.retention_bytes,
+        retention_ms: config.retention_ms,
+        segment_bytes: config.segment_bytes,
+    }
+}
+
+fn config_to_proto(config: &quipu_meta::TopicConfig) -> TopicConfig {
+    TopicConfig {
+        retention_bytes: config.retention_bytes,
+        retention_ms: config.retention_ms,
+        segment_bytes: config.segment_bytes,
+    }
+}
+
+impl AdminService {
+    async fn change(&self, request: ControllerRequest) -> Result<(), Status> {
+        self.node
+            .request_controller(request)
+            .await
+            .map_err(|e| from_controller(&self.node, e))
+    }
+
+    /// A topic as this node sees it; partitions it leads carry offsets and follower lag.
+    fn describe(&self, topic: &quipu_meta::TopicInfo) -> TopicDescription {
+        let partitions = topic
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(number, assignment)| {
+                let replica = self.node.partition(quipu_node::GroupId(assignment.group));
+                let mut description = PartitionDescription {
+                    partition: u32::try_from(number).unwrap_or(u32::MAX),
+                    group: assignment.group,
+                    replicas: assignment.replicas.clone(),
+                    leader: replica.as_ref().and_then(|p| p.leader()),
+                    ..PartitionDescription::default()
+                };
+                if let Some(p) = replica.filter(|p| p.is_leader()) {
+                    description.log_start_offset = Some(p.log_start_offset().0);
+                    description.high_watermark = Some(p.high_watermark().0);
+                    description.log_end_offset = Some(p.log_end_offset().0);
+                    description.followers = p
+                        .follower_lag()
+                        .into_iter()
+                        .map(|(node_id, lag_entries)| FollowerLag {
+                            node_id,
+                            lag_entries,
+                        })
+                        .collect();
+                }
+                description
+            })
+            .collect();
+        TopicDescription {
+            name: topic.name.clone(),
+            replication_factor: u32::try_from(topic.replication_factor).unwrap_or(u32::MAX),
+            config: Some(config_to_proto(&topic.config)),
+            partitions,
+        }
+    }
+}
+
+fn count(value: u32, what: &str) -> Result<usize, Status> {
+    if value == 0 {
+        return Err(invalid(format!("{what} must be at least 1")));
+    }
+    usize::try_from(value).map_err(|_| invalid(format!("{what} {value} is too large")))
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_topic(
+        &self,
+        request: Request<CreateTopicRequest>,
+    ) -> Result<Response<CreateTopicResponse>, Status> {
+        let request = request.into_inner();
+        self.change(ControllerRequest::CreateTopic {
+            name: request.name,
+            partitions: count(request.partitions, "the partition count")?,
+            replication_factor: count(request.replication_factor, "the replication factor")?,
+            config: config_from_proto(request.config),
+        })
+        .await?;
+        Ok(Response::new(CreateTopicResponse {}))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<DeleteTopicRequest>,
+    ) -> Result<Response<DeleteTopicResponse>, Status> {
+        self.change(ControllerRequest::DeleteTopic {
+            name: request.into_inner().name,
+        })
+        .await?;
+        Ok(Response::new(DeleteTopicResponse {}))
+    }
+
+    async fn list_topics(
+        &self,
+        _request: Request<ListTopicsRequest>,
+    ) -> Result<Response<ListTopicsResponse>, Status> {
+        let metadata = self.node.metadata();
+        let topics = metadata.topics().map(|t| self.describe(t)).collect();
+        Ok(Response::new(ListTopicsResponse { topics }))
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<DescribeTopicRequest>,
+    ) -> Result<Response<TopicDescription>, Status> {
+        let name = request.into_inner().name;
+        let metadata = self.node.metadata();
+        let topic = metadata.topic(&name).ok_or_else(|| {
+            status(
+                tonic::Code::NotFound,
+                quipu_proto::v1::ErrorReason::UnknownTopic,
+                format!("unknown topic {name}"),
+                None,
+            )
+        })?;
+        Ok(Response::new(self.describe(topic)))
+    }
+
+    async fn alter_topic_config(
+        &self,
+        request: Request<AlterTopicConfigRequest>,
+    ) -> Result<Response<AlterTopicConfigResponse>, Status> {
+        let request = request.into_inner();
+        self.change(ControllerRequest::AlterTopicConfig {
+            name: request.name,
+            config: config_from_proto(request.config),
+        })
+        .await?;
+        Ok(Response::new(AlterTopicConfigResponse {}))
+    }
+
+    async fn add_partitions(
+        &self,
+        request: Request<AddPartitionsRequest>,
+    ) -> Result<Response<AddPartitionsResponse>, Status> {
+        let request = request.into_inner();
+        self.change(ControllerRequest::AddPartitions {
+            name: request.name,
+            count: count(request.count, "the number of partitions to add")?,
+        })
+        .await?;
+        Ok(Response::new(AddPartitionsResponse {}))
+    }
+
+    async fn describe_cluster(
+        &self,
+        _request: Request<DescribeClusterRequest>,
+    ) -> Result<Response<ClusterDescription>, Status> {
+        let metadata = self.node.metadata();
+        let nodes = metadata
+            .nodes()
+            .map(|n| NodeDescription {
+                node_id: n.id,
+                api_addr: n.api_addr.clone(),
+                raft_addr: n.raft_addr.clone(),
+                alive: self.node.is_alive(n.id),
+            })
+            .collect();
+        Ok(Response::new(ClusterDescription {
+            nodes,
+            controller_leader: self.node.controller_leader(),
+            answering_node: self.node.id(),
+        }))
+    }
+
+    async fn health(
+        &self,
+        _request: Request<HealthRequest>,
+    ) -> Result<Response<HealthResponse>, Status> {
+        let groups = self.node.partitions();
+        let failed = groups
+            .iter()
+            .filter_map(|g| self.node.partition(*g))
+            .filter(|p| p.health().is_err())
+            .count();
+        Ok(Response::new(HealthResponse {
+            node_id: self.node.id(),
+            controller_available: self.node.controller_leader().is_some(),
+            replicas: u32::try_from(groups.len()).unwrap_or(u32::MAX),
+            failed_replicas: u32::try_from(failed).unwrap_or(u32::MAX),
+        }))
+    }
+}

@@ -1,0 +1,325 @@
+//! `quipu.v1.Data`: produce, fetch and offsets, on the partition's leader.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quipu_node::{GroupId, NodeHandle, Partition};
+use quipu_proto::v1::data_server::Data;
+use quipu_proto::v1::{
+    Acks, ErrorReason, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+    OffsetSpec, ProduceRequest, ProduceResponse, ProduceStreamItem, ProduceStreamResponse,
+};
+use quipu_storage::Offset;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use crate::error::{from_fetch, from_produce, invalid, not_leader, status};
+
+/// Most produce requests on one `ProduceStream`.
+pub const PRODUCE_STREAM_REQUESTS_MAX: usize = 10_000;
+/// Most bytes of batches in one fetch message.
+pub const FETCH_BYTES_MAX: u32 = 16 * 1024 * 1024;
+/// Longest `max_wait_ms` of a fetch.
+pub const FETCH_WAIT_MS_MAX: u32 = 30_000;
+/// Fetch messages buffered per stream before the server waits for the client to read.
+const FETCH_STREAM_BUFFER: usize = 4;
+/// An acks=all or acks=1 produce that got no answer in this time fails with an unknown outcome
+/// (Kafka's `request.timeout.ms` default).
+const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The Data service of one node.
+#[derive(Debug, Clone)]
+pub(crate) struct DataService {
+    pub node: NodeHandle,
+}
+
+impl DataService {
+    /// This node's replica of `topic`/`partition`, or the error a client should see.
+    fn replica(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, Status> {
+        let metadata = self.node.metadata();
+        let info = metadata.topic(topic).ok_or_else(|| {
+            status(
+                Code::NotFound,
+                ErrorReason::UnknownTopic,
+                format!("unknown topic {topic}"),
+                None,
+            )
+        })?;
+        let assignment = usize::try_from(partition)
+            .ok()
+            .and_then(|p| info.partitions.get(p))
+            .ok_or_else(|| {
+                status(
+                    Code::NotFound,
+                    ErrorReason::UnknownPartition,
+                    format!(
+                        "topic {topic} has {} partitions; there is no partition {partition}",
+                        info.partitions.len()
+                    ),
+                    None,
+                )
+            })?;
+        // A node without a replica points at the preferred leader, which knows the leader.
+        self.node
+            .partition(GroupId(assignment.group))
+            .ok_or_else(|| {
+                not_leader(
+                    &self.node,
+                    &format!("{topic}/{partition}"),
+                    assignment.replicas.first().copied(),
+                )
+            })
+    }
+
+    /// Fails an acks=all produce at once, with nothing proposed, when a majority of the
+    /// partition's voters is not alive (Kafka's NOT_ENOUGH_REPLICAS).
+    fn check_replicas(&self, partition: &Partition) -> Result<(), Status> {
+        let voters = partition.voters();
+        let alive = voters.iter().filter(|v| self.node.is_alive(**v)).count();
+        if alive * 2 <= voters.len() {
+            return Err(status(
+                Code::Unavailable,
+                ErrorReason::NotEnoughReplicas,
+                format!(
+                    "only {alive} of the partition's {} replicas are reachable; acks=all needs a majority",
+                    voters.len()
+                ),
+                None,
+            ));
+        }
+        Ok(())
+    }
+
+    async fn produce_one(&self, request: ProduceRequest) -> Result<ProduceResponse, Status> {
+        let partition = self.replica(&request.topic, request.partition)?;
+        let batch = request.record_batch;
+        let acks = Acks::try_from(request.acks)
+            .map_err(|_| invalid(format!("unknown acks value {}", request.acks)))?;
+        let timed_out = || {
+            status(
+                Code::DeadlineExceeded,
+                ErrorReason::UnknownOutcome,
+                "no answer in time; the batch may or may not be committed",
+                None,
+            )
+        };
+        let base_offset = match acks {
+            Acks::All => {
+                self.check_replicas(&partition)?;
+                let produced = tokio::time::timeout(PRODUCE_TIMEOUT, partition.produce(batch))
+                    .await
+                    .map_err(|_| timed_out())?;
+                Some(produced.map_err(|e| from_produce(&self.node, e))?.0)
+            }
+            Acks::Leader => {
+                let produced =
+                    tokio::time::timeout(PRODUCE_TIMEOUT, partition.produce_leader_ack(batch))
+                        .await
+                        .map_err(|_| timed_out())?;
+                Some(produced.map_err(|e| from_produce(&self.node, e))?.0)
+            }
+            Acks::None => {
+                partition
+                    .produce_unacknowledged(batch)
+                    .await
+                    .map_err(|e| from_produce(&self.node, e))?;
+                None
+            }
+        };
+        Ok(ProduceResponse { base_offset })
+    }
+}
+
+type FetchStream = Pin<Box<dyn Stream<Item = Result<FetchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Data for DataService {
+    async fn produce(
+        &self,
+        request: Request<ProduceRequest>,
+    ) -> Result<Response<ProduceResponse>, Status> {
+        self.produce_one(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn produce_stream(
+        &self,
+        request: Request<Streaming<ProduceRequest>>,
+    ) -> Result<Response<ProduceStreamResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut items = Vec::new();
+        while let Some(request) = stream.next().await {
+            if items.len() == PRODUCE_STREAM_REQUESTS_MAX {
+                return Err(invalid(format!(
+                    "a produce stream carries at most {PRODUCE_STREAM_REQUESTS_MAX} requests"
+                )));
+            }
+            let item = match self.produce_one(request?).await {
+                Ok(response) => ProduceStreamItem {
+                    response: Some(response),
+                    status_code: 0,
+                    status_message: String::new(),
+                },
+                Err(status) => ProduceStreamItem {
+                    response: None,
+                    status_code: status.code() as i32,
+                    status_message: status.message().to_string(),
+                },
+            };
+            items.push(item);
+        }
+        Ok(Response::new(ProduceStreamResponse { items }))
+    }
+
+    type FetchStream = FetchStream;
+
+    async fn fetch(
+        &self,
+        request: Request<FetchRequest>,
+    ) -> Result<Response<Self::FetchStream>, Status> {
+        let request = request.into_inner();
+        let partition = self.replica(&request.topic, request.partition)?;
+        if !partition.is_leader() {
+            return Err(not_leader(
+                &self.node,
+                &format!("{}/{}", request.topic, request.partition),
+                partition.leader(),
+            ));
+        }
+        let start = partition.log_start_offset();
+        if request.offset < start.0 {
+            return Err(status(
+                Code::OutOfRange,
+                ErrorReason::OffsetOutOfRange,
+                format!(
+                    "offset {} is below the log start offset {} (removed by retention)",
+                    request.offset, start.0
+                ),
+                None,
+            ));
+        }
+        if request.offset > partition.high_watermark().0 {
+            return Err(status(
+                Code::OutOfRange,
+                ErrorReason::OffsetOutOfRange,
+                format!(
+                    "offset {} is beyond the high watermark {}",
+                    request.offset,
+                    partition.high_watermark().0
+                ),
+                None,
+            ));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(FETCH_STREAM_BUFFER);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            if let Err(status) = stream_fetch(&node, &partition, &request, &tx).await {
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<ListOffsetsRequest>,
+    ) -> Result<Response<ListOffsetsResponse>, Status> {
+        let request = request.into_inner();
+        let partition = self.replica(&request.topic, request.partition)?;
+        if !partition.is_leader() {
+            return Err(not_leader(
+                &self.node,
+                &format!("{}/{}", request.topic, request.partition),
+                partition.leader(),
+            ));
+        }
+        let spec = OffsetSpec::try_from(request.spec)
+            .map_err(|_| invalid(format!("unknown offset spec {}", request.spec)))?;
+        let offset = match spec {
+            OffsetSpec::Earliest => partition.log_start_offset(),
+            OffsetSpec::Latest => partition.high_watermark(),
+            OffsetSpec::Timestamp => partition
+                .offset_for_timestamp(request.timestamp_ms)
+                .await
+                .map_err(|e| from_fetch(&self.node, e))?,
+        };
+        Ok(Response::new(ListOffsetsResponse { offset: offset.0 }))
+    }
+}
+
+/// Sends committed batches from `request.offset` on, each message once `min_bytes` are there or
+/// `max_wait_ms` passed; ends at the high watermark unless `follow`, or when the client goes.
+async fn stream_fetch(
+    node: &NodeHandle,
+    partition: &Partition,
+    request: &FetchRequest,
+    tx: &tokio::sync::mpsc::Sender<Result<FetchResponse, Status>>,
+) -> Result<(), Status> {
+    let max_bytes = u64::from(match request.max_bytes {
+        0 => FETCH_BYTES_MAX,
+        n => n.min(FETCH_BYTES_MAX),
+    });
+    let min_bytes = u64::from(request.min_bytes).min(max_bytes);
+    let max_wait = Duration::from_millis(u64::from(request.max_wait_ms.min(FETCH_WAIT_MS_MAX)));
+    let mut watermark = partition.watch_high_watermark();
+    let mut offset = Offset(request.offset);
+    loop {
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let mut batches: Vec<Bytes> = Vec::new();
+        let mut bytes = 0u64;
+        loop {
+            let entries = partition
+                .fetch(offset, max_bytes - bytes)
+                .await
+                .map_err(|e| from_fetch(node, e))?;
+            for entry in entries {
+                bytes += entry.payload.len() as u64;
+                offset = entry.next_offset();
+                batches.push(entry.payload);
+            }
+            if bytes >= min_bytes.max(1) || bytes >= max_bytes {
+                break;
+            }
+            // Not enough yet: wait for the watermark to move, at most until the deadline.
+            watermark.borrow_and_update();
+            if offset < partition.high_watermark() {
+                continue;
+            }
+            match tokio::time::timeout_at(deadline, watermark.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => {
+                    return Err(status(
+                        Code::Unavailable,
+                        ErrorReason::Unspecified,
+                        "the partition replica stopped",
+                        None,
+                    ));
+                }
+                Err(_) => break, // max_wait passed
+            }
+        }
+        let high_watermark = partition.high_watermark();
+        let done = !request.follow && offset >= high_watermark;
+        if !batches.is_empty() || request.follow {
+            let message = FetchResponse {
+                record_batches: batches,
+                high_watermark: high_watermark.0,
+                log_start_offset: partition.log_start_offset().0,
+            };
+            if tx.send(Ok(message)).await.is_err() {
+                return Ok(()); // the client went away
+            }
+        }
+        if done {
+            return Ok(());
+        }
+        if tx.is_closed() {
+            return Ok(());
+        }
+    }
+}

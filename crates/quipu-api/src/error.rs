@@ -1,0 +1,147 @@
+//! Errors of the client API as gRPC statuses, each with an [`ErrorDetail`] in its details:
+//! `docs/protocol/grpc.md` lists them.
+
+use prost::Message;
+use quipu_node::{ControllerError, FetchError, NodeHandle, ProduceError};
+use quipu_proto::v1::{ErrorDetail, ErrorReason};
+use tonic::{Code, Status};
+
+/// A status with a structured detail.
+pub(crate) fn status(
+    code: Code,
+    reason: ErrorReason,
+    message: impl Into<String>,
+    leader: Option<(u64, String)>,
+) -> Status {
+    let (leader_id, leader_addr) = match leader {
+        Some((id, addr)) => (Some(id), addr),
+        None => (None, String::new()),
+    };
+    let detail = ErrorDetail {
+        reason: reason as i32,
+        leader_id,
+        leader_addr,
+    };
+    Status::with_details(code, message, detail.encode_to_vec().into())
+}
+
+pub(crate) fn invalid(message: impl Into<String>) -> Status {
+    status(
+        Code::InvalidArgument,
+        ErrorReason::InvalidArgument,
+        message,
+        None,
+    )
+}
+
+/// "Not leader", naming `leader` and its API address when known.
+pub(crate) fn not_leader(node: &NodeHandle, what: &str, leader: Option<u64>) -> Status {
+    let hint = leader.map(|id| (id, api_addr_of(node, id)));
+    let message = match &hint {
+        Some((id, addr)) => {
+            format!("{what}: this node does not lead it; node {id} at {addr:?} does")
+        }
+        None => format!("{what}: this node does not lead it; the leader is not known yet"),
+    };
+    status(
+        Code::FailedPrecondition,
+        ErrorReason::NotLeader,
+        message,
+        hint,
+    )
+}
+
+/// The client API address node `id` registered (empty if unknown).
+pub(crate) fn api_addr_of(node: &NodeHandle, id: u64) -> String {
+    node.metadata()
+        .nodes()
+        .find(|n| n.id == id)
+        .map(|n| n.api_addr.clone())
+        .unwrap_or_default()
+}
+
+pub(crate) fn from_controller(node: &NodeHandle, error: ControllerError) -> Status {
+    match error {
+        ControllerError::UnknownTopic(name) => status(
+            Code::NotFound,
+            ErrorReason::UnknownTopic,
+            format!("unknown topic {name}"),
+            None,
+        ),
+        ControllerError::TopicExists(name) => status(
+            Code::AlreadyExists,
+            ErrorReason::TopicExists,
+            format!("topic {name} already exists"),
+            None,
+        ),
+        ControllerError::Plan(reason) | ControllerError::Refused(reason) => invalid(reason),
+        ControllerError::NotLeader { leader } => {
+            // No controller leader answered within the patience: no change can be made now.
+            let hint = leader.map(|id| (id, api_addr_of(node, id)));
+            status(
+                Code::Unavailable,
+                ErrorReason::NotLeader,
+                "no controller leader is available; retry later",
+                hint,
+            )
+        }
+        ControllerError::Unavailable(reason) => status(
+            Code::Unavailable,
+            ErrorReason::UnknownOutcome,
+            format!(
+                "the controller did not answer; the change may or may not have been made: {reason}"
+            ),
+            None,
+        ),
+    }
+}
+
+pub(crate) fn from_produce(node: &NodeHandle, error: ProduceError) -> Status {
+    match error {
+        ProduceError::NotLeader { group, leader, .. } => {
+            not_leader(node, &format!("partition group {group}"), leader)
+        }
+        ProduceError::InvalidBatch(quipu_record::BatchError::TooLarge { len, max }) => status(
+            Code::InvalidArgument,
+            ErrorReason::MessageTooLarge,
+            format!("a record batch of {len} bytes exceeds the maximum of {max} bytes"),
+            None,
+        ),
+        ProduceError::InvalidBatch(e) => invalid(format!("invalid record batch: {e}")),
+        ProduceError::Unavailable { group, reason } => status(
+            Code::Unavailable,
+            ErrorReason::UnknownOutcome,
+            format!("partition group {group}: the batch may or may not be committed: {reason}"),
+            None,
+        ),
+    }
+}
+
+pub(crate) fn from_fetch(node: &NodeHandle, error: FetchError) -> Status {
+    match error {
+        FetchError::NotLeader { group, leader } => {
+            not_leader(node, &format!("partition group {group}"), leader)
+        }
+        FetchError::Read {
+            group,
+            source: source @ quipu_storage::ReadError::OffsetOutOfRange { .. },
+        } => status(
+            Code::OutOfRange,
+            ErrorReason::OffsetOutOfRange,
+            format!("partition group {group}: {source}"),
+            None,
+        ),
+        FetchError::Read { group, source } => status(
+            Code::Internal,
+            ErrorReason::Unspecified,
+            format!("partition group {group} cannot serve the read: {source}"),
+            None,
+        ),
+        FetchError::Unavailable { group, reason } => status(
+            Code::Unavailable,
+            ErrorReason::Unspecified,
+            format!("partition group {group}: {reason}"),
+            None,
+        ),
+    }
+}

@@ -1,0 +1,48 @@
+//! Quipu's client API: the `quipu.v1.Admin` and `quipu.v1.Data` gRPC services
+//! (`proto/quipu/v1/api.proto`) over a running node. Behaviour, errors and guarantees:
+//! `docs/protocol/grpc.md`.
+//!
+//! - Admin requests that change the metadata go to the controller leader through the node
+//!   (forwarded from any node); queries answer from the node's own metadata.
+//! - Data requests are served by the partition's leader; any other node answers "not leader"
+//!   with the leader's (or the preferred leader's) API address in an `ErrorDetail`.
+//! - Every error status carries an `ErrorDetail` (its encoded bytes in the status details).
+
+mod admin;
+mod data;
+mod error;
+
+use std::future::Future;
+
+use quipu_node::NodeHandle;
+use quipu_proto::v1::admin_server::AdminServer;
+use quipu_proto::v1::data_server::DataServer;
+
+pub use data::{FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, PRODUCE_STREAM_REQUESTS_MAX};
+
+/// Largest request or response message of the client API (a produce carries one record batch,
+/// at most the log's `entry_bytes_max`; a fetch message at most [`FETCH_BYTES_MAX`] of batches).
+pub const API_MESSAGE_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+/// Serves the client API of `node` on `listener` until `shutdown` completes.
+pub async fn serve(
+    node: NodeHandle,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let admin = AdminServer::new(admin::AdminService { node: node.clone() })
+        .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(API_MESSAGE_BYTES_MAX);
+    let data = DataServer::new(data::DataService { node })
+        .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(API_MESSAGE_BYTES_MAX);
+    tonic::transport::Server::builder()
+        .add_service(admin)
+        .add_service(data)
+        .serve_with_incoming_shutdown(
+            // Small replies must not wait for a delayed ACK.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
+        .await
+}

@@ -1,0 +1,106 @@
+//! What a client call can fail with, read from the server's status and its `ErrorDetail`.
+
+use prost::Message;
+use quipu_proto::v1::{ErrorDetail, ErrorReason};
+
+/// A client call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// No node answered at any of these addresses.
+    #[error("no Quipu node answered at {addrs}: is the cluster running, and is the address right?")]
+    Unreachable {
+        /// The addresses tried.
+        addrs: String,
+    },
+    /// The topic does not exist.
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    /// The partition does not exist.
+    #[error("{0}")]
+    UnknownPartition(String),
+    /// The topic exists already.
+    #[error("{0}")]
+    TopicExists(String),
+    /// The request was refused as invalid.
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+    /// A record batch is larger than the partition accepts.
+    #[error("{0}")]
+    MessageTooLarge(String),
+    /// The offset is outside the partition's log (below its start, or beyond the end).
+    #[error("{0}")]
+    OffsetOutOfRange(String),
+    /// A write failed in a way that leaves its outcome unknown: it may or may not be committed.
+    #[error("unknown outcome: {0}")]
+    UnknownOutcome(String),
+    /// The cluster could not serve the request in time (no leader, not enough replicas).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else the server or the transport reported.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What the client makes of one failed call.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Not the leader; `Some` names the leader's API address.
+    NotLeader(Option<String>),
+    /// Refused before anything was done, worth retrying after a pause (no leader yet, not
+    /// enough replicas, the node could not be connected to).
+    Retry(ClientError),
+    /// Final.
+    Fatal(ClientError),
+}
+
+/// Reads a failed call's status. `idempotent`: whether the call may be repeated when its outcome
+/// is unknown (reads and most admin calls may; a produce may not, it would duplicate records).
+pub(crate) fn classify(status: &tonic::Status, idempotent: bool) -> Failure {
+    let detail = ErrorDetail::decode(status.details()).ok();
+    let reason = detail
+        .as_ref()
+        .and_then(|d| ErrorReason::try_from(d.reason).ok())
+        .unwrap_or(ErrorReason::Unspecified);
+    let message = status.message().to_string();
+    match reason {
+        ErrorReason::NotLeader => {
+            let addr = detail
+                .map(|d| d.leader_addr)
+                .filter(|addr| !addr.is_empty());
+            if status.code() == tonic::Code::Unavailable {
+                // No controller leader: nothing was done.
+                return Failure::Retry(ClientError::Unavailable(message));
+            }
+            Failure::NotLeader(addr)
+        }
+        ErrorReason::UnknownTopic => Failure::Fatal(ClientError::UnknownTopic(message)),
+        ErrorReason::UnknownPartition => Failure::Fatal(ClientError::UnknownPartition(message)),
+        ErrorReason::TopicExists => Failure::Fatal(ClientError::TopicExists(message)),
+        ErrorReason::InvalidArgument => Failure::Fatal(ClientError::InvalidArgument(message)),
+        ErrorReason::MessageTooLarge => Failure::Fatal(ClientError::MessageTooLarge(message)),
+        ErrorReason::OffsetOutOfRange => Failure::Fatal(ClientError::OffsetOutOfRange(message)),
+        ErrorReason::NotEnoughReplicas => Failure::Retry(ClientError::Unavailable(message)),
+        ErrorReason::UnknownOutcome if idempotent => {
+            Failure::Retry(ClientError::UnknownOutcome(message))
+        }
+        ErrorReason::UnknownOutcome => Failure::Fatal(ClientError::UnknownOutcome(message)),
+        ErrorReason::ShuttingDown => Failure::Retry(ClientError::Unavailable(message)),
+        ErrorReason::Unspecified => transport(status, idempotent),
+    }
+}
+
+/// A status without a detail: the transport's, or a server that failed unexpectedly.
+fn transport(status: &tonic::Status, idempotent: bool) -> Failure {
+    let message = format!("{}: {}", status.code(), status.message());
+    let never_connected = status.code() == tonic::Code::Unavailable && {
+        let text = format!("{status:?}").to_lowercase();
+        text.contains("connect") || text.contains("connection refused")
+    };
+    if never_connected || (idempotent && status.code() == tonic::Code::Unavailable) {
+        return Failure::Retry(ClientError::Unavailable(message));
+    }
+    if status.code() == tonic::Code::Unavailable || status.code() == tonic::Code::DeadlineExceeded {
+        return Failure::Fatal(ClientError::UnknownOutcome(message));
+    }
+    Failure::Fatal(ClientError::Other(message))
+}

@@ -1,0 +1,525 @@
+//! The Rust client of Quipu, over the `quipu.v1` gRPC API (`docs/protocol/grpc.md`).
+//!
+//! - [`Client::connect`] bootstraps from any node(s); the client learns every node's API address
+//!   and each partition's leader, and follows "not leader" answers.
+//! - Admin: [`Client::create_topic`] and friends, [`Client::describe_cluster`].
+//! - [`Client::produce`] sends one record batch to a partition's leader; [`Producer`] batches
+//!   records (linger, batch bytes) and picks partitions as Kafka's default partitioner does
+//!   (murmur2 of the key, see [`partition_for_key`]).
+//! - [`Consumer`] reads a partition from an offset, a timestamp, the start or the end.
+//!
+//! Retries: a call refused before anything happened (not leader, no leader yet, not enough
+//! replicas, a node that cannot be connected to) is retried with backoff until
+//! [`ClientConfig::retry_deadline`]. A produce whose outcome is unknown is **not** retried (it
+//! could write the records twice): it fails with [`ClientError::UnknownOutcome`].
+
+mod consumer;
+mod error;
+mod murmur2;
+mod producer;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use quipu_proto::v1::admin_client::AdminClient;
+use quipu_proto::v1::data_client::DataClient;
+use quipu_proto::v1::{
+    Acks, AddPartitionsRequest, AlterTopicConfigRequest, ClusterDescription, CreateTopicRequest,
+    DeleteTopicRequest, DescribeClusterRequest, DescribeTopicRequest, HealthRequest,
+    HealthResponse, ListOffsetsRequest, ListTopicsRequest, OffsetSpec, ProduceRequest,
+    TopicDescription,
+};
+use tonic::transport::{Channel, Endpoint};
+
+pub use consumer::{ConsumedRecord, Consumer, StartAt};
+pub use error::ClientError;
+pub use murmur2::{murmur2, partition_for_key};
+pub use producer::{Producer, ProducerConfig, Sent};
+pub use quipu_proto::v1::{
+    ClusterDescription as Cluster, NodeDescription, PartitionDescription, TopicConfig,
+    TopicDescription as Topic,
+};
+
+use crate::error::{Failure, classify};
+
+/// Largest message the client sends or accepts.
+const MESSAGE_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+/// How a client retries and waits.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// How long one call may take before it fails.
+    pub request_timeout: Duration,
+    /// How long a call is retried (with backoff) while the cluster cannot serve it yet.
+    pub retry_deadline: Duration,
+    /// First pause between retries; it doubles up to one second.
+    pub retry_backoff: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            request_timeout: Duration::from_secs(30),
+            retry_deadline: Duration::from_secs(30),
+            retry_backoff: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Which record a produce must be acknowledged after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AckLevel {
+    /// Committed by a majority of replicas (`acks=all`).
+    #[default]
+    All,
+    /// Durable in the leader's log (`acks=1`).
+    Leader,
+    /// Not acknowledged (`acks=0`).
+    None,
+}
+
+/// A connection to a Quipu cluster. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ClientConfig,
+    /// Addresses to try for calls any node answers: the bootstrap list, then every node learnt.
+    addrs: Mutex<Vec<String>>,
+    channels: Mutex<HashMap<String, Channel>>,
+    /// Leader API address of (topic, partition), as last learnt.
+    leaders: Mutex<HashMap<(String, u32), String>>,
+}
+
+impl Client {
+    /// Connects to the cluster through any of `bootstrap` (API addresses, `host:port`).
+    pub async fn connect(
+        bootstrap: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<Client, ClientError> {
+        Client::connect_with(bootstrap, ClientConfig::default()).await
+    }
+
+    /// [`Client::connect`] with a configuration.
+    pub async fn connect_with(
+        bootstrap: impl IntoIterator<Item = impl Into<String>>,
+        config: ClientConfig,
+    ) -> Result<Client, ClientError> {
+        let addrs: Vec<String> = bootstrap.into_iter().map(Into::into).collect();
+        if addrs.is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "no bootstrap address given".to_string(),
+            ));
+        }
+        let client = Client {
+            inner: Arc::new(Inner {
+                config,
+                addrs: Mutex::new(addrs),
+                channels: Mutex::new(HashMap::new()),
+                leaders: Mutex::new(HashMap::new()),
+            }),
+        };
+        // One answer proves the address, and teaches the client every node.
+        client.describe_cluster().await?;
+        Ok(client)
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
+        let mut channels = self
+            .inner
+            .channels
+            .lock()
+            .expect("client channels lock poisoned by a panic");
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| ClientError::InvalidArgument(format!("bad address {addr:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(self.inner.config.request_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    fn admin(&self, addr: &str) -> Result<AdminClient<Channel>, ClientError> {
+        Ok(AdminClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX))
+    }
+
+    fn data(&self, addr: &str) -> Result<DataClient<Channel>, ClientError> {
+        Ok(DataClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX))
+    }
+
+    fn addrs(&self) -> Vec<String> {
+        self.inner
+            .addrs
+            .lock()
+            .expect("client addresses lock poisoned by a panic")
+            .clone()
+    }
+
+    fn learn_nodes(&self, cluster: &ClusterDescription) {
+        let mut addrs = self
+            .inner
+            .addrs
+            .lock()
+            .expect("client addresses lock poisoned by a panic");
+        for node in &cluster.nodes {
+            if !node.api_addr.is_empty() && !addrs.contains(&node.api_addr) {
+                addrs.push(node.api_addr.clone());
+            }
+        }
+    }
+
+    /// Runs an admin call on any node that answers, retrying while the cluster cannot serve it.
+    async fn any_node<T, F, Fut>(&self, idempotent: bool, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(AdminClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.inner.config.retry_deadline;
+        let mut backoff = self.inner.config.retry_backoff;
+        loop {
+            let mut last = None;
+            for addr in self.addrs() {
+                match call(self.admin(&addr)?).await {
+                    Ok(response) => return Ok(response.into_inner()),
+                    Err(status) => match classify(&status, idempotent) {
+                        Failure::Fatal(e) => return Err(e),
+                        Failure::NotLeader(_) => {
+                            last = Some(ClientError::Unavailable(status.message().to_string()));
+                        }
+                        Failure::Retry(e) => last = Some(e),
+                    },
+                }
+            }
+            if tokio::time::Instant::now() + backoff >= deadline {
+                return Err(match last {
+                    Some(ClientError::Unavailable(m)) if m.contains("connect") => {
+                        ClientError::Unreachable {
+                            addrs: self.addrs().join(", "),
+                        }
+                    }
+                    Some(e) => e,
+                    None => ClientError::Unreachable {
+                        addrs: self.addrs().join(", "),
+                    },
+                });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// The cluster's nodes and controller leader, as the first node that answers sees them.
+    pub async fn describe_cluster(&self) -> Result<ClusterDescription, ClientError> {
+        let cluster = self
+            .any_node(true, |mut c| async move {
+                c.describe_cluster(DescribeClusterRequest {}).await
+            })
+            .await?;
+        self.learn_nodes(&cluster);
+        Ok(cluster)
+    }
+
+    /// The health of the node at `addr`.
+    pub async fn health(&self, addr: &str) -> Result<HealthResponse, ClientError> {
+        self.admin(addr)?
+            .health(HealthRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| match classify(&status, true) {
+                Failure::Fatal(e) | Failure::Retry(e) => e,
+                Failure::NotLeader(_) => ClientError::Other(status.message().to_string()),
+            })
+    }
+
+    /// Creates a topic.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        config: TopicConfig,
+    ) -> Result<(), ClientError> {
+        let request = CreateTopicRequest {
+            name: name.to_string(),
+            partitions,
+            replication_factor,
+            config: Some(config),
+        };
+        self.any_node(false, |mut c| {
+            let request = request.clone();
+            async move { c.create_topic(request).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Deletes a topic and its data.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        let request = DeleteTopicRequest {
+            name: name.to_string(),
+        };
+        self.any_node(false, |mut c| {
+            let request = request.clone();
+            async move { c.delete_topic(request).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Every topic.
+    pub async fn list_topics(&self) -> Result<Vec<TopicDescription>, ClientError> {
+        self.any_node(true, |mut c| async move {
+            c.list_topics(ListTopicsRequest {}).await
+        })
+        .await
+        .map(|r| r.topics)
+    }
+
+    /// One topic, with each partition's replicas. Leaders, offsets and lag come from the nodes
+    /// that lead the partitions ([`Client::describe_topic_everywhere`] merges them).
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
+        let request = DescribeTopicRequest {
+            name: name.to_string(),
+        };
+        self.any_node(true, |mut c| {
+            let request = request.clone();
+            async move { c.describe_topic(request).await }
+        })
+        .await
+    }
+
+    /// One topic as every node sees it, merged: each partition's leader, offsets and follower
+    /// lag come from the node that leads it.
+    pub async fn describe_topic_everywhere(
+        &self,
+        name: &str,
+    ) -> Result<TopicDescription, ClientError> {
+        let mut merged = self.describe_topic(name).await?;
+        for addr in self.addrs() {
+            let Ok(mut admin) = self.admin(&addr) else {
+                continue;
+            };
+            let Ok(view) = admin
+                .describe_topic(DescribeTopicRequest {
+                    name: name.to_string(),
+                })
+                .await
+            else {
+                continue; // a node that is down says nothing
+            };
+            for (partition, seen) in merged
+                .partitions
+                .iter_mut()
+                .zip(view.into_inner().partitions)
+            {
+                if seen.high_watermark.is_some() {
+                    *partition = seen; // from the leader itself
+                } else if partition.leader.is_none() {
+                    partition.leader = seen.leader;
+                }
+            }
+        }
+        Ok(merged)
+    }
+
+    /// Replaces a topic's settings.
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        config: TopicConfig,
+    ) -> Result<(), ClientError> {
+        let request = AlterTopicConfigRequest {
+            name: name.to_string(),
+            config: Some(config),
+        };
+        self.any_node(false, |mut c| {
+            let request = request.clone();
+            async move { c.alter_topic_config(request).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Adds `count` partitions to a topic.
+    pub async fn add_partitions(&self, name: &str, count: u32) -> Result<(), ClientError> {
+        let request = AddPartitionsRequest {
+            name: name.to_string(),
+            count,
+        };
+        self.any_node(false, |mut c| {
+            let request = request.clone();
+            async move { c.add_partitions(request).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    fn cached_leader(&self, topic: &str, partition: u32) -> Option<String> {
+        self.inner
+            .leaders
+            .lock()
+            .expect("client leaders lock poisoned by a panic")
+            .get(&(topic.to_string(), partition))
+            .cloned()
+    }
+
+    fn set_leader(&self, topic: &str, partition: u32, addr: Option<String>) {
+        let mut leaders = self
+            .inner
+            .leaders
+            .lock()
+            .expect("client leaders lock poisoned by a panic");
+        match addr {
+            Some(addr) => leaders.insert((topic.to_string(), partition), addr),
+            None => leaders.remove(&(topic.to_string(), partition)),
+        };
+    }
+
+    /// Where to send a partition's data calls: its known leader, else a node that hosts a replica
+    /// (it names the leader), else any node.
+    async fn route(&self, topic: &str, partition: u32) -> Result<String, ClientError> {
+        if let Some(addr) = self.cached_leader(topic, partition) {
+            return Ok(addr);
+        }
+        let cluster = self.describe_cluster().await?;
+        let description = self.describe_topic_everywhere(topic).await?;
+        let assignment = description
+            .partitions
+            .iter()
+            .find(|p| p.partition == partition)
+            .ok_or_else(|| {
+                ClientError::UnknownPartition(format!(
+                    "topic {topic} has {} partitions; there is no partition {partition}",
+                    description.partitions.len()
+                ))
+            })?;
+        let addr_of = |id: u64| {
+            cluster
+                .nodes
+                .iter()
+                .find(|n| n.node_id == id && !n.api_addr.is_empty())
+                .map(|n| n.api_addr.clone())
+        };
+        let addr = assignment
+            .leader
+            .and_then(addr_of)
+            .or_else(|| assignment.replicas.iter().copied().find_map(addr_of))
+            .ok_or_else(|| {
+                ClientError::Unavailable(format!("no node of {topic}/{partition} is known"))
+            })?;
+        self.set_leader(topic, partition, Some(addr.clone()));
+        Ok(addr)
+    }
+
+    /// Runs a data call on the partition's leader, following "not leader" answers and retrying
+    /// while the cluster cannot serve it (see the crate documentation for what is retried).
+    async fn on_leader<T, F, Fut>(
+        &self,
+        topic: &str,
+        partition: u32,
+        idempotent: bool,
+        call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: Fn(DataClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.inner.config.retry_deadline;
+        let mut backoff = self.inner.config.retry_backoff;
+        loop {
+            let addr = self.route(topic, partition).await?;
+            let failure = match call(self.data(&addr)?).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => classify(&status, idempotent),
+            };
+            let last = match failure {
+                Failure::Fatal(e) => return Err(e),
+                Failure::NotLeader(Some(leader)) if leader != addr => {
+                    self.set_leader(topic, partition, Some(leader));
+                    continue; // straight to the named leader
+                }
+                Failure::NotLeader(_) => {
+                    self.set_leader(topic, partition, None);
+                    ClientError::Unavailable(format!("{topic}/{partition} has no leader yet"))
+                }
+                Failure::Retry(e) => {
+                    self.set_leader(topic, partition, None);
+                    e
+                }
+            };
+            if tokio::time::Instant::now() + backoff >= deadline {
+                return Err(last);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Sends one record batch (Kafka RecordBatch v2, e.g. from `quipu_record::BatchBuilder`) to
+    /// a partition's leader. Returns the offset of its first record (`None` with
+    /// [`AckLevel::None`]).
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: Bytes,
+        acks: AckLevel,
+    ) -> Result<Option<u64>, ClientError> {
+        let acks = match acks {
+            AckLevel::All => Acks::All,
+            AckLevel::Leader => Acks::Leader,
+            AckLevel::None => Acks::None,
+        };
+        let request = ProduceRequest {
+            topic: topic.to_string(),
+            partition,
+            acks: acks as i32,
+            record_batch: batch,
+        };
+        self.on_leader(topic, partition, false, |mut c| {
+            let request = request.clone();
+            async move { c.produce(request).await }
+        })
+        .await
+        .map(|r| r.base_offset)
+    }
+
+    /// The earliest offset, the high watermark, or the first offset at or after a timestamp.
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partition: u32,
+        at: StartAt,
+    ) -> Result<u64, ClientError> {
+        let (spec, timestamp_ms) = match at {
+            StartAt::Earliest => (OffsetSpec::Earliest, 0),
+            StartAt::Latest => (OffsetSpec::Latest, 0),
+            StartAt::Timestamp(ms) => (OffsetSpec::Timestamp, ms),
+            StartAt::Offset(offset) => return Ok(offset),
+        };
+        let request = ListOffsetsRequest {
+            topic: topic.to_string(),
+            partition,
+            spec: spec as i32,
+            timestamp_ms,
+        };
+        self.on_leader(topic, partition, true, |mut c| {
+            let request = request.clone();
+            async move { c.list_offsets(request).await }
+        })
+        .await
+        .map(|r| r.offset)
+    }
+}

@@ -1,0 +1,260 @@
+//! [`Producer`]: batches records per partition (linger, batch bytes), picks partitions as Kafka's
+//! default partitioner does, and sends each partition's batches one at a time, in order.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quipu_record::{BatchBuilder, Compression};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{AckLevel, Client, ClientError, partition_for_key};
+
+/// Batches waiting to be sent, per partition, before `send` waits for room.
+const QUEUED_BATCHES_MAX: usize = 16;
+
+/// How a producer batches and acknowledges.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// How long a batch waits for more records before it is sent (Kafka's `linger.ms`).
+    pub linger: Duration,
+    /// A batch is sent once it holds this many bytes (Kafka's `batch.size`).
+    pub batch_bytes: usize,
+    /// What each batch waits for.
+    pub acks: AckLevel,
+    /// Compression of each batch.
+    pub compression: Compression,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            linger: Duration::from_millis(5),
+            batch_bytes: 64 * 1024,
+            acks: AckLevel::All,
+            compression: Compression::None,
+        }
+    }
+}
+
+/// Where an acknowledged record went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// Partition number.
+    pub partition: u32,
+    /// Its offset (`None` with acks=0).
+    pub offset: Option<u64>,
+}
+
+type Waiter = oneshot::Sender<Result<Sent, ClientError>>;
+
+/// A batch being filled.
+struct Open {
+    builder: BatchBuilder,
+    waiters: Vec<Waiter>,
+    /// Distinguishes this batch from later ones of the same partition (for the linger timer).
+    generation: u64,
+}
+
+struct Closed {
+    builder: BatchBuilder,
+    waiters: Vec<Waiter>,
+}
+
+#[derive(Default)]
+struct State {
+    open: HashMap<(String, u32), Open>,
+    senders: HashMap<(String, u32), mpsc::Sender<Closed>>,
+    partition_counts: HashMap<String, u32>,
+    /// The partition keyless records of a topic go to until its batch is sent (sticky).
+    sticky: HashMap<String, u32>,
+    next_generation: u64,
+}
+
+/// A batching producer. Cheap to clone; every clone shares the batches.
+#[derive(Clone)]
+pub struct Producer {
+    client: Client,
+    config: ProducerConfig,
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Producer {
+    /// A producer over `client`.
+    pub fn new(client: &Client, config: ProducerConfig) -> Producer {
+        Producer {
+            client: client.clone(),
+            config,
+            state: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .expect("producer state poisoned by a panic")
+    }
+
+    async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
+        if let Some(count) = self.lock().partition_counts.get(topic) {
+            return Ok(*count);
+        }
+        let description = self.client.describe_topic(topic).await?;
+        let count = u32::try_from(description.partitions.len()).unwrap_or(u32::MAX);
+        self.lock()
+            .partition_counts
+            .insert(topic.to_string(), count);
+        Ok(count)
+    }
+
+    /// Queues one record and returns a future that resolves when its batch is acknowledged.
+    /// The partition is `partition` if given, else Kafka's murmur2 of the key, else a sticky
+    /// partition that changes with each batch. Records of one partition are acknowledged in the
+    /// order they were sent.
+    pub async fn send(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+    ) -> Result<oneshot::Receiver<Result<Sent, ClientError>>, ClientError> {
+        let count = self.partition_count(topic).await?;
+        let partition = match (partition, key) {
+            (Some(p), _) if p >= count => {
+                return Err(ClientError::UnknownPartition(format!(
+                    "topic {topic} has {count} partitions; there is no partition {p}"
+                )));
+            }
+            (Some(p), _) => p,
+            (None, Some(key)) => partition_for_key(key, count),
+            (None, None) => {
+                let mut state = self.lock();
+                // Spread the topics' first choices.
+                let next = u32::try_from(state.sticky.len() % 1024).unwrap_or(0);
+                *state
+                    .sticky
+                    .entry(topic.to_string())
+                    .or_insert(next % count.max(1))
+            }
+        };
+        let timestamp_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let (tx, rx) = oneshot::channel();
+        let (full, start_timer) = {
+            let mut state = self.lock();
+            let generation = state.next_generation;
+            let slot = (topic.to_string(), partition);
+            let mut opened = false;
+            let open = state.open.entry(slot).or_insert_with(|| {
+                opened = true;
+                Open {
+                    builder: BatchBuilder::new(0, self.config.compression),
+                    waiters: Vec::new(),
+                    generation,
+                }
+            });
+            open.builder.push(timestamp_ms, key, value, headers);
+            open.waiters.push(tx);
+            let full = open.builder.size_bytes() >= self.config.batch_bytes;
+            let timer = opened.then_some(open.generation);
+            if opened {
+                state.next_generation += 1;
+            }
+            (full, timer)
+        };
+        if full {
+            self.close(topic, partition, None).await;
+        } else if let Some(generation) = start_timer {
+            let producer = self.clone();
+            let topic = topic.to_string();
+            tokio::spawn(async move {
+                tokio::time::sleep(producer.config.linger).await;
+                producer.close(&topic, partition, Some(generation)).await;
+            });
+        }
+        Ok(rx)
+    }
+
+    /// Sends every batch still open now (their futures resolve once acknowledged).
+    pub async fn flush(&self) {
+        let slots: Vec<(String, u32)> = self.lock().open.keys().cloned().collect();
+        for (topic, partition) in slots {
+            self.close(&topic, partition, None).await;
+        }
+    }
+
+    /// Hands the open batch of a partition to its sender (if `generation` is given, only that
+    /// batch: a linger timer must not close a later one).
+    async fn close(&self, topic: &str, partition: u32, generation: Option<u64>) {
+        let (batch, sender) = {
+            let mut state = self.lock();
+            let slot = (topic.to_string(), partition);
+            match state.open.get(&slot) {
+                Some(open) if generation.is_none_or(|g| g == open.generation) => {}
+                _ => return,
+            }
+            let Some(open) = state.open.remove(&slot) else {
+                return;
+            };
+            // A keyless topic moves on to another partition with each batch, as Kafka's does.
+            let count = state.partition_counts.get(topic).copied().unwrap_or(1);
+            if let Some(sticky) = state.sticky.get_mut(topic)
+                && *sticky == partition
+            {
+                *sticky = (partition + 1) % count.max(1);
+            }
+            let sender = state
+                .senders
+                .entry(slot)
+                .or_insert_with(|| self.spawn_sender(topic.to_string(), partition))
+                .clone();
+            (
+                Closed {
+                    builder: open.builder,
+                    waiters: open.waiters,
+                },
+                sender,
+            )
+        };
+        if let Err(mpsc::error::SendError(batch)) = sender.send(batch).await {
+            for waiter in batch.waiters {
+                let _ = waiter.send(Err(ClientError::Other("the producer stopped".to_string())));
+            }
+        }
+    }
+
+    /// One task per partition sends its batches one at a time, so they commit in order.
+    fn spawn_sender(&self, topic: String, partition: u32) -> mpsc::Sender<Closed> {
+        let (tx, mut rx) = mpsc::channel::<Closed>(QUEUED_BATCHES_MAX);
+        let client = self.client.clone();
+        let acks = self.config.acks;
+        tokio::spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                let result = match batch.builder.build() {
+                    Ok(bytes) => client.produce(&topic, partition, bytes, acks).await,
+                    Err(e) => Err(ClientError::InvalidArgument(format!(
+                        "cannot build a record batch: {e}"
+                    ))),
+                };
+                for (at, waiter) in batch.waiters.into_iter().enumerate() {
+                    let sent = result.clone().map(|base| Sent {
+                        partition,
+                        offset: base.map(|b| b + at as u64),
+                    });
+                    let _ = waiter.send(sent);
+                }
+            }
+        });
+        tx
+    }
+}

@@ -1,0 +1,205 @@
+//! The client against three in-process nodes serving the real gRPC API on 127.0.0.1: admin,
+//! keyed batching produce, consume by offset and by timestamp, and not-leader redirection.
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // tests unwrap; sizes are small
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use quipu_client::{
+    AckLevel, Client, ClientError, Consumer, Producer, ProducerConfig, StartAt, TopicConfig,
+    partition_for_key,
+};
+use quipu_node::{Node, NodeConfig};
+use quipu_storage::LogConfig;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+struct Cluster {
+    nodes: Vec<Node>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    api_addrs: Vec<String>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+async fn cluster() -> Cluster {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = Vec::new();
+    let mut listeners = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_addr = listener.local_addr().unwrap().to_string();
+        let config = NodeConfig {
+            log: LogConfig {
+                segment_bytes_max: 256 * 1024,
+                entry_bytes_max: 128 * 1024,
+                preallocate_bytes: 0,
+                ..LogConfig::default()
+            },
+            api_addr: Some(api_addr),
+            ..NodeConfig::new(
+                i as u64 + 1,
+                dir.path().to_path_buf(),
+                "127.0.0.1:0".parse().unwrap(),
+            )
+        };
+        nodes.push(Node::start(config).await.unwrap());
+        listeners.push(listener);
+    }
+    let voters: Vec<(u64, String)> = nodes
+        .iter()
+        .map(|n| (n.id(), n.addr().to_string()))
+        .collect();
+    for node in &nodes {
+        node.join(voters.clone()).await.unwrap();
+    }
+    let mut stops = Vec::new();
+    let mut api_addrs = Vec::new();
+    for (node, listener) in nodes.iter().zip(listeners) {
+        api_addrs.push(listener.local_addr().unwrap().to_string());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(quipu_api::serve(node.handle(), listener, async {
+            let _ = stopped.await;
+        }));
+        stops.push(stop);
+    }
+    Cluster {
+        nodes,
+        stops,
+        api_addrs,
+        _dirs: dirs,
+    }
+}
+
+impl Cluster {
+    async fn stop(self) {
+        for stop in self.stops {
+            let _ = stop.send(());
+        }
+        for node in self.nodes {
+            node.stop().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_and_consume_through_the_api() {
+    let cluster = cluster().await;
+    // Bootstrap from one node only: the client learns the others.
+    let client = Client::connect([cluster.api_addrs[1].clone()])
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while client.describe_cluster().await.unwrap().nodes.len() < 3 {
+        assert!(start.elapsed() < PATIENCE, "the nodes did not register");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client
+        .create_topic("events", 4, 3, TopicConfig::default())
+        .await
+        .unwrap();
+    assert!(matches!(
+        client
+            .create_topic("events", 4, 3, TopicConfig::default())
+            .await,
+        Err(ClientError::TopicExists(_))
+    ));
+    assert!(matches!(
+        client.describe_topic("nope").await,
+        Err(ClientError::UnknownTopic(_))
+    ));
+    let topics = client.list_topics().await.unwrap();
+    assert_eq!(
+        topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["events"]
+    );
+
+    // 2,000 keyed records through the batching producer, acks=all.
+    let producer = Producer::new(&client, ProducerConfig::default());
+    let mut pending = Vec::new();
+    for i in 0..2000u32 {
+        let key = format!("key-{}", i % 37);
+        let value = format!("value-{i}");
+        let ack = producer
+            .send(
+                "events",
+                None,
+                Some(key.as_bytes()),
+                Some(value.as_bytes()),
+                &[],
+            )
+            .await
+            .unwrap();
+        pending.push((key, value, ack));
+    }
+    producer.flush().await;
+    let mut expected: HashMap<u32, Vec<(u64, String, String)>> = HashMap::new();
+    for (key, value, ack) in pending {
+        let sent = ack.await.unwrap().unwrap();
+        assert_eq!(
+            sent.partition,
+            partition_for_key(key.as_bytes(), 4),
+            "Kafka's partition"
+        );
+        expected
+            .entry(sent.partition)
+            .or_default()
+            .push((sent.offset.unwrap(), key, value));
+    }
+
+    // Every partition reads back exactly what was acknowledged, in offset order.
+    for (partition, records) in &mut expected {
+        records.sort();
+        let mut consumer = Consumer::new(&client, "events", *partition, StartAt::Earliest, false)
+            .await
+            .unwrap();
+        let mut read = Vec::new();
+        while let Some(batch) = consumer.next_batch().await.unwrap() {
+            for r in batch {
+                read.push((
+                    r.offset,
+                    String::from_utf8(r.key.unwrap().to_vec()).unwrap(),
+                    String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                ));
+            }
+        }
+        assert_eq!(&read, records, "partition {partition}");
+        // From an offset in the middle, and from a timestamp at or before the first record.
+        let middle = records[records.len() / 2].0;
+        let mut consumer = Consumer::new(
+            &client,
+            "events",
+            *partition,
+            StartAt::Offset(middle),
+            false,
+        )
+        .await
+        .unwrap();
+        let first = consumer.next_batch().await.unwrap().unwrap();
+        assert_eq!(first[0].offset, middle);
+        let at = client
+            .list_offsets("events", *partition, StartAt::Timestamp(0))
+            .await
+            .unwrap();
+        assert_eq!(at, 0);
+        let end = client
+            .list_offsets("events", *partition, StartAt::Latest)
+            .await
+            .unwrap();
+        assert_eq!(end, records.len() as u64);
+    }
+
+    // A direct produce to a partition, through a node that may not lead it, is redirected.
+    let mut builder = quipu_record::BatchBuilder::new(0, quipu_record::Compression::None);
+    builder.push(1, None, Some(b"direct"), &[]);
+    let offset = client
+        .produce("events", 0, builder.build().unwrap(), AckLevel::All)
+        .await
+        .unwrap();
+    assert_eq!(offset, Some(expected[&0].len() as u64));
+    assert!(matches!(
+        Consumer::new(&client, "events", 9, StartAt::Earliest, false).await,
+        Err(ClientError::UnknownPartition(_))
+    ));
+    client.delete_topic("events").await.unwrap();
+    cluster.stop().await;
+}
