@@ -899,7 +899,7 @@ async fn carry_out_effects(inner: Arc<Inner>, mut effects: tokio::sync::mpsc::Re
 /// the metadata yet (their addresses come from [`Node::join`]).
 /// Registers this node (id, transport and API addresses) with the controller, and again whenever
 /// the metadata does not show those addresses (after a change of address, or when the first
-/// attempt found no controller leader). Checks once a second; a registered node costs nothing.
+/// attempt found no controller leader). Checks every 250 ms; a registered node costs nothing.
 async fn register_self(inner: Arc<Inner>) {
     let me = NodeInfo {
         id: inner.config.node_id,
@@ -929,7 +929,7 @@ async fn register_self(inner: Arc<Inner>) {
 }
 
 /// How often a node checks that the controller knows its addresses.
-const REGISTER_INTERVAL: Duration = Duration::from_secs(1);
+const REGISTER_INTERVAL: Duration = Duration::from_millis(250);
 
 async fn request_controller(
     inner: &Inner,

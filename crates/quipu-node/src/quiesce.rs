@@ -712,6 +712,13 @@ pub(crate) async fn run(
                 }
             }
         }
+        // The controller's voters are peers too (a cluster without partitions still has node
+        // liveness).
+        if let Some(controller) = groups.get_hosted(GroupId::CONTROLLER) {
+            for (peer, addr) in GroupView::of(&controller.raft, true).peers {
+                addrs.entry(peer).or_insert(addr);
+            }
+        }
         known = addrs.clone();
         if peers.is_isolated() {
             continue;

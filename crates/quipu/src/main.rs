@@ -1,11 +1,14 @@
-//! `quipu`: one binary for every role. Today: `quipu server`, a node of a Quipu cluster.
+//! `quipu`: one binary for every role: `quipu server` (a node), `quipu dev` (a local cluster), and
+//! the client commands `topic`, `produce`, `consume` and `cluster`.
 //!
 //! Configuration comes from, in increasing precedence: built-in defaults (a single node with a
 //! local data directory), a TOML file (`--config`, keys in `deploy/quipu.toml`), `QUIPU_*`
 //! environment variables, and flags. The binary only parses configuration, installs logging and
 //! wires `quipu-node` together.
 
+mod commands;
 mod config;
+mod dev;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -30,23 +33,79 @@ enum Command {
     ///   quipu server --node-id 1 --data-dir /var/lib/quipu --listen 10.0.0.1:7001 \
     ///     --voters 1@10.0.0.1:7001,2@10.0.0.2:7001,3@10.0.0.3:7001
     Server(config::ServerArgs),
+    /// Starts a local cluster of N nodes (processes) with its data in ./quipu-dev; Ctrl-C stops
+    /// it, and running it again restarts it from the same data.
+    ///
+    /// Example: quipu dev --nodes 3
+    Dev(dev::DevArgs),
+    /// Creates, deletes, lists, describes and changes topics.
+    Topic {
+        #[command(subcommand)]
+        command: commands::TopicCommand,
+        #[command(flatten)]
+        connection: commands::Connection,
+    },
+    /// Writes the lines of standard input as records, one per line.
+    ///
+    /// Example: seq 1 1000 | quipu produce orders --acks all --format json
+    Produce(commands::ProduceArgs),
+    /// Prints records of a topic.
+    ///
+    /// Example: quipu consume orders --offset @1764000000000 --num 10 --format json
+    Consume(commands::ConsumeArgs),
+    /// Shows the cluster's nodes and health.
+    Cluster {
+        #[command(subcommand)]
+        command: commands::ClusterCommand,
+        #[command(flatten)]
+        connection: commands::Connection,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // A server logs at info; client commands only say what failed (QUIPU_LOG overrides).
+    let default_level = if matches!(cli.command, Command::Server(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("QUIPU_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .init();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: what failed, and why.
+            let causes: Vec<String> = e.chain().map(ToString::to_string).collect();
+            eprintln!("error: {}", causes.join(": "));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match cli.command {
         Command::Server(args) => {
             let settings = config::Settings::resolve(args)?;
-            let runtime =
-                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(serve(settings))
         }
+        Command::Dev(args) => runtime.block_on(dev::run(args)),
+        Command::Topic {
+            command,
+            connection,
+        } => runtime.block_on(commands::topic(&connection, command)),
+        Command::Produce(args) => runtime.block_on(commands::produce(args)),
+        Command::Consume(args) => runtime.block_on(commands::consume(args)),
+        Command::Cluster {
+            command,
+            connection,
+        } => runtime.block_on(commands::cluster(&connection, command)),
     }
 }
 

@@ -1,0 +1,596 @@
+//! The client commands of `quipu`: `topic`, `produce`, `consume`, `cluster`. Each talks to a
+//! cluster through `quipu-client` and prints one clear line on failure.
+
+use std::io::{BufRead, Write};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use quipu_client::{AckLevel, Client, Consumer, Producer, ProducerConfig, StartAt, TopicConfig};
+
+/// Where the cluster is.
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// API addresses of one or more nodes, separated by commas.
+    #[arg(
+        long,
+        env = "QUIPU_BOOTSTRAP",
+        default_value = "127.0.0.1:7101",
+        value_delimiter = ','
+    )]
+    bootstrap: Vec<String>,
+}
+
+impl Connection {
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        Client::connect(self.bootstrap.clone())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach the cluster at {} (start one with `quipu dev`, or pass --bootstrap)",
+                    self.bootstrap.join(",")
+                )
+            })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicCommand {
+    /// Creates a topic.
+    ///
+    /// Example: quipu topic create orders --partitions 6 --replication-factor 3
+    Create {
+        name: String,
+        /// Number of partitions.
+        #[arg(long, short = 'p', default_value_t = 1)]
+        partitions: u32,
+        /// Replicas per partition [default: 3, or the number of nodes if fewer].
+        #[arg(long, short = 'r')]
+        replication_factor: Option<u32>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Deletes a topic and its data.
+    ///
+    /// Example: quipu topic delete orders
+    Delete { name: String },
+    /// Lists topics.
+    ///
+    /// Example: quipu topic list
+    List,
+    /// Shows a topic's partitions: leader, replicas, offsets and follower lag.
+    ///
+    /// Example: quipu topic describe orders
+    Describe { name: String },
+    /// Replaces a topic's settings.
+    ///
+    /// Example: quipu topic alter-config orders --retention-ms 86400000
+    AlterConfig {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Adds partitions to a topic.
+    ///
+    /// Example: quipu topic add-partitions orders --count 2
+    AddPartitions {
+        name: String,
+        /// How many partitions to add.
+        #[arg(long)]
+        count: u32,
+    },
+}
+
+/// Topic settings.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Retention by size, in bytes per partition.
+    #[arg(long)]
+    retention_bytes: Option<u64>,
+    /// Retention by age, in ms.
+    #[arg(long)]
+    retention_ms: Option<i64>,
+    /// Segment size, in bytes.
+    #[arg(long)]
+    segment_bytes: Option<u64>,
+}
+
+impl ConfigArgs {
+    fn config(&self) -> TopicConfig {
+        TopicConfig {
+            retention_bytes: self.retention_bytes,
+            retention_ms: self.retention_ms,
+            segment_bytes: self.segment_bytes,
+        }
+    }
+}
+
+pub async fn topic(connection: &Connection, command: TopicCommand) -> anyhow::Result<()> {
+    let client = connection.connect().await?;
+    match command {
+        TopicCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            config,
+        } => {
+            let replication_factor = match replication_factor {
+                Some(r) => r,
+                None => {
+                    let nodes = client.describe_cluster().await?.nodes.len();
+                    u32::try_from(nodes.clamp(1, 3)).unwrap_or(3)
+                }
+            };
+            client
+                .create_topic(&name, partitions, replication_factor, config.config())
+                .await
+                .with_context(|| format!("cannot create topic {name}"))?;
+            println!(
+                "created topic {name}: {partitions} partitions, replication factor {replication_factor}"
+            );
+        }
+        TopicCommand::Delete { name } => {
+            client
+                .delete_topic(&name)
+                .await
+                .with_context(|| format!("cannot delete topic {name}"))?;
+            println!("deleted topic {name}");
+        }
+        TopicCommand::List => {
+            println!("{:<32} {:>10} {:>8}", "TOPIC", "PARTITIONS", "REPLICAS");
+            for topic in client.list_topics().await? {
+                println!(
+                    "{:<32} {:>10} {:>8}",
+                    topic.name,
+                    topic.partitions.len(),
+                    topic.replication_factor
+                );
+            }
+        }
+        TopicCommand::Describe { name } => {
+            let topic = client
+                .describe_topic_everywhere(&name)
+                .await
+                .with_context(|| format!("cannot describe topic {name}"))?;
+            let config = topic.config.unwrap_or_default();
+            println!(
+                "topic {}: replication factor {}, retention_bytes {}, retention_ms {}",
+                topic.name,
+                topic.replication_factor,
+                config
+                    .retention_bytes
+                    .map_or("unlimited".to_string(), |b| b.to_string()),
+                config
+                    .retention_ms
+                    .map_or("unlimited".to_string(), |b| b.to_string()),
+            );
+            println!(
+                "{:>9} {:>6} {:<12} {:>12} {:>14} {:>12}  LAG",
+                "PARTITION", "LEADER", "REPLICAS", "LOG-START", "HIGH-WATERMARK", "LOG-END"
+            );
+            for p in topic.partitions {
+                let replicas = p
+                    .replicas
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let show = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+                let lag = p
+                    .followers
+                    .iter()
+                    .map(|f| format!("{}:{}", f.node_id, f.lag_entries))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                println!(
+                    "{:>9} {:>6} {:<12} {:>12} {:>14} {:>12}  {}",
+                    p.partition,
+                    show(p.leader),
+                    replicas,
+                    show(p.log_start_offset),
+                    show(p.high_watermark),
+                    show(p.log_end_offset),
+                    lag
+                );
+            }
+        }
+        TopicCommand::AlterConfig { name, config } => {
+            client
+                .alter_topic_config(&name, config.config())
+                .await
+                .with_context(|| format!("cannot alter topic {name}"))?;
+            println!("altered topic {name}");
+        }
+        TopicCommand::AddPartitions { name, count } => {
+            client
+                .add_partitions(&name, count)
+                .await
+                .with_context(|| format!("cannot add partitions to {name}"))?;
+            println!("added {count} partitions to {name}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The value alone (consume), nothing per record (produce).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Acks {
+    #[value(name = "0")]
+    Zero,
+    #[value(name = "1")]
+    One,
+    #[value(name = "all")]
+    All,
+}
+
+/// `quipu produce`.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Topic to write to.
+    topic: String,
+    /// The key of every record.
+    #[arg(long, conflicts_with = "key_separator")]
+    key: Option<String>,
+    /// Split each line at the first SEPARATOR into key and value.
+    #[arg(long, value_name = "SEPARATOR")]
+    key_separator: Option<String>,
+    /// Write every record to this partition (default: by key, as Kafka does; keyless records
+    /// go to one partition per batch).
+    #[arg(long)]
+    partition: Option<u32>,
+    /// What each record waits for: 0 (nothing), 1 (the leader), all (a majority).
+    #[arg(long, value_enum, default_value = "all")]
+    acks: Acks,
+    /// `json`: print {"partition":P,"offset":O} for each acknowledged record, in input order.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// How long a batch waits for more records, in ms.
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u64,
+    /// Bytes that close a batch.
+    #[arg(long, default_value_t = 64 * 1024)]
+    batch_bytes: usize,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// Acknowledgements waiting to be printed, in input order, before reading waits.
+const ACKS_PENDING_MAX: usize = 100_000;
+
+pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    let client = args.connection.connect().await?;
+    let acks = match args.acks {
+        Acks::Zero => AckLevel::None,
+        Acks::One => AckLevel::Leader,
+        Acks::All => AckLevel::All,
+    };
+    let producer = Producer::new(
+        &client,
+        ProducerConfig {
+            linger: std::time::Duration::from_millis(args.linger_ms),
+            batch_bytes: args.batch_bytes,
+            acks,
+            ..ProducerConfig::default()
+        },
+    );
+    // Lines come from a blocking reader thread; acknowledgements are printed by a task in order.
+    let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<std::io::Result<String>>(1024);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            if lines_tx.blocking_send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let (acks_tx, mut acks_rx) = tokio::sync::mpsc::channel(ACKS_PENDING_MAX);
+    let json = args.format == Format::Json;
+    let printer = tokio::spawn(async move {
+        let mut failed = 0u64;
+        let mut stdout = std::io::BufWriter::new(std::io::stdout());
+        while let Some((number, ack)) = acks_rx.recv().await {
+            let ack: tokio::sync::oneshot::Receiver<_> = ack;
+            match ack.await {
+                Ok(Ok(sent)) => {
+                    let sent: quipu_client::Sent = sent;
+                    if let (true, Some(offset)) = (json, sent.offset) {
+                        let _ = writeln!(
+                            stdout,
+                            "{{\"partition\":{},\"offset\":{offset}}}",
+                            sent.partition
+                        );
+                    }
+                }
+                Ok(Err(e)) => {
+                    failed += 1;
+                    eprintln!("line {number}: not acknowledged: {e}");
+                }
+                Err(_) => {
+                    failed += 1;
+                    eprintln!("line {number}: not acknowledged: the producer stopped");
+                }
+            }
+            if acks_rx.is_empty() {
+                let _ = stdout.flush(); // nothing else to print yet: show what is acknowledged
+            }
+        }
+        let _ = stdout.flush();
+        failed
+    });
+    let mut number = 0u64;
+    while let Some(line) = lines.recv().await {
+        let line = line.context("cannot read standard input")?;
+        number += 1;
+        let (key, value) = match (&args.key, &args.key_separator) {
+            (Some(key), _) => (Some(key.as_str()), line.as_str()),
+            (None, Some(separator)) => match line.split_once(separator.as_str()) {
+                Some((key, value)) => (Some(key), value),
+                None => (None, line.as_str()),
+            },
+            (None, None) => (None, line.as_str()),
+        };
+        let ack = producer
+            .send(
+                &args.topic,
+                args.partition,
+                key.map(str::as_bytes),
+                Some(value.as_bytes()),
+                &[],
+            )
+            .await
+            .with_context(|| format!("cannot produce to {}", args.topic))?;
+        if acks_tx.send((number, ack)).await.is_err() {
+            break;
+        }
+    }
+    producer.flush().await;
+    drop(acks_tx);
+    let failed = printer.await.context("the output task failed")?;
+    if failed > 0 {
+        bail!("{failed} of {number} records were not acknowledged");
+    }
+    Ok(())
+}
+
+/// `quipu consume`.
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// Topic to read.
+    topic: String,
+    /// Read only this partition (default: every partition).
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Where to start: start, end, an offset N, or @<unix-ms> (the first record at or after).
+    #[arg(long, default_value = "start")]
+    offset: String,
+    /// Stop after this many records.
+    #[arg(long)]
+    num: Option<u64>,
+    /// Keep waiting for new records at the end.
+    #[arg(long)]
+    follow: bool,
+    /// `text`: the value alone; `json`: partition, offset, timestamp, key, value, headers.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+fn start_at(text: &str) -> anyhow::Result<StartAt> {
+    Ok(match text {
+        "start" | "earliest" | "beginning" => StartAt::Earliest,
+        "end" | "latest" => StartAt::Latest,
+        other => match other.strip_prefix('@') {
+            Some(ms) => StartAt::Timestamp(
+                ms.parse()
+                    .with_context(|| format!("--offset {other}: @ must be followed by unix ms"))?,
+            ),
+            None => StartAt::Offset(other.parse().with_context(|| {
+                format!("--offset {other}: expected start, end, a number or @<unix-ms>")
+            })?),
+        },
+    })
+}
+
+/// A consumed record as `--format json` prints it (fields in this order; bytes that are not
+/// UTF-8 are replaced by U+FFFD).
+#[derive(serde::Serialize)]
+struct JsonRecord<'a> {
+    partition: u32,
+    offset: u64,
+    timestamp: i64,
+    key: Option<std::borrow::Cow<'a, str>>,
+    value: Option<std::borrow::Cow<'a, str>>,
+    headers: Vec<JsonHeader<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct JsonHeader<'a> {
+    key: &'a str,
+    value: Option<std::borrow::Cow<'a, str>>,
+}
+
+fn text(bytes: Option<&bytes::Bytes>) -> Option<std::borrow::Cow<'_, str>> {
+    bytes.map(|b| String::from_utf8_lossy(b))
+}
+
+pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
+    let client = args.connection.connect().await?;
+    let start = start_at(&args.offset)?;
+    let partitions: Vec<u32> = match args.partition {
+        Some(p) => vec![p],
+        None => {
+            let topic = client
+                .describe_topic(&args.topic)
+                .await
+                .with_context(|| format!("cannot read topic {}", args.topic))?;
+            topic.partitions.iter().map(|p| p.partition).collect()
+        }
+    };
+    // One task per partition feeds a channel; records of one partition stay in order.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    for partition in partitions {
+        let (client, topic, tx) = (client.clone(), args.topic.clone(), tx.clone());
+        let follow = args.follow;
+        tokio::spawn(async move {
+            let mut consumer = match Consumer::new(&client, &topic, partition, start, follow).await
+            {
+                Ok(consumer) => consumer,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            loop {
+                match consumer.next_batch().await {
+                    Ok(Some(records)) => {
+                        if tx.send(Ok(records)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut printed = 0u64;
+    let limit = args.num.unwrap_or(u64::MAX);
+    let mut stdout = std::io::BufWriter::new(std::io::stdout());
+    while let Some(batch) = rx.recv().await {
+        let batch = batch.with_context(|| format!("cannot consume {}", args.topic))?;
+        for record in batch {
+            if printed == limit {
+                stdout.flush().context("cannot write to standard output")?;
+                return Ok(());
+            }
+            if args.format == Format::Json {
+                let line = JsonRecord {
+                    partition: record.partition,
+                    offset: record.offset,
+                    timestamp: record.timestamp_ms,
+                    key: text(record.key.as_ref()),
+                    value: text(record.value.as_ref()),
+                    headers: record
+                        .headers
+                        .iter()
+                        .map(|(key, value)| JsonHeader {
+                            key,
+                            value: text(value.as_ref()),
+                        })
+                        .collect(),
+                };
+                serde_json::to_writer(&mut stdout, &line)
+                    .context("cannot write to standard output")?;
+                writeln!(stdout).context("cannot write to standard output")?;
+            } else {
+                let value = record.value.unwrap_or_default();
+                stdout
+                    .write_all(&value)
+                    .and_then(|()| stdout.write_all(b"\n"))
+                    .context("cannot write to standard output")?;
+            }
+            printed += 1;
+        }
+        stdout.flush().context("cannot write to standard output")?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Nodes, the controller leader, and each partition's leader.
+    ///
+    /// Example: quipu cluster info
+    Info,
+    /// Each node's health.
+    ///
+    /// Example: quipu cluster health
+    Health,
+}
+
+pub async fn cluster(connection: &Connection, command: ClusterCommand) -> anyhow::Result<()> {
+    let client = connection.connect().await?;
+    let cluster = client.describe_cluster().await?;
+    match command {
+        ClusterCommand::Info => {
+            println!(
+                "controller leader: {}",
+                cluster
+                    .controller_leader
+                    .map_or("none".to_string(), |l| format!("node {l}"))
+            );
+            println!("{:>5} {:<22} {:<22} {:<6}", "NODE", "API", "RAFT", "ALIVE");
+            for node in &cluster.nodes {
+                println!(
+                    "{:>5} {:<22} {:<22} {:<6}",
+                    node.node_id,
+                    node.api_addr,
+                    node.raft_addr,
+                    if node.alive { "yes" } else { "no" }
+                );
+            }
+            for topic in client.list_topics().await? {
+                let topic = client.describe_topic_everywhere(&topic.name).await?;
+                let leaders = topic
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{}:{}",
+                            p.partition,
+                            p.leader.map_or("-".to_string(), |l| l.to_string())
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                println!("topic {} leaders (partition:node): {leaders}", topic.name);
+            }
+        }
+        ClusterCommand::Health => {
+            let mut unhealthy = 0;
+            for node in &cluster.nodes {
+                match client.health(&node.api_addr).await {
+                    Ok(h) => {
+                        let ok = h.controller_available && h.failed_replicas == 0;
+                        if !ok {
+                            unhealthy += 1;
+                        }
+                        println!(
+                            "node {}: {} (controller {}, {} replicas, {} failed)",
+                            h.node_id,
+                            if ok { "healthy" } else { "UNHEALTHY" },
+                            if h.controller_available {
+                                "available"
+                            } else {
+                                "unavailable"
+                            },
+                            h.replicas,
+                            h.failed_replicas
+                        );
+                    }
+                    Err(e) => {
+                        unhealthy += 1;
+                        println!("node {}: DOWN ({e})", node.node_id);
+                    }
+                }
+            }
+            if unhealthy > 0 {
+                bail!(
+                    "{unhealthy} of {} nodes are not healthy",
+                    cluster.nodes.len()
+                );
+            }
+        }
+    }
+    Ok(())
+}
