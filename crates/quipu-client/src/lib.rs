@@ -44,6 +44,9 @@ pub use quipu_proto::v1::{
 
 use crate::error::{Failure, classify};
 
+/// How long [`Client::connect`] tries the bootstrap addresses.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(3);
+
 /// Largest message the client sends or accepts.
 const MESSAGE_BYTES_MAX: usize = 32 * 1024 * 1024;
 
@@ -123,8 +126,14 @@ impl Client {
                 leaders: Mutex::new(HashMap::new()),
             }),
         };
-        // One answer proves the address, and teaches the client every node.
-        client.describe_cluster().await?;
+        // One answer proves the address, and teaches the client every node; a cluster that is
+        // not there is reported within a few seconds, not after the whole retry deadline.
+        let cluster = client
+            .any_node_until(true, CONNECT_PATIENCE, |mut c| async move {
+                c.describe_cluster(DescribeClusterRequest {}).await
+            })
+            .await?;
+        client.learn_nodes(&cluster);
         Ok(client)
     }
 
@@ -186,7 +195,21 @@ impl Client {
         F: Fn(AdminClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let deadline = tokio::time::Instant::now() + self.inner.config.retry_deadline;
+        self.any_node_until(idempotent, self.inner.config.retry_deadline, call)
+            .await
+    }
+
+    async fn any_node_until<T, F, Fut>(
+        &self,
+        idempotent: bool,
+        patience: Duration,
+        call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: Fn(AdminClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = tokio::time::Instant::now() + patience;
         let mut backoff = self.inner.config.retry_backoff;
         loop {
             let mut last = None;

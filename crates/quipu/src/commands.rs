@@ -10,11 +10,12 @@ use quipu_client::{AckLevel, Client, Consumer, Producer, ProducerConfig, StartAt
 /// Where the cluster is.
 #[derive(Debug, Args)]
 pub struct Connection {
-    /// API addresses of one or more nodes, separated by commas.
+    /// API addresses of one or more nodes, separated by commas (default: the nodes of `quipu
+    /// dev`).
     #[arg(
         long,
         env = "QUIPU_BOOTSTRAP",
-        default_value = "127.0.0.1:7101",
+        default_value = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103",
         value_delimiter = ','
     )]
     bootstrap: Vec<String>,
@@ -24,12 +25,7 @@ impl Connection {
     pub async fn connect(&self) -> anyhow::Result<Client> {
         Client::connect(self.bootstrap.clone())
             .await
-            .with_context(|| {
-                format!(
-                    "cannot reach the cluster at {} (start one with `quipu dev`, or pass --bootstrap)",
-                    self.bootstrap.join(",")
-                )
-            })
+            .context("cannot reach the cluster (start one with `quipu dev`, or pass --bootstrap)")
     }
 }
 

@@ -65,18 +65,23 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // A server logs at info; client commands only say what failed (QUIPU_LOG overrides).
-    let default_level = if matches!(cli.command, Command::Server(_)) {
-        "info"
-    } else {
-        "warn"
+    // A server logs at info to standard output; client commands keep standard output for data
+    // and only say what went wrong, on standard error (QUIPU_LOG overrides the level).
+    let server = matches!(cli.command, Command::Server(_));
+    let filter = |default: &str| {
+        tracing_subscriber::EnvFilter::try_from_env("QUIPU_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("QUIPU_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .init();
+    if server {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter("info"))
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter("warn"))
+            .init();
+    }
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
