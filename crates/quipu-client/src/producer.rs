@@ -44,6 +44,8 @@ pub struct Sent {
     pub partition: u32,
     /// Its offset (`None` with acks=0).
     pub offset: Option<u64>,
+    /// When the acknowledgement arrived (for latency measurements).
+    pub acknowledged_at: std::time::Instant,
 }
 
 type Waiter = oneshot::Sender<Result<Sent, ClientError>>;
@@ -246,10 +248,12 @@ impl Producer {
                         "cannot build a record batch: {e}"
                     ))),
                 };
+                let acknowledged_at = std::time::Instant::now();
                 for (at, waiter) in batch.waiters.into_iter().enumerate() {
                     let sent = result.clone().map(|base| Sent {
                         partition,
                         offset: base.map(|b| b + at as u64),
+                        acknowledged_at,
                     });
                     let _ = waiter.send(sent);
                 }

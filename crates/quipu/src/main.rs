@@ -6,6 +6,7 @@
 //! environment variables, and flags. The binary only parses configuration, installs logging and
 //! wires `quipu-node` together.
 
+mod bench;
 mod commands;
 mod config;
 mod dev;
@@ -53,6 +54,11 @@ enum Command {
     ///
     /// Example: quipu consume orders --offset @1764000000000 --num 10 --format json
     Consume(commands::ConsumeArgs),
+    /// Measures produce or consume throughput and latency against a running cluster.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
     /// Shows the cluster's nodes and health.
     Cluster {
         #[command(subcommand)]
@@ -111,6 +117,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             command,
             connection,
         } => runtime.block_on(commands::cluster(&connection, command)),
+        Command::Bench { command } => runtime.block_on(bench::run(command)),
     }
 }
 

@@ -1,0 +1,371 @@
+//! `quipu bench produce|consume`: throughput and latency against a running cluster, like Kafka's
+//! producer and consumer perf tools. Latencies go into an HDR histogram (µs, 3 significant
+//! digits); at a fixed `--rate`, each record's latency counts from when it was due to be sent,
+//! not from when it was sent, so a stalled producer cannot hide its stall (coordinated omission).
+
+use std::collections::VecDeque;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use hdrhistogram::Histogram;
+use quipu_client::{
+    AckLevel, ClientError, Consumer, Producer, ProducerConfig, StartAt, TopicConfig,
+};
+
+use crate::commands::{Acks, Connection};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Produces records as fast as possible (or at `--rate`) and reports throughput and latency.
+    ///
+    /// Example: quipu bench produce --records 1000000 --record-size 1024 --acks all
+    Produce(ProduceBench),
+    /// Consumes a topic from the start and reports throughput.
+    ///
+    /// Example: quipu bench consume --records 1000000
+    Consume(ConsumeBench),
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceBench {
+    /// Topic (created if missing, with --partitions and --replication-factor).
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    /// Partitions of a topic this command creates.
+    #[arg(long, default_value_t = 3)]
+    partitions: u32,
+    /// Replication factor of a topic this command creates [default: 3, or the node count].
+    #[arg(long)]
+    replication_factor: Option<u32>,
+    /// Bytes of each record's value.
+    #[arg(long, default_value_t = 1024)]
+    record_size: usize,
+    /// Records to send (with --duration: whichever ends first).
+    #[arg(long, default_value_t = 100_000)]
+    records: u64,
+    /// Longest run, in seconds.
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Records per second in all (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Bytes that close a batch.
+    #[arg(long, default_value_t = 64 * 1024)]
+    batch_bytes: usize,
+    /// How long a batch waits for more records, in ms.
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u64,
+    /// What each record waits for: 0, 1 or all.
+    #[arg(long, value_enum, default_value = "all")]
+    acks: Acks,
+    /// Concurrent producer tasks (each with its own batches).
+    #[arg(long, default_value_t = 4)]
+    concurrency: u64,
+    /// Records a producer task may have unacknowledged at once.
+    #[arg(long, default_value_t = 50_000)]
+    window: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumeBench {
+    /// Topic to read, every partition from its start.
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    /// Records to read in all (stops earlier at the end of every partition).
+    #[arg(long, default_value_t = u64::MAX)]
+    records: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+fn progress(total: u64, hidden: bool) -> indicatif::ProgressBar {
+    if hidden || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} records, {per_sec}, eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 10 minutes, 3 significant digits.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// What one producer task measured.
+struct TaskResult {
+    sent: u64,
+    failed: u64,
+    first_error: Option<ClientError>,
+    latency: Histogram<u64>,
+}
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Produce(args) => produce(args).await,
+        BenchCommand::Consume(args) => consume(args).await,
+    }
+}
+
+async fn produce(args: ProduceBench) -> anyhow::Result<()> {
+    if args.concurrency == 0 || args.record_size == 0 {
+        bail!("--concurrency and --record-size must be at least 1");
+    }
+    let client = args.connection.connect().await?;
+    match client.describe_topic(&args.topic).await {
+        Ok(_) => {}
+        Err(ClientError::UnknownTopic(_)) => {
+            let replication_factor = match args.replication_factor {
+                Some(r) => r,
+                None => {
+                    let nodes = client.describe_cluster().await?.nodes.len();
+                    u32::try_from(nodes.clamp(1, 3)).unwrap_or(3)
+                }
+            };
+            client
+                .create_topic(
+                    &args.topic,
+                    args.partitions,
+                    replication_factor,
+                    TopicConfig::default(),
+                )
+                .await
+                .with_context(|| format!("cannot create topic {}", args.topic))?;
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read topic {}", args.topic)),
+    }
+    let acks = match args.acks {
+        Acks::Zero => AckLevel::None,
+        Acks::One => AckLevel::Leader,
+        Acks::All => AckLevel::All,
+    };
+    let producer = Producer::new(
+        &client,
+        ProducerConfig {
+            linger: Duration::from_millis(args.linger_ms),
+            batch_bytes: args.batch_bytes,
+            acks,
+            ..ProducerConfig::default()
+        },
+    );
+    let value = vec![b'q'; args.record_size];
+    let bar = progress(args.records, args.json);
+    let deadline = args
+        .duration
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for lane in 0..args.concurrency {
+        let count =
+            args.records / args.concurrency + u64::from(lane < args.records % args.concurrency);
+        // Each task's share of the rate: one record every `interval`.
+        let interval = (args.rate > 0).then(|| {
+            Duration::from_secs_f64(args.concurrency as f64 / args.rate as f64)
+        });
+        let (producer, value, topic, bar) = (
+            producer.clone(),
+            value.clone(),
+            args.topic.clone(),
+            bar.clone(),
+        );
+        let window = args.window.max(1);
+        tasks.spawn(async move {
+            let mut result = TaskResult {
+                sent: 0,
+                failed: 0,
+                first_error: None,
+                latency: histogram(),
+            };
+            let mut pending = VecDeque::new();
+            let begin = tokio::time::Instant::now();
+            let settle = |result: &mut TaskResult,
+                          (due, ack): (
+                tokio::time::Instant,
+                Result<quipu_client::Sent, ClientError>,
+            )| {
+                match ack {
+                    Ok(sent) => {
+                        // From when the record was due to when its acknowledgement arrived.
+                        let waited = sent
+                            .acknowledged_at
+                            .saturating_duration_since(due.into_std());
+                        let micros = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+                        let _ = result.latency.record(micros.max(1));
+                    }
+                    Err(e) => {
+                        result.failed += 1;
+                        result.first_error.get_or_insert(e);
+                    }
+                }
+                bar.inc(1);
+            };
+            for i in 0..count {
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    break;
+                }
+                let due = match interval {
+                    Some(every) => {
+                        let due = begin + every.mul_f64(i as f64);
+                        tokio::time::sleep_until(due).await;
+                        due
+                    }
+                    None => tokio::time::Instant::now(),
+                };
+                let ack = match producer.send(&topic, None, None, Some(&value), &[]).await {
+                    Ok(ack) => ack,
+                    Err(e) => {
+                        result.failed += 1;
+                        result.first_error.get_or_insert(e);
+                        continue;
+                    }
+                };
+                result.sent += 1;
+                pending.push_back((due, ack));
+                while pending.len() > window {
+                    if let Some((due, ack)) = pending.pop_front() {
+                        let ack = ack.await.unwrap_or_else(|_| {
+                            Err(ClientError::Other("the producer stopped".to_string()))
+                        });
+                        settle(&mut result, (due, ack));
+                    }
+                }
+            }
+            producer.flush().await;
+            while let Some((due, ack)) = pending.pop_front() {
+                let ack = ack.await.unwrap_or_else(|_| {
+                    Err(ClientError::Other("the producer stopped".to_string()))
+                });
+                settle(&mut result, (due, ack));
+            }
+            result
+        });
+    }
+    let mut latency = histogram();
+    let (mut sent, mut failed, mut first_error) = (0u64, 0u64, None);
+    while let Some(done) = tasks.join_next().await {
+        let result = done.context("a producer task failed")?;
+        sent += result.sent;
+        failed += result.failed;
+        if first_error.is_none() {
+            first_error = result.first_error;
+        }
+        latency
+            .add(&result.latency)
+            .context("cannot merge latency histograms")?;
+    }
+    bar.finish_and_clear();
+    let elapsed = start.elapsed().as_secs_f64();
+    let acknowledged = sent.saturating_sub(failed);
+    let bytes = acknowledged as f64 * args.record_size as f64;
+    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "records": acknowledged,
+                "failed": failed,
+                "seconds": elapsed,
+                "records_per_second": acknowledged as f64 / elapsed,
+                "mib_per_second": bytes / elapsed / (1024.0 * 1024.0),
+                "latency_ms": {
+                    "p50": ms(0.5), "p99": ms(0.99), "p99_9": ms(0.999),
+                    "max": latency.max() as f64 / 1000.0,
+                },
+                "record_size": args.record_size,
+                "acks": format!("{:?}", args.acks),
+                "rate": args.rate,
+            })
+        );
+    } else {
+        println!(
+            "{acknowledged} records sent in {elapsed:.2} s: {:.0} records/s, {:.2} MiB/s; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+            acknowledged as f64 / elapsed,
+            bytes / elapsed / (1024.0 * 1024.0),
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            latency.max() as f64 / 1000.0
+        );
+    }
+    if failed > 0 {
+        let cause = first_error.map_or_else(String::new, |e| e.to_string());
+        bail!("{failed} records were not acknowledged; the first error: {cause}");
+    }
+    Ok(())
+}
+
+async fn consume(args: ConsumeBench) -> anyhow::Result<()> {
+    let client = args.connection.connect().await?;
+    let topic = client
+        .describe_topic(&args.topic)
+        .await
+        .with_context(|| format!("cannot read topic {}", args.topic))?;
+    let mut consumers = Vec::new();
+    for p in &topic.partitions {
+        consumers.push(
+            Consumer::new(&client, &args.topic, p.partition, StartAt::Earliest, false).await?,
+        );
+    }
+    let bar = progress(args.records.min(u64::MAX / 2), args.json || args.records == u64::MAX);
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut consumer in consumers {
+        let bar = bar.clone();
+        tasks.spawn(async move {
+            let (mut records, mut bytes) = (0u64, 0u64);
+            while let Some(batch) = consumer.next_batch().await? {
+                records += batch.len() as u64;
+                bytes += batch
+                    .iter()
+                    .map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64))
+                    .sum::<u64>();
+                bar.inc(batch.len() as u64);
+            }
+            Ok::<_, ClientError>((records, bytes))
+        });
+    }
+    let (mut records, mut bytes) = (0u64, 0u64);
+    while let Some(done) = tasks.join_next().await {
+        let (r, b) = done.context("a consumer task failed")??;
+        records += r;
+        bytes += b;
+        if records >= args.records {
+            tasks.abort_all();
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    let elapsed = start.elapsed().as_secs_f64();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "records": records,
+                "seconds": elapsed,
+                "records_per_second": records as f64 / elapsed,
+                "mib_per_second": bytes as f64 / elapsed / (1024.0 * 1024.0),
+            })
+        );
+    } else {
+        println!(
+            "{records} records read in {elapsed:.2} s: {:.0} records/s, {:.2} MiB/s of values",
+            records as f64 / elapsed,
+            bytes as f64 / elapsed / (1024.0 * 1024.0)
+        );
+    }
+    Ok(())
+}
