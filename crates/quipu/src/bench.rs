@@ -173,9 +173,8 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
         let count =
             args.records / args.concurrency + u64::from(lane < args.records % args.concurrency);
         // Each task's share of the rate: one record every `interval`.
-        let interval = (args.rate > 0).then(|| {
-            Duration::from_secs_f64(args.concurrency as f64 / args.rate as f64)
-        });
+        let interval = (args.rate > 0)
+            .then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate as f64));
         let (producer, value, topic, bar) = (
             producer.clone(),
             value.clone(),
@@ -320,7 +319,10 @@ async fn consume(args: ConsumeBench) -> anyhow::Result<()> {
             Consumer::new(&client, &args.topic, p.partition, StartAt::Earliest, false).await?,
         );
     }
-    let bar = progress(args.records.min(u64::MAX / 2), args.json || args.records == u64::MAX);
+    let bar = progress(
+        args.records.min(u64::MAX / 2),
+        args.json || args.records == u64::MAX,
+    );
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for mut consumer in consumers {
