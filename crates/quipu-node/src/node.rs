@@ -211,9 +211,8 @@ async fn hand_off_leadership(inner: &Inner) -> usize {
     let liveness_timeout = quiesce::Timings::of(&inner.raft_config).liveness;
     // Unknown counts as alive (a node just started has heard nobody yet); silent does not.
     let alive = |id: NodeId| !inner.liveness.is_silent(id, liveness_timeout);
-    // Each group's successor: a live follower that holds the whole log (waited for, since writes
-    // proposed before draining may still be replicating), spreading groups over followers.
-    let mut asks: BTreeMap<NodeId, (String, Vec<u64>)> = BTreeMap::new();
+    // Each group's candidates: live followers that hold the whole log (waited for, since writes
+    // proposed before draining may still be replicating), with their addresses.
     // A group with no other live voter has nobody to hand over to.
     led.retain(|(_, raft)| {
         let metrics = raft.metrics();
@@ -223,6 +222,7 @@ async fn hand_off_leadership(inner: &Inner) -> usize {
             .voter_ids()
             .any(|id| id != me && alive(id))
     });
+    let mut candidates: Vec<(GroupId, Vec<(NodeId, String)>)> = Vec::new();
     for (group, raft) in &led {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let caught_up = raft
@@ -248,27 +248,79 @@ async fn hand_off_leadership(inner: &Inner) -> usize {
         let Some(replication) = m.replication.as_ref() else {
             continue; // no longer the leader
         };
-        let successor = replication
+        let list: Vec<(NodeId, String)> = replication
             .iter()
-            .filter(|(id, matched)| **id != me && matched.map(|l| l.index) == m.last_log_index)
-            .map(|(id, _)| *id)
-            .min_by_key(|id| asks.get(id).map_or(0, |(_, groups)| groups.len()));
-        let Some(successor) = successor else {
-            continue;
-        };
-        let Some(addr) = m
-            .membership_config
-            .membership()
-            .get_node(&successor)
-            .map(|n| n.addr.clone())
-        else {
-            continue;
-        };
-        asks.entry(successor)
-            .or_insert_with(|| (addr, Vec::new()))
-            .1
-            .push(group.0);
+            .filter(|(id, matched)| {
+                **id != me && alive(**id) && matched.map(|l| l.index) == m.last_log_index
+            })
+            .filter_map(|(id, _)| {
+                m.membership_config
+                    .membership()
+                    .get_node(id)
+                    .map(|n| (*id, n.addr.clone()))
+            })
+            .collect();
+        if !list.is_empty() {
+            candidates.push((*group, list));
+        }
     }
+    // Ask the first candidates, spreading groups over them; a group whose candidate did not
+    // stand for election (it had not heard from this leader yet, say) asks its next one.
+    let mut started = std::collections::HashSet::new();
+    for round in 0..2 {
+        let mut asks: BTreeMap<NodeId, (String, Vec<u64>)> = BTreeMap::new();
+        for (group, list) in &candidates {
+            if started.contains(&group.0) {
+                continue;
+            }
+            let mut ranked: Vec<&(NodeId, String)> = list.iter().collect();
+            ranked.sort_by_key(|(id, _)| asks.get(id).map_or(0, |(_, groups)| groups.len()));
+            let Some((successor, addr)) = ranked.get(round).or(ranked.first()) else {
+                continue;
+            };
+            asks.entry(*successor)
+                .or_insert_with(|| (addr.clone(), Vec::new()))
+                .1
+                .push(group.0);
+        }
+        if asks.is_empty() {
+            break;
+        }
+        started.extend(ask_to_campaign(inner, me, asks, deadline).await);
+    }
+    // Only groups whose successor stood for election can change hands before this node leaves.
+    let mut handed = 0;
+    for (group, raft) in led.iter().filter(|(g, _)| started.contains(&g.0)) {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let moved = raft
+            .wait(Some(remaining))
+            .metrics(
+                |m| m.current_leader.is_some_and(|leader| leader != me),
+                "another leader",
+            )
+            .await;
+        match moved {
+            Ok(_) => handed += 1,
+            Err(_) => tracing::warn!(%group, "leadership did not move in time"),
+        }
+    }
+    tracing::info!(
+        node_id = me,
+        led = led.len(),
+        handed,
+        "leadership handed over"
+    );
+    handed
+}
+
+/// Sends each successor its `Campaign` request (all at once) and returns the groups in which an
+/// election was started.
+async fn ask_to_campaign(
+    inner: &Inner,
+    me: NodeId,
+    asks: BTreeMap<NodeId, (String, Vec<u64>)>,
+    deadline: tokio::time::Instant,
+) -> Vec<u64> {
     let mut calls = tokio::task::JoinSet::new();
     for (successor, (addr, group_ids)) in asks {
         let Ok(channel) = inner.peers.channel(&addr) else {
@@ -299,33 +351,11 @@ async fn hand_off_leadership(inner: &Inner) -> usize {
             }
         });
     }
-    let mut started = std::collections::HashSet::new();
+    let mut started = Vec::new();
     while let Some(done) = calls.join_next().await {
         started.extend(done.unwrap_or_default());
     }
-    // Only groups whose successor stood for election can change hands before this node leaves.
-    let mut handed = 0;
-    for (group, raft) in led.iter().filter(|(g, _)| started.contains(&g.0)) {
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let moved = raft
-            .wait(Some(remaining))
-            .metrics(
-                |m| m.current_leader.is_some_and(|leader| leader != me),
-                "another leader",
-            )
-            .await;
-        match moved {
-            Ok(_) => handed += 1,
-            Err(_) => tracing::warn!(%group, "leadership did not move in time"),
-        }
-    }
-    tracing::info!(
-        node_id = me,
-        led = led.len(),
-        handed,
-        "leadership handed over"
-    );
-    handed
+    started
 }
 
 /// A number that differs between two starts of a node process (peers use it to notice a restart).

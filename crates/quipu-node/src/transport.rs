@@ -212,9 +212,11 @@ impl RaftTransport for TransportService {
                 let m = metrics.borrow();
                 (m.current_leader, m.state)
             };
-            if leader != Some(request.from_node)
-                || state != openraft::ServerState::Follower
-                || hosted.quiet.is_leaving()
+            // From its leader, or from a node claiming to lead while this replica knows no
+            // leader yet (just restarted): an election then is harmless. Never against another
+            // leader this replica follows.
+            let from_leader = leader.is_none_or(|l| l == request.from_node);
+            if !from_leader || state != openraft::ServerState::Follower || hosted.quiet.is_leaving()
             {
                 continue;
             }
