@@ -215,12 +215,14 @@ async fn hand_off_leadership(inner: &Inner) -> usize {
     // proposed before draining may still be replicating), with their addresses.
     // A group with no other live voter has nobody to hand over to.
     led.retain(|(_, raft)| {
-        let metrics = raft.metrics();
-        let m = metrics.borrow();
-        m.membership_config
+        let voters: Vec<NodeId> = raft
+            .metrics()
+            .borrow()
+            .membership_config
             .membership()
             .voter_ids()
-            .any(|id| id != me && alive(id))
+            .collect();
+        voters.into_iter().any(|id| id != me && alive(id))
     });
     let mut candidates: Vec<(GroupId, Vec<(NodeId, String)>)> = Vec::new();
     for (group, raft) in &led {

@@ -30,6 +30,8 @@ pub struct Partition {
     /// Set when the node is shutting down: produce is refused so that the log stops growing
     /// while leadership is handed over.
     draining: std::sync::atomic::AtomicBool,
+    /// One retention pass at a time (its snapshot target is a single slot).
+    retention: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -89,6 +91,7 @@ impl Partition {
             election_watchdog,
             quiet: Arc::new(QuietCell::default()),
             draining: std::sync::atomic::AtomicBool::new(false),
+            retention: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -205,6 +208,7 @@ impl Partition {
     /// which removes exactly those segments. Returns the snapshot's index, or `None` when nothing
     /// was due. Each replica applies retention by itself, as Kafka's do.
     pub async fn enforce_retention(&self) -> Result<Option<u64>, RetentionError> {
+        let _one_pass = self.retention.lock().await;
         let group = self.group;
         let (applied, snapshot) = {
             let metrics = self.raft.metrics();

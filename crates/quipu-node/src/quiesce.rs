@@ -33,6 +33,10 @@ use crate::node::Groups;
 /// Rounds (one per Raft heartbeat interval) a leader's group must stay caught up and unchanged
 /// before it goes quiet: enough for the commit index to have reached every follower.
 pub(crate) const STABLE_ROUNDS: u32 = 3;
+/// How long a woken quiet follower waits before its election timer runs again (more than two
+/// default heartbeat intervals).
+const ELECT_AFTER_WAKE: Duration = Duration::from_millis(250);
+
 /// Most quiet groups one node heartbeat lists; a leader does not quiesce more groups with a peer.
 pub(crate) const QUIET_GROUPS_MAX: usize = 65_536;
 
@@ -229,12 +233,34 @@ impl QuietCell {
     }
 
     /// Called after a Raft message of the group was handled: the group is needed, wake it.
+    /// A quiet follower's election clock stopped when it went quiet, so it reads as long
+    /// expired: if the waking message did not refresh it (a vote request it refused, a stale
+    /// append), the follower would stand at its next tick and depose a healthy leader. Its
+    /// election timer therefore comes back only after [`ELECT_AFTER_WAKE`], by when a live
+    /// leader's heartbeats have refreshed the clock.
     pub(crate) fn after_message(&self, group: GroupId, raft: &Raft<TypeConfig>) {
         let mut cell = self.lock();
-        if !matches!(cell.0, State::Active { .. }) {
-            tracing::debug!(%group, from = ?cell.0, "a raft message wakes a quiet group");
-            set_timers(raft, true, &self.leaving);
-            cell.0 = ACTIVE;
+        match cell.0 {
+            State::Active { .. } => {}
+            State::Leading { .. } => {
+                tracing::debug!(%group, "a raft message wakes a quiet leader");
+                set_timers(raft, true, &self.leaving);
+                cell.0 = ACTIVE;
+            }
+            State::Following { .. } | State::Waking { .. } => {
+                tracing::debug!(%group, from = ?cell.0, "a raft message wakes a quiet follower");
+                let config = raft.runtime_config();
+                config.tick(true);
+                config.heartbeat(true);
+                cell.0 = ACTIVE;
+                let (raft, leaving) = (raft.clone(), Arc::clone(&self.leaving));
+                tokio::spawn(async move {
+                    tokio::time::sleep(ELECT_AFTER_WAKE).await;
+                    if !leaving.load(Ordering::SeqCst) {
+                        raft.runtime_config().elect(true);
+                    }
+                });
+            }
         }
     }
 
@@ -404,16 +430,20 @@ impl QuietCell {
                 }
                 None
             }
-            (State::Following { leader, seen, .. }, _) => {
+            (State::Following { leader, seen, term }, _) => {
                 if !alive(leader) {
                     tracing::info!(%group, leader, "quiet group's leader is silent: waking");
                     // Ticks on; the election timer (stale after a quiet spell, so it would fire
                     // at the next tick on every follower at once) comes back after this
-                    // follower's turn to stand.
+                    // follower's turn to stand, which is taken once for this term.
                     let config = raft.runtime_config();
                     config.tick(true);
                     config.heartbeat(true);
-                    *state = ACTIVE;
+                    *state = State::Active {
+                        stable: 0,
+                        last_index: None,
+                        nudged: Some(term),
+                    };
                     stand_for_election(group, raft, leader, peers, Arc::clone(leaving), ctx);
                 } else if ctx.heartbeats(leader) > seen {
                     // The leader's latest node heartbeat left the group out: the leader woke

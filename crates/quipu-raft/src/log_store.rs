@@ -407,8 +407,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let log = Arc::clone(&self.inner.log);
         let shared = Arc::clone(&self.inner.shared);
+        // Entries at or below the durable purge point do not count: a crash during a reset
+        // (after the purge point was saved) leaves some of them behind, and the log then holds
+        // nothing openraft knows of.
+        let purged_next = self.meta().last_purged.map_or(0, |id| id.index + 1);
         let appended = blocking(move || {
-            let empty = log.first_index() == log.next_index();
+            let empty = log.first_index() == log.next_index() || log.next_index() <= purged_next;
             if empty && first != log.next_index() {
                 // Nothing is held (a snapshot was installed past the log's end): restart the log
                 // where the leader continues, at the offset the snapshot ends at.

@@ -84,6 +84,8 @@ pub struct PartitionStateMachine {
     file: SnapshotFile,
     state: Arc<Mutex<State>>,
     shared: Arc<PartitionShared>,
+    /// Held while a snapshot is saved and published (a build and an install may overlap).
+    snapshot_io: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn sm_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
@@ -115,6 +117,7 @@ impl PartitionStateMachine {
             file,
             state: Arc::new(Mutex::new(state)),
             shared,
+            snapshot_io: Arc::default(),
         })
     }
 
@@ -127,9 +130,26 @@ impl PartitionStateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for PartitionStateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        // openraft runs a build beside an install: both write the snapshot file one at a time,
+        // and a snapshot never replaces a newer one.
+        let _writing = self.snapshot_io.lock().await;
         let target = self.shared.take_snapshot_target();
         let (meta, data) = {
             let mut state = self.lock();
+            let current = state
+                .snapshot
+                .as_ref()
+                .and_then(|(meta, _)| meta.last_log_id);
+            // A target at or below the current snapshot (a stale request) changes nothing.
+            if let (Some(target), Some(current)) = (target, current)
+                && target.index <= current.index
+                && let Some((meta, data)) = state.snapshot.clone()
+            {
+                return Ok(Snapshot {
+                    meta,
+                    snapshot: Box::new(Cursor::new(data)),
+                });
+            }
             state.snapshots_built += 1;
             let applied = match target {
                 Some(target)
@@ -235,6 +255,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
+        let _writing = self.snapshot_io.lock().await;
         let data = snapshot.into_inner();
         let applied: Applied = postcard::from_bytes(&data).map_err(snapshot_error)?;
         self.file.save(meta, &data).await?;

@@ -368,3 +368,54 @@ async fn a_retention_snapshot_ends_at_the_requested_point_with_its_membership() 
     drop((store, sm));
     let _ = (log, shared);
 }
+
+#[tokio::test]
+async fn a_crash_between_the_purge_point_and_the_reset_still_lets_the_log_continue() {
+    let (_leader_dir, snapshot) = leader_snapshot_at_9().await;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_log, mut store, mut sm, _) = open(dir.path()).await;
+        store
+            .blocking_append([membership(1, 0), records(1, 1, batch(10)), blank(1, 2)])
+            .await
+            .unwrap();
+        let mut data = sm.begin_receiving_snapshot().await.unwrap();
+        *data = *snapshot.snapshot;
+        sm.install_snapshot(&snapshot.meta, data).await.unwrap();
+    }
+    // The state a crash inside the reset leaves: the purge point (9) is durable, the old
+    // entries 0..=2 are still in the log. (`raft_meta` as the log store writes it: postcard of
+    // its vote and purge point.)
+    #[derive(serde::Serialize)]
+    struct RaftMeta {
+        vote: Option<Vote<u64>>,
+        last_purged: Option<LogId<u64>>,
+    }
+    let meta = RaftMeta {
+        vote: None,
+        last_purged: Some(log_id(1, 9)),
+    };
+    quipu_storage::write_state_file(
+        dir.path(),
+        quipu_raft::META_FILE,
+        &postcard::to_allocvec(&meta).unwrap(),
+    )
+    .unwrap();
+    let (log, mut store, mut sm, shared) = open(dir.path()).await;
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(
+        state.last_log_id,
+        Some(log_id(1, 9)),
+        "the old entries are hidden"
+    );
+    assert_eq!(log.next_index(), 3);
+    // The leader's next entry restarts the log after the snapshot instead of failing forever.
+    store
+        .blocking_append([records(2, 10, batch(2))])
+        .await
+        .unwrap();
+    assert_eq!((log.first_index(), log.next_index()), (10, 11));
+    let appended = store.try_get_log_entries(10..11).await.unwrap();
+    assert_eq!(sm.apply(appended).await.unwrap()[0].base_offset, Some(90));
+    assert_eq!(shared.high_watermark(), 92);
+}

@@ -69,6 +69,11 @@ pub struct ProduceBench {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Before the run, measure the storage engine alone in this directory (on the cluster's
+    /// disk): `--batch-bytes` batches appended and fdatasynced one at a time for 5 s, the
+    /// baseline the cluster's figure is compared with.
+    #[arg(long, value_name = "DIR")]
+    storage_baseline: Option<std::path::PathBuf>,
     #[command(flatten)]
     connection: Connection,
 }
@@ -121,10 +126,57 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
+/// The storage engine's own `fsync=always` append of `batch_bytes` batches of `record_size`
+/// records, one append + sync at a time for `seconds`: MiB/s.
+fn storage_baseline(
+    dir: &std::path::Path,
+    batch_bytes: usize,
+    record_size: usize,
+    seconds: u64,
+) -> anyhow::Result<f64> {
+    let dir = dir.join(format!("quipu-bench-baseline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let result = (|| {
+        let log = quipu_storage::Log::open(&dir, quipu_storage::LogConfig::default())
+            .context("cannot open the baseline log")?;
+        let mut builder = quipu_record::BatchBuilder::new(0, quipu_record::Compression::None);
+        let value = vec![b'q'; record_size];
+        while builder.size_bytes() < batch_bytes {
+            builder.push(0, None, Some(&value), &[]);
+        }
+        let batch = builder.build().context("cannot build the baseline batch")?;
+        let start = Instant::now();
+        let mut bytes = 0u64;
+        while start.elapsed() < Duration::from_secs(seconds) {
+            let index = log.next_index();
+            log.append(&[quipu_storage::NewEntry::records(index, 1, batch.clone())])
+                .context("baseline append failed")?;
+            log.sync_to(index + 1).context("baseline sync failed")?;
+            bytes += batch.len() as u64;
+        }
+        Ok(bytes as f64 / start.elapsed().as_secs_f64() / (1024.0 * 1024.0))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
 async fn produce(args: ProduceBench) -> anyhow::Result<()> {
     if args.concurrency == 0 || args.record_size == 0 {
         bail!("--concurrency and --record-size must be at least 1");
     }
+    let baseline = match &args.storage_baseline {
+        Some(dir) => {
+            let (dir, batch_bytes, record_size) = (dir.clone(), args.batch_bytes, args.record_size);
+            Some(
+                tokio::task::spawn_blocking(move || {
+                    storage_baseline(&dir, batch_bytes, record_size, 5)
+                })
+                .await
+                .context("the baseline task failed")??,
+            )
+        }
+        None => None,
+    };
     let client = args.connection.connect().await?;
     match client.describe_topic(&args.topic).await {
         Ok(_) => {}
@@ -287,6 +339,7 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
                 "record_size": args.record_size,
                 "acks": format!("{:?}", args.acks),
                 "rate": args.rate,
+                "storage_baseline_mib_per_second": baseline,
             })
         );
     } else {
@@ -299,6 +352,9 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
             ms(0.999),
             latency.max() as f64 / 1000.0
         );
+        if let Some(mib) = baseline {
+            println!("storage engine alone (same batches, fsync=always): {mib:.2} MiB/s");
+        }
     }
     if failed > 0 {
         let cause = first_error.map_or_else(String::new, |e| e.to_string());
