@@ -200,6 +200,78 @@ async fn produce_and_consume_through_the_api() {
         Consumer::new(&client, "events", 9, StartAt::Earliest, false).await,
         Err(ClientError::UnknownPartition(_))
     ));
+    // A following consumer sees a record produced after it reached the end.
+    let mut follower = Consumer::new(&client, "events", 1, StartAt::Latest, true)
+        .await
+        .unwrap();
+    let waiting = tokio::spawn(async move { follower.next_batch().await });
+    let mut builder = quipu_record::BatchBuilder::new(0, quipu_record::Compression::None);
+    builder.push(2, None, Some(b"later"), &[]);
+    client
+        .produce("events", 1, builder.build().unwrap(), AckLevel::All)
+        .await
+        .unwrap();
+    let seen = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen[0].value.as_deref(), Some(&b"later"[..]));
+
+    // ProduceStream: several batches on one client stream, one answer each, in order; a bad
+    // batch gets its own error without failing the others.
+    let leader_addr = {
+        let described = client.describe_topic_everywhere("events").await.unwrap();
+        let leader = described.partitions[2].leader.unwrap();
+        let cluster_view = client.describe_cluster().await.unwrap();
+        cluster_view
+            .nodes
+            .iter()
+            .find(|n| n.node_id == leader)
+            .unwrap()
+            .api_addr
+            .clone()
+    };
+    let mut data =
+        quipu_proto::v1::data_client::DataClient::connect(format!("http://{leader_addr}"))
+            .await
+            .unwrap();
+    let requests: Vec<quipu_proto::v1::ProduceRequest> = (0..3)
+        .map(|i| {
+            let mut builder = quipu_record::BatchBuilder::new(0, quipu_record::Compression::None);
+            builder.push(3, None, Some(format!("streamed-{i}").as_bytes()), &[]);
+            let mut batch = builder.build().unwrap().to_vec();
+            if i == 1 {
+                batch[20] ^= 0xff; // breaks the CRC
+            }
+            quipu_proto::v1::ProduceRequest {
+                topic: "events".to_string(),
+                partition: 2,
+                acks: quipu_proto::v1::Acks::All as i32,
+                record_batch: batch.into(),
+            }
+        })
+        .collect();
+    let before = client
+        .list_offsets("events", 2, StartAt::Latest)
+        .await
+        .unwrap();
+    let reply = data
+        .produce_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let codes: Vec<i32> = reply.items.iter().map(|i| i.status_code).collect();
+    assert_eq!(codes[0], 0);
+    assert_eq!(codes[1], tonic::Code::InvalidArgument as i32);
+    assert_eq!(codes[2], 0);
+    assert_eq!(reply.items[0].response.unwrap().base_offset, Some(before));
+    assert_eq!(
+        reply.items[2].response.unwrap().base_offset,
+        Some(before + 1)
+    );
+
     client.delete_topic("events").await.unwrap();
     cluster.stop().await;
 }
