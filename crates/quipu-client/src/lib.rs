@@ -435,9 +435,19 @@ impl Client {
                 .find(|n| n.node_id == id && !n.api_addr.is_empty())
                 .map(|n| n.api_addr.clone())
         };
+        // Without a known leader: a replica whose node is alive knows the leader (or will).
+        let alive = |id: &u64| cluster.nodes.iter().any(|n| n.node_id == *id && n.alive);
         let addr = assignment
             .leader
             .and_then(addr_of)
+            .or_else(|| {
+                assignment
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(alive)
+                    .find_map(addr_of)
+            })
             .or_else(|| assignment.replicas.iter().copied().find_map(addr_of))
             .ok_or_else(|| {
                 ClientError::Unavailable(format!("no node of {topic}/{partition} is known"))

@@ -91,9 +91,24 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // One line: what failed, and why.
+            // One line: what failed, why, and what to do where that is clear.
             let causes: Vec<String> = e.chain().map(ToString::to_string).collect();
-            eprintln!("error: {}", causes.join(": "));
+            let hint = match e
+                .chain()
+                .find_map(|c| c.downcast_ref::<quipu_client::ClientError>())
+            {
+                Some(quipu_client::ClientError::UnknownTopic(_)) => {
+                    " (`quipu topic list` shows the topics; `quipu topic create` makes one)"
+                }
+                Some(quipu_client::ClientError::UnknownPartition(_)) => {
+                    " (`quipu topic describe` shows the partitions)"
+                }
+                Some(quipu_client::ClientError::Unavailable(_)) => {
+                    " (`quipu cluster health` shows which nodes are down)"
+                }
+                _ => "",
+            };
+            eprintln!("error: {}{hint}", causes.join(": "));
             std::process::ExitCode::FAILURE
         }
     }

@@ -161,6 +161,10 @@ fn a_dev_cluster_driven_through_the_cli() {
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
     assert!(stderr.contains("unknown topic"), "{stderr}");
+    assert!(
+        stderr.contains("quipu topic list"),
+        "says what to do: {stderr}"
+    );
 
     // 100,000 keyed records; each acknowledged one is printed with its partition and offset.
     let input: String = (0..100_000)
@@ -249,6 +253,35 @@ fn a_dev_cluster_driven_through_the_cli() {
         None,
     );
     assert_eq!(json_lines(&from_time)[0]["offset"], 0);
+
+    // The bench tool: a small run, both ways, as JSON.
+    let produced: serde_json::Value = serde_json::from_str(
+        dev.ok(
+            &[
+                "bench",
+                "produce",
+                "--topic",
+                "bench",
+                "--records",
+                "2000",
+                "--replication-factor",
+                "2",
+                "--json",
+            ],
+            None,
+        )
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(produced["records"], 2000);
+    assert_eq!(produced["failed"], 0);
+    assert!(produced["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    let consumed: serde_json::Value = serde_json::from_str(
+        dev.ok(&["bench", "consume", "--topic", "bench", "--json"], None)
+            .trim(),
+    )
+    .unwrap();
+    assert_eq!(consumed["records"], 2000);
 
     // SIGKILL the node leading partition 0 while producing to it with acks=all.
     let info = dev.ok(&["cluster", "info"], None);
