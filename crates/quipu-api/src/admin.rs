@@ -11,7 +11,7 @@ use quipu_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::error::{from_controller, invalid, status};
+use crate::error::{from_controller, invalid, unknown_topic};
 
 /// The Admin service of one node.
 #[derive(Debug, Clone)]
@@ -134,14 +134,7 @@ impl Admin for AdminService {
     ) -> Result<Response<TopicDescription>, Status> {
         let name = request.into_inner().name;
         let metadata = self.node.metadata();
-        let topic = metadata.topic(&name).ok_or_else(|| {
-            status(
-                tonic::Code::NotFound,
-                quipu_proto::v1::ErrorReason::UnknownTopic,
-                format!("unknown topic {name}"),
-                None,
-            )
-        })?;
+        let topic = metadata.topic(&name).ok_or_else(|| unknown_topic(&name))?;
         Ok(Response::new(self.describe(topic)))
     }
 

@@ -15,7 +15,7 @@ use quipu_storage::Offset;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::error::{from_fetch, from_produce, invalid, not_leader, status};
+use crate::error::{from_fetch, from_produce, invalid, not_leader, status, unknown_topic};
 
 /// Most produce requests on one `ProduceStream`.
 pub const PRODUCE_STREAM_REQUESTS_MAX: usize = 10_000;
@@ -38,39 +38,29 @@ pub(crate) struct DataService {
 impl DataService {
     /// This node's replica of `topic`/`partition`, or the error a client should see.
     fn replica(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, Status> {
-        let metadata = self.node.metadata();
-        let info = metadata.topic(topic).ok_or_else(|| {
-            status(
-                Code::NotFound,
-                ErrorReason::UnknownTopic,
-                format!("unknown topic {topic}"),
-                None,
-            )
+        // Looked up in place: this runs for every produce and fetch.
+        let (group, preferred) = self.node.with_metadata(|metadata| {
+            let info = metadata.topic(topic).ok_or_else(|| unknown_topic(topic))?;
+            let assignment = usize::try_from(partition)
+                .ok()
+                .and_then(|p| info.partitions.get(p))
+                .ok_or_else(|| {
+                    status(
+                        Code::NotFound,
+                        ErrorReason::UnknownPartition,
+                        format!(
+                            "topic {topic} has {} partitions; there is no partition {partition}",
+                            info.partitions.len()
+                        ),
+                        None,
+                    )
+                })?;
+            Ok::<_, Status>((assignment.group, assignment.replicas.first().copied()))
         })?;
-        let assignment = usize::try_from(partition)
-            .ok()
-            .and_then(|p| info.partitions.get(p))
-            .ok_or_else(|| {
-                status(
-                    Code::NotFound,
-                    ErrorReason::UnknownPartition,
-                    format!(
-                        "topic {topic} has {} partitions; there is no partition {partition}",
-                        info.partitions.len()
-                    ),
-                    None,
-                )
-            })?;
         // A node without a replica points at the preferred leader, which knows the leader.
         self.node
-            .partition(GroupId(assignment.group))
-            .ok_or_else(|| {
-                not_leader(
-                    &self.node,
-                    &format!("{topic}/{partition}"),
-                    assignment.replicas.first().copied(),
-                )
-            })
+            .partition(GroupId(group))
+            .ok_or_else(|| not_leader(&self.node, &format!("{topic}/{partition}"), preferred))
     }
 
     /// Fails an acks=all produce at once, with nothing proposed, when a majority of the

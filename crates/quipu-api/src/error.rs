@@ -25,6 +25,15 @@ pub(crate) fn status(
     Status::with_details(code, message, detail.encode_to_vec().into())
 }
 
+pub(crate) fn unknown_topic(name: &str) -> Status {
+    status(
+        Code::NotFound,
+        ErrorReason::UnknownTopic,
+        format!("unknown topic {name}"),
+        None,
+    )
+}
+
 pub(crate) fn invalid(message: impl Into<String>) -> Status {
     status(
         Code::InvalidArgument,
@@ -53,21 +62,17 @@ pub(crate) fn not_leader(node: &NodeHandle, what: &str, leader: Option<u64>) -> 
 
 /// The client API address node `id` registered (empty if unknown).
 pub(crate) fn api_addr_of(node: &NodeHandle, id: u64) -> String {
-    node.metadata()
-        .nodes()
-        .find(|n| n.id == id)
-        .map(|n| n.api_addr.clone())
-        .unwrap_or_default()
+    node.with_metadata(|m| {
+        m.nodes()
+            .find(|n| n.id == id)
+            .map(|n| n.api_addr.clone())
+            .unwrap_or_default()
+    })
 }
 
 pub(crate) fn from_controller(node: &NodeHandle, error: ControllerError) -> Status {
     match error {
-        ControllerError::UnknownTopic(name) => status(
-            Code::NotFound,
-            ErrorReason::UnknownTopic,
-            format!("unknown topic {name}"),
-            None,
-        ),
+        ControllerError::UnknownTopic(name) => unknown_topic(&name),
         ControllerError::TopicExists(name) => status(
             Code::AlreadyExists,
             ErrorReason::TopicExists,

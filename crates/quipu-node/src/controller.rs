@@ -166,7 +166,7 @@ impl ControllerHandle {
         if leader != Some(self.node_id) {
             return Err(ControllerError::NotLeader { leader });
         }
-        let command = request.plan(&self.metadata.metadata())?;
+        let command = self.metadata.with_metadata(|m| request.plan(m))?;
         self.propose(&command).await
     }
 

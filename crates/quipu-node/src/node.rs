@@ -630,6 +630,11 @@ impl NodeHandle {
         self.inner.metadata.metadata()
     }
 
+    /// Runs `f` on this node's view of the metadata without copying it; `f` must not block.
+    pub fn with_metadata<R>(&self, f: impl FnOnce(&Metadata) -> R) -> R {
+        self.inner.metadata.with_metadata(f)
+    }
+
     /// The controller leader this node knows of.
     pub fn controller_leader(&self) -> Option<NodeId> {
         self.inner.controller.metrics().borrow().current_leader
@@ -942,7 +947,9 @@ async fn register_self(inner: Arc<Inner>) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let registered = inner.metadata.metadata().nodes().any(|n| *n == me);
+        let registered = inner
+            .metadata
+            .with_metadata(|m| m.nodes().any(|n| *n == me));
         if registered
             || inner
                 .voters

@@ -93,6 +93,12 @@ impl ControllerStateMachine {
     pub fn metadata(&self) -> Metadata {
         self.lock().applied.metadata.clone()
     }
+
+    /// Runs `f` on the metadata applied so far without copying it (a lookup on a request's
+    /// path); `f` must not block.
+    pub fn with_metadata<R>(&self, f: impl FnOnce(&Metadata) -> R) -> R {
+        f(&self.lock().applied.metadata)
+    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for ControllerStateMachine {

@@ -192,28 +192,12 @@ impl LogStore {
     /// Restarts the log right after `snapshot`, which the state machine holds durably: the purge
     /// point first, then the reset (a crash between them leaves old entries the purge point hides).
     async fn reset_after(&self, snapshot: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        // As in `append`: a log that never held a record restarts at offset 0.
-        let fresh = (self.inner.log.next_offset() == Offset(0)).then_some(0);
-        let offset = self
-            .inner
-            .shared
-            .installed_next_offset(snapshot.index)
-            .or(fresh)
-            .ok_or_else(|| {
-                io_error(io::Error::other(format!(
-                    "the log cannot restart after index {}: no snapshot ends there",
-                    snapshot.index
-                )))
-            })?;
+        let offset = restart_offset(&self.inner.log, &self.inner.shared, snapshot.index)?;
         let mut meta = self.meta();
         meta.last_purged = Some(snapshot);
         self.save_meta(meta).await?;
         let log = Arc::clone(&self.inner.log);
-        blocking(move || {
-            log.reset(snapshot.index + 1, Offset(offset))
-                .map_err(io_error)
-        })
-        .await
+        blocking(move || log.reset(snapshot.index + 1, offset).map_err(io_error)).await
     }
 
     fn meta(&self) -> RaftMeta {
@@ -296,6 +280,25 @@ async fn flush_task(
                 .log_io_completed(result.clone().map_err(io::Error::other));
         }
     }
+}
+
+/// The offset a log restarting right after index `last` starts at: where this replica's durable
+/// snapshot ending at `last` says. Only a replica that never held a record and has no snapshot
+/// may start at offset 0 without one (openraft's suite starts logs anywhere).
+fn restart_offset(
+    log: &Log,
+    shared: &PartitionShared,
+    last: u64,
+) -> Result<Offset, StorageError<NodeId>> {
+    if let Some(offset) = shared.installed_next_offset(last) {
+        return Ok(Offset(offset));
+    }
+    if log.next_offset() == Offset(0) && !shared.has_snapshot() {
+        return Ok(Offset(0));
+    }
+    Err(io_error(io::Error::other(format!(
+        "the log cannot restart after index {last}: this replica has no snapshot ending there"
+    ))))
 }
 
 fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
@@ -416,20 +419,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             if empty && first != log.next_index() {
                 // Nothing is held (a snapshot was installed past the log's end): restart the log
                 // where the leader continues, at the offset the snapshot ends at.
-                // A log that never held a record may start anywhere at offset 0 (openraft's
-                // suite does this); any other restart needs the snapshot it follows.
-                let fresh = (log.next_offset() == Offset(0)).then_some(0);
-                let offset = first
-                    .checked_sub(1)
-                    .and_then(|last| shared.installed_next_offset(last))
-                    .or(fresh)
-                    .ok_or_else(|| {
-                        io_error(io::Error::other(format!(
-                            "an append at index {first} to an empty log ending before it, with no snapshot ending at {}",
-                            first.saturating_sub(1)
-                        )))
-                    })?;
-                log.reset(first, Offset(offset)).map_err(io_error)?;
+                let offset = restart_offset(&log, &shared, first.saturating_sub(1))?;
+                log.reset(first, offset).map_err(io_error)?;
             }
             let appended = log.append(&entries).map_err(io_error)?;
             // Base offsets of the entries that carry a token: the first entry's base offset plus

@@ -114,6 +114,11 @@ impl PartitionShared {
         self.lock().snapshot_target.take()
     }
 
+    /// Whether this replica holds a durable snapshot.
+    pub(crate) fn has_snapshot(&self) -> bool {
+        self.lock().installed.is_some()
+    }
+
     /// The next offset after an installed snapshot whose last index is `last_index`.
     pub(crate) fn installed_next_offset(&self, last_index: u64) -> Option<u64> {
         match self.lock().installed {
