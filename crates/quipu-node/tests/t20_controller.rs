@@ -4,54 +4,15 @@
 //! their data everywhere.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // tests unwrap; sizes are small
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+mod common;
 
-use quipu_node::{GroupId, Node, NodeConfig};
-use quipu_record::{BatchBuilder, Compression};
-use quipu_storage::{LogConfig, Offset};
-
-const PATIENCE: Duration = Duration::from_secs(20);
-
-fn config(id: u64, dir: &Path) -> NodeConfig {
-    NodeConfig {
-        log: LogConfig {
-            segment_bytes_max: 64 * 1024,
-            entry_bytes_max: 16 * 1024,
-            ..LogConfig::default()
-        },
-        ..NodeConfig::new(id, dir.to_path_buf(), "127.0.0.1:0".parse().unwrap())
-    }
-}
-
-async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use common::*;
+use quipu_storage::Offset;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_are_placed_replicated_and_deleted_through_the_controller() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes = Vec::new();
-    for (i, dir) in dirs.iter().enumerate() {
-        nodes.push(Node::start(config(i as u64 + 1, dir.path())).await.unwrap());
-    }
-    let voters: Vec<(u64, String)> = nodes
-        .iter()
-        .map(|n| (n.id(), n.addr().to_string()))
-        .collect();
-    for node in &nodes {
-        node.join(voters.clone()).await.unwrap();
-    }
-    wait_for("a controller leader that registered every node", || {
-        nodes
-            .iter()
-            .all(|n| n.metadata().nodes().count() == 3 && n.controller_leader().is_some())
-    })
-    .await;
+    let nodes = start_nodes(&dirs, &small_log()).await;
     let leader = nodes
         .iter()
         .position(|n| n.controller_leader() == Some(n.id()))
@@ -72,72 +33,29 @@ async fn topics_are_placed_replicated_and_deleted_through_the_controller() {
         Err(quipu_node::ControllerError::UnknownTopic(_))
     ));
 
-    let groups: Vec<GroupId> = nodes[leader]
-        .metadata()
-        .topic("orders")
-        .unwrap()
-        .partitions
-        .iter()
-        .map(|p| GroupId(p.group))
-        .collect();
+    let groups = groups_of(&nodes[leader], "orders");
     assert_eq!(groups.len(), 3);
     wait_for("every replica open with a leader", || {
-        groups.iter().all(|group| {
-            nodes.iter().all(|n| n.partition(*group).is_some())
-                && nodes
-                    .iter()
-                    .any(|n| n.partition(*group).is_some_and(|p| p.is_leader()))
-        })
+        every_replica_led(&nodes, &groups)
     })
     .await;
-    // Preferred leaders are spread: each node bootstrapped one partition.
     for (at, group) in groups.iter().enumerate() {
-        let partition_leader = nodes
-            .iter()
-            .find(|n| n.partition(*group).unwrap().is_leader())
-            .unwrap();
-        let mut builder = BatchBuilder::new(0, Compression::None);
-        builder.push(0, None, Some(format!("partition {at}").as_bytes()), &[]);
-        let offset = partition_leader
-            .partition(*group)
-            .unwrap()
-            .produce(builder.build().unwrap())
-            .await
-            .unwrap();
-        assert_eq!(offset, Offset(0));
+        assert_eq!(
+            produce(&nodes, *group, &format!("partition {at}")).await,
+            Offset(0)
+        );
     }
 
     // Two more partitions: placed, opened everywhere, led, and taking records.
     nodes[leader].add_partitions("orders", 2).await.unwrap();
-    let groups: Vec<GroupId> = nodes[leader]
-        .metadata()
-        .topic("orders")
-        .unwrap()
-        .partitions
-        .iter()
-        .map(|p| GroupId(p.group))
-        .collect();
+    let groups = groups_of(&nodes[leader], "orders");
     assert_eq!(groups.len(), 5);
     wait_for("the added partitions open everywhere with a leader", || {
-        groups[3..].iter().all(|group| {
-            nodes.iter().all(|n| n.partition(*group).is_some())
-                && nodes
-                    .iter()
-                    .any(|n| n.partition(*group).is_some_and(|p| p.is_leader()))
-        })
+        every_replica_led(&nodes, &groups[3..])
     })
     .await;
     for group in &groups[3..] {
-        let partition = nodes
-            .iter()
-            .find_map(|n| n.partition(*group).filter(|p| p.is_leader()))
-            .unwrap();
-        let mut builder = BatchBuilder::new(0, Compression::None);
-        builder.push(0, None, Some(b"added"), &[]);
-        assert_eq!(
-            partition.produce(builder.build().unwrap()).await.unwrap(),
-            Offset(0)
-        );
+        assert_eq!(produce(&nodes, *group, "added").await, Offset(0));
     }
     assert!(matches!(
         nodes[leader].add_partitions("missing", 1).await,

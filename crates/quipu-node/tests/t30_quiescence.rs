@@ -8,7 +8,7 @@ mod common;
 use std::time::Instant;
 
 use common::*;
-use quipu_node::{GroupId, Node};
+
 use quipu_storage::Offset;
 
 const PARTITIONS: usize = 6;
@@ -37,20 +37,8 @@ async fn idle_partitions_go_quiet_wake_for_writes_and_fail_over() {
     }
 
     // Kill the node that leads the most partitions while they are quiet.
-    let victim = (0..3)
-        .max_by_key(|at| {
-            groups
-                .iter()
-                .filter(|g| leader_node(&nodes, **g) == Some(*at))
-                .count()
-        })
-        .unwrap();
+    let (victim, led) = busiest_leader(&nodes, &groups);
     let victim_id = nodes[victim].id();
-    let led: Vec<GroupId> = groups
-        .iter()
-        .copied()
-        .filter(|g| leader_node(&nodes, *g) == Some(victim))
-        .collect();
     assert!(!led.is_empty());
     let killed_at = Instant::now();
     nodes.remove(victim).stop().await;
@@ -105,15 +93,7 @@ async fn a_restarted_follower_rejoins_its_quiet_groups() {
     let at = 2;
     let (id, addr) = (nodes[at].id(), nodes[at].addr());
     nodes.remove(at).stop().await;
-    let node = Node::start(config(id, dirs[at].path(), addr, small_log()))
-        .await
-        .unwrap();
-    let voters: Vec<(u64, String)> = nodes
-        .iter()
-        .chain(std::iter::once(&node))
-        .map(|n| (n.id(), n.addr().to_string()))
-        .collect();
-    node.join(voters).await.unwrap();
+    let node = restart(&nodes, id, dirs[at].path(), addr, small_log()).await;
     nodes.push(node);
     wait_for("every replica back and quiet", || {
         all_quiet(&nodes, &groups)
@@ -141,20 +121,8 @@ async fn a_node_shutting_down_hands_its_leadership_over_first() {
     for (i, group) in groups.iter().enumerate() {
         produce(&nodes, *group, &format!("before-{i}")).await;
     }
-    let leaving = (0..3)
-        .max_by_key(|at| {
-            groups
-                .iter()
-                .filter(|g| leader_node(&nodes, **g) == Some(*at))
-                .count()
-        })
-        .unwrap();
+    let (leaving, led) = busiest_leader(&nodes, &groups);
     let leaving_id = nodes[leaving].id();
-    let led: Vec<GroupId> = groups
-        .iter()
-        .copied()
-        .filter(|g| leader_node(&nodes, *g) == Some(leaving))
-        .collect();
     let controller_led = nodes[leaving].controller_leader() == Some(leaving_id);
     let started = Instant::now();
     let handed = nodes.remove(leaving).shutdown().await;

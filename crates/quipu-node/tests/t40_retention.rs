@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use quipu_node::{Node, Partition};
+use quipu_node::Partition;
 use quipu_record::decode_records;
 use quipu_storage::{LogConfig, Offset};
 
@@ -87,20 +87,14 @@ async fn a_follower_behind_the_leaders_log_start_catches_up() {
 
     // The follower comes back: it installs the leader's snapshot, restarts its log at the
     // leader's log start and replicates the rest.
-    let node = Node::start(config(
+    let node = restart(
+        &nodes,
         follower_id,
         dirs[follower].path(),
         follower_addr,
         log.clone(),
-    ))
-    .await
-    .unwrap();
-    let voters: Vec<(u64, String)> = nodes
-        .iter()
-        .chain(std::iter::once(&node))
-        .map(|n| (n.id(), n.addr().to_string()))
-        .collect();
-    node.join(voters).await.unwrap();
+    )
+    .await;
     nodes.push(node);
     let back = nodes.len() - 1;
     wait_for("the restarted follower to catch up", || {

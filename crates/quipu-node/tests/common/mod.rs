@@ -38,22 +38,15 @@ pub async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// Three joined nodes and a topic of `partitions` partitions with replication factor 3.
-pub async fn start(
-    dirs: &[tempfile::TempDir],
-    partitions: usize,
-    log: &LogConfig,
-) -> (Vec<Node>, Vec<GroupId>) {
+/// Three nodes that joined one cluster, once the controller registered all of them.
+pub async fn start_nodes(dirs: &[tempfile::TempDir], log: &LogConfig) -> Vec<Node> {
     let mut nodes = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
         let listen = "127.0.0.1:0".parse().unwrap();
         let config = config(i as u64 + 1, dir.path(), listen, log.clone());
         nodes.push(Node::start(config).await.unwrap());
     }
-    let voters: Vec<(u64, String)> = nodes
-        .iter()
-        .map(|n| (n.id(), n.addr().to_string()))
-        .collect();
+    let voters = voters(&nodes);
     for node in &nodes {
         node.join(voters.clone()).await.unwrap();
     }
@@ -63,20 +56,77 @@ pub async fn start(
             .all(|n| n.metadata().nodes().count() == 3 && n.controller_leader().is_some())
     })
     .await;
+    nodes
+}
+
+/// Every node's (id, transport address).
+pub fn voters<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> Vec<(u64, String)> {
+    nodes
+        .into_iter()
+        .map(|n| (n.id(), n.addr().to_string()))
+        .collect()
+}
+
+/// The Raft groups of `topic`'s partitions, in partition order, as `node` knows them.
+pub fn groups_of(node: &Node, topic: &str) -> Vec<GroupId> {
+    node.metadata()
+        .topic(topic)
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| GroupId(p.group))
+        .collect()
+}
+
+/// Whether every node hosts a replica of each of `groups` and one of them leads it.
+pub fn every_replica_led(nodes: &[Node], groups: &[GroupId]) -> bool {
+    groups.iter().all(|group| {
+        nodes.iter().all(|n| n.partition(*group).is_some()) && leader_node(nodes, *group).is_some()
+    })
+}
+
+/// Three joined nodes and a topic of `partitions` partitions with replication factor 3.
+pub async fn start(
+    dirs: &[tempfile::TempDir],
+    partitions: usize,
+    log: &LogConfig,
+) -> (Vec<Node>, Vec<GroupId>) {
+    let nodes = start_nodes(dirs, log).await;
     let leader = nodes
         .iter()
         .find(|n| n.controller_leader() == Some(n.id()))
         .unwrap();
     leader.create_topic("topic", partitions, 3).await.unwrap();
-    let groups: Vec<GroupId> = leader
-        .metadata()
-        .topic("topic")
-        .unwrap()
-        .partitions
-        .iter()
-        .map(|p| GroupId(p.group))
-        .collect();
+    let groups = groups_of(leader, "topic");
     (nodes, groups)
+}
+
+/// Restarts node `id` on `addr` from `dir` and rejoins it to `others`.
+pub async fn restart(
+    others: &[Node],
+    id: u64,
+    dir: &Path,
+    addr: SocketAddr,
+    log: LogConfig,
+) -> Node {
+    let node = Node::start(config(id, dir, addr, log)).await.unwrap();
+    node.join(voters(others.iter().chain(std::iter::once(&node))))
+        .await
+        .unwrap();
+    node
+}
+
+/// The node that leads the most of `groups`, and the groups it leads.
+pub fn busiest_leader(nodes: &[Node], groups: &[GroupId]) -> (usize, Vec<GroupId>) {
+    let led = |at: usize| -> Vec<GroupId> {
+        groups
+            .iter()
+            .copied()
+            .filter(|g| leader_node(nodes, *g) == Some(at))
+            .collect()
+    };
+    let at = (0..nodes.len()).max_by_key(|at| led(*at).len()).unwrap();
+    (at, led(at))
 }
 
 pub fn all_quiet(nodes: &[Node], groups: &[GroupId]) -> bool {
