@@ -729,11 +729,10 @@ impl NodeHandle {
     /// Whether `node`'s node heartbeats reach this node (this node itself: yes).
     pub fn is_alive(&self, node: NodeId) -> bool {
         node == self.inner.config.node_id
-            || !self
+            || self
                 .inner
                 .liveness
-                .is_silent(node, quiesce::Timings::of(&self.inner.raft_config).liveness)
-                && self.inner.liveness.heard_of(node)
+                .is_alive(node, quiesce::Timings::of(&self.inner.raft_config).liveness)
     }
 }
 

@@ -574,21 +574,22 @@ impl Liveness {
             .clone()
     }
 
-    /// Whether `node`'s node heartbeat ever arrived.
-    pub(crate) fn heard_of(&self, node: NodeId) -> bool {
-        self.heard
-            .lock()
-            .expect("liveness lock poisoned by a panic")
-            .contains_key(&node)
-    }
-
-    /// Whether `node` was heard before but not within `timeout` (never heard: no).
-    pub(crate) fn is_silent(&self, node: NodeId, timeout: Duration) -> bool {
+    fn last(&self, node: NodeId) -> Option<Heard> {
         self.heard
             .lock()
             .expect("liveness lock poisoned by a panic")
             .get(&node)
-            .is_some_and(|h| Instant::now().saturating_duration_since(h.at) >= timeout)
+            .copied()
+    }
+
+    /// Whether `node`'s node heartbeats arrived within `timeout`.
+    pub(crate) fn is_alive(&self, node: NodeId, timeout: Duration) -> bool {
+        is_alive(self.last(node).as_ref(), Instant::now(), timeout)
+    }
+
+    /// Whether `node` was heard before but not within `timeout` (never heard: no).
+    pub(crate) fn is_silent(&self, node: NodeId, timeout: Duration) -> bool {
+        is_silent(self.last(node).as_ref(), Instant::now(), timeout)
     }
 
     fn heartbeats(&self, node: NodeId) -> u64 {
@@ -641,9 +642,7 @@ impl Round<'_> {
     /// Heard before, but not within the liveness timeout. A node never heard of is not silent:
     /// after a start, nothing is known yet.
     fn is_silent(&self, peer: NodeId) -> bool {
-        self.heard
-            .get(&peer)
-            .is_some_and(|h| self.now.saturating_duration_since(h.at) >= self.timings.liveness)
+        is_silent(self.heard.get(&peer), self.now, self.timings.liveness)
     }
 
     fn heartbeats(&self, peer: NodeId) -> u64 {
@@ -653,6 +652,12 @@ impl Round<'_> {
 
 fn is_alive(heard: Option<&Heard>, now: Instant, timeout: Duration) -> bool {
     heard.is_some_and(|h| now.saturating_duration_since(h.at) < timeout)
+}
+
+/// Heard before, but not within `timeout`. A node never heard of is not silent: after a start,
+/// nothing is known yet.
+fn is_silent(heard: Option<&Heard>, now: Instant, timeout: Duration) -> bool {
+    heard.is_some_and(|h| now.saturating_duration_since(h.at) >= timeout)
 }
 
 /// A node heartbeat arrived: update the quiet state of the groups it lists, then record the
