@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Record batches travel as `Bytes`: a fetch sends batches that share the segment's map.
         .bytes(".quipu.v1.ProduceRequest.record_batch")
         .bytes(".quipu.v1.FetchResponse.record_batches")
+        .bytes(".quipu.v1.ReadReplicaResponse.record_batches")
         .compile_fds(files)?;
     Ok(())
 }

@@ -10,6 +10,7 @@ use quipu_proto::v1::data_server::Data;
 use quipu_proto::v1::{
     Acks, ErrorReason, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
     OffsetSpec, ProduceRequest, ProduceResponse, ProduceStreamItem, ProduceStreamResponse,
+    ReadReplicaRequest, ReadReplicaResponse,
 };
 use quipu_storage::Offset;
 use tokio_stream::{Stream, StreamExt};
@@ -239,6 +240,31 @@ impl Data for DataService {
                 .map_err(|e| from_fetch(&self.node, e))?,
         };
         Ok(Response::new(ListOffsetsResponse { offset: offset.0 }))
+    }
+
+    async fn read_replica(
+        &self,
+        request: Request<ReadReplicaRequest>,
+    ) -> Result<Response<ReadReplicaResponse>, Status> {
+        let request = request.into_inner();
+        let partition = self.replica(&request.topic, request.partition)?;
+        let max_bytes = u64::from(match request.max_bytes {
+            0 => FETCH_BYTES_MAX,
+            n => n.min(FETCH_BYTES_MAX),
+        });
+        // Read the watermark first: every record below it is in the log read after.
+        let high_watermark = partition.high_watermark();
+        let entries = partition
+            .read_replica(Offset(request.offset), max_bytes)
+            .await
+            .map_err(|e| from_fetch(&self.node, e))?;
+        Ok(Response::new(ReadReplicaResponse {
+            record_batches: entries.into_iter().map(|e| e.payload).collect(),
+            high_watermark: high_watermark.0,
+            log_end_offset: partition.log_end_offset().0,
+            log_start_offset: partition.log_start_offset().0,
+            leader: partition.is_leader(),
+        }))
     }
 }
 

@@ -96,11 +96,57 @@ fn transport(status: &tonic::Status, idempotent: bool) -> Failure {
         let text = format!("{status:?}").to_lowercase();
         text.contains("connect") || text.contains("connection refused")
     };
-    if never_connected || (idempotent && status.code() == tonic::Code::Unavailable) {
+    // A connection that broke mid-call (the node died, an HTTP/2 stream was reset) says nothing
+    // about what the server did.
+    let broken = matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+    );
+    if never_connected || (idempotent && broken) {
         return Failure::Retry(ClientError::Unavailable(message));
     }
-    if status.code() == tonic::Code::Unavailable || status.code() == tonic::Code::DeadlineExceeded {
+    if broken {
         return Failure::Fatal(ClientError::UnknownOutcome(message));
     }
     Failure::Fatal(ClientError::Other(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_connection_is_retried_by_reads_and_unknown_to_writes() {
+        for code in [
+            tonic::Code::Unknown,
+            tonic::Code::Cancelled,
+            tonic::Code::DeadlineExceeded,
+        ] {
+            let status = tonic::Status::new(code, "h2 protocol error: error reading a body");
+            assert!(matches!(
+                classify(&status, true),
+                Failure::Retry(ClientError::Unavailable(_))
+            ));
+            assert!(matches!(
+                classify(&status, false),
+                Failure::Fatal(ClientError::UnknownOutcome(_))
+            ));
+        }
+        let refused = tonic::Status::new(
+            tonic::Code::Unavailable,
+            "tcp connect error: Connection refused",
+        );
+        assert!(matches!(
+            classify(&refused, false),
+            Failure::Retry(ClientError::Unavailable(_))
+        ));
+        let bad = tonic::Status::new(tonic::Code::Internal, "bug");
+        assert!(matches!(
+            classify(&bad, true),
+            Failure::Fatal(ClientError::Other(_))
+        ));
+    }
 }

@@ -29,7 +29,7 @@ use quipu_proto::v1::{
     Acks, AddPartitionsRequest, AlterTopicConfigRequest, ClusterDescription, CreateTopicRequest,
     DeleteTopicRequest, DescribeClusterRequest, DescribeTopicRequest, HealthRequest,
     HealthResponse, ListOffsetsRequest, ListTopicsRequest, OffsetSpec, ProduceRequest,
-    TopicDescription,
+    ReadReplicaRequest, TopicDescription,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -38,8 +38,8 @@ pub use error::ClientError;
 pub use murmur2::{murmur2, partition_for_key};
 pub use producer::{Producer, ProducerConfig, Sent};
 pub use quipu_proto::v1::{
-    ClusterDescription as Cluster, NodeDescription, PartitionDescription, TopicConfig,
-    TopicDescription as Topic,
+    ClusterDescription as Cluster, NodeDescription, PartitionDescription,
+    ReadReplicaResponse as ReplicaContents, TopicConfig, TopicDescription as Topic,
 };
 
 use crate::error::{Failure, classify};
@@ -68,6 +68,14 @@ impl Default for ClientConfig {
             retry_deadline: Duration::from_secs(30),
             retry_backoff: Duration::from_millis(50),
         }
+    }
+}
+
+/// The error of a call addressed to one node, which is not retried elsewhere.
+fn one_node_error(status: &tonic::Status) -> ClientError {
+    match classify(status, true) {
+        Failure::Fatal(e) | Failure::Retry(e) => e,
+        Failure::NotLeader(_) => ClientError::Other(status.message().to_string()),
     }
 }
 
@@ -260,10 +268,29 @@ impl Client {
             .health(HealthRequest {})
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|status| match classify(&status, true) {
-                Failure::Fatal(e) | Failure::Retry(e) => e,
-                Failure::NotLeader(_) => ClientError::Other(status.message().to_string()),
-            })
+            .map_err(|status| one_node_error(&status))
+    }
+
+    /// Verification: what the replica of `topic`/`partition` on the node at `addr` holds from
+    /// `offset` on, committed or not, leader or follower (`Data.ReadReplica`). Not retried.
+    pub async fn read_replica(
+        &self,
+        addr: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<ReplicaContents, ClientError> {
+        let request = ReadReplicaRequest {
+            topic: topic.to_string(),
+            partition,
+            offset,
+            max_bytes: 0,
+        };
+        self.data(addr)?
+            .read_replica(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| one_node_error(&status))
     }
 
     /// Creates a topic.

@@ -593,7 +593,14 @@ impl NodeHandle {
             .write()
             .expect("voters lock poisoned by a panic") = voters.clone();
         let lowest = voters.iter().map(|(id, _)| *id).min();
-        if lowest == Some(self.id()) {
+        // After a restart the group exists; openraft would log the refused initialize as an error.
+        let initialized = self
+            .inner
+            .controller
+            .is_initialized()
+            .await
+            .unwrap_or(false);
+        if lowest == Some(self.id()) && !initialized {
             let members: std::collections::BTreeMap<NodeId, openraft::BasicNode> = voters
                 .into_iter()
                 .map(|(id, addr)| (id, openraft::BasicNode { addr }))

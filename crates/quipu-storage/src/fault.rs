@@ -42,6 +42,7 @@ mod enabled {
     use std::fs::OpenOptions;
     use std::os::unix::fs::FileExt;
     use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Mutex, MutexGuard};
 
     /// What a simulated power loss keeps of the data written after the last sync.
@@ -80,6 +81,7 @@ mod enabled {
     }
 
     static FILES: Mutex<Option<HashMap<PathBuf, Track>>> = Mutex::new(None);
+    static FROZEN: AtomicBool = AtomicBool::new(false);
     static FAILING_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
     static FAIL_NEXT_SYNC: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
@@ -119,7 +121,17 @@ mod enabled {
             .retain(|d| d != dir);
     }
 
+    /// From now on every write and sync in this process fails: the first step of a whole-process
+    /// power loss ([`power_loss_everywhere`]), so that nothing changes the files while they are
+    /// rewritten. There is no way back: the process is meant to exit next.
+    pub fn freeze() {
+        FROZEN.store(true, Ordering::SeqCst);
+    }
+
     pub(crate) fn injected_failure(path: &Path) -> Option<std::io::Error> {
+        if FROZEN.load(Ordering::SeqCst) {
+            return Some(std::io::Error::other("frozen for a simulated power loss"));
+        }
         let failing = FAILING_DIRS.lock().unwrap_or_else(|e| e.into_inner());
         failing
             .iter()
@@ -277,6 +289,34 @@ mod enabled {
                     .tails_cut
                     .push((path, keep_from, zero_to - keep_from));
             }
+        }
+        Ok(report)
+    }
+
+    /// [`power_loss`] for every directory holding a tracked file: what the whole process's files
+    /// look like after a power loss now. Call [`freeze`] first (and let in-flight writes finish),
+    /// then exit without closing anything.
+    pub fn power_loss_everywhere(mode: PowerLoss) -> std::io::Result<PowerLossReport> {
+        let mut dirs: Vec<PathBuf> = with_files(|files| {
+            files
+                .keys()
+                .filter_map(|path| path.parent().map(Path::to_path_buf))
+                .collect()
+        });
+        dirs.sort();
+        dirs.dedup();
+        let mut report = PowerLossReport::default();
+        for (i, dir) in dirs.iter().enumerate() {
+            let mode = match mode {
+                PowerLoss::LoseUnsynced => mode,
+                PowerLoss::TornTail { seed } => PowerLoss::TornTail {
+                    seed: seed.wrapping_add(i as u64),
+                },
+            };
+            let one = power_loss(dir, mode)?;
+            report.files_removed.extend(one.files_removed);
+            report.tails_cut.extend(one.tails_cut);
+            report.unsynced_truncations.extend(one.unsynced_truncations);
         }
         Ok(report)
     }

@@ -1,0 +1,287 @@
+//! The cluster under test: one `quipu server` process per node, each started in its node's
+//! network namespace (`ip netns exec`, which execs the server: the child's pid is the server's),
+//! with its own configuration file, data directory and log file under the run's directory.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rustix::process::{Pid, Signal, kill_process};
+
+use crate::net::{Host, Net, faketime_library};
+
+/// Raft transport port of every node (each has its own address).
+pub const RAFT_PORT: u16 = 7001;
+/// Client API port of every node.
+pub const API_PORT: u16 = 7101;
+/// Segments are small so that a run has sealed segments to corrupt.
+const SEGMENT_BYTES: u64 = 64 << 10;
+/// Largest Raft entry (a record batch and its framing); must fit a segment.
+const ENTRY_BYTES: u64 = 32 << 10;
+
+/// One node.
+#[derive(Debug)]
+pub struct Node {
+    /// Its node id (1-based).
+    pub id: u64,
+    /// Its namespace and address.
+    pub host: Host,
+    /// Where its configuration, data and log live.
+    pub dir: PathBuf,
+    child: Option<Child>,
+    /// Stopped with SIGSTOP.
+    pub paused: bool,
+    /// Clock offset in seconds applied by libfaketime at the next start (`None`: the real clock).
+    pub skew_secs: Option<i64>,
+    /// Started and not stopped since: if it is not running, it exited by itself.
+    wanted: bool,
+}
+
+impl Node {
+    /// The node's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Its client API address.
+    pub fn api_addr(&self) -> String {
+        format!("{}:{API_PORT}", self.host.ip)
+    }
+
+    fn pid(&self) -> Option<Pid> {
+        let child = self.child.as_ref()?;
+        Pid::from_raw(i32::try_from(child.id()).ok()?)
+    }
+
+    fn signal(&self, signal: Signal) {
+        if let Some(pid) = self.pid() {
+            let _ = kill_process(pid, signal);
+        }
+    }
+
+    /// Whether the node was started and not stopped since.
+    pub fn expected_running(&self) -> bool {
+        self.wanted
+    }
+
+    /// Notes that the node's exit has been seen (it is not reported twice).
+    pub fn forget_exit(&mut self) {
+        self.wanted = false;
+    }
+
+    /// Whether the process runs (a paused one counts); reaps it if it exited.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => true,
+            Some(_) => {
+                self.child = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The last line of the node's log, to say why it exited.
+    pub fn last_log_line(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log"))
+            .ok()
+            .and_then(|log| log.lines().last().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// Waits up to `patience` for the process to exit; returns its exit status text.
+    fn wait_exit(&mut self, patience: Duration) -> Option<String> {
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            match self.child.as_mut().map(Child::try_wait) {
+                Some(Ok(Some(status))) => {
+                    self.child = None;
+                    return Some(status.to_string());
+                }
+                Some(Ok(None)) => std::thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    self.child = None;
+                    return Some("gone".to_string());
+                }
+            }
+        }
+        None
+    }
+}
+
+/// All nodes of the run.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Node `i + 1` at index `i`.
+    pub nodes: Vec<Node>,
+    quipu: PathBuf,
+}
+
+impl Cluster {
+    /// Writes every node's configuration under `root`; starts nothing.
+    pub fn new(net: &Net, quipu: &Path, root: &Path) -> anyhow::Result<Cluster> {
+        let voters: Vec<String> = net
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, h)| format!("\"{}@{}:{RAFT_PORT}\"", i + 1, h.ip))
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, host) in net.nodes.iter().enumerate() {
+            let id = i as u64 + 1;
+            let dir = root.join(format!("n{id}"));
+            std::fs::create_dir_all(&dir)?;
+            let config = format!(
+                "# Written by quipu-jepsen for node {id}.\n\
+                 node_id = {id}\n\
+                 data_dir = \"{data}\"\n\
+                 listen_addr = \"{ip}:{RAFT_PORT}\"\n\
+                 api_listen_addr = \"{ip}:{API_PORT}\"\n\
+                 voters = [{voters}]\n\
+                 \n\
+                 [log]\n\
+                 segment_bytes_max = {SEGMENT_BYTES}\n\
+                 entry_bytes_max = {ENTRY_BYTES}\n\
+                 index_bytes_max = {SEGMENT_BYTES}\n\
+                 preallocate_bytes = {SEGMENT_BYTES}\n\
+                 fsync = \"always\"\n",
+                data = dir.join("data").display(),
+                ip = host.ip,
+                voters = voters.join(", "),
+            );
+            std::fs::write(dir.join("quipu.toml"), config)?;
+            nodes.push(Node {
+                id,
+                host: host.clone(),
+                dir,
+                child: None,
+                paused: false,
+                skew_secs: None,
+                wanted: false,
+            });
+        }
+        Ok(Cluster {
+            nodes,
+            quipu: quipu.to_path_buf(),
+        })
+    }
+
+    /// Every node's API address.
+    pub fn api_addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(Node::api_addr).collect()
+    }
+
+    /// Starts node index `i` (no-op if it runs). Its output goes to `n<id>/node.log`.
+    pub fn start(&mut self, i: usize) -> anyhow::Result<()> {
+        let quipu = self.quipu.clone();
+        let node = &mut self.nodes[i];
+        if node.is_running() {
+            return Ok(());
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.dir.join("node.log"))?;
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &node.host.ns])
+            .arg(&quipu)
+            .arg("server")
+            .arg("--config")
+            .arg(node.dir.join("quipu.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if let Some(secs) = node.skew_secs {
+            let library = faketime_library().context("clock skew needs libfaketime")?;
+            command
+                .env("LD_PRELOAD", library)
+                .env("FAKETIME", format!("{secs:+}s"))
+                // Timers and timeouts keep the real monotonic clock; the wall clock is skewed.
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", quipu.display()))?;
+        node.child = Some(child);
+        node.paused = false;
+        node.wanted = true;
+        Ok(())
+    }
+
+    /// SIGKILLs node index `i` and reaps it.
+    pub fn kill(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.wanted = false;
+        node.signal(Signal::KILL);
+        node.wait_exit(Duration::from_secs(10));
+        node.paused = false;
+    }
+
+    /// SIGSTOPs node index `i`.
+    pub fn pause(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.signal(Signal::STOP);
+        node.paused = true;
+    }
+
+    /// SIGCONTs node index `i`.
+    pub fn resume(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.signal(Signal::CONT);
+        node.paused = false;
+    }
+
+    /// Simulated power loss of node index `i`: SIGUSR1 makes a server built with
+    /// `fault-injection` drop every write it had not synced and exit at once.
+    pub fn power_loss(&mut self, i: usize) -> anyhow::Result<()> {
+        let node = &mut self.nodes[i];
+        node.wanted = false;
+        if node.paused {
+            node.signal(Signal::CONT);
+            node.paused = false;
+        }
+        node.signal(Signal::USR1);
+        match node.wait_exit(Duration::from_secs(10)) {
+            Some(status) if status.contains("137") => Ok(()),
+            Some(status) => bail!(
+                "node {} exited with {status} on SIGUSR1: is quipu built with the fault-injection feature?",
+                node.id
+            ),
+            None => {
+                node.signal(Signal::KILL);
+                node.wait_exit(Duration::from_secs(10));
+                bail!(
+                    "node {} did not simulate a power loss within 10 s of SIGUSR1: is quipu built with the fault-injection feature?",
+                    node.id
+                )
+            }
+        }
+    }
+
+    /// Stops every node: SIGTERM (a graceful handoff), SIGKILL after `patience`.
+    pub fn stop_all(&mut self, patience: Duration) {
+        for node in &mut self.nodes {
+            node.wanted = false;
+            node.signal(Signal::CONT);
+            node.signal(Signal::TERM);
+        }
+        for node in &mut self.nodes {
+            if node.wait_exit(patience).is_none() {
+                node.signal(Signal::KILL);
+                node.wait_exit(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.signal(Signal::KILL);
+            node.wait_exit(Duration::from_secs(5));
+        }
+    }
+}

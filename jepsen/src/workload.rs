@@ -1,0 +1,597 @@
+//! The workload, run in the client namespace (`quipu-jepsen workload`): producer processes send
+//! unique values to partitions, consumer processes poll partitions from their positions, and the
+//! history records every operation. Commands arrive on stdin, one per line:
+//!
+//! - `nemesis start <fault>` / `nemesis end <fault>`: recorded as the nemesis's lines;
+//! - `final`: stop sending and polling, drain every partition from the start with every consumer
+//!   process, read every replica (`Data.ReadReplica`), print `done` and exit.
+//!
+//! `ready` is printed once the topic exists and every partition has a leader.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use quipu_client::{AckLevel, Client, ClientConfig, ClientError, Consumer, StartAt, TopicConfig};
+use quipu_record::{BatchBuilder, BatchHeader, Compression, decode_records};
+use tokio::io::AsyncBufReadExt;
+
+use crate::history::{F, NEMESIS, OpType, Read, Recorder, Value};
+use crate::rng::Rng;
+
+/// The topic every run uses.
+pub const TOPIC: &str = "jepsen";
+/// First process number of the consumers (producers are numbered from 0).
+const CONSUMER_PROCESS_BASE: i64 = 1000;
+/// Process number of the replica reads.
+const REPLICA_PROCESS: i64 = 9000;
+/// Most bytes a fetched batch may decode to.
+const DECODED_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// What the workload does.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkloadArgs {
+    /// API addresses of every node, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub bootstrap: Vec<String>,
+    /// Partitions of the topic (each one is a key of the history).
+    #[arg(long, default_value_t = 4)]
+    pub partitions: u32,
+    /// Replicas per partition.
+    #[arg(long, default_value_t = 3)]
+    pub replication: u32,
+    /// Producer processes.
+    #[arg(long, default_value_t = 3)]
+    pub producers: u32,
+    /// Consumer processes.
+    #[arg(long, default_value_t = 2)]
+    pub consumers: u32,
+    /// Sends per second, all producers together.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u32,
+    /// Longest time one operation may take before it is recorded as `info`, in ms.
+    #[arg(long, default_value_t = 5000)]
+    pub op_timeout_ms: u64,
+    /// Seed of the workload's random choices.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where the history is written.
+    #[arg(long)]
+    pub history: PathBuf,
+}
+
+/// The history, shared by every process of the workload.
+type Shared = Arc<Mutex<Recorder>>;
+
+fn record(history: &Shared, process: i64, kind: OpType, f: F, value: Value, error: Option<String>) {
+    let mut recorder = history.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = recorder.record(process, kind, f, value, error) {
+        eprintln!("cannot write the history: {e}");
+        std::process::exit(2);
+    }
+}
+
+/// Runs the workload until `final` arrives on stdin and is carried out.
+pub async fn run(args: WorkloadArgs) -> anyhow::Result<()> {
+    let history: Shared = Arc::new(Mutex::new(Recorder::create(&args.history)?));
+    let op_timeout = Duration::from_millis(args.op_timeout_ms);
+    let config = ClientConfig {
+        request_timeout: op_timeout,
+        retry_deadline: op_timeout / 2,
+        retry_backoff: Duration::from_millis(50),
+    };
+    let admin = connect(&args.bootstrap, config.clone()).await?;
+    prepare_topic(&admin, &args).await?;
+    println!("ready");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let next_value = Arc::new(AtomicU64::new(1));
+    let mut rng = Rng::new(args.seed);
+    let mut tasks = Vec::new();
+    for producer in 0..args.producers {
+        let client = Client::connect_with(args.bootstrap.clone(), config.clone()).await?;
+        let interval = Duration::from_secs_f64(f64::from(args.producers) / f64::from(args.rate));
+        tasks.push(tokio::spawn(produce_loop(
+            client,
+            i64::from(producer),
+            i64::from(args.producers),
+            args.partitions,
+            interval,
+            op_timeout,
+            rng.fork(),
+            Arc::clone(&next_value),
+            Arc::clone(&stop),
+            Arc::clone(&history),
+        )));
+    }
+    for consumer in 0..args.consumers {
+        let client = Client::connect_with(args.bootstrap.clone(), config.clone()).await?;
+        tasks.push(tokio::spawn(poll_loop(
+            client,
+            CONSUMER_PROCESS_BASE + i64::from(consumer),
+            args.partitions,
+            op_timeout,
+            Arc::clone(&stop),
+            Arc::clone(&history),
+        )));
+    }
+    let flusher = {
+        let history = Arc::clone(&history);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = history.lock().unwrap_or_else(|e| e.into_inner()).flush();
+            }
+        })
+    };
+
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        if let Some(fault) = line.strip_prefix("nemesis start ") {
+            record(
+                &history,
+                NEMESIS,
+                OpType::Invoke,
+                F::Nemesis,
+                fault_value(fault),
+                None,
+            );
+        } else if let Some(fault) = line.strip_prefix("nemesis end ") {
+            record(
+                &history,
+                NEMESIS,
+                OpType::Info,
+                F::Nemesis,
+                fault_value(fault),
+                None,
+            );
+        } else if line == "final" {
+            break;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for task in tasks {
+        task.await?;
+    }
+    let drained = drain_all(&admin, &args, op_timeout, &history).await;
+    read_replicas(&admin, &drained, &history).await?;
+    flusher.abort();
+    history.lock().unwrap_or_else(|e| e.into_inner()).flush()?;
+    println!("done");
+    Ok(())
+}
+
+fn fault_value(fault: &str) -> Value {
+    Value {
+        fault: Some(fault.to_string()),
+        ..Value::default()
+    }
+}
+
+/// Connects, waiting up to two minutes for the cluster to answer.
+async fn connect(bootstrap: &[String], config: ClientConfig) -> anyhow::Result<Client> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match Client::connect_with(bootstrap.to_vec(), config.clone()).await {
+            Ok(client) => return Ok(client),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e).context("the cluster did not answer within 2 minutes");
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Creates the topic and waits until every partition has a leader.
+async fn prepare_topic(client: &Client, args: &WorkloadArgs) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let created = client
+            .create_topic(
+                TOPIC,
+                args.partitions,
+                args.replication,
+                TopicConfig::default(),
+            )
+            .await;
+        match created {
+            Ok(()) | Err(ClientError::TopicExists(_)) => break,
+            Err(e) if Instant::now() > deadline => {
+                return Err(e).context("cannot create the topic");
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    loop {
+        let led = client
+            .describe_topic(TOPIC)
+            .await
+            .map(|t| t.partitions.iter().all(|p| p.leader.is_some()))
+            .unwrap_or(false);
+        if led {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the partitions of {TOPIC} have no leaders after 2 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One record whose value is `value` in decimal.
+fn one_record(value: u64) -> anyhow::Result<bytes::Bytes> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let mut builder = BatchBuilder::new(0, Compression::None);
+    builder.push(now, None, Some(value.to_string().as_bytes()), &[]);
+    Ok(builder.build()?)
+}
+
+/// What a failed send proves: `Fail` only when the client says nothing was or will be written.
+fn send_outcome(error: &ClientError) -> OpType {
+    match error {
+        ClientError::Unavailable(_)
+        | ClientError::UnknownTopic(_)
+        | ClientError::UnknownPartition(_)
+        | ClientError::InvalidArgument(_)
+        | ClientError::MessageTooLarge(_)
+        | ClientError::TopicExists(_)
+        | ClientError::OffsetOutOfRange(_) => OpType::Fail,
+        ClientError::UnknownOutcome(_)
+        | ClientError::Unreachable { .. }
+        | ClientError::Other(_) => OpType::Info,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn produce_loop(
+    client: Client,
+    first_process: i64,
+    process_step: i64,
+    partitions: u32,
+    interval: Duration,
+    op_timeout: Duration,
+    mut rng: Rng,
+    next_value: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    history: Shared,
+) {
+    let mut process = first_process;
+    let mut next_at = tokio::time::Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        // Jittered pacing: on average `interval` between sends.
+        let mean = u64::try_from(interval.as_micros()).unwrap_or(u64::MAX / 2);
+        let jitter = rng.between(0, 2 * mean);
+        next_at += Duration::from_micros(jitter);
+        tokio::time::sleep_until(next_at).await;
+        // A send that took long does not cause a burst of catching-up sends.
+        let now = tokio::time::Instant::now();
+        next_at = next_at.max(now.checked_sub(interval).unwrap_or(now));
+        let partition = u32::try_from(rng.below(u64::from(partitions))).unwrap_or(0);
+        let value = next_value.fetch_add(1, Ordering::SeqCst);
+        let asked = Value {
+            partition: Some(partition),
+            value: Some(value),
+            ..Value::default()
+        };
+        record(
+            &history,
+            process,
+            OpType::Invoke,
+            F::Send,
+            asked.clone(),
+            None,
+        );
+        let sent = match one_record(value) {
+            Ok(batch) => {
+                tokio::time::timeout(
+                    op_timeout,
+                    client.produce(TOPIC, partition, batch, AckLevel::All),
+                )
+                .await
+            }
+            Err(e) => Ok(Err(ClientError::InvalidArgument(e.to_string()))),
+        };
+        let (kind, offset, error) = match sent {
+            Ok(Ok(Some(offset))) => (OpType::Ok, Some(offset), None),
+            Ok(Ok(None)) => (
+                OpType::Info,
+                None,
+                Some("acknowledged without an offset".to_string()),
+            ),
+            Ok(Err(e)) => (send_outcome(&e), None, Some(e.to_string())),
+            Err(_) => (OpType::Info, None, Some("timeout".to_string())),
+        };
+        record(
+            &history,
+            process,
+            kind,
+            F::Send,
+            Value { offset, ..asked },
+            error,
+        );
+        if kind == OpType::Info {
+            // The outcome is unknown and may resolve later: later sends are another process's.
+            process += process_step;
+        }
+    }
+}
+
+async fn poll_loop(
+    client: Client,
+    process: i64,
+    partitions: u32,
+    op_timeout: Duration,
+    stop: Arc<AtomicBool>,
+    history: Shared,
+) {
+    let mut positions: Vec<u64> = vec![0; partitions as usize];
+    let mut partition = 0u32;
+    while !stop.load(Ordering::SeqCst) {
+        let from = positions[partition as usize];
+        let asked = Value {
+            partition: Some(partition),
+            from: Some(from),
+            ..Value::default()
+        };
+        record(
+            &history,
+            process,
+            OpType::Invoke,
+            F::Poll,
+            asked.clone(),
+            None,
+        );
+        let polled = tokio::time::timeout(op_timeout, async {
+            let mut consumer =
+                Consumer::new(&client, TOPIC, partition, StartAt::Offset(from), false).await?;
+            consumer.next_batch().await
+        })
+        .await;
+        match polled {
+            Ok(Ok(batch)) => {
+                let records: Vec<Read> = batch
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|r| (r.offset, parse_value(r.value.as_deref())))
+                    .collect();
+                if let Some(&(last, _)) = records.last() {
+                    positions[partition as usize] = last + 1;
+                }
+                let value = Value {
+                    records: Some(records),
+                    ..asked
+                };
+                record(&history, process, OpType::Ok, F::Poll, value, None);
+            }
+            Ok(Err(e)) => {
+                let kind = match e {
+                    ClientError::OffsetOutOfRange(_) => OpType::Fail,
+                    _ => OpType::Info,
+                };
+                record(&history, process, kind, F::Poll, asked, Some(e.to_string()));
+            }
+            Err(_) => record(
+                &history,
+                process,
+                OpType::Info,
+                F::Poll,
+                asked,
+                Some("timeout".to_string()),
+            ),
+        }
+        partition = (partition + 1) % partitions;
+    }
+}
+
+/// A record's value as sent (decimal); anything else reads as 0, which is never sent.
+fn parse_value(value: Option<&[u8]>) -> u64 {
+    value
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Every consumer process reads every partition from offset 0 to its end. Returns the end each
+/// partition was drained to.
+async fn drain_all(
+    client: &Client,
+    args: &WorkloadArgs,
+    op_timeout: Duration,
+    history: &Shared,
+) -> BTreeMap<u32, u64> {
+    let mut ends = BTreeMap::new();
+    for consumer in 0..args.consumers {
+        let process = CONSUMER_PROCESS_BASE + i64::from(consumer);
+        for partition in 0..args.partitions {
+            let asked = Value {
+                partition: Some(partition),
+                from: Some(0),
+                ..Value::default()
+            };
+            record(
+                history,
+                process,
+                OpType::Invoke,
+                F::Drain,
+                asked.clone(),
+                None,
+            );
+            match drain(client, partition, op_timeout).await {
+                Ok(records) => {
+                    let end = records.last().map_or(0, |(o, _)| o + 1);
+                    ends.entry(partition)
+                        .and_modify(|e: &mut u64| *e = (*e).max(end))
+                        .or_insert(end);
+                    let value = Value {
+                        records: Some(records),
+                        ..asked
+                    };
+                    record(history, process, OpType::Ok, F::Drain, value, None);
+                }
+                Err(e) => record(
+                    history,
+                    process,
+                    OpType::Info,
+                    F::Drain,
+                    asked,
+                    Some(format!("{e:#}")),
+                ),
+            }
+        }
+    }
+    ends
+}
+
+/// Reads one partition from 0 to its end: the end is where a read stops and, a second later, the
+/// leader's high watermark still says so. Gives up after two minutes.
+async fn drain(client: &Client, partition: u32, op_timeout: Duration) -> anyhow::Result<Vec<Read>> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut consumer = loop {
+        match Consumer::new(client, TOPIC, partition, StartAt::Offset(0), false).await {
+            Ok(consumer) => break consumer,
+            Err(e) if Instant::now() > deadline => return Err(e.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let mut records = Vec::new();
+    let mut last_error = None;
+    while Instant::now() < deadline {
+        match tokio::time::timeout(op_timeout, consumer.next_batch()).await {
+            Ok(Ok(Some(batch))) => records.extend(
+                batch
+                    .iter()
+                    .map(|r| (r.offset, parse_value(r.value.as_deref()))),
+            ),
+            Ok(Ok(None)) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                match client.list_offsets(TOPIC, partition, StartAt::Latest).await {
+                    Ok(end) if end == consumer.position() => return Ok(records),
+                    Ok(_) => {}
+                    Err(e) => last_error = Some(e.to_string()),
+                }
+            }
+            Ok(Err(e)) => {
+                last_error = Some(e.to_string());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(_) => last_error = Some("timeout".to_string()),
+        }
+    }
+    anyhow::bail!(
+        "partition {partition} was not drained to its end within two minutes (last error: {})",
+        last_error.unwrap_or_else(|| "none".to_string())
+    )
+}
+
+/// Reads every replica of every partition on its own node, once its high watermark reached the
+/// drained end (or after 30 s).
+async fn read_replicas(
+    client: &Client,
+    drained: &BTreeMap<u32, u64>,
+    history: &Shared,
+) -> anyhow::Result<()> {
+    let cluster = client.describe_cluster().await?;
+    let topic = client.describe_topic(TOPIC).await?;
+    for assignment in &topic.partitions {
+        let partition = assignment.partition;
+        let end = drained.get(&partition).copied().unwrap_or(0);
+        for node in &assignment.replicas {
+            let Some(addr) = cluster
+                .nodes
+                .iter()
+                .find(|n| n.node_id == *node)
+                .map(|n| n.api_addr.clone())
+            else {
+                continue;
+            };
+            let asked = Value {
+                partition: Some(partition),
+                node: Some(*node),
+                ..Value::default()
+            };
+            record(
+                history,
+                REPLICA_PROCESS,
+                OpType::Invoke,
+                F::Replica,
+                asked.clone(),
+                None,
+            );
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let read = loop {
+                let read = read_replica(client, &addr, partition).await;
+                let caught_up = matches!(&read, Ok((hw, _, _)) if *hw >= end);
+                if caught_up || Instant::now() > deadline {
+                    break read;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            match read {
+                Ok((high_watermark, from, records)) => {
+                    let value = Value {
+                        high_watermark: Some(high_watermark),
+                        from: Some(from),
+                        records: Some(records),
+                        ..asked
+                    };
+                    record(
+                        history,
+                        REPLICA_PROCESS,
+                        OpType::Ok,
+                        F::Replica,
+                        value,
+                        None,
+                    );
+                }
+                Err(e) => record(
+                    history,
+                    REPLICA_PROCESS,
+                    OpType::Info,
+                    F::Replica,
+                    asked,
+                    Some(format!("{e:#}")),
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One replica's whole log: (its high watermark, its log start, the records).
+async fn read_replica(
+    client: &Client,
+    addr: &str,
+    partition: u32,
+) -> anyhow::Result<(u64, u64, Vec<Read>)> {
+    let first = client.read_replica(addr, TOPIC, partition, 0).await?;
+    let high_watermark = first.high_watermark;
+    let start = first.log_start_offset;
+    let end = first.log_end_offset;
+    let mut records = Vec::new();
+    let mut want = start;
+    let mut contents = first;
+    loop {
+        let mut next = want;
+        for batch in &contents.record_batches {
+            let header = BatchHeader::parse(batch)?;
+            for record in decode_records(batch, DECODED_BYTES_MAX)? {
+                let offset = u64::try_from(record.offset(header.base_offset))?;
+                // Batches come whole: the first may begin before the offset asked for.
+                if offset >= want {
+                    records.push((offset, parse_value(record.value.as_deref())));
+                }
+            }
+            next = u64::try_from(header.base_offset)?.saturating_add(header.offset_count());
+        }
+        if next >= end || next == want {
+            return Ok((high_watermark, start, records));
+        }
+        want = next;
+        contents = client.read_replica(addr, TOPIC, partition, want).await?;
+    }
+}
