@@ -260,8 +260,23 @@ impl Nemesis {
                 cluster.power_loss(*lost)?;
             }
             Fault::Corrupt { node, how } => {
-                cluster.kill(*node);
-                note = self.corrupt(*node, &cluster.nodes[*node].data_dir(), *how)?;
+                // The drawn node, or the next one that has a replica it may damage.
+                let target = (0..nodes)
+                    .map(|k| (node + k) % nodes)
+                    .find(|&i| {
+                        self.candidates(i, &cluster.nodes[i].data_dir())
+                            .is_ok_and(|c| !c.is_empty())
+                    })
+                    .unwrap_or(*node);
+                cluster.kill(target);
+                note = format!(
+                    "n{}: {}",
+                    target + 1,
+                    self.corrupt(target, &cluster.nodes[target].data_dir(), *how)?
+                );
+                if target != *node {
+                    cluster.start(*node)?; // untouched; it was not stopped
+                }
             }
             Fault::Skew { node, secs } => {
                 cluster.kill(*node);
@@ -296,9 +311,9 @@ impl Nemesis {
         Ok(())
     }
 
-    /// Damages one partition replica of the (stopped) node whose data is in `data`. Picks a
-    /// partition whose other replicas were never damaged.
-    fn corrupt(&mut self, node: usize, data: &Path, how: Corruption) -> anyhow::Result<String> {
+    /// The partition replicas of `node` (data in `data`) that may be damaged: those whose other
+    /// replicas never were, with their segment files in order.
+    fn candidates(&self, node: usize, data: &Path) -> anyhow::Result<Vec<(String, Vec<PathBuf>)>> {
         let partitions = data.join("partitions");
         let mut candidates: Vec<(String, Vec<PathBuf>)> = Vec::new();
         for entry in std::fs::read_dir(&partitions)
@@ -321,6 +336,13 @@ impl Nemesis {
                 candidates.push((name, segments));
             }
         }
+        Ok(candidates)
+    }
+
+    /// Damages one partition replica of the (stopped) node whose data is in `data`. Picks a
+    /// partition whose other replicas were never damaged.
+    fn corrupt(&mut self, node: usize, data: &Path, how: Corruption) -> anyhow::Result<String> {
+        let mut candidates = self.candidates(node, data)?;
         if candidates.is_empty() {
             return Ok("no partition replica could be damaged".to_string());
         }

@@ -431,13 +431,9 @@ impl Node {
         let groups = Arc::new(Groups::default());
         let peers = Arc::new(Peers::default());
 
-        let (controller, metadata, effects) =
+        let (controller, controller_quiet, metadata, effects) =
             open_controller(&config, Arc::clone(&raft_config), Arc::clone(&peers)).await?;
-        groups.insert(
-            GroupId::CONTROLLER,
-            controller.clone(),
-            Arc::new(QuietCell::default()),
-        );
+        groups.insert(GroupId::CONTROLLER, controller.clone(), controller_quiet);
 
         let liveness = Arc::new(Liveness::default());
         let control = ControllerHandle {
@@ -869,6 +865,7 @@ async fn open_controller(
 ) -> Result<
     (
         Raft<TypeConfig>,
+        Arc<QuietCell>,
         ControllerStateMachine,
         tokio::sync::mpsc::Receiver<Effect>,
     ),
@@ -884,13 +881,8 @@ async fn open_controller(
         retention_ms: None,
         ..config.log.clone()
     };
-    let (_, store) = open_log_store(
-        group,
-        &dir,
-        log_config,
-        Arc::new(PartitionShared::default()),
-    )
-    .await?;
+    let shared = Arc::new(PartitionShared::default());
+    let (_, store) = open_log_store(group, &dir, log_config, Arc::clone(&shared)).await?;
     let raft_error = |reason: String| NodeError::Raft { group, reason };
     let (metadata, effects) = ControllerStateMachine::open(dir, config.node_id)
         .await
@@ -909,7 +901,8 @@ async fn open_controller(
     )
     .await
     .map_err(|e| raft_error(e.to_string()))?;
-    Ok((raft, metadata, effects))
+    let quiet = Arc::new(QuietCell::new(&raft, shared));
+    Ok((raft, quiet, metadata, effects))
 }
 
 /// Carries out, in order, the controller's effects for this node.

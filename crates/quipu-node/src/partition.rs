@@ -80,7 +80,13 @@ impl Partition {
         let seed = node_id.wrapping_mul(0x9E37_79B9_7F4A_7C15)
             ^ group.0.rotate_left(32)
             ^ u64::from(nanos);
-        let election_watchdog = tokio::spawn(break_split_votes(raft.clone(), raft_config, seed));
+        let quiet = Arc::new(QuietCell::new(&raft, Arc::clone(&shared)));
+        let election_watchdog = tokio::spawn(break_split_votes(
+            raft.clone(),
+            raft_config,
+            seed,
+            Arc::clone(&quiet),
+        ));
         Ok(Partition {
             group,
             node_id,
@@ -89,7 +95,7 @@ impl Partition {
             shared,
             batch_bytes_max,
             election_watchdog,
-            quiet: Arc::new(QuietCell::default()),
+            quiet,
             draining: std::sync::atomic::AtomicBool::new(false),
             retention: tokio::sync::Mutex::new(()),
         })
@@ -125,6 +131,13 @@ impl Partition {
     pub fn health(&self) -> Result<(), String> {
         let state = self.raft.metrics().borrow().running_state.clone();
         state.map_err(|fatal| fatal.to_string())
+    }
+
+    /// Whether this replica lost log entries it had acknowledged (its disk was damaged after the
+    /// sync) and has not got them back from the leader yet: meanwhile it neither votes nor stands
+    /// for election.
+    pub fn is_abstaining(&self) -> bool {
+        self.shared.is_abstaining()
     }
 
     /// Whether this replica is the leader.
@@ -523,7 +536,12 @@ pub(crate) async fn open_log_store(
 /// breaks the tie: when this replica has known no leader for a whole maximum election timeout,
 /// it starts an election itself after a random delay, which differs on every replica and every
 /// round. It sleeps on the metrics channel while a leader is known: no cost for a healthy group.
-async fn break_split_votes(raft: Raft<TypeConfig>, config: Arc<openraft::Config>, seed: u64) {
+async fn break_split_votes(
+    raft: Raft<TypeConfig>,
+    config: Arc<openraft::Config>,
+    seed: u64,
+    quiet: Arc<QuietCell>,
+) {
     use std::time::Duration;
     use tokio::time::Instant;
     // SplitMix64: distinct seeds give unrelated sequences (seeds differ per node and group).
@@ -566,7 +584,7 @@ async fn break_split_votes(raft: Raft<TypeConfig>, config: Arc<openraft::Config>
             () = tokio::time::sleep_until(since + patience) => {
                 let jitter = Duration::from_millis(random_below(config.election_timeout_min));
                 tokio::time::sleep(jitter).await;
-                if raft.metrics().borrow().current_leader.is_none() {
+                if raft.metrics().borrow().current_leader.is_none() && quiet.may_stand() {
                     tracing::info!(?jitter, "no leader for a whole election timeout: starting an election");
                     if raft.trigger().elect().await.is_err() {
                         return;

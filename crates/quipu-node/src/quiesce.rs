@@ -23,6 +23,7 @@ use std::time::Duration;
 use openraft::{Raft, ServerState};
 use quipu_proto::v1::raft_transport_client::RaftTransportClient;
 use quipu_proto::v1::{NodeHeartbeat, QuietGroup};
+use quipu_raft::shared::PartitionShared;
 use quipu_raft::{NodeId, TypeConfig};
 use tokio::time::Instant;
 
@@ -74,30 +75,68 @@ const ACTIVE: State = State::Active {
 /// Voters of a group other than this node, with their transport addresses.
 type PeerList = Arc<Vec<(NodeId, String)>>;
 
+/// Whether a group may stand for election on this node: never once the node is leaving, and not
+/// while its replica abstains because it lost entries it had acknowledged (`quipu-raft`'s flush
+/// mark): a vote or a candidacy then could elect a leader without committed entries.
+#[derive(Debug)]
+pub(crate) struct ElectionGate {
+    leaving: AtomicBool,
+    shared: Arc<PartitionShared>,
+    /// The election timer was switched off for an abstention that has not been seen to end.
+    abstained: AtomicBool,
+}
+
+impl ElectionGate {
+    /// Whether the group may stand for election (and grant votes) here now.
+    pub(crate) fn may_stand(&self) -> bool {
+        !self.leaving.load(Ordering::SeqCst) && !self.shared.is_abstaining()
+    }
+
+    /// Whether this replica abstains from votes and elections.
+    pub(crate) fn abstaining(&self) -> bool {
+        self.shared.is_abstaining()
+    }
+}
+
 /// One group's quiescence state on this node.
 #[derive(Debug)]
 pub(crate) struct QuietCell {
     state: Mutex<(State, PeerList)>,
-    /// Set when this node is leaving: the group never stands for election here again.
-    leaving: Arc<AtomicBool>,
+    gate: Arc<ElectionGate>,
 }
 
-impl Default for QuietCell {
-    fn default() -> Self {
+impl QuietCell {
+    /// The cell of a group whose log store and state machine share `shared`. A replica that
+    /// abstains (see [`ElectionGate`]) has its election timer switched off now, until it holds
+    /// its lost entries again.
+    pub(crate) fn new(raft: &Raft<TypeConfig>, shared: Arc<PartitionShared>) -> QuietCell {
+        let abstaining = shared.is_abstaining();
+        if abstaining {
+            raft.runtime_config().elect(false);
+        }
         QuietCell {
             state: Mutex::new((ACTIVE, PeerList::default())),
-            leaving: Arc::default(),
+            gate: Arc::new(ElectionGate {
+                leaving: AtomicBool::new(false),
+                shared,
+                abstained: AtomicBool::new(abstaining),
+            }),
         }
+    }
+
+    /// Whether the group may grant votes here (not while abstaining).
+    pub(crate) fn may_vote(&self) -> bool {
+        !self.gate.abstaining()
     }
 }
 
-/// Switches openraft's timers of a group on or off; the election timer stays off on a node that
-/// is leaving.
-fn set_timers(raft: &Raft<TypeConfig>, on: bool, leaving: &AtomicBool) {
+/// Switches openraft's timers of a group on or off; the election timer stays off where the group
+/// may not stand.
+fn set_timers(raft: &Raft<TypeConfig>, on: bool, gate: &ElectionGate) {
     let config = raft.runtime_config();
     config.tick(on);
     config.heartbeat(on);
-    config.elect(on && !leaving.load(Ordering::SeqCst));
+    config.elect(on && gate.may_stand());
 }
 
 /// What the quiescence rounds read from a group's metrics, copied out at once (a held borrow
@@ -223,13 +262,13 @@ impl QuietCell {
 
     /// This node is leaving: the group must not stand for election here any more.
     pub(crate) fn leave(&self, raft: &Raft<TypeConfig>) {
-        self.leaving.store(true, Ordering::SeqCst);
+        self.gate.leaving.store(true, Ordering::SeqCst);
         raft.runtime_config().elect(false);
     }
 
-    /// Whether this node is leaving the group.
-    pub(crate) fn is_leaving(&self) -> bool {
-        self.leaving.load(Ordering::SeqCst)
+    /// Whether the group may stand for election here now (not leaving, not abstaining).
+    pub(crate) fn may_stand(&self) -> bool {
+        self.gate.may_stand()
     }
 
     /// Called after a Raft message of the group was handled: the group is needed, wake it.
@@ -244,7 +283,7 @@ impl QuietCell {
             State::Active { .. } => {}
             State::Leading { .. } => {
                 tracing::debug!(%group, "a raft message wakes a quiet leader");
-                set_timers(raft, true, &self.leaving);
+                set_timers(raft, true, &self.gate);
                 cell.0 = ACTIVE;
             }
             State::Following { .. } | State::Waking { .. } => {
@@ -253,10 +292,10 @@ impl QuietCell {
                 config.tick(true);
                 config.heartbeat(true);
                 cell.0 = ACTIVE;
-                let (raft, leaving) = (raft.clone(), Arc::clone(&self.leaving));
+                let (raft, gate) = (raft.clone(), Arc::clone(&self.gate));
                 tokio::spawn(async move {
                     tokio::time::sleep(ELECT_AFTER_WAKE).await;
-                    if !leaving.load(Ordering::SeqCst) {
+                    if gate.may_stand() {
                         raft.runtime_config().elect(true);
                     }
                 });
@@ -288,7 +327,7 @@ impl QuietCell {
             State::Active { .. } | State::Waking { .. } | State::Following { .. } => {
                 let view = GroupView::of(raft, false);
                 if follower_may_quiesce(&view, leader, quiet.term, quiet.last_index) {
-                    set_timers(raft, false, &self.leaving);
+                    set_timers(raft, false, &self.gate);
                     cell.0 = State::Following {
                         leader,
                         term: quiet.term,
@@ -311,6 +350,13 @@ impl QuietCell {
     ) -> (PeerList, Option<QuietGroup>) {
         let mut cell = self.lock();
         let (state, peers) = &mut *cell;
+        // An abstention that ended (the lost entries are back): elections come back.
+        if self.gate.abstained.load(Ordering::SeqCst) && self.gate.may_stand() {
+            self.gate.abstained.store(false, Ordering::SeqCst);
+            if matches!(state, State::Active { .. }) {
+                raft.runtime_config().elect(true);
+            }
+        }
         // A quiet follower's state cannot change without a message (which wakes it), so it
         // reads no metrics; a quiet leader's can (a client write), so it reads the cheap part.
         let view = match state {
@@ -323,15 +369,7 @@ impl QuietCell {
             State::Following { .. } | State::Waking { .. } => None,
         };
         let peers = Arc::clone(peers);
-        let entry = Self::step(
-            state,
-            group,
-            raft,
-            view.as_ref(),
-            &peers,
-            &self.leaving,
-            ctx,
-        );
+        let entry = Self::step(state, group, raft, view.as_ref(), &peers, &self.gate, ctx);
         (peers, entry)
     }
 
@@ -341,7 +379,7 @@ impl QuietCell {
         raft: &Raft<TypeConfig>,
         view: Option<&GroupView>,
         peers: &[(NodeId, String)],
-        leaving: &Arc<AtomicBool>,
+        gate: &Arc<ElectionGate>,
         ctx: &Round<'_>,
     ) -> Option<QuietGroup> {
         let alive = |peer: NodeId| ctx.is_alive(peer);
@@ -360,7 +398,7 @@ impl QuietCell {
                     || !majority_alive(peers, alive)
                 {
                     tracing::debug!(%group, revived, "quiet leader wakes");
-                    set_timers(raft, true, leaving);
+                    set_timers(raft, true, gate);
                     *state = ACTIVE;
                     let raft = raft.clone();
                     // Followers hear from it at once instead of at the next tick.
@@ -426,7 +464,7 @@ impl QuietCell {
                         last_index: view.last_index,
                         nudged: Some(view.term),
                     };
-                    stand_for_election(group, raft, leader, peers, Arc::clone(leaving), ctx);
+                    stand_for_election(group, raft, leader, peers, Arc::clone(gate), ctx);
                 }
                 None
             }
@@ -444,7 +482,7 @@ impl QuietCell {
                         last_index: None,
                         nudged: Some(term),
                     };
-                    stand_for_election(group, raft, leader, peers, Arc::clone(leaving), ctx);
+                    stand_for_election(group, raft, leader, peers, Arc::clone(gate), ctx);
                 } else if ctx.heartbeats(leader) > seen {
                     // The leader's latest node heartbeat left the group out: the leader woke
                     // (a write) or lost the group. Its next message wakes the group here.
@@ -455,7 +493,7 @@ impl QuietCell {
             }
             (State::Waking { since }, _) => {
                 if ctx.now.duration_since(since) >= ctx.timings.liveness {
-                    set_timers(raft, true, leaving);
+                    set_timers(raft, true, gate);
                     *state = ACTIVE;
                 }
                 None
@@ -468,13 +506,13 @@ impl QuietCell {
 /// Stands for election in `group`, whose leader's node is silent, after this node's turn: the
 /// surviving voters go in node-id order, one `rank_step` apart (plus a little jitter), so they do
 /// not split the vote. Skipped if another leader or candidate appeared meanwhile, or if this node
-/// is leaving. Leaves the election timer on (unless leaving).
+/// may not stand. Leaves the election timer on (unless it may not stand).
 fn stand_for_election(
     group: GroupId,
     raft: &Raft<TypeConfig>,
     leader: NodeId,
     peers: &[(NodeId, String)],
-    leaving: Arc<AtomicBool>,
+    gate: Arc<ElectionGate>,
     ctx: &Round<'_>,
 ) {
     let mut survivors: Vec<NodeId> = peers
@@ -499,7 +537,7 @@ fn stand_for_election(
             let m = metrics.borrow();
             (m.current_leader, m.vote.is_committed())
         };
-        if leaving.load(Ordering::SeqCst) {
+        if !gate.may_stand() {
             return;
         }
         if leader_now == Some(leader) && vote_committed {

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use openraft::error::RaftError;
+use openraft::raft::VoteResponse;
 use quipu_proto::v1::raft_transport_server::RaftTransport;
 use quipu_proto::v1::{
     CampaignReply, CampaignRequest, ControllerCall, ControllerReply, NodeHeartbeat,
@@ -64,6 +66,18 @@ impl TransportService {
         let payload = match RaftRpc::try_from(message.rpc) {
             Ok(RaftRpc::AppendEntries) => {
                 encode(&raft.append_entries(decode(&message.payload)?).await)?
+            }
+            Ok(RaftRpc::Vote) if !hosted.quiet.may_vote() => {
+                // This replica lost entries it had acknowledged: its vote could elect a leader
+                // without them. Refused without touching its vote (as if it were down).
+                let vote = raft.metrics().borrow().vote;
+                let refusal: Result<VoteResponse<NodeId>, RaftError<NodeId>> = Ok(VoteResponse {
+                    vote,
+                    vote_granted: false,
+                    last_log_id: None,
+                });
+                tracing::debug!(%group, from = message.from_node, "vote refused: this replica abstains");
+                encode(&refusal)?
             }
             Ok(RaftRpc::Vote) => encode(&raft.vote(decode(&message.payload)?).await)?,
             Ok(RaftRpc::InstallSnapshot) => {
@@ -216,7 +230,7 @@ impl RaftTransport for TransportService {
             // leader yet (just restarted): an election then is harmless. Never against another
             // leader this replica follows.
             let from_leader = leader.is_none_or(|l| l == request.from_node);
-            if !from_leader || state != openraft::ServerState::Follower || hosted.quiet.is_leaving()
+            if !from_leader || state != openraft::ServerState::Follower || !hosted.quiet.may_stand()
             {
                 continue;
             }

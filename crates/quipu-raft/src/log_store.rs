@@ -11,7 +11,11 @@
 //!   restarts the log right after the snapshot, at the offset the snapshot ends at; it is carried
 //!   out only once the state machine holds that snapshot durably (openraft may ask for the purge
 //!   first: then it waits for the next append, which openraft sends only after the install), so
-//!   a crash never leaves a log that starts after a snapshot this replica does not have.
+//!   a crash never leaves a log that starts after a snapshot this replica does not have;
+//! - the flush mark (`raft_flushed`) never names more than the log durably held: it is raised
+//!   after each sync and lowered before a truncation. A log that opens ending below it lost
+//!   acknowledged entries (damage after the sync), and the replica abstains
+//!   ([`PartitionShared::is_abstaining`]) until it holds them again.
 
 use std::fmt::Debug;
 use std::io;
@@ -24,7 +28,9 @@ use openraft::{
     AnyError, CommittedLeaderId, EntryPayload, LogId, OptionalSend, RaftLogReader, StorageError,
     StorageIOError, Vote,
 };
-use quipu_storage::{EntryKind, Log, NewEntry, Offset, read_state_file, write_state_file};
+use quipu_storage::{
+    EntryKind, Log, MarkFile, NewEntry, Offset, read_state_file, write_state_file,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -34,6 +40,9 @@ use crate::{NodeId, Request, TypeConfig};
 
 /// Name of the state file holding the vote and the purge point.
 pub const META_FILE: &str = "raft_meta";
+/// Name of the mark file holding the next index after the last entry made durable
+/// (`docs/format/mark-file.md`).
+pub const FLUSH_MARK_FILE: &str = "raft_flushed";
 /// Largest accepted `raft_meta` body.
 const META_BYTES_MAX: usize = 4096;
 /// Most payload bytes one `limited_get_log_entries` returns (the first entry always comes whole).
@@ -68,6 +77,15 @@ pub enum LogStoreError {
         /// The postcard error.
         reason: String,
     },
+    /// The flush mark could not be opened.
+    #[error("cannot open the flush mark of {dir}")]
+    Mark {
+        /// The partition directory.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
 }
 
 struct Flush {
@@ -86,6 +104,8 @@ pub struct LogStore {
 
 struct Inner {
     log: Arc<Log>,
+    /// The flush mark: the log's next index after its last sync.
+    mark: Arc<MarkFile>,
     meta: Mutex<RaftMeta>,
     shared: Arc<PartitionShared>,
     flushes: mpsc::Sender<Flush>,
@@ -138,24 +158,51 @@ impl LogStore {
             dir: dir.clone(),
             source,
         })?;
-        let meta = match body {
+        let meta: RaftMeta = match body {
             Some(body) => postcard::from_bytes(&body).map_err(|e| LogStoreError::MetaDecode {
-                dir,
+                dir: dir.clone(),
                 reason: e.to_string(),
             })?,
             None => RaftMeta::default(),
         };
+        let mark_dir = dir.clone();
+        let (mark, marked) =
+            tokio::task::spawn_blocking(move || MarkFile::open(&mark_dir, FLUSH_MARK_FILE))
+                .await
+                .expect("opening a small file does not panic")
+                .map_err(|source| LogStoreError::Mark {
+                    dir: dir.clone(),
+                    source,
+                })?;
+        // Where the log durably ends, counting a purge point past its end (a reset that a crash
+        // interrupted is finished later; the entries before it are in the snapshot).
+        let next_index = log
+            .next_index()
+            .max(meta.last_purged.map_or(0, |id| id.index + 1));
+        if let Some(marked) = marked.filter(|m| *m > next_index) {
+            tracing::warn!(
+                dir = %dir.display(),
+                next_index,
+                flushed_next_index = marked,
+                "this replica lost log entries it had made durable (damaged after the sync): \
+                 it will neither vote nor stand for election until it holds them again"
+            );
+            shared.abstain_until(marked);
+        }
+        let mark = Arc::new(mark);
         let (flushes, pending) = mpsc::channel(FLUSH_QUEUE_MAX);
         // The task holds the log weakly: the log closes (and its directory lock is released)
         // as soon as the last clone of the store is dropped.
         tokio::spawn(flush_task(
             Arc::downgrade(&log),
+            Arc::clone(&mark),
             Arc::clone(&shared),
             pending,
         ));
         Ok(LogStore {
             inner: Arc::new(Inner {
                 log,
+                mark,
                 meta: Mutex::new(meta),
                 shared,
                 flushes,
@@ -248,6 +295,7 @@ impl LogStore {
 /// pending appends share one sync.
 async fn flush_task(
     log: Weak<Log>,
+    mark: Arc<MarkFile>,
     shared: Arc<PartitionShared>,
     mut pending: mpsc::Receiver<Flush>,
 ) {
@@ -261,9 +309,28 @@ async fn flush_task(
         let result = match log.upgrade() {
             None => Err("the log was closed".to_string()),
             Some(sync_log) => {
-                match tokio::task::spawn_blocking(move || sync_log.sync_by_policy(next_index)).await
-                {
-                    Ok(Ok(())) => Ok(()),
+                let mark = Arc::clone(&mark);
+                let synced = tokio::task::spawn_blocking(move || {
+                    sync_log.sync_by_policy(next_index)?;
+                    // A truncation since these appends may have shortened the log.
+                    let durable_next = next_index.min(sync_log.next_index());
+                    if let Err(e) = mark.write(durable_next) {
+                        // Only the detection of later damage is weakened.
+                        tracing::warn!(error = %e, "cannot update the flush mark");
+                    }
+                    Ok::<u64, quipu_storage::SyncError>(durable_next)
+                })
+                .await;
+                match synced {
+                    Ok(Ok(durable_next)) => {
+                        if shared.note_flushed(durable_next) {
+                            tracing::info!(
+                                next_index = durable_next,
+                                "the lost log entries are back: voting again"
+                            );
+                        }
+                        Ok(())
+                    }
                     Ok(Err(e)) => Err(e.to_string()),
                     Err(e) => Err(e.to_string()),
                 }
@@ -457,7 +524,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let log = Arc::clone(&self.inner.log);
-        blocking(move || log.truncate_from(log_id.index).map_err(io_error)).await
+        let mark = Arc::clone(&self.inner.mark);
+        blocking(move || {
+            // The mark first: it must never name entries the log no longer has.
+            mark.lower_to(log_id.index).map_err(io_error)?;
+            log.truncate_from(log_id.index).map_err(io_error)
+        })
+        .await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {

@@ -29,6 +29,10 @@ struct Inner {
     /// Where the next snapshot built here ends (last index, its term, next offset), when a
     /// retention pass asked for one at a segment boundary rather than at the applied index.
     snapshot_target: Option<SnapshotTarget>,
+    /// Set when the log opened ending below its flush mark: this replica lost entries it had
+    /// acknowledged, so until its log reaches this next index again it must neither vote nor
+    /// stand for election (its vote could elect a leader without committed entries).
+    abstain_until: Option<u64>,
 }
 
 /// A log position a snapshot may end at: a whole number of entries, and the offset after them.
@@ -102,6 +106,29 @@ impl PartitionShared {
             .remove(&token);
         if let Some(waiter) = waiter {
             let _ = waiter.send(base_offset);
+        }
+    }
+
+    /// Whether this replica lost acknowledged entries and has not got them back yet: it must
+    /// neither grant votes nor stand for election.
+    pub fn is_abstaining(&self) -> bool {
+        self.lock().abstain_until.is_some()
+    }
+
+    pub(crate) fn abstain_until(&self, next_index: u64) {
+        self.lock().abstain_until = Some(next_index);
+    }
+
+    /// The log durably holds every entry below `next_index`: ends the abstention once the lost
+    /// entries are back. Returns whether it ended now.
+    pub(crate) fn note_flushed(&self, next_index: u64) -> bool {
+        let mut inner = self.lock();
+        match inner.abstain_until {
+            Some(until) if next_index >= until => {
+                inner.abstain_until = None;
+                true
+            }
+            _ => false,
         }
     }
 

@@ -419,3 +419,65 @@ async fn a_crash_between_the_purge_point_and_the_reset_still_lets_the_log_contin
     assert_eq!(sm.apply(appended).await.unwrap()[0].base_offset, Some(90));
     assert_eq!(shared.high_watermark(), 92);
 }
+
+/// The end of the data in the newest segment of `dir` (segments are preallocated with zeros).
+fn newest_segment(dir: &std::path::Path) -> (std::path::PathBuf, u64) {
+    let mut segments: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segments.sort();
+    let path = segments.pop().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let end = bytes.iter().rposition(|b| *b != 0).unwrap() as u64 + 1;
+    (path, end)
+}
+
+#[tokio::test]
+async fn a_log_that_opens_below_its_flush_mark_abstains_until_it_holds_the_lost_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_log, mut store, _sm, shared) = open(dir.path()).await;
+        store
+            .blocking_append([
+                membership(1, 0),
+                records(1, 1, batch(1)),
+                records(1, 2, batch(1)),
+            ])
+            .await
+            .unwrap();
+        assert!(!shared.is_abstaining());
+        // openraft truncating a conflicting suffix is no loss: the mark goes down first.
+        store.truncate(log_id(1, 2)).await.unwrap();
+    }
+    {
+        let (log, mut store, _sm, shared) = open(dir.path()).await;
+        assert_eq!(log.next_index(), 2);
+        assert!(!shared.is_abstaining(), "a truncation is not a loss");
+        store
+            .blocking_append([records(2, 2, batch(1))])
+            .await
+            .unwrap();
+    }
+    // The disk loses the durable last entry (its frame's tail is cut) while the replica is down.
+    let (segment, end) = newest_segment(dir.path());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(end - 10)
+        .unwrap();
+    let (log, mut store, _sm, shared) = open(dir.path()).await;
+    assert_eq!(log.next_index(), 2, "recovery cut the damaged frame");
+    assert!(
+        shared.is_abstaining(),
+        "it lost an entry it had made durable"
+    );
+    // The leader sends it again: once durable, the replica may vote again.
+    store
+        .blocking_append([records(2, 2, batch(1))])
+        .await
+        .unwrap();
+    assert!(!shared.is_abstaining());
+}

@@ -17,6 +17,9 @@
 //! [`write_state_file`] and [`read_state_file`] keep small state (a Raft vote, a snapshot of a
 //! small state machine) in files replaced atomically.
 //!
+//! A [`MarkFile`] holds one number, rewritten in place and never synced: a lower bound of how far
+//! something durable got, for detecting data lost after it was made durable.
+//!
 //! With the `fault-injection` feature, [`fault`] simulates power loss for tests.
 
 mod config;
@@ -27,6 +30,7 @@ mod frame;
 mod index;
 mod io;
 mod log;
+mod mark;
 mod marker;
 mod mmap;
 mod segment;
@@ -37,4 +41,5 @@ pub use entry::{Entry, EntryKind, NewEntry, Offset};
 pub use error::{AppendError, OpenError, ReadError, SyncError, TruncateError};
 pub use frame::{FORMAT_VERSION, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 pub use log::{Appended, Log, Purged};
+pub use mark::{MARK_LEN, MarkFile};
 pub use state_file::{StateFileError, read_state_file, write_state_file};

@@ -1,0 +1,138 @@
+//! A replica whose disk lost entries it had acknowledged (damage after the sync: a cut tail, a
+//! flipped bit that recovery cuts at) must not help elect a leader that lacks them. Found by the
+//! fault-injection harness's disk-corruption scenario (`docs/reliability.md`): a record
+//! committed by the leader and one follower, whose log then lost it, could be overwritten once the
+//! damaged follower voted for the third replica, which never had it.
+#![allow(clippy::unwrap_used)] // tests unwrap
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use quipu_node::{GroupId, Node};
+use quipu_storage::Offset;
+
+/// The newest segment file of `group` under a node's data directory.
+fn last_segment(dir: &Path, group: GroupId) -> PathBuf {
+    let partition = dir.join("partitions").join(format!("{:020}", group.0));
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(partition)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segments.sort();
+    segments.pop().unwrap()
+}
+
+fn leads(node: &Node, group: GroupId) -> bool {
+    node.partition(group).is_some_and(|p| p.is_leader())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_lost_acknowledged_entries_abstains_until_it_has_them_again() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let log = small_log(); // no preallocation: a segment file ends where its data ends
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut nodes, groups) = start(&dirs, 1, &log).await;
+    let group = groups[0];
+    assert_eq!(produce(&nodes, group, "first").await, Offset(0));
+    wait_for("every replica to hold the first record", || {
+        nodes
+            .iter()
+            .all(|n| n.partition(group).unwrap().high_watermark() == Offset(1))
+    })
+    .await;
+
+    // The third replica is cut off: "second" is committed by the leader and one follower alone.
+    let leader = leader_node(&nodes, group).unwrap();
+    let (damaged, third) = ((leader + 1) % 3, (leader + 2) % 3);
+    nodes[third].set_isolated(true);
+    let segment = last_segment(dirs[damaged].path(), group);
+    let length_before = std::fs::metadata(&segment).unwrap().len();
+    assert_eq!(produce(&nodes, group, "second").await, Offset(1));
+    assert_eq!(
+        nodes[damaged].partition(group).unwrap().log_end_offset(),
+        Offset(2),
+        "the follower acknowledged the second record"
+    );
+
+    // The follower's disk loses the second record while it is down; then the leader goes down,
+    // the follower comes back, and the third replica is reachable again.
+    let id = |at: usize| nodes[at].id();
+    let addr = |at: usize| nodes[at].addr();
+    let (leader_id, leader_addr) = (id(leader), addr(leader));
+    let (damaged_id, damaged_addr) = (id(damaged), addr(damaged));
+    let mut taken: Vec<Option<Node>> = nodes.drain(..).map(Some).collect();
+    taken[damaged].take().unwrap().stop().await;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(length_before)
+        .unwrap();
+    taken[leader].take().unwrap().stop().await;
+    let third_node = taken[third].take().unwrap();
+    third_node.set_isolated(false);
+    let mut nodes = vec![third_node];
+    let back = restart(
+        &nodes,
+        damaged_id,
+        dirs[damaged].path(),
+        damaged_addr,
+        log.clone(),
+    )
+    .await;
+    nodes.push(back);
+    wait_for("the damaged replica to reopen", || {
+        nodes[1].partition(group).is_some()
+    })
+    .await;
+    let reopened = nodes[1].partition(group).unwrap();
+    assert_eq!(
+        reopened.log_end_offset(),
+        Offset(1),
+        "the damage cut the second record"
+    );
+    assert!(
+        reopened.is_abstaining(),
+        "it knows it lost an acknowledged entry"
+    );
+
+    // Without the damaged replica's vote the third one cannot lead: the group waits (longer than
+    // two maximum election timeouts) instead of electing a leader without "second".
+    let observed = Instant::now();
+    while observed.elapsed() < Duration::from_secs(3) {
+        assert!(
+            !nodes.iter().any(|n| leads(n, group)),
+            "a leader was elected without the committed second record"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The old leader returns: the group elects a leader holding "second", the damaged replica
+    // gets it back and votes again, and nothing acknowledged is lost.
+    let old_leader = restart(
+        &nodes,
+        leader_id,
+        dirs[leader].path(),
+        leader_addr,
+        log.clone(),
+    )
+    .await;
+    nodes.push(old_leader);
+    assert_eq!(produce(&nodes, group, "third").await, Offset(2));
+    wait_for("the damaged replica to hold every record again", || {
+        let p = nodes[1].partition(group).unwrap();
+        p.log_end_offset() == Offset(3) && !p.is_abstaining()
+    })
+    .await;
+    assert_eq!(values(&nodes, group).await, ["first", "second", "third"]);
+    for node in nodes {
+        node.stop().await;
+    }
+}
