@@ -522,11 +522,17 @@ async fn read_replicas(
                 asked.clone(),
                 None,
             );
-            let deadline = Instant::now() + Duration::from_secs(30);
+            // A replica behind gets 30 s to catch up; one that cannot be read (not open on its
+            // node, say) gets 5 s to become readable.
+            let started = Instant::now();
             let read = loop {
                 let read = read_replica(client, &addr, partition).await;
-                let caught_up = matches!(&read, Ok((hw, _, _)) if *hw >= end);
-                if caught_up || Instant::now() > deadline {
+                let patience = match &read {
+                    Ok((hw, _, _)) if *hw >= end => Duration::ZERO,
+                    Ok(_) => Duration::from_secs(30),
+                    Err(_) => Duration::from_secs(5),
+                };
+                if started.elapsed() >= patience {
                     break read;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;

@@ -40,7 +40,7 @@ impl DataService {
     /// This node's replica of `topic`/`partition`, or the error a client should see.
     fn replica(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, Status> {
         // Looked up in place: this runs for every produce and fetch.
-        let (group, preferred) = self.node.with_metadata(|metadata| {
+        let (group, preferred, hosts) = self.node.with_metadata(|metadata| {
             let info = metadata.topic(topic).ok_or_else(|| unknown_topic(topic))?;
             let assignment = usize::try_from(partition)
                 .ok()
@@ -56,12 +56,29 @@ impl DataService {
                         None,
                     )
                 })?;
-            Ok::<_, Status>((assignment.group, assignment.replicas.first().copied()))
+            let hosts = assignment.replicas.contains(&self.node.id());
+            Ok::<_, Status>((
+                assignment.group,
+                assignment.replicas.first().copied(),
+                hosts,
+            ))
         })?;
-        // A node without a replica points at the preferred leader, which knows the leader.
-        self.node
-            .partition(GroupId(group))
-            .ok_or_else(|| not_leader(&self.node, &format!("{topic}/{partition}"), preferred))
+        self.node.partition(GroupId(group)).ok_or_else(|| {
+            if hosts {
+                // Assigned here but not open: starting, or its log failed to open (the node's
+                // log says why). Clients go to the leader as for any unavailable replica.
+                return status(
+                    Code::Unavailable,
+                    ErrorReason::NotLeader,
+                    format!(
+                        "this node's replica of {topic}/{partition} is not open (starting, or its log failed to open: see the node's log)"
+                    ),
+                    None,
+                );
+            }
+            // A node without a replica points at the preferred leader, which knows the leader.
+            not_leader(&self.node, &format!("{topic}/{partition}"), preferred)
+        })
     }
 
     /// Fails an acks=all produce at once, with nothing proposed, when a majority of the

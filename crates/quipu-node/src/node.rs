@@ -768,16 +768,7 @@ impl Inner {
         if group == GroupId::CONTROLLER || self.partition(group).is_some() {
             return Err(NodeError::AlreadyOpen(group));
         }
-        let partition = Partition::open(
-            self.config.node_id,
-            group,
-            &self.partition_dir(group),
-            Arc::clone(&self.raft_config),
-            self.config.log.clone(),
-            Arc::clone(&self.peers),
-        )
-        .await?;
-        let partition = Arc::new(partition);
+        let partition = Arc::new(self.open_or_repair(group).await?);
         {
             let mut map = self
                 .partitions
@@ -791,6 +782,59 @@ impl Inner {
         self.groups
             .insert(group, partition.raft().clone(), partition.quiet());
         Ok(partition)
+    }
+
+    /// Opens this node's replica of `group`. A replica whose log is damaged (bit rot in a sealed
+    /// segment, say: it fails its checks when re-applied at open) is set aside and started over
+    /// empty with its vote; it abstains until it has re-replicated what it had acknowledged
+    /// (`quipu_raft::repair`).
+    async fn open_or_repair(&self, group: GroupId) -> Result<Partition, NodeError> {
+        let dir = self.partition_dir(group);
+        let open = || {
+            Partition::open(
+                self.config.node_id,
+                group,
+                &dir,
+                Arc::clone(&self.raft_config),
+                self.config.log.clone(),
+                Arc::clone(&self.peers),
+            )
+        };
+        let repair_error = |e: quipu_raft::repair::RepairError| NodeError::Raft {
+            group,
+            reason: e.to_string(),
+        };
+        let at = dir.clone();
+        if blocking_io(group, move || quipu_raft::repair::finish_repair(&at))
+            .await?
+            .map_err(repair_error)?
+        {
+            tracing::warn!(%group, "finished setting aside a damaged replica (interrupted by a crash)");
+        }
+        let error = match open().await {
+            Ok(partition) => return Ok(partition),
+            Err(error) => error,
+        };
+        let (at, config) = (dir.clone(), self.config.log.clone());
+        let Some(damage) =
+            blocking_io(group, move || quipu_raft::repair::find_damage(&at, config)).await?
+        else {
+            return Err(error);
+        };
+        let at = dir.clone();
+        let aside = blocking_io(group, move || quipu_raft::repair::set_aside(&at))
+            .await?
+            .map_err(repair_error)?;
+        tracing::error!(
+            node_id = self.config.node_id,
+            %group,
+            %damage,
+            aside = %aside.display(),
+            "the replica's log is damaged: its files are set aside; it starts over empty, keeps its \
+             vote, and neither votes nor stands for election until it has re-replicated what it \
+             had acknowledged"
+        );
+        open().await
     }
 
     async fn start_replica(&self, group: GroupId, replicas: &[NodeId], created: bool) {
@@ -1031,4 +1075,17 @@ async fn forward_to_controller(
             "controller leader {leader} did not answer in time"
         ))),
     }
+}
+
+/// Runs blocking file work of `group` off the async runtime's threads.
+async fn blocking_io<T: Send + 'static>(
+    group: GroupId,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NodeError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| NodeError::Raft {
+            group,
+            reason: e.to_string(),
+        })
 }

@@ -7,37 +7,7 @@
 mod common;
 
 use common::*;
-use quipu_node::Partition;
-use quipu_record::decode_records;
 use quipu_storage::{LogConfig, Offset};
-
-/// `(offset, value)` of every record `partition` holds from `from` on (committed or not when
-/// `replica`, else committed, from the leader).
-async fn records_from(partition: &Partition, from: Offset, replica: bool) -> Vec<(u64, String)> {
-    let mut out = Vec::new();
-    let mut next = from;
-    loop {
-        let entries = if replica {
-            partition.read_replica(next, 1 << 20).await.unwrap()
-        } else {
-            partition.fetch(next, 1 << 20).await.unwrap()
-        };
-        let Some(last) = entries.last() else {
-            return out;
-        };
-        next = last.next_offset();
-        for entry in &entries {
-            for (i, record) in decode_records(&entry.payload, 1 << 20)
-                .unwrap()
-                .into_iter()
-                .enumerate()
-            {
-                let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
-                out.push((entry.base_offset.0 + i as u64, value));
-            }
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_behind_the_leaders_log_start_catches_up() {

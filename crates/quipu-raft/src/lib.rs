@@ -15,6 +15,9 @@
 //! - [`ControllerStateMachine`] applies `quipu_meta` commands of the controller group (group 0)
 //!   and hands this node's effects (start or delete replicas) to the node runtime.
 //!
+//! - [`repair`] finds damage in a log that will not open and sets the damaged files aside, so the
+//!   replica starts over empty with its vote, abstaining until it has re-replicated.
+//!
 //! Not here: networking, the node runtime that carries out effects.
 
 // openraft's traits fix `StorageError` (about 200 bytes) as the error type; boxing it is not ours to do.
@@ -23,6 +26,7 @@
 mod codec;
 mod controller;
 mod log_store;
+pub mod repair;
 mod snapshot_file;
 mod state_machine;
 mod type_config;

@@ -44,7 +44,7 @@ pub const META_FILE: &str = "raft_meta";
 /// (`docs/format/mark-file.md`).
 pub const FLUSH_MARK_FILE: &str = "raft_flushed";
 /// Largest accepted `raft_meta` body.
-const META_BYTES_MAX: usize = 4096;
+pub(crate) const META_BYTES_MAX: usize = 4096;
 /// Most payload bytes one `limited_get_log_entries` returns (the first entry always comes whole).
 const READ_BYTES_MAX: u64 = 4 * 1024 * 1024;
 /// Appends waiting for their flush, per partition.
@@ -52,9 +52,9 @@ const FLUSH_QUEUE_MAX: usize = 1024;
 
 /// What `raft_meta` holds (postcard, inside a state file).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
-struct RaftMeta {
-    vote: Option<Vote<NodeId>>,
-    last_purged: Option<LogId<NodeId>>,
+pub(crate) struct RaftMeta {
+    pub(crate) vote: Option<Vote<NodeId>>,
+    pub(crate) last_purged: Option<LogId<NodeId>>,
 }
 
 /// Opening a log store failed.

@@ -85,6 +85,12 @@ impl MarkFile {
         Ok(())
     }
 
+    /// Makes the value durable (`fdatasync`), for the rare writer that must not lose it.
+    pub fn sync(&self) -> std::io::Result<()> {
+        let _current = self.value.lock().unwrap_or_else(|e| e.into_inner());
+        io::sync_data(&self.file, &self.path)
+    }
+
     /// Lowers the value to `value` if it is higher (or unset); never raises it.
     pub fn lower_to(&self, value: u64) -> std::io::Result<()> {
         let mut current = self.value.lock().unwrap_or_else(|e| e.into_inner());

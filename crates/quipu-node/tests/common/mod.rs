@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use quipu_node::{GroupId, Node, NodeConfig, ProduceError};
+use quipu_node::{GroupId, Node, NodeConfig, Partition, ProduceError};
 use quipu_record::{BatchBuilder, Compression, decode_records};
 use quipu_storage::{LogConfig, Offset};
 
@@ -184,4 +184,36 @@ pub async fn values(nodes: &[Node], group: GroupId) -> Vec<String> {
         }
     }
     out
+}
+
+/// `(offset, value)` of every record `partition` holds from `from` on (committed or not when
+/// `replica`, else committed, from the leader).
+pub async fn records_from(
+    partition: &Partition,
+    from: Offset,
+    replica: bool,
+) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut next = from;
+    loop {
+        let entries = if replica {
+            partition.read_replica(next, 1 << 20).await.unwrap()
+        } else {
+            partition.fetch(next, 1 << 20).await.unwrap()
+        };
+        let Some(last) = entries.last() else {
+            return out;
+        };
+        next = last.next_offset();
+        for entry in &entries {
+            for (i, record) in decode_records(&entry.payload, 1 << 20)
+                .unwrap()
+                .into_iter()
+                .enumerate()
+            {
+                let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
+                out.push((entry.base_offset.0 + i as u64, value));
+            }
+        }
+    }
 }
