@@ -324,7 +324,8 @@ impl Nemesis {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            if self.damaged.get(&name).is_some_and(|n| *n != node) {
+            // Live replicas only (`<group>`), not damaged files a repair set aside.
+            if name.parse::<u64>().is_err() || self.damaged.get(&name).is_some_and(|n| *n != node) {
                 continue;
             }
             let mut segments: Vec<PathBuf> = std::fs::read_dir(&dir)?
