@@ -3,8 +3,8 @@
 //! next offset: no transaction markers, no compaction).
 //!
 //! Rules (each is an [`Kind`]):
-//! - **lost write**: a value acknowledged at `(partition, offset)` is missing from a complete final
-//!   drain of its partition;
+//! - **lost write**: a value acknowledged at `(partition, offset)`, or read by a poll (polls see only
+//!   committed records), is missing from a complete final drain of its partition;
 //! - **duplicate**: one value at two positions (acknowledgements and reads together);
 //! - **inconsistent offset**: two values at one position;
 //! - **unexpected value**: a value read that no process ever sent;
@@ -15,7 +15,9 @@
 //! - **nonmonotonic send**: within one producer process and partition, an acknowledgement at an
 //!   offset not above the previous one's;
 //! - **replica divergence**: two replicas, or a replica and the drains, hold different values at an
-//!   offset both call committed, or a replica's committed records have a hole;
+//!   offset both call committed, or a replica's committed records have a hole (a replica's
+//!   committed records also count for duplicates, inconsistent offsets and unexpected values);
+//! - **replica unreadable**: after every fault healed, a replica could not be read on its node;
 //! - **drain incomplete**: a partition no final drain read to its end (the cluster did not recover,
 //!   so lost writes cannot be ruled out).
 
@@ -39,6 +41,7 @@ pub enum Kind {
     NonmonotonicPoll,
     NonmonotonicSend,
     ReplicaDivergence,
+    ReplicaUnreadable,
     DrainIncomplete,
 }
 
@@ -54,6 +57,7 @@ impl fmt::Display for Kind {
             Kind::NonmonotonicPoll => "nonmonotonic-poll",
             Kind::NonmonotonicSend => "nonmonotonic-send",
             Kind::ReplicaDivergence => "replica-divergence",
+            Kind::ReplicaUnreadable => "replica-unreadable",
             Kind::DrainIncomplete => "drain-incomplete",
         })
     }
@@ -151,7 +155,9 @@ pub fn check(history: &[Op]) -> Report {
     // Every position each value was seen at, and every value each position held (acks and reads).
     let mut positions_of: HashMap<u64, BTreeSet<Position>> = HashMap::new();
     let mut values_at: HashMap<Position, BTreeSet<u64>> = HashMap::new();
-    let mut acked: Vec<(Position, u64, u64)> = Vec::new(); // (position, value, op index)
+    // Values that must be in every complete drain: acknowledged, or read by a poll (committed).
+    // value → (position, op index, how it is known)
+    let mut must_survive: HashMap<u64, (Position, u64, &'static str)> = HashMap::new();
     let mut last_sent: HashMap<(i64, u32), u64> = HashMap::new();
     let mut last_polled: HashMap<(i64, u32), u64> = HashMap::new();
     let mut drains: BTreeMap<u32, Vec<&[Read]>> = BTreeMap::new();
@@ -183,14 +189,13 @@ pub fn check(history: &[Op]) -> Report {
                     continue;
                 };
                 observed(p, offset, value);
-                acked.push((
-                    Position {
-                        partition: p,
-                        offset,
-                    },
-                    value,
-                    op.index,
-                ));
+                let at = Position {
+                    partition: p,
+                    offset,
+                };
+                must_survive
+                    .entry(value)
+                    .or_insert((at, op.index, "acknowledged"));
                 if let Some(previous) = last_sent.insert((op.process, p), offset)
                     && offset <= previous
                 {
@@ -215,6 +220,15 @@ pub fn check(history: &[Op]) -> Report {
                 };
                 for &(offset, value) in records {
                     observed(p, offset, value);
+                    if op.f == F::Poll {
+                        let at = Position {
+                            partition: p,
+                            offset,
+                        };
+                        must_survive
+                            .entry(value)
+                            .or_insert((at, op.index, "polled"));
+                    }
                 }
                 if op.f == F::Poll {
                     report.counts.polls_ok += 1;
@@ -227,7 +241,28 @@ pub fn check(history: &[Op]) -> Report {
                 }
             }
             (F::Poll, OpType::Fail | OpType::Info) => report.counts.polls_not_ok += 1,
-            (F::Replica, OpType::Ok) => replicas.push(op),
+            (F::Replica, OpType::Ok) => {
+                if let (Some(p), Some(hw), Some(records)) = (
+                    partition,
+                    op.value.high_watermark,
+                    op.value.records.as_deref(),
+                ) {
+                    for &(offset, value) in records.iter().take_while(|(o, _)| *o < hw) {
+                        observed(p, offset, value);
+                    }
+                }
+                replicas.push(op);
+            }
+            (F::Replica, OpType::Info | OpType::Fail) => {
+                report.add(Kind::ReplicaUnreadable, || {
+                    format!(
+                        "node {:?}'s replica of partition {:?} could not be read after the heal: {}",
+                        op.value.node,
+                        op.value.partition,
+                        op.error.as_deref().unwrap_or("no reason")
+                    )
+                });
+            }
             _ => {}
         }
     }
@@ -273,22 +308,31 @@ pub fn check(history: &[Op]) -> Report {
             });
         }
     }
-    for (at, value, index) in &acked {
-        let Some(drained) = drains.get(&at.partition) else {
+    let drained_values: BTreeMap<u32, Vec<HashSet<u64>>> = drains
+        .iter()
+        .map(|(p, reads)| {
+            let sets = reads
+                .iter()
+                .map(|records| records.iter().map(|&(_, v)| v).collect())
+                .collect();
+            (*p, sets)
+        })
+        .collect();
+    let mut survivors: Vec<_> = must_survive.iter().collect();
+    survivors.sort_by_key(|(value, _)| **value);
+    for (value, (at, index, how)) in survivors {
+        let Some(drained) = drained_values.get(&at.partition) else {
             continue; // reported as an incomplete drain
         };
-        for records in drained {
-            if !records.iter().any(|&(_, v)| v == *value) {
-                report.add(Kind::LostWrite, || {
-                    format!(
-                        "value {value}, acknowledged at {}/{} (op {index}), is missing from a final drain of {} records",
-                        at.partition,
-                        at.offset,
-                        records.len()
-                    )
-                });
-                break;
-            }
+        if let Some(missing) = drained.iter().find(|set| !set.contains(value)) {
+            report.add(Kind::LostWrite, || {
+                format!(
+                    "value {value}, {how} at {}/{} (op {index}), is missing from a final drain of {} records",
+                    at.partition,
+                    at.offset,
+                    missing.len()
+                )
+            });
         }
     }
 
@@ -594,6 +638,52 @@ mod tests {
     }
 
     #[test]
+    fn a_polled_value_missing_from_the_drain_is_lost() {
+        // Its send's outcome is unknown, but a poll read it: it was committed.
+        let mut h = H::default();
+        h.send(0, 0, 1, 0)
+            .invoke_send(1, 0, 2)
+            .end_send(1, OpType::Info, 0, 2)
+            .poll(10, 0, 0, &[(0, 1), (1, 2)])
+            .drain(10, 0, &[(0, 1)]);
+        let report = h.check();
+        assert_eq!(report.count(Kind::LostWrite), 1, "{report}");
+        assert!(report.examples[&Kind::LostWrite][0].contains("polled"));
+    }
+
+    #[test]
+    fn committed_replica_records_count_as_reads() {
+        let mut h = H::default();
+        h.send(0, 0, 1, 0)
+            .drain(10, 0, &[(0, 1)])
+            .replica(1, 0, 2, &[(0, 1), (1, 55)]);
+        let report = h.check();
+        assert_eq!(report.count(Kind::UnexpectedValue), 1, "{report}");
+        // Beyond the replica's high watermark nothing is claimed.
+        let mut h = H::default();
+        h.send(0, 0, 1, 0)
+            .drain(10, 0, &[(0, 1)])
+            .replica(1, 0, 1, &[(0, 1), (1, 55)]);
+        assert!(h.check().is_valid());
+    }
+
+    #[test]
+    fn a_replica_that_cannot_be_read_after_the_heal_is_reported() {
+        let mut h = H::default();
+        h.send(0, 0, 1, 0).drain(10, 0, &[(0, 1)]).push(
+            100,
+            OpType::Info,
+            F::Replica,
+            Value {
+                partition: Some(0),
+                node: Some(2),
+                ..Value::default()
+            },
+        );
+        assert_eq!(h.check().count(Kind::ReplicaUnreadable), 1);
+    }
+
+    #[test]
     fn no_drain_of_a_partition_is_reported() {
         let mut h = H::default();
         h.send(0, 0, 1, 0).send(0, 1, 2, 0).drain(10, 0, &[(0, 1)]);
@@ -636,7 +726,8 @@ mod tests {
             .drain(10, 0, &[(0, 2)]);
         let report = h.check();
         assert_eq!(report.count(Kind::InconsistentOffset), 1, "{report}");
-        assert_eq!(report.count(Kind::LostWrite), 0);
+        // 1 was read, so committed, and then gone.
+        assert_eq!(report.count(Kind::LostWrite), 1);
     }
 
     #[test]

@@ -274,9 +274,6 @@ impl Nemesis {
                     target + 1,
                     self.corrupt(target, &cluster.nodes[target].data_dir(), *how)?
                 );
-                if target != *node {
-                    cluster.start(*node)?; // untouched; it was not stopped
-                }
             }
             Fault::Skew { node, secs } => {
                 cluster.kill(*node);

@@ -24,10 +24,11 @@ use crate::rng::Rng;
 
 /// The topic every run uses.
 pub const TOPIC: &str = "jepsen";
-/// First process number of the consumers (producers are numbered from 0).
-const CONSUMER_PROCESS_BASE: i64 = 1000;
+/// First process number of the consumers (producers are numbered from 0 and take a new number
+/// after each unknown outcome, far below this).
+const CONSUMER_PROCESS_BASE: i64 = 1_000_000_000;
 /// Process number of the replica reads.
-const REPLICA_PROCESS: i64 = 9000;
+const REPLICA_PROCESS: i64 = 2_000_000_000;
 /// Most bytes a fetched batch may decode to.
 const DECODED_BYTES_MAX: usize = 64 * 1024 * 1024;
 

@@ -92,9 +92,13 @@ pub(crate) fn classify(status: &tonic::Status, idempotent: bool) -> Failure {
 /// A status without a detail: the transport's, or a server that failed unexpectedly.
 fn transport(status: &tonic::Status, idempotent: bool) -> Failure {
     let message = format!("{}: {}", status.code(), status.message());
+    // Only a failure to connect proves the request never left: "connection reset" or "error
+    // reading a body from connection" are breaks after it may have been sent.
     let never_connected = status.code() == tonic::Code::Unavailable && {
         let text = format!("{status:?}").to_lowercase();
-        text.contains("connect") || text.contains("connection refused")
+        text.contains("tcp connect error")
+            || text.contains("connecterror")
+            || text.contains("connection refused")
     };
     // A connection that broke mid-call (the node died, an HTTP/2 stream was reset) says nothing
     // about what the server did.
@@ -135,6 +139,17 @@ mod tests {
                 Failure::Fatal(ClientError::UnknownOutcome(_))
             ));
         }
+        let reset = tonic::Status::new(
+            tonic::Code::Unavailable,
+            "error reading a body from connection: connection reset",
+        );
+        assert!(
+            matches!(
+                classify(&reset, false),
+                Failure::Fatal(ClientError::UnknownOutcome(_))
+            ),
+            "a reset connection may have delivered the produce"
+        );
         let refused = tonic::Status::new(
             tonic::Code::Unavailable,
             "tcp connect error: Connection refused",

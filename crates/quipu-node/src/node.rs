@@ -822,13 +822,14 @@ impl Inner {
             return Err(error);
         };
         let at = dir.clone();
-        let aside = blocking_io(group, move || quipu_raft::repair::set_aside(&at))
+        let reached = damage.next_index;
+        let aside = blocking_io(group, move || quipu_raft::repair::set_aside(&at, reached))
             .await?
             .map_err(repair_error)?;
         tracing::error!(
             node_id = self.config.node_id,
             %group,
-            %damage,
+            damage = %damage.description,
             aside = %aside.display(),
             "the replica's log is damaged: its files are set aside; it starts over empty, keeps its \
              vote, and neither votes nor stands for election until it has re-replicated what it \

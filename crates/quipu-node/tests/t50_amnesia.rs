@@ -136,3 +136,58 @@ async fn a_replica_that_lost_acknowledged_entries_abstains_until_it_has_them_aga
         node.stop().await;
     }
 }
+
+/// openraft restores a replica whose stored vote is committed for itself as leader at once, with
+/// no election. A leader that restarts quickly after its disk lost acknowledged entries must not
+/// lead without them (its next entry would take the log id of a committed one on its followers,
+/// which would keep theirs: two records at one offset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_lost_acknowledged_entries_does_not_resume_leadership() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let log = small_log();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut nodes, groups) = start(&dirs, 1, &log).await;
+    let group = groups[0];
+    assert_eq!(produce(&nodes, group, "first").await, Offset(0));
+    let leader = leader_node(&nodes, group).unwrap();
+    let segment = last_segment(dirs[leader].path(), group);
+    let length_before = std::fs::metadata(&segment).unwrap().len();
+    assert_eq!(produce(&nodes, group, "second").await, Offset(1));
+    wait_for("every replica to hold both records", || {
+        nodes
+            .iter()
+            .all(|n| n.partition(group).unwrap().high_watermark() == Offset(2))
+    })
+    .await;
+
+    // The leader stops, loses "second" from its disk, and is back before anyone else stands.
+    let (id, addr) = (nodes[leader].id(), nodes[leader].addr());
+    nodes.remove(leader).stop().await;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(length_before)
+        .unwrap();
+    let node = restart(&nodes, id, dirs[leader].path(), addr, log.clone()).await;
+    nodes.push(node);
+    assert_eq!(produce(&nodes, group, "third").await, Offset(2));
+    wait_for("every replica to hold three records", || {
+        nodes.iter().all(|n| {
+            n.partition(group)
+                .is_some_and(|p| p.high_watermark() == Offset(3) && !p.is_abstaining())
+        })
+    })
+    .await;
+    for node in &nodes {
+        let held = records_from(&node.partition(group).unwrap(), Offset(0), true).await;
+        let values: Vec<&str> = held.iter().map(|(_, v)| v.as_str()).collect();
+        assert_eq!(values, ["first", "second", "third"], "node {}", node.id());
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}

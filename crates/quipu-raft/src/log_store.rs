@@ -106,6 +106,9 @@ struct Inner {
     log: Arc<Log>,
     /// The flush mark: the log's next index after its last sync.
     mark: Arc<MarkFile>,
+    /// Held while the mark is raised (reading the log's end) and while it is lowered and the log
+    /// truncated, so that a raise never writes an end a truncation just removed.
+    mark_order: Arc<Mutex<()>>,
     meta: Mutex<RaftMeta>,
     shared: Arc<PartitionShared>,
     flushes: mpsc::Sender<Flush>,
@@ -158,7 +161,7 @@ impl LogStore {
             dir: dir.clone(),
             source,
         })?;
-        let meta: RaftMeta = match body {
+        let mut meta: RaftMeta = match body {
             Some(body) => postcard::from_bytes(&body).map_err(|e| LogStoreError::MetaDecode {
                 dir: dir.clone(),
                 reason: e.to_string(),
@@ -188,14 +191,37 @@ impl LogStore {
                  it will neither vote nor stand for election until it holds them again"
             );
             shared.abstain_until(marked);
+            // openraft restores a replica whose committed vote names itself as leader at once,
+            // with no election: a former leader that lost entries would lead without them. The
+            // vote stays (no second vote in its term) but uncommitted, so leading again takes an
+            // election, which the abstention holds back.
+            if let Some(vote) = meta.vote.filter(Vote::is_committed) {
+                meta.vote = Some(Vote {
+                    committed: false,
+                    ..vote
+                });
+                let body = postcard::to_allocvec(&meta).map_err(|e| LogStoreError::MetaDecode {
+                    dir: dir.clone(),
+                    reason: e.to_string(),
+                })?;
+                let meta_dir = dir.clone();
+                tokio::task::spawn_blocking(move || write_state_file(&meta_dir, META_FILE, &body))
+                    .await
+                    .expect("writing a small file does not panic")
+                    .map_err(|source| LogStoreError::Meta {
+                        dir: dir.clone(),
+                        source,
+                    })?;
+            }
         }
         let mark = Arc::new(mark);
+        let mark_order = Arc::new(Mutex::new(()));
         let (flushes, pending) = mpsc::channel(FLUSH_QUEUE_MAX);
         // The task holds the log weakly: the log closes (and its directory lock is released)
         // as soon as the last clone of the store is dropped.
         tokio::spawn(flush_task(
             Arc::downgrade(&log),
-            Arc::clone(&mark),
+            (Arc::clone(&mark), Arc::clone(&mark_order)),
             Arc::clone(&shared),
             pending,
         ));
@@ -203,6 +229,7 @@ impl LogStore {
             inner: Arc::new(Inner {
                 log,
                 mark,
+                mark_order,
                 meta: Mutex::new(meta),
                 shared,
                 flushes,
@@ -295,7 +322,7 @@ impl LogStore {
 /// pending appends share one sync.
 async fn flush_task(
     log: Weak<Log>,
-    mark: Arc<MarkFile>,
+    (mark, mark_order): (Arc<MarkFile>, Arc<Mutex<()>>),
     shared: Arc<PartitionShared>,
     mut pending: mpsc::Receiver<Flush>,
 ) {
@@ -309,11 +336,15 @@ async fn flush_task(
         let result = match log.upgrade() {
             None => Err("the log was closed".to_string()),
             Some(sync_log) => {
-                let mark = Arc::clone(&mark);
+                let (mark, mark_order) = (Arc::clone(&mark), Arc::clone(&mark_order));
                 let synced = tokio::task::spawn_blocking(move || {
                     sync_log.sync_by_policy(next_index)?;
-                    // A truncation since these appends may have shortened the log.
-                    let durable_next = next_index.min(sync_log.next_index());
+                    let _order = mark_order.lock().unwrap_or_else(|e| e.into_inner());
+                    // What is durable now (under `interval_ms` or `never`, possibly less than was
+                    // appended); a truncation since these appends may have shortened the log.
+                    let durable_next = next_index
+                        .min(sync_log.durable_next_index())
+                        .min(sync_log.next_index());
                     if let Err(e) = mark.write(durable_next) {
                         // Only the detection of later damage is weakened.
                         tracing::warn!(error = %e, "cannot update the flush mark");
@@ -525,7 +556,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let log = Arc::clone(&self.inner.log);
         let mark = Arc::clone(&self.inner.mark);
+        let mark_order = Arc::clone(&self.inner.mark_order);
         blocking(move || {
+            let _order = mark_order.lock().unwrap_or_else(|e| e.into_inner());
             // The mark first: it must never name entries the log no longer has.
             mark.lower_to(log_id.index).map_err(io_error)?;
             log.truncate_from(log_id.index).map_err(io_error)

@@ -40,16 +40,31 @@ pub enum RepairError {
     },
 }
 
+/// Damage found in a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// What is wrong, naming the file and position.
+    pub description: String,
+    /// Where the log ends (its next index), when it opened: the replica had acknowledged at
+    /// least that much.
+    pub next_index: Option<u64>,
+}
+
 /// What is wrong with the log in `dir`, if its data is damaged: a corrupt segment at open, or an
 /// entry that fails its checks when read. `None` when it opens and every entry reads back (or the
 /// failure is not damage: a lock, a missing directory).
-pub fn find_damage(dir: &Path, config: LogConfig) -> Option<String> {
+pub fn find_damage(dir: &Path, config: LogConfig) -> Option<Damage> {
     if !dir.exists() {
         return None;
     }
     let log = match Log::open(dir, config) {
         Ok(log) => log,
-        Err(e @ OpenError::Corrupt { .. }) => return Some(e.to_string()),
+        Err(e @ OpenError::Corrupt { .. }) => {
+            return Some(Damage {
+                description: e.to_string(),
+                next_index: None,
+            });
+        }
         Err(_) => return None,
     };
     let mut next = log.first_index();
@@ -59,7 +74,12 @@ pub fn find_damage(dir: &Path, config: LogConfig) -> Option<String> {
                 Some(last) => next = last.index + 1,
                 None => return None,
             },
-            Err(e @ ReadError::Corrupt { .. }) => return Some(e.to_string()),
+            Err(e @ ReadError::Corrupt { .. }) => {
+                return Some(Damage {
+                    description: e.to_string(),
+                    next_index: Some(log.next_index()),
+                });
+            }
             Err(_) => return None,
         }
     }
@@ -84,10 +104,11 @@ fn repair_dir(dir: &Path) -> PathBuf {
     dir.with_file_name(name)
 }
 
-/// Replaces the damaged replica in `dir` by an empty one with the same vote and a flush mark at
-/// least as high as what the old log reached (the newest segment's base index, or the old mark),
-/// so that it abstains until it re-replicated that much. Returns where the old files went.
-pub fn set_aside(dir: &Path) -> Result<PathBuf, RepairError> {
+/// Replaces the damaged replica in `dir` by an empty one with the same vote (uncommitted, so that
+/// it cannot resume leadership without an election) and a synced flush mark at least as high as
+/// what the old log reached (`reached`, the old mark, the newest segment's base index), so that it
+/// abstains until it re-replicated that much. Returns where the old files went.
+pub fn set_aside(dir: &Path, reached: Option<u64>) -> Result<PathBuf, RepairError> {
     let body = read_state_file(dir, META_FILE, META_BYTES_MAX).map_err(|e| RepairError::Vote {
         dir: dir.to_path_buf(),
         reason: e.to_string(),
@@ -110,7 +131,10 @@ pub fn set_aside(dir: &Path) -> Result<PathBuf, RepairError> {
         })
         .max()
         .unwrap_or(0);
-    let bound = old_mark.unwrap_or(0).max(newest_base);
+    let bound = old_mark
+        .unwrap_or(0)
+        .max(newest_base)
+        .max(reached.unwrap_or(0));
 
     let fresh = repair_dir(dir);
     if fresh.exists() {
@@ -119,7 +143,10 @@ pub fn set_aside(dir: &Path) -> Result<PathBuf, RepairError> {
     std::fs::create_dir(&fresh).map_err(io_error(dir))?;
     // Only the vote carries over: the purge point belonged to the old log and its snapshot.
     let kept = RaftMeta {
-        vote: meta.vote,
+        vote: meta.vote.map(|vote| openraft::Vote {
+            committed: false,
+            ..vote
+        }),
         last_purged: None,
     };
     let body = postcard::to_allocvec(&kept).map_err(|e| RepairError::Vote {
@@ -135,6 +162,11 @@ pub fn set_aside(dir: &Path) -> Result<PathBuf, RepairError> {
     // This mark is all that keeps the empty replica from voting: it must survive a power loss.
     mark.sync().map_err(io_error(dir))?;
     sync_dir(&fresh).map_err(io_error(dir))?;
+    // `NAME.repair` itself must be durable before `NAME` goes: a power loss must never leave
+    // neither (a replica with no vote could vote twice in a term).
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent).map_err(io_error(dir))?;
+    }
 
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -459,6 +459,8 @@ async fn a_log_that_opens_below_its_flush_mark_abstains_until_it_holds_the_lost_
             .blocking_append([records(2, 2, batch(1))])
             .await
             .unwrap();
+        // It leads term 2: openraft restores such a vote as leadership at once.
+        store.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
     }
     // The disk loses the durable last entry (its frame's tail is cut) while the replica is down.
     let (segment, end) = newest_segment(dir.path());
@@ -473,6 +475,11 @@ async fn a_log_that_opens_below_its_flush_mark_abstains_until_it_holds_the_lost_
     assert!(
         shared.is_abstaining(),
         "it lost an entry it had made durable"
+    );
+    assert_eq!(
+        store.read_vote().await.unwrap(),
+        Some(Vote::new(2, 1)),
+        "leading again takes an election"
     );
     // The leader sends it again: once durable, the replica may vote again.
     store
