@@ -96,6 +96,17 @@ impl ElectionGate {
     pub(crate) fn abstaining(&self) -> bool {
         self.shared.is_abstaining()
     }
+
+    /// Switches the group's election timer on if it may stand. Checked again after: a `leave`
+    /// that ran in between (which switches it off) must win.
+    fn enable_elect(&self, raft: &Raft<TypeConfig>) {
+        if self.may_stand() {
+            raft.runtime_config().elect(true);
+            if !self.may_stand() {
+                raft.runtime_config().elect(false);
+            }
+        }
+    }
 }
 
 /// One group's quiescence state on this node.
@@ -136,7 +147,11 @@ fn set_timers(raft: &Raft<TypeConfig>, on: bool, gate: &ElectionGate) {
     let config = raft.runtime_config();
     config.tick(on);
     config.heartbeat(on);
-    config.elect(on && gate.may_stand());
+    if on {
+        gate.enable_elect(raft);
+    } else {
+        config.elect(false);
+    }
 }
 
 /// What the quiescence rounds read from a group's metrics, copied out at once (a held borrow
@@ -295,9 +310,7 @@ impl QuietCell {
                 let (raft, gate) = (raft.clone(), Arc::clone(&self.gate));
                 tokio::spawn(async move {
                     tokio::time::sleep(ELECT_AFTER_WAKE).await;
-                    if gate.may_stand() {
-                        raft.runtime_config().elect(true);
-                    }
+                    gate.enable_elect(&raft);
                 });
             }
         }
@@ -354,7 +367,7 @@ impl QuietCell {
         if self.gate.abstained.load(Ordering::SeqCst) && self.gate.may_stand() {
             self.gate.abstained.store(false, Ordering::SeqCst);
             if matches!(state, State::Active { .. }) {
-                raft.runtime_config().elect(true);
+                self.gate.enable_elect(raft);
             }
         }
         // A quiet follower's state cannot change without a message (which wakes it), so it
@@ -543,7 +556,7 @@ fn stand_for_election(
         if leader_now == Some(leader) && vote_committed {
             let _ = raft.trigger().elect().await;
         }
-        raft.runtime_config().elect(true);
+        gate.enable_elect(&raft);
     });
 }
 
