@@ -262,6 +262,9 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
         if let Some(last) = meta.last_log_id {
             self.shared
                 .set_installed(last.index, applied.high_watermark);
+            // Everything up to the snapshot is held durably now: a replica that abstained for
+            // entries it lost may have them back this way, with no append after.
+            self.shared.note_flushed(last.index + 1);
         }
         self.shared.set_high_watermark(applied.high_watermark);
         let mut state = self.lock();

@@ -488,3 +488,31 @@ async fn a_log_that_opens_below_its_flush_mark_abstains_until_it_holds_the_lost_
         .unwrap();
     assert!(!shared.is_abstaining());
 }
+
+#[tokio::test]
+async fn an_abstaining_replica_that_installs_a_snapshot_past_its_loss_votes_again() {
+    let (_leader_dir, snapshot) = leader_snapshot_at_9().await;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_log, mut store, _sm, _shared) = open(dir.path()).await;
+        store
+            .blocking_append([membership(1, 0), records(1, 1, batch(1)), blank(1, 2)])
+            .await
+            .unwrap();
+    }
+    // The disk loses the last entry; the replica abstains until it holds index 2 again.
+    let (segment, end) = newest_segment(dir.path());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(end - 5)
+        .unwrap();
+    let (_log, _store, mut sm, shared) = open(dir.path()).await;
+    assert!(shared.is_abstaining());
+    // The leader had purged: the replica catches up by its snapshot, with no append after.
+    sm.install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .unwrap();
+    assert!(!shared.is_abstaining(), "the snapshot covers what was lost");
+}
