@@ -150,18 +150,17 @@ impl Recorder {
 pub fn load(path: &Path) -> anyhow::Result<Vec<Op>> {
     let file = std::fs::File::open(path)
         .map_err(|e| anyhow::anyhow!("cannot open the history {}: {e}", path.display()))?;
-    let lines: Vec<String> = std::io::BufReader::new(file)
-        .lines()
-        .collect::<Result<_, _>>()?;
-    let mut ops = Vec::with_capacity(lines.len());
-    let last = lines.len().saturating_sub(1);
-    for (number, line) in lines.iter().enumerate() {
+    // Streamed: a long run's history is hundreds of MB; only the parsed ops are kept.
+    let mut lines = std::io::BufReader::new(file).lines().enumerate().peekable();
+    let mut ops = Vec::new();
+    while let Some((number, line)) = lines.next() {
+        let line = line?;
         if line.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<Op>(line) {
+        match serde_json::from_str::<Op>(&line) {
             Ok(op) => ops.push(op),
-            Err(_) if number == last => break,
+            Err(_) if lines.peek().is_none() => break,
             Err(e) => anyhow::bail!("{} line {}: {e}", path.display(), number + 1),
         }
     }

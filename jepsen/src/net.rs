@@ -93,6 +93,13 @@ fn run_with_input(program: &str, args: &[&str], input: &str) -> anyhow::Result<(
     Ok(())
 }
 
+/// Runs `command` inside namespace `ns`.
+fn in_namespace(ns: &str, command: &[&str]) -> anyhow::Result<String> {
+    let mut args = vec!["netns", "exec", ns];
+    args.extend_from_slice(command);
+    run("ip", &args)
+}
+
 fn ip(args: &[&str]) -> anyhow::Result<()> {
     run("ip", args).map(|_| ())
 }
@@ -177,38 +184,14 @@ impl Net {
                     .to_string(),
             );
         }
-        caps.netem = run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &self.client.ns,
-                "tc",
-                "qdisc",
-                "add",
-                "dev",
-                "eth0",
-                "root",
-                "netem",
-                "delay",
-                "1ms",
-            ],
-        )
-        .is_ok();
+        let netem = [
+            "tc", "qdisc", "add", "dev", "eth0", "root", "netem", "delay", "1ms",
+        ];
+        caps.netem = in_namespace(&self.client.ns, &netem).is_ok();
         if caps.netem {
-            let _ = run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    &self.client.ns,
-                    "tc",
-                    "qdisc",
-                    "del",
-                    "dev",
-                    "eth0",
-                    "root",
-                ],
+            let _ = in_namespace(
+                &self.client.ns,
+                &["tc", "qdisc", "del", "dev", "eth0", "root"],
             );
         } else {
             caps.notes.push(

@@ -81,6 +81,20 @@ impl DataService {
         })
     }
 
+    /// This node's replica of `topic`/`partition` if it leads it; otherwise the not-leader error
+    /// naming the leader.
+    fn leader_replica(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, Status> {
+        let replica = self.replica(topic, partition)?;
+        if !replica.is_leader() {
+            return Err(not_leader(
+                &self.node,
+                &format!("{topic}/{partition}"),
+                replica.leader(),
+            ));
+        }
+        Ok(replica)
+    }
+
     /// Fails an acks=all produce at once, with nothing proposed, when a majority of the
     /// partition's voters is not alive (Kafka's NOT_ENOUGH_REPLICAS).
     fn check_replicas(&self, partition: &Partition) -> Result<(), Status> {
@@ -189,14 +203,7 @@ impl Data for DataService {
         request: Request<FetchRequest>,
     ) -> Result<Response<Self::FetchStream>, Status> {
         let request = request.into_inner();
-        let partition = self.replica(&request.topic, request.partition)?;
-        if !partition.is_leader() {
-            return Err(not_leader(
-                &self.node,
-                &format!("{}/{}", request.topic, request.partition),
-                partition.leader(),
-            ));
-        }
+        let partition = self.leader_replica(&request.topic, request.partition)?;
         let start = partition.log_start_offset();
         if request.offset < start.0 {
             return Err(status(
@@ -238,14 +245,7 @@ impl Data for DataService {
         request: Request<ListOffsetsRequest>,
     ) -> Result<Response<ListOffsetsResponse>, Status> {
         let request = request.into_inner();
-        let partition = self.replica(&request.topic, request.partition)?;
-        if !partition.is_leader() {
-            return Err(not_leader(
-                &self.node,
-                &format!("{}/{}", request.topic, request.partition),
-                partition.leader(),
-            ));
-        }
+        let partition = self.leader_replica(&request.topic, request.partition)?;
         let spec = OffsetSpec::try_from(request.spec)
             .map_err(|_| invalid(format!("unknown offset spec {}", request.spec)))?;
         let offset = match spec {

@@ -290,13 +290,7 @@ impl Partition {
     /// On the leader: the first committed offset whose record timestamp is at or after
     /// `timestamp_ms`, or the high watermark if no committed record is that recent.
     pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Offset, FetchError> {
-        let leader = self.leader();
-        if leader != Some(self.node_id) {
-            return Err(FetchError::NotLeader {
-                group: self.group,
-                leader,
-            });
-        }
+        self.require_leader()?;
         let high_watermark = self.high_watermark();
         let log = Arc::clone(&self.log);
         let group = self.group;
@@ -438,9 +432,8 @@ impl Partition {
             })
     }
 
-    /// Committed record batches from the one holding `from` on, at most about `max_bytes` (the
-    /// first batch comes whole), read on the leader only.
-    pub async fn fetch(&self, from: Offset, max_bytes: u64) -> Result<Vec<Entry>, FetchError> {
+    /// Reads of committed data are served by the leader only.
+    fn require_leader(&self) -> Result<(), FetchError> {
         let leader = self.leader();
         if leader != Some(self.node_id) {
             return Err(FetchError::NotLeader {
@@ -448,6 +441,13 @@ impl Partition {
                 leader,
             });
         }
+        Ok(())
+    }
+
+    /// Committed record batches from the one holding `from` on, at most about `max_bytes` (the
+    /// first batch comes whole), read on the leader only.
+    pub async fn fetch(&self, from: Offset, max_bytes: u64) -> Result<Vec<Entry>, FetchError> {
+        self.require_leader()?;
         let high_watermark = self.high_watermark();
         if from >= high_watermark {
             return Ok(Vec::new());

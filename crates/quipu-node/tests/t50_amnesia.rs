@@ -7,24 +7,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
 use quipu_node::{GroupId, Node};
 use quipu_storage::Offset;
-
-/// The newest segment file of `group` under a node's data directory.
-fn last_segment(dir: &Path, group: GroupId) -> PathBuf {
-    let partition = dir.join("partitions").join(format!("{:020}", group.0));
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(partition)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    segments.sort();
-    segments.pop().unwrap()
-}
 
 fn leads(node: &Node, group: GroupId) -> bool {
     node.partition(group).is_some_and(|p| p.is_leader())
@@ -52,7 +39,7 @@ async fn a_replica_that_lost_acknowledged_entries_abstains_until_it_has_them_aga
     let leader = leader_node(&nodes, group).unwrap();
     let (damaged, third) = ((leader + 1) % 3, (leader + 2) % 3);
     nodes[third].set_isolated(true);
-    let segment = last_segment(dirs[damaged].path(), group);
+    let segment = segments(dirs[damaged].path(), group).pop().unwrap();
     let length_before = std::fs::metadata(&segment).unwrap().len();
     assert_eq!(produce(&nodes, group, "second").await, Offset(1));
     assert_eq!(
@@ -69,12 +56,7 @@ async fn a_replica_that_lost_acknowledged_entries_abstains_until_it_has_them_aga
     let (damaged_id, damaged_addr) = (id(damaged), addr(damaged));
     let mut taken: Vec<Option<Node>> = nodes.drain(..).map(Some).collect();
     taken[damaged].take().unwrap().stop().await;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap()
-        .set_len(length_before)
-        .unwrap();
+    cut_file(&segment, length_before);
     taken[leader].take().unwrap().stop().await;
     let third_node = taken[third].take().unwrap();
     third_node.set_isolated(false);
@@ -153,7 +135,7 @@ async fn a_leader_that_lost_acknowledged_entries_does_not_resume_leadership() {
     let group = groups[0];
     assert_eq!(produce(&nodes, group, "first").await, Offset(0));
     let leader = leader_node(&nodes, group).unwrap();
-    let segment = last_segment(dirs[leader].path(), group);
+    let segment = segments(dirs[leader].path(), group).pop().unwrap();
     let length_before = std::fs::metadata(&segment).unwrap().len();
     assert_eq!(produce(&nodes, group, "second").await, Offset(1));
     wait_for("every replica to hold both records", || {
@@ -166,12 +148,7 @@ async fn a_leader_that_lost_acknowledged_entries_does_not_resume_leadership() {
     // The leader stops, loses "second" from its disk, and is back before anyone else stands.
     let (id, addr) = (nodes[leader].id(), nodes[leader].addr());
     nodes.remove(leader).stop().await;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap()
-        .set_len(length_before)
-        .unwrap();
+    cut_file(&segment, length_before);
     let node = restart(&nodes, id, dirs[leader].path(), addr, log.clone()).await;
     nodes.push(node);
     assert_eq!(produce(&nodes, group, "third").await, Offset(2));

@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::*;
 use quipu_storage::Offset;
 
@@ -38,16 +36,7 @@ async fn a_replica_with_a_damaged_sealed_segment_starts_over_and_catches_up() {
     let damaged = (leader + 1) % 3;
     let (id, addr) = (nodes[damaged].id(), nodes[damaged].addr());
     nodes.remove(damaged).stop().await;
-    let partition_dir = dirs[damaged]
-        .path()
-        .join("partitions")
-        .join(format!("{:020}", group.0));
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(&partition_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    segments.sort();
+    let segments = segments(dirs[damaged].path(), group);
     assert!(segments.len() >= 2, "the log has a sealed segment");
     let mut bytes = std::fs::read(&segments[0]).unwrap();
     bytes[8192..12288].fill(0);

@@ -30,6 +30,15 @@ pub enum RepairError {
         #[source]
         source: std::io::Error,
     },
+    /// The new replica's vote could not be written.
+    #[error("cannot write the vote of the rebuilt replica in {dir}")]
+    StateFile {
+        /// The replica's directory.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: quipu_storage::StateFileError,
+    },
     /// The vote cannot be read: starting over without it could vote twice in one term.
     #[error("the vote of the damaged replica in {dir} cannot be read ({reason}): not repaired")]
     Vote {
@@ -153,9 +162,9 @@ pub fn set_aside(dir: &Path, reached: Option<u64>) -> Result<PathBuf, RepairErro
         dir: dir.to_path_buf(),
         reason: e.to_string(),
     })?;
-    write_state_file(&fresh, META_FILE, &body).map_err(|e| RepairError::Io {
+    write_state_file(&fresh, META_FILE, &body).map_err(|source| RepairError::StateFile {
         dir: dir.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
+        source,
     })?;
     let (mark, _) = MarkFile::open(&fresh, FLUSH_MARK_FILE).map_err(io_error(dir))?;
     mark.write(bound).map_err(io_error(dir))?;

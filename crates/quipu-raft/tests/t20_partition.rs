@@ -420,8 +420,9 @@ async fn a_crash_between_the_purge_point_and_the_reset_still_lets_the_log_contin
     assert_eq!(shared.high_watermark(), 92);
 }
 
-/// The end of the data in the newest segment of `dir` (segments are preallocated with zeros).
-fn newest_segment(dir: &std::path::Path) -> (std::path::PathBuf, u64) {
+/// A disk that lost the last `bytes` of data of the newest segment in `dir` (segments are
+/// preallocated with zeros, so the data ends at the last non-zero byte).
+fn cut_newest_segment(dir: &std::path::Path, bytes: u64) {
     let mut segments: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -429,9 +430,14 @@ fn newest_segment(dir: &std::path::Path) -> (std::path::PathBuf, u64) {
         .collect();
     segments.sort();
     let path = segments.pop().unwrap();
-    let bytes = std::fs::read(&path).unwrap();
-    let end = bytes.iter().rposition(|b| *b != 0).unwrap() as u64 + 1;
-    (path, end)
+    let data = std::fs::read(&path).unwrap();
+    let end = data.iter().rposition(|b| *b != 0).unwrap() as u64 + 1;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(end - bytes)
+        .unwrap();
 }
 
 #[tokio::test]
@@ -463,13 +469,7 @@ async fn a_log_that_opens_below_its_flush_mark_abstains_until_it_holds_the_lost_
         store.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
     }
     // The disk loses the durable last entry (its frame's tail is cut) while the replica is down.
-    let (segment, end) = newest_segment(dir.path());
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap()
-        .set_len(end - 10)
-        .unwrap();
+    cut_newest_segment(dir.path(), 10);
     let (log, mut store, _sm, shared) = open(dir.path()).await;
     assert_eq!(log.next_index(), 2, "recovery cut the damaged frame");
     assert!(
@@ -501,13 +501,7 @@ async fn an_abstaining_replica_that_installs_a_snapshot_past_its_loss_votes_agai
             .unwrap();
     }
     // The disk loses the last entry; the replica abstains until it holds index 2 again.
-    let (segment, end) = newest_segment(dir.path());
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap()
-        .set_len(end - 5)
-        .unwrap();
+    cut_newest_segment(dir.path(), 5);
     let (_log, _store, mut sm, shared) = open(dir.path()).await;
     assert!(shared.is_abstaining());
     // The leader had purged: the replica catches up by its snapshot, with no append after.

@@ -63,11 +63,12 @@ impl MarkFile {
             // Its directory entry is not synced either: a lost mark only weakens the check.
             io::create(&path)?
         };
-        let bytes = if existed {
-            std::fs::read(&path)?
-        } else {
-            Vec::new()
-        };
+        // At most one byte past a mark: a longer file is not a mark, however long it is.
+        let mut bytes = Vec::with_capacity(MARK_LEN + 1);
+        if existed {
+            use std::io::Read;
+            (&file).take(MARK_LEN as u64 + 1).read_to_end(&mut bytes)?;
+        }
         let value = decode(&bytes);
         let mark = MarkFile {
             file,
@@ -132,6 +133,11 @@ mod tests {
         assert_eq!(decode(&bytes), Some(42));
         assert_eq!(decode(&bytes[..8]), None);
         assert_eq!(decode(&[0; MARK_LEN]), None);
+        // A mark followed by anything is not a mark (and is not read whole).
+        let mut longer = encode(7).to_vec();
+        longer.extend_from_slice(&[1; 4096]);
+        std::fs::write(dir.path().join("long"), &longer).unwrap();
+        assert_eq!(MarkFile::open(dir.path(), "long").unwrap().1, None);
     }
 
     fn mark_back_to(dir: &Path, value: u64) {

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
-use quipu_client::{
-    AckLevel, ClientError, Consumer, Producer, ProducerConfig, StartAt, TopicConfig,
-};
+use quipu_client::{ClientError, Consumer, Producer, ProducerConfig, StartAt, TopicConfig};
 
 use crate::commands::{Acks, Connection};
 
@@ -200,17 +198,12 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e).with_context(|| format!("cannot read topic {}", args.topic)),
     }
-    let acks = match args.acks {
-        Acks::Zero => AckLevel::None,
-        Acks::One => AckLevel::Leader,
-        Acks::All => AckLevel::All,
-    };
     let producer = Producer::new(
         &client,
         ProducerConfig {
             linger: Duration::from_millis(args.linger_ms),
             batch_bytes: args.batch_bytes,
-            acks,
+            acks: args.acks.into(),
             ..ProducerConfig::default()
         },
     );

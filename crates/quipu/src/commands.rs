@@ -225,6 +225,16 @@ pub enum Acks {
     All,
 }
 
+impl From<Acks> for AckLevel {
+    fn from(acks: Acks) -> AckLevel {
+        match acks {
+            Acks::Zero => AckLevel::None,
+            Acks::One => AckLevel::Leader,
+            Acks::All => AckLevel::All,
+        }
+    }
+}
+
 /// `quipu produce`.
 #[derive(Debug, Args)]
 pub struct ProduceArgs {
@@ -261,17 +271,12 @@ const ACKS_PENDING_MAX: usize = 100_000;
 
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let client = args.connection.connect().await?;
-    let acks = match args.acks {
-        Acks::Zero => AckLevel::None,
-        Acks::One => AckLevel::Leader,
-        Acks::All => AckLevel::All,
-    };
     let producer = Producer::new(
         &client,
         ProducerConfig {
             linger: std::time::Duration::from_millis(args.linger_ms),
             batch_bytes: args.batch_bytes,
-            acks,
+            acks: args.acks.into(),
             ..ProducerConfig::default()
         },
     );

@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use quipu_node::{GroupId, Node, NodeConfig, Partition, ProduceError};
@@ -216,4 +216,26 @@ pub async fn records_from(
             }
         }
     }
+}
+
+/// The segment files of `group` under a node's data directory, oldest first.
+pub fn segments(dir: &Path, group: GroupId) -> Vec<PathBuf> {
+    let partition = dir.join("partitions").join(format!("{:020}", group.0));
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(partition)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segments.sort();
+    segments
+}
+
+/// Cuts the file at `path` to `len` bytes: a disk that lost its tail.
+pub fn cut_file(path: &Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
 }
