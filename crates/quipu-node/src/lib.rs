@@ -15,17 +15,25 @@
 //!
 //! Not here yet: the Kafka and client-facing APIs.
 
+mod config;
 mod controller;
 mod error;
 mod group;
+mod groups;
+mod handoff;
 mod network;
 mod node;
 mod partition;
 mod quiesce;
+mod replicas;
+mod retention;
+mod routing;
 mod transport;
 
+pub use config::{DEFAULT_RETENTION_CHECK_INTERVAL, NodeConfig};
 pub use controller::{CONTROLLER_PATIENCE, ControllerError, ControllerRequest};
 pub use error::{FetchError, NodeError, ProduceError, RetentionError};
 pub use group::GroupId;
-pub use node::{DEFAULT_RETENTION_CHECK_INTERVAL, HANDOFF_TIMEOUT, Node, NodeConfig, NodeHandle};
+pub use handoff::HANDOFF_TIMEOUT;
+pub use node::{Node, NodeHandle};
 pub use partition::Partition;

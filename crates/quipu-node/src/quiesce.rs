@@ -28,8 +28,8 @@ use quipu_raft::{NodeId, TypeConfig};
 use tokio::time::Instant;
 
 use crate::GroupId;
+use crate::groups::Groups;
 use crate::network::Peers;
-use crate::node::Groups;
 
 /// Rounds (one per Raft heartbeat interval) a leader's group must stay caught up and unchanged
 /// before it goes quiet: enough for the commit index to have reached every follower.

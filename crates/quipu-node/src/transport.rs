@@ -17,8 +17,8 @@ use tonic::{Request, Response, Status};
 
 use crate::GroupId;
 use crate::controller::{ControllerHandle, ControllerRequest};
+use crate::groups::Groups;
 use crate::network::{BATCH_MESSAGES_MAX, Peers};
-use crate::node::Groups;
 use crate::quiesce::{self, Liveness};
 
 /// The transport service of one node.

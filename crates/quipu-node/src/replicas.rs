@@ -1,0 +1,179 @@
+//! Opening, repairing and deleting this node's partition replicas, as the controller's effects
+//! ask.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use quipu_raft::NodeId;
+
+use crate::node::Inner;
+use crate::{GroupId, NodeError, Partition};
+
+impl Inner {
+    pub(crate) fn partition(&self, group: GroupId) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .expect("partitions lock poisoned by a panic")
+            .get(&group)
+            .cloned()
+    }
+
+    pub(crate) fn partition_dir(&self, group: GroupId) -> PathBuf {
+        self.config
+            .data_dir
+            .join("partitions")
+            .join(format!("{:020}", group.0))
+    }
+
+    pub(crate) async fn open_partition(&self, group: GroupId) -> Result<Arc<Partition>, NodeError> {
+        if group == GroupId::CONTROLLER || self.partition(group).is_some() {
+            return Err(NodeError::AlreadyOpen(group));
+        }
+        let partition = Arc::new(self.open_or_repair(group).await?);
+        {
+            let mut map = self
+                .partitions
+                .write()
+                .expect("partitions lock poisoned by a panic");
+            if map.contains_key(&group) {
+                return Err(NodeError::AlreadyOpen(group));
+            }
+            map.insert(group, Arc::clone(&partition));
+        }
+        self.groups
+            .insert(group, partition.raft().clone(), partition.quiet());
+        Ok(partition)
+    }
+
+    /// Opens this node's replica of `group`. A replica whose log is damaged (bit rot in a sealed
+    /// segment, say: it fails its checks when re-applied at open) is set aside and started over
+    /// empty with its vote; it abstains until it has re-replicated what it had acknowledged
+    /// (`quipu_raft::repair`).
+    pub(crate) async fn open_or_repair(&self, group: GroupId) -> Result<Partition, NodeError> {
+        let dir = self.partition_dir(group);
+        let open = || {
+            Partition::open(
+                self.config.node_id,
+                group,
+                &dir,
+                Arc::clone(&self.raft_config),
+                self.config.log.clone(),
+                Arc::clone(&self.peers),
+            )
+        };
+        let repair_error = |e: quipu_raft::repair::RepairError| NodeError::Raft {
+            group,
+            reason: e.to_string(),
+        };
+        let at = dir.clone();
+        if blocking_io(group, move || quipu_raft::repair::finish_repair(&at))
+            .await?
+            .map_err(repair_error)?
+        {
+            tracing::warn!(%group, "finished setting aside a damaged replica (interrupted by a crash)");
+        }
+        let error = match open().await {
+            Ok(partition) => return Ok(partition),
+            Err(error) => error,
+        };
+        let (at, config) = (dir.clone(), self.config.log.clone());
+        let Some(damage) =
+            blocking_io(group, move || quipu_raft::repair::find_damage(&at, config)).await?
+        else {
+            return Err(error);
+        };
+        let at = dir.clone();
+        let reached = damage.next_index;
+        let aside = blocking_io(group, move || quipu_raft::repair::set_aside(&at, reached))
+            .await?
+            .map_err(repair_error)?;
+        tracing::error!(
+            node_id = self.config.node_id,
+            %group,
+            damage = %damage.description,
+            aside = %aside.display(),
+            "the replica's log is damaged: its files are set aside; it starts over empty, keeps its \
+             vote, and neither votes nor stands for election until it has re-replicated what it \
+             had acknowledged"
+        );
+        open().await
+    }
+
+    pub(crate) async fn start_replica(&self, group: GroupId, replicas: &[NodeId], created: bool) {
+        let partition = match self.partition(group) {
+            Some(partition) => partition,
+            None => match self.open_partition(group).await {
+                Ok(partition) => partition,
+                Err(e) => {
+                    tracing::error!(node_id = self.config.node_id, %group, error = %e, "cannot open an assigned partition");
+                    return;
+                }
+            },
+        };
+        if created && replicas.first() == Some(&self.config.node_id) {
+            let metadata = self.metadata.metadata();
+            let addresses: HashMap<NodeId, String> = metadata
+                .nodes()
+                .map(|n| (n.id, n.raft_addr.clone()))
+                .collect();
+            let members: Vec<(NodeId, String)> = replicas
+                .iter()
+                .filter_map(|id| addresses.get(id).map(|addr| (*id, addr.clone())))
+                .collect();
+            // After a restart the group is already initialized: that error is expected.
+            if let Err(e) = partition.bootstrap(members).await {
+                tracing::debug!(%group, error = %e, "partition bootstrap skipped");
+            }
+        }
+    }
+
+    pub(crate) async fn delete_replica(&self, group: GroupId) {
+        let partition = self
+            .partitions
+            .write()
+            .expect("partitions lock poisoned by a panic")
+            .remove(&group);
+        self.groups.remove(group);
+        if let Some(partition) = partition {
+            partition.shutdown().await;
+            drop(partition);
+        }
+        let dir = self.partition_dir(group);
+        let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {
+                if let Some(parent) = dir.parent() {
+                    std::fs::File::open(parent)?.sync_all()?;
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        })
+        .await;
+        match removed {
+            Ok(Ok(())) => {
+                tracing::info!(node_id = self.config.node_id, %group, "partition replica deleted")
+            }
+            Ok(Err(e)) => {
+                tracing::error!(node_id = self.config.node_id, %group, error = %e, "cannot delete a partition's data")
+            }
+            Err(e) => {
+                tracing::error!(node_id = self.config.node_id, %group, error = %e, "partition deletion task failed")
+            }
+        }
+    }
+}
+
+/// Runs blocking file work of `group` off the async runtime's threads.
+pub(crate) async fn blocking_io<T: Send + 'static>(
+    group: GroupId,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NodeError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| NodeError::Raft {
+            group,
+            reason: e.to_string(),
+        })
+}

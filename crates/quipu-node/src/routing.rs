@@ -1,0 +1,111 @@
+//! Controller requests from this node: registering itself, and routing requests to the controller
+//! leader (here, or forwarded one hop over the transport).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quipu_meta::NodeInfo;
+use quipu_raft::NodeId;
+
+use crate::controller::{CONTROLLER_PATIENCE, ControllerError, ControllerRequest};
+use crate::node::Inner;
+
+/// Registers this node (id, transport and API addresses) with the controller, and again whenever
+/// the metadata does not show those addresses (after a change of address, or when the first
+/// attempt found no controller leader). Checks every 250 ms; a registered node costs nothing.
+pub(crate) async fn register_self(inner: Arc<Inner>) {
+    let me = NodeInfo {
+        id: inner.config.node_id,
+        raft_addr: inner.addr.to_string(),
+        api_addr: inner.config.api_addr.clone().unwrap_or_default(),
+    };
+    let mut ticker = tokio::time::interval(REGISTER_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let registered = inner
+            .metadata
+            .with_metadata(|m| m.nodes().any(|n| *n == me));
+        if registered
+            || inner
+                .voters
+                .read()
+                .expect("voters lock poisoned by a panic")
+                .is_empty()
+        {
+            continue; // done, or not a member of a cluster yet
+        }
+        if let Err(e) =
+            request_controller(&inner, &ControllerRequest::RegisterNode(me.clone())).await
+        {
+            tracing::warn!(node_id = me.id, error = %e, "cannot register with the controller yet");
+        }
+    }
+}
+
+/// How often a node checks that the controller knows its addresses.
+const REGISTER_INTERVAL: Duration = Duration::from_millis(250);
+
+pub(crate) async fn request_controller(
+    inner: &Inner,
+    request: &ControllerRequest,
+) -> Result<(), ControllerError> {
+    let deadline = tokio::time::Instant::now() + CONTROLLER_PATIENCE;
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let result = match inner.control.leader() {
+            Some(leader) if leader == inner.config.node_id => inner.control.handle(request).await,
+            Some(leader) => forward_to_controller(inner, leader, request).await,
+            None => Err(ControllerError::NotLeader { leader: None }),
+        };
+        match result {
+            Err(ControllerError::NotLeader { .. })
+                if tokio::time::Instant::now() + backoff < deadline =>
+            {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Sends `request` to the controller leader `leader` and returns its answer. A transport failure
+/// counts as "not leader" (the request was not handled; the caller retries).
+async fn forward_to_controller(
+    inner: &Inner,
+    leader: NodeId,
+    request: &ControllerRequest,
+) -> Result<(), ControllerError> {
+    let not_leader = ControllerError::NotLeader {
+        leader: Some(leader),
+    };
+    let Some(addr) = inner.control.address_of(leader) else {
+        return Err(not_leader);
+    };
+    let Ok(channel) = inner.peers.channel(&addr) else {
+        return Err(not_leader);
+    };
+    let bytes =
+        postcard::to_allocvec(request).map_err(|e| ControllerError::Unavailable(e.to_string()))?;
+    let call = quipu_proto::v1::ControllerCall {
+        from_node: inner.config.node_id,
+        to_node: leader,
+        request: bytes,
+    };
+    let mut client = quipu_proto::v1::raft_transport_client::RaftTransportClient::new(channel);
+    match tokio::time::timeout(CONTROLLER_PATIENCE, client.controller(call)).await {
+        Ok(Ok(reply)) => {
+            postcard::from_bytes::<Result<(), ControllerError>>(&reply.into_inner().result)
+                .map_err(|e| {
+                    ControllerError::Unavailable(format!("undecodable controller reply: {e}"))
+                })?
+        }
+        // Refused before it was handled (unreachable, not started): try again.
+        Ok(Err(status)) if status.code() == tonic::Code::Unavailable => Err(not_leader),
+        Ok(Err(status)) => Err(ControllerError::Unavailable(status.to_string())),
+        Err(_) => Err(ControllerError::Unavailable(format!(
+            "controller leader {leader} did not answer in time"
+        ))),
+    }
+}
