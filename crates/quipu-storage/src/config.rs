@@ -1,6 +1,5 @@
 //! Per-log configuration. Every size in bytes, every duration in milliseconds.
 
-use crate::error::OpenError;
 use crate::frame::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 
 /// When appended data is made durable.
@@ -91,37 +90,125 @@ impl Default for LogConfig {
     }
 }
 
+/// The settings of a log that a topic may change while its replicas run
+/// ([`crate::Log::set_limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLimits {
+    /// See [`LogConfig::segment_bytes_max`].
+    pub segment_bytes_max: u64,
+    /// See [`LogConfig::segment_ms_max`].
+    pub segment_ms_max: i64,
+    /// See [`LogConfig::retention_bytes`].
+    pub retention_bytes: Option<u64>,
+    /// See [`LogConfig::retention_ms`].
+    pub retention_ms: Option<i64>,
+}
+
+/// A log setting is out of its range; nothing was opened or changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid log setting {key} = {value}: {allowed}")]
+pub struct ConfigError {
+    /// The setting's name.
+    pub key: &'static str,
+    /// The value given.
+    pub value: String,
+    /// What is allowed.
+    pub allowed: String,
+}
+
+/// Bytes of a segment that hold no payload when it holds one frame: the segment header and one
+/// frame header.
+pub const SEGMENT_OVERHEAD_BYTES: u64 = (SEGMENT_HEADER_LEN + FRAME_HEADER_LEN) as u64;
+
 impl LogConfig {
-    pub(crate) fn validate(&self) -> Result<(), OpenError> {
-        let bad = |reason: String| Err(OpenError::Config { reason });
-        if self.segment_bytes_max > u64::from(u32::MAX) {
-            return bad(format!(
-                "segment_bytes_max {} exceeds {}",
-                self.segment_bytes_max,
-                u32::MAX
-            ));
+    /// The settings a topic may change.
+    pub fn limits(&self) -> LogLimits {
+        LogLimits {
+            segment_bytes_max: self.segment_bytes_max,
+            segment_ms_max: self.segment_ms_max,
+            retention_bytes: self.retention_bytes,
+            retention_ms: self.retention_ms,
         }
-        let overhead = (SEGMENT_HEADER_LEN + FRAME_HEADER_LEN) as u64;
-        if self.entry_bytes_max == 0 || self.entry_bytes_max + overhead > self.segment_bytes_max {
-            return bad(format!(
-                "entry_bytes_max {} must be positive and fit a segment of segment_bytes_max {} with {} bytes of headers",
-                self.entry_bytes_max, self.segment_bytes_max, overhead
-            ));
+    }
+
+    /// This configuration with `limits` in place of its own.
+    pub fn with_limits(self, limits: LogLimits) -> LogConfig {
+        LogConfig {
+            segment_bytes_max: limits.segment_bytes_max,
+            segment_ms_max: limits.segment_ms_max,
+            retention_bytes: limits.retention_bytes,
+            retention_ms: limits.retention_ms,
+            ..self
+        }
+    }
+
+    /// Checks every setting against its range. A segment holds at least one entry whatever
+    /// `segment_bytes_max` says (an entry larger than it gets a segment of its own), so the two
+    /// limits are independent; positions in a segment are 32-bit, which bounds both.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, value: &dyn std::fmt::Display, allowed: String| {
+            Err(ConfigError {
+                key,
+                value: value.to_string(),
+                allowed,
+            })
+        };
+        let position_max = u64::from(u32::MAX);
+        if self.segment_bytes_max <= SEGMENT_OVERHEAD_BYTES || self.segment_bytes_max > position_max {
+            return bad(
+                "segment_bytes_max",
+                &self.segment_bytes_max,
+                format!("{} to {position_max} bytes", SEGMENT_OVERHEAD_BYTES + 1),
+            );
+        }
+        if self.entry_bytes_max == 0 || self.entry_bytes_max > position_max - SEGMENT_OVERHEAD_BYTES
+        {
+            return bad(
+                "entry_bytes_max",
+                &self.entry_bytes_max,
+                format!("1 to {} bytes", position_max - SEGMENT_OVERHEAD_BYTES),
+            );
         }
         if self.index_bytes_max < 2 * crate::index::SLOT_LEN as u64 {
-            return bad(format!(
-                "index_bytes_max {} holds fewer than 2 entries",
-                self.index_bytes_max
-            ));
+            return bad(
+                "index_bytes_max",
+                &self.index_bytes_max,
+                format!("at least {} bytes (two entries)", 2 * crate::index::SLOT_LEN),
+            );
+        }
+        if self.index_interval_bytes == 0 {
+            return bad("index_interval_bytes", &0, "at least 1 byte".to_string());
         }
         if self.segment_ms_max <= 0 {
-            return bad(format!(
-                "segment_ms_max {} must be positive",
-                self.segment_ms_max
-            ));
+            return bad("segment_ms_max", &self.segment_ms_max, "at least 1 ms".to_string());
         }
         if let FsyncPolicy::IntervalMs(0) = self.fsync {
-            return bad("fsync interval_ms must be positive (use always)".to_string());
+            return bad(
+                "fsync",
+                &0,
+                "\"always\", \"never\" or at least 1 ms".to_string(),
+            );
+        }
+        if let Some(bytes) = self.retention_bytes
+            && bytes == 0
+        {
+            return bad(
+                "retention_bytes",
+                &bytes,
+                "at least 1 byte (none: unlimited)".to_string(),
+            );
+        }
+        if let Some(ms) = self.retention_ms
+            && ms <= 0
+        {
+            return bad(
+                "retention_ms",
+                &ms,
+                "at least 1 ms (none: unlimited)".to_string(),
+            );
+        }
+        if self.decompressed_bytes_max == 0 {
+            return bad("decompressed_bytes_max", &0, "at least 1 byte".to_string());
         }
         Ok(())
     }

@@ -7,12 +7,9 @@ use quipu_record::BatchError;
 /// Opening or recovering a log failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    /// The configuration is inconsistent.
-    #[error("invalid log config: {reason}")]
-    Config {
-        /// What is wrong.
-        reason: String,
-    },
+    /// A setting is out of its range.
+    #[error("invalid log config")]
+    Config(#[from] crate::config::ConfigError),
     /// A file operation failed.
     #[error("i/o error on {path}")]
     Io {

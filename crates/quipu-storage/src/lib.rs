@@ -36,7 +36,9 @@ mod mmap;
 mod segment;
 mod state_file;
 
-pub use config::{Clock, FsyncPolicy, LogConfig, system_clock};
+pub use config::{
+    Clock, ConfigError, FsyncPolicy, LogConfig, LogLimits, SEGMENT_OVERHEAD_BYTES, system_clock,
+};
 pub use entry::{Entry, EntryKind, NewEntry, Offset};
 pub use error::{AppendError, OpenError, ReadError, SyncError, TruncateError};
 pub use frame::{FORMAT_VERSION, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};

@@ -11,7 +11,7 @@
 //!   reopened, because the page cache may no longer match the disk.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tracing::{info, warn};
 
@@ -20,6 +20,7 @@ use crate::error::{AppendError, Failure, OpenError, ReadError, SyncError, Trunca
 use crate::frame::{FRAME_HEADER_LEN, SegmentHeader};
 use crate::marker::CleanMarker;
 use crate::segment::{OpenMode, Segment, SegmentView, parse_segment_name, segment_paths};
+use crate::config::{ConfigError, LogLimits};
 use crate::{FsyncPolicy, LogConfig, io};
 
 /// What an append did.
@@ -52,7 +53,8 @@ pub struct Log {
     dir: PathBuf,
     /// Holds the exclusive `flock` on `LOCK` for as long as the log is open.
     _lock: std::fs::File,
-    config: LogConfig,
+    /// Replaced whole by [`Log::set_limits`]; everything but the limits stays as opened.
+    config: RwLock<Arc<LogConfig>>,
     state: RwLock<State>,
     sync: Mutex<SyncState>,
     synced: Condvar,
@@ -234,7 +236,7 @@ impl Log {
                 last_sync_ms: now,
             }),
             synced: Condvar::new(),
-            config,
+            config: RwLock::new(Arc::new(config)),
         })
     }
 
@@ -267,9 +269,23 @@ impl Log {
         &self.dir
     }
 
-    /// The log's configuration.
-    pub fn config(&self) -> &LogConfig {
-        &self.config
+    /// The log's configuration as it is now (its limits may have changed since it was opened).
+    pub fn config(&self) -> Arc<LogConfig> {
+        Arc::clone(&self.config.read().expect("log config lock poisoned by a panic"))
+    }
+
+    /// Changes the settings a topic may change while its replicas run: segment size and age
+    /// apply from the next append (a segment is never made larger than it was mapped), retention
+    /// from the next retention pass. Refused, with nothing changed, if they are not valid.
+    pub fn set_limits(&self, limits: LogLimits) -> Result<(), ConfigError> {
+        let mut config = self.config.write().expect("log config lock poisoned by a panic");
+        let changed = config.as_ref().clone().with_limits(limits);
+        changed.validate()?;
+        if config.limits() != limits {
+            info!(dir = %self.dir.display(), ?limits, "log limits changed");
+        }
+        *config = Arc::new(changed);
+        Ok(())
     }
 
     /// Appends entries, assigning their offsets. They are readable when this returns, durable
@@ -280,6 +296,7 @@ impl Log {
             return Err(AppendError::Poisoned { dir, cause });
         }
         let first = entries.first().ok_or(AppendError::Empty)?;
+        let config = self.config();
         let active = state.active();
         let mut next_index = active.next_index;
         let mut next_offset = active.next_offset;
@@ -300,17 +317,17 @@ impl Log {
                     last_term,
                 });
             }
-            if entry.payload.len() as u64 > self.config.entry_bytes_max {
+            if entry.payload.len() as u64 > config.entry_bytes_max {
                 return Err(AppendError::TooLarge {
                     index: entry.index,
                     len: entry.payload.len(),
-                    max: self.config.entry_bytes_max,
+                    max: config.entry_bytes_max,
                 });
             }
             let (record_count, max_timestamp) = match entry.kind {
                 EntryKind::Internal => (0u32, -1i64),
                 EntryKind::Records => {
-                    let max = usize::try_from(self.config.entry_bytes_max).unwrap_or(usize::MAX);
+                    let max = usize::try_from(config.entry_bytes_max).unwrap_or(usize::MAX);
                     let header =
                         quipu_record::validate_batch(&entry.payload, max).map_err(|source| {
                             AppendError::InvalidBatch {
@@ -337,7 +354,7 @@ impl Log {
             last_term = entry.term;
             metas.push((record_count, max_timestamp));
         }
-        let result = self.stage_and_write(&mut state, entries, &metas);
+        let result = self.stage_and_write(&mut state, &config, entries, &metas);
         if let Err(failure) = result {
             self.poison(&mut state, &failure);
             return Err(failure.into());
@@ -353,29 +370,28 @@ impl Log {
     fn stage_and_write(
         &self,
         state: &mut State,
+        config: &LogConfig,
         entries: &[NewEntry],
         metas: &[(u32, i64)],
     ) -> Result<(), Failure> {
-        let now = (self.config.clock)();
+        let now = (config.clock)();
         let mut staging = std::mem::take(&mut state.staging);
         let result = (|| {
             for (entry, (record_count, max_timestamp)) in entries.iter().zip(metas) {
                 let frame_len = (FRAME_HEADER_LEN + entry.payload.len()) as u64;
-                if state.active().must_roll(frame_len, now, &self.config) {
-                    state
-                        .active_mut()
-                        .write_staged(&mut staging, &self.config)?;
-                    self.roll(state, now)?;
+                if state.active().must_roll(frame_len, now, config) {
+                    state.active_mut().write_staged(&mut staging, config)?;
+                    self.roll(state, config, now)?;
                 }
                 state.active_mut().stage(
                     &mut staging,
                     entry,
                     *record_count,
                     *max_timestamp,
-                    &self.config,
+                    config,
                 )?;
             }
-            state.active_mut().write_staged(&mut staging, &self.config)
+            state.active_mut().write_staged(&mut staging, config)
         })();
         staging.clear();
         state.staging = staging;
@@ -384,7 +400,7 @@ impl Log {
 
     /// Seals the active segment and starts a new one. The sealed segment is durable before the
     /// new file exists, so after a crash only the last segment needs verifying.
-    fn roll(&self, state: &mut State, now: i64) -> Result<(), Failure> {
+    fn roll(&self, state: &mut State, config: &LogConfig, now: i64) -> Result<(), Failure> {
         let active = state.active_mut();
         active.seal()?;
         let header = SegmentHeader {
@@ -394,7 +410,7 @@ impl Log {
         };
         let last_term = active.last_term;
         info!(dir = %self.dir.display(), base_index = header.base_index, base_offset = header.base_offset, "segment rolled");
-        let segment = Segment::create(&self.dir, header, last_term, &self.config)?;
+        let segment = Segment::create(&self.dir, header, last_term, config)?;
         io::sync_dir(&self.dir).map_err(Failure::io(&self.dir))?;
         state.segments.push(segment);
         Ok(())
@@ -462,7 +478,7 @@ impl Log {
             } else if generation == sync.generation {
                 sync.durable_next = sync.durable_next.max(log_next);
             }
-            sync.last_sync_ms = (self.config.clock)();
+            sync.last_sync_ms = (self.config().clock)();
             self.synced.notify_all();
         }
     }
@@ -484,7 +500,8 @@ impl Log {
     /// Applies the fsync policy after appending entries below `next_index`: `always` syncs,
     /// `interval_ms` syncs when the interval has passed, `never` does nothing.
     pub fn sync_by_policy(&self, next_index: u64) -> Result<(), SyncError> {
-        match self.config.fsync {
+        let config = self.config();
+        match config.fsync {
             FsyncPolicy::Always => self.sync_to(next_index),
             FsyncPolicy::IntervalMs(interval) => {
                 let last = self
@@ -492,7 +509,7 @@ impl Log {
                     .lock()
                     .expect("sync lock poisoned by a panic")
                     .last_sync_ms;
-                let due = (self.config.clock)().saturating_sub(last)
+                let due = (config.clock)().saturating_sub(last)
                     >= i64::try_from(interval).unwrap_or(i64::MAX);
                 if due {
                     self.sync_to(next_index)
@@ -710,7 +727,7 @@ impl Log {
                 }
                 let records = quipu_record::decode_records(
                     &entry.payload,
-                    self.config.decompressed_bytes_max,
+                    self.config().decompressed_bytes_max,
                 )
                 .map_err(batch_err)?;
                 for record in records {
@@ -766,7 +783,7 @@ impl Log {
                 .map_or(0, |s| s.last_term);
             state
                 .active_mut()
-                .truncate_to(keep_next, prev_term, &self.config)
+                .truncate_to(keep_next, prev_term, &self.config())
         })();
         state.generation += 1;
         if let Err(failure) = result {
@@ -816,9 +833,9 @@ impl Log {
     /// Whether a segment (oldest first, with `remaining_bytes` in it and the segments after it)
     /// is past retention and below `bound_index`.
     fn retention_rule(&self, bound_index: u64) -> impl FnMut(&Segment, u64) -> bool + use<> {
-        let now = (self.config.clock)();
-        let (retention_bytes, retention_ms) =
-            (self.config.retention_bytes, self.config.retention_ms);
+        let config = self.config();
+        let now = (config.clock)();
+        let (retention_bytes, retention_ms) = (config.retention_bytes, config.retention_ms);
         move |segment: &Segment, remaining_bytes: u64| {
             let too_big =
                 retention_bytes.is_some_and(|max| remaining_bytes - segment.size_bytes() >= max);
@@ -863,6 +880,7 @@ impl Log {
         if let Some((dir, cause)) = self.poisoned(&state) {
             return Err(TruncateError::Poisoned { dir, cause });
         }
+        let config = self.config();
         let result = (|| {
             // Newest first, each removal durable before the next.
             while let Some(segment) = state.segments.pop() {
@@ -871,11 +889,11 @@ impl Log {
             let header = SegmentHeader {
                 base_index: next_index,
                 base_offset: next_offset.0,
-                created_ms: (self.config.clock)(),
+                created_ms: (config.clock)(),
             };
             state
                 .segments
-                .push(Segment::create(&self.dir, header, 0, &self.config)?);
+                .push(Segment::create(&self.dir, header, 0, &config)?);
             io::sync_dir(&self.dir).map_err(Failure::io(&self.dir))
         })();
         state.generation += 1;

@@ -215,8 +215,11 @@ fn index_capacity(config: &LogConfig) -> usize {
     usize::try_from(config.index_bytes_max / SLOT_LEN as u64).unwrap_or(usize::MAX)
 }
 
+/// How much of a segment file is mapped: enough for `segment_bytes_max`, and for one entry of
+/// `entry_bytes_max` alone in a segment whatever `segment_bytes_max` is.
 fn map_len(config: &LogConfig, file_len: u64) -> Result<usize, std::io::Error> {
-    usize::try_from(config.segment_bytes_max.max(file_len))
+    let one_entry = crate::config::SEGMENT_OVERHEAD_BYTES + config.entry_bytes_max;
+    usize::try_from(config.segment_bytes_max.max(one_entry).max(file_len))
         .map_err(|_| std::io::Error::other("segment larger than the address space"))
 }
 
@@ -587,7 +590,9 @@ impl Segment {
     pub fn must_roll(&self, frame_len: u64, now_ms: i64, config: &LogConfig) -> bool {
         let has_frames = self.next_index > self.header.base_index;
         has_frames
-            && (self.data_len + frame_len > config.segment_bytes_max
+            // The limits may have changed since this segment was mapped: it never grows past
+            // its map.
+            && (self.data_len + frame_len > config.segment_bytes_max.min(self.map.len() as u64)
                 // Keep one slot free in each index for the final time slot at sealing.
                 || self.offset_index.len() + 2 > self.offset_index.capacity_max()
                 || self.time_index.len() + 2 > self.time_index.capacity_max()
