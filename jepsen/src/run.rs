@@ -325,8 +325,11 @@ fn run_one(
         say(started, &format!("healed: {fault}"));
     }
     note_exits(&mut cluster, started, &mut unexpected_exits);
-    // Everything heals: the network is whole and every node runs.
-    net.heal()?;
+    // Everything heals: the network is whole and every node runs. Without nftables no partition
+    // was made, and `nft` may not even exist here.
+    if caps.nftables {
+        net.heal()?;
+    }
     for i in 0..args.nodes {
         cluster.resume(i);
         cluster.start(i)?;
