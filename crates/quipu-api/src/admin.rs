@@ -4,14 +4,14 @@ use quipu_node::{ControllerRequest, NodeHandle};
 use quipu_proto::v1::admin_server::Admin;
 use quipu_proto::v1::{
     AddPartitionsRequest, AddPartitionsResponse, AlterTopicConfigRequest, AlterTopicConfigResponse,
-    ClusterDescription, CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest,
+    ClusterDescription, ConfigEntry, CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest,
     DeleteTopicResponse, DescribeClusterRequest, DescribeTopicRequest, FollowerLag, HealthRequest,
     HealthResponse, ListTopicsRequest, ListTopicsResponse, NodeDescription, PartitionDescription,
     TopicConfig, TopicDescription,
 };
 use tonic::{Request, Response, Status};
 
-use crate::error::{from_controller, invalid, unknown_topic};
+use crate::error::{from_controller, invalid, invalid_config, unknown_topic};
 
 /// The Admin service of one node.
 #[derive(Debug, Clone)]
@@ -19,21 +19,38 @@ pub(crate) struct AdminService {
     pub node: NodeHandle,
 }
 
-pub(crate) fn config_from_proto(config: Option<TopicConfig>) -> quipu_meta::TopicConfig {
+/// Settings from a request, each key and value checked.
+fn config_from_proto(config: Option<TopicConfig>) -> Result<quipu_meta::TopicConfig, Status> {
     let config = config.unwrap_or_default();
-    quipu_meta::TopicConfig {
-        retention_bytes: config.retention_bytes,
-        retention_ms: config.retention_ms,
-        segment_bytes: config.segment_bytes,
-    }
+    quipu_meta::TopicConfig::from_pairs(
+        config
+            .entries
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str())),
+    )
+    .map_err(|e| invalid_config(e.to_string()))
 }
 
 fn config_to_proto(config: &quipu_meta::TopicConfig) -> TopicConfig {
     TopicConfig {
-        retention_bytes: config.retention_bytes,
-        retention_ms: config.retention_ms,
-        segment_bytes: config.segment_bytes,
+        entries: config
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect(),
     }
+}
+
+/// Every setting in effect for `topic` on this node, by name.
+fn effective_config(node: &NodeHandle, topic: &quipu_meta::TopicInfo) -> Vec<ConfigEntry> {
+    let settings = topic.config.settings(&node.topic_defaults());
+    quipu_meta::TopicKey::ALL
+        .into_iter()
+        .map(|key| ConfigEntry {
+            name: key.name().to_string(),
+            value: settings.value(key).to_string(),
+            is_default: topic.config.get(key).is_none(),
+        })
+        .collect()
 }
 
 impl AdminService {
@@ -80,6 +97,7 @@ impl AdminService {
             replication_factor: u32::try_from(topic.replication_factor).unwrap_or(u32::MAX),
             config: Some(config_to_proto(&topic.config)),
             partitions,
+            effective_config: effective_config(&self.node, topic),
         }
     }
 }
@@ -102,7 +120,7 @@ impl Admin for AdminService {
             name: request.name,
             partitions: count(request.partitions, "the partition count")?,
             replication_factor: count(request.replication_factor, "the replication factor")?,
-            config: config_from_proto(request.config),
+            config: config_from_proto(request.config)?,
         })
         .await?;
         Ok(Response::new(CreateTopicResponse {}))
@@ -145,7 +163,9 @@ impl Admin for AdminService {
         let request = request.into_inner();
         self.change(ControllerRequest::AlterTopicConfig {
             name: request.name,
-            config: config_from_proto(request.config),
+            set: request.set.into_iter().collect(),
+            reset: request.reset,
+            replace: false,
         })
         .await?;
         Ok(Response::new(AlterTopicConfigResponse {}))

@@ -34,6 +34,16 @@ pub(crate) fn unknown_topic(name: &str) -> Status {
     )
 }
 
+/// A topic setting is unknown or out of its range.
+pub(crate) fn invalid_config(message: impl Into<String>) -> Status {
+    status(
+        Code::InvalidArgument,
+        ErrorReason::InvalidConfig,
+        message,
+        None,
+    )
+}
+
 pub(crate) fn invalid(message: impl Into<String>) -> Status {
     status(
         Code::InvalidArgument,
@@ -79,6 +89,7 @@ pub(crate) fn from_controller(node: &NodeHandle, error: ControllerError) -> Stat
             format!("topic {name} already exists"),
             None,
         ),
+        ControllerError::InvalidConfig(reason) => invalid_config(reason),
         ControllerError::Plan(reason) | ControllerError::Refused(reason) => invalid(reason),
         ControllerError::NotLeader { leader } => {
             // No controller leader answered within the patience: no change can be made now.

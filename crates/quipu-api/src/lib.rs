@@ -24,6 +24,10 @@ pub use data::{FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, PRODUCE_STREAM_REQUESTS_MAX};
 /// at most the log's `entry_bytes_max`; a fetch message at most [`FETCH_BYTES_MAX`] of batches).
 pub const API_MESSAGE_BYTES_MAX: usize = 32 * 1024 * 1024;
 
+/// Largest `entry_bytes_max` the client API carries: one batch in a produce or fetch message,
+/// with room for the message's other fields.
+pub const ENTRY_BYTES_LIMIT: u64 = (API_MESSAGE_BYTES_MAX - 64 * 1024) as u64;
+
 /// Serves the client API of `node` on `listener` until `shutdown` completes.
 pub async fn serve(
     node: NodeHandle,

@@ -76,7 +76,9 @@ pub(crate) fn classify(status: &tonic::Status, idempotent: bool) -> Failure {
         ErrorReason::UnknownTopic => Failure::Fatal(ClientError::UnknownTopic(message)),
         ErrorReason::UnknownPartition => Failure::Fatal(ClientError::UnknownPartition(message)),
         ErrorReason::TopicExists => Failure::Fatal(ClientError::TopicExists(message)),
-        ErrorReason::InvalidArgument => Failure::Fatal(ClientError::InvalidArgument(message)),
+        ErrorReason::InvalidArgument | ErrorReason::InvalidConfig => {
+            Failure::Fatal(ClientError::InvalidArgument(message))
+        }
         ErrorReason::MessageTooLarge => Failure::Fatal(ClientError::MessageTooLarge(message)),
         ErrorReason::OffsetOutOfRange => Failure::Fatal(ClientError::OffsetOutOfRange(message)),
         ErrorReason::NotEnoughReplicas => Failure::Retry(ClientError::Unavailable(message)),

@@ -384,15 +384,18 @@ impl Client {
         Ok(merged)
     }
 
-    /// Replaces a topic's settings.
+    /// Changes a topic's settings in place: each `(key, value)` of `set` is set (keys by their
+    /// Kafka names, such as `retention.ms`), each key of `reset` returns to the node's default.
     pub async fn alter_topic_config(
         &self,
         name: &str,
-        config: TopicConfig,
+        set: &[(String, String)],
+        reset: &[String],
     ) -> Result<(), ClientError> {
         let request = AlterTopicConfigRequest {
             name: name.to_string(),
-            config: Some(config),
+            set: set.iter().cloned().collect(),
+            reset: reset.to_vec(),
         };
         self.any_node(false, |mut c| {
             let request = request.clone();

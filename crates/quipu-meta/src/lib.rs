@@ -6,12 +6,19 @@
 //! Placement ([`place`]) spreads replicas and preferred leaders evenly over the live nodes and is
 //! deterministic: the command carries its result, so every node applies the same assignment.
 //!
+//! Topic settings ([`TopicConfig`]) are kept by their Kafka names, each checked against its range
+//! when planned and again when applied.
+//!
 //! Not here: the Raft group that replicates commands, the I/O that carries out effects.
 
 mod metadata;
 mod placement;
+mod topic_config;
 
 pub use metadata::{
-    Command, CommandError, Effect, Metadata, NodeInfo, PartitionAssignment, TopicConfig, TopicInfo,
+    Command, CommandError, Effect, Metadata, NodeInfo, PartitionAssignment, TopicInfo,
 };
 pub use placement::{PlacementError, place};
+pub use topic_config::{
+    INT_MAX, SEGMENT_BYTES_MIN, TopicConfig, TopicConfigError, TopicKey, TopicSettings,
+};

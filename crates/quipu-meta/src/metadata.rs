@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::placement::{PlacementError, place};
+use crate::topic_config::{TopicConfig, TopicConfigError};
 
 /// A node of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,17 +21,6 @@ pub struct NodeInfo {
     /// Address of its client-facing gRPC API (`quipu.v1.Admin`, `quipu.v1.Data`); empty if it
     /// serves none.
     pub api_addr: String,
-}
-
-/// Per-topic settings; `None` means the cluster default.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopicConfig {
-    /// Retention by size, in bytes per partition.
-    pub retention_bytes: Option<u64>,
-    /// Retention by age, in ms.
-    pub retention_ms: Option<i64>,
-    /// Segment size, in bytes.
-    pub segment_bytes: Option<u64>,
 }
 
 /// Where one partition lives.
@@ -154,6 +144,9 @@ pub enum CommandError {
     /// Placement failed.
     #[error(transparent)]
     Placement(#[from] PlacementError),
+    /// A topic setting is unknown or out of range.
+    #[error(transparent)]
+    Config(#[from] TopicConfigError),
 }
 
 /// Most partitions one topic may have.
@@ -193,6 +186,17 @@ impl Metadata {
     /// One topic.
     pub fn topic(&self, name: &str) -> Option<&TopicInfo> {
         self.topics.get(name)
+    }
+
+    /// The topic and partition number of partition group `group`.
+    pub fn partition_of_group(&self, group: u64) -> Option<(&TopicInfo, u32)> {
+        self.topics.values().find_map(|topic| {
+            let at = topic.partitions.iter().position(|p| p.group == group)?;
+            Some((
+                topic,
+                u32::try_from(at).expect("partition counts are bounded"),
+            ))
+        })
     }
 
     /// Replicas and preferred leaderships per node.
@@ -235,6 +239,7 @@ impl Metadata {
             return Err(CommandError::TopicExists(name.to_string()));
         }
         Self::check_count(partitions)?;
+        config.validate()?;
         let nodes: Vec<u64> = self.nodes.keys().copied().collect();
         let replicas = place(&nodes, &self.load(), partitions, replication_factor)?;
         Ok(Command::CreateTopic {
@@ -312,6 +317,7 @@ impl Metadata {
                 }
                 Self::check_count(replicas.len())?;
                 self.check_replicas(replicas, *replication_factor)?;
+                config.validate()?;
                 let partitions = self.assign(replicas, group_base);
                 let effects = Self::starts(name, 0, &partitions, local_node);
                 self.next_topic_id += 1;
@@ -358,6 +364,7 @@ impl Metadata {
                     .collect())
             }
             Command::AlterTopicConfig { name, config } => {
+                config.validate()?;
                 let topic = self
                     .topics
                     .get_mut(name)
@@ -415,6 +422,41 @@ impl Metadata {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_with_an_invalid_config_is_refused_and_changes_nothing() {
+        let mut meta = cluster(1);
+        meta.apply(
+            &meta
+                .plan_create_topic("t", 1, 1, TopicConfig::default())
+                .unwrap(),
+            1,
+        )
+        .unwrap();
+        // A config that bypassed the checks (decoded from a log written by a buggy node).
+        let bad: TopicConfig = postcard::from_bytes(
+            &postcard::to_allocvec(&std::collections::BTreeMap::from([(
+                "retention.ms".to_string(),
+                "-5".to_string(),
+            )]))
+            .unwrap(),
+        )
+        .unwrap();
+        let before = meta.clone();
+        let alter = Command::AlterTopicConfig {
+            name: "t".to_string(),
+            config: bad.clone(),
+        };
+        assert!(matches!(
+            meta.apply(&alter, 1),
+            Err(CommandError::Config(_))
+        ));
+        assert_eq!(meta, before);
+        assert!(matches!(
+            meta.plan_create_topic("u", 1, 1, bad),
+            Err(CommandError::Config(_))
+        ));
+    }
 
     fn cluster(nodes: u64) -> Metadata {
         let mut meta = Metadata::default();

@@ -4,8 +4,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use quipu_meta::TopicSettings;
 use quipu_raft::NodeId;
-use quipu_storage::LogConfig;
+use quipu_storage::{LogConfig, LogLimits};
+
+use crate::network::MESSAGE_BYTES_MAX;
 
 /// Configuration of a node.
 #[derive(Debug, Clone)]
@@ -28,6 +31,12 @@ pub struct NodeConfig {
     /// The address clients reach this node's gRPC API at, as registered with the controller
     /// (other nodes hand it to clients); `None` if the node serves no API.
     pub api_addr: Option<String>,
+    /// How far before the time it is produced a record's timestamp may be, in ms (topic
+    /// default of `message.timestamp.before.max.ms`).
+    pub timestamp_before_max_ms: i64,
+    /// How far after the time it is produced a record's timestamp may be, in ms (topic default
+    /// of `message.timestamp.after.max.ms`).
+    pub timestamp_after_max_ms: i64,
 }
 
 impl NodeConfig {
@@ -42,6 +51,8 @@ impl NodeConfig {
             quiesce: true,
             retention_check_interval: DEFAULT_RETENTION_CHECK_INTERVAL,
             api_addr: None,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: DEFAULT_TIMESTAMP_AFTER_MAX_MS,
         }
     }
 
@@ -64,6 +75,104 @@ impl NodeConfig {
         }
     }
 }
+
+/// Largest `entry_bytes_max` the Raft transport carries: one replication message holds at most
+/// `quipu_raft::READ_BYTES_MAX` of entries, or one larger entry, within the transport's
+/// message limit with room for framing.
+pub const ENTRY_BYTES_LIMIT: u64 =
+    MESSAGE_BYTES_MAX as u64 - quipu_raft::READ_BYTES_MAX - 1024 * 1024;
+
+/// A node setting is out of its range; the node did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeConfigError {
+    /// A log setting is out of its range.
+    #[error(transparent)]
+    Log(#[from] quipu_storage::ConfigError),
+    /// A node setting is out of its range.
+    #[error("invalid setting {key} = {value}: {allowed}")]
+    Invalid {
+        /// The setting.
+        key: &'static str,
+        /// Its value.
+        value: String,
+        /// What is allowed.
+        allowed: String,
+    },
+    /// The Raft timings are inconsistent.
+    #[error("invalid raft timings")]
+    Raft(#[source] Box<openraft::ConfigError>),
+}
+
+impl NodeConfig {
+    /// Checks every setting against its range, naming the first one out of it.
+    pub fn validate(&self) -> Result<(), NodeConfigError> {
+        self.log.validate()?;
+        if self.log.entry_bytes_max > ENTRY_BYTES_LIMIT {
+            return Err(NodeConfigError::Invalid {
+                key: "log.entry_bytes_max",
+                value: self.log.entry_bytes_max.to_string(),
+                allowed: format!("at most {ENTRY_BYTES_LIMIT} bytes (the Raft transport's limit)"),
+            });
+        }
+        if self.retention_check_interval.is_zero() {
+            return Err(NodeConfigError::Invalid {
+                key: "log.retention_check_interval_ms",
+                value: "0".to_string(),
+                allowed: "at least 1 ms".to_string(),
+            });
+        }
+        for (key, value) in [
+            (
+                "log.message_timestamp_before_max_ms",
+                self.timestamp_before_max_ms,
+            ),
+            (
+                "log.message_timestamp_after_max_ms",
+                self.timestamp_after_max_ms,
+            ),
+        ] {
+            if value < 0 {
+                return Err(NodeConfigError::Invalid {
+                    key,
+                    value: value.to_string(),
+                    allowed: "0 to 9223372036854775807 ms".to_string(),
+                });
+            }
+        }
+        self.raft
+            .clone()
+            .validate()
+            .map_err(|e| NodeConfigError::Raft(Box::new(e)))?;
+        Ok(())
+    }
+
+    /// The settings a topic that sets none of its own runs with on this node.
+    pub fn topic_defaults(&self) -> TopicSettings {
+        TopicSettings {
+            retention_ms: self.log.retention_ms,
+            retention_bytes: self.log.retention_bytes,
+            segment_bytes: self.log.segment_bytes_max,
+            segment_ms: self.log.segment_ms_max,
+            max_message_bytes: self.log.entry_bytes_max,
+            timestamp_before_max_ms: self.timestamp_before_max_ms,
+            timestamp_after_max_ms: self.timestamp_after_max_ms,
+        }
+    }
+}
+
+/// The log limits of a replica that runs with `settings`.
+pub(crate) fn log_limits(settings: &TopicSettings) -> LogLimits {
+    LogLimits {
+        segment_bytes_max: settings.segment_bytes,
+        segment_ms_max: settings.segment_ms,
+        retention_bytes: settings.retention_bytes,
+        retention_ms: settings.retention_ms,
+    }
+}
+
+/// Kafka 4's `log.message.timestamp.after.max.ms` default: a record may be stamped at most an
+/// hour ahead of the broker's clock (a far-future timestamp would hold back time-based retention).
+pub const DEFAULT_TIMESTAMP_AFTER_MAX_MS: i64 = 3_600_000;
 
 /// Kafka's `log.retention.check.interval.ms` default: 5 minutes.
 pub const DEFAULT_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(300);

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use quipu_meta::{Command, Metadata, NodeInfo, TopicConfig};
+use quipu_meta::{Command, Metadata, NodeInfo, TopicConfig, TopicSettings};
 use serde::{Deserialize, Serialize};
 
 /// How long a controller request waits for a controller leader to exist and answer.
@@ -36,12 +36,18 @@ pub enum ControllerRequest {
         /// How many partitions to add.
         count: usize,
     },
-    /// Replace a topic's settings.
+    /// Change a topic's settings: with `replace`, start from none (Kafka's AlterConfigs),
+    /// else from the topic's current ones (IncrementalAlterConfigs); then set each of `set`
+    /// (Kafka name, value) and reset each of `reset` to the node's default.
     AlterTopicConfig {
         /// Topic name.
         name: String,
-        /// The new settings.
-        config: TopicConfig,
+        /// Keys to set, with their values as text.
+        set: Vec<(String, String)>,
+        /// Keys to return to the node's default.
+        reset: Vec<String>,
+        /// Whether keys in neither list return to the default too.
+        replace: bool,
     },
     /// A node announces (or changes) its addresses.
     RegisterNode(NodeInfo),
@@ -49,20 +55,28 @@ pub enum ControllerRequest {
 
 impl ControllerRequest {
     /// The command that carries out this request on `metadata` (the leader's), with placement
-    /// decided now.
-    pub(crate) fn plan(&self, metadata: &Metadata) -> Result<Command, ControllerError> {
+    /// decided now and topic settings checked against `defaults` (the leader's node settings).
+    pub(crate) fn plan(
+        &self,
+        metadata: &Metadata,
+        defaults: &TopicSettings,
+    ) -> Result<Command, ControllerError> {
         Ok(match self {
             ControllerRequest::CreateTopic {
                 name,
                 partitions,
                 replication_factor,
                 config,
-            } => metadata.plan_create_topic(
-                name,
-                *partitions,
-                *replication_factor,
-                config.clone(),
-            )?,
+            } => {
+                config.validate().map_err(invalid_config)?;
+                config.check_against(defaults).map_err(invalid_config)?;
+                metadata.plan_create_topic(
+                    name,
+                    *partitions,
+                    *replication_factor,
+                    config.clone(),
+                )?
+            }
             ControllerRequest::DeleteTopic { name } => {
                 known(metadata, name)?;
                 Command::DeleteTopic { name: name.clone() }
@@ -70,11 +84,28 @@ impl ControllerRequest {
             ControllerRequest::AddPartitions { name, count } => {
                 metadata.plan_add_partitions(name, *count)?
             }
-            ControllerRequest::AlterTopicConfig { name, config } => {
-                known(metadata, name)?;
+            ControllerRequest::AlterTopicConfig {
+                name,
+                set,
+                reset,
+                replace,
+            } => {
+                let topic = known(metadata, name)?;
+                let mut config = if *replace {
+                    TopicConfig::default()
+                } else {
+                    topic.config.clone()
+                };
+                for key in reset {
+                    config.reset(key).map_err(invalid_config)?;
+                }
+                for (key, value) in set {
+                    config.set(key, value).map_err(invalid_config)?;
+                }
+                config.check_against(defaults).map_err(invalid_config)?;
                 Command::AlterTopicConfig {
                     name: name.clone(),
-                    config: config.clone(),
+                    config,
                 }
             }
             ControllerRequest::RegisterNode(info) => Command::RegisterNode(info.clone()),
@@ -82,11 +113,17 @@ impl ControllerRequest {
     }
 }
 
-fn known(metadata: &Metadata, name: &str) -> Result<(), ControllerError> {
-    match metadata.topic(name) {
-        Some(_) => Ok(()),
-        None => Err(ControllerError::UnknownTopic(name.to_string())),
-    }
+fn known<'m>(
+    metadata: &'m Metadata,
+    name: &str,
+) -> Result<&'m quipu_meta::TopicInfo, ControllerError> {
+    metadata
+        .topic(name)
+        .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))
+}
+
+fn invalid_config(error: quipu_meta::TopicConfigError) -> ControllerError {
+    ControllerError::InvalidConfig(error.to_string())
 }
 
 /// A controller request failed.
@@ -108,6 +145,9 @@ pub enum ControllerError {
     /// The metadata refused the command when applying it (nothing changed).
     #[error("refused: {0}")]
     Refused(String),
+    /// A topic setting is unknown or out of range (nothing changed).
+    #[error("{0}")]
+    InvalidConfig(String),
     /// The request could not be planned (bad partition count, not enough nodes…).
     #[error("invalid request: {0}")]
     Plan(String),
@@ -122,6 +162,7 @@ impl From<quipu_meta::CommandError> for ControllerError {
         match error {
             quipu_meta::CommandError::TopicExists(name) => ControllerError::TopicExists(name),
             quipu_meta::CommandError::UnknownTopic(name) => ControllerError::UnknownTopic(name),
+            quipu_meta::CommandError::Config(e) => invalid_config(e),
             other => ControllerError::Plan(other.to_string()),
         }
     }
@@ -134,6 +175,8 @@ pub(crate) struct ControllerHandle {
     pub node_id: u64,
     pub raft: openraft::Raft<quipu_raft::TypeConfig>,
     pub metadata: quipu_raft::ControllerStateMachine,
+    /// This node's topic defaults, which bound the topic settings it plans.
+    pub topic_defaults: TopicSettings,
 }
 
 impl std::fmt::Debug for ControllerHandle {
@@ -166,7 +209,9 @@ impl ControllerHandle {
         if leader != Some(self.node_id) {
             return Err(ControllerError::NotLeader { leader });
         }
-        let command = self.metadata.with_metadata(|m| request.plan(m))?;
+        let command = self
+            .metadata
+            .with_metadata(|m| request.plan(m, &self.topic_defaults))?;
         self.propose(&command).await
     }
 

@@ -6,6 +6,9 @@ use quipu_raft::NodeId;
 
 use crate::GroupId;
 
+/// Any error, as the cause of one of ours.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Starting a node or opening a partition failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -36,14 +39,18 @@ pub enum NodeError {
         #[source]
         source: quipu_storage::OpenError,
     },
-    /// The partition's Raft state could not be opened.
-    #[error("cannot open the raft state of partition {group}: {reason}")]
+    /// The partition's Raft state could not be opened or started.
+    #[error("cannot start the raft group of partition {group}")]
     Raft {
         /// The partition.
         group: GroupId,
         /// What failed.
-        reason: String,
+        #[source]
+        source: BoxError,
     },
+    /// A setting is out of its range.
+    #[error("invalid node configuration")]
+    Config(#[from] crate::config::NodeConfigError),
     /// The partition is already open on this node.
     #[error("partition {0} is already open")]
     AlreadyOpen(GroupId),

@@ -3,15 +3,14 @@
 //! timeout.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::Raft;
 use quipu_raft::{NodeId, TypeConfig};
 
+use crate::GroupId;
 use crate::node::Inner;
 use crate::quiesce;
-use crate::{GroupId, Partition};
 
 /// How long a leaving node waits for the groups it leads to elect new leaders.
 pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(5);
@@ -21,13 +20,7 @@ pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) async fn hand_off_leadership(inner: &Inner) -> usize {
     let deadline = tokio::time::Instant::now() + HANDOFF_TIMEOUT;
     let me = inner.config.node_id;
-    let partitions: Vec<Arc<Partition>> = inner
-        .partitions
-        .read()
-        .expect("partitions lock poisoned by a panic")
-        .values()
-        .cloned()
-        .collect();
+    let partitions = inner.hosted_partitions();
     for partition in &partitions {
         partition.drain();
     }

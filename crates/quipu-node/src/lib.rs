@@ -30,9 +30,12 @@ mod retention;
 mod routing;
 mod transport;
 
-pub use config::{DEFAULT_RETENTION_CHECK_INTERVAL, NodeConfig};
+pub use config::{
+    DEFAULT_RETENTION_CHECK_INTERVAL, DEFAULT_TIMESTAMP_AFTER_MAX_MS, ENTRY_BYTES_LIMIT,
+    NodeConfig, NodeConfigError,
+};
 pub use controller::{CONTROLLER_PATIENCE, ControllerError, ControllerRequest};
-pub use error::{FetchError, NodeError, ProduceError, RetentionError};
+pub use error::{BoxError, FetchError, NodeError, ProduceError, RetentionError};
 pub use group::GroupId;
 pub use handoff::HANDOFF_TIMEOUT;
 pub use node::{Node, NodeHandle};

@@ -24,7 +24,7 @@ use crate::network::{
 };
 use crate::partition::open_log_store;
 use crate::quiesce::{self, Liveness, QuietCell};
-use crate::retention::{enforce_retention, run_retention};
+use crate::retention::{enforce_retention, run_interval_sync, run_retention};
 use crate::routing::{register_self, request_controller};
 use crate::transport::TransportService;
 use crate::{GroupId, NodeError, Partition};
@@ -72,14 +72,12 @@ impl Node {
     /// Binds the transport, opens this node's replica of the controller group (group 0) and starts
     /// carrying out the controller's effects. A new cluster is formed with [`Node::join`].
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        config.validate()?;
         let raft_config = config
             .raft
             .clone()
             .validate()
-            .map_err(|e| NodeError::Raft {
-                group: GroupId::CONTROLLER,
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| crate::config::NodeConfigError::Raft(Box::new(e)))?;
         let raft_config = Arc::new(raft_config);
         std::fs::create_dir_all(config.data_dir.join("partitions")).map_err(|source| {
             NodeError::Dir {
@@ -109,6 +107,7 @@ impl Node {
             node_id: config.node_id,
             raft: controller.clone(),
             metadata: metadata.clone(),
+            topic_defaults: config.topic_defaults(),
         };
         let service = TransportService {
             node_id: config.node_id,
@@ -163,6 +162,7 @@ impl Node {
                 inner.config.quiesce,
             )),
             tokio::spawn(run_retention(Arc::clone(&inner))),
+            tokio::spawn(run_interval_sync(Arc::clone(&inner))),
         ];
         tracing::info!(node_id = inner.config.node_id, %addr, "node started");
         Ok(Node {
@@ -279,7 +279,7 @@ impl NodeHandle {
                 Err(e) => {
                     return Err(NodeError::Raft {
                         group: GroupId::CONTROLLER,
-                        reason: e.to_string(),
+                        source: Box::new(e),
                     });
                 }
             }
@@ -305,6 +305,11 @@ impl NodeHandle {
     /// Runs `f` on this node's view of the metadata without copying it; `f` must not block.
     pub fn with_metadata<R>(&self, f: impl FnOnce(&Metadata) -> R) -> R {
         self.inner.metadata.with_metadata(f)
+    }
+
+    /// The settings a topic that sets none of its own runs with on this node.
+    pub fn topic_defaults(&self) -> quipu_meta::TopicSettings {
+        self.inner.config.topic_defaults()
     }
 
     /// The controller leader this node knows of.
@@ -442,10 +447,10 @@ async fn open_controller(
     };
     let shared = Arc::new(PartitionShared::default());
     let (_, store) = open_log_store(group, &dir, log_config, Arc::clone(&shared)).await?;
-    let raft_error = |reason: String| NodeError::Raft { group, reason };
+    let raft_error = |source: crate::error::BoxError| NodeError::Raft { group, source };
     let (metadata, effects) = ControllerStateMachine::open(dir, config.node_id)
         .await
-        .map_err(|e| raft_error(e.to_string()))?;
+        .map_err(|e| raft_error(Box::new(e)))?;
     let network = GroupNetwork {
         group,
         local: config.node_id,
@@ -459,7 +464,7 @@ async fn open_controller(
         metadata.clone(),
     )
     .await
-    .map_err(|e| raft_error(e.to_string()))?;
+    .map_err(|e| raft_error(Box::new(e)))?;
     let quiet = Arc::new(QuietCell::new(&raft, shared));
     Ok((raft, quiet, metadata, effects))
 }
@@ -479,13 +484,7 @@ async fn carry_out_effects(inner: Arc<Inner>, mut effects: tokio::sync::mpsc::Re
                     .await
             }
             Effect::DeleteReplica { group } => inner.delete_replica(GroupId(group)).await,
-            Effect::ConfigChanged { topic } => {
-                tracing::info!(
-                    node_id = inner.config.node_id,
-                    topic,
-                    "topic config changed; replicas pick it up on reopen"
-                );
-            }
+            Effect::ConfigChanged { topic } => inner.apply_topic_config(&topic),
         }
     }
 }

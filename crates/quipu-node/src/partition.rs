@@ -14,6 +14,27 @@ use crate::network::{GroupNetwork, Peers};
 use crate::quiesce::QuietCell;
 use crate::{FetchError, GroupId, NodeError, ProduceError, RetentionError};
 
+/// Uncompressed batches up to this size are validated on the calling task; larger or compressed
+/// ones on the blocking pool.
+const INLINE_VALIDATION_BYTES_MAX: usize = 16 * 1024;
+
+/// What a produced batch must satisfy: the topic's `max.message.bytes` and
+/// `message.timestamp.*` bounds, and the node's decompression bound.
+#[derive(Debug, Clone, Copy)]
+struct ProduceLimits {
+    batch_bytes_max: usize,
+    decompressed_bytes_max: usize,
+    timestamp_before_max_ms: i64,
+    timestamp_after_max_ms: i64,
+}
+
+/// Now, in ms since the Unix epoch.
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// How long retention waits for the snapshot it asked for.
 const RETENTION_SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -24,7 +45,8 @@ pub struct Partition {
     raft: Raft<TypeConfig>,
     log: Arc<Log>,
     shared: Arc<PartitionShared>,
-    batch_bytes_max: usize,
+    /// What a produced batch must satisfy (the topic's settings); changes live.
+    limits: std::sync::RwLock<ProduceLimits>,
     election_watchdog: tokio::task::JoinHandle<()>,
     quiet: Arc<QuietCell>,
     /// Set when the node is shutting down: produce is refused so that the log stops growing
@@ -54,12 +76,13 @@ impl Partition {
         peers: Arc<Peers>,
     ) -> Result<Partition, NodeError> {
         let batch_bytes_max = usize::try_from(log_config.entry_bytes_max).unwrap_or(usize::MAX);
+        let decompressed_bytes_max = log_config.decompressed_bytes_max;
         let shared = Arc::new(PartitionShared::default());
         let (log, store) = open_log_store(group, dir, log_config, Arc::clone(&shared)).await?;
-        let raft_error = |reason: String| NodeError::Raft { group, reason };
+        let raft_error = |source: crate::error::BoxError| NodeError::Raft { group, source };
         let state_machine = PartitionStateMachine::open(dir.to_path_buf(), Arc::clone(&shared))
             .await
-            .map_err(|e| raft_error(e.to_string()))?;
+            .map_err(|e| raft_error(Box::new(e)))?;
         let network = GroupNetwork {
             group,
             local: node_id,
@@ -73,7 +96,7 @@ impl Partition {
             state_machine,
         )
         .await
-        .map_err(|e| raft_error(e.to_string()))?;
+        .map_err(|e| raft_error(Box::new(e)))?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -93,12 +116,99 @@ impl Partition {
             raft,
             log,
             shared,
-            batch_bytes_max,
+            limits: std::sync::RwLock::new(ProduceLimits {
+                batch_bytes_max,
+                decompressed_bytes_max,
+                timestamp_before_max_ms: i64::MAX,
+                timestamp_after_max_ms: i64::MAX,
+            }),
             election_watchdog,
             quiet,
             draining: std::sync::atomic::AtomicBool::new(false),
             retention: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Runs this replica with a topic's settings from now on: segment size and age from the next
+    /// append, retention from the next pass, the batch size limit from the next produce.
+    pub(crate) fn apply_settings(
+        &self,
+        settings: &quipu_meta::TopicSettings,
+    ) -> Result<(), quipu_storage::ConfigError> {
+        self.log.set_limits(crate::config::log_limits(settings))?;
+        let entry_bytes_max = self.log.config().entry_bytes_max;
+        let mut limits = self
+            .limits
+            .write()
+            .expect("limits lock poisoned by a panic");
+        limits.batch_bytes_max =
+            usize::try_from(settings.max_message_bytes.min(entry_bytes_max)).unwrap_or(usize::MAX);
+        limits.timestamp_before_max_ms = settings.timestamp_before_max_ms;
+        limits.timestamp_after_max_ms = settings.timestamp_after_max_ms;
+        Ok(())
+    }
+
+    /// The settings this replica runs with now, as far as its log and produce path hold them.
+    pub fn settings(&self) -> quipu_meta::TopicSettings {
+        let config = self.log.config();
+        let limits = self.produce_limits();
+        quipu_meta::TopicSettings {
+            retention_ms: config.retention_ms,
+            retention_bytes: config.retention_bytes,
+            segment_bytes: config.segment_bytes_max,
+            segment_ms: config.segment_ms_max,
+            max_message_bytes: limits.batch_bytes_max as u64,
+            timestamp_before_max_ms: limits.timestamp_before_max_ms,
+            timestamp_after_max_ms: limits.timestamp_after_max_ms,
+        }
+    }
+
+    /// Makes everything appended so far durable, if it is not yet (blocking).
+    pub(crate) fn sync_log(&self) -> Result<(), quipu_storage::SyncError> {
+        self.log.sync()
+    }
+
+    /// Whether everything this replica's log holds is durable.
+    pub fn is_durable(&self) -> bool {
+        self.log.durable_next_index() >= self.log.next_index()
+    }
+
+    fn produce_limits(&self) -> ProduceLimits {
+        *self.limits.read().expect("limits lock poisoned by a panic")
+    }
+
+    /// Validates a produced batch as Kafka's log validator does: header, size and CRC, then every
+    /// record against the header and the topic's timestamp bounds. Large or compressed batches
+    /// are checked on the blocking pool, not on the async workers.
+    async fn validate(&self, batch: &Bytes) -> Result<(), ProduceError> {
+        let limits = self.produce_limits();
+        let now = wall_clock_ms();
+        let rules = quipu_record::RecordRules {
+            decompressed_bytes_max: limits.decompressed_bytes_max,
+            timestamp_min: now.saturating_sub(limits.timestamp_before_max_ms),
+            timestamp_max: now.saturating_add(limits.timestamp_after_max_ms),
+        };
+        let check = move |batch: &Bytes| {
+            let header = quipu_record::validate_batch(batch, limits.batch_bytes_max)?;
+            quipu_record::validate_records(batch, &header, &rules)
+        };
+        let small_and_plain = batch.len() <= INLINE_VALIDATION_BYTES_MAX
+            && quipu_record::BatchHeader::parse(batch).is_ok_and(|h| {
+                h.compression()
+                    .is_ok_and(|c| c == quipu_record::Compression::None)
+            });
+        let checked = if small_and_plain {
+            check(batch)
+        } else {
+            let batch = batch.clone();
+            tokio::task::spawn_blocking(move || check(&batch))
+                .await
+                .map_err(|e| ProduceError::Unavailable {
+                    group: self.group,
+                    reason: format!("the validation task failed: {e}"),
+                })?
+        };
+        checked.map_err(ProduceError::InvalidBatch)
     }
 
     /// The partition's group id.
@@ -178,8 +288,7 @@ impl Partition {
     /// replicas has it durably (Kafka's `acks=all`). The batch is validated before anything is
     /// proposed.
     pub async fn produce(&self, batch: Bytes) -> Result<Offset, ProduceError> {
-        quipu_record::validate_batch(&batch, self.batch_bytes_max)
-            .map_err(ProduceError::InvalidBatch)?;
+        self.validate(&batch).await?;
         self.refuse_if_draining()?;
         match self
             .raft
@@ -368,9 +477,8 @@ impl Partition {
     }
 
     /// Checks what every produce checks before proposing: a valid batch, and this replica leads.
-    fn check_proposal(&self, batch: &Bytes) -> Result<(), ProduceError> {
-        quipu_record::validate_batch(batch, self.batch_bytes_max)
-            .map_err(ProduceError::InvalidBatch)?;
+    async fn check_proposal(&self, batch: &Bytes) -> Result<(), ProduceError> {
+        self.validate(batch).await?;
         self.refuse_if_draining()?;
         let leader = self.leader();
         if leader != Some(self.node_id) {
@@ -388,7 +496,7 @@ impl Partition {
     /// loses its leadership before that, the batch may or may not be committed later: the error
     /// says so.
     pub async fn produce_leader_ack(&self, batch: Bytes) -> Result<Offset, ProduceError> {
-        self.check_proposal(&batch)?;
+        self.check_proposal(&batch).await?;
         let (token, appended) = self.shared.register_local_ack(self.node_id);
         let outcome = async {
             let committed = self
@@ -417,7 +525,7 @@ impl Partition {
     /// Appends one record batch without waiting for anything (Kafka's `acks=0`): the batch is
     /// validated and handed to Raft on the leader, and whether it is committed is never reported.
     pub async fn produce_unacknowledged(&self, batch: Bytes) -> Result<(), ProduceError> {
-        self.check_proposal(&batch)?;
+        self.check_proposal(&batch).await?;
         // The responder is dropped: openraft's answer, when it comes, goes nowhere.
         self.raft
             .client_write_ff(Request::Records {
@@ -517,7 +625,7 @@ pub(crate) async fn open_log_store(
         .await
         .map_err(|e| NodeError::Raft {
             group,
-            reason: e.to_string(),
+            source: Box::new(e),
         })?
         .map_err(|source| NodeError::Log { group, source })?;
     let log = Arc::new(log);
@@ -525,7 +633,7 @@ pub(crate) async fn open_log_store(
         .await
         .map_err(|e| NodeError::Raft {
             group,
-            reason: e.to_string(),
+            source: Box::new(e),
         })?;
     Ok((log, store))
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use quipu_meta::TopicSettings;
 use quipu_raft::NodeId;
 
 use crate::node::Inner;
@@ -17,6 +18,16 @@ impl Inner {
             .expect("partitions lock poisoned by a panic")
             .get(&group)
             .cloned()
+    }
+
+    /// Every replica open on this node now.
+    pub(crate) fn hosted_partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .expect("partitions lock poisoned by a panic")
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn partition_dir(&self, group: GroupId) -> PathBuf {
@@ -52,19 +63,33 @@ impl Inner {
     /// (`quipu_raft::repair`).
     pub(crate) async fn open_or_repair(&self, group: GroupId) -> Result<Partition, NodeError> {
         let dir = self.partition_dir(group);
-        let open = || {
-            Partition::open(
+        let settings = self.settings_of(group);
+        let log_config = self
+            .config
+            .log
+            .clone()
+            .with_limits(crate::config::log_limits(&settings));
+        let open = || async {
+            let partition = Partition::open(
                 self.config.node_id,
                 group,
                 &dir,
                 Arc::clone(&self.raft_config),
-                self.config.log.clone(),
+                log_config.clone(),
                 Arc::clone(&self.peers),
             )
+            .await?;
+            partition
+                .apply_settings(&settings)
+                .map_err(|e| NodeError::Log {
+                    group,
+                    source: e.into(),
+                })?;
+            Ok::<_, NodeError>(partition)
         };
         let repair_error = |e: quipu_raft::repair::RepairError| NodeError::Raft {
             group,
-            reason: e.to_string(),
+            source: Box::new(e),
         };
         let at = dir.clone();
         if blocking_io(group, move || quipu_raft::repair::finish_repair(&at))
@@ -98,6 +123,49 @@ impl Inner {
              had acknowledged"
         );
         open().await
+    }
+
+    /// The settings `group`'s replica runs with: its topic's over this node's defaults (the
+    /// defaults alone for a group the metadata does not know yet).
+    pub(crate) fn settings_of(&self, group: GroupId) -> TopicSettings {
+        let defaults = self.config.topic_defaults();
+        self.metadata.with_metadata(|m| {
+            m.partition_of_group(group.0)
+                .map_or(defaults, |(topic, _)| topic.config.settings(&defaults))
+        })
+    }
+
+    /// Applies a topic's changed settings to this node's replicas of it, live.
+    pub(crate) fn apply_topic_config(&self, topic: &str) {
+        let groups: Vec<GroupId> = self.metadata.with_metadata(|m| {
+            m.topic(topic)
+                .map(|t| t.partitions.iter().map(|p| GroupId(p.group)).collect())
+                .unwrap_or_default()
+        });
+        for group in groups {
+            let Some(partition) = self.partition(group) else {
+                continue;
+            };
+            let settings = self.settings_of(group);
+            match partition.apply_settings(&settings) {
+                Ok(()) => tracing::info!(
+                    node_id = self.config.node_id,
+                    topic,
+                    %group,
+                    ?settings,
+                    "topic settings applied"
+                ),
+                // The controller checked them against this node's limits: only a node started
+                // with other limits than the controller leader's gets here.
+                Err(e) => tracing::error!(
+                    node_id = self.config.node_id,
+                    topic,
+                    %group,
+                    error = %e,
+                    "cannot apply the topic's settings: the replica keeps its previous ones"
+                ),
+            }
+        }
     }
 
     pub(crate) async fn start_replica(&self, group: GroupId, replicas: &[NodeId], created: bool) {
@@ -174,6 +242,6 @@ pub(crate) async fn blocking_io<T: Send + 'static>(
         .await
         .map_err(|e| NodeError::Raft {
             group,
-            reason: e.to_string(),
+            source: Box::new(e),
         })
 }

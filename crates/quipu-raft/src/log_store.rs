@@ -46,7 +46,7 @@ pub const FLUSH_MARK_FILE: &str = "raft_flushed";
 /// Largest accepted `raft_meta` body.
 pub(crate) const META_BYTES_MAX: usize = 4096;
 /// Most payload bytes one `limited_get_log_entries` returns (the first entry always comes whole).
-const READ_BYTES_MAX: u64 = 4 * 1024 * 1024;
+pub const READ_BYTES_MAX: u64 = 4 * 1024 * 1024;
 /// Appends waiting for their flush, per partition.
 const FLUSH_QUEUE_MAX: usize = 1024;
 

@@ -110,6 +110,45 @@ pub enum BatchError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A record's offset delta is not its position in the batch (Kafka requires consecutive
+    /// inner offsets from 0).
+    #[error("record {index} has offset delta {offset_delta}, expected {index}")]
+    OffsetDeltaMismatch {
+        /// Position of the record in the batch, from 0.
+        index: usize,
+        /// Its offset delta.
+        offset_delta: i32,
+    },
+    /// A record's timestamp (base timestamp plus delta) overflows.
+    #[error("record {index}'s timestamp overflows")]
+    TimestampOverflow {
+        /// Position of the record in the batch, from 0.
+        index: usize,
+    },
+    /// The header's max_timestamp is not the largest record timestamp.
+    #[error("batch declares max timestamp {declared} but its records' largest is {computed}")]
+    MaxTimestampMismatch {
+        /// The max_timestamp field.
+        declared: i64,
+        /// The largest record timestamp.
+        computed: i64,
+    },
+    /// A record's timestamp is outside the topic's `message.timestamp.*` bounds.
+    #[error("record {index} has timestamp {timestamp}, outside the accepted {min}..={max}")]
+    TimestampOutOfRange {
+        /// Position of the record in the batch, from 0.
+        index: usize,
+        /// Its timestamp, ms since the Unix epoch.
+        timestamp: i64,
+        /// The earliest accepted timestamp.
+        min: i64,
+        /// The latest accepted timestamp.
+        max: i64,
+    },
+    /// A producer sent a batch with a flag only the broker may set or that needs a feature not
+    /// implemented (control batches, transactions, log-append time).
+    #[error("producers may not send {0} batches")]
+    NotAllowed(&'static str),
     /// A batch builder had no records to build from.
     #[error("cannot build a batch without records")]
     Empty,

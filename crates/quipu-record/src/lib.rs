@@ -40,4 +40,4 @@ pub use header::{
 pub use iter::{BatchIter, batches};
 pub use record::{Header, Record};
 pub use timestamp_type::TimestampType;
-pub use validate::validate_batch;
+pub use validate::{RecordRules, validate_batch, validate_records};

@@ -154,7 +154,8 @@ impl LogConfig {
             })
         };
         let position_max = u64::from(u32::MAX);
-        if self.segment_bytes_max <= SEGMENT_OVERHEAD_BYTES || self.segment_bytes_max > position_max {
+        if self.segment_bytes_max <= SEGMENT_OVERHEAD_BYTES || self.segment_bytes_max > position_max
+        {
             return bad(
                 "segment_bytes_max",
                 &self.segment_bytes_max,
@@ -173,14 +174,21 @@ impl LogConfig {
             return bad(
                 "index_bytes_max",
                 &self.index_bytes_max,
-                format!("at least {} bytes (two entries)", 2 * crate::index::SLOT_LEN),
+                format!(
+                    "at least {} bytes (two entries)",
+                    2 * crate::index::SLOT_LEN
+                ),
             );
         }
         if self.index_interval_bytes == 0 {
             return bad("index_interval_bytes", &0, "at least 1 byte".to_string());
         }
         if self.segment_ms_max <= 0 {
-            return bad("segment_ms_max", &self.segment_ms_max, "at least 1 ms".to_string());
+            return bad(
+                "segment_ms_max",
+                &self.segment_ms_max,
+                "at least 1 ms".to_string(),
+            );
         }
         if let FsyncPolicy::IntervalMs(0) = self.fsync {
             return bad(

@@ -15,12 +15,12 @@ use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tracing::{info, warn};
 
+use crate::config::{ConfigError, LogLimits};
 use crate::entry::{Entry, EntryKind, NewEntry, Offset};
 use crate::error::{AppendError, Failure, OpenError, ReadError, SyncError, TruncateError};
 use crate::frame::{FRAME_HEADER_LEN, SegmentHeader};
 use crate::marker::CleanMarker;
 use crate::segment::{OpenMode, Segment, SegmentView, parse_segment_name, segment_paths};
-use crate::config::{ConfigError, LogLimits};
 use crate::{FsyncPolicy, LogConfig, io};
 
 /// What an append did.
@@ -271,14 +271,22 @@ impl Log {
 
     /// The log's configuration as it is now (its limits may have changed since it was opened).
     pub fn config(&self) -> Arc<LogConfig> {
-        Arc::clone(&self.config.read().expect("log config lock poisoned by a panic"))
+        Arc::clone(
+            &self
+                .config
+                .read()
+                .expect("log config lock poisoned by a panic"),
+        )
     }
 
     /// Changes the settings a topic may change while its replicas run: segment size and age
     /// apply from the next append (a segment is never made larger than it was mapped), retention
     /// from the next retention pass. Refused, with nothing changed, if they are not valid.
     pub fn set_limits(&self, limits: LogLimits) -> Result<(), ConfigError> {
-        let mut config = self.config.write().expect("log config lock poisoned by a panic");
+        let mut config = self
+            .config
+            .write()
+            .expect("log config lock poisoned by a panic");
         let changed = config.as_ref().clone().with_limits(limits);
         changed.validate()?;
         if config.limits() != limits {

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use quipu_storage::{FsyncPolicy, Log, LogConfig, LogLimits, OpenError, Offset};
+use quipu_storage::{FsyncPolicy, Log, LogConfig, LogLimits, Offset, OpenError};
 
 fn limits_of(log: &Log) -> LogLimits {
     log.config().limits()
@@ -79,7 +79,9 @@ fn segment_size_changed_on_an_open_log_applies_from_the_next_append() {
     })
     .unwrap();
     append(&log, 200);
-    let entries = log.read_entries(log.first_index(), index, u64::MAX).unwrap();
+    let entries = log
+        .read_entries(log.first_index(), index, u64::MAX)
+        .unwrap();
     assert_eq!(entries.len() as u64, index - log.first_index());
     drop(log);
     let log = Log::open(dir.path(), small_config()).unwrap();

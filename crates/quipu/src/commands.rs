@@ -57,13 +57,18 @@ pub enum TopicCommand {
     ///
     /// Example: quipu topic describe orders
     Describe { name: String },
-    /// Replaces a topic's settings.
+    /// Changes some of a topic's settings; the others keep their values. Applies to every
+    /// replica at once, without a restart.
     ///
-    /// Example: quipu topic alter-config orders --retention-ms 86400000
+    /// Example: quipu topic alter-config orders --retention-ms 86400000 --reset segment.bytes
     AlterConfig {
         name: String,
         #[command(flatten)]
         config: ConfigArgs,
+        /// Returns a setting to the node's default (Kafka name, such as retention.bytes);
+        /// repeatable.
+        #[arg(long, value_name = "KEY")]
+        reset: Vec<String>,
     },
     /// Adds partitions to a topic.
     ///
@@ -76,26 +81,48 @@ pub enum TopicCommand {
     },
 }
 
-/// Topic settings.
+/// Topic settings, by flag or by Kafka name; the server checks each against its range.
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
-    /// Retention by size, in bytes per partition.
-    #[arg(long)]
-    retention_bytes: Option<u64>,
-    /// Retention by age, in ms.
-    #[arg(long)]
+    /// Retention by size, in bytes per partition (-1: unlimited); sets retention.bytes.
+    #[arg(long, allow_hyphen_values = true)]
+    retention_bytes: Option<i64>,
+    /// Retention by age, in ms (-1: unlimited); sets retention.ms.
+    #[arg(long, allow_hyphen_values = true)]
     retention_ms: Option<i64>,
-    /// Segment size, in bytes.
+    /// Segment size, in bytes (at least 1 MiB); sets segment.bytes.
     #[arg(long)]
-    segment_bytes: Option<u64>,
+    segment_bytes: Option<i64>,
+    /// Any setting by its Kafka name: retention.ms, retention.bytes, segment.bytes, segment.ms,
+    /// max.message.bytes; repeatable.
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    pairs: Vec<(String, String)>,
+}
+
+fn parse_pair(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(key, value)| (key.trim().to_string(), value.trim().to_string()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
 }
 
 impl ConfigArgs {
+    /// The settings given, as (Kafka name, value).
+    fn pairs(&self) -> Vec<(String, String)> {
+        let flags = [
+            ("retention.bytes", self.retention_bytes),
+            ("retention.ms", self.retention_ms),
+            ("segment.bytes", self.segment_bytes),
+        ];
+        flags
+            .into_iter()
+            .filter_map(|(key, value)| value.map(|v| (key.to_string(), v.to_string())))
+            .chain(self.pairs.iter().cloned())
+            .collect()
+    }
+
     fn config(&self) -> TopicConfig {
         TopicConfig {
-            retention_bytes: self.retention_bytes,
-            retention_ms: self.retention_ms,
-            segment_bytes: self.segment_bytes,
+            entries: self.pairs().into_iter().collect(),
         }
     }
 }
@@ -147,18 +174,18 @@ pub async fn topic(connection: &Connection, command: TopicCommand) -> anyhow::Re
                 .describe_topic_everywhere(&name)
                 .await
                 .with_context(|| format!("cannot describe topic {name}"))?;
-            let config = topic.config.unwrap_or_default();
             println!(
-                "topic {}: replication factor {}, retention_bytes {}, retention_ms {}",
-                topic.name,
-                topic.replication_factor,
-                config
-                    .retention_bytes
-                    .map_or("unlimited".to_string(), |b| b.to_string()),
-                config
-                    .retention_ms
-                    .map_or("unlimited".to_string(), |b| b.to_string()),
+                "topic {}: replication factor {}",
+                topic.name, topic.replication_factor
             );
+            for entry in &topic.effective_config {
+                let source = if entry.is_default {
+                    "node default"
+                } else {
+                    "topic"
+                };
+                println!("  {} = {} ({source})", entry.name, entry.value);
+            }
             println!(
                 "{:>9} {:>6} {:<12} {:>12} {:>14} {:>12}  LAG",
                 "PARTITION", "LEADER", "REPLICAS", "LOG-START", "HIGH-WATERMARK", "LOG-END"
@@ -189,9 +216,13 @@ pub async fn topic(connection: &Connection, command: TopicCommand) -> anyhow::Re
                 );
             }
         }
-        TopicCommand::AlterConfig { name, config } => {
+        TopicCommand::AlterConfig {
+            name,
+            config,
+            reset,
+        } => {
             client
-                .alter_topic_config(&name, config.config())
+                .alter_topic_config(&name, &config.pairs(), &reset)
                 .await
                 .with_context(|| format!("cannot alter topic {name}"))?;
             println!("altered topic {name}");

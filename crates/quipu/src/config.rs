@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use quipu_meta::TopicKey;
 use quipu_node::NodeConfig;
 use quipu_storage::LogConfig;
 use serde::Deserialize;
@@ -48,9 +49,11 @@ struct LogFile {
     preallocate_bytes: Option<u64>,
     /// `"always"`, `"never"`, or a number of milliseconds.
     fsync: Option<toml::Value>,
-    retention_bytes: Option<u64>,
+    retention_bytes: Option<i64>,
     retention_ms: Option<i64>,
     retention_check_interval_ms: Option<u64>,
+    message_timestamp_before_max_ms: Option<i64>,
+    message_timestamp_after_max_ms: Option<i64>,
 }
 
 /// The `[raft]` table.
@@ -91,6 +94,8 @@ pub struct Settings {
     pub voters: Vec<(u64, String)>,
     log: LogConfig,
     retention_check_interval_ms: Option<u64>,
+    timestamp_before_max_ms: Option<i64>,
+    timestamp_after_max_ms: Option<i64>,
     raft: openraft_config::Timings,
 }
 
@@ -103,6 +108,47 @@ mod openraft_config {
         pub election_timeout_max_ms: Option<u64>,
         pub quiesce_idle_groups: Option<bool>,
     }
+}
+
+/// `value` if it is in `key`'s range, else an error naming the server setting (the same ranges
+/// as the topic settings the server's values are defaults of).
+fn checked(key: TopicKey, value: i64) -> anyhow::Result<i64> {
+    key.check(value).map_err(|_| {
+        anyhow::anyhow!(
+            "{} = {value} is out of range: {}",
+            key.server_key(),
+            key.allowed()
+        )
+    })?;
+    Ok(value)
+}
+
+/// -1 (Kafka's "unlimited") as no limit.
+fn unlimited(value: i64) -> Option<i64> {
+    (value != -1).then_some(value)
+}
+
+/// A size setting that is a topic default: checked, or the built-in default.
+fn topic_default(key: TopicKey, value: Option<u64>, default: u64) -> anyhow::Result<u64> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let signed = i64::try_from(value).unwrap_or(i64::MAX);
+    checked(key, signed)?;
+    Ok(value)
+}
+
+/// `log.entry_bytes_max`: a topic default (`max.message.bytes`) that must also fit the Raft
+/// transport's and the client API's messages.
+fn entry_bytes_max(value: Option<u64>, default: u64) -> anyhow::Result<u64> {
+    let value = topic_default(TopicKey::MaxMessageBytes, value, default)?;
+    let limit = quipu_node::ENTRY_BYTES_LIMIT.min(quipu_api::ENTRY_BYTES_LIMIT);
+    if value > limit {
+        bail!(
+            "log.entry_bytes_max = {value} is out of range: at most {limit} bytes (a batch must fit one message of the Raft transport and of the client API)"
+        );
+    }
+    Ok(value)
 }
 
 fn parse_voter(text: &str) -> anyhow::Result<(u64, String)> {
@@ -176,12 +222,16 @@ impl Settings {
             ),
         };
         let log = LogConfig {
-            segment_bytes_max: file
-                .log
-                .segment_bytes_max
-                .unwrap_or(defaults.segment_bytes_max),
-            segment_ms_max: file.log.segment_ms_max.unwrap_or(defaults.segment_ms_max),
-            entry_bytes_max: file.log.entry_bytes_max.unwrap_or(defaults.entry_bytes_max),
+            segment_bytes_max: topic_default(
+                TopicKey::SegmentBytes,
+                file.log.segment_bytes_max,
+                defaults.segment_bytes_max,
+            )?,
+            segment_ms_max: match file.log.segment_ms_max {
+                Some(ms) => checked(TopicKey::SegmentMs, ms)?,
+                None => defaults.segment_ms_max,
+            },
+            entry_bytes_max: entry_bytes_max(file.log.entry_bytes_max, defaults.entry_bytes_max)?,
             index_interval_bytes: file
                 .log
                 .index_interval_bytes
@@ -192,10 +242,33 @@ impl Settings {
                 .preallocate_bytes
                 .unwrap_or(defaults.preallocate_bytes),
             fsync,
-            retention_bytes: file.log.retention_bytes.or(defaults.retention_bytes),
-            retention_ms: file.log.retention_ms.or(defaults.retention_ms),
+            retention_bytes: match file.log.retention_bytes {
+                Some(bytes) => unlimited(checked(TopicKey::RetentionBytes, bytes)?)
+                    .map(|b| u64::try_from(b).expect("checked positive")),
+                None => defaults.retention_bytes,
+            },
+            retention_ms: match file.log.retention_ms {
+                Some(ms) => unlimited(checked(TopicKey::RetentionMs, ms)?),
+                None => defaults.retention_ms,
+            },
             ..defaults
         };
+        log.validate().map_err(|e| {
+            anyhow::anyhow!("log.{} = {} is out of range: {}", e.key, e.value, e.allowed)
+        })?;
+        let timestamp_before_max_ms = file
+            .log
+            .message_timestamp_before_max_ms
+            .map(|ms| checked(TopicKey::TimestampBeforeMaxMs, ms))
+            .transpose()?;
+        let timestamp_after_max_ms = file
+            .log
+            .message_timestamp_after_max_ms
+            .map(|ms| checked(TopicKey::TimestampAfterMaxMs, ms))
+            .transpose()?;
+        if file.log.retention_check_interval_ms == Some(0) {
+            bail!("log.retention_check_interval_ms = 0 is out of range: at least 1 ms");
+        }
         let raft = openraft_config::Timings {
             heartbeat_interval_ms: file.raft.heartbeat_interval_ms,
             election_timeout_min_ms: file.raft.election_timeout_min_ms,
@@ -211,6 +284,8 @@ impl Settings {
             voters,
             log,
             retention_check_interval_ms: file.log.retention_check_interval_ms,
+            timestamp_before_max_ms,
+            timestamp_after_max_ms,
             raft,
         })
     }
@@ -237,7 +312,78 @@ impl Settings {
                 std::time::Duration::from_millis,
             ),
             api_addr: Some(self.api_advertised_addr.clone().unwrap_or(api_addr)),
+            timestamp_before_max_ms: self.timestamp_before_max_ms.unwrap_or(i64::MAX),
+            timestamp_after_max_ms: self
+                .timestamp_after_max_ms
+                .unwrap_or(quipu_node::DEFAULT_TIMESTAMP_AFTER_MAX_MS),
             ..NodeConfig::new(self.node_id, self.data_dir.clone(), self.listen_addr)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests unwrap
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        server: ServerArgs,
+    }
+
+    /// Resolves the settings of a server whose `[log]` table is `log`.
+    fn resolve(log: &str) -> anyhow::Result<Settings> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quipu.toml");
+        std::fs::write(&path, format!("[log]\n{log}\n")).unwrap();
+        let cli = Cli::try_parse_from(["quipu", "--config", path.to_str().unwrap()]).unwrap();
+        Settings::resolve(cli.server)
+    }
+
+    #[test]
+    fn minus_one_means_unlimited_retention() {
+        let settings = resolve("retention_ms = -1\nretention_bytes = -1").unwrap();
+        assert_eq!(settings.log.retention_ms, None);
+        assert_eq!(settings.log.retention_bytes, None);
+        let settings = resolve("retention_ms = 60000\nretention_bytes = 1000000").unwrap();
+        assert_eq!(settings.log.retention_ms, Some(60_000));
+        assert_eq!(settings.log.retention_bytes, Some(1_000_000));
+    }
+
+    /// Pins the bugs where `retention_ms = -1` deleted every sealed segment and
+    /// `retention_check_interval_ms = 0` made the retention task panic silently.
+    #[test]
+    fn values_out_of_range_are_refused_naming_the_key_and_the_range() {
+        let cases = [
+            ("retention_ms = 0", "log.retention_ms"),
+            ("retention_ms = -2", "log.retention_ms"),
+            ("retention_bytes = 0", "log.retention_bytes"),
+            (
+                "retention_check_interval_ms = 0",
+                "log.retention_check_interval_ms",
+            ),
+            ("segment_bytes_max = 0", "log.segment_bytes_max"),
+            ("segment_ms_max = 0", "log.segment_ms_max"),
+            ("entry_bytes_max = 0", "log.entry_bytes_max"),
+            ("entry_bytes_max = 1073741824", "log.entry_bytes_max"),
+            ("index_interval_bytes = 0", "log.index_interval_bytes"),
+            ("fsync = 0", "log.fsync"),
+            (
+                "message_timestamp_after_max_ms = -1",
+                "log.message_timestamp_after_max_ms",
+            ),
+        ];
+        for (line, key) in cases {
+            let message = format!("{:#}", resolve(line).err().unwrap());
+            assert!(message.contains(key), "{line}: {message}");
+            assert!(
+                message.contains("range") || message.contains("must be"),
+                "{line}: {message}"
+            );
         }
     }
 }
