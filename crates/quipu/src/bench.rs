@@ -3,6 +3,8 @@
 //! digits); at a fixed `--rate`, each record's latency counts from when it was due to be sent,
 //! not from when it was sent, so a stalled producer cannot hide its stall (coordinated omission).
 
+use crate::output::out;
+
 use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -317,7 +319,7 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
     let bytes = acknowledged as f64 * args.record_size as f64;
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     if args.json {
-        println!(
+        out!(
             "{}",
             serde_json::json!({
                 "records": acknowledged,
@@ -336,7 +338,7 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
             })
         );
     } else {
-        println!(
+        out!(
             "{acknowledged} records sent in {elapsed:.2} s: {:.0} records/s, {:.2} MiB/s; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
             acknowledged as f64 / elapsed,
             bytes / elapsed / (1024.0 * 1024.0),
@@ -346,7 +348,7 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
             latency.max() as f64 / 1000.0
         );
         if let Some(mib) = baseline {
-            println!("storage engine alone (same batches, fsync=always): {mib:.2} MiB/s");
+            out!("storage engine alone (same batches, fsync=always): {mib:.2} MiB/s");
         }
     }
     if failed > 0 {
@@ -402,7 +404,7 @@ async fn consume(args: ConsumeBench) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let elapsed = start.elapsed().as_secs_f64();
     if args.json {
-        println!(
+        out!(
             "{}",
             serde_json::json!({
                 "records": records,
@@ -412,7 +414,7 @@ async fn consume(args: ConsumeBench) -> anyhow::Result<()> {
             })
         );
     } else {
-        println!(
+        out!(
             "{records} records read in {elapsed:.2} s: {:.0} records/s, {:.2} MiB/s of values",
             records as f64 / elapsed,
             bytes as f64 / elapsed / (1024.0 * 1024.0)

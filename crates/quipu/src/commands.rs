@@ -1,6 +1,8 @@
 //! The client commands of `quipu`: `topic`, `produce`, `consume`, `cluster`. Each talks to a
 //! cluster through `quipu-client` and prints one clear line on failure.
 
+use crate::output::out;
+
 use std::io::{BufRead, Write};
 
 use anyhow::{Context, bail};
@@ -147,7 +149,7 @@ pub async fn topic(connection: &Connection, command: TopicCommand) -> anyhow::Re
                 .create_topic(&name, partitions, replication_factor, config.config())
                 .await
                 .with_context(|| format!("cannot create topic {name}"))?;
-            println!(
+            out!(
                 "created topic {name}: {partitions} partitions, replication factor {replication_factor}"
             );
         }
@@ -156,12 +158,12 @@ pub async fn topic(connection: &Connection, command: TopicCommand) -> anyhow::Re
                 .delete_topic(&name)
                 .await
                 .with_context(|| format!("cannot delete topic {name}"))?;
-            println!("deleted topic {name}");
+            out!("deleted topic {name}");
         }
         TopicCommand::List => {
-            println!("{:<32} {:>10} {:>8}", "TOPIC", "PARTITIONS", "REPLICAS");
+            out!("{:<32} {:>10} {:>8}", "TOPIC", "PARTITIONS", "REPLICAS");
             for topic in client.list_topics().await? {
-                println!(
+                out!(
                     "{:<32} {:>10} {:>8}",
                     topic.name,
                     topic.partitions.len(),
@@ -174,9 +176,10 @@ pub async fn topic(connection: &Connection, command: TopicCommand) -> anyhow::Re
                 .describe_topic_everywhere(&name)
                 .await
                 .with_context(|| format!("cannot describe topic {name}"))?;
-            println!(
+            out!(
                 "topic {}: replication factor {}",
-                topic.name, topic.replication_factor
+                topic.name,
+                topic.replication_factor
             );
             for entry in &topic.effective_config {
                 let source = if entry.is_default {
@@ -184,11 +187,16 @@ pub async fn topic(connection: &Connection, command: TopicCommand) -> anyhow::Re
                 } else {
                     "topic"
                 };
-                println!("  {} = {} ({source})", entry.name, entry.value);
+                out!("  {} = {} ({source})", entry.name, entry.value);
             }
-            println!(
+            out!(
                 "{:>9} {:>6} {:<12} {:>12} {:>14} {:>12}  LAG",
-                "PARTITION", "LEADER", "REPLICAS", "LOG-START", "HIGH-WATERMARK", "LOG-END"
+                "PARTITION",
+                "LEADER",
+                "REPLICAS",
+                "LOG-START",
+                "HIGH-WATERMARK",
+                "LOG-END"
             );
             for p in topic.partitions {
                 let replicas = p
@@ -204,7 +212,7 @@ pub async fn topic(connection: &Connection, command: TopicCommand) -> anyhow::Re
                     .map(|f| format!("{}:{}", f.node_id, f.lag_entries))
                     .collect::<Vec<_>>()
                     .join(" ");
-                println!(
+                out!(
                     "{:>9} {:>6} {:<12} {:>12} {:>14} {:>12}  {}",
                     p.partition,
                     show(p.leader),
@@ -225,14 +233,14 @@ pub async fn topic(connection: &Connection, command: TopicCommand) -> anyhow::Re
                 .alter_topic_config(&name, &config.pairs(), &reset)
                 .await
                 .with_context(|| format!("cannot alter topic {name}"))?;
-            println!("altered topic {name}");
+            out!("altered topic {name}");
         }
         TopicCommand::AddPartitions { name, count } => {
             client
                 .add_partitions(&name, count)
                 .await
                 .with_context(|| format!("cannot add partitions to {name}"))?;
-            println!("added {count} partitions to {name}");
+            out!("added {count} partitions to {name}");
         }
     }
     Ok(())
@@ -555,15 +563,15 @@ pub async fn cluster(connection: &Connection, command: ClusterCommand) -> anyhow
     let cluster = client.describe_cluster().await?;
     match command {
         ClusterCommand::Info => {
-            println!(
+            out!(
                 "controller leader: {}",
                 cluster
                     .controller_leader
                     .map_or("none".to_string(), |l| format!("node {l}"))
             );
-            println!("{:>5} {:<22} {:<22} {:<6}", "NODE", "API", "RAFT", "ALIVE");
+            out!("{:>5} {:<22} {:<22} {:<6}", "NODE", "API", "RAFT", "ALIVE");
             for node in &cluster.nodes {
-                println!(
+                out!(
                     "{:>5} {:<22} {:<22} {:<6}",
                     node.node_id,
                     node.api_addr,
@@ -585,7 +593,7 @@ pub async fn cluster(connection: &Connection, command: ClusterCommand) -> anyhow
                     })
                     .collect::<Vec<_>>()
                     .join(" ");
-                println!("topic {} leaders (partition:node): {leaders}", topic.name);
+                out!("topic {} leaders (partition:node): {leaders}", topic.name);
             }
         }
         ClusterCommand::Health => {
@@ -597,7 +605,7 @@ pub async fn cluster(connection: &Connection, command: ClusterCommand) -> anyhow
                         if !ok {
                             unhealthy += 1;
                         }
-                        println!(
+                        out!(
                             "node {}: {} (controller {}, {} replicas, {} failed)",
                             h.node_id,
                             if ok { "healthy" } else { "UNHEALTHY" },
@@ -612,7 +620,7 @@ pub async fn cluster(connection: &Connection, command: ClusterCommand) -> anyhow
                     }
                     Err(e) => {
                         unhealthy += 1;
-                        println!("node {}: DOWN ({e})", node.node_id);
+                        out!("node {}: DOWN ({e})", node.node_id);
                     }
                 }
             }

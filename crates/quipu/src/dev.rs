@@ -4,6 +4,15 @@
 //! clients on `127.0.0.1:<api-port + i - 1>`. Ctrl-C or SIGTERM stops every node gracefully;
 //! running it again restarts the same cluster from the same data.
 
+/// Prints a line for the person watching; a reader that went away is ignored, because the
+/// cluster must still be stopped (its nodes are this process's children).
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use std::path::PathBuf;
 use std::process::Stdio;
 
@@ -69,7 +78,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start node {id}"))?;
-        println!(
+        note!(
             "node {id}: pid {}, api {api}, data {}",
             child.id().unwrap_or(0),
             dir.display()
@@ -77,8 +86,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         bootstrap.push(api);
         children.push((*id, child));
     }
-    println!("bootstrap: {}", bootstrap.join(","));
-    println!("(Ctrl-C stops the cluster; node logs are in each data directory's quipu.log)");
+    note!("bootstrap: {}", bootstrap.join(","));
+    note!("(Ctrl-C stops the cluster; node logs are in each data directory's quipu.log)");
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot listen for SIGTERM")?;
@@ -107,7 +116,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             }
         }
     }
-    println!("stopping {} nodes", running.len());
+    note!("stopping {} nodes", running.len());
     for (_, child) in &running {
         // SIGTERM: each node hands its leadership over and syncs before it exits.
         if let Some(pid) = child
@@ -124,6 +133,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             eprintln!("node {id} exited: {status}");
         }
     }
-    println!("stopped");
+    note!("stopped");
     Ok(())
 }

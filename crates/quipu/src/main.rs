@@ -10,6 +10,7 @@ mod bench;
 mod commands;
 mod config;
 mod dev;
+mod output;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -93,6 +94,8 @@ fn main() -> std::process::ExitCode {
     }
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader of standard output went away (`| head`): end quietly, as Unix tools do.
+        Err(e) if output::is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One line: what failed, why, and what to do where that is clear.
             let causes: Vec<String> = e.chain().map(ToString::to_string).collect();

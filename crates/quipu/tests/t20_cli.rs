@@ -96,6 +96,21 @@ impl Dev {
         child.wait_with_output().unwrap()
     }
 
+    /// Runs a command whose standard output is a pipe nobody reads any more (`| head` after it
+    /// exited): every write to it fails with EPIPE.
+    fn into_closed_pipe(&self, args: &[&str]) -> Output {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        Command::new(env!("CARGO_BIN_EXE_quipu"))
+            .args(args)
+            .env("QUIPU_BOOTSTRAP", &self.bootstrap)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap()
+    }
+
     /// Runs a command that must succeed; returns its standard output.
     fn ok(&self, args: &[&str], stdin: Option<&[u8]>) -> String {
         let output = self.quipu(args, stdin);
@@ -166,6 +181,20 @@ fn a_dev_cluster_driven_through_the_cli() {
         "says what to do: {stderr}"
     );
 
+    // Every printing command ends quietly when its reader goes away, as Unix tools do. Pins the
+    // bug where `quipu topic describe idle | head -4` panicked with "failed printing to stdout".
+    for args in [
+        &["topic", "describe", "events"][..],
+        &["topic", "list"],
+        &["cluster", "info"],
+        &["cluster", "health"],
+    ] {
+        let output = dev.into_closed_pipe(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "quipu {args:?}: {stderr}");
+        assert!(stderr.is_empty(), "quipu {args:?} said: {stderr}");
+    }
+
     // 100,000 keyed records; each acknowledged one is printed with its partition and offset.
     let input: String = (0..100_000)
         .map(|i| format!("k{}:value-{i}\n", i % 101))
@@ -193,6 +222,13 @@ fn a_dev_cluster_driven_through_the_cli() {
     // Consume everything back: the same values, each once, at the offsets acknowledged.
     let consumed = json_lines(&dev.ok(&["consume", "events", "--format", "json"], None));
     assert_eq!(consumed.len(), 100_000);
+    // `consume … | head`: the reader goes away with 100,000 records still to print.
+    let output = dev.into_closed_pipe(&["consume", "events", "--format", "json"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stderr.is_empty(),
+        "consume: {stderr}"
+    );
     let by_position: HashMap<(u64, u64), &serde_json::Value> = consumed
         .iter()
         .map(|r| {
