@@ -36,7 +36,9 @@ pub fn gone(error: &std::io::Error) -> ! {
 /// Whether `error` is, at its root, a write to a reader that went away.
 pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
-        let io = cause.downcast_ref::<std::io::Error>().map(std::io::Error::kind);
+        let io = cause
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind);
         // JSON output writes through serde_json, which wraps the I/O error in its own.
         let json = cause
             .downcast_ref::<serde_json::Error>()

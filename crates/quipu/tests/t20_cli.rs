@@ -98,7 +98,7 @@ impl Dev {
 
     /// Runs a command whose standard output is a pipe nobody reads any more (`| head` after it
     /// exited): every write to it fails with EPIPE.
-    fn into_closed_pipe(&self, args: &[&str]) -> Output {
+    fn run_into_closed_pipe(&self, args: &[&str]) -> Output {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
         Command::new(env!("CARGO_BIN_EXE_quipu"))
@@ -189,7 +189,7 @@ fn a_dev_cluster_driven_through_the_cli() {
         &["cluster", "info"],
         &["cluster", "health"],
     ] {
-        let output = dev.into_closed_pipe(args);
+        let output = dev.run_into_closed_pipe(args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "quipu {args:?}: {stderr}");
         assert!(stderr.is_empty(), "quipu {args:?} said: {stderr}");
@@ -223,7 +223,7 @@ fn a_dev_cluster_driven_through_the_cli() {
     let consumed = json_lines(&dev.ok(&["consume", "events", "--format", "json"], None));
     assert_eq!(consumed.len(), 100_000);
     // `consume … | head`: the reader goes away with 100,000 records still to print.
-    let output = dev.into_closed_pipe(&["consume", "events", "--format", "json"]);
+    let output = dev.run_into_closed_pipe(&["consume", "events", "--format", "json"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success() && stderr.is_empty(),
