@@ -16,7 +16,8 @@ mod placement;
 mod topic_config;
 
 pub use metadata::{
-    Command, CommandError, Effect, Metadata, NodeInfo, PartitionAssignment, TopicInfo,
+    Command, CommandError, Effect, Metadata, NodeInfo, PARTITIONS_PER_TOPIC_MAX,
+    PartitionAssignment, TopicInfo,
 };
 pub use placement::{PlacementError, place};
 pub use topic_config::{

@@ -21,6 +21,9 @@ pub struct NodeInfo {
     /// Address of its client-facing gRPC API (`quipu.v1.Admin`, `quipu.v1.Data`); empty if it
     /// serves none.
     pub api_addr: String,
+    /// Address of its Kafka listener as clients reach it (`host:port`); empty if it serves
+    /// none.
+    pub kafka_addr: String,
 }
 
 /// Where one partition lives.
@@ -465,6 +468,7 @@ mod tests {
                 id,
                 raft_addr: format!("127.0.0.1:{}", 7000 + id),
                 api_addr: format!("127.0.0.1:{}", 9000 + id),
+                kafka_addr: String::new(),
             };
             meta.apply(&Command::RegisterNode(node), 1).unwrap();
         }

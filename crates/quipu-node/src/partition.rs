@@ -211,6 +211,13 @@ impl Partition {
         checked.map_err(ProduceError::InvalidBatch)
     }
 
+    /// The Raft term this replica is in: Kafka's partition leader epoch (a leader's batches carry
+    /// it). Terms never go backwards and each has at most one leader.
+    pub fn leader_epoch(&self) -> i32 {
+        let term = self.raft.metrics().borrow().current_term;
+        i32::try_from(term).unwrap_or(i32::MAX)
+    }
+
     /// The partition's group id.
     pub fn group(&self) -> GroupId {
         self.group

@@ -18,6 +18,7 @@ pub(crate) async fn register_self(inner: Arc<Inner>) {
         id: inner.config.node_id,
         raft_addr: inner.addr.to_string(),
         api_addr: inner.config.api_addr.clone().unwrap_or_default(),
+        kafka_addr: inner.config.kafka_addr.clone().unwrap_or_default(),
     };
     let mut ticker = tokio::time::interval(REGISTER_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -23,6 +23,7 @@ fn register(id: u64) -> Command {
         id,
         raft_addr: format!("127.0.0.1:{}", 7000 + id),
         api_addr: format!("127.0.0.1:{}", 9000 + id),
+        kafka_addr: String::new(),
     })
 }
 

@@ -32,6 +32,16 @@ pub struct ServerArgs {
     /// Address clients are told to reach this node's API at [default: the API listen address].
     #[arg(long, env = "QUIPU_API_ADVERTISED")]
     api_advertised: Option<String>,
+    /// Address of the Kafka listener [default: 127.0.0.1:9092].
+    #[arg(long, env = "QUIPU_KAFKA_LISTEN")]
+    kafka_listen: Option<SocketAddr>,
+    /// Address Kafka clients are told to reach this node at, HOST:PORT [default: the Kafka
+    /// listen address].
+    #[arg(long, env = "QUIPU_KAFKA_ADVERTISED")]
+    kafka_advertised: Option<String>,
+    /// Whether Kafka Metadata requests create unknown topics [default: false].
+    #[arg(long, env = "QUIPU_AUTO_CREATE_TOPICS")]
+    auto_create_topics: Option<bool>,
     /// Initial controller voters, as ID@HOST:PORT separated by commas [default: this node alone].
     #[arg(long, env = "QUIPU_VOTERS", value_delimiter = ',')]
     voters: Vec<String>,
@@ -56,6 +66,18 @@ struct LogFile {
     message_timestamp_after_max_ms: Option<i64>,
 }
 
+/// The `[kafka]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KafkaFile {
+    connections_max: Option<usize>,
+    request_bytes_max: Option<usize>,
+    requests_in_flight_max: Option<usize>,
+    auto_create_topics: Option<bool>,
+    default_partitions: Option<usize>,
+    default_replication_factor: Option<usize>,
+}
+
 /// The `[raft]` table.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,9 +97,13 @@ struct File {
     listen_addr: Option<SocketAddr>,
     api_listen_addr: Option<SocketAddr>,
     api_advertised_addr: Option<String>,
+    kafka_listen_addr: Option<SocketAddr>,
+    kafka_advertised_addr: Option<String>,
     voters: Option<Vec<String>>,
     #[serde(default)]
     log: LogFile,
+    #[serde(default)]
+    kafka: KafkaFile,
     #[serde(default)]
     raft: RaftFile,
 }
@@ -91,6 +117,10 @@ pub struct Settings {
     pub api_listen_addr: SocketAddr,
     /// `None`: the address the API listener got.
     pub api_advertised_addr: Option<String>,
+    pub kafka_listen_addr: SocketAddr,
+    /// `None`: the address the Kafka listener got.
+    pub kafka_advertised_addr: Option<String>,
+    pub kafka: quipu_kafka::KafkaConfig,
     pub voters: Vec<(u64, String)>,
     log: LogConfig,
     retention_check_interval_ms: Option<u64>,
@@ -151,6 +181,57 @@ fn entry_bytes_max(value: Option<u64>, default: u64) -> anyhow::Result<u64> {
     Ok(value)
 }
 
+/// The Kafka listener's settings: the `[kafka]` table over the defaults, each checked.
+fn kafka_config(
+    file: &KafkaFile,
+    auto_create_flag: Option<bool>,
+) -> anyhow::Result<quipu_kafka::KafkaConfig> {
+    let defaults = quipu_kafka::KafkaConfig::default();
+    let positive = |key: &str, value: Option<usize>, default: usize, max: usize| {
+        let value = value.unwrap_or(default);
+        if value == 0 || value > max {
+            bail!("kafka.{key} = {value} is out of range: 1 to {max}");
+        }
+        Ok(value)
+    };
+    Ok(quipu_kafka::KafkaConfig {
+        connections_max: positive(
+            "connections_max",
+            file.connections_max,
+            defaults.connections_max,
+            1_000_000,
+        )?,
+        request_bytes_max: positive(
+            "request_bytes_max",
+            file.request_bytes_max,
+            defaults.request_bytes_max,
+            i32::MAX as usize,
+        )?,
+        requests_in_flight_max: positive(
+            "requests_in_flight_max",
+            file.requests_in_flight_max,
+            defaults.requests_in_flight_max,
+            1024,
+        )?,
+        auto_create_topics: auto_create_flag
+            .or(file.auto_create_topics)
+            .unwrap_or(defaults.auto_create_topics),
+        default_partitions: positive(
+            "default_partitions",
+            file.default_partitions,
+            defaults.default_partitions,
+            quipu_meta::PARTITIONS_PER_TOPIC_MAX,
+        )?,
+        default_replication_factor: positive(
+            "default_replication_factor",
+            file.default_replication_factor,
+            defaults.default_replication_factor,
+            9,
+        )?,
+        cluster_id: defaults.cluster_id,
+    })
+}
+
 fn parse_voter(text: &str) -> anyhow::Result<(u64, String)> {
     let (id, addr) = text
         .split_once('@')
@@ -192,6 +273,12 @@ impl Settings {
             .or(file.api_listen_addr)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7101)));
         let api_advertised_addr = args.api_advertised.or(file.api_advertised_addr);
+        let kafka_listen_addr = args
+            .kafka_listen
+            .or(file.kafka_listen_addr)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
+        let kafka_advertised_addr = args.kafka_advertised.or(file.kafka_advertised_addr);
+        let kafka = kafka_config(&file.kafka, args.auto_create_topics)?;
         let voter_texts = if args.voters.is_empty() {
             file.voters.unwrap_or_default()
         } else {
@@ -281,6 +368,9 @@ impl Settings {
             listen_addr,
             api_listen_addr,
             api_advertised_addr,
+            kafka_listen_addr,
+            kafka_advertised_addr,
+            kafka,
             voters,
             log,
             retention_check_interval_ms: file.log.retention_check_interval_ms,
@@ -290,9 +380,9 @@ impl Settings {
         })
     }
 
-    /// The node configuration these settings describe; `api_addr` is the API address to
-    /// advertise.
-    pub fn node_config(&self, api_addr: String) -> NodeConfig {
+    /// The node configuration these settings describe; `api_addr` and `kafka_addr` are the
+    /// addresses the listeners got (advertised unless the settings name others).
+    pub fn node_config(&self, api_addr: String, kafka_addr: String) -> NodeConfig {
         let mut raft = NodeConfig::default_raft();
         if let Some(ms) = self.raft.heartbeat_interval_ms {
             raft.heartbeat_interval = ms;
@@ -312,6 +402,7 @@ impl Settings {
                 std::time::Duration::from_millis,
             ),
             api_addr: Some(self.api_advertised_addr.clone().unwrap_or(api_addr)),
+            kafka_addr: Some(self.kafka_advertised_addr.clone().unwrap_or(kafka_addr)),
             timestamp_before_max_ms: self.timestamp_before_max_ms.unwrap_or(i64::MAX),
             timestamp_after_max_ms: self
                 .timestamp_after_max_ms

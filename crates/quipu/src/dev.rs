@@ -1,7 +1,8 @@
 //! `quipu dev`: a local cluster of N `quipu server` processes (this executable), for trying Quipu
 //! and for tests. Node i keeps its data in `<data-dir>/node-i`, its log in
 //! `<data-dir>/node-i/quipu.log`, listens for Raft on `127.0.0.1:<raft-port + i - 1>` and for
-//! clients on `127.0.0.1:<api-port + i - 1>`. Ctrl-C or SIGTERM stops every node gracefully;
+//! clients on `127.0.0.1:<api-port + i - 1>` (gRPC) and `127.0.0.1:<kafka-port + i - 1>` (Kafka,
+//! with topic auto-creation on). Ctrl-C or SIGTERM stops every node gracefully;
 //! running it again restarts the same cluster from the same data.
 
 /// Prints a line for the person watching; a reader that went away is ignored, because the
@@ -34,6 +35,9 @@ pub struct DevArgs {
     /// Client API port of node 1; node i uses this + i - 1.
     #[arg(long, default_value_t = 7101)]
     api_port: u16,
+    /// Kafka listener port of node 1; node i uses this + i - 1.
+    #[arg(long, default_value_t = 9092)]
+    kafka_port: u16,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -49,6 +53,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     let voters = voters.join(",");
     let mut bootstrap = Vec::new();
+    let mut kafka_bootstrap = Vec::new();
     let mut children = Vec::new();
     for id in &ids {
         let dir = args.data_dir.join(format!("node-{id}"));
@@ -60,6 +65,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .open(dir.join("quipu.log"))
             .with_context(|| format!("cannot open {}", dir.join("quipu.log").display()))?;
         let api = format!("127.0.0.1:{}", port(args.api_port, *id)?);
+        let kafka = format!("127.0.0.1:{}", port(args.kafka_port, *id)?);
         let child = tokio::process::Command::new(&exe)
             .arg("server")
             .args(["--node-id", &id.to_string()])
@@ -70,6 +76,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 &format!("127.0.0.1:{}", port(args.raft_port, *id)?),
             ])
             .args(["--api-listen", &api])
+            .args(["--kafka-listen", &kafka])
+            .args(["--auto-create-topics", "true"])
             .args(["--voters", &voters])
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -79,13 +87,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .spawn()
             .with_context(|| format!("cannot start node {id}"))?;
         note!(
-            "node {id}: pid {}, api {api}, data {}",
+            "node {id}: pid {}, api {api}, kafka {kafka}, data {}",
             child.id().unwrap_or(0),
             dir.display()
         );
         bootstrap.push(api);
+        kafka_bootstrap.push(kafka);
         children.push((*id, child));
     }
+    note!("kafka bootstrap: {}", kafka_bootstrap.join(","));
     note!("bootstrap: {}", bootstrap.join(","));
     note!("(Ctrl-C stops the cluster; node logs are in each data directory's quipu.log)");
 

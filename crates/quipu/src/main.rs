@@ -150,7 +150,18 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     let api_addr = api_listener
         .local_addr()
         .context("cannot read the API listener's address")?;
-    let node = Node::start(settings.node_config(api_addr.to_string()))
+    let kafka_listener = tokio::net::TcpListener::bind(settings.kafka_listen_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for Kafka clients on {}",
+                settings.kafka_listen_addr
+            )
+        })?;
+    let kafka_addr = kafka_listener
+        .local_addr()
+        .context("cannot read the Kafka listener's address")?;
+    let node = Node::start(settings.node_config(api_addr.to_string(), kafka_addr.to_string()))
         .await
         .with_context(|| {
             format!(
@@ -163,10 +174,19 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     let api = tokio::spawn(quipu_api::serve(node.handle(), api_listener, async {
         let _ = api_stopped.await;
     }));
+    let (stop_kafka, kafka_stopped) = tokio::sync::oneshot::channel::<()>();
+    let kafka = tokio::spawn(quipu_kafka::serve(
+        node.handle(),
+        kafka_listener,
+        settings.kafka.clone(),
+        async {
+            let _ = kafka_stopped.await;
+        },
+    ));
     // The handler is in place before "ready": a SIGTERM sent on seeing that line is graceful.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot listen for SIGTERM")?;
-    tracing::info!(node_id = node.id(), addr = %node.addr(), %api_addr, data_dir = %settings.data_dir.display(), "quipu server ready");
+    tracing::info!(node_id = node.id(), addr = %node.addr(), %api_addr, %kafka_addr, data_dir = %settings.data_dir.display(), "quipu server ready");
     let power_loss = power_loss_signal()?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
@@ -178,6 +198,12 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     // The API keeps answering during the handoff (produce gets "not leader" and clients move on).
     let handed = node.shutdown().await;
     let _ = stop_api.send(());
+    let _ = stop_kafka.send(());
+    match kafka.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the Kafka listener failed"),
+        Err(e) => tracing::warn!(error = %e, "the Kafka listener task failed"),
+    }
     match api.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "the client API failed"),

@@ -38,8 +38,9 @@ struct Dev {
 
 impl Dev {
     fn start(data: &Path) -> Dev {
-        let raft = free_ports(6);
+        let raft = free_ports(9);
         let api = raft + 3;
+        let kafka = raft + 6;
         let mut child = Command::new(env!("CARGO_BIN_EXE_quipu"))
             .args(["dev", "--nodes", "3", "--data-dir"])
             .arg(data)
@@ -48,6 +49,8 @@ impl Dev {
                 &raft.to_string(),
                 "--api-port",
                 &api.to_string(),
+                "--kafka-port",
+                &kafka.to_string(),
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -1,0 +1,179 @@
+//! The handler table and request dispatch. ApiVersions is built from [`supported_apis`], so a
+//! client is offered exactly the APIs and versions that have a handler here (never
+//! `ApiKey::valid_versions()`, which claims versions the message types cannot decode).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, ListOffsetsRequest,
+    MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, Message};
+
+use crate::error::RequestError;
+use crate::server::Context;
+use crate::{fetch, list_offsets, metadata, produce};
+
+/// One API this listener implements, with the versions it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupportedApi {
+    /// The API.
+    pub key: ApiKey,
+    /// Lowest version answered.
+    pub min: i16,
+    /// Highest version answered.
+    pub max: i16,
+    /// What a client should know about this API here (for the compatibility matrix).
+    pub note: &'static str,
+}
+
+/// Produce v0–2 are advertised but refused by closing the connection, as Kafka 4 does
+/// (KAFKA-18659): librdkafka before 2.11.1 turns compression off unless Produce v0 is offered.
+const PRODUCE_REFUSED_BELOW: i16 = 3;
+
+/// Every API with a handler, and its versions.
+pub fn supported_apis() -> [SupportedApi; 5] {
+    [
+        SupportedApi {
+            key: ApiKey::Produce,
+            min: 0,
+            max: ProduceRequest::VERSIONS.max,
+            note: "acks 0, 1 and -1; one RecordBatch v2 per partition, validated before it is \
+                   stored; v0-2 close the connection (advertised for librdkafka < 2.11.1)",
+        },
+        SupportedApi {
+            key: ApiKey::Fetch,
+            min: FetchRequest::VERSIONS.min,
+            max: FetchRequest::VERSIONS.max,
+            note: "long poll (min_bytes, max_wait_ms up to 30 s); the first batch whole; no fetch \
+                   sessions (session id 0); read_uncommitted and read_committed read the same \
+                   (no transactions)",
+        },
+        SupportedApi {
+            key: ApiKey::ListOffsets,
+            min: ListOffsetsRequest::VERSIONS.min,
+            max: 6,
+            note: "earliest (-2), latest (-1), by timestamp; v7+ (max timestamp) not yet",
+        },
+        SupportedApi {
+            key: ApiKey::Metadata,
+            min: MetadataRequest::VERSIONS.min,
+            max: MetadataRequest::VERSIONS.max,
+            note: "topic ids, leader epochs (the Raft term); creates unknown topics when \
+                   auto_create_topics is on",
+        },
+        SupportedApi {
+            key: ApiKey::ApiVersions,
+            min: ApiVersionsRequest::VERSIONS.min,
+            max: ApiVersionsRequest::VERSIONS.max,
+            note: "unknown versions answered at v0 with UNSUPPORTED_VERSION (KIP-511)",
+        },
+    ]
+}
+
+fn supported(key: ApiKey) -> Option<SupportedApi> {
+    supported_apis().into_iter().find(|api| api.key == key)
+}
+
+/// Handles one request frame; `None` for a request that gets no response (acks=0).
+pub(crate) async fn dispatch(
+    context: &Context,
+    frame: Bytes,
+) -> Result<Option<Bytes>, RequestError> {
+    if frame.len() < 4 {
+        return Err(RequestError::NoHeader(frame.len()));
+    }
+    let api = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let key = ApiKey::try_from(api).map_err(|()| RequestError::UnknownApi(api))?;
+    let range = supported(key).ok_or(RequestError::UnknownApi(api))?;
+    let malformed = |source: anyhow::Error| RequestError::Malformed {
+        api,
+        version,
+        source: source.into(),
+    };
+    let mut buf = frame;
+    if key == ApiKey::ApiVersions && !(range.min..=range.max).contains(&version) {
+        // KIP-511: read what can be read of the header and answer at v0, listing our ranges.
+        let header = RequestHeader::decode(&mut buf, 1).map_err(malformed)?;
+        let response = api_versions().with_error_code(ResponseError::UnsupportedVersion.code());
+        return encode(key, header.correlation_id, 0, &response).map(Some);
+    }
+    if !(range.min..=range.max).contains(&version)
+        || (key == ApiKey::Produce && version < PRODUCE_REFUSED_BELOW)
+    {
+        return Err(RequestError::UnsupportedVersion { api, version });
+    }
+    let header =
+        RequestHeader::decode(&mut buf, key.request_header_version(version)).map_err(malformed)?;
+    let id = header.correlation_id;
+    match key {
+        ApiKey::ApiVersions => {
+            ApiVersionsRequest::decode(&mut buf, version).map_err(malformed)?;
+            encode(key, id, version, &api_versions()).map(Some)
+        }
+        ApiKey::Metadata => {
+            let request = MetadataRequest::decode(&mut buf, version).map_err(malformed)?;
+            let response = metadata::handle(context, request, version).await;
+            encode(key, id, version, &response).map(Some)
+        }
+        ApiKey::Produce => {
+            let request = ProduceRequest::decode(&mut buf, version).map_err(malformed)?;
+            let acks = request.acks;
+            let response = produce::handle(context, request, version).await;
+            if acks == 0 {
+                return Ok(None);
+            }
+            encode(key, id, version, &response).map(Some)
+        }
+        ApiKey::Fetch => {
+            let request = FetchRequest::decode(&mut buf, version).map_err(malformed)?;
+            let response = fetch::handle(context, request, version).await;
+            encode(key, id, version, &response).map(Some)
+        }
+        ApiKey::ListOffsets => {
+            let request = ListOffsetsRequest::decode(&mut buf, version).map_err(malformed)?;
+            let response = list_offsets::handle(context, request, version).await;
+            encode(key, id, version, &response).map(Some)
+        }
+        _ => Err(RequestError::UnknownApi(api)),
+    }
+}
+
+/// The ApiVersions answer: the handler table.
+fn api_versions() -> ApiVersionsResponse {
+    let api_keys = supported_apis()
+        .into_iter()
+        .map(|api| {
+            ApiVersion::default()
+                .with_api_key(api.key as i16)
+                .with_min_version(api.min)
+                .with_max_version(api.max)
+        })
+        .collect();
+    ApiVersionsResponse::default().with_api_keys(api_keys)
+}
+
+/// A size-prefixed response frame: header (at the version the API uses for `version`), body.
+fn encode<R: Encodable>(
+    key: ApiKey,
+    correlation_id: i32,
+    version: i16,
+    response: &R,
+) -> Result<Bytes, RequestError> {
+    let failed = |source: anyhow::Error| RequestError::Encode {
+        api: key as i16,
+        version,
+        source: source.into(),
+    };
+    let header_version = key.response_header_version(version);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let size = header.compute_size(header_version).map_err(failed)?
+        + response.compute_size(version).map_err(failed)?;
+    let mut frame = BytesMut::with_capacity(4 + size);
+    frame.put_i32(i32::try_from(size).map_err(|e| failed(e.into()))?);
+    header.encode(&mut frame, header_version).map_err(failed)?;
+    response.encode(&mut frame, version).map_err(failed)?;
+    Ok(frame.freeze())
+}

@@ -1,0 +1,97 @@
+//! One client connection: size-prefixed frames in, handled concurrently (at most
+//! `requests_in_flight_max`), answered strictly in request order (Kafka clients match responses
+//! to requests by order, and kafka-python closes the connection on a mismatch).
+//!
+//! Invariant: a frame is allocated only after its size was checked against
+//! `request_bytes_max`; a malformed frame closes this connection and no other.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+
+use crate::api;
+use crate::error::RequestError;
+use crate::server::Context;
+
+/// Reads, handles and answers requests until the client closes the connection or sends
+/// something that cannot be answered.
+pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, context: Arc<Context>) {
+    let (reader, mut writer) = stream.into_split();
+    let in_flight_max = context.config.requests_in_flight_max.max(1);
+    let (frames, mut incoming) = tokio::sync::mpsc::channel::<Bytes>(in_flight_max);
+    let frame_max = context.config.request_bytes_max;
+    let read = tokio::spawn(async move {
+        let result = read_frames(reader, frame_max, &frames).await;
+        if let Err(e) = &result {
+            tracing::debug!(%peer, error = %e, "kafka connection read ended");
+        }
+    });
+    let mut pending = FuturesOrdered::new();
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            frame = incoming.recv(), if reading && pending.len() < in_flight_max => {
+                match frame {
+                    Some(frame) => {
+                        let context = Arc::clone(&context);
+                        pending.push_back(async move { api::dispatch(&context, frame).await });
+                    }
+                    None => reading = false,
+                }
+            }
+            Some(answered) = pending.next(), if !pending.is_empty() => {
+                match answered {
+                    Ok(Some(response)) => {
+                        if let Err(e) = writer.write_all(&response).await {
+                            tracing::debug!(%peer, error = %e, "kafka connection write failed");
+                            break;
+                        }
+                    }
+                    Ok(None) => {} // acks=0: Kafka sends nothing back
+                    Err(e) => {
+                        tracing::info!(%peer, error = %e, "closing kafka connection");
+                        break;
+                    }
+                }
+            }
+            else => break,
+        }
+    }
+    read.abort();
+}
+
+/// Reads size-prefixed frames into `frames` until the peer closes the connection.
+async fn read_frames(
+    mut reader: OwnedReadHalf,
+    frame_max: usize,
+    frames: &tokio::sync::mpsc::Sender<Bytes>,
+) -> Result<(), RequestError> {
+    loop {
+        let size = match reader.read_i32().await {
+            Ok(size) => size,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(RequestError::Io(e)),
+        };
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|size| (4..=frame_max).contains(size))
+            .ok_or(RequestError::FrameSize {
+                size,
+                max: frame_max,
+            })?;
+        let mut frame = BytesMut::zeroed(size);
+        reader
+            .read_exact(&mut frame)
+            .await
+            .map_err(RequestError::Io)?;
+        if frames.send(frame.freeze()).await.is_err() {
+            return Ok(()); // the connection is closing
+        }
+    }
+}

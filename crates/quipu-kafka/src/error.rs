@@ -1,0 +1,104 @@
+//! Why a connection closes ([`RequestError`]), and how node errors become Kafka error codes
+//! (the only place that mapping is made).
+
+use kafka_protocol::ResponseError;
+use quipu_node::{FetchError, ProduceError};
+use quipu_record::BatchError;
+
+/// A cause from `kafka-protocol` (whose codec returns `anyhow` errors).
+pub(crate) type CodecError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request that cannot be answered: the connection is closed (as Kafka does), others are
+/// unaffected.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RequestError {
+    /// Reading from the socket failed.
+    #[error("socket read failed")]
+    Io(#[source] std::io::Error),
+    /// A frame's size prefix is out of range.
+    #[error("request frame of {size} bytes (at most {max})")]
+    FrameSize {
+        /// The size prefix.
+        size: i32,
+        /// `request_bytes_max`.
+        max: usize,
+    },
+    /// The frame is too short to hold a request header.
+    #[error("request frame of {0} bytes has no header")]
+    NoHeader(usize),
+    /// The API key is not one this listener implements.
+    #[error("unknown or unsupported api key {0}")]
+    UnknownApi(i16),
+    /// The API exists but not at this version.
+    #[error("api key {api} does not support version {version}")]
+    UnsupportedVersion {
+        /// The API key.
+        api: i16,
+        /// The version asked for.
+        version: i16,
+    },
+    /// The request header or body does not decode.
+    #[error("malformed request (api key {api}, version {version})")]
+    Malformed {
+        /// The API key.
+        api: i16,
+        /// The version.
+        version: i16,
+        /// What the decoder said.
+        #[source]
+        source: CodecError,
+    },
+    /// The response could not be encoded (a bug: a field set that the version lacks).
+    #[error("cannot encode the response (api key {api}, version {version})")]
+    Encode {
+        /// The API key.
+        api: i16,
+        /// The version.
+        version: i16,
+        /// What the encoder said.
+        #[source]
+        source: CodecError,
+    },
+}
+
+/// The Kafka error code of a refused or failed produce.
+pub(crate) fn produce_error(error: &ProduceError) -> ResponseError {
+    match error {
+        ProduceError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
+        ProduceError::InvalidBatch(batch) => batch_error(batch),
+        // The outcome is unknown: a retriable timeout, as Kafka reports one.
+        ProduceError::Unavailable { .. } => ResponseError::RequestTimedOut,
+    }
+}
+
+/// The Kafka error code of a batch that failed validation.
+pub(crate) fn batch_error(error: &BatchError) -> ResponseError {
+    match error {
+        BatchError::TooLarge { .. } | BatchError::DecompressedTooLarge { .. } => {
+            ResponseError::MessageTooLarge
+        }
+        BatchError::Truncated { .. }
+        | BatchError::BadMagic(_)
+        | BatchError::InvalidBatchLength(_)
+        | BatchError::LengthMismatch { .. }
+        | BatchError::CrcMismatch { .. } => ResponseError::CorruptMessage,
+        BatchError::UnknownCompression(_) => ResponseError::UnsupportedCompressionType,
+        BatchError::TimestampOutOfRange { .. } | BatchError::MaxTimestampMismatch { .. } => {
+            ResponseError::InvalidTimestamp
+        }
+        _ => ResponseError::InvalidRecord,
+    }
+}
+
+/// The Kafka error code of a failed fetch.
+pub(crate) fn fetch_error(error: &FetchError) -> ResponseError {
+    match error {
+        FetchError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
+        FetchError::Read {
+            source: quipu_storage::ReadError::OffsetOutOfRange { .. },
+            ..
+        } => ResponseError::OffsetOutOfRange,
+        FetchError::Read { .. } => ResponseError::KafkaStorageError,
+        FetchError::Unavailable { .. } => ResponseError::NotLeaderOrFollower,
+    }
+}

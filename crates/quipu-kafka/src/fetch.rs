@@ -1,0 +1,214 @@
+//! Fetch: committed batches as stored (never decoded or re-encoded), from this node's replicas
+//! that lead; a long poll until `min_bytes` are there or `max_wait_ms` passed. No fetch sessions:
+//! `session_id` is 0 and every requested partition is answered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::select_all;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use quipu_node::{GroupId, NodeHandle, Partition};
+use quipu_storage::Offset;
+
+use crate::error::fetch_error;
+use crate::metadata::topic_named_by_id;
+use crate::server::Context;
+
+/// Longest long poll, whatever the client asks.
+const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
+/// Most bytes of batches in one response (Kafka's `fetch.max.bytes` default, 50 MiB).
+const FETCH_RESPONSE_BYTES_MAX: u64 = 50 * 1024 * 1024;
+
+/// One requested partition, resolved once per request.
+struct Wanted {
+    index: i32,
+    offset: i64,
+    max_bytes: u64,
+    leader_epoch: i32,
+    replica: Result<Arc<Partition>, ResponseError>,
+}
+
+fn resolve(
+    node: &NodeHandle,
+    topic: Option<&str>,
+    index: i32,
+) -> Result<Arc<Partition>, ResponseError> {
+    let Some(topic) = topic else {
+        return Err(ResponseError::UnknownTopicId);
+    };
+    let group = node
+        .with_metadata(|m| {
+            let info = m.topic(topic)?;
+            info.partitions
+                .get(usize::try_from(index).ok()?)
+                .map(|p| p.group)
+        })
+        .ok_or(ResponseError::UnknownTopicOrPartition)?;
+    match node.partition(GroupId(group)) {
+        Some(replica) if replica.is_leader() => Ok(replica),
+        _ => Err(ResponseError::NotLeaderOrFollower),
+    }
+}
+
+pub(crate) async fn handle(
+    context: &Context,
+    request: FetchRequest,
+    version: i16,
+) -> FetchResponse {
+    let node = &context.node;
+    let wait =
+        Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(FETCH_WAIT_MAX);
+    let deadline = tokio::time::Instant::now() + wait;
+    let min_bytes = u64::try_from(request.min_bytes).unwrap_or(0);
+    let max_bytes = u64::try_from(request.max_bytes)
+        .unwrap_or(0)
+        .clamp(1, FETCH_RESPONSE_BYTES_MAX);
+    let topics: Vec<(
+        kafka_protocol::messages::fetch_request::FetchTopic,
+        Vec<Wanted>,
+    )> = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let name = if version >= 13 {
+                topic_named_by_id(node, topic.topic_id)
+            } else {
+                Some(topic.topic.0.to_string())
+            };
+            let wanted = topic
+                .partitions
+                .iter()
+                .map(|p| Wanted {
+                    index: p.partition,
+                    offset: p.fetch_offset,
+                    max_bytes: u64::try_from(p.partition_max_bytes).unwrap_or(0),
+                    leader_epoch: p.current_leader_epoch,
+                    replica: resolve(node, name.as_deref(), p.partition),
+                })
+                .collect();
+            (topic, wanted)
+        })
+        .collect();
+    let mut watches: Vec<tokio::sync::watch::Receiver<u64>> = topics
+        .iter()
+        .flat_map(|(_, wanted)| wanted.iter())
+        .filter_map(|w| w.replica.as_ref().ok().map(|r| r.watch_high_watermark()))
+        .collect();
+    loop {
+        for watch in &mut watches {
+            watch.borrow_and_update();
+        }
+        let (responses, bytes, errors) = read_all(&topics, max_bytes, version).await;
+        if bytes >= min_bytes.max(1)
+            || errors
+            || watches.is_empty()
+            || tokio::time::Instant::now() >= deadline
+        {
+            return FetchResponse::default().with_responses(responses);
+        }
+        // Not enough yet: wait until a high watermark moves, at most until the deadline.
+        let changes = watches.iter_mut().map(|w| Box::pin(w.changed()));
+        match tokio::time::timeout_at(deadline, select_all(changes)).await {
+            Ok((Ok(()), _, _)) => {}
+            // A replica stopped, or max_wait passed: answer with what there is.
+            Ok((Err(_), _, _)) | Err(_) => {
+                let (responses, _, _) = read_all(&topics, max_bytes, version).await;
+                return FetchResponse::default().with_responses(responses);
+            }
+        }
+    }
+}
+
+/// One pass over every partition; returns the answers, the bytes of batches in them, and
+/// whether any partition has an error (Kafka answers at once then).
+async fn read_all(
+    topics: &[(
+        kafka_protocol::messages::fetch_request::FetchTopic,
+        Vec<Wanted>,
+    )],
+    max_bytes: u64,
+    version: i16,
+) -> (Vec<FetchableTopicResponse>, u64, bool) {
+    let mut total = 0u64;
+    let mut errors = false;
+    let mut responses = Vec::with_capacity(topics.len());
+    for (topic, wanted) in topics {
+        let mut partitions = Vec::with_capacity(wanted.len());
+        for w in wanted {
+            let (data, bytes) = read_one(w, max_bytes.saturating_sub(total), total == 0).await;
+            errors |= data.error_code != 0;
+            total += bytes;
+            partitions.push(data);
+        }
+        let mut response = FetchableTopicResponse::default().with_partitions(partitions);
+        if version >= 13 {
+            response.topic_id = topic.topic_id;
+        } else {
+            response.topic = topic.topic.clone();
+        }
+        responses.push(response);
+    }
+    (responses, total, errors)
+}
+
+/// Reads one partition within `budget` bytes; `first` says whether a first batch larger than
+/// the budget may come whole (KIP-74: only the first batch of the response).
+async fn read_one(wanted: &Wanted, budget: u64, first: bool) -> (PartitionData, u64) {
+    let data = PartitionData::default().with_partition_index(wanted.index);
+    let replica = match &wanted.replica {
+        Ok(replica) => replica,
+        Err(error) => return (data.with_error_code(error.code()), 0),
+    };
+    let epoch = replica.leader_epoch();
+    if wanted.leader_epoch >= 0 && wanted.leader_epoch != epoch {
+        let error = if wanted.leader_epoch < epoch {
+            ResponseError::FencedLeaderEpoch
+        } else {
+            ResponseError::UnknownLeaderEpoch
+        };
+        return (data.with_error_code(error.code()), 0);
+    }
+    let high_watermark = replica.high_watermark().0;
+    let log_start = replica.log_start_offset().0;
+    let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let data = data
+        .with_high_watermark(signed(high_watermark))
+        .with_last_stable_offset(signed(high_watermark))
+        .with_log_start_offset(signed(log_start));
+    let offset = match u64::try_from(wanted.offset) {
+        Ok(offset) if (log_start..=high_watermark).contains(&offset) => offset,
+        _ => {
+            return (
+                data.with_error_code(ResponseError::OffsetOutOfRange.code()),
+                0,
+            );
+        }
+    };
+    let limit = wanted.max_bytes.min(budget);
+    if limit == 0 && !first {
+        return (data, 0);
+    }
+    let entries = match replica.fetch(Offset(offset), limit.max(1)).await {
+        Ok(entries) => entries,
+        Err(e) => return (data.with_error_code(fetch_error(&e).code()), 0),
+    };
+    let bytes: u64 = entries.iter().map(|e| e.payload.len() as u64).sum();
+    if bytes > budget && !first {
+        return (data, 0); // the rest of the response has no room for its first batch
+    }
+    let records = match entries.as_slice() {
+        [] => Bytes::new(),
+        [one] => one.payload.clone(),
+        many => {
+            let mut joined = BytesMut::with_capacity(usize::try_from(bytes).unwrap_or(0));
+            for entry in many {
+                joined.extend_from_slice(&entry.payload);
+            }
+            joined.freeze()
+        }
+    };
+    (data.with_records(Some(records)), bytes)
+}

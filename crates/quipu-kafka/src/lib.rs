@@ -1,0 +1,30 @@
+//! The Kafka wire protocol on a Quipu node: every node is a Kafka broker to existing Kafka
+//! clients (librdkafka, kafka-python, aiokafka, kafkajs, kcat), which bootstrap from any node,
+//! create topics, produce and fetch by partition and offset, and follow leaders through failover.
+//!
+//! - [`serve`] accepts connections ([`KafkaConfig`] bounds them) and runs one task per
+//!   connection: frames are read, decoded with `kafka-protocol`, handled concurrently and
+//!   answered in request order (`connection`).
+//! - `api` is the handler table: ApiVersions is built from it, so a client is never offered an
+//!   API or a version that has no handler.
+//! - Handlers map Kafka requests onto the node: `metadata`, `produce` (record batches stay
+//!   opaque bytes, validated by the partition), `fetch` (batches as stored, long poll),
+//!   `list_offsets`.
+//!
+//! Not here (yet): consumer groups, idempotent producers, transactions, admin APIs beyond topic
+//! creation by Metadata, SASL and TLS.
+//!
+//! Architecture Invariant: the only crate that sees Kafka wire types; record data on the produce
+//! and fetch paths is never decoded or re-encoded here.
+
+mod api;
+mod connection;
+mod error;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+mod server;
+
+pub use api::{SupportedApi, supported_apis};
+pub use server::{KafkaConfig, serve};

@@ -1,0 +1,197 @@
+//! Metadata: brokers (every registered node with a Kafka listener), topics with stable ids, and
+//! each partition's leader and leader epoch; creates unknown topics when allowed.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use quipu_meta::TopicInfo;
+use quipu_node::{GroupId, NodeHandle};
+use uuid::Uuid;
+
+use crate::server::Context;
+
+/// High half of every topic id: marks the UUID as Quipu's; the low half is the topic's id,
+/// which is never reused, so a topic deleted and created again gets a new UUID.
+const TOPIC_ID_TAG: u64 = 0x7175_6970_7500_0001;
+
+/// The Kafka topic id of `topic`: stable and non-zero.
+pub(crate) fn topic_id(topic: &TopicInfo) -> Uuid {
+    Uuid::from_u64_pair(TOPIC_ID_TAG, topic.id)
+}
+
+/// The name of the topic with Kafka id `id`, if it exists.
+pub(crate) fn topic_named_by_id(node: &NodeHandle, id: Uuid) -> Option<String> {
+    let (tag, topic) = id.as_u64_pair();
+    if tag != TOPIC_ID_TAG {
+        return None;
+    }
+    node.with_metadata(|m| m.topics().find(|t| t.id == topic).map(|t| t.name.clone()))
+}
+
+/// Where a client should send requests for a partition, as this node knows it: the leader and
+/// the leader epoch if this node hosts a replica, else the preferred leader (which does) and an
+/// unknown epoch.
+pub(crate) fn leader_of(node: &NodeHandle, group: u64, replicas: &[u64]) -> (Option<u64>, i32) {
+    match node.partition(GroupId(group)) {
+        Some(partition) => (partition.leader(), partition.leader_epoch()),
+        None => (replicas.first().copied(), -1),
+    }
+}
+
+fn broker_id(id: u64) -> BrokerId {
+    BrokerId(i32::try_from(id).unwrap_or(i32::MAX))
+}
+
+/// Splits `host:port` (a bracketed IPv6 host too).
+fn host_port(addr: &str) -> Option<(String, i32)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+pub(crate) async fn handle(
+    context: &Context,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
+    let node = &context.node;
+    // Names asked for (by name, or by id from v10 on); `None`: every topic.
+    let requested: Option<Vec<Result<String, Uuid>>> = request.topics.map(|topics| {
+        topics
+            .into_iter()
+            .map(|t| match t.name {
+                Some(name) => Ok(name.0.to_string()),
+                None => topic_named_by_id(node, t.topic_id).ok_or(t.topic_id),
+            })
+            .collect()
+    });
+    if let Some(names) = &requested
+        && context.config.auto_create_topics
+        && request.allow_auto_topic_creation
+    {
+        for name in names.iter().flatten() {
+            if node.with_metadata(|m| m.topic(name).is_none()) {
+                auto_create(context, name).await;
+            }
+        }
+    }
+    let metadata = node.metadata();
+    let brokers = metadata
+        .nodes()
+        .filter_map(|n| {
+            let (host, port) = host_port(&n.kafka_addr)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(broker_id(n.id))
+                    .with_host(StrBytes::from_string(host))
+                    .with_port(port),
+            )
+        })
+        .collect();
+    let described: Vec<MetadataResponseTopic> = match requested {
+        None => metadata
+            .topics()
+            .map(|t| describe(node, t, version))
+            .collect(),
+        Some(names) => names
+            .into_iter()
+            .map(|name| match name {
+                Ok(name) => match metadata.topic(&name) {
+                    Some(topic) => describe(node, topic, version),
+                    None => missing(name, version),
+                },
+                Err(id) => MetadataResponseTopic::default()
+                    .with_error_code(ResponseError::UnknownTopicId.code())
+                    .with_topic_id(if version >= 10 { id } else { Uuid::nil() }),
+            })
+            .collect(),
+    };
+    let controller = node.controller_leader().map_or(BrokerId(-1), broker_id);
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(StrBytes::from_string(
+            context.config.cluster_id.clone(),
+        )))
+        .with_controller_id(controller)
+        .with_topics(described)
+}
+
+/// Creates `name` with the listener's defaults; a failure shows in the answer as the topic
+/// still being unknown (the client retries).
+async fn auto_create(context: &Context, name: &str) {
+    let node = &context.node;
+    let nodes = node.with_metadata(|m| m.nodes().count()).max(1);
+    let replication_factor = context.config.default_replication_factor.clamp(1, nodes);
+    match node
+        .create_topic(name, context.config.default_partitions, replication_factor)
+        .await
+    {
+        Ok(()) => tracing::info!(topic = name, "topic auto-created"),
+        Err(e) => tracing::debug!(topic = name, error = %e, "topic auto-creation failed"),
+    }
+}
+
+fn missing(name: String, version: i16) -> MetadataResponseTopic {
+    let valid = !name.is_empty()
+        && name.len() <= 249
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    let code = if valid {
+        ResponseError::UnknownTopicOrPartition
+    } else {
+        ResponseError::InvalidTopicException
+    };
+    let mut topic = MetadataResponseTopic::default().with_error_code(code.code());
+    topic.name = Some(TopicName(StrBytes::from_string(name)));
+    if version < 8 {
+        topic.topic_authorized_operations = i32::MIN;
+    }
+    topic
+}
+
+fn describe(node: &NodeHandle, topic: &TopicInfo, version: i16) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions
+        .iter()
+        .zip(0i32..)
+        .map(|(assignment, index)| {
+            let (leader, epoch) = leader_of(node, assignment.group, &assignment.replicas);
+            let replicas: Vec<BrokerId> = assignment
+                .replicas
+                .iter()
+                .map(|id| broker_id(*id))
+                .collect();
+            let mut partition = MetadataResponsePartition::default()
+                .with_partition_index(index)
+                .with_replica_nodes(replicas.clone())
+                .with_isr_nodes(replicas);
+            match leader {
+                Some(leader) => {
+                    partition.leader_id = broker_id(leader);
+                    if version >= 7 {
+                        partition.leader_epoch = epoch;
+                    }
+                }
+                None => {
+                    partition.leader_id = BrokerId(-1);
+                    partition.error_code = ResponseError::LeaderNotAvailable.code();
+                }
+            }
+            partition
+        })
+        .collect();
+    let mut described = MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        .with_partitions(partitions);
+    if version >= 10 {
+        described.topic_id = topic_id(topic);
+    }
+    if version < 8 {
+        described.topic_authorized_operations = i32::MIN;
+    }
+    described
+}

@@ -1,0 +1,96 @@
+//! [`serve`]: the Kafka listener's accept loop.
+
+use std::sync::Arc;
+
+use quipu_node::NodeHandle;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::connection;
+
+/// Limits and behaviour of a node's Kafka listener.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Most client connections open at once; a connection beyond it is closed at once.
+    pub connections_max: usize,
+    /// Largest request frame, in bytes (Kafka's `socket.request.max.bytes`); a larger one closes
+    /// the connection before anything is allocated for it.
+    pub request_bytes_max: usize,
+    /// Most requests of one connection handled at once; the connection is not read further
+    /// until one is answered.
+    pub requests_in_flight_max: usize,
+    /// Whether Metadata requests for unknown topics create them (Kafka's
+    /// `auto.create.topics.enable`).
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic, or of a CreateTopics request that asks for -1.
+    pub default_partitions: usize,
+    /// Replication factor of such topics, capped at the number of registered nodes.
+    pub default_replication_factor: usize,
+    /// The cluster id Metadata reports.
+    pub cluster_id: String,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            connections_max: 10_000,
+            request_bytes_max: 100 * 1024 * 1024,
+            requests_in_flight_max: 32,
+            auto_create_topics: false,
+            default_partitions: 1,
+            default_replication_factor: 3,
+            cluster_id: "quipu".to_string(),
+        }
+    }
+}
+
+/// What every connection's handlers share.
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub node: NodeHandle,
+    pub config: KafkaConfig,
+}
+
+/// Serves Kafka clients of `node` on `listener` until `shutdown` completes; then closes every
+/// connection.
+pub async fn serve(
+    node: NodeHandle,
+    listener: TcpListener,
+    config: KafkaConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let connections_max = config.connections_max;
+    let context = Arc::new(Context { node, config });
+    let slots = Arc::new(tokio::sync::Semaphore::new(connections_max));
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of descriptors, say: wait a little rather than spin.
+                        tracing::warn!(error = %e, "kafka listener cannot accept");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    tracing::warn!(%peer, connections_max, "kafka connection refused: too many connections");
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let context = Arc::clone(&context);
+                connections.spawn(async move {
+                    connection::run(stream, peer, context).await;
+                    drop(slot);
+                });
+            }
+        }
+    }
+    connections.shutdown().await;
+    Ok(())
+}

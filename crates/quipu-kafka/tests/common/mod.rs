@@ -1,0 +1,202 @@
+//! A three-node cluster in this process, each node with a Kafka listener on 127.0.0.1, for the
+//! tests that drive it with real Kafka clients.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use quipu_kafka::KafkaConfig;
+use quipu_node::{Node, NodeConfig};
+
+/// How long a test waits for a condition before failing (a bound, not a synchronisation).
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A running node with its Kafka listener.
+pub struct KafkaNode {
+    pub node: Option<Node>,
+    pub kafka_addr: String,
+    pub dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    listener: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl KafkaNode {
+    /// Stops the listener and the node (as a crash would leave the data: not closed).
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(listener) = self.listener.take() {
+            let _ = listener.await;
+        }
+        if let Some(node) = self.node.take() {
+            node.stop().await;
+        }
+    }
+}
+
+/// The cluster: nodes, and the temporary directories they keep their data in.
+pub struct Cluster {
+    pub nodes: Vec<KafkaNode>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    /// Three nodes joined in one cluster, every one registered with its Kafka address.
+    pub async fn start(config: KafkaConfig) -> Cluster {
+        let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut nodes = Vec::new();
+        for (i, dir) in dirs.iter().enumerate() {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let kafka_addr = listener.local_addr().unwrap().to_string();
+            let node = Node::start(NodeConfig {
+                kafka_addr: Some(kafka_addr.clone()),
+                ..NodeConfig::new(
+                    i as u64 + 1,
+                    dir.path().to_path_buf(),
+                    "127.0.0.1:0".parse().unwrap(),
+                )
+            })
+            .await
+            .unwrap();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let listener = tokio::spawn(quipu_kafka::serve(
+                node.handle(),
+                listener,
+                config.clone(),
+                async {
+                    let _ = stopped.await;
+                },
+            ));
+            nodes.push(KafkaNode {
+                node: Some(node),
+                kafka_addr,
+                dir: dir.path().to_path_buf(),
+                stop: Some(stop),
+                listener: Some(listener),
+            });
+        }
+        let voters: Vec<(u64, String)> = nodes
+            .iter()
+            .map(|n| {
+                let node = n.node.as_ref().unwrap();
+                (node.id(), node.addr().to_string())
+            })
+            .collect();
+        for n in &nodes {
+            n.node.as_ref().unwrap().join(voters.clone()).await.unwrap();
+        }
+        let cluster = Cluster { nodes, _dirs: dirs };
+        cluster
+            .wait_for("every node registered with its Kafka address", |c| {
+                c.nodes.iter().all(|n| {
+                    n.node.as_ref().is_some_and(|node| {
+                        node.metadata()
+                            .nodes()
+                            .filter(|info| !info.kafka_addr.is_empty())
+                            .count()
+                            == 3
+                    })
+                })
+            })
+            .await;
+        cluster
+    }
+
+    /// Every running node's Kafka address, comma-separated (a client's bootstrap list).
+    pub fn bootstrap(&self) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.node.is_some())
+            .map(|n| n.kafka_addr.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Some running node.
+    pub fn any(&self) -> &Node {
+        self.nodes.iter().find_map(|n| n.node.as_ref()).unwrap()
+    }
+
+    /// Waits (bounded) until `condition` holds.
+    pub async fn wait_for(&self, what: &str, condition: impl Fn(&Cluster) -> bool) {
+        let start = Instant::now();
+        while !condition(self) {
+            assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until every partition of `topic` has a leader known to some node.
+    pub async fn wait_for_leaders(&self, topic: &str) {
+        self.wait_for("a leader for every partition", |c| {
+            let groups: Vec<u64> = c.any().with_metadata(|m| {
+                m.topic(topic)
+                    .map(|t| t.partitions.iter().map(|p| p.group).collect())
+                    .unwrap_or_default()
+            });
+            !groups.is_empty()
+                && groups.iter().all(|g| {
+                    c.nodes.iter().filter_map(|n| n.node.as_ref()).any(|node| {
+                        node.partition(quipu_node::GroupId(*g))
+                            .is_some_and(|p| p.is_leader())
+                    })
+                })
+        })
+        .await;
+    }
+
+    pub async fn stop(mut self) {
+        for node in &mut self.nodes {
+            node.stop().await;
+        }
+    }
+}
+
+/// Runs a client program to completion (bounded by [`PATIENCE`]) and returns its standard
+/// output; fails the test with its standard error if it fails.
+pub async fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        tokio::spawn(async move {
+            let _ = pipe.write_all(&input).await;
+        });
+    }
+    let output = tokio::time::timeout(PATIENCE, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{program} {args:?} did not finish in {PATIENCE:?}"))
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The path of a client program the tests need, or a failure that says how to get it.
+pub fn require(program: &str, how: &str) -> String {
+    match std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+    {
+        Ok(out) if out.status.success() => {
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        }
+        _ => panic!("{program} is missing: {how} (`.ci/run` installs it)"),
+    }
+}
