@@ -4,7 +4,9 @@
 # get it:
 #   - cargo-nextest (the test runner);
 #   - Debian packages: iproute2, nftables and faketime for the fault-injection scenarios
-#     (jepsen/), kcat for the Kafka listener's tests.
+#     (jepsen/), kcat for the Kafka listener's tests;
+#   - the Python Kafka clients (crates/quipu-kafka/tests/clients/requirements.txt) in a virtual
+#     environment under target/kafka-clients/venv, and kafkajs under target/kafka-clients/node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +25,27 @@ if ((${#missing[@]})); then
     echo "missing Debian packages the tests need: ${missing[*]}; install them with: sudo apt-get install ${missing[*]}" >&2
     exit 1
   fi
+fi
+
+# Python clients, in a virtual environment made again when the requirements change.
+clients=target/kafka-clients
+requirements=crates/quipu-kafka/tests/clients/requirements.txt
+if ! cmp -s "$requirements" "$clients/venv/requirements.txt" 2>/dev/null; then
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+      echo "== installing python3-venv (Debian package the Python client tests use)"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
+    else
+      echo "python3 with venv is missing; install it with: sudo apt-get install python3-venv" >&2
+      exit 1
+    fi
+  fi
+  echo "== installing the Python Kafka clients into $clients/venv"
+  rm -rf "$clients/venv"
+  python3 -m venv "$clients/venv"
+  "$clients/venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$clients/venv/requirements.txt"
 fi
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then
