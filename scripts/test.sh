@@ -4,14 +4,14 @@
 # get it:
 #   - cargo-nextest (the test runner);
 #   - Debian packages: iproute2, nftables and faketime for the fault-injection scenarios
-#     (jepsen/), kcat for the Kafka listener's tests;
+#     (jepsen/), kcat, nodejs and npm for the Kafka listener's tests;
 #   - the Python Kafka clients (crates/quipu-kafka/tests/clients/requirements.txt) in a virtual
 #     environment under target/kafka-clients/venv, and kafkajs under target/kafka-clients/node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(iproute2 nftables faketime kcat)
-commands=(ip nft faketime kcat)
+packages=(iproute2 nftables faketime kcat nodejs npm)
+commands=(ip nft faketime kcat node npm)
 missing=()
 for i in "${!commands[@]}"; do
   command -v "${commands[$i]}" >/dev/null 2>&1 || missing+=("${packages[$i]}")
@@ -46,6 +46,15 @@ if ! cmp -s "$requirements" "$clients/venv/requirements.txt" 2>/dev/null; then
   python3 -m venv "$clients/venv"
   "$clients/venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
   cp "$requirements" "$clients/venv/requirements.txt"
+fi
+
+# kafkajs, pinned, for the Node.js client test.
+kafkajs=2.2.4
+if [[ "$(cat "$clients/node/kafkajs.version" 2>/dev/null)" != "$kafkajs" ]]; then
+  echo "== installing kafkajs $kafkajs into $clients/node"
+  mkdir -p "$clients/node"
+  npm install --prefix "$clients/node" --no-audit --no-fund --silent "kafkajs@$kafkajs"
+  echo "$kafkajs" > "$clients/node/kafkajs.version"
 fi
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then

@@ -29,7 +29,8 @@ fn python() -> String {
 
 async fn client(name: &str) {
     let python = python();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python_client.py");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python_client.py");
     let cluster = Cluster::start(KafkaConfig {
         auto_create_topics: true,
         default_partitions: PARTITIONS as usize,
@@ -39,7 +40,13 @@ async fn client(name: &str) {
     let prefix = name.replace('-', "");
     let output = run(
         &python,
-        &[script.to_str().unwrap(), name, &cluster.bootstrap(), &prefix, "10000"],
+        &[
+            script.to_str().unwrap(),
+            name,
+            &cluster.bootstrap(),
+            &prefix,
+            "10000",
+        ],
         None,
     )
     .await;
@@ -53,7 +60,10 @@ async fn client(name: &str) {
             "{name}: key {key} landed where Quipu's murmur2 partitioner would not put it"
         );
     }
-    assert_eq!(summary["timestamp_offset"], 1, "{name}: the record after the mark");
+    assert_eq!(
+        summary["timestamp_offset"], 1,
+        "{name}: the record after the mark"
+    );
     cluster.stop().await;
 }
 

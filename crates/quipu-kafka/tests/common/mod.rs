@@ -156,9 +156,24 @@ impl Cluster {
 /// Runs a client program to completion (bounded by [`PATIENCE`]) and returns its standard
 /// output; fails the test with its standard error if it fails.
 pub async fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> String {
+    run_full(program, args, stdin, &[]).await
+}
+
+/// [`run`] with extra environment variables.
+pub async fn run_with_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    run_full(program, args, None, env).await
+}
+
+async fn run_full(
+    program: &str,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    env: &[(&str, &str)],
+) -> String {
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(if stdin.is_some() {
             std::process::Stdio::piped()
         } else {
@@ -199,4 +214,58 @@ pub fn require(program: &str, how: &str) -> String {
         }
         _ => panic!("{program} is missing: {how} (`.ci/run` installs it)"),
     }
+}
+
+/// One record as the cluster holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub partition: u32,
+    pub offset: u64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// Every committed record of `topic`, read from each partition's leader in this process.
+pub async fn read_back(cluster: &Cluster, topic: &str) -> Vec<Stored> {
+    let groups: Vec<u64> = cluster.any().with_metadata(|m| {
+        m.topic(topic)
+            .map(|t| t.partitions.iter().map(|p| p.group).collect())
+            .unwrap_or_default()
+    });
+    let mut out = Vec::new();
+    for (partition, group) in (0u32..).zip(groups) {
+        let leader = cluster
+            .nodes
+            .iter()
+            .filter_map(|n| n.node.as_ref())
+            .find_map(|node| {
+                node.partition(quipu_node::GroupId(group))
+                    .filter(|p| p.is_leader())
+            })
+            .expect("a leader");
+        let end = leader.high_watermark();
+        let mut offset = quipu_storage::Offset(0);
+        while offset < end {
+            let entries = leader.fetch(offset, 1 << 20).await.unwrap();
+            for entry in entries {
+                let header = quipu_record::BatchHeader::parse(&entry.payload).unwrap();
+                for record in quipu_record::decode_records(&entry.payload, 64 << 20).unwrap() {
+                    out.push(Stored {
+                        partition,
+                        offset: u64::try_from(record.offset(header.base_offset)).unwrap(),
+                        key: record.key.map(|k| k.to_vec()),
+                        value: record.value.map(|v| v.to_vec()),
+                        headers: record
+                            .headers
+                            .into_iter()
+                            .map(|h| (h.key, h.value.map(|v| v.to_vec())))
+                            .collect(),
+                    });
+                }
+                offset = entry.next_offset();
+            }
+        }
+    }
+    out
 }
