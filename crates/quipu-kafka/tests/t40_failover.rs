@@ -1,0 +1,110 @@
+//! A leader dies while confluent-kafka produces with acks=all: the client finds the new leader
+//! through Metadata and goes on, and every acknowledged record is stored exactly once, at the
+//! offset acknowledged, in the order acknowledged.
+#![allow(clippy::unwrap_used)] // tests unwrap
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use quipu_kafka::KafkaConfig;
+use tokio::io::AsyncBufReadExt;
+
+const COUNT: usize = 3000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_goes_on_through_a_leader_failover() {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/kafka-clients/venv/bin/python");
+    assert!(
+        python.exists(),
+        "the Python Kafka clients are missing: run scripts/test.sh"
+    );
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/failover_producer.py");
+    let mut cluster = Cluster::start(KafkaConfig::default()).await;
+    cluster.any().create_topic("failover", 1, 3).await.unwrap();
+    cluster.wait_for_leaders("failover").await;
+    let mut child = tokio::process::Command::new(&python)
+        .args([
+            script.to_str().unwrap(),
+            &cluster.bootstrap(),
+            "failover",
+            &COUNT.to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut acked: Vec<(usize, u64)> = Vec::new();
+    let mut failed = 0;
+    let mut killed_after = None;
+    let group = cluster
+        .any()
+        .with_metadata(|m| m.topic("failover").unwrap().partitions[0].group);
+    let reading = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            match fields[0] {
+                "ack" => acked.push((fields[1].parse().unwrap(), fields[2].parse().unwrap())),
+                _ => failed += 1,
+            }
+            if killed_after.is_none() && acked.len() >= 300 {
+                // Stop the leader's node as a crash would: no handoff, logs not closed.
+                let leader = cluster
+                    .nodes
+                    .iter()
+                    .position(|n| {
+                        n.node.as_ref().is_some_and(|node| {
+                            node.partition(quipu_node::GroupId(group))
+                                .is_some_and(|p| p.is_leader())
+                        })
+                    })
+                    .unwrap();
+                cluster.nodes[leader].stop().await;
+                killed_after = Some(acked.len());
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), reading)
+        .await
+        .expect("the producer finished in time");
+    assert!(child.wait().await.unwrap().success());
+    let killed_after = killed_after.expect("the leader was stopped");
+    assert!(
+        acked.len() > killed_after + 100,
+        "the producer went on after the failover: {} acknowledged, {killed_after} before it, {failed} failed",
+        acked.len()
+    );
+    cluster.wait_for_leaders("failover").await;
+    let stored = read_back(&cluster, "failover").await;
+    let mut at: HashMap<String, Vec<u64>> = HashMap::new();
+    for record in &stored {
+        at.entry(String::from_utf8(record.value.clone().unwrap()).unwrap())
+            .or_default()
+            .push(record.offset);
+    }
+    let mut last = None;
+    for (i, offset) in &acked {
+        let offsets = at
+            .get(&format!("v-{i}"))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        assert_eq!(
+            offsets,
+            [*offset],
+            "v-{i} acknowledged at {offset}, stored at {offsets:?}"
+        );
+        assert!(last < Some(*offset), "acknowledged in offset order");
+        last = Some(*offset);
+    }
+    eprintln!(
+        "{} acknowledged ({killed_after} before the failover), {failed} failed, {} stored",
+        acked.len(),
+        stored.len()
+    );
+    cluster.stop().await;
+}
