@@ -6,14 +6,16 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, ListOffsetsRequest,
-    MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    AlterConfigsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest,
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    FetchRequest, IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest,
+    ProduceRequest, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Message};
 
 use crate::error::RequestError;
 use crate::server::Context;
-use crate::{fetch, list_offsets, metadata, produce};
+use crate::{admin, fetch, list_offsets, metadata, produce};
 
 /// One API this listener implements, with the versions it answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +34,18 @@ pub struct SupportedApi {
 /// (KAFKA-18659): librdkafka before 2.11.1 turns compression off unless Produce v0 is offered.
 const PRODUCE_REFUSED_BELOW: i16 = 3;
 
+/// One table entry at the message type's own versions.
+const fn at<M: Message>(key: ApiKey, note: &'static str) -> SupportedApi {
+    SupportedApi {
+        key,
+        min: M::VERSIONS.min,
+        max: M::VERSIONS.max,
+        note,
+    }
+}
+
 /// Every API with a handler, and its versions.
-pub fn supported_apis() -> [SupportedApi; 5] {
+pub fn supported_apis() -> [SupportedApi; 12] {
     [
         SupportedApi {
             key: ApiKey::Produce,
@@ -69,6 +81,30 @@ pub fn supported_apis() -> [SupportedApi; 5] {
             max: ApiVersionsRequest::VERSIONS.max,
             note: "unknown versions answered at v0 with UNSUPPORTED_VERSION (KIP-511)",
         },
+        at::<CreateTopicsRequest>(
+            ApiKey::CreateTopics,
+            "validate_only; -1 partitions or replication factor take the listener's defaults; \
+             configs by Kafka name; manual replica assignments refused",
+        ),
+        at::<DeleteTopicsRequest>(ApiKey::DeleteTopics, "by name, or by topic id (v6)"),
+        at::<DescribeConfigsRequest>(
+            ApiKey::DescribeConfigs,
+            "topics: every config in effect with its source (topic or default) and type; \
+             brokers: the node's settings under Kafka's names, read-only",
+        ),
+        at::<AlterConfigsRequest>(
+            ApiKey::AlterConfigs,
+            "topics only; replaces the topic's configs; applied live to every replica",
+        ),
+        at::<CreatePartitionsRequest>(
+            ApiKey::CreatePartitions,
+            "validate_only; manual replica assignments refused",
+        ),
+        at::<IncrementalAlterConfigsRequest>(
+            ApiKey::IncrementalAlterConfigs,
+            "topics only; SET and DELETE (APPEND and SUBTRACT: INVALID_CONFIG, no list configs)",
+        ),
+        at::<DescribeClusterRequest>(ApiKey::DescribeCluster, "brokers, cluster id, controller"),
     ]
 }
 
@@ -135,6 +171,42 @@ pub(crate) async fn dispatch(
         ApiKey::ListOffsets => {
             let request = ListOffsetsRequest::decode(&mut buf, version).map_err(malformed)?;
             let response = list_offsets::handle(context, request, version).await;
+            encode(key, id, version, &response).map(Some)
+        }
+        ApiKey::CreateTopics => {
+            let request = CreateTopicsRequest::decode(&mut buf, version).map_err(malformed)?;
+            let response = admin::create_topics(context, request, version).await;
+            encode(key, id, version, &response).map(Some)
+        }
+        ApiKey::DeleteTopics => {
+            let request = DeleteTopicsRequest::decode(&mut buf, version).map_err(malformed)?;
+            let response = admin::delete_topics(context, request, version).await;
+            encode(key, id, version, &response).map(Some)
+        }
+        ApiKey::CreatePartitions => {
+            let request = CreatePartitionsRequest::decode(&mut buf, version).map_err(malformed)?;
+            let response = admin::create_partitions(context, request).await;
+            encode(key, id, version, &response).map(Some)
+        }
+        ApiKey::DescribeConfigs => {
+            let request = DescribeConfigsRequest::decode(&mut buf, version).map_err(malformed)?;
+            let response = admin::describe_configs(context, request, version).await;
+            encode(key, id, version, &response).map(Some)
+        }
+        ApiKey::AlterConfigs => {
+            let request = AlterConfigsRequest::decode(&mut buf, version).map_err(malformed)?;
+            let response = admin::alter_configs(context, request).await;
+            encode(key, id, version, &response).map(Some)
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let request =
+                IncrementalAlterConfigsRequest::decode(&mut buf, version).map_err(malformed)?;
+            let response = admin::incremental_alter_configs(context, request).await;
+            encode(key, id, version, &response).map(Some)
+        }
+        ApiKey::DescribeCluster => {
+            let request = DescribeClusterRequest::decode(&mut buf, version).map_err(malformed)?;
+            let response = admin::describe_cluster(context, request);
             encode(key, id, version, &response).map(Some)
         }
         _ => Err(RequestError::UnknownApi(api)),

@@ -17,6 +17,7 @@
 //! Architecture Invariant: the only crate that sees Kafka wire types; record data on the produce
 //! and fetch paths is never decoded or re-encoded here.
 
+mod admin;
 mod api;
 mod connection;
 mod error;

@@ -46,7 +46,7 @@ fn broker_id(id: u64) -> BrokerId {
 }
 
 /// Splits `host:port` (a bracketed IPv6 host too).
-fn host_port(addr: &str) -> Option<(String, i32)> {
+pub(crate) fn host_port(addr: &str) -> Option<(String, i32)> {
     let (host, port) = addr.rsplit_once(':')?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     Some((host.to_string(), port.parse().ok()?))

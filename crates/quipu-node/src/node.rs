@@ -362,6 +362,17 @@ impl NodeHandle {
         request_controller(&self.inner, &request).await
     }
 
+    /// Checks `request` as the controller leader would plan it, against this node's view of the
+    /// metadata and its own topic defaults, without proposing anything (Kafka's
+    /// `validate_only`).
+    pub fn validate(&self, request: &ControllerRequest) -> Result<(), ControllerError> {
+        let defaults = self.inner.config.topic_defaults();
+        self.inner
+            .metadata
+            .with_metadata(|m| request.plan(m, &defaults))
+            .map(|_| ())
+    }
+
     /// Opens (or creates) this node's replica of partition `group` and starts its Raft instance.
     pub async fn open_partition(&self, group: GroupId) -> Result<Arc<Partition>, NodeError> {
         self.inner.open_partition(group).await

@@ -1,0 +1,114 @@
+"""The admin API of a Python Kafka client against a Quipu cluster, driven by
+crates/quipu-kafka/tests/t50_admin.rs.
+
+usage: admin_client.py CLIENT BOOTSTRAP TOPIC
+
+Creates TOPIC (3 partitions, retention.ms set) after a validate_only try; refuses a duplicate,
+an unknown config and cleanup.policy=compact; describes its configs (value and whether each is
+the default); changes one with an incremental alter and reads it back; grows it to 5 partitions;
+deletes it. Prints one JSON object of what it saw; exits non-zero on the first surprise.
+"""
+
+import json
+import sys
+import time
+
+CLIENT, BOOTSTRAP, TOPIC = sys.argv[1], sys.argv[2], sys.argv[3]
+seen = {}
+
+
+def fail(message):
+    print(f"{CLIENT}: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def confluent():
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
+                                       NewPartitions, NewTopic, ResourceType)
+
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+
+    def wait(futures):
+        return {k: f.result(30) for k, f in futures.items()}
+
+    topic = NewTopic(TOPIC, num_partitions=3, replication_factor=3, config={"retention.ms": "3600000"})
+    wait(admin.create_topics([topic], validate_only=True))
+    if TOPIC in admin.list_topics(timeout=10).topics:
+        fail("validate_only created the topic")
+    wait(admin.create_topics([topic]))
+    for bad, code in [(topic, "TOPIC_ALREADY_EXISTS"),
+                      (NewTopic(TOPIC + "-x", 1, 1, config={"no.such.config": "1"}), "INVALID_CONFIG"),
+                      (NewTopic(TOPIC + "-y", 1, 1, config={"cleanup.policy": "compact"}), "INVALID_CONFIG")]:
+        try:
+            wait(admin.create_topics([bad]))
+            fail(f"{bad.topic} was created")
+        except KafkaException as e:
+            if e.args[0].name() != code:
+                fail(f"{bad.topic}: {e.args[0].name()}, expected {code}")
+    seen["refused"] = True
+    resource = ConfigResource(ResourceType.TOPIC, TOPIC)
+    configs = wait(admin.describe_configs([resource]))[resource]
+    seen["described"] = {name: [entry.value, entry.is_default] for name, entry in configs.items()}
+    change = ConfigResource(ResourceType.TOPIC, TOPIC, incremental_configs=[
+        ConfigEntry("retention.bytes", "1048576", incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("retention.ms", None, incremental_operation=AlterConfigOpType.DELETE)])
+    wait(admin.incremental_alter_configs([change]))
+    configs = wait(admin.describe_configs([resource]))[resource]
+    seen["altered"] = {name: [entry.value, entry.is_default] for name, entry in configs.items()}
+    wait(admin.create_partitions([NewPartitions(TOPIC, 5)]))
+    seen["partitions"] = len(admin.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions)
+    wait(admin.delete_topics([TOPIC]))
+    deadline = time.time() + 30
+    while TOPIC in admin.list_topics(timeout=10).topics:
+        if time.time() > deadline:
+            fail("the deleted topic is still listed")
+        time.sleep(0.1)
+    seen["deleted"] = True
+
+
+def kafka_python():
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewPartitions, NewTopic
+    from kafka.errors import InvalidConfigurationError, TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    topic = NewTopic(TOPIC, num_partitions=3, replication_factor=3, topic_configs={"retention.ms": "3600000"})
+    admin.create_topics([topic], validate_only=True)
+    if TOPIC in admin.list_topics():
+        fail("validate_only created the topic")
+    admin.create_topics([topic])
+    for bad, error in [(topic, TopicAlreadyExistsError),
+                       (NewTopic(TOPIC + "-x", 1, 1, topic_configs={"no.such.config": "1"}), InvalidConfigurationError),
+                       (NewTopic(TOPIC + "-y", 1, 1, topic_configs={"cleanup.policy": "compact"}), InvalidConfigurationError)]:
+        try:
+            admin.create_topics([bad], raise_errors=True)
+            fail(f"{bad.name} was created")
+        except error:
+            pass
+    seen["refused"] = True
+
+    def describe():
+        result = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, TOPIC)], config_filter="all")
+        configs = result["topic"][TOPIC]
+        return {name: [c["value"], c["config_source"] == "DEFAULT_CONFIG"] for name, c in configs.items()}
+
+    seen["described"] = describe()
+    # kafka-python's alter_configs reads the topic's other configs first and sends them along,
+    # so that AlterConfigs (which replaces) keeps them.
+    admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, TOPIC, configs={"retention.bytes": "1048576"})])
+    seen["altered"] = describe()
+    admin.create_partitions({TOPIC: NewPartitions(5)})
+    [described] = admin.describe_topics([TOPIC])
+    seen["partitions"] = len(described["partitions"])
+    admin.delete_topics([TOPIC])
+    deadline = time.time() + 30
+    while TOPIC in admin.list_topics():
+        if time.time() > deadline:
+            fail("the deleted topic is still listed")
+        time.sleep(0.1)
+    seen["deleted"] = True
+    admin.close()
+
+
+{"confluent-kafka": confluent, "kafka-python": kafka_python}[CLIENT]()
+print(json.dumps(seen))

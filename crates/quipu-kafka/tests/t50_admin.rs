@@ -1,0 +1,68 @@
+//! The Kafka admin APIs through confluent-kafka's AdminClient and kafka-python's
+//! KafkaAdminClient (`tests/clients/admin_client.py`): create (after a validate_only try) with a
+//! config, refusals (duplicate, unknown config, cleanup.policy=compact), describe configs with
+//! their sources, alter, grow partitions, delete.
+#![allow(clippy::unwrap_used)] // tests unwrap
+
+mod common;
+
+use common::*;
+use quipu_kafka::KafkaConfig;
+
+async fn admin(client: &str, incremental: bool) {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/kafka-clients/venv/bin/python");
+    assert!(
+        python.exists(),
+        "the Python Kafka clients are missing: run scripts/test.sh"
+    );
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/admin_client.py");
+    let cluster = Cluster::start(KafkaConfig::default()).await;
+    let topic = format!("admin-{}", client.replace('-', ""));
+    let output = run(
+        python.to_str().unwrap(),
+        &[
+            script.to_str().unwrap(),
+            client,
+            &cluster.bootstrap(),
+            &topic,
+        ],
+        None,
+    )
+    .await;
+    let seen: serde_json::Value = serde_json::from_str(output.trim()).unwrap();
+    let described = &seen["described"];
+    assert_eq!(described["retention.ms"][0], "3600000", "{seen}");
+    assert_eq!(
+        described["retention.ms"][1], false,
+        "set by the topic: {seen}"
+    );
+    assert_eq!(described["retention.bytes"][0], "-1", "unlimited: {seen}");
+    assert_eq!(described["retention.bytes"][1], true, "the default: {seen}");
+    assert_eq!(described["cleanup.policy"][0], "delete", "{seen}");
+    assert_eq!(
+        described["segment.bytes"][0],
+        (256 * 1024 * 1024).to_string(),
+        "{seen}"
+    );
+    let altered = &seen["altered"];
+    assert_eq!(altered["retention.bytes"][0], "1048576", "{seen}");
+    assert_eq!(altered["retention.bytes"][1], false, "{seen}");
+    // confluent-kafka's incremental alter deleted retention.ms; kafka-python's AlterConfigs
+    // (which replaces every config) sent it along again.
+    assert_eq!(altered["retention.ms"][1], incremental, "{seen}");
+    assert_eq!(seen["partitions"], 5, "{seen}");
+    assert_eq!(seen["deleted"], true);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_admin() {
+    admin("confluent-kafka", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_admin() {
+    admin("kafka-python", false).await;
+}
