@@ -9,13 +9,13 @@ use kafka_protocol::messages::{
     AlterConfigsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest,
     CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
     FetchRequest, IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest,
-    ProduceRequest, RequestHeader, ResponseHeader,
+    OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Message};
 
 use crate::error::RequestError;
 use crate::server::Context;
-use crate::{admin, fetch, list_offsets, metadata, produce};
+use crate::{admin, fetch, leader_epoch, list_offsets, metadata, produce};
 
 /// One API this listener implements, with the versions it answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +45,7 @@ const fn at<M: Message>(key: ApiKey, note: &'static str) -> SupportedApi {
 }
 
 /// Every API with a handler, and its versions.
-pub fn supported_apis() -> [SupportedApi; 12] {
+pub fn supported_apis() -> [SupportedApi; 13] {
     [
         SupportedApi {
             key: ApiKey::Produce,
@@ -105,6 +105,11 @@ pub fn supported_apis() -> [SupportedApi; 12] {
             "topics only; SET and DELETE (APPEND and SUBTRACT: INVALID_CONFIG, no list configs)",
         ),
         at::<DescribeClusterRequest>(ApiKey::DescribeCluster, "brokers, cluster id, controller"),
+        at::<OffsetForLeaderEpochRequest>(
+            ApiKey::OffsetForLeaderEpoch,
+            "the largest Raft term at or below the asked epoch and where it ends in the leader's \
+             log (truncation detection); -1/-1 for an epoch older than the log",
+        ),
     ]
 }
 
@@ -207,6 +212,12 @@ pub(crate) async fn dispatch(
         ApiKey::DescribeCluster => {
             let request = DescribeClusterRequest::decode(&mut buf, version).map_err(malformed)?;
             let response = admin::describe_cluster(context, request);
+            encode(key, id, version, &response).map(Some)
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            let request =
+                OffsetForLeaderEpochRequest::decode(&mut buf, version).map_err(malformed)?;
+            let response = leader_epoch::handle(context, request).await;
             encode(key, id, version, &response).map(Some)
         }
         _ => Err(RequestError::UnknownApi(api)),

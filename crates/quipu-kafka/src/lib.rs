@@ -22,6 +22,7 @@ mod api;
 mod connection;
 mod error;
 mod fetch;
+mod leader_epoch;
 mod list_offsets;
 mod metadata;
 mod produce;

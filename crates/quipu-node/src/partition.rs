@@ -600,6 +600,60 @@ impl Partition {
             .map_err(|source| FetchError::Read { group, source })
     }
 
+    /// Kafka's OffsetForLeaderEpoch, on the leader: the largest leader epoch (Raft term) at or
+    /// below `epoch` that this log holds entries of, and the offset where it ends (the first
+    /// offset of the next term's entries, or the log end offset if no later term has any);
+    /// `None` if the log holds no entry of a term at or below `epoch` (it was purged, or the
+    /// epoch is older than the log).
+    pub async fn end_offset_for_epoch(
+        &self,
+        epoch: u64,
+    ) -> Result<Option<(u64, Offset)>, FetchError> {
+        self.require_leader()?;
+        let log = Arc::clone(&self.log);
+        let group = self.group;
+        tokio::task::spawn_blocking(move || {
+            let term_at = |index: u64| -> Result<(u64, Offset), quipu_storage::ReadError> {
+                let entries = log.read_entries(index, index + 1, 1)?;
+                let entry = entries
+                    .first()
+                    .ok_or(quipu_storage::ReadError::IndexOutOfRange {
+                        requested: index,
+                        first: log.first_index(),
+                        next: log.next_index(),
+                    })?;
+                Ok((entry.term, entry.base_offset))
+            };
+            let (first, next) = (log.first_index(), log.next_index());
+            // Terms never decrease along the log: find the first entry of a later term.
+            let (mut low, mut high) = (first, next);
+            while low < high {
+                let middle = low + (high - low) / 2;
+                if term_at(middle)?.0 > epoch {
+                    high = middle;
+                } else {
+                    low = middle + 1;
+                }
+            }
+            if low == first {
+                return Ok(None);
+            }
+            let (found, _) = term_at(low - 1)?;
+            let end = if low == next {
+                log.next_offset()
+            } else {
+                term_at(low)?.1
+            };
+            Ok(Some((found, end)))
+        })
+        .await
+        .map_err(|e| FetchError::Unavailable {
+            group,
+            reason: e.to_string(),
+        })?
+        .map_err(|source| FetchError::Read { group, source })
+    }
+
     /// Stops the Raft instance and syncs the log (no clean-shutdown marker: the next open verifies
     /// the active segment as after a crash, which is always safe). The log is dropped once the
     /// last reader lets go.

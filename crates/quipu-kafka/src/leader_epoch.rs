@@ -1,0 +1,62 @@
+//! OffsetForLeaderEpoch: where a leader epoch (Raft term) ends in the leader's log, so that a
+//! client that read under an older leader can tell whether the log it read from was truncated.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
+use quipu_node::GroupId;
+
+use crate::error::fetch_error;
+use crate::server::Context;
+
+pub(crate) async fn handle(
+    context: &Context,
+    request: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let node = &context.node;
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let name = topic.topic.0.to_string();
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for wanted in topic.partitions {
+            let answer = EpochEndOffset::default().with_partition(wanted.partition);
+            let group = node.with_metadata(|m| {
+                let info = m.topic(&name)?;
+                let at = usize::try_from(wanted.partition).ok()?;
+                info.partitions.get(at).map(|p| p.group)
+            });
+            let replica = group.and_then(|g| node.partition(GroupId(g)));
+            let answer = match (group, replica) {
+                (None, _) => answer.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                (Some(_), Some(replica)) if replica.is_leader() => {
+                    let current = replica.leader_epoch();
+                    if wanted.current_leader_epoch >= 0 && wanted.current_leader_epoch < current {
+                        answer.with_error_code(ResponseError::FencedLeaderEpoch.code())
+                    } else if wanted.current_leader_epoch > current {
+                        answer.with_error_code(ResponseError::UnknownLeaderEpoch.code())
+                    } else {
+                        let epoch = u64::try_from(wanted.leader_epoch).unwrap_or(0);
+                        match replica.end_offset_for_epoch(epoch).await {
+                            // Kafka's UNDEFINED_EPOCH and UNDEFINED_EPOCH_OFFSET.
+                            Ok(None) => answer.with_leader_epoch(-1).with_end_offset(-1),
+                            Ok(Some((found, end))) => answer
+                                .with_leader_epoch(i32::try_from(found).unwrap_or(i32::MAX))
+                                .with_end_offset(i64::try_from(end.0).unwrap_or(i64::MAX)),
+                            Err(e) => answer.with_error_code(fetch_error(&e).code()),
+                        }
+                    }
+                }
+                (Some(_), _) => answer.with_error_code(ResponseError::NotLeaderOrFollower.code()),
+            };
+            partitions.push(answer);
+        }
+        topics.push(
+            OffsetForLeaderTopicResult::default()
+                .with_topic(topic.topic)
+                .with_partitions(partitions),
+        );
+    }
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
+}

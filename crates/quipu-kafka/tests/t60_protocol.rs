@@ -1,0 +1,277 @@
+//! The listener at the wire: ApiVersions is the handler table, an unknown ApiVersions version is
+//! answered at v0 (KIP-511), refused versions and malformed or oversized frames close only their
+//! own connection, pipelined requests are answered in order, OffsetForLeaderEpoch tells where a
+//! term ends, and arbitrary bytes never take the listener down (a bounded proptest).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // tests unwrap; sizes are small
+
+mod common;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use common::*;
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, RequestHeader, ResponseHeader,
+    TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use quipu_kafka::KafkaConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A request frame: size, header, body.
+fn frame<R: Encodable>(key: ApiKey, version: i16, correlation_id: i32, request: &R) -> Bytes {
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("quipu-test")));
+    let mut body = BytesMut::new();
+    header
+        .encode(&mut body, key.request_header_version(version))
+        .unwrap();
+    request.encode(&mut body, version).unwrap();
+    let mut out = BytesMut::new();
+    out.put_i32(body.len() as i32);
+    out.put_slice(&body);
+    out.freeze()
+}
+
+/// Reads one response frame; `None` if the server closed the connection.
+async fn response(stream: &mut TcpStream) -> Option<Bytes> {
+    let size = stream.read_i32().await.ok()?;
+    let mut body = vec![0u8; usize::try_from(size).unwrap()];
+    stream.read_exact(&mut body).await.ok()?;
+    Some(Bytes::from(body))
+}
+
+fn decode<R: Decodable>(key: ApiKey, version: i16, mut body: Bytes) -> (i32, R) {
+    let header = ResponseHeader::decode(&mut body, key.response_header_version(version)).unwrap();
+    (
+        header.correlation_id,
+        R::decode(&mut body, version).unwrap(),
+    )
+}
+
+async fn connect(cluster: &Cluster) -> TcpStream {
+    TcpStream::connect(&cluster.nodes[0].kafka_addr)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wire_behaves_as_kafka_clients_expect() {
+    let cluster = Cluster::start(KafkaConfig::default()).await;
+    let mut stream = connect(&cluster).await;
+
+    // ApiVersions lists exactly the handler table.
+    stream
+        .write_all(&frame(
+            ApiKey::ApiVersions,
+            3,
+            1,
+            &ApiVersionsRequest::default(),
+        ))
+        .await
+        .unwrap();
+    let (id, answer): (i32, ApiVersionsResponse) =
+        decode(ApiKey::ApiVersions, 3, response(&mut stream).await.unwrap());
+    assert_eq!(id, 1);
+    let offered: Vec<(i16, i16, i16)> = answer
+        .api_keys
+        .iter()
+        .map(|a| (a.api_key, a.min_version, a.max_version))
+        .collect();
+    let table: Vec<(i16, i16, i16)> = quipu_kafka::supported_apis()
+        .iter()
+        .map(|a| (a.key as i16, a.min, a.max))
+        .collect();
+    assert_eq!(offered, table);
+
+    // KIP-511: a version from the future is answered at v0 with UNSUPPORTED_VERSION and the table.
+    let mut future = BytesMut::new();
+    future.put_i16(ApiKey::ApiVersions as i16);
+    future.put_i16(99);
+    future.put_i32(2);
+    future.put_i16(-1); // no client id
+    let mut framed = BytesMut::new();
+    framed.put_i32(future.len() as i32);
+    framed.put_slice(&future);
+    stream.write_all(&framed).await.unwrap();
+    let (id, answer): (i32, ApiVersionsResponse) =
+        decode(ApiKey::ApiVersions, 0, response(&mut stream).await.unwrap());
+    assert_eq!((id, answer.error_code), (2, 35));
+    assert_eq!(answer.api_keys.len(), table.len());
+
+    // Pipelined requests come back in order.
+    let mut batch = BytesMut::new();
+    for id in 10..20 {
+        batch.put_slice(&frame(
+            ApiKey::Metadata,
+            12,
+            id,
+            &MetadataRequest::default(),
+        ));
+    }
+    stream.write_all(&batch).await.unwrap();
+    for id in 10..20 {
+        let (got, _): (i32, MetadataResponse) =
+            decode(ApiKey::Metadata, 12, response(&mut stream).await.unwrap());
+        assert_eq!(got, id);
+    }
+
+    // Produce v2 is advertised (for old librdkafka) but refused by closing the connection.
+    let mut old = connect(&cluster).await;
+    let mut produce_v2 = BytesMut::new();
+    produce_v2.put_i16(ApiKey::Produce as i16);
+    produce_v2.put_i16(2);
+    produce_v2.put_i32(7);
+    produce_v2.put_i16(-1);
+    let mut framed = BytesMut::new();
+    framed.put_i32(produce_v2.len() as i32);
+    framed.put_slice(&produce_v2);
+    old.write_all(&framed).await.unwrap();
+    assert!(response(&mut old).await.is_none(), "closed");
+
+    // An oversized frame closes its connection before anything is allocated; others go on.
+    let mut big = connect(&cluster).await;
+    big.write_all(&i32::MAX.to_be_bytes()).await.unwrap();
+    assert!(response(&mut big).await.is_none(), "closed");
+    stream
+        .write_all(&frame(
+            ApiKey::ApiVersions,
+            3,
+            3,
+            &ApiVersionsRequest::default(),
+        ))
+        .await
+        .unwrap();
+    let (id, _): (i32, ApiVersionsResponse) =
+        decode(ApiKey::ApiVersions, 3, response(&mut stream).await.unwrap());
+    assert_eq!(id, 3);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_for_leader_epoch_tells_where_a_term_ends() {
+    let mut cluster = Cluster::start(KafkaConfig::default()).await;
+    cluster.any().create_topic("epochs", 1, 3).await.unwrap();
+    cluster.wait_for_leaders("epochs").await;
+    let group = cluster
+        .any()
+        .with_metadata(|m| m.topic("epochs").unwrap().partitions[0].group);
+    let leader_of = |cluster: &Cluster| {
+        cluster.nodes.iter().position(|n| {
+            n.node.as_ref().is_some_and(|node| {
+                node.partition(quipu_node::GroupId(group))
+                    .is_some_and(|p| p.is_leader())
+            })
+        })
+    };
+    let batch = |value: &str| {
+        let mut builder = quipu_record::BatchBuilder::new(0, quipu_record::Compression::None);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        builder.push(now, None, Some(value.as_bytes()), &[]);
+        builder.build().unwrap()
+    };
+    // Three records under the first leader.
+    let first = leader_of(&cluster).unwrap();
+    let partition = cluster.nodes[first]
+        .node
+        .as_ref()
+        .unwrap()
+        .partition(quipu_node::GroupId(group))
+        .unwrap();
+    for value in ["a", "b", "c"] {
+        partition.produce(batch(value)).await.unwrap();
+    }
+    let first_epoch = partition.leader_epoch();
+    drop(partition);
+    cluster.nodes[first].stop().await;
+    cluster
+        .wait_for("a new leader", |c| leader_of(c).is_some())
+        .await;
+    let second = leader_of(&cluster).unwrap();
+    let partition = cluster.nodes[second]
+        .node
+        .as_ref()
+        .unwrap()
+        .partition(quipu_node::GroupId(group))
+        .unwrap();
+    partition.produce(batch("d")).await.unwrap();
+    let second_epoch = partition.leader_epoch();
+    assert!(second_epoch > first_epoch);
+
+    let mut stream = TcpStream::connect(&cluster.nodes[second].kafka_addr)
+        .await
+        .unwrap();
+    let ask = |epoch: i32| {
+        OffsetForLeaderEpochRequest::default().with_topics(vec![
+            OffsetForLeaderTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("epochs")))
+                .with_partitions(vec![
+                    OffsetForLeaderPartition::default()
+                        .with_partition(0)
+                        .with_leader_epoch(epoch),
+                ]),
+        ])
+    };
+    let mut answers = Vec::new();
+    for (id, epoch) in [(1, first_epoch), (2, second_epoch), (3, 0)] {
+        stream
+            .write_all(&frame(ApiKey::OffsetForLeaderEpoch, 4, id, &ask(epoch)))
+            .await
+            .unwrap();
+        let (_, answer): (i32, OffsetForLeaderEpochResponse) = decode(
+            ApiKey::OffsetForLeaderEpoch,
+            4,
+            response(&mut stream).await.unwrap(),
+        );
+        let result = &answer.topics[0].partitions[0];
+        answers.push((result.error_code, result.leader_epoch, result.end_offset));
+    }
+    // The first term ends where the second leader's first record went; the current term at the
+    // log end; term 0 (the group's initial entry, no records) at offset 0.
+    assert_eq!(answers[0], (0, first_epoch, 3));
+    assert_eq!(answers[1], (0, second_epoch, 4));
+    assert_eq!(answers[2], (0, 0, 0));
+    cluster.stop().await;
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+    /// Arbitrary bytes after a real API key and version never take the listener down: each
+    /// connection gets an answer or is closed, and a fresh connection is answered afterwards.
+    #[test]
+    fn arbitrary_request_bodies_never_hurt_the_listener(
+        key in proptest::sample::select(vec![0i16, 1, 2, 3, 18, 19, 20, 23, 32, 33, 37, 44, 60, 99]),
+        version in -1i16..20,
+        body in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+    ) {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        runtime.block_on(async {
+            let cluster = Cluster::start(KafkaConfig::default()).await;
+            let mut stream = TcpStream::connect(&cluster.nodes[0].kafka_addr).await.unwrap();
+            let mut payload = BytesMut::new();
+            payload.put_i16(key);
+            payload.put_i16(version);
+            payload.put_slice(&body);
+            let mut framed = BytesMut::new();
+            framed.put_i32(payload.len() as i32);
+            framed.put_slice(&payload);
+            stream.write_all(&framed).await.unwrap();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), response(&mut stream)).await;
+            let mut fresh = TcpStream::connect(&cluster.nodes[0].kafka_addr).await.unwrap();
+            fresh.write_all(&frame(ApiKey::ApiVersions, 3, 9, &ApiVersionsRequest::default())).await.unwrap();
+            let mut answer = response(&mut fresh).await.expect("the listener still answers");
+            assert_eq!(answer.get_i32(), 9);
+            cluster.stop().await;
+        });
+    }
+}
