@@ -117,11 +117,41 @@ fn supported(key: ApiKey) -> Option<SupportedApi> {
     supported_apis().into_iter().find(|api| api.key == key)
 }
 
-/// Handles one request frame; `None` for a request that gets no response (acks=0).
-pub(crate) async fn dispatch(
-    context: &Context,
-    frame: Bytes,
-) -> Result<Option<Bytes>, RequestError> {
+/// A request frame, decoded.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// ApiVersions at a version from the future: answered at v0 (KIP-511).
+    FutureApiVersions { correlation_id: i32 },
+    /// A request this listener handles.
+    Known {
+        correlation_id: i32,
+        version: i16,
+        body: Box<Body>,
+    },
+}
+
+/// The body of a handled request.
+#[derive(Debug)]
+pub(crate) enum Body {
+    ApiVersions,
+    Metadata(MetadataRequest),
+    Produce(ProduceRequest),
+    Fetch(FetchRequest),
+    ListOffsets(ListOffsetsRequest),
+    CreateTopics(CreateTopicsRequest),
+    DeleteTopics(DeleteTopicsRequest),
+    CreatePartitions(CreatePartitionsRequest),
+    DescribeConfigs(DescribeConfigsRequest),
+    AlterConfigs(AlterConfigsRequest),
+    IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
+    DescribeCluster(DescribeClusterRequest),
+    OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
+}
+
+/// Decodes one request frame (without its size prefix): the API key and version are checked
+/// against the handler table before the header and body are decoded. No I/O: this is what the
+/// fuzz target drives.
+pub(crate) fn decode(frame: Bytes) -> Result<Request, RequestError> {
     if frame.len() < 4 {
         return Err(RequestError::NoHeader(frame.len()));
     }
@@ -138,8 +168,9 @@ pub(crate) async fn dispatch(
     if key == ApiKey::ApiVersions && !(range.min..=range.max).contains(&version) {
         // KIP-511: read what can be read of the header and answer at v0, listing our ranges.
         let header = RequestHeader::decode(&mut buf, 1).map_err(malformed)?;
-        let response = api_versions().with_error_code(ResponseError::UnsupportedVersion.code());
-        return encode(key, header.correlation_id, 0, &response).map(Some);
+        return Ok(Request::FutureApiVersions {
+            correlation_id: header.correlation_id,
+        });
     }
     if !(range.min..=range.max).contains(&version)
         || (key == ApiKey::Produce && version < PRODUCE_REFUSED_BELOW)
@@ -148,79 +179,148 @@ pub(crate) async fn dispatch(
     }
     let header =
         RequestHeader::decode(&mut buf, key.request_header_version(version)).map_err(malformed)?;
-    let id = header.correlation_id;
-    match key {
+    let body = match key {
         ApiKey::ApiVersions => {
             ApiVersionsRequest::decode(&mut buf, version).map_err(malformed)?;
-            encode(key, id, version, &api_versions()).map(Some)
+            Body::ApiVersions
         }
         ApiKey::Metadata => {
-            let request = MetadataRequest::decode(&mut buf, version).map_err(malformed)?;
-            let response = metadata::handle(context, request, version).await;
-            encode(key, id, version, &response).map(Some)
+            Body::Metadata(MetadataRequest::decode(&mut buf, version).map_err(malformed)?)
         }
         ApiKey::Produce => {
-            let request = ProduceRequest::decode(&mut buf, version).map_err(malformed)?;
-            let acks = request.acks;
-            let response = produce::handle(context, request, version).await;
-            if acks == 0 {
-                return Ok(None);
-            }
-            encode(key, id, version, &response).map(Some)
+            Body::Produce(ProduceRequest::decode(&mut buf, version).map_err(malformed)?)
         }
-        ApiKey::Fetch => {
-            let request = FetchRequest::decode(&mut buf, version).map_err(malformed)?;
-            let response = fetch::handle(context, request, version).await;
-            encode(key, id, version, &response).map(Some)
-        }
+        ApiKey::Fetch => Body::Fetch(FetchRequest::decode(&mut buf, version).map_err(malformed)?),
         ApiKey::ListOffsets => {
-            let request = ListOffsetsRequest::decode(&mut buf, version).map_err(malformed)?;
-            let response = list_offsets::handle(context, request, version).await;
-            encode(key, id, version, &response).map(Some)
+            Body::ListOffsets(ListOffsetsRequest::decode(&mut buf, version).map_err(malformed)?)
         }
         ApiKey::CreateTopics => {
-            let request = CreateTopicsRequest::decode(&mut buf, version).map_err(malformed)?;
-            let response = admin::create_topics(context, request, version).await;
-            encode(key, id, version, &response).map(Some)
+            Body::CreateTopics(CreateTopicsRequest::decode(&mut buf, version).map_err(malformed)?)
         }
         ApiKey::DeleteTopics => {
-            let request = DeleteTopicsRequest::decode(&mut buf, version).map_err(malformed)?;
-            let response = admin::delete_topics(context, request, version).await;
-            encode(key, id, version, &response).map(Some)
+            Body::DeleteTopics(DeleteTopicsRequest::decode(&mut buf, version).map_err(malformed)?)
         }
-        ApiKey::CreatePartitions => {
-            let request = CreatePartitionsRequest::decode(&mut buf, version).map_err(malformed)?;
-            let response = admin::create_partitions(context, request).await;
-            encode(key, id, version, &response).map(Some)
-        }
-        ApiKey::DescribeConfigs => {
-            let request = DescribeConfigsRequest::decode(&mut buf, version).map_err(malformed)?;
-            let response = admin::describe_configs(context, request, version).await;
-            encode(key, id, version, &response).map(Some)
-        }
+        ApiKey::CreatePartitions => Body::CreatePartitions(
+            CreatePartitionsRequest::decode(&mut buf, version).map_err(malformed)?,
+        ),
+        ApiKey::DescribeConfigs => Body::DescribeConfigs(
+            DescribeConfigsRequest::decode(&mut buf, version).map_err(malformed)?,
+        ),
         ApiKey::AlterConfigs => {
-            let request = AlterConfigsRequest::decode(&mut buf, version).map_err(malformed)?;
-            let response = admin::alter_configs(context, request).await;
-            encode(key, id, version, &response).map(Some)
+            Body::AlterConfigs(AlterConfigsRequest::decode(&mut buf, version).map_err(malformed)?)
         }
-        ApiKey::IncrementalAlterConfigs => {
-            let request =
-                IncrementalAlterConfigsRequest::decode(&mut buf, version).map_err(malformed)?;
-            let response = admin::incremental_alter_configs(context, request).await;
-            encode(key, id, version, &response).map(Some)
+        ApiKey::IncrementalAlterConfigs => Body::IncrementalAlterConfigs(
+            IncrementalAlterConfigsRequest::decode(&mut buf, version).map_err(malformed)?,
+        ),
+        ApiKey::DescribeCluster => Body::DescribeCluster(
+            DescribeClusterRequest::decode(&mut buf, version).map_err(malformed)?,
+        ),
+        ApiKey::OffsetForLeaderEpoch => Body::OffsetForLeaderEpoch(
+            OffsetForLeaderEpochRequest::decode(&mut buf, version).map_err(malformed)?,
+        ),
+        _ => return Err(RequestError::UnknownApi(api)),
+    };
+    Ok(Request::Known {
+        correlation_id: header.correlation_id,
+        version,
+        body: Box::new(body),
+    })
+}
+
+/// Decodes a request frame (without its size prefix) as the listener does, and returns its API
+/// key and version, or why the listener would close the connection. For fuzzing and tools.
+pub fn decode_request(frame: Bytes) -> Result<(ApiKey, i16), RequestError> {
+    let api = frame.get(..2).map(|b| i16::from_be_bytes([b[0], b[1]]));
+    match decode(frame)? {
+        Request::FutureApiVersions { .. } => Ok((ApiKey::ApiVersions, 0)),
+        Request::Known { version, .. } => {
+            let key = api
+                .and_then(|a| ApiKey::try_from(a).ok())
+                .expect("decode checked the key");
+            Ok((key, version))
         }
-        ApiKey::DescribeCluster => {
-            let request = DescribeClusterRequest::decode(&mut buf, version).map_err(malformed)?;
-            let response = admin::describe_cluster(context, request);
-            encode(key, id, version, &response).map(Some)
+    }
+}
+
+/// Handles one request frame; `None` for a request that gets no response (acks=0).
+pub(crate) async fn dispatch(
+    context: &Context,
+    frame: Bytes,
+) -> Result<Option<Bytes>, RequestError> {
+    let (id, version, body) = match decode(frame)? {
+        Request::FutureApiVersions { correlation_id } => {
+            let response = api_versions().with_error_code(ResponseError::UnsupportedVersion.code());
+            return encode(ApiKey::ApiVersions, correlation_id, 0, &response).map(Some);
         }
-        ApiKey::OffsetForLeaderEpoch => {
-            let request =
-                OffsetForLeaderEpochRequest::decode(&mut buf, version).map_err(malformed)?;
-            let response = leader_epoch::handle(context, request).await;
-            encode(key, id, version, &response).map(Some)
+        Request::Known {
+            correlation_id,
+            version,
+            body,
+        } => (correlation_id, version, body),
+    };
+    let answer = |key: ApiKey, response: &dyn Encode| response.frame(key, id, version).map(Some);
+    match *body {
+        Body::ApiVersions => answer(ApiKey::ApiVersions, &api_versions()),
+        Body::Metadata(r) => answer(
+            ApiKey::Metadata,
+            &metadata::handle(context, r, version).await,
+        ),
+        Body::Produce(r) => {
+            let acks = r.acks;
+            let response = produce::handle(context, r, version).await;
+            if acks == 0 {
+                return Ok(None); // Kafka sends nothing back for acks=0
+            }
+            answer(ApiKey::Produce, &response)
         }
-        _ => Err(RequestError::UnknownApi(api)),
+        Body::Fetch(r) => answer(ApiKey::Fetch, &fetch::handle(context, r, version).await),
+        Body::ListOffsets(r) => answer(
+            ApiKey::ListOffsets,
+            &list_offsets::handle(context, r, version).await,
+        ),
+        Body::CreateTopics(r) => answer(
+            ApiKey::CreateTopics,
+            &admin::create_topics(context, r, version).await,
+        ),
+        Body::DeleteTopics(r) => answer(
+            ApiKey::DeleteTopics,
+            &admin::delete_topics(context, r, version).await,
+        ),
+        Body::CreatePartitions(r) => answer(
+            ApiKey::CreatePartitions,
+            &admin::create_partitions(context, r).await,
+        ),
+        Body::DescribeConfigs(r) => answer(
+            ApiKey::DescribeConfigs,
+            &admin::describe_configs(context, r, version).await,
+        ),
+        Body::AlterConfigs(r) => answer(
+            ApiKey::AlterConfigs,
+            &admin::alter_configs(context, r).await,
+        ),
+        Body::IncrementalAlterConfigs(r) => answer(
+            ApiKey::IncrementalAlterConfigs,
+            &admin::incremental_alter_configs(context, r).await,
+        ),
+        Body::DescribeCluster(r) => answer(
+            ApiKey::DescribeCluster,
+            &admin::describe_cluster(context, r),
+        ),
+        Body::OffsetForLeaderEpoch(r) => answer(
+            ApiKey::OffsetForLeaderEpoch,
+            &leader_epoch::handle(context, r).await,
+        ),
+    }
+}
+
+/// A response that can be framed (object-safe over `Encodable`).
+trait Encode {
+    fn frame(&self, key: ApiKey, correlation_id: i32, version: i16) -> Result<Bytes, RequestError>;
+}
+
+impl<R: Encodable> Encode for R {
+    fn frame(&self, key: ApiKey, correlation_id: i32, version: i16) -> Result<Bytes, RequestError> {
+        encode(key, correlation_id, version, self)
     }
 }
 

@@ -6,12 +6,12 @@ use quipu_node::{FetchError, ProduceError};
 use quipu_record::BatchError;
 
 /// A cause from `kafka-protocol` (whose codec returns `anyhow` errors).
-pub(crate) type CodecError = Box<dyn std::error::Error + Send + Sync>;
+pub type CodecError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request that cannot be answered: the connection is closed (as Kafka does), others are
 /// unaffected.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum RequestError {
+pub enum RequestError {
     /// Reading from the socket failed.
     #[error("socket read failed")]
     Io(#[source] std::io::Error),

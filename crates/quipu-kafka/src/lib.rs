@@ -28,5 +28,6 @@ mod metadata;
 mod produce;
 mod server;
 
-pub use api::{SupportedApi, supported_apis};
+pub use api::{SupportedApi, decode_request, supported_apis};
+pub use error::{CodecError, RequestError};
 pub use server::{KafkaConfig, serve};
