@@ -6,6 +6,10 @@
 
 mod common;
 
+/// As in the `quipu` binary: a hostile count reserves address space instead of aborting.
+#[global_allocator]
+static ALLOCATOR: quipu_alloc::ReservingAllocator = quipu_alloc::ReservingAllocator;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use common::*;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
@@ -240,6 +244,42 @@ async fn offset_for_leader_epoch_tells_where_a_term_ends() {
     assert_eq!(answers[0], (0, first_epoch, 3));
     assert_eq!(answers[1], (0, second_epoch, 4));
     assert_eq!(answers[2], (0, 0, 0));
+    cluster.stop().await;
+}
+
+/// Pins the abort found by the `kafka_request` fuzz target: a 17-byte DeleteRecords-shaped
+/// frame whose array claims 2^31 elements made `kafka-protocol` ask for 62 GB up front. The
+/// listener closes that connection and goes on answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_claiming_billions_of_elements_does_not_take_the_node_down() {
+    let cluster = Cluster::start(KafkaConfig::default()).await;
+    // CreateTopics v5 whose topic array claims i32::MAX entries, in a 17-byte frame.
+    let mut hostile = BytesMut::new();
+    hostile.put_i16(ApiKey::CreateTopics as i16);
+    hostile.put_i16(5);
+    hostile.put_i32(1); // correlation id
+    hostile.put_i16(-1); // client id
+    hostile.put_u8(0); // no tagged fields
+    hostile.put_slice(&[0xff, 0xff, 0xff, 0xff, 0x07]); // compact array length: 2^31
+    let mut framed = BytesMut::new();
+    framed.put_i32(hostile.len() as i32);
+    framed.put_slice(&hostile);
+    let mut stream = connect(&cluster).await;
+    stream.write_all(&framed).await.unwrap();
+    assert!(response(&mut stream).await.is_none(), "closed");
+    let mut fresh = connect(&cluster).await;
+    fresh
+        .write_all(&frame(
+            ApiKey::ApiVersions,
+            3,
+            5,
+            &ApiVersionsRequest::default(),
+        ))
+        .await
+        .unwrap();
+    let (id, _): (i32, ApiVersionsResponse) =
+        decode(ApiKey::ApiVersions, 3, response(&mut fresh).await.unwrap());
+    assert_eq!(id, 5);
     cluster.stop().await;
 }
 

@@ -6,6 +6,11 @@
 //! environment variables, and flags. The binary only parses configuration, installs logging and
 //! wires `quipu-node` together.
 
+/// Huge allocations are reserved, not committed: a count read off the wire (a Kafka request
+/// claiming billions of elements) cannot make `malloc` fail and abort the node.
+#[global_allocator]
+static ALLOCATOR: quipu_alloc::ReservingAllocator = quipu_alloc::ReservingAllocator;
+
 mod bench;
 mod commands;
 mod config;
