@@ -29,7 +29,7 @@ pub(crate) fn unknown_topic(name: &str) -> Status {
     status(
         Code::NotFound,
         ErrorReason::UnknownTopic,
-        format!("unknown topic {name}"),
+        format!("unknown topic {}", quipu_meta::shown(name)),
         None,
     )
 }
@@ -90,6 +90,13 @@ pub(crate) fn from_controller(node: &NodeHandle, error: ControllerError) -> Stat
             None,
         ),
         ControllerError::InvalidConfig(reason) => invalid_config(reason),
+        error @ ControllerError::Starting { .. } => status(
+            Code::Unavailable,
+            ErrorReason::NotLeader,
+            format!("{error}; retry shortly"),
+            None,
+        ),
+        error @ ControllerError::NotEnoughNodes { .. } => invalid(error.to_string()),
         ControllerError::Plan(reason) | ControllerError::Refused(reason) => invalid(reason),
         ControllerError::NotLeader { leader } => {
             // No controller leader answered within the patience: no change can be made now.

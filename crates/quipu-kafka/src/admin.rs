@@ -62,8 +62,11 @@ fn from_controller(error: ControllerError) -> Refusal {
         ControllerError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
         ControllerError::TopicExists(_) => ResponseError::TopicAlreadyExists,
         ControllerError::InvalidConfig(_) => ResponseError::InvalidConfig,
-        ControllerError::NotLeader { .. } => ResponseError::NotController,
+        ControllerError::NotLeader { .. } | ControllerError::Starting { .. } => {
+            ResponseError::NotController
+        }
         ControllerError::Unavailable(_) => ResponseError::RequestTimedOut,
+        ControllerError::NotEnoughNodes { .. } => ResponseError::InvalidReplicationFactor,
         ControllerError::Plan(_) | ControllerError::Refused(_) => ResponseError::InvalidRequest,
     };
     (code, error.to_string())
@@ -139,7 +142,10 @@ pub(crate) async fn create_topics(
             if !valid_topic_name(&name) {
                 return Err((
                     ResponseError::InvalidTopicException,
-                    format!("invalid topic name {name:?}: 1 to 249 characters of [a-zA-Z0-9._-]"),
+                    format!(
+                        "invalid topic name {:?}: 1 to 249 characters of [a-zA-Z0-9._-]",
+                        quipu_meta::shown(&name)
+                    ),
                 ));
             }
             if !topic.assignments.is_empty() {
@@ -279,7 +285,7 @@ pub(crate) async fn create_partitions(
                 .ok_or_else(|| {
                     (
                         ResponseError::UnknownTopicOrPartition,
-                        format!("unknown topic {name}"),
+                        format!("unknown topic {}", quipu_meta::shown(&name)),
                     )
                 })?;
             let wanted = usize::try_from(topic.count).unwrap_or(0);
@@ -447,7 +453,7 @@ pub(crate) async fn describe_configs(
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name);
             let entries = match resource.resource_type {
-                RESOURCE_TOPIC => topic_configs(node, &name, version).ok_or((ResponseError::UnknownTopicOrPartition, format!("unknown topic {name}"))),
+                RESOURCE_TOPIC => topic_configs(node, &name, version).ok_or((ResponseError::UnknownTopicOrPartition, format!("unknown topic {}", quipu_meta::shown(&name)))),
                 RESOURCE_BROKER => Ok(broker_configs(context, version)),
                 other => Err((ResponseError::InvalidRequest, format!("Quipu describes topic (2) and broker (4) configs, not resource type {other}"))),
             };
@@ -495,7 +501,7 @@ async fn alter_topic(
         if TopicKey::from_name(key).is_none() {
             return Err((
                 ResponseError::InvalidConfig,
-                format!("unknown topic config {key:?}"),
+                format!("unknown topic config {:?}", quipu_meta::shown(key)),
             ));
         }
     }

@@ -13,6 +13,9 @@ use crate::connection;
 pub struct KafkaConfig {
     /// Most client connections open at once; a connection beyond it is closed at once.
     pub connections_max: usize,
+    /// Most connections open at once from one client address (Kafka's
+    /// `max.connections.per.ip`); beyond it a connection is closed at once.
+    pub connections_per_address_max: usize,
     /// Largest request frame, in bytes (Kafka's `socket.request.max.bytes`); a larger one closes
     /// the connection before anything is allocated for it.
     pub request_bytes_max: usize,
@@ -34,6 +37,7 @@ impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {
             connections_max: 10_000,
+            connections_per_address_max: 1_000,
             request_bytes_max: 100 * 1024 * 1024,
             requests_in_flight_max: 32,
             auto_create_topics: false,
@@ -62,6 +66,7 @@ pub async fn serve(
     let connections_max = config.connections_max;
     let context = Arc::new(Context { node, config });
     let slots = Arc::new(tokio::sync::Semaphore::new(connections_max));
+    let per_address = Arc::new(PerAddress::default());
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -82,15 +87,67 @@ pub async fn serve(
                     tracing::warn!(%peer, connections_max, "kafka connection refused: too many connections");
                     continue;
                 };
+                let Some(held) = per_address.take(peer.ip(), context.config.connections_per_address_max) else {
+                    tracing::warn!(%peer, "kafka connection refused: too many connections from this address");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let context = Arc::clone(&context);
                 connections.spawn(async move {
                     connection::run(stream, peer, context).await;
-                    drop(slot);
+                    drop((slot, held));
                 });
             }
         }
     }
     connections.shutdown().await;
     Ok(())
+}
+
+/// Open connections per client address.
+#[derive(Debug, Default)]
+struct PerAddress {
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection counted for its address until dropped.
+#[derive(Debug)]
+struct AddressSlot {
+    address: std::net::IpAddr,
+    counts: Arc<PerAddress>,
+}
+
+impl PerAddress {
+    /// Counts a connection from `address`, unless it already has `max`.
+    fn take(self: &Arc<Self>, address: std::net::IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut open = self
+            .open
+            .lock()
+            .expect("connection counts poisoned by a panic");
+        let count = open.entry(address).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            address,
+            counts: Arc::clone(self),
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .counts
+            .open
+            .lock()
+            .expect("connection counts poisoned by a panic");
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
 }

@@ -283,6 +283,43 @@ async fn a_request_claiming_billions_of_elements_does_not_take_the_node_down() {
     cluster.stop().await;
 }
 
+/// Kafka's `max.connections.per.ip`: the connection beyond the limit is closed at once; a slot
+/// comes back when a connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_from_one_address_are_bounded() {
+    let cluster = Cluster::start(KafkaConfig {
+        connections_per_address_max: 2,
+        ..KafkaConfig::default()
+    })
+    .await;
+    let ask = |id| frame(ApiKey::ApiVersions, 3, id, &ApiVersionsRequest::default());
+    let mut first = connect(&cluster).await;
+    let mut second = connect(&cluster).await;
+    for (stream, id) in [(&mut first, 1), (&mut second, 2)] {
+        stream.write_all(&ask(id)).await.unwrap();
+        assert!(response(stream).await.is_some());
+    }
+    let mut third = connect(&cluster).await;
+    let _ = third.write_all(&ask(3)).await;
+    assert!(response(&mut third).await.is_none(), "the third is closed");
+    drop(first);
+    // The slot comes back once the listener has seen the close: retry for a bounded time.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let mut again = connect(&cluster).await;
+        let _ = again.write_all(&ask(4)).await;
+        if response(&mut again).await.is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    cluster.stop().await;
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
 

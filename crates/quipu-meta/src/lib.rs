@@ -21,5 +21,5 @@ pub use metadata::{
 };
 pub use placement::{PlacementError, place};
 pub use topic_config::{
-    INT_MAX, SEGMENT_BYTES_MIN, TopicConfig, TopicConfigError, TopicKey, TopicSettings,
+    INT_MAX, SEGMENT_BYTES_MIN, TopicConfig, TopicConfigError, TopicKey, TopicSettings, shown,
 };

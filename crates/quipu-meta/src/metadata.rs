@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::placement::{PlacementError, place};
-use crate::topic_config::{TopicConfig, TopicConfigError};
+use crate::topic_config::{TopicConfig, TopicConfigError, shown};
 
 /// A node of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,7 +119,7 @@ pub enum Effect {
 /// A command was refused; nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
-    /// The topic name is not a valid Kafka topic name.
+    /// The topic name is not a valid Kafka topic name (shown cut to 64 characters).
     #[error("invalid topic name {0:?}: 1 to 249 characters of [a-zA-Z0-9._-], not \".\" or \"..\"")]
     InvalidName(String),
     /// A topic of that name exists.
@@ -236,7 +236,7 @@ impl Metadata {
         config: TopicConfig,
     ) -> Result<Command, CommandError> {
         if !valid_topic_name(name) {
-            return Err(CommandError::InvalidName(name.to_string()));
+            return Err(CommandError::InvalidName(shown(name)));
         }
         if self.topics.contains_key(name) {
             return Err(CommandError::TopicExists(name.to_string()));
@@ -258,7 +258,7 @@ impl Metadata {
         let topic = self
             .topics
             .get(name)
-            .ok_or_else(|| CommandError::UnknownTopic(name.to_string()))?;
+            .ok_or_else(|| CommandError::UnknownTopic(shown(name)))?;
         Self::check_count(topic.partitions.len() + count)?;
         let nodes: Vec<u64> = self.nodes.keys().copied().collect();
         let replicas = place(&nodes, &self.load(), count, topic.replication_factor)?;
@@ -313,7 +313,7 @@ impl Metadata {
                 config,
             } => {
                 if !valid_topic_name(name) {
-                    return Err(CommandError::InvalidName(name.clone()));
+                    return Err(CommandError::InvalidName(shown(name)));
                 }
                 if self.topics.contains_key(name) {
                     return Err(CommandError::TopicExists(name.clone()));
@@ -340,7 +340,7 @@ impl Metadata {
                 let topic = self
                     .topics
                     .get(name)
-                    .ok_or_else(|| CommandError::UnknownTopic(name.clone()))?;
+                    .ok_or_else(|| CommandError::UnknownTopic(shown(name)))?;
                 Self::check_count(topic.partitions.len() + replicas.len())?;
                 self.check_replicas(replicas, topic.replication_factor)?;
                 let first =
@@ -358,7 +358,7 @@ impl Metadata {
                 let topic = self
                     .topics
                     .remove(name)
-                    .ok_or_else(|| CommandError::UnknownTopic(name.clone()))?;
+                    .ok_or_else(|| CommandError::UnknownTopic(shown(name)))?;
                 Ok(topic
                     .partitions
                     .iter()
@@ -371,7 +371,7 @@ impl Metadata {
                 let topic = self
                     .topics
                     .get_mut(name)
-                    .ok_or_else(|| CommandError::UnknownTopic(name.clone()))?;
+                    .ok_or_else(|| CommandError::UnknownTopic(shown(name)))?;
                 topic.config = config.clone();
                 let hosted = topic
                     .partitions
@@ -425,6 +425,29 @@ impl Metadata {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Error messages never repeat unbounded client input.
+    #[test]
+    fn a_long_name_is_cut_in_the_error() {
+        let meta = cluster(1);
+        let long = "!".repeat(100_000);
+        let error = meta
+            .plan_create_topic(&long, 1, 1, TopicConfig::default())
+            .unwrap_err();
+        assert!(
+            error.to_string().len() < 300,
+            "{} bytes",
+            error.to_string().len()
+        );
+        let error = meta
+            .plan_add_partitions(&"x".repeat(100_000), 1)
+            .unwrap_err();
+        assert!(
+            error.to_string().len() < 300,
+            "{} bytes",
+            error.to_string().len()
+        );
+    }
 
     #[test]
     fn a_command_with_an_invalid_config_is_refused_and_changes_nothing() {

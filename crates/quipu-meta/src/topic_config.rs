@@ -140,7 +140,7 @@ impl TopicKey {
             .parse()
             .map_err(|_| TopicConfigError::OutOfRange {
                 key: self.name(),
-                value: echo(text),
+                value: shown(text),
                 allowed: self.allowed(),
             })?;
         self.check(value)?;
@@ -148,8 +148,9 @@ impl TopicKey {
     }
 }
 
-/// At most [`ECHO_CHARS_MAX`] characters of client input, marked when cut.
-fn echo(text: &str) -> String {
+/// At most [`ECHO_CHARS_MAX`] characters of client input, marked when cut: what an error message
+/// may repeat of what a client sent.
+pub fn shown(text: &str) -> String {
     match text.char_indices().nth(ECHO_CHARS_MAX) {
         Some((at, _)) => format!("{}…", &text[..at]),
         None => text.to_string(),
@@ -305,7 +306,7 @@ impl TopicConfig {
 }
 
 fn known(name: &str) -> Result<TopicKey, TopicConfigError> {
-    TopicKey::from_name(name).ok_or_else(|| TopicConfigError::Unknown { name: echo(name) })
+    TopicKey::from_name(name).ok_or_else(|| TopicConfigError::Unknown { name: shown(name) })
 }
 
 /// The settings a partition runs with (a topic's values over its node's defaults), typed.

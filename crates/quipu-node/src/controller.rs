@@ -119,7 +119,7 @@ fn known<'m>(
 ) -> Result<&'m quipu_meta::TopicInfo, ControllerError> {
     metadata
         .topic(name)
-        .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))
+        .ok_or_else(|| ControllerError::UnknownTopic(quipu_meta::shown(name)))
 }
 
 fn invalid_config(error: quipu_meta::TopicConfigError) -> ControllerError {
@@ -145,9 +145,28 @@ pub enum ControllerError {
     /// The metadata refused the command when applying it (nothing changed).
     #[error("refused: {0}")]
     Refused(String),
+    /// Fewer nodes are registered than the controller has voters, and the request needs more:
+    /// the cluster is still forming (retried until [`CONTROLLER_PATIENCE`], then returned).
+    #[error("the cluster is still starting: {registered} of {voters} nodes have registered")]
+    Starting {
+        /// Nodes registered in the metadata.
+        registered: usize,
+        /// Voters of the controller group.
+        voters: usize,
+    },
     /// A topic setting is unknown or out of range (nothing changed).
     #[error("{0}")]
     InvalidConfig(String),
+    /// The replication factor is larger than the registered nodes.
+    #[error(
+        "replication factor {replication_factor} needs that many nodes, the cluster has {nodes}"
+    )]
+    NotEnoughNodes {
+        /// Requested.
+        replication_factor: usize,
+        /// Registered nodes.
+        nodes: usize,
+    },
     /// The request could not be planned (bad partition count, not enough nodes…).
     #[error("invalid request: {0}")]
     Plan(String),
@@ -163,6 +182,13 @@ impl From<quipu_meta::CommandError> for ControllerError {
             quipu_meta::CommandError::TopicExists(name) => ControllerError::TopicExists(name),
             quipu_meta::CommandError::UnknownTopic(name) => ControllerError::UnknownTopic(name),
             quipu_meta::CommandError::Config(e) => invalid_config(e),
+            quipu_meta::CommandError::Placement(quipu_meta::PlacementError::NotEnoughNodes {
+                replication_factor,
+                nodes,
+            }) => ControllerError::NotEnoughNodes {
+                replication_factor,
+                nodes,
+            },
             other => ControllerError::Plan(other.to_string()),
         }
     }
@@ -209,9 +235,26 @@ impl ControllerHandle {
         if leader != Some(self.node_id) {
             return Err(ControllerError::NotLeader { leader });
         }
-        let command = self
-            .metadata
-            .with_metadata(|m| request.plan(m, &self.topic_defaults))?;
+        let voters = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .count();
+        let command = self.metadata.with_metadata(|m| {
+            request.plan(m, &self.topic_defaults).map_err(|e| match e {
+                // Not enough nodes while some voters have not registered yet: wait for them.
+                ControllerError::NotEnoughNodes { .. } if m.nodes().count() < voters => {
+                    ControllerError::Starting {
+                        registered: m.nodes().count(),
+                        voters,
+                    }
+                }
+                other => other,
+            })
+        })?;
         self.propose(&command).await
     }
 

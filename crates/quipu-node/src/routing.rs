@@ -60,7 +60,7 @@ pub(crate) async fn request_controller(
             None => Err(ControllerError::NotLeader { leader: None }),
         };
         match result {
-            Err(ControllerError::NotLeader { .. })
+            Err(ControllerError::NotLeader { .. } | ControllerError::Starting { .. })
                 if tokio::time::Instant::now() + backoff < deadline =>
             {
                 tokio::time::sleep(backoff).await;

@@ -81,3 +81,56 @@ async fn topics_are_placed_replicated_and_deleted_through_the_controller() {
         node.stop().await;
     }
 }
+
+/// Pins the bug where a script that waited for the cluster to answer and then created a topic got
+/// "replication factor 3 needs that many nodes, the cluster has 2": while a voter has not
+/// registered yet, a request that needs it waits (bounded) for the cluster to form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_while_the_cluster_forms_waits_for_its_nodes() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    // The third node's address is fixed now; it starts later.
+    let third_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().take(2).enumerate() {
+        let listen = "127.0.0.1:0".parse().unwrap();
+        let config = config(i as u64 + 1, dir.path(), listen, small_log());
+        nodes.push(quipu_node::Node::start(config).await.unwrap());
+    }
+    let mut all_voters = voters(&nodes);
+    all_voters.push((3, third_addr.to_string()));
+    for node in &nodes {
+        node.join(all_voters.clone()).await.unwrap();
+    }
+    wait_for("a controller leader and two registered nodes", || {
+        nodes
+            .iter()
+            .all(|n| n.controller_leader().is_some() && n.metadata().nodes().count() == 2)
+    })
+    .await;
+    let creating = {
+        let handle = nodes[0].handle();
+        tokio::spawn(async move { handle.create_topic("early", 1, 3).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !creating.is_finished(),
+        "the request waits for the third node"
+    );
+    let third = quipu_node::Node::start(config(3, dirs[2].path(), third_addr, small_log()))
+        .await
+        .unwrap();
+    third.join(all_voters.clone()).await.unwrap();
+    creating.await.unwrap().unwrap();
+    nodes.push(third);
+    let groups = groups_of(&nodes[0], "early");
+    wait_for("the topic's partition led", || {
+        every_replica_led(&nodes, &groups)
+    })
+    .await;
+    for node in nodes {
+        node.stop().await;
+    }
+}

@@ -71,6 +71,7 @@ struct LogFile {
 #[serde(deny_unknown_fields)]
 struct KafkaFile {
     connections_max: Option<usize>,
+    connections_per_address_max: Option<usize>,
     request_bytes_max: Option<usize>,
     requests_in_flight_max: Option<usize>,
     auto_create_topics: Option<bool>,
@@ -199,6 +200,12 @@ fn kafka_config(
             "connections_max",
             file.connections_max,
             defaults.connections_max,
+            1_000_000,
+        )?,
+        connections_per_address_max: positive(
+            "connections_per_address_max",
+            file.connections_per_address_max,
+            defaults.connections_per_address_max,
             1_000_000,
         )?,
         request_bytes_max: positive(
