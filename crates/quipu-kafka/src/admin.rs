@@ -109,16 +109,6 @@ fn settings(pairs: Vec<(String, Option<String>)>) -> Result<Vec<(String, String)
     Ok(out)
 }
 
-fn valid_topic_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 249
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-}
-
 pub(crate) async fn create_topics(
     context: &Context,
     request: CreateTopicsRequest,
@@ -139,7 +129,7 @@ pub(crate) async fn create_topics(
             n => usize::try_from(n).unwrap_or(0),
         };
         let outcome: Result<(), Refusal> = async {
-            if !valid_topic_name(&name) {
+            if !quipu_meta::valid_topic_name(&name) {
                 return Err((
                     ResponseError::InvalidTopicException,
                     format!(

@@ -14,7 +14,7 @@ use quipu_node::{GroupId, NodeHandle, Partition};
 use quipu_storage::Offset;
 
 use crate::error::fetch_error;
-use crate::metadata::topic_named_by_id;
+use crate::metadata::{group_of, topic_named_by_id};
 use crate::server::Context;
 
 /// Longest long poll, whatever the client asks.
@@ -39,14 +39,7 @@ fn resolve(
     let Some(topic) = topic else {
         return Err(ResponseError::UnknownTopicId);
     };
-    let group = node
-        .with_metadata(|m| {
-            let info = m.topic(topic)?;
-            info.partitions
-                .get(usize::try_from(index).ok()?)
-                .map(|p| p.group)
-        })
-        .ok_or(ResponseError::UnknownTopicOrPartition)?;
+    let (group, _) = group_of(node, topic, index).ok_or(ResponseError::UnknownTopicOrPartition)?;
     match node.partition(GroupId(group)) {
         Some(replica) if replica.is_leader() => Ok(replica),
         _ => Err(ResponseError::NotLeaderOrFollower),

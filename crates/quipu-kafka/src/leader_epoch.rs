@@ -9,6 +9,7 @@ use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpoch
 use quipu_node::GroupId;
 
 use crate::error::fetch_error;
+use crate::metadata::group_of;
 use crate::server::Context;
 
 pub(crate) async fn handle(
@@ -22,11 +23,7 @@ pub(crate) async fn handle(
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for wanted in topic.partitions {
             let answer = EpochEndOffset::default().with_partition(wanted.partition);
-            let group = node.with_metadata(|m| {
-                let info = m.topic(&name)?;
-                let at = usize::try_from(wanted.partition).ok()?;
-                info.partitions.get(at).map(|p| p.group)
-            });
+            let group = group_of(node, &name, wanted.partition).map(|(group, _)| group);
             let replica = group.and_then(|g| node.partition(GroupId(g)));
             let answer = match (group, replica) {
                 (None, _) => answer.with_error_code(ResponseError::UnknownTopicOrPartition.code()),

@@ -9,6 +9,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use quipu_node::GroupId;
 
 use crate::error::fetch_error;
+use crate::metadata::group_of;
 use crate::server::Context;
 
 /// Kafka's special timestamps.
@@ -28,11 +29,7 @@ pub(crate) async fn handle(
         for wanted in topic.partitions {
             let response = ListOffsetsPartitionResponse::default()
                 .with_partition_index(wanted.partition_index);
-            let group = node.with_metadata(|m| {
-                let info = m.topic(&name)?;
-                let at = usize::try_from(wanted.partition_index).ok()?;
-                info.partitions.get(at).map(|p| p.group)
-            });
+            let group = group_of(node, &name, wanted.partition_index).map(|(group, _)| group);
             let replica = group.and_then(|g| node.partition(GroupId(g)));
             let response = match (group, replica) {
                 (None, _) => {

@@ -31,6 +31,15 @@ pub(crate) fn topic_named_by_id(node: &NodeHandle, id: Uuid) -> Option<String> {
     node.with_metadata(|m| m.topics().find(|t| t.id == topic).map(|t| t.name.clone()))
 }
 
+/// The Raft group and replicas of partition `partition` of `topic`, if both exist.
+pub(crate) fn group_of(node: &NodeHandle, topic: &str, partition: i32) -> Option<(u64, Vec<u64>)> {
+    node.with_metadata(|m| {
+        let info = m.topic(topic)?;
+        let assignment = info.partitions.get(usize::try_from(partition).ok()?)?;
+        Some((assignment.group, assignment.replicas.clone()))
+    })
+}
+
 /// Where a client should send requests for a partition, as this node knows it: the leader and
 /// the leader epoch if this node hosts a replica, else the preferred leader (which does) and an
 /// unknown epoch.
@@ -135,12 +144,7 @@ async fn auto_create(context: &Context, name: &str) {
 }
 
 fn missing(name: String, version: i16) -> MetadataResponseTopic {
-    let valid = !name.is_empty()
-        && name.len() <= 249
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
-    let code = if valid {
+    let code = if quipu_meta::valid_topic_name(&name) {
         ResponseError::UnknownTopicOrPartition
     } else {
         ResponseError::InvalidTopicException

@@ -15,7 +15,7 @@ use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use quipu_node::{GroupId, NodeHandle, Partition};
 
 use crate::error::produce_error;
-use crate::metadata::{leader_of, topic_named_by_id};
+use crate::metadata::{group_of, leader_of, topic_named_by_id};
 use crate::server::Context;
 
 /// Longest a produce waits for its acknowledgement, whatever the client's `timeout_ms`.
@@ -32,14 +32,7 @@ enum Target {
 }
 
 fn resolve(node: &NodeHandle, topic: &str, partition: i32) -> Target {
-    let assignment = node.with_metadata(|m| {
-        let info = m.topic(topic)?;
-        let at = usize::try_from(partition).ok()?;
-        info.partitions
-            .get(at)
-            .map(|p| (p.group, p.replicas.clone()))
-    });
-    let Some((group, replicas)) = assignment else {
+    let Some((group, replicas)) = group_of(node, topic, partition) else {
         return Target::Unknown;
     };
     match node.partition(GroupId(group)) {

@@ -12,25 +12,9 @@ use quipu_kafka::KafkaConfig;
 
 const PARTITIONS: u32 = 3;
 
-/// The virtual environment `scripts/test.sh` makes (or `QUIPU_PYTHON`).
-fn python() -> String {
-    if let Some(python) = std::env::var_os("QUIPU_PYTHON") {
-        return python.to_string_lossy().into_owned();
-    }
-    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/kafka-clients/venv/bin/python");
-    assert!(
-        venv.exists(),
-        "the Python Kafka clients are missing: run scripts/test.sh (it makes {})",
-        venv.display()
-    );
-    venv.to_string_lossy().into_owned()
-}
-
 async fn client(name: &str) {
     let python = python();
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python_client.py");
+    let script = client_script("python_client.py");
     let cluster = Cluster::start(KafkaConfig {
         auto_create_topics: true,
         default_partitions: PARTITIONS as usize,
@@ -40,13 +24,7 @@ async fn client(name: &str) {
     let prefix = name.replace('-', "");
     let output = run(
         &python,
-        &[
-            script.to_str().unwrap(),
-            name,
-            &cluster.bootstrap(),
-            &prefix,
-            "10000",
-        ],
+        &[&script, name, &cluster.bootstrap(), &prefix, "10000"],
         None,
     )
     .await;

@@ -15,20 +15,14 @@ const COUNT: usize = 3000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_goes_on_through_a_leader_failover() {
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/kafka-clients/venv/bin/python");
-    assert!(
-        python.exists(),
-        "the Python Kafka clients are missing: run scripts/test.sh"
-    );
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/failover_producer.py");
+    let python = python();
+    let script = client_script("failover_producer.py");
     let mut cluster = Cluster::start(KafkaConfig::default()).await;
     cluster.any().create_topic("failover", 1, 3).await.unwrap();
     cluster.wait_for_leaders("failover").await;
     let mut child = tokio::process::Command::new(&python)
         .args([
-            script.to_str().unwrap(),
+            script.as_str(),
             &cluster.bootstrap(),
             "failover",
             &COUNT.to_string(),

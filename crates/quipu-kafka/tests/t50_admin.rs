@@ -10,24 +10,13 @@ use common::*;
 use quipu_kafka::KafkaConfig;
 
 async fn admin(client: &str, incremental: bool) {
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/kafka-clients/venv/bin/python");
-    assert!(
-        python.exists(),
-        "the Python Kafka clients are missing: run scripts/test.sh"
-    );
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/admin_client.py");
+    let python = python();
+    let script = client_script("admin_client.py");
     let cluster = Cluster::start(KafkaConfig::default()).await;
     let topic = format!("admin-{}", client.replace('-', ""));
     let output = run(
-        python.to_str().unwrap(),
-        &[
-            script.to_str().unwrap(),
-            client,
-            &cluster.bootstrap(),
-            &topic,
-        ],
+        &python,
+        &[&script, client, &cluster.bootstrap(), &topic],
         None,
     )
     .await;

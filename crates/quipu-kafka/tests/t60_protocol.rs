@@ -10,7 +10,7 @@ mod common;
 #[global_allocator]
 static ALLOCATOR: quipu_alloc::ReservingAllocator = quipu_alloc::ReservingAllocator;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use common::*;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
@@ -43,6 +43,16 @@ fn frame<R: Encodable>(key: ApiKey, version: i16, correlation_id: i32, request: 
     out.freeze()
 }
 
+/// A frame of raw bytes after an API key and version: what a broken or hostile client sends.
+fn raw(key: i16, version: i16, rest: &[u8]) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_i32(4 + rest.len() as i32);
+    out.put_i16(key);
+    out.put_i16(version);
+    out.put_slice(rest);
+    out.freeze()
+}
+
 /// Reads one response frame; `None` if the server closed the connection.
 async fn response(stream: &mut TcpStream) -> Option<Bytes> {
     let size = stream.read_i32().await.ok()?;
@@ -57,6 +67,25 @@ fn decode<R: Decodable>(key: ApiKey, version: i16, mut body: Bytes) -> (i32, R) 
         header.correlation_id,
         R::decode(&mut body, version).unwrap(),
     )
+}
+
+/// Asserts that `stream` still gets an answer: an ApiVersions request with `id`.
+async fn answers(stream: &mut TcpStream, id: i32) {
+    stream
+        .write_all(&frame(
+            ApiKey::ApiVersions,
+            3,
+            id,
+            &ApiVersionsRequest::default(),
+        ))
+        .await
+        .unwrap();
+    let (answered, _): (i32, ApiVersionsResponse) = decode(
+        ApiKey::ApiVersions,
+        3,
+        response(stream).await.expect("an answer"),
+    );
+    assert_eq!(answered, id);
 }
 
 async fn connect(cluster: &Cluster) -> TcpStream {
@@ -95,15 +124,9 @@ async fn the_wire_behaves_as_kafka_clients_expect() {
     assert_eq!(offered, table);
 
     // KIP-511: a version from the future is answered at v0 with UNSUPPORTED_VERSION and the table.
-    let mut future = BytesMut::new();
-    future.put_i16(ApiKey::ApiVersions as i16);
-    future.put_i16(99);
-    future.put_i32(2);
-    future.put_i16(-1); // no client id
-    let mut framed = BytesMut::new();
-    framed.put_i32(future.len() as i32);
-    framed.put_slice(&future);
-    stream.write_all(&framed).await.unwrap();
+    // Correlation id 2, no client id.
+    let future = raw(ApiKey::ApiVersions as i16, 99, &[0, 0, 0, 2, 0xff, 0xff]);
+    stream.write_all(&future).await.unwrap();
     let (id, answer): (i32, ApiVersionsResponse) =
         decode(ApiKey::ApiVersions, 0, response(&mut stream).await.unwrap());
     assert_eq!((id, answer.error_code), (2, 35));
@@ -128,33 +151,15 @@ async fn the_wire_behaves_as_kafka_clients_expect() {
 
     // Produce v2 is advertised (for old librdkafka) but refused by closing the connection.
     let mut old = connect(&cluster).await;
-    let mut produce_v2 = BytesMut::new();
-    produce_v2.put_i16(ApiKey::Produce as i16);
-    produce_v2.put_i16(2);
-    produce_v2.put_i32(7);
-    produce_v2.put_i16(-1);
-    let mut framed = BytesMut::new();
-    framed.put_i32(produce_v2.len() as i32);
-    framed.put_slice(&produce_v2);
-    old.write_all(&framed).await.unwrap();
+    let produce_v2 = raw(ApiKey::Produce as i16, 2, &[0, 0, 0, 7, 0xff, 0xff]);
+    old.write_all(&produce_v2).await.unwrap();
     assert!(response(&mut old).await.is_none(), "closed");
 
     // An oversized frame closes its connection before anything is allocated; others go on.
     let mut big = connect(&cluster).await;
     big.write_all(&i32::MAX.to_be_bytes()).await.unwrap();
     assert!(response(&mut big).await.is_none(), "closed");
-    stream
-        .write_all(&frame(
-            ApiKey::ApiVersions,
-            3,
-            3,
-            &ApiVersionsRequest::default(),
-        ))
-        .await
-        .unwrap();
-    let (id, _): (i32, ApiVersionsResponse) =
-        decode(ApiKey::ApiVersions, 3, response(&mut stream).await.unwrap());
-    assert_eq!(id, 3);
+    answers(&mut stream, 3).await;
     cluster.stop().await;
 }
 
@@ -254,32 +259,20 @@ async fn offset_for_leader_epoch_tells_where_a_term_ends() {
 async fn a_request_claiming_billions_of_elements_does_not_take_the_node_down() {
     let cluster = Cluster::start(KafkaConfig::default()).await;
     // CreateTopics v5 whose topic array claims i32::MAX entries, in a 17-byte frame.
-    let mut hostile = BytesMut::new();
-    hostile.put_i16(ApiKey::CreateTopics as i16);
-    hostile.put_i16(5);
-    hostile.put_i32(1); // correlation id
-    hostile.put_i16(-1); // client id
-    hostile.put_u8(0); // no tagged fields
-    hostile.put_slice(&[0xff, 0xff, 0xff, 0xff, 0x07]); // compact array length: 2^31
-    let mut framed = BytesMut::new();
-    framed.put_i32(hostile.len() as i32);
-    framed.put_slice(&hostile);
+    let hostile = raw(
+        ApiKey::CreateTopics as i16,
+        5,
+        &[
+            0, 0, 0, 1, // correlation id
+            0xff, 0xff, // no client id
+            0,    // no tagged fields
+            0xff, 0xff, 0xff, 0xff, 0x07, // compact array length: 2^31
+        ],
+    );
     let mut stream = connect(&cluster).await;
-    stream.write_all(&framed).await.unwrap();
+    stream.write_all(&hostile).await.unwrap();
     assert!(response(&mut stream).await.is_none(), "closed");
-    let mut fresh = connect(&cluster).await;
-    fresh
-        .write_all(&frame(
-            ApiKey::ApiVersions,
-            3,
-            5,
-            &ApiVersionsRequest::default(),
-        ))
-        .await
-        .unwrap();
-    let (id, _): (i32, ApiVersionsResponse) =
-        decode(ApiKey::ApiVersions, 3, response(&mut fresh).await.unwrap());
-    assert_eq!(id, 5);
+    answers(&mut connect(&cluster).await, 5).await;
     cluster.stop().await;
 }
 
@@ -335,19 +328,9 @@ proptest::proptest! {
         runtime.block_on(async {
             let cluster = Cluster::start(KafkaConfig::default()).await;
             let mut stream = TcpStream::connect(&cluster.nodes[0].kafka_addr).await.unwrap();
-            let mut payload = BytesMut::new();
-            payload.put_i16(key);
-            payload.put_i16(version);
-            payload.put_slice(&body);
-            let mut framed = BytesMut::new();
-            framed.put_i32(payload.len() as i32);
-            framed.put_slice(&payload);
-            stream.write_all(&framed).await.unwrap();
+            stream.write_all(&raw(key, version, &body)).await.unwrap();
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), response(&mut stream)).await;
-            let mut fresh = TcpStream::connect(&cluster.nodes[0].kafka_addr).await.unwrap();
-            fresh.write_all(&frame(ApiKey::ApiVersions, 3, 9, &ApiVersionsRequest::default())).await.unwrap();
-            let mut answer = response(&mut fresh).await.expect("the listener still answers");
-            assert_eq!(answer.get_i32(), 9);
+            answers(&mut connect(&cluster).await, 9).await;
             cluster.stop().await;
         });
     }

@@ -17,7 +17,7 @@ mod topic_config;
 
 pub use metadata::{
     Command, CommandError, Effect, Metadata, NodeInfo, PARTITIONS_PER_TOPIC_MAX,
-    PartitionAssignment, TopicInfo,
+    PartitionAssignment, TopicInfo, valid_topic_name,
 };
 pub use placement::{PlacementError, place};
 pub use topic_config::{

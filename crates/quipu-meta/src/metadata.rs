@@ -165,7 +165,9 @@ pub struct Metadata {
     next_group: u64,
 }
 
-fn valid_topic_name(name: &str) -> bool {
+/// Whether `name` is a valid Kafka topic name: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.`
+/// or `..`.
+pub fn valid_topic_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 249
         && name != "."

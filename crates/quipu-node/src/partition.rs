@@ -589,9 +589,18 @@ impl Partition {
         end: Offset,
         max_bytes: u64,
     ) -> Result<Vec<Entry>, FetchError> {
+        self.read_log(move |log| log.read_records(from, end, max_bytes))
+            .await
+    }
+
+    /// Runs a read of the log on the blocking pool (reads touch mapped pages that may fault).
+    async fn read_log<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Log) -> Result<T, quipu_storage::ReadError> + Send + 'static,
+    ) -> Result<T, FetchError> {
         let log = Arc::clone(&self.log);
         let group = self.group;
-        tokio::task::spawn_blocking(move || log.read_records(from, end, max_bytes))
+        tokio::task::spawn_blocking(move || read(&log))
             .await
             .map_err(|e| FetchError::Unavailable {
                 group,
@@ -610,9 +619,7 @@ impl Partition {
         epoch: u64,
     ) -> Result<Option<(u64, Offset)>, FetchError> {
         self.require_leader()?;
-        let log = Arc::clone(&self.log);
-        let group = self.group;
-        tokio::task::spawn_blocking(move || {
+        self.read_log(move |log| {
             let term_at = |index: u64| -> Result<(u64, Offset), quipu_storage::ReadError> {
                 let entries = log.read_entries(index, index + 1, 1)?;
                 let entry = entries
@@ -647,11 +654,6 @@ impl Partition {
             Ok(Some((found, end)))
         })
         .await
-        .map_err(|e| FetchError::Unavailable {
-            group,
-            reason: e.to_string(),
-        })?
-        .map_err(|source| FetchError::Read { group, source })
     }
 
     /// Stops the Raft instance and syncs the log (no clean-shutdown marker: the next open verifies

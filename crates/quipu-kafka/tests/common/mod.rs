@@ -269,3 +269,27 @@ pub async fn read_back(cluster: &Cluster, topic: &str) -> Vec<Stored> {
     }
     out
 }
+
+/// The Python of the virtual environment `scripts/test.sh` makes (or `QUIPU_PYTHON`).
+pub fn python() -> String {
+    if let Some(python) = std::env::var_os("QUIPU_PYTHON") {
+        return python.to_string_lossy().into_owned();
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/kafka-clients/venv/bin/python");
+    assert!(
+        venv.exists(),
+        "the Python Kafka clients are missing: run scripts/test.sh (it makes {})",
+        venv.display()
+    );
+    venv.to_string_lossy().into_owned()
+}
+
+/// A client script in `tests/clients`.
+pub fn client_script(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
