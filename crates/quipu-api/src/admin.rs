@@ -189,15 +189,29 @@ impl Admin for AdminService {
         _request: Request<DescribeClusterRequest>,
     ) -> Result<Response<ClusterDescription>, Status> {
         let metadata = self.node.metadata();
-        let nodes = metadata
+        let mut nodes: Vec<NodeDescription> = metadata
             .nodes()
             .map(|n| NodeDescription {
                 node_id: n.id,
                 api_addr: n.api_addr.clone(),
                 raft_addr: n.raft_addr.clone(),
                 alive: self.node.is_alive(n.id),
+                joining: false,
             })
             .collect();
+        // Voters that have not registered yet: the cluster is still forming.
+        for (id, raft_addr) in self.node.controller_voters() {
+            if !nodes.iter().any(|n| n.node_id == id) {
+                nodes.push(NodeDescription {
+                    node_id: id,
+                    api_addr: String::new(),
+                    raft_addr,
+                    alive: self.node.is_alive(id),
+                    joining: true,
+                });
+            }
+        }
+        nodes.sort_by_key(|n| n.node_id);
         Ok(Response::new(ClusterDescription {
             nodes,
             controller_leader: self.node.controller_leader(),

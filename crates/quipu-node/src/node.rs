@@ -312,6 +312,23 @@ impl NodeHandle {
         self.inner.config.topic_defaults()
     }
 
+    /// The controller group's voters (id, transport address), as this node's replica knows them.
+    pub fn controller_voters(&self) -> Vec<(NodeId, String)> {
+        let metrics = self.inner.controller.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        membership
+            .voter_ids()
+            .map(|id| {
+                let addr = membership
+                    .get_node(&id)
+                    .map(|n| n.addr.clone())
+                    .unwrap_or_default();
+                (id, addr)
+            })
+            .collect()
+    }
+
     /// The controller leader this node knows of.
     pub fn controller_leader(&self) -> Option<NodeId> {
         self.inner.controller.metrics().borrow().current_leader

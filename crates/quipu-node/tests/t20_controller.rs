@@ -110,6 +110,8 @@ async fn a_topic_created_while_the_cluster_forms_waits_for_its_nodes() {
             .all(|n| n.controller_leader().is_some() && n.metadata().nodes().count() == 2)
     })
     .await;
+    // The third voter shows as one the cluster waits for.
+    assert_eq!(nodes[0].controller_voters().len(), 3);
     let creating = {
         let handle = nodes[0].handle();
         tokio::spawn(async move { handle.create_topic("early", 1, 3).await })

@@ -576,7 +576,11 @@ pub async fn cluster(connection: &Connection, command: ClusterCommand) -> anyhow
                     node.node_id,
                     node.api_addr,
                     node.raft_addr,
-                    if node.alive { "yes" } else { "no" }
+                    match (node.joining, node.alive) {
+                        (true, _) => "joining",
+                        (false, true) => "yes",
+                        (false, false) => "no",
+                    }
                 );
             }
             for topic in client.list_topics().await? {
