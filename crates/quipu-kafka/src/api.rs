@@ -65,8 +65,9 @@ pub fn supported_apis() -> [SupportedApi; 13] {
         SupportedApi {
             key: ApiKey::ListOffsets,
             min: ListOffsetsRequest::VERSIONS.min,
-            max: 6,
-            note: "earliest (-2), latest (-1), by timestamp; v7+ (max timestamp) not yet",
+            max: 7,
+            note: "earliest (-2), latest (-1), by timestamp, max timestamp (-3, v7); v8+ \
+                   (earliest local, latest tiered) not offered",
         },
         SupportedApi {
             key: ApiKey::Metadata,

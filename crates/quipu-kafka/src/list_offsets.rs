@@ -1,5 +1,5 @@
-//! ListOffsets: the log start offset, the high watermark, or the first offset at or after a
-//! timestamp, from this node's replicas that lead.
+//! ListOffsets: the log start offset, the high watermark, the first offset at or after a
+//! timestamp, or the record with the largest timestamp (v7+), from this node's replicas that lead.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
@@ -15,6 +15,7 @@ use crate::server::Context;
 /// Kafka's special timestamps.
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
 
 pub(crate) async fn handle(
     context: &Context,
@@ -40,6 +41,14 @@ pub(crate) async fn handle(
                     let mut response = match wanted.timestamp {
                         LATEST => response.with_offset(signed(replica.high_watermark().0)),
                         EARLIEST => response.with_offset(signed(replica.log_start_offset().0)),
+                        MAX_TIMESTAMP if version >= 7 => match replica.max_timestamp_offset().await
+                        {
+                            Ok(Some((offset, timestamp))) => response
+                                .with_offset(signed(offset.0))
+                                .with_timestamp(timestamp),
+                            Ok(None) => response,
+                            Err(e) => response.with_error_code(fetch_error(&e).code()),
+                        },
                         at if at >= 0 => match replica.offset_for_timestamp(at).await {
                             // None at or after it: Kafka answers offset -1.
                             Ok(offset) if offset >= replica.high_watermark() => response,

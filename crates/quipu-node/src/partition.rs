@@ -609,6 +609,15 @@ impl Partition {
             .map_err(|source| FetchError::Read { group, source })
     }
 
+    /// The first committed record with the largest timestamp, and that timestamp (Kafka's
+    /// ListOffsets `MAX_TIMESTAMP`), on the leader; `None` if no record is committed.
+    pub async fn max_timestamp_offset(&self) -> Result<Option<(Offset, i64)>, FetchError> {
+        self.require_leader()?;
+        let high_watermark = self.high_watermark();
+        self.read_log(move |log| log.max_timestamp_offset(high_watermark))
+            .await
+    }
+
     /// Kafka's OffsetForLeaderEpoch, on the leader: the largest leader epoch (Raft term) at or
     /// below `epoch` that this log holds entries of, and the offset where it ends (the first
     /// offset of the next term's entries, or the log end offset if no later term has any);

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::config::{ConfigError, LogLimits};
 use crate::entry::{Entry, EntryKind, NewEntry, Offset};
 use crate::error::{AppendError, Failure, OpenError, ReadError, SyncError, TruncateError};
-use crate::frame::{FRAME_HEADER_LEN, SegmentHeader};
+use crate::frame::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader};
 use crate::marker::CleanMarker;
 use crate::segment::{OpenMode, Segment, SegmentView, parse_segment_name, segment_paths};
 use crate::{FsyncPolicy, LogConfig, io};
@@ -748,6 +748,83 @@ impl Log {
             }
         }
         Ok(None)
+    }
+
+    /// The offset and timestamp of the first record below `max_offset` whose timestamp is the
+    /// largest, as Kafka's ListOffsets `MAX_TIMESTAMP` (-3) answers; `None` if there is no record.
+    /// Segments are visited by their largest timestamp, so only those that may hold the answer
+    /// are scanned (their frame headers), and one batch is decoded.
+    pub fn max_timestamp_offset(
+        &self,
+        max_offset: Offset,
+    ) -> Result<Option<(Offset, i64)>, ReadError> {
+        let mut candidates: Vec<(i64, u64, SegmentView)> = {
+            let state = self.read_state();
+            if let Some((dir, cause)) = self.poisoned(&state) {
+                return Err(ReadError::Poisoned { dir, cause });
+            }
+            state
+                .segments
+                .iter()
+                .filter(|s| s.header.base_offset < max_offset.0 && s.max_timestamp >= 0)
+                .map(|s| (s.max_timestamp, s.header.base_offset, s.view()))
+                .collect()
+        };
+        // Largest recorded timestamp first; among equals, the earliest segment.
+        candidates.sort_by_key(|(max, base, _)| (std::cmp::Reverse(*max), *base));
+        // (timestamp, base offset, segment, position) of the best frame so far.
+        let mut best: Option<(i64, u64, SegmentView, u64)> = None;
+        for (recorded_max, _, view) in candidates {
+            if best
+                .as_ref()
+                .is_some_and(|(ts, _, _, _)| *ts > recorded_max)
+            {
+                break; // no later candidate holds a timestamp as large
+            }
+            let mut position = SEGMENT_HEADER_LEN as u64;
+            while position < view.data_len {
+                let frame = view.frame_at(position)?;
+                if frame.base_offset >= max_offset.0 {
+                    break;
+                }
+                let better = best.as_ref().is_none_or(|(ts, base, _, _)| {
+                    frame.max_timestamp > *ts
+                        || (frame.max_timestamp == *ts && frame.base_offset < *base)
+                });
+                if frame.kind == EntryKind::Records && better {
+                    best = Some((
+                        frame.max_timestamp,
+                        frame.base_offset,
+                        view.clone(),
+                        position,
+                    ));
+                }
+                position += frame.frame_len();
+            }
+        }
+        let Some((timestamp, _, view, position)) = best else {
+            return Ok(None);
+        };
+        let frame = view.frame_at(position)?;
+        let entry = view.entry(&frame, position);
+        let batch_err = |source| ReadError::Batch {
+            offset: frame.base_offset,
+            source,
+        };
+        let header = quipu_record::BatchHeader::parse(&entry.payload).map_err(batch_err)?;
+        if header.timestamp_type() == quipu_record::TimestampType::LogAppendTime {
+            return Ok(Some((entry.base_offset, timestamp)));
+        }
+        let records =
+            quipu_record::decode_records(&entry.payload, self.config().decompressed_bytes_max)
+                .map_err(batch_err)?;
+        let offset = records
+            .iter()
+            .find(|r| r.timestamp(header.base_timestamp) == timestamp)
+            .map_or(frame.base_offset, |r| {
+                u64::try_from(r.offset(header.base_offset)).unwrap_or(frame.base_offset)
+            });
+        Ok(Some((Offset(offset), timestamp)))
     }
 
     /// Removes every entry after `after_index` (Raft conflict resolution). Durable on return.

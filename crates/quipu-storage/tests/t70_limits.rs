@@ -198,3 +198,37 @@ fn settings_out_of_range_are_refused_naming_the_setting() {
     assert_eq!(error.key, "retention_ms");
     assert_eq!(limits_of(&log), before);
 }
+
+/// Kafka's ListOffsets MAX_TIMESTAMP: the first record with the largest timestamp, below the
+/// bound given (the high watermark), found across segments.
+#[test]
+fn the_record_with_the_largest_timestamp_is_found_below_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.max_timestamp_offset(Offset(u64::MAX)).unwrap(), None);
+    // Two records per entry, timestamps ts, ts + 1; entry 17 holds the peak (9_000, 9_001),
+    // entry 30 a later, equal peak, entry 35 a higher one.
+    for i in 0..40u64 {
+        let ts = match i {
+            17 | 30 => 9_000,
+            35 => 20_000,
+            _ => 100 + i as i64,
+        };
+        log.append(&[records(i, 1, i, 2, 100, ts)]).unwrap();
+    }
+    assert!(log.segment_count() > 3);
+    // Below offset 70 (entry 35 excluded): the first record at 9_001 is entry 17's second.
+    assert_eq!(
+        log.max_timestamp_offset(Offset(70)).unwrap(),
+        Some((Offset(35), 9_001))
+    );
+    assert_eq!(
+        log.max_timestamp_offset(Offset(80)).unwrap(),
+        Some((Offset(71), 20_001))
+    );
+    // Below entry 17: the last ordinary records.
+    assert_eq!(
+        log.max_timestamp_offset(Offset(34)).unwrap(),
+        Some((Offset(33), 117))
+    );
+}

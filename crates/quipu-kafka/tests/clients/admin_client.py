@@ -58,6 +58,16 @@ def confluent():
     seen["altered"] = {name: [entry.value, entry.is_default] for name, entry in configs.items()}
     wait(admin.create_partitions([NewPartitions(TOPIC, 5)]))
     seen["partitions"] = len(admin.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions)
+    # ListOffsets MAX_TIMESTAMP (v7): the record with the largest timestamp.
+    from confluent_kafka import Producer, TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+    producer = Producer({"bootstrap.servers": BOOTSTRAP, "acks": "all", "linger.ms": 0})
+    for ts in (1_000_000, 5_000_000, 3_000_000):
+        producer.produce(TOPIC, value=b"v", partition=0, timestamp=ts)
+        producer.flush(30)
+    [result] = admin.list_offsets({TopicPartition(TOPIC, 0): OffsetSpec.max_timestamp()}).values()
+    info = result.result(30)
+    seen["max_timestamp"] = [info.offset, info.timestamp]
     wait(admin.delete_topics([TOPIC]))
     deadline = time.time() + 30
     while TOPIC in admin.list_topics(timeout=10).topics:
