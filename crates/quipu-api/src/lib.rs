@@ -11,6 +11,7 @@
 mod admin;
 mod data;
 mod error;
+mod incoming;
 
 use std::future::Future;
 
@@ -28,10 +29,32 @@ pub const API_MESSAGE_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// with room for the message's other fields.
 pub const ENTRY_BYTES_LIMIT: u64 = (API_MESSAGE_BYTES_MAX - 64 * 1024) as u64;
 
+/// Limits of the client API's listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    /// Most connections open at once.
+    pub connections_max: usize,
+    /// Most connections open at once from one client address.
+    pub connections_per_address_max: usize,
+    /// Most concurrent HTTP/2 streams (calls) on one connection.
+    pub streams_per_connection_max: u32,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            connections_max: 10_000,
+            connections_per_address_max: 1_000,
+            streams_per_connection_max: 1_000,
+        }
+    }
+}
+
 /// Serves the client API of `node` on `listener` until `shutdown` completes.
 pub async fn serve(
     node: NodeHandle,
     listener: tokio::net::TcpListener,
+    limits: ApiLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let admin = AdminServer::new(admin::AdminService { node: node.clone() })
@@ -40,13 +63,14 @@ pub async fn serve(
     let data = DataServer::new(data::DataService { node })
         .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(API_MESSAGE_BYTES_MAX);
+    let connections = quipu_node::ConnectionLimits::new(
+        limits.connections_max,
+        limits.connections_per_address_max,
+    );
     tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.streams_per_connection_max)
         .add_service(admin)
         .add_service(data)
-        .serve_with_incoming_shutdown(
-            // Small replies must not wait for a delayed ACK.
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming::admitted(listener, connections), shutdown)
         .await
 }

@@ -57,9 +57,14 @@ async fn cluster() -> Cluster {
     for (node, listener) in nodes.iter().zip(listeners) {
         api_addrs.push(listener.local_addr().unwrap().to_string());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(quipu_api::serve(node.handle(), listener, async {
-            let _ = stopped.await;
-        }));
+        tokio::spawn(quipu_api::serve(
+            node.handle(),
+            listener,
+            quipu_api::ApiLimits::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         stops.push(stop);
     }
     Cluster {

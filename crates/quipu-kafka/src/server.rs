@@ -63,10 +63,11 @@ pub async fn serve(
     config: KafkaConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let connections_max = config.connections_max;
+    let limits = quipu_node::ConnectionLimits::new(
+        config.connections_max,
+        config.connections_per_address_max,
+    );
     let context = Arc::new(Context { node, config });
-    let slots = Arc::new(tokio::sync::Semaphore::new(connections_max));
-    let per_address = Arc::new(PerAddress::default());
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -83,71 +84,22 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                    tracing::warn!(%peer, connections_max, "kafka connection refused: too many connections");
-                    continue;
-                };
-                let Some(held) = per_address.take(peer.ip(), context.config.connections_per_address_max) else {
-                    tracing::warn!(%peer, "kafka connection refused: too many connections from this address");
-                    continue;
+                let permit = match limits.admit(peer.ip()) {
+                    Ok(permit) => permit,
+                    Err(refused) => {
+                        tracing::warn!(%peer, %refused, "kafka connection refused");
+                        continue;
+                    }
                 };
                 let _ = stream.set_nodelay(true);
                 let context = Arc::clone(&context);
                 connections.spawn(async move {
                     connection::run(stream, peer, context).await;
-                    drop((slot, held));
+                    drop(permit);
                 });
             }
         }
     }
     connections.shutdown().await;
     Ok(())
-}
-
-/// Open connections per client address.
-#[derive(Debug, Default)]
-struct PerAddress {
-    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
-}
-
-/// One connection counted for its address until dropped.
-#[derive(Debug)]
-struct AddressSlot {
-    address: std::net::IpAddr,
-    counts: Arc<PerAddress>,
-}
-
-impl PerAddress {
-    /// Counts a connection from `address`, unless it already has `max`.
-    fn take(self: &Arc<Self>, address: std::net::IpAddr, max: usize) -> Option<AddressSlot> {
-        let mut open = self
-            .open
-            .lock()
-            .expect("connection counts poisoned by a panic");
-        let count = open.entry(address).or_insert(0);
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(AddressSlot {
-            address,
-            counts: Arc::clone(self),
-        })
-    }
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut open = self
-            .counts
-            .open
-            .lock()
-            .expect("connection counts poisoned by a panic");
-        if let Some(count) = open.get_mut(&self.address) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.address);
-            }
-        }
-    }
 }

@@ -66,6 +66,15 @@ struct LogFile {
     message_timestamp_after_max_ms: Option<i64>,
 }
 
+/// The `[api]` table: limits of the client gRPC API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiFile {
+    connections_max: Option<usize>,
+    connections_per_address_max: Option<usize>,
+    streams_per_connection_max: Option<u32>,
+}
+
 /// The `[kafka]` table.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +113,8 @@ struct File {
     #[serde(default)]
     log: LogFile,
     #[serde(default)]
+    api: ApiFile,
+    #[serde(default)]
     kafka: KafkaFile,
     #[serde(default)]
     raft: RaftFile,
@@ -122,6 +133,7 @@ pub struct Settings {
     /// `None`: the address the Kafka listener got.
     pub kafka_advertised_addr: Option<String>,
     pub kafka: quipu_kafka::KafkaConfig,
+    pub api: quipu_api::ApiLimits,
     pub voters: Vec<(u64, String)>,
     log: LogConfig,
     retention_check_interval_ms: Option<u64>,
@@ -180,6 +192,41 @@ fn entry_bytes_max(value: Option<u64>, default: u64) -> anyhow::Result<u64> {
         );
     }
     Ok(value)
+}
+
+/// A count setting in `1..=max`, or its default.
+fn bounded(key: &str, value: Option<usize>, default: usize, max: usize) -> anyhow::Result<usize> {
+    let value = value.unwrap_or(default);
+    if value == 0 || value > max {
+        bail!("{key} = {value} is out of range: 1 to {max}");
+    }
+    Ok(value)
+}
+
+/// The client API's limits: the `[api]` table over the defaults, each checked.
+fn api_limits(file: &ApiFile) -> anyhow::Result<quipu_api::ApiLimits> {
+    let defaults = quipu_api::ApiLimits::default();
+    let streams = bounded(
+        "api.streams_per_connection_max",
+        file.streams_per_connection_max.map(|s| s as usize),
+        defaults.streams_per_connection_max as usize,
+        100_000,
+    )?;
+    Ok(quipu_api::ApiLimits {
+        connections_max: bounded(
+            "api.connections_max",
+            file.connections_max,
+            defaults.connections_max,
+            1_000_000,
+        )?,
+        connections_per_address_max: bounded(
+            "api.connections_per_address_max",
+            file.connections_per_address_max,
+            defaults.connections_per_address_max,
+            1_000_000,
+        )?,
+        streams_per_connection_max: u32::try_from(streams).expect("at most 100,000"),
+    })
 }
 
 /// The Kafka listener's settings: the `[kafka]` table over the defaults, each checked.
@@ -286,6 +333,7 @@ impl Settings {
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
         let kafka_advertised_addr = args.kafka_advertised.or(file.kafka_advertised_addr);
         let kafka = kafka_config(&file.kafka, args.auto_create_topics)?;
+        let api = api_limits(&file.api)?;
         let voter_texts = if args.voters.is_empty() {
             file.voters.unwrap_or_default()
         } else {
@@ -378,6 +426,7 @@ impl Settings {
             kafka_listen_addr,
             kafka_advertised_addr,
             kafka,
+            api,
             voters,
             log,
             retention_check_interval_ms: file.log.retention_check_interval_ms,

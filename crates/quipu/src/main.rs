@@ -176,9 +176,14 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
         })?;
     node.join(voters).await.context("cannot join the cluster")?;
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let api = tokio::spawn(quipu_api::serve(node.handle(), api_listener, async {
-        let _ = api_stopped.await;
-    }));
+    let api = tokio::spawn(quipu_api::serve(
+        node.handle(),
+        api_listener,
+        settings.api,
+        async {
+            let _ = api_stopped.await;
+        },
+    ));
     let (stop_kafka, kafka_stopped) = tokio::sync::oneshot::channel::<()>();
     let kafka = tokio::spawn(quipu_kafka::serve(
         node.handle(),

@@ -1,0 +1,100 @@
+//! [`ConnectionLimits`]: how many client connections a listener holds at once, in all and per
+//! client address. Shared by the client API and the Kafka listener.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+/// Bounds on the connections of one listener.
+#[derive(Debug)]
+pub struct ConnectionLimits {
+    slots: Arc<tokio::sync::Semaphore>,
+    total_max: usize,
+    per_address_max: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One admitted connection; dropping it frees its places.
+#[derive(Debug)]
+pub struct ConnectionPermit {
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    address: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The listener holds its most connections.
+    #[error("too many connections ({0} at most)")]
+    Total(usize),
+    /// This address holds its most connections.
+    #[error("too many connections from this address ({0} at most)")]
+    PerAddress(usize),
+}
+
+impl ConnectionLimits {
+    /// At most `total_max` connections, and `per_address_max` from one address.
+    pub fn new(total_max: usize, per_address_max: usize) -> ConnectionLimits {
+        ConnectionLimits {
+            slots: Arc::new(tokio::sync::Semaphore::new(total_max)),
+            total_max,
+            per_address_max,
+            open: Arc::default(),
+        }
+    }
+
+    /// Admits a connection from `address`, or says which limit it hit.
+    pub fn admit(&self, address: IpAddr) -> Result<ConnectionPermit, Refused> {
+        let slot = Arc::clone(&self.slots)
+            .try_acquire_owned()
+            .map_err(|_| Refused::Total(self.total_max))?;
+        let mut open = self
+            .open
+            .lock()
+            .expect("connection counts poisoned by a panic");
+        let count = open.entry(address).or_insert(0);
+        if *count >= self.per_address_max {
+            return Err(Refused::PerAddress(self.per_address_max));
+        }
+        *count += 1;
+        Ok(ConnectionPermit {
+            _slot: slot,
+            address,
+            open: Arc::clone(&self.open),
+        })
+    }
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        let mut open = self
+            .open
+            .lock()
+            .expect("connection counts poisoned by a panic");
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_bounded_in_all_and_per_address_and_come_back() {
+        let limits = ConnectionLimits::new(3, 2);
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
+        let first = limits.admit(a).unwrap();
+        let _second = limits.admit(a).unwrap();
+        assert_eq!(limits.admit(a).unwrap_err(), Refused::PerAddress(2));
+        let _third = limits.admit(b).unwrap();
+        assert_eq!(limits.admit(b).unwrap_err(), Refused::Total(3));
+        drop(first);
+        limits.admit(a).unwrap();
+    }
+}
