@@ -45,7 +45,10 @@ async fn connections_from_one_address_are_bounded() {
     let (second_ok, second) = answered(addr).await;
     assert!(first_ok && second_ok);
     let (third_ok, third) = answered(addr).await;
-    assert!(!third_ok, "the third connection from this address is closed");
+    assert!(
+        !third_ok,
+        "the third connection from this address is closed"
+    );
     drop(first);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
