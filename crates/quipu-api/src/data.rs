@@ -24,6 +24,10 @@ pub const PRODUCE_STREAM_REQUESTS_MAX: usize = 10_000;
 pub const FETCH_BYTES_MAX: u32 = 16 * 1024 * 1024;
 /// Longest `max_wait_ms` of a fetch.
 pub const FETCH_WAIT_MS_MAX: u32 = 30_000;
+/// Shortest wait of a following fetch: with `follow`, a smaller `max_wait_ms` (0, say) is raised
+/// to this, so an idle partition gets an empty message at most this often instead of a stream of
+/// them as fast as the client reads.
+pub const FOLLOW_WAIT_MS_MIN: u32 = 100;
 /// Fetch messages buffered per stream before the server waits for the client to read.
 const FETCH_STREAM_BUFFER: usize = 4;
 /// An acks=all or acks=1 produce that got no answer in this time fails with an unknown outcome
@@ -298,7 +302,14 @@ async fn stream_fetch(
         n => n.min(FETCH_BYTES_MAX),
     });
     let min_bytes = u64::from(request.min_bytes).min(max_bytes);
-    let max_wait = Duration::from_millis(u64::from(request.max_wait_ms.min(FETCH_WAIT_MS_MAX)));
+    let wait_ms = if request.follow {
+        request
+            .max_wait_ms
+            .clamp(FOLLOW_WAIT_MS_MIN, FETCH_WAIT_MS_MAX)
+    } else {
+        request.max_wait_ms.min(FETCH_WAIT_MS_MAX)
+    };
+    let max_wait = Duration::from_millis(u64::from(wait_ms));
     let mut watermark = partition.watch_high_watermark();
     let mut offset = Offset(request.offset);
     loop {

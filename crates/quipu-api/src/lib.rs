@@ -19,7 +19,9 @@ use quipu_node::NodeHandle;
 use quipu_proto::v1::admin_server::AdminServer;
 use quipu_proto::v1::data_server::DataServer;
 
-pub use data::{FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, PRODUCE_STREAM_REQUESTS_MAX};
+pub use data::{
+    FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, FOLLOW_WAIT_MS_MIN, PRODUCE_STREAM_REQUESTS_MAX,
+};
 
 /// Largest request or response message of the client API (a produce carries one record batch,
 /// at most the log's `entry_bytes_max`; a fetch message at most [`FETCH_BYTES_MAX`] of batches).
