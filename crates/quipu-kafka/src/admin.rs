@@ -25,7 +25,7 @@ use kafka_protocol::protocol::StrBytes;
 use quipu_meta::{PARTITIONS_PER_TOPIC_MAX, TopicConfig, TopicKey};
 use quipu_node::{ControllerError, ControllerRequest, NodeHandle};
 
-use crate::metadata::{host_port, topic_id, topic_named_by_id};
+use crate::metadata::{default_replication_factor, host_port, topic_id, topic_named_by_id};
 use crate::server::Context;
 
 /// DescribeConfigs resource types.
@@ -86,8 +86,8 @@ async fn change(
     result.map_err(from_controller)
 }
 
-/// Splits Kafka (name, value) pairs into Quipu's topic settings, accepting the fixed ones at
-/// their value.
+/// Kafka (name, value) pairs without the fixed configs, which are accepted at their one value
+/// only. The rest are checked where they are planned (`TopicConfig`, by the controller).
 fn settings(pairs: Vec<(String, Option<String>)>) -> Result<Vec<(String, String)>, Refusal> {
     let mut out = Vec::new();
     for (name, value) in pairs {
@@ -96,16 +96,13 @@ fn settings(pairs: Vec<(String, Option<String>)>) -> Result<Vec<(String, String)
             if value != *fixed {
                 return Err((
                     ResponseError::InvalidConfig,
-                    format!("Quipu implements only {name}={fixed}"),
+                    format!("Quipu implements only {}={fixed}", quipu_meta::shown(&name)),
                 ));
             }
             continue;
         }
         out.push((name, value));
     }
-    // Checks each key and value now, so that the answer names the bad one.
-    TopicConfig::from_pairs(out.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
     Ok(out)
 }
 
@@ -119,13 +116,12 @@ pub(crate) async fn create_topics(
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
-        let nodes = node.with_metadata(|m| m.nodes().count()).max(1);
         let partitions = match topic.num_partitions {
             -1 => context.config.default_partitions,
             n => usize::try_from(n).unwrap_or(0),
         };
         let replication_factor = match topic.replication_factor {
-            -1 => context.config.default_replication_factor.min(nodes),
+            -1 => default_replication_factor(context),
             n => usize::try_from(n).unwrap_or(0),
         };
         let outcome: Result<(), Refusal> = async {
@@ -151,10 +147,12 @@ pub(crate) async fn create_topics(
                     format!("partitions must be 1 to {PARTITIONS_PER_TOPIC_MAX}"),
                 ));
             }
-            if replication_factor == 0 || replication_factor > nodes {
+            // Above the registered nodes is the controller's to refuse: while the cluster forms,
+            // it waits for the nodes that have not registered yet.
+            if replication_factor == 0 {
                 return Err((
                     ResponseError::InvalidReplicationFactor,
-                    format!("replication factor must be 1 to {nodes} (the registered nodes)"),
+                    "replication factor must be at least 1".to_string(),
                 ));
             }
             let pairs = settings(
@@ -483,18 +481,11 @@ async fn alter_topic(
         ));
     }
     let set = settings(set)?;
+    // Resetting a fixed config leaves it at its one value.
     let reset: Vec<String> = reset
         .into_iter()
         .filter(|key| !FIXED.iter().any(|(fixed, _)| fixed == key))
         .collect();
-    for key in &reset {
-        if TopicKey::from_name(key).is_none() {
-            return Err((
-                ResponseError::InvalidConfig,
-                format!("unknown topic config {:?}", quipu_meta::shown(key)),
-            ));
-        }
-    }
     let request = ControllerRequest::AlterTopicConfig {
         name: name.to_string(),
         set,
@@ -557,7 +548,7 @@ pub(crate) async fn incremental_alter_configs(
                         ResponseError::InvalidConfig,
                         format!(
                             "{}: APPEND and SUBTRACT apply to list configs; Quipu's topic configs are not lists",
-                            config.name
+                            quipu_meta::shown(&config.name)
                         ),
                     ))
                 }

@@ -125,6 +125,7 @@ pub(crate) enum Request {
     FutureApiVersions { correlation_id: i32 },
     /// A request this listener handles.
     Known {
+        key: ApiKey,
         correlation_id: i32,
         version: i16,
         body: Box<Body>,
@@ -222,6 +223,7 @@ pub(crate) fn decode(frame: Bytes) -> Result<Request, RequestError> {
         _ => return Err(RequestError::UnknownApi(api)),
     };
     Ok(Request::Known {
+        key,
         correlation_id: header.correlation_id,
         version,
         body: Box::new(body),
@@ -231,15 +233,9 @@ pub(crate) fn decode(frame: Bytes) -> Result<Request, RequestError> {
 /// Decodes a request frame (without its size prefix) as the listener does, and returns its API
 /// key and version, or why the listener would close the connection. For fuzzing and tools.
 pub fn decode_request(frame: Bytes) -> Result<(ApiKey, i16), RequestError> {
-    let api = frame.get(..2).map(|b| i16::from_be_bytes([b[0], b[1]]));
     match decode(frame)? {
         Request::FutureApiVersions { .. } => Ok((ApiKey::ApiVersions, 0)),
-        Request::Known { version, .. } => {
-            let key = api
-                .and_then(|a| ApiKey::try_from(a).ok())
-                .expect("decode checked the key");
-            Ok((key, version))
-        }
+        Request::Known { key, version, .. } => Ok((key, version)),
     }
 }
 
@@ -248,69 +244,42 @@ pub(crate) async fn dispatch(
     context: &Context,
     frame: Bytes,
 ) -> Result<Option<Bytes>, RequestError> {
-    let (id, version, body) = match decode(frame)? {
+    let (key, id, version, body) = match decode(frame)? {
         Request::FutureApiVersions { correlation_id } => {
             let response = api_versions().with_error_code(ResponseError::UnsupportedVersion.code());
             return encode(ApiKey::ApiVersions, correlation_id, 0, &response).map(Some);
         }
         Request::Known {
+            key,
             correlation_id,
             version,
             body,
-        } => (correlation_id, version, body),
+        } => (key, correlation_id, version, body),
     };
-    let answer = |key: ApiKey, response: &dyn Encode| response.frame(key, id, version).map(Some);
+    let answer = |response: &dyn Encode| response.frame(key, id, version).map(Some);
     match *body {
-        Body::ApiVersions => answer(ApiKey::ApiVersions, &api_versions()),
-        Body::Metadata(r) => answer(
-            ApiKey::Metadata,
-            &metadata::handle(context, r, version).await,
-        ),
+        Body::ApiVersions => answer(&api_versions()),
+        Body::Metadata(r) => answer(&metadata::handle(context, r, version).await),
         Body::Produce(r) => {
             let acks = r.acks;
             let response = produce::handle(context, r, version).await;
             if acks == 0 {
                 return Ok(None); // Kafka sends nothing back for acks=0
             }
-            answer(ApiKey::Produce, &response)
+            answer(&response)
         }
-        Body::Fetch(r) => answer(ApiKey::Fetch, &fetch::handle(context, r, version).await),
-        Body::ListOffsets(r) => answer(
-            ApiKey::ListOffsets,
-            &list_offsets::handle(context, r, version).await,
-        ),
-        Body::CreateTopics(r) => answer(
-            ApiKey::CreateTopics,
-            &admin::create_topics(context, r, version).await,
-        ),
-        Body::DeleteTopics(r) => answer(
-            ApiKey::DeleteTopics,
-            &admin::delete_topics(context, r, version).await,
-        ),
-        Body::CreatePartitions(r) => answer(
-            ApiKey::CreatePartitions,
-            &admin::create_partitions(context, r).await,
-        ),
-        Body::DescribeConfigs(r) => answer(
-            ApiKey::DescribeConfigs,
-            &admin::describe_configs(context, r, version).await,
-        ),
-        Body::AlterConfigs(r) => answer(
-            ApiKey::AlterConfigs,
-            &admin::alter_configs(context, r).await,
-        ),
-        Body::IncrementalAlterConfigs(r) => answer(
-            ApiKey::IncrementalAlterConfigs,
-            &admin::incremental_alter_configs(context, r).await,
-        ),
-        Body::DescribeCluster(r) => answer(
-            ApiKey::DescribeCluster,
-            &admin::describe_cluster(context, r),
-        ),
-        Body::OffsetForLeaderEpoch(r) => answer(
-            ApiKey::OffsetForLeaderEpoch,
-            &leader_epoch::handle(context, r).await,
-        ),
+        Body::Fetch(r) => answer(&fetch::handle(context, r, version).await),
+        Body::ListOffsets(r) => answer(&list_offsets::handle(context, r, version).await),
+        Body::CreateTopics(r) => answer(&admin::create_topics(context, r, version).await),
+        Body::DeleteTopics(r) => answer(&admin::delete_topics(context, r, version).await),
+        Body::CreatePartitions(r) => answer(&admin::create_partitions(context, r).await),
+        Body::DescribeConfigs(r) => answer(&admin::describe_configs(context, r, version).await),
+        Body::AlterConfigs(r) => answer(&admin::alter_configs(context, r).await),
+        Body::IncrementalAlterConfigs(r) => {
+            answer(&admin::incremental_alter_configs(context, r).await)
+        }
+        Body::DescribeCluster(r) => answer(&admin::describe_cluster(context, r)),
+        Body::OffsetForLeaderEpoch(r) => answer(&leader_epoch::handle(context, r).await),
     }
 }
 

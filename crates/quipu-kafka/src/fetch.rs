@@ -10,11 +10,11 @@ use futures_util::future::select_all;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
-use quipu_node::{GroupId, NodeHandle, Partition};
+use quipu_node::Partition;
 use quipu_storage::Offset;
 
 use crate::error::fetch_error;
-use crate::metadata::{group_of, topic_named_by_id};
+use crate::metadata::{check_leader_epoch, kafka_offset, led_replica, topic_named_by_id};
 use crate::server::Context;
 
 /// Longest long poll, whatever the client asks.
@@ -29,21 +29,6 @@ struct Wanted {
     max_bytes: u64,
     leader_epoch: i32,
     replica: Result<Arc<Partition>, ResponseError>,
-}
-
-fn resolve(
-    node: &NodeHandle,
-    topic: Option<&str>,
-    index: i32,
-) -> Result<Arc<Partition>, ResponseError> {
-    let Some(topic) = topic else {
-        return Err(ResponseError::UnknownTopicId);
-    };
-    let (group, _) = group_of(node, topic, index).ok_or(ResponseError::UnknownTopicOrPartition)?;
-    match node.partition(GroupId(group)) {
-        Some(replica) if replica.is_leader() => Ok(replica),
-        _ => Err(ResponseError::NotLeaderOrFollower),
-    }
 }
 
 pub(crate) async fn handle(
@@ -79,7 +64,7 @@ pub(crate) async fn handle(
                     offset: p.fetch_offset,
                     max_bytes: u64::try_from(p.partition_max_bytes).unwrap_or(0),
                     leader_epoch: p.current_leader_epoch,
-                    replica: resolve(node, name.as_deref(), p.partition),
+                    replica: led_replica(node, name.as_deref(), p.partition),
                 })
                 .collect();
             (topic, wanted)
@@ -95,22 +80,20 @@ pub(crate) async fn handle(
             watch.borrow_and_update();
         }
         let (responses, bytes, errors) = read_all(&topics, max_bytes, version).await;
-        if bytes >= min_bytes.max(1)
+        let done = bytes >= min_bytes.max(1)
             || errors
             || watches.is_empty()
-            || tokio::time::Instant::now() >= deadline
+            || tokio::time::Instant::now() >= deadline;
+        // Not enough yet: wait until a high watermark moves, at most until the deadline. If
+        // none moved (max_wait passed, or a replica stopped), this pass is the answer.
+        let changes = watches.iter_mut().map(|w| Box::pin(w.changed()));
+        if done
+            || !matches!(
+                tokio::time::timeout_at(deadline, select_all(changes)).await,
+                Ok((Ok(()), _, _))
+            )
         {
             return FetchResponse::default().with_responses(responses);
-        }
-        // Not enough yet: wait until a high watermark moves, at most until the deadline.
-        let changes = watches.iter_mut().map(|w| Box::pin(w.changed()));
-        match tokio::time::timeout_at(deadline, select_all(changes)).await {
-            Ok((Ok(()), _, _)) => {}
-            // A replica stopped, or max_wait passed: answer with what there is.
-            Ok((Err(_), _, _)) | Err(_) => {
-                let (responses, _, _) = read_all(&topics, max_bytes, version).await;
-                return FetchResponse::default().with_responses(responses);
-            }
         }
     }
 }
@@ -155,24 +138,17 @@ async fn read_one(wanted: &Wanted, budget: u64, first: bool) -> (PartitionData, 
         Ok(replica) => replica,
         Err(error) => return (data.with_error_code(error.code()), 0),
     };
-    let epoch = replica.leader_epoch();
-    if wanted.leader_epoch >= 0 && wanted.leader_epoch != epoch {
-        let error = if wanted.leader_epoch < epoch {
-            ResponseError::FencedLeaderEpoch
-        } else {
-            ResponseError::UnknownLeaderEpoch
-        };
+    if let Err(error) = check_leader_epoch(replica, wanted.leader_epoch) {
         return (data.with_error_code(error.code()), 0);
     }
-    let high_watermark = replica.high_watermark().0;
-    let log_start = replica.log_start_offset().0;
-    let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let high_watermark = replica.high_watermark();
+    let log_start = replica.log_start_offset();
     let data = data
-        .with_high_watermark(signed(high_watermark))
-        .with_last_stable_offset(signed(high_watermark))
-        .with_log_start_offset(signed(log_start));
+        .with_high_watermark(kafka_offset(high_watermark))
+        .with_last_stable_offset(kafka_offset(high_watermark))
+        .with_log_start_offset(kafka_offset(log_start));
     let offset = match u64::try_from(wanted.offset) {
-        Ok(offset) if (log_start..=high_watermark).contains(&offset) => offset,
+        Ok(offset) if (log_start.0..=high_watermark.0).contains(&offset) => offset,
         _ => {
             return (
                 data.with_error_code(ResponseError::OffsetOutOfRange.code()),

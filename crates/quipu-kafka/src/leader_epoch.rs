@@ -1,15 +1,13 @@
 //! OffsetForLeaderEpoch: where a leader epoch (Raft term) ends in the leader's log, so that a
 //! client that read under an older leader can tell whether the log it read from was truncated.
 
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
-use quipu_node::GroupId;
 
 use crate::error::fetch_error;
-use crate::metadata::group_of;
+use crate::metadata::{check_leader_epoch, kafka_offset, led_replica};
 use crate::server::Context;
 
 pub(crate) async fn handle(
@@ -23,29 +21,22 @@ pub(crate) async fn handle(
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for wanted in topic.partitions {
             let answer = EpochEndOffset::default().with_partition(wanted.partition);
-            let group = group_of(node, &name, wanted.partition).map(|(group, _)| group);
-            let replica = group.and_then(|g| node.partition(GroupId(g)));
-            let answer = match (group, replica) {
-                (None, _) => answer.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                (Some(_), Some(replica)) if replica.is_leader() => {
-                    let current = replica.leader_epoch();
-                    if wanted.current_leader_epoch >= 0 && wanted.current_leader_epoch < current {
-                        answer.with_error_code(ResponseError::FencedLeaderEpoch.code())
-                    } else if wanted.current_leader_epoch > current {
-                        answer.with_error_code(ResponseError::UnknownLeaderEpoch.code())
-                    } else {
-                        let epoch = u64::try_from(wanted.leader_epoch).unwrap_or(0);
-                        match replica.end_offset_for_epoch(epoch).await {
-                            // Kafka's UNDEFINED_EPOCH and UNDEFINED_EPOCH_OFFSET.
-                            Ok(None) => answer.with_leader_epoch(-1).with_end_offset(-1),
-                            Ok(Some((found, end))) => answer
-                                .with_leader_epoch(i32::try_from(found).unwrap_or(i32::MAX))
-                                .with_end_offset(i64::try_from(end.0).unwrap_or(i64::MAX)),
-                            Err(e) => answer.with_error_code(fetch_error(&e).code()),
-                        }
+            let replica = led_replica(node, Some(&name), wanted.partition).and_then(|replica| {
+                check_leader_epoch(&replica, wanted.current_leader_epoch).map(|()| replica)
+            });
+            let answer = match replica {
+                Err(error) => answer.with_error_code(error.code()),
+                Ok(replica) => {
+                    let epoch = u64::try_from(wanted.leader_epoch).unwrap_or(0);
+                    match replica.end_offset_for_epoch(epoch).await {
+                        // Kafka's UNDEFINED_EPOCH and UNDEFINED_EPOCH_OFFSET.
+                        Ok(None) => answer.with_leader_epoch(-1).with_end_offset(-1),
+                        Ok(Some((found, end))) => answer
+                            .with_leader_epoch(i32::try_from(found).unwrap_or(i32::MAX))
+                            .with_end_offset(kafka_offset(end)),
+                        Err(e) => answer.with_error_code(fetch_error(&e).code()),
                     }
                 }
-                (Some(_), _) => answer.with_error_code(ResponseError::NotLeaderOrFollower.code()),
             };
             partitions.push(answer);
         }

@@ -6,10 +6,9 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use quipu_node::GroupId;
 
 use crate::error::fetch_error;
-use crate::metadata::group_of;
+use crate::metadata::{kafka_offset, led_replica};
 use crate::server::Context;
 
 /// Kafka's special timestamps.
@@ -30,21 +29,16 @@ pub(crate) async fn handle(
         for wanted in topic.partitions {
             let response = ListOffsetsPartitionResponse::default()
                 .with_partition_index(wanted.partition_index);
-            let group = group_of(node, &name, wanted.partition_index).map(|(group, _)| group);
-            let replica = group.and_then(|g| node.partition(GroupId(g)));
-            let response = match (group, replica) {
-                (None, _) => {
-                    response.with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                }
-                (Some(_), Some(replica)) if replica.is_leader() => {
-                    let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            let response = match led_replica(node, Some(&name), wanted.partition_index) {
+                Err(error) => response.with_error_code(error.code()),
+                Ok(replica) => {
                     let mut response = match wanted.timestamp {
-                        LATEST => response.with_offset(signed(replica.high_watermark().0)),
-                        EARLIEST => response.with_offset(signed(replica.log_start_offset().0)),
+                        LATEST => response.with_offset(kafka_offset(replica.high_watermark())),
+                        EARLIEST => response.with_offset(kafka_offset(replica.log_start_offset())),
                         MAX_TIMESTAMP if version >= 7 => match replica.max_timestamp_offset().await
                         {
                             Ok(Some((offset, timestamp))) => response
-                                .with_offset(signed(offset.0))
+                                .with_offset(kafka_offset(offset))
                                 .with_timestamp(timestamp),
                             Ok(None) => response,
                             Err(e) => response.with_error_code(fetch_error(&e).code()),
@@ -52,7 +46,7 @@ pub(crate) async fn handle(
                         at if at >= 0 => match replica.offset_for_timestamp(at).await {
                             // None at or after it: Kafka answers offset -1.
                             Ok(offset) if offset >= replica.high_watermark() => response,
-                            Ok(offset) => response.with_offset(signed(offset.0)),
+                            Ok(offset) => response.with_offset(kafka_offset(offset)),
                             Err(e) => response.with_error_code(fetch_error(&e).code()),
                         },
                         _ => response.with_error_code(ResponseError::InvalidRequest.code()),
@@ -62,7 +56,6 @@ pub(crate) async fn handle(
                     }
                     response
                 }
-                (Some(_), _) => response.with_error_code(ResponseError::NotLeaderOrFollower.code()),
             };
             partitions.push(response);
         }

@@ -40,6 +40,42 @@ pub(crate) fn group_of(node: &NodeHandle, topic: &str, partition: i32) -> Option
     })
 }
 
+/// This node's replica of `partition` of `topic` if it leads it, else the error a client gets:
+/// `UNKNOWN_TOPIC_ID` for a topic named by an id that resolved to nothing (`topic` is `None`),
+/// `UNKNOWN_TOPIC_OR_PARTITION`, or `NOT_LEADER_OR_FOLLOWER`.
+pub(crate) fn led_replica(
+    node: &NodeHandle,
+    topic: Option<&str>,
+    partition: i32,
+) -> Result<std::sync::Arc<quipu_node::Partition>, ResponseError> {
+    let topic = topic.ok_or(ResponseError::UnknownTopicId)?;
+    let (group, _) =
+        group_of(node, topic, partition).ok_or(ResponseError::UnknownTopicOrPartition)?;
+    match node.partition(GroupId(group)) {
+        Some(replica) if replica.is_leader() => Ok(replica),
+        _ => Err(ResponseError::NotLeaderOrFollower),
+    }
+}
+
+/// Checks a client's `current_leader_epoch` (-1: not given) against the replica's term:
+/// an older one is `FENCED_LEADER_EPOCH`, a newer one `UNKNOWN_LEADER_EPOCH`.
+pub(crate) fn check_leader_epoch(
+    replica: &quipu_node::Partition,
+    asked: i32,
+) -> Result<(), ResponseError> {
+    let current = replica.leader_epoch();
+    match asked {
+        _ if asked < 0 || asked == current => Ok(()),
+        _ if asked < current => Err(ResponseError::FencedLeaderEpoch),
+        _ => Err(ResponseError::UnknownLeaderEpoch),
+    }
+}
+
+/// An offset as Kafka's signed 64-bit field.
+pub(crate) fn kafka_offset(offset: quipu_storage::Offset) -> i64 {
+    i64::try_from(offset.0).unwrap_or(i64::MAX)
+}
+
 /// Where a client should send requests for a partition, as this node knows it: the leader and
 /// the leader epoch if this node hosts a replica, else the preferred leader (which does) and an
 /// unknown epoch.
@@ -128,14 +164,26 @@ pub(crate) async fn handle(
         .with_topics(described)
 }
 
+/// The listener's default replication factor, capped at the cluster's size: its registered
+/// nodes, or its controller voters while some have not registered yet (a request then waits for
+/// them rather than getting fewer replicas).
+pub(crate) fn default_replication_factor(context: &Context) -> usize {
+    let node = &context.node;
+    let registered = node.with_metadata(|m| m.nodes().count());
+    let size = registered.max(node.controller_voters().len()).max(1);
+    context.config.default_replication_factor.clamp(1, size)
+}
+
 /// Creates `name` with the listener's defaults; a failure shows in the answer as the topic
 /// still being unknown (the client retries).
 async fn auto_create(context: &Context, name: &str) {
     let node = &context.node;
-    let nodes = node.with_metadata(|m| m.nodes().count()).max(1);
-    let replication_factor = context.config.default_replication_factor.clamp(1, nodes);
     match node
-        .create_topic(name, context.config.default_partitions, replication_factor)
+        .create_topic(
+            name,
+            context.config.default_partitions,
+            default_replication_factor(context),
+        )
         .await
     {
         Ok(()) => tracing::info!(topic = name, "topic auto-created"),

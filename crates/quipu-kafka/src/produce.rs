@@ -15,7 +15,7 @@ use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use quipu_node::{GroupId, NodeHandle, Partition};
 
 use crate::error::produce_error;
-use crate::metadata::{group_of, leader_of, topic_named_by_id};
+use crate::metadata::{group_of, kafka_offset, leader_of, topic_named_by_id};
 use crate::server::Context;
 
 /// Longest a produce waits for its acknowledgement, whatever the client's `timeout_ms`.
@@ -124,8 +124,8 @@ async fn produce_one(
     };
     match produced {
         Ok(Ok(offset)) => Outcome::Stored {
-            base_offset: i64::try_from(offset.0).unwrap_or(i64::MAX),
-            log_start_offset: i64::try_from(replica.log_start_offset().0).unwrap_or(i64::MAX),
+            base_offset: kafka_offset(offset),
+            log_start_offset: kafka_offset(replica.log_start_offset()),
         },
         Ok(Err(quipu_node::ProduceError::NotLeader { leader, .. })) => Outcome::NotLeader {
             leader,

@@ -235,34 +235,27 @@ fn kafka_config(
     auto_create_flag: Option<bool>,
 ) -> anyhow::Result<quipu_kafka::KafkaConfig> {
     let defaults = quipu_kafka::KafkaConfig::default();
-    let positive = |key: &str, value: Option<usize>, default: usize, max: usize| {
-        let value = value.unwrap_or(default);
-        if value == 0 || value > max {
-            bail!("kafka.{key} = {value} is out of range: 1 to {max}");
-        }
-        Ok(value)
-    };
     Ok(quipu_kafka::KafkaConfig {
-        connections_max: positive(
-            "connections_max",
+        connections_max: bounded(
+            "kafka.connections_max",
             file.connections_max,
             defaults.connections_max,
             1_000_000,
         )?,
-        connections_per_address_max: positive(
-            "connections_per_address_max",
+        connections_per_address_max: bounded(
+            "kafka.connections_per_address_max",
             file.connections_per_address_max,
             defaults.connections_per_address_max,
             1_000_000,
         )?,
-        request_bytes_max: positive(
-            "request_bytes_max",
+        request_bytes_max: bounded(
+            "kafka.request_bytes_max",
             file.request_bytes_max,
             defaults.request_bytes_max,
             i32::MAX as usize,
         )?,
-        requests_in_flight_max: positive(
-            "requests_in_flight_max",
+        requests_in_flight_max: bounded(
+            "kafka.requests_in_flight_max",
             file.requests_in_flight_max,
             defaults.requests_in_flight_max,
             1024,
@@ -270,14 +263,14 @@ fn kafka_config(
         auto_create_topics: auto_create_flag
             .or(file.auto_create_topics)
             .unwrap_or(defaults.auto_create_topics),
-        default_partitions: positive(
-            "default_partitions",
+        default_partitions: bounded(
+            "kafka.default_partitions",
             file.default_partitions,
             defaults.default_partitions,
             quipu_meta::PARTITIONS_PER_TOPIC_MAX,
         )?,
-        default_replication_factor: positive(
-            "default_replication_factor",
+        default_replication_factor: bounded(
+            "kafka.default_replication_factor",
             file.default_replication_factor,
             defaults.default_replication_factor,
             9,
