@@ -68,7 +68,7 @@ impl ControllerRequest {
                 replication_factor,
                 config,
             } => {
-                config.validate().map_err(invalid_config)?;
+                // The plan checks every key and value; the node's own limits are checked here.
                 config.check_against(defaults).map_err(invalid_config)?;
                 metadata.plan_create_topic(
                     name,

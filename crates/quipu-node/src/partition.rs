@@ -28,13 +28,6 @@ struct ProduceLimits {
     timestamp_after_max_ms: i64,
 }
 
-/// Now, in ms since the Unix epoch.
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// How long retention waits for the snapshot it asked for.
 const RETENTION_SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -182,7 +175,8 @@ impl Partition {
     /// are checked on the blocking pool, not on the async workers.
     async fn validate(&self, batch: &Bytes) -> Result<(), ProduceError> {
         let limits = self.produce_limits();
-        let now = wall_clock_ms();
+        // The log's clock: the one its segment ages and retention go by.
+        let now = (self.log.config().clock)();
         let rules = quipu_record::RecordRules {
             decompressed_bytes_max: limits.decompressed_bytes_max,
             timestamp_min: now.saturating_sub(limits.timestamp_before_max_ms),
@@ -295,8 +289,8 @@ impl Partition {
     /// replicas has it durably (Kafka's `acks=all`). The batch is validated before anything is
     /// proposed.
     pub async fn produce(&self, batch: Bytes) -> Result<Offset, ProduceError> {
-        self.validate(&batch).await?;
         self.refuse_if_draining()?;
+        self.validate(&batch).await?;
         match self
             .raft
             .client_write(Request::Records {
@@ -483,9 +477,9 @@ impl Partition {
         }
     }
 
-    /// Checks what every produce checks before proposing: a valid batch, and this replica leads.
+    /// Checks what every produce checks before proposing: this replica leads, and the batch is
+    /// valid (the cheap checks first: validation may decompress the whole batch).
     async fn check_proposal(&self, batch: &Bytes) -> Result<(), ProduceError> {
-        self.validate(batch).await?;
         self.refuse_if_draining()?;
         let leader = self.leader();
         if leader != Some(self.node_id) {
@@ -495,7 +489,7 @@ impl Partition {
                 leader_addr: None,
             });
         }
-        Ok(())
+        self.validate(batch).await
     }
 
     /// Appends one record batch and returns the offset of its first record once it is durable in

@@ -137,16 +137,19 @@ impl Inner {
 
     /// Applies a topic's changed settings to this node's replicas of it, live.
     pub(crate) fn apply_topic_config(&self, topic: &str) {
-        let groups: Vec<GroupId> = self.metadata.with_metadata(|m| {
-            m.topic(topic)
-                .map(|t| t.partitions.iter().map(|p| GroupId(p.group)).collect())
-                .unwrap_or_default()
-        });
+        let defaults = self.config.topic_defaults();
+        let Some((settings, groups)) = self.metadata.with_metadata(|m| {
+            m.topic(topic).map(|t| {
+                let groups: Vec<GroupId> = t.partitions.iter().map(|p| GroupId(p.group)).collect();
+                (t.config.settings(&defaults), groups)
+            })
+        }) else {
+            return; // deleted since
+        };
         for group in groups {
             let Some(partition) = self.partition(group) else {
                 continue;
             };
-            let settings = self.settings_of(group);
             match partition.apply_settings(&settings) {
                 Ok(()) => tracing::info!(
                     node_id = self.config.node_id,
