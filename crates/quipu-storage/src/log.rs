@@ -725,25 +725,8 @@ impl Log {
                     continue;
                 }
                 let entry = view.entry(&frame, position - frame.frame_len());
-                let batch_err = |source| ReadError::Batch {
-                    offset: frame.base_offset,
-                    source,
-                };
-                let header = quipu_record::BatchHeader::parse(&entry.payload).map_err(batch_err)?;
-                if header.timestamp_type() == quipu_record::TimestampType::LogAppendTime {
-                    return Ok(Some(entry.base_offset));
-                }
-                let records = quipu_record::decode_records(
-                    &entry.payload,
-                    self.config().decompressed_bytes_max,
-                )
-                .map_err(batch_err)?;
-                for record in records {
-                    if record.timestamp(header.base_timestamp) >= timestamp_ms {
-                        let offset =
-                            u64::try_from(record.offset(header.base_offset)).unwrap_or(u64::MAX);
-                        return Ok((offset < max_offset.0).then_some(Offset(offset)));
-                    }
+                if let Some(offset) = self.first_record_where(&entry, |ts| ts >= timestamp_ms)? {
+                    return Ok((offset < max_offset.0).then_some(Offset(offset)));
                 }
             }
         }
@@ -772,8 +755,8 @@ impl Log {
         };
         // Largest recorded timestamp first; among equals, the earliest segment.
         candidates.sort_by_key(|(max, base, _)| (std::cmp::Reverse(*max), *base));
-        // (timestamp, base offset, segment, position) of the best frame so far.
-        let mut best: Option<(i64, u64, SegmentView, u64)> = None;
+        // (timestamp, frame, segment, position) of the best frame so far.
+        let mut best: Option<(i64, crate::frame::FrameHeader, SegmentView, u64)> = None;
         for (recorded_max, _, view) in candidates {
             if best
                 .as_ref()
@@ -787,44 +770,49 @@ impl Log {
                 if frame.base_offset >= max_offset.0 {
                     break;
                 }
-                let better = best.as_ref().is_none_or(|(ts, base, _, _)| {
+                let better = best.as_ref().is_none_or(|(ts, found, _, _)| {
                     frame.max_timestamp > *ts
-                        || (frame.max_timestamp == *ts && frame.base_offset < *base)
+                        || (frame.max_timestamp == *ts && frame.base_offset < found.base_offset)
                 });
                 if frame.kind == EntryKind::Records && better {
-                    best = Some((
-                        frame.max_timestamp,
-                        frame.base_offset,
-                        view.clone(),
-                        position,
-                    ));
+                    best = Some((frame.max_timestamp, frame, view.clone(), position));
                 }
                 position += frame.frame_len();
             }
         }
-        let Some((timestamp, _, view, position)) = best else {
+        let Some((timestamp, frame, view, position)) = best else {
             return Ok(None);
         };
-        let frame = view.frame_at(position)?;
         let entry = view.entry(&frame, position);
+        let offset = self
+            .first_record_where(&entry, |ts| ts == timestamp)?
+            .unwrap_or(frame.base_offset);
+        Ok(Some((Offset(offset), timestamp)))
+    }
+
+    /// The offset of the first record of the record entry `entry` whose timestamp `matches`,
+    /// decoding the batch (within `decompressed_bytes_max`); a log-append-time batch stamps every
+    /// record with its own time, so its first offset.
+    fn first_record_where(
+        &self,
+        entry: &Entry,
+        matches: impl Fn(i64) -> bool,
+    ) -> Result<Option<u64>, ReadError> {
         let batch_err = |source| ReadError::Batch {
-            offset: frame.base_offset,
+            offset: entry.base_offset.0,
             source,
         };
         let header = quipu_record::BatchHeader::parse(&entry.payload).map_err(batch_err)?;
         if header.timestamp_type() == quipu_record::TimestampType::LogAppendTime {
-            return Ok(Some((entry.base_offset, timestamp)));
+            return Ok(Some(entry.base_offset.0));
         }
         let records =
             quipu_record::decode_records(&entry.payload, self.config().decompressed_bytes_max)
                 .map_err(batch_err)?;
-        let offset = records
+        Ok(records
             .iter()
-            .find(|r| r.timestamp(header.base_timestamp) == timestamp)
-            .map_or(frame.base_offset, |r| {
-                u64::try_from(r.offset(header.base_offset)).unwrap_or(frame.base_offset)
-            });
-        Ok(Some((Offset(offset), timestamp)))
+            .find(|r| matches(r.timestamp(header.base_timestamp)))
+            .map(|r| u64::try_from(r.offset(header.base_offset)).unwrap_or(u64::MAX)))
     }
 
     /// Removes every entry after `after_index` (Raft conflict resolution). Durable on return.
