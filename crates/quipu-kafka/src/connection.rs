@@ -3,7 +3,9 @@
 //! to requests by order, and kafka-python closes the connection on a mismatch).
 //!
 //! Invariant: a frame is allocated only after its size was checked against
-//! `request_bytes_max`; a malformed frame closes this connection and no other.
+//! `request_bytes_max` and room for it was taken from the listener's request-bytes pool
+//! (`queued_request_bytes_max`), given back once its response is written; a malformed frame
+//! closes this connection and no other.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,10 +26,11 @@ use crate::server::Context;
 pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, context: Arc<Context>) {
     let (reader, mut writer) = stream.into_split();
     let in_flight_max = context.config.requests_in_flight_max.max(1);
-    let (frames, mut incoming) = tokio::sync::mpsc::channel::<Bytes>(in_flight_max);
+    let (frames, mut incoming) = tokio::sync::mpsc::channel::<Queued>(in_flight_max);
     let frame_max = context.config.request_bytes_max;
+    let pool = Arc::clone(&context.queued);
     let read = tokio::spawn(async move {
-        let result = read_frames(reader, frame_max, &frames).await;
+        let result = read_frames(reader, frame_max, &pool, &frames).await;
         if let Err(e) = &result {
             tracing::debug!(%peer, error = %e, "kafka connection read ended");
         }
@@ -38,14 +41,16 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, context: Arc<Contex
         tokio::select! {
             frame = incoming.recv(), if reading && pending.len() < in_flight_max => {
                 match frame {
-                    Some(frame) => {
+                    Some((frame, room)) => {
                         let context = Arc::clone(&context);
-                        pending.push_back(async move { api::dispatch(&context, frame).await });
+                        pending.push_back(async move { (api::dispatch(&context, frame).await, room) });
                     }
                     None => reading = false,
                 }
             }
-            Some(answered) = pending.next(), if !pending.is_empty() => {
+            Some((answered, room)) = pending.next(), if !pending.is_empty() => {
+                // The request's room in the pool comes back once its answer is written.
+                let _room = room;
                 match answered {
                     Ok(Some(response)) => {
                         if let Err(e) = writer.write_all(&response).await {
@@ -66,11 +71,16 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, context: Arc<Contex
     read.abort();
 }
 
-/// Reads size-prefixed frames into `frames` until the peer closes the connection.
+/// A request frame read, with its room in the listener's request-bytes pool.
+type Queued = (Bytes, tokio::sync::OwnedSemaphorePermit);
+
+/// Reads size-prefixed frames into `frames` until the peer closes the connection, each only
+/// once the pool has room for it.
 async fn read_frames(
     mut reader: OwnedReadHalf,
     frame_max: usize,
-    frames: &tokio::sync::mpsc::Sender<Bytes>,
+    pool: &Arc<tokio::sync::Semaphore>,
+    frames: &tokio::sync::mpsc::Sender<Queued>,
 ) -> Result<(), RequestError> {
     loop {
         let size = match reader.read_i32().await {
@@ -85,12 +95,18 @@ async fn read_frames(
                 size,
                 max: frame_max,
             })?;
+        let Ok(room) = Arc::clone(pool)
+            .acquire_many_owned(crate::server::pool_units(size))
+            .await
+        else {
+            return Ok(()); // the pool is closed: the listener is stopping
+        };
         let mut frame = BytesMut::zeroed(size);
         reader
             .read_exact(&mut frame)
             .await
             .map_err(RequestError::Io)?;
-        if frames.send(frame.freeze()).await.is_err() {
+        if frames.send((frame.freeze(), room)).await.is_err() {
             return Ok(()); // the connection is closing
         }
     }

@@ -22,6 +22,10 @@ pub struct KafkaConfig {
     /// Most requests of one connection handled at once; the connection is not read further
     /// until one is answered.
     pub requests_in_flight_max: usize,
+    /// Most bytes of requests read and not yet answered, on all connections of the listener
+    /// together (Kafka's `queued.max.request.bytes`); a connection is not read further until
+    /// there is room for its next request. At least `request_bytes_max`.
+    pub queued_request_bytes_max: usize,
     /// Whether Metadata requests for unknown topics create them (Kafka's
     /// `auto.create.topics.enable`).
     pub auto_create_topics: bool,
@@ -40,6 +44,7 @@ impl Default for KafkaConfig {
             connections_per_address_max: 1_000,
             request_bytes_max: 100 * 1024 * 1024,
             requests_in_flight_max: 32,
+            queued_request_bytes_max: 256 * 1024 * 1024,
             auto_create_topics: false,
             default_partitions: 1,
             default_replication_factor: 3,
@@ -53,6 +58,13 @@ impl Default for KafkaConfig {
 pub(crate) struct Context {
     pub node: NodeHandle,
     pub config: KafkaConfig,
+    /// Room for request bytes read and not yet answered, in KiB.
+    pub queued: Arc<tokio::sync::Semaphore>,
+}
+
+/// Units of the request-bytes pool: KiB, so that a frame of any allowed size is one acquire.
+pub(crate) fn pool_units(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
 }
 
 /// Serves Kafka clients of `node` on `listener` until `shutdown` completes; then closes every
@@ -67,7 +79,16 @@ pub async fn serve(
         config.connections_max,
         config.connections_per_address_max,
     );
-    let context = Arc::new(Context { node, config });
+    // Never smaller than one largest request, which would otherwise wait forever.
+    let queued = config
+        .queued_request_bytes_max
+        .max(config.request_bytes_max);
+    let queued = Arc::new(tokio::sync::Semaphore::new(pool_units(queued) as usize));
+    let context = Arc::new(Context {
+        node,
+        config,
+        queued,
+    });
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {

@@ -276,6 +276,35 @@ async fn a_request_claiming_billions_of_elements_does_not_take_the_node_down() {
     cluster.stop().await;
 }
 
+/// Requests wait for room in the listener's request-bytes pool rather than failing: with room for
+/// one request at a time, ten pipelined ones are all answered, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_queued_bytes_wait_for_room() {
+    let cluster = Cluster::start(KafkaConfig {
+        request_bytes_max: 1024,
+        queued_request_bytes_max: 1024,
+        ..KafkaConfig::default()
+    })
+    .await;
+    let mut stream = connect(&cluster).await;
+    let mut batch = BytesMut::new();
+    for id in 10..20 {
+        batch.put_slice(&frame(
+            ApiKey::Metadata,
+            12,
+            id,
+            &MetadataRequest::default(),
+        ));
+    }
+    stream.write_all(&batch).await.unwrap();
+    for id in 10..20 {
+        let (got, _): (i32, MetadataResponse) =
+            decode(ApiKey::Metadata, 12, response(&mut stream).await.unwrap());
+        assert_eq!(got, id);
+    }
+    cluster.stop().await;
+}
+
 /// Kafka's `max.connections.per.ip`: the connection beyond the limit is closed at once; a slot
 /// comes back when a connection closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

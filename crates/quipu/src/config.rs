@@ -83,6 +83,7 @@ struct KafkaFile {
     connections_per_address_max: Option<usize>,
     request_bytes_max: Option<usize>,
     requests_in_flight_max: Option<usize>,
+    queued_request_bytes_max: Option<usize>,
     auto_create_topics: Option<bool>,
     default_partitions: Option<usize>,
     default_replication_factor: Option<usize>,
@@ -235,6 +236,23 @@ fn kafka_config(
     auto_create_flag: Option<bool>,
 ) -> anyhow::Result<quipu_kafka::KafkaConfig> {
     let defaults = quipu_kafka::KafkaConfig::default();
+    let request_bytes_max = bounded(
+        "kafka.request_bytes_max",
+        file.request_bytes_max,
+        defaults.request_bytes_max,
+        i32::MAX as usize,
+    )?;
+    let queued_request_bytes_max = bounded(
+        "kafka.queued_request_bytes_max",
+        file.queued_request_bytes_max,
+        defaults.queued_request_bytes_max.max(request_bytes_max),
+        usize::MAX >> 4,
+    )?;
+    if queued_request_bytes_max < request_bytes_max {
+        bail!(
+            "kafka.queued_request_bytes_max = {queued_request_bytes_max} is out of range: at least kafka.request_bytes_max ({request_bytes_max})"
+        );
+    }
     Ok(quipu_kafka::KafkaConfig {
         connections_max: bounded(
             "kafka.connections_max",
@@ -248,12 +266,8 @@ fn kafka_config(
             defaults.connections_per_address_max,
             1_000_000,
         )?,
-        request_bytes_max: bounded(
-            "kafka.request_bytes_max",
-            file.request_bytes_max,
-            defaults.request_bytes_max,
-            i32::MAX as usize,
-        )?,
+        request_bytes_max,
+        queued_request_bytes_max,
         requests_in_flight_max: bounded(
             "kafka.requests_in_flight_max",
             file.requests_in_flight_max,
