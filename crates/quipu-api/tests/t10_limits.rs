@@ -21,26 +21,57 @@ async fn answered(addr: std::net::SocketAddr) -> (bool, TcpStream) {
     (matches!(read, Ok(Ok(n)) if n > 0), stream)
 }
 
+/// A one-node cluster serving the client API with `limits`, stopped by [`Api::stop`].
+struct Api {
+    node: Node,
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Api {
+    async fn start(limits: ApiLimits) -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::start(NodeConfig::new(
+            1,
+            dir.path().to_path_buf(),
+            "127.0.0.1:0".parse().unwrap(),
+        ))
+        .await
+        .unwrap();
+        node.join(vec![(1, node.addr().to_string())]).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(quipu_api::serve(node.handle(), listener, limits, async {
+            let _ = stopped.await;
+        }));
+        Api {
+            node,
+            addr,
+            stop,
+            server,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the API (a graceful stop waits for open connections: close them first) and the node.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.server.await;
+        self.node.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_from_one_address_are_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(NodeConfig::new(
-        1,
-        dir.path().to_path_buf(),
-        "127.0.0.1:0".parse().unwrap(),
-    ))
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let limits = ApiLimits {
+    let api = Api::start(ApiLimits {
         connections_per_address_max: 2,
         ..ApiLimits::default()
-    };
-    let server = tokio::spawn(quipu_api::serve(node.handle(), listener, limits, async {
-        let _ = stopped.await;
-    }));
+    })
+    .await;
+    let addr = api.addr;
     let (first_ok, first) = answered(addr).await;
     let (second_ok, second) = answered(addr).await;
     assert!(first_ok && second_ok);
@@ -60,11 +91,8 @@ async fn connections_from_one_address_are_bounded() {
         assert!(Instant::now() < deadline, "the place never came back");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // A graceful stop waits for open connections: close ours first.
     drop((second, third));
-    let _ = stop.send(());
-    let _ = server.await;
-    node.stop().await;
+    api.stop().await;
 }
 
 /// A following fetch with `max_wait_ms = 0` on an idle partition does not spin: its wait is
@@ -76,27 +104,9 @@ async fn a_following_fetch_with_no_wait_does_not_spin() {
     use quipu_proto::v1::FetchRequest;
     use quipu_proto::v1::data_client::DataClient;
 
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(NodeConfig::new(
-        1,
-        dir.path().to_path_buf(),
-        "127.0.0.1:0".parse().unwrap(),
-    ))
-    .await
-    .unwrap();
-    node.join(vec![(1, node.addr().to_string())]).await.unwrap();
+    let api = Api::start(ApiLimits::default()).await;
+    let (node, addr) = (&api.node, api.addr);
     node.create_topic("idle", 1, 1).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(quipu_api::serve(
-        node.handle(),
-        listener,
-        ApiLimits::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
     let group = quipu_node::GroupId(node.metadata().topic("idle").unwrap().partitions[0].group);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !node.partition(group).is_some_and(|p| p.is_leader()) {
@@ -133,7 +143,5 @@ async fn a_following_fetch_with_no_wait_does_not_spin() {
     );
     drop(stream);
     drop(client);
-    let _ = stop.send(());
-    let _ = server.await;
-    node.stop().await;
+    api.stop().await;
 }
