@@ -17,32 +17,18 @@ pub(crate) struct Admitted {
     _permit: ConnectionPermit,
 }
 
-/// Accepts connections from `listener` within `limits`, with TCP_NODELAY (small replies must not
-/// wait for a delayed ACK).
+/// Accepts connections from `listener` within `limits` (`ConnectionLimits::accept`).
 pub(crate) fn admitted(
     listener: TcpListener,
     limits: ConnectionLimits,
 ) -> impl Stream<Item = std::io::Result<Admitted>> {
     futures_util::stream::unfold((listener, limits), |(listener, limits)| async move {
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => return Some((Err(e), (listener, limits))),
-            };
-            match limits.admit(peer.ip()) {
-                Ok(permit) => {
-                    let _ = stream.set_nodelay(true);
-                    let admitted = Admitted {
-                        stream,
-                        _permit: permit,
-                    };
-                    return Some((Ok(admitted), (listener, limits)));
-                }
-                Err(refused) => {
-                    tracing::warn!(%peer, %refused, "client API connection refused");
-                }
-            }
-        }
+        let (stream, _, permit) = limits.accept(&listener, "client API").await;
+        let admitted = Admitted {
+            stream,
+            _permit: permit,
+        };
+        Some((Ok(admitted), (listener, limits)))
     })
 }
 

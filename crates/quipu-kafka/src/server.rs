@@ -95,24 +95,7 @@ pub async fn serve(
         tokio::select! {
             () = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of descriptors, say: wait a little rather than spin.
-                        tracing::warn!(error = %e, "kafka listener cannot accept");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let permit = match limits.admit(peer.ip()) {
-                    Ok(permit) => permit,
-                    Err(refused) => {
-                        tracing::warn!(%peer, %refused, "kafka connection refused");
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
+            (stream, peer, permit) = limits.accept(&listener, "kafka") => {
                 let context = Arc::clone(&context);
                 connections.spawn(async move {
                     connection::run(stream, peer, context).await;

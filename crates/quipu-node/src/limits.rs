@@ -5,6 +5,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+/// Pause after a failed accept before the next.
+const ACCEPT_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Bounds on the connections of one listener.
 #[derive(Debug)]
 pub struct ConnectionLimits {
@@ -41,6 +44,40 @@ impl ConnectionLimits {
             total_max,
             per_address_max,
             open: Arc::default(),
+        }
+    }
+
+    /// The next connection on `listener` within the limits, with TCP_NODELAY set (small replies
+    /// must not wait for a delayed ACK). A connection beyond a limit is closed at once; a failed
+    /// accept (out of descriptors, say) is retried after a pause rather than in a busy loop.
+    /// Cancel-safe: nothing is awaited between accepting a connection and returning it.
+    pub async fn accept(
+        &self,
+        listener: &tokio::net::TcpListener,
+        what: &'static str,
+    ) -> (
+        tokio::net::TcpStream,
+        std::net::SocketAddr,
+        ConnectionPermit,
+    ) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(listener = what, error = %e, "cannot accept a connection");
+                    tokio::time::sleep(ACCEPT_RETRY_PAUSE).await;
+                    continue;
+                }
+            };
+            match self.admit(peer.ip()) {
+                Ok(permit) => {
+                    let _ = stream.set_nodelay(true);
+                    return (stream, peer, permit);
+                }
+                Err(refused) => {
+                    tracing::warn!(listener = what, %peer, %refused, "connection refused");
+                }
+            }
         }
     }
 
