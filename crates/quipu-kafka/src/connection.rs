@@ -4,7 +4,7 @@
 //!
 //! Invariant: a frame is allocated only after its size was checked against
 //! `request_bytes_max` and room for it was taken from the listener's request-bytes pool
-//! (`queued_request_bytes_max`), given back once its response is written; a malformed frame
+//! (`queued_request_bytes_max`), given back once the request is handled; a malformed frame
 //! closes this connection and no other.
 
 use std::net::SocketAddr;
@@ -43,14 +43,18 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, context: Arc<Contex
                 match frame {
                     Some((frame, room)) => {
                         let context = Arc::clone(&context);
-                        pending.push_back(async move { (api::dispatch(&context, frame).await, room) });
+                        pending.push_back(async move {
+                            let answered = api::dispatch(&context, frame).await;
+                            // The request's bytes are gone once it is handled: a client slow to
+                            // read its answers holds no room in the pool.
+                            drop(room);
+                            answered
+                        });
                     }
                     None => reading = false,
                 }
             }
-            Some((answered, room)) = pending.next(), if !pending.is_empty() => {
-                // The request's room in the pool comes back once its answer is written.
-                let _room = room;
+            Some(answered) = pending.next(), if !pending.is_empty() => {
                 match answered {
                     Ok(Some(response)) => {
                         if let Err(e) = writer.write_all(&response).await {

@@ -22,7 +22,7 @@ pub struct KafkaConfig {
     /// Most requests of one connection handled at once; the connection is not read further
     /// until one is answered.
     pub requests_in_flight_max: usize,
-    /// Most bytes of requests read and not yet answered, on all connections of the listener
+    /// Most bytes of requests read and not yet handled, on all connections of the listener
     /// together (Kafka's `queued.max.request.bytes`); a connection is not read further until
     /// there is room for its next request. At least `request_bytes_max`.
     pub queued_request_bytes_max: usize,
@@ -58,7 +58,7 @@ impl Default for KafkaConfig {
 pub(crate) struct Context {
     pub node: NodeHandle,
     pub config: KafkaConfig,
-    /// Room for request bytes read and not yet answered, in KiB.
+    /// Room for request bytes read and not yet handled, in KiB.
     pub queued: Arc<tokio::sync::Semaphore>,
 }
 
