@@ -88,6 +88,25 @@ async fn answers(stream: &mut TcpStream, id: i32) {
     assert_eq!(answered, id);
 }
 
+/// Sends ten Metadata requests at once and checks their answers come back in order.
+async fn pipelined_metadata_in_order(stream: &mut TcpStream) {
+    let mut batch = BytesMut::new();
+    for id in 10..20 {
+        batch.put_slice(&frame(
+            ApiKey::Metadata,
+            12,
+            id,
+            &MetadataRequest::default(),
+        ));
+    }
+    stream.write_all(&batch).await.unwrap();
+    for id in 10..20 {
+        let (got, _): (i32, MetadataResponse) =
+            decode(ApiKey::Metadata, 12, response(stream).await.unwrap());
+        assert_eq!(got, id);
+    }
+}
+
 async fn connect(cluster: &Cluster) -> TcpStream {
     TcpStream::connect(&cluster.nodes[0].kafka_addr)
         .await
@@ -133,21 +152,7 @@ async fn the_wire_behaves_as_kafka_clients_expect() {
     assert_eq!(answer.api_keys.len(), table.len());
 
     // Pipelined requests come back in order.
-    let mut batch = BytesMut::new();
-    for id in 10..20 {
-        batch.put_slice(&frame(
-            ApiKey::Metadata,
-            12,
-            id,
-            &MetadataRequest::default(),
-        ));
-    }
-    stream.write_all(&batch).await.unwrap();
-    for id in 10..20 {
-        let (got, _): (i32, MetadataResponse) =
-            decode(ApiKey::Metadata, 12, response(&mut stream).await.unwrap());
-        assert_eq!(got, id);
-    }
+    pipelined_metadata_in_order(&mut stream).await;
 
     // Produce v2 is advertised (for old librdkafka) but refused by closing the connection.
     let mut old = connect(&cluster).await;
@@ -287,21 +292,7 @@ async fn requests_beyond_the_queued_bytes_wait_for_room() {
     })
     .await;
     let mut stream = connect(&cluster).await;
-    let mut batch = BytesMut::new();
-    for id in 10..20 {
-        batch.put_slice(&frame(
-            ApiKey::Metadata,
-            12,
-            id,
-            &MetadataRequest::default(),
-        ));
-    }
-    stream.write_all(&batch).await.unwrap();
-    for id in 10..20 {
-        let (got, _): (i32, MetadataResponse) =
-            decode(ApiKey::Metadata, 12, response(&mut stream).await.unwrap());
-        assert_eq!(got, id);
-    }
+    pipelined_metadata_in_order(&mut stream).await;
     cluster.stop().await;
 }
 

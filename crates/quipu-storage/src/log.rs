@@ -702,18 +702,10 @@ impl Log {
         timestamp_ms: i64,
         max_offset: Offset,
     ) -> Result<Option<Offset>, ReadError> {
-        let candidates: Vec<(SegmentView, u64)> = {
-            let state = self.read_state();
-            if let Some((dir, cause)) = self.poisoned(&state) {
-                return Err(ReadError::Poisoned { dir, cause });
-            }
-            state
-                .segments
-                .iter()
-                .filter(|s| s.max_timestamp >= timestamp_ms && s.header.base_offset < max_offset.0)
-                .map(|s| (s.view(), s.position_for_timestamp(timestamp_ms)))
-                .collect()
-        };
+        let candidates = self.segments_where(|s| {
+            (s.max_timestamp >= timestamp_ms && s.header.base_offset < max_offset.0)
+                .then(|| (s.view(), s.position_for_timestamp(timestamp_ms)))
+        })?;
         for (view, mut position) in candidates {
             while position < view.data_len {
                 let frame = view.frame_at(position)?;
@@ -741,18 +733,10 @@ impl Log {
         &self,
         max_offset: Offset,
     ) -> Result<Option<(Offset, i64)>, ReadError> {
-        let mut candidates: Vec<(i64, u64, SegmentView)> = {
-            let state = self.read_state();
-            if let Some((dir, cause)) = self.poisoned(&state) {
-                return Err(ReadError::Poisoned { dir, cause });
-            }
-            state
-                .segments
-                .iter()
-                .filter(|s| s.header.base_offset < max_offset.0 && s.max_timestamp >= 0)
-                .map(|s| (s.max_timestamp, s.header.base_offset, s.view()))
-                .collect()
-        };
+        let mut candidates = self.segments_where(|s| {
+            (s.header.base_offset < max_offset.0 && s.max_timestamp >= 0)
+                .then(|| (s.max_timestamp, s.header.base_offset, s.view()))
+        })?;
         // Largest recorded timestamp first; among equals, the earliest segment.
         candidates.sort_by_key(|(max, base, _)| (std::cmp::Reverse(*max), *base));
         // (timestamp, frame, segment, position) of the best frame so far.
@@ -788,6 +772,19 @@ impl Log {
             .first_record_where(&entry, |ts| ts == timestamp)?
             .unwrap_or(frame.base_offset);
         Ok(Some((Offset(offset), timestamp)))
+    }
+
+    /// What `pick` takes from each segment, under the state lock, oldest segment first; refused
+    /// on a poisoned log.
+    fn segments_where<T>(
+        &self,
+        pick: impl FnMut(&Segment) -> Option<T>,
+    ) -> Result<Vec<T>, ReadError> {
+        let state = self.read_state();
+        if let Some((dir, cause)) = self.poisoned(&state) {
+            return Err(ReadError::Poisoned { dir, cause });
+        }
+        Ok(state.segments.iter().filter_map(pick).collect())
     }
 
     /// The offset of the first record of the record entry `entry` whose timestamp `matches`,
