@@ -2,7 +2,8 @@
 # The Kafka path beside the gRPC path and the storage engine, in one run on one machine:
 # a release `quipu dev --nodes 3` cluster in a temporary directory, `quipu bench produce` and
 # `consume` over gRPC, then benches/kafka/bench.py (confluent-kafka) over the Kafka listener,
-# with the same load: RECORDS records of SIZE bytes, acks=all, 3 partitions, replication 3.
+# with the same load: RECORDS records of SIZE bytes, acks=all, 3 partitions, replication 3; the
+# storage engine alone on the same disk (the raw baseline) in the same run.
 # Needs the Python clients of scripts/test.sh. Figures go to docs/benchmarks.md by hand.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,7 +29,7 @@ target/release/quipu bench produce --bootstrap "$bootstrap" --topic grpc-bench -
 $python benches/kafka/bench.py "$kafka" kafka-bench 20000 "$size" 3 > /dev/null
 echo "== gRPC (quipu bench): as fast as possible, then $rate records/s for latency"
 target/release/quipu bench produce --bootstrap "$bootstrap" --topic grpc-bench --records "$records" \
-  --record-size "$size" --partitions 3 --acks all
+  --record-size "$size" --partitions 3 --acks all --storage-baseline "$dir/baseline"
 target/release/quipu bench consume --bootstrap "$bootstrap" --topic grpc-bench --records "$records"
 target/release/quipu bench produce --bootstrap "$bootstrap" --topic grpc-bench --records $((rate * 10)) \
   --record-size "$size" --partitions 3 --acks all --rate "$rate"
