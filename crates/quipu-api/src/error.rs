@@ -131,10 +131,22 @@ pub(crate) fn from_produce(node: &NodeHandle, error: ProduceError) -> Status {
             None,
         ),
         ProduceError::InvalidBatch(e) => invalid(format!("invalid record batch: {e}")),
-        ProduceError::Unavailable { group, reason } => status(
+        ProduceError::Busy { max } => status(
+            Code::ResourceExhausted,
+            ErrorReason::Busy,
+            format!("the node holds its most bytes of produce requests ({max}); retry later"),
+            None,
+        ),
+        ProduceError::Task { group, source } => status(
+            Code::Unavailable,
+            ErrorReason::ShuttingDown,
+            format!("partition group {group}: nothing was proposed: {source}"),
+            None,
+        ),
+        ProduceError::Unavailable { group, source } => status(
             Code::Unavailable,
             ErrorReason::UnknownOutcome,
-            format!("partition group {group}: the batch may or may not be committed: {reason}"),
+            format!("partition group {group}: the batch may or may not be committed: {source}"),
             None,
         ),
     }
@@ -160,10 +172,10 @@ pub(crate) fn from_fetch(node: &NodeHandle, error: FetchError) -> Status {
             format!("partition group {group} cannot serve the read: {source}"),
             None,
         ),
-        FetchError::Unavailable { group, reason } => status(
+        FetchError::Unavailable { group, source } => status(
             Code::Unavailable,
             ErrorReason::Unspecified,
-            format!("partition group {group}: {reason}"),
+            format!("partition group {group}: {source}"),
             None,
         ),
     }

@@ -86,7 +86,9 @@ pub(crate) fn classify(status: &tonic::Status, idempotent: bool) -> Failure {
             Failure::Retry(ClientError::UnknownOutcome(message))
         }
         ErrorReason::UnknownOutcome => Failure::Fatal(ClientError::UnknownOutcome(message)),
-        ErrorReason::ShuttingDown => Failure::Retry(ClientError::Unavailable(message)),
+        ErrorReason::ShuttingDown | ErrorReason::Busy => {
+            Failure::Retry(ClientError::Unavailable(message))
+        }
         ErrorReason::Unspecified => transport(status, idempotent),
     }
 }

@@ -264,7 +264,18 @@ pub(crate) async fn dispatch(
             let acks = r.acks;
             let response = produce::handle(context, r, version).await;
             if acks == 0 {
-                return Ok(None); // Kafka sends nothing back for acks=0
+                let refused = response
+                    .responses
+                    .iter()
+                    .flat_map(|topic| &topic.partition_responses)
+                    .map(|partition| partition.error_code)
+                    .find(|code| *code != 0);
+                return match refused {
+                    // Kafka sends nothing back for acks=0, and closes the connection when a
+                    // partition refused its batch: the only way the client can learn of it.
+                    Some(code) => Err(RequestError::UnacknowledgedRefused { code }),
+                    None => Ok(None),
+                };
             }
             answer(&response)
         }

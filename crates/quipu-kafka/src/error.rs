@@ -48,6 +48,14 @@ pub enum RequestError {
         #[source]
         source: CodecError,
     },
+    /// An acks=0 produce was refused for a partition (not the leader, invalid, busy): the client
+    /// expects no answer, so the connection is closed to tell it, as Kafka does; it then
+    /// refreshes its metadata.
+    #[error("an acks=0 produce was refused (error code {code} for a partition)")]
+    UnacknowledgedRefused {
+        /// The first partition's error code.
+        code: i16,
+    },
     /// The response could not be encoded (a bug: a field set that the version lacks).
     #[error("cannot encode the response (api key {api}, version {version})")]
     Encode {
@@ -66,8 +74,13 @@ pub(crate) fn produce_error(error: &ProduceError) -> ResponseError {
     match error {
         ProduceError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
         ProduceError::InvalidBatch(batch) => batch_error(batch),
-        // The outcome is unknown: a retriable timeout, as Kafka reports one.
-        ProduceError::Unavailable { .. } => ResponseError::RequestTimedOut,
+        // The outcome is unknown: a retriable timeout, as Kafka reports one. A busy node (nothing
+        // proposed) is the same to a producer: no answer in time, try again.
+        ProduceError::Unavailable { .. } | ProduceError::Busy { .. } => {
+            ResponseError::RequestTimedOut
+        }
+        // The node is shutting down: nothing was proposed; the client retries elsewhere.
+        ProduceError::Task { .. } => ResponseError::NotLeaderOrFollower,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The listener at the wire: ApiVersions is the handler table, an unknown ApiVersions version is
 //! answered at v0 (KIP-511), refused versions and malformed or oversized frames close only their
-//! own connection, pipelined requests are answered in order, OffsetForLeaderEpoch tells where a
+//! own connection, as does an acks=0 produce that is refused, pipelined requests are answered in order, OffsetForLeaderEpoch tells where a
 //! term ends, and arbitrary bytes never take the listener down (a bounded proptest).
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // tests unwrap; sizes are small
 
@@ -15,10 +15,11 @@ use common::*;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
-    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, RequestHeader, ResponseHeader,
-    TopicName,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest, RequestHeader,
+    ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use quipu_kafka::KafkaConfig;
@@ -159,6 +160,24 @@ async fn the_wire_behaves_as_kafka_clients_expect() {
     let produce_v2 = raw(ApiKey::Produce as i16, 2, &[0, 0, 0, 7, 0xff, 0xff]);
     old.write_all(&produce_v2).await.unwrap();
     assert!(response(&mut old).await.is_none(), "closed");
+
+    // An acks=0 produce the node refuses (here: an unknown topic) gets no answer, so the
+    // connection is closed to tell the client, as Kafka does.
+    let mut unacknowledged = connect(&cluster).await;
+    let produce = ProduceRequest::default().with_acks(0).with_topic_data(vec![
+        TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("no-such-topic")))
+            .with_partition_data(vec![
+                PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(Bytes::from_static(b"not looked at"))),
+            ]),
+    ]);
+    unacknowledged
+        .write_all(&frame(ApiKey::Produce, 9, 8, &produce))
+        .await
+        .unwrap();
+    assert!(response(&mut unacknowledged).await.is_none(), "closed");
 
     // An oversized frame closes its connection before anything is allocated; others go on.
     let mut big = connect(&cluster).await;

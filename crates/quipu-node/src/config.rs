@@ -40,6 +40,11 @@ pub struct NodeConfig {
     /// How far after the time it is produced a record's timestamp may be, in ms (topic default
     /// of `message.timestamp.after.max.ms`).
     pub timestamp_after_max_ms: i64,
+    /// Most bytes of produced batches the node holds in memory at once, from when a batch is
+    /// admitted until the leader's log has it: on every acks level, a produce beyond it waits
+    /// for room (at most [`crate::PRODUCE_ROOM_WAIT`]), then is refused as busy. At least
+    /// `log.entry_bytes_max`.
+    pub produce_bytes_in_flight_max: u64,
 }
 
 impl NodeConfig {
@@ -57,6 +62,7 @@ impl NodeConfig {
             kafka_addr: None,
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: DEFAULT_TIMESTAMP_AFTER_MAX_MS,
+            produce_bytes_in_flight_max: DEFAULT_PRODUCE_BYTES_IN_FLIGHT_MAX,
         }
     }
 
@@ -118,6 +124,18 @@ impl NodeConfig {
                 allowed: format!("at most {ENTRY_BYTES_LIMIT} bytes (the Raft transport's limit)"),
             });
         }
+        if self.produce_bytes_in_flight_max < self.log.entry_bytes_max
+            || self.produce_bytes_in_flight_max > PRODUCE_BYTES_IN_FLIGHT_LIMIT
+        {
+            return Err(NodeConfigError::Invalid {
+                key: "produce_bytes_in_flight_max",
+                value: self.produce_bytes_in_flight_max.to_string(),
+                allowed: format!(
+                    "log.entry_bytes_max ({}) to {PRODUCE_BYTES_IN_FLIGHT_LIMIT} bytes",
+                    self.log.entry_bytes_max
+                ),
+            });
+        }
         if self.retention_check_interval.is_zero() {
             return Err(NodeConfigError::Invalid {
                 key: "log.retention_check_interval_ms",
@@ -177,6 +195,14 @@ pub(crate) fn log_limits(settings: &TopicSettings) -> LogLimits {
 /// Kafka 4's `log.message.timestamp.after.max.ms` default: a record may be stamped at most an
 /// hour ahead of the broker's clock (a far-future timestamp would hold back time-based retention).
 pub const DEFAULT_TIMESTAMP_AFTER_MAX_MS: i64 = 3_600_000;
+
+/// Default of [`NodeConfig::produce_bytes_in_flight_max`]: 256 MiB (as the Kafka listener's
+/// `queued_request_bytes_max`).
+pub const DEFAULT_PRODUCE_BYTES_IN_FLIGHT_MAX: u64 = 256 * 1024 * 1024;
+
+/// Largest [`NodeConfig::produce_bytes_in_flight_max`]: 1 TiB (the budget counts bytes in a
+/// semaphore of at most 2^61 permits; memory runs out long before).
+pub const PRODUCE_BYTES_IN_FLIGHT_LIMIT: u64 = 1 << 40;
 
 /// Kafka's `log.retention.check.interval.ms` default: 5 minutes.
 pub const DEFAULT_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(300);

@@ -75,14 +75,50 @@ pub enum ProduceError {
     /// The batch is not one valid RecordBatch v2 (nothing was proposed).
     #[error("invalid record batch")]
     InvalidBatch(#[source] quipu_record::BatchError),
+    /// The node holds its most bytes of produced batches (`produce_bytes_in_flight_max`) and no
+    /// room came within [`crate::limits::PRODUCE_ROOM_WAIT`]: nothing was proposed; retry later.
+    #[error(
+        "the node holds its most bytes of produce requests ({max} bytes); nothing was proposed"
+    )]
+    Busy {
+        /// The node's budget, in bytes.
+        max: u64,
+    },
+    /// A task of the produce failed before anything was proposed (the node is shutting down).
+    #[error("partition {group}: the produce task failed; nothing was proposed")]
+    Task {
+        /// The partition.
+        group: GroupId,
+        /// The cause.
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// Raft failed or shut down before the batch was committed: whether it will be is unknown.
-    #[error("partition {group} could not commit the batch: {reason}")]
+    #[error("partition {group}: the batch may or may not be committed")]
     Unavailable {
         /// The partition.
         group: GroupId,
         /// What failed.
-        reason: String,
+        #[source]
+        source: ProposalError,
     },
+}
+
+/// Why a proposed batch got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposalError {
+    /// Raft refused or failed the write.
+    #[error(transparent)]
+    Raft(BoxError),
+    /// Raft dropped the request without an answer (it shut down).
+    #[error("raft dropped the request without an answer")]
+    Dropped,
+    /// The leader's log failed before the batch was durable in it.
+    #[error("the leader's log failed before the batch was durable")]
+    LogFailed,
+    /// The batch was applied without an offset (a bug).
+    #[error("the batch was applied without an offset")]
+    NoOffset,
 }
 
 /// A fetch failed.
@@ -97,12 +133,13 @@ pub enum FetchError {
         leader: Option<NodeId>,
     },
     /// The read task failed (the runtime is shutting down); nothing is known about the data.
-    #[error("partition {group} could not run the read: {reason}")]
+    #[error("partition {group} could not run the read")]
     Unavailable {
         /// The partition.
         group: GroupId,
-        /// What failed.
-        reason: String,
+        /// The cause.
+        #[source]
+        source: tokio::task::JoinError,
     },
     /// The log refused the read (offset out of range, corruption).
     #[error("partition {group} cannot serve the read")]

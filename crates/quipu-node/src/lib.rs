@@ -32,13 +32,16 @@ mod routing;
 mod transport;
 
 pub use config::{
-    DEFAULT_RETENTION_CHECK_INTERVAL, DEFAULT_TIMESTAMP_AFTER_MAX_MS, ENTRY_BYTES_LIMIT,
-    NodeConfig, NodeConfigError,
+    DEFAULT_PRODUCE_BYTES_IN_FLIGHT_MAX, DEFAULT_RETENTION_CHECK_INTERVAL,
+    DEFAULT_TIMESTAMP_AFTER_MAX_MS, ENTRY_BYTES_LIMIT, NodeConfig, NodeConfigError,
+    PRODUCE_BYTES_IN_FLIGHT_LIMIT,
 };
 pub use controller::{CONTROLLER_PATIENCE, ControllerError, ControllerRequest};
-pub use error::{BoxError, FetchError, NodeError, ProduceError, RetentionError};
+pub use error::{BoxError, FetchError, NodeError, ProduceError, ProposalError, RetentionError};
 pub use group::GroupId;
 pub use handoff::HANDOFF_TIMEOUT;
-pub use limits::{ConnectionLimits, ConnectionPermit, Refused};
+pub use limits::{
+    ConnectionLimits, ConnectionPermit, PRODUCE_ROOM_WAIT, ProduceBudget, ProduceRoom, Refused,
+};
 pub use node::{Node, NodeHandle};
 pub use partition::Partition;

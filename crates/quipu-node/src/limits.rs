@@ -1,5 +1,8 @@
-//! [`ConnectionLimits`]: how many client connections a listener holds at once, in all and per
-//! client address. Shared by the client API and the Kafka listener.
+//! Node-wide bounds on what clients can make a node hold:
+//! - [`ConnectionLimits`]: how many client connections a listener holds at once, in all and per
+//!   client address. Shared by the client API and the Kafka listener.
+//! - [`ProduceBudget`]: how many bytes of produced batches the node holds in memory at once, on
+//!   every acks level.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -118,6 +121,61 @@ impl Drop for ConnectionPermit {
     }
 }
 
+/// How long a produce waits for room in the [`ProduceBudget`] before it is refused as busy.
+pub const PRODUCE_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The bytes of produced batches a node holds in memory at once: a batch takes its length from
+/// the budget before it is proposed and gives it back once the leader's log holds it (or the
+/// proposal failed). This bounds what waits in Raft's request queue on every acks level,
+/// acks=0 included, whose caller never waits for the log.
+#[derive(Debug)]
+pub struct ProduceBudget {
+    bytes: Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+/// Room for one batch in the [`ProduceBudget`]; dropping it gives the room back.
+#[derive(Debug)]
+pub struct ProduceRoom {
+    _bytes: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl ProduceBudget {
+    /// A budget of `max` bytes (at most `tokio::sync::Semaphore::MAX_PERMITS`).
+    pub fn new(max: u64) -> ProduceBudget {
+        let max = usize::try_from(max)
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        ProduceBudget {
+            bytes: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// The budget, in bytes.
+    pub fn max(&self) -> u64 {
+        self.max as u64
+    }
+
+    /// Bytes taken now.
+    pub fn in_flight(&self) -> u64 {
+        (self.max - self.bytes.available_permits()) as u64
+    }
+
+    /// Room for a batch of `len` bytes (a batch larger than the whole budget takes all of it),
+    /// waiting at most `wait` for earlier batches to give theirs back; `None` if none came.
+    /// Waiters are served in order, so a large batch is not starved by small ones.
+    pub async fn room(&self, len: usize, wait: std::time::Duration) -> Option<ProduceRoom> {
+        let take = u32::try_from(len.clamp(1, self.max)).unwrap_or(u32::MAX);
+        let acquire = Arc::clone(&self.bytes).acquire_many_owned(take);
+        match tokio::time::timeout(wait, acquire).await {
+            Ok(Ok(permit)) => Some(ProduceRoom { _bytes: permit }),
+            // The semaphore is never closed; a timeout means no room came.
+            Ok(Err(_)) | Err(_) => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +191,24 @@ mod tests {
         assert_eq!(limits.admit(b).unwrap_err(), Refused::Total(3));
         drop(first);
         limits.admit(a).unwrap();
+    }
+
+    #[tokio::test]
+    async fn produce_room_is_bounded_waits_in_order_and_comes_back() {
+        let budget = ProduceBudget::new(100);
+        let wait = std::time::Duration::from_millis(20);
+        let first = budget.room(60, wait).await.unwrap();
+        assert_eq!(budget.in_flight(), 60);
+        assert!(
+            budget.room(50, wait).await.is_none(),
+            "no room for 50 of 100 with 60 taken"
+        );
+        let _second = budget.room(40, wait).await.unwrap();
+        drop(first);
+        // A batch larger than the whole budget takes all of it, once the rest is back.
+        assert!(budget.room(1000, wait).await.is_none());
+        assert_eq!(budget.in_flight(), 40);
+        let _small = budget.room(60, wait).await.unwrap();
+        assert_eq!(budget.in_flight(), 100);
     }
 }

@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     pub(crate) voters: RwLock<Vec<(NodeId, String)>>,
     /// When each peer's node heartbeat last arrived.
     pub(crate) liveness: Arc<Liveness>,
+    /// Bytes of produced batches held in memory, by every replica of the node together.
+    pub(crate) produce_budget: Arc<crate::limits::ProduceBudget>,
 }
 
 /// A running node: its transport server, the controller group and the partitions it hosts. Its
@@ -136,6 +138,9 @@ impl Node {
                     },
                 ),
         );
+        let produce_budget = Arc::new(crate::limits::ProduceBudget::new(
+            config.produce_bytes_in_flight_max,
+        ));
         let inner = Arc::new(Inner {
             config,
             raft_config,
@@ -148,6 +153,7 @@ impl Node {
             control,
             voters: RwLock::new(Vec::new()),
             liveness: Arc::clone(&liveness),
+            produce_budget,
         });
         let tasks = vec![
             tokio::spawn(carry_out_effects(Arc::clone(&inner), effects)),
@@ -310,6 +316,12 @@ impl NodeHandle {
     /// The settings a topic that sets none of its own runs with on this node.
     pub fn topic_defaults(&self) -> quipu_meta::TopicSettings {
         self.inner.config.topic_defaults()
+    }
+
+    /// Bytes of produced batches this node holds now, not yet in a leader's log (at most
+    /// `produce_bytes_in_flight_max`).
+    pub fn produce_bytes_in_flight(&self) -> u64 {
+        self.inner.produce_budget.in_flight()
     }
 
     /// The controller group's voters (id, transport address), as this node's replica knows them.

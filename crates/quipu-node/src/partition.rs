@@ -4,15 +4,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::ClientWriteError;
 use openraft::{BasicNode, Raft};
 use quipu_raft::shared::{PartitionShared, SnapshotTarget};
-use quipu_raft::{LogStore, NodeId, PartitionStateMachine, Request, Response, TypeConfig};
+use quipu_raft::{LogStore, NodeId, PartitionStateMachine, Request, TypeConfig};
 use quipu_storage::{Entry, Log, LogConfig, Offset};
 
+use crate::limits::{PRODUCE_ROOM_WAIT, ProduceBudget, ProduceRoom};
 use crate::network::{GroupNetwork, Peers};
 use crate::quiesce::QuietCell;
-use crate::{FetchError, GroupId, NodeError, ProduceError, RetentionError};
+use crate::{FetchError, GroupId, NodeError, ProduceError, ProposalError, RetentionError};
 
 /// Uncompressed batches up to this size are validated on the calling task; larger or compressed
 /// ones on the blocking pool.
@@ -40,6 +41,8 @@ pub struct Partition {
     shared: Arc<PartitionShared>,
     /// What a produced batch must satisfy (the topic's settings); changes live.
     limits: std::sync::RwLock<ProduceLimits>,
+    /// The node's bytes of produced batches held in memory, shared by its replicas.
+    budget: Arc<ProduceBudget>,
     election_watchdog: tokio::task::JoinHandle<()>,
     quiet: Arc<QuietCell>,
     /// Set when the node is shutting down: produce is refused so that the log stops growing
@@ -67,6 +70,7 @@ impl Partition {
         raft_config: Arc<openraft::Config>,
         log_config: LogConfig,
         peers: Arc<Peers>,
+        budget: Arc<ProduceBudget>,
     ) -> Result<Partition, NodeError> {
         let batch_bytes_max = usize::try_from(log_config.entry_bytes_max).unwrap_or(usize::MAX);
         let decompressed_bytes_max = log_config.decompressed_bytes_max;
@@ -115,6 +119,7 @@ impl Partition {
                 timestamp_before_max_ms: i64::MAX,
                 timestamp_after_max_ms: i64::MAX,
             }),
+            budget,
             election_watchdog,
             quiet,
             draining: std::sync::atomic::AtomicBool::new(false),
@@ -197,9 +202,9 @@ impl Partition {
             let batch = batch.clone();
             tokio::task::spawn_blocking(move || check(&batch))
                 .await
-                .map_err(|e| ProduceError::Unavailable {
+                .map_err(|source| ProduceError::Task {
                     group: self.group,
-                    reason: format!("the validation task failed: {e}"),
+                    source,
                 })?
         };
         checked.map_err(ProduceError::InvalidBatch)
@@ -281,7 +286,7 @@ impl Partition {
             .await
             .map_err(|e| ProduceError::Unavailable {
                 group: self.group,
-                reason: e.to_string(),
+                source: ProposalError::Raft(Box::new(e)),
             })
     }
 
@@ -289,34 +294,7 @@ impl Partition {
     /// replicas has it durably (Kafka's `acks=all`). The batch is validated before anything is
     /// proposed.
     pub async fn produce(&self, batch: Bytes) -> Result<Offset, ProduceError> {
-        self.refuse_if_draining()?;
-        self.validate(&batch).await?;
-        match self
-            .raft
-            .client_write(Request::Records {
-                batch,
-                local_ack: None,
-            })
-            .await
-        {
-            Ok(response) => self.applied_offset(response.data),
-            Err(RaftError::APIError(e)) => Err(self.write_error(e)),
-            Err(e) => Err(ProduceError::Unavailable {
-                group: self.group,
-                reason: e.to_string(),
-            }),
-        }
-    }
-
-    /// The offset a committed records request got.
-    fn applied_offset(&self, response: Response) -> Result<Offset, ProduceError> {
-        response
-            .base_offset
-            .map(Offset)
-            .ok_or_else(|| ProduceError::Unavailable {
-                group: self.group,
-                reason: "applied without an offset".to_string(),
-            })
+        self.propose(batch).await?.committed().await
     }
 
     /// The first offset this replica's log still holds (records below it were removed by
@@ -408,12 +386,19 @@ impl Partition {
             log.offset_for_timestamp(timestamp_ms, high_watermark)
         })
         .await
-        .map_err(|e| FetchError::Unavailable {
-            group,
-            reason: e.to_string(),
-        })?
+        .map_err(|source| FetchError::Unavailable { group, source })?
         .map_err(|source| FetchError::Read { group, source })?;
         Ok(found.unwrap_or(high_watermark).max(self.log.start_offset()))
+    }
+
+    /// The transport address of member `id` of this partition's group, if it is one.
+    fn member_addr(&self, id: NodeId) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|node| node.addr.clone())
     }
 
     /// The voters of this partition's group (this node included).
@@ -462,34 +447,46 @@ impl Partition {
         Ok(())
     }
 
-    /// What a refused client write means to a producer.
-    fn write_error(&self, error: ClientWriteError<NodeId, BasicNode>) -> ProduceError {
-        match error {
-            ClientWriteError::ForwardToLeader(forward) => ProduceError::NotLeader {
-                group: self.group,
-                leader: forward.leader_id,
-                leader_addr: forward.leader_node.map(|node| node.addr),
-            },
-            other => ProduceError::Unavailable {
-                group: self.group,
-                reason: other.to_string(),
-            },
-        }
-    }
-
-    /// Checks what every produce checks before proposing: this replica leads, and the batch is
-    /// valid (the cheap checks first: validation may decompress the whole batch).
-    async fn check_proposal(&self, batch: &Bytes) -> Result<(), ProduceError> {
+    /// Hands a batch to Raft on the leader: this replica leads, the batch takes its room in the
+    /// node's produce budget (waiting for it at most [`PRODUCE_ROOM_WAIT`]) and is valid. The
+    /// cheap checks come first; validation may decompress the whole batch, within the room.
+    async fn propose(&self, batch: Bytes) -> Result<Proposal, ProduceError> {
         self.refuse_if_draining()?;
         let leader = self.leader();
         if leader != Some(self.node_id) {
+            let leader_addr = leader.and_then(|id| self.member_addr(id));
             return Err(ProduceError::NotLeader {
                 group: self.group,
                 leader,
-                leader_addr: None,
+                leader_addr,
             });
         }
-        self.validate(batch).await
+        let room = self
+            .budget
+            .room(batch.len(), PRODUCE_ROOM_WAIT)
+            .await
+            .ok_or(ProduceError::Busy {
+                max: self.budget.max(),
+            })?;
+        self.validate(&batch).await?;
+        let (token, appended) = self.shared.register_local_ack(self.node_id);
+        let mut proposal = Proposal {
+            group: self.group,
+            room: Some(room),
+            token,
+            shared: Arc::clone(&self.shared),
+            appended,
+            committed: closed_receiver(),
+        };
+        proposal.committed = self
+            .raft
+            .client_write_ff(Request::Records {
+                batch,
+                local_ack: Some(token),
+            })
+            .await
+            .map_err(|e| proposal.unavailable(ProposalError::Raft(Box::new(e))))?;
+        Ok(proposal)
     }
 
     /// Appends one record batch and returns the offset of its first record once it is durable in
@@ -497,48 +494,16 @@ impl Partition {
     /// loses its leadership before that, the batch may or may not be committed later: the error
     /// says so.
     pub async fn produce_leader_ack(&self, batch: Bytes) -> Result<Offset, ProduceError> {
-        self.check_proposal(&batch).await?;
-        let (token, appended) = self.shared.register_local_ack(self.node_id);
-        let outcome = async {
-            let committed = self
-                .raft
-                .client_write_ff(Request::Records { batch, local_ack: Some(token) })
-                .await
-                .map_err(|e| ProduceError::Unavailable { group: self.group, reason: e.to_string() })?;
-            tokio::select! {
-                base_offset = appended => base_offset.map(Offset).map_err(|_| ProduceError::Unavailable {
-                    group: self.group,
-                    reason: "the leader's log failed before the batch was durable".to_string(),
-                }),
-                // Commit can only come after the local append, unless leadership was lost first.
-                answer = committed => match answer {
-                    Ok(Ok(response)) => self.applied_offset(response.data),
-                    Ok(Err(e)) => Err(self.write_error(e)),
-                    Err(_) => Err(ProduceError::Unavailable { group: self.group, reason: "raft dropped the request".to_string() }),
-                },
-            }
-        }
-        .await;
-        self.shared.cancel_local_ack(token);
-        outcome
+        self.propose(batch).await?.appended().await
     }
 
     /// Appends one record batch without waiting for anything (Kafka's `acks=0`): the batch is
     /// validated and handed to Raft on the leader, and whether it is committed is never reported.
+    /// Its room in the node's produce budget is held until the leader's log has it, so acks=0
+    /// producers cannot queue without bound.
     pub async fn produce_unacknowledged(&self, batch: Bytes) -> Result<(), ProduceError> {
-        self.check_proposal(&batch).await?;
-        // The responder is dropped: openraft's answer, when it comes, goes nowhere.
-        self.raft
-            .client_write_ff(Request::Records {
-                batch,
-                local_ack: None,
-            })
-            .await
-            .map(drop)
-            .map_err(|e| ProduceError::Unavailable {
-                group: self.group,
-                reason: e.to_string(),
-            })
+        drop(self.propose(batch).await?);
+        Ok(())
     }
 
     /// Reads of committed data are served by the leader only.
@@ -596,10 +561,7 @@ impl Partition {
         let group = self.group;
         tokio::task::spawn_blocking(move || read(&log))
             .await
-            .map_err(|e| FetchError::Unavailable {
-                group,
-                reason: e.to_string(),
-            })?
+            .map_err(|source| FetchError::Unavailable { group, source })?
             .map_err(|source| FetchError::Read { group, source })
     }
 
@@ -766,6 +728,113 @@ async fn break_split_votes(
                 }
                 leaderless_since = Some(Instant::now());
             }
+        }
+    }
+}
+
+/// A batch handed to Raft on the leader, with its room in the node's produce budget and the
+/// two answers it may wait for: the leader's log has it durably (`appended`), a majority has it
+/// (`committed`). Dropped before the leader's log has the batch, it keeps the room until then.
+struct Proposal {
+    group: GroupId,
+    room: Option<ProduceRoom>,
+    token: u64,
+    shared: Arc<PartitionShared>,
+    appended: tokio::sync::oneshot::Receiver<u64>,
+    committed: Committed,
+}
+
+/// Raft's answer to a client write.
+type Committed = tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<TypeConfig>>;
+
+/// A receiver that is already closed (a placeholder for one taken away).
+fn closed_receiver<T>() -> tokio::sync::oneshot::Receiver<T> {
+    tokio::sync::oneshot::channel().1
+}
+
+impl Proposal {
+    fn unavailable(&self, source: ProposalError) -> ProduceError {
+        ProduceError::Unavailable {
+            group: self.group,
+            source,
+        }
+    }
+
+    /// The batch's base offset once the leader's log holds it durably (acks=1).
+    async fn appended(mut self) -> Result<Offset, ProduceError> {
+        let outcome = tokio::select! {
+            base_offset = &mut self.appended => base_offset
+                .map(Offset)
+                .map_err(|_| self.unavailable(ProposalError::LogFailed)),
+            // Commit can only come after the local append, unless leadership was lost first.
+            answer = &mut self.committed => self.answer(answer),
+        };
+        self.room = None;
+        outcome
+    }
+
+    /// The batch's base offset once a majority holds it (acks=all). Its room goes back as soon
+    /// as the leader's log has it.
+    async fn committed(mut self) -> Result<Offset, ProduceError> {
+        tokio::select! {
+            answer = &mut self.committed => {
+                self.room = None;
+                return self.answer(answer);
+            }
+            _ = &mut self.appended => self.room = None,
+        }
+        let answer = (&mut self.committed).await;
+        self.answer(answer)
+    }
+
+    /// What Raft's answer means to the producer.
+    fn answer(
+        &self,
+        answer: Result<
+            openraft::raft::ClientWriteResult<TypeConfig>,
+            tokio::sync::oneshot::error::RecvError,
+        >,
+    ) -> Result<Offset, ProduceError> {
+        match answer {
+            Ok(Ok(response)) => response
+                .data
+                .base_offset
+                .map(Offset)
+                .ok_or_else(|| self.unavailable(ProposalError::NoOffset)),
+            Ok(Err(ClientWriteError::ForwardToLeader(forward))) => Err(ProduceError::NotLeader {
+                group: self.group,
+                leader: forward.leader_id,
+                leader_addr: forward.leader_node.map(|node| node.addr),
+            }),
+            Ok(Err(other)) => Err(self.unavailable(ProposalError::Raft(Box::new(other)))),
+            Err(_) => Err(self.unavailable(ProposalError::Dropped)),
+        }
+    }
+}
+
+impl Drop for Proposal {
+    fn drop(&mut self) {
+        let Some(room) = self.room.take() else {
+            self.shared.cancel_local_ack(self.token);
+            return;
+        };
+        // The producer stopped waiting (acks=0, or it timed out) before the leader's log had the
+        // batch: the batch still waits in Raft, so its room is held until it is appended or
+        // Raft answers.
+        let appended = std::mem::replace(&mut self.appended, closed_receiver());
+        let committed = std::mem::replace(&mut self.committed, closed_receiver());
+        let (shared, token) = (Arc::clone(&self.shared), self.token);
+        let settle = async move {
+            tokio::select! {
+                _ = appended => {}
+                _ = committed => {}
+            }
+            drop(room);
+            shared.cancel_local_ack(token);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(settle)),
+            Err(_) => self.shared.cancel_local_ack(self.token),
         }
     }
 }

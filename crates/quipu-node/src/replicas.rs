@@ -77,6 +77,7 @@ impl Inner {
                 Arc::clone(&self.raft_config),
                 log_config.clone(),
                 Arc::clone(&self.peers),
+                Arc::clone(&self.produce_budget),
             )
             .await?;
             partition

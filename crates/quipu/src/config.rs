@@ -89,6 +89,13 @@ struct KafkaFile {
     default_replication_factor: Option<usize>,
 }
 
+/// The `[limits]` table: node-wide bounds on what clients make the node hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    produce_bytes_in_flight_max: Option<u64>,
+}
+
 /// The `[raft]` table.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,6 +126,8 @@ struct File {
     kafka: KafkaFile,
     #[serde(default)]
     raft: RaftFile,
+    #[serde(default)]
+    limits: LimitsFile,
 }
 
 /// The resolved settings of a server.
@@ -140,6 +149,7 @@ pub struct Settings {
     retention_check_interval_ms: Option<u64>,
     timestamp_before_max_ms: Option<i64>,
     timestamp_after_max_ms: Option<i64>,
+    produce_bytes_in_flight_max: u64,
     raft: openraft_config::Timings,
 }
 
@@ -415,6 +425,19 @@ impl Settings {
             .message_timestamp_after_max_ms
             .map(|ms| checked(TopicKey::TimestampAfterMaxMs, ms))
             .transpose()?;
+        let produce_bytes_in_flight_max = file
+            .limits
+            .produce_bytes_in_flight_max
+            .unwrap_or(quipu_node::DEFAULT_PRODUCE_BYTES_IN_FLIGHT_MAX);
+        if produce_bytes_in_flight_max < log.entry_bytes_max
+            || produce_bytes_in_flight_max > quipu_node::PRODUCE_BYTES_IN_FLIGHT_LIMIT
+        {
+            bail!(
+                "limits.produce_bytes_in_flight_max = {produce_bytes_in_flight_max} is out of range: log.entry_bytes_max ({}) to {} bytes",
+                log.entry_bytes_max,
+                quipu_node::PRODUCE_BYTES_IN_FLIGHT_LIMIT
+            );
+        }
         if file.log.retention_check_interval_ms == Some(0) {
             bail!("log.retention_check_interval_ms = 0 is out of range: at least 1 ms");
         }
@@ -439,6 +462,7 @@ impl Settings {
             retention_check_interval_ms: file.log.retention_check_interval_ms,
             timestamp_before_max_ms,
             timestamp_after_max_ms,
+            produce_bytes_in_flight_max,
             raft,
         })
     }
@@ -470,6 +494,7 @@ impl Settings {
             timestamp_after_max_ms: self
                 .timestamp_after_max_ms
                 .unwrap_or(quipu_node::DEFAULT_TIMESTAMP_AFTER_MAX_MS),
+            produce_bytes_in_flight_max: self.produce_bytes_in_flight_max,
             ..NodeConfig::new(self.node_id, self.data_dir.clone(), self.listen_addr)
         }
     }
@@ -491,9 +516,14 @@ mod tests {
 
     /// Resolves the settings of a server whose `[log]` table is `log`.
     fn resolve(log: &str) -> anyhow::Result<Settings> {
+        resolve_file(&format!("[log]\n{log}\n"))
+    }
+
+    /// Resolves the settings of a server whose configuration file is `text`.
+    fn resolve_file(text: &str) -> anyhow::Result<Settings> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("quipu.toml");
-        std::fs::write(&path, format!("[log]\n{log}\n")).unwrap();
+        std::fs::write(&path, text).unwrap();
         let cli = Cli::try_parse_from(["quipu", "--config", path.to_str().unwrap()]).unwrap();
         Settings::resolve(cli.server)
     }
@@ -537,6 +567,23 @@ mod tests {
             assert!(
                 message.contains("range") || message.contains("must be"),
                 "{line}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_produce_budget_holds_at_least_one_batch() {
+        let settings = resolve_file("[limits]\nproduce_bytes_in_flight_max = 16777216\n").unwrap();
+        assert_eq!(settings.produce_bytes_in_flight_max, 16_777_216);
+        for text in [
+            "[limits]\nproduce_bytes_in_flight_max = 1000\n",
+            "[log]\nentry_bytes_max = 1048576\n[limits]\nproduce_bytes_in_flight_max = 1048575\n",
+            "[limits]\nproduce_bytes_in_flight_max = 2000000000000\n",
+        ] {
+            let message = format!("{:#}", resolve_file(text).err().unwrap());
+            assert!(
+                message.contains("limits.produce_bytes_in_flight_max") && message.contains("range"),
+                "{text}: {message}"
             );
         }
     }

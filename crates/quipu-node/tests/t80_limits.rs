@@ -1,0 +1,71 @@
+//! Node-wide limits on what producers make a node hold (issue 15): the bytes of produced batches
+//! not yet in the leader's log are bounded on every acks level, acks=0 included.
+#![allow(clippy::unwrap_used)] // tests unwrap
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use quipu_node::Node;
+use quipu_record::{BatchBuilder, Compression};
+use quipu_storage::Offset;
+
+/// A one-record batch of about `len` bytes.
+fn batch_of(len: usize) -> Bytes {
+    let mut builder = BatchBuilder::new(0, Compression::None);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    builder.push(
+        i64::try_from(now).unwrap(),
+        None,
+        Some(&vec![b'x'; len]),
+        &[],
+    );
+    builder.build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_0_producers_wait_for_room_until_the_leaders_log_has_their_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = small_log();
+    // Room for one batch of 12 KiB at a time, not two.
+    let budget = log.entry_bytes_max;
+    let mut config = config(1, dir.path(), "127.0.0.1:0".parse().unwrap(), log);
+    config.produce_bytes_in_flight_max = budget;
+    let node = Node::start(config).await.unwrap();
+    node.join(voters([&node])).await.unwrap();
+    wait_for("a registered controller leader", || {
+        node.metadata().nodes().count() == 1 && node.controller_leader().is_some()
+    })
+    .await;
+    node.create_topic("topic", 1, 1).await.unwrap();
+    let group = groups_of(&node, "topic")[0];
+    wait_for("a partition leader", || {
+        node.partition(group).is_some_and(|p| p.is_leader())
+    })
+    .await;
+    let partition = node.partition(group).unwrap();
+    let batch = batch_of(12 * 1024);
+    let sent: u64 = 20;
+    for i in 0..sent {
+        partition
+            .produce_unacknowledged(batch.clone())
+            .await
+            .unwrap();
+        // This batch got its room only once the one before it gave its room back: when the
+        // leader's log had it. Without the budget, acks=0 batches queue in Raft unseen.
+        assert!(
+            partition.log_end_offset() >= Offset(i),
+            "batch {i} was admitted while an earlier one was not yet in the log (log end {:?})",
+            partition.log_end_offset()
+        );
+        assert!(node.produce_bytes_in_flight() <= budget);
+    }
+    wait_for("every batch committed and its room given back", || {
+        partition.high_watermark() == Offset(sent) && node.produce_bytes_in_flight() == 0
+    })
+    .await;
+    node.stop().await;
+}
