@@ -241,6 +241,7 @@ fn send_outcome(error: &ClientError) -> OpType {
         | ClientError::InvalidArgument(_)
         | ClientError::MessageTooLarge(_)
         | ClientError::TopicExists(_)
+        | ClientError::LimitExceeded(_)
         | ClientError::OffsetOutOfRange(_) => OpType::Fail,
         ClientError::UnknownOutcome(_)
         | ClientError::Unreachable { .. }

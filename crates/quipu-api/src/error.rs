@@ -98,6 +98,12 @@ pub(crate) fn from_controller(node: &NodeHandle, error: ControllerError) -> Stat
         ),
         error @ ControllerError::NotEnoughNodes { .. } => invalid(error.to_string()),
         ControllerError::Plan(reason) | ControllerError::Refused(reason) => invalid(reason),
+        ControllerError::LimitExceeded(reason) => status(
+            Code::ResourceExhausted,
+            ErrorReason::LimitExceeded,
+            reason,
+            None,
+        ),
         ControllerError::NotLeader { leader } => {
             // No controller leader answered within the patience: no change can be made now.
             let hint = leader.map(|id| (id, api_addr_of(node, id)));

@@ -24,6 +24,9 @@ pub enum ClientError {
     /// The request was refused as invalid.
     #[error("invalid request: {0}")]
     InvalidArgument(String),
+    /// A create would take the cluster past one of its limits (topics, replicas per node).
+    #[error("{0}")]
+    LimitExceeded(String),
     /// A record batch is larger than the partition accepts.
     #[error("{0}")]
     MessageTooLarge(String),
@@ -80,6 +83,7 @@ pub(crate) fn classify(status: &tonic::Status, idempotent: bool) -> Failure {
             Failure::Fatal(ClientError::InvalidArgument(message))
         }
         ErrorReason::MessageTooLarge => Failure::Fatal(ClientError::MessageTooLarge(message)),
+        ErrorReason::LimitExceeded => Failure::Fatal(ClientError::LimitExceeded(message)),
         ErrorReason::OffsetOutOfRange => Failure::Fatal(ClientError::OffsetOutOfRange(message)),
         ErrorReason::NotEnoughReplicas => Failure::Retry(ClientError::Unavailable(message)),
         ErrorReason::UnknownOutcome if idempotent => {

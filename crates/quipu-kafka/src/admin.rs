@@ -68,6 +68,8 @@ fn from_controller(error: ControllerError) -> Refusal {
         ControllerError::Unavailable(_) => ResponseError::RequestTimedOut,
         ControllerError::NotEnoughNodes { .. } => ResponseError::InvalidReplicationFactor,
         ControllerError::Plan(_) | ControllerError::Refused(_) => ResponseError::InvalidRequest,
+        // A cluster policy refuses it (Kafka's create-topic policies answer the same).
+        ControllerError::LimitExceeded(_) => ResponseError::PolicyViolation,
     };
     (code, error.to_string())
 }

@@ -16,7 +16,7 @@ mod placement;
 mod topic_config;
 
 pub use metadata::{
-    Command, CommandError, Effect, Metadata, NodeInfo, PARTITIONS_PER_TOPIC_MAX,
+    ClusterLimits, Command, CommandError, Effect, Metadata, NodeInfo, PARTITIONS_PER_TOPIC_MAX,
     PartitionAssignment, TopicInfo, valid_topic_name,
 };
 pub use placement::{PlacementError, place};

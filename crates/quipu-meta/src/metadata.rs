@@ -150,6 +150,45 @@ pub enum CommandError {
     /// A topic setting is unknown or out of range.
     #[error(transparent)]
     Config(#[from] TopicConfigError),
+    /// The cluster holds its most topics (`topics_max`).
+    #[error("the cluster holds its most topics ({max}, the limit topics_max)")]
+    TooManyTopics {
+        /// The limit.
+        max: usize,
+    },
+    /// A node would host more partition replicas than `partitions_per_node_max`.
+    #[error(
+        "node {node} would host {replicas} partition replicas, more than its most ({max}, the limit partitions_per_node_max)"
+    )]
+    TooManyReplicas {
+        /// The node.
+        node: u64,
+        /// Replicas it would host.
+        replicas: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Bounds on the cluster's size, checked when a command that adds topics or partitions is
+/// planned ([`Metadata::check_limits`]), before anything is allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterLimits {
+    /// Most topics in the cluster.
+    pub topics_max: usize,
+    /// Most partition replicas one node hosts.
+    pub partitions_per_node_max: usize,
+}
+
+impl Default for ClusterLimits {
+    /// 10,000 topics; 2,000 replicas per node (each holds a Raft group, and three files and
+    /// three memory maps per segment).
+    fn default() -> ClusterLimits {
+        ClusterLimits {
+            topics_max: 10_000,
+            partitions_per_node_max: 2_000,
+        }
+    }
 }
 
 /// Most partitions one topic may have.
@@ -253,6 +292,46 @@ impl Metadata {
             replicas,
             config,
         })
+    }
+
+    /// Whether `command`, applied now, keeps the cluster within `limits`: topics in the cluster
+    /// and replicas per node (only commands that add topics or partitions can exceed them).
+    pub fn check_limits(
+        &self,
+        command: &Command,
+        limits: &ClusterLimits,
+    ) -> Result<(), CommandError> {
+        let added = match command {
+            Command::CreateTopic { replicas, .. } => {
+                if self.topics.len() >= limits.topics_max {
+                    return Err(CommandError::TooManyTopics {
+                        max: limits.topics_max,
+                    });
+                }
+                replicas
+            }
+            Command::AddPartitions { replicas, .. } => replicas,
+            _ => return Ok(()),
+        };
+        let mut load: BTreeMap<u64, usize> = self
+            .load()
+            .into_iter()
+            .map(|(node, (replicas, _))| (node, replicas))
+            .collect();
+        for node in added.iter().flatten() {
+            *load.entry(*node).or_insert(0) += 1;
+        }
+        match load
+            .into_iter()
+            .find(|(_, replicas)| *replicas > limits.partitions_per_node_max)
+        {
+            Some((node, replicas)) => Err(CommandError::TooManyReplicas {
+                node,
+                replicas,
+                max: limits.partitions_per_node_max,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The command that adds `count` partitions to `name`.
@@ -617,5 +696,46 @@ mod tests {
             }
         }
         assert_eq!(replicas.values().copied().collect::<Vec<_>>(), [4, 4, 4]);
+    }
+
+    #[test]
+    fn creates_beyond_the_cluster_limits_are_refused_when_planned() {
+        let mut meta = cluster(3);
+        let limits = ClusterLimits {
+            topics_max: 2,
+            partitions_per_node_max: 4,
+        };
+        let create = meta
+            .plan_create_topic("a", 3, 3, TopicConfig::default())
+            .unwrap();
+        meta.check_limits(&create, &limits).unwrap();
+        meta.apply(&create, 1).unwrap();
+        // Three more replicas per node would make six, over four.
+        let more = meta.plan_add_partitions("a", 3).unwrap();
+        assert_eq!(
+            meta.check_limits(&more, &limits),
+            Err(CommandError::TooManyReplicas {
+                node: 1,
+                replicas: 6,
+                max: 4
+            })
+        );
+        let one_more = meta.plan_add_partitions("a", 1).unwrap();
+        meta.check_limits(&one_more, &limits).unwrap();
+        let b = meta
+            .plan_create_topic("b", 1, 1, TopicConfig::default())
+            .unwrap();
+        meta.check_limits(&b, &limits).unwrap();
+        meta.apply(&b, 1).unwrap();
+        let c = meta
+            .plan_create_topic("c", 1, 1, TopicConfig::default())
+            .unwrap();
+        assert_eq!(
+            meta.check_limits(&c, &limits),
+            Err(CommandError::TooManyTopics { max: 2 })
+        );
+        // Commands that add nothing are never refused by the limits.
+        meta.check_limits(&Command::DeleteTopic { name: "b".into() }, &limits)
+            .unwrap();
     }
 }

@@ -45,6 +45,9 @@ pub struct NodeConfig {
     /// for room (at most [`crate::PRODUCE_ROOM_WAIT`]), then is refused as busy. At least
     /// `log.entry_bytes_max`.
     pub produce_bytes_in_flight_max: u64,
+    /// Most topics in the cluster and partition replicas per node, checked when this node, as
+    /// controller leader, plans a create (set the same on every node).
+    pub cluster_limits: quipu_meta::ClusterLimits,
 }
 
 impl NodeConfig {
@@ -63,6 +66,7 @@ impl NodeConfig {
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: DEFAULT_TIMESTAMP_AFTER_MAX_MS,
             produce_bytes_in_flight_max: DEFAULT_PRODUCE_BYTES_IN_FLIGHT_MAX,
+            cluster_limits: quipu_meta::ClusterLimits::default(),
         }
     }
 
@@ -136,6 +140,21 @@ impl NodeConfig {
                 ),
             });
         }
+        for (key, value) in [
+            ("limits.topics_max", self.cluster_limits.topics_max),
+            (
+                "limits.partitions_per_node_max",
+                self.cluster_limits.partitions_per_node_max,
+            ),
+        ] {
+            if value == 0 || value > CLUSTER_LIMIT_MAX {
+                return Err(NodeConfigError::Invalid {
+                    key,
+                    value: value.to_string(),
+                    allowed: format!("1 to {CLUSTER_LIMIT_MAX}"),
+                });
+            }
+        }
         if self.retention_check_interval.is_zero() {
             return Err(NodeConfigError::Invalid {
                 key: "log.retention_check_interval_ms",
@@ -203,6 +222,9 @@ pub const DEFAULT_PRODUCE_BYTES_IN_FLIGHT_MAX: u64 = 256 * 1024 * 1024;
 /// Largest [`NodeConfig::produce_bytes_in_flight_max`]: 1 TiB (the budget counts bytes in a
 /// semaphore of at most 2^61 permits; memory runs out long before).
 pub const PRODUCE_BYTES_IN_FLIGHT_LIMIT: u64 = 1 << 40;
+
+/// Largest `topics_max` and `partitions_per_node_max`.
+pub const CLUSTER_LIMIT_MAX: usize = 1_000_000;
 
 /// Kafka's `log.retention.check.interval.ms` default: 5 minutes.
 pub const DEFAULT_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(300);

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use quipu_meta::{Command, Metadata, NodeInfo, TopicConfig, TopicSettings};
+use quipu_meta::{ClusterLimits, Command, Metadata, NodeInfo, TopicConfig, TopicSettings};
 use serde::{Deserialize, Serialize};
 
 /// How long a controller request waits for a controller leader to exist and answer.
@@ -55,8 +55,20 @@ pub enum ControllerRequest {
 
 impl ControllerRequest {
     /// The command that carries out this request on `metadata` (the leader's), with placement
-    /// decided now and topic settings checked against `defaults` (the leader's node settings).
+    /// decided now, topic settings checked against `defaults` and the cluster's size against
+    /// `limits` (the leader's node settings).
     pub(crate) fn plan(
+        &self,
+        metadata: &Metadata,
+        defaults: &TopicSettings,
+        limits: &ClusterLimits,
+    ) -> Result<Command, ControllerError> {
+        let command = self.plan_command(metadata, defaults)?;
+        metadata.check_limits(&command, limits)?;
+        Ok(command)
+    }
+
+    fn plan_command(
         &self,
         metadata: &Metadata,
         defaults: &TopicSettings,
@@ -167,6 +179,10 @@ pub enum ControllerError {
         /// Registered nodes.
         nodes: usize,
     },
+    /// The request would take the cluster past one of its limits (`topics_max`,
+    /// `partitions_per_node_max`); nothing changed.
+    #[error("{0}")]
+    LimitExceeded(String),
     /// The request could not be planned (bad partition count, not enough nodes…).
     #[error("invalid request: {0}")]
     Plan(String),
@@ -182,6 +198,10 @@ impl From<quipu_meta::CommandError> for ControllerError {
             quipu_meta::CommandError::TopicExists(name) => ControllerError::TopicExists(name),
             quipu_meta::CommandError::UnknownTopic(name) => ControllerError::UnknownTopic(name),
             quipu_meta::CommandError::Config(e) => invalid_config(e),
+            e @ (quipu_meta::CommandError::TooManyTopics { .. }
+            | quipu_meta::CommandError::TooManyReplicas { .. }) => {
+                ControllerError::LimitExceeded(e.to_string())
+            }
             quipu_meta::CommandError::Placement(quipu_meta::PlacementError::NotEnoughNodes {
                 replication_factor,
                 nodes,
@@ -203,6 +223,8 @@ pub(crate) struct ControllerHandle {
     pub metadata: quipu_raft::ControllerStateMachine,
     /// This node's topic defaults, which bound the topic settings it plans.
     pub topic_defaults: TopicSettings,
+    /// This node's bounds on the cluster's size, which bound the commands it plans.
+    pub limits: ClusterLimits,
 }
 
 impl std::fmt::Debug for ControllerHandle {
@@ -244,16 +266,18 @@ impl ControllerHandle {
             .voter_ids()
             .count();
         let command = self.metadata.with_metadata(|m| {
-            request.plan(m, &self.topic_defaults).map_err(|e| match e {
-                // Not enough nodes while some voters have not registered yet: wait for them.
-                ControllerError::NotEnoughNodes { .. } if m.nodes().count() < voters => {
-                    ControllerError::Starting {
-                        registered: m.nodes().count(),
-                        voters,
+            request
+                .plan(m, &self.topic_defaults, &self.limits)
+                .map_err(|e| match e {
+                    // Not enough nodes while some voters have not registered yet: wait for them.
+                    ControllerError::NotEnoughNodes { .. } if m.nodes().count() < voters => {
+                        ControllerError::Starting {
+                            registered: m.nodes().count(),
+                            voters,
+                        }
                     }
-                }
-                other => other,
-            })
+                    other => other,
+                })
         })?;
         self.propose(&command).await
     }

@@ -51,6 +51,16 @@ pub enum NodeError {
     /// A setting is out of its range.
     #[error("invalid node configuration")]
     Config(#[from] crate::config::NodeConfigError),
+    /// The node is too close to its open-file or memory-map limit to take a new replica
+    /// (nothing was created).
+    #[error("partition {group}: no room for a new replica")]
+    Resources {
+        /// The partition.
+        group: GroupId,
+        /// The resource and its use.
+        #[source]
+        source: crate::resources::Exhausted,
+    },
     /// The partition is already open on this node.
     #[error("partition {0} is already open")]
     AlreadyOpen(GroupId),

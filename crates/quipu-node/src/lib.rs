@@ -27,12 +27,13 @@ mod node;
 mod partition;
 mod quiesce;
 mod replicas;
+mod resources;
 mod retention;
 mod routing;
 mod transport;
 
 pub use config::{
-    DEFAULT_PRODUCE_BYTES_IN_FLIGHT_MAX, DEFAULT_RETENTION_CHECK_INTERVAL,
+    CLUSTER_LIMIT_MAX, DEFAULT_PRODUCE_BYTES_IN_FLIGHT_MAX, DEFAULT_RETENTION_CHECK_INTERVAL,
     DEFAULT_TIMESTAMP_AFTER_MAX_MS, ENTRY_BYTES_LIMIT, NodeConfig, NodeConfigError,
     PRODUCE_BYTES_IN_FLIGHT_LIMIT,
 };
@@ -45,3 +46,4 @@ pub use limits::{
 };
 pub use node::{Node, NodeHandle};
 pub use partition::Partition;
+pub use resources::{Exhausted, Resource, check_room_for_replica, raise_open_file_limit};

@@ -110,6 +110,7 @@ impl Node {
             raft: controller.clone(),
             metadata: metadata.clone(),
             topic_defaults: config.topic_defaults(),
+            limits: config.cluster_limits,
         };
         let service = TransportService {
             node_id: config.node_id,
@@ -398,7 +399,7 @@ impl NodeHandle {
         let defaults = self.inner.config.topic_defaults();
         self.inner
             .metadata
-            .with_metadata(|m| request.plan(m, &defaults))
+            .with_metadata(|m| request.plan(m, &defaults, &self.inner.config.cluster_limits))
             .map(|_| ())
     }
 

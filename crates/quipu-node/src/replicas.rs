@@ -63,6 +63,17 @@ impl Inner {
     /// (`quipu_raft::repair`).
     pub(crate) async fn open_or_repair(&self, group: GroupId) -> Result<Partition, NodeError> {
         let dir = self.partition_dir(group);
+        // A new replica must leave room in the process's open files and memory maps; one the
+        // node already holds is always reopened.
+        let at = dir.clone();
+        blocking_io(group, move || {
+            if at.exists() {
+                return Ok(());
+            }
+            crate::resources::check_room_for_replica()
+        })
+        .await?
+        .map_err(|source| NodeError::Resources { group, source })?;
         let settings = self.settings_of(group);
         let log_config = self
             .config

@@ -6,7 +6,7 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use quipu_node::Node;
+use quipu_node::{ControllerError, Node};
 use quipu_record::{BatchBuilder, Compression};
 use quipu_storage::Offset;
 
@@ -67,5 +67,43 @@ async fn acks_0_producers_wait_for_room_until_the_leaders_log_has_their_batches(
         partition.high_watermark() == Offset(sent) && node.produce_bytes_in_flight() == 0
     })
     .await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_past_the_cluster_limits_are_refused_before_anything_is_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(1, dir.path(), "127.0.0.1:0".parse().unwrap(), small_log());
+    config.cluster_limits = quipu_meta::ClusterLimits {
+        topics_max: 2,
+        partitions_per_node_max: 3,
+    };
+    let node = Node::start(config).await.unwrap();
+    node.join(voters([&node])).await.unwrap();
+    wait_for("a registered controller leader", || {
+        node.metadata().nodes().count() == 1 && node.controller_leader().is_some()
+    })
+    .await;
+    node.create_topic("first", 2, 1).await.unwrap();
+    let refused = node.create_topic("second", 2, 1).await.unwrap_err();
+    assert!(
+        matches!(&refused, ControllerError::LimitExceeded(m) if m.contains("partitions_per_node_max")),
+        "{refused:?}"
+    );
+    let refused = node.add_partitions("first", 2).await.unwrap_err();
+    assert!(
+        matches!(refused, ControllerError::LimitExceeded(_)),
+        "{refused:?}"
+    );
+    node.create_topic("second", 1, 1).await.unwrap();
+    let refused = node.create_topic("third", 1, 1).await.unwrap_err();
+    assert!(
+        matches!(&refused, ControllerError::LimitExceeded(m) if m.contains("topics_max")),
+        "{refused:?}"
+    );
+    // Nothing of the refused creates exists: no topic, no replica.
+    assert!(node.metadata().topic("third").is_none());
+    assert_eq!(node.metadata().topic("first").unwrap().partitions.len(), 2);
+    wait_for("the three replicas open", || node.partitions().len() == 3).await;
     node.stop().await;
 }

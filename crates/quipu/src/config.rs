@@ -94,6 +94,8 @@ struct KafkaFile {
 #[serde(deny_unknown_fields)]
 struct LimitsFile {
     produce_bytes_in_flight_max: Option<u64>,
+    topics_max: Option<usize>,
+    partitions_per_node_max: Option<usize>,
 }
 
 /// The `[raft]` table.
@@ -150,6 +152,7 @@ pub struct Settings {
     timestamp_before_max_ms: Option<i64>,
     timestamp_after_max_ms: Option<i64>,
     produce_bytes_in_flight_max: u64,
+    cluster_limits: quipu_meta::ClusterLimits,
     raft: openraft_config::Timings,
 }
 
@@ -438,6 +441,21 @@ impl Settings {
                 quipu_node::PRODUCE_BYTES_IN_FLIGHT_LIMIT
             );
         }
+        let limit_defaults = quipu_meta::ClusterLimits::default();
+        let cluster_limits = quipu_meta::ClusterLimits {
+            topics_max: bounded(
+                "limits.topics_max",
+                file.limits.topics_max,
+                limit_defaults.topics_max,
+                quipu_node::CLUSTER_LIMIT_MAX,
+            )?,
+            partitions_per_node_max: bounded(
+                "limits.partitions_per_node_max",
+                file.limits.partitions_per_node_max,
+                limit_defaults.partitions_per_node_max,
+                quipu_node::CLUSTER_LIMIT_MAX,
+            )?,
+        };
         if file.log.retention_check_interval_ms == Some(0) {
             bail!("log.retention_check_interval_ms = 0 is out of range: at least 1 ms");
         }
@@ -463,6 +481,7 @@ impl Settings {
             timestamp_before_max_ms,
             timestamp_after_max_ms,
             produce_bytes_in_flight_max,
+            cluster_limits,
             raft,
         })
     }
@@ -495,6 +514,7 @@ impl Settings {
                 .timestamp_after_max_ms
                 .unwrap_or(quipu_node::DEFAULT_TIMESTAMP_AFTER_MAX_MS),
             produce_bytes_in_flight_max: self.produce_bytes_in_flight_max,
+            cluster_limits: self.cluster_limits,
             ..NodeConfig::new(self.node_id, self.data_dir.clone(), self.listen_addr)
         }
     }
@@ -567,6 +587,32 @@ mod tests {
             assert!(
                 message.contains("range") || message.contains("must be"),
                 "{line}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn cluster_limits_are_read_and_checked() {
+        let settings =
+            resolve_file("[limits]\ntopics_max = 5\npartitions_per_node_max = 7\n").unwrap();
+        assert_eq!(
+            settings.cluster_limits,
+            quipu_meta::ClusterLimits {
+                topics_max: 5,
+                partitions_per_node_max: 7
+            }
+        );
+        for (text, key) in [
+            ("[limits]\ntopics_max = 0\n", "limits.topics_max"),
+            (
+                "[limits]\npartitions_per_node_max = 1000001\n",
+                "limits.partitions_per_node_max",
+            ),
+        ] {
+            let message = format!("{:#}", resolve_file(text).err().unwrap());
+            assert!(
+                message.contains(key) && message.contains("range"),
+                "{message}"
             );
         }
     }

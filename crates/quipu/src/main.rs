@@ -147,7 +147,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Raises the open-file limit to its hard limit: every replica holds three files per segment.
+fn raise_open_file_limit() {
+    match quipu_node::raise_open_file_limit() {
+        Ok((before, after)) => {
+            tracing::info!(?before, ?after, "open-file limit (RLIMIT_NOFILE)");
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+}
+
 async fn serve(settings: config::Settings) -> anyhow::Result<()> {
+    raise_open_file_limit();
     let voters = settings.voters.clone();
     let api_listener = tokio::net::TcpListener::bind(settings.api_listen_addr)
         .await
