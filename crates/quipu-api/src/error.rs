@@ -143,6 +143,12 @@ pub(crate) fn from_produce(node: &NodeHandle, error: ProduceError) -> Status {
             format!("the node holds its most bytes of produce requests ({max}); retry later"),
             None,
         ),
+        ProduceError::DiskLow(low) => status(
+            Code::ResourceExhausted,
+            ErrorReason::DiskFull,
+            format!("{low}; nothing was written, retry later"),
+            None,
+        ),
         ProduceError::Task { group, source } => status(
             Code::Unavailable,
             ErrorReason::ShuttingDown,

@@ -90,7 +90,7 @@ pub(crate) fn classify(status: &tonic::Status, idempotent: bool) -> Failure {
             Failure::Retry(ClientError::UnknownOutcome(message))
         }
         ErrorReason::UnknownOutcome => Failure::Fatal(ClientError::UnknownOutcome(message)),
-        ErrorReason::ShuttingDown | ErrorReason::Busy => {
+        ErrorReason::ShuttingDown | ErrorReason::Busy | ErrorReason::DiskFull => {
             Failure::Retry(ClientError::Unavailable(message))
         }
         ErrorReason::Unspecified => transport(status, idempotent),

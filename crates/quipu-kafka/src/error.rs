@@ -79,6 +79,9 @@ pub(crate) fn produce_error(error: &ProduceError) -> ResponseError {
         ProduceError::Unavailable { .. } | ProduceError::Busy { .. } => {
             ResponseError::RequestTimedOut
         }
+        // Kafka's answer for a log directory that cannot take writes: clients refresh their
+        // metadata and retry.
+        ProduceError::DiskLow(_) => ResponseError::KafkaStorageError,
         // The node is shutting down: nothing was proposed; the client retries elsewhere.
         ProduceError::Task { .. } => ResponseError::NotLeaderOrFollower,
     }

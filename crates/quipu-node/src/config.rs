@@ -45,6 +45,9 @@ pub struct NodeConfig {
     /// for room (at most [`crate::PRODUCE_ROOM_WAIT`]), then is refused as busy. At least
     /// `log.entry_bytes_max`.
     pub produce_bytes_in_flight_max: u64,
+    /// Free bytes the data directory's disk keeps: below it the node refuses produce requests
+    /// (retriable) and goes on serving reads and Raft traffic; 0 for no reserve.
+    pub disk_reserve_bytes: u64,
     /// Most topics in the cluster and partition replicas per node, checked when this node, as
     /// controller leader, plans a create (set the same on every node).
     pub cluster_limits: quipu_meta::ClusterLimits,
@@ -66,6 +69,7 @@ impl NodeConfig {
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: DEFAULT_TIMESTAMP_AFTER_MAX_MS,
             produce_bytes_in_flight_max: DEFAULT_PRODUCE_BYTES_IN_FLIGHT_MAX,
+            disk_reserve_bytes: DEFAULT_DISK_RESERVE_BYTES,
             cluster_limits: quipu_meta::ClusterLimits::default(),
         }
     }
@@ -222,6 +226,9 @@ pub const DEFAULT_PRODUCE_BYTES_IN_FLIGHT_MAX: u64 = 256 * 1024 * 1024;
 /// Largest [`NodeConfig::produce_bytes_in_flight_max`]: 1 TiB (the budget counts bytes in a
 /// semaphore of at most 2^61 permits; memory runs out long before).
 pub const PRODUCE_BYTES_IN_FLIGHT_LIMIT: u64 = 1 << 40;
+
+/// Default of [`NodeConfig::disk_reserve_bytes`]: 1 GiB.
+pub const DEFAULT_DISK_RESERVE_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// Largest `topics_max` and `partitions_per_node_max`.
 pub const CLUSTER_LIMIT_MAX: usize = 1_000_000;

@@ -94,6 +94,10 @@ pub enum ProduceError {
         /// The node's budget, in bytes.
         max: u64,
     },
+    /// The data disk has less free space than `disk_reserve_bytes`: nothing was proposed; retry
+    /// once space is freed (retention, an operator).
+    #[error("the data disk is under its free-space reserve; nothing was proposed")]
+    DiskLow(#[source] crate::disk::DiskLow),
     /// A task of the produce failed before anything was proposed (the node is shutting down).
     #[error("partition {group}: the produce task failed; nothing was proposed")]
     Task {

@@ -17,6 +17,7 @@
 
 mod config;
 mod controller;
+mod disk;
 mod error;
 mod group;
 mod groups;
@@ -33,11 +34,12 @@ mod routing;
 mod transport;
 
 pub use config::{
-    CLUSTER_LIMIT_MAX, DEFAULT_PRODUCE_BYTES_IN_FLIGHT_MAX, DEFAULT_RETENTION_CHECK_INTERVAL,
-    DEFAULT_TIMESTAMP_AFTER_MAX_MS, ENTRY_BYTES_LIMIT, NodeConfig, NodeConfigError,
-    PRODUCE_BYTES_IN_FLIGHT_LIMIT,
+    CLUSTER_LIMIT_MAX, DEFAULT_DISK_RESERVE_BYTES, DEFAULT_PRODUCE_BYTES_IN_FLIGHT_MAX,
+    DEFAULT_RETENTION_CHECK_INTERVAL, DEFAULT_TIMESTAMP_AFTER_MAX_MS, ENTRY_BYTES_LIMIT,
+    NodeConfig, NodeConfigError, PRODUCE_BYTES_IN_FLIGHT_LIMIT,
 };
 pub use controller::{CONTROLLER_PATIENCE, ControllerError, ControllerRequest};
+pub use disk::{DISK_CHECK_INTERVAL, DiskGuard, DiskLow, free_bytes};
 pub use error::{BoxError, FetchError, NodeError, ProduceError, ProposalError, RetentionError};
 pub use group::GroupId;
 pub use handoff::HANDOFF_TIMEOUT;

@@ -121,6 +121,14 @@ impl Drop for ConnectionPermit {
     }
 }
 
+/// What a produced batch must get past on this node before it is proposed, shared by every
+/// replica: the data disk's free-space reserve, then room in the produce budget.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    pub(crate) disk: crate::disk::DiskGuard,
+    pub(crate) budget: ProduceBudget,
+}
+
 /// How long a produce waits for room in the [`ProduceBudget`] before it is refused as busy.
 pub const PRODUCE_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 

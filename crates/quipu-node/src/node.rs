@@ -54,8 +54,11 @@ pub(crate) struct Inner {
     pub(crate) voters: RwLock<Vec<(NodeId, String)>>,
     /// When each peer's node heartbeat last arrived.
     pub(crate) liveness: Arc<Liveness>,
-    /// Bytes of produced batches held in memory, by every replica of the node together.
-    pub(crate) produce_budget: Arc<crate::limits::ProduceBudget>,
+    /// The disk reserve and the bytes of produced batches in memory, for every replica.
+    pub(crate) admission: Arc<crate::limits::Admission>,
+    /// Held while a replica is opened, deleted or reopened: the controller's effects and the
+    /// reopening of stopped replicas never interleave on one replica.
+    pub(crate) replica_changes: tokio::sync::Mutex<()>,
 }
 
 /// A running node: its transport server, the controller group and the partitions it hosts. Its
@@ -139,9 +142,10 @@ impl Node {
                     },
                 ),
         );
-        let produce_budget = Arc::new(crate::limits::ProduceBudget::new(
-            config.produce_bytes_in_flight_max,
-        ));
+        let admission = Arc::new(crate::limits::Admission {
+            disk: crate::disk::DiskGuard::new(config.data_dir.clone(), config.disk_reserve_bytes),
+            budget: crate::limits::ProduceBudget::new(config.produce_bytes_in_flight_max),
+        });
         let inner = Arc::new(Inner {
             config,
             raft_config,
@@ -154,7 +158,8 @@ impl Node {
             control,
             voters: RwLock::new(Vec::new()),
             liveness: Arc::clone(&liveness),
-            produce_budget,
+            admission,
+            replica_changes: tokio::sync::Mutex::new(()),
         });
         let tasks = vec![
             tokio::spawn(carry_out_effects(Arc::clone(&inner), effects)),
@@ -170,6 +175,7 @@ impl Node {
             )),
             tokio::spawn(run_retention(Arc::clone(&inner))),
             tokio::spawn(run_interval_sync(Arc::clone(&inner))),
+            tokio::spawn(crate::replicas::run_reopen_stopped(Arc::clone(&inner))),
         ];
         tracing::info!(node_id = inner.config.node_id, %addr, "node started");
         Ok(Node {
@@ -322,7 +328,7 @@ impl NodeHandle {
     /// Bytes of produced batches this node holds now, not yet in a leader's log (at most
     /// `produce_bytes_in_flight_max`).
     pub fn produce_bytes_in_flight(&self) -> u64 {
-        self.inner.produce_budget.in_flight()
+        self.inner.admission.budget.in_flight()
     }
 
     /// The controller group's voters (id, transport address), as this node's replica knows them.
@@ -513,6 +519,7 @@ async fn open_controller(
 /// Carries out, in order, the controller's effects for this node.
 async fn carry_out_effects(inner: Arc<Inner>, mut effects: tokio::sync::mpsc::Receiver<Effect>) {
     while let Some(effect) = effects.recv().await {
+        let _changing = inner.replica_changes.lock().await;
         match effect {
             Effect::StartReplica {
                 group,

@@ -10,7 +10,7 @@ use quipu_raft::shared::{PartitionShared, SnapshotTarget};
 use quipu_raft::{LogStore, NodeId, PartitionStateMachine, Request, TypeConfig};
 use quipu_storage::{Entry, Log, LogConfig, Offset};
 
-use crate::limits::{PRODUCE_ROOM_WAIT, ProduceBudget, ProduceRoom};
+use crate::limits::{Admission, PRODUCE_ROOM_WAIT, ProduceRoom};
 use crate::network::{GroupNetwork, Peers};
 use crate::quiesce::QuietCell;
 use crate::{FetchError, GroupId, NodeError, ProduceError, ProposalError, RetentionError};
@@ -41,8 +41,8 @@ pub struct Partition {
     shared: Arc<PartitionShared>,
     /// What a produced batch must satisfy (the topic's settings); changes live.
     limits: std::sync::RwLock<ProduceLimits>,
-    /// The node's bytes of produced batches held in memory, shared by its replicas.
-    budget: Arc<ProduceBudget>,
+    /// The node's disk reserve and bytes of produced batches in memory, shared by its replicas.
+    admission: Arc<Admission>,
     election_watchdog: tokio::task::JoinHandle<()>,
     quiet: Arc<QuietCell>,
     /// Set when the node is shutting down: produce is refused so that the log stops growing
@@ -70,7 +70,7 @@ impl Partition {
         raft_config: Arc<openraft::Config>,
         log_config: LogConfig,
         peers: Arc<Peers>,
-        budget: Arc<ProduceBudget>,
+        admission: Arc<Admission>,
     ) -> Result<Partition, NodeError> {
         let batch_bytes_max = usize::try_from(log_config.entry_bytes_max).unwrap_or(usize::MAX);
         let decompressed_bytes_max = log_config.decompressed_bytes_max;
@@ -119,7 +119,7 @@ impl Partition {
                 timestamp_before_max_ms: i64::MAX,
                 timestamp_after_max_ms: i64::MAX,
             }),
-            budget,
+            admission,
             election_watchdog,
             quiet,
             draining: std::sync::atomic::AtomicBool::new(false),
@@ -447,8 +447,8 @@ impl Partition {
         Ok(())
     }
 
-    /// Hands a batch to Raft on the leader: this replica leads, the batch takes its room in the
-    /// node's produce budget (waiting for it at most [`PRODUCE_ROOM_WAIT`]) and is valid. The
+    /// Hands a batch to Raft on the leader: this replica leads, the data disk has its reserve
+    /// free, the batch takes its room in the node's produce budget (waiting for it at most [`PRODUCE_ROOM_WAIT`]) and is valid. The
     /// cheap checks come first; validation may decompress the whole batch, within the room.
     async fn propose(&self, batch: Bytes) -> Result<Proposal, ProduceError> {
         self.refuse_if_draining()?;
@@ -461,13 +461,12 @@ impl Partition {
                 leader_addr,
             });
         }
-        let room = self
-            .budget
+        self.admission.disk.check().map_err(ProduceError::DiskLow)?;
+        let budget = &self.admission.budget;
+        let room = budget
             .room(batch.len(), PRODUCE_ROOM_WAIT)
             .await
-            .ok_or(ProduceError::Busy {
-                max: self.budget.max(),
-            })?;
+            .ok_or(ProduceError::Busy { max: budget.max() })?;
         self.validate(&batch).await?;
         let (token, appended) = self.shared.register_local_ack(self.node_id);
         let mut proposal = Proposal {

@@ -1,5 +1,5 @@
 //! Opening, repairing and deleting this node's partition replicas, as the controller's effects
-//! ask.
+//! ask; reopening, with backoff, a replica an I/O error stopped (a full disk).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -88,7 +88,7 @@ impl Inner {
                 Arc::clone(&self.raft_config),
                 log_config.clone(),
                 Arc::clone(&self.peers),
-                Arc::clone(&self.produce_budget),
+                Arc::clone(&self.admission),
             )
             .await?;
             partition
@@ -211,6 +211,36 @@ impl Inner {
         }
     }
 
+    /// Closes this node's replica of `group` and opens it again: the log runs its crash
+    /// recovery (a write cut short by the error is dropped) and Raft catches the replica up from
+    /// its leader.
+    pub(crate) async fn reopen_partition(&self, group: GroupId) -> Result<(), NodeError> {
+        let _changing = self.replica_changes.lock().await;
+        let assigned = self.metadata.with_metadata(|m| {
+            m.partition_of_group(group.0).is_some_and(|(topic, at)| {
+                topic.partitions[at as usize]
+                    .replicas
+                    .contains(&self.config.node_id)
+            })
+        });
+        if !assigned {
+            return Ok(()); // deleted or moved meanwhile: the controller's effect removes it
+        }
+        let old = self
+            .partitions
+            .write()
+            .expect("partitions lock poisoned by a panic")
+            .remove(&group);
+        self.groups.remove(group);
+        if let Some(old) = old {
+            old.shutdown().await;
+            // Its log's lock goes with the last handle; a read still holding one makes the open
+            // below fail, and the next attempt succeed.
+            drop(old);
+        }
+        self.open_partition(group).await.map(drop)
+    }
+
     pub(crate) async fn delete_replica(&self, group: GroupId) {
         let partition = self
             .partitions
@@ -259,4 +289,49 @@ pub(crate) async fn blocking_io<T: Send + 'static>(
             group,
             source: Box::new(e),
         })
+}
+
+/// The first pause before a stopped replica is reopened; it doubles while reopening fails, up
+/// to [`REOPEN_PAUSE_MAX`].
+pub const REOPEN_PAUSE_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest pause between two reopenings of one replica.
+pub const REOPEN_PAUSE_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Reopens, with backoff, every replica whose Raft instance stopped on a fatal error (a write or
+/// sync that failed: a full disk, an I/O error). Checks once per [`REOPEN_PAUSE_MIN`].
+pub(crate) async fn run_reopen_stopped(inner: Arc<Inner>) {
+    // Per stopped replica: when to try next, and the pause after that.
+    let mut backoff: HashMap<GroupId, (tokio::time::Instant, std::time::Duration)> = HashMap::new();
+    let mut ticker = tokio::time::interval(REOPEN_PAUSE_MIN);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let now = tokio::time::Instant::now();
+        let stopped: Vec<(GroupId, String)> = inner
+            .hosted_partitions()
+            .iter()
+            .filter_map(|p| p.health().err().map(|reason| (p.group(), reason)))
+            .collect();
+        // A replica that stayed up for a while starts its backoff afresh.
+        backoff.retain(|group, (next, _)| {
+            stopped.iter().any(|(g, _)| g == group) || now < *next + REOPEN_PAUSE_MAX
+        });
+        for (group, reason) in stopped {
+            let (next, pause) = backoff
+                .entry(group)
+                .or_insert((now + REOPEN_PAUSE_MIN, REOPEN_PAUSE_MIN));
+            if now < *next {
+                continue;
+            }
+            tracing::warn!(node_id = inner.config.node_id, %group, %reason, "reopening a replica stopped by an error");
+            match inner.reopen_partition(group).await {
+                Ok(()) => tracing::info!(%group, "replica reopened"),
+                Err(e) => {
+                    tracing::error!(%group, error = %e, retry_in = ?*pause, "cannot reopen the replica")
+                }
+            }
+            *next = tokio::time::Instant::now() + *pause;
+            *pause = (*pause * 2).min(REOPEN_PAUSE_MAX);
+        }
+    }
 }

@@ -96,6 +96,7 @@ struct LimitsFile {
     produce_bytes_in_flight_max: Option<u64>,
     topics_max: Option<usize>,
     partitions_per_node_max: Option<usize>,
+    disk_reserve_bytes: Option<u64>,
 }
 
 /// The `[raft]` table.
@@ -152,6 +153,7 @@ pub struct Settings {
     timestamp_before_max_ms: Option<i64>,
     timestamp_after_max_ms: Option<i64>,
     produce_bytes_in_flight_max: u64,
+    disk_reserve_bytes: u64,
     cluster_limits: quipu_meta::ClusterLimits,
     raft: openraft_config::Timings,
 }
@@ -481,6 +483,10 @@ impl Settings {
             timestamp_before_max_ms,
             timestamp_after_max_ms,
             produce_bytes_in_flight_max,
+            disk_reserve_bytes: file
+                .limits
+                .disk_reserve_bytes
+                .unwrap_or(quipu_node::DEFAULT_DISK_RESERVE_BYTES),
             cluster_limits,
             raft,
         })
@@ -514,6 +520,7 @@ impl Settings {
                 .timestamp_after_max_ms
                 .unwrap_or(quipu_node::DEFAULT_TIMESTAMP_AFTER_MAX_MS),
             produce_bytes_in_flight_max: self.produce_bytes_in_flight_max,
+            disk_reserve_bytes: self.disk_reserve_bytes,
             cluster_limits: self.cluster_limits,
             ..NodeConfig::new(self.node_id, self.data_dir.clone(), self.listen_addr)
         }

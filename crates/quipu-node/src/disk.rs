@@ -1,0 +1,100 @@
+//! The data directory's free space: [`DiskGuard`] keeps a reserve (`disk_reserve_bytes`) below
+//! which the node refuses produce requests (reads, fetches and Raft traffic go on, so replicas
+//! keep what they already hold in step); it resumes by itself once space returns.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a free-space reading is trusted: at most one `statvfs` per interval.
+pub const DISK_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The data directory's disk has less free space than the reserve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the data disk has {free} bytes free, under the reserve of {reserve} (disk_reserve_bytes)")]
+pub struct DiskLow {
+    /// Free bytes (available to this process).
+    pub free: u64,
+    /// The reserve.
+    pub reserve: u64,
+}
+
+/// The free-space reserve of one directory's file system.
+#[derive(Debug)]
+pub struct DiskGuard {
+    dir: PathBuf,
+    reserve: u64,
+    /// When free space was last read, and what it was.
+    last: Mutex<Option<(Instant, u64)>>,
+}
+
+impl DiskGuard {
+    /// A reserve of `reserve` bytes on the file system holding `dir` (0: no reserve).
+    pub fn new(dir: PathBuf, reserve: u64) -> DiskGuard {
+        DiskGuard {
+            dir,
+            reserve,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// `Err` while the file system has less than the reserve free. Reads free space at most
+    /// once per [`DISK_CHECK_INTERVAL`]; a failed reading lets the request through (the write
+    /// itself then reports the disk's state).
+    pub fn check(&self) -> Result<(), DiskLow> {
+        if self.reserve == 0 {
+            return Ok(());
+        }
+        let free = {
+            let mut last = self
+                .last
+                .lock()
+                .expect("disk reading lock poisoned by a panic");
+            match *last {
+                Some((at, free)) if at.elapsed() < DISK_CHECK_INTERVAL => free,
+                _ => match free_bytes(&self.dir) {
+                    Ok(free) => {
+                        *last = Some((Instant::now(), free));
+                        free
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read the data disk's free space");
+                        return Ok(());
+                    }
+                },
+            }
+        };
+        if free < self.reserve {
+            return Err(DiskLow {
+                free,
+                reserve: self.reserve,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Bytes an unprivileged process may still write on the file system holding `dir`.
+pub fn free_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
+    let stat = rustix::fs::statvfs(dir)?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reserve_is_measured_against_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = free_bytes(dir.path()).unwrap();
+        assert!(free > 0);
+        DiskGuard::new(dir.path().to_path_buf(), 0).check().unwrap();
+        DiskGuard::new(dir.path().to_path_buf(), 1).check().unwrap();
+        let low = DiskGuard::new(dir.path().to_path_buf(), u64::MAX)
+            .check()
+            .unwrap_err();
+        assert_eq!(low.reserve, u64::MAX);
+        assert!(low.free > 0);
+    }
+}
