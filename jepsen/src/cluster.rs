@@ -20,6 +20,11 @@ pub const API_PORT: u16 = 7101;
 const SEGMENT_BYTES: u64 = 64 << 10;
 /// Largest Raft entry (a record batch and its framing); must fit a segment.
 const ENTRY_BYTES: u64 = 32 << 10;
+/// Size of each node's own file system (an ext4 image on a loop device) in runs with
+/// disk-full faults: room for a run's data and a ballast.
+const DISK_BYTES: u64 = 256 << 20;
+/// The free space every node keeps (`disk_reserve_bytes`): below it, it refuses produce.
+pub const DISK_RESERVE: u64 = 16 << 20;
 
 /// One node.
 #[derive(Debug)]
@@ -37,12 +42,19 @@ pub struct Node {
     pub skew_secs: Option<i64>,
     /// Started and not stopped since: if it is not running, it exited by itself.
     wanted: bool,
+    /// Its data directory is its own file system (`disk.img`, loop-mounted).
+    mounted: bool,
 }
 
 impl Node {
     /// The node's data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
+    }
+
+    /// The ballast file that fills its disk in a disk-full fault.
+    fn ballast(&self) -> PathBuf {
+        self.data_dir().join("ballast")
     }
 
     /// Its client API address.
@@ -120,8 +132,10 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Writes every node's configuration under `root`; starts nothing.
-    pub fn new(net: &Net, quipu: &Path, root: &Path) -> anyhow::Result<Cluster> {
+    /// Writes every node's configuration under `root`; starts nothing. With `own_disks`, each
+    /// node's data directory is its own small ext4 file system (`n<id>/disk.img` on a loop
+    /// device), which disk-full faults fill.
+    pub fn new(net: &Net, quipu: &Path, root: &Path, own_disks: bool) -> anyhow::Result<Cluster> {
         let voters: Vec<String> = net
             .nodes
             .iter()
@@ -146,7 +160,10 @@ impl Cluster {
                  entry_bytes_max = {ENTRY_BYTES}\n\
                  index_bytes_max = {SEGMENT_BYTES}\n\
                  preallocate_bytes = {SEGMENT_BYTES}\n\
-                 fsync = \"always\"\n",
+                 fsync = \"always\"\n\
+                 \n\
+                 [limits]\n\
+                 disk_reserve_bytes = {DISK_RESERVE}\n",
                 data = dir.join("data").display(),
                 ip = host.ip,
                 voters = voters.join(", "),
@@ -160,12 +177,53 @@ impl Cluster {
                 paused: false,
                 skew_secs: None,
                 wanted: false,
+                mounted: false,
             });
         }
-        Ok(Cluster {
+        let mut cluster = Cluster {
             nodes,
             quipu: quipu.to_path_buf(),
-        })
+        };
+        if own_disks {
+            for node in &mut cluster.nodes {
+                mount_own_disk(node)?;
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// Fills node index `i`'s disk with a ballast file until at most `left` bytes are free
+    /// (or the disk is full); returns the free bytes then.
+    pub fn fill_disk(&self, i: usize, left: u64) -> anyhow::Result<u64> {
+        let node = &self.nodes[i];
+        if !node.mounted {
+            bail!("node {} has no disk of its own to fill", node.id);
+        }
+        let data = node.data_dir();
+        let free = free_bytes(&data)?;
+        let mut ballast = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.ballast())?;
+        let chunk = vec![0x5A_u8; 1 << 20];
+        let mut to_write = free.saturating_sub(left);
+        while to_write > 0 {
+            let n = usize::try_from(to_write.min(chunk.len() as u64)).unwrap_or(chunk.len());
+            if std::io::Write::write_all(&mut ballast, &chunk[..n]).is_err() {
+                break; // full: the ballast took what there was
+            }
+            to_write -= n as u64;
+        }
+        let _ = ballast.sync_all();
+        free_bytes(&data)
+    }
+
+    /// Removes node index `i`'s ballast: its disk has its space back.
+    pub fn empty_disk(&self, i: usize) -> anyhow::Result<()> {
+        match std::fs::remove_file(self.nodes[i].ballast()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
     }
 
     /// Every node's API address.
@@ -282,6 +340,36 @@ impl Drop for Cluster {
         for node in &mut self.nodes {
             node.signal(Signal::KILL);
             node.wait_exit(Duration::from_secs(5));
+            if node.mounted {
+                // The loop device goes with the mount (`-o loop` sets autoclear); the image
+                // stays, with the node's data, for a failed run's inspection.
+                let _ = crate::net::run("umount", &[&node.data_dir().to_string_lossy()]);
+                node.mounted = false;
+            }
         }
     }
+}
+
+/// Makes node's data directory its own ext4 file system of [`DISK_BYTES`]: an image file in its
+/// directory, loop-mounted. No blocks are reserved for root (the server runs as root).
+fn mount_own_disk(node: &mut Node) -> anyhow::Result<()> {
+    let image = node.dir.join("disk.img");
+    std::fs::File::create(&image)?.set_len(DISK_BYTES)?;
+    let image_text = image.to_string_lossy().into_owned();
+    crate::net::run("mkfs.ext4", &["-q", "-F", "-m", "0", &image_text])?;
+    let data = node.data_dir();
+    std::fs::create_dir_all(&data)?;
+    crate::net::run(
+        "mount",
+        &["-o", "loop", &image_text, &data.to_string_lossy()],
+    )?;
+    node.mounted = true;
+    Ok(())
+}
+
+/// Bytes free on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> anyhow::Result<u64> {
+    let stat =
+        rustix::fs::statvfs(dir).with_context(|| format!("cannot stat {}", dir.display()))?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }

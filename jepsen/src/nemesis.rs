@@ -54,6 +54,9 @@ pub enum Fault {
     /// The node restarted with its wall clock off by `secs`; restarted with the real clock at the
     /// heal.
     Skew { node: usize, secs: i64 },
+    /// The node's disk filled by a ballast until less than its reserve is free (it refuses
+    /// produce, keeps replicating); the ballast removed at the heal.
+    DiskFull(usize),
 }
 
 impl fmt::Display for Fault {
@@ -83,6 +86,7 @@ impl fmt::Display for Fault {
             }
             Fault::Corrupt { node, how } => write!(f, "corrupt {} ({how:?})", n(node)),
             Fault::Skew { node, secs } => write!(f, "skew {} clock by {secs:+} s", n(node)),
+            Fault::DiskFull(i) => write!(f, "fill the disk of {} below its reserve", n(i)),
         }
     }
 }
@@ -98,11 +102,12 @@ pub enum FaultKind {
     PauseAndPowerLoss,
     Corrupt,
     Skew,
+    DiskFull,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Partition,
         FaultKind::ClientPartition,
         FaultKind::Kill,
@@ -111,6 +116,7 @@ impl FaultKind {
         FaultKind::PauseAndPowerLoss,
         FaultKind::Corrupt,
         FaultKind::Skew,
+        FaultKind::DiskFull,
     ];
 
     /// Parses a name as used on the command line.
@@ -124,6 +130,7 @@ impl FaultKind {
             "pause-power-loss" => FaultKind::PauseAndPowerLoss,
             "corrupt" => FaultKind::Corrupt,
             "skew" => FaultKind::Skew,
+            "disk-full" => FaultKind::DiskFull,
             _ => return None,
         })
     }
@@ -133,6 +140,7 @@ impl FaultKind {
         match self {
             FaultKind::Partition | FaultKind::ClientPartition => caps.nftables,
             FaultKind::Skew => caps.faketime,
+            FaultKind::DiskFull => caps.loop_disks,
             _ => true,
         }
     }
@@ -153,6 +161,7 @@ pub fn scenario(name: &str) -> Option<Vec<FaultKind>> {
         ],
         "corrupt-minority" => vec![FaultKind::Corrupt, FaultKind::Kill, FaultKind::Partition],
         "skew" => vec![FaultKind::Skew, FaultKind::Partition],
+        "disk-full" => vec![FaultKind::DiskFull, FaultKind::Kill, FaultKind::Partition],
         "all" => FaultKind::ALL.to_vec(),
         _ => return None,
     })
@@ -200,6 +209,7 @@ pub fn draw(kind: FaultKind, nodes: usize, rng: &mut Rng) -> Fault {
                 _ => Corruption::ZeroPage,
             },
         },
+        FaultKind::DiskFull => Fault::DiskFull(one),
         FaultKind::Skew => {
             let secs = i64::try_from(rng.between(5, 600)).unwrap_or(60);
             Fault::Skew {
@@ -280,6 +290,10 @@ impl Nemesis {
                 cluster.nodes[*node].skew_secs = Some(*secs);
                 cluster.start(*node)?;
             }
+            Fault::DiskFull(i) => {
+                let free = cluster.fill_disk(*i, crate::cluster::DISK_RESERVE / 2)?;
+                note = format!("{free} bytes free");
+            }
         }
         Ok(note)
     }
@@ -300,6 +314,7 @@ impl Nemesis {
                 cluster.kill(*node);
                 cluster.nodes[*node].skew_secs = None;
             }
+            Fault::DiskFull(i) => cluster.empty_disk(*i)?,
             Fault::Kill(_) | Fault::PowerLoss(_) | Fault::Corrupt { .. } => {}
         }
         for i in 0..cluster.nodes.len() {
@@ -432,7 +447,8 @@ mod tests {
                         | Fault::Pause(i)
                         | Fault::PowerLoss(i)
                         | Fault::Corrupt { node: i, .. }
-                        | Fault::Skew { node: i, .. } => vec![i],
+                        | Fault::Skew { node: i, .. }
+                        | Fault::DiskFull(i) => vec![i],
                         Fault::Split(minority) => minority,
                         Fault::Bridge {
                             bridge,

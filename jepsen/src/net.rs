@@ -47,6 +47,8 @@ pub struct Capabilities {
     pub faketime: bool,
     /// `tc netem` (delays); not used when missing.
     pub netem: bool,
+    /// Loop devices and `mkfs.ext4` (each node's own small file system, for disk-full faults).
+    pub loop_disks: bool,
     /// Notes on what is missing and why.
     pub notes: Vec<String>,
 }
@@ -196,6 +198,13 @@ impl Net {
         } else {
             caps.notes.push(
                 "network delays skipped: tc netem is not available in this kernel".to_string(),
+            );
+        }
+        caps.loop_disks =
+            std::path::Path::new("/dev/loop-control").exists() && run("mkfs.ext4", &["-V"]).is_ok();
+        if !caps.loop_disks {
+            caps.notes.push(
+                "disk-full faults skipped: loop devices or mkfs.ext4 are missing; install the Debian package e2fsprogs".to_string(),
             );
         }
         caps

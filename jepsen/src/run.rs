@@ -282,7 +282,7 @@ fn run_one(
     if kinds.is_empty() {
         bail!("none of the scenario's faults can be injected here");
     }
-    let mut cluster = Cluster::new(&net, quipu, dir)?;
+    let mut cluster = Cluster::new(&net, quipu, dir, kinds.contains(&FaultKind::DiskFull))?;
     for i in 0..args.nodes {
         cluster.start(i)?;
     }
@@ -378,8 +378,12 @@ fn run_one(
         serde_json::to_string_pretty(&summary)?,
     )?;
     if valid && !args.keep_data {
-        for node in &cluster.nodes {
-            let _ = std::fs::remove_dir_all(node.data_dir());
+        let dirs: Vec<PathBuf> = cluster.nodes.iter().map(|n| n.dir.clone()).collect();
+        // Unmounts the nodes' own disks, if they have them.
+        drop(cluster);
+        for node_dir in dirs {
+            let _ = std::fs::remove_dir_all(node_dir.join("data"));
+            let _ = std::fs::remove_file(node_dir.join("disk.img"));
         }
     }
     Ok(summary)
