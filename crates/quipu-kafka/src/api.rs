@@ -8,14 +8,15 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     AlterConfigsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest,
     CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
-    FetchRequest, IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest,
+    DescribeLogDirsRequest, DescribeTopicPartitionsRequest, FetchRequest,
+    IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest,
     OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Message};
 
 use crate::error::RequestError;
 use crate::server::Context;
-use crate::{admin, fetch, leader_epoch, list_offsets, metadata, produce};
+use crate::{admin, describe, fetch, leader_epoch, list_offsets, metadata, produce};
 
 /// One API this listener implements, with the versions it answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +46,7 @@ const fn at<M: Message>(key: ApiKey, note: &'static str) -> SupportedApi {
 }
 
 /// Every API with a handler, and its versions.
-pub fn supported_apis() -> [SupportedApi; 13] {
+pub fn supported_apis() -> [SupportedApi; 15] {
     [
         SupportedApi {
             key: ApiKey::Produce,
@@ -111,6 +112,16 @@ pub fn supported_apis() -> [SupportedApi; 13] {
             "the largest Raft term at or below the asked epoch and where it ends in the leader's \
              log (truncation detection); -1/-1 for an epoch older than the log",
         ),
+        at::<DescribeLogDirsRequest>(
+            ApiKey::DescribeLogDirs,
+            "one log dir (data_dir/partitions): each hosted replica's size and lag behind the \
+             high watermark; total and usable bytes of its disk (v4)",
+        ),
+        at::<DescribeTopicPartitionsRequest>(
+            ApiKey::DescribeTopicPartitions,
+            "topics in name order, paged by cursor, at most 2000 partitions an answer; ISR is \
+             every replica; no eligible leader replicas (ELR)",
+        ),
     ]
 }
 
@@ -148,6 +159,8 @@ pub(crate) enum Body {
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
     DescribeCluster(DescribeClusterRequest),
     OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
+    DescribeLogDirs(DescribeLogDirsRequest),
+    DescribeTopicPartitions(DescribeTopicPartitionsRequest),
 }
 
 /// Decodes one request frame (without its size prefix): the API key and version are checked
@@ -220,6 +233,12 @@ pub(crate) fn decode(frame: Bytes) -> Result<Request, RequestError> {
         ApiKey::OffsetForLeaderEpoch => Body::OffsetForLeaderEpoch(
             OffsetForLeaderEpochRequest::decode(&mut buf, version).map_err(malformed)?,
         ),
+        ApiKey::DescribeLogDirs => Body::DescribeLogDirs(
+            DescribeLogDirsRequest::decode(&mut buf, version).map_err(malformed)?,
+        ),
+        ApiKey::DescribeTopicPartitions => Body::DescribeTopicPartitions(
+            DescribeTopicPartitionsRequest::decode(&mut buf, version).map_err(malformed)?,
+        ),
         _ => return Err(RequestError::UnknownApi(api)),
     };
     Ok(Request::Known {
@@ -291,6 +310,10 @@ pub(crate) async fn dispatch(
         }
         Body::DescribeCluster(r) => answer(&admin::describe_cluster(context, r)),
         Body::OffsetForLeaderEpoch(r) => answer(&leader_epoch::handle(context, r).await),
+        Body::DescribeLogDirs(r) => answer(&describe::describe_log_dirs(context, r, version)),
+        Body::DescribeTopicPartitions(r) => {
+            answer(&describe::describe_topic_partitions(context, r))
+        }
     }
 }
 

@@ -20,6 +20,7 @@
 mod admin;
 mod api;
 mod connection;
+mod describe;
 mod error;
 mod fetch;
 mod leader_epoch;

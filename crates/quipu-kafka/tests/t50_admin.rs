@@ -1,7 +1,8 @@
 //! The Kafka admin APIs through confluent-kafka's AdminClient and kafka-python's
 //! KafkaAdminClient (`tests/clients/admin_client.py`): create (after a validate_only try) with a
 //! config, refusals (duplicate, unknown config, cleanup.policy=compact), describe configs with
-//! their sources, alter, grow partitions, delete.
+//! their sources, alter, grow partitions, page through them (DescribeTopicPartitions), find
+//! every replica in the brokers' log dirs (DescribeLogDirs), delete.
 #![allow(clippy::unwrap_used)] // tests unwrap
 
 mod common;
@@ -42,6 +43,15 @@ async fn admin(client: &str, incremental: bool) {
     // (which replaces every config) sent it along again.
     assert_eq!(altered["retention.ms"][1], incremental, "{seen}");
     assert_eq!(seen["partitions"], 5, "{seen}");
+    if client == "kafka-python" {
+        assert_eq!(
+            seen["paged"],
+            serde_json::json!([[0, 1, 2], [3, 4], null]),
+            "{seen}"
+        );
+        assert_eq!(seen["log_dir_replicas"], 15, "{seen}");
+        assert_eq!(seen["log_dirs_sized"], true, "{seen}");
+    }
     if incremental {
         // confluent-kafka: ListOffsets MAX_TIMESTAMP finds the second of three records.
         assert_eq!(

@@ -74,6 +74,12 @@ impl DiskGuard {
     }
 }
 
+/// Size of the file system holding `dir`, in bytes.
+pub fn total_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
+    let stat = rustix::fs::statvfs(dir)?;
+    Ok(stat.f_blocks.saturating_mul(stat.f_frsize))
+}
+
 /// Bytes an unprivileged process may still write on the file system holding `dir`.
 pub fn free_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
     let stat = rustix::fs::statvfs(dir)?;

@@ -39,7 +39,7 @@ pub use config::{
     NodeConfig, NodeConfigError, PRODUCE_BYTES_IN_FLIGHT_LIMIT,
 };
 pub use controller::{CONTROLLER_PATIENCE, ControllerError, ControllerRequest};
-pub use disk::{DISK_CHECK_INTERVAL, DiskGuard, DiskLow, free_bytes};
+pub use disk::{DISK_CHECK_INTERVAL, DiskGuard, DiskLow, free_bytes, total_bytes};
 pub use error::{BoxError, FetchError, NodeError, ProduceError, ProposalError, RetentionError};
 pub use group::GroupId;
 pub use handoff::HANDOFF_TIMEOUT;

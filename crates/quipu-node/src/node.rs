@@ -305,6 +305,11 @@ impl NodeHandle {
         self.inner.config.node_id
     }
 
+    /// Where this node keeps its data (controller and partition replicas).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.inner.config.data_dir
+    }
+
     /// The address the transport listens on.
     pub fn addr(&self) -> SocketAddr {
         self.inner.addr

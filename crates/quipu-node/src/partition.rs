@@ -266,6 +266,11 @@ impl Partition {
         Offset(self.shared.high_watermark())
     }
 
+    /// Bytes of this replica's log on disk (every segment's header and frames).
+    pub fn size_bytes(&self) -> u64 {
+        self.log.size_bytes()
+    }
+
     /// The offset the next record appended to this replica's log gets.
     pub fn log_end_offset(&self) -> Offset {
         self.log.next_offset()

@@ -110,6 +110,20 @@ def kafka_python():
     admin.create_partitions({TOPIC: NewPartitions(5)})
     [described] = admin.describe_topics([TOPIC])
     seen["partitions"] = len(described["partitions"])
+    # DescribeTopicPartitions, paged: three partitions, then the cursor for the other two.
+    page = admin.describe_topic_partitions([TOPIC], response_partition_limit=3)
+    rest = admin.describe_topic_partitions([TOPIC], cursor=page["next_cursor"])
+    seen["paged"] = [[p["partition_index"] for p in answer["topics"][0]["partitions"]]
+                     for answer in (page, rest)] + [rest["next_cursor"]]
+    # DescribeLogDirs on every broker: each replica of the topic once, on a disk of known size.
+    replicas, sized = 0, True
+    for broker in admin.describe_log_dirs({TOPIC: list(range(5))}):
+        for log_dir in broker["log_dirs"]:
+            sized = sized and log_dir["total_bytes"] > 0 and log_dir["usable_bytes"] > 0
+            for topic in log_dir["topics"]:
+                replicas += len(topic["partitions"]) if topic["name"] == TOPIC else 0
+    seen["log_dir_replicas"] = replicas
+    seen["log_dirs_sized"] = sized
     admin.delete_topics([TOPIC])
     deadline = time.time() + 30
     while TOPIC in admin.list_topics():
