@@ -143,6 +143,12 @@ pub(crate) fn from_produce(node: &NodeHandle, error: ProduceError) -> Status {
             format!("the node holds its most bytes of produce requests ({max}); retry later"),
             None,
         ),
+        error @ ProduceError::BeyondHighWatermark { .. } => status(
+            Code::OutOfRange,
+            ErrorReason::OffsetOutOfRange,
+            error.to_string(),
+            None,
+        ),
         ProduceError::DiskLow(low) => status(
             Code::ResourceExhausted,
             ErrorReason::DiskFull,

@@ -7,8 +7,8 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     AlterConfigsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest,
-    CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
-    DescribeLogDirsRequest, DescribeTopicPartitionsRequest, FetchRequest,
+    CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, DescribeLogDirsRequest, DescribeTopicPartitionsRequest, FetchRequest,
     IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest,
     OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader,
 };
@@ -16,7 +16,9 @@ use kafka_protocol::protocol::{Decodable, Encodable, Message};
 
 use crate::error::RequestError;
 use crate::server::Context;
-use crate::{admin, describe, fetch, leader_epoch, list_offsets, metadata, produce};
+use crate::{
+    admin, delete_records, describe, fetch, leader_epoch, list_offsets, metadata, produce,
+};
 
 /// One API this listener implements, with the versions it answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +48,7 @@ const fn at<M: Message>(key: ApiKey, note: &'static str) -> SupportedApi {
 }
 
 /// Every API with a handler, and its versions.
-pub fn supported_apis() -> [SupportedApi; 15] {
+pub fn supported_apis() -> [SupportedApi; 16] {
     [
         SupportedApi {
             key: ApiKey::Produce,
@@ -112,6 +114,12 @@ pub fn supported_apis() -> [SupportedApi; 15] {
             "the largest Raft term at or below the asked epoch and where it ends in the leader's \
              log (truncation detection); -1/-1 for an epoch older than the log",
         ),
+        at::<DeleteRecordsRequest>(
+            ApiKey::DeleteRecords,
+            "on the partition's leader, through Raft: the log start offset rises on every \
+             replica (-1: to the high watermark); reads below it are out of range at once, whole \
+             segments below it go at the next retention pass",
+        ),
         at::<DescribeLogDirsRequest>(
             ApiKey::DescribeLogDirs,
             "one log dir (data_dir/partitions): each hosted replica's size and lag behind the \
@@ -160,6 +168,7 @@ pub(crate) enum Body {
     DescribeCluster(DescribeClusterRequest),
     OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
     DescribeLogDirs(DescribeLogDirsRequest),
+    DeleteRecords(DeleteRecordsRequest),
     DescribeTopicPartitions(DescribeTopicPartitionsRequest),
 }
 
@@ -233,6 +242,9 @@ pub(crate) fn decode(frame: Bytes) -> Result<Request, RequestError> {
         ApiKey::OffsetForLeaderEpoch => Body::OffsetForLeaderEpoch(
             OffsetForLeaderEpochRequest::decode(&mut buf, version).map_err(malformed)?,
         ),
+        ApiKey::DeleteRecords => {
+            Body::DeleteRecords(DeleteRecordsRequest::decode(&mut buf, version).map_err(malformed)?)
+        }
         ApiKey::DescribeLogDirs => Body::DescribeLogDirs(
             DescribeLogDirsRequest::decode(&mut buf, version).map_err(malformed)?,
         ),
@@ -310,6 +322,7 @@ pub(crate) async fn dispatch(
         }
         Body::DescribeCluster(r) => answer(&admin::describe_cluster(context, r)),
         Body::OffsetForLeaderEpoch(r) => answer(&leader_epoch::handle(context, r).await),
+        Body::DeleteRecords(r) => answer(&delete_records::handle(context, r).await),
         Body::DescribeLogDirs(r) => answer(&describe::describe_log_dirs(context, r, version)),
         Body::DescribeTopicPartitions(r) => {
             answer(&describe::describe_topic_partitions(context, r))

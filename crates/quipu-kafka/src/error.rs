@@ -82,6 +82,7 @@ pub(crate) fn produce_error(error: &ProduceError) -> ResponseError {
         // Kafka's answer for a log directory that cannot take writes: clients refresh their
         // metadata and retry.
         ProduceError::DiskLow(_) => ResponseError::KafkaStorageError,
+        ProduceError::BeyondHighWatermark { .. } => ResponseError::OffsetOutOfRange,
         // The node is shutting down: nothing was proposed; the client retries elsewhere.
         ProduceError::Task { .. } => ResponseError::NotLeaderOrFollower,
     }

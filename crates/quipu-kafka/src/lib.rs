@@ -20,6 +20,7 @@
 mod admin;
 mod api;
 mod connection;
+mod delete_records;
 mod describe;
 mod error;
 mod fetch;

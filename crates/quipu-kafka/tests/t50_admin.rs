@@ -2,7 +2,8 @@
 //! KafkaAdminClient (`tests/clients/admin_client.py`): create (after a validate_only try) with a
 //! config, refusals (duplicate, unknown config, cleanup.policy=compact), describe configs with
 //! their sources, alter, grow partitions, page through them (DescribeTopicPartitions), find
-//! every replica in the brokers' log dirs (DescribeLogDirs), delete.
+//! every replica in the brokers' log dirs (DescribeLogDirs), delete records (DeleteRecords),
+//! delete.
 #![allow(clippy::unwrap_used)] // tests unwrap
 
 mod common;
@@ -51,6 +52,8 @@ async fn admin(client: &str, incremental: bool) {
         );
         assert_eq!(seen["log_dir_replicas"], 15, "{seen}");
         assert_eq!(seen["log_dirs_sized"], true, "{seen}");
+        assert_eq!(seen["low_watermark"], 3, "{seen}");
+        assert_eq!(seen["earliest"], 3, "{seen}");
     }
     if incremental {
         // confluent-kafka: ListOffsets MAX_TIMESTAMP finds the second of three records.

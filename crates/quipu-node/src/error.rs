@@ -85,6 +85,16 @@ pub enum ProduceError {
     /// The batch is not one valid RecordBatch v2 (nothing was proposed).
     #[error("invalid record batch")]
     InvalidBatch(#[source] quipu_record::BatchError),
+    /// A DeleteRecords offset beyond the high watermark (nothing was proposed).
+    #[error("partition {group}: offset {offset:?} is beyond the high watermark {high_watermark:?}")]
+    BeyondHighWatermark {
+        /// The partition.
+        group: GroupId,
+        /// The offset asked for.
+        offset: quipu_storage::Offset,
+        /// The high watermark.
+        high_watermark: quipu_storage::Offset,
+    },
     /// The node holds its most bytes of produced batches (`produce_bytes_in_flight_max`) and no
     /// room came within [`crate::limits::PRODUCE_ROOM_WAIT`]: nothing was proposed; retry later.
     #[error(

@@ -302,10 +302,63 @@ impl Partition {
         self.propose(batch).await?.committed().await
     }
 
-    /// The first offset this replica's log still holds (records below it were removed by
-    /// retention, here or, for a replica that caught up through a snapshot, on the leader).
+    /// The first offset this replica serves: records below it were removed by retention (here
+    /// or, for a replica that caught up through a snapshot, on the leader) or deleted by
+    /// [`Partition::delete_records`].
     pub fn log_start_offset(&self) -> Offset {
-        self.log.start_offset()
+        self.log
+            .start_offset()
+            .max(Offset(self.shared.records_start()))
+    }
+
+    /// Deletes the records below `before` (`None`: below the high watermark), as Kafka's
+    /// DeleteRecords: on the leader, through Raft, so every replica moves its log start offset
+    /// there once the entry is committed. Returns the log start offset after it. Reads below it
+    /// fail with "offset out of range" at once; the segments wholly below it go at the next
+    /// retention pass.
+    pub async fn delete_records(&self, before: Option<Offset>) -> Result<Offset, ProduceError> {
+        self.refuse_if_draining()?;
+        let leader = self.leader();
+        if leader != Some(self.node_id) {
+            let leader_addr = leader.and_then(|id| self.member_addr(id));
+            return Err(ProduceError::NotLeader {
+                group: self.group,
+                leader,
+                leader_addr,
+            });
+        }
+        let high_watermark = self.high_watermark();
+        let before = before.unwrap_or(high_watermark);
+        if before > high_watermark {
+            return Err(ProduceError::BeyondHighWatermark {
+                group: self.group,
+                offset: before,
+                high_watermark,
+            });
+        }
+        let unavailable = |source| ProduceError::Unavailable {
+            group: self.group,
+            source,
+        };
+        match self
+            .raft
+            .client_write(Request::DeleteRecords { before: before.0 })
+            .await
+        {
+            Ok(response) => response
+                .data
+                .base_offset
+                .map(|start| self.log_start_offset().max(Offset(start)))
+                .ok_or_else(|| unavailable(ProposalError::NoOffset)),
+            Err(openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(
+                forward,
+            ))) => Err(ProduceError::NotLeader {
+                group: self.group,
+                leader: forward.leader_id,
+                leader_addr: forward.leader_node.map(|node| node.addr),
+            }),
+            Err(e) => Err(unavailable(ProposalError::Raft(Box::new(e)))),
+        }
     }
 
     /// Applies the log's retention (`retention_bytes`, `retention_ms`) to this replica: when whole
@@ -327,7 +380,8 @@ impl Partition {
         let Some(applied) = applied else {
             return Ok(None);
         };
-        let Some(point) = self.log.retention_point(applied + 1) else {
+        let deleted_before = Offset(self.shared.records_start());
+        let Some(point) = self.log.retention_point_below(applied + 1, deleted_before) else {
             return Ok(None);
         };
         if snapshot.is_some_and(|s| s >= point) {
@@ -393,7 +447,7 @@ impl Partition {
         .await
         .map_err(|source| FetchError::Unavailable { group, source })?
         .map_err(|source| FetchError::Read { group, source })?;
-        Ok(found.unwrap_or(high_watermark).max(self.log.start_offset()))
+        Ok(found.unwrap_or(high_watermark).max(self.log_start_offset()))
     }
 
     /// The transport address of member `id` of this partition's group, if it is one.
@@ -552,6 +606,18 @@ impl Partition {
         end: Offset,
         max_bytes: u64,
     ) -> Result<Vec<Entry>, FetchError> {
+        let start = self.log_start_offset();
+        if from < start {
+            // Deleted records are never served, even while their segment is still on disk.
+            return Err(FetchError::Read {
+                group: self.group,
+                source: quipu_storage::ReadError::OffsetOutOfRange {
+                    requested: from.0,
+                    start: start.0,
+                    end: end.0,
+                },
+            });
+        }
         self.read_log(move |log| log.read_records(from, end, max_bytes))
             .await
     }

@@ -18,6 +18,7 @@ enum InternalPayload {
     Blank,
     Membership(Membership<NodeId, BasicNode>),
     Metadata(Bytes),
+    DeleteRecords(u64),
 }
 
 /// An entry could not be converted.
@@ -42,6 +43,9 @@ pub fn to_stored(entry: openraft::Entry<TypeConfig>) -> Result<NewEntry, EntryCo
             return Ok(NewEntry::records(index, term, batch));
         }
         EntryPayload::Normal(Request::Metadata(bytes)) => InternalPayload::Metadata(bytes),
+        EntryPayload::Normal(Request::DeleteRecords { before }) => {
+            InternalPayload::DeleteRecords(before)
+        }
         EntryPayload::Blank => InternalPayload::Blank,
         EntryPayload::Membership(membership) => InternalPayload::Membership(membership),
     };
@@ -76,8 +80,43 @@ pub fn from_stored(entry: StoredEntry) -> Result<openraft::Entry<TypeConfig>, En
                 InternalPayload::Blank => EntryPayload::Blank,
                 InternalPayload::Membership(membership) => EntryPayload::Membership(membership),
                 InternalPayload::Metadata(bytes) => EntryPayload::Normal(Request::Metadata(bytes)),
+                InternalPayload::DeleteRecords(before) => {
+                    EntryPayload::Normal(Request::DeleteRecords { before })
+                }
             }
         }
     };
     Ok(openraft::Entry { log_id, payload })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_entries_round_trip_through_the_segment_log_form() {
+        for request in [
+            Request::DeleteRecords { before: 12_345 },
+            Request::Metadata(Bytes::from_static(b"command")),
+        ] {
+            let entry = openraft::Entry::<TypeConfig> {
+                log_id: log_id(3, 7),
+                payload: EntryPayload::Normal(request.clone()),
+            };
+            let stored = to_stored(entry).unwrap();
+            assert_eq!(stored.kind, EntryKind::Internal);
+            let back = from_stored(StoredEntry {
+                index: stored.index,
+                term: stored.term,
+                kind: stored.kind,
+                payload: stored.payload,
+                base_offset: quipu_storage::Offset(0),
+                record_count: 0,
+                max_timestamp: -1,
+            })
+            .unwrap();
+            assert_eq!(back.log_id, log_id(3, 7));
+            assert_eq!(back.payload, EntryPayload::Normal(request));
+        }
+    }
 }

@@ -154,7 +154,9 @@ impl RaftStateMachine<TypeConfig> for ControllerStateMachine {
                             StoredMembership::new(Some(entry.log_id), membership);
                         (Response::default(), Vec::new())
                     }
-                    EntryPayload::Normal(Request::Records { .. }) => {
+                    EntryPayload::Normal(
+                        Request::Records { .. } | Request::DeleteRecords { .. },
+                    ) => {
                         let error =
                             Some("record batches cannot be written to the controller".to_string());
                         (

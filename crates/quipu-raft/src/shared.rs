@@ -22,6 +22,9 @@ pub struct PartitionShared {
 #[derive(Debug, Default, Clone, Copy)]
 struct Inner {
     high_watermark: u64,
+    /// Records below this offset are deleted (DeleteRecords), whether or not their segments are
+    /// gone yet. Rebuilt on restart by applying the log after the last snapshot.
+    records_start: u64,
     /// `(last index, next offset)` of this replica's durable snapshot (installed from a leader,
     /// built here, or loaded at open): where the log restarts when it is purged past its end.
     /// Set only once the snapshot file is durable.
@@ -56,6 +59,19 @@ impl PartitionShared {
     /// The first offset not yet committed.
     pub fn high_watermark(&self) -> u64 {
         self.lock().high_watermark
+    }
+
+    /// The offset below which DeleteRecords deleted the records (0: none deleted).
+    pub fn records_start(&self) -> u64 {
+        self.lock().records_start
+    }
+
+    /// Raises [`PartitionShared::records_start`] to `before`, capped at the high watermark;
+    /// returns it.
+    pub(crate) fn delete_records_before(&self, before: u64) -> u64 {
+        let mut inner = self.lock();
+        inner.records_start = inner.records_start.max(before.min(inner.high_watermark));
+        inner.records_start
     }
 
     pub(crate) fn set_high_watermark(&self, offset: u64) {

@@ -225,6 +225,14 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                         error: None,
                     }
                 }
+                EntryPayload::Normal(Request::DeleteRecords { before }) => {
+                    // Against the watermark of the entries applied before this one.
+                    self.shared.set_high_watermark(state.applied.high_watermark);
+                    Response {
+                        base_offset: Some(self.shared.delete_records_before(before)),
+                        error: None,
+                    }
+                }
                 EntryPayload::Membership(membership) => {
                     let previous = std::mem::replace(
                         &mut state.applied.membership,

@@ -20,12 +20,21 @@ pub enum Request {
     },
     /// A command of the controller group, encoded by the controller.
     Metadata(Bytes),
+    /// Deletes a data partition's records below offset `before` (Kafka's DeleteRecords): the
+    /// partition's log start offset rises to `before`, at most to the high watermark when the
+    /// entry is applied; it never goes down. Segments wholly below it go at the next retention
+    /// pass.
+    DeleteRecords {
+        /// The offset the log start rises to.
+        before: u64,
+    },
 }
 
 /// What applying a request produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
-    /// For [`Request::Records`], the offset given to the batch's first record.
+    /// For [`Request::Records`], the offset given to the batch's first record; for
+    /// [`Request::DeleteRecords`], the log start offset after it.
     pub base_offset: Option<u64>,
     /// For [`Request::Metadata`], why the controller refused the command (nothing changed).
     #[serde(default)]

@@ -885,7 +885,17 @@ impl Log {
     /// first records a snapshot at that index, then purges up to it (`purge_prefix(index + 1)`
     /// removes exactly those segments).
     pub fn retention_point(&self, bound_index: u64) -> Option<u64> {
-        let mut expired = self.retention_rule(bound_index);
+        self.retention_point_below(bound_index, Offset(0))
+    }
+
+    /// [`Log::retention_point`], where a segment whose records all lie below `deleted_before`
+    /// (deleted by the partition's DeleteRecords) is past retention too.
+    pub fn retention_point_below(&self, bound_index: u64, deleted_before: Offset) -> Option<u64> {
+        let mut past = self.retention_rule(bound_index);
+        let mut expired = |segment: &Segment, remaining: u64| {
+            past(segment, remaining)
+                || (segment.next_index <= bound_index && segment.next_offset <= deleted_before.0)
+        };
         let state = self.read_state();
         let mut remaining: u64 = state.segments.iter().map(Segment::size_bytes).sum();
         let mut point = None;

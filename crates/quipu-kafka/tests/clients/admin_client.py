@@ -108,22 +108,57 @@ def kafka_python():
     admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, TOPIC, configs={"retention.bytes": "1048576"})])
     seen["altered"] = describe()
     admin.create_partitions({TOPIC: NewPartitions(5)})
-    [described] = admin.describe_topics([TOPIC])
+    # Every node learns of the new partitions once it applied the controller's change (Kafka's
+    # metadata propagation, too, is asynchronous).
+    deadline = time.time() + 30
+    while True:
+        [described] = admin.describe_topics([TOPIC])
+        if len(described["partitions"]) == 5 or time.time() > deadline:
+            break
+        time.sleep(0.1)
     seen["partitions"] = len(described["partitions"])
     # DescribeTopicPartitions, paged: three partitions, then the cursor for the other two.
     page = admin.describe_topic_partitions([TOPIC], response_partition_limit=3)
     rest = admin.describe_topic_partitions([TOPIC], cursor=page["next_cursor"])
     seen["paged"] = [[p["partition_index"] for p in answer["topics"][0]["partitions"]]
                      for answer in (page, rest)] + [rest["next_cursor"]]
-    # DescribeLogDirs on every broker: each replica of the topic once, on a disk of known size.
-    replicas, sized = 0, True
-    for broker in admin.describe_log_dirs({TOPIC: list(range(5))}):
-        for log_dir in broker["log_dirs"]:
-            sized = sized and log_dir["total_bytes"] > 0 and log_dir["usable_bytes"] > 0
-            for topic in log_dir["topics"]:
-                replicas += len(topic["partitions"]) if topic["name"] == TOPIC else 0
+    # DescribeLogDirs on every broker: each replica of the topic once (once every node opened
+    # its new ones), on a disk of known size.
+    deadline = time.time() + 30
+    while True:
+        replicas, sized = 0, True
+        for broker in admin.describe_log_dirs({TOPIC: list(range(5))}):
+            for log_dir in broker["log_dirs"]:
+                sized = sized and log_dir["total_bytes"] > 0 and log_dir["usable_bytes"] > 0
+                for topic in log_dir["topics"]:
+                    replicas += len(topic["partitions"]) if topic["name"] == TOPIC else 0
+        if replicas == 15 or time.time() > deadline:
+            break
+        time.sleep(0.1)
     seen["log_dir_replicas"] = replicas
     seen["log_dirs_sized"] = sized
+    # DeleteRecords: five records in partition 0, the first three deleted; the earliest offset
+    # a consumer then finds is 3; beyond the high watermark is refused.
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.errors import OffsetOutOfRangeError
+    # Idempotent producers are issue 12 (InitProducerId is not offered yet).
+    producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", enable_idempotence=False)
+    for i in range(5):
+        producer.send(TOPIC, value=b"r%d" % i, partition=0).get(timeout=30)
+    producer.close()
+    tp = TopicPartition(TOPIC, 0)
+    deleted = admin.delete_records({tp: 3})
+    seen["low_watermark"] = deleted[tp]["low_watermark"]
+    try:
+        admin.delete_records({tp: 6})
+        fail("deleting beyond the high watermark succeeded")
+    except OffsetOutOfRangeError:
+        pass
+    consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+    consumer.assign([tp])
+    consumer.seek_to_beginning(tp)
+    seen["earliest"] = consumer.position(tp)
+    consumer.close()
     admin.delete_topics([TOPIC])
     deadline = time.time() + 30
     while TOPIC in admin.list_topics():
