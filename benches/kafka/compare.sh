@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The Kafka path beside the gRPC path and the storage engine, in one run on one machine:
 # a release `quipu dev --nodes 3` cluster in a temporary directory, `quipu bench produce` and
-# `consume` over gRPC, then benches/kafka/bench.py (confluent-kafka) over the Kafka listener,
-# with the same load: RECORDS records of SIZE bytes, acks=all, 3 partitions, replication 3; the
+# `consume` over gRPC beside `kafka-consume` (the Kafka protocol from Rust) on the same topic,
+# then benches/kafka/bench.py (confluent-kafka) over the Kafka listener,
+# with the same load: RECORDS records of SIZE bytes, acks=all, 3 partitions, replication 3 (and
+# CONSUME_RECORDS records for the consume comparison); the
 # storage engine alone on the same disk (the raw baseline) in the same run.
 # Needs the Python clients of scripts/test.sh. Figures go to docs/benchmarks.md by hand.
 set -euo pipefail
@@ -10,6 +12,7 @@ cd "$(dirname "$0")/../.."
 records="${1:-200000}"
 size="${2:-1024}"
 rate="${3:-10000}"
+consume_records="${4:-1000000}"
 cargo build --release -p quipu
 dir="$(mktemp -d)"
 target/release/quipu dev --nodes 3 --data-dir "$dir/dev" --raft-port 27001 --api-port 27101 \
@@ -30,7 +33,15 @@ $python benches/kafka/bench.py "$kafka" kafka-bench 20000 "$size" 3 > /dev/null
 echo "== gRPC (quipu bench): as fast as possible, then $rate records/s for latency"
 target/release/quipu bench produce --bootstrap "$bootstrap" --topic grpc-bench --records "$records" \
   --record-size "$size" --partitions 3 --acks all --storage-baseline "$dir/baseline"
-target/release/quipu bench consume --bootstrap "$bootstrap" --topic grpc-bench --records "$records"
+echo "== consume one topic of $consume_records records over gRPC and over the Kafka listener (the"
+echo "   Kafka protocol from Rust, no client library: quipu bench kafka-consume), three times each,"
+echo "   alternating"
+target/release/quipu bench produce --bootstrap "$bootstrap" --topic consume-bench \
+  --records "$consume_records" --record-size "$size" --partitions 3 --acks all > /dev/null
+for _ in 1 2 3; do
+  target/release/quipu bench consume --bootstrap "$bootstrap" --topic consume-bench
+  target/release/quipu bench kafka-consume --kafka-bootstrap 127.0.0.1:29092 --topic consume-bench
+done
 target/release/quipu bench produce --bootstrap "$bootstrap" --topic grpc-bench --records $((rate * 10)) \
   --record-size "$size" --partitions 3 --acks all --rate "$rate"
 echo "== Kafka (confluent-kafka over the Kafka listener): the same"

@@ -26,6 +26,11 @@ pub enum BenchCommand {
     ///
     /// Example: quipu bench consume --records 1000000
     Consume(ConsumeBench),
+    /// Consumes a topic from the start through a node's Kafka listener, with the Kafka protocol
+    /// itself (no client library), and reports throughput: the Kafka path beside `consume`.
+    ///
+    /// Example: quipu bench kafka-consume --kafka-bootstrap 127.0.0.1:9092 --topic bench
+    KafkaConsume(crate::bench_kafka::KafkaConsumeBench),
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +128,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Produce(args) => produce(args).await,
         BenchCommand::Consume(args) => consume(args).await,
+        BenchCommand::KafkaConsume(args) => crate::bench_kafka::kafka_consume(args).await,
     }
 }
 

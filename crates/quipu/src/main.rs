@@ -12,6 +12,7 @@
 static ALLOCATOR: quipu_alloc::ReservingAllocator = quipu_alloc::ReservingAllocator;
 
 mod bench;
+mod bench_kafka;
 mod commands;
 mod config;
 mod dev;
