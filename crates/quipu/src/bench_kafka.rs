@@ -97,7 +97,7 @@ impl Connection {
                 header.correlation_id
             );
         }
-        Ok(R::decode(&mut answer, version)?)
+        R::decode(&mut answer, version)
     }
 }
 
