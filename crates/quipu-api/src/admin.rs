@@ -47,7 +47,7 @@ fn effective_config(node: &NodeHandle, topic: &quipu_meta::TopicInfo) -> Vec<Con
         .into_iter()
         .map(|key| ConfigEntry {
             name: key.name().to_string(),
-            value: settings.value(key).to_string(),
+            value: settings.text(key),
             is_default: topic.config.get(key).is_none(),
         })
         .collect()

@@ -2,9 +2,9 @@
 //! IncrementalAlterConfigs and DescribeCluster, as changes through the controller (or, with
 //! `validate_only`, checks against this node's view without proposing anything).
 //!
-//! Topic configs go by their Kafka names (`quipu_meta::TopicKey`). Two more are described and
-//! accepted at the one value Quipu implements: `cleanup.policy=delete` and
-//! `message.timestamp.type=CreateTime`; any other value, and any other key, is `INVALID_CONFIG`.
+//! Topic configs go by their Kafka names (`quipu_meta::TopicKey`). One more is described and
+//! accepted at the one value Quipu implements: `cleanup.policy=delete`; any other value, and any
+//! other key, is `INVALID_CONFIG`.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -45,10 +45,7 @@ const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 
 /// Kafka topic configs Quipu has one fixed value for: accepted at that value, described as it.
-const FIXED: [(&str, &str); 2] = [
-    ("cleanup.policy", "delete"),
-    ("message.timestamp.type", "CreateTime"),
-];
+const FIXED: [(&str, &str); 1] = [("cleanup.policy", "delete")];
 
 fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
@@ -325,6 +322,7 @@ fn entry(
 fn key_type(key: TopicKey) -> i8 {
     match key {
         TopicKey::SegmentBytes | TopicKey::MaxMessageBytes => TYPE_INT,
+        TopicKey::TimestampType => TYPE_STRING,
         _ => TYPE_LONG,
     }
 }
@@ -348,7 +346,7 @@ fn topic_configs(
             };
             entry(
                 key.name(),
-                settings.value(key).to_string(),
+                settings.text(key),
                 source,
                 key_type(key),
                 false,
@@ -414,6 +412,11 @@ fn broker_configs(context: &Context, version: i16) -> Vec<DescribeConfigsResourc
             "log.roll.ms",
             defaults.value(TopicKey::SegmentMs).to_string(),
             TYPE_LONG,
+        ),
+        static_broker(
+            "log.message.timestamp.type",
+            defaults.text(TopicKey::TimestampType),
+            TYPE_STRING,
         ),
         static_broker(
             "message.max.bytes",

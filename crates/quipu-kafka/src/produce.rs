@@ -89,6 +89,8 @@ enum Outcome {
     Stored {
         base_offset: i64,
         log_start_offset: i64,
+        /// The time the leader stamped the batch with (LogAppendTime topics).
+        log_append_time: Option<i64>,
     },
     Refused(ResponseError),
     NotLeader {
@@ -114,18 +116,19 @@ async fn produce_one(
         return Outcome::Refused(ResponseError::CorruptMessage);
     };
     let produced = match acks {
-        -1 => tokio::time::timeout(timeout, replica.produce(batch)).await,
-        1 => tokio::time::timeout(timeout, replica.produce_leader_ack(batch)).await,
+        -1 | 1 => tokio::time::timeout(timeout, replica.produce_stamped(batch, acks == 1)).await,
+        // Bounded too: it waits at most for room in the node's produce budget.
         0 => Ok(replica
             .produce_unacknowledged(batch)
             .await
-            .map(|()| quipu_storage::Offset(0))),
+            .map(|()| (quipu_storage::Offset(0), None))),
         _ => return Outcome::Refused(ResponseError::InvalidRequiredAcks),
     };
     match produced {
-        Ok(Ok(offset)) => Outcome::Stored {
+        Ok(Ok((offset, log_append_time))) => Outcome::Stored {
             base_offset: kafka_offset(offset),
             log_start_offset: kafka_offset(replica.log_start_offset()),
+            log_append_time,
         },
         Ok(Err(quipu_node::ProduceError::NotLeader { leader, .. })) => Outcome::NotLeader {
             leader,
@@ -148,8 +151,12 @@ fn answer(
         Outcome::Stored {
             base_offset,
             log_start_offset,
+            log_append_time,
         } => {
-            let response = response.with_base_offset(base_offset);
+            // -1: CreateTime (the producer's timestamps stand).
+            let response = response
+                .with_base_offset(base_offset)
+                .with_log_append_time_ms(log_append_time.unwrap_or(-1));
             if version >= 5 {
                 response.with_log_start_offset(log_start_offset)
             } else {

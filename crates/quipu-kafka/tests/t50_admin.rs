@@ -62,6 +62,13 @@ async fn admin(client: &str, incremental: bool) {
             serde_json::json!([1, 5_000_000]),
             "{seen}"
         );
+        // confluent-kafka: a topic switched to LogAppendTime live.
+        assert_eq!(
+            seen["log_append_time"],
+            serde_json::json!([true, true]),
+            "{seen}"
+        );
+        assert_eq!(seen["timestamp_type"], "LogAppendTime", "{seen}");
     }
     assert_eq!(seen["deleted"], true);
     cluster.stop().await;

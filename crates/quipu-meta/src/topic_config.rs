@@ -1,7 +1,8 @@
 //! [`TopicConfig`]: a topic's settings by their Kafka names, each checked against its range.
 //!
 //! Invariants: a `TopicConfig` holds only keys Quipu implements, each with a value in its range,
-//! written in canonical form (a decimal number); a key that is absent takes the node's default
+//! written in canonical form (a decimal number, or for `message.timestamp.type` Kafka's name of
+//! the value); a key that is absent takes the node's default
 //! ([`TopicSettings`]). An unknown key or a value out of range is refused, never kept unused.
 
 use std::collections::BTreeMap;
@@ -25,7 +26,13 @@ pub enum TopicKey {
     TimestampBeforeMaxMs,
     /// `message.timestamp.after.max.ms`: how far in the future a record's timestamp may be.
     TimestampAfterMaxMs,
+    /// `message.timestamp.type`: `CreateTime` (the producer's timestamps) or `LogAppendTime`
+    /// (the leader stamps each batch with its clock on append); 0 and 1 in numeric form.
+    TimestampType,
 }
+
+/// `message.timestamp.type`'s values, by their numeric form.
+const TIMESTAMP_TYPES: [&str; 2] = ["CreateTime", "LogAppendTime"];
 
 /// Smallest `segment.bytes` (and server `log.segment_bytes_max`): smaller segments only multiply
 /// files and memory maps.
@@ -48,10 +55,11 @@ struct Range {
 
 impl TopicKey {
     /// Every key, in the order they are shown.
-    pub const ALL: [TopicKey; 7] = [
+    pub const ALL: [TopicKey; 8] = [
         TopicKey::MaxMessageBytes,
         TopicKey::TimestampAfterMaxMs,
         TopicKey::TimestampBeforeMaxMs,
+        TopicKey::TimestampType,
         TopicKey::RetentionBytes,
         TopicKey::RetentionMs,
         TopicKey::SegmentBytes,
@@ -68,6 +76,7 @@ impl TopicKey {
             TopicKey::MaxMessageBytes => "max.message.bytes",
             TopicKey::TimestampBeforeMaxMs => "message.timestamp.before.max.ms",
             TopicKey::TimestampAfterMaxMs => "message.timestamp.after.max.ms",
+            TopicKey::TimestampType => "message.timestamp.type",
         }
     }
 
@@ -86,6 +95,7 @@ impl TopicKey {
             TopicKey::MaxMessageBytes => "log.entry_bytes_max",
             TopicKey::TimestampBeforeMaxMs => "log.message_timestamp_before_max_ms",
             TopicKey::TimestampAfterMaxMs => "log.message_timestamp_after_max_ms",
+            TopicKey::TimestampType => "log.message_timestamp_type",
         }
     }
 
@@ -99,6 +109,7 @@ impl TopicKey {
             TopicKey::TimestampBeforeMaxMs | TopicKey::TimestampAfterMaxMs => {
                 (0, i64::MAX, false, "ms")
             }
+            TopicKey::TimestampType => (0, 1, false, ""),
         };
         Range {
             min,
@@ -110,6 +121,9 @@ impl TopicKey {
 
     /// The values this key takes, in words.
     pub fn allowed(self) -> String {
+        if self == TopicKey::TimestampType {
+            return TIMESTAMP_TYPES.join(" or ");
+        }
         let range = self.range();
         let span = format!("{} to {} {}", range.min, range.max, range.unit);
         if range.unlimited {
@@ -135,16 +149,33 @@ impl TopicKey {
 
     /// Parses and checks a value given as text.
     pub fn parse(self, text: &str) -> Result<i64, TopicConfigError> {
-        let value: i64 = text
-            .trim()
-            .parse()
-            .map_err(|_| TopicConfigError::OutOfRange {
-                key: self.name(),
-                value: shown(text),
-                allowed: self.allowed(),
-            })?;
+        let out_of_range = || TopicConfigError::OutOfRange {
+            key: self.name(),
+            value: shown(text),
+            allowed: self.allowed(),
+        };
+        let value: i64 = if self == TopicKey::TimestampType {
+            let at = TIMESTAMP_TYPES
+                .iter()
+                .position(|name| *name == text.trim())
+                .ok_or_else(out_of_range)?;
+            i64::try_from(at).map_err(|_| out_of_range())?
+        } else {
+            text.trim().parse().map_err(|_| out_of_range())?
+        };
         self.check(value)?;
         Ok(value)
+    }
+
+    /// A value of this key as text, as Kafka shows it (canonical form).
+    pub fn text(self, value: i64) -> String {
+        match self {
+            TopicKey::TimestampType => usize::try_from(value)
+                .ok()
+                .and_then(|at| TIMESTAMP_TYPES.get(at))
+                .map_or_else(|| value.to_string(), |name| (*name).to_string()),
+            _ => value.to_string(),
+        }
     }
 }
 
@@ -213,8 +244,7 @@ impl TopicConfig {
     /// Sets `key` to `value`, checked.
     pub fn set_key(&mut self, key: TopicKey, value: i64) -> Result<(), TopicConfigError> {
         key.check(value)?;
-        self.values
-            .insert(key.name().to_string(), value.to_string());
+        self.values.insert(key.name().to_string(), key.text(value));
         Ok(())
     }
 
@@ -227,7 +257,7 @@ impl TopicConfig {
 
     /// The topic's own value of `key`, if it sets one.
     pub fn get(&self, key: TopicKey) -> Option<i64> {
-        self.values.get(key.name()).and_then(|v| v.parse().ok())
+        self.values.get(key.name()).and_then(|v| key.parse(v).ok())
     }
 
     /// The keys the topic sets, with their values, by name.
@@ -301,6 +331,9 @@ impl TopicConfig {
             timestamp_after_max_ms: self
                 .get(TopicKey::TimestampAfterMaxMs)
                 .unwrap_or(defaults.timestamp_after_max_ms),
+            log_append_time: self
+                .get(TopicKey::TimestampType)
+                .map_or(defaults.log_append_time, |v| v == 1),
         }
     }
 }
@@ -326,6 +359,9 @@ pub struct TopicSettings {
     pub timestamp_before_max_ms: i64,
     /// A record's timestamp may be at most this many ms after the time it is produced.
     pub timestamp_after_max_ms: i64,
+    /// Whether the leader stamps each batch with its clock on append
+    /// (`message.timestamp.type=LogAppendTime`); else the producer's timestamps stand.
+    pub log_append_time: bool,
 }
 
 impl TopicSettings {
@@ -340,7 +376,13 @@ impl TopicSettings {
             TopicKey::MaxMessageBytes => signed(self.max_message_bytes),
             TopicKey::TimestampBeforeMaxMs => self.timestamp_before_max_ms,
             TopicKey::TimestampAfterMaxMs => self.timestamp_after_max_ms,
+            TopicKey::TimestampType => i64::from(self.log_append_time),
         }
+    }
+
+    /// The value of `key` as text, as Kafka shows it.
+    pub fn text(&self, key: TopicKey) -> String {
+        key.text(self.value(key))
     }
 }
 
@@ -357,7 +399,33 @@ mod tests {
             max_message_bytes: 8 << 20,
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: 3_600_000,
+            log_append_time: false,
         }
+    }
+
+    #[test]
+    fn the_timestamp_type_is_kept_and_shown_by_kafkas_names() {
+        let mut config = TopicConfig::default();
+        config
+            .set("message.timestamp.type", "LogAppendTime")
+            .unwrap();
+        assert_eq!(
+            config.iter().collect::<Vec<_>>(),
+            [("message.timestamp.type", "LogAppendTime")]
+        );
+        let settings = config.settings(&defaults());
+        assert!(settings.log_append_time);
+        assert_eq!(settings.text(TopicKey::TimestampType), "LogAppendTime");
+        config.validate().unwrap();
+        for bad in ["logappendtime", "1", "LogAppendTime2"] {
+            let refused = config.set("message.timestamp.type", bad).unwrap_err();
+            assert!(
+                refused.to_string().contains("CreateTime or LogAppendTime"),
+                "{refused}"
+            );
+        }
+        config.reset("message.timestamp.type").unwrap();
+        assert!(!config.settings(&defaults()).log_append_time);
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub struct NodeConfig {
     /// How far after the time it is produced a record's timestamp may be, in ms (topic default
     /// of `message.timestamp.after.max.ms`).
     pub timestamp_after_max_ms: i64,
+    /// Whether topics that do not say otherwise stamp batches with the log append time (topic
+    /// default of `message.timestamp.type`; off: CreateTime).
+    pub log_append_time: bool,
     /// Most bytes of produced batches the node holds in memory at once, from when a batch is
     /// admitted until the leader's log has it: on every acks level, a produce beyond it waits
     /// for room (at most [`crate::PRODUCE_ROOM_WAIT`]), then is refused as busy. At least
@@ -68,6 +71,7 @@ impl NodeConfig {
             kafka_addr: None,
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: DEFAULT_TIMESTAMP_AFTER_MAX_MS,
+            log_append_time: false,
             produce_bytes_in_flight_max: DEFAULT_PRODUCE_BYTES_IN_FLIGHT_MAX,
             disk_reserve_bytes: DEFAULT_DISK_RESERVE_BYTES,
             cluster_limits: quipu_meta::ClusterLimits::default(),
@@ -201,6 +205,7 @@ impl NodeConfig {
             max_message_bytes: self.log.entry_bytes_max,
             timestamp_before_max_ms: self.timestamp_before_max_ms,
             timestamp_after_max_ms: self.timestamp_after_max_ms,
+            log_append_time: self.log_append_time,
         }
     }
 }

@@ -27,6 +27,8 @@ struct ProduceLimits {
     decompressed_bytes_max: usize,
     timestamp_before_max_ms: i64,
     timestamp_after_max_ms: i64,
+    /// `message.timestamp.type=LogAppendTime`: the leader stamps each batch on append.
+    log_append_time: bool,
 }
 
 /// How long retention waits for the snapshot it asked for.
@@ -118,6 +120,7 @@ impl Partition {
                 decompressed_bytes_max,
                 timestamp_before_max_ms: i64::MAX,
                 timestamp_after_max_ms: i64::MAX,
+                log_append_time: false,
             }),
             admission,
             election_watchdog,
@@ -143,6 +146,7 @@ impl Partition {
             usize::try_from(settings.max_message_bytes.min(entry_bytes_max)).unwrap_or(usize::MAX);
         limits.timestamp_before_max_ms = settings.timestamp_before_max_ms;
         limits.timestamp_after_max_ms = settings.timestamp_after_max_ms;
+        limits.log_append_time = settings.log_append_time;
         Ok(())
     }
 
@@ -158,6 +162,7 @@ impl Partition {
             max_message_bytes: limits.batch_bytes_max as u64,
             timestamp_before_max_ms: limits.timestamp_before_max_ms,
             timestamp_after_max_ms: limits.timestamp_after_max_ms,
+            log_append_time: limits.log_append_time,
         }
     }
 
@@ -182,10 +187,20 @@ impl Partition {
         let limits = self.produce_limits();
         // The log's clock: the one its segment ages and retention go by.
         let now = (self.log.config().clock)();
-        let rules = quipu_record::RecordRules {
-            decompressed_bytes_max: limits.decompressed_bytes_max,
-            timestamp_min: now.saturating_sub(limits.timestamp_before_max_ms),
-            timestamp_max: now.saturating_add(limits.timestamp_after_max_ms),
+        // Under LogAppendTime the producer's timestamps are replaced, so they are not bounded
+        // (as in Kafka).
+        let rules = if limits.log_append_time {
+            quipu_record::RecordRules {
+                decompressed_bytes_max: limits.decompressed_bytes_max,
+                timestamp_min: i64::MIN,
+                timestamp_max: i64::MAX,
+            }
+        } else {
+            quipu_record::RecordRules {
+                decompressed_bytes_max: limits.decompressed_bytes_max,
+                timestamp_min: now.saturating_sub(limits.timestamp_before_max_ms),
+                timestamp_max: now.saturating_add(limits.timestamp_after_max_ms),
+            }
         };
         let check = move |batch: &Bytes| {
             let header = quipu_record::validate_batch(batch, limits.batch_bytes_max)?;
@@ -527,6 +542,7 @@ impl Partition {
             .await
             .ok_or(ProduceError::Busy { max: budget.max() })?;
         self.validate(&batch).await?;
+        let (batch, log_append_time) = self.stamp(batch)?;
         let (token, appended) = self.shared.register_local_ack(self.node_id);
         let mut proposal = Proposal {
             group: self.group,
@@ -535,6 +551,7 @@ impl Partition {
             shared: Arc::clone(&self.shared),
             appended,
             committed: closed_receiver(),
+            log_append_time,
         };
         proposal.committed = self
             .raft
@@ -545,6 +562,37 @@ impl Partition {
             .await
             .map_err(|e| proposal.unavailable(ProposalError::Raft(Box::new(e))))?;
         Ok(proposal)
+    }
+
+    /// Under `message.timestamp.type=LogAppendTime`, the batch stamped with the log's clock now
+    /// (a copy: the client's bytes are shared), and that time; else the batch as it is.
+    fn stamp(&self, batch: Bytes) -> Result<(Bytes, Option<i64>), ProduceError> {
+        if !self.produce_limits().log_append_time {
+            return Ok((batch, None));
+        }
+        let now = (self.log.config().clock)();
+        let mut stamped = batch.to_vec();
+        quipu_record::set_log_append_time(&mut stamped, now).map_err(ProduceError::InvalidBatch)?;
+        Ok((Bytes::from(stamped), Some(now)))
+    }
+
+    /// Appends one record batch as [`Partition::produce`] (acks=all) or
+    /// [`Partition::produce_leader_ack`] (acks=1, `leader_only`) does, and also says the log
+    /// append time the leader stamped it with, under `message.timestamp.type=LogAppendTime`
+    /// (Kafka's produce answer carries it).
+    pub async fn produce_stamped(
+        &self,
+        batch: Bytes,
+        leader_only: bool,
+    ) -> Result<(Offset, Option<i64>), ProduceError> {
+        let proposal = self.propose(batch).await?;
+        let stamp = proposal.log_append_time;
+        let offset = if leader_only {
+            proposal.appended().await?
+        } else {
+            proposal.committed().await?
+        };
+        Ok((offset, stamp))
     }
 
     /// Appends one record batch and returns the offset of its first record once it is durable in
@@ -812,6 +860,8 @@ struct Proposal {
     shared: Arc<PartitionShared>,
     appended: tokio::sync::oneshot::Receiver<u64>,
     committed: Committed,
+    /// The time the batch was stamped with, under LogAppendTime.
+    log_append_time: Option<i64>,
 }
 
 /// Raft's answer to a client write.

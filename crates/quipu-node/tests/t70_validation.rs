@@ -108,3 +108,60 @@ async fn malicious_batches_are_refused_and_nothing_is_written() {
         node.stop().await;
     }
 }
+
+/// `message.timestamp.type=LogAppendTime`, set live: the leader stamps each batch with its clock
+/// (attribute and `max_timestamp`, CRC computed again), every replica stores those bytes, and
+/// the producer's timestamps are no longer bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_log_append_time_the_leader_stamps_every_batch() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (nodes, groups) = start(&dirs, 1, &small_log()).await;
+    let group = groups[0];
+    assert_eq!(produce(&nodes, group, "first").await, Offset(0));
+    nodes[0]
+        .request_controller(quipu_node::ControllerRequest::AlterTopicConfig {
+            name: "topic".to_string(),
+            set: vec![(
+                "message.timestamp.type".to_string(),
+                "LogAppendTime".to_string(),
+            )],
+            reset: Vec::new(),
+            replace: false,
+        })
+        .await
+        .unwrap();
+    wait_for("every replica to run with LogAppendTime", || {
+        nodes
+            .iter()
+            .all(|n| n.partition(group).unwrap().settings().log_append_time)
+    })
+    .await;
+    let leader = nodes[leader_node(&nodes, group).unwrap()]
+        .partition(group)
+        .unwrap();
+    // Two hours ahead: refused under CreateTime's one-hour bound, stamped here.
+    let ahead = Bytes::from(stamped(now_ms() + 2 * 3_600_000));
+    let before = now_ms();
+    let (offset, stamp) = leader.produce_stamped(ahead, false).await.unwrap();
+    let stamp = stamp.expect("a log append time");
+    assert_eq!(offset, Offset(1));
+    assert!((before..=now_ms()).contains(&stamp), "{stamp}");
+    for node in &nodes {
+        let replica = node.partition(group).unwrap();
+        wait_for("the batch on every replica", || {
+            replica.log_end_offset() == Offset(2)
+        })
+        .await;
+        let stored = replica.read_replica(Offset(1), 1 << 20).await.unwrap();
+        let header = quipu_record::validate_batch(&stored[0].payload, usize::MAX).unwrap();
+        assert_eq!(
+            header.timestamp_type(),
+            quipu_record::TimestampType::LogAppendTime
+        );
+        assert_eq!(header.max_timestamp, stamp);
+    }
+    drop(leader);
+    for node in nodes {
+        node.stop().await;
+    }
+}

@@ -218,9 +218,48 @@ pub fn set_partition_leader_epoch(buf: &mut [u8], epoch: i32) -> Result<(), Batc
     write_field(buf, pos::PARTITION_LEADER_EPOCH, &epoch.to_be_bytes())
 }
 
+/// Stamps the whole batch at the start of `buf` with the log append time `now_ms`, as a leader
+/// does for a topic with `message.timestamp.type=LogAppendTime` (Kafka's rule): the attributes
+/// say LogAppendTime, `max_timestamp` is `now_ms` (consumers read it as every record's
+/// timestamp), and the CRC-32C, which covers both, is computed again over the batch.
+pub fn set_log_append_time(buf: &mut [u8], now_ms: i64) -> Result<(), BatchError> {
+    let header = BatchHeader::parse(buf)?;
+    let end = header.total_len();
+    if buf.len() < end {
+        return Err(BatchError::Truncated {
+            needed: end,
+            available: buf.len(),
+        });
+    }
+    let attributes = header.attributes | TimestampType::ATTRIBUTE_BIT;
+    write_field(buf, pos::ATTRIBUTES, &attributes.to_be_bytes())?;
+    write_field(buf, pos::MAX_TIMESTAMP, &now_ms.to_be_bytes())?;
+    let crc = crc32c::crc32c(&buf[pos::ATTRIBUTES..end]);
+    write_field(buf, pos::CRC, &crc.to_be_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_append_time_stamp_keeps_the_batch_valid() {
+        let mut builder = crate::BatchBuilder::new(0, Compression::None);
+        builder.push(1_000, None, Some(b"a"), &[]);
+        builder.push(2_000, None, Some(b"b"), &[]);
+        let mut batch = builder.build().unwrap().to_vec();
+        set_log_append_time(&mut batch, 5_000_000).unwrap();
+        let header = crate::validate_batch(&batch, usize::MAX).unwrap();
+        assert_eq!(header.timestamp_type(), TimestampType::LogAppendTime);
+        assert_eq!(header.max_timestamp, 5_000_000);
+        assert_eq!(header.base_timestamp, 1_000);
+        assert_eq!(
+            crate::decode_records(&bytes::Bytes::from(batch), 1 << 20)
+                .unwrap()
+                .len(),
+            2
+        );
+    }
 
     fn header_bytes() -> Vec<u8> {
         let mut buf = vec![0u8; BATCH_HEADER_LEN];

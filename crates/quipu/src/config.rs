@@ -64,6 +64,8 @@ struct LogFile {
     retention_check_interval_ms: Option<u64>,
     message_timestamp_before_max_ms: Option<i64>,
     message_timestamp_after_max_ms: Option<i64>,
+    /// `"CreateTime"` or `"LogAppendTime"`.
+    message_timestamp_type: Option<String>,
 }
 
 /// The `[api]` table: limits of the client gRPC API.
@@ -152,6 +154,7 @@ pub struct Settings {
     retention_check_interval_ms: Option<u64>,
     timestamp_before_max_ms: Option<i64>,
     timestamp_after_max_ms: Option<i64>,
+    log_append_time: bool,
     produce_bytes_in_flight_max: u64,
     disk_reserve_bytes: u64,
     cluster_limits: quipu_meta::ClusterLimits,
@@ -458,6 +461,18 @@ impl Settings {
                 quipu_node::CLUSTER_LIMIT_MAX,
             )?,
         };
+        let log_append_time = match file.log.message_timestamp_type.as_deref() {
+            None => false,
+            Some(text) => {
+                TopicKey::TimestampType.parse(text).map_err(|_| {
+                    anyhow::anyhow!(
+                        "log.message_timestamp_type = {:?} is out of range: {}",
+                        quipu_meta::shown(text),
+                        TopicKey::TimestampType.allowed()
+                    )
+                })? == 1
+            }
+        };
         if file.log.retention_check_interval_ms == Some(0) {
             bail!("log.retention_check_interval_ms = 0 is out of range: at least 1 ms");
         }
@@ -482,6 +497,7 @@ impl Settings {
             retention_check_interval_ms: file.log.retention_check_interval_ms,
             timestamp_before_max_ms,
             timestamp_after_max_ms,
+            log_append_time,
             produce_bytes_in_flight_max,
             disk_reserve_bytes: file
                 .limits
@@ -519,6 +535,7 @@ impl Settings {
             timestamp_after_max_ms: self
                 .timestamp_after_max_ms
                 .unwrap_or(quipu_node::DEFAULT_TIMESTAMP_AFTER_MAX_MS),
+            log_append_time: self.log_append_time,
             produce_bytes_in_flight_max: self.produce_bytes_in_flight_max,
             disk_reserve_bytes: self.disk_reserve_bytes,
             cluster_limits: self.cluster_limits,
@@ -586,6 +603,10 @@ mod tests {
             (
                 "message_timestamp_after_max_ms = -1",
                 "log.message_timestamp_after_max_ms",
+            ),
+            (
+                "message_timestamp_type = \"AppendTime\"",
+                "log.message_timestamp_type",
             ),
         ];
         for (line, key) in cases {

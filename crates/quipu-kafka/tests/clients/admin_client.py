@@ -68,6 +68,34 @@ def confluent():
     [result] = admin.list_offsets({TopicPartition(TOPIC, 0): OffsetSpec.max_timestamp()}).values()
     info = result.result(30)
     seen["max_timestamp"] = [info.offset, info.timestamp]
+    # message.timestamp.type=LogAppendTime, set live: the leader stamps the batch with its clock,
+    # the delivery report and the consumer both see that time, as LOG_APPEND_TIME.
+    from confluent_kafka import Consumer, TIMESTAMP_LOG_APPEND_TIME
+    wait(admin.incremental_alter_configs([ConfigResource(ResourceType.TOPIC, TOPIC, incremental_configs=[
+        ConfigEntry("message.timestamp.type", "LogAppendTime", incremental_operation=AlterConfigOpType.SET)])]))
+    delivered = []
+    before = int(time.time() * 1000)
+    deadline = time.time() + 30
+    while not delivered:
+        # Until every replica applied the change (their settings change live, in log order).
+        producer.produce(TOPIC, value=b"stamped", partition=1, timestamp=2_000_000,
+                         on_delivery=lambda err, msg: delivered.append(msg.timestamp()) if err is None
+                         and msg.timestamp()[0] == TIMESTAMP_LOG_APPEND_TIME else None)
+        producer.flush(30)
+        if time.time() > deadline:
+            fail("no batch was stamped with the log append time")
+    consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "unused", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(TOPIC, 1, 0)])
+    consumed = None
+    while consumed is None and time.time() < deadline:
+        for msg in consumer.consume(100, 1.0):
+            if msg.value() == b"stamped" and msg.timestamp()[0] == TIMESTAMP_LOG_APPEND_TIME:
+                consumed = msg.timestamp()
+    consumer.close()
+    (kind, stamp) = delivered[0]
+    seen["log_append_time"] = [stamp >= before, consumed == (kind, stamp)]
+    configs = wait(admin.describe_configs([resource]))[resource]
+    seen["timestamp_type"] = configs["message.timestamp.type"].value
     wait(admin.delete_topics([TOPIC]))
     deadline = time.time() + 30
     while TOPIC in admin.list_topics(timeout=10).topics:
