@@ -206,9 +206,22 @@ impl Node {
         handed
     }
 
-    /// Stops every group and the transport. Logs are not closed cleanly here: the next start
-    /// recovers them as after a crash, which is always safe.
-    pub async fn stop(mut self) {
+    /// Stops every group and the transport, and closes each replica's log (synced, with its
+    /// clean-shutdown marker, so the next start skips recovering it); a log something still
+    /// holds is only synced, and recovered at the next start as after a crash.
+    pub async fn stop(self) {
+        self.stop_with(true).await;
+    }
+
+    /// Fault injection: stops as [`Node::stop`] does but leaves every log without its
+    /// clean-shutdown marker (synced, not closed), so the next start recovers each one as after
+    /// a crash of the process.
+    #[cfg(feature = "fault-injection")]
+    pub async fn stop_unclean(self) {
+        self.stop_with(false).await;
+    }
+
+    async fn stop_with(mut self, close_logs: bool) {
         for task in self.tasks.drain(..) {
             task.abort();
         }
@@ -222,7 +235,20 @@ impl Node {
         };
         for partition in &partitions {
             self.inner.groups.remove(partition.group());
-            partition.shutdown().await;
+        }
+        let mut closed = 0;
+        if close_logs {
+            // Concurrently: the wait for each replica's last holders is bounded once, not per
+            // replica.
+            closed = futures_util::future::join_all(partitions.into_iter().map(Partition::close))
+                .await
+                .into_iter()
+                .filter(|closed| *closed)
+                .count();
+        } else {
+            for partition in &partitions {
+                partition.shutdown().await;
+            }
         }
         self.inner.groups.remove(GroupId::CONTROLLER);
         if let Err(e) = self.inner.controller.shutdown().await {
@@ -242,7 +268,7 @@ impl Node {
                 }
             }
         }
-        tracing::info!(node_id = self.id(), "node stopped");
+        tracing::info!(node_id = self.id(), logs_closed = closed, "node stopped");
     }
 }
 

@@ -31,6 +31,26 @@ struct ProduceLimits {
     log_append_time: bool,
 }
 
+/// How long a closing replica waits for the last holders of it and of its log to let go.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The value inside `shared` once no other holder is left, waiting at most [`CLOSE_WAIT`] for
+/// them (reads in flight, tasks ending after a Raft shutdown); `None` if some remain.
+async fn sole<T>(mut shared: Arc<T>) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
+    loop {
+        match Arc::try_unwrap(shared) {
+            Ok(value) => return Some(value),
+            Err(still) if tokio::time::Instant::now() < deadline => {
+                shared = still;
+                // Holders let go on their own schedule; nothing to await on an `Arc`.
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
 /// How long retention waits for the snapshot it asked for.
 const RETENTION_SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -755,6 +775,39 @@ impl Partition {
                 tracing::warn!(group = %self.group, error = %e, "log not synced at shutdown")
             }
             Err(e) => tracing::warn!(group = %self.group, error = %e, "log sync task failed"),
+        }
+    }
+
+    /// Stops this replica for good, as a graceful node stop does: [`Partition::shutdown`], then,
+    /// once nothing else holds the replica or its log (reads in flight finish; at most
+    /// [`CLOSE_WAIT`]), closes the log, which syncs it and writes its clean-shutdown marker: the
+    /// next open trusts the active segment's indexes instead of verifying every frame. If
+    /// something still holds it, the log is only synced and the next open recovers it as after
+    /// a crash, which is always safe. Returns whether the log was closed.
+    pub(crate) async fn close(self: Arc<Self>) -> bool {
+        self.shutdown().await;
+        let group = self.group;
+        let Some(partition) = sole(self).await else {
+            tracing::warn!(%group, "replica still in use at stop: its log is not closed");
+            return false;
+        };
+        let Partition { log, raft, .. } = partition;
+        // The Raft handle holds the log store until it is dropped.
+        drop(raft);
+        let Some(log) = sole(log).await else {
+            tracing::warn!(%group, "log still in use at stop: not closed");
+            return false;
+        };
+        match tokio::task::spawn_blocking(move || log.close()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(%group, error = %e, "log not closed");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(%group, error = %e, "log close task failed");
+                false
+            }
         }
     }
 }

@@ -148,7 +148,7 @@ async fn acknowledged_records_survive_the_loss_of_the_leader() {
     let old = leader_of(&partitions).await;
     let old_addr = nodes[old].addr();
     let killed_at = Instant::now();
-    nodes.remove(old).stop().await;
+    nodes.remove(old).stop_unclean().await;
     partitions.remove(old);
     let new = leader_of(&partitions).await;
     let failover = killed_at.elapsed();
@@ -185,6 +185,8 @@ async fn acknowledged_records_survive_the_loss_of_the_leader() {
     }
     assert_eq!(read_all(&rejoined, true).await, records, "replicas differ");
     nodes.push(node);
+    // The replicas close only once nothing holds them.
+    drop((partitions, rejoined));
     for node in nodes {
         node.stop().await;
     }
@@ -218,6 +220,8 @@ async fn a_follower_refuses_produce_and_fetch_and_names_the_leader() {
         Err(ProduceError::InvalidBatch(_))
     ));
     assert_eq!(produce(&partitions, batch(2, 2, 1)).await, Offset(3));
+    // The replicas close only once nothing holds them.
+    drop(partitions);
     for node in nodes {
         node.stop().await;
     }
@@ -291,6 +295,8 @@ async fn an_isolated_leader_truncates_its_uncommitted_suffix_when_it_rejoins() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The replicas close only once nothing holds them.
+    drop((partitions, others));
     for node in nodes {
         node.stop().await;
     }
@@ -316,7 +322,7 @@ async fn a_replica_with_a_damaged_committed_entry_is_set_aside_and_rebuilt() {
         assert!(start.elapsed() < PATIENCE, "the follower did not catch up");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    nodes.remove(victim).stop().await;
+    nodes.remove(victim).stop_unclean().await;
     partitions.remove(victim);
 
     // Flip one byte inside a record batch of the victim's first (sealed) segment.
@@ -378,6 +384,8 @@ async fn a_replica_with_a_damaged_committed_entry_is_set_aside_and_rebuilt() {
     }
     assert_eq!(read_all(&rebuilt, true).await, on_leader);
     nodes.push(node);
+    // The replicas close only once nothing holds them.
+    drop(partitions);
     for node in nodes {
         node.stop().await;
     }
@@ -403,7 +411,7 @@ async fn a_follower_that_lost_its_tail_is_repaired_by_the_leader() {
         assert!(start.elapsed() < PATIENCE, "the follower did not catch up");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    nodes.remove(victim).stop().await;
+    nodes.remove(victim).stop_unclean().await;
     partitions.remove(victim);
     let segment = dirs[victim]
         .path()
@@ -444,6 +452,8 @@ async fn a_follower_that_lost_its_tail_is_repaired_by_the_leader() {
         assert_eq!(partition.health(), Ok(()));
     }
     nodes.push(node);
+    // The replicas close only once nothing holds them.
+    drop(partitions);
     for node in nodes {
         node.stop().await;
     }
@@ -478,6 +488,8 @@ async fn unacknowledged_batches_are_committed_in_order() {
             .await,
         Err(ProduceError::NotLeader { .. })
     ));
+    // The replicas close only once nothing holds them.
+    drop(partitions);
     for node in nodes {
         node.stop().await;
     }
@@ -531,6 +543,8 @@ async fn leader_acknowledged_batches_get_their_offsets_without_the_followers() {
         "acks=all cannot succeed without a majority"
     );
     nodes[leader].set_isolated(false);
+    // The replicas close only once nothing holds them.
+    drop(partitions);
     for node in nodes {
         node.stop().await;
     }

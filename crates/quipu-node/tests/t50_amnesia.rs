@@ -55,9 +55,9 @@ async fn a_replica_that_lost_acknowledged_entries_abstains_until_it_has_them_aga
     let (leader_id, leader_addr) = (id(leader), addr(leader));
     let (damaged_id, damaged_addr) = (id(damaged), addr(damaged));
     let mut taken: Vec<Option<Node>> = nodes.drain(..).map(Some).collect();
-    taken[damaged].take().unwrap().stop().await;
+    taken[damaged].take().unwrap().stop_unclean().await;
     cut_file(&segment, length_before);
-    taken[leader].take().unwrap().stop().await;
+    taken[leader].take().unwrap().stop_unclean().await;
     let third_node = taken[third].take().unwrap();
     third_node.set_isolated(false);
     let mut nodes = vec![third_node];
@@ -147,7 +147,7 @@ async fn a_leader_that_lost_acknowledged_entries_does_not_resume_leadership() {
 
     // The leader stops, loses "second" from its disk, and is back before anyone else stands.
     let (id, addr) = (nodes[leader].id(), nodes[leader].addr());
-    nodes.remove(leader).stop().await;
+    nodes.remove(leader).stop_unclean().await;
     cut_file(&segment, length_before);
     let node = restart(&nodes, id, dirs[leader].path(), addr, log.clone()).await;
     nodes.push(node);

@@ -35,7 +35,7 @@ async fn a_replica_with_a_damaged_sealed_segment_starts_over_and_catches_up() {
     let leader = leader_node(&nodes, group).unwrap();
     let damaged = (leader + 1) % 3;
     let (id, addr) = (nodes[damaged].id(), nodes[damaged].addr());
-    nodes.remove(damaged).stop().await;
+    nodes.remove(damaged).stop_unclean().await;
     let segments = segments(dirs[damaged].path(), group);
     assert!(segments.len() >= 2, "the log has a sealed segment");
     let mut bytes = std::fs::read(&segments[0]).unwrap();
