@@ -29,8 +29,9 @@ use crate::routing::{register_self, request_controller};
 use crate::transport::TransportService;
 use crate::{GroupId, NodeError, Partition};
 
-/// A number that differs between two starts of a node process (peers use it to notice a restart).
-fn incarnation() -> u64 {
+/// A number that differs between two starts of a node process, and after a replica was reopened
+/// in place (peers use it to notice a restart, and wake the quiet groups they share with it).
+pub(crate) fn incarnation() -> u64 {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -59,6 +60,12 @@ pub(crate) struct Inner {
     /// Held while a replica is opened, deleted or reopened: the controller's effects and the
     /// reopening of stopped replicas never interleave on one replica.
     pub(crate) replica_changes: tokio::sync::Mutex<()>,
+    /// Replicas closed to be reopened whose reopening has not succeeded yet (tried again with
+    /// backoff); a deleted replica leaves this set.
+    pub(crate) reopening: std::sync::Mutex<std::collections::HashSet<GroupId>>,
+    /// This node's incarnation, as its node heartbeats carry it: new at every start and after a
+    /// replica is reopened, so peers wake the quiet groups they share with this node.
+    pub(crate) incarnation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A running node: its transport server, the controller group and the partitions it hosts. Its
@@ -160,13 +167,15 @@ impl Node {
             liveness: Arc::clone(&liveness),
             admission,
             replica_changes: tokio::sync::Mutex::new(()),
+            reopening: std::sync::Mutex::default(),
+            incarnation: Arc::new(std::sync::atomic::AtomicU64::new(incarnation())),
         });
         let tasks = vec![
             tokio::spawn(carry_out_effects(Arc::clone(&inner), effects)),
             tokio::spawn(register_self(Arc::clone(&inner))),
             tokio::spawn(quiesce::run(
                 inner.config.node_id,
-                incarnation(),
+                Arc::clone(&inner.incarnation),
                 Arc::clone(&inner.groups),
                 Arc::clone(&inner.peers),
                 liveness,

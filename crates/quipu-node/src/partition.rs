@@ -61,6 +61,9 @@ pub struct Partition {
     raft: Raft<TypeConfig>,
     log: Arc<Log>,
     shared: Arc<PartitionShared>,
+    /// The state machine Raft applies to (a clone sharing its state): a graceful stop saves its
+    /// checkpoint.
+    state_machine: PartitionStateMachine,
     /// What a produced batch must satisfy (the topic's settings); changes live.
     limits: std::sync::RwLock<ProduceLimits>,
     /// The node's disk reserve and bytes of produced batches in memory, shared by its replicas.
@@ -72,6 +75,9 @@ pub struct Partition {
     draining: std::sync::atomic::AtomicBool,
     /// One retention pass at a time (its snapshot target is a single slot).
     retention: tokio::sync::Mutex<()>,
+    /// Set when a read found damaged bytes in the log: the replica is reopened with its whole
+    /// log verified again (`replicas::run_reopen_stopped`), which sets it aside to be rebuilt.
+    damaged: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Partition {
@@ -102,6 +108,11 @@ impl Partition {
         let state_machine = PartitionStateMachine::open(dir.to_path_buf(), Arc::clone(&shared))
             .await
             .map_err(|e| raft_error(Box::new(e)))?;
+        let from_checkpoint = state_machine
+            .with_checkpoints(Arc::clone(&log))
+            .await
+            .map_err(|e| raft_error(Box::new(e)))?;
+        tracing::debug!(%group, from_checkpoint, "partition state machine opened");
         let network = GroupNetwork {
             group,
             local: node_id,
@@ -112,7 +123,7 @@ impl Partition {
             Arc::clone(&raft_config),
             network,
             store,
-            state_machine,
+            state_machine.clone(),
         )
         .await
         .map_err(|e| raft_error(Box::new(e)))?;
@@ -135,6 +146,7 @@ impl Partition {
             raft,
             log,
             shared,
+            state_machine,
             limits: std::sync::RwLock::new(ProduceLimits {
                 batch_bytes_max,
                 decompressed_bytes_max,
@@ -147,6 +159,7 @@ impl Partition {
             quiet,
             draining: std::sync::atomic::AtomicBool::new(false),
             retention: tokio::sync::Mutex::new(()),
+            damaged: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -481,7 +494,7 @@ impl Partition {
         })
         .await
         .map_err(|source| FetchError::Unavailable { group, source })?
-        .map_err(|source| FetchError::Read { group, source })?;
+        .map_err(|source| self.read_error(source))?;
         Ok(found.unwrap_or(high_watermark).max(self.log_start_offset()))
     }
 
@@ -700,7 +713,32 @@ impl Partition {
         tokio::task::spawn_blocking(move || read(&log))
             .await
             .map_err(|source| FetchError::Unavailable { group, source })?
-            .map_err(|source| FetchError::Read { group, source })
+            .map_err(|source| self.read_error(source))
+    }
+
+    /// A failed read of the log; damaged bytes mark the replica for a verified reopen.
+    fn read_error(&self, source: quipu_storage::ReadError) -> FetchError {
+        if matches!(source, quipu_storage::ReadError::Corrupt { .. })
+            && !self.damaged.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            tracing::error!(group = %self.group, error = %source, "damaged log: the replica will be verified and rebuilt");
+        }
+        FetchError::Read {
+            group: self.group,
+            source,
+        }
+    }
+
+    /// Whether this replica must be reopened: its Raft instance stopped on a fatal error, or a
+    /// read found damaged bytes in its log.
+    pub fn needs_reopen(&self) -> Option<String> {
+        match self.health() {
+            Err(reason) => Some(reason),
+            Ok(()) if self.damaged.load(std::sync::atomic::Ordering::SeqCst) => {
+                Some("a read found damaged bytes in the log".to_string())
+            }
+            Ok(()) => None,
+        }
     }
 
     /// The first committed record with the largest timestamp, and that timestamp (Kafka's
@@ -776,6 +814,10 @@ impl Partition {
             }
             Err(e) => tracing::warn!(group = %self.group, error = %e, "log sync task failed"),
         }
+        // Everything applied is durable now: the next start need not apply it again.
+        if let Err(e) = self.state_machine.checkpoint_now().await {
+            tracing::warn!(group = %self.group, error = %e, "no applied-state checkpoint at shutdown");
+        }
     }
 
     /// Stops this replica for good, as a graceful node stop does: [`Partition::shutdown`], then,
@@ -791,9 +833,14 @@ impl Partition {
             tracing::warn!(%group, "replica still in use at stop: its log is not closed");
             return false;
         };
-        let Partition { log, raft, .. } = partition;
-        // The Raft handle holds the log store until it is dropped.
-        drop(raft);
+        let Partition {
+            log,
+            raft,
+            state_machine,
+            ..
+        } = partition;
+        // The Raft handle holds the log store, and the state machine its checkpoints' log handle.
+        drop((raft, state_machine));
         let Some(log) = sole(log).await else {
             tracing::warn!(%group, "log still in use at stop: not closed");
             return false;

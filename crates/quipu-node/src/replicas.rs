@@ -212,20 +212,20 @@ impl Inner {
     }
 
     /// Closes this node's replica of `group` and opens it again: the log runs its crash
-    /// recovery (a write cut short by the error is dropped) and Raft catches the replica up from
-    /// its leader.
+    /// recovery (a write cut short by the error is dropped), the applied-state checkpoint is
+    /// dropped so that the whole log is applied, and so verified, again (damage found then sets
+    /// the replica aside to be rebuilt), and Raft catches the replica up from its leader.
     pub(crate) async fn reopen_partition(&self, group: GroupId) -> Result<(), NodeError> {
         let _changing = self.replica_changes.lock().await;
-        let assigned = self.metadata.with_metadata(|m| {
-            m.partition_of_group(group.0).is_some_and(|(topic, at)| {
-                topic.partitions[at as usize]
-                    .replicas
-                    .contains(&self.config.node_id)
-            })
-        });
-        if !assigned {
-            return Ok(()); // deleted or moved meanwhile: the controller's effect removes it
+        // Deleted meanwhile (the controller's effects remove replicas under the same lock, and
+        // take them out of `reopening`): never brought back.
+        if self.partition(group).is_none() && !self.is_reopening(group) {
+            return Ok(());
         }
+        self.reopening
+            .lock()
+            .expect("reopening set poisoned by a panic")
+            .insert(group);
         let old = self
             .partitions
             .write()
@@ -238,10 +238,43 @@ impl Inner {
             // below fail, and the next attempt succeed.
             drop(old);
         }
-        self.open_partition(group).await.map(drop)
+        let checkpoint = self.partition_dir(group).join(quipu_raft::CHECKPOINT_FILE);
+        blocking_io(group, move || match std::fs::remove_file(&checkpoint) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await?
+        .map_err(|source| NodeError::Dir {
+            path: self.partition_dir(group),
+            source,
+        })?;
+        self.open_partition(group).await?;
+        // The reopened replica may lack what it had (rebuilt empty): its leader, perhaps quiet,
+        // must talk to it again. A new incarnation makes every peer wake the groups it shares
+        // with this node, as after a restart.
+        self.incarnation.store(
+            crate::node::incarnation(),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        self.reopening
+            .lock()
+            .expect("reopening set poisoned by a panic")
+            .remove(&group);
+        Ok(())
+    }
+
+    fn is_reopening(&self, group: GroupId) -> bool {
+        self.reopening
+            .lock()
+            .expect("reopening set poisoned by a panic")
+            .contains(&group)
     }
 
     pub(crate) async fn delete_replica(&self, group: GroupId) {
+        self.reopening
+            .lock()
+            .expect("reopening set poisoned by a panic")
+            .remove(&group);
         let partition = self
             .partitions
             .write()
@@ -307,11 +340,24 @@ pub(crate) async fn run_reopen_stopped(inner: Arc<Inner>) {
     loop {
         ticker.tick().await;
         let now = tokio::time::Instant::now();
-        let stopped: Vec<(GroupId, String)> = inner
+        let mut stopped: Vec<(GroupId, String)> = inner
             .hosted_partitions()
             .iter()
-            .filter_map(|p| p.health().err().map(|reason| (p.group(), reason)))
+            .filter_map(|p| p.needs_reopen().map(|reason| (p.group(), reason)))
             .collect();
+        // Closed, and not reopened yet: tried again.
+        let pending: Vec<GroupId> = inner
+            .reopening
+            .lock()
+            .expect("reopening set poisoned by a panic")
+            .iter()
+            .copied()
+            .collect();
+        stopped.extend(
+            pending
+                .into_iter()
+                .map(|g| (g, "its reopening failed".to_string())),
+        );
         // A replica that stayed up for a while starts its backoff afresh.
         backoff.retain(|group, (next, _)| {
             stopped.iter().any(|(g, _)| g == group) || now < *next + REOPEN_PAUSE_MAX
@@ -327,7 +373,8 @@ pub(crate) async fn run_reopen_stopped(inner: Arc<Inner>) {
             match inner.reopen_partition(group).await {
                 Ok(()) => tracing::info!(%group, "replica reopened"),
                 Err(e) => {
-                    tracing::error!(%group, error = %e, retry_in = ?*pause, "cannot reopen the replica")
+                    let cause = std::error::Error::source(&e).map(ToString::to_string);
+                    tracing::error!(%group, error = %e, ?cause, retry_in = ?*pause, "cannot reopen the replica")
                 }
             }
             *next = tokio::time::Instant::now() + *pause;

@@ -350,23 +350,54 @@ async fn a_replica_with_a_damaged_committed_entry_is_set_aside_and_rebuilt() {
     bytes[3000] ^= 0x20;
     std::fs::write(&segment, &bytes).unwrap();
 
-    // The damage is found at open (openraft re-applies the log from the start): the replica is
-    // rebuilt from the leader instead of serving the damaged prefix.
+    // A restart starts from the applied-state checkpoint and no longer reads the whole log, so
+    // the damage is found by the first read of it, which never serves the bad bytes; the
+    // replica is then reopened with its whole log verified, set aside and rebuilt from the
+    // leader instead of serving the damaged prefix.
     let node = Node::start(config(victim as u64 + 1, dirs[victim].path(), victim_addr))
         .await
         .unwrap();
-    let rebuilt = node.open_partition(GROUP).await.unwrap();
-    let aside = std::fs::read_dir(dirs[victim].path().join("partitions"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .contains(".damaged-")
-        })
-        .count();
-    assert_eq!(aside, 1, "the damaged files are set aside");
+    let reopened = node.open_partition(GROUP).await.unwrap();
+    assert!(
+        matches!(
+            reopened.read_replica(Offset(0), u64::MAX).await,
+            Err(quipu_node::FetchError::Read {
+                source: quipu_storage::ReadError::Corrupt { .. },
+                ..
+            })
+        ),
+        "the damaged bytes are refused"
+    );
+    // The reopen needs the log's lock: nothing may hold the old replica.
+    let weak = Arc::downgrade(&reopened);
+    drop(reopened);
+    let aside = || {
+        std::fs::read_dir(dirs[victim].path().join("partitions"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".damaged-")
+            })
+            .count()
+    };
+    let start = Instant::now();
+    let rebuilt = loop {
+        if let Some(p) = node
+            .partition(GROUP)
+            .filter(|p| weak.upgrade().is_none_or(|old| !Arc::ptr_eq(p, &old)))
+            && aside() == 1
+        {
+            break p;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the damaged replica was not set aside"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     // The healthy majority keeps acknowledging and serving meanwhile.
     for sequence in 120..130 {
         produce(&partitions, batch(4, sequence, 80)).await;

@@ -42,24 +42,46 @@ async fn a_replica_with_a_damaged_sealed_segment_starts_over_and_catches_up() {
     bytes[8192..12288].fill(0);
     std::fs::write(&segments[0], &bytes).unwrap();
 
-    // It comes back: the damage is found, the files set aside, and the replica re-replicates.
+    // It comes back from its applied-state checkpoint, without reading its whole log; the first
+    // read of the damaged page finds the damage (and never serves it), the replica is reopened
+    // with its whole log verified, its files are set aside and it re-replicates.
     let node = restart(&nodes, id, dirs[damaged].path(), addr, log.clone()).await;
     nodes.push(node);
     let back = nodes.len() - 1;
-    wait_for("the repaired replica to hold every record again", || {
-        nodes[back].partition(group).is_some_and(|p| {
-            p.log_end_offset() == Offset(40)
-                && p.high_watermark() == Offset(40)
-                && !p.is_abstaining()
-        })
+    wait_for("the restarted replica to open", || {
+        nodes[back].partition(group).is_some()
     })
     .await;
-    let aside: Vec<String> = std::fs::read_dir(dirs[damaged].path().join("partitions"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.contains(".damaged-"))
-        .collect();
-    assert_eq!(aside.len(), 1, "the damaged files are kept for inspection");
+    let reopened = nodes[back].partition(group).unwrap();
+    assert!(matches!(
+        reopened.read_replica(Offset(0), u64::MAX).await,
+        Err(quipu_node::FetchError::Read {
+            source: quipu_storage::ReadError::Corrupt { .. },
+            ..
+        })
+    ));
+    drop(reopened);
+    let aside = || -> Vec<String> {
+        std::fs::read_dir(dirs[damaged].path().join("partitions"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.contains(".damaged-"))
+            .collect()
+    };
+    wait_for("the repaired replica to hold every record again", || {
+        aside().len() == 1
+            && nodes[back].partition(group).is_some_and(|p| {
+                p.log_end_offset() == Offset(40)
+                    && p.high_watermark() == Offset(40)
+                    && !p.is_abstaining()
+            })
+    })
+    .await;
+    assert_eq!(
+        aside().len(),
+        1,
+        "the damaged files are kept for inspection"
+    );
     let leader = leader_node(&nodes, group).unwrap();
     let on_leader = records_from(&nodes[leader].partition(group).unwrap(), Offset(0), false).await;
     let on_repaired = records_from(&nodes[back].partition(group).unwrap(), Offset(0), true).await;

@@ -34,7 +34,7 @@ mod type_config;
 pub use codec::{EntryCodecError, from_stored, to_stored};
 pub use controller::{CONTROLLER_SNAPSHOT_FILE, ControllerStateMachine, EFFECTS_QUEUE_MAX};
 pub use log_store::{FLUSH_MARK_FILE, LogStore, LogStoreError, META_FILE, READ_BYTES_MAX};
-pub use state_machine::{PartitionStateMachine, SNAPSHOT_FILE};
+pub use state_machine::{CHECKPOINT_FILE, PartitionStateMachine, SNAPSHOT_FILE};
 pub use type_config::{NodeId, Request, Response, TypeConfig};
 
 /// State shared by a partition's log store and state machine.

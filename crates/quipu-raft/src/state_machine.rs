@@ -30,6 +30,38 @@ use crate::{NodeId, Request, Response, TypeConfig};
 pub const SNAPSHOT_FILE: &str = "raft_snapshot";
 /// Largest accepted snapshot file body.
 const SNAPSHOT_BYTES_MAX: usize = 1024 * 1024;
+/// Name of the state file holding the applied-state checkpoint.
+pub const CHECKPOINT_FILE: &str = "raft_applied";
+/// Largest accepted checkpoint file body.
+const CHECKPOINT_BYTES_MAX: usize = 1024 * 1024;
+/// A checkpoint is due after this many applied entries, or [`CHECKPOINT_BYTES`] of applied
+/// batches, whichever comes first...
+const CHECKPOINT_ENTRIES: u64 = 4096;
+/// ... (see [`CHECKPOINT_ENTRIES`]) ...
+const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
+/// ... and at most one is written per this interval (each costs two fsyncs).
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The applied state as a checkpoint saves it: what a restart starts from instead of applying
+/// the log again from the last snapshot. Never sent to another replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Checkpoint {
+    applied: Applied,
+    earlier_memberships: Vec<StoredMembership<NodeId, BasicNode>>,
+    records_start: u64,
+}
+
+/// When the next checkpoint is due, and where they are written.
+#[derive(Debug)]
+struct Checkpoints {
+    log: Arc<quipu_storage::Log>,
+    entries: u64,
+    bytes: u64,
+    last: std::time::Instant,
+    /// Held while a checkpoint is written; holds the last index written, so that writes never go
+    /// backwards.
+    written: Arc<tokio::sync::Mutex<Option<u64>>>,
+}
 
 /// The applied state; also the snapshot's data (postcard).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -47,6 +79,8 @@ struct State {
     earlier_memberships: Vec<StoredMembership<NodeId, BasicNode>>,
     snapshot: Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>,
     snapshots_built: u64,
+    /// Set by [`PartitionStateMachine::with_checkpoints`].
+    checkpoints: Option<Checkpoints>,
 }
 
 impl State {
@@ -125,6 +159,145 @@ impl PartitionStateMachine {
         self.state
             .lock()
             .expect("state machine lock poisoned by a panic")
+    }
+
+    /// Starts from the applied-state checkpoint in this partition's directory if it is ahead of
+    /// the snapshot and `log` holds its last entry (same index and term: a log that lost or
+    /// replaced entries since is never trusted past them); from then on saves a checkpoint
+    /// every [`CHECKPOINT_ENTRIES`] entries or [`CHECKPOINT_BYTES`] of batches (at most one per
+    /// [`CHECKPOINT_INTERVAL`]), only ever of entries `log` holds durably. A restart then applies
+    /// only what follows the checkpoint, and openraft's search for the last membership reads
+    /// only that part of the log. Returns whether the checkpoint was taken up.
+    pub async fn with_checkpoints(
+        &self,
+        log: Arc<quipu_storage::Log>,
+    ) -> Result<bool, StorageError<NodeId>> {
+        let dir = self.file.dir.clone();
+        let body = tokio::task::spawn_blocking(move || {
+            quipu_storage::read_state_file(&dir, CHECKPOINT_FILE, CHECKPOINT_BYTES_MAX)
+        })
+        .await
+        .map_err(sm_error)?
+        .map_err(sm_error)?;
+        let mut taken = false;
+        if let Some(body) = body {
+            let checkpoint: Checkpoint = postcard::from_bytes(&body).map_err(sm_error)?;
+            let snapshot_index = self.lock().applied.last_applied.map(|id| id.index);
+            if let Some(last) = checkpoint.applied.last_applied
+                && snapshot_index.is_none_or(|s| last.index > s)
+                && holds(&log, last).await?
+            {
+                self.shared
+                    .set_high_watermark(checkpoint.applied.high_watermark);
+                self.shared.delete_records_before(checkpoint.records_start);
+                let mut state = self.lock();
+                state.applied = checkpoint.applied;
+                state.earlier_memberships = checkpoint.earlier_memberships;
+                taken = true;
+            }
+        }
+        let now = std::time::Instant::now();
+        self.lock().checkpoints = Some(Checkpoints {
+            log,
+            entries: 0,
+            bytes: 0,
+            // The first one may come as soon as it is due.
+            last: now.checked_sub(CHECKPOINT_INTERVAL).unwrap_or(now),
+            written: Arc::default(),
+        });
+        Ok(taken)
+    }
+
+    /// Saves a checkpoint of everything applied now if the log holds all of it durably (as a
+    /// graceful stop does, after syncing the log); returns whether one was written.
+    pub async fn checkpoint_now(&self) -> Result<bool, StorageError<NodeId>> {
+        let due = {
+            let mut state = self.lock();
+            state.due_checkpoint(true)
+        };
+        match due {
+            Some((mut checkpoint, written)) => {
+                checkpoint.records_start = self.shared.records_start();
+                write_checkpoint(&self.file.dir, checkpoint, &written).await
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+/// Whether `log` holds the entry `id` (that index, written in that term).
+async fn holds(
+    log: &Arc<quipu_storage::Log>,
+    id: LogId<NodeId>,
+) -> Result<bool, StorageError<NodeId>> {
+    let log = Arc::clone(log);
+    let index = id.index;
+    let entry = tokio::task::spawn_blocking(move || {
+        if index < log.first_index() || index >= log.next_index() {
+            return Ok(None);
+        }
+        log.read_entries(index, index + 1, 1)
+            .map(|e| e.into_iter().next())
+    })
+    .await
+    .map_err(sm_error)?
+    .map_err(sm_error)?;
+    Ok(entry.is_some_and(|e| e.index == id.index && e.term == id.leader_id.term))
+}
+
+/// Writes `checkpoint` unless a newer one was written already (writes are serialised on
+/// `written`).
+async fn write_checkpoint(
+    dir: &std::path::Path,
+    checkpoint: Checkpoint,
+    written: &Arc<tokio::sync::Mutex<Option<u64>>>,
+) -> Result<bool, StorageError<NodeId>> {
+    let index = checkpoint.applied.last_applied.map(|id| id.index);
+    let mut last = written.lock().await;
+    if index <= *last {
+        return Ok(false);
+    }
+    let body = postcard::to_allocvec(&checkpoint).map_err(sm_error)?;
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        quipu_storage::write_state_file(&dir, CHECKPOINT_FILE, &body)
+    })
+    .await
+    .map_err(sm_error)?
+    .map_err(sm_error)?;
+    *last = index;
+    Ok(true)
+}
+
+impl State {
+    /// The checkpoint to write now, if one is due (`now`: whenever anything was applied since)
+    /// and the log holds everything applied durably; resets the counters when it is.
+    fn due_checkpoint(
+        &mut self,
+        now: bool,
+    ) -> Option<(Checkpoint, Arc<tokio::sync::Mutex<Option<u64>>>)> {
+        let last_applied = self.applied.last_applied?;
+        let checkpoints = self.checkpoints.as_mut()?;
+        let due = now
+            || ((checkpoints.entries >= CHECKPOINT_ENTRIES
+                || checkpoints.bytes >= CHECKPOINT_BYTES)
+                && checkpoints.last.elapsed() >= CHECKPOINT_INTERVAL);
+        if !due || last_applied.index >= checkpoints.log.durable_next_index() {
+            return None;
+        }
+        checkpoints.entries = 0;
+        checkpoints.bytes = 0;
+        checkpoints.last = std::time::Instant::now();
+        let written = Arc::clone(&checkpoints.written);
+        Some((
+            Checkpoint {
+                applied: self.applied.clone(),
+                earlier_memberships: self.earlier_memberships.clone(),
+                // Filled in by the caller, from the partition's shared state.
+                records_start: 0,
+            },
+            written,
+        ))
     }
 }
 
@@ -209,7 +382,12 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
     {
         let mut state = self.lock();
         let mut responses = Vec::new();
+        let (mut applied_entries, mut applied_bytes) = (0u64, 0u64);
         for entry in entries {
+            applied_entries += 1;
+            if let EntryPayload::Normal(Request::Records { batch, .. }) = &entry.payload {
+                applied_bytes += batch.len() as u64;
+            }
             state.applied.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank | EntryPayload::Normal(Request::Metadata(_)) => {
@@ -245,6 +423,20 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
             responses.push(response);
         }
         self.shared.set_high_watermark(state.applied.high_watermark);
+        if let Some(checkpoints) = state.checkpoints.as_mut() {
+            checkpoints.entries += applied_entries;
+            checkpoints.bytes += applied_bytes;
+        }
+        if let Some((mut checkpoint, written)) = state.due_checkpoint(false) {
+            checkpoint.records_start = self.shared.records_start();
+            let dir = self.file.dir.clone();
+            // In the background: the next apply need not wait for the two fsyncs.
+            tokio::spawn(async move {
+                if let Err(e) = write_checkpoint(&dir, checkpoint, &written).await {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot write the applied-state checkpoint");
+                }
+            });
+        }
         Ok(responses)
     }
 

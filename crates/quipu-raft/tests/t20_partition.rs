@@ -510,3 +510,57 @@ async fn an_abstaining_replica_that_installs_a_snapshot_past_its_loss_votes_agai
         .unwrap();
     assert!(!shared.is_abstaining(), "the snapshot covers what was lost");
 }
+
+/// The applied-state checkpoint: written in the background once enough is applied (only of
+/// entries the log holds durably), taken up at the next open so nothing before it is applied
+/// again, and ignored when the log no longer holds its last entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_spares_a_restart_the_applied_log_unless_the_log_lost_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries: u64 = 4100;
+    {
+        let (log, mut store, sm, shared) = open(dir.path()).await;
+        assert!(!sm.with_checkpoints(Arc::clone(&log)).await.unwrap());
+        let mut batch_of_entries = vec![membership(1, 0)];
+        for index in 1..entries {
+            batch_of_entries.push(records(1, index, batch(1)));
+        }
+        store.blocking_append(batch_of_entries).await.unwrap();
+        log.sync().unwrap();
+        let read = store.try_get_log_entries(0..entries).await.unwrap();
+        let mut sm_applier = sm.clone();
+        sm_applier.apply(read).await.unwrap();
+        assert_eq!(shared.high_watermark(), entries - 1);
+        let file = dir.path().join(quipu_raft::CHECKPOINT_FILE);
+        let start = std::time::Instant::now();
+        while !file.exists() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "no checkpoint written"
+            );
+            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    // Reopened: the state machine starts at the checkpoint, before anything is applied.
+    {
+        let (log, _store, mut sm, shared) = open(dir.path()).await;
+        assert!(sm.with_checkpoints(Arc::clone(&log)).await.unwrap());
+        assert_eq!(
+            sm.applied_state().await.unwrap().0,
+            Some(log_id(1, entries - 1))
+        );
+        assert_eq!(shared.high_watermark(), entries - 1);
+    }
+    // The log lost its tail (a disk that did not keep what it synced): the checkpoint names an
+    // entry the log no longer holds, so it is not trusted.
+    {
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        log.truncate_from(entries - 10).unwrap();
+        drop(log);
+        let (log, _store, mut sm, shared) = open(dir.path()).await;
+        assert!(!sm.with_checkpoints(Arc::clone(&log)).await.unwrap());
+        assert_eq!(sm.applied_state().await.unwrap().0, None);
+        assert_eq!(shared.high_watermark(), 0);
+    }
+}

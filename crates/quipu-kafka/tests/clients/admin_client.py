@@ -54,8 +54,14 @@ def confluent():
         ConfigEntry("retention.bytes", "1048576", incremental_operation=AlterConfigOpType.SET),
         ConfigEntry("retention.ms", None, incremental_operation=AlterConfigOpType.DELETE)])
     wait(admin.incremental_alter_configs([change]))
-    configs = wait(admin.describe_configs([resource]))[resource]
-    seen["altered"] = {name: [entry.value, entry.is_default] for name, entry in configs.items()}
+    deadline = time.time() + 30
+    while True:
+        # The broker answering may apply the committed change a moment later.
+        configs = wait(admin.describe_configs([resource]))[resource]
+        seen["altered"] = {name: [entry.value, entry.is_default] for name, entry in configs.items()}
+        if seen["altered"]["retention.bytes"][0] == "1048576" or time.time() > deadline:
+            break
+        time.sleep(0.1)
     wait(admin.create_partitions([NewPartitions(TOPIC, 5)]))
     seen["partitions"] = len(admin.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions)
     # ListOffsets MAX_TIMESTAMP (v7): the record with the largest timestamp.
@@ -134,7 +140,13 @@ def kafka_python():
     # kafka-python's alter_configs reads the topic's other configs first and sends them along,
     # so that AlterConfigs (which replaces) keeps them.
     admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, TOPIC, configs={"retention.bytes": "1048576"})])
+    # The broker answering may apply the committed change a moment later (asynchronous
+    # propagation, as in Kafka).
+    deadline = time.time() + 30
     seen["altered"] = describe()
+    while seen["altered"]["retention.bytes"][0] != "1048576" and time.time() < deadline:
+        time.sleep(0.1)
+        seen["altered"] = describe()
     admin.create_partitions({TOPIC: NewPartitions(5)})
     # Every node learns of the new partitions once it applied the controller's change (Kafka's
     # metadata propagation, too, is asynchronous).

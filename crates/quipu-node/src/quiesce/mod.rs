@@ -152,7 +152,7 @@ pub(crate) fn on_node_heartbeat(groups: &Groups, liveness: &Liveness, heartbeat:
 /// sends each peer one node heartbeat. Runs until aborted.
 pub(crate) async fn run(
     node_id: NodeId,
-    incarnation: u64,
+    incarnation: Arc<std::sync::atomic::AtomicU64>,
     groups: Arc<Groups>,
     peers: Arc<Peers>,
     liveness: Arc<Liveness>,
@@ -238,7 +238,7 @@ pub(crate) async fn run(
             let heartbeat = NodeHeartbeat {
                 from_node: node_id,
                 to_node: peer,
-                incarnation,
+                incarnation: incarnation.load(std::sync::atomic::Ordering::SeqCst),
                 quiet,
             };
             let deadline = timings.liveness;
