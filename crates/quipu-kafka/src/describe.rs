@@ -16,16 +16,12 @@ use kafka_protocol::protocol::StrBytes;
 use quipu_meta::TopicInfo;
 use quipu_node::{GroupId, NodeHandle};
 
-use crate::metadata::{leader_of, topic_id};
+use crate::metadata::{broker_id, broker_ids, leader_of, topic_id};
 use crate::server::Context;
 
 /// Most partitions one DescribeTopicPartitions answer lists (Kafka's default
 /// `max.request.partition.size.limit`); a client asking for more gets this many and a cursor.
 pub(crate) const DESCRIBE_PARTITIONS_MAX: usize = 2000;
-
-fn broker_id(id: u64) -> BrokerId {
-    BrokerId(i32::try_from(id).unwrap_or(i32::MAX))
-}
 
 fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
@@ -124,11 +120,7 @@ fn describe_partitions(
         .zip(range)
         .map(|(assignment, index)| {
             let (leader, epoch) = leader_of(node, assignment.group, &assignment.replicas);
-            let replicas: Vec<BrokerId> = assignment
-                .replicas
-                .iter()
-                .map(|id| broker_id(*id))
-                .collect();
+            let replicas = broker_ids(&assignment.replicas);
             let partition = DescribeTopicPartitionsResponsePartition::default()
                 .with_partition_index(i32::try_from(index).unwrap_or(i32::MAX))
                 .with_replica_nodes(replicas.clone())

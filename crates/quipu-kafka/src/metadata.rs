@@ -86,8 +86,13 @@ pub(crate) fn leader_of(node: &NodeHandle, group: u64, replicas: &[u64]) -> (Opt
     }
 }
 
-fn broker_id(id: u64) -> BrokerId {
+pub(crate) fn broker_id(id: u64) -> BrokerId {
     BrokerId(i32::try_from(id).unwrap_or(i32::MAX))
+}
+
+/// Kafka broker ids of a partition's replicas, in order.
+pub(crate) fn broker_ids(replicas: &[u64]) -> Vec<BrokerId> {
+    replicas.iter().map(|id| broker_id(*id)).collect()
 }
 
 /// Splits `host:port` (a bracketed IPv6 host too).
@@ -212,11 +217,7 @@ fn describe(node: &NodeHandle, topic: &TopicInfo, version: i16) -> MetadataRespo
         .zip(0i32..)
         .map(|(assignment, index)| {
             let (leader, epoch) = leader_of(node, assignment.group, &assignment.replicas);
-            let replicas: Vec<BrokerId> = assignment
-                .replicas
-                .iter()
-                .map(|id| broker_id(*id))
-                .collect();
+            let replicas = broker_ids(&assignment.replicas);
             let mut partition = MetadataResponsePartition::default()
                 .with_partition_index(index)
                 .with_replica_nodes(replicas.clone())

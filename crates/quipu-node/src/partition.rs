@@ -365,16 +365,7 @@ impl Partition {
     /// fail with "offset out of range" at once; the segments wholly below it go at the next
     /// retention pass.
     pub async fn delete_records(&self, before: Option<Offset>) -> Result<Offset, ProduceError> {
-        self.refuse_if_draining()?;
-        let leader = self.leader();
-        if leader != Some(self.node_id) {
-            let leader_addr = leader.and_then(|id| self.member_addr(id));
-            return Err(ProduceError::NotLeader {
-                group: self.group,
-                leader,
-                leader_addr,
-            });
-        }
+        self.require_writable_leader()?;
         let high_watermark = self.high_watermark();
         let before = before.unwrap_or(high_watermark);
         if before > high_watermark {
@@ -543,6 +534,22 @@ impl Partition {
         self.quiet.leave(&self.raft);
     }
 
+    /// Writes go to the leader only, and not while the node drains: else "not leader", naming
+    /// the leader this replica knows of.
+    fn require_writable_leader(&self) -> Result<(), ProduceError> {
+        self.refuse_if_draining()?;
+        let leader = self.leader();
+        if leader != Some(self.node_id) {
+            let leader_addr = leader.and_then(|id| self.member_addr(id));
+            return Err(ProduceError::NotLeader {
+                group: self.group,
+                leader,
+                leader_addr,
+            });
+        }
+        Ok(())
+    }
+
     fn refuse_if_draining(&self) -> Result<(), ProduceError> {
         if self.draining.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(ProduceError::NotLeader {
@@ -558,16 +565,7 @@ impl Partition {
     /// free, the batch takes its room in the node's produce budget (waiting for it at most [`PRODUCE_ROOM_WAIT`]) and is valid. The
     /// cheap checks come first; validation may decompress the whole batch, within the room.
     async fn propose(&self, batch: Bytes) -> Result<Proposal, ProduceError> {
-        self.refuse_if_draining()?;
-        let leader = self.leader();
-        if leader != Some(self.node_id) {
-            let leader_addr = leader.and_then(|id| self.member_addr(id));
-            return Err(ProduceError::NotLeader {
-                group: self.group,
-                leader,
-                leader_addr,
-            });
-        }
+        self.require_writable_leader()?;
         self.admission.disk.check().map_err(ProduceError::DiskLow)?;
         let budget = &self.admission.budget;
         let room = budget

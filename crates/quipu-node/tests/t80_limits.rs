@@ -6,7 +6,7 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use quipu_node::{ControllerError, Node};
+use quipu_node::ControllerError;
 use quipu_record::{BatchBuilder, Compression};
 use quipu_storage::Offset;
 
@@ -34,19 +34,8 @@ async fn acks_0_producers_wait_for_room_until_the_leaders_log_has_their_batches(
     let budget = log.entry_bytes_max;
     let mut config = config(1, dir.path(), "127.0.0.1:0".parse().unwrap(), log);
     config.produce_bytes_in_flight_max = budget;
-    let node = Node::start(config).await.unwrap();
-    node.join(voters([&node])).await.unwrap();
-    wait_for("a registered controller leader", || {
-        node.metadata().nodes().count() == 1 && node.controller_leader().is_some()
-    })
-    .await;
-    node.create_topic("topic", 1, 1).await.unwrap();
-    let group = groups_of(&node, "topic")[0];
-    wait_for("a partition leader", || {
-        node.partition(group).is_some_and(|p| p.is_leader())
-    })
-    .await;
-    let partition = node.partition(group).unwrap();
+    let node = start_single(config).await;
+    let partition = single_partition(&node, "topic").await;
     let batch = batch_of(12 * 1024);
     let sent: u64 = 20;
     for i in 0..sent {
@@ -78,12 +67,7 @@ async fn creates_past_the_cluster_limits_are_refused_before_anything_is_allocate
         topics_max: 2,
         partitions_per_node_max: 3,
     };
-    let node = Node::start(config).await.unwrap();
-    node.join(voters([&node])).await.unwrap();
-    wait_for("a registered controller leader", || {
-        node.metadata().nodes().count() == 1 && node.controller_leader().is_some()
-    })
-    .await;
+    let node = start_single(config).await;
     node.create_topic("first", 2, 1).await.unwrap();
     let refused = node.create_topic("second", 2, 1).await.unwrap_err();
     assert!(

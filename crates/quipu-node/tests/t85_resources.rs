@@ -6,31 +6,20 @@
 mod common;
 
 use common::*;
-use quipu_node::{GroupId, Node, NodeError, Resource};
+use quipu_node::{GroupId, NodeError, Resource};
 use rustix::process::{Resource as Limit, Rlimit, getrlimit, setrlimit};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_replica_is_refused_near_the_open_file_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(config(
+    let node = start_single(config(
         1,
         dir.path(),
         "127.0.0.1:0".parse().unwrap(),
         small_log(),
     ))
-    .await
-    .unwrap();
-    node.join(voters([&node])).await.unwrap();
-    wait_for("a registered controller leader", || {
-        node.metadata().nodes().count() == 1 && node.controller_leader().is_some()
-    })
     .await;
-    node.create_topic("held", 1, 1).await.unwrap();
-    let group = groups_of(&node, "held")[0];
-    wait_for("the replica led", || {
-        node.partition(group).is_some_and(|p| p.is_leader())
-    })
-    .await;
+    let group = single_partition(&node, "held").await.group();
 
     // Leave this process 100 descriptors more than it uses: less than the 256 a new replica
     // must leave free.

@@ -88,19 +88,8 @@ async fn single_node(dir: &Path, disk_reserve_bytes: u64) -> (Node, std::sync::A
         disk_reserve_bytes,
         ..config(1, &dir.join("node"), "127.0.0.1:0".parse().unwrap(), log)
     };
-    let node = Node::start(config).await.unwrap();
-    node.join(voters([&node])).await.unwrap();
-    wait_for("a registered controller leader", || {
-        node.metadata().nodes().count() == 1 && node.controller_leader().is_some()
-    })
-    .await;
-    node.create_topic("topic", 1, 1).await.unwrap();
-    let group = groups_of(&node, "topic")[0];
-    wait_for("a partition leader", || {
-        node.partition(group).is_some_and(|p| p.is_leader())
-    })
-    .await;
-    let partition = node.partition(group).unwrap();
+    let node = start_single(config).await;
+    let partition = single_partition(&node, "topic").await;
     (node, partition)
 }
 

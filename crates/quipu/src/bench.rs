@@ -408,23 +408,28 @@ async fn consume(args: ConsumeBench) -> anyhow::Result<()> {
         }
     }
     bar.finish_and_clear();
-    let elapsed = start.elapsed().as_secs_f64();
-    if args.json {
+    report_consume(records, bytes, start.elapsed(), args.json, "");
+    Ok(())
+}
+
+/// Prints what a consume bench read: one JSON object, or a line of text (`path` says how).
+pub(crate) fn report_consume(records: u64, bytes: u64, elapsed: Duration, json: bool, path: &str) {
+    let seconds = elapsed.as_secs_f64();
+    let mib = bytes as f64 / seconds / (1024.0 * 1024.0);
+    if json {
         out!(
             "{}",
             serde_json::json!({
                 "records": records,
-                "seconds": elapsed,
-                "records_per_second": records as f64 / elapsed,
-                "mib_per_second": bytes as f64 / elapsed / (1024.0 * 1024.0),
+                "seconds": seconds,
+                "records_per_second": records as f64 / seconds,
+                "mib_per_second": mib,
             })
         );
     } else {
         out!(
-            "{records} records read in {elapsed:.2} s: {:.0} records/s, {:.2} MiB/s of values",
-            records as f64 / elapsed,
-            bytes as f64 / elapsed / (1024.0 * 1024.0)
+            "{records} records read in {seconds:.2} s{path}: {:.0} records/s, {mib:.2} MiB/s of values",
+            records as f64 / seconds
         );
     }
-    Ok(())
 }

@@ -19,8 +19,6 @@ use kafka_protocol::protocol::{Decodable, Encodable, Message, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::output::out;
-
 /// Versions this bench speaks (Kafka 4's clients use these or later).
 const METADATA_VERSION: i16 = 12;
 const LIST_OFFSETS_VERSION: i16 = 7;
@@ -191,24 +189,13 @@ pub async fn kafka_consume(args: KafkaConsumeBench) -> anyhow::Result<()> {
         records += r;
         bytes += b;
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    let mib = bytes as f64 / elapsed / (1024.0 * 1024.0);
-    if args.json {
-        out!(
-            "{}",
-            serde_json::json!({
-                "records": records,
-                "seconds": elapsed,
-                "records_per_second": records as f64 / elapsed,
-                "mib_per_second": mib,
-            })
-        );
-    } else {
-        out!(
-            "{records} records read in {elapsed:.2} s through the Kafka listener: {:.0} records/s, {mib:.2} MiB/s of values",
-            records as f64 / elapsed
-        );
-    }
+    crate::bench::report_consume(
+        records,
+        bytes,
+        start.elapsed(),
+        args.json,
+        " through the Kafka listener",
+    );
     Ok(())
 }
 

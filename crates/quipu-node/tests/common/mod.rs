@@ -239,3 +239,26 @@ pub fn cut_file(path: &Path, len: u64) {
         .set_len(len)
         .unwrap();
 }
+
+/// A node started with `config` that forms a cluster of its own, once its controller registered
+/// it.
+pub async fn start_single(config: NodeConfig) -> Node {
+    let node = Node::start(config).await.unwrap();
+    node.join(voters([&node])).await.unwrap();
+    wait_for("a registered controller leader", || {
+        node.metadata().nodes().count() == 1 && node.controller_leader().is_some()
+    })
+    .await;
+    node
+}
+
+/// Creates `topic` with one partition of one replica on `node`; that replica, once it leads.
+pub async fn single_partition(node: &Node, topic: &str) -> std::sync::Arc<Partition> {
+    node.create_topic(topic, 1, 1).await.unwrap();
+    let group = groups_of(node, topic)[0];
+    wait_for("a partition leader", || {
+        node.partition(group).is_some_and(|p| p.is_leader())
+    })
+    .await;
+    node.partition(group).unwrap()
+}
