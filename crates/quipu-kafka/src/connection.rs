@@ -2,6 +2,9 @@
 //! `requests_in_flight_max`), answered strictly in request order (Kafka clients match responses
 //! to requests by order, and kafka-python closes the connection on a mismatch).
 //!
+//! A connection with nothing read and nothing being handled for `connections_max_idle_ms` is
+//! closed, as is one whose client does not take a response within it.
+//!
 //! Invariant: a frame is allocated only after its size was checked against
 //! `request_bytes_max` and room for it was taken from the listener's request-bytes pool
 //! (`queued_request_bytes_max`), given back once the request is handled; a malformed frame
@@ -37,9 +40,12 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, context: Arc<Contex
     });
     let mut pending = FuturesOrdered::new();
     let mut reading = true;
+    let idle = std::time::Duration::from_millis(context.config.connections_max_idle_ms.max(1));
+    let mut idle_since = tokio::time::Instant::now();
     loop {
         tokio::select! {
             frame = incoming.recv(), if reading && pending.len() < in_flight_max => {
+                idle_since = tokio::time::Instant::now();
                 match frame {
                     Some((frame, room)) => {
                         let context = Arc::clone(&context);
@@ -57,9 +63,18 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, context: Arc<Contex
             Some(answered) = pending.next(), if !pending.is_empty() => {
                 match answered {
                     Ok(Some(response)) => {
-                        if let Err(e) = writer.write_all(&response).await {
-                            tracing::debug!(%peer, error = %e, "kafka connection write failed");
-                            break;
+                        // A client that does not take its answer within the idle limit holds
+                        // its connection no longer.
+                        match tokio::time::timeout(idle, writer.write_all(&response)).await {
+                            Ok(Ok(())) => idle_since = tokio::time::Instant::now(),
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "kafka connection write failed");
+                                break;
+                            }
+                            Err(_) => {
+                                tracing::info!(%peer, "closing kafka connection: the client does not read its answers");
+                                break;
+                            }
                         }
                     }
                     Ok(None) => {} // acks=0: Kafka sends nothing back
@@ -68,6 +83,10 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, context: Arc<Contex
                         break;
                     }
                 }
+            }
+            () = tokio::time::sleep_until(idle_since + idle), if reading && pending.is_empty() => {
+                tracing::debug!(%peer, "closing idle kafka connection");
+                break;
             }
             else => break,
         }

@@ -26,6 +26,10 @@ pub struct KafkaConfig {
     /// together (Kafka's `queued.max.request.bytes`); a connection is not read further until
     /// there is room for its next request. At least `request_bytes_max`.
     pub queued_request_bytes_max: usize,
+    /// A connection with no request read and none being handled for this long is closed, and so
+    /// is one whose client does not take a response within it (Kafka's
+    /// `connections.max.idle.ms`), in ms.
+    pub connections_max_idle_ms: u64,
     /// Whether Metadata requests for unknown topics create them (Kafka's
     /// `auto.create.topics.enable`).
     pub auto_create_topics: bool,
@@ -45,6 +49,7 @@ impl Default for KafkaConfig {
             request_bytes_max: 100 * 1024 * 1024,
             requests_in_flight_max: 32,
             queued_request_bytes_max: 256 * 1024 * 1024,
+            connections_max_idle_ms: 600_000,
             auto_create_topics: false,
             default_partitions: 1,
             default_replication_factor: 3,

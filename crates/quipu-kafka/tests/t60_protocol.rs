@@ -374,3 +374,26 @@ proptest::proptest! {
         });
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_closed_and_a_busy_one_is_not() {
+    let cluster = Cluster::start(KafkaConfig {
+        connections_max_idle_ms: 300,
+        ..KafkaConfig::default()
+    })
+    .await;
+    let mut idle = connect(&cluster).await;
+    let mut busy = connect(&cluster).await;
+    // The busy one asks something every 100 ms, past the idle limit in all.
+    for id in 0..6 {
+        answers(&mut busy, id).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The idle one was closed meanwhile (bounded wait: it closes within the limit).
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), response(&mut idle))
+        .await
+        .expect("the idle connection is closed within the bound");
+    assert!(closed.is_none(), "closed");
+    answers(&mut busy, 7).await;
+    cluster.stop().await;
+}

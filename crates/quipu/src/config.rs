@@ -86,6 +86,7 @@ struct KafkaFile {
     request_bytes_max: Option<usize>,
     requests_in_flight_max: Option<usize>,
     queued_request_bytes_max: Option<usize>,
+    connections_max_idle_ms: Option<u64>,
     auto_create_topics: Option<bool>,
     default_partitions: Option<usize>,
     default_replication_factor: Option<usize>,
@@ -286,6 +287,13 @@ fn kafka_config(
         )?,
         request_bytes_max,
         queued_request_bytes_max,
+        connections_max_idle_ms: bounded(
+            "kafka.connections_max_idle_ms",
+            file.connections_max_idle_ms
+                .map(|ms| usize::try_from(ms).unwrap_or(usize::MAX)),
+            usize::try_from(defaults.connections_max_idle_ms).unwrap_or(usize::MAX),
+            86_400_000,
+        )? as u64,
         requests_in_flight_max: bounded(
             "kafka.requests_in_flight_max",
             file.requests_in_flight_max,
