@@ -558,8 +558,9 @@ async fn open_controller(
 
 /// Carries out, in order, the controller's effects for this node.
 async fn carry_out_effects(inner: Arc<Inner>, mut effects: tokio::sync::mpsc::Receiver<Effect>) {
-    while let Some(effect) = effects.recv().await {
-        let _changing = inner.replica_changes.lock().await;
+    let mut next = effects.recv().await;
+    while let Some(effect) = next.take() {
+        let changing = inner.replica_changes.lock().await;
         match effect {
             Effect::StartReplica {
                 group,
@@ -567,12 +568,43 @@ async fn carry_out_effects(inner: Arc<Inner>, mut effects: tokio::sync::mpsc::Re
                 created,
                 ..
             } => {
-                inner
-                    .start_replica(GroupId(group), &replicas, created)
-                    .await
+                // Replicas to start that are already queued, of distinct groups, start together
+                // (a node's restart opens all of its replicas this way): opening one is mostly
+                // waiting on its disk. The first other effect ends the batch and runs after it,
+                // so the effects of one group keep their order.
+                let mut batch = vec![(GroupId(group), replicas, created)];
+                while batch.len() < STARTS_AT_ONCE {
+                    match effects.try_recv() {
+                        Ok(Effect::StartReplica {
+                            group,
+                            replicas,
+                            created,
+                            ..
+                        }) if batch.iter().all(|(g, _, _)| g.0 != group) => {
+                            batch.push((GroupId(group), replicas, created));
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                futures_util::future::join_all(batch.iter().map(|(group, replicas, created)| {
+                    inner.start_replica(*group, replicas, *created)
+                }))
+                .await;
             }
             Effect::DeleteReplica { group } => inner.delete_replica(GroupId(group)).await,
             Effect::ConfigChanged { topic } => inner.apply_topic_config(&topic),
         }
+        // Not held while waiting: a replica's reopening takes it too.
+        drop(changing);
+        if next.is_none() {
+            next = effects.recv().await;
+        }
     }
 }
+
+/// Most replicas the controller's effects start at once.
+const STARTS_AT_ONCE: usize = 16;
