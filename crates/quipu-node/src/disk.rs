@@ -3,7 +3,7 @@
 //! keep what they already hold in step); it resumes by itself once space returns.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a free-space reading is trusted: at most one `statvfs` per interval.
@@ -19,13 +19,18 @@ pub struct DiskLow {
     pub reserve: u64,
 }
 
-/// The free-space reserve of one directory's file system.
+/// The free-space reserve of one directory's file system. Every produce of the node checks it:
+/// no lock, the last reading in two atomics.
 #[derive(Debug)]
 pub struct DiskGuard {
     dir: PathBuf,
     reserve: u64,
-    /// When free space was last read, and what it was.
-    last: Mutex<Option<(Instant, u64)>>,
+    /// When this guard was made: readings are timed from it.
+    born: Instant,
+    /// When free space was last read, in µs since `born` plus one (0: never).
+    read_at_us: AtomicU64,
+    /// What it was.
+    free: AtomicU64,
 }
 
 impl DiskGuard {
@@ -34,7 +39,9 @@ impl DiskGuard {
         DiskGuard {
             dir,
             reserve,
-            last: Mutex::new(None),
+            born: Instant::now(),
+            read_at_us: AtomicU64::new(0),
+            free: AtomicU64::new(0),
         }
     }
 
@@ -45,23 +52,25 @@ impl DiskGuard {
         if self.reserve == 0 {
             return Ok(());
         }
-        let free = {
-            let mut last = self
-                .last
-                .lock()
-                .expect("disk reading lock poisoned by a panic");
-            match *last {
-                Some((at, free)) if at.elapsed() < DISK_CHECK_INTERVAL => free,
-                _ => match free_bytes(&self.dir) {
-                    Ok(free) => {
-                        *last = Some((Instant::now(), free));
-                        free
-                    }
-                    Err(e) => {
-                        tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read the data disk's free space");
-                        return Ok(());
-                    }
-                },
+        let now_us = u64::try_from(self.born.elapsed().as_micros())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let read_at = self.read_at_us.load(Ordering::Acquire);
+        let interval_us = u64::try_from(DISK_CHECK_INTERVAL.as_micros()).unwrap_or(u64::MAX);
+        let free = if read_at != 0 && now_us.saturating_sub(read_at) < interval_us {
+            self.free.load(Ordering::Acquire)
+        } else {
+            // Produces that find the reading stale together may each read; they agree closely.
+            match free_bytes(&self.dir) {
+                Ok(free) => {
+                    self.free.store(free, Ordering::Release);
+                    self.read_at_us.store(now_us, Ordering::Release);
+                    free
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read the data disk's free space");
+                    return Ok(());
+                }
             }
         };
         if free < self.reserve {
