@@ -173,15 +173,28 @@ impl PartitionStateMachine {
         log: Arc<quipu_storage::Log>,
     ) -> Result<bool, StorageError<NodeId>> {
         let dir = self.file.dir.clone();
-        let body = tokio::task::spawn_blocking(move || {
+        let read = tokio::task::spawn_blocking(move || {
             quipu_storage::read_state_file(&dir, CHECKPOINT_FILE, CHECKPOINT_BYTES_MAX)
         })
         .await
-        .map_err(sm_error)?
         .map_err(sm_error)?;
+        // Only a shortcut: a checkpoint that cannot be read or decoded is set aside with a
+        // warning and the log is applied from the snapshot, as without one; the replica is not
+        // failed for it.
+        let checkpoint = match read.map(|body| body.map(|b| postcard::from_bytes::<Checkpoint>(&b))) {
+            Ok(Some(Ok(checkpoint))) => Some(checkpoint),
+            Ok(None) => None,
+            Ok(Some(Err(e))) => {
+                tracing::warn!(dir = %self.file.dir.display(), error = %e, "undecodable applied-state checkpoint ignored");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(dir = %self.file.dir.display(), error = %e, "unreadable applied-state checkpoint ignored");
+                None
+            }
+        };
         let mut taken = false;
-        if let Some(body) = body {
-            let checkpoint: Checkpoint = postcard::from_bytes(&body).map_err(sm_error)?;
+        if let Some(checkpoint) = checkpoint {
             let snapshot_index = self.lock().applied.last_applied.map(|id| id.index);
             if let Some(last) = checkpoint.applied.last_applied
                 && snapshot_index.is_none_or(|s| last.index > s)

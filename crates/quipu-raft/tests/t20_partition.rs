@@ -552,6 +552,21 @@ async fn a_checkpoint_spares_a_restart_the_applied_log_unless_the_log_lost_it() 
         );
         assert_eq!(shared.high_watermark(), entries - 1);
     }
+    // A damaged checkpoint file is ignored (the log is applied from the snapshot), never an
+    // error that would fail the replica.
+    {
+        let file = dir.path().join(quipu_raft::CHECKPOINT_FILE);
+        let good = std::fs::read(&file).unwrap();
+        let mut bad = good.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        std::fs::write(&file, &bad).unwrap();
+        let (log, _store, mut sm, _shared) = open(dir.path()).await;
+        assert!(!sm.with_checkpoints(Arc::clone(&log)).await.unwrap());
+        assert_eq!(sm.applied_state().await.unwrap().0, None);
+        drop((log, _store, sm));
+        std::fs::write(&file, &good).unwrap();
+    }
     // The log lost its tail (a disk that did not keep what it synced): the checkpoint names an
     // entry the log no longer holds, so it is not trusted.
     {
