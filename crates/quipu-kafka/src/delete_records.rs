@@ -1,8 +1,6 @@
 //! DeleteRecords: moves each partition's log start offset up, on the partition's leader, through
 //! Raft (`Partition::delete_records`); partitions of one request are handled concurrently.
 
-use std::time::Duration;
-
 use futures_util::future::join_all;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::delete_records_response::{
@@ -15,9 +13,6 @@ use crate::error::produce_error;
 use crate::metadata::{kafka_offset, led_replica};
 use crate::server::Context;
 
-/// Longest a DeleteRecords waits for its commit, whatever the client's `timeout_ms`.
-const DELETE_TIMEOUT_MAX: Duration = Duration::from_secs(30);
-
 /// Kafka's "up to the high watermark".
 const HIGH_WATERMARK: i64 = -1;
 
@@ -26,8 +21,7 @@ pub(crate) async fn handle(
     request: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
     let node = &context.node;
-    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0))
-        .clamp(Duration::from_millis(1), DELETE_TIMEOUT_MAX);
+    let timeout = crate::produce::write_timeout(request.timeout_ms);
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();

@@ -176,11 +176,11 @@ pub(crate) fn describe_log_dirs(
         let Some(replica) = node.partition(GroupId(group.0)) else {
             continue;
         };
-        // A follower's lag behind what is committed; the leader's is 0.
+        // What this replica knows is committed and does not hold yet (0 on the leader).
         let lag = replica
             .high_watermark()
             .0
-            .saturating_sub(replica.log_end_offset().0.min(replica.high_watermark().0));
+            .saturating_sub(replica.log_end_offset().0);
         by_topic.entry(topic).or_default().push(
             DescribeLogDirsPartition::default()
                 .with_partition_index(index)

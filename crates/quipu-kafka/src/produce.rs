@@ -18,8 +18,16 @@ use crate::error::produce_error;
 use crate::metadata::{group_of, kafka_offset, leader_of, topic_named_by_id};
 use crate::server::Context;
 
-/// Longest a produce waits for its acknowledgement, whatever the client's `timeout_ms`.
-const PRODUCE_TIMEOUT_MAX: Duration = Duration::from_secs(30);
+/// Longest a write (a produce's acknowledgement, a DeleteRecords commit) waits, whatever the
+/// client's `timeout_ms`.
+const WRITE_TIMEOUT_MAX: Duration = Duration::from_secs(30);
+
+/// How long a write asked with the client's `timeout_ms` waits: that, within 1 ms and
+/// [`WRITE_TIMEOUT_MAX`].
+pub(crate) fn write_timeout(timeout_ms: i32) -> Duration {
+    Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0))
+        .clamp(Duration::from_millis(1), WRITE_TIMEOUT_MAX)
+}
 
 /// A partition of a request, resolved on this node.
 enum Target {
@@ -51,8 +59,7 @@ pub(crate) async fn handle(
 ) -> ProduceResponse {
     let node = &context.node;
     let acks = request.acks;
-    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0))
-        .clamp(Duration::from_millis(1), PRODUCE_TIMEOUT_MAX);
+    let timeout = write_timeout(request.timeout_ms);
     let mut topics = Vec::with_capacity(request.topic_data.len());
     for topic in request.topic_data {
         let name = if version >= 13 {

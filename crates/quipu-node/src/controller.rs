@@ -243,12 +243,7 @@ impl ControllerHandle {
 
     /// The transport address of controller voter `node`.
     pub fn address_of(&self, node: u64) -> Option<String> {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        m.membership_config
-            .membership()
-            .get_node(&node)
-            .map(|n| n.addr.clone())
+        crate::groups::member_addr(&self.raft, node)
     }
 
     /// Plans `request` on this node's metadata and proposes it, if this node leads the controller.

@@ -30,6 +30,15 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    /// A file could not be removed.
+    #[error("cannot remove {path}")]
+    RemoveFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The partition's log could not be opened.
     #[error("cannot open the log of partition {group}")]
     Log {

@@ -68,3 +68,16 @@ impl Groups {
             .remove(&group);
     }
 }
+
+/// The transport address of member `id` of the group `raft` runs, as its membership names it.
+pub(crate) fn member_addr(
+    raft: &openraft::Raft<quipu_raft::TypeConfig>,
+    id: u64,
+) -> Option<String> {
+    let metrics = raft.metrics();
+    let m = metrics.borrow();
+    m.membership_config
+        .membership()
+        .get_node(&id)
+        .map(|node| node.addr.clone())
+}

@@ -489,16 +489,6 @@ impl Partition {
         Ok(found.unwrap_or(high_watermark).max(self.log_start_offset()))
     }
 
-    /// The transport address of member `id` of this partition's group, if it is one.
-    fn member_addr(&self, id: NodeId) -> Option<String> {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        m.membership_config
-            .membership()
-            .get_node(&id)
-            .map(|node| node.addr.clone())
-    }
-
     /// The voters of this partition's group (this node included).
     pub fn voters(&self) -> Vec<NodeId> {
         let metrics = self.raft.metrics();
@@ -540,7 +530,7 @@ impl Partition {
         self.refuse_if_draining()?;
         let leader = self.leader();
         if leader != Some(self.node_id) {
-            let leader_addr = leader.and_then(|id| self.member_addr(id));
+            let leader_addr = leader.and_then(|id| crate::groups::member_addr(&self.raft, id));
             return Err(ProduceError::NotLeader {
                 group: self.group,
                 leader,

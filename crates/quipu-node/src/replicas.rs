@@ -226,26 +226,18 @@ impl Inner {
             .lock()
             .expect("reopening set poisoned by a panic")
             .insert(group);
-        let old = self
-            .partitions
-            .write()
-            .expect("partitions lock poisoned by a panic")
-            .remove(&group);
-        self.groups.remove(group);
-        if let Some(old) = old {
-            old.shutdown().await;
-            // Its log's lock goes with the last handle; a read still holding one makes the open
-            // below fail, and the next attempt succeed.
-            drop(old);
-        }
+        // Its log's lock goes with the last handle; a read still holding one makes the open
+        // below fail, and the next attempt succeed.
+        self.stop_replica(group).await;
         let checkpoint = self.partition_dir(group).join(quipu_raft::CHECKPOINT_FILE);
-        blocking_io(group, move || match std::fs::remove_file(&checkpoint) {
+        let at = checkpoint.clone();
+        blocking_io(group, move || match std::fs::remove_file(&at) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         })
         .await?
-        .map_err(|source| NodeError::Dir {
-            path: self.partition_dir(group),
+        .map_err(|source| NodeError::RemoveFile {
+            path: checkpoint,
             source,
         })?;
         self.open_partition(group).await?;
@@ -263,6 +255,20 @@ impl Inner {
         Ok(())
     }
 
+    /// Takes this node's replica of `group` out of service, if it hosts one: out of the
+    /// partition map and the group registry, its Raft instance stopped and its log synced.
+    async fn stop_replica(&self, group: GroupId) {
+        let partition = self
+            .partitions
+            .write()
+            .expect("partitions lock poisoned by a panic")
+            .remove(&group);
+        self.groups.remove(group);
+        if let Some(partition) = partition {
+            partition.shutdown().await;
+        }
+    }
+
     fn is_reopening(&self, group: GroupId) -> bool {
         self.reopening
             .lock()
@@ -275,16 +281,7 @@ impl Inner {
             .lock()
             .expect("reopening set poisoned by a panic")
             .remove(&group);
-        let partition = self
-            .partitions
-            .write()
-            .expect("partitions lock poisoned by a panic")
-            .remove(&group);
-        self.groups.remove(group);
-        if let Some(partition) = partition {
-            partition.shutdown().await;
-            drop(partition);
-        }
+        self.stop_replica(group).await;
         let dir = self.partition_dir(group);
         let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
             Ok(()) => {

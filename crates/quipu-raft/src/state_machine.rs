@@ -181,7 +181,8 @@ impl PartitionStateMachine {
         // Only a shortcut: a checkpoint that cannot be read or decoded is set aside with a
         // warning and the log is applied from the snapshot, as without one; the replica is not
         // failed for it.
-        let checkpoint = match read.map(|body| body.map(|b| postcard::from_bytes::<Checkpoint>(&b))) {
+        let checkpoint = match read.map(|body| body.map(|b| postcard::from_bytes::<Checkpoint>(&b)))
+        {
             Ok(Some(Ok(checkpoint))) => Some(checkpoint),
             Ok(None) => None,
             Ok(Some(Err(e))) => {
