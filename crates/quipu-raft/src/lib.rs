@@ -10,7 +10,8 @@
 //!   internal entries (`docs/format/raft-entries.md`). The vote and purge point live in a state
 //!   file beside the segments.
 //! - [`PartitionStateMachine`] holds no records: applying an entry advances the partition's high
-//!   watermark, which it reads from the batch's base offset assigned by the log.
+//!   watermark, which it reads from the batch's base offset assigned by the log, and records
+//!   an idempotent producer's batch in the partition's [`producers::ProducerTable`].
 //!
 //! - [`ControllerStateMachine`] applies `quipu_meta` commands of the controller group (group 0)
 //!   and hands this node's effects (start or delete replicas) to the node runtime.
@@ -26,6 +27,7 @@
 mod codec;
 mod controller;
 mod log_store;
+pub mod producers;
 pub mod repair;
 mod snapshot_file;
 mod state_machine;

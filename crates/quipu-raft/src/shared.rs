@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{oneshot, watch};
 
+use crate::producers::{ProducerLimits, ProducerTable};
+
 /// Written by the state machine, read by the log store and the fetch path.
 #[derive(Debug, Default)]
 pub struct PartitionShared {
@@ -17,6 +19,36 @@ pub struct PartitionShared {
     next_token: AtomicU64,
     /// The high watermark, for fetches that wait for it to advance.
     high_watermark_changes: watch::Sender<u64>,
+    /// The partition's idempotent producers as applied (`crate::producers`), and their bounds.
+    producers: Mutex<ProducerTable>,
+    producer_settings: ProducerSettings,
+}
+
+/// The bounds on a partition's producer table and the clock its producers age by.
+#[derive(Clone, Default)]
+pub struct ProducerSettings {
+    /// The bounds.
+    pub limits: ProducerLimits,
+    /// The wall clock (ms); the system's when `None`.
+    pub clock: Option<quipu_storage::Clock>,
+}
+
+impl std::fmt::Debug for ProducerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProducerSettings")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProducerSettings {
+    /// The time now by the settings' clock (ms since the Unix epoch).
+    pub fn now_ms(&self) -> i64 {
+        match &self.clock {
+            Some(clock) => clock(),
+            None => quipu_storage::system_clock()(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -50,6 +82,27 @@ pub struct SnapshotTarget {
 }
 
 impl PartitionShared {
+    /// Shared state of a partition whose producer table has `settings`.
+    pub fn new(settings: ProducerSettings) -> PartitionShared {
+        PartitionShared {
+            producer_settings: settings,
+            ..PartitionShared::default()
+        }
+    }
+
+    /// The bounds and clock of the producer table.
+    pub fn producer_settings(&self) -> &ProducerSettings {
+        &self.producer_settings
+    }
+
+    /// Runs `f` on the applied producer table (held locked meanwhile: keep it short).
+    pub fn with_producers<T>(&self, f: impl FnOnce(&mut ProducerTable) -> T) -> T {
+        f(&mut self
+            .producers
+            .lock()
+            .expect("producer table lock poisoned by a panic"))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner
             .lock()

@@ -10,6 +10,11 @@
 //! before the leader's log start installs that snapshot, restarts its log right after it, and
 //! receives the entries that follow by ordinary replication. See "Retention and followers behind
 //! the log start" in `docs/internals/replication.md`.
+//!
+//! Applying an idempotent producer's batch records it in the partition's producer table
+//! (`crate::producers`), which snapshots and checkpoints carry after the applied state. A
+//! snapshot built below the applied index carries the table as of when it was built; applying
+//! the entries after the snapshot's point on top of it skips what it recorded already.
 
 use std::io::Cursor;
 use std::path::PathBuf;
@@ -22,18 +27,20 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::producers::{ProducerBatch, ProducerTable};
 use crate::shared::{PartitionShared, SnapshotTarget};
 use crate::snapshot_file::{SnapshotFile, snapshot_error, snapshot_meta};
 use crate::{NodeId, Request, Response, TypeConfig};
 
 /// Name of the state file holding the last snapshot.
 pub const SNAPSHOT_FILE: &str = "raft_snapshot";
-/// Largest accepted snapshot file body.
-const SNAPSHOT_BYTES_MAX: usize = 1024 * 1024;
+/// Largest accepted snapshot file body (the producer table is most of it: about 130 bytes per
+/// producer at most, and at most 100,000 producers per partition).
+const SNAPSHOT_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// Name of the state file holding the applied-state checkpoint.
 pub const CHECKPOINT_FILE: &str = "raft_applied";
-/// Largest accepted checkpoint file body.
-const CHECKPOINT_BYTES_MAX: usize = 1024 * 1024;
+/// Largest accepted checkpoint file body (as [`SNAPSHOT_BYTES_MAX`]).
+const CHECKPOINT_BYTES_MAX: usize = SNAPSHOT_BYTES_MAX;
 /// A checkpoint is due after this many applied entries, or [`CHECKPOINT_BYTES`] of applied
 /// batches, whichever comes first...
 const CHECKPOINT_ENTRIES: u64 = 4096;
@@ -140,7 +147,9 @@ impl PartitionStateMachine {
         let saved = file.load().await?;
         let mut state = State::default();
         if let Some((meta, data)) = saved {
-            state.applied = postcard::from_bytes(&data).map_err(snapshot_error)?;
+            let (applied, producers) = decode_state::<Applied>(&data).map_err(snapshot_error)?;
+            state.applied = applied;
+            shared.with_producers(|table| *table = producers);
             shared.set_high_watermark(state.applied.high_watermark);
             if let Some(last) = meta.last_log_id {
                 shared.set_installed(last.index, state.applied.high_watermark);
@@ -181,8 +190,7 @@ impl PartitionStateMachine {
         // Only a shortcut: a checkpoint that cannot be read or decoded is set aside with a
         // warning and the log is applied from the snapshot, as without one; the replica is not
         // failed for it.
-        let checkpoint = match read.map(|body| body.map(|b| postcard::from_bytes::<Checkpoint>(&b)))
-        {
+        let checkpoint = match read.map(|body| body.map(|b| decode_state::<Checkpoint>(&b))) {
             Ok(Some(Ok(checkpoint))) => Some(checkpoint),
             Ok(None) => None,
             Ok(Some(Err(e))) => {
@@ -195,7 +203,7 @@ impl PartitionStateMachine {
             }
         };
         let mut taken = false;
-        if let Some(checkpoint) = checkpoint {
+        if let Some((checkpoint, producers)) = checkpoint {
             let snapshot_index = self.lock().applied.last_applied.map(|id| id.index);
             if let Some(last) = checkpoint.applied.last_applied
                 && snapshot_index.is_none_or(|s| last.index > s)
@@ -204,6 +212,7 @@ impl PartitionStateMachine {
                 self.shared
                     .set_high_watermark(checkpoint.applied.high_watermark);
                 self.shared.delete_records_before(checkpoint.records_start);
+                self.shared.with_producers(|table| *table = producers);
                 let mut state = self.lock();
                 state.applied = checkpoint.applied;
                 state.earlier_memberships = checkpoint.earlier_memberships;
@@ -232,7 +241,8 @@ impl PartitionStateMachine {
         match due {
             Some((mut checkpoint, written)) => {
                 checkpoint.records_start = self.shared.records_start();
-                write_checkpoint(&self.file.dir, checkpoint, &written).await
+                let producers = self.shared.with_producers(|table| table.clone());
+                write_checkpoint(&self.file.dir, checkpoint, producers, &written).await
             }
             None => Ok(false),
         }
@@ -264,6 +274,7 @@ async fn holds(
 async fn write_checkpoint(
     dir: &std::path::Path,
     checkpoint: Checkpoint,
+    producers: ProducerTable,
     written: &Arc<tokio::sync::Mutex<Option<u64>>>,
 ) -> Result<bool, StorageError<NodeId>> {
     let index = checkpoint.applied.last_applied.map(|id| id.index);
@@ -271,7 +282,7 @@ async fn write_checkpoint(
     if index <= *last {
         return Ok(false);
     }
-    let body = postcard::to_allocvec(&checkpoint).map_err(sm_error)?;
+    let body = encode_state(&checkpoint, &producers).map_err(sm_error)?;
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
         quipu_storage::write_state_file(&dir, CHECKPOINT_FILE, &body)
@@ -354,14 +365,15 @@ impl RaftSnapshotBuilder<TypeConfig> for PartitionStateMachine {
                 applied.membership.clone(),
                 state.snapshots_built,
             );
+            let producers = self.shared.with_producers(|table| table.clone());
             (
                 meta,
-                postcard::to_allocvec(&applied).map_err(snapshot_error)?,
+                encode_state(&applied, &producers).map_err(snapshot_error)?,
             )
         };
         self.file.save(&meta, &data).await?;
         if let Some(last) = meta.last_log_id {
-            let applied: Applied = postcard::from_bytes(&data).map_err(snapshot_error)?;
+            let (applied, _) = decode_state::<Applied>(&data).map_err(snapshot_error)?;
             self.shared
                 .set_installed(last.index, applied.high_watermark);
         }
@@ -412,6 +424,15 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                     let header = quipu_record::BatchHeader::parse(&batch).map_err(sm_error)?;
                     let base = u64::try_from(header.base_offset).map_err(sm_error)?;
                     state.applied.high_watermark = base + header.offset_count();
+                    // The leader refused malformed producer fields before proposing; one that
+                    // got into the log anyway (an older build) is simply not tracked.
+                    if let Ok(Some(producer)) = ProducerBatch::of(&header) {
+                        let settings = self.shared.producer_settings();
+                        let now = settings.now_ms();
+                        self.shared.with_producers(|table| {
+                            table.record(&producer, Some(base), now, &settings.limits);
+                        });
+                    }
                     Response {
                         base_offset: Some(base),
                         error: None,
@@ -443,10 +464,11 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
         }
         if let Some((mut checkpoint, written)) = state.due_checkpoint(false) {
             checkpoint.records_start = self.shared.records_start();
+            let producers = self.shared.with_producers(|table| table.clone());
             let dir = self.file.dir.clone();
             // In the background: the next apply need not wait for the two fsyncs.
             tokio::spawn(async move {
-                if let Err(e) = write_checkpoint(&dir, checkpoint, &written).await {
+                if let Err(e) = write_checkpoint(&dir, checkpoint, producers, &written).await {
                     tracing::warn!(dir = %dir.display(), error = %e, "cannot write the applied-state checkpoint");
                 }
             });
@@ -471,7 +493,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
     ) -> Result<(), StorageError<NodeId>> {
         let _writing = self.snapshot_io.lock().await;
         let data = snapshot.into_inner();
-        let applied: Applied = postcard::from_bytes(&data).map_err(snapshot_error)?;
+        let (applied, producers) = decode_state::<Applied>(&data).map_err(snapshot_error)?;
         self.file.save(meta, &data).await?;
         if let Some(last) = meta.last_log_id {
             self.shared
@@ -481,6 +503,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
             self.shared.note_flushed(last.index + 1);
         }
         self.shared.set_high_watermark(applied.high_watermark);
+        self.shared.with_producers(|table| *table = producers);
         let mut state = self.lock();
         state.applied = applied;
         state.earlier_memberships.clear();
@@ -496,4 +519,28 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
             snapshot: Box::new(Cursor::new(data)),
         }))
     }
+}
+
+/// The state as snapshots and checkpoints hold it: postcard of `state`, then postcard of the
+/// producer table (absent in files written before producers were tracked: an empty table).
+fn encode_state<S: Serialize>(
+    state: &S,
+    producers: &ProducerTable,
+) -> Result<Vec<u8>, postcard::Error> {
+    let mut bytes = postcard::to_allocvec(state)?;
+    bytes.extend_from_slice(&postcard::to_allocvec(producers)?);
+    Ok(bytes)
+}
+
+/// Reads what [`encode_state`] wrote.
+fn decode_state<S: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(S, ProducerTable), postcard::Error> {
+    let (state, rest) = postcard::take_from_bytes::<S>(bytes)?;
+    let producers = if rest.is_empty() {
+        ProducerTable::default()
+    } else {
+        postcard::from_bytes(rest)?
+    };
+    Ok((state, producers))
 }
