@@ -242,7 +242,8 @@ fn send_outcome(error: &ClientError) -> OpType {
         | ClientError::MessageTooLarge(_)
         | ClientError::TopicExists(_)
         | ClientError::LimitExceeded(_)
-        | ClientError::OffsetOutOfRange(_) => OpType::Fail,
+        | ClientError::OffsetOutOfRange(_)
+        | ClientError::Sequence(_) => OpType::Fail,
         ClientError::UnknownOutcome(_)
         | ClientError::Unreachable { .. }
         | ClientError::Other(_) => OpType::Info,

@@ -8,15 +8,17 @@ use bytes::Bytes;
 use quipu_node::{GroupId, NodeHandle, Partition};
 use quipu_proto::v1::data_server::Data;
 use quipu_proto::v1::{
-    Acks, ErrorReason, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
-    OffsetSpec, ProduceRequest, ProduceResponse, ProduceStreamItem, ProduceStreamResponse,
-    ReadReplicaRequest, ReadReplicaResponse,
+    Acks, ErrorReason, FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ListOffsetsRequest, ListOffsetsResponse, OffsetSpec, ProduceRequest, ProduceResponse,
+    ProduceStreamItem, ProduceStreamResponse, ReadReplicaRequest, ReadReplicaResponse,
 };
 use quipu_storage::Offset;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::error::{from_fetch, from_produce, invalid, not_leader, status, unknown_topic};
+use crate::error::{
+    from_controller, from_fetch, from_produce, invalid, not_leader, status, unknown_topic,
+};
 
 /// Most produce requests on one `ProduceStream`.
 pub const PRODUCE_STREAM_REQUESTS_MAX: usize = 10_000;
@@ -261,6 +263,21 @@ impl Data for DataService {
                 .map_err(|e| from_fetch(&self.node, e))?,
         };
         Ok(Response::new(ListOffsetsResponse { offset: offset.0 }))
+    }
+
+    async fn init_producer_id(
+        &self,
+        _request: Request<InitProducerIdRequest>,
+    ) -> Result<Response<InitProducerIdResponse>, Status> {
+        let producer_id = self
+            .node
+            .init_producer_id()
+            .await
+            .map_err(|e| from_controller(&self.node, e))?;
+        Ok(Response::new(InitProducerIdResponse {
+            producer_id,
+            producer_epoch: 0,
+        }))
     }
 
     async fn read_replica(

@@ -137,6 +137,21 @@ pub(crate) fn from_produce(node: &NodeHandle, error: ProduceError) -> Status {
             None,
         ),
         ProduceError::InvalidBatch(e) => invalid(format!("invalid record batch: {e}")),
+        error @ ProduceError::ProducerFields { .. } => invalid(chain(&error)),
+        ProduceError::Sequence { group, source } => {
+            use quipu_node::SequenceError;
+            let reason = match source {
+                SequenceError::OutOfOrder { .. } => ErrorReason::OutOfOrderSequence,
+                SequenceError::StaleEpoch { .. } => ErrorReason::InvalidProducerEpoch,
+                SequenceError::UnknownProducer { .. } => ErrorReason::UnknownProducerId,
+            };
+            status(
+                Code::FailedPrecondition,
+                reason,
+                format!("partition group {group}: {source}; nothing was written"),
+                None,
+            )
+        }
         ProduceError::Busy { max } => status(
             Code::ResourceExhausted,
             ErrorReason::Busy,
@@ -168,6 +183,18 @@ pub(crate) fn from_produce(node: &NodeHandle, error: ProduceError) -> Status {
             None,
         ),
     }
+}
+
+/// An error and its sources, one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }
 
 pub(crate) fn from_fetch(node: &NodeHandle, error: FetchError) -> Status {

@@ -36,6 +36,10 @@ pub enum ClientError {
     /// A write failed in a way that leaves its outcome unknown: it may or may not be committed.
     #[error("unknown outcome: {0}")]
     UnknownOutcome(String),
+    /// An idempotent producer's batch was refused by the sequence rules: out of order, from a
+    /// fenced epoch, or from a producer the partition does not know. Nothing was written.
+    #[error("{0}")]
+    Sequence(String),
     /// The cluster could not serve the request in time (no leader, not enough replicas).
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -93,6 +97,9 @@ pub(crate) fn classify(status: &tonic::Status, idempotent: bool) -> Failure {
         ErrorReason::ShuttingDown | ErrorReason::Busy | ErrorReason::DiskFull => {
             Failure::Retry(ClientError::Unavailable(message))
         }
+        ErrorReason::OutOfOrderSequence
+        | ErrorReason::InvalidProducerEpoch
+        | ErrorReason::UnknownProducerId => Failure::Fatal(ClientError::Sequence(message)),
         ErrorReason::Unspecified => transport(status, idempotent),
     }
 }

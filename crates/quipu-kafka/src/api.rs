@@ -9,7 +9,7 @@ use kafka_protocol::messages::{
     AlterConfigsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest,
     CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest,
     DescribeConfigsRequest, DescribeLogDirsRequest, DescribeTopicPartitionsRequest, FetchRequest,
-    IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest,
+    IncrementalAlterConfigsRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest,
     OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Message};
@@ -18,6 +18,7 @@ use crate::error::RequestError;
 use crate::server::Context;
 use crate::{
     admin, delete_records, describe, fetch, leader_epoch, list_offsets, metadata, produce,
+    producer_id,
 };
 
 /// One API this listener implements, with the versions it answers.
@@ -48,7 +49,7 @@ const fn at<M: Message>(key: ApiKey, note: &'static str) -> SupportedApi {
 }
 
 /// Every API with a handler, and its versions.
-pub fn supported_apis() -> [SupportedApi; 16] {
+pub fn supported_apis() -> [SupportedApi; 17] {
     [
         SupportedApi {
             key: ApiKey::Produce,
@@ -130,6 +131,11 @@ pub fn supported_apis() -> [SupportedApi; 16] {
             "topics in name order, paged by cursor, at most 2000 partitions an answer; ISR is \
              every replica; no eligible leader replicas (ELR)",
         ),
+        at::<InitProducerIdRequest>(
+            ApiKey::InitProducerId,
+            "idempotent producers: a new producer id (epoch 0) from the node's block, unique in \
+             the cluster; a transactional id is refused with INVALID_REQUEST (no transactions)",
+        ),
     ]
 }
 
@@ -170,6 +176,7 @@ pub(crate) enum Body {
     DescribeLogDirs(DescribeLogDirsRequest),
     DeleteRecords(DeleteRecordsRequest),
     DescribeTopicPartitions(DescribeTopicPartitionsRequest),
+    InitProducerId(InitProducerIdRequest),
 }
 
 /// Decodes one request frame (without its size prefix): the API key and version are checked
@@ -251,6 +258,9 @@ pub(crate) fn decode(frame: Bytes) -> Result<Request, RequestError> {
         ApiKey::DescribeTopicPartitions => Body::DescribeTopicPartitions(
             DescribeTopicPartitionsRequest::decode(&mut buf, version).map_err(malformed)?,
         ),
+        ApiKey::InitProducerId => Body::InitProducerId(
+            InitProducerIdRequest::decode(&mut buf, version).map_err(malformed)?,
+        ),
         _ => return Err(RequestError::UnknownApi(api)),
     };
     Ok(Request::Known {
@@ -327,6 +337,7 @@ pub(crate) async fn dispatch(
         Body::DescribeTopicPartitions(r) => {
             answer(&describe::describe_topic_partitions(context, r))
         }
+        Body::InitProducerId(r) => answer(&producer_id::handle(context, r).await),
     }
 }
 

@@ -2,7 +2,7 @@
 //! (the only place that mapping is made).
 
 use kafka_protocol::ResponseError;
-use quipu_node::{FetchError, ProduceError};
+use quipu_node::{FetchError, ProduceError, SequenceError};
 use quipu_record::BatchError;
 
 /// A cause from `kafka-protocol` (whose codec returns `anyhow` errors).
@@ -74,6 +74,12 @@ pub(crate) fn produce_error(error: &ProduceError) -> ResponseError {
     match error {
         ProduceError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
         ProduceError::InvalidBatch(batch) => batch_error(batch),
+        ProduceError::ProducerFields { .. } => ResponseError::InvalidRecord,
+        ProduceError::Sequence { source, .. } => match source {
+            SequenceError::OutOfOrder { .. } => ResponseError::OutOfOrderSequenceNumber,
+            SequenceError::StaleEpoch { .. } => ResponseError::InvalidProducerEpoch,
+            SequenceError::UnknownProducer { .. } => ResponseError::UnknownProducerId,
+        },
         // The outcome is unknown: a retriable timeout, as Kafka reports one. A busy node (nothing
         // proposed) is the same to a producer: no answer in time, try again.
         ProduceError::Unavailable { .. } | ProduceError::Busy { .. } => {

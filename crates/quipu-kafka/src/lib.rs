@@ -28,6 +28,7 @@ mod leader_epoch;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod producer_id;
 mod server;
 
 pub use api::{SupportedApi, decode_request, supported_apis};

@@ -17,7 +17,7 @@ mod topic_config;
 
 pub use metadata::{
     ClusterLimits, Command, CommandError, Effect, Metadata, NodeInfo, PARTITIONS_PER_TOPIC_MAX,
-    PartitionAssignment, TopicInfo, valid_topic_name,
+    PRODUCER_ID_BLOCK_MAX, PartitionAssignment, TopicInfo, valid_topic_name,
 };
 pub use placement::{PlacementError, place};
 pub use topic_config::{

@@ -86,7 +86,16 @@ pub enum Command {
         /// The new settings.
         config: TopicConfig,
     },
+    /// Hands out the next `count` idempotent producer ids, as a block to one node (which gives
+    /// them to its producers one by one). Ids are never handed out twice.
+    AllocateProducerIds {
+        /// How many (1 to [`PRODUCER_ID_BLOCK_MAX`]).
+        count: u32,
+    },
 }
+
+/// Most producer ids one [`Command::AllocateProducerIds`] hands out.
+pub const PRODUCER_ID_BLOCK_MAX: u32 = 1_000_000;
 
 /// What one node must do after a command was applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +177,16 @@ pub enum CommandError {
         /// The limit.
         max: usize,
     },
+    /// A producer id block of zero ids, too many, or past the last id (`i64::MAX`).
+    #[error(
+        "cannot allocate {count} producer ids after {next} (1 to {PRODUCER_ID_BLOCK_MAX}, ids below 2^63)"
+    )]
+    ProducerIds {
+        /// Asked for.
+        count: u32,
+        /// The next free id.
+        next: u64,
+    },
 }
 
 /// Bounds on the cluster's size, checked when a command that adds topics or partitions is
@@ -202,6 +221,8 @@ pub struct Metadata {
     next_topic_id: u64,
     /// Next partition group id; 0 is the controller's.
     next_group: u64,
+    /// The next idempotent producer id not handed out yet.
+    next_producer_id: u64,
 }
 
 /// Whether `name` is a valid Kafka topic name: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.`
@@ -225,6 +246,11 @@ impl Metadata {
     /// The topics, by name.
     pub fn topics(&self) -> impl Iterator<Item = &TopicInfo> {
         self.topics.values()
+    }
+
+    /// The first producer id the next [`Command::AllocateProducerIds`] hands out.
+    pub fn next_producer_id(&self) -> u64 {
+        self.next_producer_id
     }
 
     /// One topic.
@@ -466,6 +492,20 @@ impl Metadata {
                     Vec::new()
                 })
             }
+            Command::AllocateProducerIds { count } => {
+                let next = self
+                    .next_producer_id
+                    .checked_add(u64::from(*count))
+                    .filter(|n| {
+                        *count >= 1 && *count <= PRODUCER_ID_BLOCK_MAX && *n <= i64::MAX as u64
+                    })
+                    .ok_or(CommandError::ProducerIds {
+                        count: *count,
+                        next: self.next_producer_id,
+                    })?;
+                self.next_producer_id = next;
+                Ok(Vec::new())
+            }
         }
     }
 
@@ -696,6 +736,33 @@ mod tests {
             }
         }
         assert_eq!(replicas.values().copied().collect::<Vec<_>>(), [4, 4, 4]);
+    }
+
+    #[test]
+    fn producer_id_blocks_never_overlap_and_stay_below_2_pow_63() {
+        let mut meta = Metadata::default();
+        let mut firsts = Vec::new();
+        for count in [1, 1000, 7] {
+            firsts.push(meta.next_producer_id());
+            meta.apply(&Command::AllocateProducerIds { count }, 1)
+                .unwrap();
+        }
+        assert_eq!(firsts, [0, 1, 1001]);
+        assert_eq!(meta.next_producer_id(), 1008);
+        for count in [0, PRODUCER_ID_BLOCK_MAX + 1] {
+            assert!(matches!(
+                meta.apply(&Command::AllocateProducerIds { count }, 1),
+                Err(CommandError::ProducerIds { .. })
+            ));
+        }
+        meta.next_producer_id = i64::MAX as u64 - 5;
+        assert!(
+            meta.apply(&Command::AllocateProducerIds { count: 6 }, 1)
+                .is_err()
+        );
+        meta.apply(&Command::AllocateProducerIds { count: 5 }, 1)
+            .unwrap();
+        assert_eq!(meta.next_producer_id(), i64::MAX as u64);
     }
 
     #[test]

@@ -54,7 +54,14 @@ pub struct NodeConfig {
     /// Most topics in the cluster and partition replicas per node, checked when this node, as
     /// controller leader, plans a create (set the same on every node).
     pub cluster_limits: quipu_meta::ClusterLimits,
+    /// Bounds on each partition's idempotent producer table: producers tracked per partition
+    /// (the least recently used go first past it) and how long an unused one is kept (ms).
+    pub producers: quipu_raft::producers::ProducerLimits,
 }
+
+/// Most producers a partition may be configured to track (its snapshots hold about 130 bytes
+/// per producer at most).
+pub const PRODUCERS_PER_PARTITION_LIMIT: usize = 100_000;
 
 impl NodeConfig {
     /// A node with default Raft timings, log settings and intervals.
@@ -75,6 +82,7 @@ impl NodeConfig {
             produce_bytes_in_flight_max: DEFAULT_PRODUCE_BYTES_IN_FLIGHT_MAX,
             disk_reserve_bytes: DEFAULT_DISK_RESERVE_BYTES,
             cluster_limits: quipu_meta::ClusterLimits::default(),
+            producers: quipu_raft::producers::ProducerLimits::default(),
         }
     }
 
@@ -162,6 +170,20 @@ impl NodeConfig {
                     allowed: format!("1 to {CLUSTER_LIMIT_MAX}"),
                 });
             }
+        }
+        if self.producers.max == 0 || self.producers.max > PRODUCERS_PER_PARTITION_LIMIT {
+            return Err(NodeConfigError::Invalid {
+                key: "producers.per_partition_max",
+                value: self.producers.max.to_string(),
+                allowed: format!("1 to {PRODUCERS_PER_PARTITION_LIMIT}"),
+            });
+        }
+        if self.producers.expiration_ms < 1 {
+            return Err(NodeConfigError::Invalid {
+                key: "producers.expiration_ms",
+                value: self.producers.expiration_ms.to_string(),
+                allowed: "1 to 9223372036854775807 ms".to_string(),
+            });
         }
         if self.retention_check_interval.is_zero() {
             return Err(NodeConfigError::Invalid {

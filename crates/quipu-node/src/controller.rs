@@ -51,6 +51,11 @@ pub enum ControllerRequest {
     },
     /// A node announces (or changes) its addresses.
     RegisterNode(NodeInfo),
+    /// Hand out the next `count` idempotent producer ids; the answer is the first of them.
+    AllocateProducerIds {
+        /// How many.
+        count: u32,
+    },
 }
 
 impl ControllerRequest {
@@ -121,6 +126,9 @@ impl ControllerRequest {
                 }
             }
             ControllerRequest::RegisterNode(info) => Command::RegisterNode(info.clone()),
+            ControllerRequest::AllocateProducerIds { count } => {
+                Command::AllocateProducerIds { count: *count }
+            }
         })
     }
 }
@@ -247,7 +255,11 @@ impl ControllerHandle {
     }
 
     /// Plans `request` on this node's metadata and proposes it, if this node leads the controller.
-    pub async fn handle(&self, request: &ControllerRequest) -> Result<(), ControllerError> {
+    /// Returns the first id of the block, for [`ControllerRequest::AllocateProducerIds`].
+    pub async fn handle(
+        &self,
+        request: &ControllerRequest,
+    ) -> Result<Option<u64>, ControllerError> {
         let leader = self.leader();
         if leader != Some(self.node_id) {
             return Err(ControllerError::NotLeader { leader });
@@ -277,8 +289,9 @@ impl ControllerHandle {
         self.propose(&command).await
     }
 
-    /// Proposes `command` to the controller group and waits until it is applied.
-    pub async fn propose(&self, command: &Command) -> Result<(), ControllerError> {
+    /// Proposes `command` to the controller group and waits until it is applied; returns the
+    /// first id of the block a [`Command::AllocateProducerIds`] handed out.
+    pub async fn propose(&self, command: &Command) -> Result<Option<u64>, ControllerError> {
         let leader = self.leader();
         if leader != Some(self.node_id) {
             return Err(ControllerError::NotLeader { leader });
@@ -291,7 +304,7 @@ impl ControllerHandle {
             .await
         {
             Ok(response) => match response.data.error {
-                None => Ok(()),
+                None => Ok(response.data.allocated),
                 Some(reason) => Err(ControllerError::Refused(reason)),
             },
             Err(openraft::error::RaftError::APIError(

@@ -94,6 +94,24 @@ pub enum ProduceError {
     /// The batch is not one valid RecordBatch v2 (nothing was proposed).
     #[error("invalid record batch")]
     InvalidBatch(#[source] quipu_record::BatchError),
+    /// An idempotent producer's batch breaks the sequence rules (nothing was proposed).
+    #[error("partition {group}: the batch breaks its producer's sequence rules")]
+    Sequence {
+        /// The partition.
+        group: GroupId,
+        /// Which rule.
+        #[source]
+        source: quipu_raft::producers::SequenceError,
+    },
+    /// A batch names a producer with impossible fields (nothing was proposed).
+    #[error("partition {group}: invalid producer fields")]
+    ProducerFields {
+        /// The partition.
+        group: GroupId,
+        /// What is wrong.
+        #[source]
+        source: quipu_raft::producers::ProducerFieldsError,
+    },
     /// A DeleteRecords offset beyond the high watermark (nothing was proposed).
     #[error("partition {group}: offset {offset:?} is beyond the high watermark {high_watermark:?}")]
     BeyondHighWatermark {
@@ -152,6 +170,9 @@ pub enum ProposalError {
     /// The batch was applied without an offset (a bug).
     #[error("the batch was applied without an offset")]
     NoOffset,
+    /// A retried idempotent batch matched one proposed earlier, which was not applied in time.
+    #[error("the batch this one retries was not applied in time")]
+    DuplicateNotApplied,
 }
 
 /// A fetch failed.

@@ -31,12 +31,13 @@ mod replicas;
 mod resources;
 mod retention;
 mod routing;
+mod sequencer;
 mod transport;
 
 pub use config::{
     CLUSTER_LIMIT_MAX, DEFAULT_DISK_RESERVE_BYTES, DEFAULT_PRODUCE_BYTES_IN_FLIGHT_MAX,
     DEFAULT_RETENTION_CHECK_INTERVAL, DEFAULT_TIMESTAMP_AFTER_MAX_MS, ENTRY_BYTES_LIMIT,
-    NodeConfig, NodeConfigError, PRODUCE_BYTES_IN_FLIGHT_LIMIT,
+    NodeConfig, NodeConfigError, PRODUCE_BYTES_IN_FLIGHT_LIMIT, PRODUCERS_PER_PARTITION_LIMIT,
 };
 pub use controller::{CONTROLLER_PATIENCE, ControllerError, ControllerRequest};
 pub use disk::{DISK_CHECK_INTERVAL, DiskGuard, DiskLow, free_bytes, total_bytes};
@@ -48,4 +49,6 @@ pub use limits::{
 };
 pub use node::{Node, NodeHandle};
 pub use partition::Partition;
+pub use quipu_raft::producers::{ProducerFieldsError, ProducerLimits, SequenceError};
 pub use resources::{Exhausted, Resource, check_room_for_replica, raise_open_file_limit};
+pub use routing::PRODUCER_ID_BLOCK;

@@ -127,6 +127,8 @@ impl Drop for ConnectionPermit {
 pub(crate) struct Admission {
     pub(crate) disk: crate::disk::DiskGuard,
     pub(crate) budget: ProduceBudget,
+    /// Bounds on each partition's idempotent producer table.
+    pub(crate) producers: quipu_raft::producers::ProducerLimits,
 }
 
 /// How long a produce waits for room in the [`ProduceBudget`] before it is refused as busy.

@@ -66,6 +66,8 @@ pub(crate) struct Inner {
     /// This node's incarnation, as its node heartbeats carry it: new at every start and after a
     /// replica is reopened, so peers wake the quiet groups they share with this node.
     pub(crate) incarnation: Arc<std::sync::atomic::AtomicU64>,
+    /// The rest of the block of producer ids the controller handed this node.
+    pub(crate) producer_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
 }
 
 /// A running node: its transport server, the controller group and the partitions it hosts. Its
@@ -152,6 +154,7 @@ impl Node {
         let admission = Arc::new(crate::limits::Admission {
             disk: crate::disk::DiskGuard::new(config.data_dir.clone(), config.disk_reserve_bytes),
             budget: crate::limits::ProduceBudget::new(config.produce_bytes_in_flight_max),
+            producers: config.producers,
         });
         let inner = Arc::new(Inner {
             config,
@@ -169,6 +172,7 @@ impl Node {
             replica_changes: tokio::sync::Mutex::new(()),
             reopening: std::sync::Mutex::default(),
             incarnation: Arc::new(std::sync::atomic::AtomicU64::new(incarnation())),
+            producer_ids: tokio::sync::Mutex::new(0..0),
         });
         let tasks = vec![
             tokio::spawn(carry_out_effects(Arc::clone(&inner), effects)),
@@ -435,7 +439,15 @@ impl NodeHandle {
         &self,
         request: ControllerRequest,
     ) -> Result<(), ControllerError> {
-        request_controller(&self.inner, &request).await
+        request_controller(&self.inner, &request).await.map(|_| ())
+    }
+
+    /// A new idempotent producer id, never handed out before in this cluster (Kafka's
+    /// InitProducerId without a transactional id); its epoch is 0. Taken from a block of
+    /// [`crate::routing::PRODUCER_ID_BLOCK`] ids the controller hands this node; the ids left in
+    /// a block when the node stops are never used.
+    pub async fn init_producer_id(&self) -> Result<i64, ControllerError> {
+        crate::routing::next_producer_id(&self.inner).await
     }
 
     /// Checks `request` as the controller leader would plan it, against this node's view of the

@@ -6,13 +6,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use openraft::error::ClientWriteError;
 use openraft::{BasicNode, Raft};
-use quipu_raft::shared::{PartitionShared, SnapshotTarget};
+use quipu_raft::producers::{ProducerBatch, SequenceCheck};
+use quipu_raft::shared::{PartitionShared, ProducerSettings, SnapshotTarget};
 use quipu_raft::{LogStore, NodeId, PartitionStateMachine, Request, TypeConfig};
 use quipu_storage::{Entry, Log, LogConfig, Offset};
 
 use crate::limits::{Admission, PRODUCE_ROOM_WAIT, ProduceRoom};
 use crate::network::{GroupNetwork, Peers};
 use crate::quiesce::QuietCell;
+use crate::sequencer::{Checked, DUPLICATE_WAIT, Sequencer, TERM_APPLIED_WAIT};
 use crate::{FetchError, GroupId, NodeError, ProduceError, ProposalError, RetentionError};
 
 /// Uncompressed batches up to this size are validated on the calling task; larger or compressed
@@ -78,6 +80,8 @@ pub struct Partition {
     /// Set when a read found damaged bytes in the log: the replica is reopened with its whole
     /// log verified again (`replicas::run_reopen_stopped`), which sets it aside to be rebuilt.
     damaged: std::sync::atomic::AtomicBool,
+    /// Checks idempotent producers' batches before they are proposed.
+    sequencer: Sequencer,
 }
 
 impl std::fmt::Debug for Partition {
@@ -102,7 +106,10 @@ impl Partition {
     ) -> Result<Partition, NodeError> {
         let batch_bytes_max = usize::try_from(log_config.entry_bytes_max).unwrap_or(usize::MAX);
         let decompressed_bytes_max = log_config.decompressed_bytes_max;
-        let shared = Arc::new(PartitionShared::default());
+        let shared = Arc::new(PartitionShared::new(ProducerSettings {
+            limits: admission.producers,
+            clock: Some(Arc::clone(&log_config.clock)),
+        }));
         let (log, store) = open_log_store(group, dir, log_config, Arc::clone(&shared)).await?;
         let raft_error = |source: crate::error::BoxError| NodeError::Raft { group, source };
         let state_machine = PartitionStateMachine::open(dir.to_path_buf(), Arc::clone(&shared))
@@ -160,6 +167,7 @@ impl Partition {
             draining: std::sync::atomic::AtomicBool::new(false),
             retention: tokio::sync::Mutex::new(()),
             damaged: std::sync::atomic::AtomicBool::new(false),
+            sequencer: Sequencer::default(),
         })
     }
 
@@ -347,7 +355,7 @@ impl Partition {
     /// replicas has it durably (Kafka's `acks=all`). The batch is validated before anything is
     /// proposed.
     pub async fn produce(&self, batch: Bytes) -> Result<Offset, ProduceError> {
-        self.propose(batch).await?.committed().await
+        Ok(self.produce_stamped(batch, false).await?.0)
     }
 
     /// The first offset this replica serves: records below it were removed by retention (here
@@ -554,8 +562,23 @@ impl Partition {
     /// Hands a batch to Raft on the leader: this replica leads, the data disk has its reserve
     /// free, the batch takes its room in the node's produce budget (waiting for it at most [`PRODUCE_ROOM_WAIT`]) and is valid. The
     /// cheap checks come first; validation may decompress the whole batch, within the room.
-    async fn propose(&self, batch: Bytes) -> Result<Proposal, ProduceError> {
+    ///
+    /// A batch that names an idempotent producer is checked against the producer table first
+    /// (`crate::sequencer`): out of sequence it is refused, and a retry of a batch already
+    /// proposed is not proposed again ([`Proposed::Duplicate`]).
+    async fn propose(&self, batch: Bytes) -> Result<Proposed, ProduceError> {
         self.require_writable_leader()?;
+        let producer = match quipu_record::BatchHeader::parse(&batch) {
+            Ok(header) => {
+                ProducerBatch::of(&header).map_err(|source| ProduceError::ProducerFields {
+                    group: self.group,
+                    source,
+                })?
+            }
+            // Validation says what is wrong with it.
+            Err(_) => None,
+        };
+        let _arriving = producer.map(|p| self.sequencer.arrive(p.producer_id));
         self.admission.disk.check().map_err(ProduceError::DiskLow)?;
         let budget = &self.admission.budget;
         let room = budget
@@ -564,6 +587,14 @@ impl Partition {
             .ok_or(ProduceError::Busy { max: budget.max() })?;
         self.validate(&batch).await?;
         let (batch, log_append_time) = self.stamp(batch)?;
+        let sequenced = match &producer {
+            None => None,
+            Some(producer) => match self.check_sequence(producer).await? {
+                Checked::Append(sequenced) => Some(sequenced),
+                Checked::Duplicate => return Ok(Proposed::Duplicate(*producer)),
+                Checked::NotLeading => return Err(self.not_leader()),
+            },
+        };
         let (token, appended) = self.shared.register_local_ack(self.node_id);
         let mut proposal = Proposal {
             group: self.group,
@@ -582,7 +613,83 @@ impl Partition {
             })
             .await
             .map_err(|e| proposal.unavailable(ProposalError::Raft(Box::new(e))))?;
-        Ok(proposal)
+        if let (Some(sequenced), Some(producer)) = (sequenced, &producer) {
+            sequenced.proposed(producer, &self.shared);
+        }
+        Ok(Proposed::Batch(proposal))
+    }
+
+    /// Checks an idempotent producer's batch as the leader of the current term, once every
+    /// entry of earlier terms is applied here (at most [`TERM_APPLIED_WAIT`]).
+    async fn check_sequence(&self, producer: &ProducerBatch) -> Result<Checked<'_>, ProduceError> {
+        let me = self.node_id;
+        let metrics = self
+            .raft
+            .wait(Some(TERM_APPLIED_WAIT))
+            .metrics(
+                |m| {
+                    m.current_leader != Some(me)
+                        || m.last_applied
+                            .is_some_and(|l| l.leader_id.term == m.current_term)
+                },
+                "the entries of earlier terms are applied",
+            )
+            .await
+            .map_err(|e| ProduceError::Unavailable {
+                group: self.group,
+                source: ProposalError::Raft(Box::new(e)),
+            })?;
+        if metrics.current_leader != Some(me) {
+            return Err(self.not_leader());
+        }
+        let term = metrics.current_term;
+        let still_leads = || {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.current_leader == Some(me) && m.current_term == term
+        };
+        self.sequencer
+            .check(producer, term, &self.shared, still_leads)
+            .await
+            .map_err(|source| ProduceError::Sequence {
+                group: self.group,
+                source,
+            })
+    }
+
+    /// "Not the leader", naming the leader this replica knows of.
+    fn not_leader(&self) -> ProduceError {
+        let leader = self.leader().filter(|l| *l != self.node_id);
+        ProduceError::NotLeader {
+            group: self.group,
+            leader,
+            leader_addr: leader.and_then(|id| crate::groups::member_addr(&self.raft, id)),
+        }
+    }
+
+    /// The offset of the batch `producer` retried, once it is applied here (so committed), while
+    /// this replica leads; at most [`DUPLICATE_WAIT`].
+    async fn duplicate_offset(&self, producer: &ProducerBatch) -> Result<Offset, ProduceError> {
+        let mut applied = self.shared.watch_high_watermark();
+        let deadline = tokio::time::Instant::now() + DUPLICATE_WAIT;
+        loop {
+            if let Ok(SequenceCheck::Duplicate {
+                base_offset: Some(offset),
+            }) = self.shared.with_producers(|table| table.check(producer))
+            {
+                return Ok(Offset(offset));
+            }
+            self.require_writable_leader()?;
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    return Err(ProduceError::Unavailable {
+                        group: self.group,
+                        source: ProposalError::DuplicateNotApplied,
+                    });
+                }
+            }
+        }
     }
 
     /// Under `message.timestamp.type=LogAppendTime`, the batch stamped with the log's clock now
@@ -601,12 +708,20 @@ impl Partition {
     /// [`Partition::produce_leader_ack`] (acks=1, `leader_only`) does, and also says the log
     /// append time the leader stamped it with, under `message.timestamp.type=LogAppendTime`
     /// (Kafka's produce answer carries it).
+    ///
+    /// A retry of an idempotent producer's batch that is already in the log gets that batch's
+    /// offset once it is committed, and no log append time.
     pub async fn produce_stamped(
         &self,
         batch: Bytes,
         leader_only: bool,
     ) -> Result<(Offset, Option<i64>), ProduceError> {
-        let proposal = self.propose(batch).await?;
+        let proposal = match self.propose(batch).await? {
+            Proposed::Batch(proposal) => proposal,
+            Proposed::Duplicate(producer) => {
+                return Ok((self.duplicate_offset(&producer).await?, None));
+            }
+        };
         let stamp = proposal.log_append_time;
         let offset = if leader_only {
             proposal.appended().await?
@@ -621,7 +736,7 @@ impl Partition {
     /// loses its leadership before that, the batch may or may not be committed later: the error
     /// says so.
     pub async fn produce_leader_ack(&self, batch: Bytes) -> Result<Offset, ProduceError> {
-        self.propose(batch).await?.appended().await
+        Ok(self.produce_stamped(batch, true).await?.0)
     }
 
     /// Appends one record batch without waiting for anything (Kafka's `acks=0`): the batch is
@@ -936,6 +1051,14 @@ async fn break_split_votes(
             }
         }
     }
+}
+
+/// What became of a batch on its way to Raft.
+enum Proposed {
+    /// Handed to Raft.
+    Batch(Proposal),
+    /// A retry of an idempotent producer's batch handed to Raft already: not proposed again.
+    Duplicate(ProducerBatch),
 }
 
 /// A batch handed to Raft on the leader, with its room in the node's produce budget and the

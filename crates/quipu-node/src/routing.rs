@@ -44,13 +44,37 @@ pub(crate) async fn register_self(inner: Arc<Inner>) {
     }
 }
 
+/// Producer ids a node asks the controller for at once (as Kafka's brokers do).
+pub const PRODUCER_ID_BLOCK: u32 = 1000;
+
+/// The next producer id of this node's block, asking the controller for a new block when it is
+/// used up.
+pub(crate) async fn next_producer_id(inner: &Inner) -> Result<i64, ControllerError> {
+    let mut block = inner.producer_ids.lock().await;
+    if block.is_empty() {
+        let request = ControllerRequest::AllocateProducerIds {
+            count: PRODUCER_ID_BLOCK,
+        };
+        let first = request_controller(inner, &request).await?.ok_or_else(|| {
+            ControllerError::Unavailable("the controller answered without producer ids".into())
+        })?;
+        *block = first..first.saturating_add(u64::from(PRODUCER_ID_BLOCK));
+    }
+    let id = block.next().unwrap_or(u64::MAX);
+    i64::try_from(id).map_err(|_| {
+        ControllerError::Unavailable(format!("producer id {id} is past the last one (2^63 - 1)"))
+    })
+}
+
 /// How often a node checks that the controller knows its addresses.
 const REGISTER_INTERVAL: Duration = Duration::from_millis(250);
 
+/// Carries out `request` on the controller leader (here, or forwarded); returns the first id of
+/// the block for [`ControllerRequest::AllocateProducerIds`].
 pub(crate) async fn request_controller(
     inner: &Inner,
     request: &ControllerRequest,
-) -> Result<(), ControllerError> {
+) -> Result<Option<u64>, ControllerError> {
     let deadline = tokio::time::Instant::now() + CONTROLLER_PATIENCE;
     let mut backoff = Duration::from_millis(20);
     loop {
@@ -77,7 +101,7 @@ async fn forward_to_controller(
     inner: &Inner,
     leader: NodeId,
     request: &ControllerRequest,
-) -> Result<(), ControllerError> {
+) -> Result<Option<u64>, ControllerError> {
     let not_leader = ControllerError::NotLeader {
         leader: Some(leader),
     };
@@ -97,7 +121,7 @@ async fn forward_to_controller(
     let mut client = quipu_proto::v1::raft_transport_client::RaftTransportClient::new(channel);
     match tokio::time::timeout(CONTROLLER_PATIENCE, client.controller(call)).await {
         Ok(Ok(reply)) => {
-            postcard::from_bytes::<Result<(), ControllerError>>(&reply.into_inner().result)
+            postcard::from_bytes::<Result<Option<u64>, ControllerError>>(&reply.into_inner().result)
                 .map_err(|e| {
                     ControllerError::Unavailable(format!("undecodable controller reply: {e}"))
                 })?

@@ -177,8 +177,17 @@ impl RaftStateMachine<TypeConfig> for ControllerStateMachine {
                                 Vec::new(),
                             ),
                             Ok(command) => {
+                                let allocated =
+                                    matches!(command, Command::AllocateProducerIds { .. })
+                                        .then(|| state.applied.metadata.next_producer_id());
                                 match state.applied.metadata.apply(&command, self.local_node) {
-                                    Ok(effects) => (Response::default(), effects),
+                                    Ok(effects) => (
+                                        Response {
+                                            allocated,
+                                            ..Response::default()
+                                        },
+                                        effects,
+                                    ),
                                     Err(e) => (
                                         Response {
                                             error: Some(e.to_string()),

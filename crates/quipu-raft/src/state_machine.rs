@@ -435,7 +435,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                     }
                     Response {
                         base_offset: Some(base),
-                        error: None,
+                        ..Response::default()
                     }
                 }
                 EntryPayload::Normal(Request::DeleteRecords { before }) => {
@@ -443,7 +443,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                     self.shared.set_high_watermark(state.applied.high_watermark);
                     Response {
                         base_offset: Some(self.shared.delete_records_before(before)),
-                        error: None,
+                        ..Response::default()
                     }
                 }
                 EntryPayload::Membership(membership) => {

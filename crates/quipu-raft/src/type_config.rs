@@ -39,6 +39,10 @@ pub struct Response {
     /// For [`Request::Metadata`], why the controller refused the command (nothing changed).
     #[serde(default)]
     pub error: Option<String>,
+    /// For a [`Request::Metadata`] command that allocates producer ids, the first id of the
+    /// block.
+    #[serde(default)]
+    pub allocated: Option<u64>,
 }
 
 openraft::declare_raft_types!(

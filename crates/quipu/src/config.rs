@@ -102,6 +102,14 @@ struct LimitsFile {
     disk_reserve_bytes: Option<u64>,
 }
 
+/// The `[producers]` table: what each partition keeps of its idempotent producers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProducersFile {
+    per_partition_max: Option<usize>,
+    expiration_ms: Option<i64>,
+}
+
 /// The `[raft]` table.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,6 +142,8 @@ struct File {
     raft: RaftFile,
     #[serde(default)]
     limits: LimitsFile,
+    #[serde(default)]
+    producers: ProducersFile,
 }
 
 /// The resolved settings of a server.
@@ -159,6 +169,7 @@ pub struct Settings {
     produce_bytes_in_flight_max: u64,
     disk_reserve_bytes: u64,
     cluster_limits: quipu_meta::ClusterLimits,
+    producers: quipu_node::ProducerLimits,
     raft: openraft_config::Timings,
 }
 
@@ -469,6 +480,25 @@ impl Settings {
                 quipu_node::CLUSTER_LIMIT_MAX,
             )?,
         };
+        let producer_defaults = quipu_node::ProducerLimits::default();
+        let producers = quipu_node::ProducerLimits {
+            max: bounded(
+                "producers.per_partition_max",
+                file.producers.per_partition_max,
+                producer_defaults.max,
+                quipu_node::PRODUCERS_PER_PARTITION_LIMIT,
+            )?,
+            expiration_ms: match file.producers.expiration_ms {
+                Some(ms) if ms < 1 => {
+                    bail!(
+                        "producers.expiration_ms = {ms} is out of range: 1 to {} ms",
+                        i64::MAX
+                    )
+                }
+                Some(ms) => ms,
+                None => producer_defaults.expiration_ms,
+            },
+        };
         let log_append_time = match file.log.message_timestamp_type.as_deref() {
             None => false,
             Some(text) => {
@@ -512,6 +542,7 @@ impl Settings {
                 .disk_reserve_bytes
                 .unwrap_or(quipu_node::DEFAULT_DISK_RESERVE_BYTES),
             cluster_limits,
+            producers,
             raft,
         })
     }
@@ -547,6 +578,7 @@ impl Settings {
             produce_bytes_in_flight_max: self.produce_bytes_in_flight_max,
             disk_reserve_bytes: self.disk_reserve_bytes,
             cluster_limits: self.cluster_limits,
+            producers: self.producers,
             ..NodeConfig::new(self.node_id, self.data_dir.clone(), self.listen_addr)
         }
     }
@@ -655,6 +687,35 @@ mod tests {
 
     #[test]
     fn the_produce_budget_holds_at_least_one_batch() {
+        let settings =
+            resolve_file("[producers]\nper_partition_max = 50\nexpiration_ms = 60000\n").unwrap();
+        assert_eq!(
+            settings.producers,
+            quipu_node::ProducerLimits {
+                max: 50,
+                expiration_ms: 60_000
+            }
+        );
+        for (text, key) in [
+            (
+                "[producers]\nper_partition_max = 0\n",
+                "producers.per_partition_max",
+            ),
+            (
+                "[producers]\nper_partition_max = 100001\n",
+                "producers.per_partition_max",
+            ),
+            (
+                "[producers]\nexpiration_ms = 0\n",
+                "producers.expiration_ms",
+            ),
+        ] {
+            let message = resolve_file(text).unwrap_err().to_string();
+            assert!(
+                message.contains(key) && message.contains("range"),
+                "{message}"
+            );
+        }
         let settings = resolve_file("[limits]\nproduce_bytes_in_flight_max = 16777216\n").unwrap();
         assert_eq!(settings.produce_bytes_in_flight_max, 16_777_216);
         for text in [

@@ -1,0 +1,34 @@
+//! InitProducerId: a new idempotent producer id from this node's block (`NodeHandle::
+//! init_producer_id`), epoch 0. Transactions are not implemented: a request with a
+//! transactional id is refused. As Kafka does for a producer without a transactional id, a
+//! request that names its current producer id and epoch (KIP-360, v3+) gets a new id too.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+
+use crate::server::Context;
+
+pub(crate) async fn handle(
+    context: &Context,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let refused = |error: ResponseError| {
+        InitProducerIdResponse::default()
+            .with_error_code(error.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
+    if request.transactional_id.is_some_and(|id| !id.0.is_empty()) {
+        return refused(ResponseError::InvalidRequest);
+    }
+    match context.node.init_producer_id().await {
+        Ok(id) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
+        Err(e) => {
+            tracing::warn!(error = %e, "no producer id for a kafka client");
+            // Retriable: the client asks again (the controller may be electing a leader).
+            refused(ResponseError::CoordinatorNotAvailable)
+        }
+    }
+}
