@@ -2,6 +2,8 @@
 //! three-node cluster, each in `tests/clients/python_client.py`: 10,000 keyed records with a
 //! header per compression codec, produced with acks=all and read back byte for byte at the
 //! partitions and offsets acknowledged; earliest and latest offsets; an offset by timestamp.
+//! The producers are idempotent (`enable.idempotence`): each record is stored once, in a batch
+//! that carries its producer id.
 //! Keys land on the partitions Quipu's own murmur2 partitioner picks.
 #![allow(clippy::unwrap_used)] // tests unwrap
 
@@ -42,6 +44,16 @@ async fn client(name: &str) {
         summary["timestamp_offset"], 1,
         "{name}: the record after the mark"
     );
+    // The producers were idempotent (InitProducerId, sequence numbers), and each record is
+    // stored once.
+    for codec in ["none", "zstd"] {
+        let stored = read_back(&cluster, &format!("{prefix}-{codec}")).await;
+        assert_eq!(stored.len(), 10_000, "{name} {codec}: records stored");
+        assert!(
+            stored.iter().all(|r| r.producer_id >= 0),
+            "{name} {codec}: a batch without a producer id"
+        );
+    }
     cluster.stop().await;
 }
 

@@ -1,5 +1,5 @@
 //! kafkajs (npm) against a three-node cluster: 10,000 keyed records with a header per built-in
-//! codec (none, gzip) in sends of 100, acks=all; the records read back from the cluster byte for
+//! codec (none, gzip) in sends of 100, acks=all, from an idempotent producer; the records read back from the cluster byte for
 //! byte at the offsets acknowledged; earliest and latest offsets and an offset by timestamp
 //! through its admin client. (kafkajs consumes only through consumer groups: issue 11.)
 #![allow(clippy::unwrap_used)] // tests unwrap
@@ -46,6 +46,10 @@ async fn kafkajs_produces_and_lists_offsets() {
     for codec in ["none", "gzip"] {
         let stored = read_back(&cluster, &format!("kafkajs-{codec}")).await;
         assert_eq!(stored.len(), COUNT, "{codec}");
+        assert!(
+            stored.iter().all(|r| r.producer_id >= 0),
+            "{codec}: the idempotent producer's batches carry its producer id"
+        );
         let mut per_partition: HashMap<u32, u64> = HashMap::new();
         for record in &stored {
             let key = String::from_utf8(record.key.clone().unwrap()).unwrap();

@@ -1,6 +1,8 @@
 //! A leader dies while confluent-kafka produces with acks=all: the client finds the new leader
 //! through Metadata and goes on, and every acknowledged record is stored exactly once, at the
-//! offset acknowledged, in the order acknowledged.
+//! offset acknowledged, in the order acknowledged. Without idempotence some records may fail
+//! (their outcome unknown, never retried); with it (`enable.idempotence`, retries on) none may:
+//! every record is acknowledged and stored once, in the order produced.
 #![allow(clippy::unwrap_used)] // tests unwrap
 
 mod common;
@@ -15,6 +17,15 @@ const COUNT: usize = 3000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_goes_on_through_a_leader_failover() {
+    failover(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_producer_loses_and_duplicates_nothing_through_a_leader_crash() {
+    failover(true).await;
+}
+
+async fn failover(idempotent: bool) {
     let python = python();
     let script = client_script("failover_producer.py");
     let mut cluster = Cluster::start(KafkaConfig::default()).await;
@@ -26,6 +37,7 @@ async fn a_producer_goes_on_through_a_leader_failover() {
             &cluster.bootstrap(),
             "failover",
             &COUNT.to_string(),
+            if idempotent { "idempotent" } else { "plain" },
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -47,7 +59,9 @@ async fn a_producer_goes_on_through_a_leader_failover() {
                 _ => failed += 1,
             }
             if killed_after.is_none() && acked.len() >= 300 {
-                // Stop the leader's node as a crash would: no handoff, logs not closed.
+                // Stop the leader's node: as a crash would (no handoff, logs not closed) for the
+                // idempotent producer, whose in-flight requests then have unknown outcomes and
+                // are retried; gracefully for the other, which cannot retry.
                 let leader = cluster
                     .nodes
                     .iter()
@@ -58,7 +72,11 @@ async fn a_producer_goes_on_through_a_leader_failover() {
                         })
                     })
                     .unwrap();
-                cluster.nodes[leader].stop().await;
+                if idempotent {
+                    cluster.nodes[leader].crash().await;
+                } else {
+                    cluster.nodes[leader].stop().await;
+                }
                 killed_after = Some(acked.len());
             }
         }
@@ -92,8 +110,25 @@ async fn a_producer_goes_on_through_a_leader_failover() {
             [*offset],
             "v-{i} acknowledged at {offset}, stored at {offsets:?}"
         );
-        assert!(last < Some(*offset), "acknowledged in offset order");
-        last = Some(*offset);
+        assert!(
+            last.is_none_or(|(last_i, last_offset)| last_i < *i && last_offset < *offset),
+            "v-{i} acknowledged at {offset}, after {last:?}: acknowledgements out of order"
+        );
+        last = Some((*i, *offset));
+    }
+    if idempotent {
+        assert_eq!(
+            failed, 0,
+            "an idempotent producer's records all get through"
+        );
+        assert_eq!(acked.len(), COUNT);
+        assert_eq!(stored.len(), COUNT, "nothing stored twice");
+        let mut in_order = acked.clone();
+        in_order.sort_unstable();
+        assert!(
+            in_order.windows(2).all(|w| w[0].1 < w[1].1),
+            "stored in the order produced"
+        );
     }
     eprintln!(
         "{} acknowledged ({killed_after} before the failover), {failed} failed, {} stored",

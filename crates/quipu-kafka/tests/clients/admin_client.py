@@ -181,8 +181,7 @@ def kafka_python():
     # a consumer then finds is 3; beyond the high watermark is refused.
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.errors import OffsetOutOfRangeError
-    # Idempotent producers are issue 12 (InitProducerId is not offered yet).
-    producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", enable_idempotence=False)
+    producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
     for i in range(5):
         producer.send(TOPIC, value=b"r%d" % i, partition=0).get(timeout=30)
     producer.close()

@@ -1,12 +1,14 @@
 """A confluent-kafka producer that keeps producing through a leader failover, driven by
 crates/quipu-kafka/tests/t40_failover.rs.
 
-usage: failover_producer.py BOOTSTRAP TOPIC COUNT
+usage: failover_producer.py BOOTSTRAP TOPIC COUNT [idempotent]
 
 Produces COUNT values "v-<i>" to partition 0 of TOPIC with acks=all, a few ms apart, and prints
-"ack <i> <offset>" or "fail <i> <error>" per record as its delivery report arrives. Retries are
-off: a produce whose outcome is unknown is reported failed, never resent, so a record can be
-stored once at most (idempotent producers, which make retries safe, are another issue).
+"ack <i> <offset>" or "fail <i> <error>" per record as its delivery report arrives. Without
+"idempotent", retries are off: a produce whose outcome is unknown is reported failed, never
+resent, so a record can be stored once at most. With it, the producer is idempotent
+(enable.idempotence: up to five requests in flight, retried until acknowledged within 60 s) and
+the broker must store each record exactly once, in order.
 """
 
 import sys
@@ -15,11 +17,18 @@ import time
 from confluent_kafka import Producer
 
 bootstrap, topic, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-producer = Producer({
-    "bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": False,
-    "message.send.max.retries": 0, "linger.ms": 0, "message.timeout.ms": 10000,
+idempotent = sys.argv[4:] == ["idempotent"]
+settings = {
+    "bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0,
     "topic.metadata.refresh.interval.ms": 1000,
-})
+}
+if idempotent:
+    settings.update({"enable.idempotence": True, "message.timeout.ms": 60000})
+else:
+    settings.update({
+        "enable.idempotence": False, "message.send.max.retries": 0, "message.timeout.ms": 10000,
+    })
+producer = Producer(settings)
 
 
 def report(err, msg):

@@ -14,7 +14,7 @@ const count = Number(countText)
 const kafka = new Kafka({ clientId: 'quipu-test', brokers: bootstrap.split(','), logLevel: logLevel.WARN })
 
 async function main () {
-  const producer = kafka.producer({ allowAutoTopicCreation: true })
+  const producer = kafka.producer({ allowAutoTopicCreation: true, idempotent: true })
   const admin = kafka.admin()
   await producer.connect()
   await admin.connect()

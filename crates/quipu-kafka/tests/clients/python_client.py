@@ -57,7 +57,7 @@ def confluent():
         topic = f"{PREFIX}-{codec}"
         producer = Producer({
             "bootstrap.servers": BOOTSTRAP, "acks": "all", "compression.type": codec,
-            "enable.idempotence": False, "partitioner": "murmur2_random", "linger.ms": 5,
+            "enable.idempotence": True, "partitioner": "murmur2_random", "linger.ms": 5,
         })
         delivered = {}
 
@@ -119,7 +119,7 @@ def kafka_python():
     for codec in CODECS:
         topic = f"{PREFIX}-{codec}"
         producer = KafkaProducer(
-            bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5, enable_idempotence=False,
+            bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5, enable_idempotence=True,
             compression_type=None if codec == "none" else codec,
         )
         futures = [(key, producer.send(topic, key=key, value=value, headers=headers)) for key, value, headers in records()]
@@ -149,7 +149,7 @@ def kafka_python():
         consumer.close()
         partitions_of.update({k.decode(): p for k, (p, _) in delivered.items()})
     topic = f"{PREFIX}-time"
-    producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", enable_idempotence=False)
+    producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
     producer.send(topic, value=b"early", partition=0).get(DEADLINE_S)
     mark = int(time.time() * 1000) + 1
     time.sleep(0.01)
@@ -170,7 +170,7 @@ def aiokafka_client():
         for codec in CODECS:
             topic = f"{PREFIX}-{codec}"
             producer = AIOKafkaProducer(
-                bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5,
+                bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5, enable_idempotence=True,
                 compression_type=None if codec == "none" else codec,
             )
             await producer.start()

@@ -21,16 +21,28 @@ pub struct KafkaNode {
 }
 
 impl KafkaNode {
-    /// Stops the listener and the node (as a crash would leave the data: not closed).
+    /// Stops the listener and the node gracefully (leaderships handed over, logs closed).
     pub async fn stop(&mut self) {
+        self.stop_listener().await;
+        if let Some(node) = self.node.take() {
+            node.stop().await;
+        }
+    }
+
+    /// Stops the listener and the node as a crash would: no handover, logs not closed.
+    pub async fn crash(&mut self) {
+        self.stop_listener().await;
+        if let Some(node) = self.node.take() {
+            node.stop_unclean().await;
+        }
+    }
+
+    async fn stop_listener(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(listener) = self.listener.take() {
             let _ = listener.await;
-        }
-        if let Some(node) = self.node.take() {
-            node.stop().await;
         }
     }
 }
@@ -224,6 +236,8 @@ pub struct Stored {
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// The producer id of its batch (-1: not an idempotent producer's).
+    pub producer_id: i64,
 }
 
 /// Every committed record of `topic`, read from each partition's leader in this process.
@@ -261,6 +275,7 @@ pub async fn read_back(cluster: &Cluster, topic: &str) -> Vec<Stored> {
                             .into_iter()
                             .map(|h| (h.key, h.value.map(|v| v.to_vec())))
                             .collect(),
+                        producer_id: header.producer_id,
                     });
                 }
                 offset = entry.next_offset();
