@@ -10,8 +10,10 @@
 //!
 //! Retries: a call refused before anything happened (not leader, no leader yet, not enough
 //! replicas, a node that cannot be connected to) is retried with backoff until
-//! [`ClientConfig::retry_deadline`]. A produce whose outcome is unknown is **not** retried (it
-//! could write the records twice): it fails with [`ClientError::UnknownOutcome`].
+//! [`ClientConfig::retry_deadline`]. A plain produce whose outcome is unknown is **not** retried
+//! (it could write the records twice): it fails with [`ClientError::UnknownOutcome`]. An
+//! idempotent one ([`Client::produce_idempotent`], what [`Producer`] sends by default) is
+//! retried until acknowledged or its delivery timeout: the partition writes it once.
 
 mod consumer;
 mod error;
@@ -28,8 +30,8 @@ use quipu_proto::v1::data_client::DataClient;
 use quipu_proto::v1::{
     Acks, AddPartitionsRequest, AlterTopicConfigRequest, ClusterDescription, CreateTopicRequest,
     DeleteTopicRequest, DescribeClusterRequest, DescribeTopicRequest, HealthRequest,
-    HealthResponse, ListOffsetsRequest, ListTopicsRequest, OffsetSpec, ProduceRequest,
-    ReadReplicaRequest, TopicDescription,
+    HealthResponse, InitProducerIdRequest, ListOffsetsRequest, ListTopicsRequest, OffsetSpec,
+    ProduceRequest, ReadReplicaRequest, TopicDescription,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -137,7 +139,7 @@ impl Client {
         // One answer proves the address, and teaches the client every node; a cluster that is
         // not there is reported within a few seconds, not after the whole retry deadline.
         let cluster = client
-            .any_node_until(true, CONNECT_PATIENCE, |mut c| async move {
+            .any_node_until(true, CONNECT_PATIENCE, Client::admin, |mut c| async move {
                 c.describe_cluster(DescribeClusterRequest {}).await
             })
             .await?;
@@ -203,18 +205,26 @@ impl Client {
         F: Fn(AdminClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.any_node_until(idempotent, self.inner.config.retry_deadline, call)
-            .await
+        self.any_node_until(
+            idempotent,
+            self.inner.config.retry_deadline,
+            Client::admin,
+            call,
+        )
+        .await
     }
 
-    async fn any_node_until<T, F, Fut>(
+    /// Runs a call of service client `C` (made by `connect`) on any node that answers, retrying
+    /// for at most `patience` while the cluster cannot serve it.
+    async fn any_node_until<C, T, F, Fut>(
         &self,
         idempotent: bool,
         patience: Duration,
+        connect: fn(&Client, &str) -> Result<C, ClientError>,
         call: F,
     ) -> Result<T, ClientError>
     where
-        F: Fn(AdminClient<Channel>) -> Fut,
+        F: Fn(C) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let deadline = tokio::time::Instant::now() + patience;
@@ -222,7 +232,7 @@ impl Client {
         loop {
             let mut last = None;
             for addr in self.addrs() {
-                match call(self.admin(&addr)?).await {
+                match call(connect(self, &addr)?).await {
                     Ok(response) => return Ok(response.into_inner()),
                     Err(status) => match classify(&status, idempotent) {
                         Failure::Fatal(e) => return Err(e),
@@ -499,7 +509,30 @@ impl Client {
         F: Fn(DataClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let deadline = tokio::time::Instant::now() + self.inner.config.retry_deadline;
+        self.on_leader_until(
+            topic,
+            partition,
+            idempotent,
+            self.inner.config.retry_deadline,
+            call,
+        )
+        .await
+    }
+
+    /// [`Client::on_leader`], retrying for at most `patience`.
+    async fn on_leader_until<T, F, Fut>(
+        &self,
+        topic: &str,
+        partition: u32,
+        idempotent: bool,
+        patience: Duration,
+        call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: Fn(DataClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = tokio::time::Instant::now() + patience;
         let mut backoff = self.inner.config.retry_backoff;
         loop {
             let addr = self.route(topic, partition).await?;
@@ -557,6 +590,64 @@ impl Client {
         })
         .await
         .map(|r| r.base_offset)
+    }
+
+    /// Sends one batch of an idempotent producer (its header carries the producer id, epoch
+    /// and base sequence from [`Client::init_producer_id`]) and retries it, whatever the
+    /// outcome of the last try, until it is acknowledged or `patience` has passed: the partition
+    /// writes it once however often it arrives (`docs/protocol/idempotence.md`). Returns the
+    /// offset of its first record. Acks must be [`AckLevel::All`] or [`AckLevel::Leader`].
+    pub async fn produce_idempotent(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: Bytes,
+        acks: AckLevel,
+        patience: Duration,
+    ) -> Result<u64, ClientError> {
+        let acks = match acks {
+            AckLevel::All => Acks::All,
+            AckLevel::Leader => Acks::Leader,
+            AckLevel::None => {
+                return Err(ClientError::InvalidArgument(
+                    "an idempotent produce needs acknowledgements (acks 1 or all)".to_string(),
+                ));
+            }
+        };
+        let request = ProduceRequest {
+            topic: topic.to_string(),
+            partition,
+            acks: acks as i32,
+            record_batch: batch,
+        };
+        let response = self
+            .on_leader_until(topic, partition, true, patience, |mut c| {
+                let request = request.clone();
+                async move { c.produce(request).await }
+            })
+            .await?;
+        response.base_offset.ok_or_else(|| {
+            ClientError::Other("the leader acknowledged the batch without an offset".to_string())
+        })
+    }
+
+    /// A new idempotent producer id and its epoch, unique in the cluster, from any node.
+    pub async fn init_producer_id(&self) -> Result<(i64, i16), ClientError> {
+        let response = self
+            .any_node_until(
+                true,
+                self.inner.config.retry_deadline,
+                Client::data,
+                |mut c| async move { c.init_producer_id(InitProducerIdRequest {}).await },
+            )
+            .await?;
+        let epoch = i16::try_from(response.producer_epoch).map_err(|_| {
+            ClientError::Other(format!(
+                "producer epoch {} out of range",
+                response.producer_epoch
+            ))
+        })?;
+        Ok((response.producer_id, epoch))
     }
 
     /// The earliest offset, the high watermark, or the first offset at or after a timestamp.

@@ -1,5 +1,11 @@
 //! [`Producer`]: batches records per partition (linger, batch bytes), picks partitions as Kafka's
 //! default partitioner does, and sends each partition's batches one at a time, in order.
+//!
+//! By default it is idempotent (with acks 1 or all): it takes a producer id from the cluster,
+//! numbers each partition's records, and retries a batch whatever the outcome of the last try
+//! until it is acknowledged or its delivery timeout passes; the partition writes each batch
+//! once (`docs/protocol/idempotence.md`). A batch that fails for good leaves its partition's
+//! sequence unknown, so that partition's later batches go out under a new producer id.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +30,11 @@ pub struct ProducerConfig {
     pub acks: AckLevel,
     /// Compression of each batch.
     pub compression: Compression,
+    /// Whether batches carry a producer id and sequence numbers, and are retried until
+    /// acknowledged (Kafka's `enable.idempotence`). Only with acks 1 or all.
+    pub idempotent: bool,
+    /// How long an idempotent batch is retried before it fails (Kafka's `delivery.timeout.ms`).
+    pub delivery_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -33,6 +44,8 @@ impl Default for ProducerConfig {
             batch_bytes: 64 * 1024,
             acks: AckLevel::All,
             compression: Compression::None,
+            idempotent: true,
+            delivery_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -239,14 +252,30 @@ impl Producer {
     fn spawn_sender(&self, topic: String, partition: u32) -> mpsc::Sender<Closed> {
         let (tx, mut rx) = mpsc::channel::<Closed>(QUEUED_BATCHES_MAX);
         let client = self.client.clone();
-        let acks = self.config.acks;
+        let config = self.config.clone();
+        let idempotent = config.idempotent && config.acks != AckLevel::None;
         tokio::spawn(async move {
+            // This partition's producer id, epoch and next sequence (idempotent only).
+            let mut sequence: Option<(i64, i16, i32)> = None;
             while let Some(batch) = rx.recv().await {
-                let result = match batch.builder.build() {
-                    Ok(bytes) => client.produce(&topic, partition, bytes, acks).await,
-                    Err(e) => Err(ClientError::InvalidArgument(format!(
-                        "cannot build a record batch: {e}"
-                    ))),
+                let result = if idempotent {
+                    send_idempotent(
+                        &client,
+                        &config,
+                        &topic,
+                        partition,
+                        batch.builder,
+                        &mut sequence,
+                    )
+                    .await
+                    .map(Some)
+                } else {
+                    match batch.builder.build() {
+                        Ok(bytes) => client.produce(&topic, partition, bytes, config.acks).await,
+                        Err(e) => Err(ClientError::InvalidArgument(format!(
+                            "cannot build a record batch: {e}"
+                        ))),
+                    }
                 };
                 let acknowledged_at = std::time::Instant::now();
                 for (at, waiter) in batch.waiters.into_iter().enumerate() {
@@ -261,4 +290,48 @@ impl Producer {
         });
         tx
     }
+}
+
+/// Sends one batch as the next of this partition's idempotent sequence (taking a producer id
+/// first if it has none), retried until acknowledged or the delivery timeout. On success the
+/// sequence moves past the batch's records. A failure that proves nothing was written (an
+/// invalid or oversized batch) keeps the sequence; any other leaves it unknown, so the next
+/// batch goes out under a new producer id.
+async fn send_idempotent(
+    client: &Client,
+    config: &ProducerConfig,
+    topic: &str,
+    partition: u32,
+    builder: BatchBuilder,
+    sequence: &mut Option<(i64, i16, i32)>,
+) -> Result<u64, ClientError> {
+    let (id, epoch, first) = match *sequence {
+        Some(current) => current,
+        None => {
+            let (id, epoch) = client.init_producer_id().await?;
+            (id, epoch, 0)
+        }
+    };
+    let records = i32::try_from(builder.len()).unwrap_or(i32::MAX);
+    let bytes = builder
+        .with_producer(id, epoch, first)
+        .build()
+        .map_err(|e| ClientError::InvalidArgument(format!("cannot build a record batch: {e}")))?;
+    let result = client
+        .produce_idempotent(
+            topic,
+            partition,
+            bytes,
+            config.acks,
+            config.delivery_timeout,
+        )
+        .await;
+    *sequence = match &result {
+        Ok(_) => Some((id, epoch, quipu_record::add_sequence(first, records))),
+        Err(ClientError::InvalidArgument(_) | ClientError::MessageTooLarge(_)) => {
+            Some((id, epoch, first))
+        }
+        Err(_) => None,
+    };
+    result
 }

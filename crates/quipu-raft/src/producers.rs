@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use quipu_record::add_sequence;
 use serde::{Deserialize, Serialize};
 
 /// Batches kept per producer: a retry of any of them is recognised (Kafka keeps five, and its
@@ -95,13 +96,6 @@ impl ProducerBatch {
             last_sequence: add_sequence(header.base_sequence, header.last_offset_delta),
         }))
     }
-}
-
-/// `sequence + delta`, wrapping from `i32::MAX` to 0 (Kafka's `incrementSequence`).
-pub fn add_sequence(sequence: i32, delta: i32) -> i32 {
-    let sum = i64::from(sequence) + i64::from(delta.max(0));
-    let wrapped = sum % (i64::from(i32::MAX) + 1);
-    i32::try_from(wrapped).unwrap_or(0)
 }
 
 /// One recorded batch of a producer.

@@ -72,6 +72,14 @@ pub struct BatchHeader {
     pub records_count: i32,
 }
 
+/// `sequence + delta` for an idempotent producer's record sequence numbers, wrapping from
+/// `i32::MAX` to 0 (Kafka's `incrementSequence`); a negative `delta` counts as 0.
+pub fn add_sequence(sequence: i32, delta: i32) -> i32 {
+    let sum = i64::from(sequence) + i64::from(delta.max(0));
+    let wrapped = sum % (i64::from(i32::MAX) + 1);
+    i32::try_from(wrapped).unwrap_or(0)
+}
+
 impl BatchHeader {
     /// Parses the header fields at the start of `buf`, which must hold at least
     /// [`BATCH_HEADER_LEN`] bytes. Checks the magic byte and that batch_length covers the

@@ -35,7 +35,7 @@ pub use compression::Compression;
 pub use decode::decode_records;
 pub use error::{BatchError, CodecError};
 pub use header::{
-    BATCH_HEADER_LEN, BatchHeader, MAGIC_V2, set_base_offset, set_log_append_time,
+    BATCH_HEADER_LEN, BatchHeader, MAGIC_V2, add_sequence, set_base_offset, set_log_append_time,
     set_partition_leader_epoch,
 };
 pub use iter::{BatchIter, batches};

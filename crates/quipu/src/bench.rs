@@ -71,6 +71,10 @@ pub struct ProduceBench {
     /// Records a producer task may have unacknowledged at once.
     #[arg(long, default_value_t = 50_000)]
     window: usize,
+    /// Plain batches (no producer id, no retries of unknown outcomes), to compare with the
+    /// idempotent default.
+    #[arg(long)]
+    no_idempotence: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -212,6 +216,7 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
             linger: Duration::from_millis(args.linger_ms),
             batch_bytes: args.batch_bytes,
             acks: args.acks.into(),
+            idempotent: !args.no_idempotence,
             ..ProducerConfig::default()
         },
     );

@@ -301,6 +301,14 @@ pub struct ProduceArgs {
     /// Bytes that close a batch.
     #[arg(long, default_value_t = 64 * 1024)]
     batch_bytes: usize,
+    /// How long a batch is retried until it is acknowledged, in ms (idempotent producers: a
+    /// retried batch is written once).
+    #[arg(long, default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    delivery_timeout_ms: u64,
+    /// Send plain batches: no producer id, and a batch whose outcome is unknown (a leader
+    /// failed while it was in flight) is reported, not retried.
+    #[arg(long)]
+    no_idempotence: bool,
     #[command(flatten)]
     connection: Connection,
 }
@@ -316,6 +324,8 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             linger: std::time::Duration::from_millis(args.linger_ms),
             batch_bytes: args.batch_bytes,
             acks: args.acks.into(),
+            idempotent: !args.no_idempotence,
+            delivery_timeout: std::time::Duration::from_millis(args.delivery_timeout_ms),
             ..ProducerConfig::default()
         },
     );
