@@ -5,7 +5,9 @@
 //! Rules (each is an [`Kind`]):
 //! - **lost write**: a value acknowledged at `(partition, offset)`, or read by a poll (polls see only
 //!   committed records), is missing from a complete final drain of its partition;
-//! - **duplicate**: one value at two positions (acknowledgements and reads together);
+//! - **duplicate**: one value at two positions (acknowledgements and reads together). The
+//!   producers are idempotent and the client retries each send until it is acknowledged or the op
+//!   times out, so this covers every retried send, `info` ones included;
 //! - **inconsistent offset**: two values at one position;
 //! - **unexpected value**: a value read that no process ever sent;
 //! - **failed write read**: a value whose send failed definitely, yet read;

@@ -222,14 +222,22 @@ async fn prepare_topic(client: &Client, args: &WorkloadArgs) -> anyhow::Result<(
     }
 }
 
-/// One record whose value is `value` in decimal.
-fn one_record(value: u64) -> anyhow::Result<bytes::Bytes> {
+/// One record whose value is `value` in decimal, from idempotent producer `id` at `epoch` with
+/// sequence number `sequence`.
+fn one_record(value: u64, id: i64, epoch: i16, sequence: i32) -> anyhow::Result<bytes::Bytes> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    let mut builder = BatchBuilder::new(0, Compression::None);
+    let mut builder = BatchBuilder::new(0, Compression::None).with_producer(id, epoch, sequence);
     builder.push(now, None, Some(value.to_string().as_bytes()), &[]);
     Ok(builder.build()?)
+}
+
+/// A producer loop's idempotent producer: its id, epoch and each partition's next sequence.
+struct Idempotent {
+    id: i64,
+    epoch: i16,
+    next: Vec<i32>,
 }
 
 /// What a failed send proves: `Fail` only when the client says nothing was or will be written.
@@ -265,6 +273,9 @@ async fn produce_loop(
 ) {
     let mut process = first_process;
     let mut next_at = tokio::time::Instant::now();
+    // Taken before the first send, and again after a send whose outcome stayed unknown (its
+    // partition's sequence is then unknown too).
+    let mut producer: Option<Idempotent> = None;
     while !stop.load(Ordering::SeqCst) {
         // Jittered pacing: on average `interval` between sends.
         let mean = u64::try_from(interval.as_micros()).unwrap_or(u64::MAX / 2);
@@ -274,7 +285,21 @@ async fn produce_loop(
         // A send that took long does not cause a burst of catching-up sends.
         let now = tokio::time::Instant::now();
         next_at = next_at.max(now.checked_sub(interval).unwrap_or(now));
+        let state = match producer.as_mut() {
+            Some(state) => state,
+            None => match tokio::time::timeout(op_timeout, client.init_producer_id()).await {
+                Ok(Ok((id, epoch))) => producer.insert(Idempotent {
+                    id,
+                    epoch,
+                    next: vec![0; partitions as usize],
+                }),
+                // No producer id yet (the controller is unavailable): no send this round.
+                _ => continue,
+            },
+        };
         let partition = u32::try_from(rng.below(u64::from(partitions))).unwrap_or(0);
+        let sequence = state.next[partition as usize];
+        let (id, epoch) = (state.id, state.epoch);
         let value = next_value.fetch_add(1, Ordering::SeqCst);
         let asked = Value {
             partition: Some(partition),
@@ -289,26 +314,32 @@ async fn produce_loop(
             asked.clone(),
             None,
         );
-        let sent = match one_record(value) {
+        // Retried by the client, whatever the outcome of each try, until acknowledged or the
+        // op times out: the checker's duplicate rule then covers every retry.
+        let sent = match one_record(value, id, epoch, sequence) {
             Ok(batch) => {
                 tokio::time::timeout(
                     op_timeout,
-                    client.produce(TOPIC, partition, batch, AckLevel::All),
+                    client.produce_idempotent(TOPIC, partition, batch, AckLevel::All, op_timeout),
                 )
                 .await
             }
             Err(e) => Ok(Err(ClientError::InvalidArgument(e.to_string()))),
         };
+        let refused_by_sequence = matches!(sent, Ok(Err(ClientError::Sequence(_))));
         let (kind, offset, error) = match sent {
-            Ok(Ok(Some(offset))) => (OpType::Ok, Some(offset), None),
-            Ok(Ok(None)) => (
-                OpType::Info,
-                None,
-                Some("acknowledged without an offset".to_string()),
-            ),
+            Ok(Ok(offset)) => (OpType::Ok, Some(offset), None),
             Ok(Err(e)) => (send_outcome(&e), None, Some(e.to_string())),
             Err(_) => (OpType::Info, None, Some("timeout".to_string())),
         };
+        if kind == OpType::Ok {
+            if let Some(state) = producer.as_mut() {
+                state.next[partition as usize] = quipu_record::add_sequence(sequence, 1);
+            }
+        } else if kind == OpType::Info || refused_by_sequence {
+            // Unknown, or refused by the sequence rules: start over with a new producer id.
+            producer = None;
+        }
         record(
             &history,
             process,
