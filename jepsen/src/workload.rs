@@ -326,7 +326,13 @@ async fn produce_loop(
             }
             Err(e) => Ok(Err(ClientError::InvalidArgument(e.to_string()))),
         };
-        let refused_by_sequence = matches!(sent, Ok(Err(ClientError::Sequence(_))));
+        // Only a refusal of this very batch (it is invalid) proves its sequence number unused.
+        let batch_refused = matches!(
+            sent,
+            Ok(Err(
+                ClientError::InvalidArgument(_) | ClientError::MessageTooLarge(_)
+            ))
+        );
         let (kind, offset, error) = match sent {
             Ok(Ok(offset)) => (OpType::Ok, Some(offset), None),
             Ok(Err(e)) => (send_outcome(&e), None, Some(e.to_string())),
@@ -336,8 +342,10 @@ async fn produce_loop(
             if let Some(state) = producer.as_mut() {
                 state.next[partition as usize] = quipu_record::add_sequence(sequence, 1);
             }
-        } else if kind == OpType::Info || refused_by_sequence {
-            // Unknown, or refused by the sequence rules: start over with a new producer id.
+        } else if !batch_refused {
+            // Unknown, refused by the sequence rules, or failed for a reason that does not name
+            // this batch: its sequence number may be taken, so it is never used for another
+            // value; the producer starts over with a new producer id.
             producer = None;
         }
         record(

@@ -104,6 +104,19 @@ pub(crate) fn classify(status: &tonic::Status, idempotent: bool) -> Failure {
     }
 }
 
+/// What an idempotent produce that gave up reports: an error that would say "nothing was done"
+/// of one call (unavailable, unreachable) is an unknown outcome after several, since an earlier
+/// try may have been written. Its sequence numbers must not be reused.
+pub(crate) fn after_idempotent_retries(error: ClientError) -> ClientError {
+    match error {
+        ClientError::Unavailable(message) => ClientError::UnknownOutcome(message),
+        ClientError::Unreachable { addrs } => ClientError::UnknownOutcome(format!(
+            "no node answered at {addrs}; an earlier try may have been written"
+        )),
+        other => other,
+    }
+}
+
 /// A status without a detail: the transport's, or a server that failed unexpectedly.
 fn transport(status: &tonic::Status, idempotent: bool) -> Failure {
     let message = format!("{}: {}", status.code(), status.message());
@@ -136,6 +149,28 @@ fn transport(status: &tonic::Status, idempotent: bool) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Jepsen seed 1488752003: a send that gave up as "unavailable" after an earlier try had been
+    /// written let the producer reuse its sequence number for another value, which the partition
+    /// took for a retry and acknowledged at the first value's offset.
+    #[test]
+    fn an_idempotent_produce_that_gave_up_has_an_unknown_outcome() {
+        for error in [
+            ClientError::Unavailable("no leader".into()),
+            ClientError::Unreachable {
+                addrs: "127.0.0.1:1".into(),
+            },
+        ] {
+            assert!(matches!(
+                after_idempotent_retries(error),
+                ClientError::UnknownOutcome(_)
+            ));
+        }
+        assert!(matches!(
+            after_idempotent_retries(ClientError::Sequence("out of order".into())),
+            ClientError::Sequence(_)
+        ));
+    }
 
     #[test]
     fn a_broken_connection_is_retried_by_reads_and_unknown_to_writes() {

@@ -597,6 +597,12 @@ impl Client {
     /// outcome of the last try, until it is acknowledged or `patience` has passed: the partition
     /// writes it once however often it arrives (`docs/protocol/idempotence.md`). Returns the
     /// offset of its first record. Acks must be [`AckLevel::All`] or [`AckLevel::Leader`].
+    ///
+    /// Once a try may have reached a leader, only an answer proves what happened: a batch that
+    /// runs out of `patience` while the cluster is unavailable fails with
+    /// [`ClientError::UnknownOutcome`] (it may still be written), never with
+    /// [`ClientError::Unavailable`]. Its sequence numbers must then never be used for other
+    /// records: the partition would take those for a retry of this batch.
     pub async fn produce_idempotent(
         &self,
         topic: &str,
@@ -625,7 +631,8 @@ impl Client {
                 let request = request.clone();
                 async move { c.produce(request).await }
             })
-            .await?;
+            .await
+            .map_err(error::after_idempotent_retries)?;
         response.base_offset.ok_or_else(|| {
             ClientError::Other("the leader acknowledged the batch without an offset".to_string())
         })
