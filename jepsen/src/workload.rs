@@ -251,7 +251,8 @@ fn send_outcome(error: &ClientError) -> OpType {
         | ClientError::TopicExists(_)
         | ClientError::LimitExceeded(_)
         | ClientError::OffsetOutOfRange(_)
-        | ClientError::Sequence(_) => OpType::Fail,
+        | ClientError::OutOfOrderSequence(_)
+        | ClientError::ProducerRefused(_) => OpType::Fail,
         ClientError::UnknownOutcome(_)
         | ClientError::Unreachable { .. }
         | ClientError::Other(_) => OpType::Info,

@@ -36,10 +36,15 @@ pub enum ClientError {
     /// A write failed in a way that leaves its outcome unknown: it may or may not be committed.
     #[error("unknown outcome: {0}")]
     UnknownOutcome(String),
-    /// An idempotent producer's batch was refused by the sequence rules: out of order, from a
-    /// fenced epoch, or from a producer the partition does not know. Nothing was written.
+    /// An idempotent producer's batch does not follow the producer's last one in the partition
+    /// (an earlier batch is missing): nothing was written.
     #[error("{0}")]
-    Sequence(String),
+    OutOfOrderSequence(String),
+    /// An idempotent producer's batch was refused because its epoch is older than the
+    /// producer's current one, or the partition does not know the producer (expired, or never
+    /// seen) and the batch does not start at sequence 0. Nothing was written.
+    #[error("{0}")]
+    ProducerRefused(String),
     /// The cluster could not serve the request in time (no leader, not enough replicas).
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -97,9 +102,10 @@ pub(crate) fn classify(status: &tonic::Status, idempotent: bool) -> Failure {
         ErrorReason::ShuttingDown | ErrorReason::Busy | ErrorReason::DiskFull => {
             Failure::Retry(ClientError::Unavailable(message))
         }
-        ErrorReason::OutOfOrderSequence
-        | ErrorReason::InvalidProducerEpoch
-        | ErrorReason::UnknownProducerId => Failure::Fatal(ClientError::Sequence(message)),
+        ErrorReason::OutOfOrderSequence => Failure::Fatal(ClientError::OutOfOrderSequence(message)),
+        ErrorReason::InvalidProducerEpoch | ErrorReason::UnknownProducerId => {
+            Failure::Fatal(ClientError::ProducerRefused(message))
+        }
         ErrorReason::Unspecified => transport(status, idempotent),
     }
 }
@@ -167,8 +173,8 @@ mod tests {
             ));
         }
         assert!(matches!(
-            after_idempotent_retries(ClientError::Sequence("out of order".into())),
-            ClientError::Sequence(_)
+            after_idempotent_retries(ClientError::OutOfOrderSequence("out of order".into())),
+            ClientError::OutOfOrderSequence(_)
         ));
     }
 

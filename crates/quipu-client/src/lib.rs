@@ -17,6 +17,7 @@
 
 mod consumer;
 mod error;
+mod idempotent;
 mod murmur2;
 mod producer;
 
@@ -37,6 +38,7 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use consumer::{ConsumedRecord, Consumer, StartAt};
 pub use error::ClientError;
+pub use idempotent::IN_FLIGHT_MAX;
 pub use murmur2::{murmur2, partition_for_key};
 pub use producer::{Producer, ProducerConfig, Sent};
 pub use quipu_proto::v1::{

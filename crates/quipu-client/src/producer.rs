@@ -2,10 +2,10 @@
 //! default partitioner does, and sends each partition's batches one at a time, in order.
 //!
 //! By default it is idempotent (with acks 1 or all): it takes a producer id from the cluster,
-//! numbers each partition's records, and retries a batch whatever the outcome of the last try
-//! until it is acknowledged or its delivery timeout passes; the partition writes each batch
-//! once (`docs/protocol/idempotence.md`). A batch that fails for good leaves its partition's
-//! sequence unknown, so that partition's later batches go out under a new producer id.
+//! numbers each partition's records, keeps up to five batches of a partition on their way, and
+//! retries a batch whatever the outcome of the last try until it is acknowledged or its delivery
+//! timeout passes; the partition writes each batch once (`docs/protocol/idempotence.md`,
+//! `crate::idempotent`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,6 +35,10 @@ pub struct ProducerConfig {
     pub idempotent: bool,
     /// How long an idempotent batch is retried before it fails (Kafka's `delivery.timeout.ms`).
     pub delivery_timeout: Duration,
+    /// Batches of one partition an idempotent producer keeps on their way at once, 1 to
+    /// [`crate::IN_FLIGHT_MAX`] (Kafka's `max.in.flight.requests.per.connection`); they are
+    /// acknowledged in order. A plain producer sends one at a time.
+    pub max_in_flight: usize,
 }
 
 impl Default for ProducerConfig {
@@ -46,6 +50,7 @@ impl Default for ProducerConfig {
             compression: Compression::None,
             idempotent: true,
             delivery_timeout: Duration::from_secs(120),
+            max_in_flight: crate::IN_FLIGHT_MAX,
         }
     }
 }
@@ -61,7 +66,7 @@ pub struct Sent {
     pub acknowledged_at: std::time::Instant,
 }
 
-type Waiter = oneshot::Sender<Result<Sent, ClientError>>;
+pub(crate) type Waiter = oneshot::Sender<Result<Sent, ClientError>>;
 
 /// A batch being filled.
 struct Open {
@@ -71,9 +76,10 @@ struct Open {
     generation: u64,
 }
 
-struct Closed {
-    builder: BatchBuilder,
-    waiters: Vec<Waiter>,
+/// A batch handed to its partition's sender.
+pub(crate) struct Closed {
+    pub(crate) builder: BatchBuilder,
+    pub(crate) waiters: Vec<Waiter>,
 }
 
 #[derive(Default)]
@@ -248,90 +254,44 @@ impl Producer {
         }
     }
 
-    /// One task per partition sends its batches one at a time, so they commit in order.
+    /// One task per partition sends its batches: a plain producer one at a time, so they
+    /// commit in order; an idempotent one up to `max_in_flight` at once (`crate::idempotent`).
     fn spawn_sender(&self, topic: String, partition: u32) -> mpsc::Sender<Closed> {
         let (tx, mut rx) = mpsc::channel::<Closed>(QUEUED_BATCHES_MAX);
         let client = self.client.clone();
         let config = self.config.clone();
-        let idempotent = config.idempotent && config.acks != AckLevel::None;
+        if config.idempotent && config.acks != AckLevel::None {
+            tokio::spawn(crate::idempotent::run(client, config, topic, partition, rx));
+            return tx;
+        }
         tokio::spawn(async move {
-            // This partition's producer id, epoch and next sequence (idempotent only).
-            let mut sequence: Option<(i64, i16, i32)> = None;
             while let Some(batch) = rx.recv().await {
-                let result = if idempotent {
-                    send_idempotent(
-                        &client,
-                        &config,
-                        &topic,
-                        partition,
-                        batch.builder,
-                        &mut sequence,
-                    )
-                    .await
-                    .map(Some)
-                } else {
-                    match batch.builder.build() {
-                        Ok(bytes) => client.produce(&topic, partition, bytes, config.acks).await,
-                        Err(e) => Err(ClientError::InvalidArgument(format!(
-                            "cannot build a record batch: {e}"
-                        ))),
-                    }
+                let result = match batch.builder.build() {
+                    Ok(bytes) => client.produce(&topic, partition, bytes, config.acks).await,
+                    Err(e) => Err(ClientError::InvalidArgument(format!(
+                        "cannot build a record batch: {e}"
+                    ))),
                 };
-                let acknowledged_at = std::time::Instant::now();
-                for (at, waiter) in batch.waiters.into_iter().enumerate() {
-                    let sent = result.clone().map(|base| Sent {
-                        partition,
-                        offset: base.map(|b| b + at as u64),
-                        acknowledged_at,
-                    });
-                    let _ = waiter.send(sent);
-                }
+                resolve(batch.waiters, result, partition);
             }
         });
         tx
     }
 }
 
-/// Sends one batch as the next of this partition's idempotent sequence (taking a producer id
-/// first if it has none), retried until acknowledged or the delivery timeout. On success the
-/// sequence moves past the batch's records. A failure that proves nothing was written (an
-/// invalid or oversized batch) keeps the sequence; any other leaves it unknown, so the next
-/// batch goes out under a new producer id.
-async fn send_idempotent(
-    client: &Client,
-    config: &ProducerConfig,
-    topic: &str,
+/// Answers the waiters of one batch: record `at` of it went to `base + at`.
+pub(crate) fn resolve(
+    waiters: Vec<Waiter>,
+    result: Result<Option<u64>, ClientError>,
     partition: u32,
-    builder: BatchBuilder,
-    sequence: &mut Option<(i64, i16, i32)>,
-) -> Result<u64, ClientError> {
-    let (id, epoch, first) = match *sequence {
-        Some(current) => current,
-        None => {
-            let (id, epoch) = client.init_producer_id().await?;
-            (id, epoch, 0)
-        }
-    };
-    let records = i32::try_from(builder.len()).unwrap_or(i32::MAX);
-    let bytes = builder
-        .with_producer(id, epoch, first)
-        .build()
-        .map_err(|e| ClientError::InvalidArgument(format!("cannot build a record batch: {e}")))?;
-    let result = client
-        .produce_idempotent(
-            topic,
+) {
+    let acknowledged_at = std::time::Instant::now();
+    for (at, waiter) in waiters.into_iter().enumerate() {
+        let sent = result.clone().map(|base| Sent {
             partition,
-            bytes,
-            config.acks,
-            config.delivery_timeout,
-        )
-        .await;
-    *sequence = match &result {
-        Ok(_) => Some((id, epoch, quipu_record::add_sequence(first, records))),
-        Err(ClientError::InvalidArgument(_) | ClientError::MessageTooLarge(_)) => {
-            Some((id, epoch, first))
-        }
-        Err(_) => None,
-    };
-    result
+            offset: base.map(|b| b + at as u64),
+            acknowledged_at,
+        });
+        let _ = waiter.send(sent);
+    }
 }

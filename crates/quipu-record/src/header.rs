@@ -232,6 +232,31 @@ pub fn set_partition_leader_epoch(buf: &mut [u8], epoch: i32) -> Result<(), Batc
 /// timestamp), and the CRC-32C, which covers both, is computed again over the batch.
 pub fn set_log_append_time(buf: &mut [u8], now_ms: i64) -> Result<(), BatchError> {
     let header = BatchHeader::parse(buf)?;
+    let end = whole(buf, &header)?;
+    let attributes = header.attributes | TimestampType::ATTRIBUTE_BIT;
+    write_field(buf, pos::ATTRIBUTES, &attributes.to_be_bytes())?;
+    write_field(buf, pos::MAX_TIMESTAMP, &now_ms.to_be_bytes())?;
+    write_crc(buf, end)
+}
+
+/// Sets the idempotent producer fields of the batch at the start of `buf` (as a producer does
+/// that sends a batch again under a new producer id) and computes its CRC-32C again.
+pub fn set_producer(
+    buf: &mut [u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Result<(), BatchError> {
+    let header = BatchHeader::parse(buf)?;
+    let end = whole(buf, &header)?;
+    write_field(buf, pos::PRODUCER_ID, &producer_id.to_be_bytes())?;
+    write_field(buf, pos::PRODUCER_EPOCH, &producer_epoch.to_be_bytes())?;
+    write_field(buf, pos::BASE_SEQUENCE, &base_sequence.to_be_bytes())?;
+    write_crc(buf, end)
+}
+
+/// The end of the batch `header` describes, which `buf` must hold whole.
+fn whole(buf: &[u8], header: &BatchHeader) -> Result<usize, BatchError> {
     let end = header.total_len();
     if buf.len() < end {
         return Err(BatchError::Truncated {
@@ -239,9 +264,11 @@ pub fn set_log_append_time(buf: &mut [u8], now_ms: i64) -> Result<(), BatchError
             available: buf.len(),
         });
     }
-    let attributes = header.attributes | TimestampType::ATTRIBUTE_BIT;
-    write_field(buf, pos::ATTRIBUTES, &attributes.to_be_bytes())?;
-    write_field(buf, pos::MAX_TIMESTAMP, &now_ms.to_be_bytes())?;
+    Ok(end)
+}
+
+/// Writes the CRC-32C of the bytes from the attributes to `end`.
+fn write_crc(buf: &mut [u8], end: usize) -> Result<(), BatchError> {
     let crc = crc32c::crc32c(&buf[pos::ATTRIBUTES..end]);
     write_field(buf, pos::CRC, &crc.to_be_bytes())
 }
@@ -249,6 +276,23 @@ pub fn set_log_append_time(buf: &mut [u8], now_ms: i64) -> Result<(), BatchError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_producer_fields_keep_the_batch_valid() {
+        let mut builder = crate::BatchBuilder::new(0, Compression::None).with_producer(4, 0, 10);
+        builder.push(1_000, None, Some(b"a"), &[]);
+        let mut batch = builder.build().unwrap().to_vec();
+        set_producer(&mut batch, 77, 2, 0).unwrap();
+        let header = crate::validate_batch(&batch, usize::MAX).unwrap();
+        assert_eq!(
+            (
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence
+            ),
+            (77, 2, 0)
+        );
+    }
 
     #[test]
     fn a_log_append_time_stamp_keeps_the_batch_valid() {

@@ -36,7 +36,7 @@ pub use decode::decode_records;
 pub use error::{BatchError, CodecError};
 pub use header::{
     BATCH_HEADER_LEN, BatchHeader, MAGIC_V2, add_sequence, set_base_offset, set_log_append_time,
-    set_partition_leader_epoch,
+    set_partition_leader_epoch, set_producer,
 };
 pub use iter::{BatchIter, batches};
 pub use record::{Header, Record};

@@ -75,6 +75,9 @@ pub struct ProduceBench {
     /// idempotent default.
     #[arg(long)]
     no_idempotence: bool,
+    /// Batches of one partition on their way at once (1 to 5; idempotent only).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=5))]
+    max_in_flight: u64,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -217,6 +220,7 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
             batch_bytes: args.batch_bytes,
             acks: args.acks.into(),
             idempotent: !args.no_idempotence,
+            max_in_flight: usize::try_from(args.max_in_flight).unwrap_or(1),
             ..ProducerConfig::default()
         },
     );

@@ -309,6 +309,10 @@ pub struct ProduceArgs {
     /// failed while it was in flight) is reported, not retried.
     #[arg(long)]
     no_idempotence: bool,
+    /// Batches of one partition on their way at once (1 to 5; idempotent only, acknowledged in
+    /// order).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=5))]
+    max_in_flight: u64,
     #[command(flatten)]
     connection: Connection,
 }
@@ -326,6 +330,7 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             acks: args.acks.into(),
             idempotent: !args.no_idempotence,
             delivery_timeout: std::time::Duration::from_millis(args.delivery_timeout_ms),
+            max_in_flight: usize::try_from(args.max_in_flight).unwrap_or(1),
             ..ProducerConfig::default()
         },
     );
