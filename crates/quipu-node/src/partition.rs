@@ -578,7 +578,6 @@ impl Partition {
             // Validation says what is wrong with it.
             Err(_) => None,
         };
-        let _arriving = producer.map(|p| self.sequencer.arrive(p.producer_id));
         self.admission.disk.check().map_err(ProduceError::DiskLow)?;
         let budget = &self.admission.budget;
         let room = budget

@@ -10,21 +10,22 @@
 //! table afresh, so entries of a lost term never count.
 //!
 //! A retry of a batch that is proposed but not yet applied waits until it is applied and then
-//! gets its offset (committed, like any acks=all answer). A batch that arrives before an
-//! earlier batch of its producer that is already on its way through this node (Kafka pipelining
-//! and concurrent gRPC calls can reorder them by a hair) waits for that batch's check, at most
-//! [`GAP_WAIT`], before it is refused as out of order (or, for a producer the partition does
-//! not know yet, as unknown).
+//! gets its offset (committed, like any acks=all answer). A batch that arrives ahead of its
+//! producer's sequence (an earlier batch is still on its way: Kafka requests of one connection
+//! are handled concurrently, concurrent gRPC calls may overtake each other, and a retried batch
+//! comes after those sent behind it) waits for the gap to fill, at most [`GAP_WAIT`], before it
+//! is refused as out of order (or, for a producer the partition does not know yet, as unknown).
+//! A batch behind the sequence that is not a duplicate is refused at once.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use quipu_raft::producers::{ProducerBatch, ProducerTable, SequenceCheck, SequenceError};
 use quipu_raft::shared::PartitionShared;
 
-/// Longest a batch whose predecessor is on its way waits for it before it is out of order.
-pub(crate) const GAP_WAIT: Duration = Duration::from_secs(2);
+/// Longest a batch ahead of its producer's sequence waits for the gap to fill before it is out
+/// of order.
+pub(crate) const GAP_WAIT: Duration = Duration::from_secs(1);
 
 /// Longest a new leader waits for the entries of earlier terms to be applied before it checks
 /// a batch (its first entry, a blank, commits them).
@@ -39,32 +40,12 @@ pub(crate) struct Sequencer {
     projection: tokio::sync::Mutex<Projection>,
     /// Woken whenever the projection records a batch.
     recorded: tokio::sync::Notify,
-    /// Idempotent batches of each producer that entered `propose` and are not checked yet.
-    arriving: Mutex<HashMap<i64, usize>>,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Projection {
     term: Option<u64>,
     table: ProducerTable,
-}
-
-/// Counts a batch as arriving until dropped (after its check).
-pub(crate) struct Arriving<'s> {
-    sequencer: &'s Sequencer,
-    producer_id: i64,
-}
-
-impl Drop for Arriving<'_> {
-    fn drop(&mut self) {
-        let mut arriving = self.sequencer.lock_arriving();
-        if let Some(count) = arriving.get_mut(&self.producer_id) {
-            *count -= 1;
-            if *count == 0 {
-                arriving.remove(&self.producer_id);
-            }
-        }
-    }
 }
 
 /// What the check decided.
@@ -96,27 +77,6 @@ impl Sequenced<'_> {
 }
 
 impl Sequencer {
-    fn lock_arriving(&self) -> std::sync::MutexGuard<'_, HashMap<i64, usize>> {
-        self.arriving
-            .lock()
-            .expect("sequencer arrivals lock poisoned by a panic")
-    }
-
-    /// Counts a batch of `producer_id` as on its way to its check.
-    pub(crate) fn arrive(&self, producer_id: i64) -> Arriving<'_> {
-        *self.lock_arriving().entry(producer_id).or_default() += 1;
-        Arriving {
-            sequencer: self,
-            producer_id,
-        }
-    }
-
-    fn others_arriving(&self, producer_id: i64) -> bool {
-        self.lock_arriving()
-            .get(&producer_id)
-            .is_some_and(|count| *count > 1)
-    }
-
     /// Checks `batch` as the leader of `term` (which has applied every entry of earlier terms);
     /// a batch to append keeps the lock until it is proposed. `still_leads` says whether this
     /// replica still leads in `term`.
@@ -148,10 +108,7 @@ impl Sequencer {
                     }));
                 }
                 Ok(SequenceCheck::Duplicate { .. }) => return Ok(Checked::Duplicate),
-                Err(SequenceError::OutOfOrder { .. } | SequenceError::UnknownProducer { .. })
-                    if self.others_arriving(batch.producer_id)
-                        && tokio::time::Instant::now() < deadline =>
-                {
+                Err(e) if ahead(&e) && tokio::time::Instant::now() < deadline => {
                     drop(projection);
                     // An earlier batch may be about to fill the gap: wait for the next record.
                     let _ = tokio::time::timeout_at(deadline, recorded).await;
@@ -159,5 +116,46 @@ impl Sequencer {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// Whether a refused batch is ahead of its producer's sequence (an earlier batch may still come
+/// and fill the gap), rather than behind it or fenced.
+fn ahead(error: &SequenceError) -> bool {
+    match *error {
+        SequenceError::OutOfOrder { got, expected, .. } => {
+            // Sequences wrap at 2^31: ahead means less than half the circle forward.
+            let forward = (i64::from(got) - i64::from(expected)).rem_euclid(1 << 31);
+            forward > 0 && forward < 1 << 30
+        }
+        SequenceError::UnknownProducer { got, .. } => got > 0,
+        SequenceError::StaleEpoch { .. } => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_batches_ahead_of_the_sequence_wait() {
+        let order = |got, expected| SequenceError::OutOfOrder {
+            producer_id: 1,
+            got,
+            expected,
+        };
+        assert!(ahead(&order(12, 10)));
+        assert!(ahead(&order(1, i32::MAX)));
+        assert!(!ahead(&order(8, 10)));
+        assert!(!ahead(&order(i32::MAX, 3)));
+        assert!(ahead(&SequenceError::UnknownProducer {
+            producer_id: 1,
+            got: 5
+        }));
+        assert!(!ahead(&SequenceError::StaleEpoch {
+            producer_id: 1,
+            epoch: 0,
+            current: 1
+        }));
     }
 }
