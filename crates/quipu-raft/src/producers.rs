@@ -524,10 +524,13 @@ mod tests {
         assert_eq!(back, table);
     }
 
+    /// A batch the model saw appended: first and last sequence, base offset.
+    type Appended = (i32, i32, u64);
+
     /// The model: every batch a producer ever appended, in order, per epoch.
     #[derive(Default)]
     struct Model {
-        appended: BTreeMap<i64, (i16, Vec<(i32, i32, u64)>)>,
+        appended: BTreeMap<i64, (i16, Vec<Appended>)>,
     }
 
     impl Model {
