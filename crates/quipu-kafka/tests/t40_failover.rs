@@ -1,8 +1,9 @@
 //! A leader dies while confluent-kafka produces with acks=all: the client finds the new leader
 //! through Metadata and goes on, and every acknowledged record is stored exactly once, at the
 //! offset acknowledged, in the order acknowledged. Without idempotence some records may fail
-//! (their outcome unknown, never retried); with it (`enable.idempotence`, retries on) none may:
-//! every record is acknowledged and stored once, in the order produced.
+//! (their outcome unknown, never retried); with it (`enable.idempotence` in confluent-kafka,
+//! kafka-python and aiokafka, retries on) none may: every record is acknowledged and stored
+//! once, in the order produced.
 #![allow(clippy::unwrap_used)] // tests unwrap
 
 mod common;
@@ -17,15 +18,27 @@ const COUNT: usize = 3000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_goes_on_through_a_leader_failover() {
-    failover(false).await;
+    failover("plain").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotent_producer_loses_and_duplicates_nothing_through_a_leader_crash() {
-    failover(true).await;
+    failover("idempotent").await;
 }
 
-async fn failover(idempotent: bool) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_kafka_python_producer_goes_through_a_leader_crash() {
+    failover("kafka-python").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_aiokafka_producer_goes_through_a_leader_crash() {
+    failover("aiokafka").await;
+}
+
+/// `mode`: see `tests/clients/failover_producer.py`; all but "plain" are idempotent.
+async fn failover(mode: &str) {
+    let idempotent = mode != "plain";
     let python = python();
     let script = client_script("failover_producer.py");
     let mut cluster = Cluster::start(KafkaConfig::default()).await;
@@ -37,7 +50,7 @@ async fn failover(idempotent: bool) {
             &cluster.bootstrap(),
             "failover",
             &COUNT.to_string(),
-            if idempotent { "idempotent" } else { "plain" },
+            mode,
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
