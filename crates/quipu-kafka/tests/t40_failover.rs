@@ -36,22 +36,48 @@ async fn an_idempotent_aiokafka_producer_goes_through_a_leader_crash() {
     failover("aiokafka").await;
 }
 
-/// `mode`: see `tests/clients/failover_producer.py`; all but "plain" are idempotent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_kafkajs_producer_goes_through_a_leader_crash() {
+    failover("kafkajs").await;
+}
+
+/// `mode`: "kafkajs" (`tests/clients/kafkajs_failover.js`, one send at a time, so fewer
+/// records), or one of `tests/clients/failover_producer.py`; all but "plain" are idempotent.
 async fn failover(mode: &str) {
     let idempotent = mode != "plain";
-    let python = python();
-    let script = client_script("failover_producer.py");
+    let count = if mode == "kafkajs" { COUNT / 3 } else { COUNT };
     let mut cluster = Cluster::start(KafkaConfig::default()).await;
     cluster.any().create_topic("failover", 1, 3).await.unwrap();
     cluster.wait_for_leaders("failover").await;
-    let mut child = tokio::process::Command::new(&python)
-        .args([
-            script.as_str(),
-            &cluster.bootstrap(),
-            "failover",
-            &COUNT.to_string(),
-            mode,
-        ])
+    let mut command = if mode == "kafkajs" {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let modules = root.join("../../target/kafka-clients/node/node_modules");
+        assert!(
+            modules.join("kafkajs").exists(),
+            "kafkajs is missing: run scripts/test.sh (it installs it under {})",
+            modules.display()
+        );
+        let mut command = tokio::process::Command::new(require(
+            "node",
+            "install Node.js (apt-get install nodejs)",
+        ));
+        command
+            .arg(root.join("tests/clients/kafkajs_failover.js"))
+            .env("NODE_PATH", modules);
+        command
+    } else {
+        let mut command = tokio::process::Command::new(python());
+        command.arg(client_script("failover_producer.py"));
+        command
+    };
+    command
+        .arg(cluster.bootstrap())
+        .arg("failover")
+        .arg(count.to_string());
+    if mode != "kafkajs" {
+        command.arg(mode);
+    }
+    let mut child = command
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -134,8 +160,8 @@ async fn failover(mode: &str) {
             failed, 0,
             "an idempotent producer's records all get through"
         );
-        assert_eq!(acked.len(), COUNT);
-        assert_eq!(stored.len(), COUNT, "nothing stored twice");
+        assert_eq!(acked.len(), count);
+        assert_eq!(stored.len(), count, "nothing stored twice");
         let mut in_order = acked.clone();
         in_order.sort_unstable();
         assert!(
