@@ -3,8 +3,8 @@
 # `quipu dev --nodes NODES` cluster in a temporary directory (RF = NODES, fsync=always,
 # acks=all, 1 KiB records, 3 partitions warmed up with 20,000 records), then ROUNDS rounds of
 # `quipu bench produce` at full speed with plain batches (--no-idempotence), idempotent with one
-# batch in flight per partition, and idempotent with five; then plain and idempotent (five in
-# flight) at a fixed RATE for 8 s, for latency. One JSON line per run. Figures go to
+# batch in flight per partition, idempotent with five, one again and plain again; then plain and
+# idempotent (five in flight) at a fixed RATE for 8 s, for latency. One JSON line per run. Figures go to
 # docs/benchmarks.md by hand.
 #
 # usage: benches/idempotence/compare.sh [NODES] [RECORDS] [ROUNDS] [RATE]
@@ -29,9 +29,12 @@ done
 bench() { target/release/quipu bench produce --topic t --json "$@"; }
 bench --partitions 3 --replication-factor "$nodes" --records 20000 > /dev/null
 for round in $(seq 1 "$rounds"); do
+  # Symmetric (plain, 1, 5, 1, plain), so that the disk's drift within a round cancels out.
   echo "nodes=$nodes round=$round plain max $(bench --records "$records" --no-idempotence)"
   echo "nodes=$nodes round=$round idempotent-1 max $(bench --records "$records" --max-in-flight 1)"
   echo "nodes=$nodes round=$round idempotent-5 max $(bench --records "$records" --max-in-flight 5)"
+  echo "nodes=$nodes round=$round idempotent-1 max $(bench --records "$records" --max-in-flight 1)"
+  echo "nodes=$nodes round=$round plain max $(bench --records "$records" --no-idempotence)"
   echo "nodes=$nodes round=$round plain rate=$rate $(bench --records $((rate * 8)) --rate "$rate" --duration 8 --no-idempotence)"
   echo "nodes=$nodes round=$round idempotent-5 rate=$rate $(bench --records $((rate * 8)) --rate "$rate" --duration 8 --max-in-flight 5)"
 done

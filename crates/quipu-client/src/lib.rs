@@ -351,15 +351,31 @@ impl Client {
 
     /// One topic, with each partition's replicas. Leaders, offsets and lag come from the nodes
     /// that lead the partitions ([`Client::describe_topic_everywhere`] merges them).
+    ///
+    /// A node that answers "unknown topic" may only be behind (restarted, still catching up on
+    /// the cluster's metadata): the topic is unknown only if no other node knows it either.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
         let request = DescribeTopicRequest {
             name: name.to_string(),
         };
-        self.any_node(true, |mut c| {
-            let request = request.clone();
-            async move { c.describe_topic(request).await }
-        })
-        .await
+        let first = self
+            .any_node(true, |mut c| {
+                let request = request.clone();
+                async move { c.describe_topic(request).await }
+            })
+            .await;
+        let Err(ClientError::UnknownTopic(_)) = first else {
+            return first;
+        };
+        for addr in self.addrs() {
+            let Ok(mut admin) = self.admin(&addr) else {
+                continue;
+            };
+            if let Ok(found) = admin.describe_topic(request.clone()).await {
+                return Ok(found.into_inner());
+            }
+        }
+        first
     }
 
     /// One topic as every node sees it, merged: each partition's leader, offsets and follower
@@ -543,6 +559,17 @@ impl Client {
                 Err(status) => classify(&status, idempotent),
             };
             let last = match failure {
+                // A node that is behind on the cluster's metadata (restarted, catching up) does
+                // not know the topic yet: it is unknown only if no node knows it.
+                Failure::Fatal(
+                    e @ (ClientError::UnknownTopic(_) | ClientError::UnknownPartition(_)),
+                ) => {
+                    if self.describe_topic(topic).await.is_err() {
+                        return Err(e);
+                    }
+                    self.set_leader(topic, partition, None);
+                    e
+                }
                 Failure::Fatal(e) => return Err(e),
                 Failure::NotLeader(Some(leader)) if leader != addr => {
                     self.set_leader(topic, partition, Some(leader));

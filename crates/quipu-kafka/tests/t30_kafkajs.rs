@@ -16,30 +16,18 @@ const COUNT: usize = 10_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafkajs_produces_and_lists_offsets() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let modules = root.join("../../target/kafka-clients/node/node_modules");
-    assert!(
-        modules.join("kafkajs").exists(),
-        "kafkajs is missing: run scripts/test.sh (it installs it under {})",
-        modules.display()
-    );
-    let node_js = require("node", "install Node.js (apt-get install nodejs)");
+    let (node_js, modules) = kafkajs();
     let cluster = Cluster::start(KafkaConfig {
         auto_create_topics: true,
         default_partitions: PARTITIONS as usize,
         ..KafkaConfig::default()
     })
     .await;
-    let script = root.join("tests/clients/kafkajs_client.js");
+    let script = client_script("kafkajs_client.js");
     let output = run_with_env(
         &node_js,
-        &[
-            script.to_str().unwrap(),
-            &cluster.bootstrap(),
-            "kafkajs",
-            &COUNT.to_string(),
-        ],
-        &[("NODE_PATH", modules.to_str().unwrap())],
+        &[&script, &cluster.bootstrap(), "kafkajs", &COUNT.to_string()],
+        &[("NODE_PATH", &modules)],
     )
     .await;
     let summary: serde_json::Value = serde_json::from_str(output.trim()).unwrap();

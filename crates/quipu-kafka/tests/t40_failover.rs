@@ -50,19 +50,10 @@ async fn failover(mode: &str) {
     cluster.any().create_topic("failover", 1, 3).await.unwrap();
     cluster.wait_for_leaders("failover").await;
     let mut command = if mode == "kafkajs" {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let modules = root.join("../../target/kafka-clients/node/node_modules");
-        assert!(
-            modules.join("kafkajs").exists(),
-            "kafkajs is missing: run scripts/test.sh (it installs it under {})",
-            modules.display()
-        );
-        let mut command = tokio::process::Command::new(require(
-            "node",
-            "install Node.js (apt-get install nodejs)",
-        ));
+        let (node, modules) = kafkajs();
+        let mut command = tokio::process::Command::new(node);
         command
-            .arg(root.join("tests/clients/kafkajs_failover.js"))
+            .arg(client_script("kafkajs_failover.js"))
             .env("NODE_PATH", modules);
         command
     } else {

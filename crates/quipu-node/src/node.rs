@@ -68,6 +68,8 @@ pub(crate) struct Inner {
     pub(crate) incarnation: Arc<std::sync::atomic::AtomicU64>,
     /// The rest of the block of producer ids the controller handed this node.
     pub(crate) producer_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
+    /// The last index of the controller log when the node started (`None`: empty).
+    pub(crate) controller_log_end: Option<u64>,
 }
 
 /// A running node: its transport server, the controller group and the partitions it hosts. Its
@@ -112,7 +114,10 @@ impl Node {
         let groups = Arc::new(Groups::default());
         let peers = Arc::new(Peers::default());
 
-        let (controller, controller_quiet, metadata, effects) =
+        // `controller_log_end`: what this node's controller log held at start; until it is
+        // applied again (after the leader's first message says it is committed), this node's
+        // metadata is behind.
+        let (controller, controller_quiet, metadata, effects, controller_log_end) =
             open_controller(&config, Arc::clone(&raft_config), Arc::clone(&peers)).await?;
         groups.insert(GroupId::CONTROLLER, controller.clone(), controller_quiet);
 
@@ -173,6 +178,7 @@ impl Node {
             reopening: std::sync::Mutex::default(),
             incarnation: Arc::new(std::sync::atomic::AtomicU64::new(incarnation())),
             producer_ids: tokio::sync::Mutex::new(0..0),
+            controller_log_end,
         });
         let tasks = vec![
             tokio::spawn(carry_out_effects(Arc::clone(&inner), effects)),
@@ -442,6 +448,26 @@ impl NodeHandle {
         request_controller(&self.inner, &request).await.map(|_| ())
     }
 
+    /// Waits, at most `patience`, until this node's controller replica has applied everything
+    /// its log held when the node started: a restarted node's metadata (topics, nodes) is then
+    /// at least what it was before, not empty while it waits for the controller leader to say
+    /// what is committed. Returns whether it has (at once for a node that started empty). A
+    /// server serves clients only after this, so that it never calls an existing topic unknown.
+    pub async fn wait_for_metadata(&self, patience: std::time::Duration) -> bool {
+        let Some(end) = self.inner.controller_log_end else {
+            return true;
+        };
+        self.inner
+            .controller
+            .wait(Some(patience))
+            .metrics(
+                |m| m.last_applied.is_some_and(|applied| applied.index >= end),
+                "the controller log held at start is applied",
+            )
+            .await
+            .is_ok()
+    }
+
     /// A new idempotent producer id, never handed out before in this cluster (Kafka's
     /// InitProducerId without a transactional id); its epoch is 0. Taken from a block of
     /// [`crate::routing::PRODUCER_ID_BLOCK`] ids the controller hands this node; the ids left in
@@ -531,6 +557,7 @@ async fn open_controller(
         Arc<QuietCell>,
         ControllerStateMachine,
         tokio::sync::mpsc::Receiver<Effect>,
+        Option<u64>,
     ),
     NodeError,
 > {
@@ -545,7 +572,13 @@ async fn open_controller(
         ..config.log.clone()
     };
     let shared = Arc::new(PartitionShared::default());
-    let (_, store) = open_log_store(group, &dir, log_config, Arc::clone(&shared)).await?;
+    let (log, store) = open_log_store(group, &dir, log_config, Arc::clone(&shared)).await?;
+    // The last index the log holds (`None`: empty).
+    let log_end = log
+        .next_index()
+        .checked_sub(1)
+        .filter(|last| *last >= log.first_index());
+    drop(log);
     let raft_error = |source: crate::error::BoxError| NodeError::Raft { group, source };
     let (metadata, effects) = ControllerStateMachine::open(dir, config.node_id)
         .await
@@ -565,7 +598,7 @@ async fn open_controller(
     .await
     .map_err(|e| raft_error(Box::new(e)))?;
     let quiet = Arc::new(QuietCell::new(&raft, shared));
-    Ok((raft, quiet, metadata, effects))
+    Ok((raft, quiet, metadata, effects, log_end))
 }
 
 /// Carries out, in order, the controller's effects for this node.

@@ -136,3 +136,31 @@ async fn a_topic_created_while_the_cluster_forms_waits_for_its_nodes() {
         node.stop().await;
     }
 }
+
+/// A restarted node has its metadata back once `wait_for_metadata` says so: a server serves
+/// clients only after it, so it never calls an existing topic unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_has_its_metadata_back_before_it_serves() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let log = small_log();
+    let (mut nodes, _groups) = start(&dirs, 2, &log).await;
+    for round in 0..3 {
+        let at = round % 3;
+        let node = nodes.remove(at);
+        let (id, addr) = (node.id(), node.addr());
+        node.stop_unclean().await;
+        let restarted = restart(&nodes, id, dirs[at].path(), addr, log.clone()).await;
+        assert!(
+            restarted
+                .wait_for_metadata(std::time::Duration::from_secs(30))
+                .await
+        );
+        let topic = restarted.metadata().topic("topic").cloned();
+        assert_eq!(topic.map(|t| t.partitions.len()), Some(2), "round {round}");
+        assert_eq!(restarted.metadata().nodes().count(), 3);
+        nodes.insert(at, restarted);
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}

@@ -58,6 +58,20 @@ async fn produce_retrying(
     }
 }
 
+/// Three nodes, a producer id, and the leader's replica of a one-partition topic.
+async fn one_partition_and_a_producer(
+    dirs: &[tempfile::TempDir],
+) -> (Vec<Node>, i64, std::sync::Arc<quipu_node::Partition>) {
+    let (nodes, groups) = start(dirs, 1, &small_log()).await;
+    let group = groups[0];
+    let id = nodes[1].init_producer_id().await.unwrap();
+    wait_for("a leader", || leader_node(&nodes, group).is_some()).await;
+    let partition = nodes[leader_node(&nodes, group).unwrap()]
+        .partition(group)
+        .unwrap();
+    (nodes, id, partition)
+}
+
 fn sequence_error(result: Result<Offset, ProduceError>) -> SequenceError {
     match result {
         Err(ProduceError::Sequence { source, .. }) => source,
@@ -151,13 +165,7 @@ async fn retried_batches_are_written_once_before_and_after_a_leader_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_in_flight_at_once_land_in_sequence_order() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (nodes, groups) = start(&dirs, 1, &small_log()).await;
-    let group = groups[0];
-    let id = nodes[0].init_producer_id().await.unwrap();
-    wait_for("a leader", || leader_node(&nodes, group).is_some()).await;
-    let partition = nodes[leader_node(&nodes, group).unwrap()]
-        .partition(group)
-        .unwrap();
+    let (nodes, id, partition) = one_partition_and_a_producer(&dirs).await;
     // Rounds of five batches sent at once (Kafka's most in flight), the later ones first: each
     // waits at the leader for the gap before it to fill, so every batch lands at its sequence's
     // offset, with no retry.
@@ -188,13 +196,7 @@ async fn batches_in_flight_at_once_land_in_sequence_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_sent_while_its_batch_is_still_in_raft_gets_the_same_offset() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (nodes, groups) = start(&dirs, 1, &small_log()).await;
-    let group = groups[0];
-    let id = nodes[1].init_producer_id().await.unwrap();
-    wait_for("a leader", || leader_node(&nodes, group).is_some()).await;
-    let partition = nodes[leader_node(&nodes, group).unwrap()]
-        .partition(group)
-        .unwrap();
+    let (nodes, id, partition) = one_partition_and_a_producer(&dirs).await;
     for round in 0..10 {
         let batch = idempotent(id, 0, round * 4, 4, "r");
         let (a, b, c) = tokio::join!(

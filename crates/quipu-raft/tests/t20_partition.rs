@@ -3,17 +3,19 @@
 //! point and snapshot survive a power loss.
 #![allow(clippy::unwrap_used)] // tests unwrap
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use common::open;
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::{
     CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLogReader, RaftSnapshotBuilder,
     Vote,
 };
-use quipu_raft::shared::PartitionShared;
-use quipu_raft::{LogStore, PartitionStateMachine, Request, TypeConfig};
+use quipu_raft::{Request, TypeConfig};
 use quipu_record::{BatchBuilder, BatchHeader, Compression};
 use quipu_storage::fault::{PowerLoss, power_loss};
 use quipu_storage::{Log, LogConfig, Offset};
@@ -58,25 +60,6 @@ fn membership(term: u64, index: u64) -> Entry<TypeConfig> {
         log_id: log_id(term, index),
         payload: EntryPayload::Membership(Membership::new(vec![voters], None)),
     }
-}
-
-async fn open(
-    dir: &std::path::Path,
-) -> (
-    Arc<Log>,
-    LogStore,
-    PartitionStateMachine,
-    Arc<PartitionShared>,
-) {
-    let log = Arc::new(Log::open(dir, LogConfig::default()).unwrap());
-    let shared = Arc::new(PartitionShared::default());
-    let store = LogStore::open(Arc::clone(&log), Arc::clone(&shared))
-        .await
-        .unwrap();
-    let sm = PartitionStateMachine::open(dir.to_path_buf(), Arc::clone(&shared))
-        .await
-        .unwrap();
-    (log, store, sm, shared)
 }
 
 #[tokio::test]

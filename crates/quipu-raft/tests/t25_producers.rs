@@ -3,15 +3,17 @@
 //! changed when entries it already covers are applied again on top of a snapshot.
 #![allow(clippy::unwrap_used)] // tests unwrap
 
+mod common;
+
 use std::sync::Arc;
 
+use common::open;
 use openraft::storage::{RaftLogStorageExt, RaftStateMachine};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder};
 use quipu_raft::producers::{ProducerBatch, SequenceCheck};
 use quipu_raft::shared::PartitionShared;
-use quipu_raft::{LogStore, PartitionStateMachine, Request, TypeConfig};
+use quipu_raft::{Request, TypeConfig};
 use quipu_record::{BatchBuilder, Compression};
-use quipu_storage::{Log, LogConfig};
 
 fn records(index: u64, producer: Option<(i64, i32)>, count: i32) -> Entry<TypeConfig> {
     let mut builder = BatchBuilder::new(0, Compression::None);
@@ -28,25 +30,6 @@ fn records(index: u64, producer: Option<(i64, i32)>, count: i32) -> Entry<TypeCo
             local_ack: None,
         }),
     }
-}
-
-async fn open(
-    dir: &std::path::Path,
-) -> (
-    Arc<Log>,
-    LogStore,
-    PartitionStateMachine,
-    Arc<PartitionShared>,
-) {
-    let log = Arc::new(Log::open(dir, LogConfig::default()).unwrap());
-    let shared = Arc::new(PartitionShared::default());
-    let store = LogStore::open(Arc::clone(&log), Arc::clone(&shared))
-        .await
-        .unwrap();
-    let sm = PartitionStateMachine::open(dir.to_path_buf(), Arc::clone(&shared))
-        .await
-        .unwrap();
-    (log, store, sm, shared)
 }
 
 fn check(shared: &PartitionShared, id: i64, first: i32, count: i32) -> SequenceCheck {

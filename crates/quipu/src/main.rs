@@ -158,6 +158,9 @@ fn raise_open_file_limit() {
     }
 }
 
+/// Longest a starting server waits for the metadata it had to be applied again before it serves.
+const METADATA_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     raise_open_file_limit();
     let voters = settings.voters.clone();
@@ -187,6 +190,15 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
             )
         })?;
     node.join(voters).await.context("cannot join the cluster")?;
+    // A restarted node serves clients once its metadata is back (the controller leader has said
+    // its log is committed), so that it never calls an existing topic unknown. Bounded: without
+    // a controller majority it serves anyway, saying so.
+    if !node.wait_for_metadata(METADATA_PATIENCE).await {
+        tracing::warn!(
+            patience_s = METADATA_PATIENCE.as_secs(),
+            "the cluster's metadata this node had is not applied again yet (no controller leader?): serving anyway, topics may look unknown until it is"
+        );
+    }
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(quipu_api::serve(
         node.handle(),

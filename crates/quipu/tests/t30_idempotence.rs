@@ -5,70 +5,18 @@
 //! and each partition holds its lines in input order.
 #![allow(clippy::unwrap_used)] // tests unwrap
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{PATIENCE, Server, free_port};
+
 const LINES: usize = 400_000;
-const PATIENCE: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `quipu server` process, SIGKILLed (by its PID) when dropped.
-struct Server {
-    child: Child,
-    ready: std::sync::mpsc::Receiver<()>,
-}
-
-impl Server {
-    fn start(args: &[String]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quipu"))
-            .arg("server")
-            .args(args)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, ready) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("quipu server ready") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        Server { child, ready }
-    }
-
-    fn wait_ready(&self) {
-        self.ready
-            .recv_timeout(PATIENCE)
-            .expect("the server became ready");
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.kill(); // SIGKILL, our own child
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn quipu(bootstrap: &str, args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_quipu"))
@@ -130,7 +78,7 @@ fn every_line_is_acknowledged_once_through_a_leader_crash_its_restart_and_anothe
     };
     let mut servers: Vec<Option<Server>> = (0..3).map(|i| Some(start(i))).collect();
     for server in servers.iter().flatten() {
-        server.wait_ready();
+        server.wait_for("quipu server ready");
     }
     quipu(
         &bootstrap,
@@ -207,7 +155,7 @@ fn every_line_is_acknowledged_once_through_a_leader_crash_its_restart_and_anothe
     let first = leader_of(&bootstrap, "t", 0).unwrap() - 1;
     servers[first].take().unwrap().kill();
     let restarted = start(first);
-    restarted.wait_ready();
+    restarted.wait_for("quipu server ready");
     servers[first] = Some(restarted);
     // Two thirds: SIGKILL another node, for good (two of three remain, a majority).
     wait_acked(2 * LINES / 3);

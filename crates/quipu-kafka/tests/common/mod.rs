@@ -300,6 +300,20 @@ pub fn python() -> String {
     venv.to_string_lossy().into_owned()
 }
 
+/// Node.js and the `node_modules` directory with kafkajs that `scripts/test.sh` installs (run a
+/// script with that as `NODE_PATH`).
+pub fn kafkajs() -> (String, String) {
+    let modules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/kafka-clients/node/node_modules");
+    assert!(
+        modules.join("kafkajs").exists(),
+        "kafkajs is missing: run scripts/test.sh (it installs it under {})",
+        modules.display()
+    );
+    let node = require("node", "install Node.js (apt-get install nodejs)");
+    (node, modules.to_string_lossy().into_owned())
+}
+
 /// A client script in `tests/clients`.
 pub fn client_script(name: &str) -> String {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
