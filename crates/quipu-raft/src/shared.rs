@@ -22,6 +22,9 @@ pub struct PartitionShared {
     /// The partition's idempotent producers as applied (`crate::producers`), and their bounds.
     producers: Mutex<ProducerTable>,
     producer_settings: ProducerSettings,
+    /// For a partition of the consumer groups' offsets topic: the groups' state, applied from
+    /// its records (`quipu_groups`); `None` for every other partition.
+    groups: Option<Mutex<quipu_groups::GroupsState>>,
 }
 
 /// The bounds on a partition's producer table and the clock its producers age by.
@@ -88,6 +91,23 @@ impl PartitionShared {
             producer_settings: settings,
             ..PartitionShared::default()
         }
+    }
+
+    /// Makes this the shared state of a partition of the offsets topic: its records are applied
+    /// to a [`quipu_groups::GroupsState`] too.
+    #[must_use]
+    pub fn keeping_groups(mut self) -> PartitionShared {
+        self.groups = Some(Mutex::default());
+        self
+    }
+
+    /// Runs `f` on the groups' state, for a partition of the offsets topic (`None` for others).
+    pub fn with_groups<T>(&self, f: impl FnOnce(&mut quipu_groups::GroupsState) -> T) -> Option<T> {
+        self.groups.as_ref().map(|groups| {
+            f(&mut groups
+                .lock()
+                .expect("groups state lock poisoned by a panic"))
+        })
     }
 
     /// The bounds and clock of the producer table.

@@ -147,9 +147,9 @@ impl PartitionStateMachine {
         let saved = file.load().await?;
         let mut state = State::default();
         if let Some((meta, data)) = saved {
-            let (applied, producers) = decode_state::<Applied>(&data).map_err(snapshot_error)?;
+            let (applied, tables) = decode_state::<Applied>(&data).map_err(snapshot_error)?;
             state.applied = applied;
-            shared.with_producers(|table| *table = producers);
+            set_tables(&shared, tables);
             shared.set_high_watermark(state.applied.high_watermark);
             if let Some(last) = meta.last_log_id {
                 shared.set_installed(last.index, state.applied.high_watermark);
@@ -203,7 +203,7 @@ impl PartitionStateMachine {
             }
         };
         let mut taken = false;
-        if let Some((checkpoint, producers)) = checkpoint {
+        if let Some((checkpoint, tables)) = checkpoint {
             let snapshot_index = self.lock().applied.last_applied.map(|id| id.index);
             if let Some(last) = checkpoint.applied.last_applied
                 && snapshot_index.is_none_or(|s| last.index > s)
@@ -212,7 +212,7 @@ impl PartitionStateMachine {
                 self.shared
                     .set_high_watermark(checkpoint.applied.high_watermark);
                 self.shared.delete_records_before(checkpoint.records_start);
-                self.shared.with_producers(|table| *table = producers);
+                set_tables(&self.shared, tables);
                 let mut state = self.lock();
                 state.applied = checkpoint.applied;
                 state.earlier_memberships = checkpoint.earlier_memberships;
@@ -241,8 +241,8 @@ impl PartitionStateMachine {
         match due {
             Some((mut checkpoint, written)) => {
                 checkpoint.records_start = self.shared.records_start();
-                let producers = self.shared.with_producers(|table| table.clone());
-                write_checkpoint(&self.file.dir, checkpoint, producers, &written).await
+                let tables = tables_of(&self.shared);
+                write_checkpoint(&self.file.dir, checkpoint, tables, &written).await
             }
             None => Ok(false),
         }
@@ -274,7 +274,7 @@ async fn holds(
 async fn write_checkpoint(
     dir: &std::path::Path,
     checkpoint: Checkpoint,
-    producers: ProducerTable,
+    tables: Tables,
     written: &Arc<tokio::sync::Mutex<Option<u64>>>,
 ) -> Result<bool, StorageError<NodeId>> {
     let index = checkpoint.applied.last_applied.map(|id| id.index);
@@ -282,7 +282,7 @@ async fn write_checkpoint(
     if index <= *last {
         return Ok(false);
     }
-    let body = encode_state(&checkpoint, &producers).map_err(sm_error)?;
+    let body = encode_state(&checkpoint, &tables).map_err(sm_error)?;
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
         quipu_storage::write_state_file(&dir, CHECKPOINT_FILE, &body)
@@ -365,10 +365,10 @@ impl RaftSnapshotBuilder<TypeConfig> for PartitionStateMachine {
                 applied.membership.clone(),
                 state.snapshots_built,
             );
-            let producers = self.shared.with_producers(|table| table.clone());
+            let tables = tables_of(&self.shared);
             (
                 meta,
-                encode_state(&applied, &producers).map_err(snapshot_error)?,
+                encode_state(&applied, &tables).map_err(snapshot_error)?,
             )
         };
         self.file.save(&meta, &data).await?;
@@ -433,6 +433,8 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                             table.record(&producer, Some(base), now, &settings.limits);
                         });
                     }
+                    self.shared
+                        .with_groups(|groups| apply_group_records(groups, &batch, base));
                     Response {
                         base_offset: Some(base),
                         ..Response::default()
@@ -464,11 +466,11 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
         }
         if let Some((mut checkpoint, written)) = state.due_checkpoint(false) {
             checkpoint.records_start = self.shared.records_start();
-            let producers = self.shared.with_producers(|table| table.clone());
+            let tables = tables_of(&self.shared);
             let dir = self.file.dir.clone();
             // In the background: the next apply need not wait for the two fsyncs.
             tokio::spawn(async move {
-                if let Err(e) = write_checkpoint(&dir, checkpoint, producers, &written).await {
+                if let Err(e) = write_checkpoint(&dir, checkpoint, tables, &written).await {
                     tracing::warn!(dir = %dir.display(), error = %e, "cannot write the applied-state checkpoint");
                 }
             });
@@ -493,7 +495,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
     ) -> Result<(), StorageError<NodeId>> {
         let _writing = self.snapshot_io.lock().await;
         let data = snapshot.into_inner();
-        let (applied, producers) = decode_state::<Applied>(&data).map_err(snapshot_error)?;
+        let (applied, tables) = decode_state::<Applied>(&data).map_err(snapshot_error)?;
         self.file.save(meta, &data).await?;
         if let Some(last) = meta.last_log_id {
             self.shared
@@ -503,7 +505,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
             self.shared.note_flushed(last.index + 1);
         }
         self.shared.set_high_watermark(applied.high_watermark);
-        self.shared.with_producers(|table| *table = producers);
+        set_tables(&self.shared, tables);
         let mut state = self.lock();
         state.applied = applied;
         state.earlier_memberships.clear();
@@ -521,26 +523,80 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
     }
 }
 
+/// What snapshots and checkpoints carry after the state: the producer table, and for a partition
+/// of the offsets topic the groups' state.
+#[derive(Debug, Default)]
+struct Tables {
+    producers: ProducerTable,
+    groups: Option<quipu_groups::GroupsState>,
+}
+
+/// The tables of a partition now.
+fn tables_of(shared: &PartitionShared) -> Tables {
+    Tables {
+        producers: shared.with_producers(|table| table.clone()),
+        groups: shared.with_groups(|groups| groups.clone()),
+    }
+}
+
+/// Puts `tables` in place (a partition of the offsets topic whose file holds no groups' state
+/// gets an empty one).
+fn set_tables(shared: &PartitionShared, tables: Tables) {
+    shared.with_producers(|table| *table = tables.producers);
+    shared.with_groups(|groups| *groups = tables.groups.unwrap_or_default());
+}
+
+/// Applies the records of a batch of the offsets topic to the groups' state. The coordinator
+/// wrote them; a record that does not decode (never expected) is skipped with a warning, never
+/// a reason to fail the replica.
+fn apply_group_records(groups: &mut quipu_groups::GroupsState, batch: &bytes::Bytes, base: u64) {
+    match quipu_record::decode_records(batch, GROUP_BATCH_BYTES_MAX) {
+        Ok(records) => {
+            for record in records {
+                match quipu_groups::GroupRecord::decode(
+                    record.key.as_deref(),
+                    record.value.as_deref(),
+                ) {
+                    Ok(record) => groups.apply(record),
+                    Err(e) => {
+                        tracing::warn!(base_offset = base, error = %e, "an undecodable group record is skipped")
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(base_offset = base, error = %e, "an undecodable batch of group records is skipped")
+        }
+    }
+}
+
+/// Largest decompressed batch of the offsets topic that is applied.
+const GROUP_BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
+
 /// The state as snapshots and checkpoints hold it: postcard of `state`, then postcard of the
-/// producer table (absent in files written before producers were tracked: an empty table).
-fn encode_state<S: Serialize>(
-    state: &S,
-    producers: &ProducerTable,
-) -> Result<Vec<u8>, postcard::Error> {
+/// producer table, then, for a partition of the offsets topic, postcard of the groups' state
+/// (files written before producers were tracked end after the state: an empty table).
+fn encode_state<S: Serialize>(state: &S, tables: &Tables) -> Result<Vec<u8>, postcard::Error> {
     let mut bytes = postcard::to_allocvec(state)?;
-    bytes.extend_from_slice(&postcard::to_allocvec(producers)?);
+    bytes.extend_from_slice(&postcard::to_allocvec(&tables.producers)?);
+    if let Some(groups) = &tables.groups {
+        bytes.extend_from_slice(&postcard::to_allocvec(groups)?);
+    }
     Ok(bytes)
 }
 
 /// Reads what [`encode_state`] wrote.
 fn decode_state<S: serde::de::DeserializeOwned>(
     bytes: &[u8],
-) -> Result<(S, ProducerTable), postcard::Error> {
+) -> Result<(S, Tables), postcard::Error> {
     let (state, rest) = postcard::take_from_bytes::<S>(bytes)?;
-    let producers = if rest.is_empty() {
-        ProducerTable::default()
-    } else {
-        postcard::from_bytes(rest)?
-    };
-    Ok((state, producers))
+    let mut tables = Tables::default();
+    if !rest.is_empty() {
+        let (producers, rest) = postcard::take_from_bytes::<ProducerTable>(rest)?;
+        tables.producers = producers;
+        if !rest.is_empty() {
+            tables.groups = Some(postcard::from_bytes(rest)?);
+        }
+    }
+    Ok((state, tables))
 }

@@ -16,8 +16,21 @@ pub async fn open(
     PartitionStateMachine,
     Arc<PartitionShared>,
 ) {
+    open_with(dir, PartitionShared::default()).await
+}
+
+/// [`open`] with the shared state `shared`.
+pub async fn open_with(
+    dir: &std::path::Path,
+    shared: PartitionShared,
+) -> (
+    Arc<Log>,
+    LogStore,
+    PartitionStateMachine,
+    Arc<PartitionShared>,
+) {
     let log = Arc::new(Log::open(dir, LogConfig::default()).unwrap());
-    let shared = Arc::new(PartitionShared::default());
+    let shared = Arc::new(shared);
     let store = LogStore::open(Arc::clone(&log), Arc::clone(&shared))
         .await
         .unwrap();
