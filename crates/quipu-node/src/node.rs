@@ -70,6 +70,9 @@ pub(crate) struct Inner {
     pub(crate) producer_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
     /// The last index of the controller log when the node started (`None`: empty).
     pub(crate) controller_log_end: Option<u64>,
+    /// The controller's log, held by its Raft instance: a stop waits until it is let go, so that
+    /// the data directory's lock is free when `stop` returns.
+    pub(crate) controller_log: std::sync::Weak<quipu_storage::Log>,
 }
 
 /// A running node: its transport server, the controller group and the partitions it hosts. Its
@@ -117,7 +120,7 @@ impl Node {
         // `controller_log_end`: what this node's controller log held at start; until it is
         // applied again (after the leader's first message says it is committed), this node's
         // metadata is behind.
-        let (controller, controller_quiet, metadata, effects, controller_log_end) =
+        let (controller, controller_quiet, metadata, effects, controller_log_end, controller_log) =
             open_controller(&config, Arc::clone(&raft_config), Arc::clone(&peers)).await?;
         groups.insert(GroupId::CONTROLLER, controller.clone(), controller_quiet);
 
@@ -179,6 +182,7 @@ impl Node {
             incarnation: Arc::new(std::sync::atomic::AtomicU64::new(incarnation())),
             producer_ids: tokio::sync::Mutex::new(0..0),
             controller_log_end,
+            controller_log,
         });
         let tasks = vec![
             tokio::spawn(carry_out_effects(Arc::clone(&inner), effects)),
@@ -272,6 +276,20 @@ impl Node {
         self.inner.groups.remove(GroupId::CONTROLLER);
         if let Err(e) = self.inner.controller.shutdown().await {
             tracing::warn!(node_id = self.id(), error = %e, "controller did not shut down cleanly");
+        }
+        // Raft's tasks end on their own schedule after the shutdown; the log (and the lock on
+        // its directory) goes with the last of them. Bounded, like a replica's close.
+        let deadline = tokio::time::Instant::now() + CONTROLLER_LOG_RELEASE_WAIT;
+        while self.inner.controller_log.strong_count() > 0 && tokio::time::Instant::now() < deadline
+        {
+            // Nothing to await on a `Weak`: the holders let go by themselves.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        if self.inner.controller_log.strong_count() > 0 {
+            tracing::warn!(
+                node_id = self.id(),
+                "the controller log is still held after the stop"
+            );
         }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -558,6 +576,7 @@ async fn open_controller(
         ControllerStateMachine,
         tokio::sync::mpsc::Receiver<Effect>,
         Option<u64>,
+        std::sync::Weak<quipu_storage::Log>,
     ),
     NodeError,
 > {
@@ -578,7 +597,7 @@ async fn open_controller(
         .next_index()
         .checked_sub(1)
         .filter(|last| *last >= log.first_index());
-    drop(log);
+    let log = Arc::downgrade(&log);
     let raft_error = |source: crate::error::BoxError| NodeError::Raft { group, source };
     let (metadata, effects) = ControllerStateMachine::open(dir, config.node_id)
         .await
@@ -598,8 +617,11 @@ async fn open_controller(
     .await
     .map_err(|e| raft_error(Box::new(e)))?;
     let quiet = Arc::new(QuietCell::new(&raft, shared));
-    Ok((raft, quiet, metadata, effects, log_end))
+    Ok((raft, quiet, metadata, effects, log_end, log))
 }
+
+/// How long a stop waits for the controller's log to be let go.
+const CONTROLLER_LOG_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Carries out, in order, the controller's effects for this node.
 async fn carry_out_effects(inner: Arc<Inner>, mut effects: tokio::sync::mpsc::Receiver<Effect>) {
