@@ -75,9 +75,10 @@ pub struct ProduceBench {
     /// idempotent default.
     #[arg(long)]
     no_idempotence: bool,
-    /// Batches of one partition on their way at once (1 to 5; idempotent only).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=5))]
-    max_in_flight: u64,
+    /// Batches of one partition on their way at once, 1 to 5 [default: 5] (idempotent only: not
+    /// with --no-idempotence or --acks 0).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=5))]
+    max_in_flight: Option<u64>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -213,14 +214,22 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e).with_context(|| format!("cannot read topic {}", args.topic)),
     }
+    let idempotent = !args.no_idempotence && !matches!(args.acks, Acks::Zero);
+    if !idempotent && args.max_in_flight.is_some() {
+        bail!(
+            "--max-in-flight applies to idempotent producers only, not with --no-idempotence or --acks 0"
+        );
+    }
     let producer = Producer::new(
         &client,
         ProducerConfig {
             linger: Duration::from_millis(args.linger_ms),
             batch_bytes: args.batch_bytes,
             acks: args.acks.into(),
-            idempotent: !args.no_idempotence,
-            max_in_flight: usize::try_from(args.max_in_flight).unwrap_or(1),
+            idempotent,
+            max_in_flight: args.max_in_flight.map_or(quipu_client::IN_FLIGHT_MAX, |n| {
+                usize::try_from(n).unwrap_or(1)
+            }),
             ..ProducerConfig::default()
         },
     );

@@ -301,39 +301,56 @@ pub struct ProduceArgs {
     /// Bytes that close a batch.
     #[arg(long, default_value_t = 64 * 1024)]
     batch_bytes: usize,
-    /// How long a batch is retried until it is acknowledged, in ms (idempotent producers: a
-    /// retried batch is written once).
-    #[arg(long, default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
-    delivery_timeout_ms: u64,
-    /// Send plain batches: no producer id, and a batch whose outcome is unknown (a leader
-    /// failed while it was in flight) is reported, not retried.
+    /// How long a batch is retried until it is acknowledged, in ms [default: 120000]
+    /// (idempotent producers: a retried batch is written once; not with --no-idempotence or
+    /// --acks 0).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    delivery_timeout_ms: Option<u64>,
+    /// Send plain batches: no producer id, one batch per partition at a time, and a batch whose
+    /// outcome is unknown (a leader failed while it was in flight) is reported, not retried.
+    /// Acks 0 is always plain.
     #[arg(long)]
     no_idempotence: bool,
-    /// Batches of one partition on their way at once (1 to 5; idempotent only, acknowledged in
-    /// order).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=5))]
-    max_in_flight: u64,
+    /// Batches of one partition on their way at once, 1 to 5 [default: 5] (idempotent only,
+    /// acknowledged in order; not with --no-idempotence or --acks 0).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=5))]
+    max_in_flight: Option<u64>,
     #[command(flatten)]
     connection: Connection,
+}
+
+/// The producer `quipu produce` runs: idempotent unless `--no-idempotence` or acks 0, and then
+/// the idempotent producer's own settings are refused rather than ignored.
+fn producer_config(args: &ProduceArgs) -> anyhow::Result<ProducerConfig> {
+    let idempotent = !args.no_idempotence && !matches!(args.acks, Acks::Zero);
+    if !idempotent && (args.delivery_timeout_ms.is_some() || args.max_in_flight.is_some()) {
+        bail!(
+            "--delivery-timeout-ms and --max-in-flight apply to idempotent producers only, not with --no-idempotence or --acks 0"
+        );
+    }
+    let defaults = ProducerConfig::default();
+    Ok(ProducerConfig {
+        linger: std::time::Duration::from_millis(args.linger_ms),
+        batch_bytes: args.batch_bytes,
+        acks: args.acks.into(),
+        idempotent,
+        delivery_timeout: args
+            .delivery_timeout_ms
+            .map_or(defaults.delivery_timeout, std::time::Duration::from_millis),
+        max_in_flight: args
+            .max_in_flight
+            .map_or(defaults.max_in_flight, |n| usize::try_from(n).unwrap_or(1)),
+        ..defaults
+    })
 }
 
 /// Acknowledgements waiting to be printed, in input order, before reading waits.
 const ACKS_PENDING_MAX: usize = 100_000;
 
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    let config = producer_config(&args)?;
     let client = args.connection.connect().await?;
-    let producer = Producer::new(
-        &client,
-        ProducerConfig {
-            linger: std::time::Duration::from_millis(args.linger_ms),
-            batch_bytes: args.batch_bytes,
-            acks: args.acks.into(),
-            idempotent: !args.no_idempotence,
-            delivery_timeout: std::time::Duration::from_millis(args.delivery_timeout_ms),
-            max_in_flight: usize::try_from(args.max_in_flight).unwrap_or(1),
-            ..ProducerConfig::default()
-        },
-    );
+    let producer = Producer::new(&client, config);
     // Lines come from a blocking reader thread; acknowledgements are printed by a task in order.
     let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<std::io::Result<String>>(1024);
     std::thread::spawn(move || {
@@ -652,4 +669,46 @@ pub async fn cluster(connection: &Connection, command: ClusterCommand) -> anyhow
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests unwrap
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Produce {
+        #[command(flatten)]
+        args: ProduceArgs,
+    }
+
+    fn config(line: &str) -> anyhow::Result<ProducerConfig> {
+        let parsed = Produce::try_parse_from(line.split_whitespace()).unwrap();
+        producer_config(&parsed.args)
+    }
+
+    #[test]
+    fn idempotence_is_the_default_and_its_settings_are_refused_where_it_is_off() {
+        let default = config("produce t").unwrap();
+        assert!(default.idempotent);
+        assert_eq!(default.max_in_flight, quipu_client::IN_FLIGHT_MAX);
+        let set = config("produce t --max-in-flight 1 --delivery-timeout-ms 5000").unwrap();
+        assert_eq!(set.max_in_flight, 1);
+        assert_eq!(set.delivery_timeout, std::time::Duration::from_secs(5));
+        assert!(!config("produce t --no-idempotence").unwrap().idempotent);
+        assert!(!config("produce t --acks 0").unwrap().idempotent);
+        for line in [
+            "produce t --no-idempotence --max-in-flight 2",
+            "produce t --acks 0 --delivery-timeout-ms 1000",
+        ] {
+            let error = config(line).unwrap_err().to_string();
+            assert!(
+                error.contains("idempotent producers only"),
+                "{line}: {error}"
+            );
+        }
+    }
 }
