@@ -536,14 +536,8 @@ impl Partition {
     /// the leader this replica knows of.
     fn require_writable_leader(&self) -> Result<(), ProduceError> {
         self.refuse_if_draining()?;
-        let leader = self.leader();
-        if leader != Some(self.node_id) {
-            let leader_addr = leader.and_then(|id| crate::groups::member_addr(&self.raft, id));
-            return Err(ProduceError::NotLeader {
-                group: self.group,
-                leader,
-                leader_addr,
-            });
+        if self.leader() != Some(self.node_id) {
+            return Err(self.not_leader());
         }
         Ok(())
     }
@@ -622,26 +616,39 @@ impl Partition {
     /// entry of earlier terms is applied here (at most [`TERM_APPLIED_WAIT`]).
     async fn check_sequence(&self, producer: &ProducerBatch) -> Result<Checked<'_>, ProduceError> {
         let me = self.node_id;
-        let metrics = self
-            .raft
-            .wait(Some(TERM_APPLIED_WAIT))
-            .metrics(
-                |m| {
-                    m.current_leader != Some(me)
-                        || m.last_applied
-                            .is_some_and(|l| l.leader_id.term == m.current_term)
-                },
-                "the entries of earlier terms are applied",
-            )
-            .await
-            .map_err(|e| ProduceError::Unavailable {
-                group: self.group,
-                source: ProposalError::Raft(Box::new(e)),
-            })?;
-        if metrics.current_leader != Some(me) {
-            return Err(self.not_leader());
-        }
-        let term = metrics.current_term;
+        // `Some(term)` once this replica leads and has applied an entry of its own term; `None`
+        // while it leads without (the blank that commits earlier terms is not applied yet).
+        let settled = |m: &openraft::RaftMetrics<NodeId, BasicNode>| -> Result<Option<u64>, ()> {
+            if m.current_leader != Some(me) {
+                return Err(());
+            }
+            let applied_term = m.last_applied.map(|l| l.leader_id.term);
+            Ok((applied_term == Some(m.current_term)).then_some(m.current_term))
+        };
+        // Almost always settled already: read the metrics in place (no copy, no waiter).
+        let now = settled(&self.raft.metrics().borrow());
+        let term = match now {
+            Err(()) => return Err(self.not_leader()),
+            Ok(Some(term)) => term,
+            Ok(None) => {
+                let metrics = self
+                    .raft
+                    .wait(Some(TERM_APPLIED_WAIT))
+                    .metrics(
+                        |m| settled(m) != Ok(None),
+                        "the entries of earlier terms are applied",
+                    )
+                    .await
+                    .map_err(|e| ProduceError::Unavailable {
+                        group: self.group,
+                        source: ProposalError::Raft(Box::new(e)),
+                    })?;
+                settled(&metrics)
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| self.not_leader())?
+            }
+        };
         let still_leads = || {
             let m = self.raft.metrics();
             let m = m.borrow();
