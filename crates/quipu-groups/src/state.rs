@@ -19,30 +19,23 @@ impl GroupsState {
     /// for an offset this state does not hold changes nothing). A group with no offsets left is
     /// gone.
     pub fn apply(&mut self, record: GroupRecord) {
-        match record {
-            GroupRecord::Offset {
-                key:
-                    OffsetKey {
-                        group,
-                        topic,
-                        partition,
-                    },
-                value: Some(value),
-            } => {
+        let GroupRecord::Offset {
+            key:
+                OffsetKey {
+                    group,
+                    topic,
+                    partition,
+                },
+            value,
+        } = record;
+        match value {
+            Some(value) => {
                 self.groups
                     .entry(group)
                     .or_default()
                     .insert((topic, partition), value);
             }
-            GroupRecord::Offset {
-                key:
-                    OffsetKey {
-                        group,
-                        topic,
-                        partition,
-                    },
-                value: None,
-            } => {
+            None => {
                 if let Some(offsets) = self.groups.get_mut(&group) {
                     offsets.remove(&(topic, partition));
                     if offsets.is_empty() {

@@ -320,19 +320,6 @@ impl ProducerTable {
         self.forget(now_ms, limits, id);
     }
 
-    /// Sets the base offset of a batch recorded while it was only proposed, once it is applied
-    /// (a leader's projection).
-    pub fn resolve(&mut self, batch: &ProducerBatch, base_offset: u64) {
-        if let Some(entry) = self.producers.get_mut(&batch.producer_id)
-            && entry.epoch == batch.epoch
-            && let Some(recorded) = entry.batches.iter_mut().find(|b| {
-                b.first_sequence == batch.first_sequence && b.last_sequence == batch.last_sequence
-            })
-        {
-            recorded.base_offset = Some(base_offset);
-        }
-    }
-
     /// Forgets producers unused for longer than the expiration, then the least recently used
     /// while more than `limits.max` are tracked; never `keep` (the one just recorded).
     fn forget(&mut self, now_ms: i64, limits: &ProducerLimits, keep: i64) {
@@ -498,20 +485,14 @@ mod tests {
     }
 
     #[test]
-    fn a_projected_batch_gets_its_offset_when_applied() {
+    fn a_batch_recorded_before_its_offset_is_known_is_a_duplicate_without_one() {
         let mut table = ProducerTable::default();
         table.record(&batch(1, 0, 0, 2), None, 0, &LIMITS);
         assert_eq!(
             table.check(&batch(1, 0, 0, 2)),
             Ok(SequenceCheck::Duplicate { base_offset: None })
         );
-        table.resolve(&batch(1, 0, 0, 2), 40);
-        assert_eq!(
-            table.check(&batch(1, 0, 0, 2)),
-            Ok(SequenceCheck::Duplicate {
-                base_offset: Some(40)
-            })
-        );
+        assert_eq!(table.check(&batch(1, 0, 2, 1)), Ok(SequenceCheck::Append));
     }
 
     #[test]
