@@ -351,31 +351,15 @@ impl Client {
 
     /// One topic, with each partition's replicas. Leaders, offsets and lag come from the nodes
     /// that lead the partitions ([`Client::describe_topic_everywhere`] merges them).
-    ///
-    /// A node that answers "unknown topic" may only be behind (restarted, still catching up on
-    /// the cluster's metadata): the topic is unknown only if no other node knows it either.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
         let request = DescribeTopicRequest {
             name: name.to_string(),
         };
-        let first = self
-            .any_node(true, |mut c| {
-                let request = request.clone();
-                async move { c.describe_topic(request).await }
-            })
-            .await;
-        let Err(ClientError::UnknownTopic(_)) = first else {
-            return first;
-        };
-        for addr in self.addrs() {
-            let Ok(mut admin) = self.admin(&addr) else {
-                continue;
-            };
-            if let Ok(found) = admin.describe_topic(request.clone()).await {
-                return Ok(found.into_inner());
-            }
-        }
-        first
+        self.any_node(true, |mut c| {
+            let request = request.clone();
+            async move { c.describe_topic(request).await }
+        })
+        .await
     }
 
     /// One topic as every node sees it, merged: each partition's leader, offsets and follower
@@ -559,17 +543,6 @@ impl Client {
                 Err(status) => classify(&status, idempotent),
             };
             let last = match failure {
-                // A node that is behind on the cluster's metadata (restarted, catching up) does
-                // not know the topic yet: it is unknown only if no node knows it.
-                Failure::Fatal(
-                    e @ (ClientError::UnknownTopic(_) | ClientError::UnknownPartition(_)),
-                ) => {
-                    if self.describe_topic(topic).await.is_err() {
-                        return Err(e);
-                    }
-                    self.set_leader(topic, partition, None);
-                    e
-                }
                 Failure::Fatal(e) => return Err(e),
                 Failure::NotLeader(Some(leader)) if leader != addr => {
                     self.set_leader(topic, partition, Some(leader));
@@ -607,18 +580,34 @@ impl Client {
             AckLevel::Leader => Acks::Leader,
             AckLevel::None => Acks::None,
         };
+        let patience = self.inner.config.retry_deadline;
+        self.send_batch(topic, partition, batch, acks, false, patience)
+            .await
+            .map(|r| r.base_offset)
+    }
+
+    /// One produce call on the partition's leader, retried as [`Client::on_leader_until`]
+    /// retries (`idempotent`: also when its outcome is unknown).
+    async fn send_batch(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: Bytes,
+        acks: Acks,
+        idempotent: bool,
+        patience: Duration,
+    ) -> Result<quipu_proto::v1::ProduceResponse, ClientError> {
         let request = ProduceRequest {
             topic: topic.to_string(),
             partition,
             acks: acks as i32,
             record_batch: batch,
         };
-        self.on_leader(topic, partition, false, |mut c| {
+        self.on_leader_until(topic, partition, idempotent, patience, |mut c| {
             let request = request.clone();
             async move { c.produce(request).await }
         })
         .await
-        .map(|r| r.base_offset)
     }
 
     /// Sends one batch of an idempotent producer (its header carries the producer id, epoch
@@ -649,17 +638,8 @@ impl Client {
                 ));
             }
         };
-        let request = ProduceRequest {
-            topic: topic.to_string(),
-            partition,
-            acks: acks as i32,
-            record_batch: batch,
-        };
         let response = self
-            .on_leader_until(topic, partition, true, patience, |mut c| {
-                let request = request.clone();
-                async move { c.produce(request).await }
-            })
+            .send_batch(topic, partition, batch, acks, true, patience)
             .await
             .map_err(error::after_idempotent_retries)?;
         response.base_offset.ok_or_else(|| {
