@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::open;
+use common::{open, snapshot};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::{
     CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLogReader, RaftSnapshotBuilder,
@@ -130,11 +130,7 @@ async fn vote_purge_point_and_snapshot_survive_power_loss() {
         store.save_vote(&vote).await.unwrap();
         let entries = store.try_get_log_entries(0..4).await.unwrap();
         sm.apply(entries).await.unwrap();
-        sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        snapshot(&mut sm).await;
         store.purge(log_id(1, 2)).await.unwrap();
     }
     let report = power_loss(dir.path(), PowerLoss::LoseUnsynced).unwrap();
@@ -212,12 +208,7 @@ async fn leader_snapshot_at_9() -> (tempfile::TempDir, openraft::Snapshot<TypeCo
         .unwrap();
     let read = store.try_get_log_entries(0..10).await.unwrap();
     sm.apply(read).await.unwrap();
-    let snapshot = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snapshot = snapshot(&mut sm).await;
     (dir, snapshot)
 }
 
@@ -321,12 +312,7 @@ async fn a_retention_snapshot_ends_at_the_requested_point_with_its_membership() 
         term: at_5.term,
         next_offset: at_5.next_offset().0,
     });
-    let snapshot = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snapshot = snapshot(&mut sm).await;
     assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 5)));
     assert_eq!(
         snapshot.meta.last_membership.log_id(),

@@ -7,9 +7,9 @@ mod common;
 
 use std::sync::Arc;
 
-use common::open;
-use openraft::storage::{RaftLogStorageExt, RaftStateMachine};
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder};
+use common::{append_and_apply, installed_from, open, snapshot};
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 use quipu_raft::producers::{ProducerBatch, SequenceCheck};
 use quipu_raft::shared::PartitionShared;
 use quipu_raft::{Request, TypeConfig};
@@ -55,9 +55,7 @@ async fn the_producer_table_follows_the_log_into_snapshots_and_checkpoints() {
     ];
     let (log, mut store, mut sm, shared) = open(dir.path()).await;
     assert!(!sm.with_checkpoints(Arc::clone(&log)).await.unwrap());
-    store.blocking_append(entries).await.unwrap();
-    let read = store.try_get_log_entries(0..4).await.unwrap();
-    sm.apply(read.clone()).await.unwrap();
+    let read = append_and_apply(&mut store, &mut sm, entries, 0..4).await;
     assert_eq!(shared.with_producers(|t| t.len()), 2);
     // Offsets as the log gave them: 0, then 3 (the plain batch), 7, 9.
     assert_eq!(
@@ -84,18 +82,8 @@ async fn the_producer_table_follows_the_log_into_snapshots_and_checkpoints() {
     // A snapshot carries the table to another replica, and applying entries it covers again
     // (as a follower does with the entries after a snapshot built below the applied index)
     // changes nothing.
-    let snapshot = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
-    let other = tempfile::tempdir().unwrap();
-    let (_log2, _store2, mut follower, follower_shared) = open(other.path()).await;
-    follower
-        .install_snapshot(&snapshot.meta, snapshot.snapshot)
-        .await
-        .unwrap();
+    let (_other, mut follower, follower_shared) =
+        installed_from(&mut sm, PartitionShared::default()).await;
     assert_eq!(follower_shared.with_producers(|t| t.clone()), table);
     follower.apply(read[2..].to_vec()).await.unwrap();
     assert_eq!(follower_shared.with_producers(|t| t.clone()), table);
@@ -129,17 +117,8 @@ async fn a_snapshot_without_a_producer_table_opens_with_none() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (_log, mut store, mut sm, _shared) = open(dir.path()).await;
-        store
-            .blocking_append(vec![records(0, None, 1)])
-            .await
-            .unwrap();
-        let read = store.try_get_log_entries(0..1).await.unwrap();
-        sm.apply(read).await.unwrap();
-        sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        append_and_apply(&mut store, &mut sm, vec![records(0, None, 1)], 0..1).await;
+        snapshot(&mut sm).await;
     }
     // Cut the (empty) table off the snapshot's data, as an older build wrote it.
     let body = quipu_storage::read_state_file(dir.path(), quipu_raft::SNAPSHOT_FILE, 1 << 20)

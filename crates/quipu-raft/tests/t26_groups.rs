@@ -7,9 +7,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{open, open_with};
-use openraft::storage::{RaftLogStorageExt, RaftStateMachine};
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder};
+use common::{append_and_apply, installed_from, open, open_with};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 use quipu_groups::{GroupRecord, GroupsState, OffsetKey, OffsetValue};
 use quipu_raft::shared::PartitionShared;
 use quipu_raft::{Request, TypeConfig};
@@ -57,42 +56,27 @@ async fn an_offsets_partition_applies_group_records_and_carries_them() {
     let (log, mut store, mut sm, shared) =
         open_with(dir.path(), PartitionShared::default().keeping_groups()).await;
     assert!(!sm.with_checkpoints(Arc::clone(&log)).await.unwrap());
-    store
-        .blocking_append(vec![
-            entry(
-                0,
-                &[commit("a", 0, Some(5)), commit("a", 1, Some(9))],
-                Compression::None,
-            ),
-            entry(
-                1,
-                &[commit("b", 0, Some(2)), commit("a", 1, None)],
-                Compression::Zstd,
-            ),
-        ])
-        .await
-        .unwrap();
-    let read = store.try_get_log_entries(0..2).await.unwrap();
-    sm.apply(read).await.unwrap();
+    let entries = vec![
+        entry(
+            0,
+            &[commit("a", 0, Some(5)), commit("a", 1, Some(9))],
+            Compression::None,
+        ),
+        entry(
+            1,
+            &[commit("b", 0, Some(2)), commit("a", 1, None)],
+            Compression::Zstd,
+        ),
+    ];
+    append_and_apply(&mut store, &mut sm, entries, 0..2).await;
     let state = groups_of(&shared);
     assert_eq!(state.committed("a", "orders", 0).map(|v| v.offset), Some(5));
     assert!(state.committed("a", "orders", 1).is_none());
     assert_eq!(state.committed("b", "orders", 0).map(|v| v.offset), Some(2));
 
     // A snapshot carries it to another replica of the partition.
-    let snapshot = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
-    let other = tempfile::tempdir().unwrap();
-    let (_log2, _store2, mut follower, follower_shared) =
-        open_with(other.path(), PartitionShared::default().keeping_groups()).await;
-    follower
-        .install_snapshot(&snapshot.meta, snapshot.snapshot)
-        .await
-        .unwrap();
+    let (_other, _follower, follower_shared) =
+        installed_from(&mut sm, PartitionShared::default().keeping_groups()).await;
     assert_eq!(groups_of(&follower_shared), state);
 
     // A checkpoint carries it across a restart.
@@ -110,15 +94,7 @@ async fn an_offsets_partition_applies_group_records_and_carries_them() {
 async fn other_partitions_keep_no_groups_state() {
     let dir = tempfile::tempdir().unwrap();
     let (_log, mut store, mut sm, shared) = open(dir.path()).await;
-    store
-        .blocking_append(vec![entry(
-            0,
-            &[commit("a", 0, Some(5))],
-            Compression::None,
-        )])
-        .await
-        .unwrap();
-    let read = store.try_get_log_entries(0..1).await.unwrap();
-    sm.apply(read).await.unwrap();
+    let batch = entry(0, &[commit("a", 0, Some(5))], Compression::None);
+    append_and_apply(&mut store, &mut sm, vec![batch], 0..1).await;
     assert!(shared.with_groups(|_| ()).is_none());
 }

@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
+use openraft::storage::{RaftLogStorageExt, RaftStateMachine};
+use openraft::{Entry, RaftLogReader, RaftSnapshotBuilder, Snapshot};
 use quipu_raft::shared::PartitionShared;
-use quipu_raft::{LogStore, PartitionStateMachine};
+use quipu_raft::{LogStore, PartitionStateMachine, TypeConfig};
 use quipu_storage::{Log, LogConfig};
 
 /// A partition replica's log, log store, state machine and shared state, opened in `dir`.
@@ -38,4 +40,46 @@ pub async fn open_with(
         .await
         .unwrap();
     (log, store, sm, shared)
+}
+
+/// Appends `entries` to `store`, then reads back those with indexes in `range` and applies
+/// them to `sm`; returns what was applied.
+pub async fn append_and_apply(
+    store: &mut LogStore,
+    sm: &mut PartitionStateMachine,
+    entries: Vec<Entry<TypeConfig>>,
+    range: std::ops::Range<u64>,
+) -> Vec<Entry<TypeConfig>> {
+    store.blocking_append(entries).await.unwrap();
+    let read = store.try_get_log_entries(range).await.unwrap();
+    sm.apply(read.clone()).await.unwrap();
+    read
+}
+
+/// A snapshot of everything `sm` applied.
+pub async fn snapshot(sm: &mut PartitionStateMachine) -> Snapshot<TypeConfig> {
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap()
+}
+
+/// A new replica (in a new directory, sharing `shared`) that installed a snapshot of `sm`.
+pub async fn installed_from(
+    sm: &mut PartitionStateMachine,
+    shared: PartitionShared,
+) -> (
+    tempfile::TempDir,
+    PartitionStateMachine,
+    Arc<PartitionShared>,
+) {
+    let snapshot = snapshot(sm).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, _store, mut replica, replica_shared) = open_with(dir.path(), shared).await;
+    replica
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .unwrap();
+    (dir, replica, replica_shared)
 }
