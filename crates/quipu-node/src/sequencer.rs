@@ -43,7 +43,7 @@ pub(crate) struct Sequencer {
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct Projection {
+struct Projection {
     term: Option<u64>,
     table: ProducerTable,
 }
