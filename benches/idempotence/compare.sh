@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent producers beside plain ones, in one run on one machine: a release
 # `quipu dev --nodes NODES` cluster in a temporary directory (RF = NODES, fsync=always,
-# acks=all, 1 KiB records, 3 partitions warmed up with 20,000 records), then ROUNDS rounds of
+# acks=all, 1 KiB records, 3 partitions warmed up with 20,000 records, with the storage engine's
+# own figure on the same disk as the raw baseline), then ROUNDS rounds of
 # `quipu bench produce` at full speed with plain batches (--no-idempotence), idempotent with one
 # batch in flight per partition, idempotent with five, one again and plain again; then plain and
 # idempotent (five in flight) at a fixed RATE for 8 s, for latency. One JSON line per run. Figures go to
@@ -27,7 +28,9 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 bench() { target/release/quipu bench produce --topic t --json "$@"; }
-bench --partitions 3 --replication-factor "$nodes" --records 20000 > /dev/null
+# The warm-up also measures the storage engine alone on the same disk (the raw baseline: the
+# same 64 KiB batches appended and fdatasynced one at a time for 5 s).
+echo "nodes=$nodes warm-up $(bench --partitions 3 --replication-factor "$nodes" --records 20000 --storage-baseline "$dir/baseline")"
 for round in $(seq 1 "$rounds"); do
   # Symmetric (plain, 1, 5, 1, plain), so that the disk's drift within a round cancels out.
   echo "nodes=$nodes round=$round plain max $(bench --records "$records" --no-idempotence)"
