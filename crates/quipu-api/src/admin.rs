@@ -98,6 +98,7 @@ impl AdminService {
             config: Some(config_to_proto(&topic.config)),
             partitions,
             effective_config: effective_config(&self.node, topic),
+            internal: topic.name == quipu_groups::OFFSETS_TOPIC,
         }
     }
 }
@@ -139,10 +140,15 @@ impl Admin for AdminService {
 
     async fn list_topics(
         &self,
-        _request: Request<ListTopicsRequest>,
+        request: Request<ListTopicsRequest>,
     ) -> Result<Response<ListTopicsResponse>, Status> {
+        let include_internal = request.into_inner().include_internal;
         let metadata = self.node.metadata();
-        let topics = metadata.topics().map(|t| self.describe(t)).collect();
+        let topics = metadata
+            .topics()
+            .filter(|t| include_internal || t.name != quipu_groups::OFFSETS_TOPIC)
+            .map(|t| self.describe(t))
+            .collect();
         Ok(Response::new(ListTopicsResponse { topics }))
     }
 

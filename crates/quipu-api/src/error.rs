@@ -96,7 +96,9 @@ pub(crate) fn from_controller(node: &NodeHandle, error: ControllerError) -> Stat
             format!("{error}; retry shortly"),
             None,
         ),
-        error @ ControllerError::NotEnoughNodes { .. } => invalid(error.to_string()),
+        error @ (ControllerError::NotEnoughNodes { .. } | ControllerError::InternalTopic(_)) => {
+            invalid(error.to_string())
+        }
         ControllerError::Plan(reason) | ControllerError::Refused(reason) => invalid(reason),
         ControllerError::LimitExceeded(reason) => status(
             Code::ResourceExhausted,
@@ -138,6 +140,7 @@ pub(crate) fn from_produce(node: &NodeHandle, error: ProduceError) -> Status {
         ),
         ProduceError::InvalidBatch(e) => invalid(format!("invalid record batch: {e}")),
         error @ ProduceError::ProducerFields { .. } => invalid(chain(&error)),
+        error @ ProduceError::InternalTopic { .. } => invalid(error.to_string()),
         ProduceError::Sequence { group, source } => {
             use quipu_node::SequenceError;
             let reason = match source {

@@ -342,8 +342,17 @@ impl Client {
 
     /// Every topic.
     pub async fn list_topics(&self) -> Result<Vec<TopicDescription>, ClientError> {
+        self.list_topics_including(false).await
+    }
+
+    /// Every topic, internal ones (the consumer groups' `__consumer_offsets`) too if
+    /// `include_internal`.
+    pub async fn list_topics_including(
+        &self,
+        include_internal: bool,
+    ) -> Result<Vec<TopicDescription>, ClientError> {
         self.any_node(true, |mut c| async move {
-            c.list_topics(ListTopicsRequest {}).await
+            c.list_topics(ListTopicsRequest { include_internal }).await
         })
         .await
         .map(|r| r.topics)

@@ -67,6 +67,7 @@ fn from_controller(error: ControllerError) -> Refusal {
         ControllerError::Plan(_) | ControllerError::Refused(_) => ResponseError::InvalidRequest,
         // A cluster policy refuses it (Kafka's create-topic policies answer the same).
         ControllerError::LimitExceeded(_) => ResponseError::PolicyViolation,
+        ControllerError::InternalTopic(_) => ResponseError::InvalidTopicException,
     };
     (code, error.to_string())
 }

@@ -9,7 +9,8 @@ use kafka_protocol::messages::{
     AlterConfigsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest,
     CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest,
     DescribeConfigsRequest, DescribeLogDirsRequest, DescribeTopicPartitionsRequest, FetchRequest,
-    IncrementalAlterConfigsRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest,
+    FindCoordinatorRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
     OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Message};
@@ -17,7 +18,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, Message};
 use crate::error::RequestError;
 use crate::server::Context;
 use crate::{
-    admin, delete_records, describe, fetch, leader_epoch, list_offsets, metadata, produce,
+    admin, delete_records, describe, fetch, groups, leader_epoch, list_offsets, metadata, produce,
     producer_id,
 };
 
@@ -49,7 +50,7 @@ const fn at<M: Message>(key: ApiKey, note: &'static str) -> SupportedApi {
 }
 
 /// Every API with a handler, and its versions.
-pub fn supported_apis() -> [SupportedApi; 17] {
+pub fn supported_apis() -> [SupportedApi; 20] {
     [
         SupportedApi {
             key: ApiKey::Produce,
@@ -136,6 +137,22 @@ pub fn supported_apis() -> [SupportedApi; 17] {
             "idempotent producers: a new producer id (epoch 0) from the node's block, unique in \
              the cluster; a transactional id is refused with INVALID_REQUEST (no transactions)",
         ),
+        at::<FindCoordinatorRequest>(
+            ApiKey::FindCoordinator,
+            "consumer groups (key type 0): the leader of the group's partition of \
+             __consumer_offsets, created on first use; batched keys from v4; transaction \
+             coordinators (key type 1): INVALID_REQUEST",
+        ),
+        at::<OffsetCommitRequest>(
+            ApiKey::OffsetCommit,
+            "committed by a majority of the offsets partition before the answer; metadata up \
+             to 4096 bytes; retention_time_ms ignored",
+        ),
+        at::<OffsetFetchRequest>(
+            ApiKey::OffsetFetch,
+            "a linearizable read on the coordinator; batched groups from v8; unknown offsets \
+             -1",
+        ),
     ]
 }
 
@@ -177,6 +194,9 @@ pub(crate) enum Body {
     DeleteRecords(DeleteRecordsRequest),
     DescribeTopicPartitions(DescribeTopicPartitionsRequest),
     InitProducerId(InitProducerIdRequest),
+    FindCoordinator(FindCoordinatorRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
 }
 
 /// Decodes one request frame (without its size prefix): the API key and version are checked
@@ -261,6 +281,15 @@ pub(crate) fn decode(frame: Bytes) -> Result<Request, RequestError> {
         ApiKey::InitProducerId => Body::InitProducerId(
             InitProducerIdRequest::decode(&mut buf, version).map_err(malformed)?,
         ),
+        ApiKey::FindCoordinator => Body::FindCoordinator(
+            FindCoordinatorRequest::decode(&mut buf, version).map_err(malformed)?,
+        ),
+        ApiKey::OffsetCommit => {
+            Body::OffsetCommit(OffsetCommitRequest::decode(&mut buf, version).map_err(malformed)?)
+        }
+        ApiKey::OffsetFetch => {
+            Body::OffsetFetch(OffsetFetchRequest::decode(&mut buf, version).map_err(malformed)?)
+        }
         _ => return Err(RequestError::UnknownApi(api)),
     };
     Ok(Request::Known {
@@ -338,6 +367,9 @@ pub(crate) async fn dispatch(
             answer(&describe::describe_topic_partitions(context, r))
         }
         Body::InitProducerId(r) => answer(&producer_id::handle(context, r).await),
+        Body::FindCoordinator(r) => answer(&groups::find_coordinator(context, r, version).await),
+        Body::OffsetCommit(r) => answer(&groups::offset_commit(context, r).await),
+        Body::OffsetFetch(r) => answer(&groups::offset_fetch(context, r, version).await),
     }
 }
 

@@ -2,7 +2,7 @@
 //! (the only place that mapping is made).
 
 use kafka_protocol::ResponseError;
-use quipu_node::{FetchError, ProduceError, SequenceError};
+use quipu_node::{CoordinatorError, FetchError, ProduceError, SequenceError};
 use quipu_record::BatchError;
 
 /// A cause from `kafka-protocol` (whose codec returns `anyhow` errors).
@@ -89,6 +89,8 @@ pub(crate) fn produce_error(error: &ProduceError) -> ResponseError {
         // metadata and retry.
         ProduceError::DiskLow(_) => ResponseError::KafkaStorageError,
         ProduceError::BeyondHighWatermark { .. } => ResponseError::OffsetOutOfRange,
+        // Kafka's answer to a client producing to an internal topic.
+        ProduceError::InternalTopic { .. } => ResponseError::InvalidTopicException,
         // The node is shutting down: nothing was proposed; the client retries elsewhere.
         ProduceError::Task { .. } => ResponseError::NotLeaderOrFollower,
     }
@@ -123,5 +125,17 @@ pub(crate) fn fetch_error(error: &FetchError) -> ResponseError {
         } => ResponseError::OffsetOutOfRange,
         FetchError::Read { .. } => ResponseError::KafkaStorageError,
         FetchError::Unavailable { .. } => ResponseError::NotLeaderOrFollower,
+    }
+}
+
+/// The Kafka error code of a group coordinator's refusal.
+pub(crate) fn coordinator_error(error: &CoordinatorError) -> ResponseError {
+    match error {
+        CoordinatorError::InvalidGroupId => ResponseError::InvalidGroupId,
+        CoordinatorError::NotCoordinator { .. } => ResponseError::NotCoordinator,
+        CoordinatorError::Loading { .. } => ResponseError::CoordinatorLoadInProgress,
+        CoordinatorError::NotAvailable(_) => ResponseError::CoordinatorNotAvailable,
+        CoordinatorError::IllegalGeneration { .. } => ResponseError::IllegalGeneration,
+        CoordinatorError::CommitTooLarge { .. } => ResponseError::InvalidCommitOffsetSize,
     }
 }

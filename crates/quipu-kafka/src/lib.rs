@@ -9,10 +9,12 @@
 //!   API or a version that has no handler.
 //! - Handlers map Kafka requests onto the node: `metadata`, `produce` (record batches stay
 //!   opaque bytes, validated by the partition), `fetch` (batches as stored, long poll),
-//!   `list_offsets`.
+//!   `list_offsets`, `producer_id` (idempotent producers), the admin APIs (`admin`,
+//!   `describe`, `delete_records`, `leader_epoch`), and `groups` (FindCoordinator and committed
+//!   offsets; the group coordinator is `quipu-node`'s).
 //!
-//! Not here (yet): consumer groups, idempotent producers, transactions, admin APIs beyond topic
-//! creation by Metadata, SASL and TLS.
+//! Not here (yet): group membership (JoinGroup and the rest, KIP-848), transactions, SASL and
+//! TLS.
 //!
 //! Architecture Invariant: the only crate that sees Kafka wire types; record data on the produce
 //! and fetch paths is never decoded or re-encoded here.
@@ -24,6 +26,7 @@ mod delete_records;
 mod describe;
 mod error;
 mod fetch;
+mod groups;
 mod leader_epoch;
 mod list_offsets;
 mod metadata;

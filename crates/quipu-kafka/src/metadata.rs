@@ -243,6 +243,9 @@ fn describe(node: &NodeHandle, topic: &TopicInfo, version: i16) -> MetadataRespo
     if version >= 10 {
         described.topic_id = topic_id(topic);
     }
+    if version >= 1 {
+        described.is_internal = topic.name == quipu_groups::OFFSETS_TOPIC;
+    }
     if version < 8 {
         described.topic_authorized_operations = i32::MIN;
     }

@@ -57,6 +57,33 @@ pub struct NodeConfig {
     /// Bounds on each partition's idempotent producer table: producers tracked per partition
     /// (the least recently used go first past it) and how long an unused one is kept (ms).
     pub producers: quipu_raft::producers::ProducerLimits,
+    /// Consumer groups: the offsets topic this node creates when the first group needs it.
+    pub groups: GroupsConfig,
+}
+
+/// Consumer groups' settings of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupsConfig {
+    /// Partitions of the offsets topic (`__consumer_offsets`) when this node creates it: fixed
+    /// for the cluster's life from then on (a group's partition is a hash of its id modulo it).
+    pub offsets_partitions: usize,
+    /// Replicas per partition of the offsets topic when this node creates it, capped at the
+    /// number of registered nodes.
+    pub offsets_replication_factor: usize,
+}
+
+/// Most partitions the offsets topic may be configured with.
+pub const OFFSETS_PARTITIONS_LIMIT: usize = 1000;
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        // Redpanda's default; Kafka's is 50. Idle partitions cost little (quiescence), but each
+        // is a Raft group on every replica node.
+        GroupsConfig {
+            offsets_partitions: 16,
+            offsets_replication_factor: 3,
+        }
+    }
 }
 
 /// Most producers a partition may be configured to track (its snapshots hold about 130 bytes
@@ -83,6 +110,7 @@ impl NodeConfig {
             disk_reserve_bytes: DEFAULT_DISK_RESERVE_BYTES,
             cluster_limits: quipu_meta::ClusterLimits::default(),
             producers: quipu_raft::producers::ProducerLimits::default(),
+            groups: GroupsConfig::default(),
         }
     }
 
@@ -183,6 +211,20 @@ impl NodeConfig {
                 key: "producers.expiration_ms",
                 value: self.producers.expiration_ms.to_string(),
                 allowed: "1 to 9223372036854775807 ms".to_string(),
+            });
+        }
+        if !(1..=OFFSETS_PARTITIONS_LIMIT).contains(&self.groups.offsets_partitions) {
+            return Err(NodeConfigError::Invalid {
+                key: "groups.offsets_partitions",
+                value: self.groups.offsets_partitions.to_string(),
+                allowed: format!("1 to {OFFSETS_PARTITIONS_LIMIT}"),
+            });
+        }
+        if self.groups.offsets_replication_factor == 0 {
+            return Err(NodeConfigError::Invalid {
+                key: "groups.offsets_replication_factor",
+                value: "0".to_string(),
+                allowed: "at least 1 (capped at the number of nodes)".to_string(),
             });
         }
         if self.retention_check_interval.is_zero() {

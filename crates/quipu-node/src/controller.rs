@@ -198,6 +198,29 @@ pub enum ControllerError {
     /// is unknown.
     #[error("the controller did not answer: {0}")]
     Unavailable(String),
+    /// Clients cannot create, delete or add partitions to the internal offsets topic (the group
+    /// coordinator creates it; its partition count is fixed).
+    #[error(
+        "topic {0} is internal: only the group coordinator creates it, and it is never deleted or grown"
+    )]
+    InternalTopic(String),
+}
+
+impl ControllerRequest {
+    /// Refuses what clients may not ask of the internal offsets topic (changing its settings
+    /// they may, as in Kafka).
+    pub(crate) fn check_client_request(&self) -> Result<(), ControllerError> {
+        match self {
+            ControllerRequest::CreateTopic { name, .. }
+            | ControllerRequest::DeleteTopic { name }
+            | ControllerRequest::AddPartitions { name, .. }
+                if name == quipu_groups::OFFSETS_TOPIC =>
+            {
+                Err(ControllerError::InternalTopic(name.clone()))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl From<quipu_meta::CommandError> for ControllerError {

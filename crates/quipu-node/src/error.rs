@@ -112,6 +112,13 @@ pub enum ProduceError {
         #[source]
         source: quipu_raft::producers::ProducerFieldsError,
     },
+    /// A client tried to write to the offsets topic, whose records only the group coordinator
+    /// writes (nothing was proposed).
+    #[error("partition {group} belongs to the internal offsets topic: clients cannot write to it")]
+    InternalTopic {
+        /// The partition.
+        group: GroupId,
+    },
     /// A DeleteRecords offset beyond the high watermark (nothing was proposed).
     #[error("partition {group}: offset {offset:?} is beyond the high watermark {high_watermark:?}")]
     BeyondHighWatermark {

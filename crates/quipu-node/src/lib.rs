@@ -17,6 +17,7 @@
 
 mod config;
 mod controller;
+mod coordinator;
 mod disk;
 mod error;
 mod group;
@@ -37,9 +38,13 @@ mod transport;
 pub use config::{
     CLUSTER_LIMIT_MAX, DEFAULT_DISK_RESERVE_BYTES, DEFAULT_PRODUCE_BYTES_IN_FLIGHT_MAX,
     DEFAULT_RETENTION_CHECK_INTERVAL, DEFAULT_TIMESTAMP_AFTER_MAX_MS, ENTRY_BYTES_LIMIT,
-    NodeConfig, NodeConfigError, PRODUCE_BYTES_IN_FLIGHT_LIMIT, PRODUCERS_PER_PARTITION_LIMIT,
+    GroupsConfig, NodeConfig, NodeConfigError, OFFSETS_PARTITIONS_LIMIT,
+    PRODUCE_BYTES_IN_FLIGHT_LIMIT, PRODUCERS_PER_PARTITION_LIMIT,
 };
 pub use controller::{CONTROLLER_PATIENCE, ControllerError, ControllerRequest};
+pub use coordinator::{
+    CommitRefused, CommittedOffset, CoordinatorError, OffsetCommit, Unavailable,
+};
 pub use disk::{DISK_CHECK_INTERVAL, DiskGuard, DiskLow, free_bytes, total_bytes};
 pub use error::{BoxError, FetchError, NodeError, ProduceError, ProposalError, RetentionError};
 pub use group::GroupId;

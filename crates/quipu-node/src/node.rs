@@ -320,7 +320,7 @@ impl std::ops::Deref for Node {
 /// Queries and requests of a running node, shareable between tasks.
 #[derive(Debug, Clone)]
 pub struct NodeHandle {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl NodeHandle {
@@ -463,6 +463,7 @@ impl NodeHandle {
         &self,
         request: ControllerRequest,
     ) -> Result<(), ControllerError> {
+        request.check_client_request()?;
         request_controller(&self.inner, &request).await.map(|_| ())
     }
 
@@ -498,6 +499,7 @@ impl NodeHandle {
     /// metadata and its own topic defaults, without proposing anything (Kafka's
     /// `validate_only`).
     pub fn validate(&self, request: &ControllerRequest) -> Result<(), ControllerError> {
+        request.check_client_request()?;
         let defaults = self.inner.config.topic_defaults();
         self.inner
             .metadata

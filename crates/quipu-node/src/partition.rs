@@ -56,6 +56,15 @@ async fn sole<T>(mut shared: Arc<T>) -> Option<T> {
 /// How long retention waits for the snapshot it asked for.
 const RETENTION_SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// What the node lends each replica it opens.
+#[derive(Clone)]
+pub(crate) struct Host {
+    pub node_id: NodeId,
+    pub raft_config: Arc<openraft::Config>,
+    pub peers: Arc<Peers>,
+    pub admission: Arc<Admission>,
+}
+
 /// One replica of a partition: its segment log, its Raft instance and its high watermark.
 pub struct Partition {
     group: GroupId,
@@ -94,22 +103,32 @@ impl std::fmt::Debug for Partition {
 }
 
 impl Partition {
-    /// Opens (or creates) the replica stored in `dir` and starts its Raft instance.
+    /// Opens (or creates) the replica stored in `dir` and starts its Raft instance; a replica
+    /// of the offsets topic (`keeps_groups`) applies its group records to the groups' state.
     pub(crate) async fn open(
-        node_id: NodeId,
+        host: &Host,
         group: GroupId,
         dir: &Path,
-        raft_config: Arc<openraft::Config>,
         log_config: LogConfig,
-        peers: Arc<Peers>,
-        admission: Arc<Admission>,
+        keeps_groups: bool,
     ) -> Result<Partition, NodeError> {
+        let Host {
+            node_id,
+            raft_config,
+            peers,
+            admission,
+        } = host.clone();
         let batch_bytes_max = usize::try_from(log_config.entry_bytes_max).unwrap_or(usize::MAX);
         let decompressed_bytes_max = log_config.decompressed_bytes_max;
-        let shared = Arc::new(PartitionShared::new(ProducerSettings {
+        let shared = PartitionShared::new(ProducerSettings {
             limits: admission.producers,
             clock: Some(Arc::clone(&log_config.clock)),
-        }));
+        });
+        let shared = Arc::new(if keeps_groups {
+            shared.keeping_groups()
+        } else {
+            shared
+        });
         let (log, store) = open_log_store(group, dir, log_config, Arc::clone(&shared)).await?;
         let raft_error = |source: crate::error::BoxError| NodeError::Raft { group, source };
         let state_machine = PartitionStateMachine::open(dir.to_path_buf(), Arc::clone(&shared))
@@ -215,6 +234,11 @@ impl Partition {
     /// Whether everything this replica's log holds is durable.
     pub fn is_durable(&self) -> bool {
         self.log.durable_next_index() >= self.log.next_index()
+    }
+
+    /// Largest batch this replica accepts now, in bytes (the topic's `max.message.bytes`).
+    pub(crate) fn batch_bytes_max(&self) -> usize {
+        self.produce_limits().batch_bytes_max
     }
 
     fn produce_limits(&self) -> ProduceLimits {
@@ -616,6 +640,27 @@ impl Partition {
     /// entry of earlier terms is applied here (at most [`TERM_APPLIED_WAIT`]).
     async fn check_sequence(&self, producer: &ProducerBatch) -> Result<Checked<'_>, ProduceError> {
         let me = self.node_id;
+        let term = self.settled_term().await?;
+        let still_leads = || {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.current_leader == Some(me) && m.current_term == term
+        };
+        self.sequencer
+            .check(producer, term, &self.shared, still_leads)
+            .await
+            .map_err(|source| ProduceError::Sequence {
+                group: self.group,
+                source,
+            })
+    }
+
+    /// The term this replica leads in, once it has applied an entry of that term, so every
+    /// entry of earlier terms (its first entry as leader, a blank, commits them): waits at most
+    /// [`TERM_APPLIED_WAIT`]. What this replica's state machine holds then is every committed
+    /// entry of earlier terms.
+    pub(crate) async fn settled_term(&self) -> Result<u64, ProduceError> {
+        let me = self.node_id;
         // `Some(term)` once this replica leads and has applied an entry of its own term; `None`
         // while it leads without (the blank that commits earlier terms is not applied yet).
         let settled = |m: &openraft::RaftMetrics<NodeId, BasicNode>| -> Result<Option<u64>, ()> {
@@ -649,18 +694,7 @@ impl Partition {
                     .ok_or_else(|| self.not_leader())?
             }
         };
-        let still_leads = || {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            m.current_leader == Some(me) && m.current_term == term
-        };
-        self.sequencer
-            .check(producer, term, &self.shared, still_leads)
-            .await
-            .map_err(|source| ProduceError::Sequence {
-                group: self.group,
-                source,
-            })
+        Ok(term)
     }
 
     /// "Not the leader", naming the leader this replica knows of.
@@ -722,6 +756,7 @@ impl Partition {
         batch: Bytes,
         leader_only: bool,
     ) -> Result<(Offset, Option<i64>), ProduceError> {
+        self.refuse_internal()?;
         let proposal = match self.propose(batch).await? {
             Proposed::Batch(proposal) => proposal,
             Proposed::Duplicate(producer) => {
@@ -750,8 +785,41 @@ impl Partition {
     /// Its room in the node's produce budget is held until the leader's log has it, so acks=0
     /// producers cannot queue without bound.
     pub async fn produce_unacknowledged(&self, batch: Bytes) -> Result<(), ProduceError> {
+        self.refuse_internal()?;
         drop(self.propose(batch).await?);
         Ok(())
+    }
+
+    /// Clients never write to the offsets topic: its records are the group coordinator's.
+    fn refuse_internal(&self) -> Result<(), ProduceError> {
+        if self.keeps_groups() {
+            return Err(ProduceError::InternalTopic { group: self.group });
+        }
+        Ok(())
+    }
+
+    /// Whether this is a replica of a partition of the offsets topic (its state machine keeps
+    /// the groups' state).
+    pub fn keeps_groups(&self) -> bool {
+        self.shared.with_groups(|_| ()).is_some()
+    }
+
+    /// Runs `f` on the groups' state this replica applied (`None`: not an offsets partition).
+    pub(crate) fn with_groups<T>(
+        &self,
+        f: impl FnOnce(&mut quipu_groups::GroupsState) -> T,
+    ) -> Option<T> {
+        self.shared.with_groups(f)
+    }
+
+    /// Appends a batch of group records (the coordinator's) and returns its offset once a
+    /// majority has it and this replica applied it.
+    pub(crate) async fn write_group_records(&self, batch: Bytes) -> Result<Offset, ProduceError> {
+        match self.propose(batch).await? {
+            Proposed::Batch(proposal) => proposal.committed().await,
+            // The coordinator's batches name no producer.
+            Proposed::Duplicate(_) => Err(self.not_leader()),
+        }
     }
 
     /// Reads of committed data are served by the leader only.

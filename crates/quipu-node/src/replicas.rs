@@ -75,22 +75,21 @@ impl Inner {
         .await?
         .map_err(|source| NodeError::Resources { group, source })?;
         let settings = self.settings_of(group);
+        let keeps_groups = self.is_offsets_partition(group);
         let log_config = self
             .config
             .log
             .clone()
             .with_limits(crate::config::log_limits(&settings));
         let open = || async {
-            let partition = Partition::open(
-                self.config.node_id,
-                group,
-                &dir,
-                Arc::clone(&self.raft_config),
-                log_config.clone(),
-                Arc::clone(&self.peers),
-                Arc::clone(&self.admission),
-            )
-            .await?;
+            let host = crate::partition::Host {
+                node_id: self.config.node_id,
+                raft_config: Arc::clone(&self.raft_config),
+                peers: Arc::clone(&self.peers),
+                admission: Arc::clone(&self.admission),
+            };
+            let partition =
+                Partition::open(&host, group, &dir, log_config.clone(), keeps_groups).await?;
             partition
                 .apply_settings(&settings)
                 .map_err(|e| NodeError::Log {
@@ -144,6 +143,15 @@ impl Inner {
         self.metadata.with_metadata(|m| {
             m.partition_of_group(group.0)
                 .map_or(defaults, |(topic, _)| topic.config.settings(&defaults))
+        })
+    }
+
+    /// Whether `group` is a partition of the consumer groups' offsets topic (its replicas keep
+    /// the groups' state), as the metadata says.
+    pub(crate) fn is_offsets_partition(&self, group: GroupId) -> bool {
+        self.metadata.with_metadata(|m| {
+            m.partition_of_group(group.0)
+                .is_some_and(|(topic, _)| topic.name == quipu_groups::OFFSETS_TOPIC)
         })
     }
 

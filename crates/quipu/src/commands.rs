@@ -54,7 +54,11 @@ pub enum TopicCommand {
     /// Lists topics.
     ///
     /// Example: quipu topic list
-    List,
+    List {
+        /// List internal topics too (the consumer groups' __consumer_offsets).
+        #[arg(long)]
+        include_internal: bool,
+    },
     /// Shows a topic's partitions: leader, replicas, offsets and follower lag.
     ///
     /// Example: quipu topic describe orders
@@ -160,9 +164,9 @@ pub async fn topic(connection: &Connection, command: TopicCommand) -> anyhow::Re
                 .with_context(|| format!("cannot delete topic {name}"))?;
             out!("deleted topic {name}");
         }
-        TopicCommand::List => {
+        TopicCommand::List { include_internal } => {
             out!("{:<32} {:>10} {:>8}", "TOPIC", "PARTITIONS", "REPLICAS");
-            for topic in client.list_topics().await? {
+            for topic in client.list_topics_including(include_internal).await? {
                 out!(
                     "{:<32} {:>10} {:>8}",
                     topic.name,

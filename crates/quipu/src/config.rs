@@ -110,6 +110,14 @@ struct ProducersFile {
     expiration_ms: Option<i64>,
 }
 
+/// The `[groups]` table: consumer groups.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupsFile {
+    offsets_partitions: Option<usize>,
+    offsets_replication_factor: Option<usize>,
+}
+
 /// The `[raft]` table.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -144,6 +152,8 @@ struct File {
     limits: LimitsFile,
     #[serde(default)]
     producers: ProducersFile,
+    #[serde(default)]
+    groups: GroupsFile,
 }
 
 /// The resolved settings of a server.
@@ -170,6 +180,7 @@ pub struct Settings {
     disk_reserve_bytes: u64,
     cluster_limits: quipu_meta::ClusterLimits,
     producers: quipu_node::ProducerLimits,
+    groups: quipu_node::GroupsConfig,
     raft: openraft_config::Timings,
 }
 
@@ -499,6 +510,21 @@ impl Settings {
                 None => producer_defaults.expiration_ms,
             },
         };
+        let group_defaults = quipu_node::GroupsConfig::default();
+        let groups = quipu_node::GroupsConfig {
+            offsets_partitions: bounded(
+                "groups.offsets_partitions",
+                file.groups.offsets_partitions,
+                group_defaults.offsets_partitions,
+                quipu_node::OFFSETS_PARTITIONS_LIMIT,
+            )?,
+            offsets_replication_factor: bounded(
+                "groups.offsets_replication_factor",
+                file.groups.offsets_replication_factor,
+                group_defaults.offsets_replication_factor,
+                1000,
+            )?,
+        };
         let log_append_time = match file.log.message_timestamp_type.as_deref() {
             None => false,
             Some(text) => {
@@ -543,6 +569,7 @@ impl Settings {
                 .unwrap_or(quipu_node::DEFAULT_DISK_RESERVE_BYTES),
             cluster_limits,
             producers,
+            groups,
             raft,
         })
     }
@@ -579,6 +606,7 @@ impl Settings {
             disk_reserve_bytes: self.disk_reserve_bytes,
             cluster_limits: self.cluster_limits,
             producers: self.producers,
+            groups: self.groups,
             ..NodeConfig::new(self.node_id, self.data_dir.clone(), self.listen_addr)
         }
     }

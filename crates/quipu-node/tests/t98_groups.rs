@@ -1,0 +1,268 @@
+//! The consumer group coordinator on a three-node cluster: the offsets topic is created on first
+//! use and closed to clients; offsets are committed through the leader of the group's offsets
+//! partition and read back linearizably; other nodes refuse as "not coordinator"; and after the
+//! coordinator crashes, its successor has every committed offset.
+#![allow(clippy::unwrap_used)] // tests unwrap
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use quipu_node::{
+    CommitRefused, ControllerError, CoordinatorError, GroupId, GroupsConfig, Node, OffsetCommit,
+    ProduceError,
+};
+
+const OFFSETS_PARTITIONS: usize = 4;
+
+async fn start_cluster(dirs: &[tempfile::TempDir]) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let mut config = config(
+            i as u64 + 1,
+            dir.path(),
+            "127.0.0.1:0".parse().unwrap(),
+            small_log(),
+        );
+        config.groups = GroupsConfig {
+            offsets_partitions: OFFSETS_PARTITIONS,
+            offsets_replication_factor: 3,
+        };
+        nodes.push(Node::start(config).await.unwrap());
+    }
+    let voters = voters(&nodes);
+    for node in &nodes {
+        node.join(voters.clone()).await.unwrap();
+    }
+    wait_for("a controller leader that registered every node", || {
+        nodes
+            .iter()
+            .all(|n| n.metadata().nodes().count() == 3 && n.controller_leader().is_some())
+    })
+    .await;
+    nodes
+}
+
+/// The index in `nodes` of `group`'s coordinator, asking `nodes[ask]` until one is known.
+async fn coordinator(nodes: &[Node], ask: usize, group: &str) -> usize {
+    let start = Instant::now();
+    loop {
+        match nodes[ask].find_coordinator(group).await {
+            Ok(info) => {
+                if let Some(at) = nodes.iter().position(|n| n.id() == info.id) {
+                    return at;
+                }
+            }
+            Err(CoordinatorError::NotAvailable(_)) => {}
+            Err(e) => panic!("find_coordinator: {e}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no coordinator");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn commit(topic: &str, partition: i32, offset: i64, metadata: &str) -> OffsetCommit {
+    OffsetCommit {
+        topic: topic.to_string(),
+        partition,
+        offset,
+        leader_epoch: 2,
+        metadata: metadata.to_string(),
+    }
+}
+
+/// Commits on the group's coordinator, finding it again while it moves or loads.
+async fn commit_retrying(nodes: &[Node], group: &str, offsets: &[OffsetCommit]) {
+    let start = Instant::now();
+    loop {
+        let at = coordinator(nodes, 0, group).await;
+        match nodes[at].commit_offsets(group, -1, "", offsets).await {
+            Ok(results) => {
+                assert!(results.iter().all(Result::is_ok), "{results:?}");
+                return;
+            }
+            Err(
+                CoordinatorError::NotCoordinator { .. }
+                | CoordinatorError::Loading { .. }
+                | CoordinatorError::NotAvailable(_),
+            ) => {}
+            Err(e) => panic!("commit: {e}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no commit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The offsets `group` committed, as `(topic, partition, offset, metadata)`, from its
+/// coordinator.
+async fn committed(nodes: &[Node], group: &str) -> Vec<(String, i32, i64, String)> {
+    let start = Instant::now();
+    loop {
+        let at = coordinator(nodes, 0, group).await;
+        match nodes[at].fetch_offsets(group, None).await {
+            Ok(offsets) => {
+                return offsets
+                    .into_iter()
+                    .map(|o| {
+                        let value = o.value.unwrap();
+                        (o.topic, o.partition, value.offset, value.metadata)
+                    })
+                    .collect();
+            }
+            Err(
+                CoordinatorError::NotCoordinator { .. }
+                | CoordinatorError::Loading { .. }
+                | CoordinatorError::NotAvailable(_),
+            ) => {}
+            Err(e) => panic!("fetch: {e}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no fetch");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_are_committed_through_the_coordinator_and_survive_its_crash() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = start_cluster(&dirs).await;
+    assert!(nodes[0].metadata().topic("__consumer_offsets").is_none());
+
+    // The first FindCoordinator creates the offsets topic: 4 partitions, 3 replicas each.
+    let at = coordinator(&nodes, 1, "orders-app").await;
+    let topic = nodes[0]
+        .metadata()
+        .topic("__consumer_offsets")
+        .cloned()
+        .unwrap();
+    assert_eq!(topic.partitions.len(), OFFSETS_PARTITIONS);
+    assert!(topic.partitions.iter().all(|p| p.replicas.len() == 3));
+    // Every node names the same coordinator.
+    for ask in 0..3 {
+        assert_eq!(coordinator(&nodes, ask, "orders-app").await, at);
+    }
+
+    // Commits: one refused for its metadata, the others committed.
+    let results = nodes[at]
+        .commit_offsets(
+            "orders-app",
+            -1,
+            "",
+            &[
+                commit("orders", 0, 10, "first"),
+                commit("orders", 1, 20, &"m".repeat(5000)),
+                commit("orders", 2, 30, ""),
+                commit("orders", 3, -4, ""),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(results[0], Ok(()));
+    assert!(matches!(
+        results[1],
+        Err(CommitRefused::MetadataTooLarge { len: 5000, .. })
+    ));
+    assert_eq!(results[2], Ok(()));
+    assert!(matches!(results[3], Err(CommitRefused::Invalid { .. })));
+
+    // The other nodes are not its coordinator.
+    for other in (0..3).filter(|i| *i != at) {
+        assert!(matches!(
+            nodes[other]
+                .commit_offsets("orders-app", -1, "", &[commit("orders", 0, 11, "")])
+                .await,
+            Err(CoordinatorError::NotCoordinator { .. })
+        ));
+        assert!(matches!(
+            nodes[other].fetch_offsets("orders-app", None).await,
+            Err(CoordinatorError::NotCoordinator { .. })
+        ));
+    }
+    // A commit for a generation the group never had is refused, nothing written.
+    assert!(matches!(
+        nodes[at]
+            .commit_offsets("orders-app", 3, "member-1", &[commit("orders", 0, 99, "")])
+            .await,
+        Err(CoordinatorError::IllegalGeneration { generation: 3, .. })
+    ));
+    assert!(matches!(
+        nodes[at].commit_offsets("", -1, "", &[]).await,
+        Err(CoordinatorError::InvalidGroupId)
+    ));
+
+    // Read back: every committed offset, and "none" for a partition never committed.
+    assert_eq!(
+        committed(&nodes, "orders-app").await,
+        vec![
+            ("orders".to_string(), 0, 10, "first".to_string()),
+            ("orders".to_string(), 2, 30, String::new()),
+        ]
+    );
+    let asked = [("orders".to_string(), 2), ("orders".to_string(), 7)];
+    let some = nodes[at]
+        .fetch_offsets("orders-app", Some(&asked))
+        .await
+        .unwrap();
+    assert_eq!(some[0].value.as_ref().unwrap().offset, 30);
+    assert_eq!(some[0].value.as_ref().unwrap().leader_epoch, 2);
+    assert!(some[1].value.is_none());
+
+    // Clients cannot write to, create, grow or delete the offsets topic.
+    let offsets_group = GroupId(topic.partitions[0].group);
+    let replica = nodes
+        .iter()
+        .find_map(|n| n.partition(offsets_group).filter(|p| p.is_leader()))
+        .unwrap();
+    assert!(matches!(
+        replica.produce(batch("forged")).await,
+        Err(ProduceError::InternalTopic { .. })
+    ));
+    assert!(matches!(
+        nodes[0].create_topic("__consumer_offsets", 1, 1).await,
+        Err(ControllerError::InternalTopic(_))
+    ));
+    assert!(matches!(
+        nodes[0].delete_topic("__consumer_offsets").await,
+        Err(ControllerError::InternalTopic(_))
+    ));
+    assert!(matches!(
+        nodes[0].add_partitions("__consumer_offsets", 1).await,
+        Err(ControllerError::InternalTopic(_))
+    ));
+
+    // The coordinator crashes: its successor has every committed offset, and takes new ones.
+    let addr = nodes[at].addr();
+    let id = nodes[at].id();
+    nodes.remove(at).stop_unclean().await;
+    assert_eq!(
+        committed(&nodes, "orders-app").await,
+        vec![
+            ("orders".to_string(), 0, 10, "first".to_string()),
+            ("orders".to_string(), 2, 30, String::new()),
+        ]
+    );
+    commit_retrying(&nodes, "orders-app", &[commit("orders", 0, 15, "second")]).await;
+
+    // Back again, the crashed node's replica catches up: whichever node leads has the newest.
+    let dir = dirs[usize::try_from(id - 1).unwrap()].path();
+    let back = restart(&nodes, id, dir, addr, small_log()).await;
+    nodes.push(back);
+    wait_for(
+        "the restarted node's replica of the group's partition",
+        || {
+            let at = nodes.len() - 1;
+            nodes[at].partition(offsets_group).is_some()
+        },
+    )
+    .await;
+    assert_eq!(
+        committed(&nodes, "orders-app").await,
+        vec![
+            ("orders".to_string(), 0, 15, "second".to_string()),
+            ("orders".to_string(), 2, 30, String::new()),
+        ]
+    );
+    for node in nodes {
+        node.stop().await;
+    }
+}
