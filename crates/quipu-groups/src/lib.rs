@@ -10,9 +10,14 @@
 //!   every replica; a tombstone for something unknown changes nothing.
 //! - [`partition_for_group`]: which partition of the offsets topic holds a group.
 
+mod classic;
 mod record;
 mod state;
 
+pub use classic::{
+    Answer, ClassicGroup, Completions, GroupError, GroupLimits, GroupState, JoinReply, JoinRequest,
+    SyncReply,
+};
 pub use record::{
     GroupRecord, METADATA_BYTES_MAX, NAME_BYTES_MAX, OffsetKey, OffsetValue, RecordError,
 };

@@ -9,17 +9,18 @@ use kafka_protocol::messages::{
     AlterConfigsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest,
     CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest,
     DescribeConfigsRequest, DescribeLogDirsRequest, DescribeTopicPartitionsRequest, FetchRequest,
-    FindCoordinatorRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest,
-    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
-    OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest,
+    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest,
+    ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Message};
 
 use crate::error::RequestError;
 use crate::server::Context;
 use crate::{
-    admin, delete_records, describe, fetch, groups, leader_epoch, list_offsets, metadata, produce,
-    producer_id,
+    admin, delete_records, describe, fetch, groups, leader_epoch, list_offsets, membership,
+    metadata, produce, producer_id,
 };
 
 /// One API this listener implements, with the versions it answers.
@@ -50,7 +51,7 @@ const fn at<M: Message>(key: ApiKey, note: &'static str) -> SupportedApi {
 }
 
 /// Every API with a handler, and its versions.
-pub fn supported_apis() -> [SupportedApi; 20] {
+pub fn supported_apis() -> [SupportedApi; 24] {
     [
         SupportedApi {
             key: ApiKey::Produce,
@@ -145,13 +146,32 @@ pub fn supported_apis() -> [SupportedApi; 20] {
         ),
         at::<OffsetCommitRequest>(
             ApiKey::OffsetCommit,
-            "committed by a majority of the offsets partition before the answer; metadata up \
-             to 4096 bytes; retention_time_ms ignored",
+            "committed by a majority of the offsets partition before the answer; checked \
+             against the member's generation; metadata up to 4096 bytes; retention_time_ms \
+             ignored",
         ),
         at::<OffsetFetchRequest>(
             ApiKey::OffsetFetch,
             "a linearizable read on the coordinator; batched groups from v8; unknown offsets \
              -1",
+        ),
+        at::<JoinGroupRequest>(
+            ApiKey::JoinGroup,
+            "classic protocol; MEMBER_ID_REQUIRED from v4; static members (v5); join barrier \
+             up to the rebalance timeout; a new group waits group.initial.rebalance.delay.ms; \
+             assignors run in the clients",
+        ),
+        at::<SyncGroupRequest>(
+            ApiKey::SyncGroup,
+            "the leader's assignments relayed unchanged; followers wait for them",
+        ),
+        at::<HeartbeatRequest>(
+            ApiKey::Heartbeat,
+            "REBALANCE_IN_PROGRESS while the group prepares a rebalance",
+        ),
+        at::<LeaveGroupRequest>(
+            ApiKey::LeaveGroup,
+            "batched members with per-member errors from v3",
         ),
     ]
 }
@@ -170,6 +190,8 @@ pub(crate) enum Request {
         key: ApiKey,
         correlation_id: i32,
         version: i16,
+        /// The client's id from the request header ("" if none).
+        client_id: String,
         body: Box<Body>,
     },
 }
@@ -197,6 +219,10 @@ pub(crate) enum Body {
     FindCoordinator(FindCoordinatorRequest),
     OffsetCommit(OffsetCommitRequest),
     OffsetFetch(OffsetFetchRequest),
+    JoinGroup(JoinGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
 }
 
 /// Decodes one request frame (without its size prefix): the API key and version are checked
@@ -290,12 +316,29 @@ pub(crate) fn decode(frame: Bytes) -> Result<Request, RequestError> {
         ApiKey::OffsetFetch => {
             Body::OffsetFetch(OffsetFetchRequest::decode(&mut buf, version).map_err(malformed)?)
         }
+        ApiKey::JoinGroup => {
+            Body::JoinGroup(JoinGroupRequest::decode(&mut buf, version).map_err(malformed)?)
+        }
+        ApiKey::SyncGroup => {
+            Body::SyncGroup(SyncGroupRequest::decode(&mut buf, version).map_err(malformed)?)
+        }
+        ApiKey::Heartbeat => {
+            Body::Heartbeat(HeartbeatRequest::decode(&mut buf, version).map_err(malformed)?)
+        }
+        ApiKey::LeaveGroup => {
+            Body::LeaveGroup(LeaveGroupRequest::decode(&mut buf, version).map_err(malformed)?)
+        }
         _ => return Err(RequestError::UnknownApi(api)),
     };
     Ok(Request::Known {
         key,
         correlation_id: header.correlation_id,
         version,
+        client_id: header
+            .client_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         body: Box::new(body),
     })
 }
@@ -314,7 +357,7 @@ pub(crate) async fn dispatch(
     context: &Context,
     frame: Bytes,
 ) -> Result<Option<Bytes>, RequestError> {
-    let (key, id, version, body) = match decode(frame)? {
+    let (key, id, version, client_id, body) = match decode(frame)? {
         Request::FutureApiVersions { correlation_id } => {
             let response = api_versions().with_error_code(ResponseError::UnsupportedVersion.code());
             return encode(ApiKey::ApiVersions, correlation_id, 0, &response).map(Some);
@@ -323,8 +366,9 @@ pub(crate) async fn dispatch(
             key,
             correlation_id,
             version,
+            client_id,
             body,
-        } => (key, correlation_id, version, body),
+        } => (key, correlation_id, version, client_id, body),
     };
     let answer = |response: &dyn Encode| response.frame(key, id, version).map(Some);
     match *body {
@@ -370,6 +414,12 @@ pub(crate) async fn dispatch(
         Body::FindCoordinator(r) => answer(&groups::find_coordinator(context, r, version).await),
         Body::OffsetCommit(r) => answer(&groups::offset_commit(context, r).await),
         Body::OffsetFetch(r) => answer(&groups::offset_fetch(context, r, version).await),
+        Body::JoinGroup(r) => {
+            answer(&membership::join_group(context, r, version, &client_id).await)
+        }
+        Body::SyncGroup(r) => answer(&membership::sync_group(context, r, version).await),
+        Body::Heartbeat(r) => answer(&membership::heartbeat(context, r).await),
+        Body::LeaveGroup(r) => answer(&membership::leave_group(context, r, version).await),
     }
 }
 

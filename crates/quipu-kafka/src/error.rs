@@ -2,6 +2,7 @@
 //! (the only place that mapping is made).
 
 use kafka_protocol::ResponseError;
+use quipu_groups::GroupError;
 use quipu_node::{CoordinatorError, FetchError, ProduceError, SequenceError};
 use quipu_record::BatchError;
 
@@ -135,7 +136,21 @@ pub(crate) fn coordinator_error(error: &CoordinatorError) -> ResponseError {
         CoordinatorError::NotCoordinator { .. } => ResponseError::NotCoordinator,
         CoordinatorError::Loading { .. } => ResponseError::CoordinatorLoadInProgress,
         CoordinatorError::NotAvailable(_) => ResponseError::CoordinatorNotAvailable,
-        CoordinatorError::IllegalGeneration { .. } => ResponseError::IllegalGeneration,
+        CoordinatorError::Group(e) => group_error(e),
         CoordinatorError::CommitTooLarge { .. } => ResponseError::InvalidCommitOffsetSize,
+    }
+}
+
+/// The Kafka error code of a group's refusal.
+pub(crate) fn group_error(error: &GroupError) -> ResponseError {
+    match error {
+        GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+        GroupError::IllegalGeneration { .. } => ResponseError::IllegalGeneration,
+        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        GroupError::MemberIdRequired(_) => ResponseError::MemberIdRequired,
+        GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
+        GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        GroupError::InvalidSessionTimeout { .. } => ResponseError::InvalidSessionTimeout,
+        GroupError::GroupMaxSizeReached(_) => ResponseError::GroupMaxSizeReached,
     }
 }

@@ -123,6 +123,7 @@ pub(crate) async fn offset_commit(
             &request.group_id.0,
             request.generation_id_or_member_epoch,
             &request.member_id,
+            request.group_instance_id.as_deref(),
             &offsets,
         )
         .await;

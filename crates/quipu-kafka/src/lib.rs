@@ -29,6 +29,7 @@ mod fetch;
 mod groups;
 mod leader_epoch;
 mod list_offsets;
+mod membership;
 mod metadata;
 mod produce;
 mod producer_id;

@@ -1,7 +1,7 @@
 //! kafkajs (npm) against a three-node cluster: 10,000 keyed records with a header per built-in
 //! codec (none, gzip) in sends of 100, acks=all, from an idempotent producer; the records read back from the cluster byte for
 //! byte at the offsets acknowledged; earliest and latest offsets and an offset by timestamp
-//! through its admin client. (kafkajs consumes only through consumer groups: issue 11.)
+//! through its admin client. (Its group consumer is tested in `t70_groups.rs`.)
 #![allow(clippy::unwrap_used)] // tests unwrap
 
 mod common;

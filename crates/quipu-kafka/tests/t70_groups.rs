@@ -1,8 +1,11 @@
-//! Committed offsets through the Kafka listener, with real clients on a three-node cluster
-//! (`tests/clients/groups_client.py`): confluent-kafka (librdkafka), kafka-python and aiokafka
-//! find their group's coordinator, commit offsets with metadata for partitions they assigned
-//! themselves, read them back, and a second consumer of the group starts at them. The offsets
-//! are checked again on the coordinator itself.
+//! Consumer groups through the Kafka listener, with real clients on a three-node cluster.
+//! Committed offsets (`tests/clients/groups_client.py`): confluent-kafka (librdkafka),
+//! kafka-python and aiokafka find their group's coordinator, commit offsets with metadata for
+//! partitions they assigned themselves, read them back, and a second consumer of the group starts
+//! at them; the offsets are checked again on the coordinator itself. Members
+//! (`tests/clients/group_members.py`): two members of a group share a topic's partitions and
+//! consume every record once between them; one leaves and the other takes its partitions; a new
+//! member starts at the committed offsets.
 #![allow(clippy::unwrap_used)] // tests unwrap
 
 mod common;
@@ -13,11 +16,11 @@ use quipu_record::{BatchBuilder, Compression};
 
 const PARTITIONS: usize = 3;
 
-/// Ten records in each partition of `topic`.
-async fn fill(cluster: &Cluster, topic: &str) {
+/// A topic of `partitions` partitions with ten records in each.
+async fn fill(cluster: &Cluster, topic: &str, partitions: usize) {
     cluster
         .any()
-        .create_topic(topic, PARTITIONS, 3)
+        .create_topic(topic, partitions, 3)
         .await
         .unwrap();
     cluster.wait_for_leaders(topic).await;
@@ -52,13 +55,60 @@ async fn fill(cluster: &Cluster, topic: &str) {
     }
 }
 
+/// The offsets topic's partitions in these tests (the default 16 would cost startup time only),
+/// and no initial rebalance delay.
+fn cluster_config() -> quipu_node::GroupsConfig {
+    quipu_node::GroupsConfig {
+        offsets_partitions: 4,
+        limits: quipu_node::GroupLimits {
+            initial_rebalance_delay_ms: 0,
+            ..quipu_node::GroupLimits::default()
+        },
+        ..quipu_node::GroupsConfig::default()
+    }
+}
+
+async fn members(name: &str) {
+    let python = python();
+    let script = client_script("group_members.py");
+    let cluster = Cluster::start_with(KafkaConfig::default(), cluster_config()).await;
+    let topic = format!("{}-members", name.replace('-', ""));
+    let group = format!("{name}-members");
+    fill(&cluster, &topic, 4).await;
+    let output = run(
+        &python,
+        &[&script, name, &cluster.bootstrap(), &topic, &group],
+        None,
+    )
+    .await;
+    let summary: serde_json::Value = serde_json::from_str(output.trim()).unwrap();
+    let shared = summary["shared"].as_array().unwrap();
+    assert_eq!(shared.len(), 2);
+    assert_eq!(
+        summary["first"], 40,
+        "{name}: every record consumed by the two members"
+    );
+    assert_eq!(
+        summary["second"], 60,
+        "{name}: and the 20 produced after B left"
+    );
+    // C started at the committed offsets: only the last record, at offset 15 of partition 0
+    // (10 + 5 of the 20 there).
+    assert_eq!(
+        summary["last"],
+        serde_json::json!([[0, 15]]),
+        "{name}: where C started"
+    );
+    cluster.stop().await;
+}
+
 async fn client(name: &str) {
     let python = python();
     let script = client_script("groups_client.py");
-    let cluster = Cluster::start(KafkaConfig::default()).await;
+    let cluster = Cluster::start_with(KafkaConfig::default(), cluster_config()).await;
     let topic = format!("{}-offsets", name.replace('-', ""));
     let group = format!("{name}-group");
-    fill(&cluster, &topic).await;
+    fill(&cluster, &topic, PARTITIONS).await;
     let output = run(
         &python,
         &[&script, name, &cluster.bootstrap(), &topic, &group],
@@ -125,4 +175,53 @@ async fn kafka_python() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aiokafka() {
     client("aiokafka").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_members() {
+    members("confluent-kafka").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_members() {
+    members("kafka-python").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiokafka_members() {
+    members("aiokafka").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafkajs_members() {
+    let (node_js, modules) = kafkajs();
+    let script = client_script("kafkajs_members.js");
+    let cluster = Cluster::start_with(KafkaConfig::default(), cluster_config()).await;
+    fill(&cluster, "kafkajs-members", 4).await;
+    let output = run_with_env(
+        &node_js,
+        &[
+            &script,
+            &cluster.bootstrap(),
+            "kafkajs-members",
+            "kafkajs-members",
+        ],
+        &[("NODE_PATH", &modules)],
+    )
+    .await;
+    let summary: serde_json::Value = serde_json::from_str(output.trim()).unwrap();
+    assert_eq!(
+        summary["first"], 40,
+        "kafkajs: every record consumed by the two members"
+    );
+    assert_eq!(
+        summary["second"], 60,
+        "kafkajs: and the 20 produced after B left"
+    );
+    assert_eq!(
+        summary["last"],
+        serde_json::json!([[0, 15]]),
+        "kafkajs: where C started"
+    );
+    cluster.stop().await;
 }

@@ -70,6 +70,8 @@ pub struct GroupsConfig {
     /// Replicas per partition of the offsets topic when this node creates it, capped at the
     /// number of registered nodes.
     pub offsets_replication_factor: usize,
+    /// Session timeout bounds, the initial rebalance delay and the most members of a group.
+    pub limits: quipu_groups::GroupLimits,
 }
 
 /// Most partitions the offsets topic may be configured with.
@@ -82,6 +84,7 @@ impl Default for GroupsConfig {
         GroupsConfig {
             offsets_partitions: 16,
             offsets_replication_factor: 3,
+            limits: quipu_groups::GroupLimits::default(),
         }
     }
 }
@@ -218,6 +221,38 @@ impl NodeConfig {
                 key: "groups.offsets_partitions",
                 value: self.groups.offsets_partitions.to_string(),
                 allowed: format!("1 to {OFFSETS_PARTITIONS_LIMIT}"),
+            });
+        }
+        let limits = &self.groups.limits;
+        if limits.session_timeout_min_ms < 1 {
+            return Err(NodeConfigError::Invalid {
+                key: "groups.session_timeout_min_ms",
+                value: limits.session_timeout_min_ms.to_string(),
+                allowed: "1 to 2147483647 ms".to_string(),
+            });
+        }
+        if limits.session_timeout_max_ms < limits.session_timeout_min_ms {
+            return Err(NodeConfigError::Invalid {
+                key: "groups.session_timeout_max_ms",
+                value: limits.session_timeout_max_ms.to_string(),
+                allowed: format!(
+                    "groups.session_timeout_min_ms ({}) to 2147483647 ms",
+                    limits.session_timeout_min_ms
+                ),
+            });
+        }
+        if limits.initial_rebalance_delay_ms < 0 {
+            return Err(NodeConfigError::Invalid {
+                key: "groups.initial_rebalance_delay_ms",
+                value: limits.initial_rebalance_delay_ms.to_string(),
+                allowed: "0 to 2147483647 ms".to_string(),
+            });
+        }
+        if limits.members_max == 0 {
+            return Err(NodeConfigError::Invalid {
+                key: "groups.members_max",
+                value: "0".to_string(),
+                allowed: "at least 1".to_string(),
             });
         }
         if self.groups.offsets_replication_factor == 0 {

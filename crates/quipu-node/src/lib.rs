@@ -43,7 +43,7 @@ pub use config::{
 };
 pub use controller::{CONTROLLER_PATIENCE, ControllerError, ControllerRequest};
 pub use coordinator::{
-    CommitRefused, CommittedOffset, CoordinatorError, OffsetCommit, Unavailable,
+    CommitRefused, CommittedOffset, CoordinatorError, JoinGroup, OffsetCommit, Unavailable,
 };
 pub use disk::{DISK_CHECK_INTERVAL, DiskGuard, DiskLow, free_bytes, total_bytes};
 pub use error::{BoxError, FetchError, NodeError, ProduceError, ProposalError, RetentionError};
@@ -54,6 +54,7 @@ pub use limits::{
 };
 pub use node::{Node, NodeHandle};
 pub use partition::Partition;
+pub use quipu_groups::GroupLimits;
 pub use quipu_raft::producers::{ProducerFieldsError, ProducerLimits, SequenceError};
 pub use resources::{Exhausted, Resource, check_room_for_replica, raise_open_file_limit};
 pub use routing::PRODUCER_ID_BLOCK;

@@ -68,6 +68,8 @@ pub(crate) struct Inner {
     pub(crate) incarnation: Arc<std::sync::atomic::AtomicU64>,
     /// The rest of the block of producer ids the controller handed this node.
     pub(crate) producer_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
+    /// The consumer groups this node coordinates now, with their members.
+    pub(crate) membership: crate::coordinator::Membership,
     /// The last index of the controller log when the node started (`None`: empty).
     pub(crate) controller_log_end: Option<u64>,
     /// The controller's log, held by its Raft instance: a stop waits until it is let go, so that
@@ -181,6 +183,7 @@ impl Node {
             reopening: std::sync::Mutex::default(),
             incarnation: Arc::new(std::sync::atomic::AtomicU64::new(incarnation())),
             producer_ids: tokio::sync::Mutex::new(0..0),
+            membership: crate::coordinator::Membership::default(),
             controller_log_end,
             controller_log,
         });
@@ -198,6 +201,7 @@ impl Node {
             )),
             tokio::spawn(run_retention(Arc::clone(&inner))),
             tokio::spawn(run_interval_sync(Arc::clone(&inner))),
+            tokio::spawn(crate::coordinator::run_ticks(Arc::clone(&inner))),
             tokio::spawn(crate::replicas::run_reopen_stopped(Arc::clone(&inner))),
         ];
         tracing::info!(node_id = inner.config.node_id, %addr, "node started");

@@ -292,6 +292,11 @@ impl Partition {
 
     /// The Raft term this replica is in: Kafka's partition leader epoch (a leader's batches carry
     /// it). Terms never go backwards and each has at most one leader.
+    /// The Raft term this replica is in.
+    pub(crate) fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
     pub fn leader_epoch(&self) -> i32 {
         let term = self.raft.metrics().borrow().current_term;
         i32::try_from(term).unwrap_or(i32::MAX)

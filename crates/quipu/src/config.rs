@@ -116,6 +116,10 @@ struct ProducersFile {
 struct GroupsFile {
     offsets_partitions: Option<usize>,
     offsets_replication_factor: Option<usize>,
+    session_timeout_min_ms: Option<i32>,
+    session_timeout_max_ms: Option<i32>,
+    initial_rebalance_delay_ms: Option<i32>,
+    members_max: Option<usize>,
 }
 
 /// The `[raft]` table.
@@ -524,6 +528,26 @@ impl Settings {
                 group_defaults.offsets_replication_factor,
                 1000,
             )?,
+            limits: quipu_node::GroupLimits {
+                session_timeout_min_ms: file
+                    .groups
+                    .session_timeout_min_ms
+                    .unwrap_or(group_defaults.limits.session_timeout_min_ms),
+                session_timeout_max_ms: file
+                    .groups
+                    .session_timeout_max_ms
+                    .unwrap_or(group_defaults.limits.session_timeout_max_ms),
+                initial_rebalance_delay_ms: file
+                    .groups
+                    .initial_rebalance_delay_ms
+                    .unwrap_or(group_defaults.limits.initial_rebalance_delay_ms),
+                members_max: bounded(
+                    "groups.members_max",
+                    file.groups.members_max,
+                    group_defaults.limits.members_max,
+                    1_000_000,
+                )?,
+            },
         };
         let log_append_time = match file.log.message_timestamp_type.as_deref() {
             None => false,

@@ -5,8 +5,8 @@
 // For each codec kafkajs has built in (none, gzip): produce COUNT keyed records with a header
 // (acks=all), then the topic's earliest and latest offsets, and an offset by timestamp. Prints one
 // JSON object: every acknowledged (key, partition, base offset of its batch) and the offsets;
-// the Rust test reads the records back from the cluster and checks them. (kafkajs consumes only
-// through consumer groups, which Quipu does not have yet.)
+// the Rust test reads the records back from the cluster and checks them. (kafkajs consumes
+// through consumer groups: kafkajs_members.js.)
 const { Kafka, CompressionTypes, logLevel } = require('kafkajs')
 
 const [bootstrap, prefix, countText] = process.argv.slice(2)

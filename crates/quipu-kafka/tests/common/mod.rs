@@ -56,6 +56,11 @@ pub struct Cluster {
 impl Cluster {
     /// Three nodes joined in one cluster, every one registered with its Kafka address.
     pub async fn start(config: KafkaConfig) -> Cluster {
+        Cluster::start_with(config, quipu_node::GroupsConfig::default()).await
+    }
+
+    /// [`Cluster::start`] with the nodes' consumer group settings.
+    pub async fn start_with(config: KafkaConfig, groups: quipu_node::GroupsConfig) -> Cluster {
         let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let mut nodes = Vec::new();
         for (i, dir) in dirs.iter().enumerate() {
@@ -63,6 +68,7 @@ impl Cluster {
             let kafka_addr = listener.local_addr().unwrap().to_string();
             let node = Node::start(NodeConfig {
                 kafka_addr: Some(kafka_addr.clone()),
+                groups,
                 ..NodeConfig::new(
                     i as u64 + 1,
                     dir.path().to_path_buf(),

@@ -14,6 +14,7 @@
 //!
 //! Protocol behaviour: `docs/protocol/groups.md`.
 
+mod membership;
 mod offsets;
 
 use std::sync::Arc;
@@ -25,6 +26,8 @@ use crate::controller::{ControllerError, ControllerRequest};
 use crate::node::{Inner, NodeHandle};
 use crate::{GroupId, Partition, ProduceError};
 
+pub use membership::JoinGroup;
+pub(crate) use membership::{Membership, run_ticks};
 pub use offsets::{CommitRefused, CommittedOffset, OffsetCommit};
 
 /// Why the coordinator cannot serve a group's request (per request; per-partition refusals of a
@@ -53,14 +56,10 @@ pub enum CoordinatorError {
     /// or the group's records could not be committed in time: retriable.
     #[error("the group coordinator is not available")]
     NotAvailable(#[source] Unavailable),
-    /// A commit for a generation (or member) the group does not have.
-    #[error("generation {generation} of member {member:?} is not the group's")]
-    IllegalGeneration {
-        /// The generation the client named.
-        generation: i32,
-        /// The member id it named.
-        member: String,
-    },
+    /// The group refused the request (a member, generation or protocol it does not have, a
+    /// rebalance under way).
+    #[error("the group refused the request")]
+    Group(#[source] quipu_groups::GroupError),
     /// The records of one commit do not fit one batch of the offsets topic.
     #[error("the commit's records take {bytes} bytes, more than one batch may ({max})")]
     CommitTooLarge {
@@ -175,9 +174,9 @@ impl Inner {
             .ok_or(CoordinatorError::NotAvailable(Unavailable::NoOffsetsTopic))
     }
 
-    /// This node's replica of `group`'s offsets partition, if it leads it and has applied every
-    /// entry of earlier terms.
-    async fn coordinating(&self, group: &str) -> Result<Arc<Partition>, CoordinatorError> {
+    /// This node's replica of `group`'s offsets partition and the term it leads in, if it leads
+    /// it and has applied every entry of earlier terms.
+    async fn coordinating(&self, group: &str) -> Result<(Arc<Partition>, u64), CoordinatorError> {
         check_group_id(group)?;
         let (partition, replicas) = self.offsets_partition_of(group)?;
         let not_coordinator = |leader| CoordinatorError::NotCoordinator {
@@ -188,7 +187,7 @@ impl Inner {
             return Err(not_coordinator(replicas.first().copied()));
         };
         match replica.settled_term().await {
-            Ok(_) => Ok(replica),
+            Ok(term) => Ok((replica, term)),
             Err(ProduceError::NotLeader { leader, .. }) => Err(not_coordinator(leader)),
             Err(_) => Err(CoordinatorError::Loading { group: partition }),
         }

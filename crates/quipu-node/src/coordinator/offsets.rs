@@ -66,8 +66,9 @@ pub struct CommittedOffset {
 const READ_WAIT: Duration = Duration::from_secs(5);
 
 impl NodeHandle {
-    /// Commits `offsets` for `group` as its coordinator, for the member `member` of generation
-    /// `generation` (-1 and "": a client that manages its partitions itself). Returns, per
+    /// Commits `offsets` for `group` as its coordinator, for the member `member` (static:
+    /// `instance`) of generation `generation` (-1 and "": a client that manages its partitions
+    /// itself, accepted while the group has no members). Returns, per
     /// offset in order, whether it was committed: all that were are in one batch of the group's
     /// offsets partition, committed by a majority and applied here when this returns.
     pub async fn commit_offsets(
@@ -75,17 +76,14 @@ impl NodeHandle {
         group: &str,
         generation: i32,
         member: &str,
+        instance: Option<&str>,
         offsets: &[OffsetCommit],
     ) -> Result<Vec<Result<(), CommitRefused>>, CoordinatorError> {
-        let replica = self.inner.coordinating(group).await?;
-        if generation >= 0 || !member.is_empty() {
-            // No group here has members (the membership protocols are not served yet): a
-            // commit for a generation is for one this coordinator never formed.
-            return Err(CoordinatorError::IllegalGeneration {
-                generation,
-                member: member.to_string(),
-            });
-        }
+        let (replica, term) = self.inner.coordinating(group).await?;
+        self.inner
+            .membership
+            .check_commit(group, replica.group(), term, member, instance, generation)
+            .map_err(CoordinatorError::Group)?;
         let now = wall_clock_ms();
         let mut builder = BatchBuilder::new(0, Compression::None);
         let results: Vec<Result<(), CommitRefused>> = offsets
@@ -134,7 +132,7 @@ impl NodeHandle {
         group: &str,
         partitions: Option<&[(String, i32)]>,
     ) -> Result<Vec<CommittedOffset>, CoordinatorError> {
-        let replica = self.inner.coordinating(group).await?;
+        let (replica, _) = self.inner.coordinating(group).await?;
         let not_coordinator = || CoordinatorError::NotCoordinator {
             group: replica.group(),
             leader: replica.leader(),

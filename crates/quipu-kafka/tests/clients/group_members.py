@@ -1,0 +1,211 @@
+"""Two members of one consumer group, driven by crates/quipu-kafka/tests/t70_groups.rs.
+
+usage: group_members.py CLIENT BOOTSTRAP TOPIC GROUP
+
+TOPIC has 4 partitions holding 10 records each. Members A and B subscribe to it in group GROUP
+(classic protocol, range assignor), share its partitions, consume every record and commit what
+they consumed. Then B leaves and A takes every partition; 20 more records are produced and A
+consumes them, commits and leaves. Finally a third member C joins, gets every partition and
+starts at the committed offsets, so it sees nothing before a last record it then consumes.
+Prints one JSON object with what each step saw; exits non-zero, with the reason on stderr, on
+the first failure.
+"""
+
+import asyncio
+import json
+import sys
+import threading
+import time
+
+CLIENT, BOOTSTRAP, TOPIC, GROUP = sys.argv[1:5]
+PARTITIONS = 4
+DEADLINE_S = 45
+
+
+def fail(message):
+    print(f"{CLIENT}: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+class Seen:
+    """What one member consumed, and its assignment, shared with the main thread."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.records = []
+        self.assignment = set()
+        self.stop = threading.Event()
+
+
+def until(what, condition):
+    deadline = time.time() + DEADLINE_S
+    while not condition():
+        if time.time() > deadline:
+            fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------------------------
+# confluent-kafka (librdkafka)
+
+def confluent_member(seen, client_id):
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({
+        "bootstrap.servers": BOOTSTRAP, "group.id": GROUP, "client.id": client_id,
+        "enable.auto.commit": False, "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "range", "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 500,
+    })
+    consumer.subscribe([TOPIC])
+    while not seen.stop.is_set():
+        msgs = consumer.consume(100, 0.2)
+        for msg in msgs:
+            if msg.error():
+                fail(f"{client_id}: {msg.error()}")
+        with seen.lock:
+            seen.records.extend((m.partition(), m.offset()) for m in msgs)
+            seen.assignment = {tp.partition for tp in consumer.assignment()}
+        if msgs:
+            consumer.commit(asynchronous=False)
+    consumer.close()
+
+
+def confluent_produce(count, start):
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": BOOTSTRAP, "acks": "all"})
+    for i in range(count):
+        producer.produce(TOPIC, value=f"more-{start + i}".encode(), partition=i % PARTITIONS)
+    if producer.flush(DEADLINE_S) != 0:
+        fail("not every record was acknowledged")
+
+
+# ---------------------------------------------------------------------------------------------
+# kafka-python
+
+def kafka_python_member(seen, client_id):
+    from kafka import KafkaConsumer
+    from kafka.coordinator.assignors.range import RangePartitionAssignor
+
+    consumer = KafkaConsumer(
+        TOPIC, bootstrap_servers=BOOTSTRAP, group_id=GROUP, client_id=client_id,
+        enable_auto_commit=False, auto_offset_reset="earliest",
+        partition_assignment_strategy=[RangePartitionAssignor],
+        session_timeout_ms=6000, heartbeat_interval_ms=500)
+    while not seen.stop.is_set():
+        batches = consumer.poll(timeout_ms=200)
+        got = [(tp.partition, m.offset) for tp, msgs in batches.items() for m in msgs]
+        with seen.lock:
+            seen.records.extend(got)
+            seen.assignment = {tp.partition for tp in consumer.assignment()}
+        if got:
+            consumer.commit()
+    consumer.close()
+
+
+def kafka_python_produce(count, start):
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+    for i in range(count):
+        producer.send(TOPIC, value=f"more-{start + i}".encode(), partition=i % PARTITIONS)
+    producer.flush(DEADLINE_S)
+    producer.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# aiokafka: each member runs its own event loop in a thread.
+
+def aiokafka_member(seen, client_id):
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+    async def main():
+        consumer = AIOKafkaConsumer(
+            TOPIC, bootstrap_servers=BOOTSTRAP, group_id=GROUP, client_id=client_id,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            partition_assignment_strategy=[RangePartitionAssignor],
+            session_timeout_ms=6000, heartbeat_interval_ms=500)
+        await consumer.start()
+        try:
+            while not seen.stop.is_set():
+                batches = await consumer.getmany(timeout_ms=200)
+                got = [(tp.partition, m.offset) for tp, msgs in batches.items() for m in msgs]
+                with seen.lock:
+                    seen.records.extend(got)
+                    seen.assignment = {tp.partition for tp in consumer.assignment()}
+                if got:
+                    await consumer.commit()
+        finally:
+            await consumer.stop()
+
+    asyncio.run(main())
+
+
+def aiokafka_produce(count, start):
+    from aiokafka import AIOKafkaProducer
+
+    async def main():
+        producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+        await producer.start()
+        try:
+            for i in range(count):
+                await producer.send_and_wait(TOPIC, value=f"more-{start + i}".encode(),
+                                             partition=i % PARTITIONS)
+        finally:
+            await producer.stop()
+
+    asyncio.run(main())
+
+
+CLIENTS = {
+    "confluent-kafka": (confluent_member, confluent_produce),
+    "kafka-python": (kafka_python_member, kafka_python_produce),
+    "aiokafka": (aiokafka_member, aiokafka_produce),
+}
+member, produce = CLIENTS[CLIENT]
+
+
+def start(name):
+    seen = Seen()
+    thread = threading.Thread(target=member, args=(seen, f"{CLIENT}-{name}"), daemon=True)
+    thread.start()
+    return seen, thread
+
+
+def stop(seen, thread):
+    seen.stop.set()
+    thread.join(DEADLINE_S)
+    if thread.is_alive():
+        fail("a member did not leave in time")
+
+
+def snapshot(seen):
+    with seen.lock:
+        return list(seen.records), set(seen.assignment)
+
+
+a, a_thread = start("a")
+b, b_thread = start("b")
+until("A and B to share the partitions", lambda: (
+    snapshot(a)[1] and snapshot(b)[1]
+    and snapshot(a)[1] | snapshot(b)[1] == set(range(PARTITIONS))
+    and not snapshot(a)[1] & snapshot(b)[1]))
+shared = [sorted(snapshot(a)[1]), sorted(snapshot(b)[1])]
+until("every record consumed", lambda: len(set(snapshot(a)[0]) | set(snapshot(b)[0])) >= 40)
+first = sorted(set(snapshot(a)[0]) | set(snapshot(b)[0]))
+stop(b, b_thread)
+until("A to take every partition", lambda: snapshot(a)[1] == set(range(PARTITIONS)))
+produce(20, 0)
+until("A to consume the new records", lambda: len(set(snapshot(a)[0]) | set(first)) >= 60)
+second = sorted(set(snapshot(a)[0]) | set(first))
+stop(a, a_thread)
+c, c_thread = start("c")
+until("C to get every partition", lambda: snapshot(c)[1] == set(range(PARTITIONS)))
+produce(1, 20)
+until("C to consume the last record", lambda: len(snapshot(c)[0]) >= 1)
+time.sleep(0.5)
+last = sorted(set(snapshot(c)[0]))
+stop(c, c_thread)
+print(json.dumps({"shared": shared, "first": len(first), "second": len(second), "last": last}))

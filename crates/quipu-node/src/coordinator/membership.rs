@@ -1,0 +1,325 @@
+//! Classic group membership on the coordinator: each group's `quipu_groups::ClassicGroup`, held
+//! in memory by the leader of the group's offsets partition for one term, with the joins and
+//! syncs that wait for the rest of the group. A tick every [`TICK`] expires sessions and
+//! completes barriers whose time is up; a group whose partition this node no longer leads in
+//! that term is dropped, and its waiting requests are answered NOT_COORDINATOR (the clients find
+//! the new coordinator and rejoin there, as after a Kafka coordinator failover).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quipu_groups::{
+    Answer, ClassicGroup, Completions, GroupError, JoinReply, JoinRequest, SyncReply,
+};
+use tokio::sync::oneshot;
+
+use super::CoordinatorError;
+use crate::GroupId;
+use crate::node::{Inner, NodeHandle};
+
+/// How often groups are ticked (session expiry, barrier deadlines).
+pub(crate) const TICK: Duration = Duration::from_millis(100);
+
+/// Longest a join or sync waits beyond its rebalance timeout for the group (a bound: the
+/// group's own deadlines answer it first).
+const WAIT_SLACK: Duration = Duration::from_secs(5);
+
+/// The groups this node coordinates now.
+#[derive(Debug)]
+pub(crate) struct Membership {
+    groups: Mutex<HashMap<String, Hosted>>,
+    /// The monotonic clock the groups' times count from.
+    epoch: tokio::time::Instant,
+}
+
+impl Default for Membership {
+    fn default() -> Self {
+        Membership {
+            groups: Mutex::default(),
+            epoch: tokio::time::Instant::now(),
+        }
+    }
+}
+
+/// One group, as coordinated by this node in one term of its offsets partition.
+#[derive(Debug)]
+struct Hosted {
+    partition: GroupId,
+    term: u64,
+    group: ClassicGroup,
+    joins: HashMap<String, oneshot::Sender<JoinReply>>,
+    syncs: HashMap<String, oneshot::Sender<Result<SyncReply, GroupError>>>,
+}
+
+impl Hosted {
+    fn new(partition: GroupId, term: u64) -> Hosted {
+        Hosted {
+            partition,
+            term,
+            group: ClassicGroup::new(),
+            joins: HashMap::new(),
+            syncs: HashMap::new(),
+        }
+    }
+
+    /// Answers the waiting requests `done` completed.
+    fn deliver(&mut self, done: Completions) {
+        for (member, reply) in done.joins {
+            if let Some(waiter) = self.joins.remove(&member) {
+                let _ = waiter.send(reply);
+            }
+        }
+        for (member, reply) in done.syncs {
+            if let Some(waiter) = self.syncs.remove(&member) {
+                let _ = waiter.send(reply);
+            }
+        }
+    }
+}
+
+impl Membership {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Hosted>> {
+        self.groups
+            .lock()
+            .expect("membership lock poisoned by a panic")
+    }
+
+    /// Runs `f` on `group` as coordinated in `term` of `partition` (a fresh group if this node
+    /// did not coordinate it in that term: what an earlier term held is dropped, its waiting
+    /// requests answered NOT_COORDINATOR by their closed channels).
+    fn with_group<T>(
+        &self,
+        group: &str,
+        partition: GroupId,
+        term: u64,
+        f: impl FnOnce(&mut Hosted, u64) -> T,
+    ) -> T {
+        let now = self.now_ms();
+        let mut groups = self.lock();
+        let hosted = groups
+            .entry(group.to_string())
+            .or_insert_with(|| Hosted::new(partition, term));
+        if hosted.partition != partition || hosted.term != term {
+            *hosted = Hosted::new(partition, term);
+        }
+        f(hosted, now)
+    }
+
+    /// Checks an offset commit against `group`'s membership in `term`.
+    pub(crate) fn check_commit(
+        &self,
+        group: &str,
+        partition: GroupId,
+        term: u64,
+        member: &str,
+        instance: Option<&str>,
+        generation: i32,
+    ) -> Result<(), GroupError> {
+        self.with_group(group, partition, term, |hosted, now| {
+            hosted.group.check_commit(member, instance, generation, now)
+        })
+    }
+}
+
+/// Ticks every group this node coordinates, every [`TICK`], until the node stops.
+pub(crate) async fn run_ticks(inner: Arc<Inner>) {
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let membership = &inner.membership;
+        let now = membership.now_ms();
+        let mut groups = membership.lock();
+        groups.retain(|_, hosted| {
+            let leads = inner
+                .partition(hosted.partition)
+                .is_some_and(|p| p.is_leader() && p.term() == hosted.term);
+            if !leads {
+                // Dropping the waiters answers them NOT_COORDINATOR.
+                return false;
+            }
+            let done = hosted.group.tick(now);
+            hosted.deliver(done);
+            !(hosted.group.is_empty() && hosted.joins.is_empty() && hosted.syncs.is_empty())
+        });
+    }
+}
+
+/// A classic member's JoinGroup, as the coordinator receives it.
+#[derive(Debug, Clone)]
+pub struct JoinGroup {
+    /// The member id ("" for a new member).
+    pub member_id: String,
+    /// `group.instance.id` of a static member.
+    pub instance_id: Option<String>,
+    /// The client's id (the prefix of a new member's id).
+    pub client_id: String,
+    /// Session timeout, in ms.
+    pub session_timeout_ms: i32,
+    /// Rebalance timeout, in ms.
+    pub rebalance_timeout_ms: i32,
+    /// The protocol type ("consumer").
+    pub protocol_type: String,
+    /// Assignors with the member's metadata for each, in its order of preference.
+    pub protocols: Vec<(String, Vec<u8>)>,
+    /// Whether a new member first gets its id (JoinGroup v4+).
+    pub require_known_member_id: bool,
+}
+
+/// Longest a request waits: its rebalance timeout and some slack.
+fn wait_bound(rebalance_timeout_ms: i32) -> Duration {
+    Duration::from_millis(u64::try_from(rebalance_timeout_ms).unwrap_or(0)) + WAIT_SLACK
+}
+
+impl NodeHandle {
+    /// Handles a JoinGroup as `group`'s coordinator: answered once the group's join barrier
+    /// completes (every member rejoined, or the rebalance timeout passed).
+    pub async fn join_group(
+        &self,
+        group: &str,
+        request: JoinGroup,
+    ) -> Result<JoinReply, CoordinatorError> {
+        let (replica, term) = self.inner.coordinating(group).await?;
+        let new_member_id = format!(
+            "{}-{}",
+            if request.client_id.is_empty() {
+                "member"
+            } else {
+                request.client_id.as_str()
+            },
+            uuid::Uuid::new_v4()
+        );
+        let waiting_id = if request.member_id.is_empty() {
+            new_member_id.clone()
+        } else {
+            request.member_id.clone()
+        };
+        let bound = wait_bound(request.rebalance_timeout_ms);
+        let limits = self.inner.config.groups.limits;
+        let join = JoinRequest {
+            member_id: request.member_id,
+            new_member_id,
+            instance_id: request.instance_id,
+            session_timeout_ms: request.session_timeout_ms,
+            rebalance_timeout_ms: request.rebalance_timeout_ms,
+            protocol_type: request.protocol_type,
+            protocols: request.protocols,
+            require_known_member_id: request.require_known_member_id,
+        };
+        let waiting =
+            self.inner
+                .membership
+                .with_group(group, replica.group(), term, |hosted, now| {
+                    let (answer, done) = hosted.group.join(join, &limits, now);
+                    hosted.deliver(done);
+                    match answer {
+                        Answer::Now(reply) => Err(Box::new(reply)),
+                        Answer::Wait => {
+                            let (tx, rx) = oneshot::channel();
+                            hosted.joins.insert(waiting_id.clone(), tx);
+                            Ok(rx)
+                        }
+                    }
+                });
+        let rx = match waiting {
+            Err(reply) => return Ok(*reply),
+            Ok(rx) => rx,
+        };
+        match tokio::time::timeout(bound, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(moved(&replica)),
+            Err(_) => Err(CoordinatorError::Group(GroupError::RebalanceInProgress)),
+        }
+    }
+
+    /// Handles a SyncGroup as `group`'s coordinator: the leader's carries the assignments; a
+    /// follower's waits for them.
+    pub async fn sync_group(
+        &self,
+        group: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        assignments: Vec<(String, Vec<u8>)>,
+    ) -> Result<SyncReply, CoordinatorError> {
+        let (replica, term) = self.inner.coordinating(group).await?;
+        let waiting =
+            self.inner
+                .membership
+                .with_group(group, replica.group(), term, |hosted, now| {
+                    let (answer, done) =
+                        hosted
+                            .group
+                            .sync(member_id, instance_id, generation, assignments, now);
+                    hosted.deliver(done);
+                    match answer {
+                        Answer::Now(reply) => Err(reply),
+                        Answer::Wait => {
+                            let (tx, rx) = oneshot::channel();
+                            hosted.syncs.insert(member_id.to_string(), tx);
+                            let timeout = hosted.group.rebalance_timeout_ms(member_id);
+                            Ok((rx, timeout.unwrap_or(0)))
+                        }
+                    }
+                });
+        let (rx, timeout) = match waiting {
+            Err(reply) => return reply.map_err(CoordinatorError::Group),
+            Ok(waiting) => waiting,
+        };
+        match tokio::time::timeout(wait_bound(timeout), rx).await {
+            Ok(Ok(reply)) => reply.map_err(CoordinatorError::Group),
+            Ok(Err(_)) => Err(moved(&replica)),
+            Err(_) => Err(CoordinatorError::Group(GroupError::RebalanceInProgress)),
+        }
+    }
+
+    /// Handles a Heartbeat as `group`'s coordinator.
+    pub async fn heartbeat(
+        &self,
+        group: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), CoordinatorError> {
+        let (replica, term) = self.inner.coordinating(group).await?;
+        self.inner
+            .membership
+            .with_group(group, replica.group(), term, |hosted, now| {
+                hosted
+                    .group
+                    .heartbeat(member_id, instance_id, generation, now)
+            })
+            .map_err(CoordinatorError::Group)
+    }
+
+    /// Handles a LeaveGroup of `members` (member id, or "" and a static member's instance id)
+    /// as `group`'s coordinator; the result per member.
+    pub async fn leave_group(
+        &self,
+        group: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<(), GroupError>>, CoordinatorError> {
+        let (replica, term) = self.inner.coordinating(group).await?;
+        Ok(self
+            .inner
+            .membership
+            .with_group(group, replica.group(), term, |hosted, now| {
+                let (results, done) = hosted.group.leave(members, now);
+                hosted.deliver(done);
+                results
+            }))
+    }
+}
+
+/// The group's coordinator moved while a request waited.
+fn moved(replica: &crate::Partition) -> CoordinatorError {
+    CoordinatorError::NotCoordinator {
+        group: replica.group(),
+        leader: replica.leader(),
+    }
+}
