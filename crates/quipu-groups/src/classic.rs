@@ -16,6 +16,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::record::{GroupMetadata, MemberMetadata};
+
 /// Why a group request is refused (Kafka's error of the same name).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GroupError {
@@ -93,6 +95,10 @@ pub struct JoinRequest {
     pub new_member_id: String,
     /// `group.instance.id` of a static member.
     pub instance_id: Option<String>,
+    /// The client's id (DescribeGroups shows it).
+    pub client_id: String,
+    /// The address the client joined from (DescribeGroups shows it).
+    pub client_host: String,
     /// Session timeout, in ms.
     pub session_timeout_ms: i32,
     /// Rebalance timeout, in ms (the session timeout for JoinGroup v0).
@@ -203,6 +209,8 @@ impl GroupState {
 #[derive(Debug, Clone)]
 struct Member {
     instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
     session_timeout_ms: i32,
     rebalance_timeout_ms: i32,
     protocols: Vec<(String, Vec<u8>)>,
@@ -233,6 +241,9 @@ pub struct ClassicGroup {
     initial_delay_until_ms: u64,
     /// When members that did not sync in `CompletingRebalance` are dropped.
     sync_deadline_ms: u64,
+    /// The group reached a state worth keeping (stable, or empty) since the last
+    /// [`ClassicGroup::take_metadata`].
+    dirty: bool,
 }
 
 impl Default for ClassicGroup {
@@ -255,7 +266,87 @@ impl ClassicGroup {
             rebalance_deadline_ms: 0,
             initial_delay_until_ms: 0,
             sync_deadline_ms: 0,
+            dirty: false,
         }
+    }
+
+    /// The group as its metadata record kept it, at `now_ms`: stable with those members (their
+    /// sessions start now), or empty at that generation. A new coordinator starts from this.
+    pub fn from_metadata(metadata: &GroupMetadata, now_ms: u64) -> ClassicGroup {
+        let mut group = ClassicGroup::new();
+        group.generation = metadata.generation;
+        if metadata.members.is_empty() {
+            return group;
+        }
+        group.state = GroupState::Stable;
+        group.protocol_type = Some(metadata.protocol_type.clone());
+        group.protocol_name = Some(metadata.protocol_name.clone());
+        group.leader = Some(metadata.leader.clone());
+        for m in &metadata.members {
+            group.members.insert(
+                m.member_id.clone(),
+                Member {
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout_ms,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    protocols: vec![(metadata.protocol_name.clone(), m.subscription.clone())],
+                    assignment: m.assignment.clone(),
+                    heard_ms: now_ms,
+                    joining: false,
+                    syncing: false,
+                },
+            );
+        }
+        group
+    }
+
+    /// The group's metadata to write, if it became stable or empty since the last call: each
+    /// new generation's members and assignments, and each time it empties.
+    pub fn take_metadata(&mut self) -> Option<GroupMetadata> {
+        if !std::mem::take(&mut self.dirty) {
+            return None;
+        }
+        let protocol_name = self.protocol_name.clone().unwrap_or_default();
+        Some(GroupMetadata {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol_name: protocol_name.clone(),
+            leader: self.leader.clone().unwrap_or_default(),
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| MemberMetadata {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout_ms,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    subscription: m
+                        .protocols
+                        .iter()
+                        .find(|(p, _)| *p == protocol_name)
+                        .map(|(_, metadata)| metadata.clone())
+                        .unwrap_or_default(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Starts a rebalance now (the group's last state could not be written: a new generation
+    /// will be).
+    pub fn force_rebalance(&mut self, now_ms: u64) -> Completions {
+        let mut done = Completions::default();
+        if matches!(
+            self.state,
+            GroupState::Stable | GroupState::CompletingRebalance
+        ) {
+            self.prepare_rebalance(now_ms, &mut done);
+        }
+        done
     }
 
     /// The state.
@@ -286,6 +377,13 @@ impl ClassicGroup {
     /// Whether the group has no members and no member ids pending.
     pub fn is_empty(&self) -> bool {
         self.members.is_empty() && self.pending.is_empty()
+    }
+
+    /// Each member's client id and host, by member id.
+    pub fn clients(&self) -> impl Iterator<Item = (&str, &str, &str)> + '_ {
+        self.members
+            .iter()
+            .map(|(id, m)| (id.as_str(), m.client_id.as_str(), m.client_host.as_str()))
     }
 
     /// The members: id, instance id, metadata for the current protocol, assignment.
@@ -451,6 +549,7 @@ impl ClassicGroup {
                         member.assignment = assignments.remove(id).unwrap_or_default();
                     }
                     self.state = GroupState::Stable;
+                    self.dirty = true;
                     let syncing: Vec<String> = self
                         .members
                         .iter()
@@ -677,6 +776,8 @@ impl ClassicGroup {
             id.to_string(),
             Member {
                 instance_id: request.instance_id.clone(),
+                client_id: request.client_id.clone(),
+                client_host: request.client_host.clone(),
                 session_timeout_ms: request.session_timeout_ms,
                 rebalance_timeout_ms: request.rebalance_timeout_ms,
                 protocols: request.protocols.clone(),
@@ -725,6 +826,8 @@ impl ClassicGroup {
         member.protocols = request.protocols;
         member.session_timeout_ms = request.session_timeout_ms;
         member.rebalance_timeout_ms = request.rebalance_timeout_ms;
+        member.client_id = request.client_id;
+        member.client_host = request.client_host;
         member.heard_ms = now_ms;
         member.joining = false;
         member.syncing = false;
@@ -733,7 +836,9 @@ impl ClassicGroup {
             self.leader = Some(new_id.clone());
         }
         if self.state == GroupState::Stable && !changed {
-            // Same assignment, no rebalance: the member syncs and gets it.
+            // Same assignment, no rebalance: the member syncs and gets it. Its new member id
+            // is kept.
+            self.dirty = true;
             return (Answer::Now(self.join_reply(&new_id)), done);
         }
         if self.state != GroupState::PreparingRebalance {
@@ -774,6 +879,7 @@ impl ClassicGroup {
         if self.members.is_empty() {
             if self.state != GroupState::Empty {
                 self.generation += 1;
+                self.dirty = true;
             }
             self.state = GroupState::Empty;
             self.protocol_name = None;
@@ -835,6 +941,7 @@ impl ClassicGroup {
         self.pending.clear();
         self.generation += 1;
         if self.members.is_empty() {
+            self.dirty = true;
             self.state = GroupState::Empty;
             self.protocol_name = None;
             self.protocol_type = None;
@@ -965,6 +1072,8 @@ mod tests {
             member_id: member.to_string(),
             new_member_id: new.to_string(),
             instance_id: None,
+            client_id: "client".to_string(),
+            client_host: "/127.0.0.1".to_string(),
             session_timeout_ms: 10_000,
             rebalance_timeout_ms: 20_000,
             protocol_type: "consumer".to_string(),
@@ -1045,6 +1154,45 @@ mod tests {
         );
         assert_eq!(group.state(), GroupState::Stable);
         group
+    }
+
+    #[test]
+    fn a_stable_group_is_written_and_read_back_as_it_was() {
+        let mut group = stable_pair();
+        let metadata = group
+            .take_metadata()
+            .expect("a new stable generation is written");
+        assert_eq!(group.take_metadata(), None, "once");
+        assert_eq!((metadata.generation, metadata.members.len()), (1, 2));
+        assert_eq!(metadata.leader, "a");
+        assert_eq!(metadata.members[1].assignment, b"pb");
+        // (the metadata of the join that entered the group: `join_new` rejoins as "unused")
+        assert_eq!(metadata.members[1].subscription, b"unused:range");
+        // A new coordinator starts from it: stable, same generation, members' sessions anew.
+        let mut loaded = ClassicGroup::from_metadata(&metadata, 50_000);
+        assert_eq!(loaded.state(), GroupState::Stable);
+        assert_eq!(loaded.heartbeat("b", None, 1, 50_100), Ok(()));
+        let (answer, _) = loaded.sync("b", None, 1, Vec::new(), 50_200);
+        assert!(
+            matches!(answer, Answer::Now(Ok(SyncReply { ref assignment, .. })) if assignment == b"pb")
+        );
+        // Members keep their place: a follower's rejoin with the protocol it was recorded with
+        // gets generation 1 back (with others, as in Kafka, the group rebalances).
+        let mut same = request("b", "", &["range"]);
+        same.protocols = vec![("range".into(), b"unused:range".to_vec())];
+        let (answer, _) = loaded.join(same, &LIMITS, 50_300);
+        assert!(matches!(
+            answer,
+            Answer::Now(JoinReply { generation: 1, .. })
+        ));
+        // The last member leaving empties it: that is written too.
+        loaded.leave(&[("a".into(), None), ("b".into(), None)], 50_400);
+        let empty = loaded.take_metadata().unwrap();
+        assert!(empty.members.is_empty());
+        assert_eq!(
+            ClassicGroup::from_metadata(&empty, 0).state(),
+            GroupState::Empty
+        );
     }
 
     #[test]

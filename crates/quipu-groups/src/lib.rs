@@ -19,7 +19,8 @@ pub use classic::{
     SyncReply,
 };
 pub use record::{
-    GroupRecord, METADATA_BYTES_MAX, NAME_BYTES_MAX, OffsetKey, OffsetValue, RecordError,
+    GroupMetadata, GroupRecord, MEMBER_BYTES_MAX, MEMBERS_MAX, METADATA_BYTES_MAX, MemberMetadata,
+    NAME_BYTES_MAX, OffsetKey, OffsetValue, RecordError,
 };
 pub use state::GroupsState;
 

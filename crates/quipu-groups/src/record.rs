@@ -10,8 +10,15 @@ pub const NAME_BYTES_MAX: usize = 1024;
 /// `offset.metadata.max.bytes` default).
 pub const METADATA_BYTES_MAX: usize = 4096;
 
+/// Most members one group metadata record may hold.
+pub const MEMBERS_MAX: usize = 1_000_000;
+/// Longest subscription or assignment of one member in a group metadata record, in bytes.
+pub const MEMBER_BYTES_MAX: usize = 1024 * 1024;
+
 /// Key type of an offset commit.
 const KEY_OFFSET: u16 = 0;
+/// Key type of a group's metadata (its generation and members).
+const KEY_GROUP: u16 = 1;
 /// The only value version written so far.
 const VALUE_VERSION: u16 = 0;
 
@@ -39,6 +46,42 @@ pub struct OffsetValue {
     pub commit_timestamp_ms: i64,
 }
 
+/// A classic group's metadata as of its last generation that completed (or emptied).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMetadata {
+    /// The protocol type ("consumer"; empty for an empty group).
+    pub protocol_type: String,
+    /// The generation.
+    pub generation: i32,
+    /// The assignor chosen (empty for an empty group).
+    pub protocol_name: String,
+    /// The leader's member id (empty for an empty group).
+    pub leader: String,
+    /// The members, with their subscriptions and assignments.
+    pub members: Vec<MemberMetadata>,
+}
+
+/// One member of a [`GroupMetadata`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberMetadata {
+    /// Its member id.
+    pub member_id: String,
+    /// Its `group.instance.id`, for a static member.
+    pub instance_id: Option<String>,
+    /// The client id it joined with.
+    pub client_id: String,
+    /// The address it joined from.
+    pub client_host: String,
+    /// Its session timeout, in ms.
+    pub session_timeout_ms: i32,
+    /// Its rebalance timeout, in ms.
+    pub rebalance_timeout_ms: i32,
+    /// Its metadata for the chosen protocol (a consumer's subscription).
+    pub subscription: Vec<u8>,
+    /// Its assignment, as the leader wrote it.
+    pub assignment: Vec<u8>,
+}
+
 /// One record of the offsets topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupRecord {
@@ -48,6 +91,13 @@ pub enum GroupRecord {
         key: OffsetKey,
         /// Its value; `None` is a tombstone.
         value: Option<OffsetValue>,
+    },
+    /// A group's metadata (`None`: the group is deleted).
+    Group {
+        /// The group id.
+        group: String,
+        /// Its metadata; `None` is a tombstone.
+        value: Option<GroupMetadata>,
     },
 }
 
@@ -130,6 +180,16 @@ impl GroupRecord {
                 };
                 Ok((k, v))
             }
+            GroupRecord::Group { group, value } => {
+                let mut k = Vec::with_capacity(2 + 2 + group.len());
+                k.extend_from_slice(&KEY_GROUP.to_be_bytes());
+                put_string(&mut k, "group", group, NAME_BYTES_MAX)?;
+                let v = match value {
+                    None => None,
+                    Some(value) => Some(encode_group(value)?),
+                };
+                Ok((k, v))
+            }
         }
     }
 
@@ -171,9 +231,125 @@ impl GroupRecord {
                 };
                 Ok(GroupRecord::Offset { key, value })
             }
+            KEY_GROUP => {
+                let group = k.string("group", NAME_BYTES_MAX)?;
+                k.end()?;
+                let value = match value {
+                    None => None,
+                    Some(bytes) => Some(decode_group(bytes)?),
+                };
+                Ok(GroupRecord::Group { group, value })
+            }
             other => Err(RecordError::UnknownType(other)),
         }
     }
+}
+
+fn encode_group(value: &GroupMetadata) -> Result<Vec<u8>, RecordError> {
+    if value.members.len() > MEMBERS_MAX {
+        return Err(RecordError::TooLong {
+            field: "members",
+            len: value.members.len(),
+            max: MEMBERS_MAX,
+        });
+    }
+    let mut v = Vec::new();
+    v.extend_from_slice(&VALUE_VERSION.to_be_bytes());
+    put_string(
+        &mut v,
+        "protocol type",
+        &value.protocol_type,
+        NAME_BYTES_MAX,
+    )?;
+    v.extend_from_slice(&value.generation.to_be_bytes());
+    put_string(
+        &mut v,
+        "protocol name",
+        &value.protocol_name,
+        NAME_BYTES_MAX,
+    )?;
+    put_string(&mut v, "leader", &value.leader, NAME_BYTES_MAX)?;
+    let count = u32::try_from(value.members.len()).unwrap_or(u32::MAX);
+    v.extend_from_slice(&count.to_be_bytes());
+    for m in &value.members {
+        put_string(&mut v, "member id", &m.member_id, NAME_BYTES_MAX)?;
+        match &m.instance_id {
+            None => v.push(0),
+            Some(instance) => {
+                v.push(1);
+                put_string(&mut v, "instance id", instance, NAME_BYTES_MAX)?;
+            }
+        }
+        put_string(&mut v, "client id", &m.client_id, NAME_BYTES_MAX)?;
+        put_string(&mut v, "client host", &m.client_host, NAME_BYTES_MAX)?;
+        v.extend_from_slice(&m.session_timeout_ms.to_be_bytes());
+        v.extend_from_slice(&m.rebalance_timeout_ms.to_be_bytes());
+        put_bytes(&mut v, "subscription", &m.subscription)?;
+        put_bytes(&mut v, "assignment", &m.assignment)?;
+    }
+    Ok(v)
+}
+
+fn decode_group(bytes: &[u8]) -> Result<GroupMetadata, RecordError> {
+    let mut v = Reader(bytes);
+    let version = v.u16("value version")?;
+    if version != VALUE_VERSION {
+        return Err(RecordError::UnknownVersion(version));
+    }
+    let protocol_type = v.string("protocol type", NAME_BYTES_MAX)?;
+    let generation = v.i32("generation")?;
+    let protocol_name = v.string("protocol name", NAME_BYTES_MAX)?;
+    let leader = v.string("leader", NAME_BYTES_MAX)?;
+    let count = usize::try_from(u32::from_be_bytes(v.array("members")?)).unwrap_or(usize::MAX);
+    if count > MEMBERS_MAX {
+        return Err(RecordError::TooLong {
+            field: "members",
+            len: count,
+            max: MEMBERS_MAX,
+        });
+    }
+    // Each member takes at least 23 bytes: no more are reserved than the bytes could hold.
+    let mut members = Vec::with_capacity(count.min(v.0.len() / 23));
+    for _ in 0..count {
+        let member_id = v.string("member id", NAME_BYTES_MAX)?;
+        let instance_id = match v.take("instance id flag", 1)?[0] {
+            0 => None,
+            _ => Some(v.string("instance id", NAME_BYTES_MAX)?),
+        };
+        members.push(MemberMetadata {
+            member_id,
+            instance_id,
+            client_id: v.string("client id", NAME_BYTES_MAX)?,
+            client_host: v.string("client host", NAME_BYTES_MAX)?,
+            session_timeout_ms: v.i32("session timeout")?,
+            rebalance_timeout_ms: v.i32("rebalance timeout")?,
+            subscription: v.bytes("subscription")?,
+            assignment: v.bytes("assignment")?,
+        });
+    }
+    v.end()?;
+    Ok(GroupMetadata {
+        protocol_type,
+        generation,
+        protocol_name,
+        leader,
+        members,
+    })
+}
+
+/// A u32 big-endian length, then the bytes (at most [`MEMBER_BYTES_MAX`]).
+fn put_bytes(out: &mut Vec<u8>, field: &'static str, bytes: &[u8]) -> Result<(), RecordError> {
+    if bytes.len() > MEMBER_BYTES_MAX {
+        return Err(RecordError::TooLong {
+            field,
+            len: bytes.len(),
+            max: MEMBER_BYTES_MAX,
+        });
+    }
+    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(bytes);
+    Ok(())
 }
 
 fn check_partition(partition: i32) -> Result<(), RecordError> {
@@ -244,6 +420,18 @@ impl<'a> Reader<'a> {
 
     fn i64(&mut self, field: &'static str) -> Result<i64, RecordError> {
         Ok(i64::from_be_bytes(self.array(field)?))
+    }
+
+    fn bytes(&mut self, field: &'static str) -> Result<Vec<u8>, RecordError> {
+        let len = usize::try_from(u32::from_be_bytes(self.array(field)?)).unwrap_or(usize::MAX);
+        if len > MEMBER_BYTES_MAX {
+            return Err(RecordError::TooLong {
+                field,
+                len,
+                max: MEMBER_BYTES_MAX,
+            });
+        }
+        Ok(self.take(field, len)?.to_vec())
     }
 
     fn string(&mut self, field: &'static str, max: usize) -> Result<String, RecordError> {
@@ -330,6 +518,22 @@ mod tests {
             GroupRecord::decode(Some(&key), Some(&version)),
             Err(RecordError::UnknownVersion(1))
         );
+        // A member count beyond the limit is refused before anything is allocated.
+        let (key, _) = GroupRecord::Group {
+            group: "g".into(),
+            value: None,
+        }
+        .encode()
+        .unwrap();
+        let mut members = vec![0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+        members.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            GroupRecord::decode(Some(&key), Some(&members)),
+            Err(RecordError::TooLong {
+                field: "members",
+                ..
+            })
+        ));
         // A length beyond the limit is refused before anything is allocated.
         assert!(matches!(
             GroupRecord::decode(Some(&[0, 0, 0xff, 0xff]), None),
@@ -359,6 +563,41 @@ mod tests {
                     offset, leader_epoch, metadata, commit_timestamp_ms,
                 }),
             };
+            let (key, value) = record.encode().unwrap();
+            prop_assert_eq!(GroupRecord::decode(Some(&key), value.as_deref()).unwrap(), record);
+        }
+
+        #[test]
+        fn group_metadata_survives_encoding(
+            group in ".{1,20}",
+            generation in any::<i32>(),
+            members in proptest::collection::vec(
+                (".{1,20}", proptest::option::of(".{1,10}"), any::<i32>(),
+                 proptest::collection::vec(any::<u8>(), 0..40),
+                 proptest::collection::vec(any::<u8>(), 0..40)),
+                0..5),
+            tombstone in any::<bool>(),
+        ) {
+            let value = GroupMetadata {
+                protocol_type: "consumer".into(),
+                generation,
+                protocol_name: "range".into(),
+                leader: members.first().map(|m| m.0.clone()).unwrap_or_default(),
+                members: members
+                    .into_iter()
+                    .map(|(member_id, instance_id, timeout, subscription, assignment)| MemberMetadata {
+                        member_id,
+                        instance_id,
+                        client_id: "client".into(),
+                        client_host: "/127.0.0.1".into(),
+                        session_timeout_ms: timeout,
+                        rebalance_timeout_ms: timeout,
+                        subscription,
+                        assignment,
+                    })
+                    .collect(),
+            };
+            let record = GroupRecord::Group { group, value: (!tombstone).then_some(value) };
             let (key, value) = record.encode().unwrap();
             prop_assert_eq!(GroupRecord::decode(Some(&key), value.as_deref()).unwrap(), record);
         }

@@ -5,29 +5,61 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{GroupRecord, OffsetKey, OffsetValue};
+use crate::record::{GroupMetadata, GroupRecord, OffsetKey, OffsetValue};
 
-/// The committed offsets of the groups of one offsets-topic partition.
+/// The committed offsets and the metadata of the groups of one offsets-topic partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupsState {
     /// Per group, per (topic, partition), its committed offset.
     groups: BTreeMap<String, BTreeMap<(String, i32), OffsetValue>>,
+    /// Per group, its metadata as last written (since format 1.5: older snapshots hold none).
+    #[serde(default)]
+    metadata: BTreeMap<String, GroupMetadata>,
 }
 
 impl GroupsState {
+    /// The state a snapshot of format 1.4 held: committed offsets only.
+    pub fn from_offsets(groups: BTreeMap<String, BTreeMap<(String, i32), OffsetValue>>) -> Self {
+        GroupsState {
+            groups,
+            metadata: BTreeMap::new(),
+        }
+    }
+
     /// Applies one committed record: an offset is set, or removed by a tombstone (a tombstone
-    /// for an offset this state does not hold changes nothing). A group with no offsets left is
-    /// gone.
+    /// for an offset this state does not hold changes nothing; a group with no offsets left
+    /// holds none); a group's metadata is replaced by one of the same or a later generation
+    /// (an older one, re-applied after a snapshot that carried a newer, changes nothing), or
+    /// removed by a tombstone.
     pub fn apply(&mut self, record: GroupRecord) {
-        let GroupRecord::Offset {
-            key:
-                OffsetKey {
-                    group,
-                    topic,
-                    partition,
-                },
-            value,
-        } = record;
+        let (group, topic, partition, value) = match record {
+            GroupRecord::Offset {
+                key:
+                    OffsetKey {
+                        group,
+                        topic,
+                        partition,
+                    },
+                value,
+            } => (group, topic, partition, value),
+            GroupRecord::Group { group, value } => {
+                match value {
+                    None => {
+                        self.metadata.remove(&group);
+                    }
+                    Some(value) => {
+                        let newer = self
+                            .metadata
+                            .get(&group)
+                            .is_none_or(|held| value.generation >= held.generation);
+                        if newer {
+                            self.metadata.insert(group, value);
+                        }
+                    }
+                }
+                return;
+            }
+        };
         match value {
             Some(value) => {
                 self.groups
@@ -59,9 +91,22 @@ impl GroupsState {
         self.groups.get(group).into_iter().flatten()
     }
 
-    /// The groups that hold at least one committed offset, in id order.
+    /// The groups that hold at least one committed offset or metadata, in id order.
     pub fn groups(&self) -> impl Iterator<Item = &str> + '_ {
-        self.groups.keys().map(String::as_str)
+        let mut all: Vec<&str> = self
+            .groups
+            .keys()
+            .chain(self.metadata.keys())
+            .map(String::as_str)
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all.into_iter()
+    }
+
+    /// `group`'s metadata as last written, if any.
+    pub fn metadata(&self, group: &str) -> Option<&GroupMetadata> {
+        self.metadata.get(group)
     }
 
     /// Committed offsets held, over every group.
@@ -69,15 +114,22 @@ impl GroupsState {
         self.groups.values().map(BTreeMap::len).sum()
     }
 
-    /// Whether no offset is held.
+    /// Whether no offset and no metadata is held.
     pub fn is_empty(&self) -> bool {
-        self.groups.is_empty()
+        self.groups.is_empty() && self.metadata.is_empty()
     }
 
-    /// The records that rebuild this state from nothing (one per committed offset): what a
-    /// compacted log of the partition would hold.
+    /// The records that rebuild this state from nothing (one per group metadata, one per
+    /// committed offset): what a compacted log of the partition would hold.
     pub fn records(&self) -> impl Iterator<Item = GroupRecord> + '_ {
-        self.groups.iter().flat_map(|(group, offsets)| {
+        let metadata = self
+            .metadata
+            .iter()
+            .map(|(group, value)| GroupRecord::Group {
+                group: group.clone(),
+                value: Some(value.clone()),
+            });
+        metadata.chain(self.groups.iter().flat_map(|(group, offsets)| {
             offsets
                 .iter()
                 .map(move |((topic, partition), value)| GroupRecord::Offset {
@@ -88,7 +140,7 @@ impl GroupsState {
                     },
                     value: Some(value.clone()),
                 })
-        })
+        }))
     }
 }
 
@@ -130,6 +182,55 @@ mod tests {
         state.apply(commit("zz", 4, None));
         state.apply(commit("b", 9, None));
         assert_eq!(state, before);
+    }
+
+    fn metadata(group: &str, generation: Option<i32>) -> GroupRecord {
+        GroupRecord::Group {
+            group: group.into(),
+            value: generation.map(|generation| crate::GroupMetadata {
+                protocol_type: "consumer".into(),
+                generation,
+                protocol_name: "range".into(),
+                leader: String::new(),
+                members: Vec::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn group_metadata_only_moves_forward_and_a_tombstone_removes_it() {
+        let mut state = GroupsState::default();
+        state.apply(metadata("g", Some(3)));
+        state.apply(metadata("g", Some(2))); // re-applied after a newer snapshot
+        assert_eq!(state.metadata("g").map(|m| m.generation), Some(3));
+        state.apply(metadata("g", Some(4)));
+        assert_eq!(state.metadata("g").map(|m| m.generation), Some(4));
+        assert_eq!(state.groups().collect::<Vec<_>>(), ["g"]);
+        state.apply(metadata("g", None));
+        assert!(state.metadata("g").is_none());
+        assert!(state.is_empty());
+        // After a deletion, a group of the same id starts again from any generation.
+        state.apply(metadata("g", Some(1)));
+        assert_eq!(state.metadata("g").map(|m| m.generation), Some(1));
+    }
+
+    #[test]
+    fn a_snapshot_of_format_1_4_reads_as_offsets_without_metadata() {
+        let mut offsets_only: BTreeMap<String, BTreeMap<(String, i32), OffsetValue>> =
+            BTreeMap::new();
+        offsets_only.entry("g".into()).or_default().insert(
+            ("t".into(), 0),
+            OffsetValue {
+                offset: 5,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp_ms: 0,
+            },
+        );
+        let old = postcard::to_allocvec(&offsets_only).unwrap();
+        assert!(postcard::from_bytes::<GroupsState>(&old).is_err());
+        let read = GroupsState::from_offsets(postcard::from_bytes(&old).unwrap());
+        assert_eq!(read.committed("g", "t", 0).map(|v| v.offset), Some(5));
     }
 
     proptest! {

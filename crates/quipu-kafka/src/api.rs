@@ -356,6 +356,7 @@ pub fn decode_request(frame: Bytes) -> Result<(ApiKey, i16), RequestError> {
 pub(crate) async fn dispatch(
     context: &Context,
     frame: Bytes,
+    peer: std::net::SocketAddr,
 ) -> Result<Option<Bytes>, RequestError> {
     let (key, id, version, client_id, body) = match decode(frame)? {
         Request::FutureApiVersions { correlation_id } => {
@@ -415,7 +416,11 @@ pub(crate) async fn dispatch(
         Body::OffsetCommit(r) => answer(&groups::offset_commit(context, r).await),
         Body::OffsetFetch(r) => answer(&groups::offset_fetch(context, r, version).await),
         Body::JoinGroup(r) => {
-            answer(&membership::join_group(context, r, version, &client_id).await)
+            let client = membership::Client {
+                id: &client_id,
+                host: format!("/{}", peer.ip()),
+            };
+            answer(&membership::join_group(context, r, version, client).await)
         }
         Body::SyncGroup(r) => answer(&membership::sync_group(context, r, version).await),
         Body::Heartbeat(r) => answer(&membership::heartbeat(context, r).await),

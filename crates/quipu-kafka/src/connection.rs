@@ -50,7 +50,7 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, context: Arc<Contex
                     Some((frame, room)) => {
                         let context = Arc::clone(&context);
                         pending.push_back(async move {
-                            let answered = api::dispatch(&context, frame).await;
+                            let answered = api::dispatch(&context, frame, peer).await;
                             // The request's bytes are gone once it is handled: a client slow to
                             // read its answers holds no room in the pool.
                             drop(room);

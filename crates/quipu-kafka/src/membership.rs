@@ -23,16 +23,24 @@ fn code_of(error: &CoordinatorError) -> i16 {
     coordinator_error(error).code()
 }
 
+/// Who sent a JoinGroup: the request header's client id and the connection's address (as
+/// Kafka shows it, `/ip`).
+pub(crate) struct Client<'a> {
+    pub id: &'a str,
+    pub host: String,
+}
+
 pub(crate) async fn join_group(
     context: &Context,
     request: JoinGroupRequest,
     version: i16,
-    client_id: &str,
+    client: Client<'_>,
 ) -> JoinGroupResponse {
     let join = JoinGroup {
         member_id: request.member_id.to_string(),
         instance_id: request.group_instance_id.map(|id| id.to_string()),
-        client_id: client_id.to_string(),
+        client_id: client.id.to_string(),
+        client_host: client.host,
         session_timeout_ms: request.session_timeout_ms,
         // JoinGroup v0 has no rebalance timeout: the session timeout stands in for it.
         rebalance_timeout_ms: if version >= 1 {

@@ -225,3 +225,164 @@ async fn kafkajs_members() {
     );
     cluster.stop().await;
 }
+
+/// Produces `batch` to `group` on whichever running node leads it, retrying while there is no
+/// leader (a failover).
+async fn produce_retrying(cluster: &Cluster, group: u64, batch: bytes::Bytes) {
+    let start = std::time::Instant::now();
+    loop {
+        let leader = cluster
+            .nodes
+            .iter()
+            .filter_map(|n| n.node.as_ref())
+            .find_map(|n| {
+                n.partition(quipu_node::GroupId(group))
+                    .filter(|p| p.is_leader())
+            });
+        if let Some(leader) = leader
+            && leader.produce(batch.clone()).await.is_ok()
+        {
+            return;
+        }
+        assert!(start.elapsed() < PATIENCE, "no leader took the batch");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// `group`'s committed offsets by partition, from its coordinator (`None` while there is none).
+async fn committed_now(cluster: &Cluster, group: &str) -> Option<Vec<(i32, i64)>> {
+    let any = cluster.any();
+    let coordinator = any.find_coordinator(group).await.ok()?;
+    let node = cluster
+        .nodes
+        .iter()
+        .filter_map(|n| n.node.as_ref())
+        .find(|n| n.id() == coordinator.id)?;
+    let offsets = node.fetch_offsets(group, None).await.ok()?;
+    Some(
+        offsets
+            .into_iter()
+            .map(|o| (o.partition, o.value.map_or(-1, |v| v.offset)))
+            .collect(),
+    )
+}
+
+/// Samples the group's committed offsets into `highest`, checking that none went backwards.
+async fn sample(cluster: &Cluster, highest: &mut std::collections::HashMap<i32, i64>) {
+    if let Some(offsets) = committed_now(cluster, "failover-members").await {
+        for (partition, offset) in offsets {
+            let before = highest.entry(partition).or_insert(-1);
+            assert!(
+                offset >= *before,
+                "partition {partition}: committed offset went from {before} back to {offset}"
+            );
+            *before = offset;
+        }
+    }
+}
+
+/// The coordinator of a group crashes (no handoff) while two confluent-kafka members consume
+/// and commit: the group goes on with its new coordinator, every record is consumed, and no
+/// committed offset ever goes backwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_goes_on_through_a_coordinator_crash() {
+    const BATCHES: usize = 40;
+    const PER_BATCH: usize = 10;
+    let mut cluster = Cluster::start_with(KafkaConfig::default(), cluster_config()).await;
+    cluster
+        .any()
+        .create_topic("failover-group", 4, 3)
+        .await
+        .unwrap();
+    cluster.wait_for_leaders("failover-group").await;
+    let groups: Vec<u64> = cluster.any().with_metadata(|m| {
+        m.topic("failover-group")
+            .unwrap()
+            .partitions
+            .iter()
+            .map(|p| p.group)
+            .collect()
+    });
+    let child = tokio::process::Command::new(python())
+        .arg(client_script("group_failover.py"))
+        .arg(cluster.bootstrap())
+        .arg("failover-group")
+        .arg("failover-members")
+        .arg((BATCHES * PER_BATCH).to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut highest: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
+    let mut crashed = None;
+    for i in 0..BATCHES {
+        let mut builder = BatchBuilder::new(0, Compression::None);
+        for j in 0..PER_BATCH {
+            builder.push(
+                1_700_000_000_000,
+                None,
+                Some(format!("r{i}-{j}").as_bytes()),
+                &[],
+            );
+        }
+        produce_retrying(&cluster, groups[i % groups.len()], builder.build().unwrap()).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        sample(&cluster, &mut highest).await;
+        if i == BATCHES / 2 {
+            // Wait until the group has committed something, then crash its coordinator.
+            let start = std::time::Instant::now();
+            while highest.is_empty() {
+                assert!(start.elapsed() < PATIENCE, "the group committed nothing");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                sample(&cluster, &mut highest).await;
+            }
+            let coordinator = cluster
+                .any()
+                .find_coordinator("failover-members")
+                .await
+                .unwrap();
+            let at = cluster
+                .nodes
+                .iter()
+                .position(|n| {
+                    n.node
+                        .as_ref()
+                        .is_some_and(|node| node.id() == coordinator.id)
+                })
+                .unwrap();
+            cluster.nodes[at].crash().await;
+            crashed = Some(coordinator.id);
+        }
+    }
+    let crashed = crashed.unwrap();
+    let output = tokio::time::timeout(PATIENCE * 2, child.wait_with_output())
+        .await
+        .expect("the members finished in time")
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "members failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8(output.stdout).unwrap().trim()).unwrap();
+    assert_eq!(
+        summary["distinct"],
+        BATCHES * PER_BATCH,
+        "every record consumed"
+    );
+    // The new coordinator is another node, and it holds offsets at least as high as any seen.
+    let coordinator = cluster
+        .any()
+        .find_coordinator("failover-members")
+        .await
+        .unwrap();
+    assert_ne!(coordinator.id, crashed);
+    let last = committed_now(&cluster, "failover-members").await.unwrap();
+    for (partition, offset) in last {
+        assert!(offset >= highest.get(&partition).copied().unwrap_or(-1));
+    }
+    eprintln!("{summary} (coordinator {crashed} crashed)");
+    cluster.stop().await;
+}

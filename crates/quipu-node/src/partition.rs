@@ -809,12 +809,10 @@ impl Partition {
         self.shared.with_groups(|_| ()).is_some()
     }
 
-    /// Runs `f` on the groups' state this replica applied (`None`: not an offsets partition).
-    pub(crate) fn with_groups<T>(
-        &self,
-        f: impl FnOnce(&mut quipu_groups::GroupsState) -> T,
-    ) -> Option<T> {
-        self.shared.with_groups(f)
+    /// Reads the groups' state this replica applied (`None`: not an offsets partition). `f`
+    /// must be quick: it holds the lock the state machine applies under.
+    pub fn with_groups<T>(&self, f: impl FnOnce(&quipu_groups::GroupsState) -> T) -> Option<T> {
+        self.shared.with_groups(|state| f(state))
     }
 
     /// Appends a batch of group records (the coordinator's) and returns its offset once a

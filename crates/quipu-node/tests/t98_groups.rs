@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use quipu_groups::GroupError;
 use quipu_node::{
-    CommitRefused, ControllerError, CoordinatorError, GroupId, GroupsConfig, Node, OffsetCommit,
-    ProduceError,
+    CommitRefused, ControllerError, CoordinatorError, GroupId, GroupsConfig, JoinGroup, Node,
+    OffsetCommit, ProduceError,
 };
 
 const OFFSETS_PARTITIONS: usize = 4;
@@ -28,6 +28,10 @@ async fn start_cluster(dirs: &[tempfile::TempDir]) -> Vec<Node> {
         );
         config.groups = GroupsConfig {
             offsets_partitions: OFFSETS_PARTITIONS,
+            limits: quipu_node::GroupLimits {
+                initial_rebalance_delay_ms: 100,
+                ..quipu_node::GroupLimits::default()
+            },
             ..GroupsConfig::default()
         };
         nodes.push(Node::start(config).await.unwrap());
@@ -227,10 +231,12 @@ async fn offsets_are_committed_through_the_coordinator_and_survive_its_crash() {
 
     // Clients cannot write to, create, grow or delete the offsets topic.
     let offsets_group = GroupId(topic.partitions[0].group);
-    let replica = nodes
-        .iter()
-        .find_map(|n| n.partition(offsets_group).filter(|p| p.is_leader()))
-        .unwrap();
+    // (Refused on any replica, before anything else is checked.)
+    wait_for("a replica of the offsets partition", || {
+        nodes[0].partition(offsets_group).is_some()
+    })
+    .await;
+    let replica = nodes[0].partition(offsets_group).unwrap();
     assert!(matches!(
         replica.produce(batch("forged")).await,
         Err(ProduceError::InternalTopic { .. })
@@ -280,6 +286,116 @@ async fn offsets_are_committed_through_the_coordinator_and_survive_its_crash() {
             ("orders".to_string(), 2, 30, String::new()),
         ]
     );
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+fn join_request(member: &str) -> JoinGroup {
+    JoinGroup {
+        member_id: member.to_string(),
+        instance_id: None,
+        client_id: "t98".to_string(),
+        client_host: "/127.0.0.1".to_string(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 10_000,
+        protocol_type: "consumer".to_string(),
+        protocols: vec![("range".to_string(), b"subscription".to_vec())],
+        require_known_member_id: false,
+    }
+}
+
+/// A group's generation is written when it completes: after its coordinator crashes, the new
+/// one knows the members, their generation and their assignments, so they go on without
+/// rejoining; a member of an older generation is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stable_group_survives_its_coordinator_crash() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = start_cluster(&dirs).await;
+    let group = "members-app";
+    // One member forms the group (no initial delay to wait for past the first join: the
+    // barrier completes once the delay passes, so give it a moment).
+    let start = Instant::now();
+    let (at, joined) = loop {
+        let at = coordinator(&nodes, 0, group).await;
+        match nodes[at].join_group(group, join_request("")).await {
+            Ok(reply) if reply.error.is_none() => break (at, reply),
+            Ok(reply) => panic!("join refused: {:?}", reply.error),
+            Err(
+                CoordinatorError::NotCoordinator { .. }
+                | CoordinatorError::Loading { .. }
+                | CoordinatorError::NotAvailable(_),
+            ) => {}
+            Err(e) => panic!("join: {e}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no join");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(joined.generation, 1);
+    assert_eq!(joined.leader, joined.member_id);
+    let synced = nodes[at]
+        .sync_group(
+            group,
+            &joined.member_id,
+            None,
+            1,
+            vec![(joined.member_id.clone(), b"orders-0".to_vec())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(synced.assignment, b"orders-0");
+    // The sync was answered once generation 1 was committed: every replica holds it.
+    let offsets_group = {
+        let topic = nodes[0]
+            .metadata()
+            .topic("__consumer_offsets")
+            .cloned()
+            .unwrap();
+        let count = u32::try_from(topic.partitions.len()).unwrap();
+        GroupId(topic.partitions[quipu_groups::partition_for_group(group, count) as usize].group)
+    };
+    wait_for("every replica to hold generation 1", || {
+        nodes.iter().all(|n| {
+            n.partition(offsets_group).is_some_and(|p| {
+                p.with_groups(|s| s.metadata(group).map(|m| m.generation)) == Some(Some(1))
+            })
+        })
+    })
+    .await;
+
+    nodes.remove(at).stop_unclean().await;
+    // The new coordinator knows the member, its generation and its assignment.
+    let start = Instant::now();
+    loop {
+        let at = coordinator(&nodes, 0, group).await;
+        match nodes[at].heartbeat(group, &joined.member_id, None, 1).await {
+            Ok(()) => {
+                let again = nodes[at]
+                    .sync_group(group, &joined.member_id, None, 1, Vec::new())
+                    .await
+                    .unwrap();
+                assert_eq!(again.assignment, b"orders-0");
+                assert!(matches!(
+                    nodes[at].heartbeat(group, &joined.member_id, None, 0).await,
+                    Err(CoordinatorError::Group(
+                        GroupError::IllegalGeneration { .. }
+                    ))
+                ));
+                break;
+            }
+            Err(
+                CoordinatorError::NotCoordinator { .. }
+                | CoordinatorError::Loading { .. }
+                | CoordinatorError::NotAvailable(_),
+            ) => {}
+            Err(e) => panic!("heartbeat at the new coordinator: {e}"),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no new coordinator"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for node in nodes {
         node.stop().await;
     }

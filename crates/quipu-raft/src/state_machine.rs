@@ -595,7 +595,11 @@ fn decode_state<S: serde::de::DeserializeOwned>(
         let (producers, rest) = postcard::take_from_bytes::<ProducerTable>(rest)?;
         tables.producers = producers;
         if !rest.is_empty() {
-            tables.groups = Some(postcard::from_bytes(rest)?);
+            // Format 1.4 held the committed offsets only.
+            let groups = postcard::from_bytes(rest).or_else(|_| {
+                postcard::from_bytes(rest).map(quipu_groups::GroupsState::from_offsets)
+            })?;
+            tables.groups = Some(groups);
         }
     }
     Ok((state, tables))

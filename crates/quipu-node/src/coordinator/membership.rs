@@ -2,21 +2,29 @@
 //! in memory by the leader of the group's offsets partition for one term, with the joins and
 //! syncs that wait for the rest of the group. A tick every [`TICK`] expires sessions and
 //! completes barriers whose time is up; a group whose partition this node no longer leads in
-//! that term is dropped, and its waiting requests are answered NOT_COORDINATOR (the clients find
-//! the new coordinator and rejoin there, as after a Kafka coordinator failover).
+//! that term is dropped, and its waiting requests are answered NOT_COORDINATOR.
+//!
+//! Each generation that completes (the leader's assignment arrived) and each time a group
+//! empties, its metadata is written as a group record of the offsets partition; the leader's
+//! and the followers' SyncGroup answers wait until that record is committed, so no member acts
+//! on a generation a new coordinator would not know. A new coordinator (another node, or this
+//! one in a later term) starts each group from its last record: stable with those members,
+//! whose sessions start anew.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quipu_groups::{
-    Answer, ClassicGroup, Completions, GroupError, JoinReply, JoinRequest, SyncReply,
+    Answer, ClassicGroup, Completions, GroupError, GroupMetadata, GroupRecord, JoinReply,
+    JoinRequest, SyncReply,
 };
+use quipu_record::{BatchBuilder, Compression};
 use tokio::sync::oneshot;
 
 use super::CoordinatorError;
-use crate::GroupId;
 use crate::node::{Inner, NodeHandle};
+use crate::{GroupId, Partition};
 
 /// How often groups are ticked (session expiry, barrier deadlines).
 pub(crate) const TICK: Duration = Duration::from_millis(100);
@@ -49,7 +57,7 @@ struct Hosted {
     term: u64,
     group: ClassicGroup,
     joins: HashMap<String, oneshot::Sender<JoinReply>>,
-    syncs: HashMap<String, oneshot::Sender<Result<SyncReply, GroupError>>>,
+    syncs: HashMap<String, SyncWaiter>,
 }
 
 impl Hosted {
@@ -65,15 +73,53 @@ impl Hosted {
 
     /// Answers the waiting requests `done` completed.
     fn deliver(&mut self, done: Completions) {
+        self.take(done).send();
+    }
+
+    /// The waiting requests `done` completed, with their answers, to be sent later.
+    fn take(&mut self, done: Completions) -> Deliveries {
+        let mut deliveries = Deliveries::default();
         for (member, reply) in done.joins {
             if let Some(waiter) = self.joins.remove(&member) {
-                let _ = waiter.send(reply);
+                deliveries.joins.push((waiter, reply));
             }
         }
         for (member, reply) in done.syncs {
             if let Some(waiter) = self.syncs.remove(&member) {
-                let _ = waiter.send(reply);
+                deliveries.syncs.push((waiter, reply));
             }
+        }
+        deliveries
+    }
+}
+
+/// Where a waiting SyncGroup gets its answer.
+type SyncWaiter = oneshot::Sender<Result<SyncReply, GroupError>>;
+
+/// Answers taken out of a group, to send once its metadata is committed.
+#[derive(Debug, Default)]
+struct Deliveries {
+    joins: Vec<(oneshot::Sender<JoinReply>, JoinReply)>,
+    syncs: Vec<(SyncWaiter, Result<SyncReply, GroupError>)>,
+}
+
+impl Deliveries {
+    fn send(self) {
+        for (waiter, reply) in self.joins {
+            let _ = waiter.send(reply);
+        }
+        for (waiter, reply) in self.syncs {
+            let _ = waiter.send(reply);
+        }
+    }
+
+    /// Answers every sync with `error` instead (the metadata could not be written).
+    fn refuse_syncs(self, error: &GroupError) {
+        for (waiter, _) in self.syncs {
+            let _ = waiter.send(Err(error.clone()));
+        }
+        for (waiter, reply) in self.joins {
+            let _ = waiter.send(reply);
         }
     }
 }
@@ -89,24 +135,34 @@ impl Membership {
             .expect("membership lock poisoned by a panic")
     }
 
-    /// Runs `f` on `group` as coordinated in `term` of `partition` (a fresh group if this node
-    /// did not coordinate it in that term: what an earlier term held is dropped, its waiting
-    /// requests answered NOT_COORDINATOR by their closed channels).
+    /// Runs `f` on `group` as coordinated in `term` of `replica`'s partition: if this node did
+    /// not coordinate it in that term, the group starts from its last metadata record (what
+    /// an earlier term held is dropped, its waiting requests answered NOT_COORDINATOR by their
+    /// closed channels).
     fn with_group<T>(
         &self,
         group: &str,
-        partition: GroupId,
+        replica: &Partition,
         term: u64,
         f: impl FnOnce(&mut Hosted, u64) -> T,
     ) -> T {
         let now = self.now_ms();
         let mut groups = self.lock();
-        let hosted = groups
-            .entry(group.to_string())
-            .or_insert_with(|| Hosted::new(partition, term));
-        if hosted.partition != partition || hosted.term != term {
-            *hosted = Hosted::new(partition, term);
+        let partition = replica.group();
+        let current = groups
+            .get(group)
+            .is_some_and(|h| h.partition == partition && h.term == term);
+        if !current {
+            let mut hosted = Hosted::new(partition, term);
+            if let Some(metadata) = replica
+                .with_groups(|state| state.metadata(group).cloned())
+                .flatten()
+            {
+                hosted.group = ClassicGroup::from_metadata(&metadata, now);
+            }
+            groups.insert(group.to_string(), hosted);
         }
+        let hosted = groups.get_mut(group).expect("inserted above");
         f(hosted, now)
     }
 
@@ -114,7 +170,7 @@ impl Membership {
     pub(crate) fn check_commit(
         &self,
         group: &str,
-        partition: GroupId,
+        partition: &Partition,
         term: u64,
         member: &str,
         instance: Option<&str>,
@@ -124,6 +180,59 @@ impl Membership {
             hosted.group.check_commit(member, instance, generation, now)
         })
     }
+
+    /// Starts a rebalance of `group` if this node still coordinates it in `term` (its metadata
+    /// could not be written).
+    fn force_rebalance(&self, group: &str, term: u64) {
+        let now = self.now_ms();
+        let mut groups = self.lock();
+        if let Some(hosted) = groups.get_mut(group).filter(|h| h.term == term) {
+            let done = hosted.group.force_rebalance(now);
+            hosted.deliver(done);
+        }
+    }
+}
+
+/// Writes `group`'s metadata through its offsets partition; `Ok` once committed and applied.
+async fn write_metadata(
+    replica: &Partition,
+    group: &str,
+    metadata: GroupMetadata,
+) -> Result<(), CoordinatorError> {
+    let record = GroupRecord::Group {
+        group: group.to_string(),
+        value: Some(metadata),
+    };
+    let (key, value) = record
+        .encode()
+        .map_err(|e| CoordinatorError::NotAvailable(super::Unavailable::Record(e)))?;
+    let now = super::offsets::wall_clock_ms();
+    let mut builder = BatchBuilder::new(0, Compression::None);
+    builder.push(now, Some(&key), value.as_deref(), &[]);
+    let batch = builder.build().map_err(|e| {
+        CoordinatorError::NotAvailable(super::Unavailable::Write(
+            crate::ProduceError::InvalidBatch(e),
+        ))
+    })?;
+    super::offsets::write(replica, batch).await
+}
+
+/// Writes `group`'s metadata in the background (nobody waits for it); if it fails, the group
+/// rebalances so that its next generation is written.
+fn persist_later(
+    inner: &Arc<Inner>,
+    replica: Arc<Partition>,
+    group: String,
+    term: u64,
+    metadata: GroupMetadata,
+) {
+    let inner = Arc::clone(inner);
+    tokio::spawn(async move {
+        if let Err(e) = write_metadata(&replica, &group, metadata).await {
+            tracing::warn!(group, error = %e, "cannot write a group's metadata; it rebalances");
+            inner.membership.force_rebalance(&group, term);
+        }
+    });
 }
 
 /// Ticks every group this node coordinates, every [`TICK`], until the node stops.
@@ -135,16 +244,19 @@ pub(crate) async fn run_ticks(inner: Arc<Inner>) {
         let membership = &inner.membership;
         let now = membership.now_ms();
         let mut groups = membership.lock();
-        groups.retain(|_, hosted| {
-            let leads = inner
+        groups.retain(|group, hosted| {
+            let Some(replica) = inner
                 .partition(hosted.partition)
-                .is_some_and(|p| p.is_leader() && p.term() == hosted.term);
-            if !leads {
+                .filter(|p| p.is_leader() && p.term() == hosted.term)
+            else {
                 // Dropping the waiters answers them NOT_COORDINATOR.
                 return false;
-            }
+            };
             let done = hosted.group.tick(now);
             hosted.deliver(done);
+            if let Some(metadata) = hosted.group.take_metadata() {
+                persist_later(&inner, replica, group.clone(), hosted.term, metadata);
+            }
             !(hosted.group.is_empty() && hosted.joins.is_empty() && hosted.syncs.is_empty())
         });
     }
@@ -159,6 +271,8 @@ pub struct JoinGroup {
     pub instance_id: Option<String>,
     /// The client's id (the prefix of a new member's id).
     pub client_id: String,
+    /// The address the client connects from (DescribeGroups shows it).
+    pub client_host: String,
     /// Session timeout, in ms.
     pub session_timeout_ms: i32,
     /// Rebalance timeout, in ms.
@@ -205,27 +319,38 @@ impl NodeHandle {
             member_id: request.member_id,
             new_member_id,
             instance_id: request.instance_id,
+            client_id: request.client_id,
+            client_host: request.client_host,
             session_timeout_ms: request.session_timeout_ms,
             rebalance_timeout_ms: request.rebalance_timeout_ms,
             protocol_type: request.protocol_type,
             protocols: request.protocols,
             require_known_member_id: request.require_known_member_id,
         };
-        let waiting =
-            self.inner
-                .membership
-                .with_group(group, replica.group(), term, |hosted, now| {
-                    let (answer, done) = hosted.group.join(join, &limits, now);
-                    hosted.deliver(done);
-                    match answer {
-                        Answer::Now(reply) => Err(Box::new(reply)),
-                        Answer::Wait => {
-                            let (tx, rx) = oneshot::channel();
-                            hosted.joins.insert(waiting_id.clone(), tx);
-                            Ok(rx)
-                        }
+        let waiting = self
+            .inner
+            .membership
+            .with_group(group, &replica, term, |hosted, now| {
+                let (answer, done) = hosted.group.join(join, &limits, now);
+                hosted.deliver(done);
+                if let Some(metadata) = hosted.group.take_metadata() {
+                    persist_later(
+                        &self.inner,
+                        Arc::clone(&replica),
+                        group.to_string(),
+                        term,
+                        metadata,
+                    );
+                }
+                match answer {
+                    Answer::Now(reply) => Err(Box::new(reply)),
+                    Answer::Wait => {
+                        let (tx, rx) = oneshot::channel();
+                        hosted.joins.insert(waiting_id.clone(), tx);
+                        Ok(rx)
                     }
-                });
+                }
+            });
         let rx = match waiting {
             Err(reply) => return Ok(*reply),
             Ok(rx) => rx,
@@ -248,28 +373,68 @@ impl NodeHandle {
         assignments: Vec<(String, Vec<u8>)>,
     ) -> Result<SyncReply, CoordinatorError> {
         let (replica, term) = self.inner.coordinating(group).await?;
-        let waiting =
-            self.inner
-                .membership
-                .with_group(group, replica.group(), term, |hosted, now| {
-                    let (answer, done) =
-                        hosted
-                            .group
-                            .sync(member_id, instance_id, generation, assignments, now);
-                    hosted.deliver(done);
-                    match answer {
-                        Answer::Now(reply) => Err(reply),
-                        Answer::Wait => {
-                            let (tx, rx) = oneshot::channel();
-                            hosted.syncs.insert(member_id.to_string(), tx);
-                            let timeout = hosted.group.rebalance_timeout_ms(member_id);
-                            Ok((rx, timeout.unwrap_or(0)))
+        /// What the sync gets: an answer now (with the answers it completed, to send once the
+        /// group's metadata is written), or a wait.
+        enum Synced {
+            Now(
+                Result<SyncReply, GroupError>,
+                Deliveries,
+                Option<Box<GroupMetadata>>,
+            ),
+            Wait(oneshot::Receiver<Result<SyncReply, GroupError>>, i32),
+        }
+        let synced = self
+            .inner
+            .membership
+            .with_group(group, &replica, term, |hosted, now| {
+                let (answer, done) =
+                    hosted
+                        .group
+                        .sync(member_id, instance_id, generation, assignments, now);
+                let metadata = hosted.group.take_metadata();
+                let deliveries = hosted.take(done);
+                match answer {
+                    Answer::Now(reply) => Synced::Now(reply, deliveries, metadata.map(Box::new)),
+                    Answer::Wait => {
+                        deliveries.send();
+                        if let Some(metadata) = metadata {
+                            persist_later(
+                                &self.inner,
+                                Arc::clone(&replica),
+                                group.to_string(),
+                                term,
+                                metadata,
+                            );
                         }
+                        let (tx, rx) = oneshot::channel();
+                        hosted.syncs.insert(member_id.to_string(), tx);
+                        let timeout = hosted.group.rebalance_timeout_ms(member_id);
+                        Synced::Wait(rx, timeout.unwrap_or(0))
                     }
-                });
-        let (rx, timeout) = match waiting {
-            Err(reply) => return reply.map_err(CoordinatorError::Group),
-            Ok(waiting) => waiting,
+                }
+            });
+        let (rx, timeout) = match synced {
+            Synced::Wait(rx, timeout) => (rx, timeout),
+            Synced::Now(reply, deliveries, None) => {
+                deliveries.send();
+                return reply.map_err(CoordinatorError::Group);
+            }
+            Synced::Now(reply, deliveries, Some(metadata)) => {
+                // The leader's assignment completed a generation: every member is answered
+                // once it is committed.
+                return match write_metadata(&replica, group, *metadata).await {
+                    Ok(()) => {
+                        deliveries.send();
+                        reply.map_err(CoordinatorError::Group)
+                    }
+                    Err(e) => {
+                        tracing::warn!(group, error = %e, "cannot write a group's new generation; it rebalances");
+                        deliveries.refuse_syncs(&GroupError::RebalanceInProgress);
+                        self.inner.membership.force_rebalance(group, term);
+                        Err(e)
+                    }
+                };
+            }
         };
         match tokio::time::timeout(wait_bound(timeout), rx).await {
             Ok(Ok(reply)) => reply.map_err(CoordinatorError::Group),
@@ -289,7 +454,7 @@ impl NodeHandle {
         let (replica, term) = self.inner.coordinating(group).await?;
         self.inner
             .membership
-            .with_group(group, replica.group(), term, |hosted, now| {
+            .with_group(group, &replica, term, |hosted, now| {
                 hosted
                     .group
                     .heartbeat(member_id, instance_id, generation, now)
@@ -308,16 +473,25 @@ impl NodeHandle {
         Ok(self
             .inner
             .membership
-            .with_group(group, replica.group(), term, |hosted, now| {
+            .with_group(group, &replica, term, |hosted, now| {
                 let (results, done) = hosted.group.leave(members, now);
                 hosted.deliver(done);
+                if let Some(metadata) = hosted.group.take_metadata() {
+                    persist_later(
+                        &self.inner,
+                        Arc::clone(&replica),
+                        group.to_string(),
+                        term,
+                        metadata,
+                    );
+                }
                 results
             }))
     }
 }
 
 /// The group's coordinator moved while a request waited.
-fn moved(replica: &crate::Partition) -> CoordinatorError {
+fn moved(replica: &Partition) -> CoordinatorError {
     CoordinatorError::NotCoordinator {
         group: replica.group(),
         leader: replica.leader(),

@@ -88,6 +88,9 @@ pub enum Unavailable {
     /// Writing the group's records, or confirming the leadership, failed.
     #[error("the group's records were not committed")]
     Write(#[source] ProduceError),
+    /// A group record could not be encoded (a field over its limit).
+    #[error("the group's record cannot be written")]
+    Record(#[source] quipu_groups::RecordError),
     /// The leadership could not be confirmed with a quorum in time.
     #[error("the coordinator could not confirm its leadership")]
     Read(#[source] crate::BoxError),
