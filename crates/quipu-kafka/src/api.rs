@@ -7,20 +7,21 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     AlterConfigsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest,
-    CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, DescribeLogDirsRequest, DescribeTopicPartitionsRequest, FetchRequest,
-    FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
-    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest,
-    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest,
-    ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
+    CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
+    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, DescribeLogDirsRequest,
+    DescribeTopicPartitionsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
+    IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
+    RequestHeader, ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Message};
 
 use crate::error::RequestError;
 use crate::server::Context;
 use crate::{
-    admin, delete_records, describe, fetch, groups, leader_epoch, list_offsets, membership,
-    metadata, produce, producer_id,
+    admin, delete_records, describe, fetch, group_admin, groups, leader_epoch, list_offsets,
+    membership, metadata, produce, producer_id,
 };
 
 /// One API this listener implements, with the versions it answers.
@@ -51,7 +52,7 @@ const fn at<M: Message>(key: ApiKey, note: &'static str) -> SupportedApi {
 }
 
 /// Every API with a handler, and its versions.
-pub fn supported_apis() -> [SupportedApi; 24] {
+pub fn supported_apis() -> [SupportedApi; 28] {
     [
         SupportedApi {
             key: ApiKey::Produce,
@@ -173,6 +174,24 @@ pub fn supported_apis() -> [SupportedApi; 24] {
             ApiKey::LeaveGroup,
             "batched members with per-member errors from v3",
         ),
+        at::<DescribeGroupsRequest>(
+            ApiKey::DescribeGroups,
+            "state, protocol, members with client id, host, metadata and assignment; an \
+             unknown group is Dead (GROUP_ID_NOT_FOUND from v6)",
+        ),
+        at::<ListGroupsRequest>(
+            ApiKey::ListGroups,
+            "the groups the answering node coordinates (clients ask every node); state and \
+             type filters; every group is classic",
+        ),
+        at::<DeleteGroupsRequest>(
+            ApiKey::DeleteGroups,
+            "groups without members: metadata and committed offsets deleted through Raft",
+        ),
+        at::<OffsetDeleteRequest>(
+            ApiKey::OffsetDelete,
+            "GROUP_SUBSCRIBED_TO_TOPIC for topics a member subscribes to",
+        ),
     ]
 }
 
@@ -223,6 +242,10 @@ pub(crate) enum Body {
     SyncGroup(SyncGroupRequest),
     Heartbeat(HeartbeatRequest),
     LeaveGroup(LeaveGroupRequest),
+    DescribeGroups(DescribeGroupsRequest),
+    ListGroups(ListGroupsRequest),
+    DeleteGroups(DeleteGroupsRequest),
+    OffsetDelete(OffsetDeleteRequest),
 }
 
 /// Decodes one request frame (without its size prefix): the API key and version are checked
@@ -328,6 +351,18 @@ pub(crate) fn decode(frame: Bytes) -> Result<Request, RequestError> {
         ApiKey::LeaveGroup => {
             Body::LeaveGroup(LeaveGroupRequest::decode(&mut buf, version).map_err(malformed)?)
         }
+        ApiKey::DescribeGroups => Body::DescribeGroups(
+            DescribeGroupsRequest::decode(&mut buf, version).map_err(malformed)?,
+        ),
+        ApiKey::ListGroups => {
+            Body::ListGroups(ListGroupsRequest::decode(&mut buf, version).map_err(malformed)?)
+        }
+        ApiKey::DeleteGroups => {
+            Body::DeleteGroups(DeleteGroupsRequest::decode(&mut buf, version).map_err(malformed)?)
+        }
+        ApiKey::OffsetDelete => {
+            Body::OffsetDelete(OffsetDeleteRequest::decode(&mut buf, version).map_err(malformed)?)
+        }
         _ => return Err(RequestError::UnknownApi(api)),
     };
     Ok(Request::Known {
@@ -425,6 +460,10 @@ pub(crate) async fn dispatch(
         Body::SyncGroup(r) => answer(&membership::sync_group(context, r, version).await),
         Body::Heartbeat(r) => answer(&membership::heartbeat(context, r).await),
         Body::LeaveGroup(r) => answer(&membership::leave_group(context, r, version).await),
+        Body::DescribeGroups(r) => answer(&group_admin::describe_groups(context, r, version).await),
+        Body::ListGroups(r) => answer(&group_admin::list_groups(context, r, version)),
+        Body::DeleteGroups(r) => answer(&group_admin::delete_groups(context, r).await),
+        Body::OffsetDelete(r) => answer(&group_admin::offset_delete(context, r).await),
     }
 }
 

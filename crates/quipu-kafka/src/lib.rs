@@ -26,6 +26,7 @@ mod delete_records;
 mod describe;
 mod error;
 mod fetch;
+mod group_admin;
 mod groups;
 mod leader_epoch;
 mod list_offsets;

@@ -386,3 +386,58 @@ async fn a_group_goes_on_through_a_coordinator_crash() {
     eprintln!("{summary} (coordinator {crashed} crashed)");
     cluster.stop().await;
 }
+
+/// confluent-kafka's AdminClient lists, describes and deletes groups and reads and alters their
+/// offsets; kafka-python's deletes offsets (OffsetDelete).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_admin() {
+    let cluster = Cluster::start_with(KafkaConfig::default(), cluster_config()).await;
+    fill(&cluster, "admin-topic", 2).await;
+    let output = run(
+        &python(),
+        &[
+            &client_script("group_admin.py"),
+            &cluster.bootstrap(),
+            "admin-topic",
+        ],
+        None,
+    )
+    .await;
+    let summary: serde_json::Value = serde_json::from_str(output.trim()).unwrap();
+    assert_eq!(summary["listed"]["admin-members"], "STABLE", "{summary}");
+    assert_eq!(summary["listed"]["admin-simple"], "EMPTY", "{summary}");
+    assert_eq!(
+        summary["described"],
+        serde_json::json!({"state": "STABLE", "members": [{"client_id": "the-member", "partitions": [0, 1]}]})
+    );
+    assert_eq!(
+        summary["simple_offsets"],
+        serde_json::json!([[0, 4], [1, 6]])
+    );
+    assert_eq!(
+        summary["altered_offsets"],
+        serde_json::json!([[0, 9], [1, 6]])
+    );
+    assert_eq!(
+        summary["offset_delete_live"],
+        serde_json::json!(["GroupSubscribedToTopicError"])
+    );
+    assert_eq!(
+        summary["offset_delete_simple"],
+        serde_json::json!(["NoError"])
+    );
+    assert_eq!(summary["after_offset_delete"], serde_json::json!([[0, 9]]));
+    assert_eq!(summary["delete_live"], "NON_EMPTY_GROUP");
+    assert_eq!(summary["delete_again"], "GROUP_ID_NOT_FOUND");
+    let after: Vec<&str> = summary["listed_after"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap())
+        .collect();
+    assert!(
+        !after.contains(&"admin-members") && !after.contains(&"admin-simple"),
+        "{after:?}"
+    );
+    cluster.stop().await;
+}

@@ -43,7 +43,8 @@ pub use config::{
 };
 pub use controller::{CONTROLLER_PATIENCE, ControllerError, ControllerRequest};
 pub use coordinator::{
-    CommitRefused, CommittedOffset, CoordinatorError, JoinGroup, OffsetCommit, Unavailable,
+    CommitRefused, CommittedOffset, CoordinatorError, DeleteGroupError, GroupDescription,
+    JoinGroup, ListedGroup, MemberDescription, OffsetCommit, OffsetDeleteRefused, Unavailable,
 };
 pub use disk::{DISK_CHECK_INTERVAL, DiskGuard, DiskLow, free_bytes, total_bytes};
 pub use error::{BoxError, FetchError, NodeError, ProduceError, ProposalError, RetentionError};

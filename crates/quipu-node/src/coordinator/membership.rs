@@ -39,6 +39,40 @@ pub(crate) struct Membership {
     groups: Mutex<HashMap<String, Hosted>>,
     /// The monotonic clock the groups' times count from.
     epoch: tokio::time::Instant,
+    /// Metadata writes under way, per group: a deletion waits for them, so that none lands
+    /// after its tombstone.
+    writes: Arc<Writes>,
+}
+
+/// Metadata writes under way, per group.
+#[derive(Debug, Default)]
+struct Writes {
+    count: Mutex<HashMap<String, usize>>,
+    done: tokio::sync::Notify,
+}
+
+/// One metadata write under way (counted until dropped).
+struct Writing {
+    writes: Arc<Writes>,
+    group: String,
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        let mut count = self
+            .writes
+            .count
+            .lock()
+            .expect("writes lock poisoned by a panic");
+        if let Some(n) = count.get_mut(&self.group) {
+            *n -= 1;
+            if *n == 0 {
+                count.remove(&self.group);
+            }
+        }
+        drop(count);
+        self.writes.done.notify_waiters();
+    }
 }
 
 impl Default for Membership {
@@ -46,16 +80,20 @@ impl Default for Membership {
         Membership {
             groups: Mutex::default(),
             epoch: tokio::time::Instant::now(),
+            writes: Arc::default(),
         }
     }
 }
 
+/// Longest a deletion waits for a group's metadata writes under way.
+const WRITES_WAIT: Duration = Duration::from_secs(10);
+
 /// One group, as coordinated by this node in one term of its offsets partition.
 #[derive(Debug)]
-struct Hosted {
+pub(crate) struct Hosted {
     partition: GroupId,
     term: u64,
-    group: ClassicGroup,
+    pub(crate) group: ClassicGroup,
     joins: HashMap<String, oneshot::Sender<JoinReply>>,
     syncs: HashMap<String, SyncWaiter>,
 }
@@ -125,6 +163,40 @@ impl Deliveries {
 }
 
 impl Membership {
+    /// Counts a metadata write of `group` until the guard is dropped.
+    fn writing(&self, group: &str) -> Writing {
+        *self
+            .writes
+            .count
+            .lock()
+            .expect("writes lock poisoned by a panic")
+            .entry(group.to_string())
+            .or_default() += 1;
+        Writing {
+            writes: Arc::clone(&self.writes),
+            group: group.to_string(),
+        }
+    }
+
+    /// Waits (at most [`WRITES_WAIT`]) until no metadata write of `group` is under way.
+    pub(crate) async fn writes_done(&self, group: &str) {
+        let deadline = tokio::time::Instant::now() + WRITES_WAIT;
+        loop {
+            let done = self.writes.done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            let busy = self
+                .writes
+                .count
+                .lock()
+                .expect("writes lock poisoned by a panic")
+                .contains_key(group);
+            if !busy || tokio::time::timeout_at(deadline, done).await.is_err() {
+                return;
+            }
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -139,7 +211,7 @@ impl Membership {
     /// not coordinate it in that term, the group starts from its last metadata record (what
     /// an earlier term held is dropped, its waiting requests answered NOT_COORDINATOR by their
     /// closed channels).
-    fn with_group<T>(
+    pub(crate) fn with_group<T>(
         &self,
         group: &str,
         replica: &Partition,
@@ -179,6 +251,42 @@ impl Membership {
         self.with_group(group, partition, term, |hosted, now| {
             hosted.group.check_commit(member, instance, generation, now)
         })
+    }
+
+    /// The groups with members held for `term` of `partition` (an entry without any is only
+    /// what a request for an unknown group left until the next tick).
+    pub(crate) fn groups_of(&self, partition: GroupId, term: u64) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, h)| h.partition == partition && h.term == term && !h.group.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// `group`'s protocol type and state, if held for `term` of `partition`.
+    pub(crate) fn summary(
+        &self,
+        group: &str,
+        partition: GroupId,
+        term: u64,
+    ) -> Option<(String, &'static str)> {
+        self.lock()
+            .get(group)
+            .filter(|h| h.partition == partition && h.term == term && !h.group.is_empty())
+            .map(|h| {
+                (
+                    h.group.protocol_type().unwrap_or_default().to_string(),
+                    h.group.state().kafka_name(),
+                )
+            })
+    }
+
+    /// Forgets `group` (deleted) if held for `term`.
+    pub(crate) fn forget(&self, group: &str, term: u64) {
+        let mut groups = self.lock();
+        if groups.get(group).is_some_and(|h| h.term == term) {
+            groups.remove(group);
+        }
     }
 
     /// Starts a rebalance of `group` if this node still coordinates it in `term` (its metadata
@@ -226,8 +334,10 @@ fn persist_later(
     term: u64,
     metadata: GroupMetadata,
 ) {
+    let writing = inner.membership.writing(&group);
     let inner = Arc::clone(inner);
     tokio::spawn(async move {
+        let _writing = writing;
         if let Err(e) = write_metadata(&replica, &group, metadata).await {
             tracing::warn!(group, error = %e, "cannot write a group's metadata; it rebalances");
             inner.membership.force_rebalance(&group, term);
@@ -422,6 +532,7 @@ impl NodeHandle {
             Synced::Now(reply, deliveries, Some(metadata)) => {
                 // The leader's assignment completed a generation: every member is answered
                 // once it is committed.
+                let _writing = self.inner.membership.writing(group);
                 return match write_metadata(&replica, group, *metadata).await {
                     Ok(()) => {
                         deliveries.send();

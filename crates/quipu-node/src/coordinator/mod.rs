@@ -14,6 +14,7 @@
 //!
 //! Protocol behaviour: `docs/protocol/groups.md`.
 
+mod admin;
 mod membership;
 mod offsets;
 
@@ -26,6 +27,9 @@ use crate::controller::{ControllerError, ControllerRequest};
 use crate::node::{Inner, NodeHandle};
 use crate::{GroupId, Partition, ProduceError};
 
+pub use admin::{
+    DeleteGroupError, GroupDescription, ListedGroup, MemberDescription, OffsetDeleteRefused,
+};
 pub use membership::JoinGroup;
 pub(crate) use membership::{Membership, run_ticks};
 pub use offsets::{CommitRefused, CommittedOffset, OffsetCommit};
