@@ -11,6 +11,7 @@
 //! - [`partition_for_group`]: which partition of the offsets topic holds a group.
 
 mod classic;
+pub mod consumer;
 mod record;
 mod state;
 

@@ -6,7 +6,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
-    AlterConfigsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest,
+    AlterConfigsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse,
+    ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, CreatePartitionsRequest,
     CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
     DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, DescribeLogDirsRequest,
     DescribeTopicPartitionsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
@@ -20,8 +21,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, Message};
 use crate::error::RequestError;
 use crate::server::Context;
 use crate::{
-    admin, delete_records, describe, fetch, group_admin, groups, leader_epoch, list_offsets,
-    membership, metadata, produce, producer_id,
+    admin, consumer_group, delete_records, describe, fetch, group_admin, groups, leader_epoch,
+    list_offsets, membership, metadata, produce, producer_id,
 };
 
 /// One API this listener implements, with the versions it answers.
@@ -52,7 +53,7 @@ const fn at<M: Message>(key: ApiKey, note: &'static str) -> SupportedApi {
 }
 
 /// Every API with a handler, and its versions.
-pub fn supported_apis() -> [SupportedApi; 28] {
+pub fn supported_apis() -> [SupportedApi; 30] {
     [
         SupportedApi {
             key: ApiKey::Produce,
@@ -192,6 +193,16 @@ pub fn supported_apis() -> [SupportedApi; 28] {
             ApiKey::OffsetDelete,
             "GROUP_SUBSCRIBED_TO_TOPIC for topics a member subscribes to",
         ),
+        at::<ConsumerGroupHeartbeatRequest>(
+            ApiKey::ConsumerGroupHeartbeat,
+            "KIP-848: server-side assignors uniform (default) and range; incremental \
+             assignment with member epochs; topic names only (a regex: INVALID_REQUEST); \
+             member ids from the client (v1)",
+        ),
+        at::<ConsumerGroupDescribeRequest>(
+            ApiKey::ConsumerGroupDescribe,
+            "state, epochs, assignor, members with assignment and target assignment",
+        ),
     ]
 }
 
@@ -246,6 +257,8 @@ pub(crate) enum Body {
     ListGroups(ListGroupsRequest),
     DeleteGroups(DeleteGroupsRequest),
     OffsetDelete(OffsetDeleteRequest),
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest),
+    ConsumerGroupDescribe(ConsumerGroupDescribeRequest),
 }
 
 /// Decodes one request frame (without its size prefix): the API key and version are checked
@@ -363,6 +376,12 @@ pub(crate) fn decode(frame: Bytes) -> Result<Request, RequestError> {
         ApiKey::OffsetDelete => {
             Body::OffsetDelete(OffsetDeleteRequest::decode(&mut buf, version).map_err(malformed)?)
         }
+        ApiKey::ConsumerGroupHeartbeat => Body::ConsumerGroupHeartbeat(
+            ConsumerGroupHeartbeatRequest::decode(&mut buf, version).map_err(malformed)?,
+        ),
+        ApiKey::ConsumerGroupDescribe => Body::ConsumerGroupDescribe(
+            ConsumerGroupDescribeRequest::decode(&mut buf, version).map_err(malformed)?,
+        ),
         _ => return Err(RequestError::UnknownApi(api)),
     };
     Ok(Request::Known {
@@ -464,6 +483,14 @@ pub(crate) async fn dispatch(
         Body::ListGroups(r) => answer(&group_admin::list_groups(context, r, version)),
         Body::DeleteGroups(r) => answer(&group_admin::delete_groups(context, r).await),
         Body::OffsetDelete(r) => answer(&group_admin::offset_delete(context, r).await),
+        Body::ConsumerGroupHeartbeat(r) => {
+            let client = membership::Client {
+                id: &client_id,
+                host: format!("/{}", peer.ip()),
+            };
+            answer(&consumer_group::heartbeat(context, r, version, client).await)
+        }
+        Body::ConsumerGroupDescribe(r) => answer(&consumer_group::describe(context, r).await),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use kafka_protocol::ResponseError;
 use quipu_groups::GroupError;
+use quipu_groups::consumer::ConsumerError;
 use quipu_node::{CoordinatorError, FetchError, ProduceError, SequenceError};
 use quipu_record::BatchError;
 
@@ -137,6 +138,7 @@ pub(crate) fn coordinator_error(error: &CoordinatorError) -> ResponseError {
         CoordinatorError::Loading { .. } => ResponseError::CoordinatorLoadInProgress,
         CoordinatorError::NotAvailable(_) => ResponseError::CoordinatorNotAvailable,
         CoordinatorError::Group(e) => group_error(e),
+        CoordinatorError::Consumer(e) => consumer_error(e),
         CoordinatorError::CommitTooLarge { .. } => ResponseError::InvalidCommitOffsetSize,
     }
 }
@@ -152,5 +154,21 @@ pub(crate) fn group_error(error: &GroupError) -> ResponseError {
         GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
         GroupError::InvalidSessionTimeout { .. } => ResponseError::InvalidSessionTimeout,
         GroupError::GroupMaxSizeReached(_) => ResponseError::GroupMaxSizeReached,
+    }
+}
+
+/// The Kafka error code of a KIP-848 group's refusal.
+pub(crate) fn consumer_error(error: &ConsumerError) -> ResponseError {
+    match error {
+        ConsumerError::UnknownMemberId => ResponseError::UnknownMemberId,
+        ConsumerError::FencedMemberEpoch { .. } => ResponseError::FencedMemberEpoch,
+        ConsumerError::StaleMemberEpoch { .. } => ResponseError::StaleMemberEpoch,
+        ConsumerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        ConsumerError::UnsupportedAssignor(_) => ResponseError::UnsupportedAssignor,
+        ConsumerError::GroupMaxSizeReached(_) => ResponseError::GroupMaxSizeReached,
+        ConsumerError::UnreleasedInstanceId => ResponseError::UnreleasedInstanceId,
+        ConsumerError::FencedInstanceId => ResponseError::FencedInstanceId,
+        // Kafka's answer to a KIP-848 heartbeat for a classic group with members.
+        ConsumerError::ClassicGroup => ResponseError::GroupIdNotFound,
     }
 }

@@ -22,6 +22,7 @@
 mod admin;
 mod api;
 mod connection;
+mod consumer_group;
 mod delete_records;
 mod describe;
 mod error;

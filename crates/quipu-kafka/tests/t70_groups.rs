@@ -64,6 +64,11 @@ fn cluster_config() -> quipu_node::GroupsConfig {
             initial_rebalance_delay_ms: 0,
             ..quipu_node::GroupLimits::default()
         },
+        consumer: quipu_node::ConsumerLimits {
+            session_timeout_ms: 6_000,
+            heartbeat_interval_ms: 500,
+            ..quipu_node::ConsumerLimits::default()
+        },
         ..quipu_node::GroupsConfig::default()
     }
 }
@@ -99,6 +104,21 @@ async fn members(name: &str) {
         serde_json::json!([[0, 15]]),
         "{name}: where C started"
     );
+    if name == "confluent-kafka-consumer" {
+        // KIP-848 member ids are the client's own (a base64 UUID); classic ones the
+        // coordinator's (`{client.id}-{uuid}`).
+        let id = summary["member_id"].as_str().unwrap();
+        assert!(
+            !id.starts_with(name),
+            "{name}: member id {id} is a classic one"
+        );
+    } else {
+        let id = summary["member_id"].as_str().unwrap_or(name);
+        assert!(
+            id.starts_with(name),
+            "{name}: member id {id} is not a classic one"
+        );
+    }
     cluster.stop().await;
 }
 
@@ -440,4 +460,9 @@ async fn confluent_kafka_admin() {
         "{after:?}"
     );
     cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_kip848_members() {
+    members("confluent-kafka-consumer").await;
 }

@@ -70,8 +70,11 @@ pub struct GroupsConfig {
     /// Replicas per partition of the offsets topic when this node creates it, capped at the
     /// number of registered nodes.
     pub offsets_replication_factor: usize,
-    /// Session timeout bounds, the initial rebalance delay and the most members of a group.
+    /// Session timeout bounds, the initial rebalance delay and the most members of a classic
+    /// group.
     pub limits: quipu_groups::GroupLimits,
+    /// Session timeout, heartbeat interval and most members of a KIP-848 group.
+    pub consumer: quipu_groups::consumer::ConsumerLimits,
 }
 
 /// Most partitions the offsets topic may be configured with.
@@ -85,6 +88,7 @@ impl Default for GroupsConfig {
             offsets_partitions: 16,
             offsets_replication_factor: 3,
             limits: quipu_groups::GroupLimits::default(),
+            consumer: quipu_groups::consumer::ConsumerLimits::default(),
         }
     }
 }
@@ -246,6 +250,35 @@ impl NodeConfig {
                 key: "groups.initial_rebalance_delay_ms",
                 value: limits.initial_rebalance_delay_ms.to_string(),
                 allowed: "0 to 2147483647 ms".to_string(),
+            });
+        }
+        let consumer = &self.groups.consumer;
+        for (key, value) in [
+            (
+                "groups.consumer_session_timeout_ms",
+                consumer.session_timeout_ms,
+            ),
+            (
+                "groups.consumer_heartbeat_interval_ms",
+                consumer.heartbeat_interval_ms,
+            ),
+        ] {
+            if value < 1 {
+                return Err(NodeConfigError::Invalid {
+                    key,
+                    value: value.to_string(),
+                    allowed: "1 to 2147483647 ms".to_string(),
+                });
+            }
+        }
+        if consumer.heartbeat_interval_ms >= consumer.session_timeout_ms {
+            return Err(NodeConfigError::Invalid {
+                key: "groups.consumer_heartbeat_interval_ms",
+                value: consumer.heartbeat_interval_ms.to_string(),
+                allowed: format!(
+                    "less than groups.consumer_session_timeout_ms ({})",
+                    consumer.session_timeout_ms
+                ),
             });
         }
         if limits.members_max == 0 {

@@ -43,8 +43,9 @@ pub use config::{
 };
 pub use controller::{CONTROLLER_PATIENCE, ControllerError, ControllerRequest};
 pub use coordinator::{
-    CommitRefused, CommittedOffset, CoordinatorError, DeleteGroupError, GroupDescription,
-    JoinGroup, ListedGroup, MemberDescription, OffsetCommit, OffsetDeleteRefused, Unavailable,
+    CommitRefused, CommittedOffset, ConsumerGroupDescription, CoordinatorError, DeleteGroupError,
+    GroupDescription, JoinGroup, ListedGroup, MemberDescription, OffsetCommit, OffsetDeleteRefused,
+    Unavailable,
 };
 pub use disk::{DISK_CHECK_INTERVAL, DiskGuard, DiskLow, free_bytes, total_bytes};
 pub use error::{BoxError, FetchError, NodeError, ProduceError, ProposalError, RetentionError};
@@ -56,6 +57,7 @@ pub use limits::{
 pub use node::{Node, NodeHandle};
 pub use partition::Partition;
 pub use quipu_groups::GroupLimits;
+pub use quipu_groups::consumer::ConsumerLimits;
 pub use quipu_raft::producers::{ProducerFieldsError, ProducerLimits, SequenceError};
 pub use resources::{Exhausted, Resource, check_room_for_replica, raise_open_file_limit};
 pub use routing::PRODUCER_ID_BLOCK;

@@ -120,6 +120,8 @@ struct GroupsFile {
     session_timeout_max_ms: Option<i32>,
     initial_rebalance_delay_ms: Option<i32>,
     members_max: Option<usize>,
+    consumer_session_timeout_ms: Option<i32>,
+    consumer_heartbeat_interval_ms: Option<i32>,
 }
 
 /// The `[raft]` table.
@@ -541,6 +543,22 @@ impl Settings {
                     .groups
                     .initial_rebalance_delay_ms
                     .unwrap_or(group_defaults.limits.initial_rebalance_delay_ms),
+                members_max: bounded(
+                    "groups.members_max",
+                    file.groups.members_max,
+                    group_defaults.limits.members_max,
+                    1_000_000,
+                )?,
+            },
+            consumer: quipu_node::ConsumerLimits {
+                session_timeout_ms: file
+                    .groups
+                    .consumer_session_timeout_ms
+                    .unwrap_or(group_defaults.consumer.session_timeout_ms),
+                heartbeat_interval_ms: file
+                    .groups
+                    .consumer_heartbeat_interval_ms
+                    .unwrap_or(group_defaults.consumer.heartbeat_interval_ms),
                 members_max: bounded(
                     "groups.members_max",
                     file.groups.members_max,

@@ -2,6 +2,9 @@
 
 usage: group_members.py CLIENT BOOTSTRAP TOPIC GROUP
 
+CLIENT is confluent-kafka, kafka-python or aiokafka (the classic protocol), or
+confluent-kafka-consumer (group.protocol=consumer: KIP-848, the coordinator assigns).
+
 TOPIC has 4 partitions holding 10 records each. Members A and B subscribe to it in group GROUP
 (classic protocol, range assignor), share its partitions, consume every record and commit what
 they consumed. Then B leaves and A takes every partition; 20 more records are produced and A
@@ -34,6 +37,7 @@ class Seen:
         self.lock = threading.Lock()
         self.records = []
         self.assignment = set()
+        self.member_id = None
         self.stop = threading.Event()
 
 
@@ -48,15 +52,20 @@ def until(what, condition):
 # ---------------------------------------------------------------------------------------------
 # confluent-kafka (librdkafka)
 
-def confluent_member(seen, client_id):
+def confluent_member(seen, client_id, kip848=False):
     from confluent_kafka import Consumer
 
-    consumer = Consumer({
+    config = {
         "bootstrap.servers": BOOTSTRAP, "group.id": GROUP, "client.id": client_id,
         "enable.auto.commit": False, "auto.offset.reset": "earliest",
-        "partition.assignment.strategy": "range", "session.timeout.ms": 6000,
-        "heartbeat.interval.ms": 500,
-    })
+    }
+    if kip848:
+        # The coordinator assigns (KIP-848); timeouts are the coordinator's.
+        config.update({"group.protocol": "consumer", "group.remote.assignor": "uniform"})
+    else:
+        config.update({"partition.assignment.strategy": "range", "session.timeout.ms": 6000,
+                       "heartbeat.interval.ms": 500})
+    consumer = Consumer(config)
     consumer.subscribe([TOPIC])
     while not seen.stop.is_set():
         msgs = consumer.consume(100, 0.2)
@@ -66,6 +75,7 @@ def confluent_member(seen, client_id):
         with seen.lock:
             seen.records.extend((m.partition(), m.offset()) for m in msgs)
             seen.assignment = {tp.partition for tp in consumer.assignment()}
+            seen.member_id = consumer.memberid()
         if msgs:
             consumer.commit(asynchronous=False)
     consumer.close()
@@ -161,6 +171,8 @@ def aiokafka_produce(count, start):
 
 CLIENTS = {
     "confluent-kafka": (confluent_member, confluent_produce),
+    "confluent-kafka-consumer": (lambda seen, client_id: confluent_member(seen, client_id, True),
+                                 confluent_produce),
     "kafka-python": (kafka_python_member, kafka_python_produce),
     "aiokafka": (aiokafka_member, aiokafka_produce),
 }
@@ -193,6 +205,7 @@ until("A and B to share the partitions", lambda: (
     and snapshot(a)[1] | snapshot(b)[1] == set(range(PARTITIONS))
     and not snapshot(a)[1] & snapshot(b)[1]))
 shared = [sorted(snapshot(a)[1]), sorted(snapshot(b)[1])]
+member_id = a.member_id
 until("every record consumed", lambda: len(set(snapshot(a)[0]) | set(snapshot(b)[0])) >= 40)
 first = sorted(set(snapshot(a)[0]) | set(snapshot(b)[0]))
 stop(b, b_thread)
@@ -208,4 +221,5 @@ until("C to consume the last record", lambda: len(snapshot(c)[0]) >= 1)
 time.sleep(0.5)
 last = sorted(set(snapshot(c)[0]))
 stop(c, c_thread)
-print(json.dumps({"shared": shared, "first": len(first), "second": len(second), "last": last}))
+print(json.dumps({"shared": shared, "first": len(first), "second": len(second), "last": last,
+                  "member_id": member_id}))

@@ -94,6 +94,9 @@ pub(crate) struct Hosted {
     partition: GroupId,
     term: u64,
     pub(crate) group: ClassicGroup,
+    /// The group under the KIP-848 protocol (a group is one protocol at a time: at most one of
+    /// the two has members).
+    pub(crate) consumer: quipu_groups::consumer::ConsumerGroup,
     joins: HashMap<String, oneshot::Sender<JoinReply>>,
     syncs: HashMap<String, SyncWaiter>,
 }
@@ -104,6 +107,7 @@ impl Hosted {
             partition,
             term,
             group: ClassicGroup::new(),
+            consumer: quipu_groups::consumer::ConsumerGroup::new(),
             joins: HashMap::new(),
             syncs: HashMap::new(),
         }
@@ -238,7 +242,8 @@ impl Membership {
         f(hosted, now)
     }
 
-    /// Checks an offset commit against `group`'s membership in `term`.
+    /// Checks an offset commit against `group`'s membership in `term`: the member epoch of a
+    /// KIP-848 group's member, the generation of a classic group's.
     pub(crate) fn check_commit(
         &self,
         group: &str,
@@ -247,9 +252,19 @@ impl Membership {
         member: &str,
         instance: Option<&str>,
         generation: i32,
-    ) -> Result<(), GroupError> {
+    ) -> Result<(), CoordinatorError> {
         self.with_group(group, partition, term, |hosted, now| {
-            hosted.group.check_commit(member, instance, generation, now)
+            if hosted.consumer.is_empty() {
+                hosted
+                    .group
+                    .check_commit(member, instance, generation, now)
+                    .map_err(CoordinatorError::Group)
+            } else {
+                hosted
+                    .consumer
+                    .check_commit(member, generation, now)
+                    .map_err(CoordinatorError::Consumer)
+            }
         })
     }
 
@@ -364,10 +379,14 @@ pub(crate) async fn run_ticks(inner: Arc<Inner>) {
             };
             let done = hosted.group.tick(now);
             hosted.deliver(done);
+            hosted.consumer.tick(&inner.config.groups.consumer, now);
             if let Some(metadata) = hosted.group.take_metadata() {
                 persist_later(&inner, replica, group.clone(), hosted.term, metadata);
             }
-            !(hosted.group.is_empty() && hosted.joins.is_empty() && hosted.syncs.is_empty())
+            !(hosted.group.is_empty()
+                && hosted.consumer.is_empty()
+                && hosted.joins.is_empty()
+                && hosted.syncs.is_empty())
         });
     }
 }
@@ -441,6 +460,19 @@ impl NodeHandle {
             .inner
             .membership
             .with_group(group, &replica, term, |hosted, now| {
+                if !hosted.consumer.is_empty() {
+                    // A group is one protocol at a time: Kafka's answer to a classic member
+                    // of a KIP-848 group.
+                    return Err(Box::new(JoinReply {
+                        error: Some(GroupError::InconsistentGroupProtocol),
+                        generation: -1,
+                        protocol_type: None,
+                        protocol_name: None,
+                        leader: String::new(),
+                        member_id: join.member_id.clone(),
+                        members: Vec::new(),
+                    }));
+                }
                 let (answer, done) = hosted.group.join(join, &limits, now);
                 hosted.deliver(done);
                 if let Some(metadata) = hosted.group.take_metadata() {

@@ -15,6 +15,7 @@
 //! Protocol behaviour: `docs/protocol/groups.md`.
 
 mod admin;
+mod consumer;
 mod membership;
 mod offsets;
 
@@ -30,6 +31,7 @@ use crate::{GroupId, Partition, ProduceError};
 pub use admin::{
     DeleteGroupError, GroupDescription, ListedGroup, MemberDescription, OffsetDeleteRefused,
 };
+pub use consumer::ConsumerGroupDescription;
 pub use membership::JoinGroup;
 pub(crate) use membership::{Membership, run_ticks};
 pub use offsets::{CommitRefused, CommittedOffset, OffsetCommit};
@@ -64,6 +66,10 @@ pub enum CoordinatorError {
     /// rebalance under way).
     #[error("the group refused the request")]
     Group(#[source] quipu_groups::GroupError),
+    /// The KIP-848 group refused the request (a member or epoch it does not have, an invalid
+    /// heartbeat).
+    #[error("the consumer group refused the request")]
+    Consumer(#[source] quipu_groups::consumer::ConsumerError),
     /// The records of one commit do not fit one batch of the offsets topic.
     #[error("the commit's records take {bytes} bytes, more than one batch may ({max})")]
     CommitTooLarge {

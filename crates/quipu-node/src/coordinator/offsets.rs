@@ -82,8 +82,7 @@ impl NodeHandle {
         let (replica, term) = self.inner.coordinating(group).await?;
         self.inner
             .membership
-            .check_commit(group, &replica, term, member, instance, generation)
-            .map_err(CoordinatorError::Group)?;
+            .check_commit(group, &replica, term, member, instance, generation)?;
         let now = wall_clock_ms();
         let mut builder = BatchBuilder::new(0, Compression::None);
         let results: Vec<Result<(), CommitRefused>> = offsets

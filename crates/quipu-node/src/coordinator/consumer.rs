@@ -1,0 +1,80 @@
+//! KIP-848 groups on the coordinator: each group's `quipu_groups::consumer::ConsumerGroup`,
+//! held with its classic side in `membership` for one term of the group's offsets partition.
+//! The coordinator assigns the partitions (assignors `uniform` and `range`). Membership of
+//! these groups is not written to the offsets topic yet: after a coordinator moves, members
+//! get UNKNOWN_MEMBER_ID and rejoin with epoch 0 (their committed offsets are kept).
+
+use quipu_groups::consumer::{ConsumerError, Heartbeat, HeartbeatReply, MemberView};
+
+use super::CoordinatorError;
+use crate::node::NodeHandle;
+
+/// A KIP-848 group as described (ConsumerGroupDescribe).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupDescription {
+    /// Kafka's state name (Empty, Assigning, Reconciling, Stable).
+    pub state: &'static str,
+    /// The group epoch.
+    pub group_epoch: i32,
+    /// The target assignment's epoch.
+    pub assignment_epoch: i32,
+    /// The assignor in use.
+    pub assignor: &'static str,
+    /// The members.
+    pub members: Vec<MemberView>,
+}
+
+impl NodeHandle {
+    /// Handles a KIP-848 heartbeat as `group`'s coordinator; also returns the heartbeat
+    /// interval members should keep, in ms. An empty member id gets a new one.
+    pub async fn consumer_heartbeat(
+        &self,
+        group: &str,
+        mut request: Heartbeat,
+    ) -> Result<(HeartbeatReply, i32), CoordinatorError> {
+        let (replica, term) = self.inner.coordinating(group).await?;
+        if request.member_id.is_empty() {
+            request.member_id = uuid::Uuid::new_v4().to_string();
+        }
+        let limits = self.inner.config.groups.consumer;
+        let counts = |topic: &str| {
+            self.inner.metadata.with_metadata(|m| {
+                m.topic(topic)
+                    .filter(|t| t.name != quipu_groups::OFFSETS_TOPIC)
+                    .and_then(|t| u32::try_from(t.partitions.len()).ok())
+            })
+        };
+        let reply = self
+            .inner
+            .membership
+            .with_group(group, &replica, term, |hosted, now| {
+                if !hosted.group.is_empty() {
+                    return Err(ConsumerError::ClassicGroup);
+                }
+                hosted.consumer.heartbeat(request, &limits, &counts, now)
+            })
+            .map_err(CoordinatorError::Consumer)?;
+        Ok((reply, limits.heartbeat_interval_ms))
+    }
+
+    /// Describes a KIP-848 group as its coordinator (`None`: no such group with members).
+    pub async fn describe_consumer_group(
+        &self,
+        group: &str,
+    ) -> Result<Option<ConsumerGroupDescription>, CoordinatorError> {
+        let (replica, term) = self.inner.coordinating(group).await?;
+        Ok(self
+            .inner
+            .membership
+            .with_group(group, &replica, term, |hosted, _| {
+                let g = &hosted.consumer;
+                (!g.is_empty()).then(|| ConsumerGroupDescription {
+                    state: g.state_name(),
+                    group_epoch: g.group_epoch(),
+                    assignment_epoch: g.assignment_epoch(),
+                    assignor: g.assignor(),
+                    members: g.members(),
+                })
+            }))
+    }
+}
