@@ -228,3 +228,57 @@ pub(crate) fn from_fetch(node: &NodeHandle, error: FetchError) -> Status {
         ),
     }
 }
+
+/// The status of a refusal by the group coordinator.
+pub(crate) fn from_coordinator(node: &NodeHandle, error: quipu_node::CoordinatorError) -> Status {
+    use quipu_groups::GroupError;
+    use quipu_groups::consumer::ConsumerError;
+    use quipu_node::CoordinatorError;
+    let message = chain(&error);
+    match error {
+        CoordinatorError::InvalidGroupId | CoordinatorError::CommitTooLarge { .. } => {
+            invalid(message)
+        }
+        CoordinatorError::NotCoordinator { leader, .. } => {
+            let hint = leader.map(|id| (id, api_addr_of(node, id)));
+            status(
+                Code::FailedPrecondition,
+                ErrorReason::NotCoordinator,
+                message,
+                hint,
+            )
+        }
+        CoordinatorError::Loading { .. } | CoordinatorError::NotAvailable(_) => status(
+            Code::Unavailable,
+            ErrorReason::CoordinatorNotAvailable,
+            message,
+            None,
+        ),
+        CoordinatorError::Group(GroupError::UnknownMemberId)
+        | CoordinatorError::Consumer(ConsumerError::UnknownMemberId) => status(
+            Code::FailedPrecondition,
+            ErrorReason::UnknownMember,
+            message,
+            None,
+        ),
+        CoordinatorError::Consumer(
+            ConsumerError::FencedMemberEpoch { .. } | ConsumerError::StaleMemberEpoch { .. },
+        )
+        | CoordinatorError::Group(
+            GroupError::IllegalGeneration { .. } | GroupError::FencedInstanceId,
+        )
+        | CoordinatorError::Consumer(ConsumerError::FencedInstanceId) => status(
+            Code::FailedPrecondition,
+            ErrorReason::FencedMemberEpoch,
+            message,
+            None,
+        ),
+        CoordinatorError::Consumer(ConsumerError::InvalidRequest(_)) => invalid(message),
+        CoordinatorError::Group(_) | CoordinatorError::Consumer(_) => status(
+            Code::FailedPrecondition,
+            ErrorReason::GroupRefused,
+            message,
+            None,
+        ),
+    }
+}

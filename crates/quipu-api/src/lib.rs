@@ -1,4 +1,4 @@
-//! Quipu's client API: the `quipu.v1.Admin` and `quipu.v1.Data` gRPC services
+//! Quipu's client API: the `quipu.v1.Admin`, `quipu.v1.Data` and `quipu.v1.Groups` gRPC services
 //! (`proto/quipu/v1/api.proto`) over a running node. Behaviour, errors and guarantees:
 //! `docs/protocol/grpc.md`.
 //!
@@ -11,6 +11,7 @@
 mod admin;
 mod data;
 mod error;
+mod groups;
 mod incoming;
 
 use std::future::Future;
@@ -18,6 +19,7 @@ use std::future::Future;
 use quipu_node::NodeHandle;
 use quipu_proto::v1::admin_server::AdminServer;
 use quipu_proto::v1::data_server::DataServer;
+use quipu_proto::v1::groups_server::GroupsServer;
 
 pub use data::{
     FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, FOLLOW_WAIT_MS_MIN, PRODUCE_STREAM_REQUESTS_MAX,
@@ -62,6 +64,9 @@ pub async fn serve(
     let admin = AdminServer::new(admin::AdminService { node: node.clone() })
         .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(API_MESSAGE_BYTES_MAX);
+    let groups = GroupsServer::new(groups::GroupsService { node: node.clone() })
+        .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(API_MESSAGE_BYTES_MAX);
     let data = DataServer::new(data::DataService { node })
         .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(API_MESSAGE_BYTES_MAX);
@@ -73,6 +78,7 @@ pub async fn serve(
         .max_concurrent_streams(limits.streams_per_connection_max)
         .add_service(admin)
         .add_service(data)
+        .add_service(groups)
         .serve_with_incoming_shutdown(incoming::admitted(listener, connections), shutdown)
         .await
 }

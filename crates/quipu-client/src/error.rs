@@ -48,6 +48,22 @@ pub enum ClientError {
     /// The cluster could not serve the request in time (no leader, not enough replicas).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The group does not know this member (it expired, or the coordinator moved): rejoin.
+    #[error("{0}")]
+    UnknownMember(String),
+    /// The member's epoch (or generation) is not its group's: it was fenced; rejoin holding
+    /// nothing.
+    #[error("{0}")]
+    FencedMember(String),
+    /// The group has members (a delete or an offset reset needs it empty).
+    #[error("{0}")]
+    GroupNotEmpty(String),
+    /// No such group.
+    #[error("{0}")]
+    UnknownGroup(String),
+    /// The group refused the request for another reason (the message says which).
+    #[error("{0}")]
+    GroupRefused(String),
     /// Anything else the server or the transport reported.
     #[error("{0}")]
     Other(String),
@@ -106,6 +122,17 @@ pub(crate) fn classify(status: &tonic::Status, idempotent: bool) -> Failure {
         ErrorReason::InvalidProducerEpoch | ErrorReason::UnknownProducerId => {
             Failure::Fatal(ClientError::ProducerRefused(message))
         }
+        ErrorReason::NotCoordinator => Failure::NotLeader(
+            detail
+                .map(|d| d.leader_addr)
+                .filter(|addr| !addr.is_empty()),
+        ),
+        ErrorReason::CoordinatorNotAvailable => Failure::Retry(ClientError::Unavailable(message)),
+        ErrorReason::UnknownMember => Failure::Fatal(ClientError::UnknownMember(message)),
+        ErrorReason::FencedMemberEpoch => Failure::Fatal(ClientError::FencedMember(message)),
+        ErrorReason::GroupNotEmpty => Failure::Fatal(ClientError::GroupNotEmpty(message)),
+        ErrorReason::UnknownGroup => Failure::Fatal(ClientError::UnknownGroup(message)),
+        ErrorReason::GroupRefused => Failure::Fatal(ClientError::GroupRefused(message)),
         ErrorReason::Unspecified => transport(status, idempotent),
     }
 }

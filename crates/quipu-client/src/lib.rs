@@ -17,6 +17,7 @@
 
 mod consumer;
 mod error;
+mod groups;
 mod idempotent;
 mod murmur2;
 mod producer;
@@ -38,12 +39,14 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use consumer::{ConsumedRecord, Consumer, StartAt};
 pub use error::ClientError;
+pub use groups::{Assignment, Committed, GroupConsumer, GroupConsumerConfig};
 pub use idempotent::IN_FLIGHT_MAX;
 pub use murmur2::{murmur2, partition_for_key};
 pub use producer::{Producer, ProducerConfig, Sent};
 pub use quipu_proto::v1::{
-    ClusterDescription as Cluster, NodeDescription, PartitionDescription,
-    ReadReplicaResponse as ReplicaContents, TopicConfig, TopicDescription as Topic,
+    ClusterDescription as Cluster, GroupDescription, GroupMember, ListedGroup, NodeDescription,
+    PartitionDescription, ReadReplicaResponse as ReplicaContents, TopicConfig,
+    TopicDescription as Topic,
 };
 
 use crate::error::{Failure, classify};

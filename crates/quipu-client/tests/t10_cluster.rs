@@ -1,5 +1,7 @@
 //! The client against three in-process nodes serving the real gRPC API on 127.0.0.1: admin,
-//! keyed batching produce, consume by offset and by timestamp, and not-leader redirection.
+//! keyed batching produce, consume by offset and by timestamp, not-leader redirection, and
+//! group consumers (partitions shared, handed over, resumed from committed offsets; groups
+//! listed, described, reset and deleted).
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // tests unwrap; sizes are small
 
 use std::collections::HashMap;
@@ -36,6 +38,15 @@ async fn cluster() -> Cluster {
                 ..LogConfig::default()
             },
             api_addr: Some(api_addr),
+            groups: quipu_node::GroupsConfig {
+                offsets_partitions: 4,
+                consumer: quipu_node::ConsumerLimits {
+                    session_timeout_ms: 6_000,
+                    heartbeat_interval_ms: 300,
+                    ..quipu_node::ConsumerLimits::default()
+                },
+                ..quipu_node::GroupsConfig::default()
+            },
             ..NodeConfig::new(
                 i as u64 + 1,
                 dir.path().to_path_buf(),
@@ -278,5 +289,151 @@ async fn produce_and_consume_through_the_api() {
     );
 
     client.delete_topic("events").await.unwrap();
+    cluster.stop().await;
+}
+
+/// Polls `consumers` until they hold `total` distinct records between them; returns them.
+async fn consume_all(
+    consumers: &mut [&mut quipu_client::GroupConsumer],
+    seen: &mut std::collections::BTreeSet<(u32, u64)>,
+    total: usize,
+) {
+    let start = Instant::now();
+    while seen.len() < total {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "only {} of {total} consumed",
+            seen.len()
+        );
+        for consumer in consumers.iter_mut() {
+            for record in consumer.poll().await.unwrap() {
+                seen.insert((record.partition, record.offset));
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_consumers_share_hand_over_and_resume() {
+    use quipu_client::{GroupConsumer, GroupConsumerConfig};
+    let cluster = cluster().await;
+    let client = Client::connect(cluster.api_addrs.clone()).await.unwrap();
+    let start = Instant::now();
+    while client.describe_cluster().await.unwrap().nodes.len() < 3 {
+        assert!(start.elapsed() < PATIENCE, "the nodes did not register");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client
+        .create_topic("clicks", 4, 3, TopicConfig::default())
+        .await
+        .unwrap();
+    let producer = Producer::new(&client, ProducerConfig::default());
+    let mut acks = Vec::new();
+    for i in 0..400u32 {
+        acks.push(
+            producer
+                .send(
+                    "clicks",
+                    Some(i % 4),
+                    None,
+                    Some(format!("c{i}").as_bytes()),
+                    &[],
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    producer.flush().await;
+    for ack in acks {
+        ack.await.unwrap().unwrap();
+    }
+
+    let config = GroupConsumerConfig {
+        auto_commit_interval: Some(Duration::from_millis(200)),
+        client_id: "t10".into(),
+        ..GroupConsumerConfig::new("clickers", &["clicks"])
+    };
+    let mut a = GroupConsumer::join(&client, config.clone()).await.unwrap();
+    let mut b = GroupConsumer::join(&client, config.clone()).await.unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    consume_all(&mut [&mut a, &mut b], &mut seen, 400).await;
+    // They share the four partitions.
+    let start = Instant::now();
+    loop {
+        a.poll().await.unwrap();
+        b.poll().await.unwrap();
+        let (held_a, held_b) = (a.assignment(), b.assignment());
+        let count = |h: &quipu_client::Assignment| h.values().map(|p| p.len()).sum::<usize>();
+        if count(&held_a) == 2 && count(&held_b) == 2 {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no even share: {held_a:?} {held_b:?}"
+        );
+    }
+    let described = client.describe_group("clickers").await.unwrap();
+    assert_eq!(described.protocol, "consumer");
+    assert_eq!(described.members.len(), 2);
+    assert!(
+        client
+            .list_groups()
+            .await
+            .unwrap()
+            .iter()
+            .any(|g| g.group == "clickers" && g.protocol == "consumer")
+    );
+    assert!(matches!(
+        client.delete_group("clickers").await,
+        Err(ClientError::GroupNotEmpty(_))
+    ));
+
+    // b leaves (committing); a takes every partition.
+    b.close().await.unwrap();
+    let start = Instant::now();
+    while a.assignment().values().map(|p| p.len()).sum::<usize>() < 4 {
+        a.poll().await.unwrap();
+        assert!(start.elapsed() < PATIENCE, "a did not take b's partitions");
+    }
+    a.commit().await.unwrap();
+    a.close().await.unwrap();
+    // Everything was committed: 100 per partition.
+    let committed = client.fetch_offsets("clickers", &[]).await.unwrap();
+    assert_eq!(committed.len(), 4);
+    assert!(committed.iter().all(|c| c.offset == 100), "{committed:?}");
+
+    // A new member resumes at the committed offsets: only the records produced now.
+    for i in 0..4u32 {
+        producer
+            .send("clicks", Some(i), None, Some(b"late"), &[])
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let mut c = GroupConsumer::join(&client, config.clone()).await.unwrap();
+    let mut late = std::collections::BTreeSet::new();
+    consume_all(&mut [&mut c], &mut late, 4).await;
+    assert!(late.iter().all(|(_, offset)| *offset == 100), "{late:?}");
+    c.close().await.unwrap();
+
+    // An empty group's offsets can be reset (as `quipu group reset-offsets` does), then it can
+    // be deleted.
+    let reset = client
+        .commit_offsets("clickers", "", -1, &[("clicks".into(), 0, 7)])
+        .await
+        .unwrap();
+    assert_eq!(reset, [None]);
+    let committed = client
+        .fetch_offsets("clickers", &[("clicks".into(), 0)])
+        .await
+        .unwrap();
+    assert_eq!(committed[0].offset, 7);
+    client.delete_group("clickers").await.unwrap();
+    assert!(matches!(
+        client.describe_group("clickers").await,
+        Err(ClientError::UnknownGroup(_))
+    ));
     cluster.stop().await;
 }

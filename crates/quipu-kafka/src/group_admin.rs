@@ -99,8 +99,7 @@ pub(crate) fn list_groups(
         .list_groups()
         .into_iter()
         .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
-        // Every group here is a classic group.
-        .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
+        .filter(|g| types.is_empty() || types.iter().any(|t| t == g.protocol))
         .map(|g| {
             let listed = ListedGroup::default()
                 .with_group_id(GroupId(text(g.group)))
@@ -111,7 +110,7 @@ pub(crate) fn list_groups(
                 listed
             };
             if version >= 5 {
-                listed.with_group_type(text("classic"))
+                listed.with_group_type(text(g.protocol))
             } else {
                 listed
             }

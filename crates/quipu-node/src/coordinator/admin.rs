@@ -44,6 +44,8 @@ pub struct MemberDescription {
 pub struct ListedGroup {
     /// The group id.
     pub group: String,
+    /// "consumer" for a KIP-848 group, "classic" otherwise.
+    pub protocol: &'static str,
     /// Its protocol type (empty for a group with only committed offsets).
     pub protocol_type: String,
     /// Kafka's state name.
@@ -88,7 +90,8 @@ impl NodeHandle {
             .membership
             .with_group(group, &replica, term, |hosted, _| {
                 let g = &hosted.group;
-                if g.is_empty() && !known {
+                // A KIP-848 group is described by ConsumerGroupDescribe (Kafka: Dead here).
+                if (g.is_empty() && !known) || !hosted.consumer.is_empty() {
                     return None;
                 }
                 let clients: std::collections::HashMap<&str, (&str, &str)> = g
@@ -143,7 +146,7 @@ impl NodeHandle {
             names.sort_unstable();
             names.dedup();
             for name in names {
-                let (protocol_type, state) = inner
+                let (protocol, protocol_type, state) = inner
                     .membership
                     .summary(&name, replica.group(), term)
                     .unwrap_or_else(|| {
@@ -152,14 +155,15 @@ impl NodeHandle {
                             .flatten();
                         match metadata {
                             Some(m) if !m.members.is_empty() => {
-                                (m.protocol_type, GroupState::Stable.kafka_name())
+                                ("classic", m.protocol_type, GroupState::Stable.kafka_name())
                             }
-                            Some(m) => (m.protocol_type, GroupState::Empty.kafka_name()),
-                            None => (String::new(), GroupState::Empty.kafka_name()),
+                            Some(m) => ("classic", m.protocol_type, GroupState::Empty.kafka_name()),
+                            None => ("classic", String::new(), GroupState::Empty.kafka_name()),
                         }
                     });
                 listed.push(ListedGroup {
                     group: name,
+                    protocol,
                     protocol_type,
                     state,
                 });
@@ -175,7 +179,9 @@ impl NodeHandle {
         let has_members = self
             .inner
             .membership
-            .with_group(group, &replica, term, |hosted, _| !hosted.group.is_empty());
+            .with_group(group, &replica, term, |hosted, _| {
+                !hosted.group.is_empty() || !hosted.consumer.is_empty()
+            });
         if has_members {
             return Err(DeleteGroupError::NotEmpty);
         }
@@ -226,12 +232,22 @@ impl NodeHandle {
             self.inner
                 .membership
                 .with_group(group, &replica, term, |hosted, _| {
-                    let topics = hosted
+                    let mut topics: Vec<String> = hosted
                         .group
                         .members()
                         .flat_map(|(_, _, metadata, _)| quipu_groups::subscribed_topics(metadata))
                         .collect();
-                    (topics, !hosted.group.is_empty())
+                    topics.extend(
+                        hosted
+                            .consumer
+                            .members()
+                            .into_iter()
+                            .flat_map(|m| m.subscribed_topics),
+                    );
+                    (
+                        topics,
+                        !hosted.group.is_empty() || !hosted.consumer.is_empty(),
+                    )
                 });
         let known = has_members
             || replica

@@ -273,27 +273,37 @@ impl Membership {
     pub(crate) fn groups_of(&self, partition: GroupId, term: u64) -> Vec<String> {
         self.lock()
             .iter()
-            .filter(|(_, h)| h.partition == partition && h.term == term && !h.group.is_empty())
+            .filter(|(_, h)| {
+                h.partition == partition
+                    && h.term == term
+                    && !(h.group.is_empty() && h.consumer.is_empty())
+            })
             .map(|(name, _)| name.clone())
             .collect()
     }
 
-    /// `group`'s protocol type and state, if held for `term` of `partition`.
+    /// `group`'s protocol ("classic" or "consumer"), protocol type and state, if it has members
+    /// held for `term` of `partition`.
     pub(crate) fn summary(
         &self,
         group: &str,
         partition: GroupId,
         term: u64,
-    ) -> Option<(String, &'static str)> {
-        self.lock()
+    ) -> Option<(&'static str, String, &'static str)> {
+        let groups = self.lock();
+        let h = groups
             .get(group)
-            .filter(|h| h.partition == partition && h.term == term && !h.group.is_empty())
-            .map(|h| {
-                (
-                    h.group.protocol_type().unwrap_or_default().to_string(),
-                    h.group.state().kafka_name(),
-                )
-            })
+            .filter(|h| h.partition == partition && h.term == term)?;
+        if !h.consumer.is_empty() {
+            return Some(("consumer", "consumer".to_string(), h.consumer.state_name()));
+        }
+        (!h.group.is_empty()).then(|| {
+            (
+                "classic",
+                h.group.protocol_type().unwrap_or_default().to_string(),
+                h.group.state().kafka_name(),
+            )
+        })
     }
 
     /// Forgets `group` (deleted) if held for `term`.
