@@ -32,6 +32,8 @@ pub enum StartAt {
 /// One record as consumed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedRecord {
+    /// Topic.
+    pub topic: std::sync::Arc<str>,
     /// Partition number.
     pub partition: u32,
     /// Offset in the partition.
@@ -51,6 +53,8 @@ pub struct ConsumedRecord {
 pub struct Consumer {
     client: Client,
     topic: String,
+    /// The topic, shared by the records returned.
+    topic_name: std::sync::Arc<str>,
     partition: u32,
     next: u64,
     follow: bool,
@@ -71,6 +75,7 @@ impl Consumer {
         Ok(Consumer {
             client: client.clone(),
             topic: topic.to_string(),
+            topic_name: std::sync::Arc::from(topic),
             partition,
             next,
             follow,
@@ -149,6 +154,7 @@ impl Consumer {
                     continue;
                 }
                 out.push(ConsumedRecord {
+                    topic: std::sync::Arc::clone(&self.topic_name),
                     partition: self.partition,
                     offset,
                     timestamp_ms: record.timestamp(header.base_timestamp),

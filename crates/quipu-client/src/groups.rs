@@ -286,6 +286,11 @@ pub struct GroupConsumer {
     next_commit: Option<tokio::time::Instant>,
     /// The partitions held, each with its reader.
     readers: BTreeMap<(String, i32), Consumer>,
+    /// Per partition held, the offset after the last record returned by `poll`: what a commit
+    /// commits.
+    positions: BTreeMap<(String, i32), u64>,
+    /// Records read and not yet returned (`poll` returns at most its `max`).
+    buffered: std::collections::VecDeque<ConsumedRecord>,
     /// The position last committed per partition.
     committed: BTreeMap<(String, i32), u64>,
 }
@@ -320,6 +325,8 @@ impl GroupConsumer {
                 .auto_commit_interval
                 .map(|i| tokio::time::Instant::now() + i),
             readers: BTreeMap::new(),
+            positions: BTreeMap::new(),
+            buffered: std::collections::VecDeque::new(),
             committed: BTreeMap::new(),
             config,
         };
@@ -341,9 +348,10 @@ impl GroupConsumer {
         out
     }
 
-    /// Heartbeats if due, commits if due, and returns the records available now in the
-    /// partitions it holds (possibly none; each call waits at most about half a second).
-    pub async fn poll(&mut self) -> Result<Vec<ConsumedRecord>, ClientError> {
+    /// Heartbeats if due, commits if due, and returns at most `max` of the records available
+    /// now in the partitions it holds (possibly none; each call waits at most about half a
+    /// second). A commit commits what was returned, nothing more.
+    pub async fn poll(&mut self, max: usize) -> Result<Vec<ConsumedRecord>, ClientError> {
         if tokio::time::Instant::now() >= self.next_heartbeat {
             self.heartbeat().await?;
         }
@@ -356,18 +364,45 @@ impl GroupConsumer {
                 .auto_commit_interval
                 .map(|i| tokio::time::Instant::now() + i);
         }
-        let reads = self
-            .readers
-            .values_mut()
-            .map(|reader| async move { reader.next_batch().await });
-        let mut records = Vec::new();
-        for result in futures_util::future::join_all(reads).await {
-            match result {
-                Ok(Some(batch)) => records.extend(batch),
-                Ok(None) => {}
-                Err(ClientError::OffsetOutOfRange(_)) => {} // reset at the next assignment
-                Err(e) => return Err(e),
+        if self.buffered.is_empty() {
+            let reads = self
+                .readers
+                .iter_mut()
+                .map(|(key, reader)| async move { (key.clone(), reader.next_batch().await) });
+            let mut out_of_range = Vec::new();
+            for (key, result) in futures_util::future::join_all(reads).await {
+                match result {
+                    Ok(Some(batch)) => self.buffered.extend(batch),
+                    Ok(None) => {}
+                    // The committed offset is gone (retention): start over where
+                    // `auto_offset_reset` says.
+                    Err(ClientError::OffsetOutOfRange(_)) => out_of_range.push(key),
+                    Err(e) => return Err(e),
+                }
             }
+            for (topic, partition) in out_of_range {
+                let number = u32::try_from(partition).unwrap_or(0);
+                let reader = Consumer::new(
+                    &self.client,
+                    &topic,
+                    number,
+                    self.config.auto_offset_reset,
+                    false,
+                )
+                .await?;
+                self.positions
+                    .insert((topic.clone(), partition), reader.position());
+                self.readers.insert((topic, partition), reader);
+            }
+        }
+        let take = max.min(self.buffered.len());
+        let records: Vec<ConsumedRecord> = self.buffered.drain(..take).collect();
+        for record in &records {
+            let key = (
+                record.topic.to_string(),
+                i32::try_from(record.partition).unwrap_or(i32::MAX),
+            );
+            self.positions.insert(key, record.offset + 1);
         }
         Ok(records)
     }
@@ -382,7 +417,7 @@ impl GroupConsumer {
         let offsets: Vec<(String, i32, i64)> = keys
             .iter()
             .filter_map(|key| {
-                let position = self.readers.get(key)?.position();
+                let position = *self.positions.get(key)?;
                 (self.committed.get(key) != Some(&position)).then(|| {
                     (
                         key.0.clone(),
@@ -434,6 +469,8 @@ impl GroupConsumer {
                 // Fenced: drop every partition (without committing: the group moved on) and
                 // rejoin with the same member id.
                 self.readers.clear();
+                self.positions.clear();
+                self.buffered.clear();
                 self.committed.clear();
                 self.epoch = 0;
                 return Box::pin(self.heartbeat()).await;
@@ -470,8 +507,16 @@ impl GroupConsumer {
             }
             for key in &revoked {
                 self.readers.remove(key);
+                self.positions.remove(key);
                 self.committed.remove(key);
             }
+            self.buffered.retain(|r| {
+                let key = (
+                    r.topic.to_string(),
+                    i32::try_from(r.partition).unwrap_or(i32::MAX),
+                );
+                !revoked.contains(&key)
+            });
         }
         let new: Vec<(String, i32)> = assignment
             .iter()
@@ -493,6 +538,8 @@ impl GroupConsumer {
                 self.committed
                     .insert((c.topic.clone(), c.partition), offset);
             }
+            self.positions
+                .insert((c.topic.clone(), c.partition), reader.position());
             self.readers.insert((c.topic, c.partition), reader);
         }
         Ok(())

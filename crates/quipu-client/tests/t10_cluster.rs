@@ -306,7 +306,7 @@ async fn consume_all(
             seen.len()
         );
         for consumer in consumers.iter_mut() {
-            for record in consumer.poll().await.unwrap() {
+            for record in consumer.poll(1000).await.unwrap() {
                 seen.insert((record.partition, record.offset));
             }
         }
@@ -360,8 +360,8 @@ async fn group_consumers_share_hand_over_and_resume() {
     // They share the four partitions.
     let start = Instant::now();
     loop {
-        a.poll().await.unwrap();
-        b.poll().await.unwrap();
+        a.poll(1000).await.unwrap();
+        b.poll(1000).await.unwrap();
         let (held_a, held_b) = (a.assignment(), b.assignment());
         let count = |h: &quipu_client::Assignment| h.values().map(|p| p.len()).sum::<usize>();
         if count(&held_a) == 2 && count(&held_b) == 2 {
@@ -392,7 +392,7 @@ async fn group_consumers_share_hand_over_and_resume() {
     b.close().await.unwrap();
     let start = Instant::now();
     while a.assignment().values().map(|p| p.len()).sum::<usize>() < 4 {
-        a.poll().await.unwrap();
+        a.poll(1000).await.unwrap();
         assert!(start.elapsed() < PATIENCE, "a did not take b's partitions");
     }
     a.commit().await.unwrap();

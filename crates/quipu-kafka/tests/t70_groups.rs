@@ -466,3 +466,51 @@ async fn confluent_kafka_admin() {
 async fn confluent_kafka_kip848_members() {
     members("confluent-kafka-consumer").await;
 }
+
+/// kcat's balanced consumer (`-G`, librdkafka 2.0.2 from Debian) reads every record of a topic
+/// as a member of a group, and commits what it read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_balanced_consumer() {
+    let kcat = require("kcat", "install Debian's kcat (apt-get install kcat)");
+    let cluster = Cluster::start_with(KafkaConfig::default(), cluster_config()).await;
+    fill(&cluster, "kcat-group-topic", 2).await;
+    let output = run(
+        &kcat,
+        &[
+            "-b",
+            &cluster.bootstrap(),
+            "-G",
+            "kcat-readers",
+            "kcat-group-topic",
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%p %o\n",
+        ],
+        None,
+    )
+    .await;
+    let mut seen: Vec<&str> = output.lines().collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), 20, "{output}");
+    // kcat commits on leaving: both partitions at their end.
+    let node = cluster.any();
+    let coordinator = node.find_coordinator("kcat-readers").await.unwrap();
+    let coordinator = cluster
+        .nodes
+        .iter()
+        .filter_map(|n| n.node.as_ref())
+        .find(|n| n.id() == coordinator.id)
+        .unwrap();
+    let committed: Vec<i64> = coordinator
+        .fetch_offsets("kcat-readers", None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.value.unwrap().offset)
+        .collect();
+    assert_eq!(committed, [10, 10]);
+    cluster.stop().await;
+}

@@ -1,5 +1,6 @@
-//! The client commands of `quipu`: `topic`, `produce`, `consume`, `cluster`. Each talks to a
-//! cluster through `quipu-client` and prints one clear line on failure.
+//! The client commands of `quipu`: `topic`, `produce`, `consume`, `cluster` (`group` and
+//! `consume --group` are in `groups.rs`). Each talks to a cluster through `quipu-client` and
+//! prints one clear line on failure.
 
 use crate::output::out;
 
@@ -453,6 +454,11 @@ pub struct ConsumeArgs {
     /// `text`: the value alone; `json`: partition, offset, timestamp, key, value, headers.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+    /// Consume as a member of this consumer group: the group's coordinator assigns the
+    /// partitions, reading starts at the group's committed offsets (else at --offset, start or
+    /// end), and what was printed is committed every second and on exit. Keeps following.
+    #[arg(long, conflicts_with = "partition")]
+    group: Option<String>,
     #[command(flatten)]
     connection: Connection,
 }
@@ -495,9 +501,46 @@ fn text(bytes: Option<&bytes::Bytes>) -> Option<std::borrow::Cow<'_, str>> {
     bytes.map(|b| String::from_utf8_lossy(b))
 }
 
+/// Writes one record as `format` says.
+pub(crate) fn print_record(
+    out: &mut impl Write,
+    record: &quipu_client::ConsumedRecord,
+    format: Format,
+) -> anyhow::Result<()> {
+    if format == Format::Json {
+        let line = JsonRecord {
+            partition: record.partition,
+            offset: record.offset,
+            timestamp: record.timestamp_ms,
+            key: text(record.key.as_ref()),
+            value: text(record.value.as_ref()),
+            headers: record
+                .headers
+                .iter()
+                .map(|(key, value)| JsonHeader {
+                    key,
+                    value: text(value.as_ref()),
+                })
+                .collect(),
+        };
+        serde_json::to_writer(&mut *out, &line).context("cannot write to standard output")?;
+        writeln!(out).context("cannot write to standard output")?;
+    } else {
+        let value = record.value.clone().unwrap_or_default();
+        out.write_all(&value)
+            .and_then(|()| out.write_all(b"\n"))
+            .context("cannot write to standard output")?;
+    }
+    Ok(())
+}
+
 pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     let client = args.connection.connect().await?;
     let start = start_at(&args.offset)?;
+    if let Some(group) = &args.group {
+        return crate::groups::consume(&client, group, &args.topic, start, args.num, args.format)
+            .await;
+    }
     let partitions: Vec<u32> = match args.partition {
         Some(p) => vec![p],
         None => {
@@ -549,32 +592,7 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
                 stdout.flush().context("cannot write to standard output")?;
                 return Ok(());
             }
-            if args.format == Format::Json {
-                let line = JsonRecord {
-                    partition: record.partition,
-                    offset: record.offset,
-                    timestamp: record.timestamp_ms,
-                    key: text(record.key.as_ref()),
-                    value: text(record.value.as_ref()),
-                    headers: record
-                        .headers
-                        .iter()
-                        .map(|(key, value)| JsonHeader {
-                            key,
-                            value: text(value.as_ref()),
-                        })
-                        .collect(),
-                };
-                serde_json::to_writer(&mut stdout, &line)
-                    .context("cannot write to standard output")?;
-                writeln!(stdout).context("cannot write to standard output")?;
-            } else {
-                let value = record.value.unwrap_or_default();
-                stdout
-                    .write_all(&value)
-                    .and_then(|()| stdout.write_all(b"\n"))
-                    .context("cannot write to standard output")?;
-            }
+            print_record(&mut stdout, &record, args.format)?;
             printed += 1;
         }
         stdout.flush().context("cannot write to standard output")?;

@@ -16,6 +16,7 @@ mod bench_kafka;
 mod commands;
 mod config;
 mod dev;
+mod groups;
 mod output;
 
 use anyhow::Context;
@@ -65,6 +66,13 @@ enum Command {
     Bench {
         #[command(subcommand)]
         command: bench::BenchCommand,
+    },
+    /// Lists, describes, deletes consumer groups and resets their offsets.
+    Group {
+        #[command(subcommand)]
+        command: groups::GroupCommand,
+        #[command(flatten)]
+        connection: commands::Connection,
     },
     /// Shows the cluster's nodes and health.
     Cluster {
@@ -145,6 +153,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             connection,
         } => runtime.block_on(commands::cluster(&connection, command)),
         Command::Bench { command } => runtime.block_on(bench::run(command)),
+        Command::Group {
+            command,
+            connection,
+        } => runtime.block_on(groups::run(&connection, command)),
     }
 }
 

@@ -293,6 +293,94 @@ fn a_dev_cluster_driven_through_the_cli() {
     );
     assert_eq!(json_lines(&from_time)[0]["offset"], 0);
 
+    // A consumer group: each run of `consume --group` resumes where the last one stopped, and
+    // `group describe` shows the committed offsets and the lag.
+    let group_consume = |num: &str| {
+        json_lines(&dev.ok(
+            &[
+                "consume", "events", "--group", "cli-app", "--num", num, "--format", "json",
+            ],
+            None,
+        ))
+    };
+    let first = group_consume("30000");
+    let second = group_consume("70000");
+    let mut positions: Vec<(u64, u64)> = first
+        .iter()
+        .chain(&second)
+        .map(|r| {
+            (
+                r["partition"].as_u64().unwrap(),
+                r["offset"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    positions.sort_unstable();
+    positions.dedup();
+    assert_eq!(
+        positions.len(),
+        100_000,
+        "the two runs read every record once"
+    );
+    assert_eq!(first.len() + second.len(), 100_000);
+    let listed = dev.ok(&["group", "list"], None);
+    assert!(
+        // Its members left: it holds committed offsets only.
+        listed
+            .lines()
+            .any(|l| l.starts_with("cli-app") && l.ends_with("Empty")),
+        "{listed}"
+    );
+    let described = dev.ok(&["group", "describe", "cli-app"], None);
+    let rows: Vec<Vec<&str>> = described
+        .lines()
+        .filter(|l| l.starts_with("events"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{described}");
+    for row in &rows {
+        // topic, partition, committed, high watermark, lag (0: all consumed)
+        assert_eq!(row[2], row[3], "{described}");
+        assert_eq!(row[4], "0", "{described}");
+    }
+    // Reset to the start: a dry run first, then for real; the group reads everything again.
+    let plan = dev.ok(
+        &[
+            "group",
+            "reset-offsets",
+            "cli-app",
+            "--topic",
+            "events",
+            "--to-earliest",
+        ],
+        None,
+    );
+    assert!(plan.contains("dry run"), "{plan}");
+    let unchanged = dev.ok(&["group", "describe", "cli-app"], None);
+    assert!(
+        unchanged
+            .lines()
+            .filter(|l| l.starts_with("events"))
+            .all(|l| l.split_whitespace().nth(4) == Some("0")),
+        "a dry run changes nothing: {unchanged}"
+    );
+    dev.ok(
+        &[
+            "group",
+            "reset-offsets",
+            "cli-app",
+            "--topic",
+            "events",
+            "--to-earliest",
+            "--execute",
+        ],
+        None,
+    );
+    assert_eq!(group_consume("5").len(), 5, "read again from the start");
+    dev.ok(&["group", "delete", "cli-app"], None);
+    let gone = dev.quipu(&["group", "describe", "cli-app"], None);
+    assert!(!gone.status.success());
+
     // The bench tool: a small run, both ways, as JSON.
     let produced: serde_json::Value = serde_json::from_str(
         dev.ok(
