@@ -21,7 +21,15 @@
 //!   committed records also count for duplicates, inconsistent offsets and unexpected values);
 //! - **replica unreadable**: after every fault healed, a replica could not be read on its node;
 //! - **drain incomplete**: a partition no final drain read to its end (the cluster did not recover,
-//!   so lost writes cannot be ruled out).
+//!   so lost writes cannot be ruled out);
+//! - **committed offset regressed**: a read of the consumer group's committed offsets, invoked
+//!   after a commit of offset `o` for a partition was acknowledged, shows a lower offset (or none)
+//!   for that partition;
+//! - **commit skip**: an acknowledged commit of offset `o` for a partition while some offset below
+//!   `o` was never delivered to any member of the group (a record the group would never read).
+//!
+//! Group members' polls count as reads for the value rules (duplicate, inconsistent offset,
+//! unexpected value, lost write).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -45,6 +53,8 @@ pub enum Kind {
     ReplicaDivergence,
     ReplicaUnreadable,
     DrainIncomplete,
+    CommitRegressed,
+    CommitSkip,
 }
 
 impl fmt::Display for Kind {
@@ -61,6 +71,8 @@ impl fmt::Display for Kind {
             Kind::ReplicaDivergence => "replica-divergence",
             Kind::ReplicaUnreadable => "replica-unreadable",
             Kind::DrainIncomplete => "drain-incomplete",
+            Kind::CommitRegressed => "committed-offset-regressed",
+            Kind::CommitSkip => "commit-skip",
         })
     }
 }
@@ -79,6 +91,9 @@ pub struct Counts {
     /// Replicas whose high watermark was below their partition's drained end when read.
     pub replicas_lagging: u64,
     pub faults: u64,
+    pub group_polls_ok: u64,
+    pub commits_ok: u64,
+    pub commits_not_ok: u64,
 }
 
 /// What the checker found.
@@ -117,7 +132,8 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "sends: {} ok, {} failed, {} unknown; polls: {} ok ({} records), {} not ok; \
-             drains: {} ok; replicas read: {} ({} lagging); faults: {}",
+             drains: {} ok; replicas read: {} ({} lagging); faults: {}; group polls: {} ok; \
+             commits: {} ok, {} not ok",
             c.sends_ok,
             c.sends_fail,
             c.sends_info,
@@ -127,7 +143,10 @@ impl fmt::Display for Report {
             c.drains_ok,
             c.replicas_read,
             c.replicas_lagging,
-            c.faults
+            c.faults,
+            c.group_polls_ok,
+            c.commits_ok,
+            c.commits_not_ok
         )?;
         if self.is_valid() {
             return writeln!(f, "valid: no anomaly");
@@ -165,6 +184,7 @@ pub fn check(history: &[Op]) -> Report {
     let mut drains: BTreeMap<u32, Vec<&[Read]>> = BTreeMap::new();
     let mut partitions: BTreeSet<u32> = BTreeSet::new();
     let mut replicas: Vec<&Op> = Vec::new();
+    let mut group = GroupOps::default();
     let mut observed = |partition: u32, offset: u64, value: u64| {
         let at = Position { partition, offset };
         positions_of.entry(value).or_default().insert(at);
@@ -243,6 +263,45 @@ pub fn check(history: &[Op]) -> Report {
                 }
             }
             (F::Poll, OpType::Fail | OpType::Info) => report.counts.polls_not_ok += 1,
+            (F::GroupPoll, OpType::Ok) => {
+                let (Some(p), Some(records)) = (partition, op.value.records.as_deref()) else {
+                    continue;
+                };
+                report.counts.group_polls_ok += 1;
+                for &(offset, value) in records {
+                    observed(p, offset, value);
+                    let at = Position {
+                        partition: p,
+                        offset,
+                    };
+                    must_survive
+                        .entry(value)
+                        .or_insert((at, op.index, "polled by a group member"));
+                    group.delivered.entry(p).or_default().insert(offset);
+                }
+            }
+            (F::Commit, OpType::Ok) => {
+                report.counts.commits_ok += 1;
+                for &(p, offset) in op.value.offsets.iter().flatten() {
+                    group.commits.push((op.index, p, offset));
+                }
+            }
+            (F::Commit, OpType::Fail | OpType::Info) => report.counts.commits_not_ok += 1,
+            (F::Committed, OpType::Invoke) => {
+                group.reads_invoked.insert(op.process, op.index);
+            }
+            (F::Committed, OpType::Ok) => {
+                let invoked = group
+                    .reads_invoked
+                    .get(&op.process)
+                    .copied()
+                    .unwrap_or(op.index);
+                group.reads.push((
+                    invoked,
+                    op.index,
+                    op.value.offsets.clone().unwrap_or_default(),
+                ));
+            }
             (F::Replica, OpType::Ok) => {
                 if let (Some(p), Some(hw), Some(records)) = (
                     partition,
@@ -339,7 +398,59 @@ pub fn check(history: &[Op]) -> Report {
     }
 
     check_replicas(&mut report, &replicas, &drains, &failed);
+    check_group(&mut report, &group);
     report
+}
+
+/// What the history says of the consumer group.
+#[derive(Debug, Default)]
+struct GroupOps {
+    /// Offsets delivered to some member, per partition.
+    delivered: HashMap<u32, BTreeSet<u64>>,
+    /// Acknowledged commits: (index of the `ok` line, partition, offset).
+    commits: Vec<(u64, u32, u64)>,
+    /// The invoke line of each process's committed-offsets read in flight.
+    reads_invoked: HashMap<i64, u64>,
+    /// Reads of the committed offsets.
+    reads: Vec<CommittedRead>,
+}
+
+/// One read of the group's committed offsets: its invoke and ok lines, and what it read.
+type CommittedRead = (u64, u64, Vec<(u32, u64)>);
+
+/// The group rules: no read of committed offsets below an offset acknowledged before it was
+/// invoked; no acknowledged commit past an offset no member was delivered.
+fn check_group(report: &mut Report, group: &GroupOps) {
+    for (invoked, index, offsets) in &group.reads {
+        let read: HashMap<u32, u64> = offsets.iter().copied().collect();
+        // The highest offset acknowledged per partition before this read started.
+        let mut floor: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+        for &(acked, p, offset) in &group.commits {
+            if acked < *invoked && floor.get(&p).is_none_or(|(o, _)| *o < offset) {
+                floor.insert(p, (offset, acked));
+            }
+        }
+        for (p, (offset, acked)) in floor {
+            let now = read.get(&p).copied();
+            if now.is_none_or(|now| now < offset) {
+                report.add(Kind::CommitRegressed, || {
+                    format!(
+                        "partition {p}: offset {offset} committed (op {acked}), then read as {now:?} (op {index})"
+                    )
+                });
+            }
+        }
+    }
+    for &(index, p, offset) in &group.commits {
+        let delivered = group.delivered.get(&p);
+        if let Some(missing) = (0..offset).find(|o| !delivered.is_some_and(|d| d.contains(o))) {
+            report.add(Kind::CommitSkip, || {
+                format!(
+                    "partition {p}: offset {offset} committed (op {index}) but offset {missing} was never delivered to a member"
+                )
+            });
+        }
+    }
 }
 
 /// One poll, against the previous record this process read from the partition.
@@ -580,6 +691,97 @@ mod tests {
         fn check(&self) -> Report {
             check(&self.0)
         }
+
+        fn group_poll(&mut self, process: i64, p: u32, records: &[Read]) -> &mut Self {
+            self.read(F::GroupPoll, process, p, records[0].0, records)
+        }
+
+        fn commit(&mut self, process: i64, kind: OpType, offsets: &[(u32, u64)]) -> &mut Self {
+            let asked = Value {
+                offsets: Some(offsets.to_vec()),
+                ..Value::default()
+            };
+            self.push(process, OpType::Invoke, F::Commit, asked.clone())
+                .push(process, kind, F::Commit, asked)
+        }
+
+        fn committed(&mut self, process: i64, offsets: &[(u32, u64)]) -> &mut Self {
+            self.push(process, OpType::Invoke, F::Committed, Value::default())
+                .push(
+                    process,
+                    OpType::Ok,
+                    F::Committed,
+                    Value {
+                        offsets: Some(offsets.to_vec()),
+                        ..Value::default()
+                    },
+                )
+        }
+    }
+
+    /// The valid history, plus a group member that polled partition 0 and committed through
+    /// it, and reads of the committed offsets.
+    fn valid_group() -> H {
+        let mut h = valid();
+        h.group_poll(20, 0, &[(0, 1), (1, 2)])
+            .commit(20, OpType::Ok, &[(0, 2)])
+            .committed(30, &[(0, 2)])
+            .group_poll(21, 0, &[(2, 4)])
+            // A commit whose outcome is unknown may or may not show.
+            .commit(21, OpType::Info, &[(0, 3)])
+            .committed(30, &[(0, 2)])
+            .commit(21, OpType::Ok, &[(0, 3)])
+            .committed(30, &[(0, 3)]);
+        h
+    }
+
+    #[test]
+    fn a_group_that_commits_what_it_read_has_no_anomaly() {
+        let report = valid_group().check();
+        assert!(report.is_valid(), "{report}");
+        assert_eq!(report.counts.commits_ok, 2);
+        assert_eq!(report.counts.group_polls_ok, 2);
+    }
+
+    #[test]
+    fn a_committed_offset_that_goes_back_is_found() {
+        let mut h = valid_group();
+        h.committed(30, &[(0, 2)]);
+        assert_eq!(h.check().anomalies.get(&Kind::CommitRegressed), Some(&1));
+        // ... or that is gone.
+        let mut h = valid_group();
+        h.committed(30, &[]);
+        assert_eq!(h.check().anomalies.get(&Kind::CommitRegressed), Some(&1));
+        // A read invoked before the commit was acknowledged may miss it.
+        let mut h = valid();
+        h.group_poll(20, 0, &[(0, 1)])
+            .push(30, OpType::Invoke, F::Committed, Value::default())
+            .commit(20, OpType::Ok, &[(0, 1)])
+            .push(
+                30,
+                OpType::Ok,
+                F::Committed,
+                Value {
+                    offsets: Some(Vec::new()),
+                    ..Value::default()
+                },
+            );
+        assert!(h.check().is_valid());
+    }
+
+    #[test]
+    fn a_commit_past_records_no_member_got_is_found() {
+        let mut h = valid();
+        // Offset 1 of partition 0 was never delivered to a member, yet 3 is committed.
+        h.group_poll(20, 0, &[(0, 1)])
+            .group_poll(21, 0, &[(2, 4)])
+            .commit(21, OpType::Ok, &[(0, 3)]);
+        assert_eq!(h.check().anomalies.get(&Kind::CommitSkip), Some(&1));
+        // A refused commit proves nothing.
+        let mut h = valid();
+        h.group_poll(20, 0, &[(0, 1)])
+            .commit(20, OpType::Fail, &[(0, 3)]);
+        assert!(h.check().is_valid());
     }
 
     /// Three values in partition 0, one in partition 1, read by a poller, drained and replicated.

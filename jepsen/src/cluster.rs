@@ -163,7 +163,12 @@ impl Cluster {
                  fsync = \"always\"\n\
                  \n\
                  [limits]\n\
-                 disk_reserve_bytes = {DISK_RESERVE}\n",
+                 disk_reserve_bytes = {DISK_RESERVE}\n\
+                 \n\
+                 [groups]\n\
+                 offsets_partitions = 4\n\
+                 consumer_session_timeout_ms = 3000\n\
+                 consumer_heartbeat_interval_ms = 300\n",
                 data = dir.join("data").display(),
                 ip = host.ip,
                 voters = voters.join(", "),

@@ -42,6 +42,13 @@ pub enum F {
     Replica,
     /// A fault starting (`invoke`) or healed (`info`).
     Nemesis,
+    /// A consumer group member's poll: records of one partition it was assigned, in the order
+    /// returned (its position moves past them).
+    GroupPoll,
+    /// A group member commits its positions (`offsets`: per partition, the next offset to read).
+    Commit,
+    /// The group's committed offsets as its coordinator reads them (`offsets`).
+    Committed,
 }
 
 /// A record as read: (offset, value).
@@ -74,6 +81,9 @@ pub struct Value {
     /// Nemesis: what the fault is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<String>,
+    /// Commit and committed: per partition, the committed offset (the next one to read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offsets: Option<Vec<(u32, u64)>>,
 }
 
 /// One line of the history.

@@ -1,6 +1,7 @@
 //! The workload, run in the client namespace (`quipu-jepsen workload`): producer processes send
-//! unique values to partitions, consumer processes poll partitions from their positions, and the
-//! history records every operation. Commands arrive on stdin, one per line:
+//! unique values to partitions, consumer processes poll partitions from their positions, members
+//! of a consumer group poll what the coordinator assigns them, commit, crash or leave and rejoin
+//! (their committed offsets read every half second), and the history records every operation. Commands arrive on stdin, one per line:
 //!
 //! - `nemesis start <fault>` / `nemesis end <fault>`: recorded as the nemesis's lines;
 //! - `final`: stop sending and polling, drain every partition from the start with every consumer
@@ -50,6 +51,9 @@ pub struct WorkloadArgs {
     /// Consumer processes.
     #[arg(long, default_value_t = 2)]
     pub consumers: u32,
+    /// Members of the consumer group (each joins, polls, commits, leaves or crashes, rejoins).
+    #[arg(long, default_value_t = 2)]
+    pub members: u32,
     /// Sends per second, all producers together.
     #[arg(long, default_value_t = 200)]
     pub rate: u32,
@@ -119,6 +123,27 @@ pub async fn run(args: WorkloadArgs) -> anyhow::Result<()> {
             Arc::clone(&history),
         )));
     }
+    for member in 0..args.members {
+        let client = Client::connect_with(args.bootstrap.clone(), config.clone()).await?;
+        tasks.push(tokio::spawn(member_loop(
+            client,
+            MEMBER_PROCESS_BASE + i64::from(member),
+            i64::from(args.members),
+            op_timeout,
+            rng.fork(),
+            Arc::clone(&stop),
+            Arc::clone(&history),
+        )));
+    }
+    let committed_client = Client::connect_with(args.bootstrap.clone(), config.clone()).await?;
+    if args.members > 0 {
+        tasks.push(tokio::spawn(committed_loop(
+            committed_client.clone(),
+            op_timeout,
+            Arc::clone(&stop),
+            Arc::clone(&history),
+        )));
+    }
     let flusher = {
         let history = Arc::clone(&history);
         tokio::spawn(async move {
@@ -156,6 +181,9 @@ pub async fn run(args: WorkloadArgs) -> anyhow::Result<()> {
     stop.store(true, Ordering::SeqCst);
     for task in tasks {
         task.await?;
+    }
+    if args.members > 0 {
+        read_committed(&committed_client, op_timeout, &history).await;
     }
     let drained = drain_all(&admin, &args, op_timeout, &history).await;
     read_replicas(&admin, &drained, &history).await?;
@@ -648,5 +676,193 @@ async fn read_replica(
         }
         want = next;
         contents = client.read_replica(addr, TOPIC, partition, want).await?;
+    }
+}
+
+/// The consumer group the members form.
+const GROUP: &str = "jepsen-group";
+/// First process number of the group members (each member takes a new number when it rejoins
+/// and after a commit whose outcome is unknown).
+const MEMBER_PROCESS_BASE: i64 = 1_500_000_000;
+/// Process number of the committed-offsets reads.
+const COMMITTED_PROCESS: i64 = 1_900_000_000;
+
+/// A group member: joins, polls the partitions it is assigned and commits what it polled every
+/// few hundred ms, then leaves or crashes (drops its membership without leaving: the coordinator
+/// expires it after its session), pauses, and joins again, until `stop`.
+#[allow(clippy::too_many_arguments)]
+async fn member_loop(
+    client: Client,
+    first_process: i64,
+    process_step: i64,
+    op_timeout: Duration,
+    mut rng: Rng,
+    stop: Arc<AtomicBool>,
+    history: Shared,
+) {
+    let mut process = first_process;
+    while !stop.load(Ordering::SeqCst) {
+        let config = quipu_client::GroupConsumerConfig {
+            auto_commit_interval: None,
+            client_id: format!("jepsen-member-{process}"),
+            rebalance_timeout_ms: 10_000,
+            ..quipu_client::GroupConsumerConfig::new(GROUP, &[TOPIC])
+        };
+        let joined = tokio::time::timeout(
+            op_timeout,
+            quipu_client::GroupConsumer::join(&client, config),
+        )
+        .await;
+        let Ok(Ok(mut member)) = joined else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let until = tokio::time::Instant::now() + Duration::from_millis(rng.between(2000, 6000));
+        let mut next_commit = tokio::time::Instant::now();
+        while tokio::time::Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            let polled = tokio::time::timeout(op_timeout, member.poll(500)).await;
+            let Ok(Ok(records)) = polled else {
+                break; // the member is broken (fenced, no coordinator): rejoin
+            };
+            let mut by_partition: BTreeMap<u32, Vec<Read>> = BTreeMap::new();
+            for r in &records {
+                by_partition
+                    .entry(r.partition)
+                    .or_default()
+                    .push((r.offset, parse_value(r.value.as_deref())));
+            }
+            for (partition, records) in by_partition {
+                let value = Value {
+                    partition: Some(partition),
+                    from: records.first().map(|r| r.0),
+                    ..Value::default()
+                };
+                record(
+                    &history,
+                    process,
+                    OpType::Invoke,
+                    F::GroupPoll,
+                    value.clone(),
+                    None,
+                );
+                let value = Value {
+                    records: Some(records),
+                    ..value
+                };
+                record(&history, process, OpType::Ok, F::GroupPoll, value, None);
+            }
+            if tokio::time::Instant::now() >= next_commit {
+                next_commit = tokio::time::Instant::now() + Duration::from_millis(300);
+                let offsets: Vec<(u32, u64)> = member
+                    .positions()
+                    .into_iter()
+                    .filter(|(topic, ..)| topic == TOPIC)
+                    .filter_map(|(_, p, o)| Some((u32::try_from(p).ok()?, o)))
+                    .collect();
+                let asked = Value {
+                    offsets: Some(offsets),
+                    ..Value::default()
+                };
+                record(
+                    &history,
+                    process,
+                    OpType::Invoke,
+                    F::Commit,
+                    asked.clone(),
+                    None,
+                );
+                let (kind, error) = match tokio::time::timeout(op_timeout, member.commit()).await {
+                    Ok(Ok(())) => (OpType::Ok, None),
+                    // Refused by the group's checks before anything was written.
+                    Ok(Err(
+                        e @ (ClientError::UnknownMember(_)
+                        | ClientError::FencedMember(_)
+                        | ClientError::GroupRefused(_)),
+                    )) => (OpType::Fail, Some(e.to_string())),
+                    Ok(Err(e)) => (OpType::Info, Some(e.to_string())),
+                    Err(_) => (OpType::Info, Some("timeout".to_string())),
+                };
+                record(&history, process, kind, F::Commit, asked, error);
+                if kind != OpType::Ok {
+                    // Its outcome may resolve later, or the member was fenced: go on as another
+                    // process, after rejoining.
+                    break;
+                }
+            }
+        }
+        if rng.below(2) == 0 {
+            let _ = tokio::time::timeout(op_timeout, member.close()).await;
+        } else {
+            drop(member); // a crash: the coordinator expires it after its session timeout
+        }
+        process += process_step;
+        tokio::time::sleep(Duration::from_millis(rng.between(0, 1000))).await;
+    }
+}
+
+/// Reads the group's committed offsets every half second until `stop`, then once more.
+async fn committed_loop(
+    client: Client,
+    op_timeout: Duration,
+    stop: Arc<AtomicBool>,
+    history: Shared,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        read_committed(&client, op_timeout, &history).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// One read of the group's committed offsets, recorded.
+async fn read_committed(client: &Client, op_timeout: Duration, history: &Shared) {
+    record(
+        history,
+        COMMITTED_PROCESS,
+        OpType::Invoke,
+        F::Committed,
+        Value::default(),
+        None,
+    );
+    match tokio::time::timeout(op_timeout, client.fetch_offsets(GROUP, &[])).await {
+        Ok(Ok(committed)) => {
+            let offsets = committed
+                .into_iter()
+                .filter(|c| c.topic == TOPIC && c.offset >= 0)
+                .filter_map(|c| {
+                    Some((
+                        u32::try_from(c.partition).ok()?,
+                        u64::try_from(c.offset).ok()?,
+                    ))
+                })
+                .collect();
+            let value = Value {
+                offsets: Some(offsets),
+                ..Value::default()
+            };
+            record(
+                history,
+                COMMITTED_PROCESS,
+                OpType::Ok,
+                F::Committed,
+                value,
+                None,
+            );
+        }
+        Ok(Err(e)) => record(
+            history,
+            COMMITTED_PROCESS,
+            OpType::Info,
+            F::Committed,
+            Value::default(),
+            Some(e.to_string()),
+        ),
+        Err(_) => record(
+            history,
+            COMMITTED_PROCESS,
+            OpType::Info,
+            F::Committed,
+            Value::default(),
+            Some("timeout".to_string()),
+        ),
     }
 }

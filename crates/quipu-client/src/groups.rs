@@ -339,6 +339,16 @@ impl GroupConsumer {
         &self.member_id
     }
 
+    /// Per partition held, the position a commit would commit now (the offset after the last
+    /// record `poll` returned).
+    pub fn positions(&self) -> Vec<(String, i32, u64)> {
+        self.positions
+            .iter()
+            .filter(|(key, _)| self.readers.contains_key(*key))
+            .map(|((topic, partition), position)| (topic.clone(), *partition, *position))
+            .collect()
+    }
+
     /// The partitions this consumer holds now.
     pub fn assignment(&self) -> Assignment {
         let mut out = Assignment::new();

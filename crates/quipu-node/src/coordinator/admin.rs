@@ -187,7 +187,10 @@ impl NodeHandle {
         }
         // A write of the group's last generation or emptying may still be under way: the
         // tombstones go after it.
-        self.inner.membership.writes_done(group).await;
+        self.inner
+            .membership
+            .writes_done(group, super::membership::WRITES_WAIT)
+            .await;
         let (offsets, has_metadata): (Vec<(String, i32)>, bool) = replica
             .with_groups(|s| {
                 (

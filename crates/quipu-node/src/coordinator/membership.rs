@@ -39,20 +39,21 @@ pub(crate) struct Membership {
     groups: Mutex<HashMap<String, Hosted>>,
     /// The monotonic clock the groups' times count from.
     epoch: tokio::time::Instant,
-    /// Metadata writes under way, per group: a deletion waits for them, so that none lands
-    /// after its tombstone.
+    /// Writes of each group's records under way (metadata, offset commits): a deletion waits
+    /// for them, so that none lands after its tombstone, and an offset fetch, so that it sees
+    /// every commit accepted before it.
     writes: Arc<Writes>,
 }
 
-/// Metadata writes under way, per group.
+/// Writes of each group's records under way.
 #[derive(Debug, Default)]
 struct Writes {
     count: Mutex<HashMap<String, usize>>,
     done: tokio::sync::Notify,
 }
 
-/// One metadata write under way (counted until dropped).
-struct Writing {
+/// One write of a group's records under way (counted until dropped).
+pub(crate) struct Writing {
     writes: Arc<Writes>,
     group: String,
 }
@@ -85,8 +86,8 @@ impl Default for Membership {
     }
 }
 
-/// Longest a deletion waits for a group's metadata writes under way.
-const WRITES_WAIT: Duration = Duration::from_secs(10);
+/// Longest a deletion waits for a group's writes under way.
+pub(crate) const WRITES_WAIT: Duration = Duration::from_secs(10);
 
 /// One group, as coordinated by this node in one term of its offsets partition.
 #[derive(Debug)]
@@ -182,9 +183,10 @@ impl Membership {
         }
     }
 
-    /// Waits (at most [`WRITES_WAIT`]) until no metadata write of `group` is under way.
-    pub(crate) async fn writes_done(&self, group: &str) {
-        let deadline = tokio::time::Instant::now() + WRITES_WAIT;
+    /// Waits (at most `patience`) until no write of `group`'s records (its metadata, offset
+    /// commits) is under way; returns whether none is.
+    pub(crate) async fn writes_done(&self, group: &str, patience: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + patience;
         loop {
             let done = self.writes.done.notified();
             tokio::pin!(done);
@@ -195,8 +197,11 @@ impl Membership {
                 .lock()
                 .expect("writes lock poisoned by a panic")
                 .contains_key(group);
-            if !busy || tokio::time::timeout_at(deadline, done).await.is_err() {
-                return;
+            if !busy {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                return false;
             }
         }
     }
@@ -243,7 +248,10 @@ impl Membership {
     }
 
     /// Checks an offset commit against `group`'s membership in `term`: the member epoch of a
-    /// KIP-848 group's member, the generation of a classic group's.
+    /// KIP-848 group's member, the generation of a classic group's. The commit counts as under
+    /// way (an offset fetch of the group waits for it) until the returned guard is dropped: taken
+    /// under the same lock as membership changes, so a member that gets a partition after its
+    /// previous holder's last accepted commit reads that commit's offset.
     pub(crate) fn check_commit(
         &self,
         group: &str,
@@ -252,19 +260,20 @@ impl Membership {
         member: &str,
         instance: Option<&str>,
         generation: i32,
-    ) -> Result<(), CoordinatorError> {
+    ) -> Result<Writing, CoordinatorError> {
         self.with_group(group, partition, term, |hosted, now| {
             if hosted.consumer.is_empty() {
                 hosted
                     .group
                     .check_commit(member, instance, generation, now)
-                    .map_err(CoordinatorError::Group)
+                    .map_err(CoordinatorError::Group)?;
             } else {
                 hosted
                     .consumer
                     .check_commit(member, generation, now)
-                    .map_err(CoordinatorError::Consumer)
+                    .map_err(CoordinatorError::Consumer)?;
             }
+            Ok(self.writing(group))
         })
     }
 

@@ -101,6 +101,9 @@ pub enum Unavailable {
     /// A group record could not be encoded (a field over its limit).
     #[error("the group's record cannot be written")]
     Record(#[source] quipu_groups::RecordError),
+    /// Offset commits of the group accepted before an offset fetch were not written in time.
+    #[error("offset commits of the group are still being written")]
+    Unstable,
     /// The leadership could not be confirmed with a quorum in time.
     #[error("the coordinator could not confirm its leadership")]
     Read(#[source] crate::BoxError),

@@ -80,7 +80,8 @@ impl NodeHandle {
         offsets: &[OffsetCommit],
     ) -> Result<Vec<Result<(), CommitRefused>>, CoordinatorError> {
         let (replica, term) = self.inner.coordinating(group).await?;
-        self.inner
+        let _writing = self
+            .inner
             .membership
             .check_commit(group, &replica, term, member, instance, generation)?;
         let now = wall_clock_ms();
@@ -132,6 +133,10 @@ impl NodeHandle {
         partitions: Option<&[(String, i32)]>,
     ) -> Result<Vec<CommittedOffset>, CoordinatorError> {
         let (replica, _) = self.inner.coordinating(group).await?;
+        // Commits accepted before this fetch are written first (Kafka's stable offsets).
+        if !self.inner.membership.writes_done(group, READ_WAIT).await {
+            return Err(CoordinatorError::NotAvailable(Unavailable::Unstable));
+        }
         let not_coordinator = || CoordinatorError::NotCoordinator {
             group: replica.group(),
             leader: replica.leader(),
