@@ -514,3 +514,111 @@ async fn kcat_balanced_consumer() {
     assert_eq!(committed, [10, 10]);
     cluster.stop().await;
 }
+
+/// Starts one member of `group` (`group_members.py ... member NAME`), whose output lines are its
+/// assignments as they change.
+fn spawn_member(
+    client: &str,
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    name: &str,
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let mut command = if client == "kafkajs" {
+        let (node, modules) = kafkajs();
+        let mut command = tokio::process::Command::new(node);
+        command
+            .arg(client_script("kafkajs_members.js"))
+            .args([bootstrap, topic, group, "member", name])
+            .env("NODE_PATH", modules);
+        command
+    } else {
+        let mut command = tokio::process::Command::new(python());
+        command
+            .arg(client_script("group_members.py"))
+            .args([client, bootstrap, topic, group, "member", name]);
+        command
+    };
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+/// Reads assignment lines until `done` holds for the latest (bounded by [`PATIENCE`]).
+async fn until_assigned(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    done: impl Fn(&[u64]) -> bool,
+) -> Vec<u64> {
+    let read = async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("the member ended");
+            let assigned: Vec<u64> = serde_json::from_str(&line).unwrap();
+            if done(&assigned) {
+                return assigned;
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("the assignment came in time")
+}
+
+/// Two members share a topic; one is killed (SIGKILL: it never leaves); after its session
+/// times out the survivor gets every partition.
+async fn killed_member(client: &str) {
+    let cluster = Cluster::start_with(KafkaConfig::default(), cluster_config()).await;
+    let topic = format!("{}-killed", client.replace('-', ""));
+    let group = format!("{client}-killed");
+    fill(&cluster, &topic, 4).await;
+    let bootstrap = cluster.bootstrap();
+    let (_a, mut a) = spawn_member(client, &bootstrap, &topic, &group, "a");
+    until_assigned(&mut a, |p| p.len() == 4).await;
+    let (mut b_child, mut b) = spawn_member(client, &bootstrap, &topic, &group, "b");
+    let b_share = until_assigned(&mut b, |p| !p.is_empty() && p.len() < 4).await;
+    until_assigned(&mut a, |p| p.len() + b_share.len() == 4).await;
+    b_child.kill().await.unwrap();
+    let killed = std::time::Instant::now();
+    until_assigned(&mut a, |p| p.len() == 4).await;
+    let after = killed.elapsed();
+    // Not before the session timeout (6 s) ran out: the killed member never left.
+    assert!(
+        after >= std::time::Duration::from_secs(4),
+        "{client}: partitions moved {after:?} after the kill, before the session timeout"
+    );
+    eprintln!("{client}: the killed member's partitions moved after {after:?}");
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_killed_member() {
+    killed_member("confluent-kafka").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_kip848_killed_member() {
+    killed_member("confluent-kafka-consumer").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_killed_member() {
+    killed_member("kafka-python").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiokafka_killed_member() {
+    killed_member("aiokafka").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafkajs_killed_member() {
+    killed_member("kafkajs").await;
+}

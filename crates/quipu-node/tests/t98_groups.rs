@@ -400,3 +400,35 @@ async fn a_stable_group_survives_its_coordinator_crash() {
         node.stop().await;
     }
 }
+
+/// Committed offsets and a group's metadata survive a restart of the whole cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_survive_a_restart_of_every_node() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = start_cluster(&dirs).await;
+    commit_retrying(&nodes, "restart-app", &[commit("orders", 0, 42, "kept")]).await;
+    let addrs: Vec<std::net::SocketAddr> = nodes.iter().map(|n| n.addr()).collect();
+    for node in nodes {
+        node.stop().await;
+    }
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let mut config = config(i as u64 + 1, dir.path(), addrs[i], small_log());
+        config.groups = GroupsConfig {
+            offsets_partitions: OFFSETS_PARTITIONS,
+            ..GroupsConfig::default()
+        };
+        nodes.push(Node::start(config).await.unwrap());
+    }
+    let voters = voters(&nodes);
+    for node in &nodes {
+        node.join(voters.clone()).await.unwrap();
+    }
+    assert_eq!(
+        committed(&nodes, "restart-app").await,
+        vec![("orders".to_string(), 0, 42, "kept".to_string())]
+    );
+    for node in nodes {
+        node.stop().await;
+    }
+}

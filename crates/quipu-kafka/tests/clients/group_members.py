@@ -1,6 +1,9 @@
 """Two members of one consumer group, driven by crates/quipu-kafka/tests/t70_groups.rs.
 
-usage: group_members.py CLIENT BOOTSTRAP TOPIC GROUP
+usage: group_members.py CLIENT BOOTSTRAP TOPIC GROUP [member NAME]
+
+With `member NAME`, runs one member only, forever, and prints its assignment (a JSON list of
+partitions) each time it changes; the Rust test kills such members.
 
 CLIENT is confluent-kafka, kafka-python or aiokafka (the classic protocol), or
 confluent-kafka-consumer (group.protocol=consumer: KIP-848, the coordinator assigns).
@@ -197,6 +200,17 @@ def snapshot(seen):
     with seen.lock:
         return list(seen.records), set(seen.assignment)
 
+
+if len(sys.argv) > 6 and sys.argv[5] == "member":
+    seen, thread = start(sys.argv[6])
+    shown = None
+    while thread.is_alive():
+        now = sorted(snapshot(seen)[1])
+        if now != shown:
+            print(json.dumps(now), flush=True)
+            shown = now
+        time.sleep(0.05)
+    sys.exit(1)
 
 a, a_thread = start("a")
 b, b_thread = start("b")

@@ -1,6 +1,9 @@
 // Two kafkajs members of one consumer group, driven by crates/quipu-kafka/tests/t70_groups.rs.
 //
-// usage: node kafkajs_members.js BOOTSTRAP TOPIC GROUP
+// usage: node kafkajs_members.js BOOTSTRAP TOPIC GROUP [member NAME]
+//
+// With `member NAME`: one member only, forever, printing its assignment (a JSON list of
+// partitions) each time it changes; the Rust test kills such members.
 //
 // The same steps as group_members.py: TOPIC has 4 partitions holding 10 records each; members A
 // and B share its partitions and consume every record (committing as they go); B leaves and A
@@ -90,4 +93,21 @@ async function main () {
   console.log(JSON.stringify({ shared, first: first.size, second: second.size, last }))
 }
 
-main().catch(e => fail(e.stack || String(e)))
+async function single () {
+  const seen = await member(process.argv[6])
+  let shown = null
+  for (;;) {
+    const now = JSON.stringify([...seen.assignment].sort())
+    if (now !== shown) {
+      process.stdout.write(now + '\n')
+      shown = now
+    }
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+}
+
+if (process.argv[5] === 'member') {
+  single().catch(e => fail(e.stack || String(e)))
+} else {
+  main().catch(e => fail(e.stack || String(e)))
+}
