@@ -31,6 +31,30 @@ pub enum BenchCommand {
     ///
     /// Example: quipu bench kafka-consume --kafka-bootstrap 127.0.0.1:9092 --topic bench
     KafkaConsume(crate::bench_kafka::KafkaConsumeBench),
+    /// Commits offsets to one consumer group's coordinator from concurrent tasks and reports
+    /// commits per second and latency (each commit is acknowledged once committed by a
+    /// majority).
+    ///
+    /// Example: quipu bench commits --tasks 16 --duration 10
+    Commits(CommitsBench),
+}
+
+#[derive(Debug, Args)]
+pub struct CommitsBench {
+    /// The group committed to (a group without members: commits of generation -1).
+    #[arg(long, default_value = "bench-commits")]
+    group: String,
+    /// Concurrent committers, each committing its own partition's offset in a loop.
+    #[arg(long, default_value_t = 16)]
+    tasks: u32,
+    /// How long to commit, in seconds.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connection: Connection,
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +123,10 @@ pub struct ConsumeBench {
     /// Records to read in all (stops earlier at the end of every partition).
     #[arg(long, default_value_t = u64::MAX)]
     records: u64,
+    /// Read as one member of this consumer group (from its committed offsets, else the start;
+    /// committing every second) instead of partition by partition.
+    #[arg(long)]
+    group: Option<String>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -135,7 +163,9 @@ struct TaskResult {
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Produce(args) => produce(args).await,
+        BenchCommand::Consume(args) if args.group.is_some() => consume_group(args).await,
         BenchCommand::Consume(args) => consume(args).await,
+        BenchCommand::Commits(args) => commits(args).await,
         BenchCommand::KafkaConsume(args) => crate::bench_kafka::kafka_consume(args).await,
     }
 }
@@ -427,6 +457,120 @@ async fn consume(args: ConsumeBench) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     report_consume(records, bytes, start.elapsed(), args.json, "");
+    Ok(())
+}
+
+/// `bench consume --group`: one group member reads the topic to the end as it was when the
+/// bench started.
+async fn consume_group(args: ConsumeBench) -> anyhow::Result<()> {
+    let client = args.connection.connect().await?;
+    let group = args.group.clone().unwrap_or_default();
+    let topic = client
+        .describe_topic(&args.topic)
+        .await
+        .with_context(|| format!("cannot read topic {}", args.topic))?;
+    let mut end = 0u64;
+    for p in &topic.partitions {
+        end += client
+            .list_offsets(&args.topic, p.partition, StartAt::Latest)
+            .await?;
+    }
+    let total = end.min(args.records);
+    let bar = progress(total, args.json);
+    let config = quipu_client::GroupConsumerConfig {
+        auto_commit_interval: Some(Duration::from_secs(1)),
+        client_id: "quipu-bench".to_string(),
+        ..quipu_client::GroupConsumerConfig::new(&group, &[&args.topic])
+    };
+    let start = Instant::now();
+    let mut member = quipu_client::GroupConsumer::join(&client, config)
+        .await
+        .with_context(|| format!("cannot join group {group}"))?;
+    let (mut records, mut bytes) = (0u64, 0u64);
+    let mut idle_since = Instant::now();
+    while records < total {
+        let batch = member.poll(100_000).await?;
+        if batch.is_empty() {
+            if idle_since.elapsed() > Duration::from_secs(10) {
+                bail!("no record for 10 s with {records} of {total} read (committed offsets past the start?)");
+            }
+            continue;
+        }
+        idle_since = Instant::now();
+        records += batch.len() as u64;
+        bytes += batch
+            .iter()
+            .map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64))
+            .sum::<u64>();
+        bar.inc(batch.len() as u64);
+    }
+    let elapsed = start.elapsed();
+    member.close().await?;
+    bar.finish_and_clear();
+    report_consume(records, bytes, elapsed, args.json, " (one group member)");
+    Ok(())
+}
+
+/// `bench commits`.
+async fn commits(args: CommitsBench) -> anyhow::Result<()> {
+    let client = args.connection.connect().await?;
+    // The coordinator found (and the offsets topic created) before the clock starts.
+    client
+        .commit_offsets(&args.group, "", -1, &[("bench".to_string(), 0, 0)])
+        .await
+        .context("cannot commit a first offset")?;
+    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..args.tasks {
+        let (client, group) = (client.clone(), args.group.clone());
+        tasks.spawn(async move {
+            let mut latencies =
+                hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut offset = 0i64;
+            let partition = i32::try_from(task).unwrap_or(i32::MAX);
+            while Instant::now() < deadline {
+                offset += 1;
+                let sent = Instant::now();
+                let errors = client
+                    .commit_offsets(&group, "", -1, &[("bench".to_string(), partition, offset)])
+                    .await?;
+                if let Some(error) = errors.into_iter().flatten().next() {
+                    anyhow::bail!("a commit was refused: {error}");
+                }
+                latencies.saturating_record(
+                    u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX),
+                );
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        });
+    }
+    let mut all = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    while let Some(done) = tasks.join_next().await {
+        all.add(done.context("a commit task failed")??)?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let count = all.len();
+    let ms = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
+    if args.json {
+        out!(
+            "{}",
+            serde_json::json!({
+                "commits": count,
+                "seconds": seconds,
+                "commits_per_second": count as f64 / seconds,
+                "latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "max": all.max() as f64 / 1000.0},
+            })
+        );
+    } else {
+        out!(
+            "{count} commits in {seconds:.1} s: {:.0} commits/s from {} tasks; latency p50 {:.2} ms, p99 {:.2} ms",
+            count as f64 / seconds,
+            args.tasks,
+            ms(0.5),
+            ms(0.99)
+        );
+    }
     Ok(())
 }
 
