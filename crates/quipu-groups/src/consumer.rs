@@ -15,6 +15,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
+
 /// Partitions by topic name.
 pub type Assignment = BTreeMap<String, BTreeSet<i32>>;
 
@@ -173,9 +175,56 @@ struct Member {
     sent: Option<Assignment>,
 }
 
+/// A KIP-848 group as its record keeps it (key type 2 of `docs/format/group-records.md`): what a
+/// new coordinator needs to go on without members rejoining.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerGroupRecord {
+    /// Rises with every record written for the group; a replica keeps the highest.
+    pub version: u64,
+    /// The group epoch.
+    pub group_epoch: i32,
+    /// The target assignment's epoch.
+    pub assignment_epoch: i32,
+    /// The partition counts of the subscribed topics the target was computed for.
+    pub topics: BTreeMap<String, u32>,
+    /// The members.
+    pub members: Vec<ConsumerMemberRecord>,
+}
+
+/// One member of a [`ConsumerGroupRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerMemberRecord {
+    /// Its id.
+    pub member_id: String,
+    /// Its instance id.
+    pub instance_id: Option<String>,
+    /// Its client id.
+    pub client_id: String,
+    /// Its address.
+    pub client_host: String,
+    /// Its rebalance timeout, in ms.
+    pub rebalance_timeout_ms: i32,
+    /// Its subscription.
+    pub subscribed: Vec<String>,
+    /// The assignor it asked for.
+    pub assignor: Option<String>,
+    /// Its epoch.
+    pub epoch: i32,
+    /// Its previous epoch.
+    pub previous_epoch: i32,
+    /// What it holds.
+    pub assigned: Assignment,
+    /// What it must release.
+    pub revoking: Assignment,
+    /// Its target.
+    pub target: Assignment,
+}
+
 /// One consumer group (KIP-848).
 #[derive(Debug, Clone, Default)]
 pub struct ConsumerGroup {
+    /// The version of the last record written (or read) for the group.
+    version: u64,
     group_epoch: i32,
     assignment_epoch: i32,
     members: BTreeMap<String, Member>,
@@ -189,6 +238,91 @@ impl ConsumerGroup {
     /// An empty group.
     pub fn new() -> ConsumerGroup {
         ConsumerGroup::default()
+    }
+
+    /// What a record keeps of the group now (at the current version).
+    pub fn record(&self) -> ConsumerGroupRecord {
+        ConsumerGroupRecord {
+            version: self.version,
+            group_epoch: self.group_epoch,
+            assignment_epoch: self.assignment_epoch,
+            topics: self.topics.clone(),
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| ConsumerMemberRecord {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    subscribed: m.subscribed.clone(),
+                    assignor: m.assignor.clone(),
+                    epoch: m.epoch,
+                    previous_epoch: m.previous_epoch,
+                    assigned: m.assigned.clone(),
+                    revoking: m.revoking.clone(),
+                    target: self.target.get(id).cloned().unwrap_or_default(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The record to write if the group changed since `before` (a record taken earlier): the
+    /// current state at the next version. `None` if nothing a record keeps changed.
+    pub fn changed_since(&mut self, before: &ConsumerGroupRecord) -> Option<ConsumerGroupRecord> {
+        let now = self.record();
+        if now == *before {
+            return None;
+        }
+        self.version += 1;
+        Some(ConsumerGroupRecord {
+            version: self.version,
+            ..now
+        })
+    }
+
+    /// The group as its record kept it, at `now_ms` (members' sessions start now; their
+    /// topics' partition counts are learnt again at the next heartbeat).
+    pub fn from_record(record: &ConsumerGroupRecord, now_ms: u64) -> ConsumerGroup {
+        let mut group = ConsumerGroup {
+            version: record.version,
+            group_epoch: record.group_epoch,
+            assignment_epoch: record.assignment_epoch,
+            ..ConsumerGroup::default()
+        };
+        for m in &record.members {
+            group.target.insert(m.member_id.clone(), m.target.clone());
+            let state = if !m.revoking.is_empty() {
+                MemberState::UnrevokedPartitions
+            } else if m.assigned != m.target {
+                MemberState::UnreleasedPartitions
+            } else {
+                MemberState::Stable
+            };
+            group.members.insert(
+                m.member_id.clone(),
+                Member {
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    subscribed: m.subscribed.clone(),
+                    assignor: m.assignor.clone(),
+                    epoch: m.epoch,
+                    previous_epoch: m.previous_epoch,
+                    state,
+                    assigned: m.assigned.clone(),
+                    revoking: m.revoking.clone(),
+                    heard_ms: now_ms,
+                    revoke_deadline_ms: (!m.revoking.is_empty())
+                        .then(|| now_ms + u64::try_from(m.rebalance_timeout_ms).unwrap_or(0)),
+                    sent: Some(m.assigned.clone()),
+                },
+            );
+        }
+        group.topics = record.topics.clone();
+        group
     }
 
     /// The group epoch.
@@ -820,6 +954,56 @@ mod tests {
             .heartbeat(beat("b", 2, &got), &LIMITS, &counts, 50)
             .unwrap();
         assert_eq!(b.assignment, None);
+    }
+
+    #[test]
+    fn a_group_read_back_from_its_record_goes_on_where_it_was() {
+        let mut group = ConsumerGroup::new();
+        let before = group.record();
+        let a = group
+            .heartbeat(join("a", &["t"]), &LIMITS, &counts, 0)
+            .unwrap();
+        let record = group
+            .changed_since(&before)
+            .expect("a join changes the group");
+        assert_eq!(record.version, 1);
+        assert!(
+            group.changed_since(&group.record()).is_none(),
+            "nothing more changed"
+        );
+        // Through its encoding, as the offsets topic keeps it.
+        let (key, value) = crate::GroupRecord::ConsumerGroup {
+            group: "g".into(),
+            value: Some(record.clone()),
+        }
+        .encode()
+        .unwrap();
+        let crate::GroupRecord::ConsumerGroup {
+            value: Some(read), ..
+        } = crate::GroupRecord::decode(Some(&key), value.as_deref()).unwrap()
+        else {
+            panic!("not a consumer group record")
+        };
+        assert_eq!(read, record);
+        // A new coordinator: the member goes on at its epoch, holding what it held.
+        let mut loaded = ConsumerGroup::from_record(&read, 100_000);
+        let again = loaded
+            .heartbeat(
+                beat("a", a.member_epoch, &parts(&[0, 1, 2, 3])),
+                &LIMITS,
+                &counts,
+                100_100,
+            )
+            .unwrap();
+        assert_eq!(again.member_epoch, a.member_epoch);
+        assert_eq!(again.assignment, None, "nothing changed for it");
+        assert_eq!(loaded.group_epoch(), group.group_epoch());
+        // The next record's version is above the one read.
+        let before = loaded.record();
+        loaded
+            .heartbeat(join("b", &["t"]), &LIMITS, &counts, 100_200)
+            .unwrap();
+        assert_eq!(loaded.changed_since(&before).unwrap().version, 2);
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub const MEMBER_BYTES_MAX: usize = 1024 * 1024;
 const KEY_OFFSET: u16 = 0;
 /// Key type of a group's metadata (its generation and members).
 const KEY_GROUP: u16 = 1;
+/// Key type of a KIP-848 group's state.
+const KEY_CONSUMER_GROUP: u16 = 2;
+/// Largest value of a KIP-848 group's record, in bytes.
+pub const CONSUMER_GROUP_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// The only value version written so far.
 const VALUE_VERSION: u16 = 0;
 
@@ -99,6 +103,13 @@ pub enum GroupRecord {
         /// Its metadata; `None` is a tombstone.
         value: Option<GroupMetadata>,
     },
+    /// A KIP-848 group's state (`None`: the group is deleted).
+    ConsumerGroup {
+        /// The group id.
+        group: String,
+        /// Its state; `None` is a tombstone.
+        value: Option<crate::consumer::ConsumerGroupRecord>,
+    },
 }
 
 /// Why bytes are not a record of the offsets topic.
@@ -139,6 +150,9 @@ pub enum RecordError {
     /// A string is not UTF-8.
     #[error("{0} is not UTF-8")]
     NotUtf8(&'static str),
+    /// A value's body does not decode.
+    #[error("{0} does not decode")]
+    Malformed(&'static str),
     /// A value out of its range (a negative offset or partition).
     #[error("{field} = {value} is out of range")]
     OutOfRange {
@@ -175,6 +189,33 @@ impl GroupRecord {
                         v.extend_from_slice(&value.leader_epoch.to_be_bytes());
                         put_string(&mut v, "metadata", &value.metadata, METADATA_BYTES_MAX)?;
                         v.extend_from_slice(&value.commit_timestamp_ms.to_be_bytes());
+                        Some(v)
+                    }
+                };
+                Ok((k, v))
+            }
+            GroupRecord::ConsumerGroup { group, value } => {
+                let mut k = Vec::with_capacity(2 + 2 + group.len());
+                k.extend_from_slice(&KEY_CONSUMER_GROUP.to_be_bytes());
+                put_string(&mut k, "group", group, NAME_BYTES_MAX)?;
+                let v = match value {
+                    None => None,
+                    Some(value) => {
+                        let mut v = VALUE_VERSION.to_be_bytes().to_vec();
+                        let body =
+                            postcard::to_allocvec(value).map_err(|_| RecordError::TooLong {
+                                field: "consumer group",
+                                len: usize::MAX,
+                                max: CONSUMER_GROUP_BYTES_MAX,
+                            })?;
+                        if body.len() > CONSUMER_GROUP_BYTES_MAX {
+                            return Err(RecordError::TooLong {
+                                field: "consumer group",
+                                len: body.len(),
+                                max: CONSUMER_GROUP_BYTES_MAX,
+                            });
+                        }
+                        v.extend_from_slice(&body);
                         Some(v)
                     }
                 };
@@ -239,6 +280,34 @@ impl GroupRecord {
                     Some(bytes) => Some(decode_group(bytes)?),
                 };
                 Ok(GroupRecord::Group { group, value })
+            }
+            KEY_CONSUMER_GROUP => {
+                let group = k.string("group", NAME_BYTES_MAX)?;
+                k.end()?;
+                let value = match value {
+                    None => None,
+                    Some(bytes) => {
+                        let mut v = Reader(bytes);
+                        let version = v.u16("value version")?;
+                        if version != VALUE_VERSION {
+                            return Err(RecordError::UnknownVersion(version));
+                        }
+                        if v.0.len() > CONSUMER_GROUP_BYTES_MAX {
+                            return Err(RecordError::TooLong {
+                                field: "consumer group",
+                                len: v.0.len(),
+                                max: CONSUMER_GROUP_BYTES_MAX,
+                            });
+                        }
+                        // postcard: every length is checked against the bytes left before it
+                        // is allocated (serde preallocates at most 1 MiB per sequence).
+                        Some(
+                            postcard::from_bytes(v.0)
+                                .map_err(|_| RecordError::Malformed("consumer group"))?,
+                        )
+                    }
+                };
+                Ok(GroupRecord::ConsumerGroup { group, value })
             }
             other => Err(RecordError::UnknownType(other)),
         }

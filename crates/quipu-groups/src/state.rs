@@ -15,14 +15,26 @@ pub struct GroupsState {
     /// Per group, its metadata as last written (since format 1.5: older snapshots hold none).
     #[serde(default)]
     metadata: BTreeMap<String, GroupMetadata>,
+    /// Per KIP-848 group, its state as last written (the highest version).
+    #[serde(default)]
+    consumer: BTreeMap<String, crate::consumer::ConsumerGroupRecord>,
 }
 
 impl GroupsState {
     /// The state a snapshot of format 1.4 held: committed offsets only.
     pub fn from_offsets(groups: BTreeMap<String, BTreeMap<(String, i32), OffsetValue>>) -> Self {
+        GroupsState::from_parts(groups, BTreeMap::new())
+    }
+
+    /// The state a snapshot of format 1.5 held: committed offsets and classic groups' metadata.
+    pub fn from_parts(
+        groups: BTreeMap<String, BTreeMap<(String, i32), OffsetValue>>,
+        metadata: BTreeMap<String, GroupMetadata>,
+    ) -> Self {
         GroupsState {
             groups,
-            metadata: BTreeMap::new(),
+            metadata,
+            consumer: BTreeMap::new(),
         }
     }
 
@@ -42,6 +54,23 @@ impl GroupsState {
                     },
                 value,
             } => (group, topic, partition, value),
+            GroupRecord::ConsumerGroup { group, value } => {
+                match value {
+                    None => {
+                        self.consumer.remove(&group);
+                    }
+                    Some(value) => {
+                        let newer = self
+                            .consumer
+                            .get(&group)
+                            .is_none_or(|held| value.version > held.version);
+                        if newer {
+                            self.consumer.insert(group, value);
+                        }
+                    }
+                }
+                return;
+            }
             GroupRecord::Group { group, value } => {
                 match value {
                     None => {
@@ -97,11 +126,17 @@ impl GroupsState {
             .groups
             .keys()
             .chain(self.metadata.keys())
+            .chain(self.consumer.keys())
             .map(String::as_str)
             .collect();
         all.sort_unstable();
         all.dedup();
         all.into_iter()
+    }
+
+    /// A KIP-848 group's state as last written, if any.
+    pub fn consumer_group(&self, group: &str) -> Option<&crate::consumer::ConsumerGroupRecord> {
+        self.consumer.get(group)
     }
 
     /// `group`'s metadata as last written, if any.
@@ -116,7 +151,7 @@ impl GroupsState {
 
     /// Whether no offset and no metadata is held.
     pub fn is_empty(&self) -> bool {
-        self.groups.is_empty() && self.metadata.is_empty()
+        self.groups.is_empty() && self.metadata.is_empty() && self.consumer.is_empty()
     }
 
     /// The records that rebuild this state from nothing (one per group metadata, one per
@@ -129,18 +164,27 @@ impl GroupsState {
                 group: group.clone(),
                 value: Some(value.clone()),
             });
-        metadata.chain(self.groups.iter().flat_map(|(group, offsets)| {
-            offsets
-                .iter()
-                .map(move |((topic, partition), value)| GroupRecord::Offset {
-                    key: OffsetKey {
-                        group: group.clone(),
-                        topic: topic.clone(),
-                        partition: *partition,
-                    },
-                    value: Some(value.clone()),
-                })
-        }))
+        let consumer = self
+            .consumer
+            .iter()
+            .map(|(group, value)| GroupRecord::ConsumerGroup {
+                group: group.clone(),
+                value: Some(value.clone()),
+            });
+        metadata
+            .chain(consumer)
+            .chain(self.groups.iter().flat_map(|(group, offsets)| {
+                offsets
+                    .iter()
+                    .map(move |((topic, partition), value)| GroupRecord::Offset {
+                        key: OffsetKey {
+                            group: group.clone(),
+                            topic: topic.clone(),
+                            partition: *partition,
+                        },
+                        value: Some(value.clone()),
+                    })
+            }))
     }
 }
 

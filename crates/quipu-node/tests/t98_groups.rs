@@ -432,3 +432,79 @@ async fn committed_offsets_survive_a_restart_of_every_node() {
         node.stop().await;
     }
 }
+
+/// A KIP-848 group's state is written before heartbeats are answered: after its coordinator
+/// crashes, the new one knows its member at its epoch, holding its partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kip848_group_survives_its_coordinator_crash() {
+    use quipu_groups::consumer::{Assignment, ConsumerError, Heartbeat};
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = start_cluster(&dirs).await;
+    let leader = nodes
+        .iter()
+        .find(|n| n.controller_leader() == Some(n.id()))
+        .unwrap();
+    leader.create_topic("clicks", 2, 3).await.unwrap();
+    let group = "kip848-app";
+    let join = Heartbeat {
+        member_id: "member-1".into(),
+        member_epoch: 0,
+        rebalance_timeout_ms: 10_000,
+        subscribed_topics: Some(vec!["clicks".into()]),
+        owned: Some(Assignment::new()),
+        ..Heartbeat::default()
+    };
+    let start = Instant::now();
+    let (at, joined) = loop {
+        let at = coordinator(&nodes, 0, group).await;
+        match nodes[at].consumer_heartbeat(group, join.clone()).await {
+            Ok((reply, _)) => break (at, reply),
+            Err(
+                CoordinatorError::NotCoordinator { .. }
+                | CoordinatorError::Loading { .. }
+                | CoordinatorError::NotAvailable(_),
+            ) => {}
+            Err(e) => panic!("join: {e}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no join");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let assigned = joined.assignment.clone().unwrap();
+    assert_eq!(assigned["clicks"].len(), 2);
+
+    nodes.remove(at).stop_unclean().await;
+    let beat = Heartbeat {
+        member_id: "member-1".into(),
+        member_epoch: joined.member_epoch,
+        rebalance_timeout_ms: -1,
+        owned: Some(assigned.clone()),
+        ..Heartbeat::default()
+    };
+    let start = Instant::now();
+    loop {
+        let at = coordinator(&nodes, 0, group).await;
+        match nodes[at].consumer_heartbeat(group, beat.clone()).await {
+            Ok((reply, _)) => {
+                assert_eq!(reply.member_epoch, joined.member_epoch);
+                break;
+            }
+            Err(CoordinatorError::Consumer(ConsumerError::UnknownMemberId)) => {
+                panic!("the new coordinator does not know the member")
+            }
+            Err(
+                CoordinatorError::NotCoordinator { .. }
+                | CoordinatorError::Loading { .. }
+                | CoordinatorError::NotAvailable(_),
+            ) => {}
+            Err(e) => panic!("heartbeat at the new coordinator: {e}"),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no new coordinator"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}

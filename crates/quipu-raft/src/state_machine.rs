@@ -595,10 +595,21 @@ fn decode_state<S: serde::de::DeserializeOwned>(
         let (producers, rest) = postcard::take_from_bytes::<ProducerTable>(rest)?;
         tables.producers = producers;
         if !rest.is_empty() {
-            // Format 1.4 held the committed offsets only.
-            let groups = postcard::from_bytes(rest).or_else(|_| {
-                postcard::from_bytes(rest).map(quipu_groups::GroupsState::from_offsets)
-            })?;
+            // Format 1.4 held the committed offsets only, 1.5 classic groups' metadata too.
+            type Offsets = std::collections::BTreeMap<
+                String,
+                std::collections::BTreeMap<(String, i32), quipu_groups::OffsetValue>,
+            >;
+            type Metadata = std::collections::BTreeMap<String, quipu_groups::GroupMetadata>;
+            let groups = postcard::from_bytes(rest)
+                .or_else(|_| {
+                    postcard::from_bytes::<(Offsets, Metadata)>(rest).map(|(offsets, metadata)| {
+                        quipu_groups::GroupsState::from_parts(offsets, metadata)
+                    })
+                })
+                .or_else(|_| {
+                    postcard::from_bytes(rest).map(quipu_groups::GroupsState::from_offsets)
+                })?;
             tables.groups = Some(groups);
         }
     }

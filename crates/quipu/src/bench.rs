@@ -492,7 +492,9 @@ async fn consume_group(args: ConsumeBench) -> anyhow::Result<()> {
         let batch = member.poll(100_000).await?;
         if batch.is_empty() {
             if idle_since.elapsed() > Duration::from_secs(10) {
-                bail!("no record for 10 s with {records} of {total} read (committed offsets past the start?)");
+                bail!(
+                    "no record for 10 s with {records} of {total} read (committed offsets past the start?)"
+                );
             }
             continue;
         }
@@ -525,8 +527,7 @@ async fn commits(args: CommitsBench) -> anyhow::Result<()> {
     for task in 0..args.tasks {
         let (client, group) = (client.clone(), args.group.clone());
         tasks.spawn(async move {
-            let mut latencies =
-                hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut latencies = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             let mut offset = 0i64;
             let partition = i32::try_from(task).unwrap_or(i32::MAX);
             while Instant::now() < deadline {

@@ -150,9 +150,18 @@ impl NodeHandle {
                     .membership
                     .summary(&name, replica.group(), term)
                     .unwrap_or_else(|| {
-                        let metadata = replica
-                            .with_groups(|s| s.metadata(&name).cloned())
-                            .flatten();
+                        let (metadata, consumer) = replica
+                            .with_groups(|s| {
+                                (
+                                    s.metadata(&name).cloned(),
+                                    s.consumer_group(&name).map(|c| c.members.is_empty()),
+                                )
+                            })
+                            .unwrap_or_default();
+                        if let Some(empty) = consumer {
+                            let state = if empty { "Empty" } else { "Stable" };
+                            return ("consumer", "consumer".to_string(), state);
+                        }
                         match metadata {
                             Some(m) if !m.members.is_empty() => {
                                 ("classic", m.protocol_type, GroupState::Stable.kafka_name())
@@ -195,17 +204,23 @@ impl NodeHandle {
             .with_groups(|s| {
                 (
                     s.offsets(group).map(|(key, _)| key.clone()).collect(),
-                    s.metadata(group).is_some(),
+                    s.metadata(group).is_some() || s.consumer_group(group).is_some(),
                 )
             })
             .unwrap_or_default();
         if offsets.is_empty() && !has_metadata {
             return Err(DeleteGroupError::NotFound);
         }
-        let mut records = vec![GroupRecord::Group {
-            group: group.to_string(),
-            value: None,
-        }];
+        let mut records = vec![
+            GroupRecord::Group {
+                group: group.to_string(),
+                value: None,
+            },
+            GroupRecord::ConsumerGroup {
+                group: group.to_string(),
+                value: None,
+            },
+        ];
         records.extend(
             offsets
                 .into_iter()

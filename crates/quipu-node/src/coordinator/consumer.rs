@@ -1,8 +1,9 @@
 //! KIP-848 groups on the coordinator: each group's `quipu_groups::consumer::ConsumerGroup`,
 //! held with its classic side in `membership` for one term of the group's offsets partition.
-//! The coordinator assigns the partitions (assignors `uniform` and `range`). Membership of
-//! these groups is not written to the offsets topic yet: after a coordinator moves, members
-//! get UNKNOWN_MEMBER_ID and rejoin with epoch 0 (their committed offsets are kept).
+//! The coordinator assigns the partitions (assignors `uniform` and `range`). A heartbeat that
+//! changed the group (members, epochs, assignments) is answered only once the group's new state
+//! is committed as a record of the offsets partition (key type 2), so a new coordinator starts
+//! the group where the members are, and they go on without rejoining.
 
 use quipu_groups::consumer::{ConsumerError, Heartbeat, HeartbeatReply, MemberView};
 
@@ -44,16 +45,25 @@ impl NodeHandle {
                     .and_then(|t| u32::try_from(t.partitions.len()).ok())
             })
         };
-        let reply = self
+        let (reply, changed) = self
             .inner
             .membership
             .with_group(group, &replica, term, |hosted, now| {
                 if !hosted.group.is_empty() {
                     return Err(ConsumerError::ClassicGroup);
                 }
-                hosted.consumer.heartbeat(request, &limits, &counts, now)
+                let before = hosted.consumer.record();
+                let reply = hosted.consumer.heartbeat(request, &limits, &counts, now)?;
+                let changed = hosted
+                    .consumer
+                    .changed_since(&before)
+                    .map(|record| (record, self.inner.membership.writing(group)));
+                Ok((reply, changed))
             })
             .map_err(CoordinatorError::Consumer)?;
+        if let Some((record, _writing)) = changed {
+            super::membership::write_consumer_group(&replica, group, record).await?;
+        }
         Ok((reply, limits.heartbeat_interval_ms))
     }
 

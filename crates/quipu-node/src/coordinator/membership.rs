@@ -169,7 +169,7 @@ impl Deliveries {
 
 impl Membership {
     /// Counts a metadata write of `group` until the guard is dropped.
-    fn writing(&self, group: &str) -> Writing {
+    pub(crate) fn writing(&self, group: &str) -> Writing {
         *self
             .writes
             .count
@@ -235,11 +235,19 @@ impl Membership {
             .is_some_and(|h| h.partition == partition && h.term == term);
         if !current {
             let mut hosted = Hosted::new(partition, term);
-            if let Some(metadata) = replica
-                .with_groups(|state| state.metadata(group).cloned())
-                .flatten()
-            {
+            let (metadata, consumer) = replica
+                .with_groups(|state| {
+                    (
+                        state.metadata(group).cloned(),
+                        state.consumer_group(group).cloned(),
+                    )
+                })
+                .unwrap_or_default();
+            if let Some(metadata) = metadata {
                 hosted.group = ClassicGroup::from_metadata(&metadata, now);
+            }
+            if let Some(record) = consumer {
+                hosted.consumer = quipu_groups::consumer::ConsumerGroup::from_record(&record, now);
             }
             groups.insert(group.to_string(), hosted);
         }
@@ -379,6 +387,52 @@ fn persist_later(
     });
 }
 
+/// Writes a KIP-848 group's state in the background (nobody waits for it: members that expired);
+/// a failure is logged (the next change writes the group whole again).
+fn persist_consumer_later(
+    inner: &Arc<Inner>,
+    replica: Arc<Partition>,
+    group: String,
+    _term: u64,
+    record: quipu_groups::consumer::ConsumerGroupRecord,
+) {
+    let writing = inner.membership.writing(&group);
+    tokio::spawn(async move {
+        let _writing = writing;
+        if let Err(e) = write_consumer_group(&replica, &group, record).await {
+            tracing::warn!(group, error = %e, "cannot write a consumer group's state");
+        }
+    });
+}
+
+/// Writes a KIP-848 group's state through its offsets partition; `Ok` once committed.
+pub(crate) async fn write_consumer_group(
+    replica: &Partition,
+    group: &str,
+    record: quipu_groups::consumer::ConsumerGroupRecord,
+) -> Result<(), CoordinatorError> {
+    let record = GroupRecord::ConsumerGroup {
+        group: group.to_string(),
+        value: Some(record),
+    };
+    let (key, value) = record
+        .encode()
+        .map_err(|e| CoordinatorError::NotAvailable(super::Unavailable::Record(e)))?;
+    let mut builder = BatchBuilder::new(0, Compression::None);
+    builder.push(
+        super::offsets::wall_clock_ms(),
+        Some(&key),
+        value.as_deref(),
+        &[],
+    );
+    let batch = builder.build().map_err(|e| {
+        CoordinatorError::NotAvailable(super::Unavailable::Write(
+            crate::ProduceError::InvalidBatch(e),
+        ))
+    })?;
+    super::offsets::write(replica, batch).await
+}
+
 /// Ticks every group this node coordinates, every [`TICK`], until the node stops.
 pub(crate) async fn run_ticks(inner: Arc<Inner>) {
     let mut ticker = tokio::time::interval(TICK);
@@ -398,7 +452,18 @@ pub(crate) async fn run_ticks(inner: Arc<Inner>) {
             };
             let done = hosted.group.tick(now);
             hosted.deliver(done);
-            hosted.consumer.tick(&inner.config.groups.consumer, now);
+            let before = hosted.consumer.record();
+            if hosted.consumer.tick(&inner.config.groups.consumer, now)
+                && let Some(record) = hosted.consumer.changed_since(&before)
+            {
+                persist_consumer_later(
+                    &inner,
+                    Arc::clone(&replica),
+                    group.clone(),
+                    hosted.term,
+                    record,
+                );
+            }
             if let Some(metadata) = hosted.group.take_metadata() {
                 persist_later(&inner, replica, group.clone(), hosted.term, metadata);
             }
