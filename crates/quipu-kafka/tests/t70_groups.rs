@@ -104,7 +104,7 @@ async fn members(name: &str) {
         serde_json::json!([[0, 15]]),
         "{name}: where C started"
     );
-    if name == "confluent-kafka-consumer" {
+    if name.starts_with("confluent-kafka-consumer") {
         // KIP-848 member ids are the client's own (a base64 UUID); classic ones the
         // coordinator's (`{client.id}-{uuid}`).
         let id = summary["member_id"].as_str().unwrap();
@@ -621,4 +621,45 @@ async fn aiokafka_killed_member() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafkajs_killed_member() {
     killed_member("kafkajs").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_cooperative_sticky_members() {
+    members("confluent-kafka-cooperative").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_kip848_range_members() {
+    members("confluent-kafka-consumer-range").await;
+}
+
+/// A static member (`group.instance.id`) killed and started again within its session timeout
+/// gets its partitions back without a rebalance: the other member's never change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_static_member_comes_back_to_its_partitions() {
+    let client = "confluent-kafka-static";
+    let cluster = Cluster::start_with(KafkaConfig::default(), cluster_config()).await;
+    fill(&cluster, "static-topic", 4).await;
+    let bootstrap = cluster.bootstrap();
+    let (_a, mut a) = spawn_member(client, &bootstrap, "static-topic", "static-group", "a");
+    until_assigned(&mut a, |p| p.len() == 4).await;
+    let (mut b_child, mut b) =
+        spawn_member(client, &bootstrap, "static-topic", "static-group", "b");
+    let b_share = until_assigned(&mut b, |p| !p.is_empty() && p.len() < 4).await;
+    let a_share = until_assigned(&mut a, |p| p.len() + b_share.len() == 4).await;
+    b_child.kill().await.unwrap();
+    let (_b_again, mut b_again) =
+        spawn_member(client, &bootstrap, "static-topic", "static-group", "b");
+    let back = until_assigned(&mut b_again, |p| !p.is_empty()).await;
+    assert_eq!(
+        back, b_share,
+        "the static member got its own partitions back"
+    );
+    // A's assignment did not change meanwhile: no line after its share.
+    let more = tokio::time::timeout(std::time::Duration::from_secs(2), a.next_line()).await;
+    assert!(
+        more.is_err(),
+        "a's assignment changed: {more:?} (it held {a_share:?})"
+    );
+    cluster.stop().await;
 }

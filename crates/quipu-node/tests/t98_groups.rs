@@ -508,3 +508,66 @@ async fn a_kip848_group_survives_its_coordinator_crash() {
         node.stop().await;
     }
 }
+
+/// A group is one protocol at a time: a KIP-848 heartbeat for a group with classic members
+/// gets the classic-group refusal (Kafka's GROUP_ID_NOT_FOUND), and a JoinGroup for a group with
+/// KIP-848 members INCONSISTENT_GROUP_PROTOCOL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_is_one_protocol_at_a_time() {
+    use quipu_groups::consumer::{Assignment, ConsumerError, Heartbeat};
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = start_cluster(&dirs).await;
+    let leader = nodes
+        .iter()
+        .find(|n| n.controller_leader() == Some(n.id()))
+        .unwrap();
+    leader.create_topic("clicks", 2, 3).await.unwrap();
+    let kip848 = |member: &str| Heartbeat {
+        member_id: member.into(),
+        member_epoch: 0,
+        rebalance_timeout_ms: 10_000,
+        subscribed_topics: Some(vec!["clicks".into()]),
+        owned: Some(Assignment::new()),
+        ..Heartbeat::default()
+    };
+    // A classic group with a member...
+    let start = Instant::now();
+    let at = loop {
+        let at = coordinator(&nodes, 0, "classic-app").await;
+        match nodes[at].join_group("classic-app", join_request("")).await {
+            Ok(reply) if reply.error.is_none() => break at,
+            Ok(reply) => panic!("join refused: {:?}", reply.error),
+            Err(_) => {}
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no join");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(matches!(
+        nodes[at]
+            .consumer_heartbeat("classic-app", kip848("m"))
+            .await,
+        Err(CoordinatorError::Consumer(ConsumerError::ClassicGroup))
+    ));
+    // ... and a KIP-848 group with one.
+    let start = Instant::now();
+    let at = loop {
+        let at = coordinator(&nodes, 0, "kip848-app").await;
+        if nodes[at]
+            .consumer_heartbeat("kip848-app", kip848("m"))
+            .await
+            .is_ok()
+        {
+            break at;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no heartbeat");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let refused = nodes[at]
+        .join_group("kip848-app", join_request(""))
+        .await
+        .unwrap();
+    assert_eq!(refused.error, Some(GroupError::InconsistentGroupProtocol));
+    for node in nodes {
+        node.stop().await;
+    }
+}

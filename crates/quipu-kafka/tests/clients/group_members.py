@@ -5,8 +5,10 @@ usage: group_members.py CLIENT BOOTSTRAP TOPIC GROUP [member NAME]
 With `member NAME`, runs one member only, forever, and prints its assignment (a JSON list of
 partitions) each time it changes; the Rust test kills such members.
 
-CLIENT is confluent-kafka, kafka-python or aiokafka (the classic protocol), or
-confluent-kafka-consumer (group.protocol=consumer: KIP-848, the coordinator assigns).
+CLIENT is confluent-kafka, kafka-python or aiokafka (the classic protocol; confluent-kafka with
+the range assignor, confluent-kafka-cooperative with cooperative-sticky, confluent-kafka-static
+as static members), or confluent-kafka-consumer (group.protocol=consumer: KIP-848, the
+coordinator assigns with `uniform`; confluent-kafka-consumer-range with `range`).
 
 TOPIC has 4 partitions holding 10 records each. Members A and B subscribe to it in group GROUP
 (classic protocol, range assignor), share its partitions, consume every record and commit what
@@ -55,7 +57,7 @@ def until(what, condition):
 # ---------------------------------------------------------------------------------------------
 # confluent-kafka (librdkafka)
 
-def confluent_member(seen, client_id, kip848=False):
+def confluent_member(seen, client_id, kip848=False, assignor=None, static=False):
     from confluent_kafka import Consumer
 
     config = {
@@ -64,10 +66,14 @@ def confluent_member(seen, client_id, kip848=False):
     }
     if kip848:
         # The coordinator assigns (KIP-848); timeouts are the coordinator's.
-        config.update({"group.protocol": "consumer", "group.remote.assignor": "uniform"})
+        config.update({"group.protocol": "consumer",
+                       "group.remote.assignor": assignor or "uniform"})
     else:
-        config.update({"partition.assignment.strategy": "range", "session.timeout.ms": 6000,
-                       "heartbeat.interval.ms": 500})
+        config.update({"partition.assignment.strategy": assignor or "range",
+                       "session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+    if static:
+        # A static member (KIP-345): its instance id is its name's.
+        config["group.instance.id"] = client_id
     consumer = Consumer(config)
     consumer.subscribe([TOPIC])
     while not seen.stop.is_set():
@@ -176,6 +182,15 @@ CLIENTS = {
     "confluent-kafka": (confluent_member, confluent_produce),
     "confluent-kafka-consumer": (lambda seen, client_id: confluent_member(seen, client_id, True),
                                  confluent_produce),
+    "confluent-kafka-consumer-range": (
+        lambda seen, client_id: confluent_member(seen, client_id, True, "range"),
+        confluent_produce),
+    "confluent-kafka-cooperative": (
+        lambda seen, client_id: confluent_member(seen, client_id, False, "cooperative-sticky"),
+        confluent_produce),
+    "confluent-kafka-static": (
+        lambda seen, client_id: confluent_member(seen, client_id, static=True),
+        confluent_produce),
     "kafka-python": (kafka_python_member, kafka_python_produce),
     "aiokafka": (aiokafka_member, aiokafka_produce),
 }
