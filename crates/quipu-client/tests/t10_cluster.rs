@@ -388,6 +388,37 @@ async fn group_consumers_share_hand_over_and_resume() {
         Err(ClientError::GroupNotEmpty(_))
     ));
 
+    // A third member joins: partitions move to it.
+    let count = |h: &quipu_client::Assignment| h.values().map(|p| p.len()).sum::<usize>();
+    let mut extra = GroupConsumer::join(&client, config.clone()).await.unwrap();
+    let start = Instant::now();
+    loop {
+        a.poll(1000).await.unwrap();
+        b.poll(1000).await.unwrap();
+        extra.poll(1000).await.unwrap();
+        let (held_a, held_b, held_extra) = (a.assignment(), b.assignment(), extra.assignment());
+        if count(&held_extra) > 0 && count(&held_a) + count(&held_b) + count(&held_extra) == 4 {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "the third member got nothing");
+    }
+    // It is killed (dropped without leaving): after its session timeout (6 s) a and b hold
+    // every partition again.
+    drop(extra);
+    let killed = Instant::now();
+    while count(&a.assignment()) + count(&b.assignment()) < 4 {
+        a.poll(1000).await.unwrap();
+        b.poll(1000).await.unwrap();
+        assert!(
+            killed.elapsed() < PATIENCE,
+            "the killed member's partitions did not move"
+        );
+    }
+    assert!(
+        killed.elapsed() >= Duration::from_secs(4),
+        "before the session timeout"
+    );
+
     // b leaves (committing); a takes every partition.
     b.close().await.unwrap();
     let start = Instant::now();

@@ -663,3 +663,127 @@ async fn confluent_kafka_static_member_comes_back_to_its_partitions() {
     );
     cluster.stop().await;
 }
+
+/// confluent-kafka's AdminClient describes a KIP-848 group (ConsumerGroupDescribe): its type,
+/// state and each member's partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_describes_a_kip848_group() {
+    let client = "confluent-kafka-consumer";
+    let cluster = Cluster::start_with(KafkaConfig::default(), cluster_config()).await;
+    fill(&cluster, "described-topic", 4).await;
+    let bootstrap = cluster.bootstrap();
+    let (_a, mut a) = spawn_member(client, &bootstrap, "described-topic", "described", "a");
+    until_assigned(&mut a, |p| p.len() == 4).await;
+    let output = run(
+        &python(),
+        &[&client_script("describe_group.py"), &bootstrap, "described"],
+        None,
+    )
+    .await;
+    let described: serde_json::Value = serde_json::from_str(output.trim()).unwrap();
+    assert_eq!(described["type"], "CONSUMER", "{described}");
+    assert_eq!(described["state"], "STABLE", "{described}");
+    assert_eq!(
+        described["members"],
+        serde_json::json!([{"client_id": "confluent-kafka-consumer-a", "partitions": [0, 1, 2, 3]}])
+    );
+    cluster.stop().await;
+}
+
+/// A kcat balanced consumer (`-G`) as a group member: its assignments, parsed from what it says
+/// on standard error ("% Group ... rebalanced ... assigned: topic [0], topic [2]").
+fn spawn_kcat_member(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let kcat = require("kcat", "install Debian's kcat (apt-get install kcat)");
+    let mut child = tokio::process::Command::new(kcat)
+        .args([
+            "-b",
+            bootstrap,
+            "-G",
+            group,
+            topic,
+            "-X",
+            "session.timeout.ms=6000",
+            "-X",
+            "heartbeat.interval.ms=500",
+            "-o",
+            "beginning",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    (child, lines)
+}
+
+/// Reads kcat's messages until its latest assignment satisfies `done`.
+async fn until_kcat_assigned(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    done: impl Fn(&[u64]) -> bool,
+) -> Vec<u64> {
+    let read = async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("kcat ended");
+            if let Some((_, assigned)) = line.split_once("assigned:") {
+                let partitions: Vec<u64> = assigned
+                    .split('[')
+                    .skip(1)
+                    .filter_map(|p| p.split(']').next()?.trim().parse().ok())
+                    .collect();
+                if done(&partitions) {
+                    return partitions;
+                }
+            } else if line.contains("revoked") && done(&[]) {
+                return Vec::new();
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("kcat's assignment came in time")
+}
+
+/// kcat balanced consumers share a topic, a third joins, one leaves (SIGINT) and one is killed:
+/// each time the partitions move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_members_share_and_take_over() {
+    let cluster = Cluster::start_with(KafkaConfig::default(), cluster_config()).await;
+    fill(&cluster, "kcat-members", 4).await;
+    let bootstrap = cluster.bootstrap();
+    let (_a_child, mut a) = spawn_kcat_member(&bootstrap, "kcat-members", "kcat-members");
+    until_kcat_assigned(&mut a, |p| p.len() == 4).await;
+    let (mut b_child, mut b) = spawn_kcat_member(&bootstrap, "kcat-members", "kcat-members");
+    let b_share = until_kcat_assigned(&mut b, |p| p.len() == 2).await;
+    let a_share = until_kcat_assigned(&mut a, |p| p.len() == 2).await;
+    assert!(
+        a_share.iter().all(|p| !b_share.contains(p)),
+        "{a_share:?} {b_share:?}"
+    );
+    // One leaves (kcat leaves its group on SIGINT): a takes everything again.
+    let pid = b_child.id().unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(i32::try_from(pid).unwrap()).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    until_kcat_assigned(&mut a, |p| p.len() == 4).await;
+    let _ = b_child.wait().await;
+    // Another joins, then is killed: after its session timeout a has everything again.
+    let (mut c_child, mut c) = spawn_kcat_member(&bootstrap, "kcat-members", "kcat-members");
+    until_kcat_assigned(&mut c, |p| p.len() == 2).await;
+    until_kcat_assigned(&mut a, |p| p.len() == 2).await;
+    c_child.kill().await.unwrap();
+    let killed = std::time::Instant::now();
+    until_kcat_assigned(&mut a, |p| p.len() == 4).await;
+    assert!(killed.elapsed() >= std::time::Duration::from_secs(4));
+    cluster.stop().await;
+}
