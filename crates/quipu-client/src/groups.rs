@@ -284,8 +284,15 @@ pub struct GroupConsumer {
     interval: Duration,
     next_heartbeat: tokio::time::Instant,
     next_commit: Option<tokio::time::Instant>,
-    /// The partitions held, each with its reader.
-    readers: BTreeMap<(String, i32), Consumer>,
+    /// The partitions held, each with the task that reads it (a following fetch stream) into
+    /// `batches`.
+    readers: BTreeMap<(String, i32), Reader>,
+    /// Batches the readers read, tagged with their reader's id.
+    batches: tokio::sync::mpsc::Receiver<(u64, Result<Vec<ConsumedRecord>, ClientError>)>,
+    /// Given to each new reader.
+    batches_tx: tokio::sync::mpsc::Sender<(u64, Result<Vec<ConsumedRecord>, ClientError>)>,
+    /// The next reader's id.
+    next_reader: u64,
     /// Per partition held, the offset after the last record returned by `poll`: what a commit
     /// commits.
     positions: BTreeMap<(String, i32), u64>,
@@ -294,6 +301,22 @@ pub struct GroupConsumer {
     /// The position last committed per partition.
     committed: BTreeMap<(String, i32), u64>,
 }
+
+/// One held partition's reader: a task following its partition from a position.
+#[derive(Debug)]
+struct Reader {
+    id: u64,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Batches a reader may have read ahead of `poll`, per group consumer.
+const READ_AHEAD_BATCHES: usize = 16;
 
 /// A group heartbeat's "full" fields for a join.
 fn join_request(config: &GroupConsumerConfig, member_id: &str) -> GroupHeartbeatRequest {
@@ -315,7 +338,11 @@ fn join_request(config: &GroupConsumerConfig, member_id: &str) -> GroupHeartbeat
 impl GroupConsumer {
     /// Joins the group.
     pub async fn join(client: &Client, config: GroupConsumerConfig) -> Result<Self, ClientError> {
+        let (batches_tx, batches) = tokio::sync::mpsc::channel(READ_AHEAD_BATCHES);
         let mut consumer = GroupConsumer {
+            batches,
+            batches_tx,
+            next_reader: 0,
             client: client.clone(),
             member_id: String::new(),
             epoch: 0,
@@ -360,7 +387,9 @@ impl GroupConsumer {
 
     /// Heartbeats if due, commits if due, and returns at most `max` of the records available
     /// now in the partitions it holds (possibly none; each call waits at most about half a
-    /// second). A commit commits what was returned, nothing more.
+    /// second for the first). Each held partition is read ahead by its own task on a following
+    /// fetch stream (at most 16 batches buffered for the consumer). A commit commits what was
+    /// returned, nothing more.
     pub async fn poll(&mut self, max: usize) -> Result<Vec<ConsumedRecord>, ClientError> {
         if tokio::time::Instant::now() >= self.next_heartbeat {
             self.heartbeat().await?;
@@ -374,36 +403,41 @@ impl GroupConsumer {
                 .auto_commit_interval
                 .map(|i| tokio::time::Instant::now() + i);
         }
-        if self.buffered.is_empty() {
-            let reads = self
-                .readers
-                .iter_mut()
-                .map(|(key, reader)| async move { (key.clone(), reader.next_batch().await) });
-            let mut out_of_range = Vec::new();
-            for (key, result) in futures_util::future::join_all(reads).await {
+        if self.buffered.is_empty() && !self.readers.is_empty() {
+            // The first batch any reader has, waiting at most half a second, then whatever
+            // else is there.
+            let first = tokio::time::timeout(Duration::from_millis(500), self.batches.recv()).await;
+            let mut got: Vec<(u64, Result<Vec<ConsumedRecord>, ClientError>)> = Vec::new();
+            if let Ok(Some(message)) = first {
+                got.push(message);
+                while let Ok(message) = self.batches.try_recv() {
+                    got.push(message);
+                }
+            }
+            for (id, result) in got {
+                // A batch of a partition released (or restarted) since it was read is dropped.
+                let Some(key) = self
+                    .readers
+                    .iter()
+                    .find(|(_, r)| r.id == id)
+                    .map(|(key, _)| key.clone())
+                else {
+                    continue;
+                };
                 match result {
-                    Ok(Some(batch)) => self.buffered.extend(batch),
-                    Ok(None) => {}
+                    Ok(batch) => self.buffered.extend(batch),
                     // The committed offset is gone (retention): start over where
                     // `auto_offset_reset` says.
-                    Err(ClientError::OffsetOutOfRange(_)) => out_of_range.push(key),
+                    Err(ClientError::OffsetOutOfRange(_)) => {
+                        let reset = self.config.auto_offset_reset;
+                        self.start_reader(key, reset).await?;
+                    }
                     Err(e) => return Err(e),
                 }
             }
-            for (topic, partition) in out_of_range {
-                let number = u32::try_from(partition).unwrap_or(0);
-                let reader = Consumer::new(
-                    &self.client,
-                    &topic,
-                    number,
-                    self.config.auto_offset_reset,
-                    false,
-                )
-                .await?;
-                self.positions
-                    .insert((topic.clone(), partition), reader.position());
-                self.readers.insert((topic, partition), reader);
-            }
+        } else if self.readers.is_empty() {
+            // Nothing held (yet): pace the heartbeats.
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let take = max.min(self.buffered.len());
         let records: Vec<ConsumedRecord> = self.buffered.drain(..take).collect();
@@ -538,20 +572,46 @@ impl GroupConsumer {
         }
         let committed = self.client.fetch_offsets(&self.config.group, &new).await?;
         for c in committed {
-            let partition = u32::try_from(c.partition).unwrap_or(0);
             let start = match u64::try_from(c.offset) {
                 Ok(offset) => StartAt::Offset(offset),
                 Err(_) => self.config.auto_offset_reset,
             };
-            let reader = Consumer::new(&self.client, &c.topic, partition, start, false).await?;
             if let StartAt::Offset(offset) = start {
                 self.committed
                     .insert((c.topic.clone(), c.partition), offset);
             }
-            self.positions
-                .insert((c.topic.clone(), c.partition), reader.position());
-            self.readers.insert((c.topic, c.partition), reader);
+            self.start_reader((c.topic, c.partition), start).await?;
         }
+        Ok(())
+    }
+
+    /// Starts (or restarts) the reader of a held partition at `start`; the position is where
+    /// it starts.
+    async fn start_reader(
+        &mut self,
+        key: (String, i32),
+        start: StartAt,
+    ) -> Result<(), ClientError> {
+        let number = u32::try_from(key.1).unwrap_or(0);
+        let mut consumer = Consumer::new(&self.client, &key.0, number, start, true).await?;
+        self.positions.insert(key.clone(), consumer.position());
+        let id = self.next_reader;
+        self.next_reader += 1;
+        let tx = self.batches_tx.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let read = match consumer.next_batch().await {
+                    Ok(Some(batch)) => Ok(batch),
+                    Ok(None) => continue, // a following reader does not end
+                    Err(e) => Err(e),
+                };
+                let failed = read.is_err();
+                if tx.send((id, read)).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        self.readers.insert(key, Reader { id, task });
         Ok(())
     }
 
