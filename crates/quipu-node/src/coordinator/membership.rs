@@ -23,6 +23,7 @@ use quipu_record::{BatchBuilder, Compression};
 use tokio::sync::oneshot;
 
 use super::CoordinatorError;
+use super::writes::{Writes, Writing};
 use crate::node::{Inner, NodeHandle};
 use crate::{GroupId, Partition};
 
@@ -43,37 +44,6 @@ pub(crate) struct Membership {
     /// for them, so that none lands after its tombstone, and an offset fetch, so that it sees
     /// every commit accepted before it.
     writes: Arc<Writes>,
-}
-
-/// Writes of each group's records under way.
-#[derive(Debug, Default)]
-struct Writes {
-    count: Mutex<HashMap<String, usize>>,
-    done: tokio::sync::Notify,
-}
-
-/// One write of a group's records under way (counted until dropped).
-pub(crate) struct Writing {
-    writes: Arc<Writes>,
-    group: String,
-}
-
-impl Drop for Writing {
-    fn drop(&mut self) {
-        let mut count = self
-            .writes
-            .count
-            .lock()
-            .expect("writes lock poisoned by a panic");
-        if let Some(n) = count.get_mut(&self.group) {
-            *n -= 1;
-            if *n == 0 {
-                count.remove(&self.group);
-            }
-        }
-        drop(count);
-        self.writes.done.notify_waiters();
-    }
 }
 
 impl Default for Membership {
@@ -168,42 +138,15 @@ impl Deliveries {
 }
 
 impl Membership {
-    /// Counts a metadata write of `group` until the guard is dropped.
+    /// Counts a write of `group`'s records until the guard is dropped.
     pub(crate) fn writing(&self, group: &str) -> Writing {
-        *self
-            .writes
-            .count
-            .lock()
-            .expect("writes lock poisoned by a panic")
-            .entry(group.to_string())
-            .or_default() += 1;
-        Writing {
-            writes: Arc::clone(&self.writes),
-            group: group.to_string(),
-        }
+        self.writes.writing(group)
     }
 
     /// Waits (at most `patience`) until no write of `group`'s records (its metadata, offset
     /// commits) is under way; returns whether none is.
     pub(crate) async fn writes_done(&self, group: &str, patience: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + patience;
-        loop {
-            let done = self.writes.done.notified();
-            tokio::pin!(done);
-            done.as_mut().enable();
-            let busy = self
-                .writes
-                .count
-                .lock()
-                .expect("writes lock poisoned by a panic")
-                .contains_key(group);
-            if !busy {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, done).await.is_err() {
-                return false;
-            }
-        }
+        self.writes.done(group, patience).await
     }
 
     fn now_ms(&self) -> u64 {

@@ -18,6 +18,7 @@ mod admin;
 mod consumer;
 mod membership;
 mod offsets;
+mod writes;
 
 use std::sync::Arc;
 
