@@ -123,11 +123,19 @@ async fn produce_and_consume_through_the_api() {
         client.describe_topic("nope").await,
         Err(ClientError::UnknownTopic(_))
     ));
-    let topics = client.list_topics().await.unwrap();
-    assert_eq!(
-        topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
-        ["events"]
-    );
+    // Any node answers, as it sees the metadata: one that has not applied the create yet lists
+    // nothing (the controller leader answered the create once it was committed).
+    let start = Instant::now();
+    loop {
+        let topics = client.list_topics().await.unwrap();
+        let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+        if names == ["events"] {
+            break;
+        }
+        assert!(names.is_empty(), "{names:?}");
+        assert!(start.elapsed() < PATIENCE, "the topic was never listed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // 2,000 keyed records through the batching producer, acks=all.
     let producer = Producer::new(&client, ProducerConfig::default());
