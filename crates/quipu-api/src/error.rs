@@ -236,7 +236,7 @@ pub(crate) fn from_coordinator(node: &NodeHandle, error: quipu_node::Coordinator
     use quipu_node::CoordinatorError;
     let message = chain(&error);
     match error {
-        CoordinatorError::InvalidGroupId | CoordinatorError::CommitTooLarge { .. } => {
+        CoordinatorError::InvalidGroupId | CoordinatorError::RecordsTooLarge { .. } => {
             invalid(message)
         }
         CoordinatorError::NotCoordinator { leader, .. } => {

@@ -139,7 +139,7 @@ pub(crate) fn coordinator_error(error: &CoordinatorError) -> ResponseError {
         CoordinatorError::NotAvailable(_) => ResponseError::CoordinatorNotAvailable,
         CoordinatorError::Group(e) => group_error(e),
         CoordinatorError::Consumer(e) => consumer_error(e),
-        CoordinatorError::CommitTooLarge { .. } => ResponseError::InvalidCommitOffsetSize,
+        CoordinatorError::RecordsTooLarge { .. } => ResponseError::InvalidCommitOffsetSize,
     }
 }
 

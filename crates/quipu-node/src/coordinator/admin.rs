@@ -2,7 +2,6 @@
 //! Each runs on the group's coordinator (list: on each node, for the groups it coordinates).
 
 use quipu_groups::{GroupRecord, GroupState, OffsetKey};
-use quipu_record::{BatchBuilder, Compression};
 
 use super::CoordinatorError;
 use crate::node::NodeHandle;
@@ -233,7 +232,7 @@ impl NodeHandle {
                     value: None,
                 }),
         );
-        write_records(&replica, &records).await?;
+        super::offsets::write_records(&replica, &records).await?;
         self.inner.membership.forget(group, term);
         Ok(())
     }
@@ -298,29 +297,8 @@ impl NodeHandle {
             })
             .collect();
         if !records.is_empty() {
-            write_records(&replica, &records).await?;
+            super::offsets::write_records(&replica, &records).await?;
         }
         Ok(results)
     }
-}
-
-/// Writes `records` as one batch of the offsets partition.
-async fn write_records(
-    replica: &crate::Partition,
-    records: &[GroupRecord],
-) -> Result<(), CoordinatorError> {
-    let now = super::offsets::wall_clock_ms();
-    let mut builder = BatchBuilder::new(0, Compression::None);
-    for record in records {
-        let (key, value) = record
-            .encode()
-            .map_err(|e| CoordinatorError::NotAvailable(super::Unavailable::Record(e)))?;
-        builder.push(now, Some(&key), value.as_deref(), &[]);
-    }
-    let batch = builder.build().map_err(|e| {
-        CoordinatorError::NotAvailable(super::Unavailable::Write(
-            crate::ProduceError::InvalidBatch(e),
-        ))
-    })?;
-    super::offsets::write(replica, batch).await
 }

@@ -62,7 +62,11 @@ impl NodeHandle {
             })
             .map_err(CoordinatorError::Consumer)?;
         if let Some((record, _writing)) = changed {
-            super::membership::write_consumer_group(&replica, group, record).await?;
+            let record = quipu_groups::GroupRecord::ConsumerGroup {
+                group: group.to_string(),
+                value: Some(record),
+            };
+            super::membership::write_state(&replica, record).await?;
         }
         Ok((reply, limits.heartbeat_interval_ms))
     }

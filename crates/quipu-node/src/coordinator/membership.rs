@@ -19,7 +19,6 @@ use quipu_groups::{
     Answer, ClassicGroup, Completions, GroupError, GroupMetadata, GroupRecord, JoinReply,
     JoinRequest, SyncReply,
 };
-use quipu_record::{BatchBuilder, Compression};
 use tokio::sync::oneshot;
 
 use super::CoordinatorError;
@@ -286,94 +285,41 @@ impl Membership {
     }
 }
 
-/// Writes `group`'s metadata through its offsets partition; `Ok` once committed and applied.
-async fn write_metadata(
-    replica: &Partition,
-    group: &str,
-    metadata: GroupMetadata,
-) -> Result<(), CoordinatorError> {
-    let record = GroupRecord::Group {
+/// A classic group's metadata record.
+fn classic_record(group: &str, metadata: GroupMetadata) -> GroupRecord {
+    GroupRecord::Group {
         group: group.to_string(),
         value: Some(metadata),
-    };
-    let (key, value) = record
-        .encode()
-        .map_err(|e| CoordinatorError::NotAvailable(super::Unavailable::Record(e)))?;
-    let now = super::offsets::wall_clock_ms();
-    let mut builder = BatchBuilder::new(0, Compression::None);
-    builder.push(now, Some(&key), value.as_deref(), &[]);
-    let batch = builder.build().map_err(|e| {
-        CoordinatorError::NotAvailable(super::Unavailable::Write(
-            crate::ProduceError::InvalidBatch(e),
-        ))
-    })?;
-    super::offsets::write(replica, batch).await
+    }
 }
 
-/// Writes `group`'s metadata in the background (nobody waits for it); if it fails, the group
-/// rebalances so that its next generation is written.
+/// Writes one record of a group's state through its offsets partition; `Ok` once committed.
+pub(crate) async fn write_state(
+    replica: &Partition,
+    record: GroupRecord,
+) -> Result<(), CoordinatorError> {
+    super::offsets::write_records(replica, std::slice::from_ref(&record)).await
+}
+
+/// Writes one record of `group`'s state in the background (nobody waits for it: a group that
+/// emptied, members that expired). If it fails the group rebalances, so that its next state is
+/// written (a KIP-848 group's next change writes it whole anyway).
 fn persist_later(
     inner: &Arc<Inner>,
     replica: Arc<Partition>,
     group: String,
     term: u64,
-    metadata: GroupMetadata,
+    record: GroupRecord,
 ) {
     let writing = inner.membership.writing(&group);
     let inner = Arc::clone(inner);
     tokio::spawn(async move {
         let _writing = writing;
-        if let Err(e) = write_metadata(&replica, &group, metadata).await {
-            tracing::warn!(group, error = %e, "cannot write a group's metadata; it rebalances");
+        if let Err(e) = write_state(&replica, record).await {
+            tracing::warn!(group, error = %e, "cannot write a group's state; it rebalances");
             inner.membership.force_rebalance(&group, term);
         }
     });
-}
-
-/// Writes a KIP-848 group's state in the background (nobody waits for it: members that expired);
-/// a failure is logged (the next change writes the group whole again).
-fn persist_consumer_later(
-    inner: &Arc<Inner>,
-    replica: Arc<Partition>,
-    group: String,
-    _term: u64,
-    record: quipu_groups::consumer::ConsumerGroupRecord,
-) {
-    let writing = inner.membership.writing(&group);
-    tokio::spawn(async move {
-        let _writing = writing;
-        if let Err(e) = write_consumer_group(&replica, &group, record).await {
-            tracing::warn!(group, error = %e, "cannot write a consumer group's state");
-        }
-    });
-}
-
-/// Writes a KIP-848 group's state through its offsets partition; `Ok` once committed.
-pub(crate) async fn write_consumer_group(
-    replica: &Partition,
-    group: &str,
-    record: quipu_groups::consumer::ConsumerGroupRecord,
-) -> Result<(), CoordinatorError> {
-    let record = GroupRecord::ConsumerGroup {
-        group: group.to_string(),
-        value: Some(record),
-    };
-    let (key, value) = record
-        .encode()
-        .map_err(|e| CoordinatorError::NotAvailable(super::Unavailable::Record(e)))?;
-    let mut builder = BatchBuilder::new(0, Compression::None);
-    builder.push(
-        super::offsets::wall_clock_ms(),
-        Some(&key),
-        value.as_deref(),
-        &[],
-    );
-    let batch = builder.build().map_err(|e| {
-        CoordinatorError::NotAvailable(super::Unavailable::Write(
-            crate::ProduceError::InvalidBatch(e),
-        ))
-    })?;
-    super::offsets::write(replica, batch).await
 }
 
 /// Ticks every group this node coordinates, every [`TICK`], until the node stops.
@@ -399,7 +345,11 @@ pub(crate) async fn run_ticks(inner: Arc<Inner>) {
             if hosted.consumer.tick(&inner.config.groups.consumer, now)
                 && let Some(record) = hosted.consumer.changed_since(&before)
             {
-                persist_consumer_later(
+                let record = GroupRecord::ConsumerGroup {
+                    group: group.clone(),
+                    value: Some(record),
+                };
+                persist_later(
                     &inner,
                     Arc::clone(&replica),
                     group.clone(),
@@ -408,7 +358,8 @@ pub(crate) async fn run_ticks(inner: Arc<Inner>) {
                 );
             }
             if let Some(metadata) = hosted.group.take_metadata() {
-                persist_later(&inner, replica, group.clone(), hosted.term, metadata);
+                let record = classic_record(group, metadata);
+                persist_later(&inner, replica, group.clone(), hosted.term, record);
             }
             !(hosted.group.is_empty()
                 && hosted.consumer.is_empty()
@@ -508,7 +459,7 @@ impl NodeHandle {
                         Arc::clone(&replica),
                         group.to_string(),
                         term,
-                        metadata,
+                        classic_record(group, metadata),
                     );
                 }
                 match answer {
@@ -572,7 +523,7 @@ impl NodeHandle {
                                 Arc::clone(&replica),
                                 group.to_string(),
                                 term,
-                                metadata,
+                                classic_record(group, metadata),
                             );
                         }
                         let (tx, rx) = oneshot::channel();
@@ -592,7 +543,7 @@ impl NodeHandle {
                 // The leader's assignment completed a generation: every member is answered
                 // once it is committed.
                 let _writing = self.inner.membership.writing(group);
-                return match write_metadata(&replica, group, *metadata).await {
+                return match write_state(&replica, classic_record(group, *metadata)).await {
                     Ok(()) => {
                         deliveries.send();
                         reply.map_err(CoordinatorError::Group)
@@ -652,7 +603,7 @@ impl NodeHandle {
                         Arc::clone(&replica),
                         group.to_string(),
                         term,
-                        metadata,
+                        classic_record(group, metadata),
                     );
                 }
                 results

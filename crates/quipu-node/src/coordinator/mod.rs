@@ -71,9 +71,10 @@ pub enum CoordinatorError {
     /// heartbeat).
     #[error("the consumer group refused the request")]
     Consumer(#[source] quipu_groups::consumer::ConsumerError),
-    /// The records of one commit do not fit one batch of the offsets topic.
-    #[error("the commit's records take {bytes} bytes, more than one batch may ({max})")]
-    CommitTooLarge {
+    /// The records of one write (a commit's offsets, a group's state) do not fit one batch of
+    /// the offsets topic (its `max.message.bytes`).
+    #[error("the records take {bytes} bytes, more than one batch of the offsets topic may ({max})")]
+    RecordsTooLarge {
         /// Their size.
         bytes: usize,
         /// The offsets topic's batch limit.

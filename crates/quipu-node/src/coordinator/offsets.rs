@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use quipu_groups::{GroupRecord, METADATA_BYTES_MAX, NAME_BYTES_MAX, OffsetKey, OffsetValue};
 use quipu_record::{BatchBuilder, BatchError, Compression};
 
@@ -85,12 +84,12 @@ impl NodeHandle {
             .membership
             .check_commit(group, &replica, term, member, instance, generation)?;
         let now = wall_clock_ms();
-        let mut builder = BatchBuilder::new(0, Compression::None);
+        let mut records = Vec::with_capacity(offsets.len());
         let results: Vec<Result<(), CommitRefused>> = offsets
             .iter()
             .map(|commit| {
                 check(commit)?;
-                let record = GroupRecord::Offset {
+                records.push(GroupRecord::Offset {
                     key: OffsetKey {
                         group: group.to_string(),
                         topic: commit.topic.clone(),
@@ -102,25 +101,13 @@ impl NodeHandle {
                         metadata: commit.metadata.clone(),
                         commit_timestamp_ms: now,
                     }),
-                };
-                // `check` bounded every field the encoding refuses.
-                let (key, value) = record.encode().map_err(|_| invalid(commit))?;
-                builder.push(now, Some(&key), value.as_deref(), &[]);
+                });
                 Ok(())
             })
             .collect();
-        if builder.is_empty() {
-            return Ok(results);
+        if !records.is_empty() {
+            write_records(&replica, &records).await?;
         }
-        let batch = builder.build().map_err(|e| too_large(&e))?;
-        let max = replica.batch_bytes_max();
-        if batch.len() > max {
-            return Err(CoordinatorError::CommitTooLarge {
-                bytes: batch.len(),
-                max,
-            });
-        }
-        write(&replica, batch).await?;
         Ok(results)
     }
 
@@ -209,24 +196,33 @@ fn invalid(commit: &OffsetCommit) -> CommitRefused {
     }
 }
 
-fn too_large(error: &BatchError) -> CoordinatorError {
-    match error {
-        BatchError::TooLarge { len, max } => CoordinatorError::CommitTooLarge {
-            bytes: *len,
-            max: *max,
-        },
-        _ => CoordinatorError::CommitTooLarge {
-            bytes: usize::MAX,
-            max: i32::MAX as usize,
-        },
-    }
-}
-
-/// Writes a batch of group records through the offsets partition's Raft group.
-pub(super) async fn write(
+/// Writes `records` as one batch of the group's offsets partition; `Ok` once a majority has
+/// it and this replica applied it. The only way group records are written.
+pub(super) async fn write_records(
     replica: &crate::Partition,
-    batch: Bytes,
+    records: &[GroupRecord],
 ) -> Result<(), CoordinatorError> {
+    let now = wall_clock_ms();
+    let mut builder = BatchBuilder::new(0, Compression::None);
+    for record in records {
+        let (key, value) = record
+            .encode()
+            .map_err(|e| CoordinatorError::NotAvailable(Unavailable::Record(e)))?;
+        builder.push(now, Some(&key), value.as_deref(), &[]);
+    }
+    let batch = builder.build().map_err(|e| match e {
+        BatchError::TooLarge { len, max } => CoordinatorError::RecordsTooLarge { bytes: len, max },
+        other => {
+            CoordinatorError::NotAvailable(Unavailable::Write(ProduceError::InvalidBatch(other)))
+        }
+    })?;
+    let max = replica.batch_bytes_max();
+    if batch.len() > max {
+        return Err(CoordinatorError::RecordsTooLarge {
+            bytes: batch.len(),
+            max,
+        });
+    }
     match replica.write_group_records(batch).await {
         Ok(_) => Ok(()),
         Err(ProduceError::NotLeader { group, leader, .. }) => {
