@@ -12,6 +12,7 @@
 
 mod classic;
 pub mod consumer;
+mod consumer_protocol;
 mod record;
 mod state;
 
@@ -19,6 +20,7 @@ pub use classic::{
     Answer, ClassicGroup, Completions, GroupError, GroupLimits, GroupState, JoinReply, JoinRequest,
     SyncReply,
 };
+pub use consumer_protocol::{assigned_partitions, subscribed_topics};
 pub use record::{
     GroupMetadata, GroupRecord, MEMBER_BYTES_MAX, MEMBERS_MAX, METADATA_BYTES_MAX, MemberMetadata,
     NAME_BYTES_MAX, OffsetKey, OffsetValue, RecordError,
@@ -40,71 +42,6 @@ pub fn partition_for_group(group: &str, partitions: u32) -> u32 {
     u32::try_from(positive).unwrap_or(0) % partitions.max(1)
 }
 
-/// The partitions a classic consumer's assignment (the consumer protocol's: version, then per
-/// topic its name and partitions) names, or none if the bytes are not one. Bounded by the
-/// bytes.
-pub fn assigned_partitions(assignment: &[u8]) -> consumer::Assignment {
-    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        if bytes.len() < n {
-            return None;
-        }
-        let (head, rest) = bytes.split_at(n);
-        *bytes = rest;
-        Some(head)
-    }
-    let mut bytes = assignment;
-    let mut out = consumer::Assignment::new();
-    let parsed = (|| {
-        take(&mut bytes, 2)?; // version
-        let topics = i32::from_be_bytes(take(&mut bytes, 4)?.try_into().ok()?);
-        for _ in 0..topics.max(0) {
-            let len = i16::from_be_bytes(take(&mut bytes, 2)?.try_into().ok()?);
-            let name =
-                String::from_utf8(take(&mut bytes, usize::try_from(len).ok()?)?.to_vec()).ok()?;
-            let count = i32::from_be_bytes(take(&mut bytes, 4)?.try_into().ok()?);
-            let partitions = out.entry(name).or_default();
-            for _ in 0..count.max(0) {
-                partitions.insert(i32::from_be_bytes(take(&mut bytes, 4)?.try_into().ok()?));
-            }
-        }
-        Some(())
-    })();
-    if parsed.is_none() {
-        out.clear();
-    }
-    out
-}
-
-/// The topics a consumer's subscription (its JoinGroup metadata for any of the consumer
-/// protocol's assignors: version, then the topic names) names, or none if the bytes are not
-/// one. Bounded by the bytes: nothing is allocated past what they hold.
-pub fn subscribed_topics(metadata: &[u8]) -> Vec<String> {
-    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        if bytes.len() < n {
-            return None;
-        }
-        let (head, rest) = bytes.split_at(n);
-        *bytes = rest;
-        Some(head)
-    }
-    let mut bytes = metadata;
-    let mut topics = Vec::new();
-    let parsed = (|| {
-        take(&mut bytes, 2)?; // version
-        let count = i32::from_be_bytes(take(&mut bytes, 4)?.try_into().ok()?);
-        for _ in 0..count.max(0) {
-            let len = i16::from_be_bytes(take(&mut bytes, 2)?.try_into().ok()?);
-            let name = take(&mut bytes, usize::try_from(len).ok()?)?;
-            topics.push(String::from_utf8(name.to_vec()).ok()?);
-        }
-        Some(())
-    })();
-    if parsed.is_none() {
-        topics.clear();
-    }
-    topics
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,26 +54,5 @@ mod tests {
         for group in ["a", "orders-consumers", "ÿ", "🦀"] {
             assert!(partition_for_group(group, 8) < 8);
         }
-    }
-
-    #[test]
-    fn assignments_name_their_partitions() {
-        // Version 0, one topic "t" with partitions 2 and 0, then user data.
-        let bytes = [
-            0, 0, 0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 0, 0xff, 0xff, 0xff,
-            0xff,
-        ];
-        assert_eq!(assigned_partitions(&bytes)["t"], [0, 2].into());
-        assert!(assigned_partitions(&bytes[..12]).is_empty());
-    }
-
-    #[test]
-    fn subscriptions_name_their_topics() {
-        // Version 1, two topics, then user data and owned partitions (ignored).
-        let mut subscription = vec![0, 1, 0, 0, 0, 2, 0, 1, b'a', 0, 2, b'b', b'c'];
-        subscription.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
-        assert_eq!(subscribed_topics(&subscription), ["a", "bc"]);
-        assert!(subscribed_topics(&[0, 1, 0x7f, 0xff, 0xff, 0xff]).is_empty());
-        assert!(subscribed_topics(b"").is_empty());
     }
 }

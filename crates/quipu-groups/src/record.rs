@@ -456,7 +456,7 @@ fn put_string(
 }
 
 /// Reads fields off the front of a byte slice.
-struct Reader<'a>(&'a [u8]);
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Reader<'a> {
     fn take(&mut self, field: &'static str, needed: usize) -> Result<&'a [u8], RecordError> {
@@ -479,11 +479,11 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn u16(&mut self, field: &'static str) -> Result<u16, RecordError> {
+    pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16, RecordError> {
         Ok(u16::from_be_bytes(self.array(field)?))
     }
 
-    fn i32(&mut self, field: &'static str) -> Result<i32, RecordError> {
+    pub(crate) fn i32(&mut self, field: &'static str) -> Result<i32, RecordError> {
         Ok(i32::from_be_bytes(self.array(field)?))
     }
 
@@ -503,7 +503,11 @@ impl<'a> Reader<'a> {
         Ok(self.take(field, len)?.to_vec())
     }
 
-    fn string(&mut self, field: &'static str, max: usize) -> Result<String, RecordError> {
+    pub(crate) fn string(
+        &mut self,
+        field: &'static str,
+        max: usize,
+    ) -> Result<String, RecordError> {
         let len = usize::from(self.u16(field)?);
         if len > max {
             return Err(RecordError::TooLong { field, len, max });
