@@ -132,7 +132,8 @@ pub struct JoinReply {
 }
 
 impl JoinReply {
-    fn refused(error: GroupError, member_id: &str) -> JoinReply {
+    /// A refusal: `error`, no generation, for `member_id`.
+    pub fn refused(error: GroupError, member_id: &str) -> JoinReply {
         JoinReply {
             error: Some(error),
             generation: -1,

@@ -441,15 +441,10 @@ impl NodeHandle {
                 if !hosted.consumer.is_empty() {
                     // A group is one protocol at a time: Kafka's answer to a classic member
                     // of a KIP-848 group.
-                    return Err(Box::new(JoinReply {
-                        error: Some(GroupError::InconsistentGroupProtocol),
-                        generation: -1,
-                        protocol_type: None,
-                        protocol_name: None,
-                        leader: String::new(),
-                        member_id: join.member_id.clone(),
-                        members: Vec::new(),
-                    }));
+                    return Err(Box::new(JoinReply::refused(
+                        GroupError::InconsistentGroupProtocol,
+                        &join.member_id,
+                    )));
                 }
                 let (answer, done) = hosted.group.join(join, &limits, now);
                 hosted.deliver(done);
