@@ -508,16 +508,35 @@ impl ClassicGroup {
                 id
             }
         };
-        if let Some(member) = self.members.get_mut(&member_id) {
+        self.wait_at_barrier(&member_id, now_ms, done)
+    }
+
+    /// Member `id` waits at the join barrier; answered now if it completed the barrier.
+    fn wait_at_barrier(
+        &mut self,
+        id: &str,
+        now_ms: u64,
+        mut done: Completions,
+    ) -> (Answer<JoinReply>, Completions) {
+        if let Some(member) = self.members.get_mut(id) {
             member.joining = true;
         }
         self.try_complete_join(now_ms, &mut done);
         // The barrier may have completed with this very join: take its answer out.
-        if let Some(at) = done.joins.iter().position(|(id, _)| *id == member_id) {
+        if let Some(at) = done.joins.iter().position(|(m, _)| m == id) {
             let (_, reply) = done.joins.remove(at);
             return (Answer::Now(reply), done);
         }
         (Answer::Wait, done)
+    }
+
+    /// The ids of the members for which `select` holds.
+    fn member_ids(&self, select: impl Fn(&Member) -> bool) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|(_, m)| select(m))
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Handles a SyncGroup at `now_ms`; the leader's carries every member's assignment.
@@ -551,12 +570,7 @@ impl ClassicGroup {
                     }
                     self.state = GroupState::Stable;
                     self.dirty = true;
-                    let syncing: Vec<String> = self
-                        .members
-                        .iter()
-                        .filter(|(_, m)| m.syncing)
-                        .map(|(id, _)| id.clone())
-                        .collect();
+                    let syncing = self.member_ids(|m| m.syncing);
                     for id in syncing {
                         if let Some(member) = self.members.get_mut(&id) {
                             member.syncing = false;
@@ -663,14 +677,9 @@ impl ClassicGroup {
     pub fn tick(&mut self, now_ms: u64) -> Completions {
         let mut done = Completions::default();
         self.pending.retain(|_, deadline| *deadline > now_ms);
-        let expired: Vec<String> = self
-            .members
-            .iter()
-            .filter(|(_, m)| {
-                !m.joining && !m.syncing && now_ms >= m.heard_ms + timeout(m.session_timeout_ms)
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
+        let expired = self.member_ids(|m| {
+            !m.joining && !m.syncing && now_ms >= m.heard_ms + timeout(m.session_timeout_ms)
+        });
         for id in &expired {
             self.remove_member(id, &mut done);
         }
@@ -682,12 +691,7 @@ impl ClassicGroup {
             GroupState::CompletingRebalance if now_ms >= self.sync_deadline_ms => {
                 // The leader never sent the assignment, or members never synced: drop those
                 // that did not, and rebalance without them.
-                let silent: Vec<String> = self
-                    .members
-                    .iter()
-                    .filter(|(_, m)| !m.syncing)
-                    .map(|(id, _)| id.clone())
-                    .collect();
+                let silent = self.member_ids(|m| !m.syncing);
                 for id in &silent {
                     self.remove_member(id, &mut done);
                 }
@@ -699,20 +703,6 @@ impl ClassicGroup {
             _ => {}
         }
         done
-    }
-
-    /// Forgets the group's members (the coordinator moved: clients find the new one and
-    /// rejoin), and returns the ids of members with a join or a sync waiting, for the caller to
-    /// answer.
-    pub fn abandon(&mut self) -> Vec<String> {
-        let waiting: Vec<String> = self
-            .members
-            .iter()
-            .filter(|(_, m)| m.joining || m.syncing)
-            .map(|(id, _)| id.clone())
-            .collect();
-        *self = ClassicGroup::new();
-        waiting
     }
 
     fn supports(&self, protocol_type: &str, protocols: &[(String, Vec<u8>)]) -> bool {
@@ -845,15 +835,7 @@ impl ClassicGroup {
         if self.state != GroupState::PreparingRebalance {
             self.prepare_rebalance(now_ms, &mut done);
         }
-        if let Some(m) = self.members.get_mut(&new_id) {
-            m.joining = true;
-        }
-        self.try_complete_join(now_ms, &mut done);
-        if let Some(at) = done.joins.iter().position(|(id, _)| *id == new_id) {
-            let (_, reply) = done.joins.remove(at);
-            return (Answer::Now(reply), done);
-        }
-        (Answer::Wait, done)
+        self.wait_at_barrier(&new_id, now_ms, done)
     }
 
     fn remove_member(&mut self, id: &str, done: &mut Completions) {
@@ -930,12 +912,7 @@ impl ClassicGroup {
             return;
         }
         // Members that did not rejoin in time are dropped.
-        let absent: Vec<String> = self
-            .members
-            .iter()
-            .filter(|(_, m)| !m.joining)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let absent = self.member_ids(|m| !m.joining);
         for id in &absent {
             self.remove_member(id, done);
         }
