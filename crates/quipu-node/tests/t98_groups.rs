@@ -77,54 +77,58 @@ fn commit(topic: &str, partition: i32, offset: i64, metadata: &str) -> OffsetCom
     }
 }
 
-/// Commits on the group's coordinator, finding it again while it moves or loads.
-async fn commit_retrying(nodes: &[Node], group: &str, offsets: &[OffsetCommit]) {
+/// Runs `call` on `group`'s coordinator and returns its index in `nodes` with the answer,
+/// finding the coordinator again while it moves, loads or is not there yet (as clients do);
+/// any other error fails the test.
+async fn on_coordinator<'n, T, Fut>(
+    nodes: &'n [Node],
+    group: &str,
+    what: &str,
+    call: impl Fn(&'n Node) -> Fut,
+) -> (usize, T)
+where
+    Fut: std::future::Future<Output = Result<T, CoordinatorError>>,
+{
     let start = Instant::now();
     loop {
         let at = coordinator(nodes, 0, group).await;
-        match nodes[at].commit_offsets(group, -1, "", None, offsets).await {
-            Ok(results) => {
-                assert!(results.iter().all(Result::is_ok), "{results:?}");
-                return;
-            }
+        match call(&nodes[at]).await {
+            Ok(value) => return (at, value),
             Err(
                 CoordinatorError::NotCoordinator { .. }
                 | CoordinatorError::Loading { .. }
                 | CoordinatorError::NotAvailable(_),
             ) => {}
-            Err(e) => panic!("commit: {e}"),
+            Err(e) => panic!("{what}: {e}"),
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "no commit");
+        assert!(start.elapsed() < Duration::from_secs(30), "no {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Commits on the group's coordinator, finding it again while it moves or loads.
+async fn commit_retrying(nodes: &[Node], group: &str, offsets: &[OffsetCommit]) {
+    let (_, results) = on_coordinator(nodes, group, "commit", |node| {
+        node.commit_offsets(group, -1, "", None, offsets)
+    })
+    .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
 }
 
 /// The offsets `group` committed, as `(topic, partition, offset, metadata)`, from its
 /// coordinator.
 async fn committed(nodes: &[Node], group: &str) -> Vec<(String, i32, i64, String)> {
-    let start = Instant::now();
-    loop {
-        let at = coordinator(nodes, 0, group).await;
-        match nodes[at].fetch_offsets(group, None).await {
-            Ok(offsets) => {
-                return offsets
-                    .into_iter()
-                    .map(|o| {
-                        let value = o.value.unwrap();
-                        (o.topic, o.partition, value.offset, value.metadata)
-                    })
-                    .collect();
-            }
-            Err(
-                CoordinatorError::NotCoordinator { .. }
-                | CoordinatorError::Loading { .. }
-                | CoordinatorError::NotAvailable(_),
-            ) => {}
-            Err(e) => panic!("fetch: {e}"),
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "no fetch");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (_, offsets) = on_coordinator(nodes, group, "fetch", |node| {
+        node.fetch_offsets(group, None)
+    })
+    .await;
+    offsets
+        .into_iter()
+        .map(|o| {
+            let value = o.value.unwrap();
+            (o.topic, o.partition, value.offset, value.metadata)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,20 +160,10 @@ async fn offsets_are_committed_through_the_coordinator_and_survive_its_crash() {
         commit("orders", 2, 30, ""),
         commit("orders", 3, -4, ""),
     ];
-    let start = Instant::now();
-    let (at, results) = loop {
-        let at = coordinator(&nodes, 0, "orders-app").await;
-        match nodes[at]
-            .commit_offsets("orders-app", -1, "", None, &offsets)
-            .await
-        {
-            Ok(results) => break (at, results),
-            Err(CoordinatorError::NotCoordinator { .. } | CoordinatorError::Loading { .. }) => {}
-            Err(e) => panic!("commit: {e}"),
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "no commit");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (at, results) = on_coordinator(&nodes, "orders-app", "commit", |node| {
+        node.commit_offsets("orders-app", -1, "", None, &offsets)
+    })
+    .await;
     assert_eq!(results[0], Ok(()));
     assert!(matches!(
         results[1],
@@ -315,22 +309,11 @@ async fn a_stable_group_survives_its_coordinator_crash() {
     let group = "members-app";
     // One member forms the group (no initial delay to wait for past the first join: the
     // barrier completes once the delay passes, so give it a moment).
-    let start = Instant::now();
-    let (at, joined) = loop {
-        let at = coordinator(&nodes, 0, group).await;
-        match nodes[at].join_group(group, join_request("")).await {
-            Ok(reply) if reply.error.is_none() => break (at, reply),
-            Ok(reply) => panic!("join refused: {:?}", reply.error),
-            Err(
-                CoordinatorError::NotCoordinator { .. }
-                | CoordinatorError::Loading { .. }
-                | CoordinatorError::NotAvailable(_),
-            ) => {}
-            Err(e) => panic!("join: {e}"),
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "no join");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (at, joined) = on_coordinator(&nodes, group, "join", |node| {
+        node.join_group(group, join_request(""))
+    })
+    .await;
+    assert_eq!(joined.error, None, "join refused");
     assert_eq!(joined.generation, 1);
     assert_eq!(joined.leader, joined.member_id);
     let synced = nodes[at]
@@ -365,37 +348,21 @@ async fn a_stable_group_survives_its_coordinator_crash() {
 
     nodes.remove(at).stop_unclean().await;
     // The new coordinator knows the member, its generation and its assignment.
-    let start = Instant::now();
-    loop {
-        let at = coordinator(&nodes, 0, group).await;
-        match nodes[at].heartbeat(group, &joined.member_id, None, 1).await {
-            Ok(()) => {
-                let again = nodes[at]
-                    .sync_group(group, &joined.member_id, None, 1, Vec::new())
-                    .await
-                    .unwrap();
-                assert_eq!(again.assignment, b"orders-0");
-                assert!(matches!(
-                    nodes[at].heartbeat(group, &joined.member_id, None, 0).await,
-                    Err(CoordinatorError::Group(
-                        GroupError::IllegalGeneration { .. }
-                    ))
-                ));
-                break;
-            }
-            Err(
-                CoordinatorError::NotCoordinator { .. }
-                | CoordinatorError::Loading { .. }
-                | CoordinatorError::NotAvailable(_),
-            ) => {}
-            Err(e) => panic!("heartbeat at the new coordinator: {e}"),
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no new coordinator"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (at, ()) = on_coordinator(&nodes, group, "heartbeat at the new coordinator", |node| {
+        node.heartbeat(group, &joined.member_id, None, 1)
+    })
+    .await;
+    let again = nodes[at]
+        .sync_group(group, &joined.member_id, None, 1, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(again.assignment, b"orders-0");
+    assert!(matches!(
+        nodes[at].heartbeat(group, &joined.member_id, None, 0).await,
+        Err(CoordinatorError::Group(
+            GroupError::IllegalGeneration { .. }
+        ))
+    ));
     for node in nodes {
         node.stop().await;
     }
@@ -437,7 +404,7 @@ async fn committed_offsets_survive_a_restart_of_every_node() {
 /// crashes, the new one knows its member at its epoch, holding its partitions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kip848_group_survives_its_coordinator_crash() {
-    use quipu_groups::consumer::{Assignment, ConsumerError, Heartbeat};
+    use quipu_groups::consumer::{Assignment, Heartbeat};
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut nodes = start_cluster(&dirs).await;
     let leader = nodes
@@ -454,21 +421,10 @@ async fn a_kip848_group_survives_its_coordinator_crash() {
         owned: Some(Assignment::new()),
         ..Heartbeat::default()
     };
-    let start = Instant::now();
-    let (at, joined) = loop {
-        let at = coordinator(&nodes, 0, group).await;
-        match nodes[at].consumer_heartbeat(group, join.clone()).await {
-            Ok((reply, _)) => break (at, reply),
-            Err(
-                CoordinatorError::NotCoordinator { .. }
-                | CoordinatorError::Loading { .. }
-                | CoordinatorError::NotAvailable(_),
-            ) => {}
-            Err(e) => panic!("join: {e}"),
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "no join");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (at, (joined, _)) = on_coordinator(&nodes, group, "join", |node| {
+        node.consumer_heartbeat(group, join.clone())
+    })
+    .await;
     let assigned = joined.assignment.clone().unwrap();
     assert_eq!(assigned["clicks"].len(), 2);
 
@@ -480,30 +436,13 @@ async fn a_kip848_group_survives_its_coordinator_crash() {
         owned: Some(assigned.clone()),
         ..Heartbeat::default()
     };
-    let start = Instant::now();
-    loop {
-        let at = coordinator(&nodes, 0, group).await;
-        match nodes[at].consumer_heartbeat(group, beat.clone()).await {
-            Ok((reply, _)) => {
-                assert_eq!(reply.member_epoch, joined.member_epoch);
-                break;
-            }
-            Err(CoordinatorError::Consumer(ConsumerError::UnknownMemberId)) => {
-                panic!("the new coordinator does not know the member")
-            }
-            Err(
-                CoordinatorError::NotCoordinator { .. }
-                | CoordinatorError::Loading { .. }
-                | CoordinatorError::NotAvailable(_),
-            ) => {}
-            Err(e) => panic!("heartbeat at the new coordinator: {e}"),
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no new coordinator"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // (An unknown member here would fail the test: the new coordinator must know it.)
+    let (_, (reply, _)) =
+        on_coordinator(&nodes, group, "heartbeat at the new coordinator", |node| {
+            node.consumer_heartbeat(group, beat.clone())
+        })
+        .await;
+    assert_eq!(reply.member_epoch, joined.member_epoch);
     for node in nodes {
         node.stop().await;
     }
@@ -531,17 +470,11 @@ async fn a_group_is_one_protocol_at_a_time() {
         ..Heartbeat::default()
     };
     // A classic group with a member...
-    let start = Instant::now();
-    let at = loop {
-        let at = coordinator(&nodes, 0, "classic-app").await;
-        match nodes[at].join_group("classic-app", join_request("")).await {
-            Ok(reply) if reply.error.is_none() => break at,
-            Ok(reply) => panic!("join refused: {:?}", reply.error),
-            Err(_) => {}
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "no join");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (at, reply) = on_coordinator(&nodes, "classic-app", "join", |node| {
+        node.join_group("classic-app", join_request(""))
+    })
+    .await;
+    assert_eq!(reply.error, None, "join refused");
     assert!(matches!(
         nodes[at]
             .consumer_heartbeat("classic-app", kip848("m"))
@@ -549,19 +482,10 @@ async fn a_group_is_one_protocol_at_a_time() {
         Err(CoordinatorError::Consumer(ConsumerError::ClassicGroup))
     ));
     // ... and a KIP-848 group with one.
-    let start = Instant::now();
-    let at = loop {
-        let at = coordinator(&nodes, 0, "kip848-app").await;
-        if nodes[at]
-            .consumer_heartbeat("kip848-app", kip848("m"))
-            .await
-            .is_ok()
-        {
-            break at;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "no heartbeat");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (at, _) = on_coordinator(&nodes, "kip848-app", "heartbeat", |node| {
+        node.consumer_heartbeat("kip848-app", kip848("m"))
+    })
+    .await;
     let refused = nodes[at]
         .join_group("kip848-app", join_request(""))
         .await
