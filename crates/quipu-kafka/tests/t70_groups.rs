@@ -553,16 +553,19 @@ fn spawn_member(
     (child, lines)
 }
 
-/// Reads assignment lines until `done` holds for the latest (bounded by [`PATIENCE`]).
-async fn until_assigned(
-    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+/// Reads a member's output until an assignment it reports (`parse`: a line's assignment, if it
+/// tells one) satisfies `done` (bounded by [`PATIENCE`]).
+async fn until_reported<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    parse: impl Fn(&str) -> Option<Vec<u64>>,
     done: impl Fn(&[u64]) -> bool,
 ) -> Vec<u64> {
     let read = async {
         loop {
             let line = lines.next_line().await.unwrap().expect("the member ended");
-            let assigned: Vec<u64> = serde_json::from_str(&line).unwrap();
-            if done(&assigned) {
+            if let Some(assigned) = parse(&line)
+                && done(&assigned)
+            {
                 return assigned;
             }
         }
@@ -570,6 +573,19 @@ async fn until_assigned(
     tokio::time::timeout(PATIENCE, read)
         .await
         .expect("the assignment came in time")
+}
+
+/// A script member's assignments: one JSON list per line.
+async fn until_assigned<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    done: impl Fn(&[u64]) -> bool,
+) -> Vec<u64> {
+    until_reported(
+        lines,
+        |line| Some(serde_json::from_str(line).unwrap()),
+        done,
+    )
+    .await
 }
 
 /// Two members share a topic; one is killed (SIGKILL: it never leaves); after its session
@@ -725,31 +741,25 @@ fn spawn_kcat_member(
     (child, lines)
 }
 
-/// Reads kcat's messages until its latest assignment satisfies `done`.
-async fn until_kcat_assigned(
-    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+/// kcat's assignments, from its messages ("... assigned: topic [0], topic [2]"; a revocation
+/// leaves it holding nothing).
+async fn until_kcat_assigned<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
     done: impl Fn(&[u64]) -> bool,
 ) -> Vec<u64> {
-    let read = async {
-        loop {
-            let line = lines.next_line().await.unwrap().expect("kcat ended");
-            if let Some((_, assigned)) = line.split_once("assigned:") {
-                let partitions: Vec<u64> = assigned
+    let parse = |line: &str| {
+        if let Some((_, assigned)) = line.split_once("assigned:") {
+            return Some(
+                assigned
                     .split('[')
                     .skip(1)
                     .filter_map(|p| p.split(']').next()?.trim().parse().ok())
-                    .collect();
-                if done(&partitions) {
-                    return partitions;
-                }
-            } else if line.contains("revoked") && done(&[]) {
-                return Vec::new();
-            }
+                    .collect(),
+            );
         }
+        line.contains("revoked").then(Vec::new)
     };
-    tokio::time::timeout(PATIENCE, read)
-        .await
-        .expect("kcat's assignment came in time")
+    until_reported(lines, parse, done).await
 }
 
 /// kcat balanced consumers share a topic, a third joins, one leaves (SIGINT) and one is killed:
