@@ -273,7 +273,8 @@ pub(crate) fn from_coordinator(node: &NodeHandle, error: quipu_node::Coordinator
             message,
             None,
         ),
-        CoordinatorError::Consumer(ConsumerError::InvalidRequest(_)) => invalid(message),
+        CoordinatorError::Consumer(ConsumerError::InvalidRequest(_))
+        | CoordinatorError::Group(GroupError::TooLong(_)) => invalid(message),
         CoordinatorError::Group(_) | CoordinatorError::Consumer(_) => status(
             Code::FailedPrecondition,
             ErrorReason::GroupRefused,

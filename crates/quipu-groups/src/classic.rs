@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::record::{GroupMetadata, MemberMetadata};
+use crate::record::{GroupMetadata, MEMBER_BYTES_MAX, MemberMetadata, NAME_BYTES_MAX};
 
 /// Why a group request is refused (Kafka's error of the same name).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +57,9 @@ pub enum GroupError {
     /// The group has its most members.
     #[error("the group has its most members ({0})")]
     GroupMaxSizeReached(usize),
+    /// A field is longer than the group's records can keep (Kafka's INVALID_REQUEST).
+    #[error("{0} is too long for the group's records")]
+    TooLong(&'static str),
 }
 
 /// The coordinator's bounds and delays for every group.
@@ -435,6 +438,11 @@ impl ClassicGroup {
                 &request.member_id,
             );
         }
+        // Everything the group's metadata record keeps must fit it: refused here, never a
+        // record that cannot be written.
+        if let Err(e) = check_lengths(&request) {
+            return refuse(e, &request.member_id);
+        }
         if request.protocol_type.is_empty()
             || request.protocols.is_empty()
             || !self.supports(&request.protocol_type, &request.protocols)
@@ -551,6 +559,9 @@ impl ClassicGroup {
         let mut done = Completions::default();
         if let Err(e) = self.check_member(member_id, instance_id, generation, now_ms) {
             return (Answer::Now(Err(e)), done);
+        }
+        if assignments.iter().any(|(_, a)| a.len() > MEMBER_BYTES_MAX) {
+            return (Answer::Now(Err(GroupError::TooLong("an assignment"))), done);
         }
         match self.state {
             GroupState::Empty => (Answer::Now(Err(GroupError::UnknownMemberId)), done),
@@ -1027,6 +1038,33 @@ impl ClassicGroup {
     }
 }
 
+/// Whether a join's fields fit the group's metadata record (`docs/format/group-records.md`).
+fn check_lengths(request: &JoinRequest) -> Result<(), GroupError> {
+    let names = [
+        ("the protocol type", request.protocol_type.as_str()),
+        ("the member id", request.member_id.as_str()),
+        ("the new member id", request.new_member_id.as_str()),
+        (
+            "the instance id",
+            request.instance_id.as_deref().unwrap_or(""),
+        ),
+        ("the client id", request.client_id.as_str()),
+        ("the client host", request.client_host.as_str()),
+    ];
+    if let Some((field, _)) = names.iter().find(|(_, v)| v.len() > NAME_BYTES_MAX) {
+        return Err(GroupError::TooLong(field));
+    }
+    for (name, metadata) in &request.protocols {
+        if name.len() > NAME_BYTES_MAX {
+            return Err(GroupError::TooLong("a protocol name"));
+        }
+        if metadata.len() > MEMBER_BYTES_MAX {
+            return Err(GroupError::TooLong("a protocol's metadata"));
+        }
+    }
+    Ok(())
+}
+
 /// A timeout in ms as a clock distance (negative ones count as 0).
 fn timeout(ms: i32) -> u64 {
     u64::try_from(ms).unwrap_or(0)
@@ -1322,6 +1360,42 @@ mod tests {
             answer,
             Answer::Now(JoinReply {
                 error: Some(GroupError::InvalidSessionTimeout { .. }),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn fields_the_record_cannot_keep_are_refused() {
+        let mut group = ClassicGroup::new();
+        let mut long = request("", "a", &["range"]);
+        long.protocols[0].0 = "p".repeat(NAME_BYTES_MAX + 1);
+        let (answer, _) = group.join(long, &LIMITS, 0);
+        assert!(matches!(
+            answer,
+            Answer::Now(JoinReply {
+                error: Some(GroupError::TooLong(_)),
+                ..
+            })
+        ));
+        let mut group = stable_pair();
+        let (answer, _) = group.sync(
+            "a",
+            None,
+            1,
+            vec![("a".into(), vec![0; MEMBER_BYTES_MAX + 1])],
+            500,
+        );
+        assert_eq!(
+            answer,
+            Answer::Now(Err(GroupError::TooLong("an assignment")))
+        );
+        // Nothing of it was kept, and a fitting join still works.
+        let (answer, _) = group.join(request("", "c", &["range"]), &LIMITS, 600);
+        assert!(matches!(
+            answer,
+            Answer::Now(JoinReply {
+                error: Some(GroupError::MemberIdRequired(_)),
                 ..
             })
         ));

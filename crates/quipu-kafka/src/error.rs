@@ -154,6 +154,7 @@ pub(crate) fn group_error(error: &GroupError) -> ResponseError {
         GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
         GroupError::InvalidSessionTimeout { .. } => ResponseError::InvalidSessionTimeout,
         GroupError::GroupMaxSizeReached(_) => ResponseError::GroupMaxSizeReached,
+        GroupError::TooLong(_) => ResponseError::InvalidRequest,
     }
 }
 

@@ -392,6 +392,9 @@ pub struct JoinGroup {
     pub require_known_member_id: bool,
 }
 
+/// Most bytes of a client id that start a new member's id.
+const MEMBER_ID_PREFIX_BYTES: usize = 255;
+
 /// Longest a request waits: its rebalance timeout and some slack.
 fn wait_bound(rebalance_timeout_ms: i32) -> Duration {
     Duration::from_millis(u64::try_from(rebalance_timeout_ms).unwrap_or(0)) + WAIT_SLACK
@@ -406,15 +409,18 @@ impl NodeHandle {
         request: JoinGroup,
     ) -> Result<JoinReply, CoordinatorError> {
         let (replica, term) = self.inner.coordinating(group).await?;
-        let new_member_id = format!(
-            "{}-{}",
-            if request.client_id.is_empty() {
-                "member"
-            } else {
-                request.client_id.as_str()
-            },
-            uuid::Uuid::new_v4()
-        );
+        // Kafka's `{client.id}-{uuid}`, the client id cut to keep member ids short.
+        let prefix = match request.client_id.as_str() {
+            "" => "member",
+            id => {
+                let mut end = id.len().min(MEMBER_ID_PREFIX_BYTES);
+                while !id.is_char_boundary(end) {
+                    end -= 1;
+                }
+                &id[..end]
+            }
+        };
+        let new_member_id = format!("{prefix}-{}", uuid::Uuid::new_v4());
         let waiting_id = if request.member_id.is_empty() {
             new_member_id.clone()
         } else {
