@@ -281,12 +281,13 @@ fn send_outcome(error: &ClientError) -> OpType {
         | ClientError::OffsetOutOfRange(_)
         | ClientError::OutOfOrderSequence(_)
         | ClientError::ProducerRefused(_) => OpType::Fail,
-        // Group errors never come from a produce; if one did, it would prove nothing.
+        // Group and node errors never come from a produce; if one did, it would prove nothing.
         ClientError::UnknownMember(_)
         | ClientError::FencedMember(_)
         | ClientError::GroupNotEmpty(_)
         | ClientError::UnknownGroup(_)
-        | ClientError::GroupRefused(_) => OpType::Info,
+        | ClientError::GroupRefused(_)
+        | ClientError::UnknownNode(_) => OpType::Info,
         ClientError::UnknownOutcome(_)
         | ClientError::Unreachable { .. }
         | ClientError::Other(_) => OpType::Info,

@@ -99,7 +99,15 @@ pub(crate) fn from_controller(node: &NodeHandle, error: ControllerError) -> Stat
         error @ (ControllerError::NotEnoughNodes { .. } | ControllerError::InternalTopic(_)) => {
             invalid(error.to_string())
         }
-        ControllerError::Plan(reason) | ControllerError::Refused(reason) => invalid(reason),
+        ControllerError::Plan(reason)
+        | ControllerError::Refused(reason)
+        | ControllerError::NodeHoldsReplicas(reason) => invalid(reason),
+        error @ (ControllerError::NodeRemoved(_) | ControllerError::UnknownNode(_)) => status(
+            Code::NotFound,
+            ErrorReason::UnknownNode,
+            error.to_string(),
+            None,
+        ),
         ControllerError::LimitExceeded(reason) => status(
             Code::ResourceExhausted,
             ErrorReason::LimitExceeded,

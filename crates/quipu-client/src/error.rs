@@ -64,6 +64,9 @@ pub enum ClientError {
     /// The group refused the request for another reason (the message says which).
     #[error("{0}")]
     GroupRefused(String),
+    /// No registered node has that id, or it was removed from the cluster.
+    #[error("{0}")]
+    UnknownNode(String),
     /// Anything else the server or the transport reported.
     #[error("{0}")]
     Other(String),
@@ -133,6 +136,7 @@ pub(crate) fn classify(status: &tonic::Status, idempotent: bool) -> Failure {
         ErrorReason::GroupNotEmpty => Failure::Fatal(ClientError::GroupNotEmpty(message)),
         ErrorReason::UnknownGroup => Failure::Fatal(ClientError::UnknownGroup(message)),
         ErrorReason::GroupRefused => Failure::Fatal(ClientError::GroupRefused(message)),
+        ErrorReason::UnknownNode => Failure::Fatal(ClientError::UnknownNode(message)),
         ErrorReason::Unspecified => transport(status, idempotent),
     }
 }

@@ -68,6 +68,10 @@ fn from_controller(error: ControllerError) -> Refusal {
         // A cluster policy refuses it (Kafka's create-topic policies answer the same).
         ControllerError::LimitExceeded(_) => ResponseError::PolicyViolation,
         ControllerError::InternalTopic(_) => ResponseError::InvalidTopicException,
+        ControllerError::NodeRemoved(_) | ControllerError::UnknownNode(_) => {
+            ResponseError::BrokerNotAvailable
+        }
+        ControllerError::NodeHoldsReplicas(_) => ResponseError::InvalidRequest,
     };
     (code, error.to_string())
 }

@@ -16,10 +16,11 @@ mod placement;
 mod topic_config;
 
 pub use metadata::{
-    ClusterLimits, Command, CommandError, Effect, Metadata, NodeInfo, PARTITIONS_PER_TOPIC_MAX,
-    PRODUCER_ID_BLOCK_MAX, PartitionAssignment, TopicInfo, valid_topic_name,
+    ClusterLimits, Command, CommandError, Effect, Metadata, Move, NodeAddresses, NodeInfo,
+    NodeState, PARTITIONS_PER_TOPIC_MAX, PRODUCER_ID_BLOCK_MAX, PartitionAssignment, TopicInfo,
+    valid_topic_name,
 };
-pub use placement::{PlacementError, place};
+pub use placement::{PlacementError, place, replacement};
 pub use topic_config::{
     INT_MAX, SEGMENT_BYTES_MIN, TopicConfig, TopicConfigError, TopicKey, TopicSettings, shown,
 };

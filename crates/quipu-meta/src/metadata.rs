@@ -4,11 +4,11 @@
 //! node (no clock, no randomness, no I/O); a command that fails changes nothing; partition group
 //! ids are never reused (0 is the controller's group).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::placement::{PlacementError, place};
+use crate::placement::{PlacementError, place, replacement, shares_rack};
 use crate::topic_config::{TopicConfig, TopicConfigError, shown};
 
 /// A node of the cluster.
@@ -24,6 +24,54 @@ pub struct NodeInfo {
     /// Address of its Kafka listener as clients reach it (`host:port`); empty if it serves
     /// none.
     pub kafka_addr: String,
+    /// Its rack (failure domain), empty if none is configured: replicas of one partition go to
+    /// distinct racks where there are enough.
+    pub rack: String,
+}
+
+/// A node's registration as [`Command::RegisterNode`] carried it before format 1.7 (no rack).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddresses {
+    /// The node's id.
+    pub id: u64,
+    /// Address of its Raft transport.
+    pub raft_addr: String,
+    /// Address of its client gRPC API; empty if it serves none.
+    pub api_addr: String,
+    /// Address of its Kafka listener; empty if it serves none.
+    pub kafka_addr: String,
+}
+
+/// Where a registered or removed node stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    /// Registered: eligible for new replicas.
+    Active,
+    /// Being emptied: it leads nothing, gets no new replicas, and its replicas move away.
+    Draining,
+    /// Removed for good: its id is never used again, and a node that comes back with it is
+    /// refused.
+    Removed,
+}
+
+impl NodeState {
+    /// Its name as `quipu node list` shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeState::Active => "active",
+            NodeState::Draining => "draining",
+            NodeState::Removed => "removed",
+        }
+    }
+}
+
+/// A new replica set for one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Move {
+    /// The partition's group.
+    pub group: u64,
+    /// Its replicas once moved, the preferred leader first.
+    pub replicas: Vec<u64>,
 }
 
 /// Where one partition lives.
@@ -31,8 +79,28 @@ pub struct NodeInfo {
 pub struct PartitionAssignment {
     /// The partition's Raft group id.
     pub group: u64,
-    /// Its replicas; the first is the preferred leader.
+    /// Its replicas (the voters of its Raft group, as last completed); the first is the
+    /// preferred leader.
     pub replicas: Vec<u64>,
+    /// The replica set it is moving to, while a reassignment is under way: the partition's
+    /// leader adds the new replicas as learners, changes the group's voters to these once they
+    /// caught up, then completes the move ([`Command::CompleteReassignment`]).
+    pub target: Option<Vec<u64>>,
+    /// Nodes whose replicas the move under way takes away (deleted once it completes, never
+    /// before the group's new voters are committed).
+    pub leaving: Vec<u64>,
+}
+
+impl PartitionAssignment {
+    /// The replicas it has once the move under way (if any) completes.
+    pub fn final_replicas(&self) -> &[u64] {
+        self.target.as_deref().unwrap_or(&self.replicas)
+    }
+
+    /// Whether `node` holds, or is to hold, a replica of it.
+    pub fn involves(&self, node: u64) -> bool {
+        self.replicas.contains(&node) || self.final_replicas().contains(&node)
+    }
 }
 
 /// A topic.
@@ -54,8 +122,9 @@ pub struct TopicInfo {
 /// command is proposed ([`Metadata::plan_create_topic`]) and carried in it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// A node joins or changes its addresses.
-    RegisterNode(NodeInfo),
+    /// A node joins or changes its addresses, as written before format 1.7 (no rack); read,
+    /// never written.
+    RegisterNode(NodeAddresses),
     /// A new topic with its partitions' replicas.
     CreateTopic {
         /// Topic name.
@@ -92,6 +161,37 @@ pub enum Command {
         /// How many (1 to [`PRODUCER_ID_BLOCK_MAX`]).
         count: u32,
     },
+    /// A node joins or changes its addresses or rack (refused for a removed node).
+    Register(NodeInfo),
+    /// Moves partitions to new replica sets (each replacing a move under way, if any).
+    Reassign {
+        /// The moves.
+        moves: Vec<Move>,
+    },
+    /// A partition's leader changed its group's voters to the move's target: the move is done,
+    /// and the replicas it took away are deleted.
+    CompleteReassignment {
+        /// The partition's group.
+        group: u64,
+        /// The replicas now (must be the move's target).
+        replicas: Vec<u64>,
+    },
+    /// A node is emptied: it gets no new replicas, hands its leaderships over, and its
+    /// replicas move to other nodes (`moves`, planned with it).
+    DrainNode {
+        /// The node.
+        id: u64,
+        /// Its replicas' moves.
+        moves: Vec<Move>,
+    },
+    /// A node leaves the cluster for good; refused while any partition keeps a replica on it
+    /// once `moves` (planned with it: every replica it held, for a forced removal) are made.
+    RemoveNode {
+        /// The node.
+        id: u64,
+        /// Moves replacing its replicas.
+        moves: Vec<Move>,
+    },
 }
 
 /// Most producer ids one [`Command::AllocateProducerIds`] hands out.
@@ -123,6 +223,11 @@ pub enum Effect {
         /// Topic name.
         topic: String,
     },
+    /// This node is being drained: it hands over every leadership it holds and stands for
+    /// election nowhere.
+    Drain,
+    /// This node was removed from the cluster.
+    Removed,
 }
 
 /// A command was refused; nothing changed.
@@ -177,6 +282,41 @@ pub enum CommandError {
         /// The limit.
         max: usize,
     },
+    /// The node was removed from the cluster; its id is never used again.
+    #[error("node {0} was removed from the cluster: its id is never used again")]
+    NodeRemoved(u64),
+    /// No registered node has that id.
+    #[error("unknown node {0}")]
+    UnknownNode(u64),
+    /// No partition has that group.
+    #[error("unknown partition group {0}")]
+    UnknownGroup(u64),
+    /// No partition of that number.
+    #[error("topic {topic} has no partition {partition}")]
+    UnknownPartition {
+        /// Topic name.
+        topic: String,
+        /// Partition number.
+        partition: u32,
+    },
+    /// A node still holds (or is to hold) replicas.
+    #[error(
+        "node {node} holds replicas of {partitions} partitions: drain it first, or remove it with --force if it is gone for good"
+    )]
+    NodeHoldsReplicas {
+        /// The node.
+        node: u64,
+        /// Partitions with a replica on it.
+        partitions: usize,
+    },
+    /// A completion for a move that is not the one under way (replaced, or done already).
+    #[error("partition group {group} is not moving to {replicas:?}")]
+    StaleReassignment {
+        /// The partition's group.
+        group: u64,
+        /// The replicas the completion named.
+        replicas: Vec<u64>,
+    },
     /// A producer id block of zero ids, too many, or past the last id (`i64::MAX`).
     #[error(
         "cannot allocate {count} producer ids after {next} (1 to {PRODUCER_ID_BLOCK_MAX}, ids below 2^63)"
@@ -223,6 +363,10 @@ pub struct Metadata {
     next_group: u64,
     /// The next idempotent producer id not handed out yet.
     next_producer_id: u64,
+    /// Nodes being drained.
+    draining: BTreeSet<u64>,
+    /// Nodes removed for good: ids never used again.
+    removed: BTreeSet<u64>,
 }
 
 /// Whether `name` is a valid Kafka topic name: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.`
@@ -269,11 +413,90 @@ impl Metadata {
         })
     }
 
-    /// Replicas and preferred leaderships per node.
+    /// Where node `id` stands (`None`: never registered).
+    pub fn node_state(&self, id: u64) -> Option<NodeState> {
+        if self.removed.contains(&id) {
+            Some(NodeState::Removed)
+        } else if self.draining.contains(&id) {
+            Some(NodeState::Draining)
+        } else if self.nodes.contains_key(&id) {
+            Some(NodeState::Active)
+        } else {
+            None
+        }
+    }
+
+    /// One registered node.
+    pub fn node(&self, id: u64) -> Option<&NodeInfo> {
+        self.nodes.get(&id)
+    }
+
+    /// The nodes removed for good.
+    pub fn removed_nodes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.removed.iter().copied()
+    }
+
+    /// Whether node `id` was removed for good.
+    pub fn is_removed(&self, id: u64) -> bool {
+        self.removed.contains(&id)
+    }
+
+    /// Nodes that may get new replicas: registered and not draining, by id.
+    pub fn eligible_nodes(&self) -> Vec<u64> {
+        self.nodes
+            .keys()
+            .copied()
+            .filter(|id| !self.draining.contains(id))
+            .collect()
+    }
+
+    /// Each registered node's rack.
+    pub fn racks(&self) -> BTreeMap<u64, String> {
+        self.nodes
+            .values()
+            .map(|n| (n.id, n.rack.clone()))
+            .collect()
+    }
+
+    /// Partition `group`: its topic, number and assignment.
+    pub fn partition(&self, group: u64) -> Option<(&TopicInfo, u32, &PartitionAssignment)> {
+        self.topics.values().find_map(|topic| {
+            let at = topic.partitions.iter().position(|p| p.group == group)?;
+            Some((
+                topic,
+                u32::try_from(at).expect("partition counts are bounded"),
+                &topic.partitions[at],
+            ))
+        })
+    }
+
+    /// Every partition with a move under way: its topic, number and assignment.
+    pub fn reassignments(&self) -> impl Iterator<Item = (&TopicInfo, u32, &PartitionAssignment)> {
+        self.topics.values().flat_map(|topic| {
+            topic
+                .partitions
+                .iter()
+                .zip(0u32..)
+                .filter(|(p, _)| p.target.is_some())
+                .map(move |(p, at)| (topic, at, p))
+        })
+    }
+
+    /// Partitions (by group) whose replicas are or are to be on `node`.
+    pub fn partitions_on(&self, node: u64) -> Vec<u64> {
+        self.topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| p.involves(node))
+            .map(|p| p.group)
+            .collect()
+    }
+
+    /// Replicas and preferred leaderships per node, once the moves under way complete.
     fn load(&self) -> BTreeMap<u64, (usize, usize)> {
         let mut load = BTreeMap::new();
         for partition in self.topics.values().flat_map(|t| &t.partitions) {
-            for (at, node) in partition.replicas.iter().enumerate() {
+            for (at, node) in partition.final_replicas().iter().enumerate() {
                 let entry = load.entry(*node).or_insert((0, 0));
                 entry.0 += 1;
                 if at == 0 {
@@ -310,8 +533,13 @@ impl Metadata {
         }
         Self::check_count(partitions)?;
         config.validate()?;
-        let nodes: Vec<u64> = self.nodes.keys().copied().collect();
-        let replicas = place(&nodes, &self.load(), partitions, replication_factor)?;
+        let replicas = place(
+            &self.eligible_nodes(),
+            &self.racks(),
+            &self.load(),
+            partitions,
+            replication_factor,
+        )?;
         Ok(Command::CreateTopic {
             name: name.to_string(),
             replication_factor,
@@ -337,6 +565,17 @@ impl Metadata {
                 replicas
             }
             Command::AddPartitions { replicas, .. } => replicas,
+            Command::Reassign { moves }
+            | Command::DrainNode { moves, .. }
+            | Command::RemoveNode { moves, .. } => {
+                // Only a node that gains replicas can be taken past the limit by a move (one
+                // over it already, after the limit was lowered, may still be emptied).
+                let before = self.load();
+                let gaining = self.load_after(moves).into_iter().filter(|(node, after)| {
+                    *after > before.get(node).map_or(0, |(replicas, _)| *replicas)
+                });
+                return Self::over_limit(gaining.collect(), limits);
+            }
             _ => return Ok(()),
         };
         let mut load: BTreeMap<u64, usize> = self
@@ -347,6 +586,25 @@ impl Metadata {
         for node in added.iter().flatten() {
             *load.entry(*node).or_insert(0) += 1;
         }
+        Self::over_limit(load, limits)
+    }
+
+    /// Replicas per node once `moves` (and the moves under way they do not replace) complete.
+    fn load_after(&self, moves: &[Move]) -> BTreeMap<u64, usize> {
+        let mut load = BTreeMap::new();
+        for partition in self.topics.values().flat_map(|t| &t.partitions) {
+            let replicas = moves
+                .iter()
+                .find(|m| m.group == partition.group)
+                .map_or(partition.final_replicas(), |m| &m.replicas);
+            for node in replicas {
+                *load.entry(*node).or_insert(0) += 1;
+            }
+        }
+        load
+    }
+
+    fn over_limit(load: BTreeMap<u64, usize>, limits: &ClusterLimits) -> Result<(), CommandError> {
         match load
             .into_iter()
             .find(|(_, replicas)| *replicas > limits.partitions_per_node_max)
@@ -367,8 +625,13 @@ impl Metadata {
             .get(name)
             .ok_or_else(|| CommandError::UnknownTopic(shown(name)))?;
         Self::check_count(topic.partitions.len() + count)?;
-        let nodes: Vec<u64> = self.nodes.keys().copied().collect();
-        let replicas = place(&nodes, &self.load(), count, topic.replication_factor)?;
+        let replicas = place(
+            &self.eligible_nodes(),
+            &self.racks(),
+            &self.load(),
+            count,
+            topic.replication_factor,
+        )?;
         Ok(Command::AddPartitions {
             name: name.to_string(),
             replicas,
@@ -391,6 +654,9 @@ impl Metadata {
             if let Some(node) = list.iter().find(|node| !self.nodes.contains_key(node)) {
                 return Err(invalid(&format!("node {node} is not registered")));
             }
+            if let Some(node) = list.iter().find(|node| self.draining.contains(node)) {
+                return Err(invalid(&format!("node {node} is being drained")));
+            }
             let mut distinct = list.clone();
             distinct.sort_unstable();
             distinct.dedup();
@@ -399,6 +665,264 @@ impl Metadata {
             }
         }
         Ok(())
+    }
+
+    /// The command that moves partition `partition` of `topic` to `replicas` (preferred leader
+    /// first), checked as it will be applied.
+    pub fn plan_move(
+        &self,
+        topic: &str,
+        partition: u32,
+        replicas: Vec<u64>,
+    ) -> Result<Command, CommandError> {
+        let info = self
+            .topics
+            .get(topic)
+            .ok_or_else(|| CommandError::UnknownTopic(shown(topic)))?;
+        let assignment = info.partitions.get(partition as usize).ok_or_else(|| {
+            CommandError::UnknownPartition {
+                topic: shown(topic),
+                partition,
+            }
+        })?;
+        let moves = vec![Move {
+            group: assignment.group,
+            replicas,
+        }];
+        self.check_moves(&moves)?;
+        Ok(Command::Reassign { moves })
+    }
+
+    /// Moves that take every replica off `node` (kept or to come), each to the eligible node
+    /// [`replacement`] picks, `node` itself excluded.
+    fn moves_off(&self, node: u64) -> Result<Vec<Move>, CommandError> {
+        let nodes: Vec<u64> = self
+            .eligible_nodes()
+            .into_iter()
+            .filter(|id| *id != node)
+            .collect();
+        let racks = self.racks();
+        let mut load = self.load();
+        let mut moves = Vec::new();
+        for topic in self.topics.values() {
+            for partition in topic.partitions.iter().filter(|p| p.involves(node)) {
+                let mut replicas: Vec<u64> = partition
+                    .final_replicas()
+                    .iter()
+                    .copied()
+                    .filter(|id| *id != node)
+                    .collect();
+                if replicas.len() < topic.replication_factor {
+                    let chosen = replacement(&nodes, &racks, &load, &replicas).ok_or(
+                        PlacementError::NotEnoughNodes {
+                            replication_factor: topic.replication_factor,
+                            nodes: nodes.len(),
+                        },
+                    )?;
+                    load.entry(chosen).or_insert((0, 0)).0 += 1;
+                    replicas.push(chosen);
+                }
+                moves.push(Move {
+                    group: partition.group,
+                    replicas,
+                });
+            }
+        }
+        Ok(moves)
+    }
+
+    /// The command that drains `node`: no new replicas, its leaderships handed over, its
+    /// replicas moved to the other eligible nodes.
+    pub fn plan_drain(&self, node: u64) -> Result<Command, CommandError> {
+        self.check_registered(node)?;
+        Ok(Command::DrainNode {
+            id: node,
+            moves: self.moves_off(node)?,
+        })
+    }
+
+    /// The command that removes `node` for good. Refused while it holds or is to hold
+    /// replicas, unless `force` (for a node that is gone for good): then its replicas are
+    /// re-created on other nodes from the surviving ones.
+    pub fn plan_remove(&self, node: u64, force: bool) -> Result<Command, CommandError> {
+        self.check_registered(node)?;
+        let held = self.partitions_on(node).len();
+        if held > 0 && !force {
+            return Err(CommandError::NodeHoldsReplicas {
+                node,
+                partitions: held,
+            });
+        }
+        Ok(Command::RemoveNode {
+            id: node,
+            moves: self.moves_off(node)?,
+        })
+    }
+
+    /// The moves that spread replicas evenly over the eligible nodes (at most one apart, on
+    /// distinct racks where there are enough) and then preferred leaders; partitions already
+    /// moving are left alone. Empty when the cluster is even.
+    pub fn plan_rebalance(&self) -> Vec<Move> {
+        let nodes = self.eligible_nodes();
+        let racks = self.racks();
+        // The planned replica list of each partition that may move, by group.
+        let mut planned: BTreeMap<u64, Vec<u64>> = self
+            .topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| p.target.is_none())
+            .map(|p| (p.group, p.replicas.clone()))
+            .collect();
+        // Replicas per eligible node, kept up to date as the plan moves them.
+        let mut load: BTreeMap<u64, usize> = nodes.iter().map(|n| (*n, 0)).collect();
+        for (node, (replicas, _)) in self.load() {
+            if let Some(at) = load.get_mut(&node) {
+                *at = replicas;
+            }
+        }
+        // Each step moves one replica from a most loaded node to a least loaded one; bounded by
+        // the replicas there are.
+        let steps = planned.values().map(Vec::len).sum::<usize>();
+        for _ in 0..steps {
+            let (Some((&most, &high)), Some((&least, &low))) = (
+                load.iter()
+                    .max_by_key(|(node, n)| (**n, std::cmp::Reverse(**node))),
+                load.iter().min_by_key(|(node, n)| (**n, **node)),
+            ) else {
+                break;
+            };
+            if high <= low + 1 {
+                break;
+            }
+            // A partition on `most` and not on `least`, preferring one where `least` adds a
+            // rack the others lack.
+            let Some((_, replicas)) = planned
+                .iter_mut()
+                .filter(|(_, r)| r.contains(&most) && !r.contains(&least))
+                .min_by_key(|(group, r)| {
+                    let others: Vec<u64> = r.iter().copied().filter(|n| *n != most).collect();
+                    (shares_rack(&racks, &others, least), **group)
+                })
+            else {
+                break;
+            };
+            let at = replicas.iter().position(|n| *n == most).expect("filtered");
+            replicas[at] = least;
+            *load.get_mut(&most).expect("an eligible node") -= 1;
+            *load.get_mut(&least).expect("an eligible node") += 1;
+        }
+        // Preferred leaders (first replicas), as planned so far.
+        let mut leaders: BTreeMap<u64, usize> = BTreeMap::new();
+        let firsts = self
+            .topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| p.target.is_some())
+            .map(|p| p.final_replicas())
+            .chain(planned.values().map(Vec::as_slice))
+            .filter_map(|replicas| replicas.first());
+        for first in firsts {
+            *leaders.entry(*first).or_insert(0) += 1;
+        }
+        // While a node is preferred leader of two more partitions than another, one of them
+        // that the other holds a replica of is handed to it (each step lowers the sum of the
+        // squared counts; bounded).
+        for _ in 0..planned.len().saturating_mul(2) {
+            let count = |node: u64| leaders.get(&node).copied().unwrap_or(0);
+            let Some(swap) = planned.iter().find_map(|(group, replicas)| {
+                let leader = replicas[0];
+                let better = replicas[1..]
+                    .iter()
+                    .copied()
+                    .filter(|n| count(*n) + 1 < count(leader))
+                    .min_by_key(|n| (count(*n), *n))?;
+                Some((*group, leader, better))
+            }) else {
+                break;
+            };
+            let (group, from, to) = swap;
+            let replicas = planned.get_mut(&group).expect("found above");
+            let at = replicas.iter().position(|n| *n == to).expect("found above");
+            replicas.swap(0, at);
+            *leaders.get_mut(&from).expect("a leader") -= 1;
+            *leaders.entry(to).or_insert(0) += 1;
+        }
+        planned
+            .into_iter()
+            .filter(|(group, replicas)| {
+                let (_, _, original) = self.partition(*group).expect("planned from the metadata");
+                original.replicas != *replicas
+            })
+            .map(|(group, replicas)| Move { group, replicas })
+            .collect()
+    }
+
+    fn check_registered(&self, node: u64) -> Result<(), CommandError> {
+        match self.node_state(node) {
+            Some(NodeState::Removed) => Err(CommandError::NodeRemoved(node)),
+            None => Err(CommandError::UnknownNode(node)),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Checks `moves` as applying them would: known partitions, each named once, replica lists
+    /// of the topic's replication factor on registered nodes that are not draining.
+    fn check_moves(&self, moves: &[Move]) -> Result<(), CommandError> {
+        let mut seen = BTreeSet::new();
+        for m in moves {
+            let (topic, _, _) = self
+                .partition(m.group)
+                .ok_or(CommandError::UnknownGroup(m.group))?;
+            if !seen.insert(m.group) {
+                return Err(CommandError::InvalidReplicas {
+                    replicas: m.replicas.clone(),
+                    reason: format!("partition group {} is moved twice", m.group),
+                });
+            }
+            self.check_replicas(std::slice::from_ref(&m.replicas), topic.replication_factor)?;
+        }
+        Ok(())
+    }
+
+    /// Starts `moves` (checked already): each partition's target becomes its move's list, and
+    /// `local_node` opens the replicas it is to get.
+    fn start_moves(&mut self, moves: &[Move], local_node: u64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for m in moves {
+            let (name, number) = {
+                let (topic, number, _) = self.partition(m.group).expect("checked");
+                (topic.name.clone(), number)
+            };
+            let partition = self
+                .topics
+                .get_mut(&name)
+                .and_then(|t| t.partitions.get_mut(number as usize))
+                .expect("checked");
+            // Whatever held a replica before (the voters, an earlier move's new replicas) and
+            // is not in the new list leaves once this move completes.
+            let mut leaving: BTreeSet<u64> = partition.leaving.iter().copied().collect();
+            leaving.extend(partition.replicas.iter().copied());
+            leaving.extend(partition.final_replicas().iter().copied());
+            leaving.retain(|node| !m.replicas.contains(node));
+            let held: Vec<u64> = partition
+                .replicas
+                .iter()
+                .chain(partition.final_replicas())
+                .copied()
+                .collect();
+            partition.leaving = leaving.into_iter().collect();
+            partition.target = Some(m.replicas.clone());
+            if m.replicas.contains(&local_node) && !held.contains(&local_node) {
+                effects.push(Effect::StartReplica {
+                    group: m.group,
+                    topic: name,
+                    partition: number,
+                    replicas: m.replicas.clone(),
+                    created: false,
+                });
+            }
+        }
+        effects
     }
 
     /// Applies a command (in controller log order) and returns what `local_node` must do.
@@ -410,8 +934,91 @@ impl Metadata {
         let group_base = self.next_group.max(1);
         match command {
             Command::RegisterNode(node) => {
-                self.nodes.insert(node.id, node.clone());
-                Ok(Vec::new())
+                let info = NodeInfo {
+                    id: node.id,
+                    raft_addr: node.raft_addr.clone(),
+                    api_addr: node.api_addr.clone(),
+                    kafka_addr: node.kafka_addr.clone(),
+                    rack: String::new(),
+                };
+                self.register(info)
+            }
+            Command::Register(node) => self.register(node.clone()),
+            Command::Reassign { moves } => {
+                self.check_moves(moves)?;
+                Ok(self.start_moves(moves, local_node))
+            }
+            Command::CompleteReassignment { group, replicas } => {
+                let stale = || CommandError::StaleReassignment {
+                    group: *group,
+                    replicas: replicas.clone(),
+                };
+                let (name, number) = {
+                    let (topic, number, partition) = self.partition(*group).ok_or_else(stale)?;
+                    if partition.target.as_ref() != Some(replicas) {
+                        return Err(stale());
+                    }
+                    (topic.name.clone(), number)
+                };
+                let partition = self
+                    .topics
+                    .get_mut(&name)
+                    .and_then(|t| t.partitions.get_mut(number as usize))
+                    .expect("found above");
+                partition.replicas = replicas.clone();
+                partition.target = None;
+                let leaving = std::mem::take(&mut partition.leaving);
+                Ok(if leaving.contains(&local_node) {
+                    vec![Effect::DeleteReplica { group: *group }]
+                } else {
+                    Vec::new()
+                })
+            }
+            Command::DrainNode { id, moves } => {
+                self.check_registered(*id)?;
+                // The moves are checked with the node already draining: none may go to it.
+                let was_draining = !self.draining.insert(*id);
+                if let Err(e) = self.check_moves(moves) {
+                    if !was_draining {
+                        self.draining.remove(id);
+                    }
+                    return Err(e);
+                }
+                let mut effects = self.start_moves(moves, local_node);
+                if *id == local_node {
+                    effects.push(Effect::Drain);
+                }
+                Ok(effects)
+            }
+            Command::RemoveNode { id, moves } => {
+                self.check_registered(*id)?;
+                self.check_moves(moves)?;
+                let kept = self
+                    .topics
+                    .values()
+                    .flat_map(|t| &t.partitions)
+                    .filter(|p| {
+                        let after = moves
+                            .iter()
+                            .find(|m| m.group == p.group)
+                            .map_or(p.final_replicas(), |m| &m.replicas);
+                        after.contains(id)
+                    })
+                    .count();
+                if kept > 0 {
+                    return Err(CommandError::NodeHoldsReplicas {
+                        node: *id,
+                        partitions: kept,
+                    });
+                }
+                let mut effects = self.start_moves(moves, local_node);
+                self.nodes.remove(id);
+                self.draining.remove(id);
+                self.removed.insert(*id);
+                if *id == local_node {
+                    effects.push(Effect::Removed);
+                }
+                Ok(effects)
             }
             Command::CreateTopic {
                 name,
@@ -509,6 +1116,14 @@ impl Metadata {
         }
     }
 
+    fn register(&mut self, node: NodeInfo) -> Result<Vec<Effect>, CommandError> {
+        if self.removed.contains(&node.id) {
+            return Err(CommandError::NodeRemoved(node.id));
+        }
+        self.nodes.insert(node.id, node);
+        Ok(Vec::new())
+    }
+
     fn assign(&mut self, replicas: &[Vec<u64>], group_base: u64) -> Vec<PartitionAssignment> {
         let partitions: Vec<PartitionAssignment> = replicas
             .iter()
@@ -516,6 +1131,8 @@ impl Metadata {
             .map(|(replicas, group)| PartitionAssignment {
                 group,
                 replicas: replicas.clone(),
+                target: None,
+                leaving: Vec::new(),
             })
             .collect();
         self.next_group = group_base + partitions.len() as u64;
@@ -613,8 +1230,9 @@ mod tests {
                 raft_addr: format!("127.0.0.1:{}", 7000 + id),
                 api_addr: format!("127.0.0.1:{}", 9000 + id),
                 kafka_addr: String::new(),
+                rack: String::new(),
             };
-            meta.apply(&Command::RegisterNode(node), 1).unwrap();
+            meta.apply(&Command::Register(node), 1).unwrap();
         }
         meta
     }
@@ -804,5 +1422,390 @@ mod tests {
         // Commands that add nothing are never refused by the limits.
         meta.check_limits(&Command::DeleteTopic { name: "b".into() }, &limits)
             .unwrap();
+    }
+
+    fn node(id: u64, rack: &str) -> NodeInfo {
+        NodeInfo {
+            id,
+            raft_addr: format!("127.0.0.1:{}", 7000 + id),
+            api_addr: String::new(),
+            kafka_addr: String::new(),
+            rack: rack.to_string(),
+        }
+    }
+
+    /// Applies `command` as every node of `nodes` would, checking they agree; returns each
+    /// node's effects.
+    fn apply_all(
+        meta: &mut Metadata,
+        command: &Command,
+        nodes: &[u64],
+    ) -> BTreeMap<u64, Vec<Effect>> {
+        let mut effects = BTreeMap::new();
+        let mut agreed = None;
+        for id in nodes {
+            let mut copy = meta.clone();
+            effects.insert(*id, copy.apply(command, *id).unwrap());
+            if let Some(other) = &agreed {
+                assert_eq!(&copy, other);
+            }
+            agreed = Some(copy);
+        }
+        *meta = agreed.unwrap();
+        effects
+    }
+
+    #[test]
+    fn a_move_starts_new_replicas_and_deletes_old_ones_only_once_completed() {
+        let mut meta = cluster(4);
+        let create = meta
+            .plan_create_topic("t", 1, 3, TopicConfig::default())
+            .unwrap();
+        meta.apply(&create, 1).unwrap();
+        let before = meta.topic("t").unwrap().partitions[0].clone();
+        assert_eq!(before.replicas, [1, 2, 3]);
+        let group = before.group;
+        let planned = meta.plan_move("t", 0, vec![4, 2, 3]).unwrap();
+        let effects = apply_all(&mut meta, &planned, &[1, 2, 3, 4]);
+        assert!(effects[&1].is_empty() && effects[&2].is_empty());
+        assert!(matches!(
+            effects[&4][..],
+            [Effect::StartReplica { created: false, .. }]
+        ));
+        let moving = &meta.topic("t").unwrap().partitions[0];
+        assert_eq!(moving.replicas, [1, 2, 3], "the voters until it completes");
+        assert_eq!(moving.final_replicas(), [4, 2, 3]);
+        assert_eq!(moving.leaving, [1]);
+        assert_eq!(meta.reassignments().count(), 1);
+        // A completion naming another list is stale and changes nothing.
+        let stale = Command::CompleteReassignment {
+            group,
+            replicas: vec![1, 2, 3],
+        };
+        let copy = meta.clone();
+        assert!(matches!(
+            meta.apply(&stale, 1),
+            Err(CommandError::StaleReassignment { .. })
+        ));
+        assert_eq!(meta, copy);
+        let done = Command::CompleteReassignment {
+            group,
+            replicas: vec![4, 2, 3],
+        };
+        let effects = apply_all(&mut meta, &done, &[1, 2, 3, 4]);
+        assert_eq!(effects[&1], [Effect::DeleteReplica { group }]);
+        assert!(effects[&2].is_empty() && effects[&4].is_empty());
+        let after = &meta.topic("t").unwrap().partitions[0];
+        assert_eq!(
+            (
+                after.replicas.as_slice(),
+                after.target.as_ref(),
+                after.leaving.len()
+            ),
+            (&[4, 2, 3][..], None, 0)
+        );
+        // Completed twice (a retry after a lost answer): stale, nothing deleted again.
+        assert!(meta.apply(&done, 1).is_err());
+        // Bad moves are refused when planned.
+        assert!(matches!(
+            meta.plan_move("t", 0, vec![4, 2]),
+            Err(CommandError::InvalidReplicas { .. })
+        ));
+        assert!(matches!(
+            meta.plan_move("t", 0, vec![4, 2, 9]),
+            Err(CommandError::InvalidReplicas { .. })
+        ));
+        assert!(matches!(
+            meta.plan_move("t", 1, vec![1, 2, 3]),
+            Err(CommandError::UnknownPartition { .. })
+        ));
+    }
+
+    #[test]
+    fn a_move_that_replaces_one_under_way_deletes_everything_it_takes_away() {
+        let mut meta = cluster(5);
+        meta.apply(
+            &meta
+                .plan_create_topic("t", 1, 3, TopicConfig::default())
+                .unwrap(),
+            1,
+        )
+        .unwrap();
+        let group = meta.topic("t").unwrap().partitions[0].group;
+        meta.apply(&meta.plan_move("t", 0, vec![4, 2, 3]).unwrap(), 1)
+            .unwrap();
+        // Node 4 may already hold a learner: moving to 5 instead takes it away too.
+        let to_five = meta.plan_move("t", 0, vec![5, 2, 3]).unwrap();
+        let effects = apply_all(&mut meta, &to_five, &[4, 5]);
+        assert!(
+            effects[&4].is_empty(),
+            "not deleted before the new voters are committed"
+        );
+        assert_eq!(effects[&5].len(), 1);
+        let done = Command::CompleteReassignment {
+            group,
+            replicas: vec![5, 2, 3],
+        };
+        let effects = apply_all(&mut meta, &done, &[1, 2, 4, 5]);
+        assert_eq!(effects[&1], [Effect::DeleteReplica { group }]);
+        assert_eq!(effects[&4], [Effect::DeleteReplica { group }]);
+        assert!(effects[&2].is_empty() && effects[&5].is_empty());
+    }
+
+    #[test]
+    fn draining_moves_every_replica_away_and_takes_no_new_ones() {
+        let mut meta = cluster(4);
+        meta.apply(
+            &meta
+                .plan_create_topic("t", 8, 3, TopicConfig::default())
+                .unwrap(),
+            1,
+        )
+        .unwrap();
+        let drain = meta.plan_drain(2).unwrap();
+        let effects = apply_all(&mut meta, &drain, &[1, 2, 3, 4]);
+        assert!(effects[&2].contains(&Effect::Drain));
+        assert_eq!(meta.node_state(2), Some(NodeState::Draining));
+        for p in &meta.topic("t").unwrap().partitions {
+            assert!(!p.final_replicas().contains(&2), "{p:?}");
+            assert_eq!(p.final_replicas().len(), 3);
+        }
+        // New topics avoid it, and a create planned before the drain is refused after it.
+        let create = Command::CreateTopic {
+            name: "u".into(),
+            replication_factor: 1,
+            replicas: vec![vec![2]],
+            config: TopicConfig::default(),
+        };
+        assert!(matches!(
+            meta.apply(&create, 1),
+            Err(CommandError::InvalidReplicas { .. })
+        ));
+        let planned = meta
+            .plan_create_topic("u", 6, 3, TopicConfig::default())
+            .unwrap();
+        let Command::CreateTopic { replicas, .. } = &planned else {
+            unreachable!()
+        };
+        assert!(replicas.iter().flatten().all(|n| *n != 2));
+        // Removal waits for the moves to complete: the voters still include it until then.
+        assert!(matches!(
+            meta.plan_remove(2, false),
+            Err(CommandError::NodeHoldsReplicas { .. })
+        ));
+        let moving: Vec<(u64, Vec<u64>)> = meta
+            .reassignments()
+            .map(|(_, _, p)| (p.group, p.target.clone().unwrap()))
+            .collect();
+        for (group, replicas) in moving {
+            meta.apply(&Command::CompleteReassignment { group, replicas }, 1)
+                .unwrap();
+        }
+        let remove = meta.plan_remove(2, false).unwrap();
+        let effects = apply_all(&mut meta, &remove, &[1, 2]);
+        assert_eq!(effects[&2], [Effect::Removed]);
+        assert_eq!(meta.node_state(2), Some(NodeState::Removed));
+        assert_eq!(meta.nodes().count(), 3);
+        // The id is never used again.
+        assert_eq!(
+            meta.apply(&Command::Register(node(2, "")), 1),
+            Err(CommandError::NodeRemoved(2))
+        );
+        assert!(matches!(
+            meta.plan_drain(2),
+            Err(CommandError::NodeRemoved(2))
+        ));
+        assert!(matches!(
+            meta.plan_drain(9),
+            Err(CommandError::UnknownNode(9))
+        ));
+    }
+
+    #[test]
+    fn a_forced_removal_re_replicates_what_the_node_held() {
+        let mut meta = cluster(5);
+        meta.apply(
+            &meta
+                .plan_create_topic("t", 10, 3, TopicConfig::default())
+                .unwrap(),
+            1,
+        )
+        .unwrap();
+        let held = meta.partitions_on(3).len();
+        assert!(held > 0);
+        assert!(
+            matches!(meta.plan_remove(3, false), Err(CommandError::NodeHoldsReplicas { partitions, .. }) if partitions == held)
+        );
+        let remove = meta.plan_remove(3, true).unwrap();
+        apply_all(&mut meta, &remove, &[1, 2, 4, 5]);
+        assert_eq!(meta.reassignments().count(), held);
+        for (_, _, p) in meta.reassignments() {
+            assert!(!p.final_replicas().contains(&3) && p.final_replicas().len() == 3);
+            assert_eq!(p.leaving, [3]);
+        }
+        // Not enough nodes left for RF 3 is refused when planned.
+        let mut small = cluster(3);
+        small
+            .apply(
+                &small
+                    .plan_create_topic("t", 1, 3, TopicConfig::default())
+                    .unwrap(),
+                1,
+            )
+            .unwrap();
+        assert!(matches!(
+            small.plan_remove(3, true),
+            Err(CommandError::Placement(_))
+        ));
+    }
+
+    #[test]
+    fn registration_keeps_the_rack_and_reads_the_old_command() {
+        let mut meta = Metadata::default();
+        let old = Command::RegisterNode(NodeAddresses {
+            id: 1,
+            raft_addr: "a:1".into(),
+            api_addr: String::new(),
+            kafka_addr: String::new(),
+        });
+        // An entry written before 1.7 still decodes as the same variant.
+        let bytes = postcard::to_allocvec(&old).unwrap();
+        assert_eq!(bytes[0], 0);
+        meta.apply(&postcard::from_bytes(&bytes).unwrap(), 1)
+            .unwrap();
+        meta.apply(&Command::Register(node(2, "r2")), 1).unwrap();
+        assert_eq!(
+            meta.racks(),
+            BTreeMap::from([(1, String::new()), (2, "r2".to_string())])
+        );
+    }
+
+    #[test]
+    fn rebalancing_after_nodes_join_spreads_replicas_and_leaders() {
+        let mut meta = cluster(3);
+        meta.apply(
+            &meta
+                .plan_create_topic("t", 12, 3, TopicConfig::default())
+                .unwrap(),
+            1,
+        )
+        .unwrap();
+        assert!(meta.plan_rebalance().is_empty(), "already even");
+        for id in [4, 5] {
+            meta.apply(&Command::Register(node(id, "")), 1).unwrap();
+        }
+        let moves = meta.plan_rebalance();
+        assert!(!moves.is_empty());
+        meta.apply(
+            &Command::Reassign {
+                moves: moves.clone(),
+            },
+            1,
+        )
+        .unwrap();
+        let mut replicas = BTreeMap::new();
+        let mut leaders = BTreeMap::new();
+        for p in &meta.topic("t").unwrap().partitions {
+            for n in p.final_replicas() {
+                *replicas.entry(*n).or_insert(0) += 1;
+            }
+            *leaders.entry(p.final_replicas()[0]).or_insert(0) += 1;
+        }
+        let spread = |m: &BTreeMap<u64, i32>| m.values().max().unwrap() - m.values().min().unwrap();
+        assert_eq!(replicas.len(), 5);
+        assert!(spread(&replicas) <= 1, "{replicas:?}");
+        assert!(spread(&leaders) <= 1, "{leaders:?}");
+        // Moving partitions are left alone; once done, nothing more to do.
+        assert!(meta.plan_rebalance().is_empty());
+        for m in moves {
+            meta.apply(
+                &Command::CompleteReassignment {
+                    group: m.group,
+                    replicas: m.replicas,
+                },
+                1,
+            )
+            .unwrap();
+        }
+        assert!(meta.plan_rebalance().is_empty());
+    }
+
+    #[test]
+    fn moves_are_held_to_the_replica_limit_only_where_they_add() {
+        let mut meta = cluster(3);
+        meta.apply(
+            &meta
+                .plan_create_topic("t", 3, 1, TopicConfig::default())
+                .unwrap(),
+            1,
+        )
+        .unwrap();
+        let on = |meta: &Metadata, p: usize| meta.topic("t").unwrap().partitions[p].replicas[0];
+        let (first, second) = (on(&meta, 0), on(&meta, 1));
+        let limits = ClusterLimits {
+            topics_max: 10,
+            partitions_per_node_max: 1,
+        };
+        // Onto a node that holds one already: two, over the limit.
+        let crowd = meta.plan_move("t", 0, vec![second]).unwrap();
+        assert_eq!(
+            meta.check_limits(&crowd, &limits),
+            Err(CommandError::TooManyReplicas {
+                node: second,
+                replicas: 2,
+                max: 1
+            })
+        );
+        // A node over a lowered limit may still be emptied.
+        meta.apply(&crowd, 1).unwrap();
+        let tight = ClusterLimits {
+            topics_max: 10,
+            partitions_per_node_max: 0,
+        };
+        let back = meta.plan_move("t", 0, vec![first]).unwrap();
+        assert!(
+            meta.check_limits(&back, &tight).is_err(),
+            "node {first} gains one"
+        );
+        let limits = ClusterLimits {
+            topics_max: 10,
+            partitions_per_node_max: 1,
+        };
+        meta.check_limits(&back, &limits).unwrap();
+    }
+
+    proptest::proptest! {
+        /// After nodes join, the rebalance plan's replica lists are valid and the replicas per
+        /// node end at most one apart; planning again right after finds nothing to do.
+        #[test]
+        fn rebalance_evens_any_cluster(
+            first in 1u64..5,
+            joined in 1u64..4,
+            topics in proptest::collection::vec((1usize..20, 1usize..4), 1..5),
+        ) {
+            let mut meta = cluster(first);
+            for (at, (partitions, rf)) in topics.iter().enumerate() {
+                let rf = (*rf).min(usize::try_from(first).unwrap());
+                let create = meta.plan_create_topic(&format!("t{at}"), *partitions, rf, TopicConfig::default()).unwrap();
+                meta.apply(&create, 1).unwrap();
+            }
+            for id in first + 1..=first + joined {
+                meta.apply(&Command::Register(node(id, "")), 1).unwrap();
+            }
+            let moves = meta.plan_rebalance();
+            meta.apply(&Command::Reassign { moves: moves.clone() }, 1).unwrap();
+            for m in moves {
+                meta.apply(&Command::CompleteReassignment { group: m.group, replicas: m.replicas }, 1).unwrap();
+            }
+            let mut load: BTreeMap<u64, usize> = (1..=first + joined).map(|n| (n, 0)).collect();
+            for p in meta.topics().flat_map(|t| &t.partitions) {
+                for n in &p.replicas {
+                    *load.get_mut(n).unwrap() += 1;
+                }
+            }
+            let (high, low) = (load.values().max().unwrap(), load.values().min().unwrap());
+            proptest::prop_assert!(high - low <= 1, "{:?}", load);
+            proptest::prop_assert!(meta.plan_rebalance().is_empty());
+        }
     }
 }

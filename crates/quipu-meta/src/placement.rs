@@ -22,11 +22,14 @@ pub enum PlacementError {
 
 /// Chooses replicas for `count` new partitions with `replication_factor` replicas each, among
 /// `nodes` (sorted, distinct), given how many replicas and preferred leaderships each node
-/// already has. Each partition's replicas are distinct; its first replica is its preferred
-/// leader. Nodes with the fewest replicas are chosen first (then fewest leaderships, then lowest
-/// id), so replicas and leaders stay spread as topics come and go. Deterministic.
+/// already has and each node's rack (`racks`; a node not in it, or with an empty rack, is a rack
+/// of its own). Each partition's replicas are distinct, on distinct racks where there are enough
+/// racks; its first replica is its preferred leader. Nodes with the fewest replicas are chosen
+/// first (then fewest leaderships, then lowest id), so replicas and leaders stay spread as
+/// topics come and go. Deterministic.
 pub fn place(
     nodes: &[u64],
+    racks: &BTreeMap<u64, String>,
     existing: &BTreeMap<u64, (usize, usize)>,
     count: usize,
     replication_factor: usize,
@@ -58,7 +61,9 @@ pub fn place(
             let next = *load
                 .iter()
                 .filter(|(node, _)| !replicas.contains(node))
-                .min_by_key(|(node, (replicas, _))| (*replicas, **node))
+                .min_by_key(|(node, (count, _))| {
+                    (shares_rack(racks, &replicas, **node), *count, **node)
+                })
                 .map(|(node, _)| node)
                 .expect("enough nodes were checked");
             replicas.push(next);
@@ -72,6 +77,36 @@ pub fn place(
     Ok(placed)
 }
 
+/// Whether `node` is on the rack of one of `replicas` (an empty or unknown rack is nobody's).
+pub(crate) fn shares_rack(racks: &BTreeMap<u64, String>, replicas: &[u64], node: u64) -> bool {
+    match racks.get(&node).filter(|rack| !rack.is_empty()) {
+        None => false,
+        Some(rack) => replicas.iter().any(|r| racks.get(r) == Some(rack)),
+    }
+}
+
+/// The node that takes the place of a replica leaving `replicas` (which no longer lists it):
+/// among `nodes` not in `replicas`, one on a rack none of them is on if there is one, then the
+/// one with the fewest replicas (`load`), then the lowest id. `None` if every node holds one.
+pub fn replacement(
+    nodes: &[u64],
+    racks: &BTreeMap<u64, String>,
+    load: &BTreeMap<u64, (usize, usize)>,
+    replicas: &[u64],
+) -> Option<u64> {
+    nodes
+        .iter()
+        .copied()
+        .filter(|node| !replicas.contains(node))
+        .min_by_key(|node| {
+            (
+                shares_rack(racks, replicas, *node),
+                load.get(node).map_or(0, |(count, _)| *count),
+                *node,
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -80,7 +115,7 @@ mod tests {
 
     #[test]
     fn three_nodes_rf3_spreads_leaders() {
-        let placed = place(&[1, 2, 3], &BTreeMap::new(), 6, 3).unwrap();
+        let placed = place(&[1, 2, 3], &BTreeMap::new(), &BTreeMap::new(), 6, 3).unwrap();
         let leaders: Vec<u64> = placed.iter().map(|r| r[0]).collect();
         assert_eq!(leaders, [1, 2, 3, 1, 2, 3]);
         for replicas in &placed {
@@ -93,15 +128,51 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_place() {
         assert_eq!(
-            place(&[1, 2], &BTreeMap::new(), 1, 3),
+            place(&[1, 2], &BTreeMap::new(), &BTreeMap::new(), 1, 3),
             Err(PlacementError::NotEnoughNodes {
                 replication_factor: 3,
                 nodes: 2
             })
         );
         assert_eq!(
-            place(&[1], &BTreeMap::new(), 1, 0),
+            place(&[1], &BTreeMap::new(), &BTreeMap::new(), 1, 0),
             Err(PlacementError::ZeroReplicationFactor)
+        );
+    }
+
+    #[test]
+    fn replicas_go_to_distinct_racks_when_there_are_enough() {
+        // Six nodes on three racks, the two of each rack numbered next to each other: without
+        // racks, RF 3 would put partitions on 1, 2, 3 (two of them on rack a).
+        let racks: BTreeMap<u64, String> = (1..=6u64)
+            .map(|id| (id, ["a", "b", "c"][((id - 1) / 2) as usize].to_string()))
+            .collect();
+        let placed = place(&[1, 2, 3, 4, 5, 6], &racks, &BTreeMap::new(), 12, 3).unwrap();
+        for replicas in &placed {
+            let mut on: Vec<&String> = replicas.iter().map(|r| &racks[r]).collect();
+            on.sort();
+            on.dedup();
+            assert_eq!(on.len(), 3, "{replicas:?} shares a rack");
+        }
+        // Two racks for RF 3: two replicas share one, the third is on the other.
+        let two: BTreeMap<u64, String> = racks
+            .keys()
+            .map(|id| (*id, if *id <= 3 { "a" } else { "b" }.to_string()))
+            .collect();
+        for replicas in place(&[1, 2, 3, 4, 5, 6], &two, &BTreeMap::new(), 6, 3).unwrap() {
+            assert!(
+                replicas.iter().any(|r| two[r] == "a") && replicas.iter().any(|r| two[r] == "b")
+            );
+        }
+        // A replacement prefers a rack the others are not on, then the least loaded node.
+        let load = BTreeMap::from([(4, (5, 0)), (5, (1, 0)), (6, (0, 0))]);
+        assert_eq!(
+            replacement(&[1, 2, 3, 4, 5, 6], &racks, &load, &[1, 3]),
+            Some(6)
+        );
+        assert_eq!(
+            replacement(&[1, 2, 3], &BTreeMap::new(), &load, &[1, 2, 3]),
+            None
         );
     }
 
@@ -112,7 +183,7 @@ mod tests {
         fn placement_is_even(nodes in 1usize..8, count in 0usize..50, rf in 1usize..4) {
             prop_assume!(rf <= nodes);
             let ids: Vec<u64> = (1..=nodes as u64).collect();
-            let placed = place(&ids, &BTreeMap::new(), count, rf).unwrap();
+            let placed = place(&ids, &BTreeMap::new(), &BTreeMap::new(), count, rf).unwrap();
             let mut replicas = BTreeMap::new();
             let mut leaders = BTreeMap::new();
             for partition in &placed {

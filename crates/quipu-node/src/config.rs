@@ -59,7 +59,26 @@ pub struct NodeConfig {
     pub producers: quipu_raft::producers::ProducerLimits,
     /// Consumer groups: the offsets topic this node creates when the first group needs it.
     pub groups: GroupsConfig,
+    /// This node's rack (failure domain), empty for none: replicas of a partition go to
+    /// distinct racks where there are enough.
+    pub rack: String,
+    /// How many voters the controller group grows to as nodes join (1, 3 or 5): joined nodes
+    /// past it stay learners (they receive the metadata but do not vote on it).
+    pub controller_voters: usize,
+    /// How often each node hands the leadership of the partitions it leads to their preferred
+    /// replicas (first in the replica list) where those are caught up; `None` never does
+    /// (`quipu cluster elect-leaders` still does on demand).
+    pub leader_rebalance_interval: Option<Duration>,
 }
+
+/// Longest rack name.
+pub const RACK_BYTES_MAX: usize = 255;
+
+/// Controller group sizes a node may be configured with.
+pub const CONTROLLER_VOTERS_ALLOWED: [usize; 3] = [1, 3, 5];
+
+/// Kafka's `leader.imbalance.check.interval.seconds`.
+pub const DEFAULT_LEADER_REBALANCE_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Consumer groups' settings of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +137,9 @@ impl NodeConfig {
             cluster_limits: quipu_meta::ClusterLimits::default(),
             producers: quipu_raft::producers::ProducerLimits::default(),
             groups: GroupsConfig::default(),
+            rack: String::new(),
+            controller_voters: 3,
+            leader_rebalance_interval: Some(DEFAULT_LEADER_REBALANCE_INTERVAL),
         }
     }
 
@@ -172,6 +194,30 @@ impl NodeConfig {
     /// Checks every setting against its range, naming the first one out of it.
     pub fn validate(&self) -> Result<(), NodeConfigError> {
         self.log.validate()?;
+        if !CONTROLLER_VOTERS_ALLOWED.contains(&self.controller_voters) {
+            return Err(NodeConfigError::Invalid {
+                key: "controller_voters",
+                value: self.controller_voters.to_string(),
+                allowed: "1, 3 or 5".to_string(),
+            });
+        }
+        if self.rack.len() > RACK_BYTES_MAX {
+            return Err(NodeConfigError::Invalid {
+                key: "rack",
+                value: format!("({} bytes)", self.rack.len()),
+                allowed: format!("at most {RACK_BYTES_MAX} bytes"),
+            });
+        }
+        if self
+            .leader_rebalance_interval
+            .is_some_and(|i| i < Duration::from_secs(1))
+        {
+            return Err(NodeConfigError::Invalid {
+                key: "leader_rebalance_interval_ms",
+                value: format!("{:?}", self.leader_rebalance_interval),
+                allowed: "at least 1000 ms, or 0 for never".to_string(),
+            });
+        }
         if self.log.entry_bytes_max > ENTRY_BYTES_LIMIT {
             return Err(NodeConfigError::Invalid {
                 key: "log.entry_bytes_max",

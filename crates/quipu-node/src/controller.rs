@@ -56,6 +56,47 @@ pub enum ControllerRequest {
         /// How many.
         count: u32,
     },
+    /// A new node asks to join: the controller leader adds it to the controller group as a
+    /// learner (it then registers itself, and becomes a voter while the controller has fewer
+    /// than `controller_voters` of them). Refused for a removed node.
+    Join {
+        /// The node's id.
+        id: u64,
+        /// Its Raft transport address.
+        raft_addr: String,
+    },
+    /// Move one partition to new replicas (preferred leader first).
+    MovePartition {
+        /// Topic name.
+        topic: String,
+        /// Partition number.
+        partition: u32,
+        /// The new replicas.
+        replicas: Vec<u64>,
+    },
+    /// A partition's leader changed its group's voters to the move's target.
+    CompleteReassignment {
+        /// The partition's group.
+        group: u64,
+        /// Its voters now.
+        replicas: Vec<u64>,
+    },
+    /// Drain a node: its leaderships handed over, its replicas moved to other nodes.
+    DrainNode {
+        /// The node.
+        id: u64,
+    },
+    /// Remove a node for good (with `force`, one that still holds replicas: they are
+    /// re-created on other nodes from the surviving ones).
+    RemoveNode {
+        /// The node.
+        id: u64,
+        /// Whether to remove a node that still holds replicas.
+        force: bool,
+    },
+    /// Spread replicas and preferred leaders evenly over the eligible nodes; the answer is the
+    /// number of partitions moved.
+    Rebalance,
 }
 
 impl ControllerRequest {
@@ -125,9 +166,30 @@ impl ControllerRequest {
                     config,
                 }
             }
-            ControllerRequest::RegisterNode(info) => Command::RegisterNode(info.clone()),
+            ControllerRequest::RegisterNode(info) => Command::Register(info.clone()),
             ControllerRequest::AllocateProducerIds { count } => {
                 Command::AllocateProducerIds { count: *count }
+            }
+            ControllerRequest::MovePartition {
+                topic,
+                partition,
+                replicas,
+            } => metadata.plan_move(topic, *partition, replicas.clone())?,
+            ControllerRequest::CompleteReassignment { group, replicas } => {
+                Command::CompleteReassignment {
+                    group: *group,
+                    replicas: replicas.clone(),
+                }
+            }
+            ControllerRequest::DrainNode { id } => metadata.plan_drain(*id)?,
+            ControllerRequest::RemoveNode { id, force } => metadata.plan_remove(*id, *force)?,
+            ControllerRequest::Rebalance => Command::Reassign {
+                moves: metadata.plan_rebalance(),
+            },
+            ControllerRequest::Join { .. } => {
+                return Err(ControllerError::Plan(
+                    "a join changes the controller group, not the metadata".into(),
+                ));
             }
         })
     }
@@ -198,6 +260,16 @@ pub enum ControllerError {
     /// is unknown.
     #[error("the controller did not answer: {0}")]
     Unavailable(String),
+    /// The node was removed from the cluster: its id is never used again, and its data is
+    /// stale.
+    #[error("node {0} was removed from the cluster: its id is never used again")]
+    NodeRemoved(u64),
+    /// No registered node has that id.
+    #[error("unknown node {0}")]
+    UnknownNode(u64),
+    /// The node still holds replicas.
+    #[error("{0}")]
+    NodeHoldsReplicas(String),
     /// Clients cannot create, delete or add partitions to the internal offsets topic (the group
     /// coordinator creates it; its partition count is fixed).
     #[error(
@@ -229,6 +301,11 @@ impl From<quipu_meta::CommandError> for ControllerError {
             quipu_meta::CommandError::TopicExists(name) => ControllerError::TopicExists(name),
             quipu_meta::CommandError::UnknownTopic(name) => ControllerError::UnknownTopic(name),
             quipu_meta::CommandError::Config(e) => invalid_config(e),
+            quipu_meta::CommandError::NodeRemoved(id) => ControllerError::NodeRemoved(id),
+            quipu_meta::CommandError::UnknownNode(id) => ControllerError::UnknownNode(id),
+            e @ quipu_meta::CommandError::NodeHoldsReplicas { .. } => {
+                ControllerError::NodeHoldsReplicas(e.to_string())
+            }
             e @ (quipu_meta::CommandError::TooManyTopics { .. }
             | quipu_meta::CommandError::TooManyReplicas { .. }) => {
                 ControllerError::LimitExceeded(e.to_string())
@@ -272,6 +349,18 @@ impl ControllerHandle {
         self.raft.metrics().borrow().current_leader
     }
 
+    /// Whether this node is a member (voter or learner) of the controller group, as its replica
+    /// knows the group's membership.
+    pub fn is_member(&self) -> bool {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&self.node_id)
+            .is_some()
+    }
+
     /// The transport address of controller voter `node`.
     pub fn address_of(&self, node: u64) -> Option<String> {
         crate::groups::member_addr(&self.raft, node)
@@ -286,6 +375,9 @@ impl ControllerHandle {
         let leader = self.leader();
         if leader != Some(self.node_id) {
             return Err(ControllerError::NotLeader { leader });
+        }
+        if let ControllerRequest::Join { id, raft_addr } = request {
+            return self.admit(*id, raft_addr).await.map(|()| None);
         }
         let voters = self
             .raft
@@ -309,7 +401,64 @@ impl ControllerHandle {
                     other => other,
                 })
         })?;
+        if let (ControllerRequest::Rebalance, Command::Reassign { moves }) = (request, &command) {
+            let moved = moves.len() as u64;
+            if moved > 0 {
+                self.propose(&command).await?;
+            }
+            return Ok(Some(moved));
+        }
         self.propose(&command).await
+    }
+
+    /// Adds node `id` to the controller group as a learner, so that it receives the metadata and
+    /// can register (a node already in the group is left as it is; a removed one is refused).
+    async fn admit(&self, id: u64, raft_addr: &str) -> Result<(), ControllerError> {
+        if self.metadata.with_metadata(|m| m.is_removed(id)) {
+            return Err(ControllerError::NodeRemoved(id));
+        }
+        let known = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+        };
+        if known.as_deref() == Some(raft_addr) {
+            return Ok(());
+        }
+        if known.is_some()
+            && self
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == id)
+        {
+            // A voter at another address: changing a voter's address is not a join.
+            return Err(ControllerError::Plan(format!(
+                "node {id} is a controller voter at {}; it cannot join again from {raft_addr}",
+                known.unwrap_or_default()
+            )));
+        }
+        let node = openraft::BasicNode {
+            addr: raft_addr.to_string(),
+        };
+        match self.raft.add_learner(id, node, false).await {
+            Ok(_) => {
+                tracing::info!(node_id = id, %raft_addr, "node admitted to the controller group as a learner");
+                Ok(())
+            }
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::ClientWriteError::ForwardToLeader(forward),
+            )) => Err(ControllerError::NotLeader {
+                leader: forward.leader_id,
+            }),
+            Err(e) => Err(ControllerError::Unavailable(e.to_string())),
+        }
     }
 
     /// Proposes `command` to the controller group and waits until it is applied; returns the

@@ -76,6 +76,15 @@ pub enum NodeError {
     /// The partition is not open on this node.
     #[error("partition {0} is not open on this node")]
     NotOpen(GroupId),
+    /// The cluster refused this node's join, or no member answered it in time.
+    #[error("cannot join the cluster through {seed}")]
+    Join {
+        /// The member asked.
+        seed: String,
+        /// Why.
+        #[source]
+        source: crate::controller::ControllerError,
+    },
 }
 
 /// A produce request was not acknowledged.

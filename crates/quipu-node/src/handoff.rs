@@ -16,13 +16,17 @@ use crate::quiesce;
 pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Hands the leadership of every group this node leads to a caught-up follower; returns how many
-/// groups have another leader by the deadline.
-pub(crate) async fn hand_off_leadership(inner: &Inner) -> usize {
+/// groups have another leader by the deadline. With `stopping`, the node's partitions refuse
+/// produce requests from now on (it is about to stop; a drained node goes on serving until its
+/// leaderships have moved).
+pub(crate) async fn hand_off_leadership(inner: &Inner, stopping: bool) -> usize {
     let deadline = tokio::time::Instant::now() + HANDOFF_TIMEOUT;
     let me = inner.config.node_id;
     let partitions = inner.hosted_partitions();
-    for partition in &partitions {
-        partition.drain();
+    if stopping {
+        for partition in &partitions {
+            partition.drain();
+        }
     }
     let mut led: Vec<(GroupId, Raft<TypeConfig>)> = partitions
         .iter()
@@ -116,7 +120,7 @@ pub(crate) async fn hand_off_leadership(inner: &Inner) -> usize {
         if asks.is_empty() {
             break;
         }
-        started.extend(ask_to_campaign(inner, me, asks, deadline).await);
+        started.extend(ask_to_campaign(&inner.peers, me, asks, deadline).await);
     }
     // Only groups whose successor stood for election can change hands before this node leaves.
     let mut handed = 0;
@@ -145,15 +149,15 @@ pub(crate) async fn hand_off_leadership(inner: &Inner) -> usize {
 
 /// Sends each successor its `Campaign` request (all at once) and returns the groups in which an
 /// election was started.
-async fn ask_to_campaign(
-    inner: &Inner,
+pub(crate) async fn ask_to_campaign(
+    peers: &crate::network::Peers,
     me: NodeId,
     asks: BTreeMap<NodeId, (String, Vec<u64>)>,
     deadline: tokio::time::Instant,
 ) -> Vec<u64> {
     let mut calls = tokio::task::JoinSet::new();
     for (successor, (addr, group_ids)) in asks {
-        let Ok(channel) = inner.peers.channel(&addr) else {
+        let Ok(channel) = peers.channel(&addr) else {
             continue;
         };
         calls.spawn(async move {

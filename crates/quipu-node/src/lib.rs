@@ -15,6 +15,7 @@
 //!
 //! Not here yet: the Kafka and client-facing APIs.
 
+mod cluster;
 mod config;
 mod controller;
 mod coordinator;
@@ -28,6 +29,7 @@ mod network;
 mod node;
 mod partition;
 mod quiesce;
+mod reassign;
 mod replicas;
 mod resources;
 mod retention;

@@ -51,8 +51,6 @@ pub(crate) struct Inner {
     pub(crate) metadata: ControllerStateMachine,
     /// Plans and proposes controller requests (shared with the transport service).
     pub(crate) control: ControllerHandle,
-    /// The controller's initial voters (id, transport address), once known.
-    pub(crate) voters: RwLock<Vec<(NodeId, String)>>,
     /// When each peer's node heartbeat last arrived.
     pub(crate) liveness: Arc<Liveness>,
     /// The disk reserve and the bytes of produced batches in memory, for every replica.
@@ -140,6 +138,7 @@ impl Node {
             peers: Arc::clone(&peers),
             liveness: Arc::clone(&liveness),
             control: control.clone(),
+            liveness_timeout: quiesce::Timings::of(&raft_config).liveness,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(
@@ -176,7 +175,6 @@ impl Node {
             controller,
             metadata,
             control,
-            voters: RwLock::new(Vec::new()),
             liveness: Arc::clone(&liveness),
             admission,
             replica_changes: tokio::sync::Mutex::new(()),
@@ -203,6 +201,9 @@ impl Node {
             tokio::spawn(run_interval_sync(Arc::clone(&inner))),
             tokio::spawn(crate::coordinator::run_ticks(Arc::clone(&inner))),
             tokio::spawn(crate::replicas::run_reopen_stopped(Arc::clone(&inner))),
+            tokio::spawn(crate::cluster::run_controller_voters(Arc::clone(&inner))),
+            tokio::spawn(crate::reassign::run_reassignments(Arc::clone(&inner))),
+            tokio::spawn(crate::reassign::run_preferred_leaders(Arc::clone(&inner))),
         ];
         tracing::info!(node_id = inner.config.node_id, %addr, "node started");
         Ok(Node {
@@ -228,7 +229,7 @@ impl Node {
     /// then stops as [`Node::stop`] does. A group whose handoff did not finish elects a leader the
     /// usual way once this node is gone. Returns how many groups were handed over.
     pub async fn shutdown(self) -> usize {
-        let handed = hand_off_leadership(&self.inner).await;
+        let handed = hand_off_leadership(&self.inner, true).await;
         self.stop().await;
         handed
     }
@@ -332,11 +333,6 @@ impl NodeHandle {
     /// transport address, this node included). The voter with the lowest id initializes the
     /// controller group the first time; whichever voter leads the controller registers them all.
     pub async fn join(&self, voters: Vec<(NodeId, String)>) -> Result<(), NodeError> {
-        *self
-            .inner
-            .voters
-            .write()
-            .expect("voters lock poisoned by a panic") = voters.clone();
         let lowest = voters.iter().map(|(id, _)| *id).min();
         // After a restart the group exists; openraft would log the refused initialize as an error.
         let initialized = self
@@ -670,6 +666,15 @@ async fn carry_out_effects(inner: Arc<Inner>, mut effects: tokio::sync::mpsc::Re
             }
             Effect::DeleteReplica { group } => inner.delete_replica(GroupId(group)).await,
             Effect::ConfigChanged { topic } => inner.apply_topic_config(&topic),
+            // Not awaited: handing leaderships over must not hold the effects that follow.
+            Effect::Drain => drop(tokio::spawn(Arc::clone(&inner).step_aside())),
+            Effect::Removed => {
+                tracing::error!(
+                    node_id = inner.config.node_id,
+                    "this node was removed from the cluster: stop it; its id is never used again"
+                );
+                drop(tokio::spawn(Arc::clone(&inner).step_aside()));
+            }
         }
         // Not held while waiting: a replica's reopening takes it too.
         drop(changing);

@@ -54,6 +54,9 @@ impl Inner {
         }
         self.groups
             .insert(group, partition.raft().clone(), partition.quiet());
+        if self.is_draining() {
+            partition.quiet().leave(partition.raft());
+        }
         Ok(partition)
     }
 

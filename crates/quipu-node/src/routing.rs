@@ -7,7 +7,10 @@ use std::time::Duration;
 use quipu_meta::NodeInfo;
 use quipu_raft::NodeId;
 
-use crate::controller::{CONTROLLER_PATIENCE, ControllerError, ControllerRequest};
+use crate::controller::{
+    CONTROLLER_PATIENCE, ControllerError, ControllerHandle, ControllerRequest,
+};
+use crate::network::Peers;
 use crate::node::Inner;
 
 /// Registers this node (id, transport and API addresses) with the controller, and again whenever
@@ -19,6 +22,7 @@ pub(crate) async fn register_self(inner: Arc<Inner>) {
         raft_addr: inner.addr.to_string(),
         api_addr: inner.config.api_addr.clone().unwrap_or_default(),
         kafka_addr: inner.config.kafka_addr.clone().unwrap_or_default(),
+        rack: inner.config.rack.clone(),
     };
     let mut ticker = tokio::time::interval(REGISTER_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -27,13 +31,7 @@ pub(crate) async fn register_self(inner: Arc<Inner>) {
         let registered = inner
             .metadata
             .with_metadata(|m| m.nodes().any(|n| *n == me));
-        if registered
-            || inner
-                .voters
-                .read()
-                .expect("voters lock poisoned by a panic")
-                .is_empty()
-        {
+        if registered || !inner.control.is_member() {
             continue; // done, or not a member of a cluster yet
         }
         if let Err(e) =
@@ -75,12 +73,22 @@ pub(crate) async fn request_controller(
     inner: &Inner,
     request: &ControllerRequest,
 ) -> Result<Option<u64>, ControllerError> {
+    route(&inner.control, &inner.peers, request).await
+}
+
+/// [`request_controller`] with what it needs only: this node's controller replica and its
+/// connections (the transport service, which has no [`Inner`], routes joins with it).
+pub(crate) async fn route(
+    control: &ControllerHandle,
+    peers: &Peers,
+    request: &ControllerRequest,
+) -> Result<Option<u64>, ControllerError> {
     let deadline = tokio::time::Instant::now() + CONTROLLER_PATIENCE;
     let mut backoff = Duration::from_millis(20);
     loop {
-        let result = match inner.control.leader() {
-            Some(leader) if leader == inner.config.node_id => inner.control.handle(request).await,
-            Some(leader) => forward_to_controller(inner, leader, request).await,
+        let result = match control.leader() {
+            Some(leader) if leader == control.node_id => control.handle(request).await,
+            Some(leader) => forward_to_controller(control, peers, leader, request).await,
             None => Err(ControllerError::NotLeader { leader: None }),
         };
         match result {
@@ -98,23 +106,24 @@ pub(crate) async fn request_controller(
 /// Sends `request` to the controller leader `leader` and returns its answer. A transport failure
 /// counts as "not leader" (the request was not handled; the caller retries).
 async fn forward_to_controller(
-    inner: &Inner,
+    control: &ControllerHandle,
+    peers: &Peers,
     leader: NodeId,
     request: &ControllerRequest,
 ) -> Result<Option<u64>, ControllerError> {
     let not_leader = ControllerError::NotLeader {
         leader: Some(leader),
     };
-    let Some(addr) = inner.control.address_of(leader) else {
+    let Some(addr) = control.address_of(leader) else {
         return Err(not_leader);
     };
-    let Ok(channel) = inner.peers.channel(&addr) else {
+    let Ok(channel) = peers.channel(&addr) else {
         return Err(not_leader);
     };
     let bytes =
         postcard::to_allocvec(request).map_err(|e| ControllerError::Unavailable(e.to_string()))?;
     let call = quipu_proto::v1::ControllerCall {
-        from_node: inner.config.node_id,
+        from_node: control.node_id,
         to_node: leader,
         request: bytes,
     };

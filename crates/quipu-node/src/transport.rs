@@ -7,8 +7,9 @@ use openraft::error::RaftError;
 use openraft::raft::VoteResponse;
 use quipu_proto::v1::raft_transport_server::RaftTransport;
 use quipu_proto::v1::{
-    CampaignReply, CampaignRequest, ControllerCall, ControllerReply, NodeHeartbeat,
-    NodeHeartbeatReply, RaftBatch, RaftBatchItem, RaftBatchReply, RaftMessage, RaftReply, RaftRpc,
+    CampaignReply, CampaignRequest, ControllerCall, ControllerReply, ElectLeadersReply,
+    ElectLeadersRequest, JoinRequest, NodeHeartbeat, NodeHeartbeatReply, RaftBatch, RaftBatchItem,
+    RaftBatchReply, RaftMessage, RaftReply, RaftRpc,
 };
 use quipu_raft::NodeId;
 use serde::Serialize;
@@ -29,6 +30,8 @@ pub(crate) struct TransportService {
     pub peers: Arc<Peers>,
     pub liveness: Arc<Liveness>,
     pub control: ControllerHandle,
+    /// How long a peer may stay silent and still count as alive.
+    pub liveness_timeout: std::time::Duration,
 }
 
 fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Status> {
@@ -42,6 +45,17 @@ fn encode<T: Serialize>(reply: &T) -> Result<Vec<u8>, Status> {
 }
 
 impl TransportService {
+    /// Refuses every message from a node that was removed from the cluster: its data is
+    /// stale, and its votes or appends must never reach a group again.
+    fn refuse_removed(&self, from: NodeId) -> Result<(), Status> {
+        if self.control.metadata.with_metadata(|m| m.is_removed(from)) {
+            return Err(Status::permission_denied(format!(
+                "node {from} was removed from the cluster"
+            )));
+        }
+        Ok(())
+    }
+
     /// Hands one message to its group and encodes the group's answer.
     async fn handle(&self, message: RaftMessage) -> Result<RaftReply, Status> {
         if self.peers.is_isolated() {
@@ -49,6 +63,7 @@ impl TransportService {
                 "this node is isolated by fault injection",
             ));
         }
+        self.refuse_removed(message.from_node)?;
         if message.to_node != self.node_id {
             return Err(Status::failed_precondition(format!(
                 "message for node {} reached node {}",
@@ -157,6 +172,7 @@ impl RaftTransport for TransportService {
                 heartbeat.to_node, self.node_id
             )));
         }
+        self.refuse_removed(heartbeat.from_node)?;
         if heartbeat.quiet.len() > quiesce::QUIET_GROUPS_MAX {
             return Err(Status::invalid_argument(format!(
                 "a heartbeat listing {} quiet groups exceeds {}",
@@ -184,6 +200,7 @@ impl RaftTransport for TransportService {
                 call.to_node, self.node_id
             )));
         }
+        self.refuse_removed(call.from_node)?;
         let request: ControllerRequest = decode(&call.request)?;
         // Handled here only: a forwarded request is never forwarded again.
         let result = self.control.handle(&request).await;
@@ -208,6 +225,7 @@ impl RaftTransport for TransportService {
                 request.to_node, self.node_id
             )));
         }
+        self.refuse_removed(request.from_node)?;
         if request.group_ids.len() > quiesce::QUIET_GROUPS_MAX {
             return Err(Status::invalid_argument(format!(
                 "a campaign request for {} groups exceeds {}",
@@ -242,4 +260,72 @@ impl RaftTransport for TransportService {
         }
         Ok(Response::new(CampaignReply { started }))
     }
+
+    async fn join(
+        &self,
+        request: Request<JoinRequest>,
+    ) -> Result<Response<ControllerReply>, Status> {
+        if self.peers.is_isolated() {
+            return Err(Status::unavailable(
+                "this node is isolated by fault injection",
+            ));
+        }
+        let join = request.into_inner();
+        if join.raft_addr.len() > ADDRESS_BYTES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "a Raft address of {} bytes exceeds {ADDRESS_BYTES_MAX}",
+                join.raft_addr.len()
+            )));
+        }
+        let request = ControllerRequest::Join {
+            id: join.node_id,
+            raft_addr: join.raft_addr,
+        };
+        // Routed like any controller request: the joining node knows no leader.
+        let result = crate::routing::route(&self.control, &self.peers, &request).await;
+        Ok(Response::new(ControllerReply {
+            result: encode(&result)?,
+        }))
+    }
+
+    async fn elect_leaders(
+        &self,
+        request: Request<ElectLeadersRequest>,
+    ) -> Result<Response<ElectLeadersReply>, Status> {
+        if self.peers.is_isolated() {
+            return Err(Status::unavailable(
+                "this node is isolated by fault injection",
+            ));
+        }
+        let request = request.into_inner();
+        self.refuse_removed(request.from_node)?;
+        if request.to_node != self.node_id {
+            return Err(Status::failed_precondition(format!(
+                "election request for node {} reached node {}",
+                request.to_node, self.node_id
+            )));
+        }
+        if request.group_ids.len() > quiesce::QUIET_GROUPS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "an election request for {} groups exceeds {}",
+                request.group_ids.len(),
+                quiesce::QUIET_GROUPS_MAX
+            )));
+        }
+        let only: Option<std::collections::HashSet<u64>> =
+            (!request.group_ids.is_empty()).then(|| request.group_ids.iter().copied().collect());
+        let leaders = crate::reassign::Leaders {
+            me: self.node_id,
+            groups: &self.groups,
+            metadata: &self.control.metadata,
+            liveness: &self.liveness,
+            liveness_timeout: self.liveness_timeout,
+            peers: &self.peers,
+        };
+        let asked = leaders.elect_preferred(only.as_ref()).await;
+        Ok(Response::new(ElectLeadersReply { asked }))
+    }
 }
+
+/// Longest transport address a joining node may give.
+const ADDRESS_BYTES_MAX: usize = 255;

@@ -19,11 +19,12 @@ fn entry(index: u64, command: &Command) -> Entry<TypeConfig> {
 }
 
 fn register(id: u64) -> Command {
-    Command::RegisterNode(NodeInfo {
+    Command::Register(NodeInfo {
         id,
         raft_addr: format!("127.0.0.1:{}", 7000 + id),
         api_addr: format!("127.0.0.1:{}", 9000 + id),
         kafka_addr: String::new(),
+        rack: String::new(),
     })
 }
 
