@@ -5,9 +5,11 @@ use quipu_proto::v1::admin_server::Admin;
 use quipu_proto::v1::{
     AddPartitionsRequest, AddPartitionsResponse, AlterTopicConfigRequest, AlterTopicConfigResponse,
     ClusterDescription, ConfigEntry, CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest,
-    DeleteTopicResponse, DescribeClusterRequest, DescribeTopicRequest, FollowerLag, HealthRequest,
-    HealthResponse, ListTopicsRequest, ListTopicsResponse, NodeDescription, PartitionDescription,
-    TopicConfig, TopicDescription,
+    DeleteTopicResponse, DescribeClusterRequest, DescribeTopicRequest, DrainNodeRequest,
+    DrainNodeResponse, ElectPreferredLeadersRequest, ElectPreferredLeadersResponse, FollowerLag,
+    HealthRequest, HealthResponse, ListTopicsRequest, ListTopicsResponse, MovePartitionRequest,
+    MovePartitionResponse, NodeDescription, PartitionDescription, PartitionMove, RebalanceRequest,
+    RebalanceResponse, RemoveNodeRequest, RemoveNodeResponse, TopicConfig, TopicDescription,
 };
 use tonic::{Request, Response, Status};
 
@@ -74,6 +76,8 @@ impl AdminService {
                     group: assignment.group,
                     replicas: assignment.replicas.clone(),
                     leader: replica.as_ref().and_then(|p| p.leader()),
+                    target_replicas: assignment.target.clone().unwrap_or_default(),
+                    leaving_replicas: assignment.leaving.clone(),
                     ..PartitionDescription::default()
                 };
                 if let Some(p) = replica.filter(|p| p.is_leader()) {
@@ -194,30 +198,25 @@ impl Admin for AdminService {
         &self,
         _request: Request<DescribeClusterRequest>,
     ) -> Result<Response<ClusterDescription>, Status> {
-        let metadata = self.node.metadata();
-        let mut nodes: Vec<NodeDescription> = metadata
-            .nodes()
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let nodes: Vec<NodeDescription> = self
+            .node
+            .cluster_nodes()
+            .into_iter()
             .map(|n| NodeDescription {
                 node_id: n.id,
-                api_addr: n.api_addr.clone(),
-                raft_addr: n.raft_addr.clone(),
-                alive: self.node.is_alive(n.id),
-                joining: false,
+                api_addr: n.api_addr,
+                raft_addr: n.raft_addr,
+                alive: n.alive,
+                joining: n.state == "joining",
+                state: n.state.to_string(),
+                controller_role: n.controller_role.to_string(),
+                rack: n.rack,
+                kafka_addr: n.kafka_addr,
+                replicas: count(n.replicas),
+                preferred_leaders: count(n.preferred_leaders),
             })
             .collect();
-        // Voters that have not registered yet: the cluster is still forming.
-        for (id, raft_addr) in self.node.controller_voters() {
-            if !nodes.iter().any(|n| n.node_id == id) {
-                nodes.push(NodeDescription {
-                    node_id: id,
-                    api_addr: String::new(),
-                    raft_addr,
-                    alive: self.node.is_alive(id),
-                    joining: true,
-                });
-            }
-        }
-        nodes.sort_by_key(|n| n.node_id);
         Ok(Response::new(ClusterDescription {
             nodes,
             controller_leader: self.node.controller_leader(),
@@ -242,4 +241,103 @@ impl Admin for AdminService {
             failed_replicas: u32::try_from(failed).unwrap_or(u32::MAX),
         }))
     }
+
+    async fn drain_node(
+        &self,
+        request: Request<DrainNodeRequest>,
+    ) -> Result<Response<DrainNodeResponse>, Status> {
+        let id = request.into_inner().node_id;
+        self.change(ControllerRequest::DrainNode { id }).await?;
+        Ok(Response::new(DrainNodeResponse {}))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> Result<Response<RemoveNodeResponse>, Status> {
+        let request = request.into_inner();
+        self.change(ControllerRequest::RemoveNode {
+            id: request.node_id,
+            force: request.force,
+        })
+        .await?;
+        Ok(Response::new(RemoveNodeResponse {}))
+    }
+
+    async fn move_partition(
+        &self,
+        request: Request<MovePartitionRequest>,
+    ) -> Result<Response<MovePartitionResponse>, Status> {
+        let request = request.into_inner();
+        if request.replicas.len() > REPLICAS_MAX {
+            return Err(invalid(format!(
+                "{} replicas: at most {REPLICAS_MAX}",
+                request.replicas.len()
+            )));
+        }
+        self.change(ControllerRequest::MovePartition {
+            topic: request.topic,
+            partition: request.partition,
+            replicas: request.replicas,
+        })
+        .await?;
+        Ok(Response::new(MovePartitionResponse {}))
+    }
+
+    async fn rebalance(
+        &self,
+        request: Request<RebalanceRequest>,
+    ) -> Result<Response<RebalanceResponse>, Status> {
+        let execute = request.into_inner().execute;
+        let planned = self.node.plan_rebalance();
+        let moves = self.node.with_metadata(|m| {
+            planned
+                .iter()
+                .filter_map(|planned| {
+                    let (topic, partition, assignment) = m.partition(planned.group)?;
+                    Some(PartitionMove {
+                        topic: topic.name.clone(),
+                        partition,
+                        replicas: assignment.replicas.clone(),
+                        target_replicas: planned.replicas.clone(),
+                    })
+                })
+                .collect()
+        });
+        let started = if execute {
+            self.node
+                .rebalance()
+                .await
+                .map_err(|e| from_controller(&self.node, e))?
+        } else {
+            0
+        };
+        Ok(Response::new(RebalanceResponse {
+            moves,
+            started: u32::try_from(started).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn elect_preferred_leaders(
+        &self,
+        request: Request<ElectPreferredLeadersRequest>,
+    ) -> Result<Response<ElectPreferredLeadersResponse>, Status> {
+        let topic = request.into_inner().topic;
+        let groups = if topic.is_empty() {
+            None
+        } else {
+            let metadata = self.node.metadata();
+            let info = metadata
+                .topic(&topic)
+                .ok_or_else(|| unknown_topic(&topic))?;
+            Some(info.partitions.iter().map(|p| p.group).collect())
+        };
+        let elected = self.node.elect_leaders(groups).await;
+        Ok(Response::new(ElectPreferredLeadersResponse {
+            elected: u32::try_from(elected).unwrap_or(u32::MAX),
+        }))
+    }
 }
+
+/// Most replicas a move may name (the metadata checks the exact count).
+const REPLICAS_MAX: usize = 64;

@@ -31,9 +31,10 @@ use quipu_proto::v1::admin_client::AdminClient;
 use quipu_proto::v1::data_client::DataClient;
 use quipu_proto::v1::{
     Acks, AddPartitionsRequest, AlterTopicConfigRequest, ClusterDescription, CreateTopicRequest,
-    DeleteTopicRequest, DescribeClusterRequest, DescribeTopicRequest, HealthRequest,
-    HealthResponse, InitProducerIdRequest, ListOffsetsRequest, ListTopicsRequest, OffsetSpec,
-    ProduceRequest, ReadReplicaRequest, TopicDescription,
+    DeleteTopicRequest, DescribeClusterRequest, DescribeTopicRequest, DrainNodeRequest,
+    ElectPreferredLeadersRequest, HealthRequest, HealthResponse, InitProducerIdRequest,
+    ListOffsetsRequest, ListTopicsRequest, MovePartitionRequest, OffsetSpec, ProduceRequest,
+    ReadReplicaRequest, RebalanceRequest, RebalanceResponse, RemoveNodeRequest, TopicDescription,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -441,6 +442,67 @@ impl Client {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Drains node `id`: it leads nothing and gets no new replicas, and its replicas move to
+    /// other nodes. Returns once the moves are under way.
+    pub async fn drain_node(&self, id: u64) -> Result<(), ClientError> {
+        let request = DrainNodeRequest { node_id: id };
+        self.any_node(false, |mut c| async move { c.drain_node(request).await })
+            .await
+            .map(|_| ())
+    }
+
+    /// Removes node `id` for good; with `force`, one that still holds replicas (gone for
+    /// good): they are re-created on other nodes from the surviving ones.
+    pub async fn remove_node(&self, id: u64, force: bool) -> Result<(), ClientError> {
+        let request = RemoveNodeRequest { node_id: id, force };
+        self.any_node(false, |mut c| async move { c.remove_node(request).await })
+            .await
+            .map(|_| ())
+    }
+
+    /// Moves partition `partition` of `topic` to `replicas` (preferred leader first). Returns
+    /// once the move is under way.
+    pub async fn move_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        replicas: Vec<u64>,
+    ) -> Result<(), ClientError> {
+        let request = MovePartitionRequest {
+            topic: topic.to_string(),
+            partition,
+            replicas,
+        };
+        self.any_node(false, |mut c| {
+            let request = request.clone();
+            async move { c.move_partition(request).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// The moves that would spread replicas and preferred leaders evenly; with `execute`, the
+    /// controller starts them (`started` says how many).
+    pub async fn rebalance(&self, execute: bool) -> Result<RebalanceResponse, ClientError> {
+        let request = RebalanceRequest { execute };
+        self.any_node(!execute, |mut c| async move { c.rebalance(request).await })
+            .await
+    }
+
+    /// Hands each partition (of `topic`, or all) to its preferred replica where that replica
+    /// is alive and caught up; returns how many changed hands.
+    pub async fn elect_preferred_leaders(&self, topic: Option<&str>) -> Result<u32, ClientError> {
+        let request = ElectPreferredLeadersRequest {
+            topic: topic.unwrap_or_default().to_string(),
+        };
+        self.any_node(true, |mut c| {
+            let request = request.clone();
+            async move { c.elect_preferred_leaders(request).await }
+        })
+        .await
+        .map(|r| r.elected)
     }
 
     fn cached_leader(&self, topic: &str, partition: u32) -> Option<String> {

@@ -722,6 +722,20 @@ impl Metadata {
                     load.entry(chosen).or_insert((0, 0)).0 += 1;
                     replicas.push(chosen);
                 }
+                // The preferred leader: the replica with the fewest preferred leaderships (the
+                // current order on a tie), so that a node's leaderships do not pile up on the
+                // replica after it.
+                let first = (0..replicas.len())
+                    .min_by_key(|at| (load.get(&replicas[*at]).map_or(0, |l| l.1), *at))
+                    .unwrap_or(0);
+                if let Some(old) = partition.final_replicas().first() {
+                    if let Some(l) = load.get_mut(old) {
+                        l.1 = l.1.saturating_sub(1);
+                    }
+                }
+                let leader = replicas.remove(first);
+                replicas.insert(0, leader);
+                load.entry(leader).or_insert((0, 0)).1 += 1;
                 moves.push(Move {
                     group: partition.group,
                     replicas,

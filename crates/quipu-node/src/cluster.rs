@@ -225,6 +225,9 @@ pub struct NodeStatus {
     pub alive: bool,
 }
 
+/// How long a restarting member asks the cluster whether it was removed meanwhile.
+const MEMBER_CHECK_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Longest wait for a partition's preferred replicas to be asked, across the cluster.
 const ELECT_LEADERS_WAIT: Duration = Duration::from_secs(10);
 
@@ -234,10 +237,43 @@ impl crate::NodeHandle {
     /// registers itself. Retries for at most `patience` while no member answers; a removed
     /// node is refused.
     pub async fn join_through(&self, seed: &str, patience: Duration) -> Result<(), NodeError> {
-        if self.inner.control.is_member() {
-            return Ok(());
+        if !self.inner.control.is_member() {
+            return ask_to_join(&self.inner, seed, patience).await;
         }
-        ask_to_join(&self.inner, seed, patience).await
+        // A restart: the cluster is asked once more, briefly, so that a node removed while it
+        // was down learns it now and stops, instead of running with stale data that every
+        // member refuses. Any other failure (the seed is down) does not keep a member from
+        // starting.
+        match ask_to_join(&self.inner, seed, MEMBER_CHECK_PATIENCE).await {
+            Err(NodeError::Join {
+                source: ControllerError::NodeRemoved(id),
+                seed,
+            }) => Err(NodeError::Join {
+                seed,
+                source: ControllerError::NodeRemoved(id),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "a member restarting could not check its membership with the cluster");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Waits, at most `patience`, until this node's registration is in its own metadata (after
+    /// a join: it then knows the cluster's topics). Returns whether it is.
+    pub async fn wait_until_registered(&self, patience: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + patience;
+        let me = self.inner.config.node_id;
+        while tokio::time::Instant::now() < deadline {
+            if self.inner.metadata.with_metadata(|m| m.node(me).is_some()) {
+                return true;
+            }
+            // Registration is a metadata change nothing signals; checked as `register_self`
+            // checks it.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
     }
 
     /// Every node the cluster knows: registered, joining (in the controller group, not

@@ -77,6 +77,20 @@ pub enum TopicCommand {
         #[arg(long, value_name = "KEY")]
         reset: Vec<String>,
     },
+    /// Moves a partition to new replicas (the first is its preferred leader): they catch up,
+    /// then become the partition's voters, then the replicas they replace are deleted. Returns
+    /// once the move is under way; `topic describe` shows its progress.
+    ///
+    /// Example: quipu topic move orders --partition 0 --replicas 2,3,4
+    Move {
+        name: String,
+        /// The partition's number.
+        #[arg(long)]
+        partition: u32,
+        /// The new replicas' node ids, preferred leader first.
+        #[arg(long, value_delimiter = ',', required = true)]
+        replicas: Vec<u64>,
+    },
     /// Adds partitions to a topic.
     ///
     /// Example: quipu topic add-partitions orders --count 2
@@ -211,12 +225,19 @@ pub async fn topic(connection: &Connection, command: TopicCommand) -> anyhow::Re
                     .collect::<Vec<_>>()
                     .join(",");
                 let show = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-                let lag = p
+                let mut lag = p
                     .followers
                     .iter()
                     .map(|f| format!("{}:{}", f.node_id, f.lag_entries))
                     .collect::<Vec<_>>()
                     .join(" ");
+                if !p.target_replicas.is_empty() {
+                    lag = format!(
+                        "{lag}  moving to {} (removing {})",
+                        ids(&p.target_replicas),
+                        ids(&p.leaving_replicas)
+                    );
+                }
                 out!(
                     "{:>9} {:>6} {:<12} {:>12} {:>14} {:>12}  {}",
                     p.partition,
@@ -228,6 +249,20 @@ pub async fn topic(connection: &Connection, command: TopicCommand) -> anyhow::Re
                     lag
                 );
             }
+        }
+        TopicCommand::Move {
+            name,
+            partition,
+            replicas,
+        } => {
+            client
+                .move_partition(&name, partition, replicas.clone())
+                .await
+                .with_context(|| format!("cannot move partition {partition} of {name}"))?;
+            out!(
+                "partition {partition} of {name} is moving to {}; `quipu topic describe {name}` shows its progress",
+                ids(&replicas)
+            );
         }
         TopicCommand::AlterConfig {
             name,
@@ -610,12 +645,156 @@ pub enum ClusterCommand {
     ///
     /// Example: quipu cluster health
     Health,
+    /// Spreads replicas and preferred leaders evenly over the nodes (after nodes joined, say).
+    /// Shows the plan; `--execute` starts the moves.
+    ///
+    /// Example: quipu cluster rebalance --execute
+    Rebalance {
+        /// Start the moves (otherwise only show them).
+        #[arg(long)]
+        execute: bool,
+    },
+    /// Hands each partition's leadership to its preferred replica (the first of its replicas)
+    /// where that replica is alive and caught up, as after a failover.
+    ///
+    /// Example: quipu cluster elect-leaders --topic orders
+    ElectLeaders {
+        /// Only this topic's partitions.
+        #[arg(long)]
+        topic: Option<String>,
+    },
+}
+
+/// Node ids as `2,3,4`.
+fn ids(ids: &[u64]) -> String {
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum NodeCommand {
+    /// The cluster's nodes: state (joining, active, draining, removed), controller role, rack,
+    /// replicas and preferred leaderships held.
+    ///
+    /// Example: quipu node list
+    List,
+    /// Empties a node: it hands its leaderships over at once, gets no new replicas, and its
+    /// replicas move to other nodes. Returns once the moves are under way.
+    ///
+    /// Example: quipu node drain 3
+    Drain {
+        /// The node's id.
+        id: u64,
+    },
+    /// Removes a node for good; refused while it holds replicas (drain it first). With --force,
+    /// for a node that is gone for good: its replicas are re-created on other nodes from the
+    /// surviving ones. Its id is never used again.
+    ///
+    /// Example: quipu node remove 3 --force
+    Remove {
+        /// The node's id.
+        id: u64,
+        /// Remove it although it holds replicas.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub async fn node(connection: &Connection, command: NodeCommand) -> anyhow::Result<()> {
+    let client = connection.connect().await?;
+    match command {
+        NodeCommand::List => {
+            let cluster = client.describe_cluster().await?;
+            out!(
+                "{:>5} {:<9} {:<10} {:<8} {:<22} {:<22} {:>8} {:>8} {:<5}",
+                "NODE",
+                "STATE",
+                "CONTROLLER",
+                "RACK",
+                "API",
+                "KAFKA",
+                "REPLICAS",
+                "LEADERS",
+                "ALIVE"
+            );
+            for n in &cluster.nodes {
+                let dash = |s: &str| {
+                    if s.is_empty() {
+                        "-".to_string()
+                    } else {
+                        s.to_string()
+                    }
+                };
+                out!(
+                    "{:>5} {:<9} {:<10} {:<8} {:<22} {:<22} {:>8} {:>8} {:<5}",
+                    n.node_id,
+                    n.state,
+                    dash(&n.controller_role),
+                    dash(&n.rack),
+                    dash(&n.api_addr),
+                    dash(&n.kafka_addr),
+                    n.replicas,
+                    n.preferred_leaders,
+                    if n.alive { "yes" } else { "no" }
+                );
+            }
+        }
+        NodeCommand::Drain { id } => {
+            client
+                .drain_node(id)
+                .await
+                .with_context(|| format!("cannot drain node {id}"))?;
+            out!("node {id} is draining; `quipu node list` shows the replicas it still holds");
+        }
+        NodeCommand::Remove { id, force } => {
+            client
+                .remove_node(id, force)
+                .await
+                .with_context(|| format!("cannot remove node {id}"))?;
+            out!("node {id} is removed; its id is never used again");
+        }
+    }
+    Ok(())
 }
 
 pub async fn cluster(connection: &Connection, command: ClusterCommand) -> anyhow::Result<()> {
     let client = connection.connect().await?;
     let cluster = client.describe_cluster().await?;
     match command {
+        ClusterCommand::Rebalance { execute } => {
+            let plan = client.rebalance(execute).await?;
+            if plan.moves.is_empty() {
+                out!("replicas and preferred leaders are even: nothing to move");
+                return Ok(());
+            }
+            out!(
+                "{:<30} {:>9} {:<14} {:<14}",
+                "TOPIC",
+                "PARTITION",
+                "REPLICAS",
+                "MOVE-TO"
+            );
+            for m in &plan.moves {
+                out!(
+                    "{:<30} {:>9} {:<14} {:<14}",
+                    m.topic,
+                    m.partition,
+                    ids(&m.replicas),
+                    ids(&m.target_replicas)
+                );
+            }
+            if execute {
+                out!(
+                    "{} partitions are moving; `quipu topic describe` shows their progress",
+                    plan.started
+                );
+            } else {
+                out!("a plan only: run with --execute to start these moves");
+            }
+        }
+        ClusterCommand::ElectLeaders { topic } => {
+            let elected = client.elect_preferred_leaders(topic.as_deref()).await?;
+            out!("{elected} partitions handed to their preferred replicas");
+        }
         ClusterCommand::Info => {
             out!(
                 "controller leader: {}",

@@ -45,6 +45,22 @@ pub struct ServerArgs {
     /// Initial controller voters, as ID@HOST:PORT separated by commas [default: this node alone].
     #[arg(long, env = "QUIPU_VOTERS", value_delimiter = ',')]
     voters: Vec<String>,
+    /// Joins an existing cluster through any member's Raft address, HOST:PORT, instead of
+    /// forming one with --voters (the controller admits this node; it needs its own --node-id).
+    #[arg(long, env = "QUIPU_JOIN", conflicts_with = "voters")]
+    join: Option<String>,
+    /// This node's rack (failure domain): replicas of a partition go to distinct racks where
+    /// there are enough [default: none].
+    #[arg(long, env = "QUIPU_RACK")]
+    rack: Option<String>,
+}
+
+/// The `[cluster]` table: the cluster's shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterFile {
+    controller_voters: Option<usize>,
+    leader_rebalance_interval_ms: Option<u64>,
 }
 
 /// The `[log]` table: per-partition storage settings.
@@ -146,6 +162,10 @@ struct File {
     kafka_listen_addr: Option<SocketAddr>,
     kafka_advertised_addr: Option<String>,
     voters: Option<Vec<String>>,
+    join: Option<String>,
+    rack: Option<String>,
+    #[serde(default)]
+    cluster: ClusterFile,
     #[serde(default)]
     log: LogFile,
     #[serde(default)]
@@ -177,6 +197,12 @@ pub struct Settings {
     pub kafka: quipu_kafka::KafkaConfig,
     pub api: quipu_api::ApiLimits,
     pub voters: Vec<(u64, String)>,
+    /// A member's Raft address to join the cluster through (instead of `voters`).
+    pub join: Option<String>,
+    rack: String,
+    controller_voters: usize,
+    /// `None`: never.
+    leader_rebalance_interval: Option<std::time::Duration>,
     log: LogConfig,
     retention_check_interval_ms: Option<u64>,
     timestamp_before_max_ms: Option<i64>,
@@ -395,19 +421,38 @@ impl Settings {
         let kafka_advertised_addr = args.kafka_advertised.or(file.kafka_advertised_addr);
         let kafka = kafka_config(&file.kafka, args.auto_create_topics)?;
         let api = api_limits(&file.api)?;
+        let join = args.join.or(file.join);
         let voter_texts = if args.voters.is_empty() {
             file.voters.unwrap_or_default()
         } else {
             args.voters
         };
+        if join.is_some() && !voter_texts.is_empty() {
+            bail!(
+                "join and voters exclude each other: a node either forms a cluster with its voters or joins an existing one"
+            );
+        }
+        let rack = args.rack.or(file.rack).unwrap_or_default();
+        let controller_voters = file.cluster.controller_voters.unwrap_or(3);
+        if !quipu_node::CONTROLLER_VOTERS_ALLOWED.contains(&controller_voters) {
+            bail!("cluster.controller_voters = {controller_voters} is out of range: 1, 3 or 5");
+        }
+        let leader_rebalance_interval = match file.cluster.leader_rebalance_interval_ms {
+            None => Some(quipu_node::DEFAULT_LEADER_REBALANCE_INTERVAL),
+            Some(0) => None,
+            Some(ms) if ms < 1000 => bail!(
+                "cluster.leader_rebalance_interval_ms = {ms} is out of range: at least 1000 ms, or 0 for never"
+            ),
+            Some(ms) => Some(std::time::Duration::from_millis(ms)),
+        };
         let mut voters = voter_texts
             .iter()
             .map(|v| parse_voter(v))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        if voters.is_empty() {
+        if voters.is_empty() && join.is_none() {
             voters.push((node_id, listen_addr.to_string()));
         }
-        if !voters.iter().any(|(id, _)| *id == node_id) {
+        if join.is_none() && !voters.iter().any(|(id, _)| *id == node_id) {
             bail!(
                 "node {node_id} is not among the voters {voters:?}: a node must be one of the initial voters"
             );
@@ -599,6 +644,10 @@ impl Settings {
             kafka,
             api,
             voters,
+            join,
+            rack,
+            controller_voters,
+            leader_rebalance_interval,
             log,
             retention_check_interval_ms: file.log.retention_check_interval_ms,
             timestamp_before_max_ms,
@@ -649,6 +698,9 @@ impl Settings {
             cluster_limits: self.cluster_limits,
             producers: self.producers,
             groups: self.groups,
+            rack: self.rack.clone(),
+            controller_voters: self.controller_voters,
+            leader_rebalance_interval: self.leader_rebalance_interval,
             ..NodeConfig::new(self.node_id, self.data_dir.clone(), self.listen_addr)
         }
     }

@@ -74,7 +74,14 @@ enum Command {
         #[command(flatten)]
         connection: commands::Connection,
     },
-    /// Shows the cluster's nodes and health.
+    /// Lists, drains and removes nodes.
+    Node {
+        #[command(subcommand)]
+        command: commands::NodeCommand,
+        #[command(flatten)]
+        connection: commands::Connection,
+    },
+    /// Shows the cluster's nodes and health; rebalances replicas and leaders.
     Cluster {
         #[command(subcommand)]
         command: commands::ClusterCommand,
@@ -153,6 +160,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             connection,
         } => runtime.block_on(commands::cluster(&connection, command)),
         Command::Bench { command } => runtime.block_on(bench::run(command)),
+        Command::Node {
+            command,
+            connection,
+        } => runtime.block_on(commands::node(&connection, command)),
         Command::Group {
             command,
             connection,
@@ -169,6 +180,9 @@ fn raise_open_file_limit() {
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
 }
+
+/// Longest a server started with `--join` keeps asking to be admitted.
+const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Longest a starting server waits for the metadata it had to be applied again before it serves.
 const METADATA_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -201,7 +215,20 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
                 settings.node_id, settings.listen_addr
             )
         })?;
-    node.join(voters).await.context("cannot join the cluster")?;
+    match &settings.join {
+        Some(seed) => node
+            .join_through(seed, JOIN_PATIENCE)
+            .await
+            .with_context(|| format!("cannot join the cluster through {seed}"))
+            .map(|()| ())?,
+        None => node.join(voters).await.context("cannot join the cluster")?,
+    }
+    if settings.join.is_some() && !node.wait_until_registered(METADATA_PATIENCE).await {
+        tracing::warn!(
+            patience_s = METADATA_PATIENCE.as_secs(),
+            "this node has not registered with the controller yet: serving anyway"
+        );
+    }
     // A restarted node serves clients once its metadata is back (the controller leader has said
     // its log is committed), so that it never calls an existing topic unknown. Bounded: without
     // a controller majority it serves anyway, saying so.
