@@ -334,7 +334,7 @@ impl Admin for AdminService {
         };
         let elected = self.node.elect_leaders(groups).await;
         Ok(Response::new(ElectPreferredLeadersResponse {
-            elected: u32::try_from(elected).unwrap_or(u32::MAX),
+            elected: u32::try_from(elected.asked.len()).unwrap_or(u32::MAX),
         }))
     }
 }

@@ -47,14 +47,14 @@ const OP_DELETE: i8 = 1;
 /// Kafka topic configs Quipu has one fixed value for: accepted at that value, described as it.
 const FIXED: [(&str, &str); 1] = [("cleanup.policy", "delete")];
 
-fn text(s: impl Into<String>) -> StrBytes {
+pub(crate) fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
 /// A refusal: the Kafka code and the message for the client.
-type Refusal = (ResponseError, String);
+pub(crate) type Refusal = (ResponseError, String);
 
-fn from_controller(error: ControllerError) -> Refusal {
+pub(crate) fn from_controller(error: ControllerError) -> Refusal {
     let code = match &error {
         ControllerError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
         ControllerError::TopicExists(_) => ResponseError::TopicAlreadyExists,

@@ -6,13 +6,14 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
-    AlterConfigsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse,
-    ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, CreatePartitionsRequest,
-    CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, DescribeLogDirsRequest,
-    DescribeTopicPartitionsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
-    IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    AlterConfigsRequest, AlterPartitionReassignmentsRequest, ApiKey, ApiVersionsRequest,
+    ApiVersionsResponse, ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    DescribeLogDirsRequest, DescribeTopicPartitionsRequest, ElectLeadersRequest, FetchRequest,
+    FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    ListOffsetsRequest, ListPartitionReassignmentsRequest, MetadataRequest, OffsetCommitRequest,
     OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
     RequestHeader, ResponseHeader, SyncGroupRequest,
 };
@@ -22,7 +23,7 @@ use crate::error::RequestError;
 use crate::server::Context;
 use crate::{
     admin, consumer_group, delete_records, describe, fetch, group_admin, groups, leader_epoch,
-    list_offsets, membership, metadata, produce, producer_id,
+    list_offsets, membership, metadata, produce, producer_id, reassign,
 };
 
 /// One API this listener implements, with the versions it answers.
@@ -53,7 +54,7 @@ const fn at<M: Message>(key: ApiKey, note: &'static str) -> SupportedApi {
 }
 
 /// Every API with a handler, and its versions.
-pub fn supported_apis() -> [SupportedApi; 30] {
+pub fn supported_apis() -> [SupportedApi; 33] {
     [
         SupportedApi {
             key: ApiKey::Produce,
@@ -114,6 +115,21 @@ pub fn supported_apis() -> [SupportedApi; 30] {
             "topics only; SET and DELETE (APPEND and SUBTRACT: INVALID_CONFIG, no list configs)",
         ),
         at::<DescribeClusterRequest>(ApiKey::DescribeCluster, "brokers, cluster id, controller"),
+        at::<ElectLeadersRequest>(
+            ApiKey::ElectLeaders,
+            "preferred: the partition's leader hands over to its first replica when that one is \
+             a live, caught-up voter; unclean: never (Raft elects only a replica holding every \
+             committed record): ELECTION_NOT_NEEDED or ELIGIBLE_LEADERS_NOT_AVAILABLE",
+        ),
+        at::<AlterPartitionReassignmentsRequest>(
+            ApiKey::AlterPartitionReassignments,
+            "moves through the controller (learners catch up, joint consensus, then the old \
+             replicas are deleted); null replicas cancel; the replication factor is kept",
+        ),
+        at::<ListPartitionReassignmentsRequest>(
+            ApiKey::ListPartitionReassignments,
+            "moves under way: the target's replicas then those leaving; adding, removing",
+        ),
         at::<OffsetForLeaderEpochRequest>(
             ApiKey::OffsetForLeaderEpoch,
             "the largest Raft term at or below the asked epoch and where it ends in the leader's \
@@ -259,6 +275,9 @@ pub(crate) enum Body {
     OffsetDelete(OffsetDeleteRequest),
     ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest),
     ConsumerGroupDescribe(ConsumerGroupDescribeRequest),
+    ElectLeaders(ElectLeadersRequest),
+    AlterPartitionReassignments(AlterPartitionReassignmentsRequest),
+    ListPartitionReassignments(ListPartitionReassignmentsRequest),
 }
 
 /// Decodes one request frame (without its size prefix): the API key and version are checked
@@ -382,6 +401,15 @@ pub(crate) fn decode(frame: Bytes) -> Result<Request, RequestError> {
         ApiKey::ConsumerGroupDescribe => Body::ConsumerGroupDescribe(
             ConsumerGroupDescribeRequest::decode(&mut buf, version).map_err(malformed)?,
         ),
+        ApiKey::ElectLeaders => {
+            Body::ElectLeaders(ElectLeadersRequest::decode(&mut buf, version).map_err(malformed)?)
+        }
+        ApiKey::AlterPartitionReassignments => Body::AlterPartitionReassignments(
+            AlterPartitionReassignmentsRequest::decode(&mut buf, version).map_err(malformed)?,
+        ),
+        ApiKey::ListPartitionReassignments => Body::ListPartitionReassignments(
+            ListPartitionReassignmentsRequest::decode(&mut buf, version).map_err(malformed)?,
+        ),
         _ => return Err(RequestError::UnknownApi(api)),
     };
     Ok(Request::Known {
@@ -491,6 +519,13 @@ pub(crate) async fn dispatch(
             answer(&consumer_group::heartbeat(context, r, version, client).await)
         }
         Body::ConsumerGroupDescribe(r) => answer(&consumer_group::describe(context, r).await),
+        Body::ElectLeaders(r) => answer(&reassign::elect_leaders(context, r, version).await),
+        Body::AlterPartitionReassignments(r) => {
+            answer(&reassign::alter_partition_reassignments(context, r, version).await)
+        }
+        Body::ListPartitionReassignments(r) => {
+            answer(&reassign::list_partition_reassignments(context, r))
+        }
     }
 }
 

@@ -35,6 +35,7 @@ mod membership;
 mod metadata;
 mod produce;
 mod producer_id;
+mod reassign;
 mod server;
 
 pub use api::{SupportedApi, decode_request, supported_apis};

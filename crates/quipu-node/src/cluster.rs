@@ -409,8 +409,9 @@ impl crate::NodeHandle {
 
     /// Hands each partition (of `groups`, or all) to its preferred replica where that replica
     /// is alive and caught up, asking every node to do so for the partitions it leads. Returns
-    /// how many partitions' preferred replicas stood for election.
-    pub async fn elect_leaders(&self, groups: Option<Vec<u64>>) -> usize {
+    /// the partitions whose preferred replicas stood for election, and those they lead already
+    /// (a partition in neither has no leader, or a preferred replica that is not available).
+    pub async fn elect_leaders(&self, groups: Option<Vec<u64>>) -> crate::reassign::Elected {
         let only: Option<std::collections::HashSet<u64>> =
             groups.as_ref().map(|g| g.iter().copied().collect());
         let me = self.inner.config.node_id;
@@ -436,20 +437,23 @@ impl crate::NodeHandle {
                 };
                 match tokio::time::timeout(ELECT_LEADERS_WAIT, client.elect_leaders(request)).await
                 {
-                    Ok(Ok(reply)) => reply.into_inner().asked.len(),
-                    _ => 0,
+                    Ok(Ok(reply)) => {
+                        let reply = reply.into_inner();
+                        crate::reassign::Elected {
+                            asked: reply.asked,
+                            already: reply.already,
+                        }
+                    }
+                    _ => crate::reassign::Elected::default(),
                 }
             });
         }
-        let mut asked = self
-            .inner
-            .leaders()
-            .elect_preferred(only.as_ref())
-            .await
-            .len();
+        let mut elected = self.inner.leaders().elect_preferred(only.as_ref()).await;
         while let Some(done) = calls.join_next().await {
-            asked += done.unwrap_or(0);
+            let more = done.unwrap_or_default();
+            elected.asked.extend(more.asked);
+            elected.already.extend(more.already);
         }
-        asked
+        elected
     }
 }

@@ -63,5 +63,6 @@ pub use partition::Partition;
 pub use quipu_groups::GroupLimits;
 pub use quipu_groups::consumer::ConsumerLimits;
 pub use quipu_raft::producers::{ProducerFieldsError, ProducerLimits, SequenceError};
+pub use reassign::Elected;
 pub use resources::{Exhausted, Resource, check_room_for_replica, raise_open_file_limit};
 pub use routing::PRODUCER_ID_BLOCK;

@@ -205,11 +205,21 @@ impl Leaders<'_> {
     /// Hands each partition this node leads (of `only`, or all) to its preferred replica (the
     /// first of its replicas) when that replica is alive, not draining and holds the whole
     /// log; partitions that are moving are left alone. Returns the groups whose preferred
-    /// replica stood for election.
-    pub(crate) async fn elect_preferred(&self, only: Option<&HashSet<u64>>) -> Vec<u64> {
+    /// replica stood for election, and those this node leads as their preferred replica.
+    pub(crate) async fn elect_preferred(&self, only: Option<&HashSet<u64>>) -> Elected {
         let mut asks: BTreeMap<NodeId, (String, Vec<u64>)> = BTreeMap::new();
+        let mut already = Vec::new();
         for (group, hosted) in self.groups.partitions() {
             if only.is_some_and(|only| !only.contains(&group.0)) {
+                continue;
+            }
+            let leads = hosted.raft.metrics().borrow().current_leader == Some(self.me);
+            let first = self.metadata.with_metadata(|m| {
+                m.partition(group.0)
+                    .and_then(|(_, _, p)| p.replicas.first().copied())
+            });
+            if leads && first == Some(self.me) {
+                already.push(group.0);
                 continue;
             }
             let preferred = self.metadata.with_metadata(|m| {
@@ -254,7 +264,10 @@ impl Leaders<'_> {
             }
         }
         if asks.is_empty() {
-            return Vec::new();
+            return Elected {
+                asked: Vec::new(),
+                already,
+            };
         }
         let deadline = tokio::time::Instant::now() + ELECTION_WAIT;
         let started = crate::handoff::ask_to_campaign(self.peers, self.me, asks, deadline).await;
@@ -264,8 +277,20 @@ impl Leaders<'_> {
                 "leadership handed to preferred replicas"
             );
         }
-        started
+        Elected {
+            asked: started,
+            already,
+        }
     }
+}
+
+/// What a preferred leader election did, by partition group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Elected {
+    /// Partitions whose preferred replica stood for election.
+    pub asked: Vec<u64>,
+    /// Partitions whose preferred replica leads already.
+    pub already: Vec<u64>,
 }
 
 impl Inner {

@@ -322,8 +322,11 @@ impl RaftTransport for TransportService {
             liveness_timeout: self.liveness_timeout,
             peers: &self.peers,
         };
-        let asked = leaders.elect_preferred(only.as_ref()).await;
-        Ok(Response::new(ElectLeadersReply { asked }))
+        let elected = leaders.elect_preferred(only.as_ref()).await;
+        Ok(Response::new(ElectLeadersReply {
+            asked: elected.asked,
+            already: elected.already,
+        }))
     }
 }
 

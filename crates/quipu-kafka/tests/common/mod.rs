@@ -53,6 +53,42 @@ pub struct Cluster {
     _dirs: Vec<tempfile::TempDir>,
 }
 
+impl KafkaNode {
+    /// Node `id` in `dir` with its Kafka listener, not a member of any cluster yet.
+    async fn start(
+        id: u64,
+        dir: &std::path::Path,
+        config: &KafkaConfig,
+        groups: quipu_node::GroupsConfig,
+    ) -> KafkaNode {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let kafka_addr = listener.local_addr().unwrap().to_string();
+        let node = Node::start(NodeConfig {
+            kafka_addr: Some(kafka_addr.clone()),
+            groups,
+            ..NodeConfig::new(id, dir.to_path_buf(), "127.0.0.1:0".parse().unwrap())
+        })
+        .await
+        .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let listener = tokio::spawn(quipu_kafka::serve(
+            node.handle(),
+            listener,
+            config.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        KafkaNode {
+            node: Some(node),
+            kafka_addr,
+            dir: dir.to_path_buf(),
+            stop: Some(stop),
+            listener: Some(listener),
+        }
+    }
+}
+
 impl Cluster {
     /// Three nodes joined in one cluster, every one registered with its Kafka address.
     pub async fn start(config: KafkaConfig) -> Cluster {
@@ -64,35 +100,7 @@ impl Cluster {
         let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let mut nodes = Vec::new();
         for (i, dir) in dirs.iter().enumerate() {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let kafka_addr = listener.local_addr().unwrap().to_string();
-            let node = Node::start(NodeConfig {
-                kafka_addr: Some(kafka_addr.clone()),
-                groups,
-                ..NodeConfig::new(
-                    i as u64 + 1,
-                    dir.path().to_path_buf(),
-                    "127.0.0.1:0".parse().unwrap(),
-                )
-            })
-            .await
-            .unwrap();
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let listener = tokio::spawn(quipu_kafka::serve(
-                node.handle(),
-                listener,
-                config.clone(),
-                async {
-                    let _ = stopped.await;
-                },
-            ));
-            nodes.push(KafkaNode {
-                node: Some(node),
-                kafka_addr,
-                dir: dir.path().to_path_buf(),
-                stop: Some(stop),
-                listener: Some(listener),
-            });
+            nodes.push(KafkaNode::start(i as u64 + 1, dir.path(), &config, groups).await);
         }
         let voters: Vec<(u64, String)> = nodes
             .iter()
@@ -119,6 +127,23 @@ impl Cluster {
             })
             .await;
         cluster
+    }
+
+    /// Starts one more node, joined through the first, once it registered.
+    pub async fn add_node(&mut self, config: KafkaConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let id = self.nodes.len() as u64 + 1;
+        let node =
+            KafkaNode::start(id, dir.path(), &config, quipu_node::GroupsConfig::default()).await;
+        let seed = self.any().addr().to_string();
+        let joined = node.node.as_ref().unwrap();
+        joined.join_through(&seed, PATIENCE).await.unwrap();
+        assert!(
+            joined.wait_until_registered(PATIENCE).await,
+            "node {id} never registered"
+        );
+        self.nodes.push(node);
+        self._dirs.push(dir);
     }
 
     /// Every running node's Kafka address, comma-separated (a client's bootstrap list).
