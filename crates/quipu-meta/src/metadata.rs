@@ -728,10 +728,12 @@ impl Metadata {
                 let first = (0..replicas.len())
                     .min_by_key(|at| (load.get(&replicas[*at]).map_or(0, |l| l.1), *at))
                     .unwrap_or(0);
-                if let Some(old) = partition.final_replicas().first() {
-                    if let Some(l) = load.get_mut(old) {
-                        l.1 = l.1.saturating_sub(1);
-                    }
+                if let Some(l) = partition
+                    .final_replicas()
+                    .first()
+                    .and_then(|old| load.get_mut(old))
+                {
+                    l.1 = l.1.saturating_sub(1);
                 }
                 let leader = replicas.remove(first);
                 replicas.insert(0, leader);
