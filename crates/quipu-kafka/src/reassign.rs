@@ -147,10 +147,11 @@ pub(crate) fn list_partition_reassignments(
         let mut topics: Vec<OngoingTopicReassignment> = Vec::new();
         for (topic, number, p) in m.reassignments() {
             let index = i32::try_from(number).unwrap_or(i32::MAX);
-            if let Some(wanted) = &wanted {
-                if !wanted.get(&topic.name).is_some_and(|w| w.contains(&index)) {
-                    continue;
-                }
+            if wanted
+                .as_ref()
+                .is_some_and(|w| !w.get(&topic.name).is_some_and(|w| w.contains(&index)))
+            {
+                continue;
             }
             let target = p.final_replicas();
             let adding: Vec<BrokerId> = target
