@@ -219,8 +219,7 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
         Some(seed) => node
             .join_through(seed, JOIN_PATIENCE)
             .await
-            .with_context(|| format!("cannot join the cluster through {seed}"))
-            .map(|()| ())?,
+            .with_context(|| format!("cannot join the cluster through {seed}"))?,
         None => node.join(voters).await.context("cannot join the cluster")?,
     }
     if settings.join.is_some() && !node.wait_until_registered(METADATA_PATIENCE).await {
