@@ -90,6 +90,7 @@ impl AdminService {
                         .map(|(node_id, lag_entries)| FollowerLag {
                             node_id,
                             lag_entries,
+                            lag_bytes: p.estimated_bytes(lag_entries),
                         })
                         .collect();
                 }

@@ -69,7 +69,13 @@ pub struct NodeConfig {
     /// replicas (first in the replica list) where those are caught up; `None` never does
     /// (`quipu cluster elect-leaders` still does on demand).
     pub leader_rebalance_interval: Option<Duration>,
+    /// Most bytes per second this node sends, as a partition's leader, to the new replicas of
+    /// moving partitions while they catch up; `None`: unbounded.
+    pub move_bytes_per_sec: Option<u64>,
 }
+
+/// Smallest bound on catch-up traffic: below it a move of a busy partition never catches up.
+pub const MOVE_BYTES_PER_SEC_MIN: u64 = 64 * 1024;
 
 /// Longest rack name.
 pub const RACK_BYTES_MAX: usize = 255;
@@ -140,6 +146,7 @@ impl NodeConfig {
             rack: String::new(),
             controller_voters: 3,
             leader_rebalance_interval: Some(DEFAULT_LEADER_REBALANCE_INTERVAL),
+            move_bytes_per_sec: None,
         }
     }
 
@@ -206,6 +213,18 @@ impl NodeConfig {
                 key: "rack",
                 value: format!("({} bytes)", self.rack.len()),
                 allowed: format!("at most {RACK_BYTES_MAX} bytes"),
+            });
+        }
+        if self
+            .move_bytes_per_sec
+            .is_some_and(|rate| rate < MOVE_BYTES_PER_SEC_MIN)
+        {
+            return Err(NodeConfigError::Invalid {
+                key: "cluster.move_bytes_per_sec",
+                value: format!("{:?}", self.move_bytes_per_sec),
+                allowed: format!(
+                    "at least {MOVE_BYTES_PER_SEC_MIN} bytes per second, or 0 for unbounded"
+                ),
             });
         }
         if self

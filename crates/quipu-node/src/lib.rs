@@ -35,6 +35,7 @@ mod resources;
 mod retention;
 mod routing;
 mod sequencer;
+mod throttle;
 mod transport;
 
 pub use cluster::{CATCH_UP_ENTRIES, NodeStatus};
@@ -42,7 +43,7 @@ pub use config::{
     CLUSTER_LIMIT_MAX, CONTROLLER_VOTERS_ALLOWED, DEFAULT_DISK_RESERVE_BYTES,
     DEFAULT_LEADER_REBALANCE_INTERVAL, DEFAULT_PRODUCE_BYTES_IN_FLIGHT_MAX,
     DEFAULT_RETENTION_CHECK_INTERVAL, DEFAULT_TIMESTAMP_AFTER_MAX_MS, ENTRY_BYTES_LIMIT,
-    GroupsConfig, NodeConfig, NodeConfigError, OFFSETS_PARTITIONS_LIMIT,
+    GroupsConfig, MOVE_BYTES_PER_SEC_MIN, NodeConfig, NodeConfigError, OFFSETS_PARTITIONS_LIMIT,
     PRODUCE_BYTES_IN_FLIGHT_LIMIT, PRODUCERS_PER_PARTITION_LIMIT, RACK_BYTES_MAX,
 };
 pub use controller::{CONTROLLER_PATIENCE, ControllerError, ControllerRequest};

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use openraft::BasicNode;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -26,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::GroupId;
+use crate::throttle::Admission;
 
 /// Largest Raft message, either way (an AppendEntries of several batches, or a snapshot chunk).
 pub(crate) const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -33,6 +35,8 @@ pub(crate) const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// entries never waits for a window update round trip.
 pub(crate) const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 pub(crate) const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
+/// openraft's back-off after an unreachable peer (its default).
+const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
 /// How long connecting to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -63,6 +67,8 @@ type Letter = (
 #[derive(Debug, Default)]
 pub(crate) struct Peers {
     links: Mutex<HashMap<String, (Channel, mpsc::Sender<Letter>)>>,
+    /// The bandwidth bound of catch-up traffic to the new replicas of partitions moving.
+    pub throttle: crate::throttle::Throttle,
     /// Fault injection: while set, this node neither sends nor accepts Raft messages.
     #[cfg(feature = "fault-injection")]
     pub isolated: std::sync::atomic::AtomicBool,
@@ -214,11 +220,14 @@ fn unreachable<E: Error>(error: impl Error + 'static) -> RPCError<NodeId, BasicN
 }
 
 impl PeerLink {
+    /// Sends one message; `entries`: the number of entries of an append (which the move
+    /// throttle may hold back), `None` for other messages.
     async fn call<Req, Resp, E>(
         &mut self,
         rpc: RaftRpc,
         request: &Req,
         option: &RPCOption,
+        entries: Option<usize>,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
     where
         Req: Serialize,
@@ -235,6 +244,33 @@ impl PeerLink {
             .map_err(|e| unreachable(std::io::Error::other(e)))?;
         let payload =
             postcard::to_allocvec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if let Some(entries) = entries {
+            // Catch-up traffic of a move takes its share of the node's bandwidth bound; it waits
+            // at most half the append's time to live for it.
+            match self
+                .peers
+                .throttle
+                .admit(
+                    self.group,
+                    self.target,
+                    payload.len(),
+                    entries,
+                    option.hard_ttl() / 2,
+                )
+                .await
+            {
+                Admission::Go => {}
+                Admission::Shrink(hint) => {
+                    return Err(RPCError::PayloadTooLarge(
+                        PayloadTooLarge::new_entries_hint(hint),
+                    ));
+                }
+                Admission::Later => {
+                    let error = std::io::Error::other("catch-up traffic throttled");
+                    return Err(unreachable(error));
+                }
+            }
+        }
         let batched = payload.len() <= BATCHED_PAYLOAD_MAX;
         let message = RaftMessage {
             group_id: self.group.0,
@@ -286,7 +322,25 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(RaftRpc::AppendEntries, &rpc, &option).await
+        let entries = rpc.entries.len();
+        self.call(RaftRpc::AppendEntries, &rpc, &option, Some(entries))
+            .await
+    }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        if self
+            .peers
+            .throttle
+            .rate_for(self.group, self.target)
+            .is_some()
+        {
+            // A throttled replica is retried once what is owed is paid.
+            let peers = Arc::clone(&self.peers);
+            return openraft::network::Backoff::new(std::iter::from_fn(move || {
+                Some(peers.throttle.owed())
+            }));
+        }
+        openraft::network::Backoff::new(std::iter::repeat(DEFAULT_BACKOFF))
     }
 
     async fn install_snapshot(
@@ -297,7 +351,8 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call(RaftRpc::InstallSnapshot, &rpc, &option).await
+        self.call(RaftRpc::InstallSnapshot, &rpc, &option, None)
+            .await
     }
 
     async fn vote(
@@ -305,6 +360,6 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(RaftRpc::Vote, &rpc, &option).await
+        self.call(RaftRpc::Vote, &rpc, &option, None).await
     }
 }

@@ -116,6 +116,7 @@ impl Node {
         })?;
         let groups = Arc::new(Groups::default());
         let peers = Arc::new(Peers::default());
+        peers.throttle.set_rate(config.move_bytes_per_sec);
 
         // `controller_log_end`: what this node's controller log held at start; until it is
         // applied again (after the leader's first message says it is committed), this node's

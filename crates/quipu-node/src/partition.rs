@@ -552,6 +552,18 @@ impl Partition {
             .unwrap_or_default()
     }
 
+    /// Roughly how many bytes `entries` entries of this replica's log take: the log's size
+    /// over the entries it holds (a follower's or new replica's lag in bytes).
+    pub fn estimated_bytes(&self, entries: u64) -> u64 {
+        let held = self
+            .log
+            .next_index()
+            .saturating_sub(self.log.first_index())
+            .max(1);
+        let average = self.log.size_bytes() / held;
+        entries.saturating_mul(average)
+    }
+
     /// Stops accepting produce requests (the node is leaving); requests get "not leader".
     pub(crate) fn drain(&self) {
         self.draining

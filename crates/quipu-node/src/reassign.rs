@@ -78,6 +78,30 @@ pub(crate) async fn run_reassignments(inner: Arc<Inner>) {
                 .filter_map(|(_, _, p)| Some((GroupId(p.group), p.target.clone()?)))
                 .collect()
         });
+        // The new replicas of the moves this node leads: their catch-up is throttled.
+        let catching_up: HashSet<(GroupId, NodeId)> = moves
+            .iter()
+            .filter_map(|(group, target)| {
+                let partition = inner.partition(*group).filter(|p| p.is_leader())?;
+                let voters: BTreeSet<NodeId> = partition
+                    .raft()
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .collect();
+                Some(
+                    target
+                        .iter()
+                        .filter(|n| !voters.contains(n))
+                        .map(|n| (*group, *n))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .flatten()
+            .collect();
+        inner.peers.throttle.set_throttled(catching_up);
         for (group, target) in moves {
             let Some(partition) = inner.partition(group).filter(|p| p.is_leader()) else {
                 continue;

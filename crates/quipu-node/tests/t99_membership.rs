@@ -445,3 +445,67 @@ async fn a_move_whose_leader_dies_midway_is_finished_by_the_next_leader() {
         node.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_throttled_move_sends_no_faster_than_its_bound() {
+    const RATE: u64 = 256 * 1024;
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let throttled = |id: u64, dir: &tempfile::TempDir| quipu_node::NodeConfig {
+        move_bytes_per_sec: Some(RATE),
+        ..config(id, dir.path(), "127.0.0.1:0".parse().unwrap(), small_log())
+    };
+    let mut nodes = Vec::new();
+    for (at, dir) in dirs[..3].iter().enumerate() {
+        nodes.push(Node::start(throttled(at as u64 + 1, dir)).await.unwrap());
+    }
+    let voters = common::voters(&nodes);
+    for node in &nodes {
+        node.join(voters.clone()).await.unwrap();
+    }
+    wait_for("three registered nodes", || {
+        nodes.iter().all(|n| n.metadata().nodes().count() == 3)
+    })
+    .await;
+    nodes[0].create_topic("big", 1, 3).await.unwrap();
+    let group = groups_of(&nodes[0], "big")[0];
+    // About 1 MiB of records.
+    let value = "x".repeat(1000);
+    for _ in 0..1024 {
+        common::produce(&nodes, group, &value).await;
+    }
+    let fourth = Node::start(throttled(4, &dirs[3])).await.unwrap();
+    fourth
+        .join_through(&nodes[0].addr().to_string(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(fourth.wait_until_registered(Duration::from_secs(30)).await);
+    nodes.push(fourth);
+    let started = Instant::now();
+    nodes[0]
+        .move_partition("big", 0, vec![4, 2, 3])
+        .await
+        .unwrap();
+    let all = handles(&nodes);
+    wait_for("the move to complete", || settled(&all, "big")).await;
+    let took = started.elapsed();
+    // The bound lets one second's worth go at once; the rest of the ~1 MiB, less the entries
+    // the new replica may lack when it becomes a voter (64 entries, ~64 KiB), waits for it.
+    assert!(
+        took >= Duration::from_secs(2),
+        "a throttled move of ~1 MiB at 256 KiB/s took {took:?}"
+    );
+    // Caught up with the rest once a voter (no longer throttled).
+    wait_for("the new replica to hold every record", || {
+        nodes[3].partition(group).unwrap().log_end_offset() == Offset(1024)
+    })
+    .await;
+    assert_eq!(
+        records_from(&nodes[3].partition(group).unwrap(), Offset(0), true)
+            .await
+            .len(),
+        1024
+    );
+    for node in nodes {
+        node.stop().await;
+    }
+}

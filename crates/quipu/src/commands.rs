@@ -228,7 +228,13 @@ pub async fn topic(connection: &Connection, command: TopicCommand) -> anyhow::Re
                 let mut lag = p
                     .followers
                     .iter()
-                    .map(|f| format!("{}:{}", f.node_id, f.lag_entries))
+                    .map(|f| {
+                        if f.lag_bytes > 0 {
+                            format!("{}:{} (~{} B)", f.node_id, f.lag_entries, f.lag_bytes)
+                        } else {
+                            format!("{}:{}", f.node_id, f.lag_entries)
+                        }
+                    })
                     .collect::<Vec<_>>()
                     .join(" ");
                 if !p.target_replicas.is_empty() {

@@ -61,6 +61,7 @@ pub struct ServerArgs {
 struct ClusterFile {
     controller_voters: Option<usize>,
     leader_rebalance_interval_ms: Option<u64>,
+    move_bytes_per_sec: Option<u64>,
 }
 
 /// The `[log]` table: per-partition storage settings.
@@ -203,6 +204,8 @@ pub struct Settings {
     controller_voters: usize,
     /// `None`: never.
     leader_rebalance_interval: Option<std::time::Duration>,
+    /// `None`: unbounded.
+    move_bytes_per_sec: Option<u64>,
     log: LogConfig,
     retention_check_interval_ms: Option<u64>,
     timestamp_before_max_ms: Option<i64>,
@@ -445,6 +448,14 @@ impl Settings {
             ),
             Some(ms) => Some(std::time::Duration::from_millis(ms)),
         };
+        let move_bytes_per_sec = match file.cluster.move_bytes_per_sec {
+            None | Some(0) => None,
+            Some(rate) if rate < quipu_node::MOVE_BYTES_PER_SEC_MIN => bail!(
+                "cluster.move_bytes_per_sec = {rate} is out of range: at least {} bytes per second, or 0 for unbounded",
+                quipu_node::MOVE_BYTES_PER_SEC_MIN
+            ),
+            Some(rate) => Some(rate),
+        };
         let mut voters = voter_texts
             .iter()
             .map(|v| parse_voter(v))
@@ -648,6 +659,7 @@ impl Settings {
             rack,
             controller_voters,
             leader_rebalance_interval,
+            move_bytes_per_sec,
             log,
             retention_check_interval_ms: file.log.retention_check_interval_ms,
             timestamp_before_max_ms,
@@ -701,6 +713,7 @@ impl Settings {
             rack: self.rack.clone(),
             controller_voters: self.controller_voters,
             leader_rebalance_interval: self.leader_rebalance_interval,
+            move_bytes_per_sec: self.move_bytes_per_sec,
             ..NodeConfig::new(self.node_id, self.data_dir.clone(), self.listen_addr)
         }
     }
