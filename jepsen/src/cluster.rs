@@ -123,12 +123,43 @@ impl Node {
     }
 }
 
+/// Node `id`'s configuration file; `membership` is its `voters = [...]` or `join = "..."` line.
+fn config_text(id: u64, dir: &Path, host: &Host, membership: &str) -> String {
+    format!(
+        "# Written by quipu-jepsen for node {id}.\n\
+         node_id = {id}\n\
+         data_dir = \"{data}\"\n\
+         listen_addr = \"{ip}:{RAFT_PORT}\"\n\
+         api_listen_addr = \"{ip}:{API_PORT}\"\n\
+         {membership}\n\
+         \n\
+         [log]\n\
+         segment_bytes_max = {SEGMENT_BYTES}\n\
+         entry_bytes_max = {ENTRY_BYTES}\n\
+         index_bytes_max = {SEGMENT_BYTES}\n\
+         preallocate_bytes = {SEGMENT_BYTES}\n\
+         fsync = \"always\"\n\
+         \n\
+         [limits]\n\
+         disk_reserve_bytes = {DISK_RESERVE}\n\
+         \n\
+         [groups]\n\
+         offsets_partitions = 4\n\
+         consumer_session_timeout_ms = 3000\n\
+         consumer_heartbeat_interval_ms = 300\n",
+        data = dir.join("data").display(),
+        ip = host.ip,
+    )
+}
+
 /// All nodes of the run.
 #[derive(Debug)]
 pub struct Cluster {
-    /// Node `i + 1` at index `i`.
+    /// Node slot `i` (first node id `i + 1`; a replaced node gets a new id in the same slot).
     pub nodes: Vec<Node>,
     quipu: PathBuf,
+    /// The client namespace, where admin commands run.
+    client_ns: String,
 }
 
 impl Cluster {
@@ -147,32 +178,7 @@ impl Cluster {
             let id = i as u64 + 1;
             let dir = root.join(format!("n{id}"));
             std::fs::create_dir_all(&dir)?;
-            let config = format!(
-                "# Written by quipu-jepsen for node {id}.\n\
-                 node_id = {id}\n\
-                 data_dir = \"{data}\"\n\
-                 listen_addr = \"{ip}:{RAFT_PORT}\"\n\
-                 api_listen_addr = \"{ip}:{API_PORT}\"\n\
-                 voters = [{voters}]\n\
-                 \n\
-                 [log]\n\
-                 segment_bytes_max = {SEGMENT_BYTES}\n\
-                 entry_bytes_max = {ENTRY_BYTES}\n\
-                 index_bytes_max = {SEGMENT_BYTES}\n\
-                 preallocate_bytes = {SEGMENT_BYTES}\n\
-                 fsync = \"always\"\n\
-                 \n\
-                 [limits]\n\
-                 disk_reserve_bytes = {DISK_RESERVE}\n\
-                 \n\
-                 [groups]\n\
-                 offsets_partitions = 4\n\
-                 consumer_session_timeout_ms = 3000\n\
-                 consumer_heartbeat_interval_ms = 300\n",
-                data = dir.join("data").display(),
-                ip = host.ip,
-                voters = voters.join(", "),
-            );
+            let config = config_text(id, &dir, host, &format!("voters = [{}]", voters.join(", ")));
             std::fs::write(dir.join("quipu.toml"), config)?;
             nodes.push(Node {
                 id,
@@ -188,6 +194,7 @@ impl Cluster {
         let mut cluster = Cluster {
             nodes,
             quipu: quipu.to_path_buf(),
+            client_ns: net.client.ns.clone(),
         };
         if own_disks {
             for node in &mut cluster.nodes {
@@ -229,6 +236,56 @@ impl Cluster {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }
+    }
+
+    /// Runs `quipu ARGS` in the client namespace against the cluster (never from this
+    /// namespace: its addresses are unreachable from here by design); returns standard output.
+    pub fn admin(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = Command::new("ip")
+            .args(["netns", "exec", &self.client_ns])
+            .arg(&self.quipu)
+            .args(args)
+            .env("QUIPU_BOOTSTRAP", self.api_addrs().join(","))
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run quipu in the client namespace")?;
+        if !output.status.success() {
+            bail!(
+                "quipu {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Replaces the node in slot `i` (stopped, removed from the cluster) by a fresh one: a new
+    /// id, an empty data directory, joining through another slot's node. Not started.
+    pub fn replace(&mut self, i: usize, new_id: u64) -> anyhow::Result<()> {
+        let seed = (i + 1) % self.nodes.len();
+        let seed_addr = format!("{}:{RAFT_PORT}", self.nodes[seed].host.ip);
+        let node = &mut self.nodes[i];
+        let data = node.data_dir();
+        // Only the contents: an own disk stays mounted there.
+        if data.exists() {
+            for entry in std::fs::read_dir(&data)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path)?;
+                } else {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+        }
+        let config = config_text(
+            new_id,
+            &node.dir,
+            &node.host,
+            &format!("join = \"{seed_addr}\""),
+        );
+        std::fs::write(node.dir.join("quipu.toml"), config)?;
+        node.id = new_id;
+        Ok(())
     }
 
     /// Every node's API address.

@@ -57,6 +57,13 @@ pub enum Fault {
     /// The node's disk filled by a ballast until less than its reserve is free (it refuses
     /// produce, keeps replicating); the ballast removed at the heal.
     DiskFull(usize),
+    /// A partition of the test topic moved to the nodes in these slots (`quipu topic move`,
+    /// preferred leader first); the heal waits until the move completed.
+    Move { partition: u32, to: Vec<usize> },
+    /// The node in this slot drained (`quipu node drain`); at the heal, once it holds nothing,
+    /// removed (`quipu node remove`), stopped and replaced by a fresh node with a new id that
+    /// joins through another (`--join`).
+    Replace(usize),
 }
 
 impl fmt::Display for Fault {
@@ -87,6 +94,10 @@ impl fmt::Display for Fault {
             Fault::Corrupt { node, how } => write!(f, "corrupt {} ({how:?})", n(node)),
             Fault::Skew { node, secs } => write!(f, "skew {} clock by {secs:+} s", n(node)),
             Fault::DiskFull(i) => write!(f, "fill the disk of {} below its reserve", n(i)),
+            Fault::Move { partition, to } => {
+                write!(f, "move partition {partition} to slots {}", ns(to))
+            }
+            Fault::Replace(i) => write!(f, "drain, remove and replace slot {}", n(i)),
         }
     }
 }
@@ -103,11 +114,12 @@ pub enum FaultKind {
     Corrupt,
     Skew,
     DiskFull,
+    Membership,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Partition,
         FaultKind::ClientPartition,
         FaultKind::Kill,
@@ -117,6 +129,7 @@ impl FaultKind {
         FaultKind::Corrupt,
         FaultKind::Skew,
         FaultKind::DiskFull,
+        FaultKind::Membership,
     ];
 
     /// Parses a name as used on the command line.
@@ -131,6 +144,7 @@ impl FaultKind {
             "corrupt" => FaultKind::Corrupt,
             "skew" => FaultKind::Skew,
             "disk-full" => FaultKind::DiskFull,
+            "membership" => FaultKind::Membership,
             _ => return None,
         })
     }
@@ -162,13 +176,15 @@ pub fn scenario(name: &str) -> Option<Vec<FaultKind>> {
         "corrupt-minority" => vec![FaultKind::Corrupt, FaultKind::Kill, FaultKind::Partition],
         "skew" => vec![FaultKind::Skew, FaultKind::Partition],
         "disk-full" => vec![FaultKind::DiskFull, FaultKind::Kill, FaultKind::Partition],
+        // Joins, drains, removals and moves, with kills and partitions between them; four nodes.
+        "membership" => vec![FaultKind::Membership, FaultKind::Kill, FaultKind::Partition],
         "all" => FaultKind::ALL.to_vec(),
         _ => return None,
     })
 }
 
 /// Draws the next fault of kind `kind` on a cluster of `nodes` nodes.
-pub fn draw(kind: FaultKind, nodes: usize, rng: &mut Rng) -> Fault {
+pub fn draw(kind: FaultKind, nodes: usize, partitions: u32, rng: &mut Rng) -> Fault {
     let mut order: Vec<usize> = (0..nodes).collect();
     for i in (1..order.len()).rev() {
         order.swap(i, rng.index(i + 1));
@@ -210,6 +226,13 @@ pub fn draw(kind: FaultKind, nodes: usize, rng: &mut Rng) -> Fault {
             },
         },
         FaultKind::DiskFull => Fault::DiskFull(one),
+        // Replacing a node needs somewhere for its replicas to go: one node more than the
+        // replication factor (3).
+        FaultKind::Membership if nodes > 3 && rng.below(2) == 0 => Fault::Replace(one),
+        FaultKind::Membership => Fault::Move {
+            partition: u32::try_from(rng.below(u64::from(partitions.max(1)))).unwrap_or(0),
+            to: order[..nodes.min(3)].to_vec(),
+        },
         FaultKind::Skew => {
             let secs = i64::try_from(rng.between(5, 600)).unwrap_or(60);
             Fault::Skew {
@@ -217,6 +240,35 @@ pub fn draw(kind: FaultKind, nodes: usize, rng: &mut Rng) -> Fault {
                 secs: if rng.below(2) == 0 { secs } else { -secs },
             }
         }
+    }
+}
+
+/// How long a heal waits for the moves under way to complete.
+const MOVES_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Waits until no partition of any topic is moving (`quipu topic describe` of the test topic and
+/// `quipu node list`), at most [`MOVES_PATIENCE`].
+fn wait_settled(cluster: &Cluster) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + MOVES_PATIENCE;
+    loop {
+        let described = cluster.admin(&["topic", "describe", crate::workload::TOPIC]);
+        let nodes = cluster.admin(&["node", "list"]);
+        let draining_holds = nodes.as_ref().is_ok_and(|list| {
+            list.lines().skip(1).any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.get(1) == Some(&"draining") && f.get(6).is_some_and(|r| *r != "0")
+            })
+        });
+        if described.as_ref().is_ok_and(|d| !d.contains("moving to"))
+            && nodes.is_ok()
+            && !draining_holds
+        {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the moves did not complete within {MOVES_PATIENCE:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
 }
 
@@ -294,6 +346,28 @@ impl Nemesis {
                 let free = cluster.fill_disk(*i, crate::cluster::DISK_RESERVE / 2)?;
                 note = format!("{free} bytes free");
             }
+            Fault::Move { partition, to } => {
+                let ids: Vec<String> = to
+                    .iter()
+                    .map(|i| cluster.nodes[*i].id.to_string())
+                    .collect();
+                let ids = ids.join(",");
+                cluster.admin(&[
+                    "topic",
+                    "move",
+                    crate::workload::TOPIC,
+                    "--partition",
+                    &partition.to_string(),
+                    "--replicas",
+                    &ids,
+                ])?;
+                note = format!("to nodes {ids}");
+            }
+            Fault::Replace(i) => {
+                let id = cluster.nodes[*i].id.to_string();
+                cluster.admin(&["node", "drain", &id])?;
+                note = format!("node {id} draining");
+            }
         }
         Ok(note)
     }
@@ -316,6 +390,15 @@ impl Nemesis {
             }
             Fault::DiskFull(i) => cluster.empty_disk(*i)?,
             Fault::Kill(_) | Fault::PowerLoss(_) | Fault::Corrupt { .. } => {}
+            Fault::Move { .. } => wait_settled(cluster)?,
+            Fault::Replace(i) => {
+                wait_settled(cluster)?;
+                let id = cluster.nodes[*i].id;
+                cluster.admin(&["node", "remove", &id.to_string()])?;
+                cluster.kill(*i);
+                let next = cluster.nodes.iter().map(|n| n.id).max().unwrap_or(id) + 1;
+                cluster.replace(*i, next)?;
+            }
         }
         for i in 0..cluster.nodes.len() {
             cluster.start(i)?;

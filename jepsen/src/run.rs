@@ -21,7 +21,7 @@ use crate::rng::Rng;
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// Scenarios to run one after the other, comma-separated: partition-kill, pause-power-loss,
-    /// corrupt-minority, skew, all.
+    /// corrupt-minority, skew, disk-full, membership, all.
     #[arg(long, value_delimiter = ',', default_value = "partition-kill")]
     pub scenarios: Vec<String>,
     /// Fault kinds instead of a scenario's, comma-separated: partition, client-partition, kill,
@@ -207,6 +207,7 @@ fn start_workload(
     net: &Net,
     cluster: &Cluster,
     args: &RunArgs,
+    nodes: usize,
     seed: u64,
     dir: &Path,
 ) -> anyhow::Result<Workload> {
@@ -221,7 +222,7 @@ fn start_workload(
         .arg("--partitions")
         .arg(args.partitions.to_string())
         .arg("--replication")
-        .arg(args.nodes.min(3).to_string())
+        .arg(nodes.min(3).to_string())
         .arg("--rate")
         .arg(args.rate.to_string())
         .arg("--seed")
@@ -272,7 +273,13 @@ fn run_one(
             .collect::<anyhow::Result<_>>()?
     };
 
-    let net = Net::create(args.nodes)?;
+    // Membership faults move replicas between nodes: one node more than the replication factor.
+    let nodes = if wanted.contains(&FaultKind::Membership) {
+        args.nodes.max(4)
+    } else {
+        args.nodes
+    };
+    let net = Net::create(nodes)?;
     let caps = net.probe();
     let (kinds, mut notes) = nemesis::available(&wanted, &caps);
     notes.extend(caps.notes.iter().cloned());
@@ -283,10 +290,10 @@ fn run_one(
         bail!("none of the scenario's faults can be injected here");
     }
     let mut cluster = Cluster::new(&net, quipu, dir, kinds.contains(&FaultKind::DiskFull))?;
-    for i in 0..args.nodes {
+    for i in 0..nodes {
         cluster.start(i)?;
     }
-    let mut workload = start_workload(&net, &cluster, args, seed, dir)?;
+    let mut workload = start_workload(&net, &cluster, args, nodes, seed, dir)?;
     workload.wait_for("ready", Duration::from_secs(150), &mut cluster)?;
     say(started, "cluster ready, workload running");
 
@@ -305,7 +312,7 @@ fn run_one(
         std::thread::sleep(quiet);
         note_exits(&mut cluster, started, &mut unexpected_exits);
         let kind = kinds[rng.index(kinds.len())];
-        let fault = nemesis::draw(kind, args.nodes, &mut rng);
+        let fault = nemesis::draw(kind, nodes, args.partitions, &mut rng);
         workload.send(&format!("nemesis start {fault}"))?;
         match nemesis.apply(&fault, &net, &mut cluster) {
             Ok(note) if note.is_empty() => say(started, &format!("fault: {fault}")),
@@ -330,7 +337,7 @@ fn run_one(
     if caps.nftables {
         net.heal()?;
     }
-    for i in 0..args.nodes {
+    for i in 0..nodes {
         cluster.resume(i);
         cluster.start(i)?;
     }
@@ -354,7 +361,7 @@ fn run_one(
     let summary = Summary {
         scenario: scenario.to_string(),
         seed,
-        nodes: args.nodes,
+        nodes,
         duration_secs: args.duration_secs,
         faults,
         ops: ops.len(),

@@ -235,8 +235,9 @@ async fn prepare_topic(client: &Client, args: &WorkloadArgs) -> anyhow::Result<(
         }
     }
     loop {
+        // Every node's answer merged: a node knows the leaders of the partitions it hosts.
         let led = client
-            .describe_topic(TOPIC)
+            .describe_topic_everywhere(TOPIC)
             .await
             .map(|t| t.partitions.iter().all(|p| p.leader.is_some()))
             .unwrap_or(false);

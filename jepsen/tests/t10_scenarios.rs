@@ -1,6 +1,6 @@
 //! The short fault-injection scenarios of CI (`docs/reliability.md`): partitions and kills, pauses
-//! and power loss, disk corruption on a minority, a disk filled past its reserve, each against
-//! three real `quipu server`
+//! and power loss, disk corruption on a minority, a disk filled past its reserve, partition moves
+//! and node replacements, each against three (four for membership) real `quipu server`
 //! processes in network namespaces, each with a fresh seed printed first so that a failure can be
 //! replayed with `QUIPU_JEPSEN_SEED`. A failing scenario leaves its history, checker report and
 //! node logs under `target/tmp/jepsen/<seed>/`.
@@ -35,7 +35,7 @@ fn short_scenarios_find_no_anomaly() {
         .args([
             "run",
             "--scenarios",
-            "partition-kill,pause-power-loss,corrupt-minority,disk-full",
+            "partition-kill,pause-power-loss,corrupt-minority,disk-full,membership",
             "--duration-secs",
             "40",
             "--seed",
