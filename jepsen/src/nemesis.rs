@@ -520,10 +520,10 @@ mod tests {
     #[test]
     fn every_fault_keeps_a_majority_whole() {
         let mut rng = Rng::new(3);
-        for nodes in [3, 5] {
+        for nodes in [3, 4, 5] {
             for _ in 0..200 {
                 for kind in FaultKind::ALL {
-                    let faulty: Vec<usize> = match draw(kind, nodes, &mut rng) {
+                    let faulty: Vec<usize> = match draw(kind, nodes, 4, &mut rng) {
                         Fault::Isolate(i)
                         | Fault::ClientCut(i)
                         | Fault::Kill(i)
@@ -548,6 +548,20 @@ mod tests {
                         Fault::PauseAndPowerLoss { paused, lost } => {
                             assert!(!paused.contains(&lost));
                             assert!(paused.len() * 2 < nodes);
+                            continue;
+                        }
+                        // One node leaves (drained first: it holds nothing when it stops).
+                        Fault::Replace(i) => {
+                            assert!(nodes > 3, "a replacement needs a node to move to");
+                            vec![i]
+                        }
+                        // Three distinct nodes, the replication factor; no node is down.
+                        Fault::Move { partition, to } => {
+                            assert!(partition < 4);
+                            let mut distinct = to.clone();
+                            distinct.sort_unstable();
+                            distinct.dedup();
+                            assert_eq!(distinct.len(), nodes.min(3));
                             continue;
                         }
                     };
