@@ -232,6 +232,40 @@ const MEMBER_CHECK_PATIENCE: Duration = Duration::from_secs(5);
 const ELECT_LEADERS_WAIT: Duration = Duration::from_secs(10);
 
 impl crate::NodeHandle {
+    /// Makes this node a member of the cluster whose controller voters are `voters` (id and
+    /// transport address, this node included). The voter with the lowest id initializes the
+    /// controller group the first time; whichever voter leads the controller registers them all.
+    pub async fn join(&self, voters: Vec<(NodeId, String)>) -> Result<(), NodeError> {
+        let lowest = voters.iter().map(|(id, _)| *id).min();
+        // After a restart the group exists; openraft would log the refused initialize as an error.
+        let initialized = self
+            .inner
+            .controller
+            .is_initialized()
+            .await
+            .unwrap_or(false);
+        if lowest == Some(self.id()) && !initialized {
+            let members: std::collections::BTreeMap<NodeId, openraft::BasicNode> = voters
+                .into_iter()
+                .map(|(id, addr)| (id, openraft::BasicNode { addr }))
+                .collect();
+            match self.inner.controller.initialize(members).await {
+                Ok(()) => {}
+                // Already initialized: a restart, or another attempt won.
+                Err(openraft::error::RaftError::APIError(
+                    openraft::error::InitializeError::NotAllowed(_),
+                )) => {}
+                Err(e) => {
+                    return Err(NodeError::Raft {
+                        group: GroupId::CONTROLLER,
+                        source: Box::new(e),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Joins the cluster `seed` (any member's Raft transport address) belongs to, unless this
     /// node is a member already (a restart): the controller admits it as a learner, then it
     /// registers itself. Retries for at most `patience` while no member answers; a removed

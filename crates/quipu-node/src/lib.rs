@@ -20,6 +20,7 @@ mod config;
 mod controller;
 mod coordinator;
 mod disk;
+mod effects;
 mod error;
 mod group;
 mod groups;

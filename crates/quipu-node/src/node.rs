@@ -187,7 +187,10 @@ impl Node {
             controller_log,
         });
         let tasks = vec![
-            tokio::spawn(carry_out_effects(Arc::clone(&inner), effects)),
+            tokio::spawn(crate::effects::carry_out_effects(
+                Arc::clone(&inner),
+                effects,
+            )),
             tokio::spawn(register_self(Arc::clone(&inner))),
             tokio::spawn(quiesce::run(
                 inner.config.node_id,
@@ -330,40 +333,6 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
-    /// Makes this node a member of the cluster whose controller voters are `voters` (id and
-    /// transport address, this node included). The voter with the lowest id initializes the
-    /// controller group the first time; whichever voter leads the controller registers them all.
-    pub async fn join(&self, voters: Vec<(NodeId, String)>) -> Result<(), NodeError> {
-        let lowest = voters.iter().map(|(id, _)| *id).min();
-        // After a restart the group exists; openraft would log the refused initialize as an error.
-        let initialized = self
-            .inner
-            .controller
-            .is_initialized()
-            .await
-            .unwrap_or(false);
-        if lowest == Some(self.id()) && !initialized {
-            let members: std::collections::BTreeMap<NodeId, openraft::BasicNode> = voters
-                .into_iter()
-                .map(|(id, addr)| (id, openraft::BasicNode { addr }))
-                .collect();
-            match self.inner.controller.initialize(members).await {
-                Ok(()) => {}
-                // Already initialized: a restart, or another attempt won.
-                Err(openraft::error::RaftError::APIError(
-                    openraft::error::InitializeError::NotAllowed(_),
-                )) => {}
-                Err(e) => {
-                    return Err(NodeError::Raft {
-                        group: GroupId::CONTROLLER,
-                        source: Box::new(e),
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.inner.config.node_id
@@ -625,65 +594,3 @@ async fn open_controller(
 
 /// How long a stop waits for the controller's log to be let go.
 const CONTROLLER_LOG_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Carries out, in order, the controller's effects for this node.
-async fn carry_out_effects(inner: Arc<Inner>, mut effects: tokio::sync::mpsc::Receiver<Effect>) {
-    let mut next = effects.recv().await;
-    while let Some(effect) = next.take() {
-        let changing = inner.replica_changes.lock().await;
-        match effect {
-            Effect::StartReplica {
-                group,
-                replicas,
-                created,
-                ..
-            } => {
-                // Replicas to start that are already queued, of distinct groups, start together
-                // (a node's restart opens all of its replicas this way): opening one is mostly
-                // waiting on its disk. The first other effect ends the batch and runs after it,
-                // so the effects of one group keep their order.
-                let mut batch = vec![(GroupId(group), replicas, created)];
-                while batch.len() < STARTS_AT_ONCE {
-                    match effects.try_recv() {
-                        Ok(Effect::StartReplica {
-                            group,
-                            replicas,
-                            created,
-                            ..
-                        }) if batch.iter().all(|(g, _, _)| g.0 != group) => {
-                            batch.push((GroupId(group), replicas, created));
-                        }
-                        Ok(other) => {
-                            next = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                futures_util::future::join_all(batch.iter().map(|(group, replicas, created)| {
-                    inner.start_replica(*group, replicas, *created)
-                }))
-                .await;
-            }
-            Effect::DeleteReplica { group } => inner.delete_replica(GroupId(group)).await,
-            Effect::ConfigChanged { topic } => inner.apply_topic_config(&topic),
-            // Not awaited: handing leaderships over must not hold the effects that follow.
-            Effect::Drain => drop(tokio::spawn(Arc::clone(&inner).step_aside())),
-            Effect::Removed => {
-                tracing::error!(
-                    node_id = inner.config.node_id,
-                    "this node was removed from the cluster: stop it; its id is never used again"
-                );
-                drop(tokio::spawn(Arc::clone(&inner).step_aside()));
-            }
-        }
-        // Not held while waiting: a replica's reopening takes it too.
-        drop(changing);
-        if next.is_none() {
-            next = effects.recv().await;
-        }
-    }
-}
-
-/// Most replicas the controller's effects start at once.
-const STARTS_AT_ONCE: usize = 16;

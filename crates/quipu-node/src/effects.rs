@@ -1,0 +1,75 @@
+//! The controller's effects for this node, carried out in controller-log order: replicas
+//! started (several at once) and deleted, topic settings applied, a drained or removed node
+//! stepping aside.
+
+use std::sync::Arc;
+
+use quipu_meta::Effect;
+
+use crate::GroupId;
+use crate::node::Inner;
+
+/// Carries out, in order, the controller's effects for this node.
+pub(crate) async fn carry_out_effects(
+    inner: Arc<Inner>,
+    mut effects: tokio::sync::mpsc::Receiver<Effect>,
+) {
+    let mut next = effects.recv().await;
+    while let Some(effect) = next.take() {
+        let changing = inner.replica_changes.lock().await;
+        match effect {
+            Effect::StartReplica {
+                group,
+                replicas,
+                created,
+                ..
+            } => {
+                // Replicas to start that are already queued, of distinct groups, start together
+                // (a node's restart opens all of its replicas this way): opening one is mostly
+                // waiting on its disk. The first other effect ends the batch and runs after it,
+                // so the effects of one group keep their order.
+                let mut batch = vec![(GroupId(group), replicas, created)];
+                while batch.len() < STARTS_AT_ONCE {
+                    match effects.try_recv() {
+                        Ok(Effect::StartReplica {
+                            group,
+                            replicas,
+                            created,
+                            ..
+                        }) if batch.iter().all(|(g, _, _)| g.0 != group) => {
+                            batch.push((GroupId(group), replicas, created));
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                futures_util::future::join_all(batch.iter().map(|(group, replicas, created)| {
+                    inner.start_replica(*group, replicas, *created)
+                }))
+                .await;
+            }
+            Effect::DeleteReplica { group } => inner.delete_replica(GroupId(group)).await,
+            Effect::ConfigChanged { topic } => inner.apply_topic_config(&topic),
+            // Not awaited: handing leaderships over must not hold the effects that follow.
+            Effect::Drain => drop(tokio::spawn(Arc::clone(&inner).step_aside())),
+            Effect::Removed => {
+                tracing::error!(
+                    node_id = inner.config.node_id,
+                    "this node was removed from the cluster: stop it; its id is never used again"
+                );
+                drop(tokio::spawn(Arc::clone(&inner).step_aside()));
+            }
+        }
+        // Not held while waiting: a replica's reopening takes it too.
+        drop(changing);
+        if next.is_none() {
+            next = effects.recv().await;
+        }
+    }
+}
+
+/// Most replicas the controller's effects start at once.
+const STARTS_AT_ONCE: usize = 16;
