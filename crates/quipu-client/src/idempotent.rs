@@ -53,6 +53,10 @@ struct Sender {
     topic: String,
     partition: u32,
     sequence: Option<Sequence>,
+    /// The producer id and epoch of the last batch acknowledged: once the partition acknowledged
+    /// a batch under the current one, it knows the producer, and a later batch's refusal as
+    /// unknown came from an attempt that overtook the batches before it.
+    acknowledged: Option<(i64, i16)>,
 }
 
 /// Runs the sender of one partition until its queue closes and every batch is settled.
@@ -70,6 +74,7 @@ pub(crate) async fn run(
         topic,
         partition,
         sequence: None,
+        acknowledged: None,
     };
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut open = true;
@@ -178,15 +183,39 @@ impl Sender {
         result: Result<u64, ClientError>,
     ) -> Option<InFlight> {
         let current = self.sequence.map(|s| (s.id, s.epoch));
+        tracing::debug!(
+            partition = self.partition,
+            stamp = ?flight.stamp,
+            ?current,
+            acknowledged = ?self.acknowledged,
+            resends = flight.resends,
+            result = ?result,
+            "settling a batch"
+        );
         match result {
             Ok(offset) => {
+                self.acknowledged = Some(flight.stamp);
                 resolve(flight.waiters, Ok(Some(offset)), self.partition);
                 None
             }
             // Not written. Under the current producer id it overtook a batch that was still on
-            // its way (all before it are settled now): the same bytes again.
+            // its way (all before it are settled now): the same bytes again. So too a refusal
+            // of the producer as unknown once a batch before it was acknowledged under the same
+            // id: the partition knows the producer now; that attempt may have arrived before its
+            // first batch did (renumbering it under a new id would let it overtake for good).
+            // Once only: refused again, the partition has forgotten the producer (expired).
             Err(ClientError::OutOfOrderSequence(_))
                 if flight.resends < RESENDS_MAX && Some(flight.stamp) == current =>
+            {
+                flight.resends += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                flight.task = self.send(flight.bytes.clone());
+                Some(flight)
+            }
+            Err(ClientError::ProducerRefused(_))
+                if flight.resends == 0
+                    && Some(flight.stamp) == current
+                    && self.acknowledged == current =>
             {
                 flight.resends += 1;
                 tokio::time::sleep(Duration::from_millis(5)).await;

@@ -217,41 +217,53 @@ impl Producer {
     /// Hands the open batch of a partition to its sender (if `generation` is given, only that
     /// batch: a linger timer must not close a later one).
     async fn close(&self, topic: &str, partition: u32, generation: Option<u64>) {
-        let (batch, sender) = {
-            let mut state = self.lock();
-            let slot = (topic.to_string(), partition);
-            match state.open.get(&slot) {
-                Some(open) if generation.is_none_or(|g| g == open.generation) => {}
-                _ => return,
-            }
-            let Some(open) = state.open.remove(&slot) else {
-                return;
-            };
-            // A keyless topic moves on to another partition with each batch, as Kafka's does.
-            let count = state.partition_counts.get(topic).copied().unwrap_or(1);
-            if let Some(sticky) = state.sticky.get_mut(topic)
-                && *sticky == partition
-            {
-                *sticky = (partition + 1) % count.max(1);
-            }
-            let sender = state
-                .senders
-                .entry(slot)
-                .or_insert_with(|| self.spawn_sender(topic.to_string(), partition))
-                .clone();
-            (
-                Closed {
-                    builder: open.builder,
-                    waiters: open.waiters,
-                },
-                sender,
-            )
+        let slot = (topic.to_string(), partition);
+        let closes = |open: Option<&Open>| {
+            open.is_some_and(|open| generation.is_none_or(|g| g == open.generation))
         };
-        if let Err(mpsc::error::SendError(batch)) = sender.send(batch).await {
-            for waiter in batch.waiters {
-                let _ = waiter.send(Err(ClientError::Other("the producer stopped".to_string())));
+        let sender = {
+            let mut state = self.lock();
+            if !closes(state.open.get(&slot)) {
+                return;
+            }
+            state
+                .senders
+                .entry(slot.clone())
+                .or_insert_with(|| self.spawn_sender(topic.to_string(), partition))
+                .clone()
+        };
+        // Room in the partition's queue first, then the batch taken and queued under one lock:
+        // batches enter the queue in the order they were closed. (Taking the batch, then
+        // waiting for room, let a later batch of the partition overtake it on another thread.)
+        let permit = sender.reserve().await;
+        let mut state = self.lock();
+        if !closes(state.open.get(&slot)) {
+            return; // closed by another caller meanwhile
+        }
+        let Some(open) = state.open.remove(&slot) else {
+            return;
+        };
+        // A keyless topic moves on to another partition with each batch, as Kafka's does.
+        let count = state.partition_counts.get(topic).copied().unwrap_or(1);
+        if let Some(sticky) = state.sticky.get_mut(topic)
+            && *sticky == partition
+        {
+            *sticky = (partition + 1) % count.max(1);
+        }
+        // Still under the lock: no other batch of the partition is queued between.
+        match permit {
+            Ok(permit) => permit.send(Closed {
+                builder: open.builder,
+                waiters: open.waiters,
+            }),
+            Err(_) => {
+                for waiter in open.waiters {
+                    let _ =
+                        waiter.send(Err(ClientError::Other("the producer stopped".to_string())));
+                }
             }
         }
+        drop(state);
     }
 
     /// One task per partition sends its batches: a plain producer one at a time, so they

@@ -476,3 +476,57 @@ async fn group_consumers_share_hand_over_and_resume() {
     ));
     cluster.stop().await;
 }
+
+/// A partition's batches enter its send queue in the order they were closed, whether a batch
+/// closed by filling up or by its linger timer (on another thread): tiny batches and a 1 ms
+/// linger make both happen all the time while up to five batches are on their way. Every
+/// record's offset follows the order it was sent in. (The race this guards against, a closed
+/// batch overtaken by the next one while it waited for room in the queue, showed on a loaded
+/// machine in `quipu/tests/t40_membership.rs`; here it is exercised, not forced.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_keep_the_order_records_were_sent_in() {
+    let cluster = cluster().await;
+    let client = Client::connect(cluster.api_addrs.clone()).await.unwrap();
+    let start = Instant::now();
+    while client.describe_cluster().await.unwrap().nodes.len() < 3 {
+        assert!(start.elapsed() < PATIENCE, "the nodes did not register");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client
+        .create_topic("ordered", 1, 3, TopicConfig::default())
+        .await
+        .unwrap();
+    let producer = Producer::new(
+        &client,
+        ProducerConfig {
+            linger: Duration::from_millis(1),
+            batch_bytes: 1024,
+            ..ProducerConfig::default()
+        },
+    );
+    let value = "x".repeat(200);
+    let mut acks = Vec::new();
+    for i in 0..5000u32 {
+        let ack = producer
+            .send("ordered", Some(0), None, Some(value.as_bytes()), &[])
+            .await
+            .unwrap();
+        acks.push(ack);
+        // Half the records paced (batches closed by their timers), half as fast as they go
+        // (closed by filling up).
+        if i % 2 == 0 {
+            tokio::time::sleep(Duration::from_micros(300)).await;
+        }
+    }
+    producer.flush().await;
+    let mut previous = None;
+    for (i, ack) in acks.into_iter().enumerate() {
+        let offset = ack.await.unwrap().unwrap().offset.unwrap();
+        assert!(
+            previous.is_none_or(|p| offset > p),
+            "record {i} got offset {offset}, after {previous:?}"
+        );
+        previous = Some(offset);
+    }
+    cluster.stop().await;
+}
