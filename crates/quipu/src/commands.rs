@@ -679,7 +679,7 @@ fn ids(ids: &[u64]) -> String {
 #[derive(Debug, clap::Subcommand)]
 pub enum NodeCommand {
     /// The cluster's nodes: state (joining, active, draining, removed), controller role, rack,
-    /// replicas and preferred leaderships held.
+    /// replicas held, partitions led now and partitions it is the preferred leader of.
     ///
     /// Example: quipu node list
     List,
@@ -710,8 +710,17 @@ pub async fn node(connection: &Connection, command: NodeCommand) -> anyhow::Resu
     match command {
         NodeCommand::List => {
             let cluster = client.describe_cluster().await?;
+            // Leaders as the nodes hosting each partition know them (every node asked).
+            let mut leading: std::collections::HashMap<u64, usize> =
+                std::collections::HashMap::new();
+            for topic in client.list_topics_including(true).await? {
+                let topic = client.describe_topic_everywhere(&topic.name).await?;
+                for leader in topic.partitions.iter().filter_map(|p| p.leader) {
+                    *leading.entry(leader).or_insert(0) += 1;
+                }
+            }
             out!(
-                "{:>5} {:<9} {:<10} {:<8} {:<22} {:<22} {:>8} {:>8} {:<5}",
+                "{:>5} {:<9} {:<10} {:<8} {:<22} {:<22} {:>8} {:>8} {:>9} {:<5}",
                 "NODE",
                 "STATE",
                 "CONTROLLER",
@@ -720,6 +729,7 @@ pub async fn node(connection: &Connection, command: NodeCommand) -> anyhow::Resu
                 "KAFKA",
                 "REPLICAS",
                 "LEADERS",
+                "PREFERRED",
                 "ALIVE"
             );
             for n in &cluster.nodes {
@@ -731,7 +741,7 @@ pub async fn node(connection: &Connection, command: NodeCommand) -> anyhow::Resu
                     }
                 };
                 out!(
-                    "{:>5} {:<9} {:<10} {:<8} {:<22} {:<22} {:>8} {:>8} {:<5}",
+                    "{:>5} {:<9} {:<10} {:<8} {:<22} {:<22} {:>8} {:>8} {:>9} {:<5}",
                     n.node_id,
                     n.state,
                     dash(&n.controller_role),
@@ -739,6 +749,7 @@ pub async fn node(connection: &Connection, command: NodeCommand) -> anyhow::Resu
                     dash(&n.api_addr),
                     dash(&n.kafka_addr),
                     n.replicas,
+                    leading.get(&n.node_id).copied().unwrap_or(0),
                     n.preferred_leaders,
                     if n.alive { "yes" } else { "no" }
                 );

@@ -77,6 +77,8 @@ struct Node {
     api: u16,
     dir: tempfile::TempDir,
     server: Option<Server>,
+    /// Never started: its ports may still be chosen again.
+    fresh: bool,
 }
 
 impl Node {
@@ -87,11 +89,28 @@ impl Node {
             api: free_port(),
             dir: tempfile::tempdir().unwrap(),
             server: None,
+            fresh: true,
         }
     }
 
-    /// Starts the node, joining through `seed`'s Raft port (or forming a cluster alone).
+    /// Starts the node, joining through `seed`'s Raft port (or forming a cluster alone). A port
+    /// another test took meanwhile (they were free when chosen) is chosen again, for a node
+    /// that has not run yet.
     fn start(&mut self, seed: Option<u16>, rack: &str) {
+        for _ in 0..3 {
+            match self.try_start(seed, rack) {
+                Ok(()) => return,
+                Err(last) if self.fresh && last.iter().any(|l| l.contains("cannot listen")) => {
+                    self.raft = free_port();
+                    self.api = free_port();
+                }
+                Err(last) => panic!("node {} did not start:\n{}", self.id, last.join("\n")),
+            }
+        }
+        panic!("node {} found no free ports", self.id);
+    }
+
+    fn try_start(&mut self, seed: Option<u16>, rack: &str) -> Result<(), Vec<String>> {
         let mut args = vec![
             "--node-id".to_string(),
             self.id.to_string(),
@@ -110,8 +129,10 @@ impl Node {
             args.extend(["--join".to_string(), format!("127.0.0.1:{seed}")]);
         }
         let server = Server::start(&args);
-        server.wait_for("quipu server ready");
+        server.try_wait_for("quipu server ready")?;
         self.server = Some(server);
+        self.fresh = false;
+        Ok(())
     }
 
     fn api(&self) -> String {

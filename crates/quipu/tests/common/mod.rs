@@ -29,11 +29,21 @@ impl Server {
             .args(args)
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
         let (tx, lines) = mpsc::channel();
+        // Both streams (the log, and why it stopped) on one channel, each drained to its end.
+        let err_tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if err_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
@@ -46,13 +56,30 @@ impl Server {
 
     /// Waits for an output line containing `text` and returns it.
     pub fn wait_for(&self, text: &str) -> String {
+        self.try_wait_for(text).unwrap_or_else(|last| {
+            panic!(
+                "the server never logged {text:?}; its last lines:\n{}",
+                last.join("\n")
+            )
+        })
+    }
+
+    /// Waits for an output line containing `text`; the server's last lines if it exited or
+    /// stayed silent instead.
+    pub fn try_wait_for(&self, text: &str) -> Result<String, Vec<String>> {
         let deadline = Instant::now() + PATIENCE;
+        let mut last: std::collections::VecDeque<String> = std::collections::VecDeque::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("the server never logged {text:?}"),
+                Ok(line) if line.contains(text) => return Ok(line),
+                Ok(line) => {
+                    if last.len() == 5 {
+                        last.pop_front();
+                    }
+                    last.push_back(line);
+                }
+                Err(_) => return Err(last.into()),
             }
         }
     }
