@@ -87,6 +87,17 @@ async fn cluster() -> Cluster {
 }
 
 impl Cluster {
+    /// A client of every node, once every node has registered.
+    async fn registered_client(&self) -> Client {
+        let client = Client::connect(self.api_addrs.clone()).await.unwrap();
+        let start = Instant::now();
+        while client.describe_cluster().await.unwrap().nodes.len() < 3 {
+            assert!(start.elapsed() < PATIENCE, "the nodes did not register");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        client
+    }
+
     async fn stop(self) {
         for stop in self.stops {
             let _ = stop.send(());
@@ -325,12 +336,7 @@ async fn consume_all(
 async fn group_consumers_share_hand_over_and_resume() {
     use quipu_client::{GroupConsumer, GroupConsumerConfig};
     let cluster = cluster().await;
-    let client = Client::connect(cluster.api_addrs.clone()).await.unwrap();
-    let start = Instant::now();
-    while client.describe_cluster().await.unwrap().nodes.len() < 3 {
-        assert!(start.elapsed() < PATIENCE, "the nodes did not register");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let client = cluster.registered_client().await;
     client
         .create_topic("clicks", 4, 3, TopicConfig::default())
         .await
@@ -486,12 +492,7 @@ async fn group_consumers_share_hand_over_and_resume() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batches_keep_the_order_records_were_sent_in() {
     let cluster = cluster().await;
-    let client = Client::connect(cluster.api_addrs.clone()).await.unwrap();
-    let start = Instant::now();
-    while client.describe_cluster().await.unwrap().nodes.len() < 3 {
-        assert!(start.elapsed() < PATIENCE, "the nodes did not register");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let client = cluster.registered_client().await;
     client
         .create_topic("ordered", 1, 3, TopicConfig::default())
         .await

@@ -404,13 +404,8 @@ impl Metadata {
 
     /// The topic and partition number of partition group `group`.
     pub fn partition_of_group(&self, group: u64) -> Option<(&TopicInfo, u32)> {
-        self.topics.values().find_map(|topic| {
-            let at = topic.partitions.iter().position(|p| p.group == group)?;
-            Some((
-                topic,
-                u32::try_from(at).expect("partition counts are bounded"),
-            ))
-        })
+        self.partition(group)
+            .map(|(topic, number, _)| (topic, number))
     }
 
     /// Where node `id` stands (`None`: never registered).

@@ -347,49 +347,41 @@ impl crate::NodeHandle {
                     load.entry(*first).or_default().1 += 1;
                 }
             }
+            // A node as the metadata and the controller group know it, addresses aside.
+            let status = |id: NodeId, state: &'static str| NodeStatus {
+                id,
+                raft_addr: String::new(),
+                api_addr: String::new(),
+                kafka_addr: String::new(),
+                rack: String::new(),
+                state,
+                controller_role: role(id),
+                replicas: load.get(&id).map_or(0, |l| l.0),
+                preferred_leaders: load.get(&id).map_or(0, |l| l.1),
+                alive: self.is_alive(id),
+            };
             let mut nodes: Vec<NodeStatus> = m
                 .nodes()
                 .map(|n| NodeStatus {
-                    id: n.id,
                     raft_addr: n.raft_addr.clone(),
                     api_addr: n.api_addr.clone(),
                     kafka_addr: n.kafka_addr.clone(),
                     rack: n.rack.clone(),
-                    state: m.node_state(n.id).map_or("active", NodeState::name),
-                    controller_role: role(n.id),
-                    replicas: load.get(&n.id).map_or(0, |l| l.0),
-                    preferred_leaders: load.get(&n.id).map_or(0, |l| l.1),
-                    alive: self.is_alive(n.id),
+                    ..status(n.id, m.node_state(n.id).map_or("active", NodeState::name))
                 })
                 .collect();
             for (id, raft_addr) in &members {
                 if m.node(*id).is_none() && !m.is_removed(*id) {
                     nodes.push(NodeStatus {
-                        id: *id,
                         raft_addr: raft_addr.clone(),
-                        api_addr: String::new(),
-                        kafka_addr: String::new(),
-                        rack: String::new(),
-                        state: "joining",
-                        controller_role: role(*id),
-                        replicas: 0,
-                        preferred_leaders: 0,
-                        alive: self.is_alive(*id),
+                        ..status(*id, "joining")
                     });
                 }
             }
             for id in m.removed_nodes() {
                 nodes.push(NodeStatus {
-                    id,
-                    raft_addr: String::new(),
-                    api_addr: String::new(),
-                    kafka_addr: String::new(),
-                    rack: String::new(),
-                    state: NodeState::Removed.name(),
-                    controller_role: role(id),
-                    replicas: load.get(&id).map_or(0, |l| l.0),
-                    preferred_leaders: 0,
                     alive: false,
+                    ..status(id, NodeState::Removed.name())
                 });
             }
             nodes.sort_by_key(|n| n.id);

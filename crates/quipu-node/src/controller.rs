@@ -379,14 +379,7 @@ impl ControllerHandle {
         if let ControllerRequest::Join { id, raft_addr } = request {
             return self.admit(*id, raft_addr).await.map(|()| None);
         }
-        let voters = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .count();
+        let voters = crate::groups::voter_ids(&self.raft).len();
         let command = self.metadata.with_metadata(|m| {
             request
                 .plan(m, &self.topic_defaults, &self.limits)
@@ -417,27 +410,11 @@ impl ControllerHandle {
         if self.metadata.with_metadata(|m| m.is_removed(id)) {
             return Err(ControllerError::NodeRemoved(id));
         }
-        let known = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow();
-            m.membership_config
-                .membership()
-                .get_node(&id)
-                .map(|n| n.addr.clone())
-        };
+        let known = crate::groups::member_addr(&self.raft, id);
         if known.as_deref() == Some(raft_addr) {
             return Ok(());
         }
-        if known.is_some()
-            && self
-                .raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .any(|v| v == id)
-        {
+        if known.is_some() && crate::groups::voter_ids(&self.raft).contains(&id) {
             // A voter at another address: changing a voter's address is not a join.
             return Err(ControllerError::Plan(format!(
                 "node {id} is a controller voter at {}; it cannot join again from {raft_addr}",

@@ -69,6 +69,18 @@ impl Groups {
     }
 }
 
+/// The voters of the group `raft` runs, as its membership names them.
+pub(crate) fn voter_ids(
+    raft: &openraft::Raft<quipu_raft::TypeConfig>,
+) -> std::collections::BTreeSet<u64> {
+    raft.metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect()
+}
+
 /// The transport address of member `id` of the group `raft` runs, as its membership names it.
 pub(crate) fn member_addr(
     raft: &openraft::Raft<quipu_raft::TypeConfig>,

@@ -47,14 +47,9 @@ pub(crate) async fn hand_off_leadership(inner: &Inner, stopping: bool) -> usize 
     // proposed before draining may still be replicating), with their addresses.
     // A group with no other live voter has nobody to hand over to.
     led.retain(|(_, raft)| {
-        let voters: Vec<NodeId> = raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
-        voters.into_iter().any(|id| id != me && alive(id))
+        crate::groups::voter_ids(raft)
+            .into_iter()
+            .any(|id| id != me && alive(id))
     });
     let mut candidates: Vec<(GroupId, Vec<(NodeId, String)>)> = Vec::new();
     for (group, raft) in &led {

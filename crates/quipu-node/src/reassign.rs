@@ -82,15 +82,7 @@ pub(crate) async fn run_reassignments(inner: Arc<Inner>) {
         let catching_up: HashSet<(GroupId, NodeId)> = moves
             .iter()
             .filter_map(|(group, target)| {
-                let partition = inner.partition(*group).filter(|p| p.is_leader())?;
-                let voters: BTreeSet<NodeId> = partition
-                    .raft()
-                    .metrics()
-                    .borrow()
-                    .membership_config
-                    .membership()
-                    .voter_ids()
-                    .collect();
+                let voters = inner.partition(*group).filter(|p| p.is_leader())?.voters();
                 Some(
                     target
                         .iter()
@@ -238,23 +230,25 @@ impl Leaders<'_> {
                 continue;
             }
             let leads = hosted.raft.metrics().borrow().current_leader == Some(self.me);
-            let first = self.metadata.with_metadata(|m| {
-                m.partition(group.0)
-                    .and_then(|(_, _, p)| p.replicas.first().copied())
-            });
-            if leads && first == Some(self.me) {
-                already.push(group.0);
-                continue;
-            }
-            let preferred = self.metadata.with_metadata(|m| {
+            // The preferred replica, and whether leadership may go to it now (an active node,
+            // the partition not moving).
+            let Some((preferred, eligible)) = self.metadata.with_metadata(|m| {
                 let (_, _, p) = m.partition(group.0)?;
                 let first = *p.replicas.first()?;
-                let eligible = m.node_state(first) == Some(quipu_meta::NodeState::Active);
-                (p.target.is_none() && eligible).then_some(first)
-            });
-            let Some(preferred) = preferred.filter(|p| *p != self.me) else {
+                let active = m.node_state(first) == Some(quipu_meta::NodeState::Active);
+                Some((first, p.target.is_none() && active))
+            }) else {
                 continue;
             };
+            if preferred == self.me {
+                if leads {
+                    already.push(group.0);
+                }
+                continue;
+            }
+            if !eligible {
+                continue;
+            }
             if !self.liveness.is_alive(preferred, self.liveness_timeout) {
                 continue;
             }
@@ -286,12 +280,6 @@ impl Leaders<'_> {
                     .1
                     .push(group.0);
             }
-        }
-        if asks.is_empty() {
-            return Elected {
-                asked: Vec::new(),
-                already,
-            };
         }
         let deadline = tokio::time::Instant::now() + ELECTION_WAIT;
         let started = crate::handoff::ask_to_campaign(self.peers, self.me, asks, deadline).await;
