@@ -11,6 +11,13 @@ use quipu_raft::NodeId;
 use crate::node::Inner;
 use crate::{GroupId, NodeError, Partition};
 
+/// How long a new partition's replica of rank `rank` (> 0) waits for its group to be formed by
+/// the first replica before forming it itself: two election timeouts, then one more per rank.
+fn bootstrap_fallback_after(raft: &openraft::Config, rank: usize) -> std::time::Duration {
+    let steps = u64::try_from(rank).unwrap_or(u64::MAX).saturating_add(1);
+    std::time::Duration::from_millis(raft.election_timeout_max.saturating_mul(steps))
+}
+
 impl Inner {
     pub(crate) fn partition(&self, group: GroupId) -> Option<Arc<Partition>> {
         self.partitions
@@ -205,21 +212,58 @@ impl Inner {
                 }
             },
         };
-        if created && replicas.first() == Some(&self.config.node_id) {
-            let metadata = self.metadata.metadata();
-            let addresses: HashMap<NodeId, String> = metadata
-                .nodes()
-                .map(|n| (n.id, n.raft_addr.clone()))
-                .collect();
-            let members: Vec<(NodeId, String)> = replicas
+        if !created {
+            return;
+        }
+        let Some(rank) = replicas.iter().position(|id| *id == self.config.node_id) else {
+            return;
+        };
+        let members: Vec<(NodeId, String)> = self.metadata.with_metadata(|m| {
+            replicas
                 .iter()
-                .filter_map(|id| addresses.get(id).map(|addr| (*id, addr.clone())))
-                .collect();
+                .filter_map(|id| m.node(*id).map(|n| (*id, n.raft_addr.clone())))
+                .collect()
+        });
+        if rank == 0 {
             // After a restart the group is already initialized: that error is expected.
             if let Err(e) = partition.bootstrap(members).await {
                 tracing::debug!(%group, error = %e, "partition bootstrap skipped");
             }
+            return;
         }
+        // The first replica forms the group and, once elected, tells the others. Should it not
+        // (it died, or it is being drained and stands for election nowhere), nobody else knows
+        // the group's voters and the partition would never have a leader: each other replica
+        // forms the group itself when it has heard nothing after a while, later the lower its
+        // rank, so that they rarely stand at once. Every replica forms it with the same first
+        // entry, so this never makes two histories.
+        let wait = bootstrap_fallback_after(&self.raft_config, rank);
+        let metadata = self.metadata.clone();
+        let creation: Vec<NodeId> = replicas.to_vec();
+        // Weak: a replica deleted or reopened meanwhile is not held open by this wait.
+        let partition = Arc::downgrade(&partition);
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let Some(partition) = partition.upgrade() else {
+                return;
+            };
+            if partition.raft().is_initialized().await.unwrap_or(true) {
+                return;
+            }
+            // Only while the voters are still those it was created with: once a move has
+            // completed the group was formed, and this replica is merely behind.
+            let unchanged = metadata.with_metadata(|m| {
+                m.partition(group.0)
+                    .is_some_and(|(_, _, assignment)| assignment.replicas == creation)
+            });
+            if !unchanged {
+                return;
+            }
+            tracing::info!(%group, rank, ?wait, "no word from the partition's first replica: forming its group here");
+            if let Err(e) = partition.bootstrap(members).await {
+                tracing::debug!(%group, error = %e, "partition bootstrap skipped");
+            }
+        });
     }
 
     /// Closes this node's replica of `group` and opens it again: the log runs its crash

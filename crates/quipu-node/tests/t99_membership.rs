@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{batch, config, groups_of, records_from, small_log, start, wait_for};
+use common::{
+    batch, config, groups_of, leader_node, produce, records_from, restart, small_log, start,
+    start_nodes, wait_for,
+};
 use quipu_node::{GroupId, Node, NodeHandle, ProduceError};
 use quipu_storage::Offset;
 
@@ -41,6 +44,7 @@ async fn produce_until(
         }
         let value = format!("{}-{n}", group.0);
         let started = Instant::now();
+        let mut last: String;
         loop {
             let leader = nodes
                 .read()
@@ -61,13 +65,34 @@ async fn produce_until(
                     produced.unknown.push(value);
                     break;
                 }
-                Some(Err(ProduceError::NotLeader { .. })) | None => {}
+                Some(Err(e @ ProduceError::NotLeader { .. })) => last = format!("{e:?}"),
+                None => last = "no replica leads".to_owned(),
                 Some(Err(e)) => panic!("produce to {group} failed: {e}"),
             }
-            assert!(
-                started.elapsed() < RECORD_PATIENCE,
-                "{group}: no leader took {value} in time"
-            );
+            if started.elapsed() >= RECORD_PATIENCE {
+                let views: Vec<String> = nodes
+                    .read()
+                    .unwrap()
+                    .iter()
+                    .map(|node| match node.partition(group) {
+                        Some(p) => format!(
+                            "node {}: leader {:?}, leads {}, voters {:?}, quiet {}, abstains {}, \
+                             health {:?}, end {:?}, hw {:?}",
+                            node.id(),
+                            p.leader(),
+                            p.is_leader(),
+                            p.voters(),
+                            p.is_quiescent(),
+                            p.is_abstaining(),
+                            p.health(),
+                            p.log_end_offset(),
+                            p.high_watermark(),
+                        ),
+                        None => format!("node {}: no replica", node.id()),
+                    })
+                    .collect();
+                panic!("{group}: no leader took {value} in time; last: {last}; {views:#?}");
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -249,6 +274,10 @@ async fn nodes_join_and_a_rebalance_spreads_partitions_while_producing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_drained_node_is_emptied_and_then_removed_while_producing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let (mut nodes, groups) = start(&dirs[..3], 3, &small_log()).await;
     nodes.push(join(4, &dirs[3], &nodes[0]).await);
@@ -317,6 +346,44 @@ async fn a_drained_node_is_emptied_and_then_removed_while_producing() {
         "{refused:?}"
     );
     again.stop().await;
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_whose_first_replica_is_gone_at_creation_still_gets_a_leader() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = start_nodes(&dirs, &small_log()).await;
+    // A node that does not lead the controller stops; the topic is created without it.
+    let gone = nodes
+        .iter()
+        .position(|n| n.controller_leader() != Some(n.id()))
+        .unwrap();
+    let dead = nodes.remove(gone);
+    let (dead_id, dead_addr) = (dead.id(), dead.addr());
+    dead.stop().await;
+    nodes[0].create_topic("late", 3, 3).await.unwrap();
+    let groups = groups_of(&nodes[0], "late");
+    let orphan = groups
+        .iter()
+        .find(|g| nodes[0].with_metadata(|m| m.partition(g.0).unwrap().2.replicas[0] == dead_id))
+        .copied()
+        .expect("the stopped node is the first replica of one partition");
+    // Its group was formed by the others: it leads and takes records.
+    for group in &groups {
+        produce(&nodes, *group, "first").await;
+    }
+    assert!(leader_node(&nodes, orphan).is_some());
+    // The node that was gone comes back and catches up as a follower of the group.
+    let back = restart(&nodes, dead_id, dirs[gone].path(), dead_addr, small_log()).await;
+    let end = produce(&nodes, orphan, "second").await;
+    wait_for("the returning replica to catch up", || {
+        back.partition(orphan)
+            .is_some_and(|p| p.log_end_offset() > end)
+    })
+    .await;
+    back.stop().await;
     for node in nodes {
         node.stop().await;
     }
