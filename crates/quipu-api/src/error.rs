@@ -102,6 +102,13 @@ pub(crate) fn from_controller(node: &NodeHandle, error: ControllerError) -> Stat
         ControllerError::Plan(reason)
         | ControllerError::Refused(reason)
         | ControllerError::NodeHoldsReplicas(reason) => invalid(reason),
+        // Only a joining node meets it; a client's request never does.
+        ControllerError::OtherCluster(reason) => status(
+            Code::FailedPrecondition,
+            ErrorReason::Unspecified,
+            reason,
+            None,
+        ),
         error @ (ControllerError::NodeRemoved(_) | ControllerError::UnknownNode(_)) => status(
             Code::NotFound,
             ErrorReason::UnknownNode,

@@ -72,6 +72,8 @@ pub(crate) fn from_controller(error: ControllerError) -> Refusal {
             ResponseError::BrokerNotAvailable
         }
         ControllerError::NodeHoldsReplicas(_) => ResponseError::InvalidRequest,
+        // Only a joining node meets it; a client's request never does.
+        ControllerError::OtherCluster(_) => ResponseError::InconsistentClusterId,
     };
     (code, error.to_string())
 }
@@ -613,7 +615,7 @@ pub(crate) fn describe_cluster(
         .controller_leader()
         .map_or(BrokerId(-1), |id| BrokerId(i32::try_from(id).unwrap_or(-1)));
     DescribeClusterResponse::default()
-        .with_cluster_id(text(context.config.cluster_id.clone()))
+        .with_cluster_id(text(node.cluster_id().unwrap_or_default()))
         .with_controller_id(controller)
         .with_brokers(brokers)
 }

@@ -162,9 +162,7 @@ pub(crate) async fn handle(
     let controller = node.controller_leader().map_or(BrokerId(-1), broker_id);
     MetadataResponse::default()
         .with_brokers(brokers)
-        .with_cluster_id(Some(StrBytes::from_string(
-            context.config.cluster_id.clone(),
-        )))
+        .with_cluster_id(node.cluster_id().map(StrBytes::from_string))
         .with_controller_id(controller)
         .with_topics(described)
 }

@@ -37,8 +37,6 @@ pub struct KafkaConfig {
     pub default_partitions: usize,
     /// Replication factor of such topics, capped at the number of registered nodes.
     pub default_replication_factor: usize,
-    /// The cluster id Metadata reports.
-    pub cluster_id: String,
 }
 
 impl Default for KafkaConfig {
@@ -53,7 +51,6 @@ impl Default for KafkaConfig {
             auto_create_topics: false,
             default_partitions: 1,
             default_replication_factor: 3,
-            cluster_id: "quipu".to_string(),
         }
     }
 }

@@ -155,6 +155,24 @@ async fn the_wire_behaves_as_kafka_clients_expect() {
     // Pipelined requests come back in order.
     pipelined_metadata_in_order(&mut stream).await;
 
+    // The cluster id is the cluster's own, the same on every node.
+    let node = cluster.nodes[0].node.as_ref().unwrap();
+    let started = std::time::Instant::now();
+    while node.cluster_id().is_none() {
+        assert!(started.elapsed() < PATIENCE, "the cluster was never named");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stream
+        .write_all(&frame(ApiKey::Metadata, 12, 4, &MetadataRequest::default()))
+        .await
+        .unwrap();
+    let (_, metadata): (i32, MetadataResponse) =
+        decode(ApiKey::Metadata, 12, response(&mut stream).await.unwrap());
+    assert_eq!(
+        metadata.cluster_id.map(|id| id.to_string()),
+        node.cluster_id()
+    );
+
     // Produce v2 is advertised (for old librdkafka) but refused by closing the connection.
     let mut old = connect(&cluster).await;
     let produce_v2 = raw(ApiKey::Produce as i16, 2, &[0, 0, 0, 7, 0xff, 0xff]);

@@ -16,9 +16,9 @@ mod placement;
 mod topic_config;
 
 pub use metadata::{
-    ClusterLimits, Command, CommandError, Effect, Metadata, Move, NodeAddresses, NodeInfo,
-    NodeState, PARTITIONS_PER_TOPIC_MAX, PRODUCER_ID_BLOCK_MAX, PartitionAssignment, TopicInfo,
-    valid_topic_name,
+    CLUSTER_ID_BYTES_MAX, ClusterLimits, Command, CommandError, Effect, Metadata, Move,
+    NodeAddresses, NodeInfo, NodeState, PARTITIONS_PER_TOPIC_MAX, PRODUCER_ID_BLOCK_MAX,
+    PartitionAssignment, TopicInfo, valid_cluster_id, valid_topic_name,
 };
 pub use placement::{PlacementError, place, replacement};
 pub use topic_config::{

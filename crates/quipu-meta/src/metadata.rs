@@ -192,6 +192,26 @@ pub enum Command {
         /// Moves replacing its replicas.
         moves: Vec<Move>,
     },
+    /// Names the cluster, once: every node stamps its transport messages with the name and
+    /// refuses messages stamped with another (two clusters never exchange a message). Refused
+    /// once the cluster has a different one; a repeat of the same one changes nothing.
+    SetClusterId {
+        /// 1 to [`CLUSTER_ID_BYTES_MAX`] characters of `[A-Za-z0-9_-]`.
+        id: String,
+    },
+}
+
+/// Longest cluster id.
+pub const CLUSTER_ID_BYTES_MAX: usize = 64;
+
+/// Whether `id` is a valid cluster id: 1 to [`CLUSTER_ID_BYTES_MAX`] characters of
+/// `[A-Za-z0-9_-]` (Kafka's are 22 characters of URL-safe base64).
+pub fn valid_cluster_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= CLUSTER_ID_BYTES_MAX
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Most producer ids one [`Command::AllocateProducerIds`] hands out.
@@ -228,6 +248,8 @@ pub enum Effect {
     Drain,
     /// This node was removed from the cluster.
     Removed,
+    /// The cluster has its id (sent to every node; again after a restart replays the log).
+    ClusterId(String),
 }
 
 /// A command was refused; nothing changed.
@@ -327,6 +349,12 @@ pub enum CommandError {
         /// The next free id.
         next: u64,
     },
+    /// A cluster id that is not valid (shown cut to 64 characters).
+    #[error("invalid cluster id {0:?}: 1 to {CLUSTER_ID_BYTES_MAX} characters of [A-Za-z0-9_-]")]
+    InvalidClusterId(String),
+    /// The cluster has another id already; it never changes.
+    #[error("the cluster's id is {0} already; it never changes")]
+    ClusterIdSet(String),
 }
 
 /// Bounds on the cluster's size, checked when a command that adds topics or partitions is
@@ -367,6 +395,8 @@ pub struct Metadata {
     draining: BTreeSet<u64>,
     /// Nodes removed for good: ids never used again.
     removed: BTreeSet<u64>,
+    /// The cluster's id, empty until [`Command::SetClusterId`].
+    cluster_id: String,
 }
 
 /// Whether `name` is a valid Kafka topic name: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.`
@@ -390,6 +420,11 @@ impl Metadata {
     /// The topics, by name.
     pub fn topics(&self) -> impl Iterator<Item = &TopicInfo> {
         self.topics.values()
+    }
+
+    /// The cluster's id, once named ([`Command::SetClusterId`]).
+    pub fn cluster_id(&self) -> Option<&str> {
+        (!self.cluster_id.is_empty()).then_some(self.cluster_id.as_str())
     }
 
     /// The first producer id the next [`Command::AllocateProducerIds`] hands out.
@@ -955,6 +990,16 @@ impl Metadata {
                 self.register(info)
             }
             Command::Register(node) => self.register(node.clone()),
+            Command::SetClusterId { id } => {
+                if !valid_cluster_id(id) {
+                    return Err(CommandError::InvalidClusterId(shown(id)));
+                }
+                if !self.cluster_id.is_empty() && self.cluster_id != *id {
+                    return Err(CommandError::ClusterIdSet(self.cluster_id.clone()));
+                }
+                self.cluster_id.clone_from(id);
+                Ok(vec![Effect::ClusterId(id.clone())])
+            }
             Command::Reassign { moves } => {
                 self.check_moves(moves)?;
                 Ok(self.start_moves(moves, local_node))
@@ -1196,6 +1241,35 @@ mod tests {
             "{} bytes",
             error.to_string().len()
         );
+    }
+
+    #[test]
+    fn the_cluster_is_named_once_and_the_name_never_changes() {
+        let mut meta = cluster(3);
+        assert_eq!(meta.cluster_id(), None);
+        let name = |id: &str| Command::SetClusterId { id: id.to_owned() };
+        assert_eq!(
+            meta.apply(&name("Zq3-_x"), 2).unwrap(),
+            vec![Effect::ClusterId("Zq3-_x".to_owned())]
+        );
+        assert_eq!(meta.cluster_id(), Some("Zq3-_x"));
+        // A second proposal (two controller leaders in turn) of the same name changes nothing.
+        meta.apply(&name("Zq3-_x"), 2).unwrap();
+        assert_eq!(
+            meta.apply(&name("other"), 2),
+            Err(CommandError::ClusterIdSet("Zq3-_x".to_owned()))
+        );
+        for bad in ["", "a b", "é", &"x".repeat(CLUSTER_ID_BYTES_MAX + 1)] {
+            assert!(matches!(
+                meta.apply(&name(bad), 2),
+                Err(CommandError::InvalidClusterId(_))
+            ));
+        }
+        assert_eq!(meta.cluster_id(), Some("Zq3-_x"));
+        // It survives the metadata's encoding (the controller snapshot).
+        let decoded: Metadata =
+            postcard::from_bytes(&postcard::to_allocvec(&meta).unwrap()).unwrap();
+        assert_eq!(decoded.cluster_id(), Some("Zq3-_x"));
     }
 
     #[test]

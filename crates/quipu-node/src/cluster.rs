@@ -37,12 +37,10 @@ pub(crate) async fn ask_to_join(
     };
     loop {
         let attempt = async {
-            let channel = inner
+            let mut client = inner
                 .peers
-                .channel(seed)
+                .client(seed)
                 .map_err(|e| ControllerError::Unavailable(e.to_string()))?;
-            let mut client =
-                quipu_proto::v1::raft_transport_client::RaftTransportClient::new(channel);
             let request = quipu_proto::v1::JoinRequest {
                 node_id: inner.config.node_id,
                 raft_addr: inner.addr.to_string(),
@@ -50,7 +48,13 @@ pub(crate) async fn ask_to_join(
             let reply = tokio::time::timeout(CONTROLLER_PATIENCE, client.join(request))
                 .await
                 .map_err(|_| ControllerError::Unavailable(format!("{seed} did not answer")))?
-                .map_err(|status| ControllerError::Unavailable(status.message().to_string()))?;
+                .map_err(|status| {
+                    if status.code() == tonic::Code::FailedPrecondition {
+                        ControllerError::OtherCluster(status.message().to_string())
+                    } else {
+                        ControllerError::Unavailable(status.message().to_string())
+                    }
+                })?;
             postcard::from_bytes::<Result<Option<u64>, ControllerError>>(&reply.into_inner().result)
                 .map_err(|e| ControllerError::Unavailable(format!("undecodable reply: {e}")))?
                 .map(|_| ())
@@ -64,7 +68,11 @@ pub(crate) async fn ask_to_join(
                 );
                 return Ok(());
             }
-            Err(e @ (ControllerError::NodeRemoved(_) | ControllerError::Plan(_))) => {
+            Err(
+                e @ (ControllerError::NodeRemoved(_)
+                | ControllerError::Plan(_)
+                | ControllerError::OtherCluster(_)),
+            ) => {
                 return Err(failed(e));
             }
             Err(e) if tokio::time::Instant::now() + backoff >= deadline => return Err(failed(e)),
@@ -89,9 +97,27 @@ pub(crate) async fn run_controller_voters(inner: Arc<Inner>) {
         if inner.control.leader() != Some(inner.config.node_id) {
             continue;
         }
+        name_cluster(&inner.control).await;
         if let Err(e) = reconcile_voters(&inner.control, inner.config.controller_voters).await {
             tracing::warn!(error = %e, "cannot change the controller group's members yet");
         }
+    }
+}
+
+/// On the controller leader of a cluster that has no id yet (new, or formed before ids
+/// existed): names it, once ([`quipu_meta::Command::SetClusterId`]; a second leader's proposal
+/// of another name is refused by the metadata).
+async fn name_cluster(control: &ControllerHandle) {
+    if control.metadata.with_metadata(|m| m.cluster_id().is_some()) {
+        return;
+    }
+    let id = crate::identity::new_cluster_id();
+    match control
+        .propose(&quipu_meta::Command::SetClusterId { id: id.clone() })
+        .await
+    {
+        Ok(_) => tracing::info!(cluster_id = id, "the cluster is named"),
+        Err(e) => tracing::warn!(error = %e, "cannot name the cluster yet"),
     }
 }
 
@@ -275,17 +301,16 @@ impl crate::NodeHandle {
             return ask_to_join(&self.inner, seed, patience).await;
         }
         // A restart: the cluster is asked once more, briefly, so that a node removed while it
-        // was down learns it now and stops, instead of running with stale data that every
-        // member refuses. Any other failure (the seed is down) does not keep a member from
-        // starting.
+        // was down (or pointed at another cluster's member) learns it now and stops, instead of
+        // running with data that every member refuses. Any other failure (the seed is down)
+        // does not keep a member from starting.
         match ask_to_join(&self.inner, seed, MEMBER_CHECK_PATIENCE).await {
-            Err(NodeError::Join {
-                source: ControllerError::NodeRemoved(id),
-                seed,
-            }) => Err(NodeError::Join {
-                seed,
-                source: ControllerError::NodeRemoved(id),
-            }),
+            Err(
+                e @ NodeError::Join {
+                    source: ControllerError::NodeRemoved(_) | ControllerError::OtherCluster(_),
+                    ..
+                },
+            ) => Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "a member restarting could not check its membership with the cluster");
                 Ok(())
@@ -449,13 +474,11 @@ impl crate::NodeHandle {
         });
         let mut calls = tokio::task::JoinSet::new();
         for (id, addr) in peers {
-            let Ok(channel) = self.inner.peers.channel(&addr) else {
+            let Ok(mut client) = self.inner.peers.client(&addr) else {
                 continue;
             };
             let group_ids = groups.clone().unwrap_or_default();
             calls.spawn(async move {
-                let mut client =
-                    quipu_proto::v1::raft_transport_client::RaftTransportClient::new(channel);
                 let request = quipu_proto::v1::ElectLeadersRequest {
                     from_node: me,
                     to_node: id,

@@ -276,6 +276,10 @@ pub enum ControllerError {
         "topic {0} is internal: only the group coordinator creates it, and it is never deleted or grown"
     )]
     InternalTopic(String),
+    /// The node asked belongs to another cluster than this one (its transport refused this
+    /// node's stamp): `--join` names a member of another cluster.
+    #[error("{0}")]
+    OtherCluster(String),
 }
 
 impl ControllerRequest {

@@ -55,6 +55,11 @@ pub(crate) async fn carry_out_effects(
             Effect::ConfigChanged { topic } => inner.apply_topic_config(&topic),
             // Not awaited: handing leaderships over must not hold the effects that follow.
             Effect::Drain => drop(tokio::spawn(Arc::clone(&inner).step_aside())),
+            Effect::ClusterId(id) => {
+                if let Err(e) = inner.identity.learn(&id) {
+                    tracing::error!(node_id = inner.config.node_id, error = %e, "cannot keep the cluster id: this node's transport goes on without it");
+                }
+            }
             Effect::Removed => {
                 tracing::error!(
                     node_id = inner.config.node_id,

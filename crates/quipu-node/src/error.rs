@@ -76,6 +76,9 @@ pub enum NodeError {
     /// The partition is not open on this node.
     #[error("partition {0} is not open on this node")]
     NotOpen(GroupId),
+    /// The cluster id kept in the data directory cannot be read.
+    #[error("cannot read this node's cluster id")]
+    ClusterId(#[from] crate::identity::ClusterIdError),
     /// The cluster refused this node's join, or no member answered it in time.
     #[error("cannot join the cluster through {seed}")]
     Join {

@@ -152,12 +152,10 @@ pub(crate) async fn ask_to_campaign(
 ) -> Vec<u64> {
     let mut calls = tokio::task::JoinSet::new();
     for (successor, (addr, group_ids)) in asks {
-        let Ok(channel) = peers.channel(&addr) else {
+        let Ok(mut client) = peers.client(&addr) else {
             continue;
         };
         calls.spawn(async move {
-            let mut client =
-                quipu_proto::v1::raft_transport_client::RaftTransportClient::new(channel);
             let request = quipu_proto::v1::CampaignRequest {
                 from_node: me,
                 to_node: successor,

@@ -25,6 +25,7 @@ mod error;
 mod group;
 mod groups;
 mod handoff;
+mod identity;
 mod limits;
 mod network;
 mod node;
@@ -57,6 +58,7 @@ pub use disk::{DISK_CHECK_INTERVAL, DiskGuard, DiskLow, free_bytes, total_bytes}
 pub use error::{BoxError, FetchError, NodeError, ProduceError, ProposalError, RetentionError};
 pub use group::GroupId;
 pub use handoff::HANDOFF_TIMEOUT;
+pub use identity::ClusterIdError;
 pub use limits::{
     ConnectionLimits, ConnectionPermit, PRODUCE_ROOM_WAIT, ProduceBudget, ProduceRoom, Refused,
 };

@@ -1,7 +1,8 @@
 //! The sending side of the Raft transport: openraft's `RaftNetworkFactory` over gRPC.
 //!
 //! Invariant: one gRPC channel per peer address, shared by every group (HTTP/2 multiplexes
-//! them); a message always names its group and both nodes.
+//! them); a message always names its group and both nodes, and every request carries this
+//! node's cluster id once it is known ([`crate::identity`]).
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -24,9 +25,11 @@ use quipu_raft::{NodeId, TypeConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::GroupId;
+use crate::identity::{ClusterIdentity, Stamp};
 use crate::throttle::Admission;
 
 /// Largest Raft message, either way (an AppendEntries of several batches, or a snapshot chunk).
@@ -63,10 +66,16 @@ type Letter = (
     oneshot::Sender<Result<RaftReply, tonic::Status>>,
 );
 
+/// A transport client to one peer: its requests carry the cluster's stamp, and messages may be
+/// as large as [`MESSAGE_BYTES_MAX`].
+pub(crate) type TransportClient = RaftTransportClient<InterceptedService<Channel, Stamp>>;
+
 /// The node's gRPC channels to its peers, by address, and a batching mailbox per peer.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Peers {
     links: Mutex<HashMap<String, (Channel, mpsc::Sender<Letter>)>>,
+    /// The cluster's id, stamped on every request.
+    identity: ClusterIdentity,
     /// The bandwidth bound of catch-up traffic to the new replicas of partitions moving.
     pub throttle: crate::throttle::Throttle,
     /// Fault injection: while set, this node neither sends nor accepts Raft messages.
@@ -77,7 +86,11 @@ pub(crate) struct Peers {
 /// Sends the letters of one peer's mailbox: whatever has accumulated while earlier batches were
 /// in flight goes out as one `DeliverBatch` call. A lone message goes out at once: batching adds
 /// no delay, it only merges what is already waiting. Ends when every sender is dropped.
-async fn run_mailbox(channel: Channel, mut letters: mpsc::Receiver<Letter>) {
+async fn run_mailbox(
+    channel: Channel,
+    identity: ClusterIdentity,
+    mut letters: mpsc::Receiver<Letter>,
+) {
     let permits = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT_MAX));
     let mut batch: Vec<Letter> = Vec::new();
     loop {
@@ -104,9 +117,7 @@ async fn run_mailbox(channel: Channel, mut letters: mpsc::Receiver<Letter>) {
         if messages.is_empty() {
             continue;
         }
-        let mut client = RaftTransportClient::new(channel.clone())
-            .max_decoding_message_size(MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(MESSAGE_BYTES_MAX);
+        let mut client = client_of(channel.clone(), &identity);
         tokio::spawn(async move {
             let _permit = permit;
             match client.deliver_batch(RaftBatch { messages }).await {
@@ -138,7 +149,25 @@ async fn run_mailbox(channel: Channel, mut letters: mpsc::Receiver<Letter>) {
     }
 }
 
+/// A transport client over `channel`, stamping its requests with `identity`'s cluster id.
+fn client_of(channel: Channel, identity: &ClusterIdentity) -> TransportClient {
+    RaftTransportClient::with_interceptor(channel, Stamp(identity.clone()))
+        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX)
+}
+
 impl Peers {
+    /// No links yet; requests will carry `identity`'s stamp.
+    pub(crate) fn new(identity: ClusterIdentity) -> Peers {
+        Peers {
+            links: Mutex::default(),
+            identity,
+            throttle: crate::throttle::Throttle::default(),
+            #[cfg(feature = "fault-injection")]
+            isolated: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
     /// Whether fault injection cut this node off the network.
     pub(crate) fn is_isolated(&self) -> bool {
         #[cfg(feature = "fault-injection")]
@@ -153,9 +182,10 @@ impl Peers {
 }
 
 impl Peers {
-    /// The gRPC channel to the peer at `addr`, created on first use.
-    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        self.link(addr).map(|(channel, _)| channel)
+    /// A transport client to the peer at `addr`, over its channel (created on first use).
+    pub(crate) fn client(&self, addr: &str) -> Result<TransportClient, tonic::transport::Error> {
+        self.link(addr)
+            .map(|(channel, _)| client_of(channel, &self.identity))
     }
 
     /// The channel and mailbox of the peer at `addr`, created on first use.
@@ -177,7 +207,7 @@ impl Peers {
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .connect_lazy();
         let (mailbox, letters) = mpsc::channel(MAILBOX_MAX);
-        tokio::spawn(run_mailbox(channel.clone(), letters));
+        tokio::spawn(run_mailbox(channel.clone(), self.identity.clone(), letters));
         links.insert(addr.to_string(), (channel.clone(), mailbox.clone()));
         Ok((channel, mailbox))
     }
@@ -290,9 +320,7 @@ impl PeerLink {
                     .await
                     .map_err(|_| tonic::Status::unavailable("the batch was dropped"))?
             } else {
-                let mut client = RaftTransportClient::new(channel)
-                    .max_decoding_message_size(MESSAGE_BYTES_MAX)
-                    .max_encoding_message_size(MESSAGE_BYTES_MAX);
+                let mut client = client_of(channel, &self.peers.identity);
                 client
                     .deliver(message)
                     .await

@@ -19,6 +19,7 @@ use crate::config::NodeConfig;
 use crate::controller::{ControllerError, ControllerHandle, ControllerRequest};
 use crate::groups::Groups;
 use crate::handoff::hand_off_leadership;
+use crate::identity::ClusterIdentity;
 use crate::network::{
     CONNECTION_WINDOW_BYTES, GroupNetwork, MESSAGE_BYTES_MAX, Peers, STREAM_WINDOW_BYTES,
 };
@@ -73,6 +74,8 @@ pub(crate) struct Inner {
     /// The controller's log, held by its Raft instance: a stop waits until it is let go, so that
     /// the data directory's lock is free when `stop` returns.
     pub(crate) controller_log: std::sync::Weak<quipu_storage::Log>,
+    /// The cluster this node belongs to, once known.
+    pub(crate) identity: ClusterIdentity,
 }
 
 /// A running node: its transport server, the controller group and the partitions it hosts. Its
@@ -115,7 +118,8 @@ impl Node {
             source,
         })?;
         let groups = Arc::new(Groups::default());
-        let peers = Arc::new(Peers::default());
+        let identity = ClusterIdentity::load(&config.data_dir)?;
+        let peers = Arc::new(Peers::new(identity.clone()));
         peers.throttle.set_rate(config.move_bytes_per_sec);
 
         // `controller_log_end`: what this node's controller log held at start; until it is
@@ -140,6 +144,7 @@ impl Node {
             liveness: Arc::clone(&liveness),
             control: control.clone(),
             liveness_timeout: quiesce::Timings::of(&raft_config).liveness,
+            identity: identity.clone(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(
@@ -185,6 +190,7 @@ impl Node {
             membership: crate::coordinator::Membership::default(),
             controller_log_end,
             controller_log,
+            identity,
         });
         let tasks = vec![
             tokio::spawn(crate::effects::carry_out_effects(
@@ -384,6 +390,12 @@ impl NodeHandle {
                 (id, addr)
             })
             .collect()
+    }
+
+    /// The cluster's id (Kafka's cluster id), once this node knows it: chosen by the first
+    /// controller leader, and the same on every node.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.inner.identity.get().map(str::to_owned)
     }
 
     /// The controller leader this node knows of.

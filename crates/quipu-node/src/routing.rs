@@ -117,7 +117,7 @@ async fn forward_to_controller(
     let Some(addr) = control.address_of(leader) else {
         return Err(not_leader);
     };
-    let Ok(channel) = peers.channel(&addr) else {
+    let Ok(mut client) = peers.client(&addr) else {
         return Err(not_leader);
     };
     let bytes =
@@ -127,7 +127,6 @@ async fn forward_to_controller(
         to_node: leader,
         request: bytes,
     };
-    let mut client = quipu_proto::v1::raft_transport_client::RaftTransportClient::new(channel);
     match tokio::time::timeout(CONTROLLER_PATIENCE, client.controller(call)).await {
         Ok(Ok(reply)) => {
             postcard::from_bytes::<Result<Option<u64>, ControllerError>>(&reply.into_inner().result)

@@ -26,7 +26,7 @@ use crate::{NodeId, Request, Response, TypeConfig};
 /// Name of the state file holding the controller's last snapshot.
 pub const CONTROLLER_SNAPSHOT_FILE: &str = "controller_snapshot";
 /// Largest accepted controller snapshot.
-const SNAPSHOT_BYTES_MAX: usize = 64 * 1024 * 1024;
+pub const SNAPSHOT_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Effects waiting for the node runtime.
 pub const EFFECTS_QUEUE_MAX: usize = 4096;
 

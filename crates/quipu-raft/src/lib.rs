@@ -34,9 +34,15 @@ mod state_machine;
 mod type_config;
 
 pub use codec::{EntryCodecError, from_stored, to_stored};
-pub use controller::{CONTROLLER_SNAPSHOT_FILE, ControllerStateMachine, EFFECTS_QUEUE_MAX};
+pub use controller::{
+    CONTROLLER_SNAPSHOT_FILE, ControllerStateMachine, EFFECTS_QUEUE_MAX,
+    SNAPSHOT_BYTES_MAX as CONTROLLER_SNAPSHOT_BYTES_MAX,
+};
 pub use log_store::{FLUSH_MARK_FILE, LogStore, LogStoreError, META_FILE, READ_BYTES_MAX};
-pub use state_machine::{CHECKPOINT_FILE, PartitionStateMachine, SNAPSHOT_FILE};
+pub use state_machine::{
+    CHECKPOINT_FILE, PartitionStateMachine, SNAPSHOT_BYTES_MAX as PARTITION_SNAPSHOT_BYTES_MAX,
+    SNAPSHOT_FILE,
+};
 pub use type_config::{NodeId, Request, Response, TypeConfig};
 
 /// State shared by a partition's log store and state machine.

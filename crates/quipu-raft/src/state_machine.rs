@@ -36,7 +36,7 @@ use crate::{NodeId, Request, Response, TypeConfig};
 pub const SNAPSHOT_FILE: &str = "raft_snapshot";
 /// Largest accepted snapshot file body (the producer table is most of it: about 130 bytes per
 /// producer at most, and at most 100,000 producers per partition).
-const SNAPSHOT_BYTES_MAX: usize = 32 * 1024 * 1024;
+pub const SNAPSHOT_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// Name of the state file holding the applied-state checkpoint.
 pub const CHECKPOINT_FILE: &str = "raft_applied";
 /// Largest accepted checkpoint file body (as [`SNAPSHOT_BYTES_MAX`]).

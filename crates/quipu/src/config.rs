@@ -372,7 +372,6 @@ fn kafka_config(
             defaults.default_replication_factor,
             9,
         )?,
-        cluster_id: defaults.cluster_id,
     })
 }
 

@@ -27,7 +27,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use quipu_proto::v1::raft_transport_client::RaftTransportClient;
 use quipu_proto::v1::{NodeHeartbeat, QuietGroup};
 use quipu_raft::NodeId;
 use tokio::time::Instant;
@@ -223,7 +222,7 @@ pub(crate) async fn run(
         }
         for (peer, addr) in addrs {
             let quiet = lists.remove(&peer).unwrap_or_default();
-            let Ok(channel) = peers.channel(&addr) else {
+            let Ok(mut client) = peers.client(&addr) else {
                 continue;
             };
             {
@@ -243,9 +242,6 @@ pub(crate) async fn run(
             };
             let deadline = timings.liveness;
             tokio::spawn(async move {
-                let mut client = RaftTransportClient::new(channel)
-                    .max_decoding_message_size(crate::network::MESSAGE_BYTES_MAX)
-                    .max_encoding_message_size(crate::network::MESSAGE_BYTES_MAX);
                 let _ = tokio::time::timeout(deadline, client.heartbeat(heartbeat)).await;
                 in_flight
                     .lock()

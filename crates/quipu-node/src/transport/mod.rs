@@ -1,5 +1,12 @@
 //! The receiving side of the Raft transport: a gRPC service that hands each message to the
 //! group it names. Behaviour and errors: `docs/protocol/raft-transport.md`.
+//!
+//! Invariant: a request reaches a handler only when it comes from this cluster (its stamp,
+//! [`crate::identity`]), is addressed to this node and comes from a node that was not removed;
+//! a Raft message reaches openraft only when its values are possible ([`checks`]) and its
+//! sender is a member of its group.
+
+mod checks;
 
 use std::sync::Arc;
 
@@ -19,6 +26,7 @@ use tonic::{Request, Response, Status};
 use crate::GroupId;
 use crate::controller::{ControllerHandle, ControllerRequest};
 use crate::groups::Groups;
+use crate::identity::ClusterIdentity;
 use crate::network::{BATCH_MESSAGES_MAX, Peers};
 use crate::quiesce::{self, Liveness};
 
@@ -32,6 +40,8 @@ pub(crate) struct TransportService {
     pub control: ControllerHandle,
     /// How long a peer may stay silent and still count as alive.
     pub liveness_timeout: std::time::Duration,
+    /// The cluster this node belongs to, once known.
+    pub identity: ClusterIdentity,
 }
 
 fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Status> {
@@ -45,9 +55,27 @@ fn encode<T: Serialize>(reply: &T) -> Result<Vec<u8>, Status> {
 }
 
 impl TransportService {
-    /// Refuses every message from a node that was removed from the cluster: its data is
-    /// stale, and its votes or appends must never reach a group again.
-    fn refuse_removed(&self, from: NodeId) -> Result<(), Status> {
+    /// What every request passes first: this node takes part in the network (fault
+    /// injection), and the request is not stamped with another cluster's id.
+    fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if self.peers.is_isolated() {
+            return Err(Status::unavailable(
+                "this node is isolated by fault injection",
+            ));
+        }
+        self.identity.admit(request.metadata())
+    }
+
+    /// A request from node `from` for node `to` (`what` names it in the error): it must be
+    /// addressed to this node, and `from` must not be a node that was removed from the cluster
+    /// (its data is stale, and its votes or appends must never reach a group again).
+    fn admit_peer(&self, from: NodeId, to: NodeId, what: &str) -> Result<(), Status> {
+        if to != self.node_id {
+            return Err(Status::failed_precondition(format!(
+                "{what} for node {to} reached node {}",
+                self.node_id
+            )));
+        }
         if self.control.metadata.with_metadata(|m| m.is_removed(from)) {
             return Err(Status::permission_denied(format!(
                 "node {from} was removed from the cluster"
@@ -56,20 +84,44 @@ impl TransportService {
         Ok(())
     }
 
+    /// The sender of a message of `group` must be a member of it: of the group's membership as
+    /// this replica knows it (voters and learners, of every configuration in a joint one), or,
+    /// for a replica that has not caught up with it, of what the controller's metadata says
+    /// (a partition's replicas and the move under way; the controller's registered nodes). A
+    /// replica that knows no membership yet (new, or just added as a learner) hears anyone.
+    fn admit_member(
+        &self,
+        group: GroupId,
+        raft: &openraft::Raft<quipu_raft::TypeConfig>,
+        from: NodeId,
+    ) -> Result<(), Status> {
+        let known = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            membership.nodes().next().is_none() || membership.get_node(&from).is_some()
+        };
+        let member = known
+            || self.control.metadata.with_metadata(|m| {
+                if group == GroupId::CONTROLLER {
+                    m.node(from).is_some()
+                } else {
+                    m.partition(group.0)
+                        .is_some_and(|(_, _, assignment)| assignment.involves(from))
+                }
+            });
+        if member {
+            return Ok(());
+        }
+        Err(Status::permission_denied(format!(
+            "node {from} is not a member of group {group}"
+        )))
+    }
+
     /// Hands one message to its group and encodes the group's answer.
     async fn handle(&self, message: RaftMessage) -> Result<RaftReply, Status> {
-        if self.peers.is_isolated() {
-            return Err(Status::unavailable(
-                "this node is isolated by fault injection",
-            ));
-        }
-        self.refuse_removed(message.from_node)?;
-        if message.to_node != self.node_id {
-            return Err(Status::failed_precondition(format!(
-                "message for node {} reached node {}",
-                message.to_node, self.node_id
-            )));
-        }
+        let from = message.from_node;
+        self.admit_peer(from, message.to_node, "message")?;
         let group = GroupId(message.group_id);
         let hosted = self.groups.get_hosted(group).ok_or_else(|| {
             Status::not_found(format!(
@@ -78,11 +130,15 @@ impl TransportService {
             ))
         })?;
         let raft = &hosted.raft;
+        self.admit_member(group, raft, from)?;
         let payload = match RaftRpc::try_from(message.rpc) {
             Ok(RaftRpc::AppendEntries) => {
-                encode(&raft.append_entries(decode(&message.payload)?).await)?
+                let rpc = decode(&message.payload)?;
+                checks::check_append(group, from, &rpc)?;
+                encode(&raft.append_entries(rpc).await)?
             }
             Ok(RaftRpc::Vote) if !hosted.quiet.may_vote() => {
+                checks::check_vote_request(group, from, &decode(&message.payload)?)?;
                 // This replica lost entries it had acknowledged: its vote could elect a leader
                 // without them. Refused without touching its vote (as if it were down).
                 let vote = raft.metrics().borrow().vote;
@@ -94,9 +150,15 @@ impl TransportService {
                 tracing::debug!(%group, from = message.from_node, "vote refused: this replica abstains");
                 encode(&refusal)?
             }
-            Ok(RaftRpc::Vote) => encode(&raft.vote(decode(&message.payload)?).await)?,
+            Ok(RaftRpc::Vote) => {
+                let rpc = decode(&message.payload)?;
+                checks::check_vote_request(group, from, &rpc)?;
+                encode(&raft.vote(rpc).await)?
+            }
             Ok(RaftRpc::InstallSnapshot) => {
-                encode(&raft.install_snapshot(decode(&message.payload)?).await)?
+                let rpc = decode(&message.payload)?;
+                checks::check_snapshot(group, from, &rpc)?;
+                encode(&raft.install_snapshot(rpc).await)?
             }
             Ok(RaftRpc::Unspecified) | Err(_) => {
                 return Err(Status::invalid_argument(format!(
@@ -115,6 +177,7 @@ impl TransportService {
 #[tonic::async_trait]
 impl RaftTransport for TransportService {
     async fn deliver(&self, request: Request<RaftMessage>) -> Result<Response<RaftReply>, Status> {
+        self.admit(&request)?;
         self.handle(request.into_inner()).await.map(Response::new)
     }
 
@@ -122,6 +185,7 @@ impl RaftTransport for TransportService {
         &self,
         request: Request<RaftBatch>,
     ) -> Result<Response<RaftBatchReply>, Status> {
+        self.admit(&request)?;
         let messages = request.into_inner().messages;
         if messages.len() > BATCH_MESSAGES_MAX {
             return Err(Status::invalid_argument(format!(
@@ -160,19 +224,9 @@ impl RaftTransport for TransportService {
         &self,
         request: Request<NodeHeartbeat>,
     ) -> Result<Response<NodeHeartbeatReply>, Status> {
-        if self.peers.is_isolated() {
-            return Err(Status::unavailable(
-                "this node is isolated by fault injection",
-            ));
-        }
+        self.admit(&request)?;
         let heartbeat = request.into_inner();
-        if heartbeat.to_node != self.node_id {
-            return Err(Status::failed_precondition(format!(
-                "heartbeat for node {} reached node {}",
-                heartbeat.to_node, self.node_id
-            )));
-        }
-        self.refuse_removed(heartbeat.from_node)?;
+        self.admit_peer(heartbeat.from_node, heartbeat.to_node, "heartbeat")?;
         if heartbeat.quiet.len() > quiesce::QUIET_GROUPS_MAX {
             return Err(Status::invalid_argument(format!(
                 "a heartbeat listing {} quiet groups exceeds {}",
@@ -188,20 +242,19 @@ impl RaftTransport for TransportService {
         &self,
         request: Request<ControllerCall>,
     ) -> Result<Response<ControllerReply>, Status> {
-        if self.peers.is_isolated() {
-            return Err(Status::unavailable(
-                "this node is isolated by fault injection",
-            ));
-        }
+        self.admit(&request)?;
         let call = request.into_inner();
-        if call.to_node != self.node_id {
-            return Err(Status::failed_precondition(format!(
-                "controller request for node {} reached node {}",
-                call.to_node, self.node_id
+        self.admit_peer(call.from_node, call.to_node, "controller request")?;
+        let request: ControllerRequest = decode(&call.request)?;
+        // A node registers itself only: never another node's addresses.
+        if let ControllerRequest::RegisterNode(info) = &request
+            && info.id != call.from_node
+        {
+            return Err(Status::permission_denied(format!(
+                "node {} may not register node {}",
+                call.from_node, info.id
             )));
         }
-        self.refuse_removed(call.from_node)?;
-        let request: ControllerRequest = decode(&call.request)?;
         // Handled here only: a forwarded request is never forwarded again.
         let result = self.control.handle(&request).await;
         Ok(Response::new(ControllerReply {
@@ -213,19 +266,9 @@ impl RaftTransport for TransportService {
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignReply>, Status> {
-        if self.peers.is_isolated() {
-            return Err(Status::unavailable(
-                "this node is isolated by fault injection",
-            ));
-        }
+        self.admit(&request)?;
         let request = request.into_inner();
-        if request.to_node != self.node_id {
-            return Err(Status::failed_precondition(format!(
-                "campaign request for node {} reached node {}",
-                request.to_node, self.node_id
-            )));
-        }
-        self.refuse_removed(request.from_node)?;
+        self.admit_peer(request.from_node, request.to_node, "campaign request")?;
         if request.group_ids.len() > quiesce::QUIET_GROUPS_MAX {
             return Err(Status::invalid_argument(format!(
                 "a campaign request for {} groups exceeds {}",
@@ -265,11 +308,7 @@ impl RaftTransport for TransportService {
         &self,
         request: Request<JoinRequest>,
     ) -> Result<Response<ControllerReply>, Status> {
-        if self.peers.is_isolated() {
-            return Err(Status::unavailable(
-                "this node is isolated by fault injection",
-            ));
-        }
+        self.admit(&request)?;
         let join = request.into_inner();
         if join.raft_addr.len() > ADDRESS_BYTES_MAX {
             return Err(Status::invalid_argument(format!(
@@ -292,19 +331,9 @@ impl RaftTransport for TransportService {
         &self,
         request: Request<ElectLeadersRequest>,
     ) -> Result<Response<ElectLeadersReply>, Status> {
-        if self.peers.is_isolated() {
-            return Err(Status::unavailable(
-                "this node is isolated by fault injection",
-            ));
-        }
+        self.admit(&request)?;
         let request = request.into_inner();
-        self.refuse_removed(request.from_node)?;
-        if request.to_node != self.node_id {
-            return Err(Status::failed_precondition(format!(
-                "election request for node {} reached node {}",
-                request.to_node, self.node_id
-            )));
-        }
+        self.admit_peer(request.from_node, request.to_node, "election request")?;
         if request.group_ids.len() > quiesce::QUIET_GROUPS_MAX {
             return Err(Status::invalid_argument(format!(
                 "an election request for {} groups exceeds {}",

@@ -1,0 +1,193 @@
+//! What the Raft transport refuses, sent over the real transport as a stranger or a broken peer
+//! would: messages stamped with another cluster's id, votes with terms no leader epoch can
+//! hold, votes and appends carrying another node's vote, messages from nodes that are not
+//! members of the group, snapshot chunks far past any snapshot, and a node registering another
+//! node's addresses. The cluster is named once and keeps its name across restarts.
+#![allow(clippy::unwrap_used)] // tests unwrap
+
+mod common;
+
+use std::time::Duration;
+
+use common::{config, produce, restart, small_log, start, start_single, wait_for};
+use openraft::raft::{InstallSnapshotRequest, VoteRequest};
+use openraft::{SnapshotMeta, Vote};
+use quipu_node::{ControllerRequest, GroupId, Node};
+use quipu_proto::v1::raft_transport_client::RaftTransportClient;
+use quipu_proto::v1::{ControllerCall, NodeHeartbeat, RaftMessage, RaftRpc};
+use quipu_raft::TypeConfig;
+use tonic::Code;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::Channel;
+
+async fn client(node: &Node) -> RaftTransportClient<Channel> {
+    RaftTransportClient::connect(format!("http://{}", node.addr()))
+        .await
+        .unwrap()
+}
+
+fn message(group: GroupId, from: u64, to: u64, rpc: RaftRpc, payload: Vec<u8>) -> RaftMessage {
+    RaftMessage {
+        group_id: group.0,
+        from_node: from,
+        to_node: to,
+        rpc: rpc as i32,
+        payload,
+    }
+}
+
+fn vote(term: u64, candidate: u64) -> Vec<u8> {
+    let request = VoteRequest {
+        vote: Vote::new(term, candidate),
+        last_log_id: None,
+    };
+    postcard::to_allocvec(&request).unwrap()
+}
+
+async fn wait_for_cluster_id(nodes: &[Node]) -> String {
+    wait_for("every node to know the cluster id", || {
+        nodes.iter().all(|n| n.cluster_id().is_some())
+    })
+    .await;
+    nodes[0].cluster_id().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn impossible_or_foreign_raft_messages_are_refused_before_raft_sees_them() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (nodes, groups) = start(&dirs, 1, &small_log()).await;
+    let group = groups[0];
+    produce(&nodes, group, "before").await;
+    let mut to_node_1 = client(&nodes[0]).await;
+
+    // A vote whose term no Kafka leader epoch can hold, from a member, in the controller group
+    // and in a partition's.
+    for g in [GroupId::CONTROLLER, group] {
+        let forged = message(g, 2, 1, RaftRpc::Vote, vote(u64::from(u32::MAX) + 7, 2));
+        let refused = to_node_1.deliver(forged).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    }
+    // A vote for another node than its sender.
+    let forged = message(group, 2, 1, RaftRpc::Vote, vote(50, 3));
+    let refused = to_node_1.deliver(forged).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    // A vote from a node that is no member of the group (nor of the cluster).
+    let forged = message(group, 42, 1, RaftRpc::Vote, vote(50, 42));
+    let refused = to_node_1.deliver(forged).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    // A snapshot chunk at 2^44 bytes (it would make the receiver reserve 16 TiB).
+    let chunk = InstallSnapshotRequest::<TypeConfig> {
+        vote: Vote::new_committed(1, 2),
+        meta: SnapshotMeta::default(),
+        offset: 1 << 44,
+        data: vec![1],
+        done: false,
+    };
+    let forged = message(
+        group,
+        2,
+        1,
+        RaftRpc::InstallSnapshot,
+        postcard::to_allocvec(&chunk).unwrap(),
+    );
+    let refused = to_node_1.deliver(forged).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+
+    // Nothing of it reached the groups: the partition takes records under a small epoch, and
+    // the controller still plans and commits.
+    produce(&nodes, group, "after").await;
+    let epoch = nodes
+        .iter()
+        .find_map(|n| n.partition(group).filter(|p| p.is_leader()))
+        .unwrap()
+        .leader_epoch();
+    assert!(epoch < 100, "leader epoch {epoch}");
+    nodes[1].create_topic("still-works", 1, 3).await.unwrap();
+
+    // A node may register itself only, never overwrite another node's addresses.
+    let cluster_id = wait_for_cluster_id(&nodes).await;
+    let leader = nodes
+        .iter()
+        .find(|n| n.controller_leader() == Some(n.id()))
+        .unwrap();
+    let mut victim = leader.metadata().node(3).unwrap().clone();
+    victim.raft_addr = "127.0.0.1:9".to_owned();
+    let other = if leader.id() == 1 { 2 } else { 1 };
+    let call = ControllerCall {
+        from_node: other,
+        to_node: leader.id(),
+        request: postcard::to_allocvec(&ControllerRequest::RegisterNode(victim)).unwrap(),
+    };
+    let refused = client(leader).await.controller(call).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert_ne!(leader.metadata().node(3).unwrap().raft_addr, "127.0.0.1:9");
+
+    // A message stamped with another cluster's id is refused; with this one's it passes.
+    let heartbeat = |cluster: &str| {
+        let mut request = tonic::Request::new(NodeHeartbeat {
+            from_node: 2,
+            to_node: 1,
+            incarnation: 1,
+            quiet: Vec::new(),
+        });
+        request.metadata_mut().insert(
+            "quipu-cluster-id",
+            AsciiMetadataValue::try_from(cluster).unwrap(),
+        );
+        request
+    };
+    let refused = to_node_1
+        .heartbeat(heartbeat("another-cluster"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    to_node_1.heartbeat(heartbeat(&cluster_id)).await.unwrap();
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_is_named_once_keeps_its_name_and_talks_to_no_other_cluster() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut nodes, _) = start(&dirs, 1, &small_log()).await;
+    let id = wait_for_cluster_id(&nodes).await;
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n.cluster_id().as_deref() == Some(id.as_str()))
+    );
+    assert!(quipu_meta::valid_cluster_id(&id), "{id}");
+    // A restarted node knows it from its data directory at once.
+    let stopped = nodes.remove(2);
+    let addr = stopped.addr();
+    stopped.stop().await;
+    let back = restart(&nodes, 3, dirs[2].path(), addr, small_log()).await;
+    assert_eq!(back.cluster_id().as_deref(), Some(id.as_str()));
+    nodes.push(back);
+
+    // A node of another cluster cannot join this one: its requests carry its own cluster's id.
+    let elsewhere_dir = tempfile::tempdir().unwrap();
+    let elsewhere = start_single(config(
+        7,
+        elsewhere_dir.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        small_log(),
+    ))
+    .await;
+    wait_for_cluster_id(std::slice::from_ref(&elsewhere)).await;
+    assert_ne!(elsewhere.cluster_id(), Some(id.clone()));
+    let refused = elsewhere
+        .join_through(&nodes[0].addr().to_string(), Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{refused:?}").contains("reached a node of cluster"),
+        "{refused:?}"
+    );
+    assert!(nodes[0].metadata().node(7).is_none());
+    elsewhere.stop().await;
+    for node in nodes {
+        node.stop().await;
+    }
+}
