@@ -1,0 +1,74 @@
+//! TLS for every Quipu listener and connection, on rustls with the ring provider (no OpenSSL, no
+//! C build beyond ring's).
+//!
+//! - [`ServerTls`]: a listener's certificate, key and (for client certificates) CA, read from
+//!   PEM files and read again when they change ([`Reload`]): new connections use the new
+//!   certificates, open ones keep theirs.
+//! - [`ClientTls`]: the CA a client trusts and, for mutual TLS, its own certificate; reloaded
+//!   the same way. [`Connector`] makes tonic channels over it.
+//! - [`node_of`]: the node id a node certificate names (a DNS subject alternative name
+//!   `quipu-node-ID`), which the Raft transport checks against every message's sender.
+//! - [`dev`]: a throwaway CA and certificates (rcgen), for `quipu dev --tls` and tests.
+//!
+//! Invariant: a configuration that fails to load never replaces a working one; a listener whose
+//! files are broken at start does not start.
+
+mod client;
+pub mod dev;
+mod error;
+mod identity;
+mod pem;
+mod server;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use client::{ClientFiles, ClientTls, Connector};
+pub use error::TlsError;
+pub use identity::{NODE_NAME_PREFIX, node_name, node_of};
+pub use server::{ClientAuth, ServerFiles, ServerTls};
+
+/// The longest a TLS handshake may take before the connection is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often certificate files are checked for changes.
+pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Something that reads its certificate files again.
+pub trait Reload: Send + Sync + std::fmt::Debug {
+    /// Reads the files again if they changed since they were last read (or at once with
+    /// `force`) and uses them from now on; returns whether it did. On an error the configuration
+    /// in use stays.
+    fn reload(&self, force: bool) -> Result<bool, TlsError>;
+}
+
+/// Reloads each of `items` (`force`: even if unchanged), logging what happened.
+pub fn reload_all(items: &[Arc<dyn Reload>], force: bool) {
+    for item in items {
+        match item.reload(force) {
+            Ok(true) => tracing::info!(tls = ?item, "certificates reloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(tls = ?item, error = %e, "certificates not reloaded: the previous ones stay in use");
+            }
+        }
+    }
+}
+
+/// Checks `items` for changed files every [`RELOAD_CHECK_INTERVAL`] and reloads those that
+/// changed, until the returned task is aborted.
+pub fn spawn_reloader(items: Vec<Arc<dyn Reload>>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(RELOAD_CHECK_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            reload_all(&items, false);
+        }
+    })
+}
+
+/// The crypto provider of every configuration.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
