@@ -12,11 +12,10 @@ mod admin;
 mod data;
 mod error;
 mod groups;
-mod incoming;
 
 use std::future::Future;
 
-use quipu_node::NodeHandle;
+use quipu_node::{NodeHandle, incoming};
 use quipu_proto::v1::admin_server::AdminServer;
 use quipu_proto::v1::data_server::DataServer;
 use quipu_proto::v1::groups_server::GroupsServer;
@@ -61,6 +60,18 @@ pub async fn serve(
     limits: ApiLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    serve_tls(node, listener, limits, None, shutdown).await
+}
+
+/// Serves the client API of `node` on `listener` until `shutdown` completes, over `tls` if
+/// given (then a plaintext client gets nothing but a TLS alert).
+pub async fn serve_tls(
+    node: NodeHandle,
+    listener: tokio::net::TcpListener,
+    limits: ApiLimits,
+    tls: Option<std::sync::Arc<quipu_tls::ServerTls>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
     let admin = AdminServer::new(admin::AdminService { node: node.clone() })
         .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(API_MESSAGE_BYTES_MAX);
@@ -74,11 +85,27 @@ pub async fn serve(
         limits.connections_max,
         limits.connections_per_address_max,
     );
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .max_concurrent_streams(limits.streams_per_connection_max)
         .add_service(admin)
         .add_service(data)
-        .add_service(groups)
-        .serve_with_incoming_shutdown(incoming::admitted(listener, connections), shutdown)
-        .await
+        .add_service(groups);
+    match tls {
+        None => {
+            router
+                .serve_with_incoming_shutdown(
+                    incoming::admitted(listener, connections, "client API"),
+                    shutdown,
+                )
+                .await
+        }
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(
+                    incoming::admitted_tls(listener, connections, tls, "client API"),
+                    shutdown,
+                )
+                .await
+        }
+    }
 }

@@ -72,6 +72,77 @@ pub struct NodeConfig {
     /// Most bytes per second this node sends, as a partition's leader, to the new replicas of
     /// moving partitions while they catch up; `None`: unbounded.
     pub move_bytes_per_sec: Option<u64>,
+    /// Mutual TLS on the Raft transport; `None`: plaintext.
+    pub transport_tls: Option<TransportTls>,
+}
+
+/// Mutual TLS on the Raft transport: this node's certificate (which must name it,
+/// `quipu-node-ID`) serves its transport and identifies it to its peers, and a peer is heard only
+/// with a certificate of the cluster CA naming the node it speaks for.
+#[derive(Debug, Clone)]
+pub struct TransportTls {
+    /// What the transport's listener accepts connections with (client certificates required).
+    pub server: std::sync::Arc<quipu_tls::ServerTls>,
+    /// What this node connects to its peers with.
+    pub client: std::sync::Arc<quipu_tls::ClientTls>,
+}
+
+impl TransportTls {
+    /// Loads node `node_id`'s certificate and key and the cluster CA (PEM files); the
+    /// certificate must name `node_id`.
+    pub fn load(
+        node_id: NodeId,
+        cert: PathBuf,
+        key: PathBuf,
+        ca: PathBuf,
+    ) -> Result<TransportTls, TransportTlsError> {
+        let named = quipu_tls::node_of_file(&cert)?;
+        if named != Some(node_id) {
+            return Err(TransportTlsError::NotThisNode {
+                cert,
+                node_id,
+                named,
+            });
+        }
+        let server = quipu_tls::ServerTls::new(
+            quipu_tls::ServerFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: Some(ca.clone()),
+            },
+            quipu_tls::ClientAuth::Required,
+            &[b"h2"],
+        )?;
+        let client = quipu_tls::ClientTls::new(
+            quipu_tls::ClientFiles {
+                ca,
+                cert: Some(cert),
+                key: Some(key),
+            },
+            &[b"h2"],
+        )?;
+        Ok(TransportTls { server, client })
+    }
+}
+
+/// The transport's TLS files could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportTlsError {
+    /// A file is missing, unreadable or not valid.
+    #[error(transparent)]
+    Tls(#[from] quipu_tls::TlsError),
+    /// The certificate names another node, or none.
+    #[error(
+        "the transport certificate {cert} names node {named:?}, not this node ({node_id}): it needs the DNS name quipu-node-{node_id}"
+    )]
+    NotThisNode {
+        /// The certificate file.
+        cert: PathBuf,
+        /// This node.
+        node_id: NodeId,
+        /// The node it names.
+        named: Option<u64>,
+    },
 }
 
 /// Smallest bound on catch-up traffic: below it a move of a busy partition never catches up.
@@ -147,6 +218,7 @@ impl NodeConfig {
             controller_voters: 3,
             leader_rebalance_interval: Some(DEFAULT_LEADER_REBALANCE_INTERVAL),
             move_bytes_per_sec: None,
+            transport_tls: None,
         }
     }
 

@@ -26,6 +26,7 @@ mod group;
 mod groups;
 mod handoff;
 mod identity;
+pub mod incoming;
 mod limits;
 mod network;
 mod node;
@@ -46,7 +47,8 @@ pub use config::{
     DEFAULT_LEADER_REBALANCE_INTERVAL, DEFAULT_PRODUCE_BYTES_IN_FLIGHT_MAX,
     DEFAULT_RETENTION_CHECK_INTERVAL, DEFAULT_TIMESTAMP_AFTER_MAX_MS, ENTRY_BYTES_LIMIT,
     GroupsConfig, MOVE_BYTES_PER_SEC_MIN, NodeConfig, NodeConfigError, OFFSETS_PARTITIONS_LIMIT,
-    PRODUCE_BYTES_IN_FLIGHT_LIMIT, PRODUCERS_PER_PARTITION_LIMIT, RACK_BYTES_MAX,
+    PRODUCE_BYTES_IN_FLIGHT_LIMIT, PRODUCERS_PER_PARTITION_LIMIT, RACK_BYTES_MAX, TransportTls,
+    TransportTlsError,
 };
 pub use controller::{CONTROLLER_PATIENCE, ControllerError, ControllerRequest};
 pub use coordinator::{

@@ -76,6 +76,8 @@ pub(crate) struct Peers {
     links: Mutex<HashMap<String, (Channel, mpsc::Sender<Letter>)>>,
     /// The cluster's id, stamped on every request.
     identity: ClusterIdentity,
+    /// Mutual TLS to every peer, if the transport uses it.
+    tls: Option<Arc<quipu_tls::ClientTls>>,
     /// The bandwidth bound of catch-up traffic to the new replicas of partitions moving.
     pub throttle: crate::throttle::Throttle,
     /// Fault injection: while set, this node neither sends nor accepts Raft messages.
@@ -157,11 +159,12 @@ fn client_of(channel: Channel, identity: &ClusterIdentity) -> TransportClient {
 }
 
 impl Peers {
-    /// No links yet; requests will carry `identity`'s stamp.
-    pub(crate) fn new(identity: ClusterIdentity) -> Peers {
+    /// No links yet; requests will carry `identity`'s stamp, over `tls` if given.
+    pub(crate) fn new(identity: ClusterIdentity, tls: Option<Arc<quipu_tls::ClientTls>>) -> Peers {
         Peers {
             links: Mutex::default(),
             identity,
+            tls,
             throttle: crate::throttle::Throttle::default(),
             #[cfg(feature = "fault-injection")]
             isolated: std::sync::atomic::AtomicBool::new(false),
@@ -197,15 +200,22 @@ impl Peers {
         if let Some(link) = links.get(addr) {
             return Ok(link.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(BATCH_TIMEOUT)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .tcp_nodelay(true)
             .initial_stream_window_size(STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-            .connect_lazy();
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
+        // With TLS the connector makes each connection with the certificates in effect then
+        // (tonic speaks HTTP/2 over it, hence the http:// endpoint).
+        let channel = match &self.tls {
+            None => endpoint.connect_lazy(),
+            Some(tls) => {
+                endpoint.connect_with_connector_lazy(quipu_tls::Connector(Arc::clone(tls)))
+            }
+        };
         let (mailbox, letters) = mpsc::channel(MAILBOX_MAX);
         tokio::spawn(run_mailbox(channel.clone(), self.identity.clone(), letters));
         links.insert(addr.to_string(), (channel.clone(), mailbox.clone()));

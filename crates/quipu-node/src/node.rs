@@ -30,6 +30,11 @@ use crate::routing::{register_self, request_controller};
 use crate::transport::TransportService;
 use crate::{GroupId, NodeError, Partition};
 
+/// Most connections the Raft transport accepts at once, and from one address (peers hold one
+/// each; joins and handoffs open short-lived ones).
+const TRANSPORT_CONNECTIONS_MAX: usize = 4096;
+const TRANSPORT_CONNECTIONS_PER_ADDRESS_MAX: usize = 256;
+
 /// A number that differs between two starts of a node process, and after a replica was reopened
 /// in place (peers use it to notice a restart, and wake the quiet groups they share with it).
 pub(crate) fn incarnation() -> u64 {
@@ -119,7 +124,13 @@ impl Node {
         })?;
         let groups = Arc::new(Groups::default());
         let identity = ClusterIdentity::load(&config.data_dir)?;
-        let peers = Arc::new(Peers::new(identity.clone()));
+        let peers = Arc::new(Peers::new(
+            identity.clone(),
+            config
+                .transport_tls
+                .as_ref()
+                .map(|tls| Arc::clone(&tls.client)),
+        ));
         peers.throttle.set_rate(config.move_bytes_per_sec);
 
         // `controller_log_end`: what this node's controller log held at start; until it is
@@ -145,27 +156,41 @@ impl Node {
             control: control.clone(),
             liveness_timeout: quiesce::Timings::of(&raft_config).liveness,
             identity: identity.clone(),
+            tls: config.transport_tls.is_some(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .initial_stream_window_size(STREAM_WINDOW_BYTES)
-                .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-                .add_service(
-                    RaftTransportServer::new(service)
-                        .max_decoding_message_size(MESSAGE_BYTES_MAX)
-                        .max_encoding_message_size(MESSAGE_BYTES_MAX),
-                )
-                .serve_with_incoming_shutdown(
-                    // Options of accepted sockets are set here: the builder's apply only to
-                    // listeners it binds itself. Without TCP_NODELAY every small reply waits for
-                    // a delayed ACK.
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    async {
-                        let _ = stopped.await;
-                    },
-                ),
+        let router = tonic::transport::Server::builder()
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .add_service(
+                RaftTransportServer::new(service)
+                    .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                    .max_encoding_message_size(MESSAGE_BYTES_MAX),
+            );
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        // Accepted sockets get TCP_NODELAY (`ConnectionLimits::accept`): without it every small
+        // reply waits for a delayed ACK.
+        let limits = crate::ConnectionLimits::new(
+            TRANSPORT_CONNECTIONS_MAX,
+            TRANSPORT_CONNECTIONS_PER_ADDRESS_MAX,
         );
+        let server = match &config.transport_tls {
+            None => tokio::spawn(router.serve_with_incoming_shutdown(
+                crate::incoming::admitted(listener, limits, "raft transport"),
+                shutdown,
+            )),
+            Some(tls) => tokio::spawn(router.serve_with_incoming_shutdown(
+                crate::incoming::admitted_tls(
+                    listener,
+                    limits,
+                    Arc::clone(&tls.server),
+                    "raft transport",
+                ),
+                shutdown,
+            )),
+        };
         let admission = Arc::new(crate::limits::Admission {
             disk: crate::disk::DiskGuard::new(config.data_dir.clone(), config.disk_reserve_bytes),
             budget: crate::limits::ProduceBudget::new(config.produce_bytes_in_flight_max),

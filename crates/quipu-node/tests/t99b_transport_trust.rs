@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{config, produce, restart, small_log, start, start_single, wait_for};
 use openraft::raft::{InstallSnapshotRequest, VoteRequest};
 use openraft::{SnapshotMeta, Vote};
-use quipu_node::{ControllerRequest, GroupId, Node};
+use quipu_node::{ControllerRequest, GroupId, Node, TransportTls};
 use quipu_proto::v1::raft_transport_client::RaftTransportClient;
 use quipu_proto::v1::{ControllerCall, NodeHeartbeat, RaftMessage, RaftRpc};
 use quipu_raft::TypeConfig;
@@ -187,6 +187,120 @@ async fn a_cluster_is_named_once_keeps_its_name_and_talks_to_no_other_cluster() 
     );
     assert!(nodes[0].metadata().node(7).is_none());
     elsewhere.stop().await;
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// A node started with mutual TLS on its transport, with the certificate `pki` made for it.
+async fn start_tls_node(id: u64, dir: &std::path::Path, pki: &quipu_tls::dev::DevPki) -> Node {
+    let (_, cert, key) = pki.nodes.iter().find(|(n, _, _)| *n == id).unwrap().clone();
+    let mut config = config(id, dir, "127.0.0.1:0".parse().unwrap(), small_log());
+    config.transport_tls = Some(TransportTls::load(id, cert, key, pki.ca.clone()).unwrap());
+    Node::start(config).await.unwrap()
+}
+
+/// A transport client presenting `cert` and `key`, trusting `ca`.
+async fn tls_client(
+    node: &Node,
+    ca: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> RaftTransportClient<Channel> {
+    let tls = quipu_tls::ClientTls::new(
+        quipu_tls::ClientFiles {
+            ca: ca.to_path_buf(),
+            cert: Some(cert.to_path_buf()),
+            key: Some(key.to_path_buf()),
+        },
+        &[b"h2"],
+    )
+    .unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr()))
+        .unwrap()
+        .connect_with_connector(quipu_tls::Connector(tls))
+        .await
+        .unwrap();
+    RaftTransportClient::new(channel)
+}
+
+fn heartbeat(from: u64, to: u64) -> NodeHeartbeat {
+    NodeHeartbeat {
+        from_node: from,
+        to_node: to,
+        incarnation: 1,
+        quiet: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_mutual_tls_only_the_node_a_certificate_names_is_heard() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = quipu_tls::dev::write_dev_pki(pki_dir.path(), &[1, 2, 3, 4], &["127.0.0.1"]).unwrap();
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for (id, dir) in (1..=3).zip(&dirs) {
+        nodes.push(start_tls_node(id, dir.path(), &pki).await);
+    }
+    let voters: Vec<(u64, String)> = nodes
+        .iter()
+        .map(|n| (n.id(), n.addr().to_string()))
+        .collect();
+    for node in &nodes {
+        node.join(voters.clone()).await.unwrap();
+    }
+    wait_for("a controller leader that registered every node", || {
+        nodes
+            .iter()
+            .all(|n| n.metadata().nodes().count() == 3 && n.controller_leader().is_some())
+    })
+    .await;
+    nodes[0].create_topic("secure", 1, 3).await.unwrap();
+    let group = common::groups_of(&nodes[0], "secure")[0];
+    produce(&nodes, group, "over mutual TLS").await;
+    // A fourth node with its own cluster certificate joins and registers.
+    let fourth = start_tls_node(4, dirs[3].path(), &pki).await;
+    fourth
+        .join_through(&nodes[0].addr().to_string(), Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(fourth.wait_until_registered(Duration::from_secs(20)).await);
+    nodes.push(fourth);
+
+    // Node 2's certificate speaks for node 2 only.
+    let (_, cert2, key2) = pki.nodes[1].clone();
+    let mut as_node_2 = tls_client(&nodes[0], &pki.ca, &cert2, &key2).await;
+    as_node_2.heartbeat(heartbeat(2, 1)).await.unwrap();
+    let refused = as_node_2.heartbeat(heartbeat(3, 1)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let forged = message(group, 3, 1, RaftRpc::Vote, vote(50, 3));
+    let refused = as_node_2.deliver(forged).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    // A certificate of the CA that names no node (a client's) is heard by nobody.
+    let mut as_client = tls_client(&nodes[0], &pki.ca, &pki.client.0, &pki.client.1).await;
+    let refused = as_client.heartbeat(heartbeat(2, 1)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+
+    // A node with another CA's certificate cannot join, nor can a plaintext client talk.
+    let stranger_dir = tempfile::tempdir().unwrap();
+    let stranger_pki =
+        quipu_tls::dev::write_dev_pki(stranger_dir.path(), &[5], &["127.0.0.1"]).unwrap();
+    let fifth_dir = tempfile::tempdir().unwrap();
+    let fifth = start_tls_node(5, fifth_dir.path(), &stranger_pki).await;
+    assert!(
+        fifth
+            .join_through(&nodes[0].addr().to_string(), Duration::from_secs(2))
+            .await
+            .is_err()
+    );
+    assert!(nodes[0].metadata().node(5).is_none());
+    fifth.stop().await;
+    let plain = RaftTransportClient::connect(format!("http://{}", nodes[0].addr())).await;
+    match plain {
+        Err(_) => {}
+        Ok(mut plain) => assert!(plain.heartbeat(heartbeat(2, 1)).await.is_err()),
+    }
+    produce(&nodes, group, "still served").await;
     for node in nodes {
         node.stop().await;
     }

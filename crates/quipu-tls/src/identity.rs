@@ -27,6 +27,13 @@ pub fn node_of(cert: &CertificateDer<'_>) -> Option<u64> {
     ids.next().is_none().then_some(id)
 }
 
+/// The node id the first certificate of the PEM file at `path` names.
+pub fn node_of_file(path: &std::path::Path) -> Result<Option<u64>, crate::TlsError> {
+    Ok(crate::pem::certificates(path)?
+        .first()
+        .and_then(|c| node_of(c)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

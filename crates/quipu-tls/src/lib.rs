@@ -25,7 +25,7 @@ use std::time::Duration;
 
 pub use client::{ClientFiles, ClientTls, Connector};
 pub use error::TlsError;
-pub use identity::{NODE_NAME_PREFIX, node_name, node_of};
+pub use identity::{NODE_NAME_PREFIX, node_name, node_of, node_of_file};
 pub use server::{ClientAuth, ServerFiles, ServerTls};
 
 /// The longest a TLS handshake may take before the connection is dropped.

@@ -42,6 +42,26 @@ pub(crate) struct TransportService {
     pub liveness_timeout: std::time::Duration,
     /// The cluster this node belongs to, once known.
     pub identity: ClusterIdentity,
+    /// Whether the transport runs mutual TLS: then every request's sender is the node its
+    /// client certificate names.
+    pub tls: bool,
+}
+
+/// Who sent a request, as far as the connection proves it: with mutual TLS, the node its
+/// certificate names; without, nobody in particular (a message's `from_node` is taken on trust).
+#[derive(Debug, Clone, Copy)]
+struct Caller(Option<NodeId>);
+
+impl Caller {
+    /// A message claiming to come from `from` must come from the node the certificate names.
+    fn speaks_for(self, from: NodeId) -> Result<(), Status> {
+        match self.0 {
+            Some(certified) if certified != from => Err(Status::permission_denied(format!(
+                "the certificate of node {certified} cannot speak for node {from}"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Status> {
@@ -56,20 +76,43 @@ fn encode<T: Serialize>(reply: &T) -> Result<Vec<u8>, Status> {
 
 impl TransportService {
     /// What every request passes first: this node takes part in the network (fault
-    /// injection), and the request is not stamped with another cluster's id.
-    fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    /// injection), the request is not stamped with another cluster's id, and, with mutual TLS,
+    /// its connection's certificate names a node (the handshake already checked it is the
+    /// cluster CA's and valid).
+    fn admit<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         if self.peers.is_isolated() {
             return Err(Status::unavailable(
                 "this node is isolated by fault injection",
             ));
         }
-        self.identity.admit(request.metadata())
+        self.identity.admit(request.metadata())?;
+        if !self.tls {
+            return Ok(Caller(None));
+        }
+        let certs = request.peer_certs().ok_or_else(|| {
+            Status::unauthenticated("the transport requires a client certificate")
+        })?;
+        let node = certs.first().and_then(quipu_tls::node_of).ok_or_else(|| {
+            Status::permission_denied(format!(
+                "the client certificate names no node ({}ID)",
+                quipu_tls::NODE_NAME_PREFIX
+            ))
+        })?;
+        Ok(Caller(Some(node)))
     }
 
-    /// A request from node `from` for node `to` (`what` names it in the error): it must be
-    /// addressed to this node, and `from` must not be a node that was removed from the cluster
-    /// (its data is stale, and its votes or appends must never reach a group again).
-    fn admit_peer(&self, from: NodeId, to: NodeId, what: &str) -> Result<(), Status> {
+    /// A request from node `from` for node `to` (`what` names it in the error): it must come
+    /// from `from` as far as the connection proves, be addressed to this node, and `from` must
+    /// not be a node that was removed from the cluster (its data is stale, and its votes or
+    /// appends must never reach a group again).
+    fn admit_peer(
+        &self,
+        caller: Caller,
+        from: NodeId,
+        to: NodeId,
+        what: &str,
+    ) -> Result<(), Status> {
+        caller.speaks_for(from)?;
         if to != self.node_id {
             return Err(Status::failed_precondition(format!(
                 "{what} for node {to} reached node {}",
@@ -119,9 +162,9 @@ impl TransportService {
     }
 
     /// Hands one message to its group and encodes the group's answer.
-    async fn handle(&self, message: RaftMessage) -> Result<RaftReply, Status> {
+    async fn handle(&self, caller: Caller, message: RaftMessage) -> Result<RaftReply, Status> {
         let from = message.from_node;
-        self.admit_peer(from, message.to_node, "message")?;
+        self.admit_peer(caller, from, message.to_node, "message")?;
         let group = GroupId(message.group_id);
         let hosted = self.groups.get_hosted(group).ok_or_else(|| {
             Status::not_found(format!(
@@ -177,15 +220,17 @@ impl TransportService {
 #[tonic::async_trait]
 impl RaftTransport for TransportService {
     async fn deliver(&self, request: Request<RaftMessage>) -> Result<Response<RaftReply>, Status> {
-        self.admit(&request)?;
-        self.handle(request.into_inner()).await.map(Response::new)
+        let caller = self.admit(&request)?;
+        self.handle(caller, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn deliver_batch(
         &self,
         request: Request<RaftBatch>,
     ) -> Result<Response<RaftBatchReply>, Status> {
-        self.admit(&request)?;
+        let caller = self.admit(&request)?;
         let messages = request.into_inner().messages;
         if messages.len() > BATCH_MESSAGES_MAX {
             return Err(Status::invalid_argument(format!(
@@ -198,7 +243,7 @@ impl RaftTransport for TransportService {
         let count = messages.len();
         for (at, message) in messages.into_iter().enumerate() {
             let service = self.clone();
-            tasks.spawn(async move { (at, service.handle(message).await) });
+            tasks.spawn(async move { (at, service.handle(caller, message).await) });
         }
         let mut items = vec![RaftBatchItem::default(); count];
         while let Some(done) = tasks.join_next().await {
@@ -224,9 +269,9 @@ impl RaftTransport for TransportService {
         &self,
         request: Request<NodeHeartbeat>,
     ) -> Result<Response<NodeHeartbeatReply>, Status> {
-        self.admit(&request)?;
+        let caller = self.admit(&request)?;
         let heartbeat = request.into_inner();
-        self.admit_peer(heartbeat.from_node, heartbeat.to_node, "heartbeat")?;
+        self.admit_peer(caller, heartbeat.from_node, heartbeat.to_node, "heartbeat")?;
         if heartbeat.quiet.len() > quiesce::QUIET_GROUPS_MAX {
             return Err(Status::invalid_argument(format!(
                 "a heartbeat listing {} quiet groups exceeds {}",
@@ -242,9 +287,9 @@ impl RaftTransport for TransportService {
         &self,
         request: Request<ControllerCall>,
     ) -> Result<Response<ControllerReply>, Status> {
-        self.admit(&request)?;
+        let caller = self.admit(&request)?;
         let call = request.into_inner();
-        self.admit_peer(call.from_node, call.to_node, "controller request")?;
+        self.admit_peer(caller, call.from_node, call.to_node, "controller request")?;
         let request: ControllerRequest = decode(&call.request)?;
         // A node registers itself only: never another node's addresses.
         if let ControllerRequest::RegisterNode(info) = &request
@@ -266,9 +311,14 @@ impl RaftTransport for TransportService {
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignReply>, Status> {
-        self.admit(&request)?;
+        let caller = self.admit(&request)?;
         let request = request.into_inner();
-        self.admit_peer(request.from_node, request.to_node, "campaign request")?;
+        self.admit_peer(
+            caller,
+            request.from_node,
+            request.to_node,
+            "campaign request",
+        )?;
         if request.group_ids.len() > quiesce::QUIET_GROUPS_MAX {
             return Err(Status::invalid_argument(format!(
                 "a campaign request for {} groups exceeds {}",
@@ -308,8 +358,10 @@ impl RaftTransport for TransportService {
         &self,
         request: Request<JoinRequest>,
     ) -> Result<Response<ControllerReply>, Status> {
-        self.admit(&request)?;
+        let caller = self.admit(&request)?;
         let join = request.into_inner();
+        // A node joins as itself only.
+        caller.speaks_for(join.node_id)?;
         if join.raft_addr.len() > ADDRESS_BYTES_MAX {
             return Err(Status::invalid_argument(format!(
                 "a Raft address of {} bytes exceeds {ADDRESS_BYTES_MAX}",
@@ -331,9 +383,14 @@ impl RaftTransport for TransportService {
         &self,
         request: Request<ElectLeadersRequest>,
     ) -> Result<Response<ElectLeadersReply>, Status> {
-        self.admit(&request)?;
+        let caller = self.admit(&request)?;
         let request = request.into_inner();
-        self.admit_peer(request.from_node, request.to_node, "election request")?;
+        self.admit_peer(
+            caller,
+            request.from_node,
+            request.to_node,
+            "election request",
+        )?;
         if request.group_ids.len() > quiesce::QUIET_GROUPS_MAX {
             return Err(Status::invalid_argument(format!(
                 "an election request for {} groups exceeds {}",
