@@ -87,6 +87,7 @@ pub async fn run(args: WorkloadArgs) -> anyhow::Result<()> {
         request_timeout: op_timeout,
         retry_deadline: op_timeout / 2,
         retry_backoff: Duration::from_millis(50),
+        tls: None,
     };
     let admin = connect(&args.bootstrap, config.clone()).await?;
     prepare_topic(&admin, &args).await?;

@@ -67,6 +67,9 @@ pub struct ClientConfig {
     pub retry_deadline: Duration,
     /// First pause between retries; it doubles up to one second.
     pub retry_backoff: Duration,
+    /// TLS to every node (the CA trusted and, for mutual TLS, the client's certificate);
+    /// `None`: plaintext.
+    pub tls: Option<Arc<quipu_tls::ClientTls>>,
 }
 
 impl Default for ClientConfig {
@@ -75,6 +78,7 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(30),
             retry_deadline: Duration::from_secs(30),
             retry_backoff: Duration::from_millis(50),
+            tls: None,
         }
     }
 }
@@ -162,12 +166,18 @@ impl Client {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| ClientError::InvalidArgument(format!("bad address {addr:?}: {e}")))?
             .connect_timeout(Duration::from_secs(2))
             .timeout(self.inner.config.request_timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        // With TLS the connector makes each connection (tonic speaks HTTP/2 over it).
+        let channel = match &self.inner.config.tls {
+            None => endpoint.connect_lazy(),
+            Some(tls) => {
+                endpoint.connect_with_connector_lazy(quipu_tls::Connector(Arc::clone(tls)))
+            }
+        };
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }

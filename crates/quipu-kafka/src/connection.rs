@@ -16,18 +16,20 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::api;
 use crate::error::RequestError;
 use crate::server::Context;
 
 /// Reads, handles and answers requests until the client closes the connection or sends
-/// something that cannot be answered.
-pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, context: Arc<Context>) {
-    let (reader, mut writer) = stream.into_split();
+/// something that cannot be answered; `reader` and `writer` are the connection's halves (TCP,
+/// or TLS over TCP).
+pub(crate) async fn run<R, W>(reader: R, mut writer: W, peer: SocketAddr, context: Arc<Context>)
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Unpin,
+{
     let in_flight_max = context.config.requests_in_flight_max.max(1);
     let (frames, mut incoming) = tokio::sync::mpsc::channel::<Queued>(in_flight_max);
     let frame_max = context.config.request_bytes_max;
@@ -65,7 +67,12 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, context: Arc<Contex
                     Ok(Some(response)) => {
                         // A client that does not take its answer within the idle limit holds
                         // its connection no longer.
-                        match tokio::time::timeout(idle, writer.write_all(&response)).await {
+                        // Flushed: over TLS, records may wait in the session's buffer.
+                        let write = async {
+                            writer.write_all(&response).await?;
+                            writer.flush().await
+                        };
+                        match tokio::time::timeout(idle, write).await {
                             Ok(Ok(())) => idle_since = tokio::time::Instant::now(),
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "kafka connection write failed");
@@ -99,8 +106,8 @@ type Queued = (Bytes, tokio::sync::OwnedSemaphorePermit);
 
 /// Reads size-prefixed frames into `frames` until the peer closes the connection, each only
 /// once the pool has room for it.
-async fn read_frames(
-    mut reader: OwnedReadHalf,
+async fn read_frames<R: AsyncRead + Unpin>(
+    mut reader: R,
     frame_max: usize,
     pool: &Arc<tokio::sync::Semaphore>,
     frames: &tokio::sync::mpsc::Sender<Queued>,

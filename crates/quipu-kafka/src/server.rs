@@ -37,6 +37,8 @@ pub struct KafkaConfig {
     pub default_partitions: usize,
     /// Replication factor of such topics, capped at the number of registered nodes.
     pub default_replication_factor: usize,
+    /// TLS on the listener (Kafka's SSL listener); `None`: plaintext.
+    pub tls: Option<Arc<quipu_tls::ServerTls>>,
 }
 
 impl Default for KafkaConfig {
@@ -51,6 +53,7 @@ impl Default for KafkaConfig {
             auto_create_topics: false,
             default_partitions: 1,
             default_replication_factor: 3,
+            tls: None,
         }
     }
 }
@@ -100,7 +103,23 @@ pub async fn serve(
             (stream, peer, permit) = limits.accept(&listener, "kafka") => {
                 let context = Arc::clone(&context);
                 connections.spawn(async move {
-                    connection::run(stream, peer, context).await;
+                    // The handshake runs in the connection's own task: a slow client holds up
+                    // nobody else, and holds its connection slot meanwhile.
+                    match context.config.tls.clone() {
+                        None => {
+                            let (reader, writer) = stream.into_split();
+                            connection::run(reader, writer, peer, context).await;
+                        }
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => {
+                                let (reader, writer) = tokio::io::split(stream);
+                                connection::run(reader, writer, peer, context).await;
+                            }
+                            Err(e) => {
+                                tracing::warn!(%peer, error = %e, "kafka TLS handshake failed");
+                            }
+                        },
+                    }
                     drop(permit);
                 });
             }

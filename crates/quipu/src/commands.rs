@@ -22,13 +22,50 @@ pub struct Connection {
         value_delimiter = ','
     )]
     bootstrap: Vec<String>,
+    /// Connects over TLS, trusting the CA certificates of this PEM file.
+    #[arg(long, env = "QUIPU_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// This client's certificate (PEM), for listeners that require one (with --tls-key).
+    #[arg(
+        long,
+        env = "QUIPU_TLS_CERT",
+        requires = "tls_ca",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "QUIPU_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 impl Connection {
     pub async fn connect(&self) -> anyhow::Result<Client> {
-        Client::connect(self.bootstrap.clone())
+        let tls = match &self.tls_ca {
+            None => None,
+            Some(ca) => Some(
+                quipu_tls::ClientTls::new(
+                    quipu_tls::ClientFiles {
+                        ca: ca.clone(),
+                        cert: self.tls_cert.clone(),
+                        key: self.tls_key.clone(),
+                    },
+                    &[b"h2"],
+                )
+                .context("invalid --tls-ca, --tls-cert or --tls-key")?,
+            ),
+        };
+        let config = quipu_client::ClientConfig {
+            tls,
+            ..quipu_client::ClientConfig::default()
+        };
+        let hint = if self.tls_ca.is_none() {
+            "cannot reach the cluster (start one with `quipu dev`, or pass --bootstrap; a cluster that serves TLS needs --tls-ca)"
+        } else {
+            "cannot reach the cluster (start one with `quipu dev --tls`, or pass --bootstrap)"
+        };
+        Client::connect_with(self.bootstrap.clone(), config)
             .await
-            .context("cannot reach the cluster (start one with `quipu dev`, or pass --bootstrap)")
+            .context(hint)
     }
 }
 

@@ -92,6 +92,63 @@ struct ApiFile {
     connections_max: Option<usize>,
     connections_per_address_max: Option<usize>,
     streams_per_connection_max: Option<u32>,
+    tls: Option<TlsFile>,
+}
+
+/// A listener's `tls` table (`[api.tls]`, `[kafka.tls]`): PEM files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    ca_file: Option<PathBuf>,
+    /// `"none"`, `"requested"` or `"required"`.
+    client_auth: Option<String>,
+}
+
+/// The `[transport]` table: the node-to-node Raft transport.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransportFile {
+    tls: Option<TransportTlsFile>,
+}
+
+/// `[transport.tls]`: mutual TLS between nodes (client certificates are always required).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransportTlsFile {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    ca_file: PathBuf,
+}
+
+/// A listener's TLS from its table: the files are read now, so a broken one stops the server
+/// at start with a message naming the key.
+fn listener_tls(
+    table: &str,
+    file: Option<&TlsFile>,
+) -> anyhow::Result<Option<std::sync::Arc<quipu_tls::ServerTls>>> {
+    let Some(file) = file else {
+        return Ok(None);
+    };
+    let client_auth: quipu_tls::ClientAuth = match &file.client_auth {
+        None => quipu_tls::ClientAuth::None,
+        Some(text) => text
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{table}.client_auth: {e}"))?,
+    };
+    let alpn: &[&[u8]] = if table == "api.tls" { &[b"h2"] } else { &[] };
+    let tls = quipu_tls::ServerTls::new(
+        quipu_tls::ServerFiles {
+            cert: file.cert_file.clone(),
+            key: file.key_file.clone(),
+            ca: file.ca_file.clone(),
+        },
+        client_auth,
+        alpn,
+    )
+    .with_context(|| format!("invalid [{table}]"))?;
+    Ok(Some(tls))
 }
 
 /// The `[kafka]` table.
@@ -107,6 +164,7 @@ struct KafkaFile {
     auto_create_topics: Option<bool>,
     default_partitions: Option<usize>,
     default_replication_factor: Option<usize>,
+    tls: Option<TlsFile>,
 }
 
 /// The `[limits]` table: node-wide bounds on what clients make the node hold.
@@ -174,6 +232,8 @@ struct File {
     #[serde(default)]
     kafka: KafkaFile,
     #[serde(default)]
+    transport: TransportFile,
+    #[serde(default)]
     raft: RaftFile,
     #[serde(default)]
     limits: LimitsFile,
@@ -197,6 +257,10 @@ pub struct Settings {
     pub kafka_advertised_addr: Option<String>,
     pub kafka: quipu_kafka::KafkaConfig,
     pub api: quipu_api::ApiLimits,
+    /// TLS of the client API listener.
+    pub api_tls: Option<std::sync::Arc<quipu_tls::ServerTls>>,
+    /// Mutual TLS of the Raft transport.
+    transport_tls: Option<quipu_node::TransportTls>,
     pub voters: Vec<(u64, String)>,
     /// A member's Raft address to join the cluster through (instead of `voters`).
     pub join: Option<String>,
@@ -372,6 +436,7 @@ fn kafka_config(
             defaults.default_replication_factor,
             9,
         )?,
+        tls: listener_tls("kafka.tls", file.tls.as_ref())?,
     })
 }
 
@@ -391,6 +456,22 @@ fn parse_voter(text: &str) -> anyhow::Result<(u64, String)> {
 }
 
 impl Settings {
+    /// Every TLS configuration of the server, to reload when its files change or on SIGHUP.
+    pub fn reloadable_tls(&self) -> Vec<std::sync::Arc<dyn quipu_tls::Reload>> {
+        let mut all: Vec<std::sync::Arc<dyn quipu_tls::Reload>> = Vec::new();
+        if let Some(tls) = &self.api_tls {
+            all.push(tls.clone());
+        }
+        if let Some(tls) = &self.kafka.tls {
+            all.push(tls.clone());
+        }
+        if let Some(tls) = &self.transport_tls {
+            all.push(tls.server.clone());
+            all.push(tls.client.clone());
+        }
+        all
+    }
+
     /// Merges defaults, the file, the environment and the flags.
     pub fn resolve(args: ServerArgs) -> anyhow::Result<Settings> {
         let file: File = match &args.config {
@@ -423,6 +504,19 @@ impl Settings {
         let kafka_advertised_addr = args.kafka_advertised.or(file.kafka_advertised_addr);
         let kafka = kafka_config(&file.kafka, args.auto_create_topics)?;
         let api = api_limits(&file.api)?;
+        let api_tls = listener_tls("api.tls", file.api.tls.as_ref())?;
+        let transport_tls = match &file.transport.tls {
+            None => None,
+            Some(tls) => Some(
+                quipu_node::TransportTls::load(
+                    node_id,
+                    tls.cert_file.clone(),
+                    tls.key_file.clone(),
+                    tls.ca_file.clone(),
+                )
+                .context("invalid [transport.tls]")?,
+            ),
+        };
         let join = args.join.or(file.join);
         let voter_texts = if args.voters.is_empty() {
             file.voters.unwrap_or_default()
@@ -653,6 +747,8 @@ impl Settings {
             kafka_advertised_addr,
             kafka,
             api,
+            api_tls,
+            transport_tls,
             voters,
             join,
             rack,
@@ -713,6 +809,7 @@ impl Settings {
             controller_voters: self.controller_voters,
             leader_rebalance_interval: self.leader_rebalance_interval,
             move_bytes_per_sec: self.move_bytes_per_sec,
+            transport_tls: self.transport_tls.clone(),
             ..NodeConfig::new(self.node_id, self.data_dir.clone(), self.listen_addr)
         }
     }

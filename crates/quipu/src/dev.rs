@@ -4,6 +4,10 @@
 //! clients on `127.0.0.1:<api-port + i - 1>` (gRPC) and `127.0.0.1:<kafka-port + i - 1>` (Kafka,
 //! with topic auto-creation on). Ctrl-C or SIGTERM stops every node gracefully;
 //! running it again restarts the same cluster from the same data.
+//!
+//! With `--tls`, a throwaway CA and certificates are made in `<data-dir>/tls` (kept, and used
+//! again on the next run): the nodes speak mutual TLS to each other, and their client API and
+//! Kafka listener take TLS only.
 
 /// Prints a line for the person watching; a reader that went away is ignored, because the
 /// cluster must still be stopped (its nodes are this process's children).
@@ -38,6 +42,57 @@ pub struct DevArgs {
     /// Kafka listener port of node 1; node i uses this + i - 1.
     #[arg(long, default_value_t = 9092)]
     kafka_port: u16,
+    /// TLS everywhere, with a throwaway CA made in <data-dir>/tls: mutual TLS between nodes,
+    /// TLS on the client API and the Kafka listener.
+    #[arg(long)]
+    tls: bool,
+}
+
+/// With `--tls`: the CA and certificates in `dir`, made on the first run.
+fn dev_pki(dir: &std::path::Path, ids: &[u16]) -> anyhow::Result<quipu_tls::dev::DevPki> {
+    let nodes: Vec<u64> = ids.iter().map(|id| u64::from(*id)).collect();
+    let existing = quipu_tls::dev::DevPki {
+        ca: dir.join("ca.pem"),
+        nodes: nodes
+            .iter()
+            .map(|id| {
+                (
+                    *id,
+                    dir.join(format!("node-{id}.pem")),
+                    dir.join(format!("node-{id}.key")),
+                )
+            })
+            .collect(),
+        client: (dir.join("client.pem"), dir.join("client.key")),
+    };
+    let complete = existing.ca.exists()
+        && existing.client.0.exists()
+        && existing
+            .nodes
+            .iter()
+            .all(|(_, c, k)| c.exists() && k.exists());
+    if complete {
+        return Ok(existing);
+    }
+    quipu_tls::dev::write_dev_pki(dir, &nodes, &["127.0.0.1", "localhost"])
+        .with_context(|| format!("cannot make throwaway certificates in {}", dir.display()))
+}
+
+/// The configuration file of node `id` with `--tls`: every listener on TLS.
+fn tls_config(pki: &quipu_tls::dev::DevPki, id: u16) -> anyhow::Result<String> {
+    let (_, cert, key) = pki
+        .nodes
+        .iter()
+        .find(|(n, _, _)| *n == u64::from(id))
+        .context("no certificate for this node")?;
+    let quoted = |path: &std::path::Path| format!("{:?}", path.display().to_string());
+    let (cert, key, ca) = (quoted(cert), quoted(key), quoted(&pki.ca));
+    Ok(format!(
+        "# Written by `quipu dev --tls`: throwaway certificates, never for production.\n\
+         [transport.tls]\ncert_file = {cert}\nkey_file = {key}\nca_file = {ca}\n\n\
+         [api.tls]\ncert_file = {cert}\nkey_file = {key}\nca_file = {ca}\nclient_auth = \"requested\"\n\n\
+         [kafka.tls]\ncert_file = {cert}\nkey_file = {key}\nca_file = {ca}\nclient_auth = \"requested\"\n"
+    ))
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -55,10 +110,24 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut bootstrap = Vec::new();
     let mut kafka_bootstrap = Vec::new();
     let mut children = Vec::new();
+    let pki = if args.tls {
+        let pki = dev_pki(&args.data_dir.join("tls"), &ids)?;
+        Some(pki)
+    } else {
+        None
+    };
     for id in &ids {
         let dir = args.data_dir.join(format!("node-{id}"));
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut config_args: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(pki) = &pki {
+            let path = dir.join("quipu.toml");
+            std::fs::write(&path, tls_config(pki, *id)?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            config_args.push("--config".into());
+            config_args.push(path.into_os_string());
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -79,6 +148,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .args(["--kafka-listen", &kafka])
             .args(["--auto-create-topics", "true"])
             .args(["--voters", &voters])
+            .args(&config_args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("cannot share the log file")?)
@@ -94,6 +164,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         bootstrap.push(api);
         kafka_bootstrap.push(kafka);
         children.push((*id, child));
+    }
+    if let Some(pki) = &pki {
+        let (ca, (cert, key)) = (
+            pki.ca.display(),
+            (pki.client.0.display(), pki.client.1.display()),
+        );
+        note!("TLS everywhere (throwaway CA {ca}); clients:");
+        note!("  quipu topic --tls-ca {ca} --tls-cert {cert} --tls-key {key} list");
+        note!(
+            "  kcat -b {} -X security.protocol=SSL -X ssl.ca.location={ca} -L",
+            kafka_bootstrap.join(",")
+        );
     }
     note!("kafka bootstrap: {}", kafka_bootstrap.join(","));
     note!("bootstrap: {}", bootstrap.join(","));

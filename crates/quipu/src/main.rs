@@ -238,10 +238,11 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
         );
     }
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let api = tokio::spawn(quipu_api::serve(
+    let api = tokio::spawn(quipu_api::serve_tls(
         node.handle(),
         api_listener,
         settings.api,
+        settings.api_tls.clone(),
         async {
             let _ = api_stopped.await;
         },
@@ -255,6 +256,17 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
             let _ = kafka_stopped.await;
         },
     ));
+    // Certificates are read again when their files change, and at once on SIGHUP.
+    let tls = settings.reloadable_tls();
+    let reloader = quipu_tls::spawn_reloader(tls.clone());
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    drop(tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading certificates");
+            quipu_tls::reload_all(&tls, true);
+        }
+    }));
     // The handler is in place before "ready": a SIGTERM sent on seeing that line is graceful.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot listen for SIGTERM")?;
@@ -281,6 +293,7 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!(error = %e, "the client API failed"),
         Err(e) => tracing::warn!(error = %e, "the client API task failed"),
     }
+    reloader.abort();
     tracing::info!(handed, "groups handed over; node stopped");
     Ok(())
 }

@@ -5,146 +5,30 @@
 //! in order within its partition.
 #![allow(clippy::unwrap_used)] // tests unwrap
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::Dev;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// `count` consecutive free ports on 127.0.0.1, found by binding them all, then released for the
-/// nodes (a race with another process is unlikely, and fails the test loudly).
-fn free_ports(count: u16) -> u16 {
-    let seed = u16::try_from(std::process::id() % 2000).unwrap();
-    for attempt in 0..200u16 {
-        let base = 20_000 + (seed * 7 + attempt * 37) % 20_000;
-        let held: Vec<_> = (0..count)
-            .filter_map(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).ok())
-            .collect();
-        if held.len() == usize::from(count) {
-            return base;
-        }
-    }
-    panic!("no free port range");
-}
-
-/// A `quipu dev` cluster, stopped (SIGTERM) when dropped.
-struct Dev {
-    child: Child,
-    bootstrap: String,
-    pids: Vec<u32>,
-}
-
-impl Dev {
-    fn start(data: &Path) -> Dev {
-        let raft = free_ports(9);
-        let api = raft + 3;
-        let kafka = raft + 6;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quipu"))
-            .args(["dev", "--nodes", "3", "--data-dir"])
-            .arg(data)
-            .args([
-                "--raft-port",
-                &raft.to_string(),
-                "--api-port",
-                &api.to_string(),
-                "--kafka-port",
-                &kafka.to_string(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut pids = Vec::new();
-        let bootstrap = loop {
-            let line = lines.next().unwrap().unwrap();
-            if let Some(rest) = line.split_once(": pid ") {
-                pids.push(rest.1.split(',').next().unwrap().parse().unwrap());
-            }
-            if let Some(addrs) = line.strip_prefix("bootstrap: ") {
-                break addrs.to_string();
-            }
-        };
-        // Keep draining its output so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Dev {
-            child,
-            bootstrap,
-            pids,
-        }
-    }
-
-    fn quipu(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_quipu"));
-        command
-            .args(args)
-            .env("QUIPU_BOOTSTRAP", &self.bootstrap)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap();
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().unwrap();
-            let input = input.to_vec();
-            std::thread::spawn(move || {
-                let _ = pipe.write_all(&input);
-            });
-        }
-        child.wait_with_output().unwrap()
-    }
-
-    /// Runs a command whose standard output is a pipe nobody reads any more (`| head` after it
-    /// exited): every write to it fails with EPIPE.
-    fn run_into_closed_pipe(&self, args: &[&str]) -> Output {
-        let (reader, writer) = std::io::pipe().unwrap();
-        drop(reader);
-        Command::new(env!("CARGO_BIN_EXE_quipu"))
-            .args(args)
-            .env("QUIPU_BOOTSTRAP", &self.bootstrap)
-            .stdin(Stdio::null())
-            .stdout(writer)
-            .stderr(Stdio::piped())
-            .output()
-            .unwrap()
-    }
-
-    /// Runs a command that must succeed; returns its standard output.
-    fn ok(&self, args: &[&str], stdin: Option<&[u8]>) -> String {
-        let output = self.quipu(args, stdin);
-        assert!(
-            output.status.success(),
-            "quipu {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        // Only our own child, by its PID; it stops its nodes gracefully.
-        if let Some(pid) = i32::try_from(self.child.id())
-            .ok()
-            .and_then(rustix::process::Pid::from_raw)
-        {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let deadline = Instant::now() + PATIENCE;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Runs a command whose standard output is a pipe nobody reads any more (`| head` after it
+/// exited): every write to it fails with EPIPE.
+fn run_into_closed_pipe(dev: &Dev, args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_quipu"))
+        .args(args)
+        .env("QUIPU_BOOTSTRAP", &dev.bootstrap)
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
 }
 
 fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
@@ -164,7 +48,7 @@ fn json_lines(text: &str) -> Vec<serde_json::Value> {
 #[test]
 fn a_dev_cluster_driven_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let dev = Dev::start(&dir.path().join("dev"));
+    let dev = Dev::start(&dir.path().join("dev"), &[]);
     wait_until("three registered, live, healthy nodes", || {
         let info = dev.quipu(&["cluster", "info"], None);
         let alive = String::from_utf8_lossy(&info.stdout)
@@ -192,7 +76,7 @@ fn a_dev_cluster_driven_through_the_cli() {
         &["cluster", "info"],
         &["cluster", "health"],
     ] {
-        let output = dev.run_into_closed_pipe(args);
+        let output = run_into_closed_pipe(&dev, args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "quipu {args:?}: {stderr}");
         assert!(stderr.is_empty(), "quipu {args:?} said: {stderr}");
@@ -226,7 +110,7 @@ fn a_dev_cluster_driven_through_the_cli() {
     let consumed = json_lines(&dev.ok(&["consume", "events", "--format", "json"], None));
     assert_eq!(consumed.len(), 100_000);
     // `consume … | head`: the reader goes away with 100,000 records still to print.
-    let output = dev.run_into_closed_pipe(&["consume", "events", "--format", "json"]);
+    let output = run_into_closed_pipe(&dev, &["consume", "events", "--format", "json"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success() && stderr.is_empty(),

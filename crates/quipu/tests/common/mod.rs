@@ -1,8 +1,9 @@
 //! Helpers shared by the tests that run `quipu server` processes.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -115,6 +116,132 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         // Only our own child, by its PID.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `count` consecutive free ports on 127.0.0.1, found by binding them all, then released for the
+/// nodes (a race with another process is unlikely, and fails the test loudly).
+pub fn free_ports(count: u16) -> u16 {
+    let seed = u16::try_from(std::process::id() % 2000).unwrap();
+    for attempt in 0..200u16 {
+        let base = 20_000 + (seed * 7 + attempt * 37) % 20_000;
+        let held: Vec<_> = (0..count)
+            .filter_map(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).ok())
+            .collect();
+        if held.len() == usize::from(count) {
+            return base;
+        }
+    }
+    panic!("no free port range");
+}
+
+/// A `quipu dev` cluster, stopped (SIGTERM) when dropped.
+pub struct Dev {
+    child: Child,
+    pub bootstrap: String,
+    pub pids: Vec<u32>,
+    /// What it printed before its bootstrap line.
+    pub banner: Vec<String>,
+}
+
+impl Dev {
+    /// Starts `quipu dev --nodes 3` in `data`, with `extra` arguments.
+    pub fn start(data: &Path, extra: &[&str]) -> Dev {
+        let raft = free_ports(9);
+        let api = raft + 3;
+        let kafka = raft + 6;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_quipu"))
+            .args(["dev", "--nodes", "3", "--data-dir"])
+            .arg(data)
+            .args([
+                "--raft-port",
+                &raft.to_string(),
+                "--api-port",
+                &api.to_string(),
+                "--kafka-port",
+                &kafka.to_string(),
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut pids = Vec::new();
+        let mut banner = Vec::new();
+        let bootstrap = loop {
+            let line = lines.next().unwrap().unwrap();
+            banner.push(line.clone());
+            if let Some(rest) = line.split_once(": pid ") {
+                pids.push(rest.1.split(',').next().unwrap().parse().unwrap());
+            }
+            if let Some(addrs) = line.strip_prefix("bootstrap: ") {
+                break addrs.to_string();
+            }
+        };
+        // Keep draining its output so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Dev {
+            child,
+            bootstrap,
+            pids,
+            banner,
+        }
+    }
+
+    pub fn quipu(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_quipu"));
+        command
+            .args(args)
+            .env("QUIPU_BOOTSTRAP", &self.bootstrap)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            let input = input.to_vec();
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&input);
+            });
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its standard output.
+    pub fn ok(&self, args: &[&str], stdin: Option<&[u8]>) -> String {
+        let output = self.quipu(args, stdin);
+        assert!(
+            output.status.success(),
+            "quipu {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        // Only our own child, by its PID; it stops its nodes gracefully.
+        if let Some(pid) = i32::try_from(self.child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

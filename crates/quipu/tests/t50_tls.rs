@@ -1,0 +1,221 @@
+//! TLS through the `quipu` binary: `quipu dev --tls` (three processes speaking mutual TLS to each
+//! other) serves the CLI over TLS only; a server whose client API requires client certificates
+//! refuses none, an expired one and another CA's; and certificates replaced on disk are used
+//! after SIGHUP without a restart.
+#![allow(clippy::unwrap_used)] // tests unwrap
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::{Dev, Server, free_port};
+use quipu_tls::dev::{DevCa, Validity, write};
+
+/// Runs `quipu` with `args` against `bootstrap`.
+fn quipu(bootstrap: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_quipu"))
+        .args(args)
+        .env("QUIPU_BOOTSTRAP", bootstrap)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn quipu_dev_with_tls_serves_the_cli_over_tls_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let dev = Dev::start(&data, &["--tls"]);
+    assert!(
+        dev.banner.iter().any(|l| l.contains("TLS everywhere")),
+        "{:?}",
+        dev.banner
+    );
+    let ca = data.join("tls/ca.pem");
+    let ca = ca.to_str().unwrap();
+    dev.ok(
+        &[
+            "topic",
+            "--tls-ca",
+            ca,
+            "create",
+            "secure",
+            "--partitions",
+            "3",
+        ],
+        None,
+    );
+    let lines: String = (0..1000).map(|i| format!("line-{i}\n")).collect();
+    dev.ok(
+        &["produce", "secure", "--tls-ca", ca, "--key", "k"],
+        Some(lines.as_bytes()),
+    );
+    let read = dev.ok(
+        &[
+            "consume", "secure", "--tls-ca", ca, "--offset", "0", "--num", "1000",
+        ],
+        None,
+    );
+    assert_eq!(read.lines().count(), 1000, "{read}");
+    assert!(read.lines().any(|l| l == "line-999"));
+    // Plaintext gets nothing, and is told why.
+    let plain = dev.quipu(&["topic", "list"], None);
+    assert!(!plain.status.success());
+    let said = String::from_utf8_lossy(&plain.stderr);
+    assert!(said.contains("--tls-ca"), "{said}");
+    // Every node keeps the cluster's id (named by the first controller leader, within a
+    // second or so of forming).
+    let started = std::time::Instant::now();
+    while !(1..=3).all(|id| data.join(format!("node-{id}/cluster_id")).exists()) {
+        assert!(
+            started.elapsed() < common::PATIENCE,
+            "a node never kept the cluster id"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A server certificate, key and CA file, made by `ca` in `dir` under `stem`.
+fn files(
+    dir: &Path,
+    ca: &DevCa,
+    stem: &str,
+    names: &[&str],
+    validity: Validity,
+) -> (PathBuf, PathBuf, PathBuf) {
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let issued = ca.issue(stem, &names, validity).unwrap();
+    let paths = (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}.key")),
+        dir.join(format!("{stem}-ca.pem")),
+    );
+    write(&paths.0, &issued.cert_pem, false).unwrap();
+    write(&paths.1, &issued.key_pem, true).unwrap();
+    write(&paths.2, &ca.cert_pem(), false).unwrap();
+    paths
+}
+
+#[test]
+fn client_certificates_are_required_and_replaced_certificates_are_used_after_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = DevCa::new().unwrap();
+    // The files the server reads (replaced in place later).
+    let (cert, key, ca) = files(
+        dir.path(),
+        &first,
+        "server",
+        &["127.0.0.1", "quipu-node-1"],
+        Validity::Current,
+    );
+    let config = dir.path().join("quipu.toml");
+    let quoted = |p: &Path| format!("{:?}", p.display().to_string());
+    std::fs::write(
+        &config,
+        format!(
+            "[transport.tls]\ncert_file = {c}\nkey_file = {k}\nca_file = {a}\n\n\
+             [api.tls]\ncert_file = {c}\nkey_file = {k}\nca_file = {a}\nclient_auth = \"required\"\n",
+            c = quoted(&cert),
+            k = quoted(&key),
+            a = quoted(&ca)
+        ),
+    )
+    .unwrap();
+    let (raft, api) = (free_port(), free_port());
+    let listen = format!("127.0.0.1:{raft}");
+    let bootstrap = format!("127.0.0.1:{api}");
+    let data = dir.path().join("data");
+    let server = Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        &listen,
+        "--api-listen",
+        &bootstrap,
+        "--kafka-listen",
+        "127.0.0.1:0",
+    ]);
+    server.wait_for("quipu server ready");
+    let with = |ca: &Path, cert: Option<(&Path, &Path)>, args: &[&str]| {
+        let mut all: Vec<String> =
+            vec!["topic".into(), "--tls-ca".into(), ca.display().to_string()];
+        if let Some((cert, key)) = cert {
+            all.extend([
+                "--tls-cert".into(),
+                cert.display().to_string(),
+                "--tls-key".into(),
+                key.display().to_string(),
+            ]);
+        }
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        quipu(&bootstrap, &all)
+    };
+    let (alice, alice_key, _) = files(dir.path(), &first, "alice", &["alice"], Validity::Current);
+    let created = with(
+        &ca,
+        Some((&alice, &alice_key)),
+        &["create", "t", "--partitions", "1"],
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+
+    // Refused: no client certificate, an expired one, another CA's.
+    let (old, old_key, _) = files(dir.path(), &first, "old", &["old"], Validity::Expired);
+    let stranger = DevCa::new().unwrap();
+    let (mallory, mallory_key, _) = files(
+        dir.path(),
+        &stranger,
+        "mallory",
+        &["mallory"],
+        Validity::Current,
+    );
+    for (what, cert) in [
+        ("no certificate", None),
+        (
+            "an expired certificate",
+            Some((old.as_path(), old_key.as_path())),
+        ),
+        (
+            "another CA's certificate",
+            Some((mallory.as_path(), mallory_key.as_path())),
+        ),
+    ] {
+        let refused = with(&ca, cert, &["list"]);
+        assert!(!refused.status.success(), "served with {what}");
+    }
+
+    // New certificates from another CA replace the files; SIGHUP makes the server use them.
+    let second = DevCa::new().unwrap();
+    let issued = second
+        .issue(
+            "server",
+            &["127.0.0.1".to_owned(), "quipu-node-1".to_owned()],
+            Validity::Current,
+        )
+        .unwrap();
+    write(&cert, &issued.cert_pem, false).unwrap();
+    write(&key, &issued.key_pem, true).unwrap();
+    write(&ca, &second.cert_pem(), false).unwrap();
+    server.signal("-HUP");
+    server.wait_for("certificates reloaded");
+    let (bob, bob_key, second_ca) = files(dir.path(), &second, "bob", &["bob"], Validity::Current);
+    let listed = with(&second_ca, Some((&bob, &bob_key)), &["list"]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&listed.stdout).contains('t'));
+    let first_ca = dir.path().join("alice-ca.pem");
+    let stale = with(&first_ca, Some((&alice, &alice_key)), &["list"]);
+    assert!(!stale.status.success(), "the old certificates still served");
+    server.signal("-TERM");
+    assert!(server.wait().success());
+}
