@@ -160,13 +160,74 @@ pub struct Cluster {
     quipu: PathBuf,
     /// The client namespace, where admin commands run.
     client_ns: String,
+    /// With TLS: the run's CA, and where its certificate and the clients' are.
+    tls: Option<RunTls>,
+}
+
+/// A run with TLS everywhere: a CA made for it, which issues each node's certificate (also for
+/// the fresh ids of replaced nodes) and the clients' one.
+#[derive(Debug)]
+struct RunTls {
+    ca: quipu_tls::dev::DevCa,
+    dir: PathBuf,
+}
+
+impl RunTls {
+    fn new(root: &Path) -> anyhow::Result<RunTls> {
+        let dir = root.join("tls");
+        std::fs::create_dir_all(&dir)?;
+        let ca = quipu_tls::dev::DevCa::new()?;
+        quipu_tls::dev::write(&dir.join("ca.pem"), &ca.cert_pem(), false)?;
+        let client = ca.issue(
+            "jepsen-client",
+            &["jepsen-client".to_owned()],
+            quipu_tls::dev::Validity::Current,
+        )?;
+        quipu_tls::dev::write(&dir.join("client.pem"), &client.cert_pem, false)?;
+        quipu_tls::dev::write(&dir.join("client.key"), &client.key_pem, true)?;
+        Ok(RunTls { ca, dir })
+    }
+
+    /// Issues node `id`'s certificate (for its address) into its directory; returns the
+    /// configuration tables that use it.
+    fn node_tables(&self, id: u64, dir: &Path, host: &Host) -> anyhow::Result<String> {
+        let issued = self.ca.issue_node(id, &[&host.ip.to_string()])?;
+        let (cert, key) = (dir.join("node.pem"), dir.join("node.key"));
+        quipu_tls::dev::write(&cert, &issued.cert_pem, false)?;
+        quipu_tls::dev::write(&key, &issued.key_pem, true)?;
+        let files = format!(
+            "cert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\n",
+            cert.display(),
+            key.display(),
+            self.dir.join("ca.pem").display()
+        );
+        Ok(format!(
+            "\n[transport.tls]\n{files}\n[api.tls]\n{files}client_auth = \"required\"\n"
+        ))
+    }
+
+    /// The client's CA and certificate files, as (ca, cert, key).
+    fn client_files(&self) -> [PathBuf; 3] {
+        [
+            self.dir.join("ca.pem"),
+            self.dir.join("client.pem"),
+            self.dir.join("client.key"),
+        ]
+    }
 }
 
 impl Cluster {
     /// Writes every node's configuration under `root`; starts nothing. With `own_disks`, each
     /// node's data directory is its own small ext4 file system (`n<id>/disk.img` on a loop
     /// device), which disk-full faults fill.
-    pub fn new(net: &Net, quipu: &Path, root: &Path, own_disks: bool) -> anyhow::Result<Cluster> {
+    pub fn new(
+        net: &Net,
+        quipu: &Path,
+        root: &Path,
+        own_disks: bool,
+        tls: bool,
+    ) -> anyhow::Result<Cluster> {
+        let tls = tls.then(|| RunTls::new(root)).transpose()?;
         let voters: Vec<String> = net
             .nodes
             .iter()
@@ -178,7 +239,11 @@ impl Cluster {
             let id = i as u64 + 1;
             let dir = root.join(format!("n{id}"));
             std::fs::create_dir_all(&dir)?;
-            let config = config_text(id, &dir, host, &format!("voters = [{}]", voters.join(", ")));
+            let mut config =
+                config_text(id, &dir, host, &format!("voters = [{}]", voters.join(", ")));
+            if let Some(tls) = &tls {
+                config.push_str(&tls.node_tables(id, &dir, host)?);
+            }
             std::fs::write(dir.join("quipu.toml"), config)?;
             nodes.push(Node {
                 id,
@@ -195,6 +260,7 @@ impl Cluster {
             nodes,
             quipu: quipu.to_path_buf(),
             client_ns: net.client.ns.clone(),
+            tls,
         };
         if own_disks {
             for node in &mut cluster.nodes {
@@ -241,12 +307,21 @@ impl Cluster {
     /// Runs `quipu ARGS` in the client namespace against the cluster (never from this
     /// namespace: its addresses are unreachable from here by design); returns standard output.
     pub fn admin(&self, args: &[&str]) -> anyhow::Result<String> {
-        let output = Command::new("ip")
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", &self.client_ns])
             .arg(&self.quipu)
             .args(args)
             .env("QUIPU_BOOTSTRAP", self.api_addrs().join(","))
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        if let Some(tls) = &self.tls {
+            let [ca, cert, key] = tls.client_files();
+            command
+                .env("QUIPU_TLS_CA", ca)
+                .env("QUIPU_TLS_CERT", cert)
+                .env("QUIPU_TLS_KEY", key);
+        }
+        let output = command
             .output()
             .context("cannot run quipu in the client namespace")?;
         if !output.status.success() {
@@ -277,15 +352,34 @@ impl Cluster {
                 }
             }
         }
-        let config = config_text(
+        let mut config = config_text(
             new_id,
             &node.dir,
             &node.host,
             &format!("join = \"{seed_addr}\""),
         );
+        if let Some(tls) = &self.tls {
+            config.push_str(&tls.node_tables(new_id, &node.dir, &node.host)?);
+        }
         std::fs::write(node.dir.join("quipu.toml"), config)?;
         node.id = new_id;
         Ok(())
+    }
+
+    /// The workload's TLS flags (none without TLS).
+    pub fn client_tls_args(&self) -> Vec<std::ffi::OsString> {
+        let Some(tls) = &self.tls else {
+            return Vec::new();
+        };
+        let [ca, cert, key] = tls.client_files();
+        vec![
+            "--tls-ca".into(),
+            ca.into_os_string(),
+            "--tls-cert".into(),
+            cert.into_os_string(),
+            "--tls-key".into(),
+            key.into_os_string(),
+        ]
     }
 
     /// Every node's API address.

@@ -54,6 +54,10 @@ pub struct RunArgs {
     /// Keep the nodes' data directories of passing scenarios too.
     #[arg(long)]
     pub keep_data: bool,
+    /// TLS everywhere, with a CA made for the run: mutual TLS between nodes, and the client API
+    /// requiring the workload's client certificate.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// What a scenario's run found, as written to `summary.json`.
@@ -229,6 +233,7 @@ fn start_workload(
         .arg(seed.to_string())
         .arg("--history")
         .arg(&history)
+        .args(cluster.client_tls_args())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(log)
@@ -289,7 +294,13 @@ fn run_one(
     if kinds.is_empty() {
         bail!("none of the scenario's faults can be injected here");
     }
-    let mut cluster = Cluster::new(&net, quipu, dir, kinds.contains(&FaultKind::DiskFull))?;
+    let mut cluster = Cluster::new(
+        &net,
+        quipu,
+        dir,
+        kinds.contains(&FaultKind::DiskFull),
+        args.tls,
+    )?;
     for i in 0..nodes {
         cluster.start(i)?;
     }

@@ -66,6 +66,15 @@ pub struct WorkloadArgs {
     /// Where the history is written.
     #[arg(long)]
     pub history: PathBuf,
+    /// Connects over TLS, trusting this CA (PEM)...
+    #[arg(long, requires = "tls_cert", requires = "tls_key")]
+    pub tls_ca: Option<PathBuf>,
+    /// ...presenting this client certificate (PEM)...
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// ...and its key (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The history, shared by every process of the workload.
@@ -87,7 +96,20 @@ pub async fn run(args: WorkloadArgs) -> anyhow::Result<()> {
         request_timeout: op_timeout,
         retry_deadline: op_timeout / 2,
         retry_backoff: Duration::from_millis(50),
-        tls: None,
+        tls: match &args.tls_ca {
+            None => None,
+            Some(ca) => Some(
+                quipu_tls::ClientTls::new(
+                    quipu_tls::ClientFiles {
+                        ca: ca.clone(),
+                        cert: args.tls_cert.clone(),
+                        key: args.tls_key.clone(),
+                    },
+                    &[b"h2"],
+                )
+                .context("invalid --tls-ca, --tls-cert or --tls-key")?,
+            ),
+        },
     };
     let admin = connect(&args.bootstrap, config.clone()).await?;
     prepare_topic(&admin, &args).await?;

@@ -1,7 +1,7 @@
 //! The short fault-injection scenarios of CI (`docs/reliability.md`): partitions and kills, pauses
 //! and power loss, disk corruption on a minority, a disk filled past its reserve, partition moves
-//! and node replacements, each against three (four for membership) real `quipu server`
-//! processes in network namespaces, each with a fresh seed printed first so that a failure can be
+//! and node replacements (with TLS everywhere), each against three (four for membership) real
+//! `quipu server` processes in network namespaces, each with a fresh seed printed first so that a failure can be
 //! replayed with `QUIPU_JEPSEN_SEED`. A failing scenario leaves its history, checker report and
 //! node logs under `target/tmp/jepsen/<seed>/`.
 //!
@@ -31,24 +31,35 @@ fn short_scenarios_find_no_anomaly() {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join("jepsen")
         .join(seed.to_string());
-    let status = Command::new(env!("CARGO_BIN_EXE_quipu-jepsen"))
-        .args([
-            "run",
-            "--scenarios",
-            "partition-kill,pause-power-loss,corrupt-minority,disk-full,membership",
-            "--duration-secs",
-            "40",
-            "--seed",
-            &seed.to_string(),
-            "--out",
-        ])
-        .arg(&out)
-        .env_remove("QUIPU_JEPSEN_SEED")
-        .status()
-        .expect("quipu-jepsen runs");
-    assert!(
-        status.success(),
-        "a scenario failed (seed {seed}); its history, report and node logs are in {}",
-        out.display()
-    );
+    // The membership scenario runs with TLS everywhere (nodes joining with certificates of the
+    // run's CA, the workload with a client certificate); the others in plaintext.
+    for (scenarios, tls) in [
+        ("partition-kill,pause-power-loss,corrupt-minority,disk-full", false),
+        ("membership", true),
+    ] {
+        let out = out.join(if tls { "tls" } else { "plain" });
+        let mut command = Command::new(env!("CARGO_BIN_EXE_quipu-jepsen"));
+        command
+            .args([
+                "run",
+                "--scenarios",
+                scenarios,
+                "--duration-secs",
+                "40",
+                "--seed",
+                &seed.to_string(),
+                "--out",
+            ])
+            .arg(&out)
+            .env_remove("QUIPU_JEPSEN_SEED");
+        if tls {
+            command.arg("--tls");
+        }
+        let status = command.status().expect("quipu-jepsen runs");
+        assert!(
+            status.success(),
+            "a scenario failed (seed {seed}); its history, report and node logs are in {}",
+            out.display()
+        );
+    }
 }
