@@ -14,6 +14,7 @@
 mod metadata;
 mod placement;
 mod topic_config;
+pub mod users;
 
 pub use metadata::{
     CLUSTER_ID_BYTES_MAX, ClusterLimits, Command, CommandError, Effect, Metadata, Move,
@@ -21,6 +22,10 @@ pub use metadata::{
     PartitionAssignment, TopicInfo, valid_cluster_id, valid_topic_name,
 };
 pub use placement::{PlacementError, place, replacement};
+pub use users::{
+    CredentialError, ITERATIONS_MAX, ITERATIONS_MIN, ScramCredential, ScramMechanism, Users,
+    valid_user_name,
+};
 pub use topic_config::{
     INT_MAX, SEGMENT_BYTES_MIN, TopicConfig, TopicConfigError, TopicKey, TopicSettings, shown,
 };

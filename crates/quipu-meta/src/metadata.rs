@@ -199,6 +199,22 @@ pub enum Command {
         /// 1 to [`CLUSTER_ID_BYTES_MAX`] characters of `[A-Za-z0-9_-]`.
         id: String,
     },
+    /// Creates or replaces a user's SCRAM credential for one mechanism.
+    UpsertScramCredential {
+        /// The user.
+        user: String,
+        /// The mechanism.
+        mechanism: crate::ScramMechanism,
+        /// Salt, iterations and derived keys (never the password).
+        credential: crate::ScramCredential,
+    },
+    /// Deletes a user's SCRAM credential for one mechanism (the user goes with its last one).
+    DeleteScramCredential {
+        /// The user.
+        user: String,
+        /// The mechanism.
+        mechanism: crate::ScramMechanism,
+    },
 }
 
 /// Longest cluster id.
@@ -355,6 +371,9 @@ pub enum CommandError {
     /// The cluster has another id already; it never changes.
     #[error("the cluster's id is {0} already; it never changes")]
     ClusterIdSet(String),
+    /// A user or credential was refused.
+    #[error(transparent)]
+    Credential(#[from] crate::CredentialError),
 }
 
 /// Bounds on the cluster's size, checked when a command that adds topics or partitions is
@@ -397,6 +416,8 @@ pub struct Metadata {
     removed: BTreeSet<u64>,
     /// The cluster's id, empty until [`Command::SetClusterId`].
     cluster_id: String,
+    /// Users and their SCRAM credentials.
+    users: crate::Users,
 }
 
 /// Whether `name` is a valid Kafka topic name: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.`
@@ -420,6 +441,20 @@ impl Metadata {
     /// The topics, by name.
     pub fn topics(&self) -> impl Iterator<Item = &TopicInfo> {
         self.topics.values()
+    }
+
+    /// Every user with a SCRAM credential, and its credentials by mechanism.
+    pub fn users(&self) -> &crate::Users {
+        &self.users
+    }
+
+    /// `user`'s credential for `mechanism`.
+    pub fn scram_credential(
+        &self,
+        user: &str,
+        mechanism: crate::ScramMechanism,
+    ) -> Option<&crate::ScramCredential> {
+        self.users.get(user)?.get(&mechanism)
     }
 
     /// The cluster's id, once named ([`Command::SetClusterId`]).
@@ -1000,6 +1035,36 @@ impl Metadata {
                 self.cluster_id.clone_from(id);
                 Ok(vec![Effect::ClusterId(id.clone())])
             }
+            Command::UpsertScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => {
+                if !crate::valid_user_name(user) {
+                    return Err(crate::CredentialError::InvalidName.into());
+                }
+                credential.check(*mechanism)?;
+                if !self.users.contains_key(user) && self.users.len() >= crate::users::USERS_MAX {
+                    return Err(crate::CredentialError::TooManyUsers.into());
+                }
+                self.users
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(*mechanism, credential.clone());
+                Ok(Vec::new())
+            }
+            Command::DeleteScramCredential { user, mechanism } => {
+                let not_found = || crate::CredentialError::NotFound {
+                    user: shown(user),
+                    mechanism: *mechanism,
+                };
+                let credentials = self.users.get_mut(user).ok_or_else(not_found)?;
+                credentials.remove(mechanism).ok_or_else(not_found)?;
+                if credentials.is_empty() {
+                    self.users.remove(user);
+                }
+                Ok(Vec::new())
+            }
             Command::Reassign { moves } => {
                 self.check_moves(moves)?;
                 Ok(self.start_moves(moves, local_node))
@@ -1270,6 +1335,53 @@ mod tests {
         let decoded: Metadata =
             postcard::from_bytes(&postcard::to_allocvec(&meta).unwrap()).unwrap();
         assert_eq!(decoded.cluster_id(), Some("Zq3-_x"));
+    }
+
+    #[test]
+    fn scram_credentials_are_kept_checked_and_deleted() {
+        use crate::{ScramCredential, ScramMechanism};
+        let mut meta = cluster(1);
+        let credential = |iterations: u32, key: usize| ScramCredential {
+            salt: vec![1; 16],
+            iterations,
+            stored_key: vec![2; key],
+            server_key: vec![3; key],
+        };
+        let upsert = |user: &str, mechanism, credential| Command::UpsertScramCredential {
+            user: user.to_owned(),
+            mechanism,
+            credential,
+        };
+        meta.apply(&upsert("alice", ScramMechanism::Sha256, credential(4096, 32)), 1)
+            .unwrap();
+        meta.apply(&upsert("alice", ScramMechanism::Sha512, credential(8192, 64)), 1)
+            .unwrap();
+        assert_eq!(meta.users()["alice"].len(), 2);
+        assert_eq!(
+            meta.scram_credential("alice", ScramMechanism::Sha512)
+                .map(|c| c.iterations),
+            Some(8192)
+        );
+        for bad in [
+            upsert("bob", ScramMechanism::Sha256, credential(100, 32)),
+            upsert("bob", ScramMechanism::Sha256, credential(4096, 64)),
+            upsert("", ScramMechanism::Sha256, credential(4096, 32)),
+            upsert("a\nb", ScramMechanism::Sha256, credential(4096, 32)),
+        ] {
+            assert!(matches!(
+                meta.apply(&bad, 1),
+                Err(CommandError::Credential(_))
+            ));
+        }
+        assert!(!meta.users().contains_key("bob"));
+        let delete = |mechanism| Command::DeleteScramCredential {
+            user: "alice".to_owned(),
+            mechanism,
+        };
+        meta.apply(&delete(ScramMechanism::Sha256), 1).unwrap();
+        assert!(meta.apply(&delete(ScramMechanism::Sha256), 1).is_err());
+        meta.apply(&delete(ScramMechanism::Sha512), 1).unwrap();
+        assert!(meta.users().is_empty(), "the user goes with its last credential");
     }
 
     #[test]

@@ -41,20 +41,41 @@ pub struct KafkaConsumeBench {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Connects over TLS (Kafka's SSL), trusting the CA certificates of this PEM file.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
 }
+
+/// A connection's byte stream: TCP, or TLS over TCP.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for S {}
 
 /// One connection speaking the Kafka protocol, one request at a time.
 struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     correlation: i32,
 }
 
 impl Connection {
-    async fn open(addr: &str) -> anyhow::Result<Connection> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("cannot connect to the Kafka listener at {addr}"))?;
-        stream.set_nodelay(true)?;
+    async fn open(
+        addr: &str,
+        tls: Option<&std::sync::Arc<quipu_tls::ClientTls>>,
+    ) -> anyhow::Result<Connection> {
+        let failed = || format!("cannot connect to the Kafka listener at {addr}");
+        let stream: Box<dyn Stream> = match tls {
+            None => {
+                let stream = TcpStream::connect(addr).await.with_context(failed)?;
+                stream.set_nodelay(true)?;
+                Box::new(stream)
+            }
+            Some(tls) => {
+                let (host, port) = addr
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+                    .with_context(|| format!("{addr} is not HOST:PORT"))?;
+                Box::new(tls.connect(host, port).await.with_context(failed)?)
+            }
+        };
         Ok(Connection {
             stream,
             correlation: 0,
@@ -80,6 +101,7 @@ impl Connection {
         frame.put_i32(i32::try_from(body.len()).context("request too large")?);
         frame.put_slice(&body);
         self.stream.write_all(&frame).await?;
+        self.stream.flush().await?;
         let size = usize::try_from(self.stream.read_i32().await?).context("negative frame size")?;
         if size > RESPONSE_BYTES_MAX {
             bail!("a response of {size} bytes is larger than this bench reads");
@@ -108,7 +130,21 @@ struct Work {
 }
 
 pub async fn kafka_consume(args: KafkaConsumeBench) -> anyhow::Result<()> {
-    let mut bootstrap = Connection::open(&args.kafka_bootstrap).await?;
+    let tls = match &args.tls_ca {
+        None => None,
+        Some(ca) => Some(
+            quipu_tls::ClientTls::new(
+                quipu_tls::ClientFiles {
+                    ca: ca.clone(),
+                    cert: None,
+                    key: None,
+                },
+                &[],
+            )
+            .context("invalid --tls-ca")?,
+        ),
+    };
+    let mut bootstrap = Connection::open(&args.kafka_bootstrap, tls.as_ref()).await?;
     let topic = TopicName(StrBytes::from_string(args.topic.clone()));
     let metadata: MetadataResponse = bootstrap
         .call(
@@ -135,7 +171,7 @@ pub async fn kafka_consume(args: KafkaConsumeBench) -> anyhow::Result<()> {
             .get(&partition.leader_id)
             .with_context(|| format!("partition {} has no leader", partition.partition_index))?
             .clone();
-        let mut connection = Connection::open(&leader).await?;
+        let mut connection = Connection::open(&leader, tls.as_ref()).await?;
         let mut bounds = [0i64; 2];
         for (at, timestamp) in [(0, -2i64), (1, -1)] {
             let offsets: ListOffsetsResponse = connection
@@ -181,7 +217,8 @@ pub async fn kafka_consume(args: KafkaConsumeBench) -> anyhow::Result<()> {
     for w in work {
         let topic = topic.clone();
         let partition_max_bytes = args.partition_max_bytes;
-        tasks.spawn(async move { read_partition(w, topic, partition_max_bytes).await });
+        let tls = tls.clone();
+        tasks.spawn(async move { read_partition(w, topic, partition_max_bytes, tls).await });
     }
     let (mut records, mut bytes) = (0u64, 0u64);
     while let Some(done) = tasks.join_next().await {
@@ -205,8 +242,9 @@ async fn read_partition(
     work: Work,
     topic: TopicName,
     partition_max_bytes: i32,
+    tls: Option<std::sync::Arc<quipu_tls::ClientTls>>,
 ) -> anyhow::Result<(u64, u64)> {
-    let mut connection = Connection::open(&work.leader).await?;
+    let mut connection = Connection::open(&work.leader, tls.as_ref()).await?;
     let (mut records, mut bytes) = (0u64, 0u64);
     let mut offset = work.from;
     while offset < work.to {
