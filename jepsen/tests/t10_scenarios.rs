@@ -34,7 +34,10 @@ fn short_scenarios_find_no_anomaly() {
     // The membership scenario runs with TLS everywhere (nodes joining with certificates of the
     // run's CA, the workload with a client certificate); the others in plaintext.
     for (scenarios, tls) in [
-        ("partition-kill,pause-power-loss,corrupt-minority,disk-full", false),
+        (
+            "partition-kill,pause-power-loss,corrupt-minority,disk-full",
+            false,
+        ),
         ("membership", true),
     ] {
         let out = out.join(if tls { "tls" } else { "plain" });

@@ -107,7 +107,13 @@ pub fn salted_password(
 ) -> Vec<u8> {
     let mut out = vec![0u8; mechanism.hash_len()];
     let iterations = NonZeroU32::new(iterations).unwrap_or(NonZeroU32::MIN);
-    pbkdf2::derive(algorithms(mechanism).0, iterations, salt, password, &mut out);
+    pbkdf2::derive(
+        algorithms(mechanism).0,
+        iterations,
+        salt,
+        password,
+        &mut out,
+    );
     out
 }
 
@@ -152,12 +158,7 @@ pub fn verify_password(
     credential: &ScramCredential,
     password: &[u8],
 ) -> bool {
-    let derived = derive_credential(
-        mechanism,
-        password,
-        &credential.salt,
-        credential.iterations,
-    );
+    let derived = derive_credential(mechanism, password, &credential.salt, credential.iterations);
     same(&derived.stored_key, &credential.stored_key)
 }
 
@@ -193,16 +194,8 @@ pub enum Step {
 #[derive(Debug)]
 enum State {
     First,
-    Final {
-        user: String,
-        /// The client's gs2 header, which `c=` must repeat.
-        gs2_header: String,
-        client_first_bare: String,
-        server_first: String,
-        nonce: String,
-        credential: ScramCredential,
-        known: bool,
-    },
+    /// The server-first message was sent: what the final message is checked against.
+    Final(Box<Exchange>),
     Over,
 }
 
@@ -260,26 +253,7 @@ impl ScramServer {
         let message = text(self.mechanism, message)?;
         match std::mem::replace(&mut self.state, State::Over) {
             State::First => self.first(message, credentials),
-            State::Final {
-                user,
-                gs2_header,
-                client_first_bare,
-                server_first,
-                nonce,
-                credential,
-                known,
-            } => self.last(
-                message,
-                &Exchange {
-                    user,
-                    gs2_header,
-                    client_first_bare,
-                    server_first,
-                    nonce,
-                    credential,
-                    known,
-                },
-            ),
+            State::Final(exchange) => self.last(message, &exchange),
             State::Over => Err(AuthError::Over),
         }
     }
@@ -328,16 +302,19 @@ impl ScramServer {
             Some(credential) => (credential, true),
             None => (decoy(m, &user), false),
         };
-        let nonce = format!(
-            "{client_nonce}{}",
-            BASE64.encode(random_bytes(SERVER_NONCE_BYTES))
-        );
+        // Hex digits: printable without ',' as RFC 5802 asks, and nothing a client could
+        // mistake for an escape or a separator.
+        let server_nonce: String = random_bytes(SERVER_NONCE_BYTES)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let nonce = format!("{client_nonce}{server_nonce}");
         let server_first = format!(
             "r={nonce},s={},i={}",
             BASE64.encode(&credential.salt),
             credential.iterations
         );
-        self.state = State::Final {
+        self.state = State::Final(Box::new(Exchange {
             user,
             gs2_header,
             client_first_bare: bare.to_owned(),
@@ -345,7 +322,7 @@ impl ScramServer {
             nonce,
             credential,
             known,
-        };
+        }));
         Ok(Step::Continue(server_first.into_bytes()))
     }
 
@@ -360,7 +337,10 @@ impl ScramServer {
             .and_then(|f| f.strip_prefix("c="))
             .ok_or_else(|| malformed(m, "no channel binding"))?;
         if binding != BASE64.encode(&exchange.gs2_header) {
-            return Err(malformed(m, "channel binding differs from the first message"));
+            return Err(malformed(
+                m,
+                "channel binding differs from the first message",
+            ));
         }
         let nonce = fields
             .next()
@@ -398,6 +378,7 @@ impl ScramServer {
 }
 
 /// The state kept between the two client messages of an exchange.
+#[derive(Debug)]
 struct Exchange {
     user: String,
     gs2_header: String,
@@ -483,22 +464,24 @@ mod tests {
         };
         let first = String::from_utf8(first).unwrap();
         assert!(first.starts_with("r=rOprNGfwEbeRWgbNEkqO"), "{first}");
-        assert!(first.ends_with(",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"), "{first}");
+        assert!(
+            first.ends_with(",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"),
+            "{first}"
+        );
         // The RFC's exchange used the server nonce "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"; this server
         // chose its own, so the client's proof is computed here as RFC 5802 says.
-        let nonce = first
-            .strip_prefix("r=")
-            .unwrap()
-            .split(',')
-            .next()
-            .unwrap();
+        let nonce = first.strip_prefix("r=").unwrap().split(',').next().unwrap();
         let without_proof = format!("c=biws,r={nonce}");
         let auth = format!("n=user,r=rOprNGfwEbeRWgbNEkqO,{first},{without_proof}");
         let salted = salted_password(ScramMechanism::Sha256, b"pencil", &salt, 4096);
         let client_key = hmac_of(ScramMechanism::Sha256, &salted, b"Client Key");
         let stored = digest::digest(&digest::SHA256, &client_key);
         let signature = hmac_of(ScramMechanism::Sha256, stored.as_ref(), auth.as_bytes());
-        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(k, s)| k ^ s).collect();
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
         let last = format!("{without_proof},p={}", BASE64.encode(&proof));
         let Step::Done { user, last } = server.step(last.as_bytes(), &store).unwrap() else {
             panic!("done after the proof");
@@ -522,12 +505,19 @@ mod tests {
         let proof = BASE64
             .decode("dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
             .unwrap();
-        let signature = hmac_of(ScramMechanism::Sha256, &credential.stored_key, auth.as_bytes());
+        let signature = hmac_of(
+            ScramMechanism::Sha256,
+            &credential.stored_key,
+            auth.as_bytes(),
+        );
         let client_key: Vec<u8> = proof.iter().zip(&signature).map(|(p, s)| p ^ s).collect();
         let stored = digest::digest(&digest::SHA256, &client_key);
         assert_eq!(stored.as_ref(), credential.stored_key.as_slice());
-        let server_signature =
-            hmac_of(ScramMechanism::Sha256, &credential.server_key, auth.as_bytes());
+        let server_signature = hmac_of(
+            ScramMechanism::Sha256,
+            &credential.server_key,
+            auth.as_bytes(),
+        );
         assert_eq!(
             BASE64.encode(server_signature),
             "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
@@ -556,7 +546,11 @@ mod tests {
             let client_key = hmac_of(ScramMechanism::Sha512, &salted, b"Client Key");
             let stored = digest::digest(&digest::SHA512, &client_key);
             let signature = hmac_of(ScramMechanism::Sha512, stored.as_ref(), auth.as_bytes());
-            let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(k, s)| k ^ s).collect();
+            let proof: Vec<u8> = client_key
+                .iter()
+                .zip(&signature)
+                .map(|(k, s)| k ^ s)
+                .collect();
             let last = format!("{without_proof},p={}", BASE64.encode(&proof));
             assert_eq!(server.step(last.as_bytes(), &store).is_ok(), ok);
         }
@@ -580,7 +574,10 @@ mod tests {
         let again = salt_of(b.step(b"n,,n=ghost,r=y", &store).unwrap());
         assert_eq!(first, again, "a repeated attempt sees the same salt");
         let refused = a.step(b"c=biws,r=wrong,p=AAAA", &store).unwrap_err();
-        assert!(matches!(refused, AuthError::Malformed { .. }), "{refused:?}");
+        assert!(
+            matches!(refused, AuthError::Malformed { .. }),
+            "{refused:?}"
+        );
     }
 
     #[test]
@@ -640,8 +637,17 @@ mod tests {
             plain(b"\0nobody\0hunter2", &store),
             Err(AuthError::InvalidCredentials { .. })
         ));
-        assert_eq!(plain(b"eve\0bob\0hunter2", &store), Err(AuthError::OtherIdentity));
-        assert!(matches!(plain(b"bob\0hunter2", &store), Err(AuthError::Malformed { .. })));
-        assert!(matches!(plain(b"\0bob\0a\0b", &store), Err(AuthError::Malformed { .. })));
+        assert_eq!(
+            plain(b"eve\0bob\0hunter2", &store),
+            Err(AuthError::OtherIdentity)
+        );
+        assert!(matches!(
+            plain(b"bob\0hunter2", &store),
+            Err(AuthError::Malformed { .. })
+        ));
+        assert!(matches!(
+            plain(b"\0bob\0a\0b", &store),
+            Err(AuthError::Malformed { .. })
+        ));
     }
 }

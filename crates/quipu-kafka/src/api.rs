@@ -15,7 +15,10 @@ use kafka_protocol::messages::{
     InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
     ListOffsetsRequest, ListPartitionReassignmentsRequest, MetadataRequest, OffsetCommitRequest,
     OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
-    RequestHeader, ResponseHeader, SyncGroupRequest,
+    RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslHandshakeRequest, SyncGroupRequest,
+};
+use kafka_protocol::messages::{
+    AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Message};
 
@@ -23,7 +26,7 @@ use crate::error::RequestError;
 use crate::server::Context;
 use crate::{
     admin, consumer_group, delete_records, describe, fetch, group_admin, groups, leader_epoch,
-    list_offsets, membership, metadata, produce, producer_id, reassign,
+    list_offsets, membership, metadata, produce, producer_id, reassign, sasl, scram_users,
 };
 
 /// One API this listener implements, with the versions it answers.
@@ -54,7 +57,7 @@ const fn at<M: Message>(key: ApiKey, note: &'static str) -> SupportedApi {
 }
 
 /// Every API with a handler, and its versions.
-pub fn supported_apis() -> [SupportedApi; 33] {
+pub fn supported_apis() -> [SupportedApi; 37] {
     [
         SupportedApi {
             key: ApiKey::Produce,
@@ -82,8 +85,9 @@ pub fn supported_apis() -> [SupportedApi; 33] {
             key: ApiKey::Metadata,
             min: MetadataRequest::VERSIONS.min,
             max: MetadataRequest::VERSIONS.max,
-            note: "topic ids, leader epochs (the Raft term); creates unknown topics when \
-                   auto_create_topics is on",
+            note: "topic ids, leader epochs (the Raft term), the cluster id (32 hex digits, \
+                   chosen once by the first controller leader; null until then); creates \
+                   unknown topics when auto_create_topics is on",
         },
         SupportedApi {
             key: ApiKey::ApiVersions,
@@ -219,6 +223,28 @@ pub fn supported_apis() -> [SupportedApi; 33] {
             ApiKey::ConsumerGroupDescribe,
             "state, epochs, assignor, members with assignment and target assignment",
         ),
+        at::<SaslHandshakeRequest>(
+            ApiKey::SaslHandshake,
+            "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 as the listener offers (kafka.sasl_mechanisms); \
+             after v0 the tokens follow as bare size-prefixed frames (librdkafka 2.0 needs v0 \
+             offered)",
+        ),
+        at::<SaslAuthenticateRequest>(
+            ApiKey::SaslAuthenticate,
+            "against the users' SCRAM credentials in the cluster metadata (PLAIN too); no \
+             re-authentication (session lifetime 0); a failure is answered after 500 ms and \
+             closes the connection",
+        ),
+        at::<DescribeUserScramCredentialsRequest>(
+            ApiKey::DescribeUserScramCredentials,
+            "mechanisms and iterations of every or each named user; RESOURCE_NOT_FOUND, \
+             DUPLICATE_RESOURCE",
+        ),
+        at::<AlterUserScramCredentialsRequest>(
+            ApiKey::AlterUserScramCredentials,
+            "upsertions (salted passwords, 4,096 to 16,384 iterations) and deletions, through \
+             the controller; keys derived here, the salted password never stored",
+        ),
     ]
 }
 
@@ -278,6 +304,10 @@ pub(crate) enum Body {
     ElectLeaders(ElectLeadersRequest),
     AlterPartitionReassignments(AlterPartitionReassignmentsRequest),
     ListPartitionReassignments(ListPartitionReassignmentsRequest),
+    SaslHandshake(SaslHandshakeRequest),
+    SaslAuthenticate(SaslAuthenticateRequest),
+    DescribeUserScramCredentials(DescribeUserScramCredentialsRequest),
+    AlterUserScramCredentials(AlterUserScramCredentialsRequest),
 }
 
 /// Decodes one request frame (without its size prefix): the API key and version are checked
@@ -410,6 +440,18 @@ pub(crate) fn decode(frame: Bytes) -> Result<Request, RequestError> {
         ApiKey::ListPartitionReassignments => Body::ListPartitionReassignments(
             ListPartitionReassignmentsRequest::decode(&mut buf, version).map_err(malformed)?,
         ),
+        ApiKey::SaslHandshake => {
+            Body::SaslHandshake(SaslHandshakeRequest::decode(&mut buf, version).map_err(malformed)?)
+        }
+        ApiKey::SaslAuthenticate => Body::SaslAuthenticate(
+            SaslAuthenticateRequest::decode(&mut buf, version).map_err(malformed)?,
+        ),
+        ApiKey::DescribeUserScramCredentials => Body::DescribeUserScramCredentials(
+            DescribeUserScramCredentialsRequest::decode(&mut buf, version).map_err(malformed)?,
+        ),
+        ApiKey::AlterUserScramCredentials => Body::AlterUserScramCredentials(
+            AlterUserScramCredentialsRequest::decode(&mut buf, version).map_err(malformed)?,
+        ),
         _ => return Err(RequestError::UnknownApi(api)),
     };
     Ok(Request::Known {
@@ -526,6 +568,10 @@ pub(crate) async fn dispatch(
         Body::ListPartitionReassignments(r) => {
             answer(&reassign::list_partition_reassignments(context, r))
         }
+        Body::SaslHandshake(_) => answer(&sasl::handshake_out_of_place(context)),
+        Body::SaslAuthenticate(_) => answer(&sasl::authenticate_out_of_place()),
+        Body::DescribeUserScramCredentials(r) => answer(&scram_users::describe(context, r)),
+        Body::AlterUserScramCredentials(r) => answer(&scram_users::alter(context, r).await),
     }
 }
 
@@ -555,7 +601,7 @@ fn api_versions() -> ApiVersionsResponse {
 }
 
 /// A size-prefixed response frame: header (at the version the API uses for `version`), body.
-fn encode<R: Encodable>(
+pub(crate) fn encode<R: Encodable>(
     key: ApiKey,
     correlation_id: i32,
     version: i16,

@@ -25,11 +25,19 @@ use crate::server::Context;
 /// Reads, handles and answers requests until the client closes the connection or sends
 /// something that cannot be answered; `reader` and `writer` are the connection's halves (TCP,
 /// or TLS over TCP).
-pub(crate) async fn run<R, W>(reader: R, mut writer: W, peer: SocketAddr, context: Arc<Context>)
+pub(crate) async fn run<R, W>(mut reader: R, mut writer: W, peer: SocketAddr, context: Arc<Context>)
 where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Unpin,
 {
+    // On a listener with SASL, nothing is read ahead or handled concurrently until the client
+    // has authenticated.
+    if !context.config.sasl_mechanisms.is_empty()
+        && let Err(e) = crate::sasl::authenticate(&mut reader, &mut writer, peer, &context).await
+    {
+        tracing::debug!(%peer, error = %e, "closing kafka connection before authentication");
+        return;
+    }
     let in_flight_max = context.config.requests_in_flight_max.max(1);
     let (frames, mut incoming) = tokio::sync::mpsc::channel::<Queued>(in_flight_max);
     let frame_max = context.config.request_bytes_max;
@@ -103,6 +111,32 @@ where
 
 /// A request frame read, with its room in the listener's request-bytes pool.
 type Queued = (Bytes, tokio::sync::OwnedSemaphorePermit);
+
+/// Reads one size-prefixed frame of at most `frame_max` bytes; `None` when the peer closed the
+/// connection before it.
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    frame_max: usize,
+) -> Result<Option<Bytes>, RequestError> {
+    let size = match reader.read_i32().await {
+        Ok(size) => size,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(RequestError::Io(e)),
+    };
+    let size = usize::try_from(size)
+        .ok()
+        .filter(|size| (4..=frame_max).contains(size))
+        .ok_or(RequestError::FrameSize {
+            size,
+            max: frame_max,
+        })?;
+    let mut frame = BytesMut::zeroed(size);
+    reader
+        .read_exact(&mut frame)
+        .await
+        .map_err(RequestError::Io)?;
+    Ok(Some(frame.freeze()))
+}
 
 /// Reads size-prefixed frames into `frames` until the peer closes the connection, each only
 /// once the pool has room for it.

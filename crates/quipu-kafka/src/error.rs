@@ -58,6 +58,18 @@ pub enum RequestError {
         /// The first partition's error code.
         code: i16,
     },
+    /// The client closed the connection.
+    #[error("the client closed the connection")]
+    Closed,
+    /// The client did not authenticate within the listener's time.
+    #[error("no authentication within {}s", crate::sasl::AUTHENTICATION_TIMEOUT.as_secs())]
+    AuthenticationTimeout,
+    /// The client failed to authenticate (answered, then closed).
+    #[error("authentication failed")]
+    AuthenticationFailed,
+    /// A request other than ApiVersions or SASL before authentication.
+    #[error("{0:?} request before authentication")]
+    Unauthenticated(kafka_protocol::messages::ApiKey),
     /// The response could not be encoded (a bug: a field set that the version lacks).
     #[error("cannot encode the response (api key {api}, version {version})")]
     Encode {

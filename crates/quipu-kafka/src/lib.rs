@@ -36,8 +36,11 @@ mod metadata;
 mod produce;
 mod producer_id;
 mod reassign;
+mod sasl;
+mod scram_users;
 mod server;
 
 pub use api::{SupportedApi, decode_request, supported_apis};
 pub use error::{CodecError, RequestError};
+pub use sasl::SaslMechanism;
 pub use server::{KafkaConfig, serve};

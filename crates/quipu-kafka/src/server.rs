@@ -39,6 +39,9 @@ pub struct KafkaConfig {
     pub default_replication_factor: usize,
     /// TLS on the listener (Kafka's SSL listener); `None`: plaintext.
     pub tls: Option<Arc<quipu_tls::ServerTls>>,
+    /// SASL mechanisms clients must authenticate with (Kafka's SASL_SSL or SASL_PLAINTEXT
+    /// listener); empty: none asked for.
+    pub sasl_mechanisms: Vec<crate::SaslMechanism>,
 }
 
 impl Default for KafkaConfig {
@@ -54,6 +57,7 @@ impl Default for KafkaConfig {
             default_partitions: 1,
             default_replication_factor: 3,
             tls: None,
+            sasl_mechanisms: Vec::new(),
         }
     }
 }

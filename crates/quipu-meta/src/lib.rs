@@ -22,10 +22,10 @@ pub use metadata::{
     PartitionAssignment, TopicInfo, valid_cluster_id, valid_topic_name,
 };
 pub use placement::{PlacementError, place, replacement};
+pub use topic_config::{
+    INT_MAX, SEGMENT_BYTES_MIN, TopicConfig, TopicConfigError, TopicKey, TopicSettings, shown,
+};
 pub use users::{
     CredentialError, ITERATIONS_MAX, ITERATIONS_MIN, ScramCredential, ScramMechanism, Users,
     valid_user_name,
-};
-pub use topic_config::{
-    INT_MAX, SEGMENT_BYTES_MIN, TopicConfig, TopicConfigError, TopicKey, TopicSettings, shown,
 };

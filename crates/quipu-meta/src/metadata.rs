@@ -1352,10 +1352,16 @@ mod tests {
             mechanism,
             credential,
         };
-        meta.apply(&upsert("alice", ScramMechanism::Sha256, credential(4096, 32)), 1)
-            .unwrap();
-        meta.apply(&upsert("alice", ScramMechanism::Sha512, credential(8192, 64)), 1)
-            .unwrap();
+        meta.apply(
+            &upsert("alice", ScramMechanism::Sha256, credential(4096, 32)),
+            1,
+        )
+        .unwrap();
+        meta.apply(
+            &upsert("alice", ScramMechanism::Sha512, credential(8192, 64)),
+            1,
+        )
+        .unwrap();
         assert_eq!(meta.users()["alice"].len(), 2);
         assert_eq!(
             meta.scram_credential("alice", ScramMechanism::Sha512)
@@ -1381,7 +1387,10 @@ mod tests {
         meta.apply(&delete(ScramMechanism::Sha256), 1).unwrap();
         assert!(meta.apply(&delete(ScramMechanism::Sha256), 1).is_err());
         meta.apply(&delete(ScramMechanism::Sha512), 1).unwrap();
-        assert!(meta.users().is_empty(), "the user goes with its last credential");
+        assert!(
+            meta.users().is_empty(),
+            "the user goes with its last credential"
+        );
     }
 
     #[test]

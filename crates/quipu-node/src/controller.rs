@@ -97,6 +97,23 @@ pub enum ControllerRequest {
     /// Spread replicas and preferred leaders evenly over the eligible nodes; the answer is the
     /// number of partitions moved.
     Rebalance,
+    /// Create or replace a user's SCRAM credential (derived from the password by the client or
+    /// the listener: never the password itself).
+    UpsertScramCredential {
+        /// The user.
+        user: String,
+        /// The mechanism.
+        mechanism: quipu_meta::ScramMechanism,
+        /// Salt, iterations and derived keys.
+        credential: quipu_meta::ScramCredential,
+    },
+    /// Delete a user's SCRAM credential.
+    DeleteScramCredential {
+        /// The user.
+        user: String,
+        /// The mechanism.
+        mechanism: quipu_meta::ScramMechanism,
+    },
 }
 
 impl ControllerRequest {
@@ -186,6 +203,21 @@ impl ControllerRequest {
             ControllerRequest::Rebalance => Command::Reassign {
                 moves: metadata.plan_rebalance(),
             },
+            ControllerRequest::UpsertScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => Command::UpsertScramCredential {
+                user: user.clone(),
+                mechanism: *mechanism,
+                credential: credential.clone(),
+            },
+            ControllerRequest::DeleteScramCredential { user, mechanism } => {
+                Command::DeleteScramCredential {
+                    user: user.clone(),
+                    mechanism: *mechanism,
+                }
+            }
             ControllerRequest::Join { .. } => {
                 return Err(ControllerError::Plan(
                     "a join changes the controller group, not the metadata".into(),

@@ -22,16 +22,25 @@ fn handshakes(c: &mut Criterion) {
     let ca_file = dir.path().join("ca.pem");
     write(&ca_file, &ca.cert_pem(), false).unwrap();
     let mut paths = Vec::new();
-    for (stem, names) in [("server", vec!["127.0.0.1".to_owned()]), ("client", vec!["c".to_owned()])] {
+    for (stem, names) in [
+        ("server", vec!["127.0.0.1".to_owned()]),
+        ("client", vec!["c".to_owned()]),
+    ] {
         let issued = ca.issue(stem, &names, Validity::Current).unwrap();
-        let (cert, key) = (dir.path().join(format!("{stem}.pem")), dir.path().join(format!("{stem}.key")));
+        let (cert, key) = (
+            dir.path().join(format!("{stem}.pem")),
+            dir.path().join(format!("{stem}.key")),
+        );
         write(&cert, &issued.cert_pem, false).unwrap();
         write(&key, &issued.key_pem, true).unwrap();
         paths.push((cert, key));
     }
     let mut group = c.benchmark_group("tls_handshake");
     group.throughput(Throughput::Elements(1));
-    for (name, auth) in [("server_auth", ClientAuth::None), ("mutual", ClientAuth::Required)] {
+    for (name, auth) in [
+        ("server_auth", ClientAuth::None),
+        ("mutual", ClientAuth::Required),
+    ] {
         let server = ServerTls::new(
             ServerFiles {
                 cert: paths[0].0.clone(),

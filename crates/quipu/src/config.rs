@@ -165,6 +165,8 @@ struct KafkaFile {
     default_partitions: Option<usize>,
     default_replication_factor: Option<usize>,
     tls: Option<TlsFile>,
+    /// SASL mechanism names.
+    sasl_mechanisms: Option<Vec<String>>,
 }
 
 /// The `[limits]` table: node-wide bounds on what clients make the node hold.
@@ -437,7 +439,31 @@ fn kafka_config(
             9,
         )?,
         tls: listener_tls("kafka.tls", file.tls.as_ref())?,
+        sasl_mechanisms: sasl_mechanisms(file)?,
     })
+}
+
+/// `kafka.sasl_mechanisms`: known names, each once.
+fn sasl_mechanisms(file: &KafkaFile) -> anyhow::Result<Vec<quipu_kafka::SaslMechanism>> {
+    let mut mechanisms = Vec::new();
+    for name in file.sasl_mechanisms.iter().flatten() {
+        let mechanism = quipu_kafka::SaslMechanism::from_name(name).with_context(|| {
+            format!(
+                "kafka.sasl_mechanisms: {:?} is not one of \"PLAIN\", \"SCRAM-SHA-256\", \"SCRAM-SHA-512\"",
+                quipu_meta::shown(name)
+            )
+        })?;
+        if mechanisms.contains(&mechanism) {
+            bail!("kafka.sasl_mechanisms names {name} twice");
+        }
+        mechanisms.push(mechanism);
+    }
+    if mechanisms.contains(&quipu_kafka::SaslMechanism::Plain) && file.tls.is_none() {
+        tracing::warn!(
+            "kafka.sasl_mechanisms offers PLAIN without [kafka.tls]: passwords cross the network in the clear"
+        );
+    }
+    Ok(mechanisms)
 }
 
 fn parse_voter(text: &str) -> anyhow::Result<(u64, String)> {
