@@ -11,6 +11,10 @@ use quipu_proto::v1::{
     MovePartitionResponse, NodeDescription, PartitionDescription, PartitionMove, RebalanceRequest,
     RebalanceResponse, RemoveNodeRequest, RemoveNodeResponse, TopicConfig, TopicDescription,
 };
+use quipu_proto::v1::{
+    AlterUsersRequest, AlterUsersResponse, ListUsersRequest, ListUsersResponse, ScramMechanism,
+    UserCredentialInfo, UserInfo,
+};
 use tonic::{Request, Response, Status};
 
 use crate::error::{from_controller, invalid, invalid_config, unknown_topic};
@@ -337,6 +341,102 @@ impl Admin for AdminService {
         Ok(Response::new(ElectPreferredLeadersResponse {
             elected: u32::try_from(elected.asked.len()).unwrap_or(u32::MAX),
         }))
+    }
+
+    async fn alter_users(
+        &self,
+        request: Request<AlterUsersRequest>,
+    ) -> Result<Response<AlterUsersResponse>, Status> {
+        let request = request.into_inner();
+        if request.upserts.len() + request.deletes.len() > USER_CHANGES_MAX {
+            return Err(invalid(format!(
+                "more than {USER_CHANGES_MAX} credential changes in one request"
+            )));
+        }
+        let mut changes = Vec::new();
+        for upsert in request.upserts {
+            let mechanism = mechanism_of(upsert.mechanism)?;
+            if upsert.salted_password.len() != mechanism.hash_len() {
+                return Err(invalid(format!(
+                    "a {} salted password is {} bytes, not {}",
+                    mechanism.name(),
+                    mechanism.hash_len(),
+                    upsert.salted_password.len()
+                )));
+            }
+            let credential = quipu_auth::credential_from_salted(
+                mechanism,
+                &upsert.salted_password,
+                &upsert.salt,
+                upsert.iterations,
+            );
+            credential
+                .check(mechanism)
+                .map_err(|e| invalid(e.to_string()))?;
+            if !quipu_meta::valid_user_name(&upsert.user) {
+                return Err(invalid(
+                    quipu_meta::CredentialError::InvalidName.to_string(),
+                ));
+            }
+            changes.push(ControllerRequest::UpsertScramCredential {
+                user: upsert.user,
+                mechanism,
+                credential,
+            });
+        }
+        for delete in request.deletes {
+            changes.push(ControllerRequest::DeleteScramCredential {
+                user: delete.user,
+                mechanism: mechanism_of(delete.mechanism)?,
+            });
+        }
+        for change in changes {
+            self.node
+                .request_controller(change)
+                .await
+                .map_err(|e| from_controller(&self.node, e))?;
+        }
+        Ok(Response::new(AlterUsersResponse {}))
+    }
+
+    async fn list_users(
+        &self,
+        _request: Request<ListUsersRequest>,
+    ) -> Result<Response<ListUsersResponse>, Status> {
+        let users = self.node.with_metadata(|m| {
+            m.users()
+                .iter()
+                .map(|(user, credentials)| UserInfo {
+                    user: user.clone(),
+                    credentials: credentials
+                        .iter()
+                        .map(|(mechanism, credential)| UserCredentialInfo {
+                            mechanism: proto_mechanism(*mechanism) as i32,
+                            iterations: credential.iterations,
+                        })
+                        .collect(),
+                })
+                .collect()
+        });
+        Ok(Response::new(ListUsersResponse { users }))
+    }
+}
+
+/// Most credential changes in one AlterUsers request.
+const USER_CHANGES_MAX: usize = 1000;
+
+fn mechanism_of(number: i32) -> Result<quipu_meta::ScramMechanism, Status> {
+    match ScramMechanism::try_from(number) {
+        Ok(ScramMechanism::Sha256) => Ok(quipu_meta::ScramMechanism::Sha256),
+        Ok(ScramMechanism::Sha512) => Ok(quipu_meta::ScramMechanism::Sha512),
+        _ => Err(invalid(format!("unknown SCRAM mechanism {number}"))),
+    }
+}
+
+fn proto_mechanism(mechanism: quipu_meta::ScramMechanism) -> ScramMechanism {
+    match mechanism {
+        quipu_meta::ScramMechanism::Sha256 => ScramMechanism::Sha256,
+        quipu_meta::ScramMechanism::Sha512 => ScramMechanism::Sha512,
     }
 }
 

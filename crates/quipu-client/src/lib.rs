@@ -36,7 +36,20 @@ use quipu_proto::v1::{
     ListOffsetsRequest, ListTopicsRequest, MovePartitionRequest, OffsetSpec, ProduceRequest,
     ReadReplicaRequest, RebalanceRequest, RebalanceResponse, RemoveNodeRequest, TopicDescription,
 };
+use quipu_proto::v1::{
+    AlterUsersRequest, ListUsersRequest, ScramMechanism, UserCredentialDelete, UserCredentialUpsert,
+};
 use tonic::transport::{Channel, Endpoint};
+
+/// Bytes of the random salt of a new credential.
+const SALT_BYTES: usize = 16;
+
+fn proto_mechanism(mechanism: quipu_meta::ScramMechanism) -> ScramMechanism {
+    match mechanism {
+        quipu_meta::ScramMechanism::Sha256 => ScramMechanism::Sha256,
+        quipu_meta::ScramMechanism::Sha512 => ScramMechanism::Sha512,
+    }
+}
 
 pub use consumer::{ConsumedRecord, Consumer, StartAt};
 pub use error::ClientError;
@@ -513,6 +526,88 @@ impl Client {
         })
         .await
         .map(|r| r.elected)
+    }
+
+    /// Sets `user`'s password for `mechanism` (creating the user if new): the password is
+    /// salted and hashed here, with a fresh random salt and `iterations` (4,096 to 16,384);
+    /// only the salted password travels, and the cluster keeps only keys derived from it.
+    pub async fn set_user_password(
+        &self,
+        user: &str,
+        mechanism: quipu_meta::ScramMechanism,
+        password: &[u8],
+        iterations: u32,
+    ) -> Result<(), ClientError> {
+        let salt = quipu_auth::random_bytes(SALT_BYTES);
+        let request = AlterUsersRequest {
+            upserts: vec![UserCredentialUpsert {
+                user: user.to_string(),
+                mechanism: proto_mechanism(mechanism) as i32,
+                iterations,
+                salted_password: quipu_auth::salted_password(
+                    mechanism, password, &salt, iterations,
+                ),
+                salt,
+            }],
+            deletes: Vec::new(),
+        };
+        self.any_node(false, |mut c| {
+            let request = request.clone();
+            async move { c.alter_users(request).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Deletes `user`'s credential for `mechanism` (the user goes with its last one).
+    pub async fn delete_user_credential(
+        &self,
+        user: &str,
+        mechanism: quipu_meta::ScramMechanism,
+    ) -> Result<(), ClientError> {
+        let request = AlterUsersRequest {
+            upserts: Vec::new(),
+            deletes: vec![UserCredentialDelete {
+                user: user.to_string(),
+                mechanism: proto_mechanism(mechanism) as i32,
+            }],
+        };
+        self.any_node(false, |mut c| {
+            let request = request.clone();
+            async move { c.alter_users(request).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Every user, with its credentials' mechanisms and iteration counts, by name.
+    pub async fn list_users(
+        &self,
+    ) -> Result<Vec<(String, Vec<(quipu_meta::ScramMechanism, u32)>)>, ClientError> {
+        let response = self
+            .any_node(true, |mut c| async move {
+                c.list_users(ListUsersRequest {}).await
+            })
+            .await?;
+        Ok(response
+            .users
+            .into_iter()
+            .map(|u| {
+                let credentials = u
+                    .credentials
+                    .iter()
+                    .filter_map(|c| {
+                        let mechanism = match ScramMechanism::try_from(c.mechanism) {
+                            Ok(ScramMechanism::Sha256) => quipu_meta::ScramMechanism::Sha256,
+                            Ok(ScramMechanism::Sha512) => quipu_meta::ScramMechanism::Sha512,
+                            _ => return None,
+                        };
+                        Some((mechanism, c.iterations))
+                    })
+                    .collect();
+                (u.user, credentials)
+            })
+            .collect())
     }
 
     fn cached_leader(&self, topic: &str, partition: u32) -> Option<String> {

@@ -18,6 +18,7 @@ mod config;
 mod dev;
 mod groups;
 mod output;
+mod users;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -78,6 +79,13 @@ enum Command {
     Node {
         #[command(subcommand)]
         command: commands::NodeCommand,
+        #[command(flatten)]
+        connection: commands::Connection,
+    },
+    /// Creates, deletes and lists the users Kafka clients authenticate as (SASL SCRAM, PLAIN).
+    User {
+        #[command(subcommand)]
+        command: users::UserCommand,
         #[command(flatten)]
         connection: commands::Connection,
     },
@@ -164,6 +172,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             command,
             connection,
         } => runtime.block_on(commands::node(&connection, command)),
+        Command::User {
+            command,
+            connection,
+        } => runtime.block_on(users::user(&connection, command)),
         Command::Group {
             command,
             connection,

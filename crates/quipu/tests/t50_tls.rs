@@ -1,5 +1,5 @@
 //! TLS through the `quipu` binary: `quipu dev --tls` (three processes speaking mutual TLS to each
-//! other) serves the CLI over TLS only; a server whose client API requires client certificates
+//! other) serves the CLI over TLS only, `quipu user` among it; a server whose client API requires client certificates
 //! refuses none, an expired one and another CA's; and certificates replaced on disk are used
 //! after SIGHUP without a restart.
 #![allow(clippy::unwrap_used)] // tests unwrap
@@ -59,6 +59,63 @@ fn quipu_dev_with_tls_serves_the_cli_over_tls_only() {
     );
     assert_eq!(read.lines().count(), 1000, "{read}");
     assert!(read.lines().any(|l| l == "line-999"));
+    // Users, with passwords from standard input (never from the command line).
+    dev.ok(
+        &["user", "--tls-ca", ca, "create", "alice"],
+        Some(b"s3cret\n"),
+    );
+    dev.ok(
+        &[
+            "user",
+            "--tls-ca",
+            ca,
+            "create",
+            "bob",
+            "--mechanism",
+            "SCRAM-SHA-512",
+            "--iterations",
+            "4096",
+        ],
+        Some(b"hunter2\n"),
+    );
+    let listed = dev.ok(&["user", "--tls-ca", ca, "list"], None);
+    assert!(
+        listed.contains("alice")
+            && listed.contains("SCRAM-SHA-256 (8192 iterations), SCRAM-SHA-512 (8192 iterations)"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("SCRAM-SHA-512 (4096 iterations)"),
+        "{listed}"
+    );
+    dev.ok(
+        &[
+            "user",
+            "--tls-ca",
+            ca,
+            "delete",
+            "alice",
+            "--mechanism",
+            "SCRAM-SHA-512",
+        ],
+        None,
+    );
+    let listed = dev.ok(&["user", "--tls-ca", ca, "list"], None);
+    assert!(!listed.contains("SCRAM-SHA-512 (8192"), "{listed}");
+    let refused = dev.quipu(
+        &[
+            "user",
+            "--tls-ca",
+            ca,
+            "create",
+            "carol",
+            "--iterations",
+            "100",
+        ],
+        Some(b"x\n"),
+    );
+    assert!(!refused.status.success());
+
     // Plaintext gets nothing, and is told why.
     let plain = dev.quipu(&["topic", "list"], None);
     assert!(!plain.status.success());
