@@ -11,6 +11,7 @@
 //!
 //! Not here: the Raft group that replicates commands, the I/O that carries out effects.
 
+pub mod acls;
 mod metadata;
 mod placement;
 mod topic_config;
