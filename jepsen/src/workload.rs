@@ -96,20 +96,13 @@ pub async fn run(args: WorkloadArgs) -> anyhow::Result<()> {
         request_timeout: op_timeout,
         retry_deadline: op_timeout / 2,
         retry_backoff: Duration::from_millis(50),
-        tls: match &args.tls_ca {
-            None => None,
-            Some(ca) => Some(
-                quipu_tls::ClientTls::new(
-                    quipu_tls::ClientFiles {
-                        ca: ca.clone(),
-                        cert: args.tls_cert.clone(),
-                        key: args.tls_key.clone(),
-                    },
-                    &[b"h2"],
-                )
-                .context("invalid --tls-ca, --tls-cert or --tls-key")?,
-            ),
-        },
+        tls: quipu_tls::ClientTls::from_options(
+            args.tls_ca.as_ref(),
+            args.tls_cert.as_ref(),
+            args.tls_key.as_ref(),
+            &[b"h2"],
+        )
+        .context("invalid --tls-ca, --tls-cert or --tls-key")?,
     };
     let admin = connect(&args.bootstrap, config.clone()).await?;
     prepare_topic(&admin, &args).await?;

@@ -446,6 +446,30 @@ mod tests {
         }
     }
 
+    /// The client's final message for `password` after `client_first_bare` and the server's
+    /// `server_first` (4,096 iterations), as RFC 5802 computes it, and the AuthMessage.
+    fn client_final(
+        mechanism: ScramMechanism,
+        password: &[u8],
+        salt: &[u8],
+        client_first_bare: &str,
+        server_first: &str,
+    ) -> (String, String) {
+        let nonce = server_first[2..].split(',').next().unwrap();
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth = format!("{client_first_bare},{server_first},{without_proof}");
+        let salted = salted_password(mechanism, password, salt, 4096);
+        let client_key = hmac_of(mechanism, &salted, b"Client Key");
+        let stored = digest::digest(algorithms(mechanism).2, &client_key);
+        let signature = hmac_of(mechanism, stored.as_ref(), auth.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
+        (format!("{without_proof},p={}", BASE64.encode(&proof)), auth)
+    }
+
     /// RFC 7677 §3's example: user "user", password "pencil", SCRAM-SHA-256.
     #[test]
     fn the_rfc_7677_example_exchange() {
@@ -470,19 +494,14 @@ mod tests {
         );
         // The RFC's exchange used the server nonce "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"; this server
         // chose its own, so the client's proof is computed here as RFC 5802 says.
-        let nonce = first.strip_prefix("r=").unwrap().split(',').next().unwrap();
-        let without_proof = format!("c=biws,r={nonce}");
-        let auth = format!("n=user,r=rOprNGfwEbeRWgbNEkqO,{first},{without_proof}");
+        let (last, auth) = client_final(
+            ScramMechanism::Sha256,
+            b"pencil",
+            &salt,
+            "n=user,r=rOprNGfwEbeRWgbNEkqO",
+            &first,
+        );
         let salted = salted_password(ScramMechanism::Sha256, b"pencil", &salt, 4096);
-        let client_key = hmac_of(ScramMechanism::Sha256, &salted, b"Client Key");
-        let stored = digest::digest(&digest::SHA256, &client_key);
-        let signature = hmac_of(ScramMechanism::Sha256, stored.as_ref(), auth.as_bytes());
-        let proof: Vec<u8> = client_key
-            .iter()
-            .zip(&signature)
-            .map(|(k, s)| k ^ s)
-            .collect();
-        let last = format!("{without_proof},p={}", BASE64.encode(&proof));
         let Step::Done { user, last } = server.step(last.as_bytes(), &store).unwrap() else {
             panic!("done after the proof");
         };
@@ -539,19 +558,13 @@ mod tests {
                 panic!()
             };
             let first = String::from_utf8(first).unwrap();
-            let nonce = first[2..].split(',').next().unwrap().to_owned();
-            let without_proof = format!("c=biws,r={nonce}");
-            let auth = format!("n=alice,r=abc,{first},{without_proof}");
-            let salted = salted_password(ScramMechanism::Sha512, password, b"saltsalt", 4096);
-            let client_key = hmac_of(ScramMechanism::Sha512, &salted, b"Client Key");
-            let stored = digest::digest(&digest::SHA512, &client_key);
-            let signature = hmac_of(ScramMechanism::Sha512, stored.as_ref(), auth.as_bytes());
-            let proof: Vec<u8> = client_key
-                .iter()
-                .zip(&signature)
-                .map(|(k, s)| k ^ s)
-                .collect();
-            let last = format!("{without_proof},p={}", BASE64.encode(&proof));
+            let (last, _) = client_final(
+                ScramMechanism::Sha512,
+                password,
+                b"saltsalt",
+                "n=alice,r=abc",
+                &first,
+            );
             assert_eq!(server.step(last.as_bytes(), &store).is_ok(), ok);
         }
     }

@@ -112,30 +112,50 @@ where
 /// A request frame read, with its room in the listener's request-bytes pool.
 type Queued = (Bytes, tokio::sync::OwnedSemaphorePermit);
 
+/// Reads a frame's size prefix, checked to be 4 to `frame_max` bytes; `None` when the peer
+/// closed the connection before it.
+async fn read_size<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    frame_max: usize,
+) -> Result<Option<usize>, RequestError> {
+    let size = match reader.read_i32().await {
+        Ok(size) => size,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(RequestError::Io(e)),
+    };
+    usize::try_from(size)
+        .ok()
+        .filter(|size| (4..=frame_max).contains(size))
+        .map(Some)
+        .ok_or(RequestError::FrameSize {
+            size,
+            max: frame_max,
+        })
+}
+
+/// Reads a frame's `size` bytes (after its checked prefix).
+async fn read_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    size: usize,
+) -> Result<Bytes, RequestError> {
+    let mut frame = BytesMut::zeroed(size);
+    reader
+        .read_exact(&mut frame)
+        .await
+        .map_err(RequestError::Io)?;
+    Ok(frame.freeze())
+}
+
 /// Reads one size-prefixed frame of at most `frame_max` bytes; `None` when the peer closed the
 /// connection before it.
 pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     frame_max: usize,
 ) -> Result<Option<Bytes>, RequestError> {
-    let size = match reader.read_i32().await {
-        Ok(size) => size,
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(RequestError::Io(e)),
-    };
-    let size = usize::try_from(size)
-        .ok()
-        .filter(|size| (4..=frame_max).contains(size))
-        .ok_or(RequestError::FrameSize {
-            size,
-            max: frame_max,
-        })?;
-    let mut frame = BytesMut::zeroed(size);
-    reader
-        .read_exact(&mut frame)
-        .await
-        .map_err(RequestError::Io)?;
-    Ok(Some(frame.freeze()))
+    match read_size(reader, frame_max).await? {
+        Some(size) => read_body(reader, size).await.map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Reads size-prefixed frames into `frames` until the peer closes the connection, each only
@@ -146,32 +166,17 @@ async fn read_frames<R: AsyncRead + Unpin>(
     pool: &Arc<tokio::sync::Semaphore>,
     frames: &tokio::sync::mpsc::Sender<Queued>,
 ) -> Result<(), RequestError> {
-    loop {
-        let size = match reader.read_i32().await {
-            Ok(size) => size,
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(RequestError::Io(e)),
-        };
-        let size = usize::try_from(size)
-            .ok()
-            .filter(|size| (4..=frame_max).contains(size))
-            .ok_or(RequestError::FrameSize {
-                size,
-                max: frame_max,
-            })?;
+    while let Some(size) = read_size(&mut reader, frame_max).await? {
         let Ok(room) = Arc::clone(pool)
             .acquire_many_owned(crate::server::pool_units(size))
             .await
         else {
             return Ok(()); // the pool is closed: the listener is stopping
         };
-        let mut frame = BytesMut::zeroed(size);
-        reader
-            .read_exact(&mut frame)
-            .await
-            .map_err(RequestError::Io)?;
-        if frames.send((frame.freeze(), room)).await.is_err() {
+        let frame = read_body(&mut reader, size).await?;
+        if frames.send((frame, room)).await.is_err() {
             return Ok(()); // the connection is closing
         }
     }
+    Ok(())
 }

@@ -6,46 +6,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
 use common::*;
 use quipu_kafka::KafkaConfig;
 use quipu_tls::dev::{DevCa, Validity, write};
-
-/// Writes the certificate and key `ca` issues for `names` as `dir/stem.pem` and `dir/stem.key`.
-fn issue(
-    dir: &Path,
-    ca: &DevCa,
-    stem: &str,
-    names: &[&str],
-    validity: Validity,
-) -> (PathBuf, PathBuf) {
-    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-    let issued = ca.issue(stem, &names, validity).unwrap();
-    let (cert, key) = (
-        dir.join(format!("{stem}.pem")),
-        dir.join(format!("{stem}.key")),
-    );
-    write(&cert, &issued.cert_pem, false).unwrap();
-    write(&key, &issued.key_pem, true).unwrap();
-    (cert, key)
-}
-
-/// Runs kcat with `args`; whether it succeeded within its own bounded metadata timeout.
-async fn kcat_succeeds(kcat: &str, args: &[&str]) -> bool {
-    let run = tokio::process::Command::new(kcat)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
-    tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .expect("kcat ran past its own timeout")
-        .unwrap()
-        .success()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_clients_speak_tls_with_a_certificate_of_the_ca_and_nobody_else_does() {
@@ -55,13 +18,14 @@ async fn kafka_clients_speak_tls_with_a_certificate_of_the_ca_and_nobody_else_do
     let ca = DevCa::new().unwrap();
     let ca_file = dir.path().join("ca.pem");
     write(&ca_file, &ca.cert_pem(), false).unwrap();
-    let (server_cert, server_key) = issue(
-        dir.path(),
-        &ca,
-        "broker",
-        &["127.0.0.1", "localhost"],
-        Validity::Current,
-    );
+    let (server_cert, server_key) = ca
+        .issue_files(
+            dir.path(),
+            "broker",
+            &["127.0.0.1", "localhost"],
+            Validity::Current,
+        )
+        .unwrap();
     let tls = quipu_tls::ServerTls::new(
         quipu_tls::ServerFiles {
             cert: server_cert,
@@ -83,7 +47,9 @@ async fn kafka_clients_speak_tls_with_a_certificate_of_the_ca_and_nobody_else_do
         node.create_topic(topic, 1, 3).await.unwrap();
         cluster.wait_for_leaders(topic).await;
     }
-    let (client_cert, client_key) = issue(dir.path(), &ca, "alice", &["alice"], Validity::Current);
+    let (client_cert, client_key) = ca
+        .issue_files(dir.path(), "alice", &["alice"], Validity::Current)
+        .unwrap();
     let (ca_s, cert_s, key_s) = (
         ca_file.to_str().unwrap(),
         client_cert.to_str().unwrap(),
@@ -151,15 +117,13 @@ async fn kafka_clients_speak_tls_with_a_certificate_of_the_ca_and_nobody_else_do
         args.extend(["-L", "-m", "5"].map(str::to_owned));
         args
     };
-    let (old_cert, old_key) = issue(dir.path(), &ca, "old", &["old"], Validity::Expired);
+    let (old_cert, old_key) = ca
+        .issue_files(dir.path(), "old", &["old"], Validity::Expired)
+        .unwrap();
     let stranger = DevCa::new().unwrap();
-    let (other_cert, other_key) = issue(
-        dir.path(),
-        &stranger,
-        "mallory",
-        &["mallory"],
-        Validity::Current,
-    );
+    let (other_cert, other_key) = stranger
+        .issue_files(dir.path(), "mallory", &["mallory"], Validity::Current)
+        .unwrap();
     let (old_cert, old_key) = (old_cert.to_str().unwrap(), old_key.to_str().unwrap());
     let (other_cert, other_key) = (other_cert.to_str().unwrap(), other_key.to_str().unwrap());
     let attempts: Vec<(&str, Vec<String>)> = vec![
@@ -179,15 +143,12 @@ async fn kafka_clients_speak_tls_with_a_certificate_of_the_ca_and_nobody_else_do
     ];
     for (what, args) in attempts {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        assert!(
-            !kcat_succeeds(&kcat, &args).await,
-            "kcat with {what} was served"
-        );
+        assert!(!succeeds(&kcat, &args).await, "kcat with {what} was served");
     }
     let ok = metadata(ssl(Some((cert_s, key_s))));
     let ok: Vec<&str> = ok.iter().map(String::as_str).collect();
     assert!(
-        kcat_succeeds(&kcat, &ok).await,
+        succeeds(&kcat, &ok).await,
         "the good certificate still works"
     );
     cluster.stop().await;

@@ -56,8 +56,17 @@ pub(crate) async fn carry_out_effects(
             // Not awaited: handing leaderships over must not hold the effects that follow.
             Effect::Drain => drop(tokio::spawn(Arc::clone(&inner).step_aside())),
             Effect::ClusterId(id) => {
-                if let Err(e) = inner.identity.learn(&id) {
-                    tracing::error!(node_id = inner.config.node_id, error = %e, "cannot keep the cluster id: this node's transport goes on without it");
+                // Kept with an fsync: off the runtime's threads.
+                let identity = inner.identity.clone();
+                match tokio::task::spawn_blocking(move || identity.learn(&id)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(
+                        node_id = inner.config.node_id,
+                        error = %e,
+                        source = ?std::error::Error::source(&e),
+                        "cannot keep the cluster id: this node's transport goes on without it"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "the task keeping the cluster id failed"),
                 }
             }
             Effect::Removed => {

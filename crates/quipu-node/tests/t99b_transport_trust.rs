@@ -242,19 +242,7 @@ async fn with_mutual_tls_only_the_node_a_certificate_names_is_heard() {
     for (id, dir) in (1..=3).zip(&dirs) {
         nodes.push(start_tls_node(id, dir.path(), &pki).await);
     }
-    let voters: Vec<(u64, String)> = nodes
-        .iter()
-        .map(|n| (n.id(), n.addr().to_string()))
-        .collect();
-    for node in &nodes {
-        node.join(voters.clone()).await.unwrap();
-    }
-    wait_for("a controller leader that registered every node", || {
-        nodes
-            .iter()
-            .all(|n| n.metadata().nodes().count() == 3 && n.controller_leader().is_some())
-    })
-    .await;
+    common::form_cluster(&nodes).await;
     nodes[0].create_topic("secure", 1, 3).await.unwrap();
     let group = common::groups_of(&nodes[0], "secure")[0];
     produce(&nodes, group, "over mutual TLS").await;

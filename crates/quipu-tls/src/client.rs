@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use hyper_util::rt::TokioIo;
@@ -14,8 +14,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tonic::codegen::http::Uri;
 
-use crate::pem::{self, Stamps};
-use crate::{HANDSHAKE_TIMEOUT, Reload, TlsError};
+use crate::pem::{self, Current, within_timeout};
+use crate::{Reload, TlsError};
 
 /// A client's PEM files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,20 +33,38 @@ pub struct ClientFiles {
 pub struct ClientTls {
     files: ClientFiles,
     alpn: Vec<Vec<u8>>,
-    current: RwLock<(Arc<ClientConfig>, Stamps)>,
+    current: Current<ClientConfig>,
 }
 
 impl ClientTls {
     /// Loads `files`; `alpn`: the application protocols asked for (`h2` for gRPC).
     pub fn new(files: ClientFiles, alpn: &[&[u8]]) -> Result<Arc<ClientTls>, TlsError> {
         let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
-        let stamps = Stamps::of(&Self::watched(&files));
-        let config = Self::load(&files, &alpn)?;
+        let current = Current::load(&Self::watched(&files), || Self::load(&files, &alpn))?;
         Ok(Arc::new(ClientTls {
             files,
             alpn,
-            current: RwLock::new((config, stamps)),
+            current,
         }))
+    }
+
+    /// The configuration a command's `--tls-ca`, `--tls-cert` and `--tls-key` ask for: none
+    /// without a CA.
+    pub fn from_options(
+        ca: Option<&PathBuf>,
+        cert: Option<&PathBuf>,
+        key: Option<&PathBuf>,
+        alpn: &[&[u8]],
+    ) -> Result<Option<Arc<ClientTls>>, TlsError> {
+        let Some(ca) = ca else {
+            return Ok(None);
+        };
+        let files = ClientFiles {
+            ca: ca.clone(),
+            cert: cert.cloned(),
+            key: key.cloned(),
+        };
+        ClientTls::new(files, alpn).map(Some)
     }
 
     fn watched(files: &ClientFiles) -> Vec<&PathBuf> {
@@ -80,17 +98,11 @@ impl ClientTls {
 
     /// The configuration new connections get.
     pub fn config(&self) -> Arc<ClientConfig> {
-        Arc::clone(
-            &self
-                .current
-                .read()
-                .expect("TLS configuration lock poisoned by a panic")
-                .0,
-        )
+        self.current.get()
     }
 
     /// Opens a TLS connection to `host:port`, checking that the server's certificate names
-    /// `host` (a DNS name or an IP address), within [`HANDSHAKE_TIMEOUT`] for the handshake.
+    /// `host` (a DNS name or an IP address), within [`crate::HANDSHAKE_TIMEOUT`] for the handshake.
     pub async fn connect(&self, host: &str, port: u16) -> std::io::Result<TlsStream<TcpStream>> {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let name = ServerName::try_from(bare.to_owned()).map_err(|e| {
@@ -102,35 +114,15 @@ impl ClientTls {
         let tcp = TcpStream::connect((bare, port)).await?;
         tcp.set_nodelay(true)?;
         let connector = tokio_rustls::TlsConnector::from(self.config());
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp)).await {
-            Ok(result) => result,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the TLS handshake took too long",
-            )),
-        }
+        within_timeout(connector.connect(name, tcp)).await
     }
 }
 
 impl Reload for ClientTls {
     fn reload(&self, force: bool) -> Result<bool, TlsError> {
-        let stamps = Stamps::of(&Self::watched(&self.files));
-        if !force
-            && self
-                .current
-                .read()
-                .expect("TLS configuration lock poisoned by a panic")
-                .1
-                == stamps
-        {
-            return Ok(false);
-        }
-        let config = Self::load(&self.files, &self.alpn)?;
-        *self
-            .current
-            .write()
-            .expect("TLS configuration lock poisoned by a panic") = (config, stamps);
-        Ok(true)
+        self.current.reload(&Self::watched(&self.files), force, || {
+            Self::load(&self.files, &self.alpn)
+        })
     }
 }
 

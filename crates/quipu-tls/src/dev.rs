@@ -90,6 +90,26 @@ impl DevCa {
         })
     }
 
+    /// Issues a certificate for `names` (common name `stem`) and writes it and its key as
+    /// `dir/stem.pem` and `dir/stem.key`; returns their paths.
+    pub fn issue_files(
+        &self,
+        dir: &Path,
+        stem: &str,
+        names: &[&str],
+        validity: Validity,
+    ) -> Result<(PathBuf, PathBuf), TlsError> {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let issued = self.issue(stem, &names, validity)?;
+        let (cert, key) = (
+            dir.join(format!("{stem}.pem")),
+            dir.join(format!("{stem}.key")),
+        );
+        write(&cert, &issued.cert_pem, false)?;
+        write(&key, &issued.key_pem, true)?;
+        Ok((cert, key))
+    }
+
     /// A node's certificate: its node name ([`node_name`]) and the hosts peers and clients
     /// reach it at.
     pub fn issue_node(&self, id: u64, hosts: &[&str]) -> Result<Issued, TlsError> {

@@ -64,3 +64,69 @@ impl Stamps {
         )
     }
 }
+
+/// A configuration in use, with the stamps of the files it was read from: what new connections
+/// get, replaced only by one that loaded.
+#[derive(Debug)]
+pub(crate) struct Current<T>(std::sync::RwLock<(std::sync::Arc<T>, Stamps)>);
+
+impl<T> Current<T> {
+    /// `load`s the configuration from `files` now.
+    pub(crate) fn load(
+        files: &[&PathBuf],
+        load: impl FnOnce() -> Result<std::sync::Arc<T>, TlsError>,
+    ) -> Result<Current<T>, TlsError> {
+        let stamps = Stamps::of(files);
+        Ok(Current(std::sync::RwLock::new((load()?, stamps))))
+    }
+
+    /// The configuration in use.
+    pub(crate) fn get(&self) -> std::sync::Arc<T> {
+        std::sync::Arc::clone(
+            &self
+                .0
+                .read()
+                .expect("TLS configuration lock poisoned by a panic")
+                .0,
+        )
+    }
+
+    /// Loads the configuration again if `files` changed since (or at once with `force`);
+    /// returns whether it did. On an error the configuration in use stays.
+    pub(crate) fn reload(
+        &self,
+        files: &[&PathBuf],
+        force: bool,
+        load: impl FnOnce() -> Result<std::sync::Arc<T>, TlsError>,
+    ) -> Result<bool, TlsError> {
+        let stamps = Stamps::of(files);
+        let unchanged = self
+            .0
+            .read()
+            .expect("TLS configuration lock poisoned by a panic")
+            .1
+            == stamps;
+        if unchanged && !force {
+            return Ok(false);
+        }
+        let config = load()?;
+        *self
+            .0
+            .write()
+            .expect("TLS configuration lock poisoned by a panic") = (config, stamps);
+        Ok(true)
+    }
+}
+
+/// `handshake`, failed with `TimedOut` past [`crate::HANDSHAKE_TIMEOUT`].
+pub(crate) async fn within_timeout<S>(
+    handshake: impl std::future::Future<Output = std::io::Result<S>>,
+) -> std::io::Result<S> {
+    match tokio::time::timeout(crate::HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the TLS handshake took too long",
+        )),
+    }
+}

@@ -1,15 +1,15 @@
 //! The server side: a listener's TLS configuration, reloaded when its files change.
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use crate::pem::{self, Stamps};
-use crate::{HANDSHAKE_TIMEOUT, Reload, TlsError};
+use crate::pem::{self, Current, within_timeout};
+use crate::{Reload, TlsError};
 
 /// Whether a listener asks its clients for certificates (Kafka's `ssl.client.auth`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,7 +55,7 @@ pub struct ServerTls {
     files: ServerFiles,
     client_auth: ClientAuth,
     alpn: Vec<Vec<u8>>,
-    current: RwLock<(Arc<ServerConfig>, Stamps)>,
+    current: Current<ServerConfig>,
 }
 
 impl ServerTls {
@@ -67,13 +67,14 @@ impl ServerTls {
         alpn: &[&[u8]],
     ) -> Result<Arc<ServerTls>, TlsError> {
         let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
-        let stamps = Stamps::of(&Self::watched(&files));
-        let config = Self::load(&files, client_auth, &alpn)?;
+        let current = Current::load(&Self::watched(&files), || {
+            Self::load(&files, client_auth, &alpn)
+        })?;
         Ok(Arc::new(ServerTls {
             files,
             client_auth,
             alpn,
-            current: RwLock::new((config, stamps)),
+            current,
         }))
     }
 
@@ -136,46 +137,20 @@ impl ServerTls {
 
     /// The configuration new connections get.
     pub fn config(&self) -> Arc<ServerConfig> {
-        Arc::clone(
-            &self
-                .current
-                .read()
-                .expect("TLS configuration lock poisoned by a panic")
-                .0,
-        )
+        self.current.get()
     }
 
-    /// Runs the TLS handshake on an accepted connection, within [`HANDSHAKE_TIMEOUT`].
+    /// Runs the TLS handshake on an accepted connection, within [`crate::HANDSHAKE_TIMEOUT`].
     pub async fn accept(&self, stream: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.config());
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(result) => result,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the TLS handshake took too long",
-            )),
-        }
+        within_timeout(acceptor.accept(stream)).await
     }
 }
 
 impl Reload for ServerTls {
     fn reload(&self, force: bool) -> Result<bool, TlsError> {
-        let stamps = Stamps::of(&Self::watched(&self.files));
-        if !force
-            && self
-                .current
-                .read()
-                .expect("TLS configuration lock poisoned by a panic")
-                .1
-                == stamps
-        {
-            return Ok(false);
-        }
-        let config = Self::load(&self.files, self.client_auth, &self.alpn)?;
-        *self
-            .current
-            .write()
-            .expect("TLS configuration lock poisoned by a panic") = (config, stamps);
-        Ok(true)
+        self.current.reload(&Self::watched(&self.files), force, || {
+            Self::load(&self.files, self.client_auth, &self.alpn)
+        })
     }
 }

@@ -20,16 +20,9 @@ fn issue(
     names: &[&str],
     validity: Validity,
 ) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-    let issued = ca.issue(stem, &names, validity).unwrap();
-    let (ca_path, cert, key) = (
-        dir.join(format!("{stem}-ca.pem")),
-        dir.join(format!("{stem}.pem")),
-        dir.join(format!("{stem}.key")),
-    );
+    let (cert, key) = ca.issue_files(dir, stem, names, validity).unwrap();
+    let ca_path = dir.join(format!("{stem}-ca.pem"));
     write(&ca_path, &ca.cert_pem(), false).unwrap();
-    write(&cert, &issued.cert_pem, false).unwrap();
-    write(&key, &issued.key_pem, true).unwrap();
     (ca_path, cert, key)
 }
 

@@ -130,20 +130,8 @@ struct Work {
 }
 
 pub async fn kafka_consume(args: KafkaConsumeBench) -> anyhow::Result<()> {
-    let tls = match &args.tls_ca {
-        None => None,
-        Some(ca) => Some(
-            quipu_tls::ClientTls::new(
-                quipu_tls::ClientFiles {
-                    ca: ca.clone(),
-                    cert: None,
-                    key: None,
-                },
-                &[],
-            )
-            .context("invalid --tls-ca")?,
-        ),
-    };
+    let tls = quipu_tls::ClientTls::from_options(args.tls_ca.as_ref(), None, None, &[])
+        .context("invalid --tls-ca")?;
     let mut bootstrap = Connection::open(&args.kafka_bootstrap, tls.as_ref()).await?;
     let topic = TopicName(StrBytes::from_string(args.topic.clone()));
     let metadata: MetadataResponse = bootstrap

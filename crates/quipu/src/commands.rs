@@ -40,20 +40,13 @@ pub struct Connection {
 
 impl Connection {
     pub async fn connect(&self) -> anyhow::Result<Client> {
-        let tls = match &self.tls_ca {
-            None => None,
-            Some(ca) => Some(
-                quipu_tls::ClientTls::new(
-                    quipu_tls::ClientFiles {
-                        ca: ca.clone(),
-                        cert: self.tls_cert.clone(),
-                        key: self.tls_key.clone(),
-                    },
-                    &[b"h2"],
-                )
-                .context("invalid --tls-ca, --tls-cert or --tls-key")?,
-            ),
-        };
+        let tls = quipu_tls::ClientTls::from_options(
+            self.tls_ca.as_ref(),
+            self.tls_cert.as_ref(),
+            self.tls_key.as_ref(),
+            &[b"h2"],
+        )
+        .context("invalid --tls-ca, --tls-cert or --tls-key")?;
         let config = quipu_client::ClientConfig {
             tls,
             ..quipu_client::ClientConfig::default()

@@ -133,7 +133,7 @@ fn quipu_dev_with_tls_serves_the_cli_over_tls_only() {
     }
 }
 
-/// A server certificate, key and CA file, made by `ca` in `dir` under `stem`.
+/// A certificate, key and CA file, made by `ca` in `dir` under `stem`.
 fn files(
     dir: &Path,
     ca: &DevCa,
@@ -141,17 +141,10 @@ fn files(
     names: &[&str],
     validity: Validity,
 ) -> (PathBuf, PathBuf, PathBuf) {
-    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-    let issued = ca.issue(stem, &names, validity).unwrap();
-    let paths = (
-        dir.join(format!("{stem}.pem")),
-        dir.join(format!("{stem}.key")),
-        dir.join(format!("{stem}-ca.pem")),
-    );
-    write(&paths.0, &issued.cert_pem, false).unwrap();
-    write(&paths.1, &issued.key_pem, true).unwrap();
-    write(&paths.2, &ca.cert_pem(), false).unwrap();
-    paths
+    let (cert, key) = ca.issue_files(dir, stem, names, validity).unwrap();
+    let ca_path = dir.join(format!("{stem}-ca.pem"));
+    write(&ca_path, &ca.cert_pem(), false).unwrap();
+    (cert, key, ca_path)
 }
 
 #[test]

@@ -202,6 +202,22 @@ pub async fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> String {
     run_full(program, args, stdin, &[]).await
 }
 
+/// Runs `program` with `args`, expecting it may fail; whether it succeeded (within 30 s: the
+/// program's own timeouts are shorter).
+pub async fn succeeds(program: &str, args: &[impl AsRef<std::ffi::OsStr>]) -> bool {
+    let status = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    tokio::time::timeout(Duration::from_secs(30), status)
+        .await
+        .expect("the program ran past its own timeout")
+        .unwrap()
+        .success()
+}
+
 /// [`run`] with extra environment variables.
 pub async fn run_with_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     run_full(program, args, None, env).await

@@ -64,6 +64,17 @@ impl Caller {
     }
 }
 
+/// Refuses a request (`what`) that lists more groups than a node heartbeat may.
+fn groups_within_bound(count: usize, what: &str) -> Result<(), Status> {
+    if count > quiesce::QUIET_GROUPS_MAX {
+        return Err(Status::invalid_argument(format!(
+            "{what} of {count} groups exceeds {}",
+            quiesce::QUIET_GROUPS_MAX
+        )));
+    }
+    Ok(())
+}
+
 fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Status> {
     postcard::from_bytes(payload)
         .map_err(|e| Status::invalid_argument(format!("undecodable raft payload: {e}")))
@@ -272,13 +283,7 @@ impl RaftTransport for TransportService {
         let caller = self.admit(&request)?;
         let heartbeat = request.into_inner();
         self.admit_peer(caller, heartbeat.from_node, heartbeat.to_node, "heartbeat")?;
-        if heartbeat.quiet.len() > quiesce::QUIET_GROUPS_MAX {
-            return Err(Status::invalid_argument(format!(
-                "a heartbeat listing {} quiet groups exceeds {}",
-                heartbeat.quiet.len(),
-                quiesce::QUIET_GROUPS_MAX
-            )));
-        }
+        groups_within_bound(heartbeat.quiet.len(), "a heartbeat listing quiet groups")?;
         quiesce::on_node_heartbeat(&self.groups, &self.liveness, &heartbeat);
         Ok(Response::new(NodeHeartbeatReply {}))
     }
@@ -319,13 +324,7 @@ impl RaftTransport for TransportService {
             request.to_node,
             "campaign request",
         )?;
-        if request.group_ids.len() > quiesce::QUIET_GROUPS_MAX {
-            return Err(Status::invalid_argument(format!(
-                "a campaign request for {} groups exceeds {}",
-                request.group_ids.len(),
-                quiesce::QUIET_GROUPS_MAX
-            )));
-        }
+        groups_within_bound(request.group_ids.len(), "a campaign request")?;
         let mut started = Vec::new();
         for id in request.group_ids {
             let group = GroupId(id);
@@ -391,13 +390,7 @@ impl RaftTransport for TransportService {
             request.to_node,
             "election request",
         )?;
-        if request.group_ids.len() > quiesce::QUIET_GROUPS_MAX {
-            return Err(Status::invalid_argument(format!(
-                "an election request for {} groups exceeds {}",
-                request.group_ids.len(),
-                quiesce::QUIET_GROUPS_MAX
-            )));
-        }
+        groups_within_bound(request.group_ids.len(), "an election request")?;
         let only: Option<std::collections::HashSet<u64>> =
             (!request.group_ids.is_empty()).then(|| request.group_ids.iter().copied().collect());
         let leaders = crate::reassign::Leaders {

@@ -46,17 +46,23 @@ pub async fn start_nodes(dirs: &[tempfile::TempDir], log: &LogConfig) -> Vec<Nod
         let config = config(i as u64 + 1, dir.path(), listen, log.clone());
         nodes.push(Node::start(config).await.unwrap());
     }
-    let voters = voters(&nodes);
-    for node in &nodes {
+    form_cluster(&nodes).await;
+    nodes
+}
+
+/// Forms a cluster of `nodes` (each an initial voter) and waits until every node is registered
+/// and a controller leader is known everywhere.
+pub async fn form_cluster(nodes: &[Node]) {
+    let voters = voters(nodes);
+    for node in nodes {
         node.join(voters.clone()).await.unwrap();
     }
     wait_for("a controller leader that registered every node", || {
         nodes
             .iter()
-            .all(|n| n.metadata().nodes().count() == 3 && n.controller_leader().is_some())
+            .all(|n| n.metadata().nodes().count() == nodes.len() && n.controller_leader().is_some())
     })
     .await;
-    nodes
 }
 
 /// Every node's (id, transport address).
