@@ -103,6 +103,7 @@ pub async fn run(args: WorkloadArgs) -> anyhow::Result<()> {
             &[b"h2"],
         )
         .context("invalid --tls-ca, --tls-cert or --tls-key")?,
+        credentials: None,
     };
     let admin = connect(&args.bootstrap, config.clone()).await?;
     prepare_topic(&admin, &args).await?;
@@ -297,7 +298,9 @@ fn send_outcome(error: &ClientError) -> OpType {
         | ClientError::LimitExceeded(_)
         | ClientError::OffsetOutOfRange(_)
         | ClientError::OutOfOrderSequence(_)
-        | ClientError::ProducerRefused(_) => OpType::Fail,
+        | ClientError::ProducerRefused(_)
+        | ClientError::NotAuthorized(_)
+        | ClientError::NotAuthenticated(_) => OpType::Fail,
         // Group and node errors never come from a produce; if one did, it would prove nothing.
         ClientError::UnknownMember(_)
         | ClientError::FencedMember(_)

@@ -12,17 +12,22 @@ use quipu_proto::v1::{
     RebalanceResponse, RemoveNodeRequest, RemoveNodeResponse, TopicConfig, TopicDescription,
 };
 use quipu_proto::v1::{
-    AlterUsersRequest, AlterUsersResponse, ListUsersRequest, ListUsersResponse, ScramMechanism,
-    UserCredentialInfo, UserInfo,
+    AlterUsersRequest, AlterUsersResponse, CreateAclsRequest, CreateAclsResponse,
+    DeleteAclsRequest, DeleteAclsResponse, ListAclsRequest, ListAclsResponse, ListUsersRequest,
+    ListUsersResponse, ScramMechanism, UserCredentialInfo, UserInfo,
 };
 use tonic::{Request, Response, Status};
 
+use crate::acls;
+use crate::auth::Gate;
 use crate::error::{from_controller, invalid, invalid_config, unknown_topic};
+use quipu_meta::acls::{Operation, ResourceType};
 
 /// The Admin service of one node.
 #[derive(Debug, Clone)]
 pub(crate) struct AdminService {
     pub node: NodeHandle,
+    pub gate: std::sync::Arc<Gate>,
 }
 
 /// Settings from a request, each key and value checked.
@@ -125,7 +130,17 @@ impl Admin for AdminService {
         &self,
         request: Request<CreateTopicRequest>,
     ) -> Result<Response<CreateTopicResponse>, Status> {
+        let who = self.gate.principal(&request).await?;
         let request = request.into_inner();
+        // CREATE on the cluster, or on the topic.
+        if !self.gate.may(
+            &who,
+            Operation::Create,
+            ResourceType::Cluster,
+            quipu_meta::acls::CLUSTER_RESOURCE,
+        ) {
+            self.gate.topic(&who, Operation::Create, &request.name)?;
+        }
         self.change(ControllerRequest::CreateTopic {
             name: request.name,
             partitions: count(request.partitions, "the partition count")?,
@@ -140,6 +155,9 @@ impl Admin for AdminService {
         &self,
         request: Request<DeleteTopicRequest>,
     ) -> Result<Response<DeleteTopicResponse>, Status> {
+        self.gate
+            .topic_caller(&request, Operation::Delete, &request.get_ref().name)
+            .await?;
         self.change(ControllerRequest::DeleteTopic {
             name: request.into_inner().name,
         })
@@ -151,11 +169,16 @@ impl Admin for AdminService {
         &self,
         request: Request<ListTopicsRequest>,
     ) -> Result<Response<ListTopicsResponse>, Status> {
+        let who = self.gate.principal(&request).await?;
         let include_internal = request.into_inner().include_internal;
         let metadata = self.node.metadata();
         let topics = metadata
             .topics()
             .filter(|t| include_internal || t.name != quipu_groups::OFFSETS_TOPIC)
+            .filter(|t| {
+                self.gate
+                    .may(&who, Operation::Describe, ResourceType::Topic, &t.name)
+            })
             .map(|t| self.describe(t))
             .collect();
         Ok(Response::new(ListTopicsResponse { topics }))
@@ -165,6 +188,9 @@ impl Admin for AdminService {
         &self,
         request: Request<DescribeTopicRequest>,
     ) -> Result<Response<TopicDescription>, Status> {
+        self.gate
+            .topic_caller(&request, Operation::Describe, &request.get_ref().name)
+            .await?;
         let name = request.into_inner().name;
         let metadata = self.node.metadata();
         let topic = metadata.topic(&name).ok_or_else(|| unknown_topic(&name))?;
@@ -175,6 +201,9 @@ impl Admin for AdminService {
         &self,
         request: Request<AlterTopicConfigRequest>,
     ) -> Result<Response<AlterTopicConfigResponse>, Status> {
+        self.gate
+            .topic_caller(&request, Operation::AlterConfigs, &request.get_ref().name)
+            .await?;
         let request = request.into_inner();
         self.change(ControllerRequest::AlterTopicConfig {
             name: request.name,
@@ -190,6 +219,9 @@ impl Admin for AdminService {
         &self,
         request: Request<AddPartitionsRequest>,
     ) -> Result<Response<AddPartitionsResponse>, Status> {
+        self.gate
+            .topic_caller(&request, Operation::Alter, &request.get_ref().name)
+            .await?;
         let request = request.into_inner();
         self.change(ControllerRequest::AddPartitions {
             name: request.name,
@@ -251,6 +283,7 @@ impl Admin for AdminService {
         &self,
         request: Request<DrainNodeRequest>,
     ) -> Result<Response<DrainNodeResponse>, Status> {
+        self.gate.cluster_caller(&request, Operation::Alter).await?;
         let id = request.into_inner().node_id;
         self.change(ControllerRequest::DrainNode { id }).await?;
         Ok(Response::new(DrainNodeResponse {}))
@@ -260,6 +293,7 @@ impl Admin for AdminService {
         &self,
         request: Request<RemoveNodeRequest>,
     ) -> Result<Response<RemoveNodeResponse>, Status> {
+        self.gate.cluster_caller(&request, Operation::Alter).await?;
         let request = request.into_inner();
         self.change(ControllerRequest::RemoveNode {
             id: request.node_id,
@@ -273,6 +307,7 @@ impl Admin for AdminService {
         &self,
         request: Request<MovePartitionRequest>,
     ) -> Result<Response<MovePartitionResponse>, Status> {
+        self.gate.cluster_caller(&request, Operation::Alter).await?;
         let request = request.into_inner();
         if request.replicas.len() > REPLICAS_MAX {
             return Err(invalid(format!(
@@ -293,6 +328,13 @@ impl Admin for AdminService {
         &self,
         request: Request<RebalanceRequest>,
     ) -> Result<Response<RebalanceResponse>, Status> {
+        // A plan only is a look at the cluster (DESCRIBE); carrying it out changes it (ALTER).
+        let operation = if request.get_ref().execute {
+            Operation::Alter
+        } else {
+            Operation::Describe
+        };
+        self.gate.cluster_caller(&request, operation).await?;
         let execute = request.into_inner().execute;
         let planned = self.node.plan_rebalance();
         let moves = self.node.with_metadata(|m| {
@@ -327,6 +369,7 @@ impl Admin for AdminService {
         &self,
         request: Request<ElectPreferredLeadersRequest>,
     ) -> Result<Response<ElectPreferredLeadersResponse>, Status> {
+        self.gate.cluster_caller(&request, Operation::Alter).await?;
         let topic = request.into_inner().topic;
         let groups = if topic.is_empty() {
             None
@@ -347,6 +390,7 @@ impl Admin for AdminService {
         &self,
         request: Request<AlterUsersRequest>,
     ) -> Result<Response<AlterUsersResponse>, Status> {
+        self.gate.cluster_caller(&request, Operation::Alter).await?;
         let request = request.into_inner();
         if request.upserts.len() + request.deletes.len() > USER_CHANGES_MAX {
             return Err(invalid(format!(
@@ -401,8 +445,11 @@ impl Admin for AdminService {
 
     async fn list_users(
         &self,
-        _request: Request<ListUsersRequest>,
+        request: Request<ListUsersRequest>,
     ) -> Result<Response<ListUsersResponse>, Status> {
+        self.gate
+            .cluster_caller(&request, Operation::Describe)
+            .await?;
         let users = self.node.with_metadata(|m| {
             m.users()
                 .iter()
@@ -419,6 +466,52 @@ impl Admin for AdminService {
                 .collect()
         });
         Ok(Response::new(ListUsersResponse { users }))
+    }
+
+    async fn create_acls(
+        &self,
+        request: Request<CreateAclsRequest>,
+    ) -> Result<Response<CreateAclsResponse>, Status> {
+        self.gate.cluster_caller(&request, Operation::Alter).await?;
+        let bindings = request
+            .into_inner()
+            .bindings
+            .into_iter()
+            .map(acls::binding_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        acls::create(&self.node, bindings).await?;
+        Ok(Response::new(CreateAclsResponse {}))
+    }
+
+    async fn delete_acls(
+        &self,
+        request: Request<DeleteAclsRequest>,
+    ) -> Result<Response<DeleteAclsResponse>, Status> {
+        self.gate.cluster_caller(&request, Operation::Alter).await?;
+        let filters = request
+            .into_inner()
+            .filters
+            .into_iter()
+            .map(|f| acls::filter_of(Some(f)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let deleted = acls::delete(&self.node, &filters).await?;
+        Ok(Response::new(DeleteAclsResponse {
+            deleted: deleted.iter().map(acls::to_proto).collect(),
+        }))
+    }
+
+    async fn list_acls(
+        &self,
+        request: Request<ListAclsRequest>,
+    ) -> Result<Response<ListAclsResponse>, Status> {
+        self.gate
+            .cluster_caller(&request, Operation::Describe)
+            .await?;
+        let filter = acls::filter_of(request.into_inner().filter)?;
+        let bindings = acls::selected(&self.node, &filter);
+        Ok(Response::new(ListAclsResponse {
+            bindings: bindings.iter().map(acls::to_proto).collect(),
+        }))
     }
 }
 

@@ -16,6 +16,9 @@ use quipu_storage::Offset;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
 
+use quipu_meta::acls::Operation;
+
+use crate::auth::Gate;
 use crate::error::{
     from_controller, from_fetch, from_produce, invalid, not_leader, status, unknown_topic,
 };
@@ -40,6 +43,7 @@ const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub(crate) struct DataService {
     pub node: NodeHandle,
+    pub gate: Arc<Gate>,
 }
 
 impl DataService {
@@ -120,7 +124,13 @@ impl DataService {
         Ok(())
     }
 
-    async fn produce_one(&self, request: ProduceRequest) -> Result<ProduceResponse, Status> {
+    /// Produces one batch for `who`, which needs WRITE on the topic.
+    async fn produce_one(
+        &self,
+        who: &quipu_node::Principal,
+        request: ProduceRequest,
+    ) -> Result<ProduceResponse, Status> {
+        self.gate.topic(who, Operation::Write, &request.topic)?;
         let partition = self.replica(&request.topic, request.partition)?;
         let batch = request.record_batch;
         let acks = Acks::try_from(request.acks)
@@ -168,7 +178,8 @@ impl Data for DataService {
         &self,
         request: Request<ProduceRequest>,
     ) -> Result<Response<ProduceResponse>, Status> {
-        self.produce_one(request.into_inner())
+        let who = self.gate.principal(&request).await?;
+        self.produce_one(&who, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -177,6 +188,7 @@ impl Data for DataService {
         &self,
         request: Request<Streaming<ProduceRequest>>,
     ) -> Result<Response<ProduceStreamResponse>, Status> {
+        let who = self.gate.principal(&request).await?;
         let mut stream = request.into_inner();
         let mut items = Vec::new();
         while let Some(request) = stream.next().await {
@@ -185,7 +197,7 @@ impl Data for DataService {
                     "a produce stream carries at most {PRODUCE_STREAM_REQUESTS_MAX} requests"
                 )));
             }
-            let item = match self.produce_one(request?).await {
+            let item = match self.produce_one(&who, request?).await {
                 Ok(response) => ProduceStreamItem {
                     response: Some(response),
                     status_code: 0,
@@ -208,6 +220,9 @@ impl Data for DataService {
         &self,
         request: Request<FetchRequest>,
     ) -> Result<Response<Self::FetchStream>, Status> {
+        self.gate
+            .topic_caller(&request, Operation::Read, &request.get_ref().topic)
+            .await?;
         let request = request.into_inner();
         let partition = self.leader_replica(&request.topic, request.partition)?;
         let start = partition.log_start_offset();
@@ -250,6 +265,9 @@ impl Data for DataService {
         &self,
         request: Request<ListOffsetsRequest>,
     ) -> Result<Response<ListOffsetsResponse>, Status> {
+        self.gate
+            .topic_caller(&request, Operation::Describe, &request.get_ref().topic)
+            .await?;
         let request = request.into_inner();
         let partition = self.leader_replica(&request.topic, request.partition)?;
         let spec = OffsetSpec::try_from(request.spec)
@@ -267,8 +285,10 @@ impl Data for DataService {
 
     async fn init_producer_id(
         &self,
-        _request: Request<InitProducerIdRequest>,
+        request: Request<InitProducerIdRequest>,
     ) -> Result<Response<InitProducerIdResponse>, Status> {
+        let who = self.gate.principal(&request).await?;
+        self.gate.idempotent_writer(&who)?;
         let producer_id = self
             .node
             .init_producer_id()
@@ -284,6 +304,10 @@ impl Data for DataService {
         &self,
         request: Request<ReadReplicaRequest>,
     ) -> Result<Response<ReadReplicaResponse>, Status> {
+        // Uncommitted data of any replica: for node-level tools only (CLUSTER_ACTION).
+        self.gate
+            .cluster_caller(&request, Operation::ClusterAction)
+            .await?;
         let request = request.into_inner();
         let partition = self.replica(&request.topic, request.partition)?;
         let max_bytes = u64::from(match request.max_bytes {

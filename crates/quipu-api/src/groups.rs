@@ -14,12 +14,16 @@ use quipu_proto::v1::{
 };
 use tonic::{Code, Request, Response, Status};
 
+use quipu_meta::acls::{Operation, ResourceType};
+
+use crate::auth::Gate;
 use crate::error::{from_coordinator, status};
 
 /// The Groups service of one node.
 #[derive(Debug, Clone)]
 pub(crate) struct GroupsService {
     pub node: NodeHandle,
+    pub gate: std::sync::Arc<Gate>,
 }
 
 fn to_assignment(set: PartitionSet) -> Assignment {
@@ -64,7 +68,9 @@ impl Groups for GroupsService {
         &self,
         request: Request<FindCoordinatorRequest>,
     ) -> Result<Response<FindCoordinatorResponse>, Status> {
+        let who = self.gate.principal(&request).await?;
         let group = request.into_inner().group;
+        self.gate.group(&who, Operation::Describe, &group)?;
         let node = self
             .node
             .find_coordinator(&group)
@@ -84,7 +90,12 @@ impl Groups for GroupsService {
             .remote_addr()
             .map(|a| format!("/{}", a.ip()))
             .unwrap_or_default();
+        let who = self.gate.principal(&request).await?;
         let r = request.into_inner();
+        self.gate.group(&who, Operation::Read, &r.group)?;
+        for topic in r.subscribed_topics.iter().flat_map(|t| &t.names) {
+            self.gate.topic(&who, Operation::Describe, topic)?;
+        }
         let beat = Heartbeat {
             member_id: r.member_id,
             member_epoch: r.member_epoch,
@@ -115,11 +126,26 @@ impl Groups for GroupsService {
         &self,
         request: Request<CommitOffsetsRequest>,
     ) -> Result<Response<CommitOffsetsResponse>, Status> {
+        let who = self.gate.principal(&request).await?;
         let r = request.into_inner();
+        self.gate.group(&who, Operation::Read, &r.group)?;
+        // READ on each topic: the others' offsets are refused one by one, the rest committed.
+        let refused: Vec<Option<String>> = r
+            .offsets
+            .iter()
+            .map(|o| {
+                self.gate
+                    .topic(&who, Operation::Read, &o.topic)
+                    .err()
+                    .map(|e| e.message().to_owned())
+            })
+            .collect();
         let offsets: Vec<OffsetCommit> = r
             .offsets
             .into_iter()
-            .map(|o| OffsetCommit {
+            .zip(&refused)
+            .filter(|(_, refused)| refused.is_none())
+            .map(|(o, _)| OffsetCommit {
                 topic: o.topic,
                 partition: o.partition,
                 offset: o.offset,
@@ -132,10 +158,17 @@ impl Groups for GroupsService {
             .commit_offsets(&r.group, r.member_epoch, &r.member_id, None, &offsets)
             .await
             .map_err(|e| from_coordinator(&self.node, e))?;
+        let mut results = results.into_iter();
         Ok(Response::new(CommitOffsetsResponse {
-            errors: results
+            errors: refused
                 .into_iter()
-                .map(|r| r.err().map(|e| e.to_string()).unwrap_or_default())
+                .map(|refused| match refused {
+                    Some(message) => message,
+                    None => results
+                        .next()
+                        .and_then(|r| r.err().map(|e| e.to_string()))
+                        .unwrap_or_default(),
+                })
                 .collect(),
         }))
     }
@@ -144,7 +177,12 @@ impl Groups for GroupsService {
         &self,
         request: Request<FetchOffsetsRequest>,
     ) -> Result<Response<FetchOffsetsResponse>, Status> {
+        let who = self.gate.principal(&request).await?;
         let r = request.into_inner();
+        self.gate.group(&who, Operation::Describe, &r.group)?;
+        for topic in &r.partitions {
+            self.gate.topic(&who, Operation::Describe, &topic.topic)?;
+        }
         let partitions: Vec<(String, i32)> = r
             .partitions
             .iter()
@@ -156,9 +194,13 @@ impl Groups for GroupsService {
             .fetch_offsets(&r.group, asked)
             .await
             .map_err(|e| from_coordinator(&self.node, e))?;
+        // With no topics named, those the caller may not describe are left out.
+        let offsets = offsets.into_iter().filter(|o| {
+            self.gate
+                .may(&who, Operation::Describe, ResourceType::Topic, &o.topic)
+        });
         Ok(Response::new(FetchOffsetsResponse {
             offsets: offsets
-                .into_iter()
                 .map(|o| {
                     let (offset, metadata, at) = o.value.map_or((-1, String::new(), 0), |v| {
                         (v.offset, v.metadata, v.commit_timestamp_ms)
@@ -177,13 +219,21 @@ impl Groups for GroupsService {
 
     async fn list_groups(
         &self,
-        _request: Request<ListGroupsRequest>,
+        request: Request<ListGroupsRequest>,
     ) -> Result<Response<ListGroupsResponse>, Status> {
+        // Every group with DESCRIBE on the cluster, else those the caller may describe.
+        let who = self.gate.principal(&request).await?;
+        let all = self.gate.cluster(&who, Operation::Describe).is_ok();
         Ok(Response::new(ListGroupsResponse {
             groups: self
                 .node
                 .list_groups()
                 .into_iter()
+                .filter(|g| {
+                    all || self
+                        .gate
+                        .may(&who, Operation::Describe, ResourceType::Group, &g.group)
+                })
                 .map(|g| ListedGroup {
                     group: g.group,
                     protocol: g.protocol.to_string(),
@@ -197,7 +247,9 @@ impl Groups for GroupsService {
         &self,
         request: Request<DescribeGroupRequest>,
     ) -> Result<Response<GroupDescription>, Status> {
+        let who = self.gate.principal(&request).await?;
         let group = request.into_inner().group;
+        self.gate.group(&who, Operation::Describe, &group)?;
         let error = |e| from_coordinator(&self.node, e);
         if let Some(g) = self
             .node
@@ -262,6 +314,9 @@ impl Groups for GroupsService {
         &self,
         request: Request<DeleteGroupRequest>,
     ) -> Result<Response<DeleteGroupResponse>, Status> {
+        let who = self.gate.principal(&request).await?;
+        self.gate
+            .group(&who, Operation::Delete, &request.get_ref().group)?;
         self.node
             .delete_group(&request.into_inner().group)
             .await

@@ -8,7 +8,9 @@
 //!   with the leader's (or the preferred leader's) API address in an `ErrorDetail`.
 //! - Every error status carries an `ErrorDetail` (its encoded bytes in the status details).
 
+mod acls;
 mod admin;
+mod auth;
 mod data;
 mod error;
 mod groups;
@@ -72,13 +74,20 @@ pub async fn serve_tls(
     tls: Option<std::sync::Arc<quipu_tls::ServerTls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let admin = AdminServer::new(admin::AdminService { node: node.clone() })
-        .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(API_MESSAGE_BYTES_MAX);
-    let groups = GroupsServer::new(groups::GroupsService { node: node.clone() })
-        .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(API_MESSAGE_BYTES_MAX);
-    let data = DataServer::new(data::DataService { node })
+    let gate = std::sync::Arc::new(auth::Gate::new(node.clone(), tls.is_some()));
+    let admin = AdminServer::new(admin::AdminService {
+        node: node.clone(),
+        gate: gate.clone(),
+    })
+    .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
+    .max_encoding_message_size(API_MESSAGE_BYTES_MAX);
+    let groups = GroupsServer::new(groups::GroupsService {
+        node: node.clone(),
+        gate: gate.clone(),
+    })
+    .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
+    .max_encoding_message_size(API_MESSAGE_BYTES_MAX);
+    let data = DataServer::new(data::DataService { node, gate })
         .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(API_MESSAGE_BYTES_MAX);
     let connections = quipu_node::ConnectionLimits::new(

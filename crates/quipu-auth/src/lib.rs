@@ -8,9 +8,12 @@
 //! user is answered like a known one until the proof fails, so that an exchange does not tell
 //! which users exist; every comparison of secrets takes the same time whatever they hold.
 
+mod password;
 mod scram;
 
+pub use password::{PASSWORD_CACHE_USERS_MAX, PasswordCache};
 pub use scram::{
-    AuthError, CLIENT_MESSAGE_BYTES_MAX, Credentials, ScramServer, Step, credential_from_salted,
-    derive_credential, plain, random_bytes, salted_password, verify_password,
+    AuthError, CLIENT_MESSAGE_BYTES_MAX, Credentials, ScramServer, Step, check_password,
+    credential_from_salted, derive_credential, plain, random_bytes, salted_password,
+    verify_password,
 };

@@ -84,7 +84,7 @@ fn algorithms(
     }
 }
 
-fn hmac_of(mechanism: ScramMechanism, key: &[u8], data: &[u8]) -> Vec<u8> {
+pub(crate) fn hmac_of(mechanism: ScramMechanism, key: &[u8], data: &[u8]) -> Vec<u8> {
     let key = hmac::Key::new(algorithms(mechanism).1, key);
     hmac::sign(&key, data).as_ref().to_vec()
 }
@@ -148,7 +148,7 @@ pub fn derive_credential(
 }
 
 /// Equal bytes, compared in a time that depends only on the lengths.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -389,6 +389,40 @@ struct Exchange {
     known: bool,
 }
 
+/// The credential a password is checked against: `user`'s SCRAM-SHA-256 one if it has one, else
+/// its SCRAM-SHA-512 one.
+pub(crate) fn password_credential(
+    user: &str,
+    credentials: &dyn Credentials,
+) -> Option<(ScramMechanism, ScramCredential)> {
+    ScramMechanism::ALL
+        .into_iter()
+        .find_map(|m| credentials.lookup(user, m).map(|c| (m, c)))
+}
+
+/// Whether `password` is `user`'s (against [`password_credential`]); an unknown user costs the
+/// same work as a known one.
+pub fn check_password(
+    user: &str,
+    password: &[u8],
+    credentials: &dyn Credentials,
+) -> Result<(), AuthError> {
+    let valid = match password_credential(user, credentials) {
+        Some((mechanism, credential)) => verify_password(mechanism, &credential, password),
+        None => {
+            // The same work as for a known user: the time taken tells nothing.
+            let decoy = decoy(ScramMechanism::Sha256, user);
+            let _ = verify_password(ScramMechanism::Sha256, &decoy, password);
+            false
+        }
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(AuthError::InvalidCredentials { user: shown(user) })
+    }
+}
+
 /// SASL PLAIN: `[authzid] NUL authcid NUL password`, checked against the user's SCRAM
 /// credential (SHA-256 if it has one, else SHA-512). Returns the user.
 pub fn plain(message: &[u8], credentials: &dyn Credentials) -> Result<String, AuthError> {
@@ -412,21 +446,7 @@ pub fn plain(message: &[u8], credentials: &dyn Credentials) -> Result<String, Au
     if !authzid.is_empty() && authzid != user.as_bytes() {
         return Err(AuthError::OtherIdentity);
     }
-    let found = ScramMechanism::ALL
-        .into_iter()
-        .find_map(|m| credentials.lookup(user, m).map(|c| (m, c)));
-    let valid = match &found {
-        Some((mechanism, credential)) => verify_password(*mechanism, credential, password),
-        None => {
-            // The same work as for a known user: the time taken tells nothing.
-            let decoy = decoy(ScramMechanism::Sha256, user);
-            let _ = verify_password(ScramMechanism::Sha256, &decoy, password);
-            false
-        }
-    };
-    if !valid {
-        return Err(AuthError::InvalidCredentials { user: shown(user) });
-    }
+    check_password(user, password, credentials)?;
     Ok(user.to_owned())
 }
 

@@ -67,6 +67,12 @@ pub enum ClientError {
     /// No registered node has that id, or it was removed from the cluster.
     #[error("{0}")]
     UnknownNode(String),
+    /// The caller's principal may not do this (an ACL refuses it, or none allows it).
+    #[error("not authorized: {0}")]
+    NotAuthorized(String),
+    /// The credentials were refused (a wrong password, an unknown user).
+    #[error("not authenticated: {0}")]
+    NotAuthenticated(String),
     /// Anything else the server or the transport reported.
     #[error("{0}")]
     Other(String),
@@ -137,6 +143,8 @@ pub(crate) fn classify(status: &tonic::Status, idempotent: bool) -> Failure {
         ErrorReason::UnknownGroup => Failure::Fatal(ClientError::UnknownGroup(message)),
         ErrorReason::GroupRefused => Failure::Fatal(ClientError::GroupRefused(message)),
         ErrorReason::UnknownNode => Failure::Fatal(ClientError::UnknownNode(message)),
+        ErrorReason::NotAuthorized => Failure::Fatal(ClientError::NotAuthorized(message)),
+        ErrorReason::NotAuthenticated => Failure::Fatal(ClientError::NotAuthenticated(message)),
         ErrorReason::Unspecified => transport(status, idempotent),
     }
 }

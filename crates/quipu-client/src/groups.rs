@@ -11,7 +11,6 @@ use quipu_proto::v1::{
     FindCoordinatorRequest, GroupDescription, GroupHeartbeatRequest, GroupHeartbeatResponse,
     ListGroupsRequest, ListedGroup, OffsetToCommit, TopicPartitions,
 };
-use tonic::transport::Channel;
 
 use crate::error::{Failure, classify};
 use crate::{Client, ClientError, ConsumedRecord, Consumer, StartAt};
@@ -33,8 +32,8 @@ pub struct Committed {
 }
 
 impl Client {
-    fn groups(&self, addr: &str) -> Result<GroupsClient<Channel>, ClientError> {
-        Ok(GroupsClient::new(self.channel(addr)?))
+    fn groups(&self, addr: &str) -> Result<GroupsClient<crate::Rpc>, ClientError> {
+        Ok(GroupsClient::new(self.rpc(addr)?))
     }
 
     /// The API address of `group`'s coordinator (cached, or found from any node).
@@ -64,7 +63,7 @@ impl Client {
     /// it is not available.
     async fn on_coordinator<T, F, Fut>(&self, group: &str, call: F) -> Result<T, ClientError>
     where
-        F: Fn(GroupsClient<Channel>) -> Fut,
+        F: Fn(GroupsClient<crate::Rpc>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let deadline = tokio::time::Instant::now() + self.inner.config.retry_deadline;

@@ -83,7 +83,66 @@ pub struct ClientConfig {
     /// TLS to every node (the CA trusted and, for mutual TLS, the client's certificate);
     /// `None`: plaintext.
     pub tls: Option<Arc<quipu_tls::ClientTls>>,
+    /// A user and password sent with every call (only over TLS); `None`: the client is its
+    /// certificate's subject, or anonymous.
+    pub credentials: Option<Credentials>,
 }
+
+/// A user and its password, sent with every call as HTTP basic authentication.
+#[derive(Clone)]
+pub struct Credentials {
+    /// The user.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Adds the client's `authorization` header (if any) to every call.
+#[derive(Debug, Clone)]
+pub(crate) struct Authorization(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Authorization {
+    fn of(credentials: Option<&Credentials>) -> Result<Authorization, ClientError> {
+        use base64::Engine;
+        let Some(c) = credentials else {
+            return Ok(Authorization(None));
+        };
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.user, c.password));
+        let mut value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+            format!("Basic {token}").parse().map_err(|_| {
+                ClientError::InvalidArgument("the credentials cannot be sent".to_owned())
+            })?;
+        // Never indexed by HTTP/2 header compression.
+        value.set_sensitive(true);
+        Ok(Authorization(Some(value)))
+    }
+}
+
+impl tonic::service::Interceptor for Authorization {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel to one node, carrying the client's credentials.
+pub(crate) type Rpc = tonic::service::interceptor::InterceptedService<Channel, Authorization>;
 
 impl Default for ClientConfig {
     fn default() -> Self {
@@ -92,6 +151,7 @@ impl Default for ClientConfig {
             retry_deadline: Duration::from_secs(30),
             retry_backoff: Duration::from_millis(50),
             tls: None,
+            credentials: None,
         }
     }
 }
@@ -128,6 +188,7 @@ struct Inner {
     /// Addresses to try for calls any node answers: the bootstrap list, then every node learnt.
     addrs: Mutex<Vec<String>>,
     channels: Mutex<HashMap<String, Channel>>,
+    authorization: Authorization,
     /// Leader API address of (topic, partition), as last learnt.
     leaders: Mutex<HashMap<(String, u32), String>>,
 }
@@ -151,8 +212,15 @@ impl Client {
                 "no bootstrap address given".to_string(),
             ));
         }
+        if config.credentials.is_some() && config.tls.is_none() {
+            return Err(ClientError::InvalidArgument(
+                "a password is sent only over TLS: give the cluster's CA (--tls-ca)".to_string(),
+            ));
+        }
+        let authorization = Authorization::of(config.credentials.as_ref())?;
         let client = Client {
             inner: Arc::new(Inner {
+                authorization,
                 config,
                 addrs: Mutex::new(addrs),
                 channels: Mutex::new(HashMap::new()),
@@ -195,14 +263,22 @@ impl Client {
         Ok(channel)
     }
 
-    fn admin(&self, addr: &str) -> Result<AdminClient<Channel>, ClientError> {
-        Ok(AdminClient::new(self.channel(addr)?)
+    /// A channel to `addr` that carries the client's credentials.
+    fn rpc(&self, addr: &str) -> Result<Rpc, ClientError> {
+        Ok(tonic::service::interceptor::InterceptedService::new(
+            self.channel(addr)?,
+            self.inner.authorization.clone(),
+        ))
+    }
+
+    fn admin(&self, addr: &str) -> Result<AdminClient<Rpc>, ClientError> {
+        Ok(AdminClient::new(self.rpc(addr)?)
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
             .max_encoding_message_size(MESSAGE_BYTES_MAX))
     }
 
-    fn data(&self, addr: &str) -> Result<DataClient<Channel>, ClientError> {
-        Ok(DataClient::new(self.channel(addr)?)
+    fn data(&self, addr: &str) -> Result<DataClient<Rpc>, ClientError> {
+        Ok(DataClient::new(self.rpc(addr)?)
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
             .max_encoding_message_size(MESSAGE_BYTES_MAX))
     }
@@ -231,7 +307,7 @@ impl Client {
     /// Runs an admin call on any node that answers, retrying while the cluster cannot serve it.
     async fn any_node<T, F, Fut>(&self, idempotent: bool, call: F) -> Result<T, ClientError>
     where
-        F: Fn(AdminClient<Channel>) -> Fut,
+        F: Fn(AdminClient<Rpc>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         self.any_node_until(
@@ -610,6 +686,56 @@ impl Client {
             .collect())
     }
 
+    /// Creates access control bindings (all or none).
+    pub async fn create_acls(
+        &self,
+        bindings: &[quipu_meta::acls::AclBinding],
+    ) -> Result<(), ClientError> {
+        let request = quipu_proto::v1::CreateAclsRequest {
+            bindings: bindings.iter().map(acl_to_proto).collect(),
+        };
+        self.any_node(false, |mut c| {
+            let request = request.clone();
+            async move { c.create_acls(request).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Deletes every binding any of `filters` selects; returns them.
+    pub async fn delete_acls(
+        &self,
+        filters: &[quipu_meta::acls::AclFilter],
+    ) -> Result<Vec<quipu_meta::acls::AclBinding>, ClientError> {
+        let request = quipu_proto::v1::DeleteAclsRequest {
+            filters: filters.iter().map(acl_filter_to_proto).collect(),
+        };
+        let response = self
+            .any_node(false, |mut c| {
+                let request = request.clone();
+                async move { c.delete_acls(request).await }
+            })
+            .await?;
+        response.deleted.into_iter().map(acl_from_proto).collect()
+    }
+
+    /// The bindings `filter` selects.
+    pub async fn list_acls(
+        &self,
+        filter: &quipu_meta::acls::AclFilter,
+    ) -> Result<Vec<quipu_meta::acls::AclBinding>, ClientError> {
+        let request = quipu_proto::v1::ListAclsRequest {
+            filter: Some(acl_filter_to_proto(filter)),
+        };
+        let response = self
+            .any_node(true, |mut c| {
+                let request = request.clone();
+                async move { c.list_acls(request).await }
+            })
+            .await?;
+        response.bindings.into_iter().map(acl_from_proto).collect()
+    }
+
     fn cached_leader(&self, topic: &str, partition: u32) -> Option<String> {
         self.inner
             .leaders
@@ -687,7 +813,7 @@ impl Client {
         call: F,
     ) -> Result<T, ClientError>
     where
-        F: Fn(DataClient<Channel>) -> Fut,
+        F: Fn(DataClient<Rpc>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         self.on_leader_until(
@@ -710,7 +836,7 @@ impl Client {
         call: F,
     ) -> Result<T, ClientError>
     where
-        F: Fn(DataClient<Channel>) -> Fut,
+        F: Fn(DataClient<Rpc>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let deadline = tokio::time::Instant::now() + patience;
@@ -871,4 +997,51 @@ impl Client {
         .await
         .map(|r| r.offset)
     }
+}
+
+fn acl_to_proto(b: &quipu_meta::acls::AclBinding) -> quipu_proto::v1::AclBinding {
+    quipu_proto::v1::AclBinding {
+        resource_type: b.resource_type.name().to_owned(),
+        resource_name: b.resource_name.clone(),
+        pattern_type: b.pattern_type.name().to_owned(),
+        principal: b.principal.clone(),
+        host: b.host.clone(),
+        operation: b.operation.name().to_owned(),
+        permission: b.permission.name().to_owned(),
+    }
+}
+
+fn acl_filter_to_proto(f: &quipu_meta::acls::AclFilter) -> quipu_proto::v1::AclFilter {
+    use quipu_meta::acls::PatternFilter;
+    quipu_proto::v1::AclFilter {
+        resource_type: f.resource_type.map(|t| t.name().to_owned()),
+        resource_name: f.resource_name.clone(),
+        pattern_type: match f.pattern {
+            PatternFilter::Any => None,
+            PatternFilter::Match => Some("match".to_owned()),
+            PatternFilter::Exactly(p) => Some(p.name().to_owned()),
+        },
+        principal: f.principal.clone(),
+        host: f.host.clone(),
+        operation: f.operation.map(|o| o.name().to_owned()),
+        permission: f.permission.map(|p| p.name().to_owned()),
+    }
+}
+
+fn acl_from_proto(
+    b: quipu_proto::v1::AclBinding,
+) -> Result<quipu_meta::acls::AclBinding, ClientError> {
+    use quipu_meta::acls::{Operation, PatternType, Permission, ResourceType};
+    fn named<T>(name: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, ClientError> {
+        parse(name).ok_or_else(|| ClientError::Other(format!("the server named {name:?}")))
+    }
+    Ok(quipu_meta::acls::AclBinding {
+        resource_type: named(&b.resource_type, ResourceType::from_name)?,
+        resource_name: b.resource_name,
+        pattern_type: named(&b.pattern_type, PatternType::from_name)?,
+        principal: b.principal,
+        host: b.host,
+        operation: named(&b.operation, Operation::from_name)?,
+        permission: named(&b.permission, Permission::from_name)?,
+    })
 }

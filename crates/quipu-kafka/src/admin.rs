@@ -22,8 +22,11 @@ use kafka_protocol::messages::{
     TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use quipu_meta::acls::Operation;
 use quipu_meta::{PARTITIONS_PER_TOPIC_MAX, TopicConfig, TopicKey};
-use quipu_node::{ControllerError, ControllerRequest, NodeHandle};
+use quipu_node::{ControllerError, ControllerRequest, NodeHandle, Principal};
+
+use crate::authorize;
 
 use crate::metadata::{default_replication_factor, host_port, topic_id, topic_named_by_id};
 use crate::server::Context;
@@ -53,6 +56,22 @@ pub(crate) fn text(s: impl Into<String>) -> StrBytes {
 
 /// A refusal: the Kafka code and the message for the client.
 pub(crate) type Refusal = (ResponseError, String);
+
+/// The refusal of an operation on the cluster the client is not authorized for.
+pub(crate) fn cluster_denied() -> Refusal {
+    (
+        ResponseError::ClusterAuthorizationFailed,
+        "Cluster authorization failed.".to_owned(),
+    )
+}
+
+/// The refusal of an operation on a topic the client is not authorized for.
+pub(crate) fn topic_denied() -> Refusal {
+    (
+        ResponseError::TopicAuthorizationFailed,
+        "Topic authorization failed.".to_owned(),
+    )
+}
 
 pub(crate) fn from_controller(error: ControllerError) -> Refusal {
     let code = match &error {
@@ -114,6 +133,7 @@ fn settings(pairs: Vec<(String, Option<String>)>) -> Result<Vec<(String, String)
 
 pub(crate) async fn create_topics(
     context: &Context,
+    who: &Principal,
     request: CreateTopicsRequest,
     version: i16,
 ) -> CreateTopicsResponse {
@@ -131,6 +151,9 @@ pub(crate) async fn create_topics(
             n => usize::try_from(n).unwrap_or(0),
         };
         let outcome: Result<(), Refusal> = async {
+            if !authorize::create_topic(context, who, &name) {
+                return Err(topic_denied());
+            }
             if !quipu_meta::valid_topic_name(&name) {
                 return Err((
                     ResponseError::InvalidTopicException,
@@ -206,6 +229,7 @@ pub(crate) async fn create_topics(
 
 pub(crate) async fn delete_topics(
     context: &Context,
+    who: &Principal,
     request: DeleteTopicsRequest,
     version: i16,
 ) -> DeleteTopicsResponse {
@@ -232,6 +256,9 @@ pub(crate) async fn delete_topics(
         let mut result = DeletableTopicResult::default();
         match &name {
             None => result.error_code = ResponseError::UnknownTopicId.code(),
+            Some(name) if !authorize::topic(context, who, Operation::Delete, name) => {
+                result.error_code = ResponseError::TopicAuthorizationFailed.code();
+            }
             Some(name) => {
                 let deleted_id = node.with_metadata(|m| m.topic(name).map(topic_id));
                 if let Err((code, message)) = change(
@@ -259,6 +286,7 @@ pub(crate) async fn delete_topics(
 
 pub(crate) async fn create_partitions(
     context: &Context,
+    who: &Principal,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let node = &context.node;
@@ -267,6 +295,9 @@ pub(crate) async fn create_partitions(
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let outcome: Result<(), Refusal> = async {
+            if !authorize::topic(context, who, Operation::Alter, &name) {
+                return Err(topic_denied());
+            }
             if topic.assignments.is_some() {
                 return Err((
                     ResponseError::InvalidReplicaAssignment,
@@ -440,6 +471,7 @@ fn broker_configs(context: &Context, version: i16) -> Vec<DescribeConfigsResourc
 
 pub(crate) async fn describe_configs(
     context: &Context,
+    who: &Principal,
     request: DescribeConfigsRequest,
     version: i16,
 ) -> DescribeConfigsResponse {
@@ -453,6 +485,8 @@ pub(crate) async fn describe_configs(
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name);
             let entries = match resource.resource_type {
+                RESOURCE_TOPIC if !authorize::topic(context, who, Operation::DescribeConfigs, &name) => Err(topic_denied()),
+                RESOURCE_BROKER if !authorize::cluster(context, who, Operation::DescribeConfigs) => Err(cluster_denied()),
                 RESOURCE_TOPIC => topic_configs(node, &name, version).ok_or((ResponseError::UnknownTopicOrPartition, format!("unknown topic {}", quipu_meta::shown(&name)))),
                 RESOURCE_BROKER => Ok(broker_configs(context, version)),
                 other => Err((ResponseError::InvalidRequest, format!("Quipu describes topic (2) and broker (4) configs, not resource type {other}"))),
@@ -475,16 +509,42 @@ pub(crate) async fn describe_configs(
     DescribeConfigsResponse::default().with_results(results)
 }
 
-/// Changes one topic's configs: `replace` (AlterConfigs) starts from none.
-async fn alter_topic(
-    node: &NodeHandle,
+/// What to change in one resource's configs: `replace` (AlterConfigs) starts from none.
+struct Alteration {
     resource_type: i8,
-    name: &str,
+    name: String,
     set: Vec<(String, Option<String>)>,
     reset: Vec<String>,
     replace: bool,
     validate_only: bool,
+}
+
+/// Changes one topic's configs, for a client with ALTER_CONFIGS on it.
+async fn alter_topic(
+    context: &Context,
+    who: &Principal,
+    alteration: Alteration,
 ) -> Result<(), Refusal> {
+    let Alteration {
+        resource_type,
+        name,
+        set,
+        reset,
+        replace,
+        validate_only,
+    } = alteration;
+    let allowed = match resource_type {
+        RESOURCE_TOPIC => authorize::topic(context, who, Operation::AlterConfigs, &name),
+        RESOURCE_BROKER => authorize::cluster(context, who, Operation::AlterConfigs),
+        _ => true,
+    };
+    if !allowed {
+        return Err(if resource_type == RESOURCE_TOPIC {
+            topic_denied()
+        } else {
+            cluster_denied()
+        });
+    }
     if resource_type != RESOURCE_TOPIC {
         return Err((
             ResponseError::InvalidConfig,
@@ -499,16 +559,17 @@ async fn alter_topic(
         .filter(|key| !FIXED.iter().any(|(fixed, _)| fixed == key))
         .collect();
     let request = ControllerRequest::AlterTopicConfig {
-        name: name.to_string(),
+        name,
         set,
         reset,
         replace,
     };
-    change(node, request, validate_only).await
+    change(&context.node, request, validate_only).await
 }
 
 pub(crate) async fn alter_configs(
     context: &Context,
+    who: &Principal,
     request: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
@@ -519,16 +580,15 @@ pub(crate) async fn alter_configs(
             .into_iter()
             .map(|c| (c.name.to_string(), c.value.map(|v| v.to_string())))
             .collect();
-        let outcome = alter_topic(
-            &context.node,
-            resource.resource_type,
-            &name,
+        let alteration = Alteration {
+            resource_type: resource.resource_type,
+            name,
             set,
-            Vec::new(),
-            true,
-            request.validate_only,
-        )
-        .await;
+            reset: Vec::new(),
+            replace: true,
+            validate_only: request.validate_only,
+        };
+        let outcome = alter_topic(context, who, alteration).await;
         let mut response = kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name);
@@ -543,6 +603,7 @@ pub(crate) async fn alter_configs(
 
 pub(crate) async fn incremental_alter_configs(
     context: &Context,
+    who: &Principal,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
@@ -569,16 +630,15 @@ pub(crate) async fn incremental_alter_configs(
         let outcome = match refused {
             Some(refusal) => Err(refusal),
             None => {
-                alter_topic(
-                    &context.node,
-                    resource.resource_type,
-                    &name,
+                let alteration = Alteration {
+                    resource_type: resource.resource_type,
+                    name,
                     set,
                     reset,
-                    false,
-                    request.validate_only,
-                )
-                .await
+                    replace: false,
+                    validate_only: request.validate_only,
+                };
+                alter_topic(context, who, alteration).await
             }
         };
         let mut response = kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default()

@@ -11,22 +11,26 @@ use kafka_protocol::messages::{
     CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest,
     DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
     DescribeLogDirsRequest, DescribeTopicPartitionsRequest, ElectLeadersRequest, FetchRequest,
-    FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
-    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
-    ListOffsetsRequest, ListPartitionReassignmentsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
-    RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslHandshakeRequest, SyncGroupRequest,
+    FindCoordinatorRequest, HeartbeatRequest, HeartbeatResponse, IncrementalAlterConfigsRequest,
+    InitProducerIdRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListOffsetsRequest, ListPartitionReassignmentsRequest,
+    MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
+    OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    SaslAuthenticateRequest, SaslHandshakeRequest, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::messages::{
-    AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest,
+    AlterUserScramCredentialsRequest, CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest,
+    DescribeUserScramCredentialsRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Message};
+use quipu_node::Principal;
 
 use crate::error::RequestError;
 use crate::server::Context;
 use crate::{
-    admin, consumer_group, delete_records, describe, fetch, group_admin, groups, leader_epoch,
-    list_offsets, membership, metadata, produce, producer_id, reassign, sasl, scram_users,
+    acls, admin, consumer_group, delete_records, describe, fetch, group_admin, groups,
+    leader_epoch, list_offsets, membership, metadata, produce, producer_id, reassign, sasl,
+    scram_users,
 };
 
 /// One API this listener implements, with the versions it answers.
@@ -57,7 +61,7 @@ const fn at<M: Message>(key: ApiKey, note: &'static str) -> SupportedApi {
 }
 
 /// Every API with a handler, and its versions.
-pub fn supported_apis() -> [SupportedApi; 37] {
+pub fn supported_apis() -> [SupportedApi; 40] {
     [
         SupportedApi {
             key: ApiKey::Produce,
@@ -245,6 +249,20 @@ pub fn supported_apis() -> [SupportedApi; 37] {
             "upsertions (salted passwords, 4,096 to 16,384 iterations) and deletions, through \
              the controller; keys derived here, the salted password never stored",
         ),
+        at::<DescribeAclsRequest>(
+            ApiKey::DescribeAcls,
+            "literal, prefixed, any and match pattern filters; topic, group, cluster and \
+             transactional id resources (delegation tokens and users: none)",
+        ),
+        at::<CreateAclsRequest>(
+            ApiKey::CreateAcls,
+            "User: principals only; the valid creations of a request made together through \
+             the controller, each invalid one refused with INVALID_REQUEST",
+        ),
+        at::<DeleteAclsRequest>(
+            ApiKey::DeleteAcls,
+            "every binding a filter selects (as DescribeAcls), deleted through the controller",
+        ),
     ]
 }
 
@@ -308,6 +326,9 @@ pub(crate) enum Body {
     SaslAuthenticate(SaslAuthenticateRequest),
     DescribeUserScramCredentials(DescribeUserScramCredentialsRequest),
     AlterUserScramCredentials(AlterUserScramCredentialsRequest),
+    DescribeAcls(DescribeAclsRequest),
+    CreateAcls(CreateAclsRequest),
+    DeleteAcls(DeleteAclsRequest),
 }
 
 /// Decodes one request frame (without its size prefix): the API key and version are checked
@@ -452,6 +473,15 @@ pub(crate) fn decode(frame: Bytes) -> Result<Request, RequestError> {
         ApiKey::AlterUserScramCredentials => Body::AlterUserScramCredentials(
             AlterUserScramCredentialsRequest::decode(&mut buf, version).map_err(malformed)?,
         ),
+        ApiKey::DescribeAcls => {
+            Body::DescribeAcls(DescribeAclsRequest::decode(&mut buf, version).map_err(malformed)?)
+        }
+        ApiKey::CreateAcls => {
+            Body::CreateAcls(CreateAclsRequest::decode(&mut buf, version).map_err(malformed)?)
+        }
+        ApiKey::DeleteAcls => {
+            Body::DeleteAcls(DeleteAclsRequest::decode(&mut buf, version).map_err(malformed)?)
+        }
         _ => return Err(RequestError::UnknownApi(api)),
     };
     Ok(Request::Known {
@@ -476,11 +506,12 @@ pub fn decode_request(frame: Bytes) -> Result<(ApiKey, i16), RequestError> {
     }
 }
 
-/// Handles one request frame; `None` for a request that gets no response (acks=0).
+/// Handles one request frame of client `who`; `None` for a request that gets no response
+/// (acks=0).
 pub(crate) async fn dispatch(
     context: &Context,
     frame: Bytes,
-    peer: std::net::SocketAddr,
+    who: &Principal,
 ) -> Result<Option<Bytes>, RequestError> {
     let (key, id, version, client_id, body) = match decode(frame)? {
         Request::FutureApiVersions { correlation_id } => {
@@ -498,10 +529,10 @@ pub(crate) async fn dispatch(
     let answer = |response: &dyn Encode| response.frame(key, id, version).map(Some);
     match *body {
         Body::ApiVersions => answer(&api_versions()),
-        Body::Metadata(r) => answer(&metadata::handle(context, r, version).await),
+        Body::Metadata(r) => answer(&metadata::handle(context, who, r, version).await),
         Body::Produce(r) => {
             let acks = r.acks;
-            let response = produce::handle(context, r, version).await;
+            let response = produce::handle(context, who, r, version).await;
             if acks == 0 {
                 let refused = response
                     .responses
@@ -518,61 +549,92 @@ pub(crate) async fn dispatch(
             }
             answer(&response)
         }
-        Body::Fetch(r) => answer(&fetch::handle(context, r, version).await),
-        Body::ListOffsets(r) => answer(&list_offsets::handle(context, r, version).await),
-        Body::CreateTopics(r) => answer(&admin::create_topics(context, r, version).await),
-        Body::DeleteTopics(r) => answer(&admin::delete_topics(context, r, version).await),
-        Body::CreatePartitions(r) => answer(&admin::create_partitions(context, r).await),
-        Body::DescribeConfigs(r) => answer(&admin::describe_configs(context, r, version).await),
-        Body::AlterConfigs(r) => answer(&admin::alter_configs(context, r).await),
+        Body::Fetch(r) => answer(&fetch::handle(context, who, r, version).await),
+        Body::ListOffsets(r) => answer(&list_offsets::handle(context, who, r, version).await),
+        Body::CreateTopics(r) => answer(&admin::create_topics(context, who, r, version).await),
+        Body::DeleteTopics(r) => answer(&admin::delete_topics(context, who, r, version).await),
+        Body::CreatePartitions(r) => answer(&admin::create_partitions(context, who, r).await),
+        Body::DescribeConfigs(r) => {
+            answer(&admin::describe_configs(context, who, r, version).await)
+        }
+        Body::AlterConfigs(r) => answer(&admin::alter_configs(context, who, r).await),
         Body::IncrementalAlterConfigs(r) => {
-            answer(&admin::incremental_alter_configs(context, r).await)
+            answer(&admin::incremental_alter_configs(context, who, r).await)
         }
         Body::DescribeCluster(r) => answer(&admin::describe_cluster(context, r)),
-        Body::OffsetForLeaderEpoch(r) => answer(&leader_epoch::handle(context, r).await),
-        Body::DeleteRecords(r) => answer(&delete_records::handle(context, r).await),
-        Body::DescribeLogDirs(r) => answer(&describe::describe_log_dirs(context, r, version)),
+        Body::OffsetForLeaderEpoch(r) => answer(&leader_epoch::handle(context, who, r).await),
+        Body::DeleteRecords(r) => answer(&delete_records::handle(context, who, r).await),
+        Body::DescribeLogDirs(r) => answer(&describe::describe_log_dirs(context, who, r, version)),
         Body::DescribeTopicPartitions(r) => {
-            answer(&describe::describe_topic_partitions(context, r))
+            answer(&describe::describe_topic_partitions(context, who, r))
         }
-        Body::InitProducerId(r) => answer(&producer_id::handle(context, r).await),
-        Body::FindCoordinator(r) => answer(&groups::find_coordinator(context, r, version).await),
-        Body::OffsetCommit(r) => answer(&groups::offset_commit(context, r).await),
-        Body::OffsetFetch(r) => answer(&groups::offset_fetch(context, r, version).await),
+        Body::InitProducerId(r) => answer(&producer_id::handle(context, who, r).await),
+        Body::FindCoordinator(r) => {
+            answer(&groups::find_coordinator(context, who, r, version).await)
+        }
+        Body::OffsetCommit(r) => answer(&groups::offset_commit(context, who, r).await),
+        Body::OffsetFetch(r) => answer(&groups::offset_fetch(context, who, r, version).await),
+        // Classic membership: READ on the group, else GROUP_AUTHORIZATION_FAILED.
+        Body::JoinGroup(r) if !group_readable(context, who, &r.group_id) => answer(
+            &JoinGroupResponse::default()
+                .with_generation_id(-1)
+                .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
+        ),
+        Body::SyncGroup(r) if !group_readable(context, who, &r.group_id) => answer(
+            &SyncGroupResponse::default()
+                .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
+        ),
+        Body::Heartbeat(r) if !group_readable(context, who, &r.group_id) => answer(
+            &HeartbeatResponse::default()
+                .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
+        ),
+        Body::LeaveGroup(r) if !group_readable(context, who, &r.group_id) => answer(
+            &LeaveGroupResponse::default()
+                .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
+        ),
         Body::JoinGroup(r) => {
             let client = membership::Client {
                 id: &client_id,
-                host: format!("/{}", peer.ip()),
+                host: format!("/{}", who.host),
             };
             answer(&membership::join_group(context, r, version, client).await)
         }
         Body::SyncGroup(r) => answer(&membership::sync_group(context, r, version).await),
         Body::Heartbeat(r) => answer(&membership::heartbeat(context, r).await),
         Body::LeaveGroup(r) => answer(&membership::leave_group(context, r, version).await),
-        Body::DescribeGroups(r) => answer(&group_admin::describe_groups(context, r, version).await),
-        Body::ListGroups(r) => answer(&group_admin::list_groups(context, r, version)),
-        Body::DeleteGroups(r) => answer(&group_admin::delete_groups(context, r).await),
-        Body::OffsetDelete(r) => answer(&group_admin::offset_delete(context, r).await),
+        Body::DescribeGroups(r) => {
+            answer(&group_admin::describe_groups(context, who, r, version).await)
+        }
+        Body::ListGroups(r) => answer(&group_admin::list_groups(context, who, r, version)),
+        Body::DeleteGroups(r) => answer(&group_admin::delete_groups(context, who, r).await),
+        Body::OffsetDelete(r) => answer(&group_admin::offset_delete(context, who, r).await),
         Body::ConsumerGroupHeartbeat(r) => {
             let client = membership::Client {
                 id: &client_id,
-                host: format!("/{}", peer.ip()),
+                host: format!("/{}", who.host),
             };
-            answer(&consumer_group::heartbeat(context, r, version, client).await)
+            answer(&consumer_group::heartbeat(context, who, r, version, client).await)
         }
-        Body::ConsumerGroupDescribe(r) => answer(&consumer_group::describe(context, r).await),
-        Body::ElectLeaders(r) => answer(&reassign::elect_leaders(context, r, version).await),
+        Body::ConsumerGroupDescribe(r) => answer(&consumer_group::describe(context, who, r).await),
+        Body::ElectLeaders(r) => answer(&reassign::elect_leaders(context, who, r, version).await),
         Body::AlterPartitionReassignments(r) => {
-            answer(&reassign::alter_partition_reassignments(context, r, version).await)
+            answer(&reassign::alter_partition_reassignments(context, who, r, version).await)
         }
         Body::ListPartitionReassignments(r) => {
-            answer(&reassign::list_partition_reassignments(context, r))
+            answer(&reassign::list_partition_reassignments(context, who, r))
         }
         Body::SaslHandshake(_) => answer(&sasl::handshake_out_of_place(context)),
         Body::SaslAuthenticate(_) => answer(&sasl::authenticate_out_of_place()),
-        Body::DescribeUserScramCredentials(r) => answer(&scram_users::describe(context, r)),
-        Body::AlterUserScramCredentials(r) => answer(&scram_users::alter(context, r).await),
+        Body::DescribeUserScramCredentials(r) => answer(&scram_users::describe(context, who, r)),
+        Body::AlterUserScramCredentials(r) => answer(&scram_users::alter(context, who, r).await),
+        Body::DescribeAcls(r) => answer(&acls::describe(context, who, &r)),
+        Body::CreateAcls(r) => answer(&acls::create(context, who, r).await),
+        Body::DeleteAcls(r) => answer(&acls::delete(context, who, r).await),
     }
+}
+
+fn group_readable(context: &Context, who: &Principal, group: &str) -> bool {
+    crate::authorize::group(context, who, quipu_meta::acls::Operation::Read, group)
 }
 
 /// A response that can be framed (object-safe over `Encodable`).

@@ -18,26 +18,45 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use quipu_node::Principal;
+
 use crate::api;
 use crate::error::RequestError;
 use crate::server::Context;
 
 /// Reads, handles and answers requests until the client closes the connection or sends
 /// something that cannot be answered; `reader` and `writer` are the connection's halves (TCP,
-/// or TLS over TCP).
-pub(crate) async fn run<R, W>(mut reader: R, mut writer: W, peer: SocketAddr, context: Arc<Context>)
-where
+/// or TLS over TCP), `subject` the subject of the client's TLS certificate if it showed one.
+///
+/// The connection's principal: the SASL user on a listener with SASL, else the certificate's
+/// subject, else `User:ANONYMOUS` (Kafka's).
+pub(crate) async fn run<R, W>(
+    mut reader: R,
+    mut writer: W,
+    peer: SocketAddr,
+    subject: Option<String>,
+    context: Arc<Context>,
+) where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Unpin,
 {
     // On a listener with SASL, nothing is read ahead or handled concurrently until the client
     // has authenticated.
-    if !context.config.sasl_mechanisms.is_empty()
-        && let Err(e) = crate::sasl::authenticate(&mut reader, &mut writer, peer, &context).await
-    {
-        tracing::debug!(%peer, error = %e, "closing kafka connection before authentication");
-        return;
-    }
+    let principal = if context.config.sasl_mechanisms.is_empty() {
+        match subject {
+            Some(subject) => Principal::user(&subject, peer.ip()),
+            None => Principal::anonymous(peer.ip()),
+        }
+    } else {
+        match crate::sasl::authenticate(&mut reader, &mut writer, peer, &context).await {
+            Ok(user) => Principal::user(&user, peer.ip()),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "closing kafka connection before authentication");
+                return;
+            }
+        }
+    };
+    let principal = Arc::new(principal);
     let in_flight_max = context.config.requests_in_flight_max.max(1);
     let (frames, mut incoming) = tokio::sync::mpsc::channel::<Queued>(in_flight_max);
     let frame_max = context.config.request_bytes_max;
@@ -59,8 +78,9 @@ where
                 match frame {
                     Some((frame, room)) => {
                         let context = Arc::clone(&context);
+                        let principal = Arc::clone(&principal);
                         pending.push_back(async move {
-                            let answered = api::dispatch(&context, frame, peer).await;
+                            let answered = api::dispatch(&context, frame, &principal).await;
                             // The request's bytes are gone once it is handled: a client slow to
                             // read its answers holds no room in the pool.
                             drop(room);

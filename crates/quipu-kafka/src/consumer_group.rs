@@ -15,8 +15,11 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use quipu_groups::consumer::{Assignment, Heartbeat};
+use quipu_meta::acls::Operation;
+use quipu_node::Principal;
 use uuid::Uuid;
 
+use crate::authorize;
 use crate::error::coordinator_error;
 use crate::metadata::{topic_id, topic_named_by_id};
 use crate::server::Context;
@@ -33,8 +36,10 @@ fn id_of(context: &Context, name: &str) -> Uuid {
         .unwrap_or(Uuid::nil())
 }
 
+/// ConsumerGroupHeartbeat: READ on the group, and DESCRIBE on every topic subscribed to.
 pub(crate) async fn heartbeat(
     context: &Context,
+    who: &Principal,
     request: ConsumerGroupHeartbeatRequest,
     version: i16,
     client: crate::membership::Client<'_>,
@@ -45,6 +50,24 @@ pub(crate) async fn heartbeat(
             .with_error_message(Some(text(message)))
             .with_member_epoch(-1)
     };
+    if !authorize::group(context, who, Operation::Read, &request.group_id) {
+        return refuse(
+            ResponseError::GroupAuthorizationFailed,
+            "Group authorization failed.".into(),
+        );
+    }
+    let hidden = request
+        .subscribed_topic_names
+        .iter()
+        .flatten()
+        .filter(|t| !authorize::topic(context, who, Operation::Describe, t))
+        .count();
+    if hidden > 0 {
+        return refuse(
+            ResponseError::TopicAuthorizationFailed,
+            format!("not authorized to describe {hidden} of the subscribed topics"),
+        );
+    }
     // KIP-1082: from v1 the client makes its member id.
     if version >= 1 && request.member_id.is_empty() {
         return refuse(
@@ -126,11 +149,16 @@ fn described_assignment(context: &Context, assignment: Assignment) -> describe::
 
 pub(crate) async fn describe(
     context: &Context,
+    who: &Principal,
     request: ConsumerGroupDescribeRequest,
 ) -> ConsumerGroupDescribeResponse {
     let mut groups = Vec::with_capacity(request.group_ids.len());
     for group in request.group_ids {
         let described = DescribedGroup::default().with_group_id(group.clone());
+        if !authorize::group(context, who, Operation::Describe, &group) {
+            groups.push(described.with_error_code(ResponseError::GroupAuthorizationFailed.code()));
+            continue;
+        }
         let described = match context.node.describe_consumer_group(&group.0).await {
             Err(e) => described.with_error_code(coordinator_error(&e).code()),
             Ok(None) => described

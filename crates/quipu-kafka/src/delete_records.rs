@@ -9,6 +9,10 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use quipu_storage::Offset;
 
+use quipu_meta::acls::Operation;
+use quipu_node::Principal;
+
+use crate::authorize;
 use crate::error::produce_error;
 use crate::metadata::{kafka_offset, led_replica};
 use crate::server::Context;
@@ -18,6 +22,7 @@ const HIGH_WATERMARK: i64 = -1;
 
 pub(crate) async fn handle(
     context: &Context,
+    who: &Principal,
     request: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
     let node = &context.node;
@@ -25,12 +30,16 @@ pub(crate) async fn handle(
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
+        let allowed = authorize::topic(context, who, Operation::Delete, &name);
         let results = join_all(topic.partitions.into_iter().map(|wanted| {
             let name = &name;
             async move {
                 let result = DeleteRecordsPartitionResult::default()
                     .with_partition_index(wanted.partition_index)
                     .with_low_watermark(-1);
+                if !allowed {
+                    return result.with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                }
                 let replica = match led_replica(node, Some(name), wanted.partition_index) {
                     Ok(replica) => replica,
                     Err(error) => return result.with_error_code(error.code()),

@@ -14,7 +14,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use quipu_meta::TopicInfo;
-use quipu_node::{GroupId, NodeHandle};
+use quipu_meta::acls::Operation;
+use quipu_node::{GroupId, NodeHandle, Principal};
+
+use crate::authorize;
 
 use crate::metadata::{broker_id, broker_ids, leader_of, topic_id};
 use crate::server::Context;
@@ -27,15 +30,23 @@ fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
 
+/// DescribeTopicPartitions: every topic `who` may describe, or each asked for (one it may not
+/// describe is TOPIC_AUTHORIZATION_FAILED, whether it exists or not).
 pub(crate) fn describe_topic_partitions(
     context: &Context,
+    who: &Principal,
     request: DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
     let node = &context.node;
     let metadata = node.metadata();
+    let describable = |name: &str| authorize::topic(context, who, Operation::Describe, name);
     // Topics in name order, as Kafka pages them: those asked for, or every topic.
     let mut names: Vec<String> = if request.topics.is_empty() {
-        metadata.topics().map(|t| t.name.clone()).collect()
+        metadata
+            .topics()
+            .filter(|t| describable(&t.name))
+            .map(|t| t.name.clone())
+            .collect()
     } else {
         request
             .topics
@@ -62,8 +73,11 @@ pub(crate) fn describe_topic_partitions(
         if cursor_topic.as_ref().is_some_and(|start| name < *start) {
             continue;
         }
-        let Some(topic) = metadata.topic(&name) else {
-            let code = if quipu_meta::valid_topic_name(&name) {
+        let found = metadata.topic(&name).filter(|_| describable(&name));
+        let Some(topic) = found else {
+            let code = if !describable(&name) {
+                ResponseError::TopicAuthorizationFailed
+            } else if quipu_meta::valid_topic_name(&name) {
                 ResponseError::UnknownTopicOrPartition
             } else {
                 ResponseError::InvalidTopicException
@@ -140,11 +154,22 @@ fn describe_partitions(
         .collect()
 }
 
+/// DescribeLogDirs: DESCRIBE on the cluster.
 pub(crate) fn describe_log_dirs(
     context: &Context,
+    who: &Principal,
     request: DescribeLogDirsRequest,
     version: i16,
 ) -> DescribeLogDirsResponse {
+    if !authorize::cluster(context, who, Operation::Describe) {
+        // Before v3 there is no error code: Kafka answers no log dirs.
+        let response = DescribeLogDirsResponse::default();
+        return if version >= 3 {
+            response.with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+        } else {
+            response
+        };
+    }
     let node = &context.node;
     let metadata = node.metadata();
     // (topic, partition) pairs asked for; `None`: every replica this node holds.

@@ -10,9 +10,11 @@ use futures_util::future::select_all;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
-use quipu_node::Partition;
+use quipu_meta::acls::Operation;
+use quipu_node::{Partition, Principal};
 use quipu_storage::Offset;
 
+use crate::authorize;
 use crate::error::fetch_error;
 use crate::metadata::{check_leader_epoch, kafka_offset, led_replica, topic_named_by_id};
 use crate::server::Context;
@@ -33,6 +35,7 @@ struct Wanted {
 
 pub(crate) async fn handle(
     context: &Context,
+    who: &Principal,
     request: FetchRequest,
     version: i16,
 ) -> FetchResponse {
@@ -56,6 +59,9 @@ pub(crate) async fn handle(
             } else {
                 Some(topic.topic.0.to_string())
             };
+            let readable = name
+                .as_deref()
+                .is_none_or(|name| authorize::topic(context, who, Operation::Read, name));
             let wanted = topic
                 .partitions
                 .iter()
@@ -64,7 +70,11 @@ pub(crate) async fn handle(
                     offset: p.fetch_offset,
                     max_bytes: u64::try_from(p.partition_max_bytes).unwrap_or(0),
                     leader_epoch: p.current_leader_epoch,
-                    replica: led_replica(node, name.as_deref(), p.partition),
+                    replica: if readable {
+                        led_replica(node, name.as_deref(), p.partition)
+                    } else {
+                        Err(ResponseError::TopicAuthorizationFailed)
+                    },
                 })
                 .collect();
             (topic, wanted)

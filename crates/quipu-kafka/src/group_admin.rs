@@ -13,8 +13,10 @@ use kafka_protocol::messages::{
     GroupId, ListGroupsRequest, ListGroupsResponse, OffsetDeleteRequest, OffsetDeleteResponse,
 };
 use kafka_protocol::protocol::StrBytes;
-use quipu_node::{DeleteGroupError, OffsetDeleteRefused};
+use quipu_meta::acls::Operation;
+use quipu_node::{DeleteGroupError, OffsetDeleteRefused, Principal};
 
+use crate::authorize;
 use crate::error::coordinator_error;
 use crate::server::Context;
 
@@ -32,12 +34,17 @@ fn delete_error(error: &DeleteGroupError) -> ResponseError {
 
 pub(crate) async fn describe_groups(
     context: &Context,
+    who: &Principal,
     request: DescribeGroupsRequest,
     version: i16,
 ) -> DescribeGroupsResponse {
     let mut groups = Vec::with_capacity(request.groups.len());
     for group in request.groups {
         let described = DescribedGroup::default().with_group_id(group.clone());
+        if !authorize::group(context, who, Operation::Describe, &group) {
+            groups.push(described.with_error_code(ResponseError::GroupAuthorizationFailed.code()));
+            continue;
+        }
         let described = match context.node.describe_group(&group.0).await {
             Err(e) => described.with_error_code(coordinator_error(&e).code()),
             Ok(None) => {
@@ -79,11 +86,15 @@ pub(crate) async fn describe_groups(
     DescribeGroupsResponse::default().with_groups(groups)
 }
 
+/// ListGroups: every group for a client with DESCRIBE on the cluster, else those it may
+/// describe.
 pub(crate) fn list_groups(
     context: &Context,
+    who: &Principal,
     request: ListGroupsRequest,
     version: i16,
 ) -> ListGroupsResponse {
+    let all = authorize::cluster(context, who, Operation::Describe);
     let states: Vec<String> = request
         .states_filter
         .iter()
@@ -100,6 +111,7 @@ pub(crate) fn list_groups(
         .into_iter()
         .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
         .filter(|g| types.is_empty() || types.iter().any(|t| t == g.protocol))
+        .filter(|g| all || authorize::group(context, who, Operation::Describe, &g.group))
         .map(|g| {
             let listed = ListedGroup::default()
                 .with_group_id(GroupId(text(g.group)))
@@ -121,10 +133,19 @@ pub(crate) fn list_groups(
 
 pub(crate) async fn delete_groups(
     context: &Context,
+    who: &Principal,
     request: DeleteGroupsRequest,
 ) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(request.groups_names.len());
     for group in request.groups_names {
+        if !authorize::group(context, who, Operation::Delete, &group) {
+            results.push(
+                DeletableGroupResult::default()
+                    .with_group_id(group)
+                    .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
+            );
+            continue;
+        }
         let code = match context.node.delete_group(&group.0).await {
             Ok(()) => 0,
             Err(e) => {
@@ -141,14 +162,28 @@ pub(crate) async fn delete_groups(
     DeleteGroupsResponse::default().with_results(results)
 }
 
+/// OffsetDelete: DELETE on the group, and READ on each topic (a topic the client may not read
+/// is TOPIC_AUTHORIZATION_FAILED; the others are deleted).
 pub(crate) async fn offset_delete(
     context: &Context,
+    who: &Principal,
     request: OffsetDeleteRequest,
 ) -> OffsetDeleteResponse {
+    if !authorize::group(context, who, Operation::Delete, &request.group_id) {
+        return OffsetDeleteResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
+    let readable: Vec<bool> = request
+        .topics
+        .iter()
+        .map(|t| authorize::topic(context, who, Operation::Read, &t.name))
+        .collect();
     let partitions: Vec<(String, i32)> = request
         .topics
         .iter()
-        .flat_map(|t| {
+        .zip(&readable)
+        .filter(|(_, readable)| **readable)
+        .flat_map(|(t, _)| {
             t.partitions
                 .iter()
                 .map(|p| (t.name.0.to_string(), p.partition_index))
@@ -166,17 +201,21 @@ pub(crate) async fn offset_delete(
     let topics = request
         .topics
         .into_iter()
-        .map(|t| {
+        .zip(readable)
+        .map(|(t, readable)| {
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
-                    let code = match results.next() {
-                        Some(Ok(())) => 0,
-                        Some(Err(OffsetDeleteRefused::Subscribed)) => {
-                            ResponseError::GroupSubscribedToTopic.code()
-                        }
-                        None => ResponseError::UnknownServerError.code(),
+                    let code = match readable.then(|| results.next()) {
+                        None => ResponseError::TopicAuthorizationFailed.code(),
+                        Some(next) => match next {
+                            Some(Ok(())) => 0,
+                            Some(Err(OffsetDeleteRefused::Subscribed)) => {
+                                ResponseError::GroupSubscribedToTopic.code()
+                            }
+                            None => ResponseError::UnknownServerError.code(),
+                        },
                     };
                     OffsetDeleteResponsePartition::default()
                         .with_partition_index(p.partition_index)

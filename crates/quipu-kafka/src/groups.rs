@@ -16,7 +16,10 @@ use kafka_protocol::messages::{
     OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use quipu_node::{CommitRefused, CommittedOffset, OffsetCommit};
+use quipu_meta::acls::Operation;
+use quipu_node::{CommitRefused, CommittedOffset, OffsetCommit, Principal};
+
+use crate::authorize;
 
 use crate::error::coordinator_error;
 use crate::metadata::{broker_id, host_port};
@@ -27,6 +30,7 @@ const KEY_TYPE_GROUP: i8 = 0;
 
 pub(crate) async fn find_coordinator(
     context: &Context,
+    who: &Principal,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
@@ -37,7 +41,7 @@ pub(crate) async fn find_coordinator(
     };
     let mut coordinators = Vec::with_capacity(keys.len());
     for key in keys {
-        coordinators.push(coordinator_of(context, request.key_type, key).await);
+        coordinators.push(coordinator_of(context, who, request.key_type, key).await);
     }
     if version >= 4 {
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
@@ -60,7 +64,12 @@ pub(crate) async fn find_coordinator(
 }
 
 /// The coordinator of one key, or why there is none (node -1, empty host, port -1).
-async fn coordinator_of(context: &Context, key_type: i8, key: StrBytes) -> Coordinator {
+async fn coordinator_of(
+    context: &Context,
+    who: &Principal,
+    key_type: i8,
+    key: StrBytes,
+) -> Coordinator {
     let refused = |key: StrBytes, error: ResponseError, message: String| {
         Coordinator::default()
             .with_key(key)
@@ -74,6 +83,13 @@ async fn coordinator_of(context: &Context, key_type: i8, key: StrBytes) -> Coord
             key,
             ResponseError::InvalidRequest,
             "transactions are not supported: there is no transaction coordinator".into(),
+        );
+    }
+    if !authorize::group(context, who, Operation::Describe, &key) {
+        return refused(
+            key,
+            ResponseError::GroupAuthorizationFailed,
+            "Group authorization failed.".into(),
         );
     }
     match context.node.find_coordinator(&key).await {
@@ -96,14 +112,27 @@ async fn coordinator_of(context: &Context, key_type: i8, key: StrBytes) -> Coord
     }
 }
 
+/// OffsetCommit: READ on the group, and on each topic (a topic the client may not read is
+/// TOPIC_AUTHORIZATION_FAILED; the others are committed).
 pub(crate) async fn offset_commit(
     context: &Context,
+    who: &Principal,
     request: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
+    if !authorize::group(context, who, Operation::Read, &request.group_id) {
+        return offset_commit_refused(request, ResponseError::GroupAuthorizationFailed);
+    }
+    let readable: Vec<bool> = request
+        .topics
+        .iter()
+        .map(|topic| authorize::topic(context, who, Operation::Read, &topic.name))
+        .collect();
     let offsets: Vec<OffsetCommit> = request
         .topics
         .iter()
-        .flat_map(|topic| {
+        .zip(&readable)
+        .filter(|(_, readable)| **readable)
+        .flat_map(|(topic, _)| {
             topic.partitions.iter().map(|p| OffsetCommit {
                 topic: topic.name.0.to_string(),
                 partition: p.partition_index,
@@ -148,13 +177,18 @@ pub(crate) async fn offset_commit(
     let topics = request
         .topics
         .into_iter()
-        .map(|topic| {
+        .zip(readable)
+        .map(|(topic, readable)| {
             let partitions = topic
                 .partitions
                 .iter()
                 .map(|p| {
-                    let code = code_of(at);
-                    at += 1;
+                    let code = if readable {
+                        at += 1;
+                        code_of(at - 1)
+                    } else {
+                        ResponseError::TopicAuthorizationFailed.code()
+                    };
                     OffsetCommitResponsePartition::default()
                         .with_partition_index(p.partition_index)
                         .with_error_code(code)
@@ -168,19 +202,55 @@ pub(crate) async fn offset_commit(
     OffsetCommitResponse::default().with_topics(topics)
 }
 
-/// One group's answer: its offsets by topic, or the group's error.
+/// Every partition of an OffsetCommit answered with `error`.
+fn offset_commit_refused(
+    request: OffsetCommitRequest,
+    error: ResponseError,
+) -> OffsetCommitResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(error.code())
+                })
+                .collect();
+            OffsetCommitResponseTopic::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// One group's answer: its offsets by topic, each with the topic's error, or the group's error.
 struct Fetched {
     error: i16,
-    topics: Vec<(String, Vec<CommittedOffset>)>,
+    topics: Vec<(String, Vec<CommittedOffset>, i16)>,
 }
 
 /// The committed offsets of `group` for `topics` (`None`: all it committed), grouped by topic
-/// in request order (or name order).
+/// in request order (or name order). DESCRIBE on the group, and on each topic: a topic asked for
+/// that `who` may not describe is TOPIC_AUTHORIZATION_FAILED; with none asked for, such topics
+/// are left out.
 async fn fetch_group(
     context: &Context,
+    who: &Principal,
     group: &GroupId,
     topics: Option<Vec<(TopicName, Vec<i32>)>>,
 ) -> Fetched {
+    if !authorize::group(context, who, Operation::Describe, group) {
+        return Fetched {
+            error: ResponseError::GroupAuthorizationFailed.code(),
+            topics: Vec::new(),
+        };
+    }
+    let asked = topics.is_some();
     let partitions: Option<Vec<(String, i32)>> = topics.as_ref().map(|topics| {
         topics
             .iter()
@@ -200,12 +270,23 @@ async fn fetch_group(
             }
         }
         Ok(offsets) => {
-            let mut topics: Vec<(String, Vec<CommittedOffset>)> = Vec::new();
+            let mut topics: Vec<(String, Vec<CommittedOffset>, i16)> = Vec::new();
             for offset in offsets {
                 match topics.last_mut() {
-                    Some((name, list)) if *name == offset.topic => list.push(offset),
-                    _ => topics.push((offset.topic.clone(), vec![offset])),
+                    Some((name, list, _)) if *name == offset.topic => list.push(offset),
+                    _ => topics.push((offset.topic.clone(), vec![offset], 0)),
                 }
+            }
+            for (name, offsets, error) in &mut topics {
+                if !authorize::topic(context, who, Operation::Describe, name) {
+                    *error = ResponseError::TopicAuthorizationFailed.code();
+                    for offset in offsets {
+                        offset.value = None;
+                    }
+                }
+            }
+            if !asked {
+                topics.retain(|(_, _, error)| *error == 0);
             }
             Fetched { error: 0, topics }
         }
@@ -226,6 +307,7 @@ fn fields(offset: &CommittedOffset) -> (i64, i32, StrBytes) {
 
 pub(crate) async fn offset_fetch(
     context: &Context,
+    who: &Principal,
     request: OffsetFetchRequest,
     version: i16,
 ) -> OffsetFetchResponse {
@@ -238,11 +320,11 @@ pub(crate) async fn offset_fetch(
                     .map(|t| (t.name, t.partition_indexes))
                     .collect()
             });
-            let fetched = fetch_group(context, &group.group_id, topics).await;
+            let fetched = fetch_group(context, who, &group.group_id, topics).await;
             let topics = fetched
                 .topics
                 .into_iter()
-                .map(|(name, offsets)| {
+                .map(|(name, offsets, error)| {
                     let partitions = offsets
                         .iter()
                         .map(|o| {
@@ -252,6 +334,7 @@ pub(crate) async fn offset_fetch(
                                 .with_committed_offset(offset)
                                 .with_committed_leader_epoch(epoch)
                                 .with_metadata(Some(metadata))
+                                .with_error_code(error)
                         })
                         .collect();
                     OffsetFetchResponseTopics::default()
@@ -274,11 +357,11 @@ pub(crate) async fn offset_fetch(
             .map(|t| (t.name, t.partition_indexes))
             .collect()
     });
-    let fetched = fetch_group(context, &request.group_id, topics).await;
+    let fetched = fetch_group(context, who, &request.group_id, topics).await;
     let topics = fetched
         .topics
         .into_iter()
-        .map(|(name, offsets)| {
+        .map(|(name, offsets, error)| {
             let partitions = offsets
                 .iter()
                 .map(|o| {
@@ -286,7 +369,8 @@ pub(crate) async fn offset_fetch(
                     let partition = OffsetFetchResponsePartition::default()
                         .with_partition_index(o.partition)
                         .with_committed_offset(offset)
-                        .with_metadata(Some(metadata));
+                        .with_metadata(Some(metadata))
+                        .with_error_code(error);
                     if version >= 5 {
                         partition.with_committed_leader_epoch(epoch)
                     } else {

@@ -6,24 +6,34 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
+use quipu_meta::acls::Operation;
+use quipu_node::Principal;
+
+use crate::authorize;
 use crate::error::fetch_error;
 use crate::metadata::{check_leader_epoch, kafka_offset, led_replica};
 use crate::server::Context;
 
 pub(crate) async fn handle(
     context: &Context,
+    who: &Principal,
     request: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
     let node = &context.node;
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.topic.0.to_string();
+        let allowed = authorize::topic(context, who, Operation::Describe, &name);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for wanted in topic.partitions {
             let answer = EpochEndOffset::default().with_partition(wanted.partition);
-            let replica = led_replica(node, Some(&name), wanted.partition).and_then(|replica| {
-                check_leader_epoch(&replica, wanted.current_leader_epoch).map(|()| replica)
-            });
+            let replica = if allowed {
+                led_replica(node, Some(&name), wanted.partition).and_then(|replica| {
+                    check_leader_epoch(&replica, wanted.current_leader_epoch).map(|()| replica)
+                })
+            } else {
+                Err(kafka_protocol::ResponseError::TopicAuthorizationFailed)
+            };
             let answer = match replica {
                 Err(error) => answer.with_error_code(error.code()),
                 Ok(replica) => {

@@ -19,8 +19,10 @@
 //! Architecture Invariant: the only crate that sees Kafka wire types; record data on the produce
 //! and fetch paths is never decoded or re-encoded here.
 
+mod acls;
 mod admin;
 mod api;
+mod authorize;
 mod connection;
 mod consumer_group;
 mod delete_records;

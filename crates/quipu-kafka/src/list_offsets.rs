@@ -7,6 +7,10 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use quipu_meta::acls::Operation;
+use quipu_node::Principal;
+
+use crate::authorize;
 use crate::error::fetch_error;
 use crate::metadata::{kafka_offset, led_replica};
 use crate::server::Context;
@@ -18,6 +22,7 @@ const MAX_TIMESTAMP: i64 = -3;
 
 pub(crate) async fn handle(
     context: &Context,
+    who: &Principal,
     request: ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
@@ -25,11 +30,17 @@ pub(crate) async fn handle(
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
+        let allowed = authorize::topic(context, who, Operation::Describe, &name);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for wanted in topic.partitions {
             let response = ListOffsetsPartitionResponse::default()
                 .with_partition_index(wanted.partition_index);
-            let response = match led_replica(node, Some(&name), wanted.partition_index) {
+            let replica = if allowed {
+                led_replica(node, Some(&name), wanted.partition_index)
+            } else {
+                Err(ResponseError::TopicAuthorizationFailed)
+            };
+            let response = match replica {
                 Err(error) => response.with_error_code(error.code()),
                 Ok(replica) => {
                     let mut response = match wanted.timestamp {

@@ -8,9 +8,11 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use quipu_meta::TopicInfo;
-use quipu_node::{GroupId, NodeHandle};
+use quipu_meta::acls::Operation;
+use quipu_node::{GroupId, NodeHandle, Principal};
 use uuid::Uuid;
 
+use crate::authorize;
 use crate::server::Context;
 
 /// High half of every topic id: marks the UUID as Quipu's; the low half is the topic's id,
@@ -102,28 +104,44 @@ pub(crate) fn host_port(addr: &str) -> Option<(String, i32)> {
     Some((host.to_string(), port.parse().ok()?))
 }
 
+/// Metadata. With authorization on, listing every topic lists those `who` may describe; a topic
+/// asked for by name that `who` may not describe is TOPIC_AUTHORIZATION_FAILED whether it exists
+/// or not, and an unknown one is created only for a client that may create it.
 pub(crate) async fn handle(
     context: &Context,
+    who: &Principal,
     request: MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
     let node = &context.node;
-    // Names asked for (by name, or by id from v10 on); `None`: every topic.
-    let requested: Option<Vec<Result<String, Uuid>>> = request.topics.map(|topics| {
-        topics
-            .into_iter()
-            .map(|t| match t.name {
-                Some(name) => Ok(name.0.to_string()),
-                None => topic_named_by_id(node, t.topic_id).ok_or(t.topic_id),
-            })
-            .collect()
-    });
+    let describable = |name: &str| authorize::topic(context, who, Operation::Describe, name);
+    // Names asked for (by name, or by id from v10 on); `None`: every topic. A topic asked for by
+    // an id that names nothing, or one `who` may not describe, is answered by its id and an
+    // error (never its name).
+    let requested: Option<Vec<Result<String, (Uuid, ResponseError)>>> =
+        request.topics.map(|topics| {
+            topics
+                .into_iter()
+                .map(|t| match t.name {
+                    Some(name) => Ok(name.0.to_string()),
+                    None => match topic_named_by_id(node, t.topic_id) {
+                        None => Err((t.topic_id, ResponseError::UnknownTopicId)),
+                        Some(name) if !describable(&name) => {
+                            Err((t.topic_id, ResponseError::TopicAuthorizationFailed))
+                        }
+                        Some(name) => Ok(name),
+                    },
+                })
+                .collect()
+        });
     if let Some(names) = &requested
         && context.config.auto_create_topics
         && request.allow_auto_topic_creation
     {
         for name in names.iter().flatten() {
-            if node.with_metadata(|m| m.topic(name).is_none()) {
+            if node.with_metadata(|m| m.topic(name).is_none())
+                && authorize::create_topic(context, who, name)
+            {
                 auto_create(context, name).await;
             }
         }
@@ -144,17 +162,24 @@ pub(crate) async fn handle(
     let described: Vec<MetadataResponseTopic> = match requested {
         None => metadata
             .topics()
+            .filter(|t| describable(&t.name))
             .map(|t| describe(node, t, version))
             .collect(),
         Some(names) => names
             .into_iter()
             .map(|name| match name {
+                Ok(name) if !describable(&name) => {
+                    missing(name, ResponseError::TopicAuthorizationFailed, version)
+                }
                 Ok(name) => match metadata.topic(&name) {
                     Some(topic) => describe(node, topic, version),
-                    None => missing(name, version),
+                    None if quipu_meta::valid_topic_name(&name) => {
+                        missing(name, ResponseError::UnknownTopicOrPartition, version)
+                    }
+                    None => missing(name, ResponseError::InvalidTopicException, version),
                 },
-                Err(id) => MetadataResponseTopic::default()
-                    .with_error_code(ResponseError::UnknownTopicId.code())
+                Err((id, code)) => MetadataResponseTopic::default()
+                    .with_error_code(code.code())
                     .with_topic_id(if version >= 10 { id } else { Uuid::nil() }),
             })
             .collect(),
@@ -194,12 +219,8 @@ async fn auto_create(context: &Context, name: &str) {
     }
 }
 
-fn missing(name: String, version: i16) -> MetadataResponseTopic {
-    let code = if quipu_meta::valid_topic_name(&name) {
-        ResponseError::UnknownTopicOrPartition
-    } else {
-        ResponseError::InvalidTopicException
-    };
+/// A topic asked for by name and not described: unknown, invalid, or not authorized.
+fn missing(name: String, code: ResponseError, version: i16) -> MetadataResponseTopic {
     let mut topic = MetadataResponseTopic::default().with_error_code(code.code());
     topic.name = Some(TopicName(StrBytes::from_string(name)));
     if version < 8 {

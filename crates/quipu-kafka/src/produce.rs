@@ -12,8 +12,10 @@ use kafka_protocol::messages::produce_response::{
     LeaderIdAndEpoch, PartitionProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
-use quipu_node::{GroupId, NodeHandle, Partition};
+use quipu_meta::acls::Operation;
+use quipu_node::{GroupId, NodeHandle, Partition, Principal};
 
+use crate::authorize;
 use crate::error::produce_error;
 use crate::metadata::{group_of, kafka_offset, leader_of, topic_named_by_id};
 use crate::server::Context;
@@ -54,6 +56,7 @@ fn resolve(node: &NodeHandle, topic: &str, partition: i32) -> Target {
 
 pub(crate) async fn handle(
     context: &Context,
+    who: &Principal,
     request: ProduceRequest,
     version: i16,
 ) -> ProduceResponse {
@@ -67,6 +70,9 @@ pub(crate) async fn handle(
         } else {
             Some(topic.name.0.to_string())
         };
+        let writable = name
+            .as_deref()
+            .is_none_or(|name| authorize::topic(context, who, Operation::Write, name));
         let answers = join_all(topic.partition_data.into_iter().map(|data| {
             let name = name.clone();
             async move {
@@ -75,6 +81,10 @@ pub(crate) async fn handle(
                 let Some(name) = name else {
                     return response.with_error_code(ResponseError::UnknownTopicId.code());
                 };
+                if !writable {
+                    return response
+                        .with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                }
                 let outcome = produce_one(node, &name, index, acks, data.records, timeout).await;
                 answer(response, outcome, version)
             }

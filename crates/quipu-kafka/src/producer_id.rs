@@ -6,10 +6,14 @@
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
+use quipu_meta::acls::{Operation, ResourceType};
+use quipu_node::Principal;
+
 use crate::server::Context;
 
 pub(crate) async fn handle(
     context: &Context,
+    who: &Principal,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     let refused = |error: ResponseError| {
@@ -20,6 +24,16 @@ pub(crate) async fn handle(
     };
     if request.transactional_id.is_some_and(|id| !id.0.is_empty()) {
         return refused(ResponseError::InvalidRequest);
+    }
+    // KIP-679: IDEMPOTENT_WRITE on the cluster, or WRITE on some topic.
+    let allowed = context
+        .node
+        .authorize_cluster(who, Operation::IdempotentWrite)
+        || context
+            .node
+            .authorize_any(who, Operation::Write, ResourceType::Topic);
+    if !allowed {
+        return refused(ResponseError::ClusterAuthorizationFailed);
     }
     match context.node.init_producer_id().await {
         Ok(id) => InitProducerIdResponse::default()

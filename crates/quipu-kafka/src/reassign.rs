@@ -17,9 +17,11 @@ use kafka_protocol::messages::{
     ElectLeadersRequest, ElectLeadersResponse, ListPartitionReassignmentsRequest,
     ListPartitionReassignmentsResponse, TopicName,
 };
-use quipu_node::ControllerRequest;
+use quipu_meta::acls::Operation;
+use quipu_node::{ControllerRequest, Principal};
 
-use crate::admin::{Refusal, from_controller, text};
+use crate::admin::{Refusal, cluster_denied, from_controller, text};
+use crate::authorize;
 use crate::metadata::broker_id;
 use crate::server::Context;
 
@@ -54,9 +56,16 @@ fn unknown(topic: &str, partition: i32) -> Refusal {
 /// replication factor); none cancels the move under way (back to the replicas it had).
 pub(crate) async fn alter_partition_reassignments(
     context: &Context,
+    who: &Principal,
     request: AlterPartitionReassignmentsRequest,
     version: i16,
 ) -> AlterPartitionReassignmentsResponse {
+    if !authorize::cluster(context, who, Operation::Alter) {
+        let (code, message) = cluster_denied();
+        return AlterPartitionReassignmentsResponse::default()
+            .with_error_code(code.code())
+            .with_error_message(Some(text(message)));
+    }
     let node = &context.node;
     let mut responses = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
@@ -130,8 +139,15 @@ pub(crate) async fn alter_partition_reassignments(
 /// target's, then those it takes away), the ones it adds and the ones it removes.
 pub(crate) fn list_partition_reassignments(
     context: &Context,
+    who: &Principal,
     request: ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
+    if !authorize::cluster(context, who, Operation::Describe) {
+        let (code, message) = cluster_denied();
+        return ListPartitionReassignmentsResponse::default()
+            .with_error_code(code.code())
+            .with_error_message(Some(text(message)));
+    }
     let wanted: Option<HashMap<String, BTreeSet<i32>>> = request.topics.map(|topics| {
         topics
             .into_iter()
@@ -189,10 +205,35 @@ pub(crate) fn list_partition_reassignments(
 /// with a leader needs none and one without has no eligible replica.
 pub(crate) async fn elect_leaders(
     context: &Context,
+    who: &Principal,
     request: ElectLeadersRequest,
     version: i16,
 ) -> ElectLeadersResponse {
     let node = &context.node;
+    if !authorize::cluster(context, who, Operation::Alter) {
+        // Every partition asked for refused, and the whole request from v1 on.
+        let results = request
+            .topic_partitions
+            .iter()
+            .flatten()
+            .map(|tp| {
+                let refused = tp.partitions.iter().map(|at| {
+                    PartitionResult::default()
+                        .with_partition_id(*at)
+                        .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+                });
+                ReplicaElectionResult::default()
+                    .with_topic(tp.topic.clone())
+                    .with_partition_result(refused.collect())
+            })
+            .collect();
+        let response = ElectLeadersResponse::default().with_replica_election_results(results);
+        return if version >= 1 {
+            response.with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+        } else {
+            response
+        };
+    }
     let preferred = version == 0 || request.election_type == PREFERRED;
     // (topic, partition, group if known).
     let asked: Vec<(TopicName, i32, Option<u64>)> =

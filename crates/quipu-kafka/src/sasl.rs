@@ -132,7 +132,12 @@ where
         }
         let (key, id, version, body) = match api::decode(frame.clone())? {
             Request::FutureApiVersions { .. } => {
-                reply(writer, api::dispatch(context, frame, peer).await?).await?;
+                reply(
+                    writer,
+                    api::dispatch(context, frame, &quipu_node::Principal::anonymous(peer.ip()))
+                        .await?,
+                )
+                .await?;
                 continue;
             }
             Request::Known {
@@ -145,7 +150,12 @@ where
         };
         match *body {
             Body::ApiVersions => {
-                reply(writer, api::dispatch(context, frame, peer).await?).await?;
+                reply(
+                    writer,
+                    api::dispatch(context, frame, &quipu_node::Principal::anonymous(peer.ip()))
+                        .await?,
+                )
+                .await?;
             }
             Body::SaslHandshake(request) => {
                 let (response, chosen) = handshake(&context.config.sasl_mechanisms, &request);

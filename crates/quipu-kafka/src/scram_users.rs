@@ -15,10 +15,12 @@ use kafka_protocol::messages::{
     DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
+use quipu_meta::acls::Operation;
 use quipu_meta::{ScramMechanism, Users};
-use quipu_node::ControllerRequest;
+use quipu_node::{ControllerRequest, Principal};
 
-use crate::admin::{Refusal, from_controller, text};
+use crate::admin::{Refusal, cluster_denied, from_controller, text};
+use crate::authorize;
 use crate::server::Context;
 
 fn infos(
@@ -37,8 +39,15 @@ fn infos(
 /// DescribeUserScramCredentials: every user (no list), or each named one.
 pub(crate) fn describe(
     context: &Context,
+    who: &Principal,
     request: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
+    if !authorize::cluster(context, who, Operation::Describe) {
+        let (code, message) = cluster_denied();
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(code.code())
+            .with_error_message(Some(text(message)));
+    }
     let users: Users = context.node.with_metadata(|m| m.users().clone());
     let results = match request.users {
         None => users
@@ -106,8 +115,10 @@ fn mechanism_of(number: i8) -> Result<ScramMechanism, Refusal> {
 /// twice for the same mechanism is refused whole (DUPLICATE_RESOURCE), as Kafka does.
 pub(crate) async fn alter(
     context: &Context,
+    who: &Principal,
     request: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
+    let allowed = authorize::cluster(context, who, Operation::Alter);
     let mut by_user: BTreeMap<String, Vec<Result<Change, Refusal>>> = BTreeMap::new();
     let mut pairs: HashSet<(String, i8)> = HashSet::new();
     let mut duplicated: HashSet<String> = HashSet::new();
@@ -165,7 +176,9 @@ pub(crate) async fn alter(
     }
     let mut results = Vec::new();
     for (user, changes) in by_user {
-        let outcome = if duplicated.contains(&user) {
+        let outcome = if !allowed {
+            Err(cluster_denied())
+        } else if duplicated.contains(&user) {
             Err(refused(
                 ResponseError::DuplicateResource,
                 "a user's mechanism appears more than once in one request".to_owned(),

@@ -112,12 +112,20 @@ pub async fn serve(
                     match context.config.tls.clone() {
                         None => {
                             let (reader, writer) = stream.into_split();
-                            connection::run(reader, writer, peer, context).await;
+                            connection::run(reader, writer, peer, None, context).await;
                         }
                         Some(tls) => match tls.accept(stream).await {
                             Ok(stream) => {
+                                // A client certificate (client_auth requested or required)
+                                // names the client: its subject is its principal.
+                                let subject = stream
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|chain| chain.first())
+                                    .and_then(quipu_tls::subject_of);
                                 let (reader, writer) = tokio::io::split(stream);
-                                connection::run(reader, writer, peer, context).await;
+                                connection::run(reader, writer, peer, subject, context).await;
                             }
                             Err(e) => {
                                 tracing::warn!(%peer, error = %e, "kafka TLS handshake failed");

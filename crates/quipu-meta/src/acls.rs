@@ -158,8 +158,8 @@ impl Decision {
 
 /// Whether `principal` (`User:NAME`) connecting from `host` may do `operation` on `resource` of
 /// `resource_type`, given `bindings` and the `superusers` (principals).
-pub fn authorize(
-    bindings: &[AclBinding],
+pub fn authorize<'a>(
+    bindings: impl IntoIterator<Item = &'a AclBinding> + Clone,
     superusers: &[String],
     principal: &str,
     host: &str,
@@ -172,7 +172,8 @@ pub fn authorize(
     }
     let relevant = || {
         bindings
-            .iter()
+            .clone()
+            .into_iter()
             .filter(|b| b.covers(resource_type, resource) && b.concerns(principal, host))
     };
     let denied = relevant().any(|b| {
@@ -191,6 +192,212 @@ pub fn authorize(
     } else {
         Decision::NoMatch
     }
+}
+
+/// The name of the cluster's one resource.
+pub const CLUSTER_RESOURCE: &str = "kafka-cluster";
+/// Most bindings a cluster holds.
+pub const ACLS_MAX: usize = 10_000;
+/// Longest resource name, principal or host of a binding, in bytes.
+pub const ACL_FIELD_BYTES_MAX: usize = 256;
+/// Most bindings one create or delete carries.
+pub const ACLS_PER_COMMAND_MAX: usize = 1_000;
+
+/// Why a binding was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AclError {
+    /// A principal that is not `User:NAME` (or `User:*`).
+    #[error("invalid principal {0:?}: User:NAME or User:*")]
+    Principal(String),
+    /// An empty resource name.
+    #[error("a binding needs a resource name")]
+    EmptyResourceName,
+    /// An empty host.
+    #[error("a binding needs a host (an address, or * for any)")]
+    EmptyHost,
+    /// A field longer than [`ACL_FIELD_BYTES_MAX`], or with control characters.
+    #[error("a binding's {0} is over {ACL_FIELD_BYTES_MAX} bytes or has control characters")]
+    Field(&'static str),
+    /// The cluster holds its most bindings.
+    #[error("the cluster holds its most ACL bindings ({ACLS_MAX})")]
+    TooMany,
+    /// Too many bindings in one command.
+    #[error("{0} bindings in one request (at most {ACLS_PER_COMMAND_MAX})")]
+    TooManyInCommand(usize),
+}
+
+fn field_ok(field: &str) -> bool {
+    field.len() <= ACL_FIELD_BYTES_MAX && !field.chars().any(char::is_control)
+}
+
+impl AclBinding {
+    /// Checks the binding can be stored: a `User:` principal, a resource name and a host, each
+    /// within [`ACL_FIELD_BYTES_MAX`] bytes.
+    pub fn check(&self) -> Result<(), AclError> {
+        for (name, field) in [
+            ("resource name", &self.resource_name),
+            ("principal", &self.principal),
+            ("host", &self.host),
+        ] {
+            if !field_ok(field) {
+                return Err(AclError::Field(name));
+            }
+        }
+        if self.resource_name.is_empty() {
+            return Err(AclError::EmptyResourceName);
+        }
+        if self.host.is_empty() {
+            return Err(AclError::EmptyHost);
+        }
+        match self.principal.strip_prefix("User:") {
+            Some(name) if !name.is_empty() => Ok(()),
+            _ => Err(AclError::Principal(crate::shown(&self.principal))),
+        }
+    }
+}
+
+/// Which pattern types a filter matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatternFilter {
+    /// Any.
+    Any,
+    /// Bindings that apply to the filter's resource name: literal ones naming it or `*`, and
+    /// prefixed ones whose prefix it starts with (Kafka's MATCH).
+    Match,
+    /// Exactly this pattern type.
+    Exactly(PatternType),
+}
+
+/// Selects bindings to describe or delete (Kafka's `AclBindingFilter`): each `None` matches
+/// anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclFilter {
+    /// The resource type.
+    pub resource_type: Option<ResourceType>,
+    /// The resource name (with [`PatternFilter::Match`], a resource the bindings apply to).
+    pub resource_name: Option<String>,
+    /// The pattern types.
+    pub pattern: PatternFilter,
+    /// The principal.
+    pub principal: Option<String>,
+    /// The host.
+    pub host: Option<String>,
+    /// The operation.
+    pub operation: Option<Operation>,
+    /// The permission.
+    pub permission: Option<Permission>,
+}
+
+impl AclFilter {
+    /// The filter that matches every binding.
+    pub fn any() -> AclFilter {
+        AclFilter {
+            resource_type: None,
+            resource_name: None,
+            pattern: PatternFilter::Any,
+            principal: None,
+            host: None,
+            operation: None,
+            permission: None,
+        }
+    }
+
+    /// Whether `binding` is one this filter selects.
+    pub fn matches(&self, binding: &AclBinding) -> bool {
+        fn is<T: PartialEq>(wanted: Option<&T>, got: &T) -> bool {
+            wanted.is_none_or(|w| w == got)
+        }
+        let name = match (self.pattern, &self.resource_name) {
+            (_, None) => true,
+            (PatternFilter::Match, Some(name)) => match binding.pattern_type {
+                PatternType::Literal => {
+                    binding.resource_name == *name || binding.resource_name == ANY_RESOURCE
+                }
+                PatternType::Prefixed => name.starts_with(&binding.resource_name),
+            },
+            (_, Some(name)) => binding.resource_name == *name,
+        };
+        let pattern = match self.pattern {
+            PatternFilter::Any | PatternFilter::Match => true,
+            PatternFilter::Exactly(p) => binding.pattern_type == p,
+        };
+        name && pattern
+            && is(self.resource_type.as_ref(), &binding.resource_type)
+            && is(self.principal.as_ref(), &binding.principal)
+            && is(self.host.as_ref(), &binding.host)
+            && is(self.operation.as_ref(), &binding.operation)
+            && is(self.permission.as_ref(), &binding.permission)
+    }
+}
+
+/// Names as the CLI and the gRPC API spell them (lower case, `-` between words).
+macro_rules! named {
+    ($type:ty, $($variant:ident => $name:literal),+ $(,)?) => {
+        impl $type {
+            /// Every value.
+            pub const ALL_VALUES: &'static [$type] = &[$(<$type>::$variant),+];
+
+            /// Its name.
+            pub fn name(self) -> &'static str {
+                match self { $(<$type>::$variant => $name),+ }
+            }
+
+            /// The value of a name (case and `_`/`-` ignored).
+            pub fn from_name(name: &str) -> Option<$type> {
+                let wanted = name.to_ascii_lowercase().replace('_', "-");
+                Self::ALL_VALUES.iter().copied().find(|v| v.name() == wanted)
+            }
+        }
+
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+named!(ResourceType,
+    Topic => "topic", Group => "group", Cluster => "cluster", TransactionalId => "transactional-id");
+named!(PatternType, Literal => "literal", Prefixed => "prefixed");
+named!(Operation,
+    All => "all", Read => "read", Write => "write", Create => "create", Delete => "delete",
+    Alter => "alter", Describe => "describe", ClusterAction => "cluster-action",
+    DescribeConfigs => "describe-configs", AlterConfigs => "alter-configs",
+    IdempotentWrite => "idempotent-write");
+named!(Permission, Allow => "allow", Deny => "deny");
+
+/// Whether `principal` from `host` may do `operation` on some resource of `resource_type`
+/// (Kafka's `authorizeByResourceType`, superusers aside): some binding allows it, and no literal
+/// `*` binding denies it.
+pub fn authorize_any<'a>(
+    bindings: impl IntoIterator<Item = &'a AclBinding>,
+    principal: &str,
+    host: &str,
+    operation: Operation,
+    resource_type: ResourceType,
+) -> bool {
+    let mut allowed = false;
+    for b in bindings {
+        if b.resource_type != resource_type || !b.concerns(principal, host) {
+            continue;
+        }
+        match b.permission {
+            Permission::Deny => {
+                if (b.operation == operation || b.operation == Operation::All)
+                    && b.pattern_type == PatternType::Literal
+                    && b.resource_name == ANY_RESOURCE
+                {
+                    return false;
+                }
+            }
+            Permission::Allow => {
+                allowed |=
+                    b.operation == Operation::All || implying(operation).contains(&b.operation);
+            }
+        }
+    }
+    allowed
 }
 
 #[cfg(test)]
@@ -227,6 +434,110 @@ mod tests {
             topic,
         )
         .permits()
+    }
+
+    #[test]
+    fn filters_select_as_kafka_does() {
+        let bindings = [
+            binding(
+                ResourceType::Topic,
+                "orders",
+                PatternType::Literal,
+                "User:a",
+                Operation::Read,
+                Permission::Allow,
+            ),
+            binding(
+                ResourceType::Topic,
+                "*",
+                PatternType::Literal,
+                "User:b",
+                Operation::Write,
+                Permission::Allow,
+            ),
+            binding(
+                ResourceType::Topic,
+                "ord",
+                PatternType::Prefixed,
+                "User:c",
+                Operation::Read,
+                Permission::Deny,
+            ),
+            binding(
+                ResourceType::Group,
+                "orders",
+                PatternType::Literal,
+                "User:a",
+                Operation::Read,
+                Permission::Allow,
+            ),
+        ];
+        let selected = |filter: &AclFilter| {
+            bindings
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| filter.matches(b))
+                .map(|(i, _)| i)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(selected(&AclFilter::any()), [0, 1, 2, 3]);
+        let named = |pattern| AclFilter {
+            resource_type: Some(ResourceType::Topic),
+            resource_name: Some("orders".to_owned()),
+            pattern,
+            ..AclFilter::any()
+        };
+        assert_eq!(selected(&named(PatternFilter::Any)), [0]);
+        assert_eq!(selected(&named(PatternFilter::Match)), [0, 1, 2]);
+        assert_eq!(
+            selected(&named(PatternFilter::Exactly(PatternType::Prefixed))),
+            Vec::<usize>::new()
+        );
+        let denies = AclFilter {
+            permission: Some(Permission::Deny),
+            ..AclFilter::any()
+        };
+        assert_eq!(selected(&denies), [2]);
+        let of_a = AclFilter {
+            principal: Some("User:a".to_owned()),
+            operation: Some(Operation::Read),
+            ..AclFilter::any()
+        };
+        assert_eq!(selected(&of_a), [0, 3]);
+    }
+
+    #[test]
+    fn bindings_are_checked_and_names_read_back() {
+        let good = binding(
+            ResourceType::Topic,
+            "t",
+            PatternType::Literal,
+            "User:a",
+            Operation::Read,
+            Permission::Allow,
+        );
+        assert_eq!(good.check(), Ok(()));
+        let mut bad = good.clone();
+        bad.principal = "Group:a".to_owned();
+        assert!(matches!(bad.check(), Err(AclError::Principal(_))));
+        let mut bad = good.clone();
+        bad.host = String::new();
+        assert_eq!(bad.check(), Err(AclError::EmptyHost));
+        let mut bad = good;
+        bad.resource_name = "x".repeat(ACL_FIELD_BYTES_MAX + 1);
+        assert_eq!(bad.check(), Err(AclError::Field("resource name")));
+        for op in Operation::ALL_VALUES {
+            assert_eq!(Operation::from_name(op.name()), Some(*op));
+        }
+        assert_eq!(
+            Operation::from_name("DESCRIBE_CONFIGS"),
+            Some(Operation::DescribeConfigs)
+        );
+        assert_eq!(
+            ResourceType::from_name("transactional_id"),
+            Some(ResourceType::TransactionalId)
+        );
+        assert_eq!(Permission::from_name("maybe"), None);
     }
 
     #[test]

@@ -215,6 +215,16 @@ pub enum Command {
         /// The mechanism.
         mechanism: crate::ScramMechanism,
     },
+    /// Adds access control bindings (one already held changes nothing); all or none.
+    CreateAcls {
+        /// The bindings, each checked by [`crate::acls::AclBinding::check`].
+        bindings: Vec<crate::acls::AclBinding>,
+    },
+    /// Removes access control bindings (one not held is skipped).
+    DeleteAcls {
+        /// The bindings.
+        bindings: Vec<crate::acls::AclBinding>,
+    },
 }
 
 /// Longest cluster id.
@@ -374,6 +384,9 @@ pub enum CommandError {
     /// A user or credential was refused.
     #[error(transparent)]
     Credential(#[from] crate::CredentialError),
+    /// An access control binding was refused.
+    #[error(transparent)]
+    Acl(#[from] crate::acls::AclError),
 }
 
 /// Bounds on the cluster's size, checked when a command that adds topics or partitions is
@@ -418,6 +431,8 @@ pub struct Metadata {
     cluster_id: String,
     /// Users and their SCRAM credentials.
     users: crate::Users,
+    /// Access control bindings.
+    acls: BTreeSet<crate::acls::AclBinding>,
 }
 
 /// Whether `name` is a valid Kafka topic name: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.`
@@ -446,6 +461,11 @@ impl Metadata {
     /// Every user with a SCRAM credential, and its credentials by mechanism.
     pub fn users(&self) -> &crate::Users {
         &self.users
+    }
+
+    /// The access control bindings.
+    pub fn acls(&self) -> &BTreeSet<crate::acls::AclBinding> {
+        &self.acls
     }
 
     /// `user`'s credential for `mechanism`.
@@ -1065,6 +1085,29 @@ impl Metadata {
                 }
                 Ok(Vec::new())
             }
+            Command::CreateAcls { bindings } => {
+                if bindings.len() > crate::acls::ACLS_PER_COMMAND_MAX {
+                    return Err(crate::acls::AclError::TooManyInCommand(bindings.len()).into());
+                }
+                for binding in bindings {
+                    binding.check()?;
+                }
+                let new = bindings.iter().filter(|b| !self.acls.contains(*b)).count();
+                if self.acls.len() + new > crate::acls::ACLS_MAX {
+                    return Err(crate::acls::AclError::TooMany.into());
+                }
+                self.acls.extend(bindings.iter().cloned());
+                Ok(Vec::new())
+            }
+            Command::DeleteAcls { bindings } => {
+                if bindings.len() > crate::acls::ACLS_PER_COMMAND_MAX {
+                    return Err(crate::acls::AclError::TooManyInCommand(bindings.len()).into());
+                }
+                for binding in bindings {
+                    self.acls.remove(binding);
+                }
+                Ok(Vec::new())
+            }
             Command::Reassign { moves } => {
                 self.check_moves(moves)?;
                 Ok(self.start_moves(moves, local_node))
@@ -1390,6 +1433,61 @@ mod tests {
         assert!(
             meta.users().is_empty(),
             "the user goes with its last credential"
+        );
+    }
+
+    #[test]
+    fn acl_bindings_are_checked_kept_and_deleted() {
+        use crate::acls::{AclBinding, Operation, PatternType, Permission, ResourceType};
+        let mut meta = cluster(1);
+        let binding = |principal: &str, name: &str| AclBinding {
+            resource_type: ResourceType::Topic,
+            resource_name: name.to_owned(),
+            pattern_type: PatternType::Prefixed,
+            principal: principal.to_owned(),
+            host: "*".to_owned(),
+            operation: Operation::Read,
+            permission: Permission::Allow,
+        };
+        let create = |bindings: Vec<AclBinding>| Command::CreateAcls { bindings };
+        meta.apply(
+            &create(vec![
+                binding("User:alice", "logs-"),
+                binding("User:bob", "x"),
+            ]),
+            1,
+        )
+        .unwrap();
+        // Again: nothing changes.
+        meta.apply(&create(vec![binding("User:alice", "logs-")]), 1)
+            .unwrap();
+        assert_eq!(meta.acls().len(), 2);
+        for bad in [
+            binding("alice", "x"),
+            binding("User:", "x"),
+            binding("User:c", ""),
+        ] {
+            let refused = meta.apply(&create(vec![binding("User:carol", "y"), bad]), 1);
+            assert!(matches!(refused, Err(CommandError::Acl(_))), "{refused:?}");
+        }
+        assert_eq!(
+            meta.acls().len(),
+            2,
+            "a refused create adds none of its bindings"
+        );
+        let encoded = postcard::to_allocvec(&meta).unwrap();
+        let decoded: Metadata = postcard::from_bytes(&encoded).unwrap();
+        assert_eq!(decoded.acls(), meta.acls());
+        meta.apply(
+            &Command::DeleteAcls {
+                bindings: vec![binding("User:bob", "x"), binding("User:nobody", "x")],
+            },
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            meta.acls().iter().collect::<Vec<_>>(),
+            vec![&binding("User:alice", "logs-")]
         );
     }
 

@@ -74,6 +74,9 @@ pub struct NodeConfig {
     pub move_bytes_per_sec: Option<u64>,
     /// Mutual TLS on the Raft transport; `None`: plaintext.
     pub transport_tls: Option<TransportTls>,
+    /// Whether client requests are checked against the access control bindings, and the
+    /// superusers.
+    pub authorization: crate::AuthorizationConfig,
 }
 
 /// Mutual TLS on the Raft transport: this node's certificate (which must name it,
@@ -219,6 +222,7 @@ impl NodeConfig {
             leader_rebalance_interval: Some(DEFAULT_LEADER_REBALANCE_INTERVAL),
             move_bytes_per_sec: None,
             transport_tls: None,
+            authorization: crate::AuthorizationConfig::default(),
         }
     }
 

@@ -114,6 +114,16 @@ pub enum ControllerRequest {
         /// The mechanism.
         mechanism: quipu_meta::ScramMechanism,
     },
+    /// Add access control bindings.
+    CreateAcls {
+        /// The bindings.
+        bindings: Vec<quipu_meta::acls::AclBinding>,
+    },
+    /// Remove access control bindings.
+    DeleteAcls {
+        /// The bindings.
+        bindings: Vec<quipu_meta::acls::AclBinding>,
+    },
 }
 
 impl ControllerRequest {
@@ -218,6 +228,12 @@ impl ControllerRequest {
                     mechanism: *mechanism,
                 }
             }
+            ControllerRequest::CreateAcls { bindings } => Command::CreateAcls {
+                bindings: bindings.clone(),
+            },
+            ControllerRequest::DeleteAcls { bindings } => Command::DeleteAcls {
+                bindings: bindings.clone(),
+            },
             ControllerRequest::Join { .. } => {
                 return Err(ControllerError::Plan(
                     "a join changes the controller group, not the metadata".into(),

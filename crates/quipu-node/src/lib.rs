@@ -15,6 +15,7 @@
 //!
 //! Not here yet: the Kafka and client-facing APIs.
 
+mod authorize;
 mod cluster;
 mod config;
 mod controller;
@@ -41,6 +42,7 @@ mod sequencer;
 mod throttle;
 mod transport;
 
+pub use authorize::{ANONYMOUS, AuthorizationConfig, Principal};
 pub use cluster::{CATCH_UP_ENTRIES, NodeStatus};
 pub use config::{
     CLUSTER_LIMIT_MAX, CONTROLLER_VOTERS_ALLOWED, DEFAULT_DISK_RESERVE_BYTES,

@@ -19,6 +19,7 @@ mod error;
 mod identity;
 mod pem;
 mod server;
+mod subject;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,7 @@ pub use client::{ClientFiles, ClientTls, Connector};
 pub use error::TlsError;
 pub use identity::{NODE_NAME_PREFIX, node_name, node_of, node_of_file};
 pub use server::{ClientAuth, ServerFiles, ServerTls};
+pub use subject::subject_of;
 
 /// The longest a TLS handshake may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -36,6 +36,25 @@ pub struct Connection {
     /// The private key of --tls-cert (PEM).
     #[arg(long, env = "QUIPU_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Authenticates as this user (over TLS only); its password comes from --password-file or
+    /// QUIPU_PASSWORD, never from the command line.
+    #[arg(long, env = "QUIPU_USER", requires = "tls_ca")]
+    user: Option<String>,
+    /// Reads --user's password from this file's first line.
+    #[arg(long, env = "QUIPU_PASSWORD_FILE", requires = "user")]
+    password_file: Option<std::path::PathBuf>,
+}
+
+/// `--user`'s password: the first line of `--password-file`, else `QUIPU_PASSWORD`.
+fn password(file: Option<&std::path::PathBuf>) -> anyhow::Result<String> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read --password-file {}", file.display()))?;
+        return Ok(text.lines().next().unwrap_or_default().to_owned());
+    }
+    std::env::var("QUIPU_PASSWORD").map_err(|_| {
+        anyhow::anyhow!("--user needs a password: give --password-file or QUIPU_PASSWORD")
+    })
 }
 
 impl Connection {
@@ -47,8 +66,16 @@ impl Connection {
             &[b"h2"],
         )
         .context("invalid --tls-ca, --tls-cert or --tls-key")?;
+        let credentials = match &self.user {
+            None => None,
+            Some(user) => Some(quipu_client::Credentials {
+                user: user.clone(),
+                password: password(self.password_file.as_ref())?,
+            }),
+        };
         let config = quipu_client::ClientConfig {
             tls,
+            credentials,
             ..quipu_client::ClientConfig::default()
         };
         let hint = if self.tls_ca.is_none() {

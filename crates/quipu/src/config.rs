@@ -201,6 +201,38 @@ struct GroupsFile {
     consumer_heartbeat_interval_ms: Option<i32>,
 }
 
+/// The `[authorization]` table: access control on both client listeners.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthorizationFile {
+    enabled: Option<bool>,
+    super_users: Option<Vec<String>>,
+}
+
+/// `[authorization]`, checked: superusers are `User:NAME` principals, each named once.
+fn authorization(file: &AuthorizationFile) -> anyhow::Result<quipu_node::AuthorizationConfig> {
+    let mut super_users: Vec<String> = Vec::new();
+    for principal in file.super_users.iter().flatten() {
+        let named = principal
+            .strip_prefix("User:")
+            .is_some_and(|name| !name.is_empty() && !name.chars().any(char::is_control));
+        if !named {
+            bail!(
+                "authorization.super_users: {:?} is not a principal (User:NAME)",
+                quipu_meta::shown(principal)
+            );
+        }
+        if super_users.contains(principal) {
+            bail!("authorization.super_users names {principal} twice");
+        }
+        super_users.push(principal.clone());
+    }
+    Ok(quipu_node::AuthorizationConfig {
+        enabled: file.enabled.unwrap_or(false),
+        super_users,
+    })
+}
+
 /// The `[raft]` table.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -243,6 +275,8 @@ struct File {
     producers: ProducersFile,
     #[serde(default)]
     groups: GroupsFile,
+    #[serde(default)]
+    authorization: AuthorizationFile,
 }
 
 /// The resolved settings of a server.
@@ -263,6 +297,8 @@ pub struct Settings {
     pub api_tls: Option<std::sync::Arc<quipu_tls::ServerTls>>,
     /// Mutual TLS of the Raft transport.
     transport_tls: Option<quipu_node::TransportTls>,
+    /// Access control on both client listeners.
+    pub authorization: quipu_node::AuthorizationConfig,
     pub voters: Vec<(u64, String)>,
     /// A member's Raft address to join the cluster through (instead of `voters`).
     pub join: Option<String>,
@@ -531,6 +567,7 @@ impl Settings {
         let kafka = kafka_config(&file.kafka, args.auto_create_topics)?;
         let api = api_limits(&file.api)?;
         let api_tls = listener_tls("api.tls", file.api.tls.as_ref())?;
+        let authorization = authorization(&file.authorization)?;
         let transport_tls = match &file.transport.tls {
             None => None,
             Some(tls) => Some(
@@ -775,6 +812,7 @@ impl Settings {
             api,
             api_tls,
             transport_tls,
+            authorization,
             voters,
             join,
             rack,
@@ -836,6 +874,7 @@ impl Settings {
             leader_rebalance_interval: self.leader_rebalance_interval,
             move_bytes_per_sec: self.move_bytes_per_sec,
             transport_tls: self.transport_tls.clone(),
+            authorization: self.authorization.clone(),
             ..NodeConfig::new(self.node_id, self.data_dir.clone(), self.listen_addr)
         }
     }

@@ -11,6 +11,7 @@
 #[global_allocator]
 static ALLOCATOR: quipu_alloc::ReservingAllocator = quipu_alloc::ReservingAllocator;
 
+mod acls;
 mod bench;
 mod bench_kafka;
 mod commands;
@@ -86,6 +87,13 @@ enum Command {
     User {
         #[command(subcommand)]
         command: users::UserCommand,
+        #[command(flatten)]
+        connection: commands::Connection,
+    },
+    /// Creates, lists and deletes ACLs: what each principal may do (with [authorization] on).
+    Acl {
+        #[command(subcommand)]
+        command: acls::AclCommand,
         #[command(flatten)]
         connection: commands::Connection,
     },
@@ -176,6 +184,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             command,
             connection,
         } => runtime.block_on(users::user(&connection, command)),
+        Command::Acl {
+            command,
+            connection,
+        } => runtime.block_on(acls::acl(&connection, command)),
         Command::Group {
             command,
             connection,

@@ -60,12 +60,14 @@ impl KafkaNode {
         dir: &std::path::Path,
         config: &KafkaConfig,
         groups: quipu_node::GroupsConfig,
+        authorization: &quipu_node::AuthorizationConfig,
     ) -> KafkaNode {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let kafka_addr = listener.local_addr().unwrap().to_string();
         let node = Node::start(NodeConfig {
             kafka_addr: Some(kafka_addr.clone()),
             groups,
+            authorization: authorization.clone(),
             ..NodeConfig::new(id, dir.to_path_buf(), "127.0.0.1:0".parse().unwrap())
         })
         .await
@@ -97,10 +99,27 @@ impl Cluster {
 
     /// [`Cluster::start`] with the nodes' consumer group settings.
     pub async fn start_with(config: KafkaConfig, groups: quipu_node::GroupsConfig) -> Cluster {
+        Cluster::start_nodes(config, groups, quipu_node::AuthorizationConfig::default()).await
+    }
+
+    /// [`Cluster::start`] with access control on the nodes.
+    pub async fn start_authorized(
+        config: KafkaConfig,
+        authorization: quipu_node::AuthorizationConfig,
+    ) -> Cluster {
+        Cluster::start_nodes(config, quipu_node::GroupsConfig::default(), authorization).await
+    }
+
+    async fn start_nodes(
+        config: KafkaConfig,
+        groups: quipu_node::GroupsConfig,
+        authorization: quipu_node::AuthorizationConfig,
+    ) -> Cluster {
         let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let mut nodes = Vec::new();
         for (i, dir) in dirs.iter().enumerate() {
-            nodes.push(KafkaNode::start(i as u64 + 1, dir.path(), &config, groups).await);
+            let id = i as u64 + 1;
+            nodes.push(KafkaNode::start(id, dir.path(), &config, groups, &authorization).await);
         }
         let voters: Vec<(u64, String)> = nodes
             .iter()
@@ -133,8 +152,14 @@ impl Cluster {
     pub async fn add_node(&mut self, config: KafkaConfig) {
         let dir = tempfile::tempdir().unwrap();
         let id = self.nodes.len() as u64 + 1;
-        let node =
-            KafkaNode::start(id, dir.path(), &config, quipu_node::GroupsConfig::default()).await;
+        let node = KafkaNode::start(
+            id,
+            dir.path(),
+            &config,
+            quipu_node::GroupsConfig::default(),
+            &quipu_node::AuthorizationConfig::default(),
+        )
+        .await;
         let seed = self.any().addr().to_string();
         let joined = node.node.as_ref().unwrap();
         joined.join_through(&seed, PATIENCE).await.unwrap();
