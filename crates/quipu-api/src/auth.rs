@@ -5,13 +5,15 @@
 //! checked against the user's SCRAM credential (only over TLS: a password on a plaintext
 //! listener is refused, not read); else the subject of the connection's client certificate;
 //! else `User:ANONYMOUS`. A failed check is answered UNAUTHENTICATED after
-//! [`FAILED_AUTHENTICATION_DELAY`], and logged with the peer's address and the user, never the
-//! password.
+//! [`FAILED_AUTHENTICATION_DELAY`] (one connection's failures one per delay, however many calls
+//! it makes at once), and logged with the peer's address and the user, never the password.
 //!
 //! Invariant: with authorization off, a call without credentials costs nothing here; a password
 //! is derived (PBKDF2) at most [`VERIFICATIONS_MAX`] at a time on this node, off the runtime's
 //! threads, and once per user and password while its credential stays the same.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +32,9 @@ pub const FAILED_AUTHENTICATION_DELAY: Duration = Duration::from_millis(500);
 pub const VERIFICATIONS_MAX: usize = 2;
 /// Longest `authorization` header read, in bytes.
 const HEADER_BYTES_MAX: usize = 1024;
+/// Most connections whose failed authentications are remembered (past it, those whose answers
+/// are all given are forgotten).
+const PENALIZED_CONNECTIONS_MAX: usize = 10_000;
 
 /// The cluster metadata's credentials, as a password check looks them up.
 struct NodeCredentials<'a>(&'a NodeHandle);
@@ -49,6 +54,31 @@ pub(crate) struct Gate {
     tls: bool,
     passwords: Arc<quipu_auth::PasswordCache>,
     verifications: Arc<tokio::sync::Semaphore>,
+    penalties: Penalties,
+}
+
+/// Per connection (the client's address and port), when its last failed authentication is
+/// answered: one connection's failures are answered one per [`FAILED_AUTHENTICATION_DELAY`],
+/// however many calls it makes at once.
+#[derive(Debug, Default)]
+struct Penalties(std::sync::Mutex<HashMap<SocketAddr, tokio::time::Instant>>);
+
+impl Penalties {
+    /// When a failure of the connection at `peer` is answered, failing at `now`: the delay
+    /// after now, or after the answer to the connection's previous failure if that is later.
+    fn due(&self, peer: Option<SocketAddr>, now: tokio::time::Instant) -> tokio::time::Instant {
+        let Some(peer) = peer else {
+            return now + FAILED_AUTHENTICATION_DELAY;
+        };
+        let mut penalties = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if penalties.len() >= PENALIZED_CONNECTIONS_MAX {
+            penalties.retain(|_, due| *due > now);
+        }
+        let due =
+            penalties.get(&peer).map_or(now, |last| (*last).max(now)) + FAILED_AUTHENTICATION_DELAY;
+        penalties.insert(peer, due);
+        due
+    }
 }
 
 fn unauthenticated(message: &str) -> Status {
@@ -107,6 +137,7 @@ impl Gate {
             tls,
             passwords: Arc::new(quipu_auth::PasswordCache::new()),
             verifications: Arc::new(tokio::sync::Semaphore::new(VERIFICATIONS_MAX)),
+            penalties: Penalties::default(),
         }
     }
 
@@ -121,7 +152,10 @@ impl Gate {
                 Ok(()) => Ok(Principal::user(&user, host)),
                 Err(e) => {
                     tracing::warn!(peer = %host, reason = %e, "client API authentication failed");
-                    tokio::time::sleep(FAILED_AUTHENTICATION_DELAY).await;
+                    let due = self
+                        .penalties
+                        .due(request.remote_addr(), tokio::time::Instant::now());
+                    tokio::time::sleep_until(due).await;
                     Err(unauthenticated(
                         "authentication failed: invalid credentials",
                     ))
@@ -269,6 +303,30 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn one_connections_failures_are_answered_one_per_delay() {
+        let penalties = Penalties::default();
+        let now = tokio::time::Instant::now();
+        let a: SocketAddr = "10.0.0.1:4000".parse().unwrap();
+        let b: SocketAddr = "10.0.0.1:4001".parse().unwrap();
+        let delay = FAILED_AUTHENTICATION_DELAY;
+        assert_eq!(penalties.due(Some(a), now), now + delay);
+        assert_eq!(penalties.due(Some(a), now), now + delay * 2);
+        assert_eq!(penalties.due(Some(a), now), now + delay * 3);
+        assert_eq!(
+            penalties.due(Some(b), now),
+            now + delay,
+            "another connection"
+        );
+        let later = now + delay * 10;
+        assert_eq!(
+            penalties.due(Some(a), later),
+            later + delay,
+            "a past penalty"
+        );
+        assert_eq!(penalties.due(None, now), now + delay);
+    }
 
     #[test]
     fn basic_credentials_are_read_over_tls_only_and_checked_for_shape() {

@@ -2,7 +2,7 @@
 //! ACLs is denied (produce, create, metadata lists nothing), a prefixed ALLOW lets a user
 //! produce, a DENY overrides an ALLOW, and CreateAcls / DescribeAcls / DeleteAcls with filters
 //! manage them; over SASL_SSL (SCRAM users) and over SSL with client certificates (the
-//! certificate's subject is the principal).
+//! certificate's subject is the principal), and kcat with a client certificate.
 #![allow(clippy::unwrap_used)] // tests unwrap
 
 mod common;
@@ -179,5 +179,64 @@ async fn a_client_certificate_names_the_principal_acls_apply_to() {
         "{report}"
     );
     assert_eq!(report["described_by_writer"], 0, "{report}");
+    // kcat (librdkafka 2.0) with carol's certificate: it sees logs-a only, writes there, and is
+    // refused orders.
+    let kcat = require("kcat", "install Debian's kcat (apt-get install kcat)");
+    let bootstrap = cluster.bootstrap();
+    let as_carol = |rest: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "-b".to_owned(),
+            bootstrap.clone(),
+            "-X".to_owned(),
+            "security.protocol=SSL".to_owned(),
+            "-X".to_owned(),
+            format!("ssl.ca.location={}", paths[0]),
+            "-X".to_owned(),
+            format!("ssl.certificate.location={}", paths[3]),
+            "-X".to_owned(),
+            format!("ssl.key.location={}", paths[4]),
+            "-m".to_owned(),
+            "10".to_owned(),
+        ];
+        args.extend(rest.iter().map(|a| (*a).to_owned()));
+        args
+    };
+    let listed_args = as_carol(&["-L"]);
+    let listed = run(
+        &kcat,
+        &listed_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        None,
+    )
+    .await;
+    assert!(
+        listed.contains("topic \"logs-a\"") && !listed.contains("\"orders\""),
+        "{listed}"
+    );
+    let produce = as_carol(&["-P", "-t", "logs-a", "-p", "0"]);
+    run(
+        &kcat,
+        &produce.iter().map(String::as_str).collect::<Vec<_>>(),
+        Some(b"from-kcat\n"),
+    )
+    .await;
+    let refused = as_carol(&["-P", "-t", "orders", "-p", "0"]);
+    let mut child = tokio::process::Command::new(&kcat)
+        .args(&refused)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"not-allowed\n").await.unwrap();
+    }
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!status.success(), "kcat produced to orders without an ACL");
     cluster.stop().await;
 }
