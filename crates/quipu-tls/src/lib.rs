@@ -70,7 +70,27 @@ pub fn spawn_reloader(items: Vec<Arc<dyn Reload>>) -> tokio::task::JoinHandle<()
     })
 }
 
-/// The crypto provider of every configuration.
+/// The crypto provider of every configuration: ring's, with its cipher suites in the order a
+/// server here chooses them: AES-128-GCM first (as Go's TLS does: it costs 10 AES rounds a block
+/// to AES-256's 14, and reading warm segments over TLS is bound by the cipher), then AES-256-GCM,
+/// then ChaCha20-Poly1305; TLS 1.3 suites before TLS 1.2 ones.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| suite_rank(suite.suite()));
+    Arc::new(provider)
+}
+
+/// Where a cipher suite comes in [`provider`]'s order (lower first).
+fn suite_rank(suite: rustls::CipherSuite) -> u8 {
+    use rustls::CipherSuite as S;
+    match suite {
+        S::TLS13_AES_128_GCM_SHA256 => 0,
+        S::TLS13_AES_256_GCM_SHA384 => 1,
+        S::TLS13_CHACHA20_POLY1305_SHA256 => 2,
+        S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 3,
+        S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 4,
+        _ => 5,
+    }
 }

@@ -269,3 +269,60 @@ fn missing_or_half_configurations_are_clear_errors() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn the_server_chooses_aes_128_gcm_whatever_order_the_client_offers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = DevCa::new().unwrap();
+    let (ca_path, cert, key) = issue(dir.path(), &ca, "server", &["127.0.0.1"], Validity::Current);
+    let server = ServerTls::new(
+        ServerFiles {
+            cert,
+            key,
+            ca: None,
+        },
+        ClientAuth::None,
+        &[],
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut stream = server.accept(stream).await.unwrap();
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        stream
+            .get_ref()
+            .1
+            .negotiated_cipher_suite()
+            .unwrap()
+            .suite()
+    });
+    // A client with ring's own order, AES-256-GCM first (as OpenSSL's clients too).
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(&ca_path).unwrap();
+    for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    assert_eq!(
+        provider.cipher_suites[0].suite(),
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+    );
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = connector.connect(name, tcp).await.unwrap();
+    stream.write_all(&[1]).await.unwrap();
+    stream.flush().await.unwrap();
+    assert_eq!(
+        accepted.await.unwrap(),
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+    );
+}
