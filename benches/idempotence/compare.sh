@@ -18,7 +18,7 @@ rate="${4:-80000}"
 cargo build --release -p quipu
 dir="$(mktemp -d)"
 target/release/quipu dev --nodes "$nodes" --data-dir "$dir/dev" --raft-port 27001 \
-  --api-port 27101 --kafka-port 29092 > "$dir/dev.out" 2>&1 &
+  --api-port 27101 --admin-port 27201 --kafka-port 29092 > "$dir/dev.out" 2>&1 &
 dev=$!
 trap 'kill -TERM $dev 2>/dev/null; wait $dev 2>/dev/null; rm -rf "$dir"' EXIT
 export QUIPU_BOOTSTRAP

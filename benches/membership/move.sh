@@ -43,7 +43,7 @@ start() {
   [ "$id" != 1 ] && join=(--join "127.0.0.1:27001")
   "$q" server --config "$home/quipu.toml" --node-id "$id" --data-dir "$home/data" \
     --listen "127.0.0.1:$((27000 + id))" --api-listen "127.0.0.1:$((27100 + id))" \
-    --kafka-listen "127.0.0.1:$((29090 + id))" "${join[@]}" > "$home/node.log" 2>&1 &
+    --kafka-listen "127.0.0.1:$((29090 + id))" --admin-listen "127.0.0.1:$((29190 + id))" "${join[@]}" > "$home/node.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 300); do grep -q "quipu server ready" "$home/node.log" && return; sleep 0.1; done
   echo "node $id did not start: $(tail -1 "$home/node.log")" >&2

@@ -26,7 +26,7 @@ bootstrap=127.0.0.1:27101,127.0.0.1:27102,127.0.0.1:27103
 run() {
   local label="$1"; shift
   local data="$dir/$label"
-  $quipu dev --nodes 3 --data-dir "$data" --raft-port 27001 --api-port 27101 --kafka-port 29092 \
+  $quipu dev --nodes 3 --data-dir "$data" --raft-port 27001 --api-port 27101 --admin-port 27201 --kafka-port 29092 \
     "$@" > "$dir/$label.out" 2>&1 &
   dev=$!
   local tls=() kafka_tls=()

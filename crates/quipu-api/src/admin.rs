@@ -265,17 +265,15 @@ impl Admin for AdminService {
         &self,
         _request: Request<HealthRequest>,
     ) -> Result<Response<HealthResponse>, Status> {
-        let groups = self.node.partitions();
-        let failed = groups
-            .iter()
-            .filter_map(|g| self.node.partition(*g))
-            .filter(|p| p.health().is_err())
-            .count();
+        let readiness = self.node.readiness();
+        let not_ready_because = readiness.not_ready_because();
         Ok(Response::new(HealthResponse {
-            node_id: self.node.id(),
-            controller_available: self.node.controller_leader().is_some(),
-            replicas: u32::try_from(groups.len()).unwrap_or(u32::MAX),
-            failed_replicas: u32::try_from(failed).unwrap_or(u32::MAX),
+            node_id: readiness.node_id,
+            controller_available: readiness.controller_leader.is_some(),
+            replicas: u32::try_from(readiness.open_replicas).unwrap_or(u32::MAX),
+            failed_replicas: u32::try_from(readiness.failed_replicas).unwrap_or(u32::MAX),
+            ready: not_ready_because.is_empty(),
+            not_ready_because,
         }))
     }
 

@@ -131,6 +131,20 @@ impl DataService {
         request: ProduceRequest,
     ) -> Result<ProduceResponse, Status> {
         self.gate.topic(who, Operation::Write, &request.topic)?;
+        let started = std::time::Instant::now();
+        let bytes = request.record_batch.len();
+        let produced = self.produce_stored(request).await;
+        quipu_node::telemetry::produced(
+            quipu_node::telemetry::Api::Grpc,
+            produced.is_ok(),
+            bytes,
+            started.elapsed(),
+        );
+        produced
+    }
+
+    /// Produces one batch.
+    async fn produce_stored(&self, request: ProduceRequest) -> Result<ProduceResponse, Status> {
         let partition = self.replica(&request.topic, request.partition)?;
         let batch = request.record_batch;
         let acks = Acks::try_from(request.acks)
@@ -391,6 +405,7 @@ async fn stream_fetch(
         let high_watermark = partition.high_watermark();
         let done = !request.follow && offset >= high_watermark;
         if !batches.is_empty() || request.follow {
+            quipu_node::telemetry::fetched(quipu_node::telemetry::Api::Grpc, bytes);
             let message = FetchResponse {
                 record_batches: batches,
                 high_watermark: high_watermark.0,

@@ -103,6 +103,7 @@ pub(crate) async fn handle(
                 Ok((Ok(()), _, _))
             )
         {
+            quipu_node::telemetry::fetched(quipu_node::telemetry::Api::Kafka, bytes);
             return FetchResponse::default().with_responses(responses);
         }
     }

@@ -85,7 +85,15 @@ pub(crate) async fn handle(
                     return response
                         .with_error_code(ResponseError::TopicAuthorizationFailed.code());
                 }
+                let started = std::time::Instant::now();
+                let bytes = data.records.as_ref().map_or(0, Bytes::len);
                 let outcome = produce_one(node, &name, index, acks, data.records, timeout).await;
+                quipu_node::telemetry::produced(
+                    quipu_node::telemetry::Api::Kafka,
+                    matches!(outcome, Outcome::Stored { .. }),
+                    bytes,
+                    started.elapsed(),
+                );
                 answer(response, outcome, version)
             }
         }))

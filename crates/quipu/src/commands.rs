@@ -912,21 +912,26 @@ pub async fn cluster(connection: &Connection, command: ClusterCommand) -> anyhow
             for node in &cluster.nodes {
                 match client.health(&node.api_addr).await {
                     Ok(h) => {
-                        let ok = h.controller_available && h.failed_replicas == 0;
-                        if !ok {
+                        // The node's own readiness, as its /readyz answers.
+                        if !h.ready {
                             unhealthy += 1;
                         }
                         out!(
-                            "node {}: {} (controller {}, {} replicas, {} failed)",
+                            "node {}: {} (controller {}, {} replicas, {} failed){}",
                             h.node_id,
-                            if ok { "healthy" } else { "UNHEALTHY" },
+                            if h.ready { "ready" } else { "NOT READY" },
                             if h.controller_available {
                                 "available"
                             } else {
                                 "unavailable"
                             },
                             h.replicas,
-                            h.failed_replicas
+                            h.failed_replicas,
+                            if h.not_ready_because.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {}", h.not_ready_because.join("; "))
+                            }
                         );
                     }
                     Err(e) => {
@@ -936,10 +941,7 @@ pub async fn cluster(connection: &Connection, command: ClusterCommand) -> anyhow
                 }
             }
             if unhealthy > 0 {
-                bail!(
-                    "{unhealthy} of {} nodes are not healthy",
-                    cluster.nodes.len()
-                );
+                bail!("{unhealthy} of {} nodes are not ready", cluster.nodes.len());
             }
         }
     }

@@ -35,6 +35,9 @@ pub struct ServerArgs {
     /// Address of the Kafka listener [default: 127.0.0.1:9092].
     #[arg(long, env = "QUIPU_KAFKA_LISTEN")]
     kafka_listen: Option<SocketAddr>,
+    /// Address of the HTTP admin listener: /metrics, /healthz, /readyz [default: 127.0.0.1:7201].
+    #[arg(long, env = "QUIPU_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
     /// Address Kafka clients are told to reach this node at, HOST:PORT [default: the Kafka
     /// listen address].
     #[arg(long, env = "QUIPU_KAFKA_ADVERTISED")]
@@ -254,6 +257,7 @@ struct File {
     api_advertised_addr: Option<String>,
     kafka_listen_addr: Option<SocketAddr>,
     kafka_advertised_addr: Option<String>,
+    admin_listen_addr: Option<SocketAddr>,
     voters: Option<Vec<String>>,
     join: Option<String>,
     rack: Option<String>,
@@ -277,6 +281,15 @@ struct File {
     groups: GroupsFile,
     #[serde(default)]
     authorization: AuthorizationFile,
+    #[serde(default)]
+    admin: AdminFile,
+}
+
+/// The `[admin]` table: the HTTP admin listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminFile {
+    partition_series_max: Option<usize>,
 }
 
 /// The resolved settings of a server.
@@ -291,6 +304,8 @@ pub struct Settings {
     pub kafka_listen_addr: SocketAddr,
     /// `None`: the address the Kafka listener got.
     pub kafka_advertised_addr: Option<String>,
+    pub admin_listen_addr: SocketAddr,
+    pub admin: quipu_admin::AdminConfig,
     pub kafka: quipu_kafka::KafkaConfig,
     pub api: quipu_api::ApiLimits,
     /// TLS of the client API listener.
@@ -564,6 +579,18 @@ impl Settings {
             .or(file.kafka_listen_addr)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
         let kafka_advertised_addr = args.kafka_advertised.or(file.kafka_advertised_addr);
+        let admin_listen_addr = args
+            .admin_listen
+            .or(file.admin_listen_addr)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7201)));
+        let admin = quipu_admin::AdminConfig {
+            partition_series_max: bounded(
+                "admin.partition_series_max",
+                file.admin.partition_series_max,
+                quipu_admin::PARTITION_SERIES_MAX,
+                1_000_000,
+            )?,
+        };
         let kafka = kafka_config(&file.kafka, args.auto_create_topics)?;
         let api = api_limits(&file.api)?;
         let api_tls = listener_tls("api.tls", file.api.tls.as_ref())?;
@@ -808,6 +835,8 @@ impl Settings {
             api_advertised_addr,
             kafka_listen_addr,
             kafka_advertised_addr,
+            admin_listen_addr,
+            admin,
             kafka,
             api,
             api_tls,

@@ -2,7 +2,8 @@
 //! and for tests. Node i keeps its data in `<data-dir>/node-i`, its log in
 //! `<data-dir>/node-i/quipu.log`, listens for Raft on `127.0.0.1:<raft-port + i - 1>` and for
 //! clients on `127.0.0.1:<api-port + i - 1>` (gRPC) and `127.0.0.1:<kafka-port + i - 1>` (Kafka,
-//! with topic auto-creation on). Ctrl-C or SIGTERM stops every node gracefully;
+//! with topic auto-creation on), and serves metrics and probes on
+//! `http://127.0.0.1:<admin-port + i - 1>` (`/metrics`, `/healthz`, `/readyz`). Ctrl-C or SIGTERM stops every node gracefully;
 //! running it again restarts the same cluster from the same data.
 //!
 //! With `--tls`, a throwaway CA and certificates are made in `<data-dir>/tls` (kept, and used
@@ -42,6 +43,9 @@ pub struct DevArgs {
     /// Kafka listener port of node 1; node i uses this + i - 1.
     #[arg(long, default_value_t = 9092)]
     kafka_port: u16,
+    /// HTTP admin port (metrics, probes) of node 1; node i uses this + i - 1.
+    #[arg(long, default_value_t = 7201)]
+    admin_port: u16,
     /// TLS everywhere, with a throwaway CA made in <data-dir>/tls: mutual TLS between nodes,
     /// TLS on the client API and the Kafka listener.
     #[arg(long)]
@@ -135,6 +139,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open {}", dir.join("quipu.log").display()))?;
         let api = format!("127.0.0.1:{}", port(args.api_port, *id)?);
         let kafka = format!("127.0.0.1:{}", port(args.kafka_port, *id)?);
+        let admin = format!("127.0.0.1:{}", port(args.admin_port, *id)?);
         let child = tokio::process::Command::new(&exe)
             .arg("server")
             .args(["--node-id", &id.to_string()])
@@ -146,6 +151,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             ])
             .args(["--api-listen", &api])
             .args(["--kafka-listen", &kafka])
+            .args(["--admin-listen", &admin])
             .args(["--auto-create-topics", "true"])
             .args(["--voters", &voters])
             .args(&config_args)
@@ -157,7 +163,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .spawn()
             .with_context(|| format!("cannot start node {id}"))?;
         note!(
-            "node {id}: pid {}, api {api}, kafka {kafka}, data {}",
+            "node {id}: pid {}, api {api}, kafka {kafka}, metrics http://{admin}/metrics, data {}",
             child.id().unwrap_or(0),
             dir.display()
         );

@@ -231,6 +231,19 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     let kafka_addr = kafka_listener
         .local_addr()
         .context("cannot read the Kafka listener's address")?;
+    let admin_listener = tokio::net::TcpListener::bind(settings.admin_listen_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for the admin API (metrics, probes) on {}",
+                settings.admin_listen_addr
+            )
+        })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .context("cannot read the admin listener's address")?;
+    let recorder =
+        quipu_admin::install_recorder().context("cannot install the metrics recorder")?;
     let node = Node::start(settings.node_config(api_addr.to_string(), kafka_addr.to_string()))
         .await
         .with_context(|| {
@@ -239,6 +252,17 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
                 settings.node_id, settings.listen_addr
             )
         })?;
+    // Probes answer from here on: /healthz at once, /readyz once the node can serve.
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = tokio::spawn(quipu_admin::serve(
+        node.handle(),
+        admin_listener,
+        recorder,
+        settings.admin.clone(),
+        async {
+            let _ = admin_stopped.await;
+        },
+    ));
     match &settings.join {
         Some(seed) => node
             .join_through(seed, JOIN_PATIENCE)
@@ -294,7 +318,7 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     // The handler is in place before "ready": a SIGTERM sent on seeing that line is graceful.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot listen for SIGTERM")?;
-    tracing::info!(node_id = node.id(), addr = %node.addr(), %api_addr, %kafka_addr, data_dir = %settings.data_dir.display(), "quipu server ready");
+    tracing::info!(node_id = node.id(), addr = %node.addr(), %api_addr, %kafka_addr, %admin_addr, data_dir = %settings.data_dir.display(), "quipu server ready");
     let power_loss = power_loss_signal()?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
@@ -316,6 +340,12 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "the client API failed"),
         Err(e) => tracing::warn!(error = %e, "the client API task failed"),
+    }
+    let _ = stop_admin.send(());
+    match admin.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the admin listener failed"),
+        Err(e) => tracing::warn!(error = %e, "the admin listener task failed"),
     }
     reloader.abort();
     tracing::info!(handed, "groups handed over; node stopped");

@@ -29,6 +29,8 @@ fn a_single_node_starts_from_the_shipped_config_and_stops_on_sigterm() {
         "127.0.0.1:0",
         "--kafka-listen",
         "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
         "--voters",
         &voters,
     ]);
@@ -64,6 +66,8 @@ fn three_processes_survive_sigkill_of_one_and_its_restart() {
             "--api-listen",
             "127.0.0.1:0",
             "--kafka-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
             "127.0.0.1:0",
             "--voters",
             &voters,

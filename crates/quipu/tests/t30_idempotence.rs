@@ -72,6 +72,8 @@ fn every_line_is_acknowledged_once_through_a_leader_crash_its_restart_and_anothe
             format!("127.0.0.1:{}", api[i]),
             "--kafka-listen".into(),
             "127.0.0.1:0".into(),
+            "--admin-listen".into(),
+            "127.0.0.1:0".into(),
             "--voters".into(),
             voters.clone(),
         ])

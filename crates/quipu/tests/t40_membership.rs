@@ -122,6 +122,8 @@ impl Node {
             format!("127.0.0.1:{}", self.api),
             "--kafka-listen".into(),
             "127.0.0.1:0".into(),
+            "--admin-listen".into(),
+            "127.0.0.1:0".into(),
             "--rack".into(),
             rack.into(),
         ];
@@ -423,6 +425,8 @@ fn a_cluster_grows_moves_drains_and_replaces_a_dead_node_through_the_cli() {
         "--api-listen".into(),
         format!("127.0.0.1:{}", node3.api),
         "--kafka-listen".into(),
+        "127.0.0.1:0".into(),
+        "--admin-listen".into(),
         "127.0.0.1:0".into(),
         "--join".into(),
         format!("127.0.0.1:{}", all[0].raft),

@@ -187,6 +187,8 @@ fn client_certificates_are_required_and_replaced_certificates_are_used_after_sig
         &bootstrap,
         "--kafka-listen",
         "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
     ]);
     server.wait_for("quipu server ready");
     let with = |ca: &Path, cert: Option<(&Path, &Path)>, args: &[&str]| {

@@ -125,6 +125,8 @@ fn acls_decide_what_an_authenticated_user_may_do_through_the_grpc_api() {
         &bootstrap,
         "--kafka-listen",
         "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
     ]);
     server.wait_for("quipu server ready");
     let cli = Cli {

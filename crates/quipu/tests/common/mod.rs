@@ -149,9 +149,10 @@ pub struct Dev {
 impl Dev {
     /// Starts `quipu dev --nodes 3` in `data`, with `extra` arguments.
     pub fn start(data: &Path, extra: &[&str]) -> Dev {
-        let raft = free_ports(9);
+        let raft = free_ports(12);
         let api = raft + 3;
         let kafka = raft + 6;
+        let admin = raft + 9;
         let mut child = Command::new(env!("CARGO_BIN_EXE_quipu"))
             .args(["dev", "--nodes", "3", "--data-dir"])
             .arg(data)
@@ -162,6 +163,8 @@ impl Dev {
                 &api.to_string(),
                 "--kafka-port",
                 &kafka.to_string(),
+                "--admin-port",
+                &admin.to_string(),
             ])
             .args(extra)
             .stdout(Stdio::piped())

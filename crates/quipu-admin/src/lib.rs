@@ -1,0 +1,182 @@
+//! Every node's HTTP admin listener (`admin_listen_addr`): `/metrics` in Prometheus' text format,
+//! `/healthz` (the process is up) and `/readyz` (the node can serve: `NodeHandle::readiness`).
+//! Metric names and meanings: `docs/operations/metrics.md`.
+//!
+//! Libraries record through the `metrics` facade (counters and histograms on the request paths);
+//! this crate installs the Prometheus recorder, and at each scrape sets the gauges that describe
+//! state (each partition replica's offsets, size and role; the node's replicas and disk) from the
+//! node itself before rendering.
+//!
+//! Invariant: a scrape reads the node's state and never waits on Raft or the disk beyond one
+//! `statvfs`; per-partition series are left out above `partition_series_max` replicas, so a
+//! scrape's size is bounded.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use quipu_node::{GroupId, NodeHandle};
+
+/// Most partition replicas a node reports per-partition series for, by default.
+pub const PARTITION_SERIES_MAX: usize = 10_000;
+
+/// Buckets of request latency histograms, in seconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0,
+];
+
+/// Installs the process's Prometheus recorder (once per process); what `serve` renders.
+pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    PrometheusBuilder::new()
+        .set_buckets(LATENCY_BUCKETS)?
+        .install_recorder()
+}
+
+/// The admin listener's settings.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Above this many partition replicas on the node, per-partition series are left out.
+    pub partition_series_max: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            partition_series_max: PARTITION_SERIES_MAX,
+        }
+    }
+}
+
+struct Shared {
+    node: NodeHandle,
+    metrics: PrometheusHandle,
+    config: AdminConfig,
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` for `node` on `listener` until `shutdown`
+/// completes.
+pub async fn serve(
+    node: NodeHandle,
+    listener: tokio::net::TcpListener,
+    metrics: PrometheusHandle,
+    config: AdminConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let shared = Arc::new(Shared {
+        node,
+        metrics,
+        config,
+    });
+    let app = Router::new()
+        .route("/metrics", get(scrape))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(shared);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// `/readyz`: 200 and the node's state when it can serve, else 503 and why not (JSON).
+async fn ready(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let readiness = shared.node.readiness();
+    let reasons = readiness.not_ready_because();
+    let status = if reasons.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "ready": reasons.is_empty(),
+        "node_id": readiness.node_id,
+        "registered": readiness.registered,
+        "controller_leader": readiness.controller_leader,
+        "assigned_replicas": readiness.assigned_replicas,
+        "open_replicas": readiness.open_replicas,
+        "failed_replicas": readiness.failed_replicas,
+        "not_ready_because": reasons,
+    });
+    (
+        status,
+        [("content-type", "application/json")],
+        format!("{body}\n"),
+    )
+}
+
+/// `/metrics`: the state gauges set now, then everything rendered.
+async fn scrape(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    record_state(&shared.node, &shared.config);
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        shared.metrics.render(),
+    )
+}
+
+fn count(n: usize) -> f64 {
+    n as f64
+}
+
+/// Sets the gauges that describe the node's state.
+fn record_state(node: &NodeHandle, config: &AdminConfig) {
+    let readiness = node.readiness();
+    metrics::gauge!("quipu_node_ready").set(if readiness.ready() { 1.0 } else { 0.0 });
+    metrics::gauge!("quipu_replicas").set(count(readiness.open_replicas));
+    metrics::gauge!("quipu_replicas_assigned").set(count(readiness.assigned_replicas));
+    metrics::gauge!("quipu_replicas_failed").set(count(readiness.failed_replicas));
+    metrics::gauge!("quipu_controller_leader_known").set(
+        if readiness.controller_leader.is_some() {
+            1.0
+        } else {
+            0.0
+        },
+    );
+    if let Ok(free) = quipu_node::free_bytes(node.data_dir()) {
+        metrics::gauge!("quipu_disk_free_bytes").set(free as f64);
+    }
+    if let Ok(total) = quipu_node::total_bytes(node.data_dir()) {
+        metrics::gauge!("quipu_disk_total_bytes").set(total as f64);
+    }
+    let groups = node.partitions();
+    metrics::gauge!("quipu_partition_series_enabled").set(
+        if groups.len() <= config.partition_series_max {
+            1.0
+        } else {
+            0.0
+        },
+    );
+    if groups.len() > config.partition_series_max {
+        return;
+    }
+    let mut leaders = 0usize;
+    for group in groups {
+        let Some(replica) = node.partition(group) else {
+            continue;
+        };
+        let GroupId(id) = group;
+        let Some((topic, number)) =
+            node.with_metadata(|m| m.partition_of_group(id).map(|(t, n)| (t.name.clone(), n)))
+        else {
+            continue;
+        };
+        let labels = [("topic", topic), ("partition", number.to_string())];
+        let leader = replica.is_leader();
+        leaders += usize::from(leader);
+        metrics::gauge!("quipu_partition_log_start_offset", &labels)
+            .set(replica.log_start_offset().0 as f64);
+        metrics::gauge!("quipu_partition_log_end_offset", &labels)
+            .set(replica.log_end_offset().0 as f64);
+        metrics::gauge!("quipu_partition_high_watermark", &labels)
+            .set(replica.high_watermark().0 as f64);
+        metrics::gauge!("quipu_partition_size_bytes", &labels).set(replica.size_bytes() as f64);
+        metrics::gauge!("quipu_partition_leader", &labels).set(if leader { 1.0 } else { 0.0 });
+        metrics::gauge!("quipu_partition_leader_epoch", &labels)
+            .set(f64::from(replica.leader_epoch()));
+    }
+    metrics::gauge!("quipu_partitions_led").set(count(leaders));
+}

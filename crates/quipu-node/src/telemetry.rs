@@ -1,0 +1,42 @@
+//! What the client listeners record of each request, through the `metrics` facade (the binary
+//! installs the Prometheus recorder; without one these cost an atomic load). Names and labels:
+//! `docs/operations/metrics.md`.
+
+use std::time::Duration;
+
+/// The listener a request came through (`api` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// The gRPC client API.
+    Grpc,
+    /// The Kafka listener.
+    Kafka,
+}
+
+impl Api {
+    fn label(self) -> &'static str {
+        match self {
+            Api::Grpc => "grpc",
+            Api::Kafka => "kafka",
+        }
+    }
+}
+
+/// One partition's produce: stored or refused, its batch's bytes, and how long it took.
+pub fn produced(api: Api, stored: bool, bytes: usize, took: Duration) {
+    let result = if stored { "ok" } else { "error" };
+    metrics::counter!("quipu_produce_requests_total", "api" => api.label(), "result" => result)
+        .increment(1);
+    if stored {
+        metrics::counter!("quipu_produce_bytes_total", "api" => api.label())
+            .increment(u64::try_from(bytes).unwrap_or(u64::MAX));
+    }
+    metrics::histogram!("quipu_produce_duration_seconds", "api" => api.label())
+        .record(took.as_secs_f64());
+}
+
+/// One fetch answer (a Kafka Fetch response, or one gRPC fetch message) and its batches' bytes.
+pub fn fetched(api: Api, bytes: u64) {
+    metrics::counter!("quipu_fetch_responses_total", "api" => api.label()).increment(1);
+    metrics::counter!("quipu_fetch_bytes_total", "api" => api.label()).increment(bytes);
+}

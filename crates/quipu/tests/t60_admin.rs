@@ -1,0 +1,199 @@
+//! The HTTP admin listener of `quipu server`: `/healthz` answers as soon as the process is up,
+//! `/readyz` says 503 and why while the node cannot serve (here: no controller majority) and 200
+//! once it can, and `/metrics` shows, in Prometheus' text format, each partition replica's
+//! offsets and the produce and fetch counters after a CLI produce and consume.
+#![allow(clippy::unwrap_used)] // tests unwrap
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+
+use common::{Server, free_port};
+
+/// `GET path` on `addr`: the status code and the body.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the sample `series` (name and labels as rendered) in a scrape.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[test]
+fn probes_and_metrics_describe_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let api = format!("127.0.0.1:{}", free_port());
+    // Node 1 of three whose other two never start: up, but never ready.
+    let lonely = Server::start(&[
+        "--node-id",
+        "1",
+        "--data-dir",
+        dir.path().join("lonely").to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--api-listen",
+        "127.0.0.1:0",
+        "--kafka-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        &admin,
+        "--voters",
+        &format!(
+            "1@127.0.0.1:{},2@127.0.0.1:{},3@127.0.0.1:{}",
+            free_port(),
+            free_port(),
+            free_port()
+        ),
+    ]);
+    let started = std::time::Instant::now();
+    let (status, body) = loop {
+        if let Ok(stream) = std::net::TcpStream::connect(&admin) {
+            drop(stream);
+            break get(&admin, "/healthz");
+        }
+        assert!(started.elapsed() < common::PATIENCE, "no admin listener");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, body) = get(&admin, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no controller leader known"), "{body}");
+    lonely.kill();
+
+    let server = Server::start(&[
+        "--data-dir",
+        dir.path().join("single").to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--api-listen",
+        &api,
+        "--kafka-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        &admin,
+    ]);
+    server.wait_for("quipu server ready");
+    let quipu = |args: &[&str], stdin: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_quipu"))
+            .args(args)
+            .env("QUIPU_BOOTSTRAP", &api)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "quipu {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    quipu(
+        &[
+            "topic",
+            "create",
+            "m",
+            "--partitions",
+            "2",
+            "--replication-factor",
+            "1",
+        ],
+        b"",
+    );
+    let lines: String = (0..100).map(|i| format!("record-{i}\n")).collect();
+    quipu(&["produce", "m", "--partition", "1"], lines.as_bytes());
+    quipu(
+        &[
+            "consume",
+            "m",
+            "--partition",
+            "1",
+            "--offset",
+            "0",
+            "--num",
+            "100",
+        ],
+        b"",
+    );
+    let started = std::time::Instant::now();
+    loop {
+        let (status, body) = get(&admin, "/readyz");
+        if status == 200 {
+            assert!(body.contains("\"ready\":true"), "{body}");
+            break;
+        }
+        assert!(started.elapsed() < common::PATIENCE, "never ready: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (status, scrape) = get(&admin, "/metrics");
+    assert_eq!(status, 200);
+    let partition =
+        |name: &str, p: u32| sample(&scrape, &format!("{name}{{topic=\"m\",partition=\"{p}\"}}"));
+    assert_eq!(
+        partition("quipu_partition_high_watermark", 1),
+        Some(100.0),
+        "{scrape}"
+    );
+    assert_eq!(
+        partition("quipu_partition_high_watermark", 0),
+        Some(0.0),
+        "{scrape}"
+    );
+    assert_eq!(
+        partition("quipu_partition_leader", 1),
+        Some(1.0),
+        "{scrape}"
+    );
+    assert!(
+        partition("quipu_partition_size_bytes", 1).unwrap() > 0.0,
+        "{scrape}"
+    );
+    assert!(
+        sample(
+            &scrape,
+            "quipu_produce_requests_total{api=\"grpc\",result=\"ok\"}"
+        )
+        .unwrap()
+            >= 1.0,
+        "{scrape}"
+    );
+    assert!(
+        sample(&scrape, "quipu_fetch_bytes_total{api=\"grpc\"}").unwrap() > 0.0,
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("quipu_produce_duration_seconds_bucket{api=\"grpc\""),
+        "{scrape}"
+    );
+    assert_eq!(sample(&scrape, "quipu_node_ready"), Some(1.0), "{scrape}");
+    assert!(sample(&scrape, "quipu_disk_free_bytes").unwrap() > 0.0);
+    server.signal("-TERM");
+    assert!(server.wait().success());
+}
