@@ -177,6 +177,19 @@ fn record_state(node: &NodeHandle, config: &AdminConfig) {
         metrics::gauge!("quipu_partition_leader", &labels).set(if leader { 1.0 } else { 0.0 });
         metrics::gauge!("quipu_partition_leader_epoch", &labels)
             .set(f64::from(replica.leader_epoch()));
+        if leader {
+            for (follower, entries) in replica.follower_lag() {
+                let labels = [
+                    labels[0].clone(),
+                    labels[1].clone(),
+                    ("follower", follower.to_string()),
+                ];
+                metrics::gauge!("quipu_partition_follower_lag_entries", &labels)
+                    .set(entries as f64);
+                metrics::gauge!("quipu_partition_follower_lag_bytes", &labels)
+                    .set(replica.estimated_bytes(entries) as f64);
+            }
+        }
     }
     metrics::gauge!("quipu_partitions_led").set(count(leaders));
 }

@@ -103,7 +103,7 @@ pub async fn serve_tls(
         None => {
             router
                 .serve_with_incoming_shutdown(
-                    incoming::admitted(listener, connections, "client API"),
+                    incoming::admitted(listener, connections, "grpc"),
                     shutdown,
                 )
                 .await
@@ -111,7 +111,7 @@ pub async fn serve_tls(
         Some(tls) => {
             router
                 .serve_with_incoming_shutdown(
-                    incoming::admitted_tls(listener, connections, tls, "client API"),
+                    incoming::admitted_tls(listener, connections, tls, "grpc"),
                     shutdown,
                 )
                 .await

@@ -527,6 +527,7 @@ pub(crate) async fn dispatch(
         } => (key, correlation_id, version, client_id, body),
     };
     let answer = |response: &dyn Encode| response.frame(key, id, version).map(Some);
+    quipu_node::telemetry::kafka_request(key_name(key));
     match *body {
         Body::ApiVersions => answer(&api_versions()),
         Body::Metadata(r) => answer(&metadata::handle(context, who, r, version).await),
@@ -635,6 +636,11 @@ pub(crate) async fn dispatch(
 
 fn group_readable(context: &Context, who: &Principal, group: &str) -> bool {
     crate::authorize::group(context, who, quipu_meta::acls::Operation::Read, group)
+}
+
+/// An API's name as Kafka spells it (`Produce`, `Fetch`, ...), for the request counter.
+fn key_name(key: ApiKey) -> String {
+    format!("{key:?}")
 }
 
 /// A response that can be framed (object-safe over `Encodable`).

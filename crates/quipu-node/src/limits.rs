@@ -26,6 +26,8 @@ pub struct ConnectionPermit {
     _slot: tokio::sync::OwnedSemaphorePermit,
     address: IpAddr,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// The listener it came through, once `accept` counted it open (`quipu_connections`).
+    listener: Option<&'static str>,
 }
 
 /// Why a connection was not admitted.
@@ -73,11 +75,25 @@ impl ConnectionLimits {
                 }
             };
             match self.admit(peer.ip()) {
-                Ok(permit) => {
+                Ok(mut permit) => {
                     let _ = stream.set_nodelay(true);
+                    permit.listener = Some(what);
+                    metrics::counter!("quipu_connections_accepted_total", "listener" => what)
+                        .increment(1);
+                    metrics::gauge!("quipu_connections", "listener" => what).increment(1.0);
                     return (stream, peer, permit);
                 }
                 Err(refused) => {
+                    let limit = match refused {
+                        Refused::Total(_) => "total",
+                        Refused::PerAddress(_) => "per_address",
+                    };
+                    metrics::counter!(
+                        "quipu_connections_refused_total",
+                        "listener" => what,
+                        "limit" => limit
+                    )
+                    .increment(1);
                     tracing::warn!(listener = what, %peer, %refused, "connection refused");
                 }
             }
@@ -102,12 +118,16 @@ impl ConnectionLimits {
             _slot: slot,
             address,
             open: Arc::clone(&self.open),
+            listener: None,
         })
     }
 }
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
+        if let Some(listener) = self.listener {
+            metrics::gauge!("quipu_connections", "listener" => listener).decrement(1.0);
+        }
         let mut open = self
             .open
             .lock()

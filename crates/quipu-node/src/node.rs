@@ -178,7 +178,7 @@ impl Node {
         );
         let server = match &config.transport_tls {
             None => tokio::spawn(router.serve_with_incoming_shutdown(
-                crate::incoming::admitted(listener, limits, "raft transport"),
+                crate::incoming::admitted(listener, limits, "transport"),
                 shutdown,
             )),
             Some(tls) => tokio::spawn(router.serve_with_incoming_shutdown(
@@ -186,7 +186,7 @@ impl Node {
                     listener,
                     limits,
                     Arc::clone(&tls.server),
-                    "raft transport",
+                    "transport",
                 ),
                 shutdown,
             )),

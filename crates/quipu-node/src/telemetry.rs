@@ -40,3 +40,8 @@ pub fn fetched(api: Api, bytes: u64) {
     metrics::counter!("quipu_fetch_responses_total", "api" => api.label()).increment(1);
     metrics::counter!("quipu_fetch_bytes_total", "api" => api.label()).increment(bytes);
 }
+
+/// One Kafka request handled, by its API's name (`Produce`, `Fetch`, ...).
+pub fn kafka_request(api_key: String) {
+    metrics::counter!("quipu_kafka_requests_total", "request" => api_key).increment(1);
+}

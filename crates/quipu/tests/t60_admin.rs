@@ -1,7 +1,9 @@
 //! The HTTP admin listener of `quipu server`: `/healthz` answers as soon as the process is up,
 //! `/readyz` says 503 and why while the node cannot serve (here: no controller majority) and 200
 //! once it can, and `/metrics` shows, in Prometheus' text format, each partition replica's
-//! offsets and the produce and fetch counters after a CLI produce and consume.
+//! offsets and the produce and fetch counters after a CLI produce and consume; in a `quipu dev`
+//! cluster, each leader reports its followers' lag, and the listeners their connections and
+//! Kafka requests.
 #![allow(clippy::unwrap_used)] // tests unwrap
 
 mod common;
@@ -9,7 +11,7 @@ mod common;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 
-use common::{Server, free_port};
+use common::{Dev, Server, free_port};
 
 /// `GET path` on `addr`: the status code and the body.
 fn get(addr: &str, path: &str) -> (u16, String) {
@@ -196,4 +198,84 @@ fn probes_and_metrics_describe_the_node() {
     assert!(sample(&scrape, "quipu_disk_free_bytes").unwrap() > 0.0);
     server.signal("-TERM");
     assert!(server.wait().success());
+}
+
+/// Every series of `name` in a scrape (the lines that start with it).
+fn series<'a>(scrape: &'a str, name: &str) -> Vec<&'a str> {
+    scrape
+        .lines()
+        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+        .collect()
+}
+
+#[test]
+fn leaders_report_their_followers_lag_and_listeners_their_connections() {
+    let kcat = Command::new("sh")
+        .args(["-c", "command -v kcat"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8(o.stdout).unwrap().trim().to_owned())
+        .expect("kcat is missing: install Debian's kcat (scripts/test.sh does)");
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(&dir.path().join("dev"), &[]);
+    let admins: Vec<String> = dev
+        .banner
+        .iter()
+        .filter_map(|line| {
+            let url = line.split("metrics http://").nth(1)?;
+            Some(url.split('/').next()?.to_owned())
+        })
+        .collect();
+    assert_eq!(admins.len(), 3, "{:?}", dev.banner);
+    let kafka = dev
+        .banner
+        .iter()
+        .find_map(|line| line.strip_prefix("kafka bootstrap: "))
+        .unwrap()
+        .to_owned();
+    let started = std::time::Instant::now();
+    while !dev.quipu(&["cluster", "health"], None).status.success() {
+        assert!(
+            started.elapsed() < common::PATIENCE,
+            "the cluster never got ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    dev.ok(&["topic", "create", "f", "--partitions", "3"], None);
+    let lines: String = (0..300).map(|i| format!("r-{i}\n")).collect();
+    dev.ok(&["produce", "f", "--key", "k"], Some(lines.as_bytes()));
+    let listed = Command::new(&kcat)
+        .args(["-b", &kafka, "-L", "-m", "10"])
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "kcat -L failed");
+    // Each partition's leader reports its two followers; once caught up, their lag is 0.
+    let started = std::time::Instant::now();
+    loop {
+        let scrapes: Vec<String> = admins.iter().map(|a| get(a, "/metrics").1).collect();
+        let lags: Vec<&str> = scrapes
+            .iter()
+            .flat_map(|s| series(s, "quipu_partition_follower_lag_entries{topic=\"f\""))
+            .collect();
+        let caught_up = lags.iter().all(|line| line.ends_with(" 0"));
+        if lags.len() == 6 && caught_up {
+            let all = scrapes.join("\n");
+            assert!(
+                series(&all, "quipu_kafka_requests_total{request=\"Metadata\"}").len() == 1,
+                "{all}"
+            );
+            assert!(
+                !series(&all, "quipu_connections_accepted_total{listener=\"grpc\"}").is_empty()
+            );
+            assert!(!series(&all, "quipu_connections{listener=\"transport\"}").is_empty());
+            assert!(!series(&all, "quipu_partition_follower_lag_bytes{topic=\"f\"").is_empty());
+            break;
+        }
+        assert!(
+            started.elapsed() < common::PATIENCE,
+            "follower lag series: {lags:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
