@@ -7,6 +7,8 @@
 //! state (each partition replica's offsets, size and role; the node's replicas and disk) from the
 //! node itself before rendering.
 //!
+//! Invariant: every gauge is set at each scrape (counters and histograms only on the request
+//! paths), so that stale gauges can be dropped ([`STALE_GAUGE_TIMEOUT`]).
 //! Invariant: a scrape reads the node's state and never waits on Raft or the disk beyond one
 //! `statvfs`; per-partition series are left out above `partition_series_max` replicas, so a
 //! scrape's size is bounded.
@@ -31,10 +33,19 @@ const LATENCY_BUCKETS: &[f64] = &[
     10.0, 30.0,
 ];
 
+/// How long a gauge not set again stays in the exposition. Every gauge is set at each scrape,
+/// just before rendering, so one that was not is stale (a partition deleted, a replica that no
+/// longer leads): it goes at the next scrape after this.
+pub const STALE_GAUGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Installs the process's Prometheus recorder (once per process); what `serve` renders.
 pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
     PrometheusBuilder::new()
         .set_buckets(LATENCY_BUCKETS)?
+        .idle_timeout(
+            metrics_util::MetricKindMask::GAUGE,
+            Some(STALE_GAUGE_TIMEOUT),
+        )
         .install_recorder()
 }
 

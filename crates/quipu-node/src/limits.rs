@@ -26,7 +26,8 @@ pub struct ConnectionPermit {
     _slot: tokio::sync::OwnedSemaphorePermit,
     address: IpAddr,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    /// The listener it came through, once `accept` counted it open (`quipu_connections`).
+    /// The listener it came through, once `accept` counted it accepted (its close is counted
+    /// too).
     listener: Option<&'static str>,
 }
 
@@ -80,7 +81,6 @@ impl ConnectionLimits {
                     permit.listener = Some(what);
                     metrics::counter!("quipu_connections_accepted_total", "listener" => what)
                         .increment(1);
-                    metrics::gauge!("quipu_connections", "listener" => what).increment(1.0);
                     return (stream, peer, permit);
                 }
                 Err(refused) => {
@@ -126,7 +126,9 @@ impl ConnectionLimits {
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
         if let Some(listener) = self.listener {
-            metrics::gauge!("quipu_connections", "listener" => listener).decrement(1.0);
+            // Counters, not a gauge: every gauge is set at scrape time (quipu-admin).
+            metrics::counter!("quipu_connections_closed_total", "listener" => listener)
+                .increment(1);
         }
         let mut open = self
             .open

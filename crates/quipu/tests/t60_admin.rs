@@ -196,6 +196,20 @@ fn probes_and_metrics_describe_the_node() {
     );
     assert_eq!(sample(&scrape, "quipu_node_ready"), Some(1.0), "{scrape}");
     assert!(sample(&scrape, "quipu_disk_free_bytes").unwrap() > 0.0);
+    // A deleted topic's series leave the exposition (stale gauges are dropped).
+    quipu(&["topic", "delete", "m"], b"");
+    let started = std::time::Instant::now();
+    loop {
+        let (_, scrape) = get(&admin, "/metrics");
+        if !scrape.contains("topic=\"m\"") {
+            break;
+        }
+        assert!(
+            started.elapsed() < common::PATIENCE,
+            "the deleted topic's series stay: {scrape}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
     server.signal("-TERM");
     assert!(server.wait().success());
 }
@@ -268,7 +282,13 @@ fn leaders_report_their_followers_lag_and_listeners_their_connections() {
             assert!(
                 !series(&all, "quipu_connections_accepted_total{listener=\"grpc\"}").is_empty()
             );
-            assert!(!series(&all, "quipu_connections{listener=\"transport\"}").is_empty());
+            assert!(
+                !series(
+                    &all,
+                    "quipu_connections_accepted_total{listener=\"transport\"}"
+                )
+                .is_empty()
+            );
             assert!(!series(&all, "quipu_partition_follower_lag_bytes{topic=\"f\"").is_empty());
             break;
         }
