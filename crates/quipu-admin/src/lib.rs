@@ -52,6 +52,9 @@ pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheu
 /// The admin listener's settings.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
+    /// Whether the node records and serves metrics (off: no recorder is installed and the
+    /// request paths' recording is the facade's no-op).
+    pub metrics: bool,
     /// Above this many partition replicas on the node, per-partition series are left out.
     pub partition_series_max: usize,
 }
@@ -59,6 +62,7 @@ pub struct AdminConfig {
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
+            metrics: true,
             partition_series_max: PARTITION_SERIES_MAX,
         }
     }
@@ -66,16 +70,17 @@ impl Default for AdminConfig {
 
 struct Shared {
     node: NodeHandle,
-    metrics: PrometheusHandle,
+    /// `None`: metrics are off (no recorder installed).
+    metrics: Option<PrometheusHandle>,
     config: AdminConfig,
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` for `node` on `listener` until `shutdown`
-/// completes.
+/// completes; `metrics` is `None` when metrics are off (`/metrics` then answers 404 saying so).
 pub async fn serve(
     node: NodeHandle,
     listener: tokio::net::TcpListener,
-    metrics: PrometheusHandle,
+    metrics: Option<PrometheusHandle>,
     config: AdminConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -122,10 +127,18 @@ async fn ready(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 
 /// `/metrics`: the state gauges set now, then everything rendered.
 async fn scrape(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let Some(metrics) = &shared.metrics else {
+        return (
+            StatusCode::NOT_FOUND,
+            [("content-type", "text/plain")],
+            "metrics are off on this node ([admin] metrics = false)\n".to_owned(),
+        );
+    };
     record_state(&shared.node, &shared.config);
     (
+        StatusCode::OK,
         [("content-type", "text/plain; version=0.0.4")],
-        shared.metrics.render(),
+        metrics.render(),
     )
 }
 

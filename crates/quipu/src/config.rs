@@ -289,6 +289,7 @@ struct File {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AdminFile {
+    metrics: Option<bool>,
     partition_series_max: Option<usize>,
 }
 
@@ -584,6 +585,7 @@ impl Settings {
             .or(file.admin_listen_addr)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7201)));
         let admin = quipu_admin::AdminConfig {
+            metrics: file.admin.metrics.unwrap_or(true),
             partition_series_max: bounded(
                 "admin.partition_series_max",
                 file.admin.partition_series_max,

@@ -242,8 +242,11 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     let admin_addr = admin_listener
         .local_addr()
         .context("cannot read the admin listener's address")?;
-    let recorder =
-        quipu_admin::install_recorder().context("cannot install the metrics recorder")?;
+    let recorder = if settings.admin.metrics {
+        Some(quipu_admin::install_recorder().context("cannot install the metrics recorder")?)
+    } else {
+        None
+    };
     let node = Node::start(settings.node_config(api_addr.to_string(), kafka_addr.to_string()))
         .await
         .with_context(|| {

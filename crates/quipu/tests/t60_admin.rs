@@ -1,4 +1,5 @@
-//! The HTTP admin listener of `quipu server`: `/healthz` answers as soon as the process is up,
+//! The HTTP admin listener of `quipu server`: `/healthz` answers as soon as the process is up
+//! (and `/metrics` is 404 with `[admin] metrics = false`),
 //! `/readyz` says 503 and why while the node cannot serve (here: no controller majority) and 200
 //! once it can, and `/metrics` shows, in Prometheus' text format, each partition replica's
 //! offsets and the produce and fetch counters after a CLI produce and consume; in a `quipu dev`
@@ -50,8 +51,12 @@ fn probes_and_metrics_describe_the_node() {
     let dir = tempfile::tempdir().unwrap();
     let admin = format!("127.0.0.1:{}", free_port());
     let api = format!("127.0.0.1:{}", free_port());
-    // Node 1 of three whose other two never start: up, but never ready.
+    // Node 1 of three whose other two never start: up, but never ready; its metrics are off.
+    let config = dir.path().join("no-metrics.toml");
+    std::fs::write(&config, "[admin]\nmetrics = false\n").unwrap();
     let lonely = Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
         "--node-id",
         "1",
         "--data-dir",
@@ -85,6 +90,9 @@ fn probes_and_metrics_describe_the_node() {
     let (status, body) = get(&admin, "/readyz");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("no controller leader known"), "{body}");
+    let (status, body) = get(&admin, "/metrics");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("metrics are off"), "{body}");
     lonely.kill();
 
     let server = Server::start(&[
