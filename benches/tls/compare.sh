@@ -29,11 +29,8 @@ run() {
   $quipu dev --nodes 3 --data-dir "$data" --raft-port 27001 --api-port 27101 --admin-port 27201 --kafka-port 29092 \
     "$@" > "$dir/$label.out" 2>&1 &
   dev=$!
-  local tls=() kafka_tls=()
-  if [ "$#" -gt 0 ]; then
-    tls=(--tls-ca "$data/tls/ca.pem")
-    kafka_tls=(--tls-ca "$data/tls/ca.pem")
-  fi
+  local tls=()
+  if [ "$#" -gt 0 ]; then tls=(--tls-ca "$data/tls/ca.pem"); fi
   for _ in $(seq 1 100); do
     $quipu cluster --bootstrap "$bootstrap" "${tls[@]}" health >/dev/null 2>&1 && break
     sleep 0.2
@@ -50,7 +47,7 @@ run() {
     --record-size "$size" --partitions 3 --acks all > /dev/null
   for _ in 1 2; do
     $quipu bench consume --bootstrap "$bootstrap" "${tls[@]}" --topic c
-    $quipu bench kafka-consume --kafka-bootstrap 127.0.0.1:29092 "${kafka_tls[@]}" --topic c
+    $quipu bench kafka-consume --kafka-bootstrap 127.0.0.1:29092 "${tls[@]}" --topic c
   done
   stop_dev
 }

@@ -9,7 +9,7 @@
 //!
 //! Invariant: every gauge is set at each scrape (counters and histograms only on the request
 //! paths), so that stale gauges can be dropped ([`STALE_GAUGE_TIMEOUT`]).
-//! Invariant: a scrape reads the node's state and never waits on Raft or the disk beyond one
+//! Invariant: a scrape reads the node's state and never waits on Raft or the disk beyond
 //! `statvfs`; per-partition series are left out above `partition_series_max` replicas, so a
 //! scrape's size is bounded.
 
@@ -84,6 +84,17 @@ pub async fn serve(
     config: AdminConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // The recorder keeps histogram samples until upkeep folds them in: without it a node that
+    // nobody scrapes would hold every produce's sample.
+    let upkeep = metrics.clone().map(|handle| {
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(UPKEEP_INTERVAL);
+            loop {
+                ticker.tick().await;
+                handle.run_upkeep();
+            }
+        })
+    });
     let shared = Arc::new(Shared {
         node,
         metrics,
@@ -94,10 +105,17 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .with_state(shared);
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    if let Some(upkeep) = upkeep {
+        upkeep.abort();
+    }
+    served
 }
+
+/// How often the recorder folds histogram samples in (and drops stale gauges).
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `/readyz`: 200 and the node's state when it can serve, else 503 and why not (JSON).
 async fn ready(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

@@ -85,8 +85,18 @@ impl PasswordCache {
         if self.remembered(user, password, credentials) {
             return Ok(());
         }
-        crate::check_password(user, password, credentials)?;
-        if let Some((_, credential)) = password_credential(user, credentials) {
+        // The credential checked is the one remembered: a change between a check and a second
+        // look-up could otherwise tie the old password to the new credential.
+        let Some((mechanism, credential)) = password_credential(user, credentials) else {
+            // Unknown: the same work as a known user's, and the same refusal.
+            return crate::check_password(user, password, credentials);
+        };
+        if !crate::verify_password(mechanism, &credential, password) {
+            return Err(AuthError::InvalidCredentials {
+                user: quipu_meta::shown(user),
+            });
+        }
+        {
             let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
             if verified.len() >= PASSWORD_CACHE_USERS_MAX && !verified.contains_key(user) {
                 verified.clear();

@@ -638,9 +638,23 @@ fn group_readable(context: &Context, who: &Principal, group: &str) -> bool {
     crate::authorize::group(context, who, quipu_meta::acls::Operation::Read, group)
 }
 
-/// An API's name as Kafka spells it (`Produce`, `Fetch`, ...), for the request counter.
-fn key_name(key: ApiKey) -> String {
-    format!("{key:?}")
+/// An API's name as Kafka spells it (`Produce`, `Fetch`, ...), for the request counter: made
+/// once for the handler table, not per request.
+fn key_name(key: ApiKey) -> &'static str {
+    static NAMES: std::sync::OnceLock<Vec<(ApiKey, &'static str)>> = std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            supported_apis()
+                .into_iter()
+                .map(|api| {
+                    let name: &'static str = Box::leak(format!("{:?}", api.key).into_boxed_str());
+                    (api.key, name)
+                })
+                .collect()
+        })
+        .iter()
+        .find_map(|(k, name)| (*k == key).then_some(*name))
+        .unwrap_or("unknown")
 }
 
 /// A response that can be framed (object-safe over `Encodable`).

@@ -139,7 +139,9 @@ pub(crate) async fn handle(
         && request.allow_auto_topic_creation
     {
         for name in names.iter().flatten() {
+            // As Kafka: only a topic the client may describe, and create.
             if node.with_metadata(|m| m.topic(name).is_none())
+                && describable(name)
                 && authorize::create_topic(context, who, name)
             {
                 auto_create(context, name).await;

@@ -112,7 +112,7 @@ where
         };
         if bare_tokens {
             let request = SaslAuthenticateRequest::default().with_auth_bytes(frame);
-            match step(&mut exchange, &request, &context.node) {
+            match step(&mut exchange, &request, &context.node).await {
                 Ok(Progress::Challenge(bytes)) => reply(writer, Some(bare(&bytes)?)).await?,
                 Ok(Progress::Done { user, last }) => {
                     if !last.is_empty() {
@@ -166,7 +166,7 @@ where
                 }
             }
             Body::SaslAuthenticate(request) => {
-                let outcome = step(&mut exchange, &request, &context.node);
+                let outcome = step(&mut exchange, &request, &context.node).await;
                 match outcome {
                     Ok(Progress::Challenge(bytes)) => {
                         let response = SaslAuthenticateResponse::default().with_auth_bytes(bytes);
@@ -266,7 +266,31 @@ enum Refusal {
     Auth(#[from] AuthError),
 }
 
-fn step(
+/// Most PLAIN passwords derived (PBKDF2) at once on a node, off the runtime's threads: a crowd
+/// of connections guessing passwords holds up no other request.
+const PASSWORD_CHECKS_MAX: usize = 2;
+
+/// Checks a PLAIN message against the node's credentials, off the runtime's threads, at most
+/// [`PASSWORD_CHECKS_MAX`] at once.
+async fn check_plain(message: Bytes, node: &NodeHandle) -> Result<String, AuthError> {
+    static CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PASSWORD_CHECKS_MAX);
+    let _permit = CHECKS
+        .acquire()
+        .await
+        .map_err(|_| AuthError::InvalidCredentials {
+            user: String::new(),
+        })?;
+    let node = node.clone();
+    tokio::task::spawn_blocking(move || quipu_auth::plain(&message, &NodeCredentials(&node)))
+        .await
+        .unwrap_or_else(|_| {
+            Err(AuthError::InvalidCredentials {
+                user: String::new(),
+            })
+        })
+}
+
+async fn step(
     exchange: &mut Exchange,
     request: &SaslAuthenticateRequest,
     node: &NodeHandle,
@@ -275,7 +299,7 @@ fn step(
     let server = match std::mem::replace(exchange, Exchange::Start) {
         Exchange::Start => return Err(Refusal::State),
         Exchange::Chosen(SaslMechanism::Plain) => {
-            let user = quipu_auth::plain(&request.auth_bytes, &credentials)?;
+            let user = check_plain(request.auth_bytes.clone(), node).await?;
             return Ok(Progress::Done {
                 user,
                 last: Bytes::new(),

@@ -26,18 +26,20 @@ pub struct Principal {
 
 impl Principal {
     /// A client that authenticated as `user` (a SASL user name or a certificate's subject).
+    /// An IPv4 client seen on an IPv6 socket (`::ffff:a.b.c.d`) is its IPv4 address, so that
+    /// bindings naming that address apply to it.
     pub fn user(user: &str, host: IpAddr) -> Principal {
         Principal {
             name: format!("User:{user}"),
-            host,
+            host: host.to_canonical(),
         }
     }
 
-    /// A client that did not authenticate.
+    /// A client that did not authenticate (its address as [`Principal::user`] keeps it).
     pub fn anonymous(host: IpAddr) -> Principal {
         Principal {
             name: ANONYMOUS.to_owned(),
-            host,
+            host: host.to_canonical(),
         }
     }
 }
@@ -125,5 +127,22 @@ impl NodeHandle {
         self.with_metadata(|m| {
             acls::authorize_any(m.acls(), &who.name, &host, operation, resource_type)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv4_client_on_an_ipv6_socket_is_its_ipv4_address() {
+        let mapped: IpAddr = "::ffff:10.0.0.5"
+            .parse()
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let v4 = IpAddr::from([10, 0, 0, 5]);
+        assert_eq!(Principal::user("alice", mapped).host, v4);
+        assert_eq!(Principal::anonymous(mapped).host, v4);
+        let v6: IpAddr = "2001:db8::1".parse().unwrap_or(v4);
+        assert_eq!(Principal::anonymous(v6).host, v6);
     }
 }

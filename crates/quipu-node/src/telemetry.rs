@@ -42,6 +42,6 @@ pub fn fetched(api: Api, bytes: u64) {
 }
 
 /// One Kafka request handled, by its API's name (`Produce`, `Fetch`, ...).
-pub fn kafka_request(api_key: String) {
+pub fn kafka_request(api_key: &'static str) {
     metrics::counter!("quipu_kafka_requests_total", "request" => api_key).increment(1);
 }
