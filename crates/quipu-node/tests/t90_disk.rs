@@ -137,7 +137,12 @@ async fn produce_until_accepted(partition: &Partition) -> Offset {
     loop {
         match partition.produce(record()).await {
             Ok(offset) => return offset,
-            Err(ProduceError::DiskLow(_) | ProduceError::Unavailable { .. }) => {
+            // A reopened replica answers "no leader" until its election is over.
+            Err(
+                ProduceError::DiskLow(_)
+                | ProduceError::Unavailable { .. }
+                | ProduceError::NotLeader { leader: None, .. },
+            ) => {
                 assert!(
                     start.elapsed() < std::time::Duration::from_secs(30),
                     "produce did not resume"
