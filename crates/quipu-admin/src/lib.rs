@@ -5,13 +5,16 @@
 //! Libraries record through the `metrics` facade (counters and histograms on the request paths);
 //! this crate installs the Prometheus recorder, and at each scrape sets the gauges that describe
 //! state (each partition replica's offsets, size and role; the node's replicas and disk) from the
-//! node itself before rendering.
+//! node itself before rendering, and the consumer groups' from the whole cluster
+//! (`NodeHandle::groups_report`: every node's groups and led high watermarks), so that a group's
+//! lag is the same whichever node is scraped.
 //!
 //! Invariant: every gauge is set at each scrape (counters and histograms only on the request
 //! paths), so that stale gauges can be dropped ([`STALE_GAUGE_TIMEOUT`]).
 //! Invariant: a scrape reads the node's state and never waits on Raft or the disk beyond
-//! `statvfs`; per-partition series are left out above `partition_series_max` replicas, so a
-//! scrape's size is bounded.
+//! `statvfs`; the only wait is for the other nodes' reports, each at most `REPORT_WAIT`.
+//! Per-partition series (replicas, groups' offsets) are left out above `partition_series_max`,
+//! so a scrape's size is bounded.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,7 +24,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use quipu_node::{GroupId, NodeHandle};
 
 /// Most partition replicas a node reports per-partition series for, by default.
@@ -33,6 +36,26 @@ const LATENCY_BUCKETS: &[f64] = &[
     10.0, 30.0,
 ];
 
+/// Buckets of `quipu_fsync_duration_seconds`: a fast disk syncs in tens of microseconds.
+const FSYNC_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 5.0,
+];
+
+/// Buckets of `quipu_produce_batch_bytes`: from one small record to the largest batches.
+const BATCH_BYTES_BUCKETS: &[f64] = &[
+    128.0,
+    512.0,
+    1_024.0,
+    4_096.0,
+    16_384.0,
+    65_536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+];
+
 /// How long a gauge not set again stays in the exposition. Every gauge is set at each scrape,
 /// just before rendering, so one that was not is stale (a partition deleted, a replica that no
 /// longer leads): it goes at the next scrape after this.
@@ -42,6 +65,14 @@ pub const STALE_GAUGE_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
     PrometheusBuilder::new()
         .set_buckets(LATENCY_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full("quipu_fsync_duration_seconds".to_owned()),
+            FSYNC_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("quipu_produce_batch_bytes".to_owned()),
+            BATCH_BYTES_BUCKETS,
+        )?
         .idle_timeout(
             metrics_util::MetricKindMask::GAUGE,
             Some(STALE_GAUGE_TIMEOUT),
@@ -153,6 +184,7 @@ async fn scrape(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         );
     };
     record_state(&shared.node, &shared.config);
+    record_groups(&shared.node.groups_report().await, &shared.config);
     (
         StatusCode::OK,
         [("content-type", "text/plain; version=0.0.4")],
@@ -162,6 +194,56 @@ async fn scrape(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 
 fn count(n: usize) -> f64 {
     n as f64
+}
+
+fn flag(on: bool) -> f64 {
+    if on { 1.0 } else { 0.0 }
+}
+
+/// Every state name a group can be in (classic and KIP-848 groups).
+const GROUP_STATES: &[&str] = &[
+    "Empty",
+    "PreparingRebalance",
+    "CompletingRebalance",
+    "Assigning",
+    "Reconciling",
+    "Stable",
+];
+
+/// Sets the consumer groups' gauges from the cluster's report: the same on every node.
+fn record_groups(report: &quipu_node::GroupsReport, config: &AdminConfig) {
+    let complete = report.unanswered.is_empty() && !report.truncated;
+    metrics::gauge!("quipu_group_report_complete").set(flag(complete));
+    for state in GROUP_STATES {
+        let n = report.groups.iter().filter(|g| g.state == *state).count();
+        metrics::gauge!("quipu_groups", "state" => *state).set(count(n));
+    }
+    let offsets: usize = report.groups.iter().map(|g| g.offsets.len()).sum();
+    let per_partition = offsets <= config.partition_series_max;
+    metrics::gauge!("quipu_group_partition_series_enabled").set(flag(per_partition));
+    for group in &report.groups {
+        let name = group.group.clone();
+        metrics::gauge!("quipu_group_members", "group" => name.clone())
+            .set(f64::from(group.members));
+        metrics::gauge!("quipu_group_generation", "group" => name.clone())
+            .set(f64::from(group.generation));
+        let lag: u64 = group.offsets.iter().filter_map(|o| o.lag).sum();
+        metrics::gauge!("quipu_group_lag", "group" => name.clone()).set(lag as f64);
+        if !per_partition {
+            continue;
+        }
+        for offset in &group.offsets {
+            let labels = [
+                ("group", name.clone()),
+                ("topic", offset.topic.clone()),
+                ("partition", offset.partition.to_string()),
+            ];
+            metrics::gauge!("quipu_group_committed_offset", &labels).set(offset.committed as f64);
+            if let Some(lag) = offset.lag {
+                metrics::gauge!("quipu_group_partition_lag", &labels).set(lag as f64);
+            }
+        }
+    }
 }
 
 /// Sets the gauges that describe the node's state.
@@ -185,21 +267,23 @@ fn record_state(node: &NodeHandle, config: &AdminConfig) {
         metrics::gauge!("quipu_disk_total_bytes").set(total as f64);
     }
     let groups = node.partitions();
-    metrics::gauge!("quipu_partition_series_enabled").set(
-        if groups.len() <= config.partition_series_max {
-            1.0
-        } else {
-            0.0
-        },
-    );
-    if groups.len() > config.partition_series_max {
-        return;
-    }
+    let per_partition = groups.len() <= config.partition_series_max;
+    metrics::gauge!("quipu_partition_series_enabled").set(if per_partition { 1.0 } else { 0.0 });
     let mut leaders = 0usize;
+    let mut quiescent = 0usize;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     for group in groups {
         let Some(replica) = node.partition(group) else {
             continue;
         };
+        quiescent += usize::from(replica.is_quiescent());
+        let leader = replica.is_leader();
+        leaders += usize::from(leader);
+        if !per_partition {
+            continue;
+        }
         let GroupId(id) = group;
         let Some((topic, number)) =
             node.with_metadata(|m| m.partition_of_group(id).map(|(t, n)| (t.name.clone(), n)))
@@ -207,8 +291,6 @@ fn record_state(node: &NodeHandle, config: &AdminConfig) {
             continue;
         };
         let labels = [("topic", topic), ("partition", number.to_string())];
-        let leader = replica.is_leader();
-        leaders += usize::from(leader);
         metrics::gauge!("quipu_partition_log_start_offset", &labels)
             .set(replica.log_start_offset().0 as f64);
         metrics::gauge!("quipu_partition_log_end_offset", &labels)
@@ -216,9 +298,18 @@ fn record_state(node: &NodeHandle, config: &AdminConfig) {
         metrics::gauge!("quipu_partition_high_watermark", &labels)
             .set(replica.high_watermark().0 as f64);
         metrics::gauge!("quipu_partition_size_bytes", &labels).set(replica.size_bytes() as f64);
-        metrics::gauge!("quipu_partition_leader", &labels).set(if leader { 1.0 } else { 0.0 });
+        metrics::gauge!("quipu_partition_leader", &labels).set(flag(leader));
         metrics::gauge!("quipu_partition_leader_epoch", &labels)
             .set(f64::from(replica.leader_epoch()));
+        metrics::gauge!("quipu_partition_voter", &labels).set(flag(replica.is_voter()));
+        metrics::gauge!("quipu_partition_quiescent", &labels).set(flag(replica.is_quiescent()));
+        metrics::gauge!("quipu_partition_segments", &labels).set(count(replica.segment_count()));
+        metrics::gauge!("quipu_partition_leader_changes", &labels)
+            .set(replica.leader_changes() as f64);
+        metrics::gauge!("quipu_partition_elections", &labels).set(replica.elections() as f64);
+        let since_sync_ms = now_ms.saturating_sub(replica.last_sync_ms()).max(0);
+        metrics::gauge!("quipu_partition_last_fsync_age_seconds", &labels)
+            .set(since_sync_ms as f64 / 1000.0);
         if leader {
             for (follower, entries) in replica.follower_lag() {
                 let labels = [
@@ -233,5 +324,6 @@ fn record_state(node: &NodeHandle, config: &AdminConfig) {
             }
         }
     }
+    metrics::gauge!("quipu_partitions_quiescent").set(count(quiescent));
     metrics::gauge!("quipu_partitions_led").set(count(leaders));
 }

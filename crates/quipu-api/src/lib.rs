@@ -14,6 +14,7 @@ mod auth;
 mod data;
 mod error;
 mod groups;
+mod telemetry;
 
 use std::future::Future;
 
@@ -96,6 +97,7 @@ pub async fn serve_tls(
     );
     let router = tonic::transport::Server::builder()
         .max_concurrent_streams(limits.streams_per_connection_max)
+        .layer(telemetry::RecordCalls)
         .add_service(admin)
         .add_service(data)
         .add_service(groups);

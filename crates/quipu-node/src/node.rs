@@ -148,6 +148,7 @@ impl Node {
             topic_defaults: config.topic_defaults(),
             limits: config.cluster_limits,
         };
+        let started = Arc::new(std::sync::OnceLock::new());
         let service = TransportService {
             node_id: config.node_id,
             groups: Arc::clone(&groups),
@@ -157,6 +158,7 @@ impl Node {
             liveness_timeout: quiesce::Timings::of(&raft_config).liveness,
             identity: identity.clone(),
             tls: config.transport_tls.is_some(),
+            node: Arc::clone(&started),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let router = tonic::transport::Server::builder()
@@ -217,6 +219,7 @@ impl Node {
             controller_log,
             identity,
         });
+        let _ = started.set(Arc::downgrade(&inner));
         let tasks = vec![
             tokio::spawn(crate::effects::carry_out_effects(
                 Arc::clone(&inner),

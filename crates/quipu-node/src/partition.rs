@@ -14,6 +14,7 @@ use quipu_storage::{Entry, Log, LogConfig, Offset};
 use crate::limits::{Admission, PRODUCE_ROOM_WAIT, ProduceRoom};
 use crate::network::{GroupNetwork, Peers};
 use crate::quiesce::QuietCell;
+use crate::roles::RoleEvents;
 use crate::sequencer::{Checked, DUPLICATE_WAIT, Sequencer, TERM_APPLIED_WAIT};
 use crate::{FetchError, GroupId, NodeError, ProduceError, ProposalError, RetentionError};
 
@@ -80,6 +81,8 @@ pub struct Partition {
     /// The node's disk reserve and bytes of produced batches in memory, shared by its replicas.
     admission: Arc<Admission>,
     election_watchdog: tokio::task::JoinHandle<()>,
+    /// Leader changes and elections seen since the replica opened (fed by the watchdog).
+    roles: Arc<RoleEvents>,
     quiet: Arc<QuietCell>,
     /// Set when the node is shutting down: produce is refused so that the log stops growing
     /// while leadership is handed over.
@@ -160,11 +163,13 @@ impl Partition {
             ^ group.0.rotate_left(32)
             ^ u64::from(nanos);
         let quiet = Arc::new(QuietCell::new(&raft, Arc::clone(&shared)));
+        let roles = Arc::new(RoleEvents::default());
         let election_watchdog = tokio::spawn(break_split_votes(
             raft.clone(),
             raft_config,
             seed,
             Arc::clone(&quiet),
+            Arc::clone(&roles),
         ));
         Ok(Partition {
             group,
@@ -182,6 +187,7 @@ impl Partition {
             }),
             admission,
             election_watchdog,
+            roles,
             quiet,
             draining: std::sync::atomic::AtomicBool::new(false),
             retention: tokio::sync::Mutex::new(()),
@@ -319,6 +325,38 @@ impl Partition {
     /// (its leader's node heartbeat stands in for the group's own).
     pub fn is_quiescent(&self) -> bool {
         self.quiet.is_quiet()
+    }
+
+    /// Leaders this replica learnt of since it opened (the first one included).
+    pub fn leader_changes(&self) -> u64 {
+        self.roles.leader_changes()
+    }
+
+    /// Elections this replica started since it opened.
+    pub fn elections(&self) -> u64 {
+        self.roles.elections()
+    }
+
+    /// Whether this replica is a voter of its group (else a learner catching up, or removed).
+    pub fn is_voter(&self) -> bool {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == self.node_id)
+    }
+
+    /// Segments of this replica's log.
+    pub fn segment_count(&self) -> usize {
+        self.log.segment_count()
+    }
+
+    /// When (ms since the Unix epoch, by the log's clock) this replica's log last finished an
+    /// fsync, or opened if it has not synced since.
+    pub fn last_sync_ms(&self) -> i64 {
+        self.log.last_sync_ms()
     }
 
     /// The leader this replica knows of.
@@ -1087,6 +1125,7 @@ async fn break_split_votes(
     config: Arc<openraft::Config>,
     seed: u64,
     quiet: Arc<QuietCell>,
+    roles: Arc<RoleEvents>,
 ) {
     use std::time::Duration;
     use tokio::time::Instant;
@@ -1108,6 +1147,7 @@ async fn break_split_votes(
     loop {
         let (leader, voters) = {
             let m = metrics.borrow_and_update();
+            roles.observe(&m);
             (
                 m.current_leader,
                 m.membership_config.membership().voter_ids().count(),

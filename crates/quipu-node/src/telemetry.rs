@@ -30,6 +30,7 @@ pub fn produced(api: Api, stored: bool, bytes: usize, took: Duration) {
     if stored {
         metrics::counter!("quipu_produce_bytes_total", "api" => api.label())
             .increment(u64::try_from(bytes).unwrap_or(u64::MAX));
+        metrics::histogram!("quipu_produce_batch_bytes", "api" => api.label()).record(bytes as f64);
     }
     metrics::histogram!("quipu_produce_duration_seconds", "api" => api.label())
         .record(took.as_secs_f64());

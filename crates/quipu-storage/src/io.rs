@@ -2,6 +2,9 @@
 //! fsync, rename and directory sync is deliberate, named, and visible to the power-loss simulation
 //! (`fault-injection` feature, see `fault.rs`).
 //!
+//! Every fsync, fdatasync and directory sync is timed into the `quipu_fsync_duration_seconds`
+//! histogram (the `metrics` facade: an atomic load when no recorder is installed).
+//!
 //! Invariant: a caller that needs a new file's directory entry to survive a crash calls [`sync_dir`]
 //! before it reports anything that depends on that file as durable.
 
@@ -11,6 +14,14 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::fault;
+
+/// Runs one sync, recording how long it took (failed ones too: a slow failing disk shows).
+fn timed_sync(sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+    let started = std::time::Instant::now();
+    let result = sync();
+    metrics::histogram!("quipu_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
+    result
+}
 
 /// Creates a new file (failing if it exists) opened for reading and writing.
 pub(crate) fn create(path: &Path) -> io::Result<File> {
@@ -45,7 +56,7 @@ pub(crate) fn sync_data(file: &File, path: &Path) -> io::Result<()> {
     {
         return Err(error);
     }
-    file.sync_data()?;
+    timed_sync(|| file.sync_data())?;
     fault::on_sync(path);
     Ok(())
 }
@@ -57,7 +68,7 @@ pub(crate) fn sync_all(file: &File, path: &Path) -> io::Result<()> {
     {
         return Err(error);
     }
-    file.sync_all()?;
+    timed_sync(|| file.sync_all())?;
     fault::on_sync(path);
     Ok(())
 }
@@ -106,7 +117,8 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     if let Some(error) = fault::injected_failure(dir) {
         return Err(error);
     }
-    File::open(dir)?.sync_all()?;
+    let file = File::open(dir)?;
+    timed_sync(|| file.sync_all())?;
     fault::on_sync_dir(dir);
     Ok(())
 }

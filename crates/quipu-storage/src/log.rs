@@ -1050,6 +1050,15 @@ impl Log {
     pub fn segment_count(&self) -> usize {
         self.read_state().segments.len()
     }
+
+    /// When (by the log's clock, ms) its last sync finished, or it was opened if it has not
+    /// synced since.
+    pub fn last_sync_ms(&self) -> i64 {
+        self.sync
+            .lock()
+            .expect("sync lock poisoned by a panic")
+            .last_sync_ms
+    }
 }
 
 /// Takes an exclusive `flock` on `dir/LOCK`, so that no other process (or second `Log` in this

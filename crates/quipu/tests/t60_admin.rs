@@ -4,7 +4,7 @@
 //! once it can, and `/metrics` shows, in Prometheus' text format, each partition replica's
 //! offsets and the produce and fetch counters after a CLI produce and consume; in a `quipu dev`
 //! cluster, each leader reports its followers' lag, and the listeners their connections and
-//! Kafka requests.
+//! Kafka requests; a consumer group's lag is the same whichever node is scraped.
 #![allow(clippy::unwrap_used)] // tests unwrap
 
 mod common;
@@ -203,6 +203,54 @@ fn probes_and_metrics_describe_the_node() {
         "{scrape}"
     );
     assert_eq!(sample(&scrape, "quipu_node_ready"), Some(1.0), "{scrape}");
+    // Raft and the disk: the replica's segments, role and leader, its fsyncs and their times.
+    assert_eq!(partition("quipu_partition_voter", 1), Some(1.0), "{scrape}");
+    assert!(
+        partition("quipu_partition_segments", 1).unwrap() >= 1.0,
+        "{scrape}"
+    );
+    assert!(
+        partition("quipu_partition_leader_changes", 1).unwrap() >= 1.0,
+        "{scrape}"
+    );
+    assert!(
+        partition("quipu_partition_last_fsync_age_seconds", 1).unwrap() >= 0.0,
+        "{scrape}"
+    );
+    assert!(
+        sample(&scrape, "quipu_leader_changes_total").unwrap() >= 2.0,
+        "{scrape}"
+    );
+    assert!(
+        sample(&scrape, "quipu_fsync_duration_seconds_count").unwrap() >= 1.0,
+        "{scrape}"
+    );
+    assert!(
+        sample(&scrape, "quipu_partitions_quiescent").is_some(),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("quipu_produce_batch_bytes_bucket{api=\"grpc\",le=\"128\"}"),
+        "{scrape}"
+    );
+    // Every gRPC call by method and status, an unknown one under one label.
+    assert_eq!(
+        sample(
+            &scrape,
+            "quipu_grpc_requests_total{method=\"Admin/CreateTopic\",code=\"OK\"}"
+        ),
+        Some(1.0),
+        "{scrape}"
+    );
+    assert!(
+        sample(
+            &scrape,
+            "quipu_grpc_request_duration_seconds_count{method=\"Data/Produce\"}"
+        )
+        .is_some()
+            || scrape.contains("method=\"Data/ProduceStream\""),
+        "{scrape}"
+    );
     assert!(sample(&scrape, "quipu_disk_free_bytes").unwrap() > 0.0);
     // A deleted topic's series leave the exposition (stale gauges are dropped).
     quipu(&["topic", "delete", "m"], b"");
@@ -305,5 +353,44 @@ fn leaders_report_their_followers_lag_and_listeners_their_connections() {
             "follower lag series: {lags:?}"
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // A group's lag reads the same on every node: 300 keyed records in one partition, the
+    // group's offsets set to 100 on each partition (clamped to the end of the empty ones).
+    dev.ok(
+        &[
+            "group",
+            "reset-offsets",
+            "lagging",
+            "--topic",
+            "f",
+            "--to-offset",
+            "100",
+            "--execute",
+        ],
+        None,
+    );
+    for admin in &admins {
+        let (_, scrape) = get(admin, "/metrics");
+        assert_eq!(
+            sample(&scrape, "quipu_group_lag{group=\"lagging\"}"),
+            Some(200.0),
+            "{admin}: {scrape}"
+        );
+        assert_eq!(
+            series(
+                &scrape,
+                "quipu_group_partition_lag{group=\"lagging\",topic=\"f\""
+            )
+            .len(),
+            3,
+            "{admin}: {scrape}"
+        );
+        assert_eq!(
+            sample(&scrape, "quipu_group_members{group=\"lagging\"}"),
+            Some(0.0),
+            "{scrape}"
+        );
+        assert!(sample(&scrape, "quipu_groups{state=\"Empty\"}").unwrap() >= 1.0);
+        assert_eq!(sample(&scrape, "quipu_group_report_complete"), Some(1.0));
     }
 }

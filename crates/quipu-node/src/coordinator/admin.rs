@@ -38,6 +38,9 @@ pub struct MemberDescription {
     pub assignment: Vec<u8>,
 }
 
+/// One committed offset of a group: topic, partition, the next offset the group reads.
+pub type CommittedOffset = (String, i32, i64);
+
 /// A group as ListGroups shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedGroup {
@@ -49,6 +52,11 @@ pub struct ListedGroup {
     pub protocol_type: String,
     /// Kafka's state name.
     pub state: &'static str,
+    /// Its members now.
+    pub members: usize,
+    /// Its generation (a classic group) or group epoch (a KIP-848 group): it rises with every
+    /// rebalance.
+    pub generation: i32,
 }
 
 /// Why a group was not deleted.
@@ -71,6 +79,47 @@ pub enum OffsetDeleteRefused {
     /// A member of the group subscribes to the topic (Kafka's GROUP_SUBSCRIBED_TO_TOPIC).
     #[error("the group's members subscribe to the topic")]
     Subscribed,
+}
+
+/// `group` as the applied state of its offsets partition `replica` describes it (no members
+/// held by the coordinator now).
+fn stored_summary(replica: &crate::Partition, group: String) -> ListedGroup {
+    let (metadata, consumer) = replica
+        .with_groups(|s| {
+            (
+                s.metadata(&group).cloned(),
+                s.consumer_group(&group)
+                    .map(|c| (c.members.len(), c.group_epoch)),
+            )
+        })
+        .unwrap_or_default();
+    if let Some((members, epoch)) = consumer {
+        let state = if members == 0 { "Empty" } else { "Stable" };
+        return ListedGroup {
+            group,
+            protocol: "consumer",
+            protocol_type: "consumer".to_string(),
+            state,
+            members,
+            generation: epoch,
+        };
+    }
+    let (protocol_type, members, generation) = metadata
+        .map(|m| (m.protocol_type, m.members.len(), m.generation))
+        .unwrap_or_default();
+    let state = if members == 0 {
+        GroupState::Empty
+    } else {
+        GroupState::Stable
+    };
+    ListedGroup {
+        group,
+        protocol: "classic",
+        protocol_type,
+        state: state.kafka_name(),
+        members,
+        generation,
+    }
 }
 
 impl NodeHandle {
@@ -123,6 +172,19 @@ impl NodeHandle {
     /// The groups this node coordinates now: those of every offsets partition it leads (with
     /// committed offsets, metadata or members).
     pub fn list_groups(&self) -> Vec<ListedGroup> {
+        self.coordinated_groups(false)
+            .into_iter()
+            .map(|(group, _)| group)
+            .collect()
+    }
+
+    /// [`list_groups`](Self::list_groups) with each group's committed offsets (topic,
+    /// partition, offset).
+    pub fn list_groups_with_offsets(&self) -> Vec<(ListedGroup, Vec<CommittedOffset>)> {
+        self.coordinated_groups(true)
+    }
+
+    fn coordinated_groups(&self, with_offsets: bool) -> Vec<(ListedGroup, Vec<CommittedOffset>)> {
         let inner = &self.inner;
         let partitions: Vec<u64> = inner.metadata.with_metadata(|m| {
             m.topic(quipu_groups::OFFSETS_TOPIC)
@@ -145,36 +207,24 @@ impl NodeHandle {
             names.sort_unstable();
             names.dedup();
             for name in names {
-                let (protocol, protocol_type, state) = inner
+                let group = inner
                     .membership
                     .summary(&name, replica.group(), term)
-                    .unwrap_or_else(|| {
-                        let (metadata, consumer) = replica
-                            .with_groups(|s| {
-                                (
-                                    s.metadata(&name).cloned(),
-                                    s.consumer_group(&name).map(|c| c.members.is_empty()),
-                                )
-                            })
-                            .unwrap_or_default();
-                        if let Some(empty) = consumer {
-                            let state = if empty { "Empty" } else { "Stable" };
-                            return ("consumer", "consumer".to_string(), state);
-                        }
-                        match metadata {
-                            Some(m) if !m.members.is_empty() => {
-                                ("classic", m.protocol_type, GroupState::Stable.kafka_name())
-                            }
-                            Some(m) => ("classic", m.protocol_type, GroupState::Empty.kafka_name()),
-                            None => ("classic", String::new(), GroupState::Empty.kafka_name()),
-                        }
-                    });
-                listed.push(ListedGroup {
-                    group: name,
-                    protocol,
-                    protocol_type,
-                    state,
-                });
+                    .unwrap_or_else(|| stored_summary(&replica, name));
+                let offsets = if with_offsets {
+                    replica
+                        .with_groups(|s| {
+                            s.offsets(&group.group)
+                                .map(|((topic, partition), value)| {
+                                    (topic.clone(), *partition, value.offset)
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                listed.push((group, offsets));
             }
         }
         listed

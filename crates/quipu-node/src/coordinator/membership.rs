@@ -241,27 +241,34 @@ impl Membership {
             .collect()
     }
 
-    /// `group`'s protocol ("classic" or "consumer"), protocol type and state, if it has members
-    /// held for `term` of `partition`.
+    /// `group` as ListGroups shows it, if it has members held for `term` of `partition`.
     pub(crate) fn summary(
         &self,
         group: &str,
         partition: GroupId,
         term: u64,
-    ) -> Option<(&'static str, String, &'static str)> {
+    ) -> Option<super::admin::ListedGroup> {
         let groups = self.lock();
         let h = groups
             .get(group)
             .filter(|h| h.partition == partition && h.term == term)?;
         if !h.consumer.is_empty() {
-            return Some(("consumer", "consumer".to_string(), h.consumer.state_name()));
+            return Some(super::admin::ListedGroup {
+                group: group.to_string(),
+                protocol: "consumer",
+                protocol_type: "consumer".to_string(),
+                state: h.consumer.state_name(),
+                members: h.consumer.members().len(),
+                generation: h.consumer.group_epoch(),
+            });
         }
-        (!h.group.is_empty()).then(|| {
-            (
-                "classic",
-                h.group.protocol_type().unwrap_or_default().to_string(),
-                h.group.state().kafka_name(),
-            )
+        (!h.group.is_empty()).then(|| super::admin::ListedGroup {
+            group: group.to_string(),
+            protocol: "classic",
+            protocol_type: h.group.protocol_type().unwrap_or_default().to_string(),
+            state: h.group.state().kafka_name(),
+            members: h.group.members().count(),
+            generation: h.group.generation(),
         })
     }
 

@@ -16,7 +16,7 @@ use quipu_proto::v1::raft_transport_server::RaftTransport;
 use quipu_proto::v1::{
     CampaignReply, CampaignRequest, ControllerCall, ControllerReply, ElectLeadersReply,
     ElectLeadersRequest, JoinRequest, NodeHeartbeat, NodeHeartbeatReply, RaftBatch, RaftBatchItem,
-    RaftBatchReply, RaftMessage, RaftReply, RaftRpc,
+    RaftBatchReply, RaftMessage, RaftReply, RaftRpc, ReportReply, ReportRequest,
 };
 use quipu_raft::NodeId;
 use serde::Serialize;
@@ -45,6 +45,8 @@ pub(crate) struct TransportService {
     /// Whether the transport runs mutual TLS: then every request's sender is the node its
     /// client certificate names.
     pub tls: bool,
+    /// The node, once it has started (the transport listens before): what `Report` reads.
+    pub node: Arc<std::sync::OnceLock<std::sync::Weak<crate::node::Inner>>>,
 }
 
 /// Who sent a request, as far as the connection proves it: with mutual TLS, the node its
@@ -406,6 +408,23 @@ impl RaftTransport for TransportService {
             asked: elected.asked,
             already: elected.already,
         }))
+    }
+
+    async fn report(
+        &self,
+        request: Request<ReportRequest>,
+    ) -> Result<Response<ReportReply>, Status> {
+        let caller = self.admit(&request)?;
+        let request = request.into_inner();
+        self.admit_peer(caller, request.from_node, request.to_node, "report request")?;
+        let inner = self
+            .node
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .ok_or_else(|| Status::unavailable("the node is starting"))?;
+        Ok(Response::new(
+            crate::node::NodeHandle { inner }.local_report(),
+        ))
     }
 }
 
