@@ -61,9 +61,12 @@ const BATCH_BYTES_BUCKETS: &[f64] = &[
 /// longer leads): it goes at the next scrape after this.
 pub const STALE_GAUGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Installs the process's Prometheus recorder (once per process); what `serve` renders.
+pub mod catalog;
+
+/// Installs the process's Prometheus recorder (once per process), with every metric's help
+/// text ([`catalog`]); what `serve` renders.
 pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .set_buckets(LATENCY_BUCKETS)?
         .set_buckets_for_metric(
             Matcher::Full("quipu_fsync_duration_seconds".to_owned()),
@@ -77,7 +80,9 @@ pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheu
             metrics_util::MetricKindMask::GAUGE,
             Some(STALE_GAUGE_TIMEOUT),
         )
-        .install_recorder()
+        .install_recorder()?;
+    catalog::describe();
+    Ok(handle)
 }
 
 /// The admin listener's settings.

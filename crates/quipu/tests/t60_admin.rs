@@ -9,42 +9,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{Dev, Server, free_port};
-
-/// `GET path` on `addr`: the status code and the body.
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// The value of the sample `series` (name and labels as rendered) in a scrape.
-fn sample(scrape: &str, series: &str) -> Option<f64> {
-    scrape
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-}
+use common::{Dev, Server, free_port, get, sample, series};
 
 #[test]
 fn probes_and_metrics_describe_the_node() {
@@ -268,14 +236,6 @@ fn probes_and_metrics_describe_the_node() {
     }
     server.signal("-TERM");
     assert!(server.wait().success());
-}
-
-/// Every series of `name` in a scrape (the lines that start with it).
-fn series<'a>(scrape: &'a str, name: &str) -> Vec<&'a str> {
-    scrape
-        .lines()
-        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
-        .collect()
 }
 
 #[test]
