@@ -43,7 +43,7 @@ pub(crate) async fn ask_to_join(
                 .map_err(|e| ControllerError::Unavailable(e.to_string()))?;
             let request = quipu_proto::v1::JoinRequest {
                 node_id: inner.config.node_id,
-                raft_addr: inner.addr.to_string(),
+                raft_addr: inner.advertised_addr(),
             };
             let reply = tokio::time::timeout(CONTROLLER_PATIENCE, client.join(request))
                 .await

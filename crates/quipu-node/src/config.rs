@@ -31,6 +31,9 @@ pub struct NodeConfig {
     /// The address clients reach this node's gRPC API at, as registered with the controller
     /// (other nodes hand it to clients); `None` if the node serves no API.
     pub api_addr: Option<String>,
+    /// The address other nodes reach this node's transport at, as registered with the controller
+    /// and sent when joining; `None`: the address the transport listener got.
+    pub advertised_addr: Option<String>,
     /// The address Kafka clients reach this node's Kafka listener at, as registered with the
     /// controller (Metadata answers name it); `None` if the node serves no Kafka listener.
     pub kafka_addr: Option<String>,
@@ -208,6 +211,7 @@ impl NodeConfig {
             quiesce: true,
             retention_check_interval: DEFAULT_RETENTION_CHECK_INTERVAL,
             api_addr: None,
+            advertised_addr: None,
             kafka_addr: None,
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: DEFAULT_TIMESTAMP_AFTER_MAX_MS,

@@ -45,6 +45,16 @@ pub(crate) fn incarnation() -> u64 {
     nanos ^ u64::from(std::process::id()).rotate_left(48)
 }
 
+impl Inner {
+    /// The address other nodes reach this node's transport at.
+    pub(crate) fn advertised_addr(&self) -> String {
+        self.config
+            .advertised_addr
+            .clone()
+            .unwrap_or_else(|| self.addr.to_string())
+    }
+}
+
 /// What a node shares with its background tasks.
 pub(crate) struct Inner {
     pub(crate) config: NodeConfig,

@@ -19,7 +19,7 @@ use crate::node::Inner;
 pub(crate) async fn register_self(inner: Arc<Inner>) {
     let me = NodeInfo {
         id: inner.config.node_id,
-        raft_addr: inner.addr.to_string(),
+        raft_addr: inner.advertised_addr(),
         api_addr: inner.config.api_addr.clone().unwrap_or_default(),
         kafka_addr: inner.config.kafka_addr.clone().unwrap_or_default(),
         rack: inner.config.rack.clone(),

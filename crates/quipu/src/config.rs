@@ -26,6 +26,10 @@ pub struct ServerArgs {
     /// Address of the node-to-node Raft transport [default: 127.0.0.1:7001].
     #[arg(long, env = "QUIPU_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Address other nodes reach this node's Raft transport at, HOST:PORT (a DNS name in a
+    /// container) [default: the listen address].
+    #[arg(long, env = "QUIPU_ADVERTISED")]
+    advertised: Option<String>,
     /// Address of the client gRPC API [default: 127.0.0.1:7101].
     #[arg(long, env = "QUIPU_API_LISTEN")]
     api_listen: Option<SocketAddr>,
@@ -253,6 +257,7 @@ struct File {
     node_id: Option<u64>,
     data_dir: Option<PathBuf>,
     listen_addr: Option<SocketAddr>,
+    advertised_addr: Option<String>,
     api_listen_addr: Option<SocketAddr>,
     api_advertised_addr: Option<String>,
     kafka_listen_addr: Option<SocketAddr>,
@@ -299,6 +304,8 @@ pub struct Settings {
     pub node_id: u64,
     pub data_dir: PathBuf,
     pub listen_addr: SocketAddr,
+    /// What other nodes reach the transport at.
+    pub advertised_addr: String,
     pub api_listen_addr: SocketAddr,
     /// `None`: the address the API listener got.
     pub api_advertised_addr: Option<String>,
@@ -570,6 +577,16 @@ impl Settings {
             .listen
             .or(file.listen_addr)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7001)));
+        let advertised_addr = match args.advertised.or(file.advertised_addr) {
+            Some(addr) => {
+                check_host_port("advertised_addr", &addr)?;
+                addr
+            }
+            None if listen_addr.ip().is_unspecified() => bail!(
+                "listen_addr {listen_addr} is a wildcard address other nodes cannot reach: set advertised_addr (--advertised, QUIPU_ADVERTISED) to the HOST:PORT they reach this node at"
+            ),
+            None => listen_addr.to_string(),
+        };
         let api_listen_addr = args
             .api_listen
             .or(file.api_listen_addr)
@@ -646,7 +663,7 @@ impl Settings {
             .map(|v| parse_voter(v))
             .collect::<anyhow::Result<Vec<_>>>()?;
         if voters.is_empty() && join.is_none() {
-            voters.push((node_id, listen_addr.to_string()));
+            voters.push((node_id, advertised_addr.clone()));
         }
         if join.is_none() && !voters.iter().any(|(id, _)| *id == node_id) {
             bail!(
@@ -833,6 +850,7 @@ impl Settings {
             node_id,
             data_dir,
             listen_addr,
+            advertised_addr,
             api_listen_addr,
             api_advertised_addr,
             kafka_listen_addr,
@@ -888,6 +906,7 @@ impl Settings {
                 quipu_node::DEFAULT_RETENTION_CHECK_INTERVAL,
                 std::time::Duration::from_millis,
             ),
+            advertised_addr: Some(self.advertised_addr.clone()),
             api_addr: Some(self.api_advertised_addr.clone().unwrap_or(api_addr)),
             kafka_addr: Some(self.kafka_advertised_addr.clone().unwrap_or(kafka_addr)),
             timestamp_before_max_ms: self.timestamp_before_max_ms.unwrap_or(i64::MAX),
@@ -909,6 +928,17 @@ impl Settings {
             ..NodeConfig::new(self.node_id, self.data_dir.clone(), self.listen_addr)
         }
     }
+}
+
+/// `addr` must be HOST:PORT (a name or an address, and a port number).
+fn check_host_port(key: &str, addr: &str) -> anyhow::Result<()> {
+    let valid = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !valid {
+        bail!("{key} = {addr:?} is not HOST:PORT");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -937,6 +967,21 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let cli = Cli::try_parse_from(["quipu", "--config", path.to_str().unwrap()]).unwrap();
         Settings::resolve(cli.server)
+    }
+
+    #[test]
+    fn a_wildcard_listen_address_needs_an_advertised_one() {
+        let error = resolve_file("listen_addr = \"0.0.0.0:7001\"\n").unwrap_err();
+        assert!(error.to_string().contains("set advertised_addr"), "{error}");
+        let settings = resolve_file(
+            "listen_addr = \"0.0.0.0:7001\"\nadvertised_addr = \"quipu-1.example:7001\"\n",
+        )
+        .unwrap();
+        assert_eq!(settings.advertised_addr, "quipu-1.example:7001");
+        // Alone, the node is its only voter, at the address others reach it at.
+        assert_eq!(settings.voters, [(1, "quipu-1.example:7001".to_owned())]);
+        let error = resolve_file("advertised_addr = \"quipu-1\"\n").unwrap_err();
+        assert!(error.to_string().contains("not HOST:PORT"), "{error}");
     }
 
     #[test]
