@@ -6,14 +6,15 @@
 #   - Debian packages: iproute2, nftables and faketime for the fault-injection scenarios
 #     (jepsen/), kcat, nodejs and npm for the Kafka listener's tests, mount and e2fsprogs for
 #     the full-disk tests (a tmpfs, a loop-mounted ext4 image), prometheus (promtool and the
-#     server) for the alert rules and the Grafana dashboard's queries;
+#     server) for the alert rules and the Grafana dashboard's queries, chromium and
+#     chromium-driver for the web console's browser test;
 #   - the Python Kafka clients (crates/quipu-kafka/tests/clients/requirements.txt) in a virtual
 #     environment under target/kafka-clients/venv, and kafkajs under target/kafka-clients/node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(iproute2 nftables faketime kcat nodejs npm mount e2fsprogs prometheus)
-commands=(ip nft faketime kcat node npm mount mkfs.ext4 promtool)
+packages=(iproute2 nftables faketime kcat nodejs npm mount e2fsprogs prometheus chromium chromium-driver)
+commands=(ip nft faketime kcat node npm mount mkfs.ext4 promtool chromium chromedriver)
 missing=()
 for i in "${!commands[@]}"; do
   command -v "${commands[$i]}" >/dev/null 2>&1 || missing+=("${packages[$i]}")

@@ -1,5 +1,6 @@
 //! Every node's HTTP admin listener (`admin_listen_addr`): `/metrics` in Prometheus' text format,
-//! `/healthz` (the process is up) and `/readyz` (the node can serve: `NodeHandle::readiness`).
+//! `/healthz` (the process is up), `/readyz` (the node can serve: `NodeHandle::readiness`), and
+//! the read-only web console (`/`, its JSON under `/api/`: `console`).
 //! Metric names and meanings: `docs/operations/metrics.md`.
 //!
 //! Libraries record through the `metrics` facade (counters and histograms on the request paths);
@@ -62,6 +63,9 @@ const BATCH_BYTES_BUCKETS: &[f64] = &[
 pub const STALE_GAUGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub mod catalog;
+mod console;
+
+pub use console::{RECORD_BYTES_MAX, RECORDS_MAX};
 
 /// Installs the process's Prometheus recorder (once per process), with every metric's help
 /// text ([`catalog`]); what `serve` renders.
@@ -93,6 +97,11 @@ pub struct AdminConfig {
     pub metrics: bool,
     /// Above this many partition replicas on the node, per-partition series are left out.
     pub partition_series_max: usize,
+    /// Whether the web console is served (`/`, `/console/`, `/api/`).
+    pub console: bool,
+    /// The client API address the console reads through (this node's); `None` when the API
+    /// serves TLS, which the console does not read through yet (its pages then say so).
+    pub console_api: Option<String>,
 }
 
 impl Default for AdminConfig {
@@ -100,6 +109,8 @@ impl Default for AdminConfig {
         AdminConfig {
             metrics: true,
             partition_series_max: PARTITION_SERIES_MAX,
+            console: true,
+            console_api: None,
         }
     }
 }
@@ -131,16 +142,25 @@ pub async fn serve(
             }
         })
     });
+    let console = config.console.then(|| {
+        console::routes(Arc::new(console::Console::new(
+            node.clone(),
+            config.console_api.clone(),
+        )))
+    });
     let shared = Arc::new(Shared {
         node,
         metrics,
         config,
     });
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/metrics", get(scrape))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .with_state(shared);
+    if let Some(console) = console {
+        app = app.merge(console);
+    }
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;

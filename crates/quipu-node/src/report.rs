@@ -115,7 +115,8 @@ impl NodeHandle {
     }
 
     /// Every consumer group of the cluster with its lag: this node's report and every other
-    /// registered node's (asked at once, each awaited at most [`REPORT_WAIT`]).
+    /// registered node's (asked at once, each awaited at most [`REPORT_WAIT`]; a node whose
+    /// heartbeats stopped is not asked).
     pub async fn groups_report(&self) -> GroupsReport {
         let inner = &self.inner;
         let me = inner.config.node_id;
@@ -127,7 +128,13 @@ impl NodeHandle {
         });
         let mut calls = tokio::task::JoinSet::new();
         let mut unanswered = Vec::new();
+        // A node known to be down (heard before, silent since) is not waited for.
+        let liveness = crate::quiesce::Timings::of(&inner.raft_config).liveness;
         for (id, addr) in peers {
+            if inner.liveness.is_silent(id, liveness) {
+                unanswered.push(id);
+                continue;
+            }
             let Ok(mut client) = inner.peers.client(&addr) else {
                 unanswered.push(id);
                 continue;

@@ -296,6 +296,7 @@ struct File {
 struct AdminFile {
     metrics: Option<bool>,
     partition_series_max: Option<usize>,
+    console: Option<bool>,
 }
 
 /// The resolved settings of a server.
@@ -609,6 +610,8 @@ impl Settings {
                 quipu_admin::PARTITION_SERIES_MAX,
                 1_000_000,
             )?,
+            console: file.admin.console.unwrap_or(true),
+            console_api: None, // the address the API listener gets, set when it is bound
         };
         let kafka = kafka_config(&file.kafka, args.auto_create_topics)?;
         let api = api_limits(&file.api)?;

@@ -3,7 +3,8 @@
 //! `<data-dir>/node-i/quipu.log`, listens for Raft on `127.0.0.1:<raft-port + i - 1>` and for
 //! clients on `127.0.0.1:<api-port + i - 1>` (gRPC) and `127.0.0.1:<kafka-port + i - 1>` (Kafka,
 //! with topic auto-creation on), and serves metrics and probes on
-//! `http://127.0.0.1:<admin-port + i - 1>` (`/metrics`, `/healthz`, `/readyz`). Ctrl-C or SIGTERM stops every node gracefully;
+//! `http://127.0.0.1:<admin-port + i - 1>` (`/metrics`, `/healthz`, `/readyz`, and the web
+//! console at `/`). Ctrl-C or SIGTERM stops every node gracefully;
 //! running it again restarts the same cluster from the same data.
 //!
 //! With `--tls`, a throwaway CA and certificates are made in `<data-dir>/tls` (kept, and used
@@ -163,7 +164,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .spawn()
             .with_context(|| format!("cannot start node {id}"))?;
         note!(
-            "node {id}: pid {}, api {api}, kafka {kafka}, metrics http://{admin}/metrics, data {}",
+            "node {id}: pid {}, api {api}, kafka {kafka}, metrics http://{admin}/metrics, console http://{admin}/, data {}",
             child.id().unwrap_or(0),
             dir.display()
         );

@@ -257,11 +257,21 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
         })?;
     // Probes answer from here on: /healthz at once, /readyz once the node can serve.
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    // The console reads through this node's own API (on loopback when it listens on all
+    // interfaces); not over TLS yet.
+    let mut admin_config = settings.admin.clone();
+    if settings.api_tls.is_none() {
+        let mut local = api_addr;
+        if local.ip().is_unspecified() {
+            local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        admin_config.console_api = Some(local.to_string());
+    }
     let admin = tokio::spawn(quipu_admin::serve(
         node.handle(),
         admin_listener,
         recorder,
-        settings.admin.clone(),
+        admin_config,
         async {
             let _ = admin_stopped.await;
         },
