@@ -135,6 +135,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Partition replicas the metadata assigns to the node.",
     ),
     (
+        "quipu_replicas_missing",
+        Kind::Gauge,
+        Unit::Count,
+        "Replicas the metadata assigns to the node that are not open.",
+    ),
+    (
         "quipu_replicas_failed",
         Kind::Gauge,
         Unit::Count,

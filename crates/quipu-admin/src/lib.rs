@@ -189,6 +189,7 @@ async fn ready(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "controller_leader": readiness.controller_leader,
         "assigned_replicas": readiness.assigned_replicas,
         "open_replicas": readiness.open_replicas,
+        "missing_replicas": readiness.missing_replicas,
         "failed_replicas": readiness.failed_replicas,
         "not_ready_because": reasons,
     });
@@ -278,6 +279,7 @@ fn record_state(node: &NodeHandle, config: &AdminConfig) {
     metrics::gauge!("quipu_replicas").set(count(readiness.open_replicas));
     metrics::gauge!("quipu_replicas_assigned").set(count(readiness.assigned_replicas));
     metrics::gauge!("quipu_replicas_failed").set(count(readiness.failed_replicas));
+    metrics::gauge!("quipu_replicas_missing").set(count(readiness.missing_replicas));
     metrics::gauge!("quipu_controller_leader_known").set(
         if readiness.controller_leader.is_some() {
             1.0
@@ -299,6 +301,21 @@ fn record_state(node: &NodeHandle, config: &AdminConfig) {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    // Each hosted group's topic and partition number, from one walk of the metadata.
+    let names: std::collections::HashMap<u64, (String, u32)> = if per_partition {
+        node.with_metadata(|m| {
+            m.topics()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .zip(0u32..)
+                        .map(|(p, number)| (p.group, (t.name.clone(), number)))
+                })
+                .collect()
+        })
+    } else {
+        std::collections::HashMap::new()
+    };
     for group in groups {
         let Some(replica) = node.partition(group) else {
             continue;
@@ -310,9 +327,7 @@ fn record_state(node: &NodeHandle, config: &AdminConfig) {
             continue;
         }
         let GroupId(id) = group;
-        let Some((topic, number)) =
-            node.with_metadata(|m| m.partition_of_group(id).map(|(t, n)| (t.name.clone(), n)))
-        else {
+        let Some((topic, number)) = names.get(&id).cloned() else {
             continue;
         };
         let labels = [("topic", topic), ("partition", number.to_string())];

@@ -15,8 +15,10 @@ pub struct Readiness {
     pub controller_leader: Option<u64>,
     /// Replicas the metadata assigns to this node.
     pub assigned_replicas: usize,
-    /// Replicas open on this node.
+    /// Replicas open on this node (a partition moving away may have one not assigned).
     pub open_replicas: usize,
+    /// Assigned replicas not open (yet) on this node.
+    pub missing_replicas: usize,
     /// Open replicas that stopped on a fatal error.
     pub failed_replicas: usize,
 }
@@ -31,10 +33,10 @@ impl Readiness {
         if self.controller_leader.is_none() {
             reasons.push("no controller leader known".to_owned());
         }
-        if self.open_replicas < self.assigned_replicas {
+        if self.missing_replicas > 0 {
             reasons.push(format!(
-                "{} of {} assigned replicas open",
-                self.open_replicas, self.assigned_replicas
+                "{} of {} assigned replicas not open",
+                self.missing_replicas, self.assigned_replicas
             ));
         }
         if self.failed_replicas > 0 {
@@ -56,15 +58,18 @@ impl NodeHandle {
     /// This node's readiness now.
     pub fn readiness(&self) -> Readiness {
         let me = self.id();
-        let (registered, assigned_replicas) = self.with_metadata(|m| {
-            let assigned = m
-                .topics()
-                .flat_map(|t| &t.partitions)
-                .filter(|p| p.replicas.contains(&me))
-                .count();
-            (m.node(me).is_some(), assigned)
-        });
         let groups = self.partitions();
+        let open: std::collections::HashSet<u64> = groups.iter().map(|g| g.0).collect();
+        let (registered, assigned_replicas, missing_replicas) = self.with_metadata(|m| {
+            let (mut assigned, mut missing) = (0, 0);
+            for p in m.topics().flat_map(|t| &t.partitions) {
+                if p.replicas.contains(&me) {
+                    assigned += 1;
+                    missing += usize::from(!open.contains(&p.group));
+                }
+            }
+            (m.node(me).is_some(), assigned, missing)
+        });
         let failed_replicas = groups
             .iter()
             .filter_map(|g| self.partition(*g))
@@ -76,6 +81,7 @@ impl NodeHandle {
             controller_leader: self.controller_leader(),
             assigned_replicas,
             open_replicas: groups.len(),
+            missing_replicas,
             failed_replicas,
         }
     }
