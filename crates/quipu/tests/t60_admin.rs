@@ -172,7 +172,11 @@ fn probes_and_metrics_describe_the_node() {
         "{scrape}"
     );
     assert_eq!(sample(&scrape, "quipu_node_ready"), Some(1.0), "{scrape}");
-    assert_eq!(sample(&scrape, "quipu_replicas_missing"), Some(0.0), "{scrape}");
+    assert_eq!(
+        sample(&scrape, "quipu_replicas_missing"),
+        Some(0.0),
+        "{scrape}"
+    );
     // Raft and the disk: the replica's segments, role and leader, its fsyncs and their times.
     assert_eq!(partition("quipu_partition_voter", 1), Some(1.0), "{scrape}");
     assert!(

@@ -46,9 +46,15 @@ class Seen:
         self.stop = threading.Event()
 
 
+# Exceptions that ended a member's thread: reported at once, not as a later timeout.
+ERRORS = []
+
+
 def until(what, condition):
     deadline = time.time() + DEADLINE_S
     while not condition():
+        if ERRORS:
+            fail(f"a member failed while waiting for {what}: {ERRORS[0]}")
         if time.time() > deadline:
             fail(f"timed out waiting for {what}")
         time.sleep(0.05)
@@ -199,7 +205,14 @@ member, produce = CLIENTS[CLIENT]
 
 def start(name):
     seen = Seen()
-    thread = threading.Thread(target=member, args=(seen, f"{CLIENT}-{name}"), daemon=True)
+
+    def run():
+        try:
+            member(seen, f"{CLIENT}-{name}")
+        except Exception as e:  # noqa: BLE001 - any failure of the client is the test's answer
+            ERRORS.append(f"member {name}: {type(e).__name__}: {e}")
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return seen, thread
 
@@ -225,6 +238,8 @@ if len(sys.argv) > 6 and sys.argv[5] == "member":
             print(json.dumps(now), flush=True)
             shown = now
         time.sleep(0.05)
+    if ERRORS:
+        fail(ERRORS[0])
     sys.exit(1)
 
 a, a_thread = start("a")
