@@ -1,9 +1,15 @@
-// Quipu console: a read-only view of the cluster over the node's /api/ endpoints. No build
-// step, no dependencies. Every text from the cluster goes in through textContent (never
-// innerHTML): topic names and record bytes are untrusted.
+// Quipu console: a view of the cluster over the node's /api/ endpoints, and, for a signed-in
+// user where the node allows it, a few actions. No build step, no dependencies. Every text from
+// the cluster goes in through textContent (never innerHTML): topic names and record bytes are
+// untrusted. A signed-in user's password stays in this page's memory (never in storage or a
+// cookie) and goes only in the Authorization header of this page's own requests.
 "use strict";
 
 const main = document.getElementById("main");
+
+// What the console lets this visitor do (/api/session), and the signed-in user's header.
+let session = { user: null, sign_in: false, actions: false };
+let authorization = null;
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -26,8 +32,16 @@ function table(headers, rows, numeric = []) {
     el("tbody", {}, rows.map((cells) => el("tr", {}, cells.map((c, i) => el("td", { class: numeric.includes(i) ? "num" : null }, c))))));
 }
 
-async function api(path) {
-  const response = await fetch(path, { headers: { accept: "application/json" } });
+async function api(path, payload) {
+  const headers = { accept: "application/json" };
+  if (authorization) headers.authorization = authorization;
+  const init = { headers, cache: "no-store" };
+  if (payload !== undefined) {
+    init.method = "POST";
+    headers["content-type"] = "application/json";
+    init.body = JSON.stringify(payload);
+  }
+  const response = await fetch(path, init);
   const body = await response.json().catch(() => ({ error: response.statusText }));
   if (!response.ok) throw new Error(body.error || response.statusText);
   return body;
@@ -57,10 +71,116 @@ async function clusterPage() {
   );
 }
 
+const canAct = () => session.actions && session.user !== null;
+
+// A form whose submit runs `action` (its FormData); its failure shows in the form, its
+// success re-renders the page with `done` said above it.
+function actionForm(id, title, fields, button, action) {
+  const problem = el("p", { class: "error", id: `${id}-error`, hidden: "" });
+  const form = el("form", { class: "browse", id }, fields, el("button", { type: "submit" }, button));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    problem.hidden = true;
+    try {
+      const done = await action(new FormData(form));
+      await route();
+      main.prepend(el("p", { class: "good", id: "done" }, done));
+    } catch (error) {
+      problem.textContent = error.message || String(error);
+      problem.hidden = false;
+    }
+  });
+  return el("section", {}, el("h2", {}, title), form, problem);
+}
+
+function createTopicForm() {
+  return actionForm("create-topic", "Create a topic", [
+    el("label", {}, "Name", el("input", { name: "name", required: "", maxlength: "249" })),
+    el("label", {}, "Partitions", el("input", { name: "partitions", type: "number", min: "1", value: "1", required: "" })),
+    el("label", {}, "Replication factor", el("input", { name: "replication_factor", type: "number", min: "1", value: "1", required: "" })),
+  ], "Create", async (data) => {
+    const name = data.get("name");
+    await api("/api/topics", { name, partitions: Number(data.get("partitions")), replication_factor: Number(data.get("replication_factor")) });
+    return `Created topic ${name}.`;
+  });
+}
+
+function resetOffsetsForm(g) {
+  const topics = [...new Set(g.offsets.map((o) => o.topic))];
+  return actionForm("reset-offsets", "Reset offsets (the group must have no members)", [
+    el("label", {}, "Topic", topics.length === 0 ? el("input", { name: "topic", required: "" }) :
+      el("select", { name: "topic" }, topics.map((t) => el("option", { value: t }, t)))),
+    el("label", {}, "Partition (empty: all)", el("input", { name: "partition", type: "number", min: "0" })),
+    el("label", {}, "To", el("select", { name: "to" }, ["earliest", "latest", "offset", "time"].map((t) => el("option", { value: t }, t)))),
+    el("label", {}, "Offset", el("input", { name: "offset", type: "number", min: "0" })),
+    el("label", {}, "Time (UTC)", el("input", { name: "time", type: "datetime-local", step: "1" })),
+  ], "Reset", async (data) => {
+    const body = { topic: data.get("topic"), to: data.get("to") };
+    if (data.get("partition") !== "") body.partition = Number(data.get("partition"));
+    if (body.to === "offset") body.offset = Number(data.get("offset"));
+    if (body.to === "time") body.timestamp_ms = Date.parse(data.get("time") + "Z");
+    const result = await api(`/api/groups/${enc(g.group)}/offsets`, body);
+    return `Moved ${result.offsets.length} offsets of ${g.group} on ${result.topic}: ` +
+      result.offsets.map((o) => `partition ${o.partition} to ${o.offset}`).join(", ") + ".";
+  });
+}
+
+async function signInPage() {
+  if (!session.sign_in) {
+    return show(el("h1", {}, "Sign in"), el("p", { class: "muted", id: "no-sign-in" },
+      "Signing in needs TLS on this node's admin listener ([admin.tls]) and client API ([api.tls]): a password never crosses the network in the clear."));
+  }
+  const problem = el("p", { class: "error", id: "sign-in-error", hidden: "" });
+  const form = el("form", { class: "browse", id: "sign-in" },
+    el("label", {}, "User", el("input", { name: "user", required: "", autocomplete: "username" })),
+    el("label", {}, "Password", el("input", { name: "password", type: "password", required: "", autocomplete: "current-password" })),
+    el("button", { type: "submit" }, "Sign in"));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    const utf8 = new TextEncoder().encode(`${data.get("user")}:${data.get("password")}`);
+    authorization = "Basic " + btoa(String.fromCharCode(...utf8));
+    try {
+      session = await api("/api/session");
+      showSession();
+      location.hash = "#/cluster";
+    } catch (error) {
+      authorization = null;
+      problem.textContent = error.message || String(error);
+      problem.hidden = false;
+    }
+  });
+  show(el("h1", {}, "Sign in"), el("p", { class: "muted" }, "As a user of the cluster (its SCRAM credentials): you then see and may do what its ACLs allow that user."), form, problem);
+}
+
+function signOut() {
+  authorization = null;
+  session.user = null;
+  showSession();
+  location.hash = "#/cluster";
+  route();
+}
+
+// The header's sign-in state and the footer's mode.
+function showSession() {
+  const who = document.getElementById("who");
+  if (session.user !== null) {
+    who.replaceChildren("signed in as ", el("b", {}, session.user), " · ", el("a", { href: "#/cluster", id: "sign-out", onclick: (e) => { e.preventDefault(); signOut(); } }, "sign out"));
+  } else if (session.sign_in) {
+    who.replaceChildren(el("a", { href: "#/sign-in", id: "nav-sign-in" }, "Sign in"));
+  } else {
+    who.replaceChildren();
+  }
+  const reader = session.user === null ? "an anonymous client" : `user ${session.user}`;
+  document.getElementById("mode").textContent = (canAct() ? "Actions allowed as the ACLs permit. " : "Read-only. ") +
+    `Served by this node's admin listener; data as the node's client API shows it to ${reader}.`;
+}
+
 async function topicsPage() {
   const topics = await api("/api/topics");
   show(
     el("h1", {}, "Topics"),
+    canAct() ? createTopicForm() : null,
     topics.length === 0 ? el("p", { class: "muted" }, "No topics yet.") :
       table(["Topic", "Partitions", "Replication factor", ""],
         topics.map((t) => [link(`#/topic/${enc(t.name)}`, t.name), fmt(t.partitions), fmt(t.replication_factor), t.internal ? el("span", { class: "muted" }, "internal") : ""]), [1, 2]),
@@ -101,6 +221,7 @@ async function groupPage(name) {
     table(["Topic", "Partition", "Committed offset", "Lag", ""],
       g.offsets.map((o) => [link(`#/topic/${enc(o.topic)}`, o.topic), String(o.partition), fmt(o.committed), fmt(o.lag),
         link(`#/browse/${enc(o.topic)}/${o.partition}?offset=${o.committed}`, "browse from here")]), [1, 2, 3]),
+    canAct() ? resetOffsetsForm(g) : null,
   );
 }
 
@@ -182,6 +303,7 @@ async function route() {
       case "groups": return await groupsPage();
       case "group": return await groupPage(parts[1]);
       case "browse": return await browsePage(parts[1], parts[2] || "0", params);
+      case "sign-in": return await signInPage();
       default: return await clusterPage();
     }
   } catch (error) {
@@ -191,4 +313,4 @@ async function route() {
 
 window.addEventListener("hashchange", route);
 fetch("/readyz").then((r) => r.json()).then((r) => { document.getElementById("node").textContent = `node ${r.node_id}`; }).catch(() => {});
-route();
+api("/api/session").then((s) => { session = s; }).catch(() => {}).finally(() => { showSession(); route(); });

@@ -1,6 +1,7 @@
-//! Every node's HTTP admin listener (`admin_listen_addr`): `/metrics` in Prometheus' text format,
-//! `/healthz` (the process is up), `/readyz` (the node can serve: `NodeHandle::readiness`), and
-//! the read-only web console (`/`, its JSON under `/api/`: `console`).
+//! Every node's HTTP admin listener (`admin_listen_addr`, plaintext or TLS: `listener`):
+//! `/metrics` in Prometheus' text format, `/healthz` (the process is up), `/readyz` (the node
+//! can serve: `NodeHandle::readiness`), and the web console (`/`, its JSON under `/api/`:
+//! `console`), read-only unless `console_actions` lets a signed-in user act.
 //! Metric names and meanings: `docs/operations/metrics.md`.
 //!
 //! Libraries record through the `metrics` facade (counters and histograms on the request paths);
@@ -64,8 +65,10 @@ pub const STALE_GAUGE_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 
 pub mod catalog;
 mod console;
+mod listener;
 
 pub use console::{RECORD_BYTES_MAX, RECORDS_MAX};
+pub use listener::{CONNECTIONS_MAX, CONNECTIONS_PER_ADDRESS_MAX};
 
 /// Installs the process's Prometheus recorder (once per process), with every metric's help
 /// text ([`catalog`]); what `serve` renders.
@@ -99,9 +102,24 @@ pub struct AdminConfig {
     pub partition_series_max: usize,
     /// Whether the web console is served (`/`, `/console/`, `/api/`).
     pub console: bool,
-    /// The client API address the console reads through (this node's); `None` when the API
-    /// serves TLS, which the console does not read through yet (its pages then say so).
-    pub console_api: Option<String>,
+    /// Whether a signed-in user may act in the console (create topics, reset a group's
+    /// offsets), as the client API authorizes that user; off: the console is read-only.
+    pub console_actions: bool,
+    /// How the console reaches this node's client API; `None`: it cannot (the API serves TLS
+    /// and no CA is known to check its certificate), and its pages say so.
+    pub console_api: Option<ConsoleApi>,
+    /// TLS of the admin listener (`[admin.tls]`); `None`: plaintext, where the console offers
+    /// no sign-in.
+    pub tls: Option<Arc<quipu_tls::ServerTls>>,
+}
+
+/// How the console reaches this node's client API.
+#[derive(Debug, Clone)]
+pub struct ConsoleApi {
+    /// The API's address (this node's; loopback when the API listens on every interface).
+    pub addr: String,
+    /// The TLS the API serves, as a client checks it (the CA); `None`: plaintext.
+    pub tls: Option<Arc<quipu_tls::ClientTls>>,
 }
 
 impl Default for AdminConfig {
@@ -110,7 +128,9 @@ impl Default for AdminConfig {
             metrics: true,
             partition_series_max: PARTITION_SERIES_MAX,
             console: true,
+            console_actions: false,
             console_api: None,
+            tls: None,
         }
     }
 }
@@ -145,9 +165,14 @@ pub async fn serve(
     let console = config.console.then(|| {
         console::routes(Arc::new(console::Console::new(
             node.clone(),
-            config.console_api.clone(),
+            console::Access {
+                api: config.console_api.clone(),
+                sign_in: config.tls.is_some(),
+                actions: config.console_actions,
+            },
         )))
     });
+    let tls = config.tls.clone();
     let shared = Arc::new(Shared {
         node,
         metrics,
@@ -161,9 +186,26 @@ pub async fn serve(
     if let Some(console) = console {
         app = app.merge(console);
     }
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let local = listener.local_addr()?;
+    let limits = quipu_node::ConnectionLimits::new(
+        listener::CONNECTIONS_MAX,
+        listener::CONNECTIONS_PER_ADDRESS_MAX,
+    );
+    let app = app.into_make_service_with_connect_info::<listener::Peer>();
+    let served = match tls {
+        None => {
+            let incoming = quipu_node::incoming::admitted(listener, limits, "admin");
+            axum::serve(listener::AdmittedListener::new(incoming, local), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(tls) => {
+            let incoming = quipu_node::incoming::admitted_tls(listener, limits, tls, "admin");
+            axum::serve(listener::AdmittedListener::new(incoming, local), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
     if let Some(upkeep) = upkeep {
         upkeep.abort();
     }

@@ -233,8 +233,11 @@ impl Admin for AdminService {
 
     async fn describe_cluster(
         &self,
-        _request: Request<DescribeClusterRequest>,
+        request: Request<DescribeClusterRequest>,
     ) -> Result<Response<ClusterDescription>, Status> {
+        // Anyone may describe the cluster (as Kafka's Metadata), but credentials that are
+        // sent must be right.
+        self.gate.principal(&request).await?;
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         let nodes: Vec<NodeDescription> = self
             .node
@@ -263,8 +266,9 @@ impl Admin for AdminService {
 
     async fn health(
         &self,
-        _request: Request<HealthRequest>,
+        request: Request<HealthRequest>,
     ) -> Result<Response<HealthResponse>, Status> {
+        self.gate.principal(&request).await?;
         let readiness = self.node.readiness();
         let not_ready_because = readiness.not_ready_because();
         Ok(Response::new(HealthResponse {

@@ -31,7 +31,89 @@ pub struct Committed {
     pub metadata: String,
 }
 
+/// One partition's step in a reset of a group's offsets: the offset the group committed and
+/// the one it is moved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetMove {
+    /// The partition.
+    pub partition: u32,
+    /// What the group committed (`None`: nothing yet).
+    pub current: Option<i64>,
+    /// Where it is moved: an offset within the partition (its log start to its end).
+    pub target: u64,
+}
+
 impl Client {
+    /// Where resetting `group`'s offsets on `topic` (one `partition`, or every partition) to
+    /// `to` moves them; nothing is committed. An offset outside a partition is moved inside
+    /// it (to its log start or end), as Kafka's reset tool does; a time past every record
+    /// moves to the end.
+    pub async fn plan_offset_reset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: Option<u32>,
+        to: StartAt,
+    ) -> Result<Vec<OffsetMove>, ClientError> {
+        let partitions: Vec<u32> = match partition {
+            Some(p) => vec![p],
+            None => self
+                .describe_topic(topic)
+                .await?
+                .partitions
+                .iter()
+                .map(|p| p.partition)
+                .collect(),
+        };
+        let keys: Vec<(String, i32)> = partitions
+            .iter()
+            .map(|p| (topic.to_owned(), i32::try_from(*p).unwrap_or(i32::MAX)))
+            .collect();
+        let current: BTreeMap<i32, i64> = self
+            .fetch_offsets(group, &keys)
+            .await?
+            .into_iter()
+            .filter(|c| c.topic == topic && c.offset >= 0)
+            .map(|c| (c.partition, c.offset))
+            .collect();
+        let mut plan = Vec::with_capacity(partitions.len());
+        for p in partitions {
+            let first = self.list_offsets(topic, p, StartAt::Earliest).await?;
+            let end = self.list_offsets(topic, p, StartAt::Latest).await?;
+            let target = match to {
+                StartAt::Offset(o) => o.clamp(first, end),
+                other => self.list_offsets(topic, p, other).await?,
+            };
+            plan.push(OffsetMove {
+                partition: p,
+                current: current.get(&i32::try_from(p).unwrap_or(i32::MAX)).copied(),
+                target,
+            });
+        }
+        Ok(plan)
+    }
+
+    /// Commits `plan` for `group` on `topic`, as an administrator (the group must have no
+    /// members). Per move, why it was not committed (`None`: committed).
+    pub async fn reset_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        plan: &[OffsetMove],
+    ) -> Result<Vec<Option<String>>, ClientError> {
+        let offsets: Vec<(String, i32, i64)> = plan
+            .iter()
+            .map(|m| {
+                (
+                    topic.to_owned(),
+                    i32::try_from(m.partition).unwrap_or(i32::MAX),
+                    i64::try_from(m.target).unwrap_or(i64::MAX),
+                )
+            })
+            .collect();
+        self.commit_offsets(group, "", -1, &offsets).await
+    }
+
     fn groups(&self, addr: &str) -> Result<GroupsClient<crate::Rpc>, ClientError> {
         Ok(GroupsClient::new(self.rpc(addr)?))
     }

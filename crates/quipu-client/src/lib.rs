@@ -53,7 +53,7 @@ fn proto_mechanism(mechanism: quipu_meta::ScramMechanism) -> ScramMechanism {
 
 pub use consumer::{ConsumedRecord, Consumer, StartAt};
 pub use error::ClientError;
-pub use groups::{Assignment, Committed, GroupConsumer, GroupConsumerConfig};
+pub use groups::{Assignment, Committed, GroupConsumer, GroupConsumerConfig, OffsetMove};
 pub use idempotent::IN_FLIGHT_MAX;
 pub use murmur2::{murmur2, partition_for_key};
 pub use producer::{Producer, ProducerConfig, Sent};

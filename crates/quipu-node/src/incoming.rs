@@ -1,4 +1,5 @@
-//! The accepted connections of a gRPC listener (the Raft transport, the client API), bounded by
+//! The accepted connections of a listener (the Raft transport, the client API, the admin
+//! listener), bounded by
 //! [`ConnectionLimits`]: a connection beyond a limit is closed at once; an admitted one holds its
 //! permit for as long as it is open, its TLS handshake included. With TLS, handshakes run
 //! concurrently, each within [`quipu_tls::HANDSHAKE_TIMEOUT`], so that a slow or silent client
@@ -24,7 +25,15 @@ const ACCEPTED_QUEUE: usize = 64;
 #[derive(Debug)]
 pub struct Admitted<S> {
     stream: S,
+    peer: std::net::SocketAddr,
     _permit: ConnectionPermit,
+}
+
+impl<S> Admitted<S> {
+    /// The client's address and port.
+    pub fn peer(&self) -> std::net::SocketAddr {
+        self.peer
+    }
 }
 
 /// Accepts plaintext connections from `listener` within `limits`.
@@ -34,9 +43,10 @@ pub fn admitted(
     what: &'static str,
 ) -> impl Stream<Item = std::io::Result<Admitted<TcpStream>>> {
     futures_util::stream::unfold((listener, limits), move |(listener, limits)| async move {
-        let (stream, _, permit) = limits.accept(&listener, what).await;
+        let (stream, peer, permit) = limits.accept(&listener, what).await;
         let admitted = Admitted {
             stream,
+            peer,
             _permit: permit,
         };
         Some((Ok(admitted), (listener, limits)))
@@ -66,6 +76,7 @@ pub fn admitted_tls(
                         let _ = ready
                             .send(Ok(Admitted {
                                 stream,
+                                peer,
                                 _permit: permit,
                             }))
                             .await;

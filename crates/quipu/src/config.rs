@@ -297,6 +297,90 @@ struct AdminFile {
     metrics: Option<bool>,
     partition_series_max: Option<usize>,
     console: Option<bool>,
+    console_actions: Option<bool>,
+    console_ca_file: Option<PathBuf>,
+    tls: Option<AdminTlsFile>,
+}
+
+/// `[admin.tls]`: the admin listener's certificate (no client certificates are asked for).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminTlsFile {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+}
+
+/// The admin listener's TLS, and the TLS the console checks this node's client API with
+/// (`admin.console_ca_file`, else `api.tls.ca_file`); refuses console actions where a password
+/// would cross the network in the clear or could not be passed on.
+#[allow(clippy::type_complexity)]
+fn admin_tls(
+    file: &AdminFile,
+    api: Option<&TlsFile>,
+) -> anyhow::Result<(
+    Option<std::sync::Arc<quipu_tls::ServerTls>>,
+    Option<std::sync::Arc<quipu_tls::ClientTls>>,
+)> {
+    let server = match &file.tls {
+        None => None,
+        Some(tls) => Some(
+            quipu_tls::ServerTls::new(
+                quipu_tls::ServerFiles {
+                    cert: tls.cert_file.clone(),
+                    key: tls.key_file.clone(),
+                    ca: None,
+                },
+                quipu_tls::ClientAuth::None,
+                &[b"http/1.1"],
+            )
+            .context("invalid [admin.tls]")?,
+        ),
+    };
+    let console = file.console.unwrap_or(true);
+    if file.console_ca_file.is_some() && api.is_none() {
+        bail!(
+            "admin.console_ca_file is set but the client API serves no TLS ([api.tls]): there is no certificate for it to check"
+        );
+    }
+    let ca = file
+        .console_ca_file
+        .clone()
+        .or_else(|| api.and_then(|tls| tls.ca_file.clone()));
+    let client = match ca.filter(|_| console && api.is_some()) {
+        None => None,
+        Some(ca) => Some(
+            quipu_tls::ClientTls::new(
+                quipu_tls::ClientFiles {
+                    ca,
+                    cert: None,
+                    key: None,
+                },
+                &[b"h2"],
+            )
+            .context("invalid admin.console_ca_file (or api.tls.ca_file, its default)")?,
+        ),
+    };
+    if file.console_actions.unwrap_or(false) {
+        if !console {
+            bail!("admin.console_actions needs the console (admin.console = true)");
+        }
+        if server.is_none() {
+            bail!(
+                "admin.console_actions needs [admin.tls]: a user signs in to the console with a password, which must not cross the network in the clear"
+            );
+        }
+        if api.is_none() {
+            bail!(
+                "admin.console_actions needs [api.tls]: the console acts through the client API as the signed-in user, passing on the password"
+            );
+        }
+        if client.is_none() {
+            bail!(
+                "admin.console_actions needs a CA to check the client API's certificate: set admin.console_ca_file (or api.tls.ca_file)"
+            );
+        }
+    }
+    Ok((server, client))
 }
 
 /// The resolved settings of a server.
@@ -319,6 +403,9 @@ pub struct Settings {
     pub api: quipu_api::ApiLimits,
     /// TLS of the client API listener.
     pub api_tls: Option<std::sync::Arc<quipu_tls::ServerTls>>,
+    /// What the console checks the client API's certificate with (when the API serves TLS and
+    /// a CA is known).
+    pub console_api_tls: Option<std::sync::Arc<quipu_tls::ClientTls>>,
     /// Mutual TLS of the Raft transport.
     transport_tls: Option<quipu_node::TransportTls>,
     /// Access control on both client listeners.
@@ -551,6 +638,12 @@ impl Settings {
         if let Some(tls) = &self.kafka.tls {
             all.push(tls.clone());
         }
+        if let Some(tls) = &self.admin.tls {
+            all.push(tls.clone());
+        }
+        if let Some(tls) = &self.console_api_tls {
+            all.push(tls.clone());
+        }
         if let Some(tls) = &self.transport_tls {
             all.push(tls.server.clone());
             all.push(tls.client.clone());
@@ -602,6 +695,7 @@ impl Settings {
             .admin_listen
             .or(file.admin_listen_addr)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7201)));
+        let (admin_tls, console_api_tls) = admin_tls(&file.admin, file.api.tls.as_ref())?;
         let admin = quipu_admin::AdminConfig {
             metrics: file.admin.metrics.unwrap_or(true),
             partition_series_max: bounded(
@@ -611,7 +705,9 @@ impl Settings {
                 1_000_000,
             )?,
             console: file.admin.console.unwrap_or(true),
+            console_actions: file.admin.console_actions.unwrap_or(false),
             console_api: None, // the address the API listener gets, set when it is bound
+            tls: admin_tls,
         };
         let kafka = kafka_config(&file.kafka, args.auto_create_topics)?;
         let api = api_limits(&file.api)?;
@@ -863,6 +959,7 @@ impl Settings {
             kafka,
             api,
             api_tls,
+            console_api_tls,
             transport_tls,
             authorization,
             voters,
@@ -985,6 +1082,70 @@ mod tests {
         assert_eq!(settings.voters, [(1, "quipu-1.example:7001".to_owned())]);
         let error = resolve_file("advertised_addr = \"quipu-1\"\n").unwrap_err();
         assert!(error.to_string().contains("not HOST:PORT"), "{error}");
+    }
+
+    /// Console actions need a password to travel only over TLS, both from the browser and on
+    /// to the client API, and a CA to check the API with.
+    #[test]
+    fn console_actions_need_tls_on_both_listeners() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = quipu_tls::dev::write_dev_pki(dir.path(), &[1], &["127.0.0.1"]).unwrap();
+        let (_, cert, key) = &pki.nodes[0];
+        let files = |ca: bool| {
+            let ca = if ca {
+                format!("ca_file = {:?}\n", pki.ca.display().to_string())
+            } else {
+                String::new()
+            };
+            format!(
+                "cert_file = {:?}\nkey_file = {:?}\n{ca}",
+                cert.display().to_string(),
+                key.display().to_string()
+            )
+        };
+        let admin_tls = format!("[admin.tls]\n{}", files(false));
+        let api_tls = |ca| format!("[api.tls]\n{}", files(ca));
+        let actions = "[admin]\nconsole_actions = true\n";
+        let cases = [
+            (format!("{actions}{}", api_tls(true)), "needs [admin.tls]"),
+            (format!("{actions}{admin_tls}"), "needs [api.tls]"),
+            (
+                format!("{actions}{admin_tls}{}", api_tls(false)),
+                "set admin.console_ca_file",
+            ),
+            (
+                format!(
+                    "[admin]\nconsole_actions = true\nconsole = false\n{admin_tls}{}",
+                    api_tls(true)
+                ),
+                "needs the console",
+            ),
+            (
+                format!(
+                    "[admin]\nconsole_ca_file = {:?}\n",
+                    pki.ca.display().to_string()
+                ),
+                "serves no TLS",
+            ),
+        ];
+        for (text, said) in cases {
+            let error = resolve_file(&text).unwrap_err();
+            assert!(format!("{error:#}").contains(said), "{text}: {error:#}");
+        }
+        // Read-only by default; with both listeners on TLS and a CA, actions are on.
+        let settings = resolve_file(&format!("{admin_tls}{}", api_tls(true))).unwrap();
+        assert!(!settings.admin.console_actions);
+        assert!(settings.admin.tls.is_some() && settings.console_api_tls.is_some());
+        let settings = resolve_file(&format!("{actions}{admin_tls}{}", api_tls(true))).unwrap();
+        assert!(settings.admin.console_actions);
+        // The CA may be named for the console alone.
+        let settings = resolve_file(&format!(
+            "[admin]\nconsole_ca_file = {:?}\n{}",
+            pki.ca.display().to_string(),
+            api_tls(false)
+        ))
+        .unwrap();
+        assert!(settings.console_api_tls.is_some());
     }
 
     #[test]

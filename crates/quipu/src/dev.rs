@@ -8,8 +8,9 @@
 //! running it again restarts the same cluster from the same data.
 //!
 //! With `--tls`, a throwaway CA and certificates are made in `<data-dir>/tls` (kept, and used
-//! again on the next run): the nodes speak mutual TLS to each other, and their client API and
-//! Kafka listener take TLS only.
+//! again on the next run): the nodes speak mutual TLS to each other, and their client API, Kafka
+//! listener and admin listener take TLS only; the console (`https://`) lets a user signed in
+//! with a password act (`admin.console_actions`), as the ACLs allow.
 
 /// Prints a line for the person watching; a reader that went away is ignored, because the
 /// cluster must still be stopped (its nodes are this process's children).
@@ -96,7 +97,9 @@ fn tls_config(pki: &quipu_tls::dev::DevPki, id: u16) -> anyhow::Result<String> {
         "# Written by `quipu dev --tls`: throwaway certificates, never for production.\n\
          [transport.tls]\ncert_file = {cert}\nkey_file = {key}\nca_file = {ca}\n\n\
          [api.tls]\ncert_file = {cert}\nkey_file = {key}\nca_file = {ca}\nclient_auth = \"requested\"\n\n\
-         [kafka.tls]\ncert_file = {cert}\nkey_file = {key}\nca_file = {ca}\nclient_auth = \"requested\"\n"
+         [kafka.tls]\ncert_file = {cert}\nkey_file = {key}\nca_file = {ca}\nclient_auth = \"requested\"\n\n\
+         [admin]\nconsole_actions = true\n\n\
+         [admin.tls]\ncert_file = {cert}\nkey_file = {key}\n"
     ))
 }
 
@@ -163,8 +166,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start node {id}"))?;
+        let web = if pki.is_some() { "https" } else { "http" };
         note!(
-            "node {id}: pid {}, api {api}, kafka {kafka}, metrics http://{admin}/metrics, console http://{admin}/, data {}",
+            "node {id}: pid {}, api {api}, kafka {kafka}, metrics {web}://{admin}/metrics, console {web}://{admin}/, data {}",
             child.id().unwrap_or(0),
             dir.display()
         );
@@ -179,6 +183,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         );
         note!("TLS everywhere (throwaway CA {ca}); clients:");
         note!("  quipu topic --tls-ca {ca} --tls-cert {cert} --tls-key {key} list");
+        note!(
+            "  console sign-in: make a user first, e.g. quipu user --tls-ca {ca} --tls-cert {cert} --tls-key {key} create alice"
+        );
         note!(
             "  kcat -b {} -X security.protocol=SSL -X ssl.ca.location={ca} -L",
             kafka_bootstrap.join(",")

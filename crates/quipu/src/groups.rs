@@ -187,46 +187,10 @@ async fn reset(client: &Client, args: ResetArgs) -> anyhow::Result<()> {
     } else {
         bail!("say where to: --to-earliest, --to-latest, --to-offset N or --to-datetime TIME");
     };
-    let partitions: Vec<u32> = match args.partition {
-        Some(p) => vec![p],
-        None => client
-            .describe_topic(&args.topic)
-            .await
-            .with_context(|| format!("cannot read topic {}", args.topic))?
-            .partitions
-            .iter()
-            .map(|p| p.partition)
-            .collect(),
-    };
-    let keys: Vec<(String, i32)> = partitions
-        .iter()
-        .map(|p| (args.topic.clone(), i32::try_from(*p).unwrap_or(i32::MAX)))
-        .collect();
-    let current: BTreeMap<i32, i64> = client
-        .fetch_offsets(&args.group, &keys)
-        .await?
-        .into_iter()
-        .map(|c| (c.partition, c.offset))
-        .collect();
-    let mut plan = Vec::new();
-    for p in &partitions {
-        let first = client
-            .list_offsets(&args.topic, *p, StartAt::Earliest)
-            .await?;
-        let end = client
-            .list_offsets(&args.topic, *p, StartAt::Latest)
-            .await?;
-        let target = match to {
-            StartAt::Offset(o) => o.clamp(first, end),
-            other => client.list_offsets(&args.topic, *p, other).await?,
-        };
-        let partition = i32::try_from(*p).unwrap_or(i32::MAX);
-        plan.push((
-            partition,
-            current.get(&partition).copied().unwrap_or(-1),
-            target,
-        ));
-    }
+    let plan = client
+        .plan_offset_reset(&args.group, &args.topic, args.partition, to)
+        .await
+        .with_context(|| format!("cannot plan the reset of group {}", args.group))?;
     out!(
         "{:<24} {:>9} {:>12} {:>12}",
         "TOPIC",
@@ -234,36 +198,24 @@ async fn reset(client: &Client, args: ResetArgs) -> anyhow::Result<()> {
         "CURRENT",
         "NEW"
     );
-    for (partition, current, target) in &plan {
-        let current = if *current < 0 {
-            "-".to_string()
-        } else {
-            current.to_string()
-        };
+    for step in &plan {
+        let current = step
+            .current
+            .map_or_else(|| "-".to_string(), |c| c.to_string());
         out!(
             "{:<24} {:>9} {:>12} {:>12}",
             args.topic,
-            partition,
+            step.partition,
             current,
-            target
+            step.target
         );
     }
     if !args.execute {
         out!("(dry run: add --execute to commit these offsets)");
         return Ok(());
     }
-    let offsets: Vec<(String, i32, i64)> = plan
-        .iter()
-        .map(|(p, _, target)| {
-            (
-                args.topic.clone(),
-                *p,
-                i64::try_from(*target).unwrap_or(i64::MAX),
-            )
-        })
-        .collect();
     let results = client
-        .commit_offsets(&args.group, "", -1, &offsets)
+        .reset_offsets(&args.group, &args.topic, &plan)
         .await
         .with_context(|| {
             format!(

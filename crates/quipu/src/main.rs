@@ -258,15 +258,30 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     // Probes answer from here on: /healthz at once, /readyz once the node can serve.
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     // The console reads through this node's own API (on loopback when it listens on all
-    // interfaces); not over TLS yet.
+    // interfaces), over TLS when the API serves it.
     let mut admin_config = settings.admin.clone();
-    if settings.api_tls.is_none() {
-        let mut local = api_addr;
-        if local.ip().is_unspecified() {
-            local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
-        admin_config.console_api = Some(local.to_string());
+    let mut local = api_addr;
+    if local.ip().is_unspecified() {
+        local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
+    admin_config.console_api = match (&settings.api_tls, &settings.console_api_tls) {
+        (None, _) => Some(quipu_admin::ConsoleApi {
+            addr: local.to_string(),
+            tls: None,
+        }),
+        (Some(_), Some(tls)) => Some(quipu_admin::ConsoleApi {
+            addr: local.to_string(),
+            tls: Some(tls.clone()),
+        }),
+        (Some(_), None) => {
+            if settings.admin.console {
+                tracing::warn!(
+                    "the console cannot read the client API: it serves TLS and no CA is known to check its certificate (set [admin] console_ca_file or [api.tls] ca_file)"
+                );
+            }
+            None
+        }
+    };
     let admin = tokio::spawn(quipu_admin::serve(
         node.handle(),
         admin_listener,

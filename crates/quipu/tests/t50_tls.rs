@@ -1,5 +1,5 @@
 //! TLS through the `quipu` binary: `quipu dev --tls` (three processes speaking mutual TLS to each
-//! other) serves the CLI over TLS only, `quipu user` among it; a server whose client API requires client certificates
+//! other) serves the CLI and the admin listener over TLS only, `quipu user` among it; a server whose client API requires client certificates
 //! refuses none, an expired one and another CA's; and certificates replaced on disk are used
 //! after SIGHUP without a restart.
 #![allow(clippy::unwrap_used)] // tests unwrap
@@ -33,6 +33,59 @@ fn quipu_dev_with_tls_serves_the_cli_over_tls_only() {
         dev.banner
     );
     let ca = data.join("tls/ca.pem");
+    // The admin listeners serve HTTPS only, with the throwaway CA's certificate.
+    let admin = dev
+        .banner
+        .iter()
+        .find_map(|l| l.split("console https://").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no https console URL: {:?}", dev.banner))
+        .to_owned();
+    let (host, port) = admin.rsplit_once(':').unwrap();
+    let port: u16 = port.parse().unwrap();
+    let tls = quipu_tls::ClientTls::new(
+        quipu_tls::ClientFiles {
+            ca: ca.clone(),
+            cert: None,
+            key: None,
+        },
+        &[],
+    )
+    .unwrap();
+    let answer = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // The node may not listen yet.
+        let started = std::time::Instant::now();
+        let mut stream = loop {
+            match tls.connect(host, port).await {
+                Ok(stream) => break stream,
+                Err(e) => assert!(started.elapsed() < common::PATIENCE, "{e}"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: quipu\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    });
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Plaintext HTTP gets no HTTP answer (the TLS handshake fails and the connection closes).
+    let mut plain = std::net::TcpStream::connect(&admin).unwrap();
+    plain
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    use std::io::{Read, Write};
+    plain.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("HTTP/1."),
+        "plaintext HTTP is not served: {}",
+        String::from_utf8_lossy(&answer)
+    );
     let ca = ca.to_str().unwrap();
     dev.ok(
         &[

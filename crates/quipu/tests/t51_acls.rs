@@ -173,6 +173,8 @@ fn acls_decide_what_an_authenticated_user_may_do_through_the_grpc_api() {
     assert!(!listed.contains("logs-a"), "{listed}");
     cli.refused(&[], "produce", &["logs-a"], b"x\n", "not authorized");
     cli.refused(&mallory, "topic", &["list"], b"", "not authenticated");
+    // Describing the cluster needs no permission, but a wrong password is refused there too.
+    cli.refused(&mallory, "cluster", &["info"], b"", "not authenticated");
 
     // A prefixed ALLOW WRITE on logs-: produce to logs-a, not to orders; logs-a is listed.
     cli.ok(

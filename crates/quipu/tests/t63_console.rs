@@ -9,65 +9,14 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
+use common::browser::{Browser, tool};
 use common::{Server, free_port};
-use fantoccini::{Client, ClientBuilder, Locator};
-
-fn tool(name: &str, package: &str) -> String {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8(o.stdout).unwrap().trim().to_owned())
-        .unwrap_or_else(|| {
-            panic!("{name} is missing: install Debian's {package} (scripts/test.sh does)")
-        })
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits until the page's `selector` element's text contains `text`; returns that text.
-async fn wait_text(browser: &Client, selector: &str, text: &str) -> String {
-    let started = std::time::Instant::now();
-    loop {
-        let seen = match browser.find(Locator::Css(selector)).await {
-            Ok(element) => element.text().await.ok(),
-            Err(_) => None,
-        };
-        if let Some(seen) = seen {
-            if seen.contains(text) {
-                return seen;
-            }
-            assert!(
-                started.elapsed() < common::PATIENCE,
-                "{selector} never showed {text:?}: {seen}"
-            );
-        }
-        assert!(
-            started.elapsed() < common::PATIENCE,
-            "{selector} never appeared (looking for {text:?}): {}",
-            browser.source().await.unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use fantoccini::Locator;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_the_cluster_topics_groups_and_records() {
-    // fantoccini's HTTP client is built with rustls, which needs its provider named.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let chromium = tool("chromium", "chromium");
-    let chromedriver = tool("chromedriver", "chromium-driver");
     let kcat = tool("kcat", "kcat");
     let dir = tempfile::tempdir().unwrap();
     let api = format!("127.0.0.1:{}", free_port());
@@ -86,7 +35,7 @@ async fn the_console_shows_the_cluster_topics_groups_and_records() {
         &admin,
     ]);
     server.wait_for("quipu server ready");
-    let quipu = |args: &[&str], stdin: &[u8]| {
+    let run = |args: &[&str], stdin: &[u8]| {
         let mut child = Command::new(env!("CARGO_BIN_EXE_quipu"))
             .args(args)
             .env("QUIPU_BOOTSTRAP", &api)
@@ -96,7 +45,10 @@ async fn the_console_shows_the_cluster_topics_groups_and_records() {
             .spawn()
             .unwrap();
         child.stdin.take().unwrap().write_all(stdin).unwrap();
-        let out = child.wait_with_output().unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let quipu = |args: &[&str], stdin: &[u8]| {
+        let out = run(args, stdin);
         assert!(
             out.status.success(),
             "quipu {args:?}: {}",
@@ -159,68 +111,35 @@ async fn the_console_shows_the_cluster_topics_groups_and_records() {
         b"",
     );
 
-    let port = free_port();
-    let _driver = KillOnDrop(
-        Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let webdriver = format!("http://127.0.0.1:{port}");
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".to_owned(),
-        serde_json::json!({
-            "binary": chromium,
-            "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
-        }),
-    );
-    let started = std::time::Instant::now();
-    let browser = loop {
-        match ClientBuilder::rustls()
-            .unwrap()
-            .capabilities(capabilities.clone())
-            .connect(&webdriver)
-            .await
-        {
-            Ok(browser) => break browser,
-            Err(e) => {
-                assert!(
-                    started.elapsed() < common::PATIENCE,
-                    "no WebDriver session: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
+    let browser = Browser::start(false).await;
     let console = format!("http://{admin}/");
 
     // The cluster: this node, ready, leading the controller.
-    browser.goto(&console).await.unwrap();
-    wait_text(&browser, "main", "Controller leader: node 1").await;
-    let nodes = wait_text(&browser, "main table", api.as_str()).await;
+    browser.client.goto(&console).await.unwrap();
+    browser.wait_text("main", "Controller leader: node 1").await;
+    let nodes = browser.wait_text("main table", api.as_str()).await;
     assert!(nodes.contains(&kafka), "{nodes}");
-    wait_text(&browser, "#node", "node 1").await;
+    browser.wait_text("#node", "node 1").await;
 
     // Topics, then the topic created through the CLI and its offsets.
     browser
+        .client
         .find(Locator::Id("nav-topics"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    wait_text(&browser, "main table", "orders").await;
+    browser.wait_text("main table", "orders").await;
     browser
+        .client
         .find(Locator::LinkText("orders"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    let partitions = wait_text(&browser, "main table", "node 1").await;
+    let partitions = browser.wait_text("main table", "node 1").await;
     assert!(
         partitions.contains("0 node 1 1 0 4 4 browse"),
         "{partitions}"
@@ -228,55 +147,69 @@ async fn the_console_shows_the_cluster_topics_groups_and_records() {
 
     // Its records, as text.
     browser
+        .client
         .find(Locator::Css("main table a[href^='#/browse/orders/0']"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    let records = wait_text(&browser, "main table", "{\"id\":1,\"item\":\"tea\"}").await;
+    let records = browser
+        .wait_text("main table", "{\"id\":1,\"item\":\"tea\"}")
+        .await;
     assert!(records.contains("k1"), "{records}");
     assert!(records.contains("source:\nweb"), "the header: {records}");
     // Bytes that look like HTML are text on the page, and nothing ran.
     assert!(records.contains("<img src=x onerror="), "{records}");
-    assert!(browser.find(Locator::Css("main table img")).await.is_err());
-    assert_ne!(browser.title().await.unwrap(), "pwned");
+    assert!(
+        browser
+            .client
+            .find(Locator::Css("main table img"))
+            .await
+            .is_err()
+    );
+    assert_ne!(browser.client.title().await.unwrap(), "pwned");
 
     // As JSON and as hex, from offset 3.
     browser
+        .client
         .goto(&format!(
             "{console}#/browse/orders/0?from=offset&offset=3&limit=10&format=json"
         ))
         .await
         .unwrap();
-    let json = wait_text(&browser, "main table", "\"item\": \"salt\"").await;
+    let json = browser.wait_text("main table", "\"item\": \"salt\"").await;
     assert!(!json.contains("tea"), "from offset 3 only: {json}");
     browser
+        .client
         .goto(&format!(
             "{console}#/browse/orders/0?from=offset&offset=0&limit=1&format=hex"
         ))
         .await
         .unwrap();
-    let hex = wait_text(&browser, "main table", "7b 22 69 64 22").await; // {"id"
+    let hex = browser.wait_text("main table", "7b 22 69 64 22").await; // {"id"
     assert!(!hex.contains("rice"), "one record: {hex}");
-    wait_text(&browser, "main", "next records").await;
+    browser.wait_text("main", "next records").await;
     // From a time after every record: nothing.
     browser
+        .client
         .goto(&format!(
             "{console}#/browse/orders/0?from=time&time=2999-01-01T00:00:00&limit=10&format=text"
         ))
         .await
         .unwrap();
-    wait_text(&browser, "#no-records", "No records there.").await;
-    let page = wait_text(&browser, "main", "No records there.").await;
+    browser.wait_text("#no-records", "No records there.").await;
+    let page = browser.wait_text("main", "No records there.").await;
     assert!(!page.contains("null"), "nothing absent is printed: {page}");
     // The browse form reads another partition.
     browser
+        .client
         .goto(&format!("{console}#/browse/orders/0"))
         .await
         .unwrap();
-    wait_text(&browser, "main table", "tea").await;
+    browser.wait_text("main table", "tea").await;
     browser
+        .client
         .find(Locator::Css("select[name=partition] option[value='1']"))
         .await
         .unwrap()
@@ -284,47 +217,93 @@ async fn the_console_shows_the_cluster_topics_groups_and_records() {
         .await
         .unwrap();
     browser
+        .client
         .find(Locator::Css("form#browse button"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    wait_text(&browser, "#no-records", "No records there.").await;
+    browser.wait_text("#no-records", "No records there.").await;
 
     // Consumer groups: the group's lag, whole and by partition.
     browser
+        .client
         .find(Locator::Id("nav-groups"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    let groups = wait_text(&browser, "main table", "billing").await;
+    let groups = browser.wait_text("main table", "billing").await;
     assert!(groups.contains("billing classic Empty 0"), "{groups}");
-    let page = wait_text(&browser, "main", "Consumer groups").await;
+    let page = browser.wait_text("main", "Consumer groups").await;
     assert!(!page.contains("null"), "nothing absent is printed: {page}");
     browser
+        .client
         .find(Locator::LinkText("billing"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    let group = wait_text(&browser, "main table", "orders").await;
+    let group = browser.wait_text("main table", "orders").await;
     assert!(
         group.contains("orders 0 1 3"),
         "committed 1, lag 3 on partition 0: {group}"
     );
-    wait_text(&browser, "main", "lag 3").await;
+    browser.wait_text("main", "lag 3").await;
 
     // An unknown topic says so.
     browser
+        .client
         .goto(&format!("{console}#/topic/nothing"))
         .await
         .unwrap();
-    wait_text(&browser, "#error", "nothing").await;
-    browser.close().await.unwrap();
+    browser.wait_text("#error", "nothing").await;
+
+    // Read-only by default: no sign-in on a plaintext admin listener, no forms, and the
+    // action endpoints refuse.
+    assert!(
+        browser
+            .client
+            .find(Locator::Css("#nav-sign-in"))
+            .await
+            .is_err()
+    );
+    let session = browser
+        .run("return fetch('/api/session').then((r) => r.json());")
+        .await;
+    assert_eq!(
+        session,
+        serde_json::json!({ "user": null, "sign_in": false, "actions": false })
+    );
+    let created = browser
+        .run(
+            "return fetch('/api/topics', { method: 'POST', headers: { 'content-type': 'application/json' }, \
+             body: JSON.stringify({ name: 'sneaky', partitions: 1, replication_factor: 1 }) }) \
+             .then(async (r) => [r.status, (await r.json()).error]);",
+        )
+        .await;
+    assert_eq!(created[0], 403, "{created}");
+    assert!(
+        created[1].as_str().unwrap().contains("read-only"),
+        "{created}"
+    );
+    let password = browser
+        .run(
+            "return fetch('/api/topics', { headers: { authorization: 'Basic ' + btoa('alice:s3cret') } }) \
+             .then(async (r) => [r.status, (await r.json()).error]);",
+        )
+        .await;
+    assert_eq!(password[0], 400, "{password}");
+    assert!(
+        password[1].as_str().unwrap().contains("[admin.tls]"),
+        "{password}"
+    );
+    browser.client.close().await.unwrap();
+    let described = run(&["topic", "describe", "sneaky"], b"");
+    assert!(!described.status.success(), "sneaky was created");
     server.signal("-TERM");
     assert!(server.wait().success());
 }

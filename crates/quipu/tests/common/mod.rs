@@ -1,6 +1,8 @@
 //! Helpers shared by the tests that run `quipu server` processes.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
