@@ -1,7 +1,9 @@
 //! kafkajs (npm) against a three-node cluster: 10,000 keyed records with a header per built-in
-//! codec (none, gzip) in sends of 100, acks=all, from an idempotent producer; the records read back from the cluster byte for
-//! byte at the offsets acknowledged; earliest and latest offsets and an offset by timestamp
-//! through its admin client. (Its group consumer is tested in `t70_groups.rs`.)
+//! codec (none, gzip) in sends of 100, acks=all, from an idempotent producer; the records read
+//! back from the cluster byte for byte at the offsets acknowledged, and read by kafkajs's
+//! consumer the same, partition, offset, key, value and header; a seek to an offset; earliest
+//! and latest offsets and an offset by timestamp through its admin client. (Its admin client:
+//! `t50_admin.rs`; its group members: `t70_groups.rs`.)
 #![allow(clippy::unwrap_used)] // tests unwrap
 
 mod common;
@@ -73,6 +75,39 @@ async fn kafkajs_produces_and_lists_offsets() {
                 "{codec}: acknowledged {partition}@{base} is not stored"
             );
         }
+        // What kafkajs's consumer read is what the cluster holds, record for record.
+        let consumed: std::collections::HashSet<String> = summary[codec]["consumed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(consumed.len(), COUNT, "{codec}: every record once");
+        for record in &stored {
+            let text = |b: &Option<Vec<u8>>| String::from_utf8(b.clone().unwrap()).unwrap();
+            let header = record.headers[0].1.clone();
+            let entry = serde_json::json!([
+                record.partition,
+                record.offset,
+                text(&record.key),
+                text(&record.value),
+                text(&header),
+            ]);
+            assert!(
+                consumed.contains(&entry.to_string()),
+                "{codec}: kafkajs did not consume {entry}"
+            );
+        }
+        // Seeking partition 0 to offset 5 reads from there.
+        let fifth = stored
+            .iter()
+            .find(|r| r.partition == 0 && r.offset == 5)
+            .unwrap();
+        assert_eq!(
+            summary[codec]["seeked"],
+            serde_json::json!([5, String::from_utf8(fifth.key.clone().unwrap()).unwrap()]),
+            "{codec}"
+        );
         for offsets in summary[codec]["offsets"].as_array().unwrap() {
             let partition = u32::try_from(offsets["partition"].as_u64().unwrap()).unwrap();
             assert_eq!(offsets["low"], 0, "{codec}");

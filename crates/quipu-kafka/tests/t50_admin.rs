@@ -1,5 +1,6 @@
-//! The Kafka admin APIs through confluent-kafka's AdminClient and kafka-python's
-//! KafkaAdminClient (`tests/clients/admin_client.py`): create (after a validate_only try) with a
+//! The Kafka admin APIs through confluent-kafka's AdminClient, kafka-python's KafkaAdminClient,
+//! aiokafka's AIOKafkaAdminClient (`tests/clients/admin_client.py`) and kafkajs's admin client
+//! (`tests/clients/kafkajs_admin.js`): create (after a validate_only try) with a
 //! config, refusals (duplicate, unknown config, cleanup.policy=compact), describe configs with
 //! their sources, alter, grow partitions, page through them (DescribeTopicPartitions), find
 //! every replica in the brokers' log dirs (DescribeLogDirs), delete records (DeleteRecords),
@@ -12,16 +13,27 @@ use common::*;
 use quipu_kafka::KafkaConfig;
 
 async fn admin(client: &str, incremental: bool) {
-    let python = python();
-    let script = client_script("admin_client.py");
     let cluster = Cluster::start(KafkaConfig::default()).await;
     let topic = format!("admin-{}", client.replace('-', ""));
-    let output = run(
-        &python,
-        &[&script, client, &cluster.bootstrap(), &topic],
-        None,
-    )
-    .await;
+    let output = if client == "kafkajs" {
+        let (node_js, modules) = kafkajs();
+        let script = client_script("kafkajs_admin.js");
+        run_with_env(
+            &node_js,
+            &[&script, &cluster.bootstrap(), &topic],
+            &[("NODE_PATH", &modules)],
+        )
+        .await
+    } else {
+        let python = python();
+        let script = client_script("admin_client.py");
+        run(
+            &python,
+            &[&script, client, &cluster.bootstrap(), &topic],
+            None,
+        )
+        .await
+    };
     let seen: serde_json::Value = serde_json::from_str(output.trim()).unwrap();
     let described = &seen["described"];
     assert_eq!(described["retention.ms"][0], "3600000", "{seen}");
@@ -82,4 +94,14 @@ async fn confluent_kafka_admin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_python_admin() {
     admin("kafka-python", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiokafka_admin() {
+    admin("aiokafka", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafkajs_admin() {
+    admin("kafkajs", false).await;
 }

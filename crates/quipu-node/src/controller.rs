@@ -10,6 +10,16 @@ use serde::{Deserialize, Serialize};
 /// How long a controller request waits for a controller leader to exist and answer.
 pub const CONTROLLER_PATIENCE: Duration = Duration::from_secs(10);
 
+/// What the controller leader answers a request it carried out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Handled {
+    /// The first producer id of an allocated block, or how many replicas a rebalance moved.
+    pub allocated: Option<u64>,
+    /// The index of the controller log entry that carried the change out (`None`: nothing was
+    /// written). A node that answers a client waits until it has applied it.
+    pub index: Option<u64>,
+}
+
 /// A change to the cluster's metadata, asked of the controller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControllerRequest {
@@ -420,16 +430,13 @@ impl ControllerHandle {
 
     /// Plans `request` on this node's metadata and proposes it, if this node leads the controller.
     /// Returns the first id of the block, for [`ControllerRequest::AllocateProducerIds`].
-    pub async fn handle(
-        &self,
-        request: &ControllerRequest,
-    ) -> Result<Option<u64>, ControllerError> {
+    pub async fn handle(&self, request: &ControllerRequest) -> Result<Handled, ControllerError> {
         let leader = self.leader();
         if leader != Some(self.node_id) {
             return Err(ControllerError::NotLeader { leader });
         }
         if let ControllerRequest::Join { id, raft_addr } = request {
-            return self.admit(*id, raft_addr).await.map(|()| None);
+            return self.admit(*id, raft_addr).await;
         }
         let voters = crate::groups::voter_ids(&self.raft).len();
         let command = self.metadata.with_metadata(|m| {
@@ -448,23 +455,28 @@ impl ControllerHandle {
         })?;
         if let (ControllerRequest::Rebalance, Command::Reassign { moves }) = (request, &command) {
             let moved = moves.len() as u64;
-            if moved > 0 {
-                self.propose(&command).await?;
-            }
-            return Ok(Some(moved));
+            let index = if moved > 0 {
+                self.propose(&command).await?.index
+            } else {
+                None
+            };
+            return Ok(Handled {
+                allocated: Some(moved),
+                index,
+            });
         }
         self.propose(&command).await
     }
 
     /// Adds node `id` to the controller group as a learner, so that it receives the metadata and
     /// can register (a node already in the group is left as it is; a removed one is refused).
-    async fn admit(&self, id: u64, raft_addr: &str) -> Result<(), ControllerError> {
+    async fn admit(&self, id: u64, raft_addr: &str) -> Result<Handled, ControllerError> {
         if self.metadata.with_metadata(|m| m.is_removed(id)) {
             return Err(ControllerError::NodeRemoved(id));
         }
         let known = crate::groups::member_addr(&self.raft, id);
         if known.as_deref() == Some(raft_addr) {
-            return Ok(());
+            return Ok(Handled::default());
         }
         if known.is_some() && crate::groups::voter_ids(&self.raft).contains(&id) {
             // A voter at another address: changing a voter's address is not a join.
@@ -477,9 +489,12 @@ impl ControllerHandle {
             addr: raft_addr.to_string(),
         };
         match self.raft.add_learner(id, node, false).await {
-            Ok(_) => {
+            Ok(response) => {
                 tracing::info!(node_id = id, %raft_addr, "node admitted to the controller group as a learner");
-                Ok(())
+                Ok(Handled {
+                    allocated: None,
+                    index: Some(response.log_id.index),
+                })
             }
             Err(openraft::error::RaftError::APIError(
                 openraft::error::ClientWriteError::ForwardToLeader(forward),
@@ -491,8 +506,8 @@ impl ControllerHandle {
     }
 
     /// Proposes `command` to the controller group and waits until it is applied; returns the
-    /// first id of the block a [`Command::AllocateProducerIds`] handed out.
-    pub async fn propose(&self, command: &Command) -> Result<Option<u64>, ControllerError> {
+    /// first id of the block a [`Command::AllocateProducerIds`] handed out, and the entry's index.
+    pub async fn propose(&self, command: &Command) -> Result<Handled, ControllerError> {
         let leader = self.leader();
         if leader != Some(self.node_id) {
             return Err(ControllerError::NotLeader { leader });
@@ -505,7 +520,10 @@ impl ControllerHandle {
             .await
         {
             Ok(response) => match response.data.error {
-                None => Ok(response.data.allocated),
+                None => Ok(Handled {
+                    allocated: response.data.allocated,
+                    index: Some(response.log_id.index),
+                }),
                 Some(reason) => Err(ControllerError::Refused(reason)),
             },
             Err(openraft::error::RaftError::APIError(

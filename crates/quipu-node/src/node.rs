@@ -26,7 +26,7 @@ use crate::network::{
 use crate::partition::open_log_store;
 use crate::quiesce::{self, Liveness, QuietCell};
 use crate::retention::{enforce_retention, run_interval_sync, run_retention};
-use crate::routing::{register_self, request_controller};
+use crate::routing::{register_self, request_controller_and_apply};
 use crate::transport::TransportService;
 use crate::{GroupId, NodeError, Partition};
 
@@ -484,7 +484,9 @@ impl NodeHandle {
         request: ControllerRequest,
     ) -> Result<(), ControllerError> {
         request.check_client_request()?;
-        request_controller(&self.inner, &request).await.map(|_| ())
+        request_controller_and_apply(&self.inner, &request)
+            .await
+            .map(|_| ())
     }
 
     /// Waits, at most `patience`, until this node's controller replica has applied everything

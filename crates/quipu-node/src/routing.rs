@@ -73,8 +73,41 @@ pub(crate) async fn request_controller(
     inner: &Inner,
     request: &ControllerRequest,
 ) -> Result<Option<u64>, ControllerError> {
-    route(&inner.control, &inner.peers, request).await
+    route(&inner.control, &inner.peers, request)
+        .await
+        .map(|handled| handled.allocated)
 }
+
+/// [`request_controller`] for a client: once the change is committed, waits (at most
+/// [`APPLY_PATIENCE`]) until this node has applied it too, so that the client's next request
+/// to this node sees it (kafkajs, for one, asks the node that created a topic for its leaders
+/// at once). Never called from the controller's own apply path, which it would wait on.
+pub(crate) async fn request_controller_and_apply(
+    inner: &Inner,
+    request: &ControllerRequest,
+) -> Result<Option<u64>, ControllerError> {
+    let handled = route(&inner.control, &inner.peers, request).await?;
+    if let Some(index) = handled.index {
+        let applied = inner
+            .controller
+            .wait(Some(APPLY_PATIENCE))
+            .metrics(
+                |m| m.last_applied.is_some_and(|applied| applied.index >= index),
+                "the change is applied here",
+            )
+            .await;
+        if applied.is_err() {
+            tracing::warn!(
+                index,
+                "a committed controller change is not applied on this node yet: answering anyway"
+            );
+        }
+    }
+    Ok(handled.allocated)
+}
+
+/// How long a node waits to apply a change it asked the controller for before it answers.
+const APPLY_PATIENCE: Duration = Duration::from_secs(10);
 
 /// [`request_controller`] with what it needs only: this node's controller replica and its
 /// connections (the transport service, which has no [`Inner`], routes joins with it).
@@ -82,7 +115,7 @@ pub(crate) async fn route(
     control: &ControllerHandle,
     peers: &Peers,
     request: &ControllerRequest,
-) -> Result<Option<u64>, ControllerError> {
+) -> Result<crate::controller::Handled, ControllerError> {
     let deadline = tokio::time::Instant::now() + CONTROLLER_PATIENCE;
     let mut backoff = Duration::from_millis(20);
     loop {
@@ -110,7 +143,7 @@ async fn forward_to_controller(
     peers: &Peers,
     leader: NodeId,
     request: &ControllerRequest,
-) -> Result<Option<u64>, ControllerError> {
+) -> Result<crate::controller::Handled, ControllerError> {
     let not_leader = ControllerError::NotLeader {
         leader: Some(leader),
     };
@@ -129,10 +162,16 @@ async fn forward_to_controller(
     };
     match tokio::time::timeout(CONTROLLER_PATIENCE, client.controller(call)).await {
         Ok(Ok(reply)) => {
-            postcard::from_bytes::<Result<Option<u64>, ControllerError>>(&reply.into_inner().result)
-                .map_err(|e| {
-                    ControllerError::Unavailable(format!("undecodable controller reply: {e}"))
-                })?
+            let reply = reply.into_inner();
+            let allocated =
+                postcard::from_bytes::<Result<Option<u64>, ControllerError>>(&reply.result)
+                    .map_err(|e| {
+                        ControllerError::Unavailable(format!("undecodable controller reply: {e}"))
+                    })??;
+            Ok(crate::controller::Handled {
+                allocated,
+                index: (reply.applied_index > 0).then_some(reply.applied_index),
+            })
         }
         // Refused before it was handled (unreachable, not started): try again.
         Ok(Err(status)) if status.code() == tonic::Code::Unavailable => Err(not_leader),

@@ -20,6 +20,21 @@ async fn topics_are_placed_replicated_and_deleted_through_the_controller() {
     // A follower forwards the request to the controller leader.
     let follower = (leader + 1) % 3;
     nodes[follower].create_topic("orders", 3, 3).await.unwrap();
+    // The node that asked answers once it applied the change itself: its client's next request
+    // sees the topic (kafkajs asks for the new topic's leaders at once).
+    for n in 0..10 {
+        let name = format!("seen-{n}");
+        nodes[follower].create_topic(&name, 1, 1).await.unwrap();
+        assert!(
+            nodes[follower].with_metadata(|m| m.topic(&name).is_some()),
+            "{name} is not applied on the node that created it"
+        );
+        nodes[follower].delete_topic(&name).await.unwrap();
+        assert!(
+            nodes[follower].with_metadata(|m| m.topic(&name).is_none()),
+            "{name} is still there on the node that deleted it"
+        );
+    }
     assert!(matches!(
         nodes[leader].create_topic("orders", 1, 1).await,
         Err(quipu_node::ControllerError::TopicExists(_))

@@ -9,6 +9,7 @@ the default); changes one with an incremental alter and reads it back; grows it 
 deletes it. Prints one JSON object of what it saw; exits non-zero on the first surprise.
 """
 
+import asyncio
 import json
 import sys
 import time
@@ -208,5 +209,80 @@ def kafka_python():
     admin.close()
 
 
-{"confluent-kafka": confluent, "kafka-python": kafka_python}[CLIENT]()
+async def aiokafka_admin():
+    """aiokafka's admin client answers with the protocol's responses: errors are codes in them."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    TOPIC_ALREADY_EXISTS, INVALID_CONFIG = 36, 40
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        def codes(response):
+            # CreateTopics answers topic_errors, DeleteTopics topic_error_codes: (name, code, ...).
+            errors = getattr(response, "topic_errors", None) or response.topic_error_codes
+            return {t[0]: t[1] for t in errors}
+
+        topic = NewTopic(TOPIC, num_partitions=3, replication_factor=3, topic_configs={"retention.ms": "3600000"})
+        answer = await admin.create_topics([topic], validate_only=True)
+        if codes(answer)[TOPIC] != 0:
+            fail(f"validate_only refused the topic: {answer}")
+        if TOPIC in await admin.list_topics():
+            fail("validate_only created the topic")
+        answer = await admin.create_topics([topic])
+        if codes(answer)[TOPIC] != 0:
+            fail(f"create failed: {answer}")
+        for bad, code in [(topic, TOPIC_ALREADY_EXISTS),
+                          (NewTopic(TOPIC + "-x", 1, 1, topic_configs={"no.such.config": "1"}), INVALID_CONFIG),
+                          (NewTopic(TOPIC + "-y", 1, 1, topic_configs={"cleanup.policy": "compact"}), INVALID_CONFIG)]:
+            got = codes(await admin.create_topics([bad]))[bad.name]
+            if got != code:
+                fail(f"{bad.name}: error code {got}, expected {code}")
+        seen["refused"] = True
+
+        async def describe():
+            [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, TOPIC)])
+            [(error, _message, _type, name, entries)] = response.resources
+            if error != 0 or name != TOPIC:
+                fail(f"describe_configs: {response}")
+            # DescribeConfigs v1+: (name, value, read_only, config_source, is_sensitive, synonyms);
+            # source 5 is DEFAULT_CONFIG.
+            return {e[0]: [e[1], e[3] == 5] for e in entries}
+
+        seen["described"] = await describe()
+        # AlterConfigs replaces every config of the topic: send retention.ms along to keep it.
+        [answer] = await admin.alter_configs([ConfigResource(
+            ConfigResourceType.TOPIC, TOPIC, configs={"retention.ms": "3600000", "retention.bytes": "1048576"})])
+        if any(r[0] != 0 for r in answer.resources):
+            fail(f"alter_configs: {answer}")
+        deadline = time.time() + 30
+        seen["altered"] = await describe()
+        while seen["altered"]["retention.bytes"][0] != "1048576" and time.time() < deadline:
+            await asyncio.sleep(0.1)
+            seen["altered"] = await describe()
+        answer = await admin.create_partitions({TOPIC: NewPartitions(5)})
+        if any(r[1] != 0 for r in answer.topic_errors):
+            fail(f"create_partitions: {answer}")
+        deadline = time.time() + 30
+        while True:
+            [described] = await admin.describe_topics([TOPIC])
+            if len(described["partitions"]) == 5 or time.time() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        seen["partitions"] = len(described["partitions"])
+        answer = await admin.delete_topics([TOPIC])
+        if codes(answer)[TOPIC] != 0:
+            fail(f"delete failed: {answer}")
+        deadline = time.time() + 30
+        while TOPIC in await admin.list_topics():
+            if time.time() > deadline:
+                fail("the deleted topic is still listed")
+            await asyncio.sleep(0.1)
+        seen["deleted"] = True
+    finally:
+        await admin.close()
+
+
+{"confluent-kafka": confluent, "kafka-python": kafka_python,
+ "aiokafka": lambda: asyncio.run(aiokafka_admin())}[CLIENT]()
 print(json.dumps(seen))

@@ -309,8 +309,10 @@ impl RaftTransport for TransportService {
         }
         // Handled here only: a forwarded request is never forwarded again.
         let result = self.control.handle(&request).await;
+        let applied_index = result.as_ref().ok().and_then(|h| h.index).unwrap_or(0);
         Ok(Response::new(ControllerReply {
-            result: encode(&result)?,
+            result: encode(&result.map(|handled| handled.allocated))?,
+            applied_index,
         }))
     }
 
@@ -375,8 +377,10 @@ impl RaftTransport for TransportService {
         };
         // Routed like any controller request: the joining node knows no leader.
         let result = crate::routing::route(&self.control, &self.peers, &request).await;
+        let applied_index = result.as_ref().ok().and_then(|h| h.index).unwrap_or(0);
         Ok(Response::new(ControllerReply {
-            result: encode(&result)?,
+            result: encode(&result.map(|handled| handled.allocated))?,
+            applied_index,
         }))
     }
 
