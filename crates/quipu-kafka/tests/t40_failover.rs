@@ -2,8 +2,8 @@
 //! through Metadata and goes on, and every acknowledged record is stored exactly once, at the
 //! offset acknowledged, in the order acknowledged. Without idempotence some records may fail
 //! (their outcome unknown, never retried); with it (`enable.idempotence` in confluent-kafka,
-//! kafka-python and aiokafka, retries on) none may: every record is acknowledged and stored
-//! once, in the order produced.
+//! kafka-python, aiokafka, kafkajs and kcat, retries on) none may: every record is
+//! acknowledged and stored once, in the order produced.
 #![allow(clippy::unwrap_used)] // tests unwrap
 
 mod common;
@@ -39,6 +39,102 @@ async fn an_idempotent_aiokafka_producer_goes_through_a_leader_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotent_kafkajs_producer_goes_through_a_leader_crash() {
     failover("kafkajs").await;
+}
+
+/// kcat (librdkafka's command line) reports no offsets, only whether everything was delivered:
+/// it produces lines from its standard input with idempotence on while the leader's node
+/// crashes after 300 are stored, exits successfully (every record acknowledged), and the
+/// partition holds each line once, in the order written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_kcat_producer_goes_through_a_leader_crash() {
+    use tokio::io::AsyncWriteExt;
+    let kcat = require("kcat", "install Debian's kcat (apt-get install kcat)");
+    let mut cluster = Cluster::start(KafkaConfig::default()).await;
+    cluster.any().create_topic("failover", 1, 3).await.unwrap();
+    cluster.wait_for_leaders("failover").await;
+    let group = cluster
+        .any()
+        .with_metadata(|m| m.topic("failover").unwrap().partitions[0].group);
+    let mut child = tokio::process::Command::new(&kcat)
+        .args([
+            "-b",
+            &cluster.bootstrap(),
+            "-P",
+            "-t",
+            "failover",
+            "-p",
+            "0",
+        ])
+        .args(["-X", "enable.idempotence=true", "-X", "linger.ms=5"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let leader_at = |cluster: &Cluster| {
+        cluster.nodes.iter().position(|n| {
+            n.node.as_ref().is_some_and(|node| {
+                node.partition(quipu_node::GroupId(group))
+                    .is_some_and(|p| p.is_leader())
+            })
+        })
+    };
+    let written = async {
+        for i in 0..COUNT {
+            stdin
+                .write_all(format!("v-{i}\n").as_bytes())
+                .await
+                .unwrap();
+            if i == 400 {
+                stdin.flush().await.unwrap();
+                // Crash the leader's node once 300 records are stored.
+                let started = std::time::Instant::now();
+                let leader = loop {
+                    let stored = leader_at(&cluster).and_then(|at| {
+                        let node = cluster.nodes[at].node.as_ref()?;
+                        let p = node.partition(quipu_node::GroupId(group))?;
+                        Some((at, p.high_watermark().0))
+                    });
+                    if let Some((at, hw)) = stored
+                        && hw >= 300
+                    {
+                        break at;
+                    }
+                    assert!(started.elapsed() < PATIENCE, "300 records never stored");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                };
+                cluster.nodes[leader].crash().await;
+            }
+        }
+        drop(stdin); // end of input: kcat delivers what is left and exits
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), written)
+        .await
+        .expect("kcat took every line in time");
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        child.wait_with_output(),
+    )
+    .await
+    .expect("kcat finished in time")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "kcat failed to deliver: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cluster.wait_for_leaders("failover").await;
+    let stored: Vec<String> = read_back(&cluster, "failover")
+        .await
+        .into_iter()
+        .map(|r| String::from_utf8(r.value.unwrap()).unwrap())
+        .collect();
+    let expected: Vec<String> = (0..COUNT).map(|i| format!("v-{i}")).collect();
+    assert_eq!(stored.len(), COUNT, "each line stored once");
+    assert!(stored == expected, "stored in the order written");
+    cluster.stop().await;
 }
 
 /// `mode`: "kafkajs" (`tests/clients/kafkajs_failover.js`, one send at a time, so fewer
