@@ -234,7 +234,8 @@ impl Data for DataService {
         &self,
         request: Request<FetchRequest>,
     ) -> Result<Response<Self::FetchStream>, Status> {
-        self.gate
+        let who = self
+            .gate
             .topic_caller(&request, Operation::Read, &request.get_ref().topic)
             .await?;
         let request = request.into_inner();
@@ -265,8 +266,12 @@ impl Data for DataService {
         }
         let (tx, rx) = tokio::sync::mpsc::channel(FETCH_STREAM_BUFFER);
         let node = self.node.clone();
+        let gate = std::sync::Arc::clone(&self.gate);
+        // Authorized again before each message: a stream outlives an ACL that is deleted
+        // while it runs (Kafka checks every Fetch request).
+        let allowed = move |topic: &str| gate.topic(&who, Operation::Read, topic);
         tokio::spawn(async move {
-            if let Err(status) = stream_fetch(&node, &partition, &request, &tx).await {
+            if let Err(status) = stream_fetch(&node, &partition, &request, &tx, allowed).await {
                 let _ = tx.send(Err(status)).await;
             }
         });
@@ -345,12 +350,14 @@ impl Data for DataService {
 }
 
 /// Sends committed batches from `request.offset` on, each message once `min_bytes` are there or
-/// `max_wait_ms` passed; ends at the high watermark unless `follow`, or when the client goes.
+/// `max_wait_ms` passed; ends at the high watermark unless `follow`, or when the client goes,
+/// or (PERMISSION_DENIED) when `allowed` no longer lets it read the topic.
 async fn stream_fetch(
     node: &NodeHandle,
     partition: &Partition,
     request: &FetchRequest,
     tx: &tokio::sync::mpsc::Sender<Result<FetchResponse, Status>>,
+    allowed: impl Fn(&str) -> Result<(), Status>,
 ) -> Result<(), Status> {
     let max_bytes = u64::from(match request.max_bytes {
         0 => FETCH_BYTES_MAX,
@@ -405,6 +412,7 @@ async fn stream_fetch(
         let high_watermark = partition.high_watermark();
         let done = !request.follow && offset >= high_watermark;
         if !batches.is_empty() || request.follow {
+            allowed(&request.topic)?;
             quipu_node::telemetry::fetched(quipu_node::telemetry::Api::Grpc, bytes);
             let message = FetchResponse {
                 record_batches: batches,

@@ -3,7 +3,8 @@
 //! with `quipu user create`; that user, authenticating with `--user` and a password file, is
 //! denied everything until `quipu acl create` allows it (a prefixed ALLOW), a DENY overrides an
 //! ALLOW, `quipu acl list|delete` see and remove bindings, a wrong password is refused, and
-//! `Data.ReadReplica` needs cluster permission.
+//! `Data.ReadReplica` needs cluster permission; a following fetch stream ends when READ is denied
+//! while it runs.
 #![allow(clippy::unwrap_used)] // tests unwrap
 
 mod common;
@@ -299,6 +300,49 @@ fn acls_decide_what_an_authenticated_user_may_do_through_the_grpc_api() {
         assert!(
             matches!(refused, Err(quipu_client::ClientError::NotAuthorized(_))),
             "{refused:?}"
+        );
+
+        // A fetch stream that follows the partition ends, not authorized, once a DENY READ
+        // reaches the node: it is authorized again before each message, not only at its start.
+        let mut consumer = quipu_client::Consumer::new(
+            &client,
+            "logs-a",
+            0,
+            quipu_client::StartAt::Offset(0),
+            true,
+        )
+        .await
+        .unwrap();
+        let first = consumer.next_batch().await.unwrap().unwrap();
+        assert!(!first.is_empty());
+        cli.ok(
+            &admin,
+            "acl",
+            &[
+                "create",
+                "--principal",
+                "User:alice",
+                "--operation",
+                "read",
+                "--topic",
+                "logs-a",
+                "--deny",
+            ],
+            b"",
+        );
+        let ended = tokio::time::timeout(common::PATIENCE, async {
+            loop {
+                match consumer.next_batch().await {
+                    Ok(_) => continue,
+                    Err(e) => return e,
+                }
+            }
+        })
+        .await
+        .expect("the stream went on after READ was denied");
+        assert!(
+            matches!(ended, quipu_client::ClientError::NotAuthorized(_)),
+            "{ended:?}"
         );
     });
     server.signal("-TERM");
