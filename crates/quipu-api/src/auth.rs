@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use base64::Engine;
 use quipu_meta::acls::{Operation, ResourceType};
-use quipu_meta::{ScramCredential, ScramMechanism};
 use quipu_node::{NodeHandle, Principal};
 use quipu_proto::v1::ErrorReason;
 use tonic::{Code, Request, Status};
@@ -35,16 +34,6 @@ const HEADER_BYTES_MAX: usize = 1024;
 /// Most connections whose failed authentications are remembered (past it, those whose answers
 /// are all given are forgotten).
 const PENALIZED_CONNECTIONS_MAX: usize = 10_000;
-
-/// The cluster metadata's credentials, as a password check looks them up.
-struct NodeCredentials<'a>(&'a NodeHandle);
-
-impl quipu_auth::Credentials for NodeCredentials<'_> {
-    fn lookup(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential> {
-        self.0
-            .with_metadata(|m| m.scram_credential(user, mechanism).cloned())
-    }
-}
 
 /// Authenticates and authorizes the calls of one node's client API.
 #[derive(Debug)]
@@ -176,10 +165,7 @@ impl Gate {
     }
 
     async fn verify(&self, user: &str, password: Vec<u8>) -> Result<(), quipu_auth::AuthError> {
-        if self
-            .passwords
-            .remembered(user, &password, &NodeCredentials(&self.node))
-        {
+        if self.passwords.remembered(user, &password, &self.node) {
             return Ok(());
         }
         let Ok(_permit) = self.verifications.acquire().await else {
@@ -192,15 +178,13 @@ impl Gate {
             Arc::clone(&self.passwords),
             user.to_owned(),
         );
-        tokio::task::spawn_blocking(move || {
-            passwords.verify(&user, &password, &NodeCredentials(&node))
-        })
-        .await
-        .unwrap_or_else(|_| {
-            Err(quipu_auth::AuthError::InvalidCredentials {
-                user: String::new(),
+        tokio::task::spawn_blocking(move || passwords.verify(&user, &password, &node))
+            .await
+            .unwrap_or_else(|_| {
+                Err(quipu_auth::AuthError::InvalidCredentials {
+                    user: String::new(),
+                })
             })
-        })
     }
 
     /// Ok if `who` may do `operation` on `name`, else PERMISSION_DENIED.

@@ -163,14 +163,15 @@ pub fn verify_password(
 }
 
 /// A credential for a user that does not exist: stable per user and process (a repeated attempt
-/// sees the same salt), and matching no password.
+/// sees the same salt), matching no password, with the iterations `quipu user create` gives a
+/// real user (a challenge with other iterations would say that the user does not exist).
 fn decoy(mechanism: ScramMechanism, user: &str) -> ScramCredential {
     static SECRET: OnceLock<Vec<u8>> = OnceLock::new();
     let secret = SECRET.get_or_init(|| random_bytes(32));
     let salt = hmac_of(mechanism, secret, user.as_bytes())[..16].to_vec();
     ScramCredential {
         salt,
-        iterations: quipu_meta::ITERATIONS_MIN,
+        iterations: quipu_meta::ITERATIONS_DEFAULT,
         stored_key: random_bytes(mechanism.hash_len()),
         server_key: random_bytes(mechanism.hash_len()),
     }
@@ -594,18 +595,23 @@ mod tests {
         let store = Store(HashMap::new());
         let mut a = ScramServer::new(ScramMechanism::Sha256);
         let mut b = ScramServer::new(ScramMechanism::Sha256);
-        let salt_of = |step: Step| match step {
+        let fields_of = |step: Step| match step {
             Step::Continue(first) => String::from_utf8(first)
                 .unwrap()
                 .split(',')
-                .nth(1)
-                .unwrap()
-                .to_owned(),
+                .skip(1)
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
             Step::Done { .. } => panic!(),
         };
-        let first = salt_of(a.step(b"n,,n=ghost,r=x", &store).unwrap());
-        let again = salt_of(b.step(b"n,,n=ghost,r=y", &store).unwrap());
-        assert_eq!(first, again, "a repeated attempt sees the same salt");
+        let first = fields_of(a.step(b"n,,n=ghost,r=x", &store).unwrap());
+        let again = fields_of(b.step(b"n,,n=ghost,r=y", &store).unwrap());
+        assert_eq!(first[0], again[0], "a repeated attempt sees the same salt");
+        assert_eq!(
+            first[1],
+            format!("i={}", quipu_meta::ITERATIONS_DEFAULT),
+            "the iterations a created user gets by default"
+        );
         let refused = a.step(b"c=biws,r=wrong,p=AAAA", &store).unwrap_err();
         assert!(
             matches!(refused, AuthError::Malformed { .. }),

@@ -16,8 +16,8 @@ use kafka_protocol::messages::{
     SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::StrBytes;
-use quipu_auth::{AuthError, Credentials, ScramServer, Step};
-use quipu_meta::{ScramCredential, ScramMechanism};
+use quipu_auth::{AuthError, ScramServer, Step};
+use quipu_meta::ScramMechanism;
 use quipu_node::NodeHandle;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -58,16 +58,6 @@ impl SaslMechanism {
             return Some(SaslMechanism::Plain);
         }
         ScramMechanism::from_name(name).map(SaslMechanism::Scram)
-    }
-}
-
-/// The cluster metadata's credentials, as an exchange looks them up.
-struct NodeCredentials<'a>(&'a NodeHandle);
-
-impl Credentials for NodeCredentials<'_> {
-    fn lookup(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential> {
-        self.0
-            .with_metadata(|m| m.scram_credential(user, mechanism).cloned())
     }
 }
 
@@ -281,7 +271,7 @@ async fn check_plain(message: Bytes, node: &NodeHandle) -> Result<String, AuthEr
             user: String::new(),
         })?;
     let node = node.clone();
-    tokio::task::spawn_blocking(move || quipu_auth::plain(&message, &NodeCredentials(&node)))
+    tokio::task::spawn_blocking(move || quipu_auth::plain(&message, &node))
         .await
         .unwrap_or_else(|_| {
             Err(AuthError::InvalidCredentials {
@@ -295,7 +285,6 @@ async fn step(
     request: &SaslAuthenticateRequest,
     node: &NodeHandle,
 ) -> Result<Progress, Refusal> {
-    let credentials = NodeCredentials(node);
     let server = match std::mem::replace(exchange, Exchange::Start) {
         Exchange::Start => return Err(Refusal::State),
         Exchange::Chosen(SaslMechanism::Plain) => {
@@ -309,7 +298,7 @@ async fn step(
         Exchange::Scram(server) => server,
     };
     let mut server = server;
-    match server.step(&request.auth_bytes, &credentials)? {
+    match server.step(&request.auth_bytes, node)? {
         Step::Continue(challenge) => {
             *exchange = Exchange::Scram(server);
             Ok(Progress::Challenge(Bytes::from(challenge)))

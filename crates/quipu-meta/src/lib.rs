@@ -27,6 +27,6 @@ pub use topic_config::{
     INT_MAX, SEGMENT_BYTES_MIN, TopicConfig, TopicConfigError, TopicKey, TopicSettings, shown,
 };
 pub use users::{
-    CredentialError, ITERATIONS_MAX, ITERATIONS_MIN, ScramCredential, ScramMechanism, Users,
-    valid_user_name,
+    CredentialError, ITERATIONS_DEFAULT, ITERATIONS_MAX, ITERATIONS_MIN, ScramCredential,
+    ScramMechanism, Users, valid_user_name,
 };

@@ -62,6 +62,10 @@ impl ScramMechanism {
 pub const ITERATIONS_MIN: u32 = 4096;
 /// Most PBKDF2 iterations a credential may have (Kafka's maximum).
 pub const ITERATIONS_MAX: u32 = 16384;
+/// PBKDF2 iterations of a credential `quipu user create` makes unless told otherwise, and of the
+/// decoy an unknown user's SCRAM exchange runs against (so that its challenge and its cost look
+/// like a real user's).
+pub const ITERATIONS_DEFAULT: u32 = 8192;
 /// Longest salt, in bytes.
 pub const SALT_BYTES_MAX: usize = 128;
 /// Longest user name, in bytes.

@@ -130,6 +130,18 @@ impl NodeHandle {
     }
 }
 
+/// The SCRAM credentials of the cluster metadata, as every listener checks a password or a SCRAM
+/// exchange against them.
+impl quipu_auth::Credentials for crate::NodeHandle {
+    fn lookup(
+        &self,
+        user: &str,
+        mechanism: quipu_meta::ScramMechanism,
+    ) -> Option<quipu_meta::ScramCredential> {
+        self.with_metadata(|m| m.scram_credential(user, mechanism).cloned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

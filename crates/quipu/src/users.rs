@@ -25,7 +25,7 @@ pub enum UserCommand {
         #[arg(long)]
         mechanism: Option<String>,
         /// PBKDF2 iterations (4096 to 16384).
-        #[arg(long, default_value_t = 8192)]
+        #[arg(long, default_value_t = quipu_meta::ITERATIONS_DEFAULT)]
         iterations: u32,
         /// Reads the password from this file's first line (else QUIPU_USER_PASSWORD, else
         /// standard input).
