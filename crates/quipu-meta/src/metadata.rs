@@ -1280,6 +1280,103 @@ impl Metadata {
         }
     }
 
+    /// Every replica `local_node` holds or is to hold, with its topic and partition number, by
+    /// group.
+    fn hosted(&self, local_node: u64) -> BTreeMap<u64, (&TopicInfo, u32, &PartitionAssignment)> {
+        self.topics
+            .values()
+            .flat_map(|t| t.partitions.iter().zip(0u32..).map(move |(p, n)| (t, n, p)))
+            .filter(|(_, _, p)| p.involves(local_node))
+            .map(|(t, n, p)| (p.group, (t, n, p)))
+            .collect()
+    }
+
+    fn start_of(
+        topic: &TopicInfo,
+        partition: u32,
+        assignment: &PartitionAssignment,
+        created: bool,
+    ) -> Effect {
+        Effect::StartReplica {
+            group: assignment.group,
+            topic: topic.name.clone(),
+            partition,
+            replicas: assignment.replicas.clone(),
+            created,
+        }
+    }
+
+    /// What `local_node` must do to be where this metadata puts it, starting from nothing: the
+    /// effects of every command before it, as a node restarted from a snapshot of it has not
+    /// re-applied them. Every replica it holds or is to hold is started (not as new: its
+    /// creation's effects were carried out before the snapshot was taken), and its cluster id
+    /// kept, its draining or removal acted on again.
+    pub fn effects_to_restore(&self, local_node: u64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        if !self.cluster_id.is_empty() {
+            effects.push(Effect::ClusterId(self.cluster_id.clone()));
+        }
+        effects.extend(
+            self.hosted(local_node)
+                .values()
+                .map(|(t, n, p)| Self::start_of(t, *n, p, false)),
+        );
+        if self.draining.contains(&local_node) {
+            effects.push(Effect::Drain);
+        }
+        if self.removed.contains(&local_node) {
+            effects.push(Effect::Removed);
+        }
+        effects
+    }
+
+    /// What `local_node`, where this metadata puts it, must do to be where `new` puts it: the
+    /// effects of the commands between them, for a node that installs `new` from a snapshot
+    /// instead of applying them. Replicas it is to hold start (not as new: their other replicas
+    /// applied their creation and formed the group, which a second first entry could contradict;
+    /// except a partition whose only replica it is and that is not moving, which only this node
+    /// can form), replicas it no longer holds are deleted, topics whose settings changed reload
+    /// them, and a new cluster id, draining or removal is acted on.
+    pub fn effects_towards(&self, new: &Metadata, local_node: u64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        if new.cluster_id != self.cluster_id && !new.cluster_id.is_empty() {
+            effects.push(Effect::ClusterId(new.cluster_id.clone()));
+        }
+        let before = self.hosted(local_node);
+        let after = new.hosted(local_node);
+        let mut changed = BTreeSet::new();
+        for (group, (t, n, p)) in &after {
+            match before.get(group) {
+                None => {
+                    let alone = p.replicas == [local_node] && p.target.is_none();
+                    effects.push(Self::start_of(t, *n, p, alone));
+                }
+                Some((old, _, _)) if old.config != t.config => {
+                    changed.insert(t.name.clone());
+                }
+                Some(_) => {}
+            }
+        }
+        effects.extend(
+            changed
+                .into_iter()
+                .map(|topic| Effect::ConfigChanged { topic }),
+        );
+        effects.extend(
+            before
+                .keys()
+                .filter(|group| !after.contains_key(group))
+                .map(|group| Effect::DeleteReplica { group: *group }),
+        );
+        if new.draining.contains(&local_node) && !self.draining.contains(&local_node) {
+            effects.push(Effect::Drain);
+        }
+        if new.removed.contains(&local_node) && !self.removed.contains(&local_node) {
+            effects.push(Effect::Removed);
+        }
+        effects
+    }
+
     fn register(&mut self, node: NodeInfo) -> Result<Vec<Effect>, CommandError> {
         if self.removed.contains(&node.id) {
             return Err(CommandError::NodeRemoved(node.id));
@@ -1757,6 +1854,173 @@ mod tests {
         }
         *meta = agreed.unwrap();
         effects
+    }
+
+    /// The replicas a node holds after carrying out `effects` from `held`, and whether it
+    /// drains, was removed, knows the cluster id.
+    fn carry_out(held: &mut BTreeSet<u64>, flags: &mut BTreeSet<String>, effects: &[Effect]) {
+        for effect in effects {
+            match effect {
+                Effect::StartReplica { group, .. } => {
+                    held.insert(*group);
+                }
+                Effect::DeleteReplica { group } => {
+                    held.remove(group);
+                }
+                Effect::ConfigChanged { .. } => {}
+                Effect::Drain => {
+                    flags.insert("drain".into());
+                }
+                Effect::Removed => {
+                    flags.insert("removed".into());
+                }
+                Effect::ClusterId(id) => {
+                    flags.insert(format!("cluster {id}"));
+                }
+            }
+        }
+    }
+
+    /// A node restored from a snapshot, or catching up to one, ends where a node that applied
+    /// every command ends: the same replicas, the same cluster id, draining and removal; a topic
+    /// whose settings changed on the way is told to reload them.
+    #[test]
+    fn effects_from_a_snapshot_end_where_applying_every_command_does() {
+        let mut meta = cluster(5);
+        let mut history = vec![meta.clone()];
+        let nodes = [1, 2, 3, 4, 5];
+        let mut applied: BTreeMap<u64, (BTreeSet<u64>, BTreeSet<String>)> = BTreeMap::new();
+        let mut step = |meta: &mut Metadata, command: Command| {
+            for (id, effects) in apply_all(meta, &command, &nodes) {
+                let (held, flags) = applied.entry(id).or_default();
+                carry_out(held, flags, &effects);
+            }
+            history.push(meta.clone());
+        };
+        step(
+            &mut meta,
+            Command::SetClusterId {
+                id: "Zq3-_x".into(),
+            },
+        );
+        for name in ["a", "b", "c"] {
+            let create = meta
+                .plan_create_topic(name, 3, 3, TopicConfig::default())
+                .unwrap();
+            step(&mut meta, create);
+        }
+        let group = meta.topic("a").unwrap().partitions[0].group;
+        let replicas = meta.topic("a").unwrap().partitions[0].replicas.clone();
+        let spare = *nodes.iter().find(|n| !replicas.contains(n)).unwrap();
+        let moved: Vec<u64> = std::iter::once(spare)
+            .chain(replicas[1..].iter().copied())
+            .collect();
+        let planned = meta.plan_move("a", 0, moved.clone()).unwrap();
+        step(&mut meta, planned);
+        let halfway = meta.clone();
+        step(
+            &mut meta,
+            Command::CompleteReassignment {
+                group,
+                replicas: moved,
+            },
+        );
+        step(&mut meta, Command::DeleteTopic { name: "b".into() });
+        let mut config = TopicConfig::default();
+        config.set("retention.ms", "60000").unwrap();
+        step(
+            &mut meta,
+            Command::AlterTopicConfig {
+                name: "c".into(),
+                config,
+            },
+        );
+        let solo = meta
+            .plan_create_topic("solo", 1, 1, TopicConfig::default())
+            .unwrap();
+        let before_solo = meta.clone();
+        step(&mut meta, solo);
+        let drain = meta.plan_drain(5).unwrap();
+        step(&mut meta, drain);
+        for id in nodes {
+            let (held, flags) = &applied[&id];
+            // Restored from the last snapshot.
+            let (mut restored, mut restored_flags) = (BTreeSet::new(), BTreeSet::new());
+            carry_out(
+                &mut restored,
+                &mut restored_flags,
+                &meta.effects_to_restore(id),
+            );
+            assert_eq!((&restored, &restored_flags), (held, flags), "node {id}");
+            // Caught up from every earlier state by one snapshot.
+            for (at, before) in history.iter().enumerate() {
+                let (mut held_then, mut flags_then) = (BTreeSet::new(), BTreeSet::new());
+                carry_out(
+                    &mut held_then,
+                    &mut flags_then,
+                    &before.effects_to_restore(id),
+                );
+                let towards = before.effects_towards(&meta, id);
+                carry_out(&mut held_then, &mut flags_then, &towards);
+                assert_eq!(
+                    (&held_then, &flags_then),
+                    (held, flags),
+                    "node {id} from {at}"
+                );
+                let reloads = towards
+                    .iter()
+                    .filter(|e| matches!(e, Effect::ConfigChanged { topic } if topic == "c"))
+                    .count();
+                let hosts_c = meta
+                    .topic("c")
+                    .unwrap()
+                    .partitions
+                    .iter()
+                    .any(|p| p.involves(id));
+                let c_then = before
+                    .topic("c")
+                    .is_some_and(|t| t.config != meta.topic("c").unwrap().config);
+                assert_eq!(
+                    reloads,
+                    usize::from(hosts_c && c_then),
+                    "node {id} from {at}"
+                );
+            }
+        }
+        // A node that catches up past a partition's creation forms its group only if it is
+        // its only replica.
+        let solo = &meta.topic("solo").unwrap().partitions[0];
+        let created: Vec<bool> = before_solo
+            .effects_towards(&meta, solo.replicas[0])
+            .iter()
+            .filter_map(|e| match e {
+                Effect::StartReplica { created, .. } => Some(*created),
+                _ => None,
+            })
+            .collect();
+        assert!(created.contains(&true), "{created:?}");
+        let a_first = meta.topic("a").unwrap().partitions[1].replicas[0];
+        assert!(
+            history[0]
+                .effects_towards(&meta, a_first)
+                .iter()
+                .all(|e| !matches!(e, Effect::StartReplica { created: true, replicas, .. } if replicas.len() > 1)),
+            "a replicated partition is never formed from a snapshot"
+        );
+        // Mid-move, the node the partition moves to holds a replica already, and the one it
+        // leaves still does.
+        assert!(
+            halfway
+                .effects_to_restore(spare)
+                .iter()
+                .any(|e| matches!(e, Effect::StartReplica { group: g, .. } if *g == group))
+        );
+        assert!(
+            halfway
+                .effects_to_restore(replicas[0])
+                .iter()
+                .any(|e| matches!(e, Effect::StartReplica { group: g, .. } if *g == group))
+        );
     }
 
     #[test]

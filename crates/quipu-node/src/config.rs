@@ -68,6 +68,12 @@ pub struct NodeConfig {
     /// How many voters the controller group grows to as nodes join (1, 3 or 5): joined nodes
     /// past it stay learners (they receive the metadata but do not vote on it).
     pub controller_voters: usize,
+    /// The controller snapshots its metadata after this many entries since the last snapshot,
+    /// so that a restart applies only what follows it.
+    pub controller_snapshot_entries: u64,
+    /// Entries the controller keeps before its last snapshot, for followers a little behind
+    /// (one further behind is sent the snapshot).
+    pub controller_log_kept: u64,
     /// How often each node hands the leadership of the partitions it leads to their preferred
     /// replicas (first in the replica list) where those are caught up; `None` never does
     /// (`quipu cluster elect-leaders` still does on demand).
@@ -223,6 +229,8 @@ impl NodeConfig {
             groups: GroupsConfig::default(),
             rack: String::new(),
             controller_voters: 3,
+            controller_snapshot_entries: DEFAULT_CONTROLLER_SNAPSHOT_ENTRIES,
+            controller_log_kept: DEFAULT_CONTROLLER_LOG_KEPT,
             leader_rebalance_interval: Some(DEFAULT_LEADER_REBALANCE_INTERVAL),
             move_bytes_per_sec: None,
             transport_tls: None,
@@ -246,6 +254,25 @@ impl NodeConfig {
             max_in_snapshot_log_to_keep: 0,
             purge_batch_size: 1,
             ..openraft::Config::default()
+        }
+    }
+}
+
+/// Entries between two controller snapshots, by default.
+pub const DEFAULT_CONTROLLER_SNAPSHOT_ENTRIES: u64 = 10_000;
+/// Controller entries kept before its last snapshot, by default.
+pub const DEFAULT_CONTROLLER_LOG_KEPT: u64 = 1_000;
+
+impl NodeConfig {
+    /// The Raft settings of the controller group: the partitions', with snapshots every
+    /// `controller_snapshot_entries` and `controller_log_kept` entries kept before one.
+    pub(crate) fn controller_raft(&self, raft: &openraft::Config) -> openraft::Config {
+        openraft::Config {
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
+                self.controller_snapshot_entries,
+            ),
+            max_in_snapshot_log_to_keep: self.controller_log_kept,
+            ..raft.clone()
         }
     }
 }

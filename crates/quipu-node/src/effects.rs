@@ -9,13 +9,40 @@ use quipu_meta::Effect;
 use crate::GroupId;
 use crate::node::Inner;
 
-/// Carries out, in order, the controller's effects for this node.
+/// Carries out, in order, the controller's effects for this node: first `restore` (what the
+/// controller's snapshot says this node holds), then what arrives on `effects`, each counted in
+/// `progress` once done (a controller snapshot waits for them).
 pub(crate) async fn carry_out_effects(
     inner: Arc<Inner>,
+    restore: Vec<Effect>,
     mut effects: tokio::sync::mpsc::Receiver<Effect>,
+    progress: Arc<quipu_raft::EffectsProgress>,
 ) {
-    let mut next = effects.recv().await;
+    // Closed however this task ends (the node stopping drops it).
+    struct Closing(Arc<quipu_raft::EffectsProgress>);
+    impl Drop for Closing {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let _closing = Closing(Arc::clone(&progress));
+    let restored = restore.len();
+    let mut restore = restore.into_iter();
+    let mut from_restore = true;
+    let mut next = restore.next();
+    if next.is_none() {
+        from_restore = false;
+        next = effects.recv().await;
+    }
+    if restored > 0 {
+        tracing::info!(
+            node_id = inner.config.node_id,
+            effects = restored,
+            "carrying out the controller snapshot's effects"
+        );
+    }
     while let Some(effect) = next.take() {
+        let mut carried = 1u64;
         let changing = inner.replica_changes.lock().await;
         match effect {
             Effect::StartReplica {
@@ -30,8 +57,14 @@ pub(crate) async fn carry_out_effects(
                 // so the effects of one group keep their order.
                 let mut batch = vec![(GroupId(group), replicas, created)];
                 while batch.len() < STARTS_AT_ONCE {
-                    match effects.try_recv() {
-                        Ok(Effect::StartReplica {
+                    // From the same source as the first: the snapshot's, or the channel's.
+                    let queued = if from_restore {
+                        restore.next()
+                    } else {
+                        effects.try_recv().ok()
+                    };
+                    match queued {
+                        Some(Effect::StartReplica {
                             group,
                             replicas,
                             created,
@@ -39,13 +72,14 @@ pub(crate) async fn carry_out_effects(
                         }) if batch.iter().all(|(g, _, _)| g.0 != group) => {
                             batch.push((GroupId(group), replicas, created));
                         }
-                        Ok(other) => {
+                        Some(other) => {
                             next = Some(other);
                             break;
                         }
-                        Err(_) => break,
+                        None => break,
                     }
                 }
+                carried = batch.len() as u64;
                 futures_util::future::join_all(batch.iter().map(|(group, replicas, created)| {
                     inner.start_replica(*group, replicas, *created)
                 }))
@@ -79,7 +113,14 @@ pub(crate) async fn carry_out_effects(
         }
         // Not held while waiting: a replica's reopening takes it too.
         drop(changing);
+        if !from_restore {
+            progress.carried_out(carried);
+        }
+        if next.is_none() && from_restore {
+            next = restore.next();
+        }
         if next.is_none() {
+            from_restore = false;
             next = effects.recv().await;
         }
     }

@@ -70,7 +70,7 @@ pub use identity::ClusterIdError;
 pub use limits::{
     ConnectionLimits, ConnectionPermit, PRODUCE_ROOM_WAIT, ProduceBudget, ProduceRoom, Refused,
 };
-pub use node::{Node, NodeHandle};
+pub use node::{ControllerLogState, Node, NodeHandle};
 pub use partition::Partition;
 pub use quipu_groups::GroupLimits;
 pub use quipu_groups::consumer::ConsumerLimits;

@@ -146,8 +146,16 @@ impl Node {
         // `controller_log_end`: what this node's controller log held at start; until it is
         // applied again (after the leader's first message says it is committed), this node's
         // metadata is behind.
+        let controller_raft = Arc::new(
+            config
+                .controller_raft(&raft_config)
+                .validate()
+                .map_err(|e| NodeError::Config(crate::NodeConfigError::Raft(Box::new(e))))?,
+        );
         let (controller, controller_quiet, metadata, effects, controller_log_end, controller_log) =
-            open_controller(&config, Arc::clone(&raft_config), Arc::clone(&peers)).await?;
+            open_controller(&config, controller_raft, Arc::clone(&peers)).await?;
+        let (restore, effects) = effects;
+        let progress = metadata.progress();
         groups.insert(GroupId::CONTROLLER, controller.clone(), controller_quiet);
 
         let liveness = Arc::new(Liveness::default());
@@ -233,7 +241,9 @@ impl Node {
         let tasks = vec![
             tokio::spawn(crate::effects::carry_out_effects(
                 Arc::clone(&inner),
+                restore,
                 effects,
+                progress,
             )),
             tokio::spawn(register_self(Arc::clone(&inner))),
             tokio::spawn(quiesce::run(
@@ -441,6 +451,17 @@ impl NodeHandle {
         self.inner.controller.metrics().borrow().current_leader
     }
 
+    /// Where this node's controller log stands: the last index applied, the last index its
+    /// latest snapshot covers, and the last index purged (each `None` until there is one).
+    pub fn controller_log_state(&self) -> ControllerLogState {
+        let metrics = self.inner.controller.metrics().borrow().clone();
+        ControllerLogState {
+            applied: metrics.last_applied.map(|id| id.index),
+            snapshot: metrics.snapshot.map(|id| id.index),
+            purged: metrics.purged.map(|id| id.index),
+        }
+    }
+
     /// Creates a topic with default settings, from any node (forwarded to the controller
     /// leader).
     pub async fn create_topic(
@@ -589,6 +610,17 @@ impl std::fmt::Debug for Inner {
     }
 }
 
+/// Where a node's controller log stands ([`NodeHandle::controller_log_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControllerLogState {
+    /// The last index applied.
+    pub applied: Option<u64>,
+    /// The last index the latest snapshot covers.
+    pub snapshot: Option<u64>,
+    /// The last index purged from the log.
+    pub purged: Option<u64>,
+}
+
 async fn open_controller(
     config: &NodeConfig,
     raft_config: Arc<openraft::Config>,
@@ -598,7 +630,7 @@ async fn open_controller(
         Raft<TypeConfig>,
         Arc<QuietCell>,
         ControllerStateMachine,
-        tokio::sync::mpsc::Receiver<Effect>,
+        (Vec<Effect>, tokio::sync::mpsc::Receiver<Effect>),
         Option<u64>,
         std::sync::Weak<quipu_storage::Log>,
     ),
@@ -626,6 +658,8 @@ async fn open_controller(
     let (metadata, effects) = ControllerStateMachine::open(dir, config.node_id)
         .await
         .map_err(|e| raft_error(Box::new(e)))?;
+    // Taken before openraft applies anything after the snapshot.
+    let restore = metadata.effects_to_restore();
     let network = GroupNetwork {
         group,
         local: config.node_id,
@@ -641,7 +675,7 @@ async fn open_controller(
     .await
     .map_err(|e| raft_error(Box::new(e)))?;
     let quiet = Arc::new(QuietCell::new(&raft, shared));
-    Ok((raft, quiet, metadata, effects, log_end, log))
+    Ok((raft, quiet, metadata, (restore, effects), log_end, log))
 }
 
 /// How long a stop waits for the controller's log to be let go.

@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use quipu_node::{Node, NodeConfig};
 use quipu_storage::Offset;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,6 +175,157 @@ async fn a_restarted_node_has_its_metadata_back_before_it_serves() {
         assert_eq!(topic.map(|t| t.partitions.len()), Some(2), "round {round}");
         assert_eq!(restarted.metadata().nodes().count(), 3);
         nodes.insert(at, restarted);
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// Nodes whose controller snapshots every few entries and keeps none before its snapshot.
+fn snapshotting(id: u64, dir: &std::path::Path, listen: std::net::SocketAddr) -> NodeConfig {
+    NodeConfig {
+        controller_snapshot_entries: 4,
+        controller_log_kept: 0,
+        ..config(id, dir, listen, small_log())
+    }
+}
+
+/// Changes to the metadata that start and stop nothing: they move the controller's log on.
+async fn churn(node: &Node, count: usize) {
+    for i in 0..count {
+        node.request_controller(quipu_node::ControllerRequest::AlterTopicConfig {
+            name: "kept".into(),
+            set: vec![("retention.ms".into(), (60_000 + i).to_string())],
+            reset: Vec::new(),
+            replace: false,
+        })
+        .await
+        .unwrap();
+    }
+}
+
+/// The controller snapshots its metadata and purges its log: a node restarted from its
+/// snapshot starts the replicas the snapshot says it holds (their creation is never applied
+/// again), and a node that was down while the log it missed was purged installs the leader's
+/// snapshot, starting the replicas it was given meanwhile and deleting those it lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarts_from_the_controller_snapshot_and_catches_up_by_one() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let listen = "127.0.0.1:0".parse().unwrap();
+        let config = snapshotting(i as u64 + 1, dir.path(), listen);
+        nodes.push(Node::start(config).await.unwrap());
+    }
+    form_cluster(&nodes).await;
+    let leader = nodes
+        .iter()
+        .position(|n| n.controller_leader() == Some(n.id()))
+        .unwrap();
+    nodes[leader].create_topic("kept", 2, 3).await.unwrap();
+    nodes[leader].create_topic("dropped", 1, 3).await.unwrap();
+    let kept = groups_of(&nodes[leader], "kept");
+    let dropped = groups_of(&nodes[leader], "dropped");
+    wait_for("the topics' replicas led", || {
+        every_replica_led(&nodes, &kept) && every_replica_led(&nodes, &dropped)
+    })
+    .await;
+    // Past the creates: every node snapshots beyond them and purges its log.
+    let created = nodes[leader].controller_log_state().applied.unwrap();
+    churn(&nodes[leader], 6).await;
+    wait_for(
+        "every node's snapshot past the creates, its log purged",
+        || {
+            nodes.iter().all(|n| {
+                let state = n.controller_log_state();
+                state.snapshot.is_some_and(|s| s > created)
+                    && state.purged.is_some_and(|p| p > created)
+            })
+        },
+    )
+    .await;
+
+    // A follower restarts from its snapshot: its replicas of "kept" open again.
+    let at = (leader + 1) % 3;
+    let node = nodes.remove(at);
+    let (id, addr) = (node.id(), node.addr());
+    node.stop().await;
+    let restarted = Node::start(snapshotting(id, dirs[at].path(), addr))
+        .await
+        .unwrap();
+    restarted
+        .join(voters(nodes.iter().chain(std::iter::once(&restarted))))
+        .await
+        .unwrap();
+    nodes.insert(at, restarted);
+    wait_for("the restarted node's replicas open and led", || {
+        every_replica_led(&nodes, &kept) && every_replica_led(&nodes, &dropped)
+    })
+    .await;
+    for group in &kept {
+        assert_eq!(produce(&nodes, *group, "after a restart").await.0, 0);
+    }
+
+    // Another follower is down while a topic is created on it, one it held is deleted, and the
+    // log is purged past everything it has: it catches up by the leader's snapshot.
+    let leader = nodes
+        .iter()
+        .position(|n| n.controller_leader() == Some(n.id()))
+        .unwrap();
+    let at = (leader + 2) % 3;
+    let node = nodes.remove(at);
+    let (id, addr) = (node.id(), node.addr());
+    let seen = node.controller_log_state().applied.unwrap();
+    node.stop().await;
+    let leader = nodes
+        .iter()
+        .position(|n| n.controller_leader() == Some(n.id()))
+        .unwrap();
+    nodes[leader].create_topic("late", 2, 3).await.unwrap();
+    nodes[leader].delete_topic("dropped").await.unwrap();
+    churn(&nodes[leader], 6).await;
+    wait_for(
+        "the controller's log purged past what the stopped node has",
+        || {
+            nodes[leader]
+                .controller_log_state()
+                .purged
+                .is_some_and(|p| p > seen)
+        },
+    )
+    .await;
+    let late = groups_of(&nodes[leader], "late");
+    let dropped_dir = dirs[at]
+        .path()
+        .join("partitions")
+        .join(format!("{:020}", dropped[0].0));
+    assert!(
+        dropped_dir.exists(),
+        "the stopped node still holds the dropped replica"
+    );
+    let restarted = Node::start(snapshotting(id, dirs[at].path(), addr))
+        .await
+        .unwrap();
+    restarted
+        .join(voters(nodes.iter().chain(std::iter::once(&restarted))))
+        .await
+        .unwrap();
+    nodes.insert(at, restarted);
+    wait_for("the late topic's replicas open everywhere and led", || {
+        every_replica_led(&nodes, &late) && every_replica_led(&nodes, &kept)
+    })
+    .await;
+    wait_for("the dropped topic's replica deleted", || {
+        !dropped_dir.exists()
+    })
+    .await;
+    assert!(nodes[at].partition(dropped[0]).is_none());
+    wait_for("the same metadata on both", || {
+        nodes[at].metadata() == nodes[leader].metadata()
+    })
+    .await;
+    for group in &late {
+        assert_eq!(produce(&nodes, *group, "after catching up").await.0, 0);
     }
     for node in nodes {
         node.stop().await;

@@ -1,11 +1,17 @@
 //! [`ControllerStateMachine`]: the state machine of the controller group (group 0). It applies
 //! [`quipu_meta::Command`]s, carried as postcard in `Request::Metadata`, to the cluster's
 //! [`Metadata`] in log order, and hands the effects for this node to the node runtime through a
-//! bounded channel. A snapshot is the whole metadata, in the `controller_snapshot` state file.
+//! bounded channel. A snapshot is the whole metadata, in the `controller_snapshot` state file;
+//! openraft takes one every so many entries and purges the log before it.
 //!
 //! Invariant: a command the metadata refuses changes nothing and is answered with its error;
 //! effects are emitted in log order, and again when entries are re-applied after a restart
 //! (carrying them out is idempotent: opening an open replica is a no-op).
+//! Invariant: a snapshot is written only once the node carried out every effect of the entries
+//! it covers ([`EffectsProgress`]), since those entries are never applied again here: a restart
+//! from it starts the replicas it says this node holds ([`Metadata::effects_to_restore`]), and a
+//! snapshot installed from the leader emits what lies between the two states
+//! ([`Metadata::effects_towards`]).
 
 use std::io::Cursor;
 use std::path::PathBuf;
@@ -37,6 +43,44 @@ struct Applied {
     metadata: Metadata,
 }
 
+/// How far the node runtime has carried out the effects the state machine emitted.
+#[derive(Debug)]
+pub struct EffectsProgress {
+    /// Effects sent to the runtime (counted under the state lock, with the entry applied).
+    emitted: std::sync::atomic::AtomicU64,
+    /// Effects carried out, and whether the runtime stopped taking them.
+    done: tokio::sync::watch::Sender<(u64, bool)>,
+}
+
+impl Default for EffectsProgress {
+    fn default() -> Self {
+        EffectsProgress {
+            emitted: std::sync::atomic::AtomicU64::new(0),
+            done: tokio::sync::watch::channel((0, false)).0,
+        }
+    }
+}
+
+impl EffectsProgress {
+    /// The runtime carried out `count` more effects.
+    pub fn carried_out(&self, count: u64) {
+        self.done.send_modify(|(done, _)| *done += count);
+    }
+
+    /// The runtime takes no more effects (the node is stopping).
+    pub fn close(&self) {
+        self.done.send_modify(|(_, closed)| *closed = true);
+    }
+
+    /// Waits until `emitted` effects were carried out; false if the runtime stopped first.
+    async fn wait_for(&self, emitted: u64) -> bool {
+        let mut done = self.done.subscribe();
+        done.wait_for(|(done, closed)| *done >= emitted || *closed)
+            .await
+            .is_ok_and(|seen| seen.0 >= emitted)
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     applied: Applied,
@@ -51,6 +95,7 @@ pub struct ControllerStateMachine {
     local_node: NodeId,
     state: Arc<Mutex<State>>,
     effects: mpsc::Sender<Effect>,
+    progress: Arc<EffectsProgress>,
 }
 
 impl ControllerStateMachine {
@@ -78,9 +123,36 @@ impl ControllerStateMachine {
                 local_node,
                 state: Arc::new(Mutex::new(state)),
                 effects,
+                progress: Arc::new(EffectsProgress::default()),
             },
             receiver,
         ))
+    }
+
+    /// What the node carries out before any effect from the channel: the effects of the entries
+    /// the snapshot it opened from covers (none without one).
+    pub fn effects_to_restore(&self) -> Vec<Effect> {
+        let state = self.lock();
+        if state.snapshot.is_none() {
+            return Vec::new();
+        }
+        state.applied.metadata.effects_to_restore(self.local_node)
+    }
+
+    /// Where the node runtime reports the effects it carried out.
+    pub fn progress(&self) -> Arc<EffectsProgress> {
+        Arc::clone(&self.progress)
+    }
+
+    /// Sends `effects` to the runtime, in order.
+    async fn send(&self, effects: Vec<Effect>) {
+        for effect in effects {
+            // The runtime owns the receiver for the node's life; if it is gone the node is
+            // stopping and there is nobody left to act.
+            if self.effects.send(effect).await.is_err() {
+                tracing::warn!("controller effects dropped: the node runtime is gone");
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -103,15 +175,25 @@ impl ControllerStateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for ControllerStateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let (meta, data) = {
+        let (emitted, applied, built) = {
             let mut state = self.lock();
             state.snapshots_built += 1;
-            let applied = state.applied.clone();
-            let meta = snapshot_meta(
-                applied.last_applied,
-                applied.membership.clone(),
+            (
+                self.progress
+                    .emitted
+                    .load(std::sync::atomic::Ordering::SeqCst),
+                state.applied.clone(),
                 state.snapshots_built,
-            );
+            )
+        };
+        // The entries it covers are never applied here again: their effects must be done.
+        if !self.progress.wait_for(emitted).await {
+            return Err(snapshot_error(std::io::Error::other(
+                "the node stopped before carrying out the effects a snapshot would cover",
+            )));
+        }
+        let (meta, data) = {
+            let meta = snapshot_meta(applied.last_applied, applied.membership.clone(), built);
             (
                 meta,
                 postcard::to_allocvec(&applied).map_err(snapshot_error)?,
@@ -147,7 +229,7 @@ impl RaftStateMachine<TypeConfig> for ControllerStateMachine {
             let (response, effects) = {
                 let mut state = self.lock();
                 state.applied.last_applied = Some(entry.log_id);
-                match entry.payload {
+                let (response, effects) = match entry.payload {
                     EntryPayload::Blank => (Response::default(), Vec::new()),
                     EntryPayload::Membership(membership) => {
                         state.applied.membership =
@@ -199,15 +281,14 @@ impl RaftStateMachine<TypeConfig> for ControllerStateMachine {
                             }
                         }
                     }
-                }
+                };
+                // Counted with the entry applied, so a snapshot of this state waits for them.
+                self.progress
+                    .emitted
+                    .fetch_add(effects.len() as u64, std::sync::atomic::Ordering::SeqCst);
+                (response, effects)
             };
-            for effect in effects {
-                // The runtime owns the receiver for the node's life; if it is gone the node is
-                // stopping and there is nobody left to act.
-                if self.effects.send(effect).await.is_err() {
-                    tracing::warn!("controller effects dropped: the node runtime is gone");
-                }
-            }
+            self.send(effects).await;
             responses.push(response);
         }
         Ok(responses)
@@ -231,9 +312,21 @@ impl RaftStateMachine<TypeConfig> for ControllerStateMachine {
         let data = snapshot.into_inner();
         let applied: Applied = postcard::from_bytes(&data).map_err(snapshot_error)?;
         self.file.save(meta, &data).await?;
-        let mut state = self.lock();
-        state.applied = applied;
-        state.snapshot = Some((meta.clone(), data));
+        let effects = {
+            let mut state = self.lock();
+            // What the entries this node skips would have had it do.
+            let effects = state
+                .applied
+                .metadata
+                .effects_towards(&applied.metadata, self.local_node);
+            state.applied = applied;
+            state.snapshot = Some((meta.clone(), data));
+            self.progress
+                .emitted
+                .fetch_add(effects.len() as u64, std::sync::atomic::Ordering::SeqCst);
+            effects
+        };
+        self.send(effects).await;
         Ok(())
     }
 

@@ -35,7 +35,7 @@ mod type_config;
 
 pub use codec::{EntryCodecError, from_stored, to_stored};
 pub use controller::{
-    CONTROLLER_SNAPSHOT_FILE, ControllerStateMachine, EFFECTS_QUEUE_MAX,
+    CONTROLLER_SNAPSHOT_FILE, ControllerStateMachine, EFFECTS_QUEUE_MAX, EffectsProgress,
     SNAPSHOT_BYTES_MAX as CONTROLLER_SNAPSHOT_BYTES_MAX,
 };
 pub use log_store::{FLUSH_MARK_FILE, LogStore, LogStoreError, META_FILE, READ_BYTES_MAX};

@@ -84,6 +84,19 @@ async fn commands_change_metadata_emit_effects_and_survive_restarts() {
     };
     assert!(sm.apply([garbage]).await.unwrap()[0].error.is_some());
 
+    // A snapshot covers entries never applied here again: it is built only once their effects
+    // were carried out.
+    let progress = sm.progress();
+    let mut waiting = sm.get_snapshot_builder().await;
+    let mut early = tokio::spawn(async move { waiting.build_snapshot().await.map(|s| s.meta) });
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), &mut early)
+            .await
+            .is_err(),
+        "built before its effects were carried out"
+    );
+    progress.carried_out(hosted.len() as u64);
+    early.await.unwrap().unwrap();
     let snapshot = sm
         .get_snapshot_builder()
         .await
@@ -95,13 +108,27 @@ async fn commands_change_metadata_emit_effects_and_survive_restarts() {
         .await
         .unwrap();
     assert_eq!(reopened.metadata().topic("orders"), Some(&topic));
+    // Restarted from the snapshot, the node starts the replicas it holds first.
+    let restored: Vec<u64> = reopened
+        .effects_to_restore()
+        .iter()
+        .filter_map(|e| match e {
+            Effect::StartReplica {
+                group,
+                created: false,
+                ..
+            } => Some(*group),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(restored, hosted);
     assert_eq!(
         reopened.applied_state().await.unwrap().0,
         Some(LogId::new(CommittedLeaderId::new(1, 0), 6))
     );
 
     let other_dir = tempfile::tempdir().unwrap();
-    let (mut other, _other_effects) =
+    let (mut other, mut other_effects) =
         ControllerStateMachine::open(other_dir.path().to_path_buf(), 3)
             .await
             .unwrap();
@@ -109,4 +136,25 @@ async fn commands_change_metadata_emit_effects_and_survive_restarts() {
     *data = *snapshot.snapshot;
     other.install_snapshot(&snapshot.meta, data).await.unwrap();
     assert_eq!(other.metadata(), reopened.metadata());
+    // Installed from the leader, it starts the replicas node 3 holds, as applying would have.
+    let mut started = Vec::new();
+    while let Ok(effect) = other_effects.try_recv() {
+        match effect {
+            Effect::StartReplica { group, .. } => started.push(group),
+            other => panic!("unexpected effect {other:?}"),
+        }
+    }
+    let held: Vec<u64> = topic
+        .partitions
+        .iter()
+        .filter(|p| p.replicas.contains(&3))
+        .map(|p| p.group)
+        .collect();
+    assert_eq!(started, held);
+
+    // A node that stops before carrying its effects out builds no snapshot.
+    let progress = other.progress();
+    let mut builder = other.get_snapshot_builder().await;
+    progress.close();
+    assert!(builder.build_snapshot().await.is_err());
 }
