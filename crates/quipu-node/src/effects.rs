@@ -10,8 +10,9 @@ use crate::GroupId;
 use crate::node::Inner;
 
 /// Carries out, in order, the controller's effects for this node: first `restore` (what the
-/// controller's snapshot says this node holds), then what arrives on `effects`, each counted in
-/// `progress` once done (a controller snapshot waits for them).
+/// controller's snapshot and the entries applied again at the start had it do), then what
+/// arrives on `effects`, each counted in `progress` once done (a controller snapshot waits for
+/// them).
 pub(crate) async fn carry_out_effects(
     inner: Arc<Inner>,
     restore: Vec<Effect>,
@@ -113,9 +114,7 @@ pub(crate) async fn carry_out_effects(
         }
         // Not held while waiting: a replica's reopening takes it too.
         drop(changing);
-        if !from_restore {
-            progress.carried_out(carried);
-        }
+        progress.carried_out(carried);
         if next.is_none() && from_restore {
             next = restore.next();
         }

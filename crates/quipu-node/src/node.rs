@@ -337,8 +337,17 @@ impl Node {
             }
         }
         self.inner.groups.remove(GroupId::CONTROLLER);
+        // Held across the shutdown, to close the controller's log once nothing else does.
+        let controller_log = self.inner.controller_log.upgrade().filter(|_| close_logs);
         if let Err(e) = self.inner.controller.shutdown().await {
             tracing::warn!(node_id = self.id(), error = %e, "controller did not shut down cleanly");
+        }
+        if let Some(log) = controller_log {
+            // Raft's tasks end on their own schedule after the shutdown and let the log go;
+            // then it is closed (synced, with its clean-shutdown marker), as a replica's is.
+            if !crate::partition::close_log(GroupId::CONTROLLER, log).await {
+                tracing::warn!(node_id = self.id(), "the controller log is not closed");
+            }
         }
         // Raft's tasks end on their own schedule after the shutdown; the log (and the lock on
         // its directory) goes with the last of them. Bounded, like a replica's close.
@@ -648,6 +657,8 @@ async fn open_controller(
     };
     let shared = Arc::new(PartitionShared::default());
     let (log, store) = open_log_store(group, &dir, log_config, Arc::clone(&shared)).await?;
+    // A restarted node applies the metadata committed before its stop at once.
+    store.keep_committed();
     // The last index the log holds (`None`: empty).
     let log_end = log
         .next_index()
@@ -658,8 +669,6 @@ async fn open_controller(
     let (metadata, effects) = ControllerStateMachine::open(dir, config.node_id)
         .await
         .map_err(|e| raft_error(Box::new(e)))?;
-    // Taken before openraft applies anything after the snapshot.
-    let restore = metadata.effects_to_restore();
     let network = GroupNetwork {
         group,
         local: config.node_id,
@@ -674,6 +683,8 @@ async fn open_controller(
     )
     .await
     .map_err(|e| raft_error(Box::new(e)))?;
+    // What the snapshot and the entries openraft applied again as it started had this node do.
+    let restore = metadata.attach();
     let quiet = Arc::new(QuietCell::new(&raft, shared));
     Ok((raft, quiet, metadata, (restore, effects), log_end, log))
 }

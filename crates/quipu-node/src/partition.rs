@@ -1071,20 +1071,26 @@ impl Partition {
         } = partition;
         // The Raft handle holds the log store, and the state machine its checkpoints' log handle.
         drop((raft, state_machine));
-        let Some(log) = sole(log).await else {
-            tracing::warn!(%group, "log still in use at stop: not closed");
-            return false;
-        };
-        match tokio::task::spawn_blocking(move || log.close()).await {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                tracing::warn!(%group, error = %e, "log not closed");
-                false
-            }
-            Err(e) => {
-                tracing::warn!(%group, error = %e, "log close task failed");
-                false
-            }
+        close_log(group, log).await
+    }
+}
+
+/// Closes `group`'s log once nothing else holds it (at most [`CLOSE_WAIT`]): synced, with its
+/// clean-shutdown marker. Returns whether it was closed.
+pub(crate) async fn close_log(group: GroupId, log: Arc<Log>) -> bool {
+    let Some(log) = sole(log).await else {
+        tracing::warn!(%group, "log still in use at stop: not closed");
+        return false;
+    };
+    match tokio::task::spawn_blocking(move || log.close()).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(%group, error = %e, "log not closed");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(%group, error = %e, "log close task failed");
+            false
         }
     }
 }

@@ -250,13 +250,7 @@ async fn a_node_restarts_from_the_controller_snapshot_and_catches_up_by_one() {
     let node = nodes.remove(at);
     let (id, addr) = (node.id(), node.addr());
     node.stop().await;
-    let restarted = Node::start(snapshotting(id, dirs[at].path(), addr))
-        .await
-        .unwrap();
-    restarted
-        .join(voters(nodes.iter().chain(std::iter::once(&restarted))))
-        .await
-        .unwrap();
+    let restarted = rejoin(&nodes, snapshotting(id, dirs[at].path(), addr)).await;
     nodes.insert(at, restarted);
     wait_for("the restarted node's replicas open and led", || {
         every_replica_led(&nodes, &kept) && every_replica_led(&nodes, &dropped)
@@ -303,13 +297,7 @@ async fn a_node_restarts_from_the_controller_snapshot_and_catches_up_by_one() {
         dropped_dir.exists(),
         "the stopped node still holds the dropped replica"
     );
-    let restarted = Node::start(snapshotting(id, dirs[at].path(), addr))
-        .await
-        .unwrap();
-    restarted
-        .join(voters(nodes.iter().chain(std::iter::once(&restarted))))
-        .await
-        .unwrap();
+    let restarted = rejoin(&nodes, snapshotting(id, dirs[at].path(), addr)).await;
     nodes.insert(at, restarted);
     wait_for("the late topic's replicas open everywhere and led", || {
         every_replica_led(&nodes, &late) && every_replica_led(&nodes, &kept)
@@ -330,4 +318,35 @@ async fn a_node_restarts_from_the_controller_snapshot_and_catches_up_by_one() {
     for node in nodes {
         node.stop().await;
     }
+}
+
+/// The controller keeps its committed log id: a node restarted while no other is up (so no
+/// leader can say what is committed) has the metadata it had at once, and opens its replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_alone_has_its_committed_metadata_at_once() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (nodes, groups) = start(&dirs, 2, &small_log()).await;
+    wait_for("the topic's replicas led", || {
+        every_replica_led(&nodes, &groups)
+    })
+    .await;
+    let addrs: Vec<_> = nodes.iter().map(|n| (n.id(), n.addr())).collect();
+    for node in nodes {
+        node.stop().await;
+    }
+    let (id, addr) = addrs[0];
+    let alone = rejoin(&[], config(id, dirs[0].path(), addr, small_log())).await;
+    assert!(
+        alone.wait_for_metadata(std::time::Duration::ZERO).await,
+        "the committed metadata is applied before any leader is known"
+    );
+    assert_eq!(
+        alone.metadata().topic("topic").map(|t| t.partitions.len()),
+        Some(2)
+    );
+    wait_for("its replicas open", || {
+        groups.iter().all(|g| alone.partition(*g).is_some())
+    })
+    .await;
+    alone.stop().await;
 }

@@ -1,5 +1,6 @@
-//! A graceful stop closes every replica's log (synced, with its clean-shutdown marker), so the
-//! next start trusts the active segments instead of recovering them; the records are all there.
+//! A graceful stop closes every replica's log and the controller's (synced, with its
+//! clean-shutdown marker), so the next start trusts the active segments instead of recovering
+//! them; the records are all there.
 #![allow(clippy::unwrap_used)] // tests unwrap
 
 mod common;
@@ -27,6 +28,12 @@ async fn a_graceful_stop_closes_every_log_and_the_next_start_opens_them_clean() 
             .join("clean_shutdown")
     };
     for dir in &dirs {
+        let controller = dir.path().join("controller").join("clean_shutdown");
+        assert!(
+            controller.exists(),
+            "{} has no clean-shutdown marker",
+            controller.display()
+        );
         for group in &groups {
             assert!(
                 marker(dir.path(), *group).exists(),

@@ -86,6 +86,9 @@ struct State {
     applied: Applied,
     snapshot: Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>,
     snapshots_built: u64,
+    /// Effects kept until the node takes them ([`ControllerStateMachine::attach`]): the
+    /// snapshot's, and those of the entries openraft applies again while the node starts.
+    held: Option<Vec<Effect>>,
 }
 
 /// The controller group's state machine on one node. Clones share state.
@@ -116,6 +119,15 @@ impl ControllerStateMachine {
             state.applied = postcard::from_bytes(&data).map_err(snapshot_error)?;
             state.snapshot = Some((meta, data));
         }
+        // What the entries the snapshot covers had this node do: they are never applied here
+        // again. Held, with what openraft applies again while the node starts, until the node
+        // takes them.
+        let held = state.applied.metadata.effects_to_restore(local_node);
+        let progress = Arc::new(EffectsProgress::default());
+        progress
+            .emitted
+            .fetch_add(held.len() as u64, std::sync::atomic::Ordering::SeqCst);
+        state.held = Some(held);
         let (effects, receiver) = mpsc::channel(EFFECTS_QUEUE_MAX);
         Ok((
             ControllerStateMachine {
@@ -123,20 +135,20 @@ impl ControllerStateMachine {
                 local_node,
                 state: Arc::new(Mutex::new(state)),
                 effects,
-                progress: Arc::new(EffectsProgress::default()),
+                progress,
             },
             receiver,
         ))
     }
 
-    /// What the node carries out before any effect from the channel: the effects of the entries
-    /// the snapshot it opened from covers (none without one).
-    pub fn effects_to_restore(&self) -> Vec<Effect> {
-        let state = self.lock();
-        if state.snapshot.is_none() {
-            return Vec::new();
-        }
-        state.applied.metadata.effects_to_restore(self.local_node)
+    /// The effects held since the state machine opened, in order, for the node to carry out
+    /// before any that arrives on the channel: the snapshot's (a start of every replica it
+    /// says this node holds, ...) and those of the entries openraft applied again as the node
+    /// started (its committed log id is kept). From now on effects go to the channel. Held
+    /// until then because openraft applies those entries before the node can take effects,
+    /// and a bounded channel would stop it.
+    pub fn attach(&self) -> Vec<Effect> {
+        self.lock().held.take().unwrap_or_default()
     }
 
     /// Where the node runtime reports the effects it carried out.
@@ -286,7 +298,13 @@ impl RaftStateMachine<TypeConfig> for ControllerStateMachine {
                 self.progress
                     .emitted
                     .fetch_add(effects.len() as u64, std::sync::atomic::Ordering::SeqCst);
-                (response, effects)
+                match state.held.as_mut() {
+                    Some(held) => {
+                        held.extend(effects);
+                        (response, Vec::new())
+                    }
+                    None => (response, effects),
+                }
             };
             self.send(effects).await;
             responses.push(response);
@@ -324,7 +342,13 @@ impl RaftStateMachine<TypeConfig> for ControllerStateMachine {
             self.progress
                 .emitted
                 .fetch_add(effects.len() as u64, std::sync::atomic::Ordering::SeqCst);
-            effects
+            match state.held.as_mut() {
+                Some(held) => {
+                    held.extend(effects);
+                    Vec::new()
+                }
+                None => effects,
+            }
         };
         self.send(effects).await;
         Ok(())

@@ -43,6 +43,9 @@ pub const META_FILE: &str = "raft_meta";
 /// Name of the mark file holding the next index after the last entry made durable
 /// (`docs/format/mark-file.md`).
 pub const FLUSH_MARK_FILE: &str = "raft_flushed";
+/// Name of the state file holding the last committed log id, for a store that keeps it
+/// ([`LogStore::keep_committed`]: the controller's).
+pub const COMMITTED_FILE: &str = "raft_committed";
 /// Largest accepted `raft_meta` body.
 pub(crate) const META_BYTES_MAX: usize = 4096;
 /// Most payload bytes one `limited_get_log_entries` returns (the first entry always comes whole).
@@ -114,6 +117,8 @@ struct Inner {
     flushes: mpsc::Sender<Flush>,
     /// A purge past the log's end asked for before the state machine installed its snapshot.
     pending_reset: Mutex<Option<LogId<NodeId>>>,
+    /// Whether the committed log id is kept in [`COMMITTED_FILE`].
+    keep_committed: std::sync::atomic::AtomicBool,
 }
 
 impl Debug for LogStore {
@@ -234,8 +239,24 @@ impl LogStore {
                 shared,
                 flushes,
                 pending_reset: Mutex::new(None),
+                keep_committed: std::sync::atomic::AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Keeps the committed log id in [`COMMITTED_FILE`] from now on, so that a restart applies
+    /// what was committed at once instead of waiting for the leader to say it again. For a
+    /// group that commits rarely (the controller): one state-file write per commit.
+    pub fn keep_committed(&self) {
+        self.inner
+            .keep_committed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn keeps_committed(&self) -> bool {
+        self.inner
+            .keep_committed
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The segment log under this store.
@@ -464,6 +485,39 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
         Ok(self.meta().vote)
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        if !self.keeps_committed() {
+            return Ok(());
+        }
+        let body = postcard::to_allocvec(&committed).map_err(vote_error)?;
+        let dir = self.inner.log.dir().to_path_buf();
+        blocking(move || write_state_file(&dir, COMMITTED_FILE, &body).map_err(vote_error)).await
+    }
+
+    /// The committed log id kept, if it is within the entries the log holds durably (openraft
+    /// commits only entries already persisted; a log cut shorter since makes it unknown).
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        if !self.keeps_committed() {
+            return Ok(None);
+        }
+        let dir = self.inner.log.dir().to_path_buf();
+        let body = blocking(move || {
+            read_state_file(&dir, COMMITTED_FILE, META_BYTES_MAX).map_err(vote_error)
+        })
+        .await?;
+        let Some(body) = body else {
+            return Ok(None);
+        };
+        let committed: Option<LogId<NodeId>> = postcard::from_bytes(&body).map_err(vote_error)?;
+        let durable_end = self.inner.log.next_index();
+        let purged = self.purged();
+        Ok(committed
+            .filter(|c| c.index < durable_end || purged.is_some_and(|p| p.index >= c.index)))
     }
 
     async fn append<I>(

@@ -34,6 +34,10 @@ async fn commands_change_metadata_emit_effects_and_survive_restarts() {
     let (mut sm, mut effects) = ControllerStateMachine::open(dir.path().to_path_buf(), 2)
         .await
         .unwrap();
+    assert!(
+        sm.attach().is_empty(),
+        "nothing to restore without a snapshot"
+    );
     let responses = sm
         .apply([
             entry(1, &register(1)),
@@ -110,7 +114,7 @@ async fn commands_change_metadata_emit_effects_and_survive_restarts() {
     assert_eq!(reopened.metadata().topic("orders"), Some(&topic));
     // Restarted from the snapshot, the node starts the replicas it holds first.
     let restored: Vec<u64> = reopened
-        .effects_to_restore()
+        .attach()
         .iter()
         .filter_map(|e| match e {
             Effect::StartReplica {
@@ -132,6 +136,7 @@ async fn commands_change_metadata_emit_effects_and_survive_restarts() {
         ControllerStateMachine::open(other_dir.path().to_path_buf(), 3)
             .await
             .unwrap();
+    assert!(other.attach().is_empty());
     let mut data = other.begin_receiving_snapshot().await.unwrap();
     *data = *snapshot.snapshot;
     other.install_snapshot(&snapshot.meta, data).await.unwrap();

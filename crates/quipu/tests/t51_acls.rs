@@ -205,10 +205,9 @@ fn acls_decide_what_an_authenticated_user_may_do_through_the_grpc_api() {
     cli.refused(&alice, "user", &["list"], b"", "not authorized");
 
     // READ allowed, then denied: the DENY wins.
-    cli.ok(
-        &admin,
-        "acl",
-        &[
+    // READ on logs-a for alice: allowed, or denied with "--deny".
+    let read_acl = |extra: &[&str]| {
+        let mut args = vec![
             "create",
             "--principal",
             "User:alice",
@@ -216,9 +215,11 @@ fn acls_decide_what_an_authenticated_user_may_do_through_the_grpc_api() {
             "read",
             "--topic",
             "logs-a",
-        ],
-        b"",
-    );
+        ];
+        args.extend_from_slice(extra);
+        cli.ok(&admin, "acl", &args, b"");
+    };
+    read_acl(&[]);
     let read = cli.eventually(
         &alice,
         "consume",
@@ -226,21 +227,7 @@ fn acls_decide_what_an_authenticated_user_may_do_through_the_grpc_api() {
         b"",
     );
     assert_eq!(read.lines().collect::<Vec<_>>(), ["one", "two"], "{read}");
-    cli.ok(
-        &admin,
-        "acl",
-        &[
-            "create",
-            "--principal",
-            "User:alice",
-            "--operation",
-            "read",
-            "--topic",
-            "logs-a",
-            "--deny",
-        ],
-        b"",
-    );
+    read_acl(&["--deny"]);
     cli.refused(
         &alice,
         "consume",
@@ -315,21 +302,7 @@ fn acls_decide_what_an_authenticated_user_may_do_through_the_grpc_api() {
         .unwrap();
         let first = consumer.next_batch().await.unwrap().unwrap();
         assert!(!first.is_empty());
-        cli.ok(
-            &admin,
-            "acl",
-            &[
-                "create",
-                "--principal",
-                "User:alice",
-                "--operation",
-                "read",
-                "--topic",
-                "logs-a",
-                "--deny",
-            ],
-            b"",
-        );
+        read_acl(&["--deny"]);
         let ended = tokio::time::timeout(common::PATIENCE, async {
             loop {
                 match consumer.next_batch().await {

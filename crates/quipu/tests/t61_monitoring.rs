@@ -17,19 +17,6 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The path of `tool`, which Debian's `prometheus` package installs.
-fn tool(name: &str) -> String {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8(o.stdout).unwrap().trim().to_owned())
-        .unwrap_or_else(|| {
-            panic!("{name} is missing: install Debian's prometheus package (scripts/test.sh does)")
-        })
-}
-
 /// Every `quipu_*` metric name in `text`, without a histogram's `_bucket`/`_count`/`_sum`.
 fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
     let mut names = std::collections::BTreeSet::new();
@@ -116,8 +103,8 @@ impl Prometheus {
 
 #[test]
 fn alert_rules_and_the_dashboard_work_on_a_live_cluster() {
-    let promtool = tool("promtool");
-    let prometheus = tool("prometheus");
+    let promtool = common::tool("promtool", "prometheus");
+    let prometheus = common::tool("prometheus", "prometheus");
     let deploy = repo().join("deploy");
     let rules = deploy.join("prometheus/alerts.yml");
     for args in [

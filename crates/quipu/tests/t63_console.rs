@@ -11,8 +11,8 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::browser::{Browser, tool};
-use common::{Server, free_port};
+use common::browser::Browser;
+use common::{Server, free_port, tool};
 use fantoccini::Locator;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,7 +115,12 @@ pub async fn restart(
     addr: SocketAddr,
     log: LogConfig,
 ) -> Node {
-    let node = Node::start(config(id, dir, addr, log)).await.unwrap();
+    rejoin(others, config(id, dir, addr, log)).await
+}
+
+/// Starts a node with `config` again and rejoins it to `others`.
+pub async fn rejoin(others: &[Node], config: NodeConfig) -> Node {
+    let node = Node::start(config).await.unwrap();
     node.join(voters(others.iter().chain(std::iter::once(&node))))
         .await
         .unwrap();

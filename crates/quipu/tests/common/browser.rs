@@ -6,19 +6,6 @@ use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 
-/// The path of `name`, or a panic saying which Debian package has it.
-pub fn tool(name: &str, package: &str) -> String {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8(o.stdout).unwrap().trim().to_owned())
-        .unwrap_or_else(|| {
-            panic!("{name} is missing: install Debian's {package} (scripts/test.sh does)")
-        })
-}
-
 struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
@@ -40,8 +27,8 @@ impl Browser {
     pub async fn start(insecure: bool) -> Browser {
         // fantoccini's HTTP client is built with rustls, which needs its provider named.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let chromium = tool("chromium", "chromium");
-        let chromedriver = tool("chromedriver", "chromium-driver");
+        let chromium = super::tool("chromium", "chromium");
+        let chromedriver = super::tool("chromedriver", "chromium-driver");
         let port = super::free_port();
         let driver = KillOnDrop(
             Command::new(&chromedriver)

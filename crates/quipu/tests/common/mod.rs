@@ -11,6 +11,19 @@ use std::time::{Duration, Instant};
 
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
+/// The path of the program `name`, or a panic saying which Debian package has it.
+pub fn tool(name: &str, package: &str) -> String {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8(o.stdout).unwrap().trim().to_owned())
+        .unwrap_or_else(|| {
+            panic!("{name} is missing: install Debian's {package} (scripts/test.sh does)")
+        })
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
