@@ -156,6 +156,22 @@ impl ControllerStateMachine {
         Arc::clone(&self.progress)
     }
 
+    /// Counts `effects`, emitted by a change to `state` (under its lock, so that a snapshot of
+    /// that state waits for them), and returns those to send now: none while the node has not
+    /// attached (they are held for it).
+    fn emitted(&self, state: &mut State, effects: Vec<Effect>) -> Vec<Effect> {
+        self.progress
+            .emitted
+            .fetch_add(effects.len() as u64, std::sync::atomic::Ordering::SeqCst);
+        match state.held.as_mut() {
+            Some(held) => {
+                held.extend(effects);
+                Vec::new()
+            }
+            None => effects,
+        }
+    }
+
     /// Sends `effects` to the runtime, in order.
     async fn send(&self, effects: Vec<Effect>) {
         for effect in effects {
@@ -294,17 +310,7 @@ impl RaftStateMachine<TypeConfig> for ControllerStateMachine {
                         }
                     }
                 };
-                // Counted with the entry applied, so a snapshot of this state waits for them.
-                self.progress
-                    .emitted
-                    .fetch_add(effects.len() as u64, std::sync::atomic::Ordering::SeqCst);
-                match state.held.as_mut() {
-                    Some(held) => {
-                        held.extend(effects);
-                        (response, Vec::new())
-                    }
-                    None => (response, effects),
-                }
+                (response, self.emitted(&mut state, effects))
             };
             self.send(effects).await;
             responses.push(response);
@@ -339,16 +345,7 @@ impl RaftStateMachine<TypeConfig> for ControllerStateMachine {
                 .effects_towards(&applied.metadata, self.local_node);
             state.applied = applied;
             state.snapshot = Some((meta.clone(), data));
-            self.progress
-                .emitted
-                .fetch_add(effects.len() as u64, std::sync::atomic::Ordering::SeqCst);
-            match state.held.as_mut() {
-                Some(held) => {
-                    held.extend(effects);
-                    Vec::new()
-                }
-                None => effects,
-            }
+            self.emitted(&mut state, effects)
         };
         self.send(effects).await;
         Ok(())
