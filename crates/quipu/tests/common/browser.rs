@@ -100,20 +100,29 @@ impl Browser {
         }
     }
 
-    /// Clicks the element `locator` finds.
-    pub async fn click(&self, locator: Locator<'_>) {
-        self.client
-            .find(locator)
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+    /// The element `locator` finds, once the page shows it (pages render after their fetches).
+    pub async fn wait_for(&self, locator: Locator<'_>) -> fantoccini::elements::Element {
+        let started = std::time::Instant::now();
+        loop {
+            match self.client.find(locator).await {
+                Ok(element) => return element,
+                Err(e) => assert!(
+                    started.elapsed() < super::PATIENCE,
+                    "{locator:?} never appeared: {e}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
-    /// Replaces the text of the input `css` finds with `text`.
+    /// Clicks the element `locator` finds, once there.
+    pub async fn click(&self, locator: Locator<'_>) {
+        self.wait_for(locator).await.click().await.unwrap();
+    }
+
+    /// Replaces the text of the input `css` finds, once there, with `text`.
     pub async fn fill(&self, css: &str, text: &str) {
-        let input = self.client.find(Locator::Css(css)).await.unwrap();
+        let input = self.wait_for(Locator::Css(css)).await;
         input.clear().await.unwrap();
         input.send_keys(text).await.unwrap();
     }
