@@ -241,8 +241,15 @@ async def aiokafka_admin():
         seen["refused"] = True
 
         async def describe():
-            [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, TOPIC)])
-            [(error, _message, _type, name, entries)] = response.resources
+            # aiokafka asks any broker; one may not have applied the create yet (Kafka's metadata
+            # propagation is asynchronous too): UNKNOWN_TOPIC_OR_PARTITION (3) is retried, bounded.
+            deadline = time.time() + 30
+            while True:
+                [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, TOPIC)])
+                [(error, _message, _type, name, entries)] = response.resources
+                if error != 3 or time.time() > deadline:
+                    break
+                await asyncio.sleep(0.1)
             if error != 0 or name != TOPIC:
                 fail(f"describe_configs: {response}")
             # DescribeConfigs v1+: (name, value, read_only, config_source, is_sensitive, synonyms);

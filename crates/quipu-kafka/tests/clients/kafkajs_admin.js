@@ -59,11 +59,22 @@ async function main () {
   }
   seen.refused = true
 
+  // Any broker answers; one may not have applied the create yet (Kafka's metadata propagation
+  // is asynchronous too): an unknown topic is asked again, for at most 30 s.
+  const describeOnce = async () => {
+    try {
+      const { resources: [resource] } = await admin.describeConfigs({
+        includeSynonyms: false,
+        resources: [{ type: ConfigResourceTypes.TOPIC, name: topic }]
+      })
+      return resource
+    } catch (error) {
+      if (error.type === 'UNKNOWN_TOPIC_OR_PARTITION') return { errorCode: 3 }
+      throw error
+    }
+  }
   const describe = async () => {
-    const { resources: [resource] } = await admin.describeConfigs({
-      includeSynonyms: false,
-      resources: [{ type: ConfigResourceTypes.TOPIC, name: topic }]
-    })
+    const resource = await until(describeOnce, r => r.errorCode !== 3)
     if (resource.errorCode !== 0) fail(`describeConfigs: ${JSON.stringify(resource)}`)
     return Object.fromEntries(resource.configEntries.map(e => [e.configName, [e.configValue, e.isDefault]]))
   }
