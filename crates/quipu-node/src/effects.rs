@@ -27,21 +27,19 @@ pub(crate) async fn carry_out_effects(
         }
     }
     let _closing = Closing(Arc::clone(&progress));
-    let restored = restore.len();
-    let mut restore = restore.into_iter();
-    let mut from_restore = true;
-    let mut next = restore.next();
-    if next.is_none() {
-        from_restore = false;
-        next = effects.recv().await;
-    }
-    if restored > 0 {
+    if !restore.is_empty() {
         tracing::info!(
             node_id = inner.config.node_id,
-            effects = restored,
+            effects = restore.len(),
             "carrying out the controller snapshot's effects"
         );
     }
+    // The held effects come before any on the channel; both are counted alike.
+    let mut restore = restore.into_iter();
+    let mut next = match restore.next() {
+        Some(effect) => Some(effect),
+        None => effects.recv().await,
+    };
     while let Some(effect) = next.take() {
         let mut carried = 1u64;
         let changing = inner.replica_changes.lock().await;
@@ -58,12 +56,7 @@ pub(crate) async fn carry_out_effects(
                 // so the effects of one group keep their order.
                 let mut batch = vec![(GroupId(group), replicas, created)];
                 while batch.len() < STARTS_AT_ONCE {
-                    // From the same source as the first: the snapshot's, or the channel's.
-                    let queued = if from_restore {
-                        restore.next()
-                    } else {
-                        effects.try_recv().ok()
-                    };
+                    let queued = restore.next().or_else(|| effects.try_recv().ok());
                     match queued {
                         Some(Effect::StartReplica {
                             group,
@@ -115,12 +108,11 @@ pub(crate) async fn carry_out_effects(
         // Not held while waiting: a replica's reopening takes it too.
         drop(changing);
         progress.carried_out(carried);
-        if next.is_none() && from_restore {
-            next = restore.next();
-        }
         if next.is_none() {
-            from_restore = false;
-            next = effects.recv().await;
+            next = match restore.next() {
+                Some(effect) => Some(effect),
+                None => effects.recv().await,
+            };
         }
     }
 }

@@ -137,6 +137,18 @@ fn read_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
     StorageError::from(StorageIOError::read_logs(AnyError::new(&error)))
 }
 
+/// An error of the committed log id's file (`COMMITTED_FILE`), reading or writing it.
+fn committed_error(
+    verb: openraft::ErrorVerb,
+    error: impl std::error::Error + 'static,
+) -> StorageError<NodeId> {
+    StorageError::from(StorageIOError::new(
+        openraft::ErrorSubject::Store,
+        verb,
+        AnyError::new(&error),
+    ))
+}
+
 fn vote_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
     StorageError::from(StorageIOError::write_vote(AnyError::new(&error)))
 }
@@ -494,9 +506,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if !self.keeps_committed() {
             return Ok(());
         }
-        let body = postcard::to_allocvec(&committed).map_err(vote_error)?;
+        let body = postcard::to_allocvec(&committed)
+            .map_err(|e| committed_error(openraft::ErrorVerb::Write, e))?;
         let dir = self.inner.log.dir().to_path_buf();
-        blocking(move || write_state_file(&dir, COMMITTED_FILE, &body).map_err(vote_error)).await
+        blocking(move || {
+            write_state_file(&dir, COMMITTED_FILE, &body)
+                .map_err(|e| committed_error(openraft::ErrorVerb::Write, e))
+        })
+        .await
     }
 
     /// The committed log id kept, if it is within the entries the log holds durably (openraft
@@ -507,13 +524,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let dir = self.inner.log.dir().to_path_buf();
         let body = blocking(move || {
-            read_state_file(&dir, COMMITTED_FILE, META_BYTES_MAX).map_err(vote_error)
+            read_state_file(&dir, COMMITTED_FILE, META_BYTES_MAX)
+                .map_err(|e| committed_error(openraft::ErrorVerb::Read, e))
         })
         .await?;
         let Some(body) = body else {
             return Ok(None);
         };
-        let committed: Option<LogId<NodeId>> = postcard::from_bytes(&body).map_err(vote_error)?;
+        let committed: Option<LogId<NodeId>> = postcard::from_bytes(&body)
+            .map_err(|e| committed_error(openraft::ErrorVerb::Read, e))?;
         let durable_end = self.inner.log.next_index();
         let purged = self.purged();
         Ok(committed
