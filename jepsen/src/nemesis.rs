@@ -64,6 +64,10 @@ pub enum Fault {
     /// removed (`quipu node remove`), stopped and replaced by a fresh node with a new id that
     /// joins through another (`--join`).
     Replace(usize),
+    /// The node in this slot SIGKILLed for good and removed at once with `quipu node remove
+    /// --force` (its partitions regain their replicas from the survivors); at the heal, once
+    /// no partition is moving, replaced by a fresh node with a new id that joins through another.
+    ReplaceDead(usize),
 }
 
 impl fmt::Display for Fault {
@@ -98,6 +102,11 @@ impl fmt::Display for Fault {
                 write!(f, "move partition {partition} to slots {}", ns(to))
             }
             Fault::Replace(i) => write!(f, "drain, remove and replace slot {}", n(i)),
+            Fault::ReplaceDead(i) => write!(
+                f,
+                "kill slot {} for good, remove it with --force, replace it",
+                n(i)
+            ),
         }
     }
 }
@@ -228,10 +237,13 @@ pub fn draw(kind: FaultKind, nodes: usize, partitions: u32, rng: &mut Rng) -> Fa
         FaultKind::DiskFull => Fault::DiskFull(one),
         // Replacing a node needs somewhere for its replicas to go: one node more than the
         // replication factor (3).
-        FaultKind::Membership if nodes > 3 && rng.below(2) == 0 => Fault::Replace(one),
-        FaultKind::Membership => Fault::Move {
-            partition: u32::try_from(rng.below(u64::from(partitions.max(1)))).unwrap_or(0),
-            to: order[..nodes.min(3)].to_vec(),
+        FaultKind::Membership => match rng.below(3) {
+            0 if nodes > 3 => Fault::Replace(one),
+            1 if nodes > 3 => Fault::ReplaceDead(one),
+            _ => Fault::Move {
+                partition: u32::try_from(rng.below(u64::from(partitions.max(1)))).unwrap_or(0),
+                to: order[..nodes.min(3)].to_vec(),
+            },
         },
         FaultKind::Skew => {
             let secs = i64::try_from(rng.between(5, 600)).unwrap_or(60);
@@ -368,6 +380,12 @@ impl Nemesis {
                 cluster.admin(&["node", "drain", &id])?;
                 note = format!("node {id} draining");
             }
+            Fault::ReplaceDead(i) => {
+                let id = cluster.nodes[*i].id.to_string();
+                cluster.kill(*i);
+                cluster.admin(&["node", "remove", &id, "--force"])?;
+                note = format!("node {id} removed while dead");
+            }
         }
         Ok(note)
     }
@@ -396,6 +414,14 @@ impl Nemesis {
                 let id = cluster.nodes[*i].id;
                 cluster.admin(&["node", "remove", &id.to_string()])?;
                 cluster.kill(*i);
+                let next = cluster.nodes.iter().map(|n| n.id).max().unwrap_or(id) + 1;
+                cluster.replace(*i, next)?;
+            }
+            // The survivors restore the replicas first: the fresh node joins a cluster that
+            // is whole again (a later move or replacement gives it replicas).
+            Fault::ReplaceDead(i) => {
+                wait_settled(cluster)?;
+                let id = cluster.nodes[*i].id;
                 let next = cluster.nodes.iter().map(|n| n.id).max().unwrap_or(id) + 1;
                 cluster.replace(*i, next)?;
             }
@@ -551,7 +577,7 @@ mod tests {
                             continue;
                         }
                         // One node leaves (drained first: it holds nothing when it stops).
-                        Fault::Replace(i) => {
+                        Fault::Replace(i) | Fault::ReplaceDead(i) => {
                             assert!(nodes > 3, "a replacement needs a node to move to");
                             vec![i]
                         }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use quipu_client::{AckLevel, Client, ClientConfig, ClientError, Consumer, StartAt, TopicConfig};
-use quipu_record::{BatchBuilder, BatchHeader, Compression, decode_records};
+use quipu_record::{BatchBuilder, Compression};
 use tokio::io::AsyncBufReadExt;
 
 use crate::history::{F, NEMESIS, OpType, Read, Recorder, Value};
@@ -30,8 +30,6 @@ pub const TOPIC: &str = "jepsen";
 const CONSUMER_PROCESS_BASE: i64 = 1_000_000_000;
 /// Process number of the replica reads.
 const REPLICA_PROCESS: i64 = 2_000_000_000;
-/// Most bytes a fetched batch may decode to.
-const DECODED_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// What the workload does.
 #[derive(Debug, Clone, clap::Args)]
@@ -672,32 +670,13 @@ async fn read_replica(
     addr: &str,
     partition: u32,
 ) -> anyhow::Result<(u64, u64, Vec<Read>)> {
-    let first = client.read_replica(addr, TOPIC, partition, 0).await?;
-    let high_watermark = first.high_watermark;
-    let start = first.log_start_offset;
-    let end = first.log_end_offset;
-    let mut records = Vec::new();
-    let mut want = start;
-    let mut contents = first;
-    loop {
-        let mut next = want;
-        for batch in &contents.record_batches {
-            let header = BatchHeader::parse(batch)?;
-            for record in decode_records(batch, DECODED_BYTES_MAX)? {
-                let offset = u64::try_from(record.offset(header.base_offset))?;
-                // Batches come whole: the first may begin before the offset asked for.
-                if offset >= want {
-                    records.push((offset, parse_value(record.value.as_deref())));
-                }
-            }
-            next = u64::try_from(header.base_offset)?.saturating_add(header.offset_count());
-        }
-        if next >= end || next == want {
-            return Ok((high_watermark, start, records));
-        }
-        want = next;
-        contents = client.read_replica(addr, TOPIC, partition, want).await?;
-    }
+    let whole = client.read_whole_replica(addr, TOPIC, partition).await?;
+    let records = whole
+        .records
+        .iter()
+        .map(|r| (r.offset, parse_value(r.value.as_deref())))
+        .collect();
+    Ok((whole.high_watermark, whole.log_start_offset, records))
 }
 
 /// The consumer group the members form.

@@ -139,39 +139,54 @@ impl Consumer {
     }
 
     fn decode(&mut self, message: &FetchResponse) -> Result<Vec<ConsumedRecord>, ClientError> {
-        let mut out = Vec::new();
-        for batch in &message.record_batches {
-            let header = BatchHeader::parse(batch)
-                .map_err(|e| ClientError::Other(format!("a fetched batch does not parse: {e}")))?;
-            let records = decode_records(batch, DECOMPRESSED_BYTES_MAX)
-                .map_err(|e| ClientError::Other(format!("a fetched batch does not decode: {e}")))?;
-            for record in records {
-                let Ok(offset) = u64::try_from(record.offset(header.base_offset)) else {
-                    continue;
-                };
-                // A batch is returned whole: skip what precedes the position.
-                if offset < self.next {
-                    continue;
-                }
-                out.push(ConsumedRecord {
-                    topic: std::sync::Arc::clone(&self.topic_name),
-                    partition: self.partition,
-                    offset,
-                    timestamp_ms: record.timestamp(header.base_timestamp),
-                    key: record.key,
-                    value: record.value,
-                    headers: record
-                        .headers
-                        .into_iter()
-                        .map(|h| (h.key, h.value))
-                        .collect(),
-                });
-            }
-            let end = u64::try_from(header.base_offset)
-                .unwrap_or(0)
-                .saturating_add(header.offset_count());
-            self.next = self.next.max(end);
-        }
-        Ok(out)
+        decode_batches(
+            &self.topic_name,
+            self.partition,
+            &message.record_batches,
+            &mut self.next,
+        )
     }
+}
+
+/// The records of `batches` (of `topic`/`partition`, in offset order) from offset `next` on;
+/// moves `next` past the last batch. Batches come whole, so the first may begin before `next`.
+pub(crate) fn decode_batches(
+    topic: &std::sync::Arc<str>,
+    partition: u32,
+    batches: &[Bytes],
+    next: &mut u64,
+) -> Result<Vec<ConsumedRecord>, ClientError> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let header = BatchHeader::parse(batch)
+            .map_err(|e| ClientError::Other(format!("a fetched batch does not parse: {e}")))?;
+        let records = decode_records(batch, DECOMPRESSED_BYTES_MAX)
+            .map_err(|e| ClientError::Other(format!("a fetched batch does not decode: {e}")))?;
+        for record in records {
+            let Ok(offset) = u64::try_from(record.offset(header.base_offset)) else {
+                continue;
+            };
+            if offset < *next {
+                continue;
+            }
+            out.push(ConsumedRecord {
+                topic: std::sync::Arc::clone(topic),
+                partition,
+                offset,
+                timestamp_ms: record.timestamp(header.base_timestamp),
+                key: record.key,
+                value: record.value,
+                headers: record
+                    .headers
+                    .into_iter()
+                    .map(|h| (h.key, h.value))
+                    .collect(),
+            });
+        }
+        let end = u64::try_from(header.base_offset)
+            .unwrap_or(0)
+            .saturating_add(header.offset_count());
+        *next = (*next).max(end);
+    }
+    Ok(out)
 }

@@ -52,6 +52,19 @@ fn proto_mechanism(mechanism: quipu_meta::ScramMechanism) -> ScramMechanism {
 }
 
 pub use consumer::{ConsumedRecord, Consumer, StartAt};
+
+/// One replica's whole log, as [`Client::read_whole_replica`] read it.
+#[derive(Debug, Clone)]
+pub struct WholeReplica {
+    /// Records below it are known committed by the replica (at the first read).
+    pub high_watermark: u64,
+    /// Its first offset (at the first read).
+    pub log_start_offset: u64,
+    /// The offset its next record gets (at the first read).
+    pub log_end_offset: u64,
+    /// Its records in offset order.
+    pub records: Vec<ConsumedRecord>,
+}
 pub use error::ClientError;
 pub use groups::{Assignment, Committed, GroupConsumer, GroupConsumerConfig, OffsetMove};
 pub use idempotent::IN_FLIGHT_MAX;
@@ -406,6 +419,40 @@ impl Client {
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| one_node_error(&status))
+    }
+
+    /// Verification: every record the replica of `topic`/`partition` on the node at `addr`
+    /// holds, from its log start to its log end as of the first read, committed or not
+    /// (`Data.ReadReplica`, asked as often as its answers are bounded). Not retried.
+    pub async fn read_whole_replica(
+        &self,
+        addr: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<WholeReplica, ClientError> {
+        let mut contents = self.read_replica(addr, topic, partition, 0).await?;
+        let name: std::sync::Arc<str> = std::sync::Arc::from(topic);
+        let mut whole = WholeReplica {
+            high_watermark: contents.high_watermark,
+            log_start_offset: contents.log_start_offset,
+            log_end_offset: contents.log_end_offset,
+            records: Vec::new(),
+        };
+        let mut next = whole.log_start_offset;
+        loop {
+            let asked = next;
+            whole.records.extend(consumer::decode_batches(
+                &name,
+                partition,
+                &contents.record_batches,
+                &mut next,
+            )?);
+            // Done at the log end, or when an answer brings nothing new (the log was cut).
+            if next >= whole.log_end_offset || next == asked {
+                return Ok(whole);
+            }
+            contents = self.read_replica(addr, topic, partition, next).await?;
+        }
     }
 
     /// Creates a topic.

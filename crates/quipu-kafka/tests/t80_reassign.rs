@@ -9,13 +9,20 @@ mod common;
 
 use common::*;
 use quipu_kafka::KafkaConfig;
-use quipu_node::GroupId;
+use quipu_node::{GroupId, NodeConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kafka_clients_move_a_partition_and_elect_preferred_leaders() {
     let python = python();
     let script = client_script("reassign_client.py");
-    let mut cluster = Cluster::start(KafkaConfig::default()).await;
+    // Catch-up to a new replica is throttled to the least rate allowed, 64 KiB/s, so the move
+    // of partition 0 (500 entries, about 300 KiB of log) lasts seconds and
+    // ListPartitionReassignments, asked every 100 ms, sees it.
+    let mut cluster = Cluster::start_tuned(KafkaConfig::default(), |c| NodeConfig {
+        move_bytes_per_sec: Some(quipu_node::MOVE_BYTES_PER_SEC_MIN),
+        ..c
+    })
+    .await;
     cluster.add_node(KafkaConfig::default()).await;
     let topic = "moved";
     let output = run(
@@ -25,7 +32,7 @@ async fn kafka_clients_move_a_partition_and_elect_preferred_leaders() {
     )
     .await;
     let seen: serde_json::Value = serde_json::from_str(output.trim()).unwrap();
-    assert_eq!(seen["consumed"], 200, "{seen}");
+    assert_eq!(seen["consumed"], 1000, "{seen}");
     assert_eq!(seen["in_order"], true, "{seen}");
     assert_eq!(
         seen["wrong_size"], "InvalidReplicationFactorError",
@@ -35,10 +42,15 @@ async fn kafka_clients_move_a_partition_and_elect_preferred_leaders() {
         seen["cancel_idle"], "NoReassignmentInProgressError",
         "{seen}"
     );
-    // The move was listed while under way: node 4 being added.
-    if let Some(listed) = seen["listed_while_moving"].get(0) {
-        assert_eq!(listed["adding_replicas"], serde_json::json!([4]), "{seen}");
-    }
+    // The move was listed while under way: node 4 being added, node 3 removed (the topic's
+    // replicas were nodes 1 to 3).
+    let listed = &seen["listed_while_moving"][0];
+    assert_eq!(listed["adding_replicas"], serde_json::json!([4]), "{seen}");
+    assert_eq!(
+        listed["removing_replicas"],
+        serde_json::json!([3]),
+        "{seen}"
+    );
     let (group, replicas) = cluster.any().with_metadata(|m| {
         let p = &m.topic(topic).unwrap().partitions[0];
         (GroupId(p.group), p.replicas.clone())

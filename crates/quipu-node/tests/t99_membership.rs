@@ -576,3 +576,145 @@ async fn a_throttled_move_sends_no_faster_than_its_bound() {
         node.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_five_voter_controller_takes_two_joined_nodes_and_outlives_two_losses() {
+    let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let five = |id: u64, dir: &tempfile::TempDir| quipu_node::NodeConfig {
+        controller_voters: 5,
+        ..config(id, dir.path(), "127.0.0.1:0".parse().unwrap(), small_log())
+    };
+    let mut nodes = Vec::new();
+    for (at, dir) in dirs[..3].iter().enumerate() {
+        nodes.push(Node::start(five(at as u64 + 1, dir)).await.unwrap());
+    }
+    common::form_cluster(&nodes).await;
+    for (at, dir) in dirs.iter().enumerate().skip(3) {
+        let node = Node::start(five(at as u64 + 1, dir)).await.unwrap();
+        node.join_through(&nodes[0].addr().to_string(), Duration::from_secs(30))
+            .await
+            .unwrap();
+        nodes.push(node);
+    }
+    // Both joined nodes become voters: the controller grows from three voters to five.
+    wait_for("five controller voters", || {
+        nodes.iter().all(|n| {
+            let statuses = n.cluster_nodes();
+            statuses.len() == 5
+                && statuses
+                    .iter()
+                    .all(|s| s.state == "active" && s.controller_role == "voter")
+                && n.controller_voters().len() == 5
+        })
+    })
+    .await;
+    // Two voters stop, the controller's leader one of them: three of five still commit.
+    let leader = nodes[0].controller_leader().unwrap();
+    let leader_at = nodes.iter().position(|n| n.id() == leader).unwrap();
+    let first = nodes.remove(leader_at);
+    let second = nodes.remove(0);
+    let stopped = [first.id(), second.id()];
+    first.stop_unclean().await;
+    second.stop_unclean().await;
+    wait_for("a controller leader among the three left", || {
+        nodes
+            .iter()
+            .all(|n| n.controller_leader().is_some_and(|l| !stopped.contains(&l)))
+    })
+    .await;
+    // A controller command is committed and applied (a producer id allocated), and a dead
+    // node is removed for good.
+    let started = Instant::now();
+    let id = loop {
+        match nodes[0].init_producer_id().await {
+            Ok(id) => break id,
+            Err(e) => assert!(
+                started.elapsed() < RECORD_PATIENCE,
+                "the three left commit nothing: {e}"
+            ),
+        }
+        // Paces the retries of a request (not a wait for a condition).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(id >= 0);
+    nodes[1].remove_node(stopped[1], true).await.unwrap();
+    wait_for("the removal seen by every node left", || {
+        nodes.iter().all(|n| {
+            n.cluster_nodes()
+                .iter()
+                .any(|s| s.id == stopped[1] && s.state == "removed")
+        })
+    })
+    .await;
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leadership_returns_by_itself_to_the_preferred_replicas_after_a_failover() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    // Kafka's auto.leader.rebalance, checked every second instead of every five minutes.
+    let eager =
+        |id: u64, dir: &std::path::Path, listen: std::net::SocketAddr| quipu_node::NodeConfig {
+            leader_rebalance_interval: Some(Duration::from_secs(1)),
+            ..config(id, dir, listen, small_log())
+        };
+    let mut nodes = Vec::new();
+    for (at, dir) in dirs.iter().enumerate() {
+        let listen = "127.0.0.1:0".parse().unwrap();
+        nodes.push(
+            Node::start(eager(at as u64 + 1, dir.path(), listen))
+                .await
+                .unwrap(),
+        );
+    }
+    common::form_cluster(&nodes).await;
+    nodes[0].create_topic("topic", 3, 3).await.unwrap();
+    let groups = groups_of(&nodes[0], "topic");
+    let preferred =
+        |group: GroupId| nodes[0].with_metadata(|m| m.partition(group.0).unwrap().2.replicas[0]);
+    let preferred: Vec<u64> = groups.iter().map(|g| preferred(*g)).collect();
+    // Three partitions on three nodes: each node is the preferred leader of one.
+    let mut distinct = preferred.clone();
+    distinct.sort_unstable();
+    assert_eq!(distinct, [1, 2, 3]);
+    let led_by_preferred = |nodes: &[Node]| {
+        groups
+            .iter()
+            .zip(&preferred)
+            .all(|(g, p)| leader_node(nodes, *g).is_some_and(|at| nodes[at].id() == *p))
+    };
+    wait_for("every partition led by its preferred replica", || {
+        led_by_preferred(&nodes)
+    })
+    .await;
+    for group in &groups {
+        produce(&nodes, *group, "before").await;
+    }
+
+    // The preferred leader of partition 0 crashes: another replica takes over, and takes more.
+    let at = nodes.iter().position(|n| n.id() == preferred[0]).unwrap();
+    let (id, addr) = (nodes[at].id(), nodes[at].addr());
+    nodes.remove(at).stop_unclean().await;
+    let end = produce(&nodes, groups[0], "during").await;
+
+    // Back, it catches up and is handed the leadership again, with nobody asking.
+    let back = Node::start(eager(id, dirs[at].path(), addr)).await.unwrap();
+    back.join(common::voters(nodes.iter().chain(std::iter::once(&back))))
+        .await
+        .unwrap();
+    nodes.insert(at, back);
+    wait_for("partition 0 led by its preferred replica again", || {
+        led_by_preferred(&nodes)
+    })
+    .await;
+    assert!(nodes[at].partition(groups[0]).unwrap().log_end_offset() > end);
+    for node in nodes {
+        node.stop().await;
+    }
+}

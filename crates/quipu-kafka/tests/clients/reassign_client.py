@@ -3,7 +3,8 @@ confluent-kafka's elect_leaders), driven by crates/quipu-kafka/tests/t80_reassig
 
 usage: reassign_client.py BOOTSTRAP TOPIC REPLICAS
 
-Produces 200 records to TOPIC (2 partitions, replication factor 3, created here), moves
+Produces 1,000 records of 512 bytes to TOPIC (2 partitions, replication factor 3, created
+here; one record per batch, so partition 0's log is 500 entries of about 0.5 KiB), moves
 partition 0 to REPLICAS (comma-separated broker ids) with AlterPartitionReassignments, lists the
 move with ListPartitionReassignments until it is done, refuses a move of the wrong size and the
 cancellation of a move that is not under way, reads every record back, and asks for preferred
@@ -27,20 +28,32 @@ def fail(message):
     sys.exit(1)
 
 
+RECORDS = 1000
+
+
+def value(i):
+    return f"v{i}".ljust(512, ".").encode()
+
+
 admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
 admin.create_topics([NewTopic(TOPIC, num_partitions=2, replication_factor=3)])
-producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+# batch_size=1: every record is a batch of its own (one Raft entry).
+producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", batch_size=1)
 deadline = time.time() + 30
-for i in range(200):
+for i in range(2):
     while True:
         try:
-            producer.send(TOPIC, value=f"v{i}".encode(), partition=i % 2).get(timeout=10)
+            producer.send(TOPIC, value=value(i), partition=i % 2).get(timeout=10)
             break
         except Exception as e:  # a new topic's leaders are being elected
             if time.time() > deadline:
                 fail(f"produce: {e!r}")
             time.sleep(0.2)
+# The leaders are known: the rest in flight together (no retries, so in order or a failure).
+sent = [producer.send(TOPIC, value=value(i), partition=i % 2) for i in range(2, RECORDS)]
 producer.flush()
+for future in sent:
+    future.get(timeout=10)
 
 tp0 = TopicPartition(TOPIC, 0)
 result = admin.alter_partition_reassignments({tp0: REPLICAS})
@@ -67,9 +80,11 @@ seen["cancel_idle"] = cancel[TopicPartition(TOPIC, 1)].__name__
 consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest",
                          consumer_timeout_ms=10000)
 consumer.assign([TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)])
-values = sorted((m.partition, m.offset, m.value.decode()) for m in consumer)
+values = sorted((m.partition, m.offset, m.value.decode().rstrip(".")) for m in consumer)
 seen["consumed"] = len(values)
-seen["in_order"] = all(values[i][2] == f"v{2 * i}" for i in range(100))
+half = RECORDS // 2
+seen["in_order"] = all(values[i][2] == f"v{2 * i}" for i in range(half)) and all(
+    values[half + i][2] == f"v{2 * i + 1}" for i in range(half))
 
 response = admin.elect_leaders(0, {TOPIC: [0, 1]}, raise_errors=False)
 codes = sorted(p.error_code for r in response.replica_election_results for p in r.partition_result)

@@ -51,6 +51,8 @@ impl KafkaNode {
 pub struct Cluster {
     pub nodes: Vec<KafkaNode>,
     _dirs: Vec<tempfile::TempDir>,
+    /// What a test changes in every node's configuration, nodes added later too.
+    tune: fn(NodeConfig) -> NodeConfig,
 }
 
 impl KafkaNode {
@@ -61,15 +63,16 @@ impl KafkaNode {
         config: &KafkaConfig,
         groups: quipu_node::GroupsConfig,
         authorization: &quipu_node::AuthorizationConfig,
+        tune: fn(NodeConfig) -> NodeConfig,
     ) -> KafkaNode {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let kafka_addr = listener.local_addr().unwrap().to_string();
-        let node = Node::start(NodeConfig {
+        let node = Node::start(tune(NodeConfig {
             kafka_addr: Some(kafka_addr.clone()),
             groups,
             authorization: authorization.clone(),
             ..NodeConfig::new(id, dir.to_path_buf(), "127.0.0.1:0".parse().unwrap())
-        })
+        }))
         .await
         .unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -99,7 +102,25 @@ impl Cluster {
 
     /// [`Cluster::start`] with the nodes' consumer group settings.
     pub async fn start_with(config: KafkaConfig, groups: quipu_node::GroupsConfig) -> Cluster {
-        Cluster::start_nodes(config, groups, quipu_node::AuthorizationConfig::default()).await
+        Cluster::start_nodes(
+            config,
+            groups,
+            quipu_node::AuthorizationConfig::default(),
+            |c| c,
+        )
+        .await
+    }
+
+    /// [`Cluster::start`] with `tune` applied to every node's configuration (nodes added later
+    /// too).
+    pub async fn start_tuned(config: KafkaConfig, tune: fn(NodeConfig) -> NodeConfig) -> Cluster {
+        Cluster::start_nodes(
+            config,
+            quipu_node::GroupsConfig::default(),
+            quipu_node::AuthorizationConfig::default(),
+            tune,
+        )
+        .await
     }
 
     /// [`Cluster::start`] with access control on the nodes.
@@ -107,19 +128,28 @@ impl Cluster {
         config: KafkaConfig,
         authorization: quipu_node::AuthorizationConfig,
     ) -> Cluster {
-        Cluster::start_nodes(config, quipu_node::GroupsConfig::default(), authorization).await
+        Cluster::start_nodes(
+            config,
+            quipu_node::GroupsConfig::default(),
+            authorization,
+            |c| c,
+        )
+        .await
     }
 
     async fn start_nodes(
         config: KafkaConfig,
         groups: quipu_node::GroupsConfig,
         authorization: quipu_node::AuthorizationConfig,
+        tune: fn(NodeConfig) -> NodeConfig,
     ) -> Cluster {
         let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let mut nodes = Vec::new();
         for (i, dir) in dirs.iter().enumerate() {
             let id = i as u64 + 1;
-            nodes.push(KafkaNode::start(id, dir.path(), &config, groups, &authorization).await);
+            nodes.push(
+                KafkaNode::start(id, dir.path(), &config, groups, &authorization, tune).await,
+            );
         }
         let voters: Vec<(u64, String)> = nodes
             .iter()
@@ -131,7 +161,11 @@ impl Cluster {
         for n in &nodes {
             n.node.as_ref().unwrap().join(voters.clone()).await.unwrap();
         }
-        let cluster = Cluster { nodes, _dirs: dirs };
+        let cluster = Cluster {
+            nodes,
+            _dirs: dirs,
+            tune,
+        };
         cluster
             .wait_for("every node registered with its Kafka address", |c| {
                 c.nodes.iter().all(|n| {
@@ -158,6 +192,7 @@ impl Cluster {
             &config,
             quipu_node::GroupsConfig::default(),
             &quipu_node::AuthorizationConfig::default(),
+            self.tune,
         )
         .await;
         let seed = self.any().addr().to_string();

@@ -352,6 +352,7 @@ impl RaftTransport for TransportService {
             if hosted.raft.trigger().elect().await.is_ok() {
                 tracing::info!(%group, from = request.from_node, "leader hands over: standing for election");
                 started.push(id);
+                tokio::spawn(crate::handoff::stand_until_led(group, hosted));
             }
         }
         Ok(Response::new(CampaignReply { started }))
