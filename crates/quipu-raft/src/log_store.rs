@@ -52,6 +52,10 @@ pub(crate) const META_BYTES_MAX: usize = 4096;
 pub const READ_BYTES_MAX: u64 = 4 * 1024 * 1024;
 /// Appends waiting for their flush, per partition.
 const FLUSH_QUEUE_MAX: usize = 1024;
+/// Most entries a read takes on the calling task (see [`LogStore::read`]).
+const INLINE_READ_ENTRIES_MAX: u64 = 4;
+/// How near the log's end a read taken on the calling task starts, in entries.
+const INLINE_READ_RECENT: u64 = 64;
 
 /// What `raft_meta` holds (postcard, inside a state file).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -115,6 +119,9 @@ struct Inner {
     meta: Mutex<RaftMeta>,
     shared: Arc<PartitionShared>,
     flushes: mpsc::Sender<Flush>,
+    /// Flushes sent to the flush task whose callbacks have not been called yet. While none are,
+    /// an append syncs in its own blocking step (see [`LogStore::append`]).
+    flushes_pending: Arc<std::sync::atomic::AtomicUsize>,
     /// A purge past the log's end asked for before the state machine installed its snapshot.
     pending_reset: Mutex<Option<LogId<NodeId>>>,
     /// Whether the committed log id is kept in [`COMMITTED_FILE`].
@@ -234,13 +241,14 @@ impl LogStore {
         let mark = Arc::new(mark);
         let mark_order = Arc::new(Mutex::new(()));
         let (flushes, pending) = mpsc::channel(FLUSH_QUEUE_MAX);
+        let flushes_pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         // The task holds the log weakly: the log closes (and its directory lock is released)
         // as soon as the last clone of the store is dropped.
         tokio::spawn(flush_task(
             Arc::downgrade(&log),
             (Arc::clone(&mark), Arc::clone(&mark_order)),
             Arc::clone(&shared),
-            pending,
+            (pending, Arc::clone(&flushes_pending)),
         ));
         Ok(LogStore {
             inner: Arc::new(Inner {
@@ -250,6 +258,7 @@ impl LogStore {
                 meta: Mutex::new(meta),
                 shared,
                 flushes,
+                flushes_pending,
                 pending_reset: Mutex::new(None),
                 keep_committed: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -335,15 +344,25 @@ impl LogStore {
     ) -> Result<Vec<openraft::Entry<TypeConfig>>, StorageError<NodeId>> {
         let purged_next = self.purged().map_or(0, |id| id.index + 1);
         let log = Arc::clone(&self.inner.log);
-        let stored = blocking(move || {
+        let read = move || {
             let start = start.max(purged_next).max(log.first_index());
             let end = end.min(log.next_index());
             if start >= end {
                 return Ok(Vec::new());
             }
             log.read_entries(start, end, max_bytes).map_err(read_error)
-        })
-        .await?;
+        };
+        // A few entries among the newest, as the state machine asks for what was just committed:
+        // read here, from pages just written (in the page cache), without a hop to the blocking
+        // pool. Anything else (a follower catching up, a restart's replay) on the pool.
+        let next = self.inner.log.next_index();
+        let recent = end.saturating_sub(start) <= INLINE_READ_ENTRIES_MAX
+            && start.saturating_add(INLINE_READ_RECENT) >= next;
+        let stored = if recent {
+            read()?
+        } else {
+            blocking(read).await?
+        };
         stored
             .into_iter()
             .map(|entry| from_stored(entry).map_err(read_error))
@@ -357,7 +376,7 @@ async fn flush_task(
     log: Weak<Log>,
     (mark, mark_order): (Arc<MarkFile>, Arc<Mutex<()>>),
     shared: Arc<PartitionShared>,
-    mut pending: mpsc::Receiver<Flush>,
+    (mut pending, count): (mpsc::Receiver<Flush>, Arc<std::sync::atomic::AtomicUsize>),
 ) {
     let mut batch = Vec::new();
     while pending.recv_many(&mut batch, FLUSH_QUEUE_MAX).await > 0 {
@@ -371,46 +390,69 @@ async fn flush_task(
             Some(sync_log) => {
                 let (mark, mark_order) = (Arc::clone(&mark), Arc::clone(&mark_order));
                 let synced = tokio::task::spawn_blocking(move || {
-                    sync_log.sync_by_policy(next_index)?;
-                    let _order = mark_order.lock().unwrap_or_else(|e| e.into_inner());
-                    // What is durable now (under `interval_ms` or `never`, possibly less than was
-                    // appended); a truncation since these appends may have shortened the log.
-                    let durable_next = next_index
-                        .min(sync_log.durable_next_index())
-                        .min(sync_log.next_index());
-                    if let Err(e) = mark.write(durable_next) {
-                        // Only the detection of later damage is weakened.
-                        tracing::warn!(error = %e, "cannot update the flush mark");
-                    }
-                    Ok::<u64, quipu_storage::SyncError>(durable_next)
+                    sync_and_mark(&sync_log, &mark, &mark_order, next_index)
                 })
                 .await;
                 match synced {
-                    Ok(Ok(durable_next)) => {
-                        if shared.note_flushed(durable_next) {
-                            tracing::info!(
-                                next_index = durable_next,
-                                "the lost log entries are back: voting again"
-                            );
-                        }
-                        Ok(())
-                    }
-                    Ok(Err(e)) => Err(e.to_string()),
+                    Ok(synced) => flushed(&shared, synced),
                     Err(e) => Err(e.to_string()),
                 }
             }
         };
         for flush in batch.drain(..) {
-            if result.is_ok() {
-                for (token, base_offset) in &flush.local_acks {
-                    shared.resolve_local_ack(*token, *base_offset);
-                }
-            }
-            flush
-                .callback
-                .log_io_completed(result.clone().map_err(io::Error::other));
+            complete(&shared, flush, &result);
+            count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
+}
+
+/// Makes the log durable up to `next_index` as its fsync policy says, then raises the flush
+/// mark to what is durable now. Returns the log's durable next index.
+fn sync_and_mark(
+    log: &Log,
+    mark: &MarkFile,
+    mark_order: &Mutex<()>,
+    next_index: u64,
+) -> Result<u64, quipu_storage::SyncError> {
+    log.sync_by_policy(next_index)?;
+    let _order = mark_order.lock().unwrap_or_else(|e| e.into_inner());
+    // What is durable now (under `interval_ms` or `never`, possibly less than was appended); a
+    // truncation since these appends may have shortened the log.
+    let durable_next = next_index
+        .min(log.durable_next_index())
+        .min(log.next_index());
+    if let Err(e) = mark.write(durable_next) {
+        // Only the detection of later damage is weakened.
+        tracing::warn!(error = %e, "cannot update the flush mark");
+    }
+    Ok(durable_next)
+}
+
+/// Notes what a sync made durable; the outcome every append it covered reports.
+fn flushed(
+    shared: &PartitionShared,
+    synced: Result<u64, quipu_storage::SyncError>,
+) -> Result<(), String> {
+    let durable_next = synced.map_err(|e| e.to_string())?;
+    if shared.note_flushed(durable_next) {
+        tracing::info!(
+            next_index = durable_next,
+            "the lost log entries are back: voting again"
+        );
+    }
+    Ok(())
+}
+
+/// Reports one append's outcome: its acks=1 producers first (only once durable), then openraft.
+fn complete(shared: &PartitionShared, flush: Flush, result: &Result<(), String>) {
+    if result.is_ok() {
+        for (token, base_offset) in &flush.local_acks {
+            shared.resolve_local_ack(*token, *base_offset);
+        }
+    }
+    flush
+        .callback
+        .log_io_completed(result.clone().map_err(io::Error::other));
 }
 
 /// The offset a log restarting right after index `last` starts at: where this replica's durable
@@ -585,6 +627,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // (after the purge point was saved) leaves some of them behind, and the log then holds
         // nothing openraft knows of.
         let purged_next = self.meta().last_purged.map_or(0, |id| id.index + 1);
+        // With no earlier append still waiting for its sync, this one syncs in the same blocking
+        // step (one hop to the blocking pool per append instead of two, and no hand-off to the
+        // flush task); otherwise it queues behind them, so that appends complete in order.
+        // Appends come one at a time (`&mut self`), and the count falls only after a queued
+        // append's callback ran: zero means every earlier append has completed.
+        let sync_here = self
+            .inner
+            .flushes_pending
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 0;
+        let (mark, mark_order) = (
+            Arc::clone(&self.inner.mark),
+            Arc::clone(&self.inner.mark_order),
+        );
         let appended = blocking(move || {
             let empty = log.first_index() == log.next_index() || log.next_index() <= purged_next;
             if empty && first != log.next_index() {
@@ -610,20 +666,34 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     offset += header.offset_count();
                 }
             }
-            Ok((appended, local_acks))
+            let synced =
+                sync_here.then(|| sync_and_mark(&log, &mark, &mark_order, appended.last_index + 1));
+            Ok((appended, local_acks, synced))
         })
         .await?;
-        let (appended, local_acks) = appended;
+        let (appended, local_acks, synced) = appended;
         let flush = Flush {
             next_index: appended.last_index + 1,
             callback,
             local_acks,
         };
+        if let Some(synced) = synced {
+            complete(
+                &self.inner.shared,
+                flush,
+                &flushed(&self.inner.shared, synced),
+            );
+            return Ok(());
+        }
         self.inner
-            .flushes
-            .send(flush)
-            .await
-            .map_err(|_| io_error(io::Error::other("flush task stopped")))
+            .flushes_pending
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.flushes.send(flush).await.map_err(|_| {
+            self.inner
+                .flushes_pending
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            io_error(io::Error::other("flush task stopped"))
+        })
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
