@@ -42,6 +42,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Bytes of each stored produce's record batches.",
     ),
     (
+        "quipu_produce_batches_per_entry",
+        Kind::Histogram,
+        Unit::Count,
+        "Produced batches in each Raft entry a partition leader proposed (group commit).",
+    ),
+    (
         "quipu_fetch_responses_total",
         Kind::Counter,
         Unit::Count,

@@ -340,7 +340,10 @@ impl Data for DataService {
             .await
             .map_err(|e| from_fetch(&self.node, e))?;
         Ok(Response::new(ReadReplicaResponse {
-            record_batches: entries.into_iter().map(|e| e.payload).collect(),
+            record_batches: entries
+                .into_iter()
+                .flat_map(|e| batches_of(e.payload))
+                .collect(),
             high_watermark: high_watermark.0,
             log_end_offset: partition.log_end_offset().0,
             log_start_offset: partition.log_start_offset().0,
@@ -386,7 +389,7 @@ async fn stream_fetch(
             for entry in entries {
                 bytes += entry.payload.len() as u64;
                 offset = entry.next_offset();
-                batches.push(entry.payload);
+                batches.extend(batches_of(entry.payload));
             }
             if bytes >= min_bytes.max(1) || bytes >= max_bytes {
                 break;
@@ -430,4 +433,17 @@ async fn stream_fetch(
             return Ok(());
         }
     }
+}
+
+/// The batches of a stored entry's payload (one, or several a leader proposed together), each
+/// a zero-copy slice: the API sends one batch per `record_batches` element. The log validated
+/// them on append; bytes that do not split (never expected) go as they are, for the client to
+/// refuse.
+fn batches_of(payload: Bytes) -> impl Iterator<Item = Bytes> {
+    let mut split = quipu_record::batches(payload, usize::MAX);
+    // After an error the split yields nothing more, so the remainder goes once.
+    std::iter::from_fn(move || match split.next()? {
+        Ok(batch) => Some(batch),
+        Err(_) => Some(split.remainder().clone()),
+    })
 }

@@ -17,6 +17,7 @@
 
 mod authorize;
 mod cluster;
+mod coalesce;
 mod config;
 mod controller;
 mod coordinator;

@@ -11,6 +11,7 @@ use quipu_raft::shared::{PartitionShared, ProducerSettings, SnapshotTarget};
 use quipu_raft::{LogStore, NodeId, PartitionStateMachine, Request, TypeConfig};
 use quipu_storage::{Entry, Log, LogConfig, Offset};
 
+use crate::coalesce::{Answer, Coalescer};
 use crate::limits::{Admission, PRODUCE_ROOM_WAIT, ProduceRoom};
 use crate::network::{GroupNetwork, Peers};
 use crate::quiesce::QuietCell;
@@ -95,6 +96,8 @@ pub struct Partition {
     damaged: std::sync::atomic::AtomicBool,
     /// Checks idempotent producers' batches before they are proposed.
     sequencer: Sequencer,
+    /// Groups the batches proposed while the previous entry is on its way into one entry.
+    coalescer: Arc<Coalescer>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -164,6 +167,12 @@ impl Partition {
             ^ group.0.rotate_left(32)
             ^ u64::from(nanos);
         let quiet = Arc::new(QuietCell::new(&raft, Arc::clone(&shared)));
+        let coalescer = Arc::new(Coalescer::new(
+            group,
+            node_id,
+            raft.clone(),
+            Arc::clone(&shared),
+        ));
         let roles = Arc::new(RoleEvents::default());
         let election_watchdog = tokio::spawn(break_split_votes(
             raft.clone(),
@@ -194,6 +203,7 @@ impl Partition {
             retention: tokio::sync::Mutex::new(()),
             damaged: std::sync::atomic::AtomicBool::new(false),
             sequencer: Sequencer::default(),
+            coalescer,
         })
     }
 
@@ -668,28 +678,21 @@ impl Partition {
                 Checked::NotLeading => return Err(self.not_leader()),
             },
         };
-        let (token, appended) = self.shared.register_local_ack(self.node_id);
-        let mut proposal = Proposal {
-            group: self.group,
-            room: Some(room),
-            token,
-            shared: Arc::clone(&self.shared),
-            appended,
-            committed: closed_receiver(),
-            log_append_time,
-        };
-        proposal.committed = self
-            .raft
-            .client_write_ff(Request::Records {
-                batch,
-                local_ack: Some(token),
-            })
-            .await
-            .map_err(|e| proposal.unavailable(ProposalError::Raft(Box::new(e))))?;
+        let offsets = quipu_record::offset_count_of(&batch).map_err(ProduceError::InvalidBatch)?;
+        // Never waits: the sequencer's lock, if held, keeps the batch's place in the log.
+        let answers = self
+            .coalescer
+            .submit(batch, offsets, self.log.config().entry_bytes_max);
         if let (Some(sequenced), Some(producer)) = (sequenced, &producer) {
             sequenced.proposed(producer, &self.shared);
         }
-        Ok(Proposed::Batch(proposal))
+        Ok(Proposed::Batch(Proposal {
+            group: self.group,
+            room: Some(room),
+            appended: answers.appended,
+            committed: answers.committed,
+            log_append_time,
+        }))
     }
 
     /// Checks an idempotent producer's batch as the leader of the current term, once every
@@ -1068,10 +1071,11 @@ impl Partition {
             log,
             raft,
             state_machine,
+            coalescer,
             ..
         } = partition;
-        // The Raft handle holds the log store, and the state machine its checkpoints' log handle.
-        drop((raft, state_machine));
+        // The Raft handles hold the log store, and the state machine its checkpoints' log handle.
+        drop((raft, coalescer, state_machine));
         close_log(group, log).await
     }
 }
@@ -1197,22 +1201,18 @@ enum Proposed {
     Duplicate(ProducerBatch),
 }
 
-/// A batch handed to Raft on the leader, with its room in the node's produce budget and the
-/// two answers it may wait for: the leader's log has it durably (`appended`), a majority has it
-/// (`committed`). Dropped before the leader's log has the batch, it keeps the room until then.
+/// A batch handed to Raft on the leader (through the partition's [`Coalescer`]), with its room
+/// in the node's produce budget and the two answers it may wait for: the leader's log has it
+/// durably (`appended`), a majority has it (`committed`). Dropped before the leader's log has
+/// the batch, it keeps the room until then.
 struct Proposal {
     group: GroupId,
     room: Option<ProduceRoom>,
-    token: u64,
-    shared: Arc<PartitionShared>,
-    appended: tokio::sync::oneshot::Receiver<u64>,
-    committed: Committed,
+    appended: tokio::sync::oneshot::Receiver<Answer>,
+    committed: tokio::sync::oneshot::Receiver<Answer>,
     /// The time the batch was stamped with, under LogAppendTime.
     log_append_time: Option<i64>,
 }
-
-/// Raft's answer to a client write.
-type Committed = tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<TypeConfig>>;
 
 /// A receiver that is already closed (a placeholder for one taken away).
 fn closed_receiver<T>() -> tokio::sync::oneshot::Receiver<T> {
@@ -1230,11 +1230,11 @@ impl Proposal {
     /// The batch's base offset once the leader's log holds it durably (acks=1).
     async fn appended(mut self) -> Result<Offset, ProduceError> {
         let outcome = tokio::select! {
-            base_offset = &mut self.appended => base_offset
-                .map(Offset)
-                .map_err(|_| self.unavailable(ProposalError::LogFailed)),
-            // Commit can only come after the local append, unless leadership was lost first.
+            // Raft's answer, when there is one, says more than a dropped `appended`.
+            biased;
             answer = &mut self.committed => self.answer(answer),
+            base_offset = &mut self.appended => base_offset
+                .unwrap_or_else(|_| Err(self.unavailable(ProposalError::LogFailed))),
         };
         self.room = None;
         outcome
@@ -1254,35 +1254,18 @@ impl Proposal {
         self.answer(answer)
     }
 
-    /// What Raft's answer means to the producer.
+    /// The answer, or "dropped" if none came (Raft stopped).
     fn answer(
         &self,
-        answer: Result<
-            openraft::raft::ClientWriteResult<TypeConfig>,
-            tokio::sync::oneshot::error::RecvError,
-        >,
+        answer: Result<Answer, tokio::sync::oneshot::error::RecvError>,
     ) -> Result<Offset, ProduceError> {
-        match answer {
-            Ok(Ok(response)) => response
-                .data
-                .base_offset
-                .map(Offset)
-                .ok_or_else(|| self.unavailable(ProposalError::NoOffset)),
-            Ok(Err(ClientWriteError::ForwardToLeader(forward))) => Err(ProduceError::NotLeader {
-                group: self.group,
-                leader: forward.leader_id,
-                leader_addr: forward.leader_node.map(|node| node.addr),
-            }),
-            Ok(Err(other)) => Err(self.unavailable(ProposalError::Raft(Box::new(other)))),
-            Err(_) => Err(self.unavailable(ProposalError::Dropped)),
-        }
+        answer.unwrap_or_else(|_| Err(self.unavailable(ProposalError::Dropped)))
     }
 }
 
 impl Drop for Proposal {
     fn drop(&mut self) {
         let Some(room) = self.room.take() else {
-            self.shared.cancel_local_ack(self.token);
             return;
         };
         // The producer stopped waiting (acks=0, or it timed out) before the leader's log had the
@@ -1290,18 +1273,15 @@ impl Drop for Proposal {
         // Raft answers.
         let appended = std::mem::replace(&mut self.appended, closed_receiver());
         let committed = std::mem::replace(&mut self.committed, closed_receiver());
-        let (shared, token) = (Arc::clone(&self.shared), self.token);
         let settle = async move {
             tokio::select! {
                 _ = appended => {}
                 _ = committed => {}
             }
             drop(room);
-            shared.cancel_local_ack(token);
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn(settle)),
-            Err(_) => self.shared.cancel_local_ack(self.token),
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            drop(runtime.spawn(settle));
         }
     }
 }

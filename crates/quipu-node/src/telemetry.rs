@@ -36,6 +36,12 @@ pub fn produced(api: Api, stored: bool, bytes: usize, took: Duration) {
         .record(took.as_secs_f64());
 }
 
+/// One Raft entry of records proposed on a partition's leader, holding `batches` producers'
+/// batches (group commit within the partition).
+pub(crate) fn proposed_entry(batches: usize) {
+    metrics::histogram!("quipu_produce_batches_per_entry").record(batches as f64);
+}
+
 /// One fetch answer (a Kafka Fetch response, or one gRPC fetch message) and its batches' bytes.
 pub fn fetched(api: Api, bytes: u64) {
     metrics::counter!("quipu_fetch_responses_total", "api" => api.label()).increment(1);

@@ -90,15 +90,14 @@ async fn read_all(partition: &Partition, replica: bool) -> Vec<(u64, String)> {
         };
         from = last.next_offset();
         for entry in &entries {
-            for (i, record) in decode_records(&entry.payload, 1 << 24)
-                .unwrap()
-                .into_iter()
-                .enumerate()
-            {
-                out.push((
-                    entry.base_offset.0 + i as u64,
-                    String::from_utf8(record.value.unwrap().to_vec()).unwrap(),
-                ));
+            for batch in entry.batches() {
+                let batch = batch.unwrap();
+                let header = quipu_record::BatchHeader::parse(&batch).unwrap();
+                for record in decode_records(&batch, 1 << 24).unwrap() {
+                    let offset = u64::try_from(record.offset(header.base_offset)).unwrap();
+                    let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
+                    out.push((offset, value));
+                }
             }
         }
     }
@@ -578,5 +577,92 @@ async fn leader_acknowledged_batches_get_their_offsets_without_the_followers() {
     drop(partitions);
     for node in nodes {
         node.stop().await;
+    }
+}
+
+/// Group commit within a partition: batches produced at once while an entry is on its way into
+/// the leader's log share the next entry; each still gets its own offsets (acks=all and acks=1
+/// alike), holds exactly its records there, and every replica agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_produced_at_once_share_entries_and_each_gets_its_own_offsets() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (nodes, partitions) = start_cluster(&dirs).await;
+    let leader = leader_of(&partitions).await;
+    const PRODUCERS: u64 = 8;
+    const BATCHES: u64 = 40;
+    let tasks: Vec<_> = (0..PRODUCERS)
+        .map(|producer| {
+            let partition = Arc::clone(&partitions[leader]);
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for sequence in 0..BATCHES {
+                    let records = (producer + sequence) as usize % 4 + 1;
+                    let batch = batch(100 + producer, sequence, records);
+                    let offset = if sequence.is_multiple_of(2) {
+                        partition.produce(batch).await
+                    } else {
+                        partition.produce_leader_ack(batch).await
+                    };
+                    answers.push((offset.unwrap(), producer, sequence, records));
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.extend(task.await.unwrap());
+    }
+    answers.sort();
+    let total: u64 = answers.iter().map(|a| a.3 as u64).sum();
+    // Offsets: each batch's own, back to back, none shared.
+    let mut expected = Vec::new();
+    let mut next = 0;
+    for (offset, producer, sequence, records) in &answers {
+        assert_eq!(*offset, Offset(next), "batches' offsets tile the log");
+        for i in 0..*records {
+            expected.push((next, format!("{}-{sequence}-{i}", 100 + producer)));
+            next += 1;
+        }
+    }
+    assert_eq!(next, total);
+    wait_for_end(&partitions, Offset(total)).await;
+    let start = Instant::now();
+    while partitions[leader].high_watermark() != Offset(total) {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the acks=1 tail was not committed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(read_all(&partitions[leader], false).await, expected);
+    for partition in &partitions {
+        assert_eq!(read_all(partition, true).await, expected, "replicas agree");
+    }
+    // Fewer entries than batches: some went to Raft together.
+    let mut entries = 0;
+    let mut from = Offset(0);
+    while from < Offset(total) {
+        let read = partitions[leader].fetch(from, 1 << 20).await.unwrap();
+        entries += read.len();
+        from = read.last().unwrap().next_offset();
+    }
+    assert!(
+        entries < answers.len(),
+        "{entries} entries for {} batches",
+        answers.len()
+    );
+    drop(partitions);
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// Waits until every replica's log ends at `end`.
+async fn wait_for_end(partitions: &[Arc<Partition>], end: Offset) {
+    let start = Instant::now();
+    while partitions.iter().any(|p| p.log_end_offset() != end) {
+        assert!(start.elapsed() < PATIENCE, "replicas did not reach {end:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

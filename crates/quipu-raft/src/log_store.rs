@@ -651,7 +651,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             let appended = log.append(&entries).map_err(io_error)?;
             // Base offsets of the entries that carry a token: the first entry's base offset plus
-            // the offsets of the record entries before it (batches the log just validated).
+            // the offsets of the record entries before it (batches the log just validated, one or
+            // more per entry).
             let mut local_acks = Vec::with_capacity(tokens.len());
             let mut offset = appended.base_offset.0;
             let mut pending = tokens.iter().peekable();
@@ -661,9 +662,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     local_acks.push((*token, offset));
                 }
                 if entry.kind == EntryKind::Records {
-                    let header =
-                        quipu_record::BatchHeader::parse(&entry.payload).map_err(io_error)?;
-                    offset += header.offset_count();
+                    offset += quipu_record::offset_count_of(&entry.payload).map_err(io_error)?;
                 }
             }
             let synced =

@@ -420,23 +420,29 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                     Response::default()
                 }
                 EntryPayload::Normal(Request::Records { batch, .. }) => {
-                    // The log validated the batch and wrote its base offset when appending it.
-                    let header = quipu_record::BatchHeader::parse(&batch).map_err(sm_error)?;
-                    let base = u64::try_from(header.base_offset).map_err(sm_error)?;
-                    state.applied.high_watermark = base + header.offset_count();
-                    // The leader refused malformed producer fields before proposing; one that
-                    // got into the log anyway (an older build) is simply not tracked.
-                    if let Ok(Some(producer)) = ProducerBatch::of(&header) {
-                        let settings = self.shared.producer_settings();
-                        let now = settings.now_ms();
-                        self.shared.with_producers(|table| {
-                            table.record(&producer, Some(base), now, &settings.limits);
-                        });
+                    // The log validated the batches and wrote their base offsets when
+                    // appending them; each is applied in turn.
+                    let mut first = None;
+                    for batch in quipu_record::batches(batch, usize::MAX) {
+                        let batch = batch.map_err(sm_error)?;
+                        let header = quipu_record::BatchHeader::parse(&batch).map_err(sm_error)?;
+                        let base = u64::try_from(header.base_offset).map_err(sm_error)?;
+                        first.get_or_insert(base);
+                        state.applied.high_watermark = base + header.offset_count();
+                        // The leader refused malformed producer fields before proposing; one
+                        // that got into the log anyway (an older build) is simply not tracked.
+                        if let Ok(Some(producer)) = ProducerBatch::of(&header) {
+                            let settings = self.shared.producer_settings();
+                            let now = settings.now_ms();
+                            self.shared.with_producers(|table| {
+                                table.record(&producer, Some(base), now, &settings.limits);
+                            });
+                        }
+                        self.shared
+                            .with_groups(|groups| apply_group_records(groups, &batch, base));
                     }
-                    self.shared
-                        .with_groups(|groups| apply_group_records(groups, &batch, base));
                     Response {
-                        base_offset: Some(base),
+                        base_offset: first,
                         ..Response::default()
                     }
                 }

@@ -9,9 +9,10 @@ pub type NodeId = u64;
 /// What a client proposes to a Raft group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// One Kafka RecordBatch v2 to append to a data partition, as the producer sent it.
+    /// Kafka RecordBatches v2 to append to a data partition, as the producers sent them: one,
+    /// or several back to back that the leader proposed together (group commit).
     Records {
-        /// The batch.
+        /// The batches, back to back.
         batch: Bytes,
         /// A token of the leader that proposed it, for acks=1: the leader resolves it once the
         /// batch is durable in its own log. Never stored; followers ignore it.
@@ -33,7 +34,7 @@ pub enum Request {
 /// What applying a request produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
-    /// For [`Request::Records`], the offset given to the batch's first record; for
+    /// For [`Request::Records`], the offset given to the first batch's first record; for
     /// [`Request::DeleteRecords`], the log start offset after it.
     pub base_offset: Option<u64>,
     /// For [`Request::Metadata`], why the controller refused the command (nothing changed).

@@ -5,6 +5,7 @@
 //! Nothing else about it is checked here: run [`crate::validate_batch`] on each.
 
 use std::iter::FusedIterator;
+use std::ops::Range;
 
 use bytes::Bytes;
 
@@ -40,37 +41,37 @@ impl BatchIter {
     pub fn remainder(&self) -> &Bytes {
         &self.rest
     }
+}
 
-    /// Size of the next batch according to its length field, checked against the limits.
-    fn next_len(&self) -> Result<usize, BatchError> {
-        let available = self.rest.len();
-        let overhead: &[u8; LOG_OVERHEAD] =
-            self.rest.first_chunk().ok_or(BatchError::Truncated {
-                needed: LOG_OVERHEAD,
-                available,
-            })?;
-        let [.., b0, b1, b2, b3] = *overhead;
-        let batch_length = i32::from_be_bytes([b0, b1, b2, b3]);
-        if !batch_length_is_plausible(batch_length) {
-            return Err(BatchError::InvalidBatchLength(batch_length));
-        }
-        let len = usize::try_from(batch_length)
-            .map_err(|_| BatchError::InvalidBatchLength(batch_length))?
-            .saturating_add(LOG_OVERHEAD);
-        if len > self.max_batch_bytes {
-            return Err(BatchError::TooLarge {
-                len,
-                max: self.max_batch_bytes,
-            });
-        }
-        if len > available {
-            return Err(BatchError::Truncated {
-                needed: len,
-                available,
-            });
-        }
-        Ok(len)
+/// Size of the batch at the start of `rest` according to its length field, checked against the
+/// limits.
+fn next_len(rest: &[u8], max_batch_bytes: usize) -> Result<usize, BatchError> {
+    let available = rest.len();
+    let overhead: &[u8; LOG_OVERHEAD] = rest.first_chunk().ok_or(BatchError::Truncated {
+        needed: LOG_OVERHEAD,
+        available,
+    })?;
+    let [.., b0, b1, b2, b3] = *overhead;
+    let batch_length = i32::from_be_bytes([b0, b1, b2, b3]);
+    if !batch_length_is_plausible(batch_length) {
+        return Err(BatchError::InvalidBatchLength(batch_length));
     }
+    let len = usize::try_from(batch_length)
+        .map_err(|_| BatchError::InvalidBatchLength(batch_length))?
+        .saturating_add(LOG_OVERHEAD);
+    if len > max_batch_bytes {
+        return Err(BatchError::TooLarge {
+            len,
+            max: max_batch_bytes,
+        });
+    }
+    if len > available {
+        return Err(BatchError::Truncated {
+            needed: len,
+            available,
+        });
+    }
+    Ok(len)
 }
 
 impl Iterator for BatchIter {
@@ -80,7 +81,7 @@ impl Iterator for BatchIter {
         if self.failed || self.rest.is_empty() {
             return None;
         }
-        match self.next_len() {
+        match next_len(&self.rest, self.max_batch_bytes) {
             Ok(len) => Some(Ok(self.rest.split_to(len))),
             Err(error) => {
                 self.failed = true;
@@ -91,6 +92,62 @@ impl Iterator for BatchIter {
 }
 
 impl FusedIterator for BatchIter {}
+
+/// Where each batch of `buf` (several RecordBatch v2 back to back) lies in it, by the batches'
+/// length fields alone, as [`batches`] splits them but on a borrowed slice: each item is a
+/// batch's range, or the error that stopped the iteration (after which it yields nothing).
+pub fn batch_ranges(buf: &[u8], max_batch_bytes: usize) -> BatchRanges<'_> {
+    BatchRanges {
+        buf,
+        at: 0,
+        max_batch_bytes,
+        failed: false,
+    }
+}
+
+/// Iterator over the ranges of a payload's batches; see [`batch_ranges`].
+#[derive(Debug, Clone)]
+pub struct BatchRanges<'a> {
+    buf: &'a [u8],
+    at: usize,
+    max_batch_bytes: usize,
+    failed: bool,
+}
+
+impl Iterator for BatchRanges<'_> {
+    type Item = Result<Range<usize>, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.buf.get(self.at..).unwrap_or_default();
+        if self.failed || rest.is_empty() {
+            return None;
+        }
+        match next_len(rest, self.max_batch_bytes) {
+            Ok(len) => {
+                let range = self.at..self.at + len;
+                self.at = range.end;
+                Some(Ok(range))
+            }
+            Err(error) => {
+                self.failed = true;
+                Some(Err(error))
+            }
+        }
+    }
+}
+
+impl FusedIterator for BatchRanges<'_> {}
+
+/// The offsets the batches of `buf` occupy together (the sum of each one's
+/// `last_offset_delta + 1`), reading their headers alone: for a payload the log validated.
+pub fn offset_count_of(buf: &[u8]) -> Result<u64, BatchError> {
+    let mut count = 0u64;
+    for range in batch_ranges(buf, usize::MAX) {
+        let header = crate::BatchHeader::parse(&buf[range?])?;
+        count = count.saturating_add(header.offset_count());
+    }
+    Ok(count)
+}
 
 #[cfg(test)]
 mod tests {
@@ -132,6 +189,22 @@ mod tests {
         // Zero-copy: the second batch starts inside the payload's own memory.
         assert_eq!(split[1].as_ptr(), payload[split[0].len()..].as_ptr());
         assert_eq!(batches(Bytes::new(), LIMIT).count(), 0);
+    }
+
+    #[test]
+    fn ranges_and_offset_counts_follow_the_batches() {
+        let first = batch(0, &[b"a", b"b"]);
+        let second = batch(2, &[b"a much longer value than the others"]);
+        let payload = concatenated(&[&first, &second]);
+        let ranges: Vec<Range<usize>> = batch_ranges(&payload, LIMIT).map(Result::unwrap).collect();
+        assert_eq!(ranges, [0..first.len(), first.len()..payload.len()]);
+        assert_eq!(offset_count_of(&payload).unwrap(), 3);
+        assert_eq!(offset_count_of(&[]).unwrap(), 0);
+        let cut = &payload[..payload.len() - 1];
+        let results: Vec<_> = batch_ranges(cut, LIMIT).collect();
+        assert_eq!(results.len(), 2);
+        assert!(matches!(results[1], Err(BatchError::Truncated { .. })));
+        assert!(offset_count_of(cut).is_err());
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub use header::{
     BATCH_HEADER_LEN, BatchHeader, MAGIC_V2, add_sequence, set_base_offset, set_log_append_time,
     set_partition_leader_epoch, set_producer,
 };
-pub use iter::{BatchIter, batches};
+pub use iter::{BatchIter, BatchRanges, batch_ranges, batches, offset_count_of};
 pub use record::{Header, Record};
 pub use timestamp_type::TimestampType;
 pub use validate::{RecordRules, validate_batch, validate_records};

@@ -41,12 +41,13 @@ pub struct NewEntry {
     pub term: u64,
     /// What the payload is.
     pub kind: EntryKind,
-    /// For [`EntryKind::Records`], exactly one RecordBatch v2 as the producer sent it.
+    /// For [`EntryKind::Records`], one or more RecordBatch v2 back to back, as the producers
+    /// sent them (the leader groups the batches proposed together into one entry).
     pub payload: Bytes,
 }
 
 impl NewEntry {
-    /// A record entry carrying one RecordBatch v2.
+    /// A record entry carrying one or more RecordBatch v2 back to back.
     pub fn records(index: u64, term: u64, batch: Bytes) -> NewEntry {
         NewEntry {
             index,
@@ -78,16 +79,27 @@ pub struct Entry {
     pub base_offset: Offset,
     /// Offsets the entry occupies (0 for internal entries).
     pub record_count: u32,
-    /// Largest record timestamp in the batch, in ms since the Unix epoch; -1 if none.
+    /// Largest record timestamp in the batches, in ms since the Unix epoch; -1 if none.
     pub max_timestamp: i64,
     /// What the payload is.
     pub kind: EntryKind,
-    /// The payload. For records, the batch with its base offset and partition leader epoch
-    /// rewritten by the log. Shares memory with the segment's map: no copy was made.
+    /// The payload. For records, the batches back to back, each with its base offset and
+    /// partition leader epoch rewritten by the log. Shares memory with the segment's map: no
+    /// copy was made.
     pub payload: Bytes,
 }
 
 impl Entry {
+    /// The record batches of a records entry, in offset order, each a zero-copy slice of the
+    /// payload (none for an internal entry).
+    pub fn batches(&self) -> quipu_record::BatchIter {
+        let payload = match self.kind {
+            EntryKind::Records => self.payload.clone(),
+            EntryKind::Internal => Bytes::new(),
+        };
+        quipu_record::batches(payload, usize::MAX)
+    }
+
     /// The offset after this entry's last record.
     pub fn next_offset(&self) -> Offset {
         Offset(self.base_offset.0 + u64::from(self.record_count))

@@ -335,23 +335,16 @@ impl Log {
             let (record_count, max_timestamp) = match entry.kind {
                 EntryKind::Internal => (0u32, -1i64),
                 EntryKind::Records => {
-                    let max = usize::try_from(config.entry_bytes_max).unwrap_or(usize::MAX);
-                    let header =
-                        quipu_record::validate_batch(&entry.payload, max).map_err(|source| {
-                            AppendError::InvalidBatch {
-                                index: entry.index,
-                                source,
-                            }
-                        })?;
                     if i32::try_from(entry.term).is_err() {
                         return Err(AppendError::TermTooLarge {
                             index: entry.index,
                             term: entry.term,
                         });
                     }
-                    let count = u32::try_from(header.offset_count())
+                    let (count, max_timestamp) = validate_records(entry, &config)?;
+                    let count = u32::try_from(count)
                         .map_err(|_| AppendError::OffsetOverflow { index: entry.index })?;
-                    (count, header.max_timestamp)
+                    (count, max_timestamp)
                 }
             };
             next_offset = next_offset
@@ -788,8 +781,9 @@ impl Log {
     }
 
     /// The offset of the first record of the record entry `entry` whose timestamp `matches`,
-    /// decoding the batch (within `decompressed_bytes_max`); a log-append-time batch stamps every
-    /// record with its own time, so its first offset.
+    /// decoding its batches in order (each within `decompressed_bytes_max`); a log-append-time
+    /// batch stamps every record with the batch's own time, so its first offset if that time
+    /// matches.
     fn first_record_where(
         &self,
         entry: &Entry,
@@ -799,17 +793,29 @@ impl Log {
             offset: entry.base_offset.0,
             source,
         };
-        let header = quipu_record::BatchHeader::parse(&entry.payload).map_err(batch_err)?;
-        if header.timestamp_type() == quipu_record::TimestampType::LogAppendTime {
-            return Ok(Some(entry.base_offset.0));
+        for batch in quipu_record::batches(entry.payload.clone(), usize::MAX) {
+            let batch = batch.map_err(batch_err)?;
+            let header = quipu_record::BatchHeader::parse(&batch).map_err(batch_err)?;
+            let base = u64::try_from(header.base_offset).unwrap_or(u64::MAX);
+            if header.timestamp_type() == quipu_record::TimestampType::LogAppendTime {
+                if matches(header.max_timestamp) {
+                    return Ok(Some(base));
+                }
+                continue;
+            }
+            let records =
+                quipu_record::decode_records(&batch, self.config().decompressed_bytes_max)
+                    .map_err(batch_err)?;
+            if let Some(record) = records
+                .iter()
+                .find(|r| matches(r.timestamp(header.base_timestamp)))
+            {
+                return Ok(Some(
+                    u64::try_from(record.offset(header.base_offset)).unwrap_or(u64::MAX),
+                ));
+            }
         }
-        let records =
-            quipu_record::decode_records(&entry.payload, self.config().decompressed_bytes_max)
-                .map_err(batch_err)?;
-        Ok(records
-            .iter()
-            .find(|r| matches(r.timestamp(header.base_timestamp)))
-            .map(|r| u64::try_from(r.offset(header.base_offset)).unwrap_or(u64::MAX)))
+        Ok(None)
     }
 
     /// Removes every entry after `after_index` (Raft conflict resolution). Durable on return.
@@ -1101,4 +1107,27 @@ fn gap(view: &SegmentView, position: u64, expected: u64, found: u64) -> ReadErro
         position,
         reason: format!("expected entry or offset {expected}, found {found}"),
     }
+}
+
+/// Checks a records entry's payload, one or more Kafka RecordBatches back to back, each whole
+/// and valid (CRC-32C included) and none larger than `entry_bytes_max`; returns the offsets they
+/// occupy together and their largest timestamp.
+fn validate_records(entry: &NewEntry, config: &LogConfig) -> Result<(u64, i64), AppendError> {
+    let invalid = |source| AppendError::InvalidBatch {
+        index: entry.index,
+        source,
+    };
+    let max = usize::try_from(config.entry_bytes_max).unwrap_or(usize::MAX);
+    if entry.payload.is_empty() {
+        // No batch at all: the validator names what is missing.
+        quipu_record::validate_batch(&entry.payload, max).map_err(invalid)?;
+    }
+    let (mut count, mut max_timestamp) = (0u64, -1i64);
+    for range in quipu_record::batch_ranges(&entry.payload, max) {
+        let header = quipu_record::validate_batch(&entry.payload[range.map_err(invalid)?], max)
+            .map_err(invalid)?;
+        count = count.saturating_add(header.offset_count());
+        max_timestamp = max_timestamp.max(header.max_timestamp);
+    }
+    Ok((count, max_timestamp))
 }

@@ -629,11 +629,22 @@ impl Segment {
         staging.extend_from_slice(payload);
         let payload_copy = &mut staging[start + FRAME_HEADER_LEN..];
         if kind == EntryKind::Records {
-            let base = i64::try_from(self.next_offset).expect("append checked the offset range");
+            // Each batch in turn: its base offset follows the previous batch's offsets.
+            let mut base =
+                i64::try_from(self.next_offset).expect("append checked the offset range");
             let epoch = i32::try_from(term).expect("append checked the term range");
-            quipu_record::set_base_offset(payload_copy, base).expect("append validated the batch");
-            quipu_record::set_partition_leader_epoch(payload_copy, epoch)
-                .expect("append validated the batch");
+            let mut at = 0;
+            while at < payload_copy.len() {
+                let batch = &mut payload_copy[at..];
+                let header =
+                    quipu_record::BatchHeader::parse(batch).expect("append validated the batch");
+                let batch = &mut batch[..header.total_len()];
+                quipu_record::set_base_offset(batch, base).expect("append validated the batch");
+                quipu_record::set_partition_leader_epoch(batch, epoch)
+                    .expect("append validated the batch");
+                base += i64::try_from(header.offset_count()).expect("append checked the offsets");
+                at += header.total_len();
+            }
         }
         seal_crc(&mut header, &staging[start + FRAME_HEADER_LEN..]);
         staging[start..start + FRAME_HEADER_LEN].copy_from_slice(&header);

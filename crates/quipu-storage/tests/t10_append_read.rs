@@ -298,3 +298,116 @@ fn clean_close_and_reopen_keep_everything() {
     assert_eq!(log.last_term(), 4);
     log.append(&[records(100, 4, 100, 1, 1, 0)]).unwrap();
 }
+
+/// Batches back to back in one entry.
+fn joined(parts: &[Bytes]) -> Bytes {
+    Bytes::from(parts.concat())
+}
+
+#[test]
+fn an_entry_of_several_batches_gets_consecutive_offsets_per_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    // Timestamps out of order across the batches: the frame keeps the largest.
+    let parts = [
+        batch(1, 3, 10, 500),
+        batch(2, 1, 10, 900),
+        batch(3, 2, 10, 100),
+    ];
+    let appended = log
+        .append(&[
+            records(0, 1, 0, 2, 10, 50),
+            NewEntry::records(1, 4, joined(&parts)),
+            records(2, 4, 9, 1, 10, 60),
+        ])
+        .unwrap();
+    assert_eq!(appended.next_offset, Offset(2 + 6 + 1));
+
+    let entry = log.read_entries(1, 2, u64::MAX).unwrap().remove(0);
+    assert_eq!(entry.base_offset, Offset(2));
+    assert_eq!(entry.record_count, 6);
+    assert_eq!(entry.max_timestamp, 900);
+    let mut expected_base = 2;
+    let split: Vec<Bytes> = quipu_record::batches(entry.payload.clone(), usize::MAX)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(split.len(), 3);
+    for (stored, sent) in split.iter().zip(&parts) {
+        let header = quipu_record::validate_batch(stored, usize::MAX)
+            .expect("each rewritten batch keeps a valid CRC");
+        assert_eq!(
+            header.base_offset, expected_base,
+            "each batch's own base offset"
+        );
+        assert_eq!(header.partition_leader_epoch, 4);
+        assert_eq!(
+            stored[16..],
+            sent[16..],
+            "the rest is as the producer sent it"
+        );
+        expected_base += header.offset_count() as i64;
+    }
+    assert_eq!(quipu_record::offset_count_of(&entry.payload).unwrap(), 6);
+
+    // Offsets inside the entry are read from it; the next entry follows it.
+    let got = log.read_records(Offset(6), Offset(9), u64::MAX).unwrap();
+    assert_eq!(got[0].base_offset, Offset(2));
+    assert_eq!(got[1].base_offset, Offset(8));
+    // Time lookups look at each batch in turn, not only the first.
+    let end = log.next_offset();
+    assert_eq!(log.offset_for_timestamp(502, end).unwrap(), Some(Offset(4)));
+    assert_eq!(log.offset_for_timestamp(503, end).unwrap(), Some(Offset(5)));
+    // The earliest offset at or after the time: the first batch's, though a later batch of the
+    // entry holds an earlier timestamp.
+    assert_eq!(log.offset_for_timestamp(101, end).unwrap(), Some(Offset(2)));
+    assert_eq!(
+        log.max_timestamp_offset(end).unwrap(),
+        Some((Offset(5), 900))
+    );
+
+    // Reopened (no clean marker: every frame verified), the entry reads the same.
+    let payload = entry.payload.to_vec();
+    drop((entry, got, log));
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.next_offset(), Offset(9));
+    let again = log.read_entries(1, 2, u64::MAX).unwrap();
+    assert_eq!(again[0].payload, payload);
+}
+
+#[test]
+fn an_entry_with_one_bad_batch_among_good_ones_is_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let good = batch(1, 2, 10, 100);
+    let mut bad = batch(2, 2, 10, 100).to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    let cases = [
+        // A later batch fails its CRC.
+        joined(&[good.clone(), Bytes::from(bad)]),
+        // A later batch is cut short.
+        joined(&[good.clone(), good.slice(..good.len() - 3)]),
+        // Trailing bytes too few for a batch.
+        joined(&[good.clone(), Bytes::from_static(b"xyz")]),
+    ];
+    for payload in cases {
+        let error = log.append(&[NewEntry::records(0, 1, payload)]).unwrap_err();
+        assert!(
+            matches!(error, AppendError::InvalidBatch { index: 0, .. }),
+            "{error:?}"
+        );
+        assert_eq!(log.next_offset(), Offset(0), "nothing written");
+        assert_eq!(log.next_index(), 0);
+    }
+    let error = log
+        .append(&[NewEntry::records(0, 1, Bytes::new())])
+        .unwrap_err();
+    assert!(
+        matches!(error, AppendError::InvalidBatch { .. }),
+        "{error:?}"
+    );
+    // The log still takes good entries.
+    log.append(&[NewEntry::records(0, 1, joined(&[good.clone(), good]))])
+        .unwrap();
+    assert_eq!(log.next_offset(), Offset(4));
+}

@@ -84,11 +84,25 @@ fn check(log: &Log, model: &Model) {
         match entry.kind {
             EntryKind::Internal => assert_eq!(entry.payload, *original),
             EntryKind::Records => {
-                let header = BatchHeader::parse(&entry.payload).unwrap();
-                assert_eq!(header.base_offset as u64, want.base_offset);
-                assert_eq!(header.partition_leader_epoch as u64, want.term);
-                assert_eq!(entry.payload[8..12], original[8..12]);
-                assert_eq!(entry.payload[16..], original[16..]);
+                // Batch by batch: each gets the next offsets and the term, nothing else changes.
+                let stored = quipu_record::batch_ranges(&entry.payload, usize::MAX);
+                let sent = quipu_record::batch_ranges(original, usize::MAX);
+                let mut base = want.base_offset;
+                let mut batches = 0;
+                for (stored, sent) in stored.zip(sent) {
+                    let (stored, sent) =
+                        (&entry.payload[stored.unwrap()], &original[sent.unwrap()]);
+                    let header = BatchHeader::parse(stored).unwrap();
+                    assert_eq!(header.base_offset as u64, base);
+                    assert_eq!(header.partition_leader_epoch as u64, want.term);
+                    assert_eq!(stored[8..12], sent[8..12]);
+                    assert_eq!(stored[16..], sent[16..]);
+                    base += header.offset_count();
+                    batches += 1;
+                }
+                assert_eq!(entry.payload.len(), original.len());
+                assert_eq!(base, want.base_offset + u64::from(want.record_count));
+                assert!(batches >= 1);
             }
         }
     }
@@ -105,18 +119,28 @@ fn apply(dir: &std::path::Path, log: &mut Option<Log>, model: &mut Model, op: &O
                 term += u64::from(*bump);
                 *tag += 1;
                 let entry = if *is_records {
-                    records(
-                        index,
-                        term,
-                        *tag,
-                        size + 1,
-                        (*tag as usize * 37) % 300,
-                        *tag as i64,
-                    )
+                    // Every third records entry holds two batches, as a leader's group commit
+                    // writes them.
+                    let second = if tag.is_multiple_of(3) {
+                        size / 2 + 1
+                    } else {
+                        0
+                    };
+                    // Values shorter when there are two, so that entries stay as large.
+                    let value_len = (*tag as usize * 37) % 300 / if second > 0 { 2 } else { 1 };
+                    let mut payload = batch(*tag, size + 1, value_len, *tag as i64).to_vec();
+                    if second > 0 {
+                        payload.extend_from_slice(&batch(*tag, second, value_len, 0));
+                    }
+                    NewEntry::records(index, term, Bytes::from(payload))
                 } else {
                     NewEntry::internal(index, term, Bytes::from(vec![*tag as u8; size * 40]))
                 };
-                let count = if *is_records { *size as u32 + 1 } else { 0 };
+                let count = if *is_records {
+                    quipu_record::offset_count_of(&entry.payload).unwrap() as u32
+                } else {
+                    0
+                };
                 model.entries.push(ModelEntry {
                     index,
                     term,

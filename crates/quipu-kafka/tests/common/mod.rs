@@ -370,20 +370,23 @@ pub async fn read_back(cluster: &Cluster, topic: &str) -> Vec<Stored> {
         while offset < end {
             let entries = leader.fetch(offset, 1 << 20).await.unwrap();
             for entry in entries {
-                let header = quipu_record::BatchHeader::parse(&entry.payload).unwrap();
-                for record in quipu_record::decode_records(&entry.payload, 64 << 20).unwrap() {
-                    out.push(Stored {
-                        partition,
-                        offset: u64::try_from(record.offset(header.base_offset)).unwrap(),
-                        key: record.key.map(|k| k.to_vec()),
-                        value: record.value.map(|v| v.to_vec()),
-                        headers: record
-                            .headers
-                            .into_iter()
-                            .map(|h| (h.key, h.value.map(|v| v.to_vec())))
-                            .collect(),
-                        producer_id: header.producer_id,
-                    });
+                for batch in entry.batches() {
+                    let batch = batch.unwrap();
+                    let header = quipu_record::BatchHeader::parse(&batch).unwrap();
+                    for record in quipu_record::decode_records(&batch, 64 << 20).unwrap() {
+                        out.push(Stored {
+                            partition,
+                            offset: u64::try_from(record.offset(header.base_offset)).unwrap(),
+                            key: record.key.map(|k| k.to_vec()),
+                            value: record.value.map(|v| v.to_vec()),
+                            headers: record
+                                .headers
+                                .into_iter()
+                                .map(|h| (h.key, h.value.map(|v| v.to_vec())))
+                                .collect(),
+                            producer_id: header.producer_id,
+                        });
+                    }
                 }
                 offset = entry.next_offset();
             }

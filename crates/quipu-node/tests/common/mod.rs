@@ -190,8 +190,10 @@ pub async fn values(nodes: &[Node], group: GroupId) -> Vec<String> {
     let partition = nodes[at].partition(group).unwrap();
     let mut out = Vec::new();
     for entry in partition.fetch(Offset(0), 1 << 20).await.unwrap() {
-        for record in decode_records(&entry.payload, 1 << 20).unwrap() {
-            out.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+        for batch in entry.batches() {
+            for record in decode_records(&batch.unwrap(), 1 << 20).unwrap() {
+                out.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+            }
         }
     }
     out
@@ -217,13 +219,14 @@ pub async fn records_from(
         };
         next = last.next_offset();
         for entry in &entries {
-            for (i, record) in decode_records(&entry.payload, 1 << 20)
-                .unwrap()
-                .into_iter()
-                .enumerate()
-            {
-                let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
-                out.push((entry.base_offset.0 + i as u64, value));
+            for batch in entry.batches() {
+                let batch = batch.unwrap();
+                let header = quipu_record::BatchHeader::parse(&batch).unwrap();
+                for record in decode_records(&batch, 1 << 20).unwrap() {
+                    let offset = u64::try_from(record.offset(header.base_offset)).unwrap();
+                    let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
+                    out.push((offset, value));
+                }
             }
         }
     }

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The produce path's whole comparison in one command (issue 16): on this machine, in one run,
+# the storage engine alone (the raw baseline: 64 KiB batches appended and fdatasynced one at a
+# time for 5 s on the cluster's disk), then a release `quipu dev --nodes 1` with RF 1 topics of
+# each of PARTITIONS busy partitions, then `quipu dev --nodes 3` with an RF 3 topic of 3
+# partitions. Each topic is warmed up, driven as fast as it goes (`quipu bench produce`,
+# fsync=always, acks=all, 1 KiB records, 64 KiB batches, CONCURRENCY producer tasks) for at
+# most SECONDS, then at 25%, 50% and 75% of that rate for SECONDS each (the latency curve).
+# Writes one JSON line per run to OUT/runs.jsonl, then OUT/results.md (a Markdown table, each
+# figure beside the engine's of the same run) and OUT/results.svg (throughput and latency
+# percentiles against the offered rate) with benches/produce/report.py.
+#
+# usage: [QUIPU_BIN=path] benches/produce/compare.sh [OUT] [PARTITIONS] [SECONDS] [CONCURRENCY]
+#   OUT          where the results go (default: target/bench-produce)
+#   PARTITIONS   RF 1 topic sizes, comma-separated (default: 3,48; issue 16 also asks for
+#                1,480,2000: `benches/produce/compare.sh target/bench-produce 1,3,48,480,2000`)
+#   SECONDS      length of each run (default: 8)
+#   CONCURRENCY  producer tasks (default: 32)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out="${1:-target/bench-produce}"
+partitions="${2:-3,48}"
+seconds="${3:-8}"
+concurrency="${4:-32}"
+mkdir -p "$out"
+: > "$out/runs.jsonl"
+# QUIPU_BIN: another build to measure (say, the one before a change, for a before-and-after in
+# one run); by default the release build of this checkout.
+if [ -z "${QUIPU_BIN:-}" ]; then
+  cargo build --release -p quipu
+fi
+quipu="${QUIPU_BIN:-target/release/quipu}"
+dir="$(mktemp -d)"
+dev=""
+stop_dev() {
+  if [ -n "$dev" ]; then
+    kill -TERM "$dev" 2>/dev/null || true
+    wait "$dev" 2>/dev/null || true
+    dev=""
+  fi
+}
+trap 'stop_dev; rm -rf "$dir"' EXIT
+
+# Starts `quipu dev --nodes $1` in a fresh directory and waits until it answers.
+start_dev() {
+  stop_dev
+  rm -rf "$dir/dev"
+  "$quipu" dev --nodes "$1" --data-dir "$dir/dev" --raft-port 27001 --api-port 27101 \
+    --admin-port 27201 --kafka-port 29092 > "$dir/dev.out" 2>&1 &
+  dev=$!
+  QUIPU_BOOTSTRAP=$(seq -s, -f '127.0.0.1:%g' 27101 $((27100 + $1)))
+  export QUIPU_BOOTSTRAP
+  for _ in $(seq 1 150); do
+    "$quipu" cluster health > /dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "the dev cluster did not start: $(tail -5 "$dir/dev.out")" >&2
+  exit 1
+}
+
+# One run: `record LABEL KEY=VALUE... -- BENCH-ARGS...` appends the bench's JSON object with
+# the label and the keys to runs.jsonl.
+record() {
+  local label="$1"
+  shift
+  local extra=()
+  while [ "$1" != "--" ]; do
+    extra+=("$1")
+    shift
+  done
+  shift
+  local json
+  json=$("$quipu" bench produce --json --concurrency "$concurrency" "$@")
+  python3 - "$label" "$json" "${extra[@]}" >> "$out/runs.jsonl" <<'PY'
+import json, sys
+run = json.loads(sys.argv[2])
+run["label"] = sys.argv[1]
+for pair in sys.argv[3:]:
+    key, value = pair.split("=", 1)
+    run[key] = json.loads(value)
+print(json.dumps(run))
+PY
+  tail -1 "$out/runs.jsonl"
+}
+
+# A topic: warm-up (20,000 records), the maximum, then the rate sweep.
+sweep() {
+  local nodes="$1" rf="$2" count="$3"
+  local topic="t$count" label="RF $rf, $count partitions"
+  "$quipu" bench produce --topic "$topic" --partitions "$count" --replication-factor "$rf" \
+    --records 20000 --json > /dev/null
+  local max
+  max=$(record "$label" nodes="$nodes" partitions="$count" offered=0 -- \
+    --topic "$topic" --records 100000000 --duration "$seconds" |
+    python3 -c 'import json,sys; print(int(json.loads(sys.stdin.read())["records_per_second"]))')
+  for percent in 25 50 75; do
+    local rate=$((max * percent / 100))
+    record "$label" nodes="$nodes" partitions="$count" offered="$rate" -- \
+      --topic "$topic" --records $((rate * seconds)) --duration "$seconds" --rate "$rate" \
+      > /dev/null
+  done
+}
+
+start_dev 1
+# The engine alone on the same disk, in this run.
+record "storage engine alone" nodes=1 partitions=0 offered=0 -- --topic baseline \
+  --partitions 1 --replication-factor 1 --records 20000 --storage-baseline "$dir/baseline" \
+  > /dev/null
+for count in ${partitions//,/ }; do
+  sweep 1 1 "$count"
+done
+start_dev 3
+sweep 3 3 3
+stop_dev
+python3 benches/produce/report.py "$out/runs.jsonl" "$out/results.md" "$out/results.svg"
+echo "results: $out/results.md, $out/results.svg"
