@@ -90,6 +90,37 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// This records entry from its batch that holds `offset` on: the earlier batches of an entry
+    /// of several are left out (a zero-copy slice), and `base_offset` and `record_count` say
+    /// what is left. An entry whose first batch holds `offset` (or ends before it, or does not
+    /// split, which a validated entry never does) comes back as it is.
+    pub fn from_batch_holding(mut self, offset: Offset) -> Entry {
+        if self.kind != EntryKind::Records || offset <= self.base_offset {
+            return self;
+        }
+        let mut start = 0;
+        for range in quipu_record::batch_ranges(&self.payload, usize::MAX) {
+            let Ok(range) = range else {
+                return self;
+            };
+            let Ok(header) = quipu_record::BatchHeader::parse(&self.payload[range.clone()]) else {
+                return self;
+            };
+            let base = u64::try_from(header.base_offset).unwrap_or(0);
+            if base.saturating_add(header.offset_count()) > offset.0 {
+                if start > 0 {
+                    let end = self.next_offset();
+                    self.payload = self.payload.slice(start..);
+                    self.base_offset = Offset(base);
+                    self.record_count = u32::try_from(end.0 - base).unwrap_or(self.record_count);
+                }
+                return self;
+            }
+            start = range.end;
+        }
+        self
+    }
+
     /// The record batches of a records entry, in offset order, each a zero-copy slice of the
     /// payload (none for an internal entry).
     pub fn batches(&self) -> quipu_record::BatchIter {

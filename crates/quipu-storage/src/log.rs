@@ -608,7 +608,9 @@ impl Log {
 
     /// Reads whole record batches from the one holding `from` on, none reaching `max_offset` or
     /// beyond (the high watermark for consumers), stopping before `max_bytes` would be exceeded
-    /// except that the first batch is always returned, as Kafka does.
+    /// except that the first batch is always returned, as Kafka does. The first entry returned
+    /// starts at the batch holding `from` (its earlier batches, if it holds several, are left
+    /// out: [`Entry::from_batch_holding`]); the others are whole entries.
     pub fn read_records(
         &self,
         from: Offset,
@@ -669,11 +671,17 @@ impl Log {
                 if frame_end > max_offset.0 {
                     return Ok(out);
                 }
-                let len = u64::from(frame.payload_len);
+                let mut entry = view.entry(&frame, position);
+                if out.is_empty() {
+                    // Kafka clients expect the first batch to hold the offset asked for; some
+                    // (aiokafka) skip whole batches before it but not records of a later one.
+                    entry = entry.from_batch_holding(Offset(next));
+                }
+                let len = entry.payload.len() as u64;
                 if !out.is_empty() && total + len > max_bytes {
                     return Ok(out);
                 }
-                out.push(view.entry(&frame, position));
+                out.push(entry);
                 total += len;
                 next = frame_end;
                 position += frame.frame_len();

@@ -349,10 +349,23 @@ fn an_entry_of_several_batches_gets_consecutive_offsets_per_batch() {
     }
     assert_eq!(quipu_record::offset_count_of(&entry.payload).unwrap(), 6);
 
-    // Offsets inside the entry are read from it; the next entry follows it.
+    // A read from inside the entry starts at the batch holding the offset (as Kafka returns
+    // the batch holding it first); the next entry follows whole.
     let got = log.read_records(Offset(6), Offset(9), u64::MAX).unwrap();
-    assert_eq!(got[0].base_offset, Offset(2));
+    assert_eq!(
+        (
+            got[0].base_offset,
+            got[0].record_count,
+            got[0].next_offset()
+        ),
+        (Offset(6), 2, Offset(8))
+    );
+    assert_eq!(got[0].payload, split[2]);
     assert_eq!(got[1].base_offset, Offset(8));
+    let got = log.read_records(Offset(4), Offset(9), u64::MAX).unwrap();
+    assert_eq!((got[0].base_offset, got[0].record_count), (Offset(2), 6));
+    let got = log.read_records(Offset(5), Offset(9), u64::MAX).unwrap();
+    assert_eq!(got[0].payload.len(), split[1].len() + split[2].len());
     // Time lookups look at each batch in turn, not only the first.
     let end = log.next_offset();
     assert_eq!(log.offset_for_timestamp(502, end).unwrap(), Some(Offset(4)));
@@ -367,7 +380,7 @@ fn an_entry_of_several_batches_gets_consecutive_offsets_per_batch() {
 
     // Reopened (no clean marker: every frame verified), the entry reads the same.
     let payload = entry.payload.to_vec();
-    drop((entry, got, log));
+    drop((entry, got, split, log));
     let log = Log::open(dir.path(), small_config()).unwrap();
     assert_eq!(log.next_offset(), Offset(9));
     let again = log.read_entries(1, 2, u64::MAX).unwrap();
