@@ -109,6 +109,8 @@ async fn kcat_produces_and_consumes_with_every_codec() {
         Some(b"early\n"),
     )
     .await;
+    // The consumer below may ask any node about the topic the producer just created.
+    cluster.wait_for_topic_everywhere(topic).await;
     let mark = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -47,6 +47,8 @@ async fn reads_from_inside_a_shared_entry_start_at_the_offset_asked_for() {
         Some(b"v0\n"),
     )
     .await;
+    // The consumers below may ask any node about the topic the producer just created.
+    cluster.wait_for_topic_everywhere(topic).await;
     let group = cluster
         .any()
         .with_metadata(|m| m.topic(topic).unwrap().partitions[0].group);

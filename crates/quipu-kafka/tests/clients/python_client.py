@@ -97,7 +97,7 @@ def confluent():
 
 
 def by_timestamp_confluent():
-    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
     topic = f"{PREFIX}-time"
     producer = Producer({"bootstrap.servers": BOOTSTRAP, "acks": "all"})
     producer.produce(topic, value=b"early", partition=0)
@@ -107,7 +107,17 @@ def by_timestamp_confluent():
     producer.produce(topic, value=b"late", partition=0)
     producer.flush(DEADLINE_S)
     consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "unused"})
-    [found] = consumer.offsets_for_times([TopicPartition(topic, 0, mark)], timeout=10)
+    # The broker asked may not have applied the topic's creation yet (librdkafka then fails
+    # with "unknown partition" instead of waiting, as the other clients do): ask again, bounded.
+    deadline = time.time() + DEADLINE_S
+    while True:
+        try:
+            [found] = consumer.offsets_for_times([TopicPartition(topic, 0, mark)], timeout=10)
+            break
+        except KafkaException as e:
+            if time.time() > deadline or e.args[0].code() not in (KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                raise
+            time.sleep(0.2)
     consumer.close()
     return found.offset
 

@@ -230,6 +230,18 @@ impl Cluster {
         }
     }
 
+    /// Waits until every running node's metadata holds `topic` (a node applies the controller's
+    /// entries on its own schedule, and a client may ask any of them).
+    pub async fn wait_for_topic_everywhere(&self, topic: &str) {
+        self.wait_for("every node to know the topic", |c| {
+            c.nodes
+                .iter()
+                .filter_map(|n| n.node.as_ref())
+                .all(|node| node.with_metadata(|m| m.topic(topic).is_some()))
+        })
+        .await;
+    }
+
     /// Waits until every partition of `topic` has a leader known to some node.
     pub async fn wait_for_leaders(&self, topic: &str) {
         self.wait_for("a leader for every partition", |c| {
