@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The produce path's whole comparison in one command (issue 16): on this machine, in one run,
 # the storage engine alone (the raw baseline: 64 KiB batches appended and fdatasynced one at a
-# time for 5 s on the cluster's disk), then a release `quipu dev --nodes 1` with RF 1 topics of
-# each of PARTITIONS busy partitions, then `quipu dev --nodes 3` with an RF 3 topic of 3
+# time for 5 s on the cluster's disk), then, for each of PARTITIONS, a fresh release `quipu dev --nodes 1`
+# with an RF 1 topic of that many busy partitions, then `quipu dev --nodes 3` with an RF 3 topic of 3
 # partitions. Each topic is warmed up, driven as fast as it goes (`quipu bench produce`,
 # fsync=always, acks=all, 1 KiB records, 64 KiB batches, CONCURRENCY producer tasks) for at
 # most SECONDS, then at 25%, 50% and 75% of that rate for SECONDS each (the latency curve).
@@ -107,6 +107,9 @@ record "storage engine alone" nodes=1 partitions=0 offered=0 -- --topic baseline
   --partitions 1 --replication-factor 1 --records 20000 --storage-baseline "$dir/baseline" \
   > /dev/null
 for count in ${partitions//,/ }; do
+  # Each size on a node of its own: none measured beside another's idle partitions (and a
+  # node holds at most partitions_per_node_max replicas).
+  start_dev 1
   sweep 1 1 "$count"
 done
 start_dev 3
