@@ -148,10 +148,20 @@ pub fn all_quiet(nodes: &[Node], groups: &[GroupId]) -> bool {
     })
 }
 
+/// The index of the node whose replica of `group` leads, if one does.
 pub fn leader_node(nodes: &[Node], group: GroupId) -> Option<usize> {
+    // A restarted ex-leader claims its old term's leadership until it hears of a later one
+    // (openraft restores a leader from its own committed vote): the claim of the latest term
+    // is the leader's.
     nodes
         .iter()
-        .position(|n| n.partition(group).is_some_and(|p| p.is_leader()))
+        .enumerate()
+        .filter_map(|(at, n)| {
+            let partition = n.partition(group).filter(|p| p.is_leader())?;
+            Some((partition.leader_epoch(), at))
+        })
+        .max()
+        .map(|(_, at)| at)
 }
 
 pub fn batch(value: &str) -> bytes::Bytes {
