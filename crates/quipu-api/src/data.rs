@@ -340,10 +340,7 @@ impl Data for DataService {
             .await
             .map_err(|e| from_fetch(&self.node, e))?;
         Ok(Response::new(ReadReplicaResponse {
-            record_batches: entries
-                .into_iter()
-                .flat_map(|e| batches_of(e.payload))
-                .collect(),
+            record_batches: entries.into_iter().flat_map(|e| batches_of(&e)).collect(),
             high_watermark: high_watermark.0,
             log_end_offset: partition.log_end_offset().0,
             log_start_offset: partition.log_start_offset().0,
@@ -389,7 +386,7 @@ async fn stream_fetch(
             for entry in entries {
                 bytes += entry.payload.len() as u64;
                 offset = entry.next_offset();
-                batches.extend(batches_of(entry.payload));
+                batches.extend(batches_of(&entry));
             }
             if bytes >= min_bytes.max(1) || bytes >= max_bytes {
                 break;
@@ -435,12 +432,11 @@ async fn stream_fetch(
     }
 }
 
-/// The batches of a stored entry's payload (one, or several a leader proposed together), each
-/// a zero-copy slice: the API sends one batch per `record_batches` element. The log validated
-/// them on append; bytes that do not split (never expected) go as they are, for the client to
-/// refuse.
-fn batches_of(payload: Bytes) -> impl Iterator<Item = Bytes> {
-    let mut split = quipu_record::batches(payload, usize::MAX);
+/// The batches of a stored entry (one, or several a leader proposed together), each a zero-copy
+/// slice: the API sends one batch per `record_batches` element. The log validated them on
+/// append; bytes that do not split (never expected) go as they are, for the client to refuse.
+fn batches_of(entry: &quipu_storage::Entry) -> impl Iterator<Item = Bytes> + use<> {
+    let mut split = entry.batches();
     // After an error the split yields nothing more, so the remainder goes once.
     std::iter::from_fn(move || match split.next()? {
         Ok(batch) => Some(batch),

@@ -52,15 +52,7 @@ async fn reads_from_inside_a_shared_entry_start_at_the_offset_asked_for() {
     let group = cluster
         .any()
         .with_metadata(|m| m.topic(topic).unwrap().partitions[0].group);
-    let leader = cluster
-        .nodes
-        .iter()
-        .filter_map(|n| n.node.as_ref())
-        .find_map(|node| {
-            node.partition(quipu_node::GroupId(group))
-                .filter(|p| p.is_leader())
-        })
-        .expect("a leader");
+    let leader = cluster.leader_replica(group).expect("a leader");
     // Rounds of batches produced at once (each record's value is its offset), until an entry
     // holds several: the offset asked for is inside its second batch.
     let mut next = 1;

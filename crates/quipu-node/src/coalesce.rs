@@ -51,6 +51,9 @@ pub(crate) struct Coalescer {
     node_id: NodeId,
     raft: Raft<TypeConfig>,
     shared: Arc<PartitionShared>,
+    /// The largest entry built of several batches: the log's `entry_bytes_max` (a node setting,
+    /// fixed while the log is open), capped at [`ENTRY_BYTES_MAX`].
+    entry_bytes_max: usize,
     queue: std::sync::Mutex<Queue>,
 }
 
@@ -59,9 +62,6 @@ struct Queue {
     waiting: VecDeque<Waiting>,
     /// Whether an entry is on its way into the leader's log (batches submitted now wait).
     in_flight: bool,
-    /// The largest entry to build now: the log's `entry_bytes_max` as of the last submit,
-    /// capped at [`ENTRY_BYTES_MAX`].
-    entry_bytes_max: usize,
 }
 
 struct Waiting {
@@ -75,11 +75,11 @@ struct Waiting {
 impl Queue {
     /// The batches of the next entry, oldest first: at least one, then as many as fit in
     /// `entry_bytes_max`.
-    fn next_entry(&mut self) -> Vec<Waiting> {
+    fn next_entry(&mut self, entry_bytes_max: usize) -> Vec<Waiting> {
         let mut entry = Vec::new();
         let mut bytes = 0usize;
         while let Some(next) = self.waiting.front() {
-            if !entry.is_empty() && bytes + next.batch.len() > self.entry_bytes_max {
+            if !entry.is_empty() && bytes + next.batch.len() > entry_bytes_max {
                 break;
             }
             bytes += next.batch.len();
@@ -95,12 +95,16 @@ impl Coalescer {
         node_id: NodeId,
         raft: Raft<TypeConfig>,
         shared: Arc<PartitionShared>,
+        entry_bytes_max: u64,
     ) -> Coalescer {
         Coalescer {
             group,
             node_id,
             raft,
             shared,
+            entry_bytes_max: usize::try_from(entry_bytes_max)
+                .unwrap_or(usize::MAX)
+                .min(ENTRY_BYTES_MAX),
             queue: std::sync::Mutex::new(Queue::default()),
         }
     }
@@ -113,18 +117,10 @@ impl Coalescer {
 
     /// Queues a validated batch (one RecordBatch occupying `offsets` offsets) for the next
     /// entry, and proposes that entry at once if none is on its way. Never waits.
-    pub(crate) fn submit(
-        self: &Arc<Self>,
-        batch: Bytes,
-        offsets: u64,
-        entry_bytes_max: u64,
-    ) -> Answers {
+    pub(crate) fn submit(self: &Arc<Self>, batch: Bytes, offsets: u64) -> Answers {
         let (appended, appended_rx) = oneshot::channel();
         let (committed, committed_rx) = oneshot::channel();
         let mut queue = self.lock();
-        queue.entry_bytes_max = usize::try_from(entry_bytes_max)
-            .unwrap_or(usize::MAX)
-            .min(ENTRY_BYTES_MAX);
         queue.waiting.push_back(Waiting {
             batch,
             offsets,
@@ -133,7 +129,7 @@ impl Coalescer {
         });
         if !queue.in_flight {
             queue.in_flight = true;
-            let entry = queue.next_entry();
+            let entry = queue.next_entry(self.entry_bytes_max);
             drop(queue);
             tokio::spawn(Arc::clone(self).propose(entry));
         }
@@ -151,7 +147,7 @@ impl Coalescer {
             queue.in_flight = false;
             return;
         }
-        let entry = queue.next_entry();
+        let entry = queue.next_entry(self.entry_bytes_max);
         drop(queue);
         tokio::spawn(Arc::clone(self).propose(entry));
     }
@@ -200,31 +196,30 @@ impl Coalescer {
         };
         self.shared.cancel_local_ack(token);
         self.next();
+        // acks=1 producers hear now that the leader's log holds the entry. Otherwise each
+        // `appended` sender is dropped only after its `committed` answer is sent, so that an
+        // acks=1 waiter reads that answer rather than a dropped channel.
+        let base = early.as_ref().ok().copied().flatten();
         let mut delta = 0;
-        match early {
-            Ok(base) => {
-                // acks=1 producers hear now; acks=all ones once a majority holds the entry.
-                let mut to_commit = Vec::with_capacity(batches.len());
-                for waiting in batches {
-                    if let Some(base) = base {
-                        let _ = waiting.appended.send(Ok(Offset(base + delta)));
-                    }
-                    to_commit.push((waiting.committed, delta));
-                    delta += waiting.offsets;
+        let mut to_answer = Vec::with_capacity(batches.len());
+        for waiting in batches {
+            let appended = match base {
+                Some(base) => {
+                    let _ = waiting.appended.send(Ok(Offset(base + delta)));
+                    None
                 }
-                let answer = committed.await;
-                for (committed, delta) in to_commit {
-                    let _ = committed.send(self.answer(&answer, delta));
-                }
-            }
-            Err(answer) => {
-                // Each `appended` sender is dropped after its `committed` answer is sent, so an
-                // acks=1 waiter reads that answer.
-                for waiting in batches {
-                    let _ = waiting.committed.send(self.answer(&answer, delta));
-                    delta += waiting.offsets;
-                }
-            }
+                None => Some(waiting.appended),
+            };
+            to_answer.push((waiting.committed, appended, delta));
+            delta += waiting.offsets;
+        }
+        let answer = match early {
+            Ok(_) => committed.await,
+            Err(answer) => answer,
+        };
+        for (committed, appended, delta) in to_answer {
+            let _ = committed.send(self.answer(&answer, delta));
+            drop(appended);
         }
     }
 

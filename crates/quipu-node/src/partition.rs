@@ -172,6 +172,7 @@ impl Partition {
             node_id,
             raft.clone(),
             Arc::clone(&shared),
+            log.config().entry_bytes_max,
         ));
         let roles = Arc::new(RoleEvents::default());
         let election_watchdog = tokio::spawn(break_split_votes(
@@ -264,8 +265,8 @@ impl Partition {
 
     /// Validates a produced batch as Kafka's log validator does: header, size and CRC, then every
     /// record against the header and the topic's timestamp bounds. Large or compressed batches
-    /// are checked on the blocking pool, not on the async workers.
-    async fn validate(&self, batch: &Bytes) -> Result<(), ProduceError> {
+    /// are checked on the blocking pool, not on the async workers. Returns the batch's header.
+    async fn validate(&self, batch: &Bytes) -> Result<quipu_record::BatchHeader, ProduceError> {
         let limits = self.produce_limits();
         // The log's clock: the one its segment ages and retention go by.
         let now = (self.log.config().clock)();
@@ -286,7 +287,8 @@ impl Partition {
         };
         let check = move |batch: &Bytes| {
             let header = quipu_record::validate_batch(batch, limits.batch_bytes_max)?;
-            quipu_record::validate_records(batch, &header, &rules)
+            quipu_record::validate_records(batch, &header, &rules)?;
+            Ok(header)
         };
         let small_and_plain = batch.len() <= INLINE_VALIDATION_BYTES_MAX
             && quipu_record::BatchHeader::parse(batch).is_ok_and(|h| {
@@ -668,7 +670,7 @@ impl Partition {
             .room(batch.len(), PRODUCE_ROOM_WAIT)
             .await
             .ok_or(ProduceError::Busy { max: budget.max() })?;
-        self.validate(&batch).await?;
+        let header = self.validate(&batch).await?;
         let (batch, log_append_time) = self.stamp(batch)?;
         let sequenced = match &producer {
             None => None,
@@ -678,11 +680,8 @@ impl Partition {
                 Checked::NotLeading => return Err(self.not_leader()),
             },
         };
-        let offsets = quipu_record::offset_count_of(&batch).map_err(ProduceError::InvalidBatch)?;
         // Never waits: the sequencer's lock, if held, keeps the batch's place in the log.
-        let answers = self
-            .coalescer
-            .submit(batch, offsets, self.log.config().entry_bytes_max);
+        let answers = self.coalescer.submit(batch, header.offset_count());
         if let (Some(sequenced), Some(producer)) = (sequenced, &producer) {
             sequenced.proposed(producer, &self.shared);
         }

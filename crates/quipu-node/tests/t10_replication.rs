@@ -7,9 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use bytes::Bytes;
 use quipu_node::{GroupId, Node, NodeConfig, Partition, ProduceError};
-use quipu_record::{BatchBuilder, Compression, decode_records};
+use quipu_record::{BatchBuilder, Compression};
 use quipu_storage::{LogConfig, Offset};
 
 /// How long a test waits for a condition before failing (a bound, not a synchronisation).
@@ -75,32 +77,10 @@ async fn produce(partitions: &[Arc<Partition>], batch: Bytes) -> Offset {
     }
 }
 
-/// Reads every committed record from the leader: `(offset, value)` in offset order.
+/// `(offset, value)` of every record of `partition` in offset order: committed, from the
+/// leader; with `replica`, whatever this replica holds.
 async fn read_all(partition: &Partition, replica: bool) -> Vec<(u64, String)> {
-    let mut out = Vec::new();
-    let mut from = Offset(0);
-    loop {
-        let entries = if replica {
-            partition.read_replica(from, 1 << 20).await.unwrap()
-        } else {
-            partition.fetch(from, 1 << 20).await.unwrap()
-        };
-        let Some(last) = entries.last() else {
-            return out;
-        };
-        from = last.next_offset();
-        for entry in &entries {
-            for batch in entry.batches() {
-                let batch = batch.unwrap();
-                let header = quipu_record::BatchHeader::parse(&batch).unwrap();
-                for record in decode_records(&batch, 1 << 24).unwrap() {
-                    let offset = u64::try_from(record.offset(header.base_offset)).unwrap();
-                    let value = String::from_utf8(record.value.unwrap().to_vec()).unwrap();
-                    out.push((offset, value));
-                }
-            }
-        }
-    }
+    common::records_from(partition, Offset(0), replica).await
 }
 
 async fn start_cluster(dirs: &[tempfile::TempDir]) -> (Vec<Node>, Vec<Arc<Partition>>) {

@@ -801,7 +801,7 @@ impl Log {
             offset: entry.base_offset.0,
             source,
         };
-        for batch in quipu_record::batches(entry.payload.clone(), usize::MAX) {
+        for batch in entry.batches() {
             let batch = batch.map_err(batch_err)?;
             let header = quipu_record::BatchHeader::parse(&batch).map_err(batch_err)?;
             let base = u64::try_from(header.base_offset).unwrap_or(u64::MAX);

@@ -13,17 +13,28 @@ OFFSET, COUNT = int(sys.argv[4]), int(sys.argv[5])
 DEADLINE_S = 30
 
 
+def collect(poll):
+    """Calls `poll` (which returns (offset, value) pairs) until COUNT records or the deadline."""
+    out = []
+    deadline = time.time() + DEADLINE_S
+    while len(out) < COUNT and time.time() < deadline:
+        out.extend(poll())
+    return out
+
+
 def confluent():
     from confluent_kafka import Consumer, TopicPartition
     consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "unused", "enable.auto.commit": False})
     consumer.assign([TopicPartition(TOPIC, 0, OFFSET)])
-    out = []
-    deadline = time.time() + DEADLINE_S
-    while len(out) < COUNT and time.time() < deadline:
-        for msg in consumer.consume(COUNT, 1.0):
+
+    def poll():
+        msgs = consumer.consume(COUNT, 1.0)
+        for msg in msgs:
             if msg.error():
                 sys.exit(f"consume error {msg.error()}")
-            out.append((msg.offset(), msg.value()))
+        return [(msg.offset(), msg.value()) for msg in msgs]
+
+    out = collect(poll)
     consumer.close()
     return out
 
@@ -34,11 +45,7 @@ def kafka_python():
     tp = TopicPartition(TOPIC, 0)
     consumer.assign([tp])
     consumer.seek(tp, OFFSET)
-    out = []
-    deadline = time.time() + DEADLINE_S
-    while len(out) < COUNT and time.time() < deadline:
-        for msgs in consumer.poll(timeout_ms=1000).values():
-            out.extend((m.offset, m.value) for m in msgs)
+    out = collect(lambda: [(m.offset, m.value) for msgs in consumer.poll(timeout_ms=1000).values() for m in msgs])
     consumer.close()
     return out
 

@@ -230,6 +230,17 @@ impl Cluster {
         }
     }
 
+    /// The replica of partition group `group` that leads, on whichever running node holds it.
+    pub fn leader_replica(&self, group: u64) -> Option<std::sync::Arc<quipu_node::Partition>> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.node.as_ref())
+            .find_map(|node| {
+                node.partition(quipu_node::GroupId(group))
+                    .filter(|p| p.is_leader())
+            })
+    }
+
     /// Waits until every running node's metadata holds `topic` (a node applies the controller's
     /// entries on its own schedule, and a client may ask any of them).
     pub async fn wait_for_topic_everywhere(&self, topic: &str) {
@@ -368,15 +379,7 @@ pub async fn read_back(cluster: &Cluster, topic: &str) -> Vec<Stored> {
     });
     let mut out = Vec::new();
     for (partition, group) in (0u32..).zip(groups) {
-        let leader = cluster
-            .nodes
-            .iter()
-            .filter_map(|n| n.node.as_ref())
-            .find_map(|node| {
-                node.partition(quipu_node::GroupId(group))
-                    .filter(|p| p.is_leader())
-            })
-            .expect("a leader");
+        let leader = cluster.leader_replica(group).expect("a leader");
         let end = leader.high_watermark();
         let mut offset = quipu_storage::Offset(0);
         while offset < end {
