@@ -449,6 +449,15 @@ impl NodeHandle {
             .collect()
     }
 
+    /// Whether the controller group's membership, as this node's replica knows it, is one
+    /// configuration: no change is half done (a change goes through a joint configuration, old
+    /// and new voters, which needs a majority of each until the new one alone is committed).
+    pub fn controller_membership_settled(&self) -> bool {
+        let metrics = self.inner.controller.metrics();
+        let metrics = metrics.borrow();
+        metrics.membership_config.membership().get_joint_config().len() == 1
+    }
+
     /// The cluster's id (Kafka's cluster id), once this node knows it: chosen by the first
     /// controller leader, and the same on every node.
     pub fn cluster_id(&self) -> Option<String> {

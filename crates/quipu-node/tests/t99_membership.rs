@@ -596,7 +596,9 @@ async fn a_five_voter_controller_takes_two_joined_nodes_and_outlives_two_losses(
             .unwrap();
         nodes.push(node);
     }
-    // Both joined nodes become voters: the controller grows from three voters to five.
+    // Both joined nodes become voters: the controller grows from three voters to five. The
+    // change passes through a joint configuration (a majority of the old three and of the new
+    // five): losing two of the old three in it would leave no quorum, so wait until it is done.
     wait_for("five controller voters", || {
         nodes.iter().all(|n| {
             let statuses = n.cluster_nodes();
@@ -605,6 +607,7 @@ async fn a_five_voter_controller_takes_two_joined_nodes_and_outlives_two_losses(
                     .iter()
                     .all(|s| s.state == "active" && s.controller_role == "voter")
                 && n.controller_voters().len() == 5
+                && n.controller_membership_settled()
         })
     })
     .await;
