@@ -16,6 +16,10 @@
 #                1,480,2000: `benches/produce/compare.sh target/bench-produce 1,3,48,480,2000`)
 #   SECONDS      length of each run (default: 8)
 #   CONCURRENCY  producer tasks (default: 32)
+# KEYS=N gives records one of N keys in turn (`quipu bench produce --keys`): they spread over
+# every partition at once by key hash, as a keyed producer's do, instead of filling one
+# partition's batch after another (the default, Kafka's sticky partitioner). QUIPU_CONFIG=FILE
+# starts the nodes with that configuration (say, `[log] sync_scope = "file"` to compare).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out="${1:-target/bench-produce}"
@@ -70,7 +74,7 @@ record() {
   done
   shift
   local json
-  json=$("$quipu" bench produce --json --concurrency "$concurrency" "$@")
+  json=$("$quipu" bench produce --json --concurrency "$concurrency" --keys "${KEYS:-0}" "$@")
   python3 - "$label" "$json" "${extra[@]}" >> "$out/runs.jsonl" <<'PY'
 import json, sys
 run = json.loads(sys.argv[2])

@@ -124,7 +124,10 @@ impl Node {
 }
 
 /// Node `id`'s configuration file; `membership` is its `voters = [...]` or `join = "..."` line.
+/// Odd ids share syncs across their logs (`sync_scope = "filesystem"`), even ids sync each log's
+/// own files, so that every fault meets both.
 fn config_text(id: u64, dir: &Path, host: &Host, membership: &str) -> String {
+    let sync_scope = if id % 2 == 1 { "filesystem" } else { "file" };
     format!(
         "# Written by quipu-jepsen for node {id}.\n\
          node_id = {id}\n\
@@ -139,6 +142,7 @@ fn config_text(id: u64, dir: &Path, host: &Host, membership: &str) -> String {
          index_bytes_max = {SEGMENT_BYTES}\n\
          preallocate_bytes = {SEGMENT_BYTES}\n\
          fsync = \"always\"\n\
+         sync_scope = \"{sync_scope}\"\n\
          \n\
          [limits]\n\
          disk_reserve_bytes = {DISK_RESERVE}\n\

@@ -82,7 +82,13 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "quipu_fsync_duration_seconds",
         Kind::Histogram,
         Unit::Seconds,
-        "Time of each fsync, fdatasync and directory sync of the storage engine.",
+        "Time of each fsync, fdatasync, syncfs and directory sync of the storage engine.",
+    ),
+    (
+        "quipu_shared_sync_logs",
+        Kind::Histogram,
+        Unit::Count,
+        "Logs made durable by each round of shared syncs (1: an fdatasync; more: one syncfs).",
     ),
     (
         "quipu_leader_changes_total",

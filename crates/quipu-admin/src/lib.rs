@@ -62,6 +62,11 @@ const BATCH_BYTES_BUCKETS: &[f64] = &[
 /// batches.
 const BATCHES_PER_ENTRY_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 256.0, 1_024.0];
 
+/// Buckets of `quipu_shared_sync_logs`: one log alone up to thousands of busy partitions.
+const SHARED_SYNC_LOGS_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1_024.0, 4_096.0,
+];
+
 /// How long a gauge not set again stays in the exposition. Every gauge is set at each scrape,
 /// just before rendering, so one that was not is stale (a partition deleted, a replica that no
 /// longer leads): it goes at the next scrape after this.
@@ -90,6 +95,10 @@ pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheu
         .set_buckets_for_metric(
             Matcher::Full("quipu_produce_batches_per_entry".to_owned()),
             BATCHES_PER_ENTRY_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("quipu_shared_sync_logs".to_owned()),
+            SHARED_SYNC_LOGS_BUCKETS,
         )?
         .idle_timeout(
             metrics_util::MetricKindMask::GAUGE,

@@ -21,8 +21,11 @@ pub struct NodeConfig {
     pub listen_addr: SocketAddr,
     /// Raft timing and limits, shared by every group of the node.
     pub raft: openraft::Config,
-    /// Segment log configuration of every partition.
+    /// Segment log configuration of every partition. Its `shared_sync` is set by
+    /// [`crate::Node::start`] as `sync_scope` says.
     pub log: LogConfig,
+    /// Whether the logs of the data directory share syncs (`log.sync_scope`).
+    pub sync_scope: SyncScope,
     /// Whether idle partition groups go quiet (no ticks, no heartbeats; one node heartbeat per
     /// peer stands in for them). Default on; off only to measure what it saves.
     pub quiesce: bool,
@@ -205,6 +208,20 @@ impl Default for GroupsConfig {
 /// per producer at most).
 pub const PRODUCERS_PER_PARTITION_LIMIT: usize = 100_000;
 
+/// Which syncs the logs of a node's data directory share (`log.sync_scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncScope {
+    /// Each log syncs its own files (`fdatasync`), sharing only with appends to itself. The
+    /// default.
+    File,
+    /// The logs waiting for a sync at once share one `syncfs(2)` of the data directory's
+    /// filesystem (a log waiting alone still syncs its own file); the node refuses to start where
+    /// that does not qualify ([`quipu_storage::SharedSync::open`]). Every dirty page of that
+    /// filesystem is written with them (the logs' mapped indexes and marks, other programs'
+    /// files), so it pays where sync calls are the bound, on a filesystem of its own.
+    Filesystem,
+}
+
 impl NodeConfig {
     /// A node with default Raft timings, log settings and intervals.
     pub fn new(node_id: NodeId, data_dir: PathBuf, listen_addr: SocketAddr) -> NodeConfig {
@@ -214,6 +231,7 @@ impl NodeConfig {
             listen_addr,
             raft: NodeConfig::default_raft(),
             log: LogConfig::default(),
+            sync_scope: SyncScope::File,
             quiesce: true,
             retention_check_interval: DEFAULT_RETENTION_CHECK_INTERVAL,
             api_addr: None,

@@ -1,10 +1,17 @@
 //! The data directory's free space: [`DiskGuard`] keeps a reserve (`disk_reserve_bytes`) below
 //! which the node refuses produce requests (reads, fetches and Raft traffic go on, so replicas
-//! keep what they already hold in step); it resumes by itself once space returns.
+//! keep what they already hold in step); it resumes by itself once space returns. And the sync
+//! scope of its logs ([`open_shared_sync`]).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use quipu_storage::SharedSync;
+
+use crate::config::{NodeConfig, SyncScope};
+use crate::error::NodeError;
 
 /// How long a free-space reading is trusted: at most one `statvfs` per interval.
 pub const DISK_CHECK_INTERVAL: Duration = Duration::from_millis(100);
@@ -93,6 +100,18 @@ pub fn total_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
 pub fn free_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
     let stat = rustix::fs::statvfs(dir)?;
     Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// The group the logs of the data directory sync through, as `sync_scope` says (before any log
+/// opens: a `syncfs` reports the write errors that happen after its group opened).
+pub(crate) fn open_shared_sync(config: &NodeConfig) -> Result<Option<Arc<SharedSync>>, NodeError> {
+    let dir = &config.data_dir;
+    if config.sync_scope == SyncScope::File {
+        return Ok(None);
+    }
+    let group = SharedSync::open(dir).map_err(NodeError::SharedSync)?;
+    tracing::info!(dir = %dir.display(), filesystem = group.filesystem(), "logs waiting at once share one sync of the filesystem");
+    Ok(Some(Arc::new(group)))
 }
 
 #[cfg(test)]

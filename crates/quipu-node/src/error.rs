@@ -30,6 +30,9 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    /// `log.sync_scope = "filesystem"` was asked for, and the data directory cannot have it.
+    #[error("log.sync_scope = \"filesystem\" cannot be used")]
+    SharedSync(#[source] quipu_storage::SharedSyncError),
     /// A file could not be removed.
     #[error("cannot remove {path}")]
     RemoveFile {

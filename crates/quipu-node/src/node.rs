@@ -108,7 +108,7 @@ pub struct Node {
 impl Node {
     /// Binds the transport, opens this node's replica of the controller group (group 0) and starts
     /// carrying out the controller's effects. A new cluster is formed with [`Node::join`].
-    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+    pub async fn start(mut config: NodeConfig) -> Result<Node, NodeError> {
         config.validate()?;
         let raft_config = config
             .raft
@@ -122,6 +122,7 @@ impl Node {
                 source,
             }
         })?;
+        config.log.shared_sync = crate::disk::open_shared_sync(&config)?;
         let listener = tokio::net::TcpListener::bind(config.listen_addr)
             .await
             .map_err(|source| NodeError::Bind {
@@ -455,7 +456,12 @@ impl NodeHandle {
     pub fn controller_membership_settled(&self) -> bool {
         let metrics = self.inner.controller.metrics();
         let metrics = metrics.borrow();
-        metrics.membership_config.membership().get_joint_config().len() == 1
+        metrics
+            .membership_config
+            .membership()
+            .get_joint_config()
+            .len()
+            == 1
     }
 
     /// The cluster's id (Kafka's cluster id), once this node knows it: chosen by the first

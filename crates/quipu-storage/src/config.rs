@@ -54,6 +54,9 @@ pub struct LogConfig {
     pub decompressed_bytes_max: usize,
     /// The wall clock used for segment age and retention.
     pub clock: Clock,
+    /// The group this log syncs with, if its filesystem's other logs share syncs
+    /// ([`crate::SharedSync`]); `None`: it syncs its own files.
+    pub shared_sync: Option<std::sync::Arc<crate::SharedSync>>,
 }
 
 impl std::fmt::Debug for LogConfig {
@@ -68,6 +71,13 @@ impl std::fmt::Debug for LogConfig {
             .field("fsync", &self.fsync)
             .field("retention_bytes", &self.retention_bytes)
             .field("retention_ms", &self.retention_ms)
+            .field(
+                "shared_sync",
+                &self
+                    .shared_sync
+                    .as_ref()
+                    .map(|group| group.dir().to_path_buf()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -86,6 +96,7 @@ impl Default for LogConfig {
             retention_ms: None,
             decompressed_bytes_max: 64 * 1024 * 1024,
             clock: system_clock(),
+            shared_sync: None,
         }
     }
 }

@@ -32,6 +32,14 @@ mod disabled {
     pub(crate) fn injected_sync_failure(_: &Path) -> Option<std::io::Error> {
         None
     }
+    pub(crate) fn injected_filesystem_sync_failure(_: &Path) -> Option<std::io::Error> {
+        None
+    }
+    pub(crate) struct Written;
+    pub(crate) fn written_under(_: &Path) -> Written {
+        Written
+    }
+    pub(crate) fn on_filesystem_sync(_: Written) {}
 }
 #[cfg(not(feature = "fault-injection"))]
 pub(crate) use disabled::*;
@@ -102,6 +110,53 @@ mod enabled {
             .position(|dir| path.parent() == Some(dir.as_path()))?;
         once.remove(at);
         Some(std::io::Error::other("injected writeback error"))
+    }
+
+    /// A filesystem sync (`syncfs`) covering `root` fails if a file under it would fail a sync:
+    /// a writeback error of any file on the filesystem is reported by the next `syncfs`.
+    pub(crate) fn injected_filesystem_sync_failure(root: &Path) -> Option<std::io::Error> {
+        if FROZEN.load(Ordering::SeqCst) {
+            return Some(std::io::Error::other("frozen for a simulated power loss"));
+        }
+        if FAILING_DIRS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|dir| dir.starts_with(root))
+        {
+            return Some(std::io::Error::other("injected i/o failure"));
+        }
+        let mut once = FAIL_NEXT_SYNC.lock().unwrap_or_else(|e| e.into_inner());
+        let at = once.iter().position(|dir| dir.starts_with(root))?;
+        once.remove(at);
+        Some(std::io::Error::other("injected writeback error"))
+    }
+
+    /// How far each tracked file under `root` was written, taken before a filesystem sync: the
+    /// sync makes that much durable (writes racing with it are not counted).
+    pub(crate) struct Written(Vec<(PathBuf, u64)>);
+
+    pub(crate) fn written_under(root: &Path) -> Written {
+        Written(with_files(|files| {
+            files
+                .iter()
+                .filter(|(path, _)| path.starts_with(root))
+                .map(|(path, track)| (path.clone(), track.written_end))
+                .collect()
+        }))
+    }
+
+    /// A filesystem sync succeeded: the data `written` names is durable. Only file data is
+    /// counted, not directory entries, truncations or mapped writes, which the engine syncs
+    /// itself whatever the sync scope: the simulation then proves it does not depend on more.
+    pub(crate) fn on_filesystem_sync(written: Written) {
+        with_files(|files| {
+            for (path, end) in written.0 {
+                if let Some(track) = files.get_mut(&path) {
+                    track.synced_end = track.synced_end.max(end.min(track.written_end));
+                }
+            }
+        });
     }
 
     /// From now on every write and sync of a file in `dir` fails with an I/O error, as a dying

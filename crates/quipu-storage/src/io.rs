@@ -61,6 +61,19 @@ pub(crate) fn sync_data(file: &File, path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// `syncfs` of the filesystem holding `dir` (`handle` is `dir`, opened): every file on it, data
+/// and metadata, is durable, and the device's cache is flushed. Reports a writeback error of any
+/// file on the filesystem since `handle` was opened or last reported one.
+pub(crate) fn sync_filesystem(handle: &File, dir: &Path) -> io::Result<()> {
+    if let Some(error) = fault::injected_filesystem_sync_failure(dir) {
+        return Err(error);
+    }
+    let written = fault::written_under(dir);
+    timed_sync(|| rustix::fs::syncfs(handle).map_err(io::Error::from))?;
+    fault::on_filesystem_sync(written);
+    Ok(())
+}
+
 /// `fsync`: data and all metadata are durable.
 pub(crate) fn sync_all(file: &File, path: &Path) -> io::Result<()> {
     if let Some(error) =

@@ -7,7 +7,8 @@
 //! out [`bytes::Bytes`] that point into the segment's map, with no copy.
 //!
 //! Durability follows [`FsyncPolicy`]: with `always`, concurrent appends share one `fdatasync`
-//! (group commit) through [`Log::sync_to`]. Opening a log after a crash verifies the last
+//! (group commit) through [`Log::sync_to`]; logs opened with a [`SharedSync`] share syncs with
+//! the other logs of their filesystem (one `syncfs` for all the logs waiting at once). Opening a log after a crash verifies the last
 //! segment frame by frame and cuts a torn tail; a damaged sealed segment is an error, never
 //! skipped.
 //!
@@ -34,6 +35,7 @@ mod mark;
 mod marker;
 mod mmap;
 mod segment;
+mod shared_sync;
 mod state_file;
 
 pub use config::{
@@ -44,4 +46,5 @@ pub use error::{AppendError, OpenError, ReadError, SyncError, TruncateError};
 pub use frame::{FORMAT_VERSION, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 pub use log::{Appended, Log, Purged};
 pub use mark::{MARK_LEN, MarkFile};
+pub use shared_sync::{SharedSync, SharedSyncError};
 pub use state_file::{StateFileError, read_state_file, write_state_file};

@@ -21,7 +21,7 @@ use crate::error::{AppendError, Failure, OpenError, ReadError, SyncError, Trunca
 use crate::frame::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader};
 use crate::marker::CleanMarker;
 use crate::segment::{OpenMode, Segment, SegmentView, parse_segment_name, segment_paths};
-use crate::{FsyncPolicy, LogConfig, io};
+use crate::{FsyncPolicy, LogConfig, SharedSync, io};
 
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,17 @@ pub struct Log {
     state: RwLock<State>,
     sync: Mutex<SyncState>,
     synced: Condvar,
+    /// The group this log syncs through, fixed at open ([`LogConfig::shared_sync`], if the
+    /// log's directory is on its filesystem).
+    shared_sync: Option<Arc<SharedSync>>,
+}
+
+/// What one sync of a log must make durable, taken before the sync starts: every entry below
+/// `log_next` of the log as of `generation`.
+#[derive(Debug)]
+pub(crate) struct SyncTicket {
+    generation: u64,
+    log_next: u64,
 }
 
 #[derive(Debug)]
@@ -79,6 +90,20 @@ struct SyncState {
     generation: u64,
     in_progress: bool,
     last_sync_ms: i64,
+}
+
+impl SyncState {
+    /// Records a sync's result: what `ticket` names is durable as of `now_ms`. A result from
+    /// before a truncation or reset says nothing about the log now, and is ignored.
+    fn note_synced(&mut self, ticket: &SyncTicket, now_ms: i64) {
+        if ticket.generation > self.generation {
+            self.generation = ticket.generation;
+            self.durable_next = ticket.log_next;
+        } else if ticket.generation == self.generation {
+            self.durable_next = self.durable_next.max(ticket.log_next);
+        }
+        self.last_sync_ms = now_ms;
+    }
 }
 
 impl State {
@@ -211,6 +236,14 @@ impl Log {
             io::sync_dir(&dir).map_err(io_err(&dir))?;
         }
         let next_index = segments.last().map_or(0, |s| s.next_index);
+        let shared_sync = match &config.shared_sync {
+            Some(group) if group.covers(&dir).map_err(io_err(&dir))? => Some(Arc::clone(group)),
+            Some(group) => {
+                warn!(dir = %dir.display(), shared = %group.dir().display(), "this log is on another filesystem than its data directory: it syncs its own files");
+                None
+            }
+            None => None,
+        };
         info!(
             dir = %dir.display(),
             segments = segments.len(),
@@ -236,6 +269,7 @@ impl Log {
                 last_sync_ms: now,
             }),
             synced: Condvar::new(),
+            shared_sync,
             config: RwLock::new(Arc::new(config)),
         })
     }
@@ -253,9 +287,16 @@ impl Log {
     }
 
     fn poisoned(&self, state: &State) -> Option<(PathBuf, String)> {
+        let group_failure = || {
+            self.shared_sync
+                .as_ref()
+                .and_then(|group| group.failure())
+                .map(|cause| format!("a shared sync of its filesystem failed: {cause}"))
+        };
         state
             .poisoned
             .clone()
+            .or_else(group_failure)
             .map(|cause| (self.dir.clone(), cause))
     }
 
@@ -420,8 +461,80 @@ impl Log {
     /// Blocks until every entry below `next_index` (at most the log's next index) is durable.
     /// Concurrent callers share one `fdatasync` (group commit): whoever finds no sync running
     /// syncs everything written so far, the others wait for it and go round again if it did
-    /// not cover them.
+    /// not cover them. A log with a [`SharedSync`] shares it with the other logs of its
+    /// filesystem instead.
     pub fn sync_to(&self, next_index: u64) -> Result<(), SyncError> {
+        match &self.shared_sync {
+            Some(group) => self.sync_shared(group, next_index),
+            None => self.sync_alone(next_index),
+        }
+    }
+
+    /// [`Log::sync_to`] through `group`: takes a ticket, then joins the group's next round.
+    fn sync_shared(&self, group: &SharedSync, next_index: u64) -> Result<(), SyncError> {
+        // One round normally covers the ticket; a truncation during it makes the next ticket
+        // name the log as it is now.
+        loop {
+            let Some(ticket) = self.sync_ticket(next_index)? else {
+                return Ok(());
+            };
+            if let Err(cause) = group.sync(self) {
+                let cause = format!("a shared sync of its filesystem failed: {cause}");
+                let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
+                sync.failed = true;
+                drop(sync);
+                return Err(SyncError::Poisoned {
+                    dir: self.dir.clone(),
+                    cause,
+                });
+            }
+            self.note_synced(&ticket);
+        }
+    }
+
+    /// What a sync must cover for every entry below `next_index` to be durable; `None` if they
+    /// already are.
+    pub(crate) fn sync_ticket(&self, next_index: u64) -> Result<Option<SyncTicket>, SyncError> {
+        // Lock order: state before sync, never both held.
+        let (generation, log_next) = {
+            let state = self.read_state();
+            if let Some((dir, cause)) = self.poisoned(&state) {
+                return Err(SyncError::Poisoned { dir, cause });
+            }
+            (state.generation, state.active().next_index)
+        };
+        let sync = self.sync.lock().expect("sync lock poisoned by a panic");
+        if sync.failed {
+            return Err(SyncError::Poisoned {
+                dir: self.dir.clone(),
+                cause: "an earlier sync failed".to_string(),
+            });
+        }
+        if sync.generation == generation && sync.durable_next >= next_index.min(log_next) {
+            return Ok(None);
+        }
+        Ok(Some(SyncTicket {
+            generation,
+            log_next,
+        }))
+    }
+
+    /// Records that what `ticket` names is durable.
+    fn note_synced(&self, ticket: &SyncTicket) {
+        let now = (self.config().clock)();
+        let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
+        sync.note_synced(ticket, now);
+    }
+
+    /// The active segment's data file: everything not in a sealed (synced) segment is in it.
+    /// Given even if the log is poisoned: syncing it does no harm, and the log's callers learn of
+    /// the poison from their next ticket (a log's own failure must not fail its group's round).
+    pub(crate) fn active_file(&self) -> (Arc<std::fs::File>, Arc<Path>) {
+        self.read_state().active().file()
+    }
+
+    /// [`Log::sync_to`] of a log that syncs its own files.
+    fn sync_alone(&self, next_index: u64) -> Result<(), SyncError> {
         loop {
             // Lock order: state before sync, never both held.
             let (generation, log_next, file, path) = {
@@ -470,16 +583,16 @@ impl Log {
                     source,
                 });
             }
+            let now = (self.config().clock)();
             let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
             sync.in_progress = false;
-            // A result from before a truncation or reset says nothing about the log now.
-            if generation > sync.generation {
-                sync.generation = generation;
-                sync.durable_next = log_next;
-            } else if generation == sync.generation {
-                sync.durable_next = sync.durable_next.max(log_next);
-            }
-            sync.last_sync_ms = (self.config().clock)();
+            sync.note_synced(
+                &SyncTicket {
+                    generation,
+                    log_next,
+                },
+                now,
+            );
             self.synced.notify_all();
         }
     }

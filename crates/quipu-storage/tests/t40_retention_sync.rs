@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use quipu_storage::fault::{PowerLoss, power_loss};
-use quipu_storage::{Log, LogConfig, Offset};
+use quipu_storage::{Log, LogConfig, Offset, SharedSync};
 
 #[test]
 fn retention_by_age_removes_old_sealed_segments_up_to_the_bound() {
@@ -182,5 +182,71 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         if entry.file_name() != "LOCK" {
             std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
         }
+    }
+}
+
+/// Logs sharing syncs ([`SharedSync`]): appenders of several logs sync at once, across segment
+/// rolls; after a power loss every log keeps every entry a sync reported durable.
+#[test]
+fn logs_sharing_syncs_keep_every_synced_entry_through_power_loss() {
+    let root = tempfile::tempdir().unwrap();
+    let group = Arc::new(SharedSync::open(root.path()).unwrap());
+    // Small segments: a log rolls between one appender's ticket and another's sync.
+    let config = LogConfig {
+        segment_bytes_max: 8 * 1024,
+        entry_bytes_max: 4096,
+        shared_sync: Some(Arc::clone(&group)),
+        ..small_config()
+    };
+    let logs: Vec<Arc<Log>> = (0..6)
+        .map(|i| Arc::new(Log::open(root.path().join(format!("p{i}")), config.clone()).unwrap()))
+        .collect();
+    // Per log: a turn to append, and the highest index a sync reported durable.
+    let turns: Vec<Arc<Mutex<u64>>> = logs.iter().map(|_| Arc::new(Mutex::new(0))).collect();
+    let threads: Vec<_> = (0..12u64)
+        .map(|t| {
+            let at = usize::try_from(t).unwrap() % logs.len();
+            let (log, turn) = (Arc::clone(&logs[at]), Arc::clone(&turns[at]));
+            std::thread::spawn(move || {
+                for i in 0..40u64 {
+                    let appended = {
+                        let _turn = turn.lock().unwrap();
+                        let index = log.next_index();
+                        log.append(&[records(index, 1, t * 1000 + i, 2, 300, 0)])
+                            .unwrap()
+                    };
+                    log.sync_to(appended.last_index + 1).unwrap();
+                    let mut acknowledged = turn.lock().unwrap();
+                    *acknowledged = (*acknowledged).max(appended.last_index + 1);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let (rounds, _) = group.rounds();
+    assert!((1..=480).contains(&rounds), "{rounds} rounds for 480 syncs");
+    let written: Vec<_> = logs
+        .iter()
+        .map(|log| log.read_entries(0, log.next_index(), u64::MAX).unwrap())
+        .collect();
+    assert!(logs.iter().all(|log| log.segment_count() > 1), "rolled");
+    let dirs: Vec<_> = logs.iter().map(|log| log.dir().to_path_buf()).collect();
+    drop(logs);
+    for dir in &dirs {
+        power_loss(dir, PowerLoss::LoseUnsynced).unwrap();
+    }
+    for ((dir, written), acknowledged) in dirs.iter().zip(&written).zip(&turns) {
+        let log = Log::open(dir, small_config()).unwrap();
+        let recovered = log.read_entries(0, log.next_index(), u64::MAX).unwrap();
+        let acknowledged = *acknowledged.lock().unwrap();
+        assert!(
+            recovered.len() as u64 >= acknowledged,
+            "{}: {} entries survived, {acknowledged} were reported durable",
+            dir.display(),
+            recovered.len()
+        );
+        assert_eq!(recovered, written[..recovered.len()]);
     }
 }

@@ -74,6 +74,11 @@ pub struct ProduceBench {
     /// Records to send (with --duration: whichever ends first).
     #[arg(long, default_value_t = 100_000)]
     records: u64,
+    /// Give records keys, one of this many distinct ones in turn, so that they spread over the
+    /// partitions by key hash as a keyed Kafka producer's do (every partition busy at once);
+    /// 0: no keys (each batch fills one partition, then the next, Kafka's sticky partitioner).
+    #[arg(long, default_value_t = 0)]
+    keys: u64,
     /// Longest run, in seconds.
     #[arg(long)]
     duration: Option<u64>,
@@ -283,6 +288,7 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
             bar.clone(),
         );
         let window = args.window.max(1);
+        let (keys, concurrency) = (args.keys, args.concurrency);
         tasks.spawn(async move {
             let mut result = TaskResult {
                 sent: 0,
@@ -325,7 +331,17 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
                     }
                     None => tokio::time::Instant::now(),
                 };
-                let ack = match producer.send(&topic, None, None, Some(&value), &[]).await {
+                let key = (keys > 0).then(|| ((lane + i * concurrency) % keys).to_string());
+                let ack = match producer
+                    .send(
+                        &topic,
+                        None,
+                        key.as_deref().map(str::as_bytes),
+                        Some(&value),
+                        &[],
+                    )
+                    .await
+                {
                     Ok(ack) => ack,
                     Err(e) => {
                         result.failed += 1;

@@ -83,6 +83,8 @@ struct LogFile {
     preallocate_bytes: Option<u64>,
     /// `"always"`, `"never"`, or a number of milliseconds.
     fsync: Option<toml::Value>,
+    /// `"file"` or `"filesystem"`.
+    sync_scope: Option<String>,
     retention_bytes: Option<i64>,
     retention_ms: Option<i64>,
     retention_check_interval_ms: Option<u64>,
@@ -420,6 +422,7 @@ pub struct Settings {
     /// `None`: unbounded.
     move_bytes_per_sec: Option<u64>,
     log: LogConfig,
+    sync_scope: quipu_node::SyncScope,
     retention_check_interval_ms: Option<u64>,
     timestamp_before_max_ms: Option<i64>,
     timestamp_after_max_ms: Option<i64>,
@@ -936,6 +939,14 @@ impl Settings {
                 })? == 1
             }
         };
+        let sync_scope = match file.log.sync_scope.as_deref() {
+            None | Some("file") => quipu_node::SyncScope::File,
+            Some("filesystem") => quipu_node::SyncScope::Filesystem,
+            Some(other) => bail!(
+                "log.sync_scope must be \"file\" or \"filesystem\", not {:?}",
+                quipu_meta::shown(other)
+            ),
+        };
         if file.log.retention_check_interval_ms == Some(0) {
             bail!("log.retention_check_interval_ms = 0 is out of range: at least 1 ms");
         }
@@ -969,6 +980,7 @@ impl Settings {
             leader_rebalance_interval,
             move_bytes_per_sec,
             log,
+            sync_scope,
             retention_check_interval_ms: file.log.retention_check_interval_ms,
             timestamp_before_max_ms,
             timestamp_after_max_ms,
@@ -1001,6 +1013,7 @@ impl Settings {
         NodeConfig {
             raft,
             log: self.log.clone(),
+            sync_scope: self.sync_scope,
             quiesce: self.raft.quiesce_idle_groups.unwrap_or(true),
             retention_check_interval: self.retention_check_interval_ms.map_or(
                 quipu_node::DEFAULT_RETENTION_CHECK_INTERVAL,
@@ -1149,6 +1162,20 @@ mod tests {
     }
 
     #[test]
+    fn the_sync_scope_is_read_and_file_by_default() {
+        assert_eq!(resolve("").unwrap().sync_scope, quipu_node::SyncScope::File);
+        for (text, scope) in [
+            ("filesystem", quipu_node::SyncScope::Filesystem),
+            ("file", quipu_node::SyncScope::File),
+        ] {
+            let settings = resolve(&format!("sync_scope = \"{text}\"")).unwrap();
+            assert_eq!(settings.sync_scope, scope);
+            let node = settings.node_config(String::new(), String::new());
+            assert_eq!(node.sync_scope, scope, "{text} reaches the node");
+        }
+    }
+
+    #[test]
     fn minus_one_means_unlimited_retention() {
         let settings = resolve("retention_ms = -1\nretention_bytes = -1").unwrap();
         assert_eq!(settings.log.retention_ms, None);
@@ -1176,6 +1203,7 @@ mod tests {
             ("entry_bytes_max = 1073741824", "log.entry_bytes_max"),
             ("index_interval_bytes = 0", "log.index_interval_bytes"),
             ("fsync = 0", "log.fsync"),
+            ("sync_scope = \"disk\"", "log.sync_scope"),
             (
                 "message_timestamp_after_max_ms = -1",
                 "log.message_timestamp_after_max_ms",
