@@ -680,6 +680,7 @@ impl Partition {
                 Checked::NotLeading => return Err(self.not_leader()),
             },
         };
+        self.quiet.before_write(self.group, &self.raft);
         // Never waits: the sequencer's lock, if held, keeps the batch's place in the log.
         let answers = self.coalescer.submit(batch, header.offset_count());
         if let (Some(sequenced), Some(producer)) = (sequenced, &producer) {

@@ -21,10 +21,15 @@ async fn idle_partitions_go_quiet_wake_for_writes_and_fail_over() {
 
     // A write wakes a quiet group; it commits, reaches every replica, and the group goes quiet again.
     for (i, group) in groups.iter().enumerate() {
+        let leader = leader_node(&nodes, *group).unwrap();
+        assert!(nodes[leader].partition(*group).unwrap().is_quiescent());
         assert_eq!(
             produce(&nodes, *group, &format!("first-{i}")).await,
             Offset(0)
         );
+        // The write woke its leader as it was proposed, not at the next round (a quiet leader
+        // held writes for up to a second before).
+        assert!(!nodes[leader].partition(*group).unwrap().is_quiescent());
     }
     wait_for("every replica quiet after the writes", || {
         all_quiet(&nodes, &groups)

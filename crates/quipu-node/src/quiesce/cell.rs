@@ -188,6 +188,17 @@ impl QuietCell {
         }
     }
 
+    /// A write is about to be proposed to this group on this node: a quiet leader wakes now,
+    /// not at the next round, so the write does not wait for it.
+    pub(crate) fn before_write(&self, group: GroupId, raft: &Raft<TypeConfig>) {
+        let mut cell = self.lock();
+        if let State::Leading { .. } = cell.0 {
+            tracing::debug!(%group, "a write wakes a quiet leader");
+            set_timers(raft, true, &self.gate);
+            cell.0 = ACTIVE;
+        }
+    }
+
     /// Node heartbeat number `seen` from `leader` lists this group: go quiet if this follower
     /// agrees, or note that the leader still lists it.
     pub(super) fn listed(
