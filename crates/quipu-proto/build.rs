@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not when it was compiled: cargo reuses a compiled build script
+    // for another checkout of the same sources sharing the target directory.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").ok_or("CARGO_MANIFEST_DIR is not set")?;
+    let root = PathBuf::from(manifest).join("../../proto");
     println!("cargo:rerun-if-changed={}", root.display());
     let files = protox::compile(["quipu/v1/raft.proto", "quipu/v1/api.proto"], [&root])?;
     tonic_prost_build::configure()
