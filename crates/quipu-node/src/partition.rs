@@ -467,6 +467,7 @@ impl Partition {
             group: self.group,
             source,
         };
+        self.quiet.before_write(self.group, &self.raft);
         match self
             .raft
             .client_write(Request::DeleteRecords { before: before.0 })

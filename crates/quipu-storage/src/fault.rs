@@ -104,30 +104,38 @@ mod enabled {
     }
 
     pub(crate) fn injected_sync_failure(path: &Path) -> Option<std::io::Error> {
-        let mut once = FAIL_NEXT_SYNC.lock().unwrap_or_else(|e| e.into_inner());
-        let at = once
-            .iter()
-            .position(|dir| path.parent() == Some(dir.as_path()))?;
-        once.remove(at);
-        Some(std::io::Error::other("injected writeback error"))
+        take_next_sync_failure(|dir| path.parent() == Some(dir))
     }
 
     /// A filesystem sync (`syncfs`) covering `root` fails if a file under it would fail a sync:
     /// a writeback error of any file on the filesystem is reported by the next `syncfs`.
     pub(crate) fn injected_filesystem_sync_failure(root: &Path) -> Option<std::io::Error> {
-        if FROZEN.load(Ordering::SeqCst) {
-            return Some(std::io::Error::other("frozen for a simulated power loss"));
-        }
-        if FAILING_DIRS
+        frozen()
+            .or_else(|| failing_io(|dir| dir.starts_with(root)))
+            .or_else(|| take_next_sync_failure(|dir| dir.starts_with(root)))
+    }
+
+    /// The error of every write and sync once the process is [`freeze`]d.
+    fn frozen() -> Option<std::io::Error> {
+        FROZEN
+            .load(Ordering::SeqCst)
+            .then(|| std::io::Error::other("frozen for a simulated power loss"))
+    }
+
+    /// The error of an I/O on a directory [`fail_io`] named that `affects` the I/O.
+    fn failing_io(affects: impl Fn(&Path) -> bool) -> Option<std::io::Error> {
+        FAILING_DIRS
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .any(|dir| dir.starts_with(root))
-        {
-            return Some(std::io::Error::other("injected i/o failure"));
-        }
+            .any(|dir| affects(dir))
+            .then(|| std::io::Error::other("injected i/o failure"))
+    }
+
+    /// Takes the first [`fail_next_sync`] whose directory `affects` the sync: its error.
+    fn take_next_sync_failure(affects: impl Fn(&Path) -> bool) -> Option<std::io::Error> {
         let mut once = FAIL_NEXT_SYNC.lock().unwrap_or_else(|e| e.into_inner());
-        let at = once.iter().position(|dir| dir.starts_with(root))?;
+        let at = once.iter().position(|dir| affects(dir))?;
         once.remove(at);
         Some(std::io::Error::other("injected writeback error"))
     }
@@ -184,14 +192,7 @@ mod enabled {
     }
 
     pub(crate) fn injected_failure(path: &Path) -> Option<std::io::Error> {
-        if FROZEN.load(Ordering::SeqCst) {
-            return Some(std::io::Error::other("frozen for a simulated power loss"));
-        }
-        let failing = FAILING_DIRS.lock().unwrap_or_else(|e| e.into_inner());
-        failing
-            .iter()
-            .any(|dir| path.parent() == Some(dir.as_path()) || path == dir)
-            .then(|| std::io::Error::other("injected i/o failure"))
+        frozen().or_else(|| failing_io(|dir| path.parent() == Some(dir) || path == dir))
     }
 
     fn with_files<R>(f: impl FnOnce(&mut HashMap<PathBuf, Track>) -> R) -> R {

@@ -478,23 +478,17 @@ impl Log {
             let Some(ticket) = self.sync_ticket(next_index)? else {
                 return Ok(());
             };
-            if let Err(cause) = group.sync(self) {
-                let cause = format!("a shared sync of its filesystem failed: {cause}");
-                let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
-                sync.failed = true;
-                drop(sync);
-                return Err(SyncError::Poisoned {
-                    dir: self.dir.clone(),
-                    cause,
-                });
+            group.sync(self);
+            // A failed round poisons every log of the group for good: the next ticket says so.
+            if group.failure().is_none() {
+                self.note_synced(&ticket);
             }
-            self.note_synced(&ticket);
         }
     }
 
     /// What a sync must cover for every entry below `next_index` to be durable; `None` if they
     /// already are.
-    pub(crate) fn sync_ticket(&self, next_index: u64) -> Result<Option<SyncTicket>, SyncError> {
+    fn sync_ticket(&self, next_index: u64) -> Result<Option<SyncTicket>, SyncError> {
         // Lock order: state before sync, never both held.
         let (generation, log_next) = {
             let state = self.read_state();
@@ -536,26 +530,10 @@ impl Log {
     /// [`Log::sync_to`] of a log that syncs its own files.
     fn sync_alone(&self, next_index: u64) -> Result<(), SyncError> {
         loop {
-            // Lock order: state before sync, never both held.
-            let (generation, log_next, file, path) = {
-                let state = self.read_state();
-                if let Some((dir, cause)) = self.poisoned(&state) {
-                    return Err(SyncError::Poisoned { dir, cause });
-                }
-                let (file, path) = state.active().file();
-                (state.generation, state.active().next_index, file, path)
-            };
-            let wanted = next_index.min(log_next);
-            let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
-            if sync.failed {
-                return Err(SyncError::Poisoned {
-                    dir: self.dir.clone(),
-                    cause: "an earlier fdatasync failed".to_string(),
-                });
-            }
-            if sync.generation == generation && sync.durable_next >= wanted {
+            let Some(ticket) = self.sync_ticket(next_index)? else {
                 return Ok(());
-            }
+            };
+            let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
             if sync.in_progress {
                 drop(
                     self.synced
@@ -566,9 +544,10 @@ impl Log {
             }
             sync.in_progress = true;
             drop(sync);
-            // Every entry below `log_next` is in `file` or in a sealed segment, synced when sealed.
-            let result = io::sync_data(&file, &path);
-            if let Err(source) = result {
+            // Every entry the ticket names is in the active file or in a sealed segment, synced
+            // when sealed (a roll since the ticket sealed the file it was in).
+            let (file, path) = self.active_file();
+            if let Err(source) = io::sync_data(&file, &path) {
                 // Poison before anyone else may start a sync: a second fdatasync on this file
                 // could report success for data the failed one lost.
                 let cause = format!("fdatasync of {} failed: {source}", path.display());
@@ -586,13 +565,7 @@ impl Log {
             let now = (self.config().clock)();
             let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
             sync.in_progress = false;
-            sync.note_synced(
-                &SyncTicket {
-                    generation,
-                    log_next,
-                },
-                now,
-            );
+            sync.note_synced(&ticket, now);
             self.synced.notify_all();
         }
     }

@@ -95,9 +95,9 @@ pub struct SharedSync {
 struct Rounds {
     /// Rounds started; the next one to start is `started + 1`.
     started: u64,
-    /// Rounds finished (each round finishes before the next starts).
+    /// Rounds finished. Each round finishes before the next starts: one runs while `started` is
+    /// ahead of `finished`.
     finished: u64,
-    running: bool,
     /// Rounds that synced the whole filesystem (the others synced one log's file).
     filesystem_rounds: u64,
     /// The logs (by address, while they wait in [`SharedSync::sync`]) that joined the next round.
@@ -173,17 +173,17 @@ impl SharedSync {
     }
 
     /// Makes durable everything `log` held when its caller took a [`SyncTicket`] (before this
-    /// call): joins the next round, and runs it if no round is running. Returns the failure of
-    /// the round that covered it, if it failed (or of an earlier one).
-    pub(crate) fn sync(&self, log: &Log) -> Result<(), String> {
-        if let Some(cause) = self.failure() {
-            return Err(cause.to_string());
+    /// call): joins the next round, and runs it if no round is running. The caller learns of a
+    /// failed round from [`SharedSync::failure`] (as the group's logs do, poisoned by it).
+    pub(crate) fn sync(&self, log: &Log) {
+        if self.failure().is_some() {
+            return;
         }
         let mut rounds = self.lock();
         let round = rounds.started + 1;
         rounds.joined.push(std::ptr::from_ref(log) as usize);
         while rounds.finished < round {
-            if rounds.running {
+            if rounds.started > rounds.finished {
                 rounds = self
                     .finished
                     .wait(rounds)
@@ -192,7 +192,6 @@ impl SharedSync {
             }
             // This log's round has not started and nothing runs: start it, for every log that
             // joined it.
-            rounds.running = true;
             rounds.started = round;
             let mut joined = std::mem::take(&mut rounds.joined);
             joined.sort_unstable();
@@ -200,7 +199,6 @@ impl SharedSync {
             drop(rounds);
             let result = self.run(log, joined.len());
             rounds = self.lock();
-            rounds.running = false;
             rounds.finished = round;
             if joined.len() > 1 {
                 rounds.filesystem_rounds += 1;
@@ -210,11 +208,6 @@ impl SharedSync {
                 let _ = self.failure.set(cause);
             }
             self.finished.notify_all();
-        }
-        drop(rounds);
-        match self.failure() {
-            Some(cause) => Err(cause.to_string()),
-            None => Ok(()),
         }
     }
 
@@ -284,14 +277,11 @@ mod tests {
     /// Makes the group look as if a round were running until [`release`], so that every log
     /// that asks meanwhile joins the next round.
     fn hold(group: &SharedSync) {
-        let mut rounds = group.lock();
-        rounds.running = true;
-        rounds.started += 1;
+        group.lock().started += 1;
     }
 
     fn release(group: &SharedSync) {
         let mut rounds = group.lock();
-        rounds.running = false;
         rounds.finished = rounds.started;
         group.finished.notify_all();
     }
