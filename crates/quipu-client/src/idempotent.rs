@@ -28,6 +28,11 @@ pub const IN_FLIGHT_MAX: usize = 5;
 /// Times a batch refused by the sequence rules is sent again before it fails.
 const RESENDS_MAX: u32 = 10;
 
+/// The producer id a producer's partitions start under: taken once, at the first batch of any
+/// of them (Kafka's producer has one id and a sequence per partition). A partition whose id
+/// ends takes a new one of its own.
+pub(crate) type SharedId = std::sync::Arc<tokio::sync::OnceCell<(i64, i16)>>;
+
 /// The producer id a sender numbers its batches under, and the next sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Sequence {
@@ -50,6 +55,8 @@ struct InFlight {
 struct Sender {
     client: Client,
     config: ProducerConfig,
+    /// The producer's id, until this sender has used it.
+    first_id: Option<SharedId>,
     topic: String,
     partition: u32,
     sequence: Option<Sequence>,
@@ -63,6 +70,7 @@ struct Sender {
 pub(crate) async fn run(
     client: Client,
     config: ProducerConfig,
+    first_id: SharedId,
     topic: String,
     partition: u32,
     mut queue: mpsc::Receiver<Closed>,
@@ -71,6 +79,7 @@ pub(crate) async fn run(
     let mut sender = Sender {
         client,
         config,
+        first_id: Some(first_id),
         topic,
         partition,
         sequence: None,
@@ -145,12 +154,21 @@ impl Sender {
         })
     }
 
-    /// The current sequence, taking a new producer id if there is none.
+    /// The current sequence: the producer's id at first, then a new id each time one ends.
     async fn sequence(&mut self) -> Result<Sequence, ClientError> {
         if let Some(sequence) = self.sequence {
             return Ok(sequence);
         }
-        let (id, epoch) = self.client.init_producer_id().await?;
+        let (id, epoch) = match &self.first_id {
+            Some(shared) => {
+                let client = &self.client;
+                *shared
+                    .get_or_try_init(|| async { client.init_producer_id().await })
+                    .await?
+            }
+            None => self.client.init_producer_id().await?,
+        };
+        self.first_id = None;
         let sequence = Sequence { id, epoch, next: 0 };
         self.sequence = Some(sequence);
         Ok(sequence)

@@ -204,6 +204,10 @@ struct Inner {
     authorization: Authorization,
     /// Leader API address of (topic, partition), as last learnt.
     leaders: Mutex<HashMap<(String, u32), String>>,
+    /// Per topic, held while its leaders are being learnt: the tasks that miss the same
+    /// topic's leaders at once wait for one description instead of each asking for one (a
+    /// producer starting on 2,000 partitions would otherwise send hundreds at once).
+    learning: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Client {
@@ -238,6 +242,7 @@ impl Client {
                 addrs: Mutex::new(addrs),
                 channels: Mutex::new(HashMap::new()),
                 leaders: Mutex::new(HashMap::new()),
+                learning: Mutex::new(HashMap::new()),
             }),
         };
         // One answer proves the address, and teaches the client every node; a cluster that is
@@ -810,8 +815,38 @@ impl Client {
         if let Some(addr) = self.cached_leader(topic, partition) {
             return Ok(addr);
         }
+        let learning = Arc::clone(
+            self.inner
+                .learning
+                .lock()
+                .expect("client learning lock poisoned by a panic")
+                .entry(topic.to_string())
+                .or_default(),
+        );
+        let _learning = learning.lock().await;
+        // Learnt while this task waited?
+        if let Some(addr) = self.cached_leader(topic, partition) {
+            return Ok(addr);
+        }
         let cluster = self.describe_cluster().await?;
         let description = self.describe_topic_everywhere(topic).await?;
+        // One description names every partition's leader: keep them all, so that a producer
+        // touching N partitions describes the topic once, not N times (each description lists
+        // all N partitions, and asks every node).
+        let known = known_leaders(&cluster, &description);
+        {
+            let mut leaders = self
+                .inner
+                .leaders
+                .lock()
+                .expect("client leaders lock poisoned by a panic");
+            for (p, addr) in &known {
+                leaders.insert((topic.to_string(), *p), addr.clone());
+            }
+        }
+        if let Some((_, addr)) = known.into_iter().find(|(p, _)| *p == partition) {
+            return Ok(addr);
+        }
         let assignment = description
             .partitions
             .iter()
@@ -822,26 +857,15 @@ impl Client {
                     description.partitions.len()
                 ))
             })?;
-        let addr_of = |id: u64| {
-            cluster
-                .nodes
-                .iter()
-                .find(|n| n.node_id == id && !n.api_addr.is_empty())
-                .map(|n| n.api_addr.clone())
-        };
+        let addr_of = |id: u64| api_addr(&cluster, id);
         // Without a known leader: a replica whose node is alive knows the leader (or will).
         let alive = |id: &u64| cluster.nodes.iter().any(|n| n.node_id == *id && n.alive);
         let addr = assignment
-            .leader
-            .and_then(addr_of)
-            .or_else(|| {
-                assignment
-                    .replicas
-                    .iter()
-                    .copied()
-                    .filter(alive)
-                    .find_map(addr_of)
-            })
+            .replicas
+            .iter()
+            .copied()
+            .filter(alive)
+            .find_map(addr_of)
             .or_else(|| assignment.replicas.iter().copied().find_map(addr_of))
             .ok_or_else(|| {
                 ClientError::Unavailable(format!("no node of {topic}/{partition} is known"))
@@ -892,7 +916,10 @@ impl Client {
             let addr = self.route(topic, partition).await?;
             let failure = match call(self.data(&addr)?).await {
                 Ok(response) => return Ok(response.into_inner()),
-                Err(status) => classify(&status, idempotent),
+                Err(status) => {
+                    tracing::debug!(%topic, partition, %addr, code = ?status.code(), message = status.message(), "data call failed");
+                    classify(&status, idempotent)
+                }
             };
             let last = match failure {
                 Failure::Fatal(e) => return Err(e),
@@ -1058,6 +1085,25 @@ fn acl_to_proto(b: &quipu_meta::acls::AclBinding) -> quipu_proto::v1::AclBinding
     }
 }
 
+/// The partitions of `topic` whose leader is known and has an API address in `cluster`, with
+/// that address.
+fn known_leaders(cluster: &Cluster, topic: &Topic) -> Vec<(u32, String)> {
+    topic
+        .partitions
+        .iter()
+        .filter_map(|p| Some((p.partition, api_addr(cluster, p.leader?)?)))
+        .collect()
+}
+
+/// The API address of node `id`, if `cluster` names one.
+fn api_addr(cluster: &Cluster, id: u64) -> Option<String> {
+    cluster
+        .nodes
+        .iter()
+        .find(|n| n.node_id == id && !n.api_addr.is_empty())
+        .map(|n| n.api_addr.clone())
+}
+
 fn acl_filter_to_proto(f: &quipu_meta::acls::AclFilter) -> quipu_proto::v1::AclFilter {
     use quipu_meta::acls::PatternFilter;
     quipu_proto::v1::AclFilter {
@@ -1091,4 +1137,49 @@ fn acl_from_proto(
         operation: named(&b.operation, Operation::from_name)?,
         permission: named(&b.permission, Permission::from_name)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(partition: u32, leader: Option<u64>) -> PartitionDescription {
+        PartitionDescription {
+            partition,
+            leader,
+            replicas: vec![1, 2, 3],
+            ..PartitionDescription::default()
+        }
+    }
+
+    #[test]
+    fn one_description_gives_every_partition_whose_leader_has_an_address() {
+        let node = |node_id: u64, api_addr: &str| NodeDescription {
+            node_id,
+            api_addr: api_addr.to_string(),
+            alive: true,
+            ..NodeDescription::default()
+        };
+        let cluster = Cluster {
+            nodes: vec![node(1, "127.0.0.1:1"), node(2, "127.0.0.1:2"), node(3, "")],
+            ..Cluster::default()
+        };
+        let topic = Topic {
+            partitions: vec![
+                partition(0, Some(2)),
+                partition(1, None),
+                partition(2, Some(1)),
+                partition(3, Some(3)), // no API address known
+                partition(4, Some(9)), // not in the cluster description
+            ],
+            ..Topic::default()
+        };
+        assert_eq!(
+            known_leaders(&cluster, &topic),
+            vec![
+                (0, "127.0.0.1:2".to_string()),
+                (2, "127.0.0.1:1".to_string())
+            ]
+        );
+    }
 }

@@ -98,6 +98,9 @@ pub struct Producer {
     client: Client,
     config: ProducerConfig,
     state: Arc<Mutex<State>>,
+    /// The producer id every partition's idempotent sender starts under (taken at the first
+    /// batch), as a Kafka producer has one: each partition numbers its own sequence under it.
+    id: crate::idempotent::SharedId,
 }
 
 impl std::fmt::Debug for Producer {
@@ -115,6 +118,7 @@ impl Producer {
             client: client.clone(),
             config,
             state: Arc::default(),
+            id: crate::idempotent::SharedId::default(),
         }
     }
 
@@ -273,7 +277,10 @@ impl Producer {
         let client = self.client.clone();
         let config = self.config.clone();
         if config.idempotent && config.acks != AckLevel::None {
-            tokio::spawn(crate::idempotent::run(client, config, topic, partition, rx));
+            let first_id = self.id.clone();
+            tokio::spawn(crate::idempotent::run(
+                client, config, first_id, topic, partition, rx,
+            ));
             return tx;
         }
         tokio::spawn(async move {

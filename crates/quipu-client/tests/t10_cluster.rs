@@ -181,6 +181,28 @@ async fn produce_and_consume_through_the_api() {
             .push((sent.offset.unwrap(), key, value));
     }
 
+    // One producer id for the producer, as a Kafka producer has, each partition numbering its
+    // own sequence under it (not an id per partition: 2,000 partitions would cost 2,000
+    // InitProducerId calls).
+    let mut ids = std::collections::BTreeSet::new();
+    for partition in expected.keys() {
+        for addr in &cluster.api_addrs {
+            let replica = client
+                .read_replica(addr, "events", *partition, 0)
+                .await
+                .unwrap();
+            for batches in &replica.record_batches {
+                for range in quipu_record::batch_ranges(batches, usize::MAX) {
+                    let header =
+                        quipu_record::BatchHeader::parse(&batches[range.unwrap()]).unwrap();
+                    ids.insert((header.producer_id, header.producer_epoch));
+                }
+            }
+        }
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert!(ids.first().unwrap().0 >= 0, "{ids:?}");
+
     // Every partition reads back exactly what was acknowledged, in offset order.
     for (partition, records) in &mut expected {
         records.sort();

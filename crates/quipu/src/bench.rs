@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
-use quipu_client::{ClientError, Consumer, Producer, ProducerConfig, StartAt, TopicConfig};
+use quipu_client::{Client, ClientError, Consumer, Producer, ProducerConfig, StartAt, TopicConfig};
 
 use crate::commands::{Acks, Connection};
 
@@ -246,6 +246,7 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
                 )
                 .await
                 .with_context(|| format!("cannot create topic {}", args.topic))?;
+            wait_for_leaders(&client, &args.topic).await?;
         }
         Err(e) => return Err(e).with_context(|| format!("cannot read topic {}", args.topic)),
     }
@@ -426,6 +427,34 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
         bail!("{failed} records were not acknowledged; the first error: {cause}");
     }
     Ok(())
+}
+
+/// Longest wait for a new topic's partitions to elect their leaders.
+const LEADERS_PATIENCE: Duration = Duration::from_secs(300);
+
+/// Waits until every partition of a topic just created has a leader, so that what is measured
+/// is the produce path, not the node opening replicas (2,000 take tens of seconds).
+async fn wait_for_leaders(client: &Client, topic: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + LEADERS_PATIENCE;
+    loop {
+        let description = client.describe_topic_everywhere(topic).await?;
+        let waiting = description
+            .partitions
+            .iter()
+            .filter(|p| p.leader.is_none())
+            .count();
+        if waiting == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{waiting} of the {} partitions of {topic} have no leader after {} s",
+                description.partitions.len(),
+                LEADERS_PATIENCE.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn consume(args: ConsumeBench) -> anyhow::Result<()> {
