@@ -30,7 +30,9 @@ const RESENDS_MAX: u32 = 10;
 
 /// The producer id a producer's partitions start under: taken once, at the first batch of any
 /// of them (Kafka's producer has one id and a sequence per partition). A partition whose id
-/// ends takes a new one of its own.
+/// ends takes a new one of its own. Safe because a producer has one sender per partition for
+/// its whole life (`Producer::close` never replaces one): no partition's sequence under the
+/// shared id starts from 0 twice, which the partition would take for retries of old batches.
 pub(crate) type SharedId = std::sync::Arc<tokio::sync::OnceCell<(i64, i16)>>;
 
 /// The producer id a sender numbers its batches under, and the next sequence number.
