@@ -63,91 +63,91 @@ fn check(resource: Resource, used: u64, limit: u64, floor: u64) -> Result<(), Ex
 /// left. Reads `/proc` (it blocks briefly: call it on the blocking pool); where `/proc` is not
 /// readable the check passes.
 ///
-/// Reading `/proc/self/maps` and `/proc/self/fd` costs time in proportion to the replicas
-/// already open, so a node creating 2,000 replicas in a row would spend most of its CPU on it
-/// (the kernel renders every map's path). A reading is therefore reused for up to
-/// [`READING_REUSED_FOR`], counting [`REPLICA_ESTIMATE`] of each resource for every replica
-/// admitted since; a replica whose estimate would not fit takes a fresh reading.
+/// Counting open files and memory maps (`/proc/self/fd`, `/proc/self/maps`) costs time in
+/// proportion to the replicas already open, so a node creating 2,000 replicas in a row would
+/// spend most of its CPU on it (the kernel renders every map's path). A count is therefore
+/// reused for up to [`COUNT_REUSED_FOR`], adding [`REPLICA_ESTIMATE`] of each resource for every
+/// replica admitted since; a replica whose estimate would not fit takes a fresh count. The
+/// limits are read at every check (an operator may lower them).
 pub fn check_room_for_replica() -> Result<(), Exhausted> {
-    static LAST: std::sync::Mutex<Option<Reading>> = std::sync::Mutex::new(None);
+    static LAST: std::sync::Mutex<Option<Count>> = std::sync::Mutex::new(None);
     let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-    admit(&mut last, std::time::Instant::now(), usage)
+    admit(&mut last, std::time::Instant::now(), limits(), used)
 }
 
-/// How long a reading of `/proc` stands for the replicas admitted after it.
-pub const READING_REUSED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a count of `/proc` stands for the replicas admitted after it.
+pub const COUNT_REUSED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Open files, and memory maps, a new replica is counted as taking until the next reading: one
+/// Open files, and memory maps, a new replica is counted as taking until the next count: one
 /// segment's data, index and time-index files and maps, its Raft state files, and slack.
 pub const REPLICA_ESTIMATE: u64 = 8;
 
-/// This process's use of a resource and its limit.
+/// Open files and memory maps: limits, or how many are in use (`None` where unknown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Use {
-    used: u64,
-    limit: u64,
+struct Pair {
+    files: Option<u64>,
+    maps: Option<u64>,
 }
 
-/// What `/proc` said, when, and the replicas admitted since.
+/// A count of what is in use, when it was taken, and the replicas admitted since.
 #[derive(Debug, Clone, Copy)]
-struct Reading {
+struct Count {
     taken: std::time::Instant,
-    files: Option<Use>,
-    maps: Option<Use>,
+    used: Pair,
     admitted: u64,
 }
 
-/// Open files and memory maps now (`None` where `/proc` or the limit cannot be read).
-fn usage() -> (Option<Use>, Option<Use>) {
-    let files_limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-    let files = files_limit
-        .zip(count_entries(Path::new("/proc/self/fd")))
-        .map(|(limit, used)| Use { used, limit });
-    let maps_limit = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-        .ok()
-        .and_then(|text| text.trim().parse::<u64>().ok());
-    let maps = maps_limit
-        .zip(count_lines(Path::new("/proc/self/maps")))
-        .map(|(limit, used)| Use { used, limit });
-    (files, maps)
+/// The soft `RLIMIT_NOFILE` and `vm.max_map_count` now (one system call, one short file).
+fn limits() -> Pair {
+    Pair {
+        files: rustix::process::getrlimit(rustix::process::Resource::Nofile).current,
+        maps: std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok()),
+    }
 }
 
-/// Checks one more replica against `last` (and the `admitted` since) while it is recent and
-/// the estimate fits; otherwise against a fresh reading from `read`, which becomes `last`.
+/// Open files and memory maps in use now.
+fn used() -> Pair {
+    Pair {
+        files: count_entries(Path::new("/proc/self/fd")),
+        maps: count_lines(Path::new("/proc/self/maps")),
+    }
+}
+
+/// Checks one more replica against `limits`: with the `last` count (and the replicas admitted
+/// since) while it is recent and the estimate fits; otherwise with a fresh count from `count`,
+/// which becomes `last`.
 fn admit(
-    last: &mut Option<Reading>,
+    last: &mut Option<Count>,
     now: std::time::Instant,
-    read: impl FnOnce() -> (Option<Use>, Option<Use>),
+    limits: Pair,
+    count: impl FnOnce() -> Pair,
 ) -> Result<(), Exhausted> {
-    let fits = |reading: &Reading| {
-        let extra = (reading.admitted + 1) * REPLICA_ESTIMATE;
-        check_both(reading.files, reading.maps, extra).is_ok()
-    };
-    if let Some(reading) = last.as_mut()
-        && now.saturating_duration_since(reading.taken) < READING_REUSED_FOR
-        && fits(reading)
+    if let Some(last) = last.as_mut()
+        && now.saturating_duration_since(last.taken) < COUNT_REUSED_FOR
+        && check_both(limits, last.used, (last.admitted + 1) * REPLICA_ESTIMATE).is_ok()
     {
-        reading.admitted += 1;
+        last.admitted += 1;
         return Ok(());
     }
-    let (files, maps) = read();
-    check_both(files, maps, 0)?;
-    *last = Some(Reading {
+    let used = count();
+    check_both(limits, used, 0)?;
+    *last = Some(Count {
         taken: now,
-        files,
-        maps,
+        used,
         admitted: 1,
     });
     Ok(())
 }
 
-/// Checks open files and memory maps, each counted `extra` above its reading.
-fn check_both(files: Option<Use>, maps: Option<Use>, extra: u64) -> Result<(), Exhausted> {
-    if let Some(u) = files {
-        check(Resource::OpenFiles, u.used + extra, u.limit, 256)?;
+/// Checks open files and memory maps, each counted `extra` above `used`.
+fn check_both(limits: Pair, used: Pair, extra: u64) -> Result<(), Exhausted> {
+    if let (Some(limit), Some(used)) = (limits.files, used.files) {
+        check(Resource::OpenFiles, used + extra, limit, 256)?;
     }
-    if let Some(u) = maps {
-        check(Resource::MemoryMaps, u.used + extra, u.limit, 1024)?;
+    if let (Some(limit), Some(used)) = (limits.maps, used.maps) {
+        check(Resource::MemoryMaps, used + extra, limit, 1024)?;
     }
     Ok(())
 }
@@ -202,60 +202,59 @@ mod tests {
     }
 
     #[test]
-    fn a_reading_stands_for_a_second_and_only_while_the_estimate_fits() {
+    fn a_count_stands_for_a_second_and_only_while_the_estimate_fits() {
         let start = std::time::Instant::now();
+        let limits = Pair {
+            files: Some(20_000),
+            maps: Some(65_530),
+        };
         let mut last = None;
-        let count = std::cell::Cell::new(0);
-        let reads = &count;
-        let room = |used: u64| {
+        let counted = std::cell::Cell::new(0);
+        let counts = &counted;
+        let in_use = |n: u64| {
             move || {
-                reads.set(reads.get() + 1);
-                (
-                    Some(Use {
-                        used,
-                        limit: 20_000,
-                    }),
-                    Some(Use {
-                        used,
-                        limit: 65_530,
-                    }),
-                )
+                counts.set(counts.get() + 1);
+                Pair {
+                    files: Some(n),
+                    maps: Some(n),
+                }
             }
         };
         // 17,000 of 20,000 files leave 1,000 above the headroom of 2,000: 125 replicas of 8.
-        admit(&mut last, start, room(17_000)).unwrap();
-        for _ in 1..125 {
-            admit(&mut last, start, room(17_000)).unwrap();
+        for _ in 0..125 {
+            admit(&mut last, start, limits, in_use(17_000)).unwrap();
         }
         assert_eq!(
-            reads.get(),
+            counted.get(),
             1,
-            "one reading for 125 replicas within a second"
+            "one count for 125 replicas within a second"
         );
-        // The 126th would not fit the estimate: a fresh reading decides, and it has no room.
-        let refused = admit(&mut last, start, room(18_001)).unwrap_err();
+        // The 126th would not fit the estimate: a fresh count decides, and it has no room.
+        let refused = admit(&mut last, start, limits, in_use(18_001)).unwrap_err();
         assert_eq!(refused.resource, Resource::OpenFiles);
-        assert_eq!(reads.get(), 2);
-        // A reading older than a second is taken again even when the estimate fits.
-        admit(&mut last, start, room(100)).unwrap();
-        admit(&mut last, start + READING_REUSED_FOR, room(100)).unwrap();
-        assert_eq!(reads.get(), 4);
+        assert_eq!(counted.get(), 2);
+        // A count older than a second is taken again even when the estimate fits.
+        admit(&mut last, start, limits, in_use(100)).unwrap();
+        admit(&mut last, start + COUNT_REUSED_FOR, limits, in_use(100)).unwrap();
+        assert_eq!(counted.get(), 4);
+        // A lowered limit is seen at once: the recent count no longer fits, a fresh one refuses.
+        let lowered = Pair {
+            files: Some(300),
+            ..limits
+        };
+        let refused = admit(&mut last, start + COUNT_REUSED_FOR, lowered, in_use(100));
+        assert_eq!(refused.unwrap_err().limit, 300);
+        assert_eq!(counted.get(), 5);
         // Memory maps are checked as files are.
         let mut last = None;
-        let maps_full = || {
-            (
-                Some(Use {
-                    used: 0,
-                    limit: 20_000,
-                }),
-                Some(Use {
-                    used: 60_000,
-                    limit: 65_530,
-                }),
-            )
+        let maps_full = || Pair {
+            files: Some(0),
+            maps: Some(60_000),
         };
         assert_eq!(
-            admit(&mut last, start, maps_full).unwrap_err().resource,
+            admit(&mut last, start, limits, maps_full)
+                .unwrap_err()
+                .resource,
             Resource::MemoryMaps
         );
     }
