@@ -163,9 +163,8 @@ impl Sender {
         }
         let (id, epoch) = match &self.first_id {
             Some(shared) => {
-                let client = &self.client;
                 *shared
-                    .get_or_try_init(|| async { client.init_producer_id().await })
+                    .get_or_try_init(|| self.client.init_producer_id())
                     .await?
             }
             None => self.client.init_producer_id().await?,

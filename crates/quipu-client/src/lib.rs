@@ -834,15 +834,8 @@ impl Client {
         // touching N partitions describes the topic once, not N times (each description lists
         // all N partitions, and asks every node).
         let known = known_leaders(&cluster, &description);
-        {
-            let mut leaders = self
-                .inner
-                .leaders
-                .lock()
-                .expect("client leaders lock poisoned by a panic");
-            for (p, addr) in &known {
-                leaders.insert((topic.to_string(), *p), addr.clone());
-            }
+        for (p, addr) in &known {
+            self.set_leader(topic, *p, Some(addr.clone()));
         }
         if let Some((_, addr)) = known.into_iter().find(|(p, _)| *p == partition) {
             return Ok(addr);

@@ -433,7 +433,7 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
 const LEADERS_PATIENCE: Duration = Duration::from_secs(300);
 
 /// Waits until every partition of a topic just created has a leader, so that what is measured
-/// is the produce path, not the node opening replicas (2,000 take tens of seconds).
+/// is the produce path, not the node opening replicas.
 async fn wait_for_leaders(client: &Client, topic: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + LEADERS_PATIENCE;
     loop {
