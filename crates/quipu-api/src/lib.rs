@@ -97,6 +97,7 @@ pub async fn serve_tls(
     );
     let router = tonic::transport::Server::builder()
         .max_concurrent_streams(limits.streams_per_connection_max)
+        .max_frame_size(quipu_proto::HTTP2_FRAME_BYTES_MAX)
         .layer(telemetry::RecordCalls)
         .add_service(admin)
         .add_service(data)

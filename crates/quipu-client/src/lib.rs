@@ -269,7 +269,8 @@ impl Client {
             .map_err(|e| ClientError::InvalidArgument(format!("bad address {addr:?}: {e}")))?
             .connect_timeout(Duration::from_secs(2))
             .timeout(self.inner.config.request_timeout)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .max_frame_size(quipu_proto::HTTP2_FRAME_BYTES_MAX);
         // With TLS the connector makes each connection (tonic speaks HTTP/2 over it).
         let channel = match &self.inner.config.tls {
             None => endpoint.connect_lazy(),

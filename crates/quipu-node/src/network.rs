@@ -207,7 +207,8 @@ impl Peers {
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .tcp_nodelay(true)
             .initial_stream_window_size(STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .max_frame_size(quipu_proto::HTTP2_FRAME_BYTES_MAX);
         // With TLS the connector makes each connection with the certificates in effect then
         // (tonic speaks HTTP/2 over it, hence the http:// endpoint).
         let channel = match &self.tls {

@@ -183,6 +183,7 @@ impl Node {
         let router = tonic::transport::Server::builder()
             .initial_stream_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .max_frame_size(quipu_proto::HTTP2_FRAME_BYTES_MAX)
             .add_service(
                 RaftTransportServer::new(service)
                     .max_decoding_message_size(MESSAGE_BYTES_MAX)

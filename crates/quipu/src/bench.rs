@@ -1,7 +1,9 @@
 //! `quipu bench produce|consume`: throughput and latency against a running cluster, like Kafka's
 //! producer and consumer perf tools. Latencies go into an HDR histogram (µs, 3 significant
 //! digits); at a fixed `--rate`, each record's latency counts from when it was due to be sent,
-//! not from when it was sent, so a stalled producer cannot hide its stall (coordinated omission).
+//! not from when it was sent, so a stalled producer cannot hide its stall (coordinated omission);
+//! only a lane that is on schedule counts from when its timer woke it (at most one tick of
+//! tokio's 1 ms timer after the due time: the generator's rounding, not the system's).
 
 use crate::output::out;
 
@@ -209,6 +211,9 @@ fn storage_baseline(
     result
 }
 
+/// The resolution of tokio's timers: a sleep ends up to this much after its deadline.
+const TIMER_TICK: Duration = Duration::from_millis(1);
+
 async fn produce(args: ProduceBench) -> anyhow::Result<()> {
     if args.concurrency == 0 || args.record_size == 0 {
         bail!("--concurrency and --record-size must be at least 1");
@@ -327,8 +332,16 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
                 let due = match interval {
                     Some(every) => {
                         let due = begin + every.mul_f64(i as f64);
-                        tokio::time::sleep_until(due).await;
-                        due
+                        // A lane behind schedule counts from when the record was due (the
+                        // time it was held back is the system's: no coordinated omission). A
+                        // lane on schedule sleeps, and wakes up to one timer tick late: that
+                        // rounding is the load generator's, not the system's.
+                        if tokio::time::Instant::now() >= due {
+                            due
+                        } else {
+                            tokio::time::sleep_until(due).await;
+                            tokio::time::Instant::now().min(due + TIMER_TICK)
+                        }
                     }
                     None => tokio::time::Instant::now(),
                 };
