@@ -20,11 +20,21 @@ function fail (message) {
 const sleep = ms => new Promise(resolve => setTimeout(resolve, ms))
 
 // Polls `read` until `done` holds of its answer, for at most 30 s (a broker applies a committed
-// change a moment after the controller, as Kafka's metadata propagation).
+// change a moment after the controller, as Kafka's metadata propagation). A `read` that throws
+// is tried again until then: partitions just added have no leader for a moment, their metadata
+// says LEADER_NOT_AVAILABLE (as Kafka's does), and kafkajs's fetchTopicMetadata then fails with
+// a TypeError (its broker pool swallows each broker's error and hands back null).
 async function until (read, done) {
   const deadline = Date.now() + 30000
   for (;;) {
-    const answer = await read()
+    let answer
+    try {
+      answer = await read()
+    } catch (error) {
+      if (Date.now() > deadline) throw error
+      await sleep(100)
+      continue
+    }
     if (done(answer) || Date.now() > deadline) return answer
     await sleep(100)
   }
