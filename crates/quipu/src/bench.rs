@@ -311,7 +311,8 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
             )| {
                 match ack {
                     Ok(sent) => {
-                        // From when the record was due to when its acknowledgement arrived.
+                        // From when the record was due (or its lane's timer woke: below) to when
+                        // its acknowledgement arrived.
                         let waited = sent
                             .acknowledged_at
                             .saturating_duration_since(due.into_std());
