@@ -114,7 +114,10 @@ impl ClientTls {
         let tcp = TcpStream::connect((bare, port)).await?;
         tcp.set_nodelay(true)?;
         let connector = tokio_rustls::TlsConnector::from(self.config());
-        within_timeout(connector.connect(name, tcp)).await
+        within_timeout(connector.connect_with(name, tcp, |connection| {
+            connection.set_buffer_limit(Some(crate::SEND_BUFFER_BYTES));
+        }))
+        .await
     }
 }
 

@@ -34,6 +34,11 @@ pub use subject::subject_of;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often certificate files are checked for changes.
 pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// Encrypted bytes a connection may hold before it writes them to the socket, in bytes (rustls's
+/// `set_buffer_limit`). rustls's default, 64 KiB, made every 64 KiB of a large answer (a fetch)
+/// its own `writev`; 256 KiB writes sixteen records per system call. What a connection holds
+/// is a copy of part of an answer that is in memory anyway.
+pub const SEND_BUFFER_BYTES: usize = 256 * 1024;
 
 /// Something that reads its certificate files again.
 pub trait Reload: Send + Sync + std::fmt::Debug {

@@ -146,7 +146,10 @@ impl ServerTls {
     /// Runs the TLS handshake on an accepted connection, within [`crate::HANDSHAKE_TIMEOUT`].
     pub async fn accept(&self, stream: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.config());
-        within_timeout(acceptor.accept(stream)).await
+        within_timeout(acceptor.accept_with(stream, |connection| {
+            connection.set_buffer_limit(Some(crate::SEND_BUFFER_BYTES));
+        }))
+        .await
     }
 }
 
