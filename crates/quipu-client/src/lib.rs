@@ -206,7 +206,8 @@ struct Inner {
     leaders: Mutex<HashMap<(String, u32), String>>,
     /// Per topic, held while its leaders are being learnt: the tasks that miss the same
     /// topic's leaders at once wait for one description instead of each asking for one (a
-    /// producer starting on 2,000 partitions would otherwise send hundreds at once).
+    /// producer starting on 2,000 partitions would otherwise send hundreds at once). A topic's
+    /// lock leaves the map when its last holder is done.
     learning: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -824,8 +825,26 @@ impl Client {
                 .entry(topic.to_string())
                 .or_default(),
         );
-        let _learning = learning.lock().await;
-        // Learnt while this task waited?
+        let learnt = {
+            let _learning = learning.lock().await;
+            self.learn_route(topic, partition).await
+        };
+        // The lock goes once no other task holds it (a task that took it meanwhile keeps it in
+        // the map): the map holds the topics being learnt, not every topic ever touched.
+        let mut locks = self
+            .inner
+            .learning
+            .lock()
+            .expect("client learning lock poisoned by a panic");
+        if Arc::strong_count(&learning) == 2 {
+            locks.remove(topic);
+        }
+        learnt
+    }
+
+    /// [`Client::route`] once it holds the topic's learning lock: the cached leader if another
+    /// task learnt it meanwhile, else what one description of the topic says.
+    async fn learn_route(&self, topic: &str, partition: u32) -> Result<String, ClientError> {
         if let Some(addr) = self.cached_leader(topic, partition) {
             return Ok(addr);
         }
