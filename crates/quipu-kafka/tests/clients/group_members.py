@@ -21,6 +21,7 @@ the first failure.
 
 import asyncio
 import json
+import logging
 import sys
 import threading
 import time
@@ -28,6 +29,13 @@ import time
 CLIENT, BOOTSTRAP, TOPIC, GROUP = sys.argv[1:5]
 PARTITIONS = 4
 DEADLINE_S = 45
+
+# The Python clients' group coordinators log each join, sync and revocation: on stderr, which
+# the test shows only when this script fails, so a failed rebalance can be read afterwards.
+logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
+                    format="%(relativeCreated)8.0f ms %(threadName)s %(name)s: %(message)s")
+for name in ("kafka.coordinator", "aiokafka.consumer.group_coordinator"):
+    logging.getLogger(name).setLevel(logging.INFO)
 
 
 def fail(message):
@@ -50,13 +58,26 @@ class Seen:
 ERRORS = []
 
 
+# Every member started, by name: a failure reports what each had.
+MEMBERS = {}
+
+
+def members_state():
+    parts = []
+    for name, seen in MEMBERS.items():
+        records, assignment = snapshot(seen)
+        parts.append(f"{name}: assignment {sorted(assignment)}, {len(records)} records, "
+                     f"member id {seen.member_id}, stopped {seen.stop.is_set()}")
+    return "; ".join(parts)
+
+
 def until(what, condition):
     deadline = time.time() + DEADLINE_S
     while not condition():
         if ERRORS:
-            fail(f"a member failed while waiting for {what}: {ERRORS[0]}")
+            fail(f"a member failed while waiting for {what}: {ERRORS[0]} ({members_state()})")
         if time.time() > deadline:
-            fail(f"timed out waiting for {what}")
+            fail(f"timed out waiting for {what} ({members_state()})")
         time.sleep(0.05)
 
 
@@ -212,7 +233,8 @@ def start(name):
         except Exception as e:  # noqa: BLE001 - any failure of the client is the test's answer
             ERRORS.append(f"member {name}: {type(e).__name__}: {e}")
 
-    thread = threading.Thread(target=run, daemon=True)
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    MEMBERS[name] = seen
     thread.start()
     return seen, thread
 
