@@ -10,6 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={}", root.display());
     let files = protox::compile(["quipu/v1/raft.proto", "quipu/v1/api.proto"], [&root])?;
     tonic_prost_build::configure()
+        // Every service and client encodes with `SizedCodec`, which reserves a message's length
+        // before writing it (src/codec.rs).
+        .codec_path("crate::codec::SizedCodec")
         // Record batches travel as `Bytes`: a fetch sends batches that share the segment's map.
         .bytes(".quipu.v1.ProduceRequest.record_batch")
         .bytes(".quipu.v1.FetchResponse.record_batches")

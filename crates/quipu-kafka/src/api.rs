@@ -2,7 +2,7 @@
 //! client is offered exactly the APIs and versions that have a handler here (never
 //! `ApiKey::valid_versions()`, which claims versions the message types cannot decode).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
@@ -26,6 +26,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, Message};
 use quipu_node::Principal;
 
 use crate::error::RequestError;
+use crate::response::{Encoding, Response};
 use crate::server::Context;
 use crate::{
     acls, admin, consumer_group, delete_records, describe, fetch, group_admin, groups,
@@ -512,7 +513,7 @@ pub(crate) async fn dispatch(
     context: &Context,
     frame: Bytes,
     who: &Principal,
-) -> Result<Option<Bytes>, RequestError> {
+) -> Result<Option<Response>, RequestError> {
     let (key, id, version, client_id, body) = match decode(frame)? {
         Request::FutureApiVersions { correlation_id } => {
             let response = api_versions().with_error_code(ResponseError::UnsupportedVersion.code());
@@ -550,7 +551,12 @@ pub(crate) async fn dispatch(
             }
             answer(&response)
         }
-        Body::Fetch(r) => answer(&fetch::handle(context, who, r, version).await),
+        Body::Fetch(r) => {
+            let response = fetch::handle(context, who, r, version).await;
+            // The record batches go out as the log's own bytes, not copied into the answer.
+            let batches = fetch::record_batches(&response);
+            encode_sharing(key, id, version, &response, &batches).map(Some)
+        }
         Body::ListOffsets(r) => answer(&list_offsets::handle(context, who, r, version).await),
         Body::CreateTopics(r) => answer(&admin::create_topics(context, who, r, version).await),
         Body::DeleteTopics(r) => answer(&admin::delete_topics(context, who, r, version).await),
@@ -659,11 +665,21 @@ fn key_name(key: ApiKey) -> &'static str {
 
 /// A response that can be framed (object-safe over `Encodable`).
 trait Encode {
-    fn frame(&self, key: ApiKey, correlation_id: i32, version: i16) -> Result<Bytes, RequestError>;
+    fn frame(
+        &self,
+        key: ApiKey,
+        correlation_id: i32,
+        version: i16,
+    ) -> Result<Response, RequestError>;
 }
 
 impl<R: Encodable> Encode for R {
-    fn frame(&self, key: ApiKey, correlation_id: i32, version: i16) -> Result<Bytes, RequestError> {
+    fn frame(
+        &self,
+        key: ApiKey,
+        correlation_id: i32,
+        version: i16,
+    ) -> Result<Response, RequestError> {
         encode(key, correlation_id, version, self)
     }
 }
@@ -688,7 +704,19 @@ pub(crate) fn encode<R: Encodable>(
     correlation_id: i32,
     version: i16,
     response: &R,
-) -> Result<Bytes, RequestError> {
+) -> Result<Response, RequestError> {
+    encode_sharing(key, correlation_id, version, response, &[])
+}
+
+/// [`encode`], with the bytes of `shared` that the response holds referenced in the frame
+/// instead of copied into it (see [`Response`]).
+fn encode_sharing<R: Encodable>(
+    key: ApiKey,
+    correlation_id: i32,
+    version: i16,
+    response: &R,
+    shared: &[Bytes],
+) -> Result<Response, RequestError> {
     let failed = |source: anyhow::Error| RequestError::Encode {
         api: key as i16,
         version,
@@ -698,9 +726,66 @@ pub(crate) fn encode<R: Encodable>(
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let size = header.compute_size(header_version).map_err(failed)?
         + response.compute_size(version).map_err(failed)?;
-    let mut frame = BytesMut::with_capacity(4 + size);
+    let shared_bytes: usize = shared.iter().map(Bytes::len).sum();
+    let mut frame = Encoding::new((4 + size).saturating_sub(shared_bytes), shared);
     frame.put_i32(i32::try_from(size).map_err(|e| failed(e.into()))?);
     header.encode(&mut frame, header_version).map_err(failed)?;
     response.encode(&mut frame, version).map_err(failed)?;
-    Ok(frame.freeze())
+    Ok(frame.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap
+    )]
+
+    use super::*;
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::{FetchResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use proptest::prelude::*;
+
+    fn fetch_response(sizes: &[usize]) -> FetchResponse {
+        let partitions = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| {
+                let records: Vec<u8> = (0..size).map(|b| (b as u8) ^ (i as u8)).collect();
+                PartitionData::default()
+                    .with_partition_index(i as i32)
+                    .with_high_watermark(size as i64)
+                    .with_records(Some(Bytes::from(records)))
+            })
+            .collect();
+        FetchResponse::default().with_responses(vec![
+            FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_static_str("t")))
+                .with_topic_id(uuid::Uuid::from_u128(7))
+                .with_partitions(partitions),
+        ])
+    }
+
+    proptest! {
+        /// A fetch answer whose record batches are referenced encodes to the same bytes as one
+        /// copied into a single buffer, at every Fetch version, and the large batches are the
+        /// log's own bytes (not copies).
+        #[test]
+        fn a_fetch_answer_with_shared_batches_is_the_same_bytes(
+            sizes in proptest::collection::vec(0usize..20_000, 0..5),
+            version in 4i16..=17,
+        ) {
+            let response = fetch_response(&sizes);
+            let batches = crate::fetch::record_batches(&response);
+            let copied = encode(ApiKey::Fetch, 42, version, &response).unwrap().to_bytes();
+            let shared = encode_sharing(ApiKey::Fetch, 42, version, &response, &batches).unwrap();
+            prop_assert_eq!(shared.to_bytes(), copied);
+            let large = sizes.iter().filter(|&&s| s >= crate::response::SHARED_BYTES_MIN).count();
+            prop_assert_eq!(batches.len(), large);
+            prop_assert!(shared.chunk_count() <= 2 * large + 1);
+            prop_assert!(large == 0 || shared.chunk_count() > large, "the large batches are chunks of their own");
+        }
+    }
 }

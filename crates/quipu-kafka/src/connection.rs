@@ -96,8 +96,9 @@ pub(crate) async fn run<R, W>(
                         // A client that does not take its answer within the idle limit holds
                         // its connection no longer.
                         // Flushed: over TLS, records may wait in the session's buffer.
+                        let mut response = response;
                         let write = async {
-                            writer.write_all(&response).await?;
+                            writer.write_all_buf(&mut response).await?;
                             writer.flush().await
                         };
                         match tokio::time::timeout(idle, write).await {
@@ -158,12 +159,28 @@ async fn read_body<R: AsyncRead + Unpin>(
     reader: &mut R,
     size: usize,
 ) -> Result<Bytes, RequestError> {
-    let mut frame = BytesMut::zeroed(size);
-    reader
-        .read_exact(&mut frame)
+    read_exactly(reader, size, &mut BytesMut::new())
         .await
-        .map_err(RequestError::Io)?;
-    Ok(frame.freeze())
+        .map_err(RequestError::Io)
+}
+
+/// Reads exactly `size` bytes into `room` (reusing what room it has, never zeroing it first)
+/// and returns them; `room` keeps whatever capacity is left for the next read. A peer that
+/// closes before `size` bytes is an `UnexpectedEof`.
+pub async fn read_exactly<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    size: usize,
+    room: &mut BytesMut,
+) -> std::io::Result<Bytes> {
+    room.clear();
+    room.reserve(size);
+    let mut limited = reader.take(u64::try_from(size).unwrap_or(u64::MAX));
+    while room.len() < size {
+        if limited.read_buf(room).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(room.split().freeze())
 }
 
 /// Reads one size-prefixed frame of at most `frame_max` bytes; `None` when the peer closed the

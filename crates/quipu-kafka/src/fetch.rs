@@ -33,6 +33,17 @@ struct Wanted {
     replica: Result<Arc<Partition>, ResponseError>,
 }
 
+/// The record batches of an answer, to be written as they are (`api::encode_sharing`).
+pub(crate) fn record_batches(response: &FetchResponse) -> Vec<Bytes> {
+    response
+        .responses
+        .iter()
+        .flat_map(|topic| &topic.partitions)
+        .filter_map(|partition| partition.records.clone())
+        .filter(|records| records.len() >= crate::response::SHARED_BYTES_MIN)
+        .collect()
+}
+
 pub(crate) async fn handle(
     context: &Context,
     who: &Principal,

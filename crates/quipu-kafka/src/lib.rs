@@ -13,8 +13,13 @@
 //!   `describe`, `delete_records`, `leader_epoch`), and `groups` (FindCoordinator and committed
 //!   offsets; the group coordinator is `quipu-node`'s).
 //!
-//! Not here (yet): group membership (JoinGroup and the rest, KIP-848), transactions, SASL and
-//! TLS.
+//! - Group membership (`membership`: JoinGroup and the rest of the classic protocol;
+//!   `consumer_group`: KIP-848), SASL (`sasl`) and ACLs (`authorize`, `acls`); TLS is the
+//!   listener's (`server`).
+//! - `response`: an answer as byte chunks, so a fetch's record batches go out as the log's own
+//!   bytes, in vectored writes, never copied into the answer.
+//!
+//! Not here (yet): transactions.
 //!
 //! Architecture Invariant: the only crate that sees Kafka wire types; record data on the produce
 //! and fetch paths is never decoded or re-encoded here.
@@ -38,11 +43,13 @@ mod metadata;
 mod produce;
 mod producer_id;
 mod reassign;
+mod response;
 mod sasl;
 mod scram_users;
 mod server;
 
 pub use api::{SupportedApi, decode_request, supported_apis};
+pub use connection::read_exactly;
 pub use error::{CodecError, RequestError};
 pub use sasl::SaslMechanism;
 pub use server::{KafkaConfig, serve};

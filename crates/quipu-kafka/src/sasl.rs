@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::api::{self, Body, Request};
 use crate::error::RequestError;
+use crate::response::Response;
 use crate::server::Context;
 
 /// How long a failed authentication waits before it is answered (Kafka's
@@ -103,10 +104,10 @@ where
         if bare_tokens {
             let request = SaslAuthenticateRequest::default().with_auth_bytes(frame);
             match step(&mut exchange, &request, &context.node).await {
-                Ok(Progress::Challenge(bytes)) => reply(writer, Some(bare(&bytes)?)).await?,
+                Ok(Progress::Challenge(bytes)) => reply(writer, Some(bare(&bytes)?.into())).await?,
                 Ok(Progress::Done { user, last }) => {
                     if !last.is_empty() {
-                        reply(writer, Some(bare(&last)?)).await?;
+                        reply(writer, Some(bare(&last)?.into())).await?;
                     }
                     tracing::debug!(%peer, user, "kafka client authenticated");
                     return Ok(user);
@@ -196,11 +197,11 @@ where
 
 async fn reply<W: AsyncWrite + Unpin>(
     writer: &mut W,
-    response: Option<Bytes>,
+    response: Option<Response>,
 ) -> Result<(), RequestError> {
-    if let Some(response) = response {
+    if let Some(mut response) = response {
         writer
-            .write_all(&response)
+            .write_all_buf(&mut response)
             .await
             .map_err(RequestError::Io)?;
         writer.flush().await.map_err(RequestError::Io)?;

@@ -4,6 +4,8 @@
 //! edge. The Raft transport (`RaftTransport`) carries openraft messages as postcard bytes inside
 //! protobuf, so openraft's types are not mirrored here.
 
+pub mod codec;
+
 /// Package `quipu.v1`.
 pub mod v1 {
     #![allow(

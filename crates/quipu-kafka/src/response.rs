@@ -1,0 +1,271 @@
+//! [`Response`]: an encoded answer, held as a list of byte chunks. A fetch answer's record batches
+//! stay the log's own bytes (the segments' maps) instead of being copied into the answer: the
+//! chunks go out in vectored writes, so the only copy of a batch in plaintext is the kernel's
+//! into the socket (over TLS, rustls's into its records).
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut, buf::UninitSlice};
+use kafka_protocol::protocol::buf::ByteBufMut;
+
+/// Writes of at least this many bytes that an answer's shared bytes hold are referenced, not
+/// copied. Below it a copy is cheaper than one more chunk (and `iovec`) to write.
+pub(crate) const SHARED_BYTES_MIN: usize = 4096;
+
+/// One encoded answer, size prefix included: its chunks in order.
+#[derive(Debug, Default)]
+pub(crate) struct Response {
+    chunks: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl Response {
+    /// Every byte of the answer, in one buffer (a copy: for tests and small answers only).
+    #[cfg(test)]
+    pub(crate) fn to_bytes(&self) -> Bytes {
+        let mut all = BytesMut::with_capacity(self.remaining);
+        for chunk in &self.chunks {
+            all.extend_from_slice(chunk);
+        }
+        all.freeze()
+    }
+
+    /// How many chunks the answer has.
+    #[cfg(test)]
+    pub(crate) fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.remaining += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+    }
+}
+
+impl From<Bytes> for Response {
+    fn from(bytes: Bytes) -> Response {
+        let mut response = Response::default();
+        response.push(bytes);
+        response
+    }
+}
+
+impl Buf for Response {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.chunks.front().map_or(&[], |chunk| &chunk[..])
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut filled = 0;
+        for (slot, chunk) in dst.iter_mut().zip(&self.chunks) {
+            *slot = IoSlice::new(chunk);
+            filled += 1;
+        }
+        filled
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        while cnt > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                return; // past the end: `Buf` leaves that to the caller; nothing left to drop
+            };
+            let step = cnt.min(front.len());
+            front.advance(step);
+            self.remaining -= step;
+            cnt -= step;
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+        }
+    }
+}
+
+/// The buffer an answer is encoded into: writes gather in `head`, except a write of at least
+/// [`SHARED_BYTES_MIN`] bytes that lie inside one of `shared`, which becomes a reference to them.
+pub(crate) struct Encoding<'a> {
+    shared: &'a [Bytes],
+    done: Response,
+    head: BytesMut,
+}
+
+impl<'a> Encoding<'a> {
+    /// An empty answer with room for `capacity` copied bytes, sharing the bytes of `shared`.
+    pub(crate) fn new(capacity: usize, shared: &'a [Bytes]) -> Encoding<'a> {
+        Encoding {
+            shared,
+            done: Response::default(),
+            head: BytesMut::with_capacity(capacity),
+        }
+    }
+
+    /// The answer encoded.
+    pub(crate) fn finish(mut self) -> Response {
+        let head = self.head.split().freeze();
+        self.done.push(head);
+        self.done
+    }
+
+    /// Bytes encoded so far.
+    fn len(&self) -> usize {
+        self.done.remaining + self.head.len()
+    }
+
+    /// Makes every chunk one buffer again, for a write into what was already encoded (the
+    /// message encoders never do this; record encoders do).
+    fn flatten(&mut self) {
+        if self.done.chunks.is_empty() {
+            return;
+        }
+        let mut all = BytesMut::with_capacity(self.len() + self.head.capacity());
+        for chunk in self.done.chunks.drain(..) {
+            all.extend_from_slice(&chunk);
+        }
+        all.extend_from_slice(&self.head);
+        self.done.remaining = 0;
+        self.head = all;
+    }
+}
+
+fn owner_of<'s>(shared: &'s [Bytes], slice: &[u8]) -> Option<&'s Bytes> {
+    let start = slice.as_ptr() as usize;
+    let end = start + slice.len();
+    shared.iter().find(|owner| {
+        let owner_start = owner.as_ptr() as usize;
+        owner_start <= start && end <= owner_start + owner.len()
+    })
+}
+
+// SAFETY: every method delegates to `head`, a `BytesMut`, whose own `BufMut` contract holds;
+// `put_slice` only appends whole chunks or calls `head`'s safe methods.
+#[allow(unsafe_code)]
+unsafe impl BufMut for Encoding<'_> {
+    fn remaining_mut(&self) -> usize {
+        self.head.remaining_mut()
+    }
+
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        // SAFETY: the caller's promise (`cnt` bytes of `chunk_mut` initialized) is about
+        // `head`'s chunk, which `chunk_mut` returned.
+        unsafe { self.head.advance_mut(cnt) }
+    }
+
+    fn chunk_mut(&mut self) -> &mut UninitSlice {
+        self.head.chunk_mut()
+    }
+
+    fn put_slice(&mut self, src: &[u8]) {
+        if src.len() >= SHARED_BYTES_MIN
+            && let Some(owner) = owner_of(self.shared, src)
+        {
+            let head = self.head.split().freeze();
+            self.done.push(head);
+            self.done.push(owner.slice_ref(src));
+            return;
+        }
+        self.head.extend_from_slice(src);
+    }
+}
+
+impl ByteBufMut for Encoding<'_> {
+    fn offset(&self) -> usize {
+        self.len()
+    }
+
+    fn seek(&mut self, offset: usize) {
+        self.flatten();
+        self.head.resize(offset, 0);
+    }
+
+    fn range(&mut self, r: std::ops::Range<usize>) -> &mut [u8] {
+        self.flatten();
+        &mut self.head[r]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap
+    )]
+
+    use super::*;
+
+    fn shared_batch(len: usize, seed: u8) -> Bytes {
+        Bytes::from(
+            (0..len)
+                .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn large_writes_of_shared_bytes_are_referenced_and_the_rest_copied() {
+        let big = shared_batch(10_000, 1);
+        let other = shared_batch(10_000, 2); // not shared
+        let shared = [big.clone()];
+        let mut encoding = Encoding::new(64, &shared);
+        encoding.put_i32(7);
+        encoding.put_slice(&big[100..9_000]); // shared, large: referenced
+        encoding.put_u8(9);
+        encoding.put_slice(&big[..100]); // shared, small: copied
+        encoding.put_slice(&other); // large, not shared: copied
+        let response = encoding.finish();
+
+        let mut expected = BytesMut::new();
+        expected.put_i32(7);
+        expected.put_slice(&big[100..9_000]);
+        expected.put_u8(9);
+        expected.put_slice(&big[..100]);
+        expected.put_slice(&other);
+        assert_eq!(response.to_bytes(), expected.freeze());
+        assert_eq!(response.chunk_count(), 3);
+        assert_eq!(
+            response.chunks[1].as_ptr(),
+            big[100..].as_ptr(),
+            "not copied"
+        );
+    }
+
+    #[test]
+    fn a_write_into_what_was_encoded_flattens_first() {
+        let big = shared_batch(8_192, 3);
+        let shared = [big.clone()];
+        let mut encoding = Encoding::new(0, &shared);
+        encoding.put_u16(1);
+        encoding.put_slice(&big);
+        let at = encoding.offset();
+        let gap = encoding.put_gap(4);
+        encoding.put_u8(5);
+        encoding.gap_buf(gap).copy_from_slice(&[1, 2, 3, 4]);
+        let response = encoding.finish();
+        let bytes = response.to_bytes();
+        assert_eq!(bytes.len(), 2 + 8_192 + 4 + 1);
+        assert_eq!(&bytes[at..at + 4], &[1, 2, 3, 4]);
+        assert_eq!(&bytes[2..2 + 8_192], &big[..]);
+    }
+
+    #[test]
+    fn a_response_is_written_chunk_by_chunk_across_partial_writes() {
+        let mut response = Response::from(Bytes::from_static(b"abc"));
+        response.push(Bytes::from_static(b"defgh"));
+        response.push(Bytes::new());
+        assert_eq!(response.remaining(), 8);
+        let mut slices = [IoSlice::new(&[]); 4];
+        assert_eq!(response.chunks_vectored(&mut slices), 2);
+        response.advance(4);
+        assert_eq!(response.chunk(), b"efgh");
+        assert_eq!(response.remaining(), 4);
+        response.advance(4);
+        assert!(!response.has_remaining());
+        assert_eq!(response.chunk(), b"");
+    }
+}
