@@ -92,11 +92,10 @@ pub(crate) async fn run<R, W>(
             }
             Some(answered) = pending.next(), if !pending.is_empty() => {
                 match answered {
-                    Ok(Some(response)) => {
+                    Ok(Some(mut response)) => {
                         // A client that does not take its answer within the idle limit holds
                         // its connection no longer.
                         // Flushed: over TLS, records may wait in the session's buffer.
-                        let mut response = response;
                         let write = async {
                             writer.write_all_buf(&mut response).await?;
                             writer.flush().await

@@ -91,6 +91,9 @@ impl Buf for Response {
 /// [`SHARED_BYTES_MIN`] bytes that lie inside one of `shared`, which becomes a reference to them.
 pub(crate) struct Encoding<'a> {
     shared: &'a [Bytes],
+    /// Where the search for the owner of the next shared write starts: a response writes its
+    /// partitions' records in the order `shared` lists them, so the search is a step each.
+    next_shared: usize,
     done: Response,
     head: BytesMut,
 }
@@ -100,6 +103,7 @@ impl<'a> Encoding<'a> {
     pub(crate) fn new(capacity: usize, shared: &'a [Bytes]) -> Encoding<'a> {
         Encoding {
             shared,
+            next_shared: 0,
             done: Response::default(),
             head: BytesMut::with_capacity(capacity),
         }
@@ -133,13 +137,19 @@ impl<'a> Encoding<'a> {
     }
 }
 
-fn owner_of<'s>(shared: &'s [Bytes], slice: &[u8]) -> Option<&'s Bytes> {
+/// The index in `shared` of the bytes that hold all of `slice`, searching from `from` on (and
+/// then from the start).
+fn owner_of(shared: &[Bytes], from: usize, slice: &[u8]) -> Option<usize> {
     let start = slice.as_ptr() as usize;
     let end = start + slice.len();
-    shared.iter().find(|owner| {
+    let holds = |owner: &Bytes| {
         let owner_start = owner.as_ptr() as usize;
         owner_start <= start && end <= owner_start + owner.len()
-    })
+    };
+    let from = from.min(shared.len());
+    (from..shared.len())
+        .chain(0..from)
+        .find(|&i| holds(&shared[i]))
 }
 
 // SAFETY: every method delegates to `head`, a `BytesMut`, whose own `BufMut` contract holds;
@@ -162,11 +172,12 @@ unsafe impl BufMut for Encoding<'_> {
 
     fn put_slice(&mut self, src: &[u8]) {
         if src.len() >= SHARED_BYTES_MIN
-            && let Some(owner) = owner_of(self.shared, src)
+            && let Some(owner) = owner_of(self.shared, self.next_shared, src)
         {
             let head = self.head.split().freeze();
             self.done.push(head);
-            self.done.push(owner.slice_ref(src));
+            self.done.push(self.shared[owner].slice_ref(src));
+            self.next_shared = owner + 1;
             return;
         }
         self.head.extend_from_slice(src);
