@@ -552,10 +552,8 @@ pub(crate) async fn dispatch(
             answer(&response)
         }
         Body::Fetch(r) => {
-            let response = fetch::handle(context, who, r, version).await;
-            // The record batches go out as the log's own bytes, not copied into the answer.
-            let batches = fetch::record_batches(&response);
-            encode_sharing(key, id, version, &response, &batches).map(Some)
+            let answer = fetch::handle(context, who, r, version).await;
+            encode_fetch(id, version, answer).map(Some)
         }
         Body::ListOffsets(r) => answer(&list_offsets::handle(context, who, r, version).await),
         Body::CreateTopics(r) => answer(&admin::create_topics(context, who, r, version).await),
@@ -705,17 +703,36 @@ pub(crate) fn encode<R: Encodable>(
     version: i16,
     response: &R,
 ) -> Result<Response, RequestError> {
-    encode_sharing(key, correlation_id, version, response, &[])
+    encode_sharing(key, correlation_id, version, response, &[], Vec::new())
+}
+
+/// A Fetch answer's frame: its record batches go out as the log's own bytes, not copied into
+/// the frame, and its span markers as the entries they stand for.
+fn encode_fetch(
+    correlation_id: i32,
+    version: i16,
+    answer: fetch::FetchAnswer,
+) -> Result<Response, RequestError> {
+    let batches = fetch::record_batches(&answer.response);
+    encode_sharing(
+        ApiKey::Fetch,
+        correlation_id,
+        version,
+        &answer.response,
+        &batches,
+        answer.spans,
+    )
 }
 
 /// [`encode`], with the bytes of `shared` that the response holds referenced in the frame
-/// instead of copied into it (see [`Response`]).
+/// instead of copied into it, and its span markers replaced by `spans` (see [`Response`]).
 fn encode_sharing<R: Encodable>(
     key: ApiKey,
     correlation_id: i32,
     version: i16,
     response: &R,
     shared: &[Bytes],
+    spans: Vec<Vec<Bytes>>,
 ) -> Result<Response, RequestError> {
     let failed = |source: anyhow::Error| RequestError::Encode {
         api: key as i16,
@@ -726,12 +743,17 @@ fn encode_sharing<R: Encodable>(
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let size = header.compute_size(header_version).map_err(failed)?
         + response.compute_size(version).map_err(failed)?;
-    let shared_bytes: usize = shared.iter().map(Bytes::len).sum();
-    let mut frame = Encoding::new((4 + size).saturating_sub(shared_bytes), shared);
+    let shared_bytes: usize = shared
+        .iter()
+        .chain(spans.iter().flatten())
+        .map(Bytes::len)
+        .sum();
+    let mut frame =
+        Encoding::new((4 + size).saturating_sub(shared_bytes), shared).with_spans(spans);
     frame.put_i32(i32::try_from(size).map_err(|e| failed(e.into()))?);
     header.encode(&mut frame, header_version).map_err(failed)?;
     response.encode(&mut frame, version).map_err(failed)?;
-    Ok(frame.finish())
+    frame.finish().map_err(|e| failed(e.into()))
 }
 
 #[cfg(test)]
@@ -743,21 +765,21 @@ mod tests {
     )]
 
     use super::*;
+    use crate::response::{SHARED_BYTES_MIN, span_marker};
     use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
     use kafka_protocol::messages::{FetchResponse, TopicName};
     use kafka_protocol::protocol::StrBytes;
     use proptest::prelude::*;
 
-    fn fetch_response(sizes: &[usize]) -> FetchResponse {
-        let partitions = sizes
-            .iter()
+    fn response_of(records: Vec<Bytes>) -> FetchResponse {
+        let partitions = records
+            .into_iter()
             .enumerate()
-            .map(|(i, &size)| {
-                let records: Vec<u8> = (0..size).map(|b| (b as u8) ^ (i as u8)).collect();
+            .map(|(i, records)| {
                 PartitionData::default()
                     .with_partition_index(i as i32)
-                    .with_high_watermark(size as i64)
-                    .with_records(Some(Bytes::from(records)))
+                    .with_high_watermark(records.len() as i64)
+                    .with_records(Some(records))
             })
             .collect();
         FetchResponse::default().with_responses(vec![
@@ -769,23 +791,54 @@ mod tests {
     }
 
     proptest! {
-        /// A fetch answer whose record batches are referenced encodes to the same bytes as one
-        /// copied into a single buffer, at every Fetch version, and the large batches are the
-        /// log's own bytes (not copies).
+        /// A fetch answer whose record batches are referenced, and whose records of several
+        /// entries are span markers, encodes to the same bytes as the answer with every
+        /// partition's records joined into one buffer, at every Fetch version; the large
+        /// batches are the log's own bytes (not copies).
         #[test]
-        fn a_fetch_answer_with_shared_batches_is_the_same_bytes(
-            sizes in proptest::collection::vec(0usize..20_000, 0..5),
+        fn a_fetch_answer_with_shared_batches_and_spans_is_the_same_bytes(
+            partitions in proptest::collection::vec(
+                proptest::collection::vec(0usize..12_000, 1..4), 0..5),
             version in 4i16..=17,
         ) {
-            let response = fetch_response(&sizes);
-            let batches = crate::fetch::record_batches(&response);
-            let copied = encode(ApiKey::Fetch, 42, version, &response).unwrap().to_bytes();
-            let shared = encode_sharing(ApiKey::Fetch, 42, version, &response, &batches).unwrap();
+            let parts: Vec<Vec<Bytes>> = partitions
+                .iter()
+                .enumerate()
+                .map(|(i, sizes)| sizes
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &size)| Bytes::from((0..size).map(|b| (b ^ i ^ (j << 3)) as u8).collect::<Vec<_>>()))
+                    .collect())
+                .collect();
+            let joined = |span: &[Bytes]| Bytes::from(span.concat());
+            let expected = response_of(parts.iter().map(|span| joined(span)).collect());
+            let mut spans = Vec::new();
+            let records = parts
+                .iter()
+                .map(|span| match span.as_slice() {
+                    [one] => one.clone(),
+                    many => {
+                        let len = many.iter().map(Bytes::len).sum();
+                        match span_marker(len).filter(|_| len >= SHARED_BYTES_MIN) {
+                            Some(marker) => {
+                                spans.push(many.to_vec());
+                                marker
+                            }
+                            None => joined(many),
+                        }
+                    }
+                })
+                .collect();
+            let span_count = spans.len();
+            let answer = crate::fetch::FetchAnswer { response: response_of(records), spans };
+            let batches = crate::fetch::record_batches(&answer.response);
+            let copied = encode(ApiKey::Fetch, 42, version, &expected).unwrap().to_bytes();
+            let shared = encode_fetch(42, version, answer).unwrap();
             prop_assert_eq!(shared.to_bytes(), copied);
-            let large = sizes.iter().filter(|&&s| s >= crate::response::SHARED_BYTES_MIN).count();
-            prop_assert_eq!(batches.len(), large);
-            prop_assert!(shared.chunk_count() <= 2 * large + 1);
-            prop_assert!(large == 0 || shared.chunk_count() > large, "the large batches are chunks of their own");
+            prop_assert!(
+                batches.len() + span_count == 0 || shared.chunk_count() > batches.len() + span_count,
+                "the large batches and the spans are chunks of their own"
+            );
         }
     }
 }

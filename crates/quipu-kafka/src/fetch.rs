@@ -33,15 +33,54 @@ struct Wanted {
     replica: Result<Arc<Partition>, ResponseError>,
 }
 
-/// The record batches of an answer, to be written as they are (`api::encode_sharing`).
+/// A fetch answer: the response, whose records from several entries are span markers
+/// (`response::span_marker`), and those entries' bytes, in the order the response holds the
+/// markers. Encoded only by `api::encode_fetch`, which puts the entries' bytes in place of the
+/// markers.
+pub(crate) struct FetchAnswer {
+    pub(crate) response: FetchResponse,
+    pub(crate) spans: Vec<Vec<Bytes>>,
+}
+
+/// The record batches of an answer that are one buffer each, to be written as they are
+/// (`api::encode_sharing`).
 pub(crate) fn record_batches(response: &FetchResponse) -> Vec<Bytes> {
     response
         .responses
         .iter()
         .flat_map(|topic| &topic.partitions)
         .filter_map(|partition| partition.records.clone())
-        .filter(|records| records.len() >= crate::response::SHARED_BYTES_MIN)
+        .filter(|records| {
+            records.len() >= crate::response::SHARED_BYTES_MIN
+                && !crate::response::is_span_marker(records)
+        })
         .collect()
+}
+
+/// The records of one partition read as `entries`: the entry's own bytes for one; for several,
+/// a span marker standing for them (with the span), or, if short or past the marker's length,
+/// one buffer they are joined into.
+fn records_of(entries: Vec<quipu_storage::Entry>, bytes: u64) -> (Bytes, Option<Vec<Bytes>>) {
+    let len = usize::try_from(bytes).unwrap_or(usize::MAX);
+    match entries.as_slice() {
+        [] => (Bytes::new(), None),
+        [one] => (one.payload.clone(), None),
+        many => match crate::response::span_marker(len)
+            .filter(|_| len >= crate::response::SHARED_BYTES_MIN)
+        {
+            Some(marker) => (
+                marker,
+                Some(entries.into_iter().map(|e| e.payload).collect()),
+            ),
+            None => {
+                let mut joined = BytesMut::with_capacity(len);
+                for entry in many {
+                    joined.extend_from_slice(&entry.payload);
+                }
+                (joined.freeze(), None)
+            }
+        },
+    }
 }
 
 pub(crate) async fn handle(
@@ -49,7 +88,7 @@ pub(crate) async fn handle(
     who: &Principal,
     request: FetchRequest,
     version: i16,
-) -> FetchResponse {
+) -> FetchAnswer {
     let node = &context.node;
     let wait =
         Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(FETCH_WAIT_MAX);
@@ -100,7 +139,7 @@ pub(crate) async fn handle(
         for watch in &mut watches {
             watch.borrow_and_update();
         }
-        let (responses, bytes, errors) = read_all(&topics, max_bytes, version).await;
+        let (responses, spans, bytes, errors) = read_all(&topics, max_bytes, version).await;
         let done = bytes >= min_bytes.max(1)
             || errors
             || watches.is_empty()
@@ -115,13 +154,17 @@ pub(crate) async fn handle(
             )
         {
             quipu_node::telemetry::fetched(quipu_node::telemetry::Api::Kafka, bytes);
-            return FetchResponse::default().with_responses(responses);
+            return FetchAnswer {
+                response: FetchResponse::default().with_responses(responses),
+                spans,
+            };
         }
     }
 }
 
-/// One pass over every partition; returns the answers, the bytes of batches in them, and
-/// whether any partition has an error (Kafka answers at once then).
+/// One pass over every partition; returns the answers, the spans of their span markers in
+/// order, the bytes of batches in them, and whether any partition has an error (Kafka answers
+/// at once then).
 async fn read_all(
     topics: &[(
         kafka_protocol::messages::fetch_request::FetchTopic,
@@ -129,14 +172,17 @@ async fn read_all(
     )],
     max_bytes: u64,
     version: i16,
-) -> (Vec<FetchableTopicResponse>, u64, bool) {
+) -> (Vec<FetchableTopicResponse>, Vec<Vec<Bytes>>, u64, bool) {
     let mut total = 0u64;
     let mut errors = false;
+    let mut spans = Vec::new();
     let mut responses = Vec::with_capacity(topics.len());
     for (topic, wanted) in topics {
         let mut partitions = Vec::with_capacity(wanted.len());
         for w in wanted {
-            let (data, bytes) = read_one(w, max_bytes.saturating_sub(total), total == 0).await;
+            let (data, bytes, span) =
+                read_one(w, max_bytes.saturating_sub(total), total == 0).await;
+            spans.extend(span);
             errors |= data.error_code != 0;
             total += bytes;
             partitions.push(data);
@@ -149,19 +195,23 @@ async fn read_all(
         }
         responses.push(response);
     }
-    (responses, total, errors)
+    (responses, spans, total, errors)
 }
 
 /// Reads one partition within `budget` bytes; `first` says whether a first batch larger than
 /// the budget may come whole (KIP-74: only the first batch of the response).
-async fn read_one(wanted: &Wanted, budget: u64, first: bool) -> (PartitionData, u64) {
+async fn read_one(
+    wanted: &Wanted,
+    budget: u64,
+    first: bool,
+) -> (PartitionData, u64, Option<Vec<Bytes>>) {
     let data = PartitionData::default().with_partition_index(wanted.index);
     let replica = match &wanted.replica {
         Ok(replica) => replica,
-        Err(error) => return (data.with_error_code(error.code()), 0),
+        Err(error) => return (data.with_error_code(error.code()), 0, None),
     };
     if let Err(error) = check_leader_epoch(replica, wanted.leader_epoch) {
-        return (data.with_error_code(error.code()), 0);
+        return (data.with_error_code(error.code()), 0, None);
     }
     let high_watermark = replica.high_watermark();
     let log_start = replica.log_start_offset();
@@ -175,31 +225,22 @@ async fn read_one(wanted: &Wanted, budget: u64, first: bool) -> (PartitionData, 
             return (
                 data.with_error_code(ResponseError::OffsetOutOfRange.code()),
                 0,
+                None,
             );
         }
     };
     let limit = wanted.max_bytes.min(budget);
     if limit == 0 && !first {
-        return (data, 0);
+        return (data, 0, None);
     }
     let entries = match replica.fetch(Offset(offset), limit.max(1)).await {
         Ok(entries) => entries,
-        Err(e) => return (data.with_error_code(fetch_error(&e).code()), 0),
+        Err(e) => return (data.with_error_code(fetch_error(&e).code()), 0, None),
     };
     let bytes: u64 = entries.iter().map(|e| e.payload.len() as u64).sum();
     if bytes > budget && !first {
-        return (data, 0); // the rest of the response has no room for its first batch
+        return (data, 0, None); // the rest of the response has no room for its first batch
     }
-    let records = match entries.as_slice() {
-        [] => Bytes::new(),
-        [one] => one.payload.clone(),
-        many => {
-            let mut joined = BytesMut::with_capacity(usize::try_from(bytes).unwrap_or(0));
-            for entry in many {
-                joined.extend_from_slice(&entry.payload);
-            }
-            joined.freeze()
-        }
-    };
-    (data.with_records(Some(records)), bytes)
+    let (records, span) = records_of(entries, bytes);
+    (data.with_records(Some(records)), bytes, span)
 }

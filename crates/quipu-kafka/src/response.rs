@@ -2,6 +2,12 @@
 //! stay the log's own bytes (the segments' maps) instead of being copied into the answer: the
 //! chunks go out in vectored writes, so the only copy of a batch in plaintext is the kernel's
 //! into the socket (over TLS, rustls's into its records).
+//!
+//! `kafka-protocol` takes a partition's records as one buffer, and records read from several
+//! Raft entries are several. Such records are given to it as a *span marker* ([`span_marker`]):
+//! a buffer of the right length whose bytes are never read or sent. [`Encoding`] replaces each marker it
+//! is asked to write, in order, by the entries' own bytes ([`Encoding::with_spans`]); an answer
+//! in which a marker and its span do not match is refused, never sent.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -12,6 +18,36 @@ use kafka_protocol::protocol::buf::ByteBufMut;
 /// Writes of at least this many bytes that an answer's shared bytes hold are referenced, not
 /// copied. Below it a copy is cheaper than one more chunk (and `iovec`) to write.
 pub(crate) const SHARED_BYTES_MIN: usize = 4096;
+
+/// The longest span a marker stands in for; longer ones are joined into one buffer instead.
+pub(crate) const SPAN_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// What span markers point into: zeros never read, so never backed by memory (a zeroed
+/// allocation this large is a fresh anonymous mapping), unless an answer with a marker were
+/// encoded without its span, which [`Encoding::finish`] refuses.
+fn marker_region() -> &'static Bytes {
+    static REGION: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    REGION.get_or_init(|| Bytes::from(vec![0u8; SPAN_BYTES_MAX]))
+}
+
+/// A stand-in for `len` bytes of records that several entries hold, to be replaced by them when
+/// the answer is encoded; `None` past [`SPAN_BYTES_MAX`].
+pub(crate) fn span_marker(len: usize) -> Option<Bytes> {
+    (len <= SPAN_BYTES_MAX).then(|| marker_region().slice(..len))
+}
+
+/// Whether `bytes` is (part of) a span marker.
+pub(crate) fn is_span_marker(bytes: &[u8]) -> bool {
+    let start = marker_region().as_ptr() as usize;
+    let at = bytes.as_ptr() as usize;
+    start <= at && at < start + SPAN_BYTES_MAX
+}
+
+/// An answer had a span marker without its span (or the reverse): a bug, reported instead of
+/// sending the marker's zeros.
+#[derive(Debug, thiserror::Error)]
+#[error("a fetch answer's records and the entries that hold them did not match")]
+pub(crate) struct SpanMismatch;
 
 /// One encoded answer, size prefix included: its chunks in order.
 #[derive(Debug, Default)]
@@ -91,6 +127,10 @@ impl Buf for Response {
 /// [`SHARED_BYTES_MIN`] bytes that lie inside one of `shared`, which becomes a reference to them.
 pub(crate) struct Encoding<'a> {
     shared: &'a [Bytes],
+    /// The spans that the markers written stand for, in the order they are written.
+    spans: VecDeque<Vec<Bytes>>,
+    /// A marker came without its span.
+    mismatched: bool,
     /// Where the search for the owner of the next shared write starts: a response writes its
     /// partitions' records in the order `shared` lists them, so the search is a step each.
     next_shared: usize,
@@ -103,17 +143,28 @@ impl<'a> Encoding<'a> {
     pub(crate) fn new(capacity: usize, shared: &'a [Bytes]) -> Encoding<'a> {
         Encoding {
             shared,
+            spans: VecDeque::new(),
+            mismatched: false,
             next_shared: 0,
             done: Response::default(),
             head: BytesMut::with_capacity(capacity),
         }
     }
 
-    /// The answer encoded.
-    pub(crate) fn finish(mut self) -> Response {
+    /// Replaces the span markers written, in order, by `spans`' bytes.
+    pub(crate) fn with_spans(mut self, spans: Vec<Vec<Bytes>>) -> Encoding<'a> {
+        self.spans = spans.into();
+        self
+    }
+
+    /// The answer encoded; refused if a span marker and its span did not match.
+    pub(crate) fn finish(mut self) -> Result<Response, SpanMismatch> {
+        if self.mismatched || !self.spans.is_empty() {
+            return Err(SpanMismatch);
+        }
         let head = self.head.split().freeze();
         self.done.push(head);
-        self.done
+        Ok(self.done)
     }
 
     /// Bytes encoded so far.
@@ -171,6 +222,20 @@ unsafe impl BufMut for Encoding<'_> {
     }
 
     fn put_slice(&mut self, src: &[u8]) {
+        if is_span_marker(src) {
+            let span = self.spans.pop_front();
+            let len: usize = span.iter().flatten().map(Bytes::len).sum();
+            if let Some(span) = span.filter(|_| len == src.len()) {
+                let head = self.head.split().freeze();
+                self.done.push(head);
+                for part in span {
+                    self.done.push(part);
+                }
+            } else {
+                self.mismatched = true;
+            }
+            return;
+        }
         if src.len() >= SHARED_BYTES_MIN
             && let Some(owner) = owner_of(self.shared, self.next_shared, src)
         {
@@ -229,7 +294,7 @@ mod tests {
         encoding.put_u8(9);
         encoding.put_slice(&big[..100]); // shared, small: copied
         encoding.put_slice(&other); // large, not shared: copied
-        let response = encoding.finish();
+        let response = encoding.finish().unwrap();
 
         let mut expected = BytesMut::new();
         expected.put_i32(7);
@@ -257,11 +322,51 @@ mod tests {
         let gap = encoding.put_gap(4);
         encoding.put_u8(5);
         encoding.gap_buf(gap).copy_from_slice(&[1, 2, 3, 4]);
-        let response = encoding.finish();
+        let response = encoding.finish().unwrap();
         let bytes = response.to_bytes();
         assert_eq!(bytes.len(), 2 + 8_192 + 4 + 1);
         assert_eq!(&bytes[at..at + 4], &[1, 2, 3, 4]);
         assert_eq!(&bytes[2..2 + 8_192], &big[..]);
+    }
+
+    #[test]
+    fn span_markers_are_replaced_in_order_by_their_spans() {
+        let parts = [
+            shared_batch(5_000, 4),
+            shared_batch(300, 5),
+            shared_batch(7_000, 6),
+        ];
+        let (first, second) = (&parts[..2], &parts[2..]);
+        let len = |span: &[Bytes]| span.iter().map(Bytes::len).sum::<usize>();
+        let mut encoding = Encoding::new(16, &[]).with_spans(vec![first.to_vec(), second.to_vec()]);
+        encoding.put_u8(1);
+        encoding.put_slice(&span_marker(len(first)).unwrap());
+        encoding.put_u8(2);
+        encoding.put_slice(&span_marker(len(second)).unwrap());
+        let response = encoding.finish().unwrap();
+        let mut expected = vec![1u8];
+        first.iter().for_each(|p| expected.extend_from_slice(p));
+        expected.push(2);
+        second.iter().for_each(|p| expected.extend_from_slice(p));
+        assert_eq!(response.to_bytes(), expected);
+        assert_eq!(response.chunks[1].as_ptr(), parts[0].as_ptr(), "not copied");
+    }
+
+    #[test]
+    fn a_marker_without_its_span_is_refused_not_sent() {
+        let span = vec![shared_batch(5_000, 7)];
+        // The marker's length does not match its span.
+        let mut encoding = Encoding::new(0, &[]).with_spans(vec![span.clone()]);
+        encoding.put_slice(&span_marker(4_999).unwrap());
+        assert!(encoding.finish().is_err());
+        // No span at all.
+        let mut encoding = Encoding::new(0, &[]);
+        encoding.put_slice(&span_marker(5_000).unwrap());
+        assert!(encoding.finish().is_err());
+        // A span never written.
+        let encoding = Encoding::new(0, &[]).with_spans(vec![span]);
+        assert!(encoding.finish().is_err());
+        assert!(span_marker(SPAN_BYTES_MAX + 1).is_none());
     }
 
     #[test]
