@@ -703,35 +703,32 @@ pub(crate) fn encode<R: Encodable>(
     version: i16,
     response: &R,
 ) -> Result<Response, RequestError> {
-    encode_sharing(key, correlation_id, version, response, &[], Vec::new())
+    encode_spans(key, correlation_id, version, response, Vec::new())
 }
 
-/// A Fetch answer's frame: its record batches go out as the log's own bytes, not copied into
-/// the frame, and its span markers as the entries they stand for.
+/// A Fetch answer's frame: its span markers go out as the log's bytes they stand for, not
+/// copied into the frame.
 fn encode_fetch(
     correlation_id: i32,
     version: i16,
     answer: fetch::FetchAnswer,
 ) -> Result<Response, RequestError> {
-    let batches = fetch::record_batches(&answer.response);
-    encode_sharing(
+    encode_spans(
         ApiKey::Fetch,
         correlation_id,
         version,
         &answer.response,
-        &batches,
         answer.spans,
     )
 }
 
-/// [`encode`], with the bytes of `shared` that the response holds referenced in the frame
-/// instead of copied into it, and its span markers replaced by `spans` (see [`Response`]).
-fn encode_sharing<R: Encodable>(
+/// [`encode`], with the span markers the response holds replaced by `spans`, in order (see
+/// [`Response`]).
+fn encode_spans<R: Encodable>(
     key: ApiKey,
     correlation_id: i32,
     version: i16,
     response: &R,
-    shared: &[Bytes],
     spans: Vec<Vec<Bytes>>,
 ) -> Result<Response, RequestError> {
     let failed = |source: anyhow::Error| RequestError::Encode {
@@ -743,13 +740,8 @@ fn encode_sharing<R: Encodable>(
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let size = header.compute_size(header_version).map_err(failed)?
         + response.compute_size(version).map_err(failed)?;
-    let shared_bytes: usize = shared
-        .iter()
-        .chain(spans.iter().flatten())
-        .map(Bytes::len)
-        .sum();
-    let mut frame =
-        Encoding::new((4 + size).saturating_sub(shared_bytes), shared).with_spans(spans);
+    let span_bytes: usize = spans.iter().flatten().map(Bytes::len).sum();
+    let mut frame = Encoding::new((4 + size).saturating_sub(span_bytes), spans);
     frame.put_i32(i32::try_from(size).map_err(|e| failed(e.into()))?);
     header.encode(&mut frame, header_version).map_err(failed)?;
     response.encode(&mut frame, version).map_err(failed)?;
@@ -765,7 +757,7 @@ mod tests {
     )]
 
     use super::*;
-    use crate::response::{SHARED_BYTES_MIN, span_marker};
+    use crate::response::{SPAN_BYTES_MIN, span_marker};
     use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
     use kafka_protocol::messages::{FetchResponse, TopicName};
     use kafka_protocol::protocol::StrBytes;
@@ -791,12 +783,11 @@ mod tests {
     }
 
     proptest! {
-        /// A fetch answer whose record batches are referenced, and whose records of several
-        /// entries are span markers, encodes to the same bytes as the answer with every
-        /// partition's records joined into one buffer, at every Fetch version; the large
-        /// batches are the log's own bytes (not copies).
+        /// A fetch answer whose records are span markers encodes to the same bytes as the answer
+        /// with every partition's records in one buffer, at every Fetch version; the spans'
+        /// bytes are the log's own (chunks of their own, not copies).
         #[test]
-        fn a_fetch_answer_with_shared_batches_and_spans_is_the_same_bytes(
+        fn a_fetch_answer_with_spans_is_the_same_bytes(
             partitions in proptest::collection::vec(
                 proptest::collection::vec(0usize..12_000, 1..4), 0..5),
             version in 4i16..=17,
@@ -815,29 +806,25 @@ mod tests {
             let mut spans = Vec::new();
             let records = parts
                 .iter()
-                .map(|span| match span.as_slice() {
-                    [one] => one.clone(),
-                    many => {
-                        let len = many.iter().map(Bytes::len).sum();
-                        match span_marker(len).filter(|_| len >= SHARED_BYTES_MIN) {
-                            Some(marker) => {
-                                spans.push(many.to_vec());
-                                marker
-                            }
-                            None => joined(many),
+                .map(|span| {
+                    let len = span.iter().map(Bytes::len).sum();
+                    match span_marker(len).filter(|_| len >= SPAN_BYTES_MIN) {
+                        Some(marker) => {
+                            spans.push(span.clone());
+                            marker
                         }
+                        None => joined(span),
                     }
                 })
                 .collect();
-            let span_count = spans.len();
+            let span_parts = spans.iter().flatten().filter(|part| !part.is_empty()).count();
             let answer = crate::fetch::FetchAnswer { response: response_of(records), spans };
-            let batches = crate::fetch::record_batches(&answer.response);
             let copied = encode(ApiKey::Fetch, 42, version, &expected).unwrap().to_bytes();
             let shared = encode_fetch(42, version, answer).unwrap();
             prop_assert_eq!(shared.to_bytes(), copied);
             prop_assert!(
-                batches.len() + span_count == 0 || shared.chunk_count() > batches.len() + span_count,
-                "the large batches and the spans are chunks of their own"
+                shared.chunk_count() > span_parts,
+                "every part of a span is a chunk of its own, after the frame's head"
             );
         }
     }

@@ -33,53 +33,38 @@ struct Wanted {
     replica: Result<Arc<Partition>, ResponseError>,
 }
 
-/// A fetch answer: the response, whose records from several entries are span markers
-/// (`response::span_marker`), and those entries' bytes, in the order the response holds the
-/// markers. Encoded only by `api::encode_fetch`, which puts the entries' bytes in place of the
-/// markers.
+/// A fetch answer: the response, whose records of [`crate::response::SPAN_BYTES_MIN`] bytes or
+/// more are span markers (`response::span_marker`), and the entries' bytes they stand for, in the
+/// order the response holds the markers. Encoded only by `api::encode_fetch`, which puts the
+/// entries' bytes in place of the markers.
 pub(crate) struct FetchAnswer {
     pub(crate) response: FetchResponse,
     pub(crate) spans: Vec<Vec<Bytes>>,
 }
 
-/// The record batches of an answer that are one buffer each, to be written as they are
-/// (`api::encode_sharing`).
-pub(crate) fn record_batches(response: &FetchResponse) -> Vec<Bytes> {
-    response
-        .responses
-        .iter()
-        .flat_map(|topic| &topic.partitions)
-        .filter_map(|partition| partition.records.clone())
-        .filter(|records| {
-            records.len() >= crate::response::SHARED_BYTES_MIN
-                && !crate::response::is_span_marker(records)
-        })
-        .collect()
-}
-
-/// The records of one partition read as `entries`: the entry's own bytes for one; for several,
-/// a span marker standing for them (with the span), or, if short or past the marker's length,
-/// one buffer they are joined into.
+/// The records of one partition read as `entries` (`bytes` of them): a span marker standing
+/// for the entries' own bytes (with that span), or, if short or past the marker's length, the
+/// records in one buffer (the entry's own for one entry, else joined).
 fn records_of(entries: Vec<quipu_storage::Entry>, bytes: u64) -> (Bytes, Option<Vec<Bytes>>) {
     let len = usize::try_from(bytes).unwrap_or(usize::MAX);
+    if let Some(marker) =
+        crate::response::span_marker(len).filter(|_| len >= crate::response::SPAN_BYTES_MIN)
+    {
+        return (
+            marker,
+            Some(entries.into_iter().map(|e| e.payload).collect()),
+        );
+    }
     match entries.as_slice() {
         [] => (Bytes::new(), None),
         [one] => (one.payload.clone(), None),
-        many => match crate::response::span_marker(len)
-            .filter(|_| len >= crate::response::SHARED_BYTES_MIN)
-        {
-            Some(marker) => (
-                marker,
-                Some(entries.into_iter().map(|e| e.payload).collect()),
-            ),
-            None => {
-                let mut joined = BytesMut::with_capacity(len);
-                for entry in many {
-                    joined.extend_from_slice(&entry.payload);
-                }
-                (joined.freeze(), None)
+        many => {
+            let mut joined = BytesMut::with_capacity(len);
+            for entry in many {
+                joined.extend_from_slice(&entry.payload);
             }
-        },
+            (joined.freeze(), None)
+        }
     }
 }
 

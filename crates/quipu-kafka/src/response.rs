@@ -3,11 +3,11 @@
 //! chunks go out in vectored writes, so the only copy of a batch in plaintext is the kernel's
 //! into the socket (over TLS, rustls's into its records).
 //!
-//! `kafka-protocol` takes a partition's records as one buffer, and records read from several
-//! Raft entries are several. Such records are given to it as a *span marker* ([`span_marker`]):
-//! a buffer of the right length whose bytes are never read or sent. [`Encoding`] replaces each marker it
-//! is asked to write, in order, by the entries' own bytes ([`Encoding::with_spans`]); an answer
-//! in which a marker and its span do not match is refused, never sent.
+//! `kafka-protocol` takes a partition's records as one buffer, while the log holds them as one
+//! buffer per Raft entry. So records are given to it as a *span marker* ([`span_marker`]): a
+//! buffer of the right length whose bytes are never read or sent. [`Encoding`] replaces each
+//! marker it is asked to write, in order, by the entries' own bytes ([`Encoding::new`]'s
+//! spans); an answer in which a marker and its span do not match is refused, never sent.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -15,19 +15,24 @@ use std::io::IoSlice;
 use bytes::{Buf, BufMut, Bytes, BytesMut, buf::UninitSlice};
 use kafka_protocol::protocol::buf::ByteBufMut;
 
-/// Writes of at least this many bytes that an answer's shared bytes hold are referenced, not
-/// copied. Below it a copy is cheaper than one more chunk (and `iovec`) to write.
-pub(crate) const SHARED_BYTES_MIN: usize = 4096;
+/// Records of at least this many bytes go out as span markers (their entries' own bytes);
+/// shorter ones are copied into the answer, which is cheaper than more chunks (and `iovec`s).
+pub(crate) const SPAN_BYTES_MIN: usize = 4096;
 
-/// The longest span a marker stands in for; longer ones are joined into one buffer instead.
+/// The longest span a marker stands in for; longer records are joined into one buffer instead.
 pub(crate) const SPAN_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// What span markers point into: zeros never read, so never backed by memory (a zeroed
 /// allocation this large is a fresh anonymous mapping), unless an answer with a marker were
 /// encoded without its span, which [`Encoding::finish`] refuses.
+static REGION: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+
 fn marker_region() -> &'static Bytes {
-    static REGION: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
     REGION.get_or_init(|| Bytes::from(vec![0u8; SPAN_BYTES_MAX]))
+}
+
+fn static_region() -> Option<&'static Bytes> {
+    REGION.get()
 }
 
 /// A stand-in for `len` bytes of records that several entries hold, to be replaced by them when
@@ -36,11 +41,14 @@ pub(crate) fn span_marker(len: usize) -> Option<Bytes> {
     (len <= SPAN_BYTES_MAX).then(|| marker_region().slice(..len))
 }
 
-/// Whether `bytes` is (part of) a span marker.
-pub(crate) fn is_span_marker(bytes: &[u8]) -> bool {
-    let start = marker_region().as_ptr() as usize;
-    let at = bytes.as_ptr() as usize;
-    start <= at && at < start + SPAN_BYTES_MAX
+/// Whether `bytes` is (part of) a span marker. Asks for the region without making it: until a
+/// marker was made, nothing is one.
+fn is_span_marker(bytes: &[u8]) -> bool {
+    static_region().is_some_and(|region| {
+        let start = region.as_ptr() as usize;
+        let at = bytes.as_ptr() as usize;
+        start <= at && at < start + SPAN_BYTES_MAX
+    })
 }
 
 /// An answer had a span marker without its span (or the reverse): a bug, reported instead of
@@ -123,38 +131,27 @@ impl Buf for Response {
     }
 }
 
-/// The buffer an answer is encoded into: writes gather in `head`, except a write of at least
-/// [`SHARED_BYTES_MIN`] bytes that lie inside one of `shared`, which becomes a reference to them.
-pub(crate) struct Encoding<'a> {
-    shared: &'a [Bytes],
-    /// The spans that the markers written stand for, in the order they are written.
+/// The buffer an answer is encoded into: writes gather in `head`, except a span marker, which
+/// becomes the chunks of its span.
+pub(crate) struct Encoding {
+    /// The spans that the markers to be written stand for, in the order they are written.
     spans: VecDeque<Vec<Bytes>>,
     /// A marker came without its span.
     mismatched: bool,
-    /// Where the search for the owner of the next shared write starts: a response writes its
-    /// partitions' records in the order `shared` lists them, so the search is a step each.
-    next_shared: usize,
     done: Response,
     head: BytesMut,
 }
 
-impl<'a> Encoding<'a> {
-    /// An empty answer with room for `capacity` copied bytes, sharing the bytes of `shared`.
-    pub(crate) fn new(capacity: usize, shared: &'a [Bytes]) -> Encoding<'a> {
+impl Encoding {
+    /// An empty answer with room for `capacity` copied bytes, whose span markers will be
+    /// replaced, in order, by `spans`' bytes.
+    pub(crate) fn new(capacity: usize, spans: Vec<Vec<Bytes>>) -> Encoding {
         Encoding {
-            shared,
-            spans: VecDeque::new(),
+            spans: spans.into(),
             mismatched: false,
-            next_shared: 0,
             done: Response::default(),
             head: BytesMut::with_capacity(capacity),
         }
-    }
-
-    /// Replaces the span markers written, in order, by `spans`' bytes.
-    pub(crate) fn with_spans(mut self, spans: Vec<Vec<Bytes>>) -> Encoding<'a> {
-        self.spans = spans.into();
-        self
     }
 
     /// The answer encoded; refused if a span marker and its span did not match.
@@ -188,25 +185,10 @@ impl<'a> Encoding<'a> {
     }
 }
 
-/// The index in `shared` of the bytes that hold all of `slice`, searching from `from` on (and
-/// then from the start).
-fn owner_of(shared: &[Bytes], from: usize, slice: &[u8]) -> Option<usize> {
-    let start = slice.as_ptr() as usize;
-    let end = start + slice.len();
-    let holds = |owner: &Bytes| {
-        let owner_start = owner.as_ptr() as usize;
-        owner_start <= start && end <= owner_start + owner.len()
-    };
-    let from = from.min(shared.len());
-    (from..shared.len())
-        .chain(0..from)
-        .find(|&i| holds(&shared[i]))
-}
-
 // SAFETY: every method delegates to `head`, a `BytesMut`, whose own `BufMut` contract holds;
 // `put_slice` only appends whole chunks or calls `head`'s safe methods.
 #[allow(unsafe_code)]
-unsafe impl BufMut for Encoding<'_> {
+unsafe impl BufMut for Encoding {
     fn remaining_mut(&self) -> usize {
         self.head.remaining_mut()
     }
@@ -236,20 +218,11 @@ unsafe impl BufMut for Encoding<'_> {
             }
             return;
         }
-        if src.len() >= SHARED_BYTES_MIN
-            && let Some(owner) = owner_of(self.shared, self.next_shared, src)
-        {
-            let head = self.head.split().freeze();
-            self.done.push(head);
-            self.done.push(self.shared[owner].slice_ref(src));
-            self.next_shared = owner + 1;
-            return;
-        }
         self.head.extend_from_slice(src);
     }
 }
 
-impl ByteBufMut for Encoding<'_> {
+impl ByteBufMut for Encoding {
     fn offset(&self) -> usize {
         self.len()
     }
@@ -284,16 +257,16 @@ mod tests {
     }
 
     #[test]
-    fn large_writes_of_shared_bytes_are_referenced_and_the_rest_copied() {
+    fn a_span_is_referenced_and_other_writes_copied() {
         let big = shared_batch(10_000, 1);
-        let other = shared_batch(10_000, 2); // not shared
-        let shared = [big.clone()];
-        let mut encoding = Encoding::new(64, &shared);
+        let other = shared_batch(10_000, 2); // no marker: copied
+        let span = big.slice(100..9_000);
+        let mut encoding = Encoding::new(64, vec![vec![span.clone()]]);
         encoding.put_i32(7);
-        encoding.put_slice(&big[100..9_000]); // shared, large: referenced
+        encoding.put_slice(&span_marker(span.len()).unwrap()); // a span: referenced
         encoding.put_u8(9);
-        encoding.put_slice(&big[..100]); // shared, small: copied
-        encoding.put_slice(&other); // large, not shared: copied
+        encoding.put_slice(&big[..100]); // small: copied
+        encoding.put_slice(&other); // large, not a marker: copied
         let response = encoding.finish().unwrap();
 
         let mut expected = BytesMut::new();
@@ -314,10 +287,9 @@ mod tests {
     #[test]
     fn a_write_into_what_was_encoded_flattens_first() {
         let big = shared_batch(8_192, 3);
-        let shared = [big.clone()];
-        let mut encoding = Encoding::new(0, &shared);
+        let mut encoding = Encoding::new(0, vec![vec![big.clone()]]);
         encoding.put_u16(1);
-        encoding.put_slice(&big);
+        encoding.put_slice(&span_marker(big.len()).unwrap());
         let at = encoding.offset();
         let gap = encoding.put_gap(4);
         encoding.put_u8(5);
@@ -338,7 +310,7 @@ mod tests {
         ];
         let (first, second) = (&parts[..2], &parts[2..]);
         let len = |span: &[Bytes]| span.iter().map(Bytes::len).sum::<usize>();
-        let mut encoding = Encoding::new(16, &[]).with_spans(vec![first.to_vec(), second.to_vec()]);
+        let mut encoding = Encoding::new(16, vec![first.to_vec(), second.to_vec()]);
         encoding.put_u8(1);
         encoding.put_slice(&span_marker(len(first)).unwrap());
         encoding.put_u8(2);
@@ -356,15 +328,15 @@ mod tests {
     fn a_marker_without_its_span_is_refused_not_sent() {
         let span = vec![shared_batch(5_000, 7)];
         // The marker's length does not match its span.
-        let mut encoding = Encoding::new(0, &[]).with_spans(vec![span.clone()]);
+        let mut encoding = Encoding::new(0, vec![span.clone()]);
         encoding.put_slice(&span_marker(4_999).unwrap());
         assert!(encoding.finish().is_err());
         // No span at all.
-        let mut encoding = Encoding::new(0, &[]);
+        let mut encoding = Encoding::new(0, Vec::new());
         encoding.put_slice(&span_marker(5_000).unwrap());
         assert!(encoding.finish().is_err());
         // A span never written.
-        let encoding = Encoding::new(0, &[]).with_spans(vec![span]);
+        let encoding = Encoding::new(0, vec![span]);
         assert!(encoding.finish().is_err());
         assert!(span_marker(SPAN_BYTES_MAX + 1).is_none());
     }
