@@ -299,13 +299,13 @@ async fn the_server_chooses_aes_128_gcm_whatever_order_the_client_offers() {
             .unwrap()
             .suite()
     });
-    // A client with ring's own order, AES-256-GCM first (as OpenSSL's clients too).
+    // A client with aws-lc-rs's own order, AES-256-GCM first (as OpenSSL's clients too).
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(&ca_path).unwrap();
     for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     assert_eq!(
         provider.cipher_suites[0].suite(),
         rustls::CipherSuite::TLS13_AES_256_GCM_SHA384

@@ -26,7 +26,7 @@ impl Browser {
     /// throwaway CA, which chromium does not know).
     pub async fn start(insecure: bool) -> Browser {
         // fantoccini's HTTP client is built with rustls, which needs its provider named.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let chromium = super::tool("chromium", "chromium");
         let chromedriver = super::tool("chromedriver", "chromium-driver");
         let port = super::free_port();
