@@ -60,6 +60,10 @@ pub struct ServerArgs {
     /// there are enough [default: none].
     #[arg(long, env = "QUIPU_RACK")]
     rack: Option<String>,
+    /// Threads that run the node's async work (network, Raft, requests), 1 to 1024 [default:
+    /// one per core]. Blocking disk work (appends, fsyncs) runs on other threads.
+    #[arg(long, env = "QUIPU_WORKER_THREADS")]
+    worker_threads: Option<usize>,
 }
 
 /// The `[cluster]` table: the cluster's shape.
@@ -268,6 +272,7 @@ struct File {
     voters: Option<Vec<String>>,
     join: Option<String>,
     rack: Option<String>,
+    worker_threads: Option<usize>,
     #[serde(default)]
     cluster: ClusterFile,
     #[serde(default)]
@@ -385,6 +390,9 @@ fn admin_tls(
     Ok((server, client))
 }
 
+/// Most worker threads a node's runtime may have.
+const WORKER_THREADS_MAX: usize = 1024;
+
 /// The resolved settings of a server.
 #[derive(Debug)]
 pub struct Settings {
@@ -415,6 +423,8 @@ pub struct Settings {
     pub voters: Vec<(u64, String)>,
     /// A member's Raft address to join the cluster through (instead of `voters`).
     pub join: Option<String>,
+    /// Worker threads of the node's async runtime.
+    pub worker_threads: usize,
     rack: String,
     controller_voters: usize,
     /// `None`: never.
@@ -666,6 +676,12 @@ impl Settings {
             None => File::default(),
         };
         let node_id = args.node_id.or(file.node_id).unwrap_or(1);
+        let worker_threads = bounded(
+            "worker_threads",
+            args.worker_threads.or(file.worker_threads),
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            WORKER_THREADS_MAX,
+        )?;
         let data_dir = args
             .data_dir
             .or(file.data_dir)
@@ -958,6 +974,7 @@ impl Settings {
         };
         Ok(Settings {
             node_id,
+            worker_threads,
             data_dir,
             listen_addr,
             advertised_addr,
@@ -1095,6 +1112,24 @@ mod tests {
         assert_eq!(settings.voters, [(1, "quipu-1.example:7001".to_owned())]);
         let error = resolve_file("advertised_addr = \"quipu-1\"\n").unwrap_err();
         assert!(error.to_string().contains("not HOST:PORT"), "{error}");
+    }
+
+    #[test]
+    fn worker_threads_default_to_the_cores_and_are_bounded() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(resolve_file("").unwrap().worker_threads, cores);
+        assert_eq!(
+            resolve_file("worker_threads = 3\n").unwrap().worker_threads,
+            3
+        );
+        for refused in ["0", "1025"] {
+            let error = resolve_file(&format!("worker_threads = {refused}\n")).unwrap_err();
+            assert!(
+                error.to_string().contains("worker_threads")
+                    && error.to_string().contains("out of range: 1 to 1024"),
+                "{error}"
+            );
+        }
     }
 
     /// Console actions need a password to travel only over TLS, both from the browser and on

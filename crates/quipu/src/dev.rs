@@ -52,6 +52,11 @@ pub struct DevArgs {
     /// TLS on the client API and the Kafka listener.
     #[arg(long)]
     tls: bool,
+    /// Worker threads of each node's runtime [default: the machine's cores shared among the
+    /// nodes, at least 1 each]. The nodes share the machine: a runtime per node as wide as the
+    /// machine makes threads wait for cores.
+    #[arg(long, env = "QUIPU_WORKER_THREADS")]
+    worker_threads: Option<usize>,
 }
 
 /// With `--tls`: the CA and certificates in `dir`, made on the first run.
@@ -109,6 +114,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     let exe = std::env::current_exe().context("cannot find the quipu executable")?;
     let ids: Vec<u16> = (1..=args.nodes).collect();
+    let worker_threads = args.worker_threads.unwrap_or_else(|| {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        (cores / usize::from(args.nodes)).max(1)
+    });
     let port = |base: u16, id: u16| base.checked_add(id - 1).context("port out of range");
     let mut voters = Vec::new();
     for id in &ids {
@@ -158,6 +167,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .args(["--admin-listen", &admin])
             .args(["--auto-create-topics", "true"])
             .args(["--voters", &voters])
+            .args(["--worker-threads", &worker_threads.to_string()])
             .args(&config_args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -191,6 +201,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             kafka_bootstrap.join(",")
         );
     }
+    note!("each node runs {worker_threads} async worker thread(s) (--worker-threads)");
     note!("kafka bootstrap: {}", kafka_bootstrap.join(","));
     note!("bootstrap: {}", bootstrap.join(","));
     note!("(Ctrl-C stops the cluster; node logs are in each data directory's quipu.log)");

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Two builds against each other at RF 3, in alternating pairs (this VM's CPU and disk drift by
+# tens of percent within minutes, more than most changes measured: only figures of runs close
+# in time are compared). Each run is a fresh release `quipu dev --nodes 3` of one build: an RF 3
+# topic of 3 partitions, 20,000 records to warm up, then `quipu bench produce` (1 KiB records,
+# acks=all, fsync=always, 32 producer tasks) as fast as it goes for 8 s, then at RATE records/s
+# for 10 s. Prints each run's figures and how busy the machine's CPU was meanwhile
+# (/proc/stat). Figures go to docs/benchmarks.md by hand.
+#
+# usage: benches/produce/rf3_pairs.sh OLD_BINARY NEW_BINARY [PAIRS] [RATE]
+set -euo pipefail
+old="$1"; new="$2"; pairs="${3:-3}"; rate="${4:-50000}"
+export QUIPU_BOOTSTRAP=127.0.0.1:27101,127.0.0.1:27102,127.0.0.1:27103
+dir=""; dev=""
+stop_dev() {
+  if [ -n "$dev" ]; then kill -TERM "$dev" 2>/dev/null || true; wait "$dev" 2>/dev/null || true; fi
+  dev=""
+  if [ -n "$dir" ]; then rm -rf "$dir"; fi
+  dir=""
+}
+trap stop_dev EXIT
+busy() { awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat; }
+# measure LABEL BINARY ARGS...: one bench run, its summary line and the CPU busy meanwhile.
+measure() {
+  local label="$1" quipu="$2" b0 i0 b1 i1 out; shift 2
+  read -r b0 i0 < <(busy)
+  out=$(QUIPU_LOG=warn "$quipu" bench produce --topic t "$@" 2>&1 | grep 'records sent')
+  read -r b1 i1 < <(busy)
+  echo "$label $*: $out; CPU busy $(( (b1 - b0) * 100 / ((b1 - b0) + (i1 - i0)) ))%"
+}
+# run LABEL BINARY: one fresh cluster of BINARY, measured, stopped.
+run() {
+  local label="$1" quipu="$2"
+  dir=$(mktemp -d)
+  "$quipu" dev --nodes 3 --data-dir "$dir/d" --raft-port 27001 --api-port 27101 \
+    --admin-port 27201 --kafka-port 29092 > "$dir/out" 2>&1 &
+  dev=$!
+  for _ in $(seq 1 150); do "$quipu" cluster health > /dev/null 2>&1 && break; sleep 0.2; done
+  "$quipu" bench produce --topic t --partitions 3 --replication-factor 3 --records 20000 \
+    --json > /dev/null
+  measure "$label" "$quipu" --duration 8 --concurrency 32 --records 100000000
+  measure "$label" "$quipu" --duration 10 --concurrency 32 --rate "$rate" --records $((rate * 10))
+  stop_dev
+}
+for pair in $(seq 1 "$pairs"); do
+  if [ $((pair % 2)) -eq 1 ]; then run old "$old"; run new "$new"; else run new "$new"; run old "$old"; fi
+done
