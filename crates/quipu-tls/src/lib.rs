@@ -39,9 +39,11 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 /// Encrypted bytes a connection may hold before it writes them to the socket, in bytes (rustls's
 /// `set_buffer_limit`). rustls's default, 64 KiB, made every 64 KiB of a large answer (a fetch)
-/// its own `writev`; 256 KiB writes sixteen records per system call. What a connection holds
-/// is a copy of part of an answer that is in memory anyway.
-pub const SEND_BUFFER_BYTES: usize = 256 * 1024;
+/// its own `writev`; 1 MiB writes 64 records per system call, and cost a node 5–6% less CPU per
+/// byte read over TLS than 256 KiB (`docs/benchmarks.md`). The memory is held only while a
+/// client is slower than the node writes: at most this much per connection, within each
+/// listener's connection limits.
+pub const SEND_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// Something that reads its certificate files again.
 pub trait Reload: Send + Sync + std::fmt::Debug {
