@@ -391,7 +391,12 @@ fn admin_tls(
 }
 
 /// Most worker threads a node's runtime may have.
-const WORKER_THREADS_MAX: usize = 1024;
+pub const WORKER_THREADS_MAX: usize = 1024;
+
+/// The cores this process may run on (cgroup quotas and affinity counted); 1 if unknown.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
 
 /// The resolved settings of a server.
 #[derive(Debug)]
@@ -679,7 +684,7 @@ impl Settings {
         let worker_threads = bounded(
             "worker_threads",
             args.worker_threads.or(file.worker_threads),
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            cores(),
             WORKER_THREADS_MAX,
         )?;
         let data_dir = args
@@ -1116,8 +1121,7 @@ mod tests {
 
     #[test]
     fn worker_threads_default_to_the_cores_and_are_bounded() {
-        let cores = std::thread::available_parallelism().unwrap().get();
-        assert_eq!(resolve_file("").unwrap().worker_threads, cores);
+        assert_eq!(resolve_file("").unwrap().worker_threads, cores());
         assert_eq!(
             resolve_file("worker_threads = 3\n").unwrap().worker_threads,
             3

@@ -158,53 +158,47 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let command = match cli.command {
+    // Clients get a runtime one worker per core; the server one its settings size.
+    let runtime = || tokio::runtime::Runtime::new().context("cannot start the async runtime");
+    match cli.command {
         Command::Server(args) => {
-            // The server's runtime is sized by its settings (`worker_threads`).
             let settings = config::Settings::resolve(args)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
+            tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(settings.worker_threads)
                 .enable_all()
                 .build()
-                .context("cannot start the async runtime")?;
-            return runtime.block_on(serve(settings));
+                .context("cannot start the async runtime")?
+                .block_on(serve(settings))
         }
-        other => other,
-    };
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        match command {
-            Command::Server(_) => anyhow::bail!("the server runs on a runtime of its own"),
-            Command::Dev(args) => dev::run(args).await,
-            Command::Topic {
-                command,
-                connection,
-            } => commands::topic(&connection, command).await,
-            Command::Produce(args) => commands::produce(args).await,
-            Command::Consume(args) => commands::consume(args).await,
-            Command::Cluster {
-                command,
-                connection,
-            } => commands::cluster(&connection, command).await,
-            Command::Bench { command } => bench::run(command).await,
-            Command::Node {
-                command,
-                connection,
-            } => commands::node(&connection, command).await,
-            Command::User {
-                command,
-                connection,
-            } => users::user(&connection, command).await,
-            Command::Acl {
-                command,
-                connection,
-            } => acls::acl(&connection, command).await,
-            Command::Group {
-                command,
-                connection,
-            } => groups::run(&connection, command).await,
-        }
-    })
+        Command::Dev(args) => runtime()?.block_on(dev::run(args)),
+        Command::Topic {
+            command,
+            connection,
+        } => runtime()?.block_on(commands::topic(&connection, command)),
+        Command::Produce(args) => runtime()?.block_on(commands::produce(args)),
+        Command::Consume(args) => runtime()?.block_on(commands::consume(args)),
+        Command::Cluster {
+            command,
+            connection,
+        } => runtime()?.block_on(commands::cluster(&connection, command)),
+        Command::Bench { command } => runtime()?.block_on(bench::run(command)),
+        Command::Node {
+            command,
+            connection,
+        } => runtime()?.block_on(commands::node(&connection, command)),
+        Command::User {
+            command,
+            connection,
+        } => runtime()?.block_on(users::user(&connection, command)),
+        Command::Acl {
+            command,
+            connection,
+        } => runtime()?.block_on(acls::acl(&connection, command)),
+        Command::Group {
+            command,
+            connection,
+        } => runtime()?.block_on(groups::run(&connection, command)),
+    }
 }
 
 /// Raises the open-file limit to its hard limit: every replica holds three files per segment.
