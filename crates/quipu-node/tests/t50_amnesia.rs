@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use quipu_node::{GroupId, Node};
-use quipu_storage::Offset;
+use quipu_storage::{FsyncPolicy, LogConfig, Offset};
 
 fn leads(node: &Node, group: GroupId) -> bool {
     node.partition(group).is_some_and(|p| p.is_leader())
@@ -125,11 +125,25 @@ async fn a_replica_that_lost_acknowledged_entries_abstains_until_it_has_them_aga
 /// which would keep theirs: two records at one offset).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_lost_acknowledged_entries_does_not_resume_leadership() {
+    a_leader_that_lost_entries_does_not_resume_leadership(small_log()).await;
+}
+
+/// The same, where the loss is allowed: `fsync = never` acknowledges what is not durable, so a
+/// crash of the leader's machine may take entries its followers hold, and no mark says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_does_not_sync_and_lost_entries_does_not_resume_leadership() {
+    a_leader_that_lost_entries_does_not_resume_leadership(LogConfig {
+        fsync: FsyncPolicy::Never,
+        ..small_log()
+    })
+    .await;
+}
+
+async fn a_leader_that_lost_entries_does_not_resume_leadership(log: LogConfig) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let log = small_log();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let (mut nodes, groups) = start(&dirs, 1, &log).await;
     let group = groups[0];

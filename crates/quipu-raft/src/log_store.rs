@@ -29,7 +29,7 @@ use openraft::{
     StorageIOError, Vote,
 };
 use quipu_storage::{
-    EntryKind, Log, MarkFile, NewEntry, Offset, read_state_file, write_state_file,
+    EntryKind, FsyncPolicy, Log, MarkFile, NewEntry, Offset, read_state_file, write_state_file,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -237,6 +237,19 @@ impl LogStore {
                         source,
                     })?;
             }
+        }
+        // A log that does not sync each append before it is acknowledged (`fsync` interval or
+        // never) may have lost entries that its followers hold, and no mark records that. A
+        // former leader restored at once would give its next entries the log ids of entries its
+        // followers keep (two records at one offset), so it leads again only by an election,
+        // which replicas holding more refuse. Kept in memory only: every open does it again.
+        if log.config().fsync != FsyncPolicy::Always
+            && let Some(vote) = meta.vote.filter(Vote::is_committed)
+        {
+            meta.vote = Some(Vote {
+                committed: false,
+                ..vote
+            });
         }
         let mark = Arc::new(mark);
         let mark_order = Arc::new(Mutex::new(()));
