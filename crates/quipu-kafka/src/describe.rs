@@ -19,7 +19,7 @@ use quipu_node::{GroupId, NodeHandle, Principal};
 
 use crate::authorize;
 
-use crate::metadata::{broker_id, broker_ids, leader_of, topic_id};
+use crate::metadata::{broker_id, broker_ids, in_sync, leader_of, topic_id};
 use crate::server::Context;
 
 /// Most partitions one DescribeTopicPartitions answer lists (Kafka's default
@@ -134,11 +134,10 @@ fn describe_partitions(
         .zip(range)
         .map(|(assignment, index)| {
             let (leader, epoch) = leader_of(node, assignment.group, &assignment.replicas);
-            let replicas = broker_ids(&assignment.replicas);
             let partition = DescribeTopicPartitionsResponsePartition::default()
                 .with_partition_index(i32::try_from(index).unwrap_or(i32::MAX))
-                .with_replica_nodes(replicas.clone())
-                .with_isr_nodes(replicas)
+                .with_replica_nodes(broker_ids(&assignment.replicas))
+                .with_isr_nodes(in_sync(node, &assignment.replicas))
                 .with_eligible_leader_replicas(None)
                 .with_last_known_elr(None);
             match leader {

@@ -97,6 +97,19 @@ pub(crate) fn broker_ids(replicas: &[u64]) -> Vec<BrokerId> {
     replicas.iter().map(|id| broker_id(*id)).collect()
 }
 
+/// The in-sync replicas Kafka clients are shown: the replicas whose node's heartbeats reached
+/// this node within the liveness timeout (this node's own always), in replica order. A Raft
+/// replica that is up catches up from its leader by itself, so a live one counts as in sync;
+/// every node answers by the same rule, and a replica on a stopped or cut-off node leaves the
+/// set within the timeout (an election timeout and a heartbeat interval).
+pub(crate) fn in_sync(node: &NodeHandle, replicas: &[u64]) -> Vec<BrokerId> {
+    replicas
+        .iter()
+        .filter(|id| node.is_alive(**id))
+        .map(|id| broker_id(*id))
+        .collect()
+}
+
 /// Splits `host:port` (a bracketed IPv6 host too).
 pub(crate) fn host_port(addr: &str) -> Option<(String, i32)> {
     let (host, port) = addr.rsplit_once(':')?;
@@ -238,11 +251,10 @@ fn describe(node: &NodeHandle, topic: &TopicInfo, version: i16) -> MetadataRespo
         .zip(0i32..)
         .map(|(assignment, index)| {
             let (leader, epoch) = leader_of(node, assignment.group, &assignment.replicas);
-            let replicas = broker_ids(&assignment.replicas);
             let mut partition = MetadataResponsePartition::default()
                 .with_partition_index(index)
-                .with_replica_nodes(replicas.clone())
-                .with_isr_nodes(replicas);
+                .with_replica_nodes(broker_ids(&assignment.replicas))
+                .with_isr_nodes(in_sync(node, &assignment.replicas));
             match leader {
                 Some(leader) => {
                     partition.leader_id = broker_id(leader);

@@ -1,4 +1,5 @@
-//! Debian's kcat (librdkafka) against a three-node cluster: metadata, produce with every
+//! Debian's kcat (librdkafka) against a three-node cluster: metadata (a stopped node leaving the
+//! ISR), produce with every
 //! compression codec, consume back by partition and offset with keys and headers, and offsets
 //! by timestamp.
 #![allow(clippy::unwrap_used)] // tests unwrap
@@ -142,5 +143,70 @@ async fn kcat_produces_and_consumes_with_every_codec() {
     )
     .await;
     assert_eq!(from_mark.trim(), "late");
+    cluster.stop().await;
+}
+
+/// The ids of the in-sync replicas of `topic`'s partition 0 in kcat's JSON metadata listing.
+async fn kcat_isr(kcat: &str, bootstrap: &str, topic: &str) -> (Vec<u64>, Vec<u64>) {
+    let listing = run(kcat, &["-b", bootstrap, "-L", "-J", "-t", topic], None).await;
+    let listing: serde_json::Value = serde_json::from_str(&listing).unwrap();
+    let partition = &listing["topics"][0]["partitions"][0];
+    let ids = |key: &str| -> Vec<u64> {
+        partition[key]
+            .as_array()
+            .map(|list| list.iter().filter_map(|r| r["id"].as_u64()).collect())
+            .unwrap_or_default()
+    };
+    (ids("replicas"), ids("isrs"))
+}
+
+/// A replica on a node that stopped leaves the ISR Kafka clients see (its replica stays
+/// assigned), so tools that count under-replicated partitions count it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_sees_a_stopped_node_leave_the_isr() {
+    let kcat = require("kcat", "install Debian's kcat (apt-get install kcat)");
+    let mut cluster = Cluster::start(config()).await;
+    cluster.any().create_topic("isr", 1, 3).await.unwrap();
+    cluster.wait_for_topic_everywhere("isr").await;
+    cluster.wait_for_leaders("isr").await;
+    let ids: Vec<u64> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.node.as_ref().unwrap().id())
+        .collect();
+    let start = std::time::Instant::now();
+    loop {
+        let (replicas, isr) = kcat_isr(&kcat, &cluster.bootstrap(), "isr").await;
+        assert_eq!(replicas.len(), 3, "{replicas:?}");
+        if isr.len() == 3 {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the ISR never held every replica: {isr:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let stopped = ids[2];
+    cluster.nodes[2].crash().await;
+    let start = std::time::Instant::now();
+    loop {
+        let (replicas, isr) = kcat_isr(&kcat, &cluster.bootstrap(), "isr").await;
+        assert_eq!(
+            replicas.len(),
+            3,
+            "the stopped node's replica stays assigned"
+        );
+        if !isr.contains(&stopped) {
+            assert_eq!(isr.len(), 2, "{isr:?}");
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "node {stopped} stayed in the ISR: {isr:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     cluster.stop().await;
 }
