@@ -1,7 +1,6 @@
 //! Debian's kcat (librdkafka) against a three-node cluster: metadata (a stopped node leaving the
-//! ISR), produce with every
-//! compression codec, consume back by partition and offset with keys and headers, and offsets
-//! by timestamp.
+//! ISR), produce with every compression codec, consume back by partition and offset with keys and
+//! headers, and offsets by timestamp.
 #![allow(clippy::unwrap_used)] // tests unwrap
 
 mod common;
