@@ -157,8 +157,8 @@ pub fn supported_apis() -> [SupportedApi; 40] {
         ),
         at::<DescribeTopicPartitionsRequest>(
             ApiKey::DescribeTopicPartitions,
-            "topics in name order, paged by cursor, at most 2000 partitions an answer; ISR is \
-             every replica; no eligible leader replicas (ELR)",
+            "topics in name order, paged by cursor, at most 2000 partitions an answer; ISR as in \
+             Metadata; no eligible leader replicas (ELR)",
         ),
         at::<InitProducerIdRequest>(
             ApiKey::InitProducerId,

@@ -19,7 +19,7 @@ use quipu_node::{GroupId, NodeHandle, Principal};
 
 use crate::authorize;
 
-use crate::metadata::{broker_id, broker_ids, in_sync, leader_of, topic_id};
+use crate::metadata::{broker_id, broker_ids, hears_everyone, in_sync, leader_of, topic_id};
 use crate::server::Context;
 
 /// Most partitions one DescribeTopicPartitions answer lists (Kafka's default
@@ -129,6 +129,7 @@ fn describe_partitions(
     topic: &TopicInfo,
     range: std::ops::Range<usize>,
 ) -> Vec<DescribeTopicPartitionsResponsePartition> {
+    let hears_everyone = hears_everyone(node);
     topic.partitions[range.clone()]
         .iter()
         .zip(range)
@@ -137,7 +138,12 @@ fn describe_partitions(
             let partition = DescribeTopicPartitionsResponsePartition::default()
                 .with_partition_index(i32::try_from(index).unwrap_or(i32::MAX))
                 .with_replica_nodes(broker_ids(&assignment.replicas))
-                .with_isr_nodes(in_sync(node, &assignment.replicas))
+                .with_isr_nodes(in_sync(
+                    node,
+                    hears_everyone,
+                    assignment.group,
+                    &assignment.replicas,
+                ))
                 .with_eligible_leader_replicas(None)
                 .with_last_known_elr(None);
             match leader {

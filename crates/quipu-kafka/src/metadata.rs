@@ -97,17 +97,36 @@ pub(crate) fn broker_ids(replicas: &[u64]) -> Vec<BrokerId> {
     replicas.iter().map(|id| broker_id(*id)).collect()
 }
 
-/// The in-sync replicas Kafka clients are shown: the replicas whose node's heartbeats reached
-/// this node within the liveness timeout (this node's own always), in replica order. A Raft
-/// replica that is up catches up from its leader by itself, so a live one counts as in sync;
-/// every node answers by the same rule, and a replica on a stopped or cut-off node leaves the
-/// set within the timeout (an election timeout and a heartbeat interval).
-pub(crate) fn in_sync(node: &NodeHandle, replicas: &[u64]) -> Vec<BrokerId> {
+/// The in-sync replicas Kafka clients are shown, in replica order: the leader and every replica
+/// whose node's heartbeats reached this node within the liveness timeout (the maximum election
+/// timeout plus a heartbeat interval). A Raft replica that is up catches up from its leader by
+/// itself, so a replica on a live node counts as in sync, and one on a stopped or cut-off node
+/// leaves the set within that time. A node hears the heartbeats of every node only if it is a
+/// controller voter, and otherwise those of the nodes it shares a partition with: a node that
+/// neither hosts the partition nor votes in the controller cannot tell, and lists every replica.
+/// `hears_everyone`: [`hears_everyone`], asked once per answer.
+pub(crate) fn in_sync(
+    node: &NodeHandle,
+    hears_everyone: bool,
+    group: u64,
+    replicas: &[u64],
+) -> Vec<BrokerId> {
+    let hosted = node.partition(GroupId(group));
+    let judges = hears_everyone || hosted.is_some();
+    let leader = hosted.and_then(|partition| partition.leader());
     replicas
         .iter()
-        .filter(|id| node.is_alive(**id))
+        .filter(|id| !judges || leader == Some(**id) || node.is_alive(**id))
         .map(|id| broker_id(*id))
         .collect()
+}
+
+/// Whether every node's heartbeats reach this one: a controller voter's do (every node sends
+/// its node heartbeats to the controller's voters).
+pub(crate) fn hears_everyone(node: &NodeHandle) -> bool {
+    node.controller_voters()
+        .iter()
+        .any(|(id, _)| *id == node.id())
 }
 
 /// Splits `host:port` (a bracketed IPv6 host too).
@@ -245,6 +264,7 @@ fn missing(name: String, code: ResponseError, version: i16) -> MetadataResponseT
 }
 
 fn describe(node: &NodeHandle, topic: &TopicInfo, version: i16) -> MetadataResponseTopic {
+    let hears_everyone = hears_everyone(node);
     let partitions = topic
         .partitions
         .iter()
@@ -254,7 +274,12 @@ fn describe(node: &NodeHandle, topic: &TopicInfo, version: i16) -> MetadataRespo
             let mut partition = MetadataResponsePartition::default()
                 .with_partition_index(index)
                 .with_replica_nodes(broker_ids(&assignment.replicas))
-                .with_isr_nodes(in_sync(node, &assignment.replicas));
+                .with_isr_nodes(in_sync(
+                    node,
+                    hears_everyone,
+                    assignment.group,
+                    &assignment.replicas,
+                ));
             match leader {
                 Some(leader) => {
                     partition.leader_id = broker_id(leader);

@@ -16,6 +16,9 @@
 //!   after each sync and lowered before a truncation. A log that opens ending below it lost
 //!   acknowledged entries (damage after the sync), and the replica abstains
 //!   ([`PartitionShared::is_abstaining`]) until it holds them again.
+//! - openraft gets a committed vote (and restores a leader without an election) only from a log
+//!   that syncs every append before it is replicated (`fsync = always`) and does not abstain: a
+//!   log that may have lost unsynced entries its followers hold hands its vote over uncommitted.
 
 use std::fmt::Debug;
 use std::io;
@@ -242,7 +245,9 @@ impl LogStore {
         // never) may have lost entries that its followers hold, and no mark records that. A
         // former leader restored at once would give its next entries the log ids of entries its
         // followers keep (two records at one offset), so it leads again only by an election,
-        // which replicas holding more refuse. Kept in memory only: every open does it again.
+        // which replicas holding more refuse. Not written back here (every open does it again);
+        // a later write of the meta may store it uncommitted, which keeps the term and the node
+        // voted for, all a vote must keep.
         if log.config().fsync != FsyncPolicy::Always
             && let Some(vote) = meta.vote.filter(Vote::is_committed)
         {
