@@ -15,11 +15,11 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use quipu_meta::TopicInfo;
 use quipu_meta::acls::Operation;
-use quipu_node::{GroupId, NodeHandle, Principal};
+use quipu_node::{GroupId, Principal};
 
 use crate::authorize;
 
-use crate::metadata::{broker_id, broker_ids, hears_everyone, in_sync, leader_of, topic_id};
+use crate::metadata::{PartitionView, PartitionViews, broker_id, topic_id};
 use crate::server::Context;
 
 /// Most partitions one DescribeTopicPartitions answer lists (Kafka's default
@@ -67,6 +67,7 @@ pub(crate) fn describe_topic_partitions(
         .unwrap_or(0)
         .clamp(1, DESCRIBE_PARTITIONS_MAX);
     let mut left = limit;
+    let views = PartitionViews::new(node);
     let mut topics = Vec::new();
     let mut next_cursor = None;
     for name in names {
@@ -99,7 +100,7 @@ pub(crate) fn describe_topic_partitions(
             0
         };
         let end = topic.partitions.len().min(first.saturating_add(left));
-        let partitions = describe_partitions(node, topic, first..end);
+        let partitions = describe_partitions(&views, topic, first..end);
         left -= end.saturating_sub(first);
         if end < topic.partitions.len() {
             next_cursor = Some(
@@ -125,25 +126,24 @@ pub(crate) fn describe_topic_partitions(
 }
 
 fn describe_partitions(
-    node: &NodeHandle,
+    views: &PartitionViews<'_>,
     topic: &TopicInfo,
     range: std::ops::Range<usize>,
 ) -> Vec<DescribeTopicPartitionsResponsePartition> {
-    let hears_everyone = hears_everyone(node);
     topic.partitions[range.clone()]
         .iter()
         .zip(range)
         .map(|(assignment, index)| {
-            let (leader, epoch) = leader_of(node, assignment.group, &assignment.replicas);
+            let PartitionView {
+                leader,
+                epoch,
+                replicas,
+                isr,
+            } = views.of(assignment.group, &assignment.replicas);
             let partition = DescribeTopicPartitionsResponsePartition::default()
                 .with_partition_index(i32::try_from(index).unwrap_or(i32::MAX))
-                .with_replica_nodes(broker_ids(&assignment.replicas))
-                .with_isr_nodes(in_sync(
-                    node,
-                    hears_everyone,
-                    assignment.group,
-                    &assignment.replicas,
-                ))
+                .with_replica_nodes(replicas)
+                .with_isr_nodes(isr)
                 .with_eligible_leader_replicas(None)
                 .with_last_known_elr(None);
             match leader {

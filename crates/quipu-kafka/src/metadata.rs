@@ -82,7 +82,12 @@ pub(crate) fn kafka_offset(offset: quipu_storage::Offset) -> i64 {
 /// the leader epoch if this node hosts a replica, else the preferred leader (which does) and an
 /// unknown epoch.
 pub(crate) fn leader_of(node: &NodeHandle, group: u64, replicas: &[u64]) -> (Option<u64>, i32) {
-    match node.partition(GroupId(group)) {
+    leader_in(node.partition(GroupId(group)).as_deref(), replicas)
+}
+
+/// [`leader_of`], given this node's replica of the partition if it hosts one.
+fn leader_in(hosted: Option<&quipu_node::Partition>, replicas: &[u64]) -> (Option<u64>, i32) {
+    match hosted {
         Some(partition) => (partition.leader(), partition.leader_epoch()),
         None => (replicas.first().copied(), -1),
     }
@@ -97,36 +102,59 @@ pub(crate) fn broker_ids(replicas: &[u64]) -> Vec<BrokerId> {
     replicas.iter().map(|id| broker_id(*id)).collect()
 }
 
-/// The in-sync replicas Kafka clients are shown, in replica order: the leader and every replica
-/// whose node's heartbeats reached this node within the liveness timeout (the maximum election
-/// timeout plus a heartbeat interval). A Raft replica that is up catches up from its leader by
-/// itself, so a replica on a live node counts as in sync, and one on a stopped or cut-off node
-/// leaves the set within that time. A node hears the heartbeats of every node only if it is a
-/// controller voter, and otherwise those of the nodes it shares a partition with: a node that
-/// neither hosts the partition nor votes in the controller cannot tell, and lists every replica.
-/// `hears_everyone`: [`hears_everyone`], asked once per answer.
-pub(crate) fn in_sync(
-    node: &NodeHandle,
-    hears_everyone: bool,
-    group: u64,
-    replicas: &[u64],
-) -> Vec<BrokerId> {
-    let hosted = node.partition(GroupId(group));
-    let judges = hears_everyone || hosted.is_some();
-    let leader = hosted.and_then(|partition| partition.leader());
-    replicas
-        .iter()
-        .filter(|id| !judges || leader == Some(**id) || node.is_alive(**id))
-        .map(|id| broker_id(*id))
-        .collect()
+/// A partition as Kafka clients are shown it: the leader and leader epoch ([`leader_of`]), the
+/// replicas, and the in-sync replicas.
+pub(crate) struct PartitionView {
+    pub leader: Option<u64>,
+    pub epoch: i32,
+    pub replicas: Vec<BrokerId>,
+    pub isr: Vec<BrokerId>,
 }
 
-/// Whether every node's heartbeats reach this one: a controller voter's do (every node sends
-/// its node heartbeats to the controller's voters).
-pub(crate) fn hears_everyone(node: &NodeHandle) -> bool {
-    node.controller_voters()
-        .iter()
-        .any(|(id, _)| *id == node.id())
+/// Describes partitions for one answer (Metadata, DescribeTopicPartitions).
+///
+/// The in-sync replicas, in replica order, are the leader and every replica whose node's
+/// heartbeats reached this node within the liveness timeout (the maximum election timeout plus a
+/// heartbeat interval). A Raft replica that is up catches up from its leader by itself, so a
+/// replica on a live node counts as in sync, and one on a stopped or cut-off node leaves the set
+/// within that time. A node hears the heartbeats of every node only if it is a controller voter
+/// (every node sends its node heartbeats to the controller's voters), and otherwise those of the
+/// nodes it shares a partition with: a node that neither hosts the partition nor votes in the
+/// controller cannot tell, and lists every replica.
+pub(crate) struct PartitionViews<'a> {
+    node: &'a NodeHandle,
+    hears_everyone: bool,
+}
+
+impl<'a> PartitionViews<'a> {
+    pub(crate) fn new(node: &'a NodeHandle) -> PartitionViews<'a> {
+        let hears_everyone = node
+            .controller_voters()
+            .iter()
+            .any(|(id, _)| *id == node.id());
+        PartitionViews {
+            node,
+            hears_everyone,
+        }
+    }
+
+    pub(crate) fn of(&self, group: u64, replicas: &[u64]) -> PartitionView {
+        let hosted = self.node.partition(GroupId(group));
+        let (leader, epoch) = leader_in(hosted.as_deref(), replicas);
+        let judges = self.hears_everyone || hosted.is_some();
+        let hosted_leader = hosted.and(leader);
+        let isr = replicas
+            .iter()
+            .filter(|id| !judges || hosted_leader == Some(**id) || self.node.is_alive(**id))
+            .map(|id| broker_id(*id))
+            .collect();
+        PartitionView {
+            leader,
+            epoch,
+            replicas: broker_ids(replicas),
+            isr,
+        }
+    }
 }
 
 /// Splits `host:port` (a bracketed IPv6 host too).
@@ -193,11 +221,12 @@ pub(crate) async fn handle(
             )
         })
         .collect();
+    let views = PartitionViews::new(node);
     let described: Vec<MetadataResponseTopic> = match requested {
         None => metadata
             .topics()
             .filter(|t| describable(&t.name))
-            .map(|t| describe(node, t, version))
+            .map(|t| describe(&views, t, version))
             .collect(),
         Some(names) => names
             .into_iter()
@@ -206,7 +235,7 @@ pub(crate) async fn handle(
                     missing(name, ResponseError::TopicAuthorizationFailed, version)
                 }
                 Ok(name) => match metadata.topic(&name) {
-                    Some(topic) => describe(node, topic, version),
+                    Some(topic) => describe(&views, topic, version),
                     None if quipu_meta::valid_topic_name(&name) => {
                         missing(name, ResponseError::UnknownTopicOrPartition, version)
                     }
@@ -263,23 +292,22 @@ fn missing(name: String, code: ResponseError, version: i16) -> MetadataResponseT
     topic
 }
 
-fn describe(node: &NodeHandle, topic: &TopicInfo, version: i16) -> MetadataResponseTopic {
-    let hears_everyone = hears_everyone(node);
+fn describe(views: &PartitionViews<'_>, topic: &TopicInfo, version: i16) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()
         .zip(0i32..)
         .map(|(assignment, index)| {
-            let (leader, epoch) = leader_of(node, assignment.group, &assignment.replicas);
+            let PartitionView {
+                leader,
+                epoch,
+                replicas,
+                isr,
+            } = views.of(assignment.group, &assignment.replicas);
             let mut partition = MetadataResponsePartition::default()
                 .with_partition_index(index)
-                .with_replica_nodes(broker_ids(&assignment.replicas))
-                .with_isr_nodes(in_sync(
-                    node,
-                    hears_everyone,
-                    assignment.group,
-                    &assignment.replicas,
-                ));
+                .with_replica_nodes(replicas)
+                .with_isr_nodes(isr);
             match leader {
                 Some(leader) => {
                     partition.leader_id = broker_id(leader);

@@ -209,7 +209,8 @@ impl LogStore {
         let next_index = log
             .next_index()
             .max(meta.last_purged.map_or(0, |id| id.index + 1));
-        if let Some(marked) = marked.filter(|m| *m > next_index) {
+        let lost = marked.filter(|m| *m > next_index);
+        if let Some(marked) = lost {
             tracing::warn!(
                 dir = %dir.display(),
                 next_index,
@@ -218,15 +219,26 @@ impl LogStore {
                  it will neither vote nor stand for election until it holds them again"
             );
             shared.abstain_until(marked);
-            // openraft restores a replica whose committed vote names itself as leader at once,
-            // with no election: a former leader that lost entries would lead without them. The
-            // vote stays (no second vote in its term) but uncommitted, so leading again takes an
-            // election, which the abstention holds back.
-            if let Some(vote) = meta.vote.filter(Vote::is_committed) {
-                meta.vote = Some(Vote {
-                    committed: false,
-                    ..vote
-                });
+        }
+        // openraft restores a replica whose committed vote names itself as leader at once, with
+        // no election: a former leader that lost entries its followers hold would give its next
+        // entries their log ids (two records at one offset). That happens when the log lost
+        // entries it had synced (above), and may happen unseen when it does not sync each append
+        // before it is acknowledged (`fsync` interval or never: no mark records such a loss).
+        // Then the vote stays (no second vote in its term) but uncommitted, so leading again
+        // takes an election, which replicas holding more refuse (and the abstention holds back).
+        let unsynced = log.config().fsync != FsyncPolicy::Always;
+        if (lost.is_some() || unsynced)
+            && let Some(vote) = meta.vote.filter(Vote::is_committed)
+        {
+            meta.vote = Some(Vote {
+                committed: false,
+                ..vote
+            });
+            // Stored for a loss found (it is known for good); for an unsynced log every open
+            // does it again (a later write of the meta may store it uncommitted, which keeps
+            // the term and the node voted for, all a vote must keep).
+            if lost.is_some() {
                 let body = postcard::to_allocvec(&meta).map_err(|e| LogStoreError::MetaDecode {
                     dir: dir.clone(),
                     reason: e.to_string(),
@@ -240,21 +252,6 @@ impl LogStore {
                         source,
                     })?;
             }
-        }
-        // A log that does not sync each append before it is acknowledged (`fsync` interval or
-        // never) may have lost entries that its followers hold, and no mark records that. A
-        // former leader restored at once would give its next entries the log ids of entries its
-        // followers keep (two records at one offset), so it leads again only by an election,
-        // which replicas holding more refuse. Not written back here (every open does it again);
-        // a later write of the meta may store it uncommitted, which keeps the term and the node
-        // voted for, all a vote must keep.
-        if log.config().fsync != FsyncPolicy::Always
-            && let Some(vote) = meta.vote.filter(Vote::is_committed)
-        {
-            meta.vote = Some(Vote {
-                committed: false,
-                ..vote
-            });
         }
         let mark = Arc::new(mark);
         let mark_order = Arc::new(Mutex::new(()));

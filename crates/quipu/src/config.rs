@@ -503,7 +503,12 @@ fn entry_bytes_max(value: Option<u64>, default: u64) -> anyhow::Result<u64> {
 }
 
 /// A count setting in `1..=max`, or its default.
-fn bounded(key: &str, value: Option<usize>, default: usize, max: usize) -> anyhow::Result<usize> {
+pub(crate) fn bounded(
+    key: &str,
+    value: Option<usize>,
+    default: usize,
+    max: usize,
+) -> anyhow::Result<usize> {
     let value = value.unwrap_or(default);
     if value == 0 || value > max {
         bail!("{key} = {value} is out of range: 1 to {max}");

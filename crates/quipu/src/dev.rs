@@ -114,15 +114,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     let exe = std::env::current_exe().context("cannot find the quipu executable")?;
     let ids: Vec<u16> = (1..=args.nodes).collect();
-    let worker_threads = args
-        .worker_threads
-        .unwrap_or_else(|| (crate::config::cores() / usize::from(args.nodes)).max(1));
-    if !(1..=crate::config::WORKER_THREADS_MAX).contains(&worker_threads) {
-        bail!(
-            "--worker-threads {worker_threads} is out of range: 1 to {}",
-            crate::config::WORKER_THREADS_MAX
-        );
-    }
+    // Refused here, before any node starts, with the nodes' own bounds.
+    let worker_threads = crate::config::bounded(
+        "--worker-threads",
+        args.worker_threads,
+        (crate::config::cores() / usize::from(args.nodes)).max(1),
+        crate::config::WORKER_THREADS_MAX,
+    )?;
     let port = |base: u16, id: u16| base.checked_add(id - 1).context("port out of range");
     let mut voters = Vec::new();
     for id in &ids {
