@@ -91,6 +91,36 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Logs made durable by each round of shared syncs (1: an fdatasync; more: one syncfs).",
     ),
     (
+        "quipu_raft_messages_sent_total",
+        Kind::Counter,
+        Unit::Count,
+        "Raft messages sent to peers, by rpc and how the call ended.",
+    ),
+    (
+        "quipu_raft_sent_bytes_total",
+        Kind::Counter,
+        Unit::Bytes,
+        "Bytes of the Raft messages sent to peers (their encoded payloads), by rpc.",
+    ),
+    (
+        "quipu_raft_append_entries",
+        Kind::Histogram,
+        Unit::Count,
+        "Entries in each AppendEntries sent to a peer (0: a heartbeat).",
+    ),
+    (
+        "quipu_raft_batch_messages",
+        Kind::Histogram,
+        Unit::Count,
+        "Raft messages in each batched transport call to a peer.",
+    ),
+    (
+        "quipu_raft_messages_received_total",
+        Kind::Counter,
+        Unit::Count,
+        "Raft messages from peers, by rpc and whether their group answered.",
+    ),
+    (
         "quipu_leader_changes_total",
         Kind::Counter,
         Unit::Count,

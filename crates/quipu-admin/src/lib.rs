@@ -67,6 +67,15 @@ const SHARED_SYNC_LOGS_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1_024.0, 4_096.0,
 ];
 
+/// Buckets of `quipu_raft_append_entries`: heartbeats (0), one entry, up to a catch-up's
+/// largest appends.
+const APPEND_ENTRIES_BUCKETS: &[f64] = &[
+    0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1_024.0, 4_096.0,
+];
+
+/// Buckets of `quipu_raft_batch_messages`: a message alone up to a full batch call.
+const BATCH_MESSAGES_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 256.0, 1_024.0];
+
 /// How long a gauge not set again stays in the exposition. Every gauge is set at each scrape,
 /// just before rendering, so one that was not is stale (a partition deleted, a replica that no
 /// longer leads): it goes at the next scrape after this.
@@ -99,6 +108,14 @@ pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheu
         .set_buckets_for_metric(
             Matcher::Full("quipu_shared_sync_logs".to_owned()),
             SHARED_SYNC_LOGS_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("quipu_raft_append_entries".to_owned()),
+            APPEND_ENTRIES_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("quipu_raft_batch_messages".to_owned()),
+            BATCH_MESSAGES_BUCKETS,
         )?
         .idle_timeout(
             metrics_util::MetricKindMask::GAUGE,

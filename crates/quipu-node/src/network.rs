@@ -30,6 +30,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::GroupId;
 use crate::identity::{ClusterIdentity, Stamp};
+use crate::telemetry;
 use crate::throttle::Admission;
 
 /// Largest Raft message, either way (an AppendEntries of several batches, or a snapshot chunk).
@@ -119,6 +120,7 @@ async fn run_mailbox(
         if messages.is_empty() {
             continue;
         }
+        telemetry::raft_batch_sent(messages.len());
         let mut client = client_of(channel.clone(), &identity);
         tokio::spawn(async move {
             let _permit = permit;
@@ -275,16 +277,20 @@ impl PeerLink {
         Resp: DeserializeOwned,
         E: Error + DeserializeOwned,
     {
+        let label = telemetry::rpc_label(rpc as i32);
         if self.peers.is_isolated() {
+            telemetry::raft_sent(label, 0, "unreachable");
             let error = std::io::Error::other("this node is isolated by fault injection");
             return Err(unreachable(error));
         }
-        let (channel, mailbox) = self
-            .link
-            .clone()
-            .map_err(|e| unreachable(std::io::Error::other(e)))?;
-        let payload =
-            postcard::to_allocvec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let (channel, mailbox) = self.link.clone().map_err(|e| {
+            telemetry::raft_sent(label, 0, "unreachable");
+            unreachable(std::io::Error::other(e))
+        })?;
+        let payload = postcard::to_allocvec(request).map_err(|e| {
+            telemetry::raft_sent(label, 0, "error");
+            RPCError::Network(NetworkError::new(&e))
+        })?;
         if let Some(entries) = entries {
             // Catch-up traffic of a move takes its share of the node's bandwidth bound; it waits
             // at most half the append's time to live for it.
@@ -300,19 +306,22 @@ impl PeerLink {
                 )
                 .await
             {
-                Admission::Go => {}
+                Admission::Go => telemetry::raft_append_sent(entries),
                 Admission::Shrink(hint) => {
+                    telemetry::raft_sent(label, 0, "throttled");
                     return Err(RPCError::PayloadTooLarge(
                         PayloadTooLarge::new_entries_hint(hint),
                     ));
                 }
                 Admission::Later => {
+                    telemetry::raft_sent(label, 0, "throttled");
                     let error = std::io::Error::other("catch-up traffic throttled");
                     return Err(unreachable(error));
                 }
             }
         }
-        let batched = payload.len() <= BATCHED_PAYLOAD_MAX;
+        let bytes = payload.len();
+        let batched = bytes <= BATCHED_PAYLOAD_MAX;
         let message = RaftMessage {
             group_id: self.group.0,
             from_node: self.local,
@@ -340,17 +349,25 @@ impl PeerLink {
         };
         let reply = match tokio::time::timeout(option.hard_ttl(), call).await {
             Err(_) => {
+                telemetry::raft_sent(label, bytes, "unreachable");
                 let error = std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "no answer within the rpc's hard ttl",
                 );
                 return Err(unreachable(error));
             }
-            Ok(Err(status)) => return Err(unreachable(status)),
+            Ok(Err(status)) => {
+                telemetry::raft_sent(label, bytes, "unreachable");
+                return Err(unreachable(status));
+            }
             Ok(Ok(reply)) => reply,
         };
         let result: Result<Resp, RaftError<NodeId, E>> = postcard::from_bytes(&reply.payload)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            .map_err(|e| {
+                telemetry::raft_sent(label, bytes, "error");
+                RPCError::Network(NetworkError::new(&e))
+            })?;
+        telemetry::raft_sent(label, bytes, if result.is_ok() { "ok" } else { "error" });
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }

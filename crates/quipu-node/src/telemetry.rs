@@ -1,6 +1,6 @@
-//! What the client listeners record of each request, through the `metrics` facade (the binary
-//! installs the Prometheus recorder; without one these cost an atomic load). Names and labels:
-//! `docs/operations/metrics.md`.
+//! What the client listeners record of each request, and the Raft transport of each message,
+//! through the `metrics` facade (the binary installs the Prometheus recorder; without one these
+//! cost an atomic load). Names and labels: `docs/operations/metrics.md`.
 
 use std::time::Duration;
 
@@ -40,6 +40,46 @@ pub fn produced(api: Api, stored: bool, bytes: usize, took: Duration) {
 /// batches (group commit within the partition).
 pub(crate) fn proposed_entry(batches: usize) {
     metrics::histogram!("quipu_produce_batches_per_entry").record(batches as f64);
+}
+
+/// The `rpc` label of a Raft transport message.
+pub(crate) fn rpc_label(rpc: i32) -> &'static str {
+    use quipu_proto::v1::RaftRpc;
+    match RaftRpc::try_from(rpc) {
+        Ok(RaftRpc::AppendEntries) => "append_entries",
+        Ok(RaftRpc::Vote) => "vote",
+        Ok(RaftRpc::InstallSnapshot) => "install_snapshot",
+        Ok(RaftRpc::Unspecified) | Err(_) => "unknown",
+    }
+}
+
+/// One Raft message this node sent a peer (`payload` bytes), and how its call ended: `ok`,
+/// `unreachable` (no answer in time, or the call failed), `error` (the peer's group answered
+/// with an error, or the answer did not decode) or `throttled` (a move's catch-up traffic held
+/// back).
+pub(crate) fn raft_sent(rpc: &'static str, payload: usize, result: &'static str) {
+    metrics::counter!("quipu_raft_messages_sent_total", "rpc" => rpc, "result" => result)
+        .increment(1);
+    metrics::counter!("quipu_raft_sent_bytes_total", "rpc" => rpc)
+        .increment(u64::try_from(payload).unwrap_or(u64::MAX));
+}
+
+/// One AppendEntries about to be sent, carrying `entries` entries (0: a heartbeat).
+pub(crate) fn raft_append_sent(entries: usize) {
+    metrics::histogram!("quipu_raft_append_entries").record(entries as f64);
+}
+
+/// One `DeliverBatch` call carrying `messages` messages to a peer.
+pub(crate) fn raft_batch_sent(messages: usize) {
+    metrics::histogram!("quipu_raft_batch_messages").record(messages as f64);
+}
+
+/// One Raft message a peer sent this node: handed to its group and answered (`ok`), or refused
+/// before or by it (`refused`).
+pub(crate) fn raft_received(rpc: &'static str, handled: bool) {
+    let result = if handled { "ok" } else { "refused" };
+    metrics::counter!("quipu_raft_messages_received_total", "rpc" => rpc, "result" => result)
+        .increment(1);
 }
 
 /// One fetch answer (a Kafka Fetch response, or one gRPC fetch message) and its batches' bytes.

@@ -174,8 +174,16 @@ impl TransportService {
         )))
     }
 
-    /// Hands one message to its group and encodes the group's answer.
+    /// Hands one message to its group and encodes the group's answer (counted either way).
     async fn handle(&self, caller: Caller, message: RaftMessage) -> Result<RaftReply, Status> {
+        let label = crate::telemetry::rpc_label(message.rpc);
+        let answer = self.answer(caller, message).await;
+        crate::telemetry::raft_received(label, answer.is_ok());
+        answer
+    }
+
+    /// What [`Self::handle`] answers.
+    async fn answer(&self, caller: Caller, message: RaftMessage) -> Result<RaftReply, Status> {
         let from = message.from_node;
         self.admit_peer(caller, from, message.to_node, "message")?;
         let group = GroupId(message.group_id);
