@@ -4,7 +4,8 @@
 usage: cpu_split.py PERF_DATA PRODUCES NODE_PIDS CLIENT_PID [OUT_MD]
 
 PRODUCES is the number of produce requests the nodes answered while perf recorded (from their
-/metrics); NODE_PIDS a comma-separated list. Each sample is one period of one CPU; it is charged
+/metrics); NODE_PIDS a comma-separated list. The recording must sample `cpu-clock` (profile.sh does), so
+that each sample is one period of one CPU's time; it is charged
 to its process (the nodes together, the bench client, other programs and kernel threads, idle)
 and to the first category below that its stack matches, tried in order, so that a sample inside
 an `fdatasync` counts as syncing whatever its leaf. Kernel stacks are whole; user-space stacks of

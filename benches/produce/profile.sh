@@ -5,7 +5,8 @@
 # tasks) at RATE records/s (0: as fast as it goes) for SECONDS + 4 s, with a system-wide
 # `perf record -g` over SECONDS in the middle. The produce requests the nodes answered meanwhile
 # come from their /metrics; benches/produce/cpu_split.py charges every sample to its process
-# (the nodes, the bench client, the rest) and to a category (syncs, file writes, sockets,
+# (the nodes, the bench client, the rest: other programs and kernel threads, among them the
+# kworkers that finish the nodes' disk writes) and to a category (syncs, file writes, sockets,
 # waiting and waking, interrupts, copies, CRC, allocator, gRPC, tokio, openraft, quipu) and
 # writes the microseconds of CPU per request to OUT/profile.md. Needs `perf` (linux-perf) and
 # permission to record every CPU (root, or kernel.perf_event_paranoid <= -1).
@@ -66,7 +67,13 @@ QUIPU_LOG=warn "$quipu" bench produce --topic t --duration $((seconds + 4)) --co
 bench=$!
 sleep 2
 before=$(answered)
-perf record -a -g -F 999 -o "$out/perf.data" -- sleep "$seconds" > /dev/null 2>&1
+# cpu-clock: every sample is 1/999 s of one CPU's time, which cpu_split.py relies on (the
+# default event may be cycles).
+if ! perf record -e cpu-clock -a -g -F 999 -o "$out/perf.data" -- sleep "$seconds" \
+  > "$dir/perf.log" 2>&1; then
+  cat "$dir/perf.log" >&2
+  exit 1
+fi
 after=$(answered)
 wait "$bench"
 bench_pid=$bench

@@ -226,6 +226,21 @@ impl Peers {
     }
 }
 
+/// One Raft message sent, counted when dropped ([`telemetry::raft_sent`]) with the result set
+/// last: every way out of [`PeerLink::call`] counts it once, a call openraft dropped included.
+struct SentRecord {
+    rpc: &'static str,
+    /// Payload bytes, once the message was encoded and admitted.
+    bytes: usize,
+    result: &'static str,
+}
+
+impl Drop for SentRecord {
+    fn drop(&mut self) {
+        telemetry::raft_sent(self.rpc, self.bytes, self.result);
+    }
+}
+
 /// openraft's network factory for one group of this node.
 #[derive(Debug, Clone)]
 pub(crate) struct GroupNetwork {
@@ -277,18 +292,23 @@ impl PeerLink {
         Resp: DeserializeOwned,
         E: Error + DeserializeOwned,
     {
-        let label = telemetry::rpc_label(rpc as i32);
+        // Counted once, however the call ends; "unreachable" unless it gets further (openraft
+        // drops a call it stopped waiting for).
+        let mut record = SentRecord {
+            rpc: telemetry::rpc_label(rpc as i32),
+            bytes: 0,
+            result: "unreachable",
+        };
         if self.peers.is_isolated() {
-            telemetry::raft_sent(label, 0, "unreachable");
             let error = std::io::Error::other("this node is isolated by fault injection");
             return Err(unreachable(error));
         }
-        let (channel, mailbox) = self.link.clone().map_err(|e| {
-            telemetry::raft_sent(label, 0, "unreachable");
-            unreachable(std::io::Error::other(e))
-        })?;
+        let (channel, mailbox) = self
+            .link
+            .clone()
+            .map_err(|e| unreachable(std::io::Error::other(e)))?;
         let payload = postcard::to_allocvec(request).map_err(|e| {
-            telemetry::raft_sent(label, 0, "error");
+            record.result = "error";
             RPCError::Network(NetworkError::new(&e))
         })?;
         if let Some(entries) = entries {
@@ -308,20 +328,20 @@ impl PeerLink {
             {
                 Admission::Go => telemetry::raft_append_sent(entries),
                 Admission::Shrink(hint) => {
-                    telemetry::raft_sent(label, 0, "throttled");
+                    record.result = "throttled";
                     return Err(RPCError::PayloadTooLarge(
                         PayloadTooLarge::new_entries_hint(hint),
                     ));
                 }
                 Admission::Later => {
-                    telemetry::raft_sent(label, 0, "throttled");
+                    record.result = "throttled";
                     let error = std::io::Error::other("catch-up traffic throttled");
                     return Err(unreachable(error));
                 }
             }
         }
-        let bytes = payload.len();
-        let batched = bytes <= BATCHED_PAYLOAD_MAX;
+        record.bytes = payload.len();
+        let batched = payload.len() <= BATCHED_PAYLOAD_MAX;
         let message = RaftMessage {
             group_id: self.group.0,
             from_node: self.local,
@@ -349,7 +369,6 @@ impl PeerLink {
         };
         let reply = match tokio::time::timeout(option.hard_ttl(), call).await {
             Err(_) => {
-                telemetry::raft_sent(label, bytes, "unreachable");
                 let error = std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "no answer within the rpc's hard ttl",
@@ -357,17 +376,27 @@ impl PeerLink {
                 return Err(unreachable(error));
             }
             Ok(Err(status)) => {
-                telemetry::raft_sent(label, bytes, "unreachable");
+                // The peer answered with a refusal (not hosted, not a member, ...) or the call
+                // itself failed.
+                if !matches!(
+                    status.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Cancelled
+                        | tonic::Code::Unknown
+                ) {
+                    record.result = "refused";
+                }
                 return Err(unreachable(status));
             }
             Ok(Ok(reply)) => reply,
         };
         let result: Result<Resp, RaftError<NodeId, E>> = postcard::from_bytes(&reply.payload)
             .map_err(|e| {
-                telemetry::raft_sent(label, bytes, "error");
+                record.result = "error";
                 RPCError::Network(NetworkError::new(&e))
             })?;
-        telemetry::raft_sent(label, bytes, if result.is_ok() { "ok" } else { "error" });
+        record.result = if result.is_ok() { "ok" } else { "error" };
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }

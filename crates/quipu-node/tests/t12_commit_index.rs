@@ -1,7 +1,7 @@
 //! An entry that commits costs each follower one AppendEntries, not two: the leader's commit
-//! index rides on the next AppendEntries (more entries, or the timed heartbeat) instead of an
-//! empty one sent at once (Quipu's patch of openraft, `vendor/README.md`), and followers still
-//! learn that the last entry committed with nothing after it.
+//! index rides on the next entries instead of an empty AppendEntries sent at once, and goes alone
+//! only when nothing follows within a twentieth of the heartbeat interval (Quipu's patch of
+//! openraft, `vendor/README.md`); followers still learn that the last entry committed.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // tests unwrap; counts are small
 
 mod common;
@@ -143,8 +143,8 @@ async fn an_entry_costs_each_follower_one_append_and_its_commit_still_reaches_th
         empty <= heartbeats,
         "{empty} empty appends in {elapsed:?} for {ENTRIES} entries (at most {heartbeats} heartbeats)"
     );
-    // Nothing follows the last entry, yet every follower learns that it committed (from the
-    // timed heartbeat) and exposes it.
+    // Nothing follows the last entry, yet every follower learns that it committed (the commit
+    // index goes alone once no entries came to carry it) and exposes it.
     let last = Offset(end.0 + 1);
     common::wait_for("every replica's high watermark past the last entry", || {
         partitions.iter().all(|p| p.high_watermark() == last)
