@@ -290,9 +290,21 @@ impl NodeConfig {
                 self.controller_snapshot_entries,
             ),
             max_in_snapshot_log_to_keep: self.controller_log_kept,
+            // A change reaches the controller's followers at once: a node that did not ask for
+            // it may read its own replica of the metadata right after (an admin client's
+            // describe after its alter, sent to another node).
+            commit_notice_delay: 0,
             ..raft.clone()
         }
     }
+}
+
+/// How long a partition leader's moved commit index waits for entries to carry it to a follower
+/// with nothing else to receive, before it goes alone in an empty AppendEntries (openraft's
+/// `commit_notice_delay`, Quipu's patch, `vendor/README.md`): a twentieth of the heartbeat
+/// interval (5 ms of the default 100), at least 1 ms.
+pub(crate) fn commit_notice_delay(raft: &openraft::Config) -> u64 {
+    (raft.heartbeat_interval / 20).max(1)
 }
 
 /// Largest `entry_bytes_max` the Raft transport carries: one replication message holds at most

@@ -110,11 +110,14 @@ impl Node {
     /// carrying out the controller's effects. A new cluster is formed with [`Node::join`].
     pub async fn start(mut config: NodeConfig) -> Result<Node, NodeError> {
         config.validate()?;
-        let raft_config = config
+        let mut raft_config = config
             .raft
             .clone()
             .validate()
             .map_err(|e| crate::config::NodeConfigError::Raft(Box::new(e)))?;
+        // Partitions' commit indexes wait a little for entries to carry them (the controller's
+        // go at once: `NodeConfig::controller_raft`).
+        raft_config.commit_notice_delay = crate::config::commit_notice_delay(&raft_config);
         let raft_config = Arc::new(raft_config);
         std::fs::create_dir_all(config.data_dir.join("partitions")).map_err(|source| {
             NodeError::Dir {

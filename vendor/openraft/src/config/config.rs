@@ -128,6 +128,12 @@ pub struct Config {
     #[clap(long, default_value = "50")]
     pub heartbeat_interval: u64,
 
+    /// Quipu patch (vendor/README.md): how long, in milliseconds, a leader's moved commit index
+    /// waits for entries to carry it to a follower with nothing else to receive, before it goes
+    /// alone in an empty AppendEntries. 0 (the default) sends it at once, as upstream does.
+    #[clap(long, default_value = "0")]
+    pub commit_notice_delay: u64,
+
     /// The timeout for sending then installing the last snapshot segment,
     /// in millisecond. It is also used as the timeout for sending a non-last segment, if
     /// `send_snapshot_timeout` is 0.

@@ -357,12 +357,6 @@ where
         Ok(())
     }
 
-    /// Quipu patch: how long a moved commit index waits for entries to ride on before it goes
-    /// alone: a twentieth of the heartbeat interval (5 ms of the default 100), at least 1 ms.
-    fn commit_notice_delay(&self) -> Duration {
-        Duration::from_millis((self.config.heartbeat_interval / 20).max(1))
-    }
-
     /// When a [`PayloadTooLarge`] error is received, update the hint for the next several RPC.
     fn update_hint(&mut self, too_large: &PayloadTooLarge) {
         const DEFAULT_ENTRIES_HINT_TTL: u64 = 10;
@@ -713,12 +707,18 @@ where
                 // Quipu patch (vendor/README.md): upstream fills in a heartbeat here at once, so
                 // every entry that commits while nothing else waits for this follower costs one
                 // more AppendEntries (empty, carrying the commit index), and the follower's next
-                // entries wait behind it. Instead the commit index waits a short while
-                // (`commit_notice_delay`) for entries to ride on, and goes alone, in an empty
+                // entries wait behind it. With `Config::commit_notice_delay` set, the commit
+                // index waits that long for entries to ride on, and goes alone, in an empty
                 // AppendEntries, only if none come. Raft's safety does not depend on when a
                 // follower learns the commit index.
-                if self.next_action.is_none() && self.commit_notice_due.is_none() {
-                    self.commit_notice_due = Some(C::now() + self.commit_notice_delay());
+                if self.next_action.is_none() {
+                    if self.config.commit_notice_delay == 0 {
+                        // Upstream's behaviour: the commit index goes at once.
+                        self.next_action = Some(Data::new_heartbeat());
+                    } else if self.commit_notice_due.is_none() {
+                        let delay = Duration::from_millis(self.config.commit_notice_delay);
+                        self.commit_notice_due = Some(C::now() + delay);
+                    }
                 }
             }
             Replicate::Heartbeat => {
