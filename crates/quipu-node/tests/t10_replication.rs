@@ -96,15 +96,7 @@ async fn start_cluster(dirs: &[tempfile::TempDir]) -> (Vec<Node>, Vec<Arc<Partit
             .unwrap(),
         );
     }
-    let mut partitions = Vec::new();
-    for node in &nodes {
-        partitions.push(node.open_partition(GROUP).await.unwrap());
-    }
-    let members: Vec<(u64, String)> = nodes
-        .iter()
-        .map(|n| (n.id(), n.addr().to_string()))
-        .collect();
-    partitions[0].bootstrap(members).await.unwrap();
+    let partitions = common::bootstrap_group(&nodes, GROUP).await;
     (nodes, partitions)
 }
 

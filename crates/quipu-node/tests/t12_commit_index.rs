@@ -97,15 +97,7 @@ async fn an_entry_costs_each_follower_one_append_and_its_commit_still_reaches_th
     for (i, dir) in dirs.iter().enumerate() {
         nodes.push(Node::start(config(i as u64 + 1, dir.path())).await.unwrap());
     }
-    let mut partitions = Vec::new();
-    for node in &nodes {
-        partitions.push(node.open_partition(GROUP).await.unwrap());
-    }
-    let members: Vec<(u64, String)> = nodes
-        .iter()
-        .map(|n| (n.id(), n.addr().to_string()))
-        .collect();
-    partitions[0].bootstrap(members).await.unwrap();
+    let partitions = common::bootstrap_group(&nodes, GROUP).await;
     let at = leader(&partitions).await;
     // The first entry settles replication (a new leader's probes are empty appends too).
     partitions[at]

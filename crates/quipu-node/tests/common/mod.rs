@@ -164,6 +164,21 @@ pub fn leader_node(nodes: &[Node], group: GroupId) -> Option<usize> {
         .map(|(_, at)| at)
 }
 
+/// Opens `group` on every one of `nodes` and bootstraps it with all of them as voters (a
+/// partition group outside any controller); the replicas in `nodes`' order.
+pub async fn bootstrap_group(nodes: &[Node], group: GroupId) -> Vec<std::sync::Arc<Partition>> {
+    let mut partitions = Vec::new();
+    for node in nodes {
+        partitions.push(node.open_partition(group).await.unwrap());
+    }
+    let members: Vec<(u64, String)> = nodes
+        .iter()
+        .map(|n| (n.id(), n.addr().to_string()))
+        .collect();
+    partitions[0].bootstrap(members).await.unwrap();
+    partitions
+}
+
 pub fn batch(value: &str) -> bytes::Bytes {
     let mut builder = BatchBuilder::new(0, Compression::None);
     builder.push(1_700_000_000_000, None, Some(value.as_bytes()), &[]);
