@@ -628,7 +628,10 @@ impl GroupConsumer {
             if self.config.auto_commit_interval.is_some()
                 && let Err(e) = self.commit_partitions(&revoked).await
             {
-                tracing::warn!(error = %e, "cannot commit revoked partitions");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "cannot commit revoked partitions"
+                );
             }
             for key in &revoked {
                 self.readers.remove(key);

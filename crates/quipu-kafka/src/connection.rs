@@ -51,7 +51,7 @@ pub(crate) async fn run<R, W>(
         match crate::sasl::authenticate(&mut reader, &mut writer, peer, &context).await {
             Ok(user) => Principal::user(&user, peer.ip()),
             Err(e) => {
-                tracing::debug!(%peer, error = %e, "closing kafka connection before authentication");
+                tracing::debug!(%peer, error = &e as &dyn std::error::Error, "closing kafka connection before authentication");
                 return;
             }
         }
@@ -64,7 +64,7 @@ pub(crate) async fn run<R, W>(
     let read = tokio::spawn(async move {
         let result = read_frames(reader, frame_max, &pool, &frames).await;
         if let Err(e) = &result {
-            tracing::debug!(%peer, error = %e, "kafka connection read ended");
+            tracing::debug!(%peer, error = e as &dyn std::error::Error, "kafka connection read ended");
         }
     });
     let mut pending = FuturesOrdered::new();
@@ -103,7 +103,7 @@ pub(crate) async fn run<R, W>(
                         match tokio::time::timeout(idle, write).await {
                             Ok(Ok(())) => idle_since = tokio::time::Instant::now(),
                             Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "kafka connection write failed");
+                                tracing::debug!(%peer, error = &e as &dyn std::error::Error, "kafka connection write failed");
                                 break;
                             }
                             Err(_) => {
@@ -114,7 +114,7 @@ pub(crate) async fn run<R, W>(
                     }
                     Ok(None) => {} // acks=0: Kafka sends nothing back
                     Err(e) => {
-                        tracing::info!(%peer, error = %e, "closing kafka connection");
+                        tracing::info!(%peer, error = &e as &dyn std::error::Error, "closing kafka connection");
                         break;
                     }
                 }

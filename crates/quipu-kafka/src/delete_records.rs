@@ -57,7 +57,7 @@ pub(crate) async fn handle(
                 match tokio::time::timeout(timeout, replica.delete_records(before)).await {
                     Ok(Ok(start)) => result.with_low_watermark(kafka_offset(start)),
                     Ok(Err(e)) => {
-                        tracing::debug!(topic = %name, partition = wanted.partition_index, error = %e, "kafka delete records refused");
+                        tracing::debug!(topic = %name, partition = wanted.partition_index, error = &e as &dyn std::error::Error, "kafka delete records refused");
                         result.with_error_code(produce_error(&e).code())
                     }
                     Err(_) => result.with_error_code(ResponseError::RequestTimedOut.code()),

@@ -149,7 +149,7 @@ pub(crate) async fn delete_groups(
         let code = match context.node.delete_group(&group.0).await {
             Ok(()) => 0,
             Err(e) => {
-                tracing::debug!(group = %group.0.as_str(), error = %e, "group not deleted");
+                tracing::debug!(group = %group.0.as_str(), error = &e as &dyn std::error::Error, "group not deleted");
                 delete_error(&e).code()
             }
         };

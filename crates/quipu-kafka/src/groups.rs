@@ -106,7 +106,7 @@ async fn coordinator_of(
             ),
         },
         Err(e) => {
-            tracing::debug!(group = %key.as_str(), error = %e, "no coordinator for a group");
+            tracing::debug!(group = %key.as_str(), error = &e as &dyn std::error::Error, "no coordinator for a group");
             refused(key, coordinator_error(&e), e.to_string())
         }
     }
@@ -171,7 +171,7 @@ pub(crate) async fn offset_commit(
         }
     };
     if let Err(e) = &results {
-        tracing::debug!(group = %request.group_id.0.as_str(), error = %e, "offset commit refused");
+        tracing::debug!(group = %request.group_id.0.as_str(), error = e as &dyn std::error::Error, "offset commit refused");
     }
     let mut at = 0;
     let topics = request
@@ -263,7 +263,7 @@ async fn fetch_group(
         .await
     {
         Err(e) => {
-            tracing::debug!(group = %group.0.as_str(), error = %e, "offset fetch refused");
+            tracing::debug!(group = %group.0.as_str(), error = &e as &dyn std::error::Error, "offset fetch refused");
             Fetched {
                 error: coordinator_error(&e).code(),
                 topics: Vec::new(),

@@ -61,7 +61,7 @@ pub(crate) async fn join_group(
         .with_protocol_name(Some(StrBytes::default()));
     match context.node.join_group(&request.group_id.0, join).await {
         Err(e) => {
-            tracing::debug!(group = %request.group_id.0.as_str(), error = %e, "join refused");
+            tracing::debug!(group = %request.group_id.0.as_str(), error = &e as &dyn std::error::Error, "join refused");
             response
                 .with_error_code(code_of(&e))
                 .with_member_id(request.member_id)
@@ -120,7 +120,7 @@ pub(crate) async fn sync_group(
         .await;
     match result {
         Err(e) => {
-            tracing::debug!(group = %request.group_id.0.as_str(), error = %e, "sync refused");
+            tracing::debug!(group = %request.group_id.0.as_str(), error = &e as &dyn std::error::Error, "sync refused");
             SyncGroupResponse::default().with_error_code(code_of(&e))
         }
         Ok(reply) => {

@@ -278,7 +278,11 @@ async fn auto_create(context: &Context, name: &str) {
         .await
     {
         Ok(()) => tracing::info!(topic = name, "topic auto-created"),
-        Err(e) => tracing::debug!(topic = name, error = %e, "topic auto-creation failed"),
+        Err(e) => tracing::debug!(
+            topic = name,
+            error = &e as &dyn std::error::Error,
+            "topic auto-creation failed"
+        ),
     }
 }
 

@@ -160,7 +160,12 @@ async fn produce_one(
             epoch: replica.leader_epoch(),
         },
         Ok(Err(e)) => {
-            tracing::debug!(topic, partition = index, error = %e, "kafka produce refused");
+            tracing::debug!(
+                topic,
+                partition = index,
+                error = &e as &dyn std::error::Error,
+                "kafka produce refused"
+            );
             Outcome::Refused(produce_error(&e))
         }
         Err(_) => Outcome::Refused(ResponseError::RequestTimedOut),

@@ -40,7 +40,10 @@ pub(crate) async fn handle(
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),
         Err(e) => {
-            tracing::warn!(error = %e, "no producer id for a kafka client");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "no producer id for a kafka client"
+            );
             // Retriable: the client asks again (the controller may be electing a leader).
             refused(ResponseError::CoordinatorNotAvailable)
         }

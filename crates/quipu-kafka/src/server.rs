@@ -128,7 +128,7 @@ pub async fn serve(
                                 connection::run(reader, writer, peer, subject, context).await;
                             }
                             Err(e) => {
-                                tracing::warn!(%peer, error = %e, "kafka TLS handshake failed");
+                                tracing::warn!(%peer, error = &e as &dyn std::error::Error, "kafka TLS handshake failed");
                             }
                         },
                     }

@@ -77,7 +77,12 @@ pub(crate) async fn ask_to_join(
             }
             Err(e) if tokio::time::Instant::now() + backoff >= deadline => return Err(failed(e)),
             Err(e) => {
-                tracing::warn!(node_id = inner.config.node_id, seed, error = %e, "cannot join yet");
+                tracing::warn!(
+                    node_id = inner.config.node_id,
+                    seed,
+                    error = &e as &dyn std::error::Error,
+                    "cannot join yet"
+                );
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
@@ -99,7 +104,10 @@ pub(crate) async fn run_controller_voters(inner: Arc<Inner>) {
         }
         name_cluster(&inner.control).await;
         if let Err(e) = reconcile_voters(&inner.control, inner.config.controller_voters).await {
-            tracing::warn!(error = %e, "cannot change the controller group's members yet");
+            tracing::warn!(
+                error = &*e as &dyn std::error::Error,
+                "cannot change the controller group's members yet"
+            );
         }
     }
 }
@@ -117,7 +125,10 @@ async fn name_cluster(control: &ControllerHandle) {
         .await
     {
         Ok(_) => tracing::info!(cluster_id = id, "the cluster is named"),
-        Err(e) => tracing::warn!(error = %e, "cannot name the cluster yet"),
+        Err(e) => tracing::warn!(
+            error = &e as &dyn std::error::Error,
+            "cannot name the cluster yet"
+        ),
     }
 }
 
@@ -312,7 +323,10 @@ impl crate::NodeHandle {
                 },
             ) => Err(e),
             Err(e) => {
-                tracing::warn!(error = %e, "a member restarting could not check its membership with the cluster");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "a member restarting could not check its membership with the cluster"
+                );
                 Ok(())
             }
             Ok(()) => Ok(()),

@@ -75,7 +75,7 @@ impl DiskGuard {
                     free
                 }
                 Err(e) => {
-                    tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read the data disk's free space");
+                    tracing::warn!(dir = %self.dir.display(), error = &e as &dyn std::error::Error, "cannot read the data disk's free space");
                     return Ok(());
                 }
             }

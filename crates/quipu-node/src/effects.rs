@@ -90,11 +90,14 @@ pub(crate) async fn carry_out_effects(
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::error!(
                         node_id = inner.config.node_id,
-                        error = %e,
+                        error = &e as &dyn std::error::Error,
                         source = ?std::error::Error::source(&e),
                         "cannot keep the cluster id: this node's transport goes on without it"
                     ),
-                    Err(e) => tracing::error!(error = %e, "the task keeping the cluster id failed"),
+                    Err(e) => tracing::error!(
+                        error = &e as &dyn std::error::Error,
+                        "the task keeping the cluster id failed"
+                    ),
                 }
             }
             Effect::Removed => {

@@ -82,7 +82,7 @@ pub fn admitted_tls(
                             .await;
                     }
                     Err(e) => {
-                        tracing::warn!(listener = what, %peer, error = %e, "TLS handshake failed");
+                        tracing::warn!(listener = what, %peer, error = &e as &dyn std::error::Error, "TLS handshake failed");
                     }
                 }
             });

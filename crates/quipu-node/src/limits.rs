@@ -70,7 +70,11 @@ impl ConnectionLimits {
             let (stream, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    tracing::warn!(listener = what, error = %e, "cannot accept a connection");
+                    tracing::warn!(
+                        listener = what,
+                        error = &e as &dyn std::error::Error,
+                        "cannot accept a connection"
+                    );
                     tokio::time::sleep(ACCEPT_RETRY_PAUSE).await;
                     continue;
                 }

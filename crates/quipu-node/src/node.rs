@@ -345,7 +345,11 @@ impl Node {
         // Held across the shutdown, to close the controller's log once nothing else does.
         let controller_log = self.inner.controller_log.upgrade().filter(|_| close_logs);
         if let Err(e) = self.inner.controller.shutdown().await {
-            tracing::warn!(node_id = self.id(), error = %e, "controller did not shut down cleanly");
+            tracing::warn!(
+                node_id = self.id(),
+                error = &e as &dyn std::error::Error,
+                "controller did not shut down cleanly"
+            );
         }
         if let Some(log) = controller_log {
             // Raft's tasks end on their own schedule after the shutdown and let the log go;
@@ -375,10 +379,18 @@ impl Node {
             match server.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    tracing::warn!(node_id = self.id(), error = %e, "transport server failed")
+                    tracing::warn!(
+                        node_id = self.id(),
+                        error = &e as &dyn std::error::Error,
+                        "transport server failed"
+                    )
                 }
                 Err(e) => {
-                    tracing::warn!(node_id = self.id(), error = %e, "transport server task failed")
+                    tracing::warn!(
+                        node_id = self.id(),
+                        error = &e as &dyn std::error::Error,
+                        "transport server task failed"
+                    )
                 }
             }
         }

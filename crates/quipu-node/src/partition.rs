@@ -1038,20 +1038,22 @@ impl Partition {
     pub(crate) async fn shutdown(&self) {
         self.election_watchdog.abort();
         if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(group = %self.group, error = %e, "raft did not shut down cleanly");
+            tracing::warn!(group = %self.group, error = &e as &dyn std::error::Error, "raft did not shut down cleanly");
         }
         // Whatever the fsync policy left unsynced (`interval_ms`, `never`) is made durable.
         let log = Arc::clone(&self.log);
         match tokio::task::spawn_blocking(move || log.sync()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                tracing::warn!(group = %self.group, error = %e, "log not synced at shutdown")
+                tracing::warn!(group = %self.group, error = &e as &dyn std::error::Error, "log not synced at shutdown")
             }
-            Err(e) => tracing::warn!(group = %self.group, error = %e, "log sync task failed"),
+            Err(e) => {
+                tracing::warn!(group = %self.group, error = &e as &dyn std::error::Error, "log sync task failed")
+            }
         }
         // Everything applied is durable now: the next start need not apply it again.
         if let Err(e) = self.state_machine.checkpoint_now().await {
-            tracing::warn!(group = %self.group, error = %e, "no applied-state checkpoint at shutdown");
+            tracing::warn!(group = %self.group, error = &e as &dyn std::error::Error, "no applied-state checkpoint at shutdown");
         }
     }
 
@@ -1091,11 +1093,11 @@ pub(crate) async fn close_log(group: GroupId, log: Arc<Log>) -> bool {
     match tokio::task::spawn_blocking(move || log.close()).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
-            tracing::warn!(%group, error = %e, "log not closed");
+            tracing::warn!(%group, error = &e as &dyn std::error::Error, "log not closed");
             false
         }
         Err(e) => {
-            tracing::warn!(%group, error = %e, "log close task failed");
+            tracing::warn!(%group, error = &e as &dyn std::error::Error, "log close task failed");
             false
         }
     }

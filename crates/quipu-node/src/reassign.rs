@@ -112,7 +112,11 @@ pub(crate) async fn run_reassignments(inner: Arc<Inner>) {
                     Ok(false) => {}
                     Err(e) => {
                         let cause = std::error::Error::source(&e).map(ToString::to_string);
-                        tracing::warn!(error = %e, ?cause, "partition move interrupted; retried");
+                        tracing::warn!(
+                            error = &e as &dyn std::error::Error,
+                            ?cause,
+                            "partition move interrupted; retried"
+                        );
                     }
                 }
                 running

@@ -194,7 +194,7 @@ impl Inner {
                     node_id = self.config.node_id,
                     topic,
                     %group,
-                    error = %e,
+                    error = &e as &dyn std::error::Error,
                     "cannot apply the topic's settings: the replica keeps its previous ones"
                 ),
             }
@@ -207,7 +207,7 @@ impl Inner {
             None => match self.open_partition(group).await {
                 Ok(partition) => partition,
                 Err(e) => {
-                    tracing::error!(node_id = self.config.node_id, %group, error = %e, "cannot open an assigned partition");
+                    tracing::error!(node_id = self.config.node_id, %group, error = &e as &dyn std::error::Error, "cannot open an assigned partition");
                     return;
                 }
             },
@@ -227,7 +227,7 @@ impl Inner {
         if rank == 0 {
             // After a restart the group is already initialized: that error is expected.
             if let Err(e) = partition.bootstrap(members).await {
-                tracing::debug!(%group, error = %e, "partition bootstrap skipped");
+                tracing::debug!(%group, error = &e as &dyn std::error::Error, "partition bootstrap skipped");
             }
             return;
         }
@@ -261,7 +261,7 @@ impl Inner {
             }
             tracing::info!(%group, rank, ?wait, "no word from the partition's first replica: forming its group here");
             if let Err(e) = partition.bootstrap(members).await {
-                tracing::debug!(%group, error = %e, "partition bootstrap skipped");
+                tracing::debug!(%group, error = &e as &dyn std::error::Error, "partition bootstrap skipped");
             }
         });
     }
@@ -354,10 +354,10 @@ impl Inner {
                 tracing::info!(node_id = self.config.node_id, %group, "partition replica deleted")
             }
             Ok(Err(e)) => {
-                tracing::error!(node_id = self.config.node_id, %group, error = %e, "cannot delete a partition's data")
+                tracing::error!(node_id = self.config.node_id, %group, error = &e as &dyn std::error::Error, "cannot delete a partition's data")
             }
             Err(e) => {
-                tracing::error!(node_id = self.config.node_id, %group, error = %e, "partition deletion task failed")
+                tracing::error!(node_id = self.config.node_id, %group, error = &e as &dyn std::error::Error, "partition deletion task failed")
             }
         }
     }
@@ -426,7 +426,7 @@ pub(crate) async fn run_reopen_stopped(inner: Arc<Inner>) {
                 Ok(()) => tracing::info!(%group, "replica reopened"),
                 Err(e) => {
                     let cause = std::error::Error::source(&e).map(ToString::to_string);
-                    tracing::error!(%group, error = %e, ?cause, retry_in = ?*pause, "cannot reopen the replica")
+                    tracing::error!(%group, error = &e as &dyn std::error::Error, ?cause, retry_in = ?*pause, "cannot reopen the replica")
                 }
             }
             *next = tokio::time::Instant::now() + *pause;

@@ -13,7 +13,9 @@ pub(crate) async fn enforce_retention(inner: &Inner) -> usize {
         match partition.enforce_retention().await {
             Ok(Some(_)) => purged += 1,
             Ok(None) => {}
-            Err(e) => tracing::warn!(group = %partition.group(), error = %e, "retention failed"),
+            Err(e) => {
+                tracing::warn!(group = %partition.group(), error = &e as &dyn std::error::Error, "retention failed")
+            }
         }
     }
     purged
@@ -45,13 +47,16 @@ pub(crate) async fn run_interval_sync(inner: Arc<Inner>) {
         let synced = tokio::task::spawn_blocking(move || {
             for partition in partitions {
                 if let Err(e) = partition.sync_log() {
-                    tracing::error!(group = %partition.group(), error = %e, "interval sync failed");
+                    tracing::error!(group = %partition.group(), error = &e as &dyn std::error::Error, "interval sync failed");
                 }
             }
         })
         .await;
         if let Err(e) = synced {
-            tracing::error!(error = %e, "interval sync task failed");
+            tracing::error!(
+                error = &e as &dyn std::error::Error,
+                "interval sync task failed"
+            );
         }
     }
 }

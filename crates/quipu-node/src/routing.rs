@@ -37,7 +37,11 @@ pub(crate) async fn register_self(inner: Arc<Inner>) {
         if let Err(e) =
             request_controller(&inner, &ControllerRequest::RegisterNode(me.clone())).await
         {
-            tracing::warn!(node_id = me.id, error = %e, "cannot register with the controller yet");
+            tracing::warn!(
+                node_id = me.id,
+                error = &e as &dyn std::error::Error,
+                "cannot register with the controller yet"
+            );
         }
     }
 }

@@ -438,7 +438,10 @@ fn sync_and_mark(
         .min(log.next_index());
     if let Err(e) = mark.write(durable_next) {
         // Only the detection of later damage is weakened.
-        tracing::warn!(error = %e, "cannot update the flush mark");
+        tracing::warn!(
+            error = &e as &dyn std::error::Error,
+            "cannot update the flush mark"
+        );
     }
     Ok(durable_next)
 }

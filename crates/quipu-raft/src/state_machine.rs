@@ -194,11 +194,11 @@ impl PartitionStateMachine {
             Ok(Some(Ok(checkpoint))) => Some(checkpoint),
             Ok(None) => None,
             Ok(Some(Err(e))) => {
-                tracing::warn!(dir = %self.file.dir.display(), error = %e, "undecodable applied-state checkpoint ignored");
+                tracing::warn!(dir = %self.file.dir.display(), error = &e as &dyn std::error::Error, "undecodable applied-state checkpoint ignored");
                 None
             }
             Err(e) => {
-                tracing::warn!(dir = %self.file.dir.display(), error = %e, "unreadable applied-state checkpoint ignored");
+                tracing::warn!(dir = %self.file.dir.display(), error = &e as &dyn std::error::Error, "unreadable applied-state checkpoint ignored");
                 None
             }
         };
@@ -477,7 +477,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
             // In the background: the next apply need not wait for the two fsyncs.
             tokio::spawn(async move {
                 if let Err(e) = write_checkpoint(&dir, checkpoint, tables, &written).await {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot write the applied-state checkpoint");
+                    tracing::warn!(dir = %dir.display(), error = &e as &dyn std::error::Error, "cannot write the applied-state checkpoint");
                 }
             });
         }
@@ -565,13 +565,21 @@ fn apply_group_records(groups: &mut quipu_groups::GroupsState, batch: &bytes::By
                 ) {
                     Ok(record) => groups.apply(record),
                     Err(e) => {
-                        tracing::warn!(base_offset = base, error = %e, "an undecodable group record is skipped")
+                        tracing::warn!(
+                            base_offset = base,
+                            error = &e as &dyn std::error::Error,
+                            "an undecodable group record is skipped"
+                        )
                     }
                 }
             }
         }
         Err(e) => {
-            tracing::warn!(base_offset = base, error = %e, "an undecodable batch of group records is skipped")
+            tracing::warn!(
+                base_offset = base,
+                error = &e as &dyn std::error::Error,
+                "an undecodable batch of group records is skipped"
+            )
         }
     }
 }

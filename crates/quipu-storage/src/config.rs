@@ -42,7 +42,9 @@ pub struct LogConfig {
     /// Largest size of each index file (they grow by doubling from 64 KiB); a full index seals
     /// the segment.
     pub index_bytes_max: u64,
-    /// Data files grow by this many preallocated bytes at a time (0: no preallocation).
+    /// Largest step by which an active data file's preallocated space grows (0: no
+    /// preallocation). Steps start at 64 KiB with the segment's first append and double with
+    /// its data up to this, so quiet segments reserve little disk.
     pub preallocate_bytes: u64,
     /// When data is synced.
     pub fsync: FsyncPolicy,

@@ -211,6 +211,9 @@ pub(crate) struct Segment {
     pub sealed: bool,
 }
 
+/// The first step by which an active segment's data file is preallocated (at its first append).
+pub(crate) const PREALLOCATE_FIRST_BYTES: u64 = 64 * 1024;
+
 fn index_capacity(config: &LogConfig) -> usize {
     usize::try_from(config.index_bytes_max / SLOT_LEN as u64).unwrap_or(usize::MAX)
 }
@@ -234,15 +237,9 @@ impl Segment {
         let (log_path, index_path, time_path) = segment_paths(dir, header.base_index);
         let file = io::create(&log_path).map_err(Failure::io(&log_path))?;
         io::write_at(&file, &log_path, &header.encode(), 0).map_err(Failure::io(&log_path))?;
-        let mut allocated_len = SEGMENT_HEADER_LEN as u64;
-        if config.preallocate_bytes > 0 {
-            let target = (allocated_len + config.preallocate_bytes).min(config.segment_bytes_max);
-            if target > allocated_len {
-                io::preallocate(&file, &log_path, allocated_len, target - allocated_len)
-                    .map_err(Failure::io(&log_path))?;
-                allocated_len = target;
-            }
-        }
+        // No space is preallocated before the first append ([`Segment::write_staged`]): an idle
+        // segment holds its header only, whatever `preallocate_bytes` says.
+        let allocated_len = SEGMENT_HEADER_LEN as u64;
         io::sync_all(&file, &log_path).map_err(Failure::io(&log_path))?;
         let map = mmap::map_read(
             &file,
@@ -658,6 +655,12 @@ impl Segment {
     }
 
     /// Writes the staged frames to the file (growing the preallocated region first).
+    ///
+    /// The region grows as the index files do, geometrically: each step preallocates as much as
+    /// the file already holds past its header, at least [`PREALLOCATE_FIRST_BYTES`] and at most
+    /// `preallocate_bytes`. So a busy segment soon grows by whole `preallocate_bytes` steps,
+    /// while a segment with little data reserves little disk (a node with thousands of quiet
+    /// partitions would otherwise hold `preallocate_bytes` of zeros for each).
     pub fn write_staged(
         &mut self,
         staging: &mut Vec<u8>,
@@ -668,8 +671,15 @@ impl Segment {
         }
         let end = self.written_len + staging.len() as u64;
         if config.preallocate_bytes > 0 && end > self.allocated_len {
+            let step = self
+                .allocated_len
+                .saturating_sub(SEGMENT_HEADER_LEN as u64)
+                .clamp(
+                    PREALLOCATE_FIRST_BYTES.min(config.preallocate_bytes),
+                    config.preallocate_bytes,
+                );
             let target = end
-                .max(self.allocated_len + config.preallocate_bytes)
+                .max(self.allocated_len + step)
                 .min(config.segment_bytes_max.max(end));
             io::preallocate(
                 &self.file,

@@ -424,3 +424,51 @@ fn an_entry_with_one_bad_batch_among_good_ones_is_refused_whole() {
         .unwrap();
     assert_eq!(log.next_offset(), Offset(4));
 }
+
+/// An active segment preallocates nothing before its first append, then grows in steps that
+/// double with its data, from 64 KiB up to `preallocate_bytes`: a node with thousands of quiet
+/// partitions does not hold `preallocate_bytes` of zeros for each (2,000 partitions reserved
+/// 32 GiB with one whole step at creation). The data reads back, before and after a reopen.
+#[test]
+fn preallocation_starts_at_the_first_append_and_doubles_up_to_its_step() {
+    const HEADER: u64 = 64; // the segment header (docs/format/segment.md)
+    const KIB: u64 = 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let config = || LogConfig {
+        preallocate_bytes: 1024 * KIB,
+        fsync: quipu_storage::FsyncPolicy::Never,
+        ..LogConfig::default()
+    };
+    let log_len = || {
+        let files = files_with_extension(dir.path(), "log");
+        assert_eq!(files.len(), 1, "{files:?}");
+        std::fs::metadata(&files[0]).unwrap().len()
+    };
+    let log = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(
+        log_len(),
+        HEADER,
+        "a segment with no entry reserves nothing"
+    );
+    let mut lengths = Vec::new();
+    for i in 0..400u64 {
+        log.append(&[records(i, 1, i, 1, 8000, 0)]).unwrap();
+        let len = log_len() - HEADER;
+        if lengths.last() != Some(&len) {
+            lengths.push(len);
+        }
+    }
+    // About 3.1 MiB of frames.
+    let steps: Vec<u64> = [64, 128, 256, 512, 1024, 2048, 3072, 4096]
+        .iter()
+        .map(|k| k * KIB)
+        .collect();
+    assert_eq!(lengths, steps[..lengths.len()], "{lengths:?}");
+    assert!(lengths.len() >= 7, "{lengths:?}");
+    let before = log.read_entries(0, 400, u64::MAX).unwrap();
+    assert_eq!(before.len(), 400);
+    log.close().unwrap();
+    let log = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(log.read_entries(0, 400, u64::MAX).unwrap(), before);
+    log.append(&[records(400, 1, 400, 1, 8000, 0)]).unwrap();
+}

@@ -60,7 +60,7 @@ pub fn reload_all(items: &[Arc<dyn Reload>], force: bool) {
             Ok(true) => tracing::info!(tls = ?item, "certificates reloaded"),
             Ok(false) => {}
             Err(e) => {
-                tracing::error!(tls = ?item, error = %e, "certificates not reloaded: the previous ones stay in use");
+                tracing::error!(tls = ?item, error = &e as &dyn std::error::Error, "certificates not reloaded: the previous ones stay in use");
             }
         }
     }

@@ -207,7 +207,10 @@ fn raise_open_file_limit() {
         Ok((before, after)) => {
             tracing::info!(?before, ?after, "open-file limit (RLIMIT_NOFILE)");
         }
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        Err(e) => tracing::warn!(
+            error = &e as &dyn std::error::Error,
+            "cannot raise the open-file limit"
+        ),
     }
 }
 
@@ -371,19 +374,37 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     let _ = stop_kafka.send(());
     match kafka.await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "the Kafka listener failed"),
-        Err(e) => tracing::warn!(error = %e, "the Kafka listener task failed"),
+        Ok(Err(e)) => tracing::warn!(
+            error = &e as &dyn std::error::Error,
+            "the Kafka listener failed"
+        ),
+        Err(e) => tracing::warn!(
+            error = &e as &dyn std::error::Error,
+            "the Kafka listener task failed"
+        ),
     }
     match api.await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "the client API failed"),
-        Err(e) => tracing::warn!(error = %e, "the client API task failed"),
+        Ok(Err(e)) => tracing::warn!(
+            error = &e as &dyn std::error::Error,
+            "the client API failed"
+        ),
+        Err(e) => tracing::warn!(
+            error = &e as &dyn std::error::Error,
+            "the client API task failed"
+        ),
     }
     let _ = stop_admin.send(());
     match admin.await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "the admin listener failed"),
-        Err(e) => tracing::warn!(error = %e, "the admin listener task failed"),
+        Ok(Err(e)) => tracing::warn!(
+            error = &e as &dyn std::error::Error,
+            "the admin listener failed"
+        ),
+        Err(e) => tracing::warn!(
+            error = &e as &dyn std::error::Error,
+            "the admin listener task failed"
+        ),
     }
     reloader.abort();
     tracing::info!(handed, "groups handed over; node stopped");
@@ -425,7 +446,10 @@ async fn simulate_power_loss() {
             bytes_cut = report.tails_cut.iter().map(|t| t.2).sum::<u64>(),
             "fault injection: simulated power loss"
         ),
-        Err(e) => tracing::error!(error = %e, "fault injection: power loss simulation failed"),
+        Err(e) => tracing::error!(
+            error = &e as &dyn std::error::Error,
+            "fault injection: power loss simulation failed"
+        ),
     }
     std::process::exit(137);
 }

@@ -323,7 +323,11 @@ fn persist_later(
     tokio::spawn(async move {
         let _writing = writing;
         if let Err(e) = write_state(&replica, record).await {
-            tracing::warn!(group, error = %e, "cannot write a group's state; it rebalances");
+            tracing::warn!(
+                group,
+                error = &e as &dyn std::error::Error,
+                "cannot write a group's state; it rebalances"
+            );
             inner.membership.force_rebalance(&group, term);
         }
     });
@@ -557,7 +561,11 @@ impl NodeHandle {
                         reply.map_err(CoordinatorError::Group)
                     }
                     Err(e) => {
-                        tracing::warn!(group, error = %e, "cannot write a group's new generation; it rebalances");
+                        tracing::warn!(
+                            group,
+                            error = &e as &dyn std::error::Error,
+                            "cannot write a group's new generation; it rebalances"
+                        );
                         deliveries.refuse_syncs(&GroupError::RebalanceInProgress);
                         self.inner.membership.force_rebalance(group, term);
                         Err(e)
