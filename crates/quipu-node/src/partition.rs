@@ -956,7 +956,7 @@ impl Partition {
         if matches!(source, quipu_storage::ReadError::Corrupt { .. })
             && !self.damaged.swap(true, std::sync::atomic::Ordering::SeqCst)
         {
-            tracing::error!(group = %self.group, error = %source, "damaged log: the replica will be verified and rebuilt");
+            tracing::error!(group = %self.group, error = &source as &dyn std::error::Error, "damaged log: the replica will be verified and rebuilt");
         }
         FetchError::Read {
             group: self.group,
