@@ -105,6 +105,7 @@ pub(crate) async fn run_controller_voters(inner: Arc<Inner>) {
         name_cluster(&inner.control).await;
         if let Err(e) = reconcile_voters(&inner.control, inner.config.controller_voters).await {
             tracing::warn!(
+                // A boxed error is not an `Error` itself: the one it holds is.
                 error = &*e as &dyn std::error::Error,
                 "cannot change the controller group's members yet"
             );

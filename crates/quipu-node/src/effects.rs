@@ -91,7 +91,6 @@ pub(crate) async fn carry_out_effects(
                     Ok(Err(e)) => tracing::error!(
                         node_id = inner.config.node_id,
                         error = &e as &dyn std::error::Error,
-                        source = ?std::error::Error::source(&e),
                         "cannot keep the cluster id: this node's transport goes on without it"
                     ),
                     Err(e) => tracing::error!(

@@ -208,7 +208,11 @@ pub(crate) async fn ask_to_campaign(
                     started
                 }
                 Ok(Err(status)) => {
-                    tracing::warn!(successor, %status, "handoff refused");
+                    tracing::warn!(
+                        successor,
+                        status = &status as &dyn std::error::Error,
+                        "handoff refused"
+                    );
                     Vec::new()
                 }
                 Err(_) => {

@@ -111,10 +111,8 @@ pub(crate) async fn run_reassignments(inner: Arc<Inner>) {
                     Ok(true) => tracing::info!(%group, replicas = ?target, "partition moved"),
                     Ok(false) => {}
                     Err(e) => {
-                        let cause = std::error::Error::source(&e).map(ToString::to_string);
                         tracing::warn!(
                             error = &e as &dyn std::error::Error,
-                            ?cause,
                             "partition move interrupted; retried"
                         );
                     }

@@ -425,8 +425,7 @@ pub(crate) async fn run_reopen_stopped(inner: Arc<Inner>) {
             match inner.reopen_partition(group).await {
                 Ok(()) => tracing::info!(%group, "replica reopened"),
                 Err(e) => {
-                    let cause = std::error::Error::source(&e).map(ToString::to_string);
-                    tracing::error!(%group, error = &e as &dyn std::error::Error, ?cause, retry_in = ?*pause, "cannot reopen the replica")
+                    tracing::error!(%group, error = &e as &dyn std::error::Error, retry_in = ?*pause, "cannot reopen the replica")
                 }
             }
             *next = tokio::time::Instant::now() + *pause;

@@ -43,8 +43,9 @@ pub struct LogConfig {
     /// the segment.
     pub index_bytes_max: u64,
     /// Largest step by which an active data file's preallocated space grows (0: no
-    /// preallocation). Steps start at 64 KiB with the segment's first append and double with
-    /// its data up to this, so quiet segments reserve little disk.
+    /// preallocation). Nothing is preallocated before a segment's first append; then each step
+    /// is what the file already holds, at least 64 KiB (or this, if smaller) and at most this,
+    /// so quiet segments reserve little disk.
     pub preallocate_bytes: u64,
     /// When data is synced.
     pub fsync: FsyncPolicy,

@@ -6,7 +6,9 @@
 //! - bytes below `data_len` never change while any reader holds the map (`truncate_to` copies
 //!   instead of shrinking a shared map);
 //! - a sealed segment's data and index files are trimmed and synced: after a crash only the last
-//!   segment needs its tail verified.
+//!   segment needs its tail verified;
+//! - space preallocated past the data grows with it: none before the first append, then steps
+//!   of what the file already holds (so quiet segments reserve little disk).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -212,7 +214,7 @@ pub(crate) struct Segment {
 }
 
 /// The first step by which an active segment's data file is preallocated (at its first append).
-pub(crate) const PREALLOCATE_FIRST_BYTES: u64 = 64 * 1024;
+const PREALLOCATE_FIRST_BYTES: u64 = 64 * 1024;
 
 fn index_capacity(config: &LogConfig) -> usize {
     usize::try_from(config.index_bytes_max / SLOT_LEN as u64).unwrap_or(usize::MAX)
@@ -657,10 +659,12 @@ impl Segment {
     /// Writes the staged frames to the file (growing the preallocated region first).
     ///
     /// The region grows as the index files do, geometrically: each step preallocates as much as
-    /// the file already holds past its header, at least [`PREALLOCATE_FIRST_BYTES`] and at most
-    /// `preallocate_bytes`. So a busy segment soon grows by whole `preallocate_bytes` steps,
-    /// while a segment with little data reserves little disk (a node with thousands of quiet
-    /// partitions would otherwise hold `preallocate_bytes` of zeros for each).
+    /// the file already holds past its header, at least [`PREALLOCATE_FIRST_BYTES`] (or
+    /// `preallocate_bytes` if smaller) and at most `preallocate_bytes`, and always to the end of
+    /// what is written (an append larger than a step grows the file to its end). So a busy
+    /// segment soon grows by whole `preallocate_bytes` steps, while a segment with little data
+    /// reserves little disk (thousands of quiet partitions would otherwise hold
+    /// `preallocate_bytes` of zeros each).
     pub fn write_staged(
         &mut self,
         staging: &mut Vec<u8>,

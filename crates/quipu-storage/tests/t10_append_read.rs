@@ -425,50 +425,82 @@ fn an_entry_with_one_bad_batch_among_good_ones_is_refused_whole() {
     assert_eq!(log.next_offset(), Offset(4));
 }
 
-/// An active segment preallocates nothing before its first append, then grows in steps that
-/// double with its data, from 64 KiB up to `preallocate_bytes`: a node with thousands of quiet
-/// partitions does not hold `preallocate_bytes` of zeros for each (2,000 partitions reserved
-/// 32 GiB with one whole step at creation). The data reads back, before and after a reopen.
+/// An active segment preallocates nothing before its first append, then grows in steps of what
+/// it already holds past its header, from 64 KiB (or `preallocate_bytes` if smaller) up to
+/// `preallocate_bytes`, and at least to the end of what was written: a node with thousands of
+/// quiet partitions does not hold `preallocate_bytes` of zeros for each (1,824 empty partitions
+/// held 29 GB with one whole 16 MiB step at creation). The data reads back, before and after a
+/// reopen.
 #[test]
 fn preallocation_starts_at_the_first_append_and_doubles_up_to_its_step() {
-    const HEADER: u64 = 64; // the segment header (docs/format/segment.md)
     const KIB: u64 = 1024;
-    let dir = tempfile::tempdir().unwrap();
-    let config = || LogConfig {
-        preallocate_bytes: 1024 * KIB,
-        fsync: quipu_storage::FsyncPolicy::Never,
-        ..LogConfig::default()
-    };
-    let log_len = || {
-        let files = files_with_extension(dir.path(), "log");
-        assert_eq!(files.len(), 1, "{files:?}");
-        std::fs::metadata(&files[0]).unwrap().len()
-    };
-    let log = Log::open(dir.path(), config()).unwrap();
-    assert_eq!(
-        log_len(),
-        HEADER,
-        "a segment with no entry reserves nothing"
-    );
-    let mut lengths = Vec::new();
-    for i in 0..400u64 {
-        log.append(&[records(i, 1, i, 1, 8000, 0)]).unwrap();
-        let len = log_len() - HEADER;
-        if lengths.last() != Some(&len) {
-            lengths.push(len);
+    let header = quipu_storage::SEGMENT_HEADER_LEN as u64;
+    // (preallocate_bytes, value bytes of each entry, the file's lengths past its header in turn)
+    let cases: [(u64, &[usize], &[u64]); 3] = [
+        // 1 MiB steps, 400 entries of about 8 KiB: doubling from 64 KiB, then 1 MiB at a time.
+        (
+            1024 * KIB,
+            &[8000; 400],
+            &[64, 128, 256, 512, 1024, 2048, 3072, 4096],
+        ),
+        // A step below 64 KiB: every step is that step.
+        (
+            16 * KIB,
+            &[4000; 40],
+            &[16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192],
+        ),
+        // A first entry larger than the first step grows the file to the entry's end (not a
+        // step past it); the next step doubles what the file then holds.
+        (1024 * KIB, &[200_000, 100], &[]),
+    ];
+    for (preallocate_bytes, values, lengths_kib) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let config = || LogConfig {
+            preallocate_bytes,
+            fsync: quipu_storage::FsyncPolicy::Never,
+            ..LogConfig::default()
+        };
+        let log_len = || {
+            let files = files_with_extension(dir.path(), "log");
+            assert_eq!(files.len(), 1, "{files:?}");
+            std::fs::metadata(&files[0]).unwrap().len()
+        };
+        let log = Log::open(dir.path(), config()).unwrap();
+        assert_eq!(
+            log_len(),
+            header,
+            "a segment with no entry reserves nothing"
+        );
+        let mut lengths = Vec::new();
+        for (i, value_len) in values.iter().enumerate() {
+            let i = i as u64;
+            log.append(&[records(i, 1, i, 1, *value_len, 0)]).unwrap();
+            let len = log_len() - header;
+            if lengths.last() != Some(&len) {
+                lengths.push(len);
+            }
         }
+        if lengths_kib.is_empty() {
+            let (first, second) = (lengths[0], lengths[1]);
+            assert!(
+                (200_000..200_000 + KIB).contains(&first),
+                "grown to the first entry's end: {lengths:?}"
+            );
+            assert_eq!(second, 2 * first, "{lengths:?}");
+        } else {
+            let wanted: Vec<u64> = lengths_kib.iter().map(|k| k * KIB).collect();
+            // The last step depends on the frames' exact sizes: the steps before it do not.
+            assert!(
+                lengths.len() >= wanted.len() - 2 && wanted.starts_with(&lengths),
+                "preallocate_bytes {preallocate_bytes}: {lengths:?}"
+            );
+        }
+        let count = values.len() as u64;
+        let before = log.read_entries(0, count, u64::MAX).unwrap();
+        assert_eq!(before.len() as u64, count);
+        log.close().unwrap();
+        let log = Log::open(dir.path(), config()).unwrap();
+        assert_eq!(log.read_entries(0, count, u64::MAX).unwrap(), before);
+        log.append(&[records(count, 1, count, 1, 100, 0)]).unwrap();
     }
-    // About 3.1 MiB of frames.
-    let steps: Vec<u64> = [64, 128, 256, 512, 1024, 2048, 3072, 4096]
-        .iter()
-        .map(|k| k * KIB)
-        .collect();
-    assert_eq!(lengths, steps[..lengths.len()], "{lengths:?}");
-    assert!(lengths.len() >= 7, "{lengths:?}");
-    let before = log.read_entries(0, 400, u64::MAX).unwrap();
-    assert_eq!(before.len(), 400);
-    log.close().unwrap();
-    let log = Log::open(dir.path(), config()).unwrap();
-    assert_eq!(log.read_entries(0, 400, u64::MAX).unwrap(), before);
-    log.append(&[records(400, 1, 400, 1, 8000, 0)]).unwrap();
 }
