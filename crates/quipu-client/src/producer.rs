@@ -291,11 +291,15 @@ impl State {
     ) -> (u32, bool, Option<u64>) {
         let partition = match chosen {
             Some(partition) => partition,
-            None => {
-                // The topics' first choices spread over partitions.
-                let first = u32::try_from(self.sticky.len() % 1024).unwrap_or(0) % count.max(1);
-                *self.sticky.entry(topic.to_string()).or_insert(first)
-            }
+            None => match self.sticky.get(topic) {
+                Some(sticky) => *sticky,
+                None => {
+                    // The topics' first choices spread over partitions.
+                    let first = u32::try_from(self.sticky.len() % 1024).unwrap_or(0) % count.max(1);
+                    self.sticky.insert(topic.to_string(), first);
+                    first
+                }
+            },
         };
         let generation = self.next_generation;
         let mut opened = false;

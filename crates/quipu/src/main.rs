@@ -372,43 +372,25 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     let handed = node.shutdown().await;
     let _ = stop_api.send(());
     let _ = stop_kafka.send(());
-    match kafka.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(
-            error = &e as &dyn std::error::Error,
-            "the Kafka listener failed"
-        ),
-        Err(e) => tracing::warn!(
-            error = &e as &dyn std::error::Error,
-            "the Kafka listener task failed"
-        ),
-    }
-    match api.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(
-            error = &e as &dyn std::error::Error,
-            "the client API failed"
-        ),
-        Err(e) => tracing::warn!(
-            error = &e as &dyn std::error::Error,
-            "the client API task failed"
-        ),
-    }
+    log_listener_end("the Kafka listener", kafka.await);
+    log_listener_end("the client API", api.await);
     let _ = stop_admin.send(());
-    match admin.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(
-            error = &e as &dyn std::error::Error,
-            "the admin listener failed"
-        ),
-        Err(e) => tracing::warn!(
-            error = &e as &dyn std::error::Error,
-            "the admin listener task failed"
-        ),
-    }
+    log_listener_end("the admin listener", admin.await);
     reloader.abort();
     tracing::info!(handed, "groups handed over; node stopped");
     Ok(())
+}
+
+/// Logs how a listener's task ended (`what` names the listener), unless it ended well.
+fn log_listener_end<E: std::error::Error + 'static>(
+    what: &str,
+    ended: Result<Result<(), E>, tokio::task::JoinError>,
+) {
+    match ended {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = &e as &dyn std::error::Error, "{what} failed"),
+        Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "{what}'s task failed"),
+    }
 }
 
 /// Resolves on SIGUSR1 when built with `fault-injection`; never otherwise.
