@@ -19,7 +19,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::producer::{Closed, ProducerConfig, Waiter, resolve};
+use crate::producer::{Closed, Hold, ProducerConfig, Waiter, resolve};
 use crate::{Client, ClientError};
 
 /// Most batches of one partition on their way at once (Kafka's limit for idempotence).
@@ -52,6 +52,9 @@ struct InFlight {
     records: i32,
     waiters: Vec<Waiter>,
     resends: u32,
+    /// Its records' room in the producer's buffer and its place among the partition's
+    /// outstanding batches, given back when it is dropped (settled).
+    _hold: Hold,
 }
 
 struct Sender {
@@ -124,7 +127,11 @@ impl Sender {
     /// Numbers a new batch as the next of the sequence (taking a producer id first if there is
     /// none) and sends it; `None` if it failed at once (its waiters are answered).
     async fn start(&mut self, closed: Closed) -> Option<InFlight> {
-        let Closed { builder, waiters } = closed;
+        let Closed {
+            builder,
+            waiters,
+            hold,
+        } = closed;
         let records = i32::try_from(builder.len()).unwrap_or(i32::MAX);
         let sequence = match self.sequence().await {
             Ok(sequence) => sequence,
@@ -153,6 +160,7 @@ impl Sender {
             records,
             waiters,
             resends: 0,
+            _hold: hold,
         })
     }
 

@@ -69,7 +69,7 @@ pub use error::ClientError;
 pub use groups::{Assignment, Committed, GroupConsumer, GroupConsumerConfig, OffsetMove};
 pub use idempotent::IN_FLIGHT_MAX;
 pub use murmur2::{murmur2, partition_for_key};
-pub use producer::{Producer, ProducerConfig, Sent};
+pub use producer::{Producer, ProducerConfig, RECORD_OVERHEAD_BYTES, Sent};
 pub use quipu_proto::v1::{
     ClusterDescription as Cluster, GroupDescription, GroupMember, ListedGroup, NodeDescription,
     PartitionDescription, ReadReplicaResponse as ReplicaContents, TopicConfig,

@@ -1,6 +1,12 @@
 //! [`Producer`]: batches records per partition (linger, batch bytes), picks partitions as Kafka's
 //! default partitioner does, and sends each partition's batches one at a time, in order.
 //!
+//! The records it holds (open, queued and on their way) are bounded by `buffer_bytes` across
+//! every partition, as Kafka's `buffer.memory` bounds a Kafka producer: `send` waits for room. A
+//! batch whose linger ran out goes only when none of its partition's batches is outstanding;
+//! until then it gathers records (full, it goes at once), so busy partitions send fewer, larger
+//! batches.
+//!
 //! By default it is idempotent (with acks 1 or all): it takes a producer id from the cluster,
 //! numbers each partition's records, keeps up to five batches of a partition on their way, and
 //! retries a batch whatever the outcome of the last try until it is acknowledged or its delivery
@@ -8,11 +14,12 @@
 //! `crate::idempotent`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quipu_record::{BatchBuilder, Compression};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::{AckLevel, Client, ClientError, partition_for_key};
 
@@ -39,7 +46,16 @@ pub struct ProducerConfig {
     /// [`crate::IN_FLIGHT_MAX`] (Kafka's `max.in.flight.requests.per.connection`); they are
     /// acknowledged in order. A plain producer sends one at a time.
     pub max_in_flight: usize,
+    /// Bytes of records the producer holds at once, across every partition, from `send` until
+    /// their batch is acknowledged or fails (Kafka's `buffer.memory`): `send` waits for room. A
+    /// record counts its key, value and headers and [`RECORD_OVERHEAD_BYTES`]; one larger than
+    /// this is refused.
+    pub buffer_bytes: usize,
 }
+
+/// What a record counts against [`ProducerConfig::buffer_bytes`] beyond its key, value and
+/// headers: about its framing in a batch (length, attributes, deltas, lengths).
+pub const RECORD_OVERHEAD_BYTES: usize = 16;
 
 impl Default for ProducerConfig {
     fn default() -> Self {
@@ -51,6 +67,7 @@ impl Default for ProducerConfig {
             idempotent: true,
             delivery_timeout: Duration::from_secs(120),
             max_in_flight: crate::IN_FLIGHT_MAX,
+            buffer_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -72,6 +89,9 @@ pub(crate) type Waiter = oneshot::Sender<Result<Sent, ClientError>>;
 struct Open {
     builder: BatchBuilder,
     waiters: Vec<Waiter>,
+    /// The room its records take in the producer's buffer, given back when the batch is dropped
+    /// (after it is acknowledged or fails).
+    room: OwnedSemaphorePermit,
     /// Distinguishes this batch from later ones of the same partition (for the linger timer).
     generation: u64,
 }
@@ -80,12 +100,33 @@ struct Open {
 pub(crate) struct Closed {
     pub(crate) builder: BatchBuilder,
     pub(crate) waiters: Vec<Waiter>,
+    pub(crate) hold: Hold,
+}
+
+/// What a closed batch holds until it is dropped (acknowledged, or failed for good): its
+/// records' room in the producer's buffer, and a place among its partition's outstanding
+/// batches.
+pub(crate) struct Hold {
+    _room: OwnedSemaphorePermit,
+    outstanding: Arc<AtomicUsize>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A partition's sender: its queue, and how many of its batches are queued or on their way.
+struct Queue {
+    batches: mpsc::Sender<Closed>,
+    outstanding: Arc<AtomicUsize>,
 }
 
 #[derive(Default)]
 struct State {
     open: HashMap<(String, u32), Open>,
-    senders: HashMap<(String, u32), mpsc::Sender<Closed>>,
+    senders: HashMap<(String, u32), Queue>,
     partition_counts: HashMap<String, u32>,
     /// The partition keyless records of a topic go to until its batch is sent (sticky).
     sticky: HashMap<String, u32>,
@@ -98,6 +139,8 @@ pub struct Producer {
     client: Client,
     config: ProducerConfig,
     state: Arc<Mutex<State>>,
+    /// The room left in the buffer, in bytes (`ProducerConfig::buffer_bytes`).
+    buffer: Arc<Semaphore>,
     /// The producer id every partition's idempotent sender starts under (taken at the first
     /// batch), as a Kafka producer has one: each partition numbers its own sequence under it.
     id: crate::idempotent::SharedId,
@@ -116,6 +159,9 @@ impl Producer {
     pub fn new(client: &Client, config: ProducerConfig) -> Producer {
         Producer {
             client: client.clone(),
+            buffer: Arc::new(Semaphore::new(
+                config.buffer_bytes.min(Semaphore::MAX_PERMITS),
+            )),
             config,
             state: Arc::default(),
             id: crate::idempotent::SharedId::default(),
@@ -140,10 +186,31 @@ impl Producer {
         Ok(count)
     }
 
+    /// Room for a record of `bytes` in the buffer, once there is (records of other tasks
+    /// waiting before it go first).
+    async fn room(&self, bytes: usize) -> Result<OwnedSemaphorePermit, ClientError> {
+        let limit = self.config.buffer_bytes.min(Semaphore::MAX_PERMITS);
+        let permits = u32::try_from(bytes)
+            .ok()
+            .filter(|&n| n as usize <= limit)
+            .ok_or_else(|| {
+                ClientError::InvalidArgument(format!(
+                    "a record of {bytes} bytes (key, value, headers and framing) does not fit \
+                     the producer's buffer of {limit} bytes (buffer_bytes)"
+                ))
+            })?;
+        Arc::clone(&self.buffer)
+            .acquire_many_owned(permits)
+            .await
+            .map_err(|_| ClientError::Other("the producer stopped".to_string()))
+    }
+
     /// Queues one record and returns a future that resolves when its batch is acknowledged.
     /// The partition is `partition` if given, else Kafka's murmur2 of the key, else a sticky
     /// partition that changes with each batch. Records of one partition are acknowledged in the
-    /// order they were sent.
+    /// order they were sent. Waits first for room in the producer's buffer
+    /// ([`ProducerConfig::buffer_bytes`]): batches give theirs back when they are acknowledged
+    /// or fail, and an open batch is sent at the latest when its linger runs out.
     pub async fn send(
         &self,
         topic: &str,
@@ -164,6 +231,18 @@ impl Producer {
             (None, Some(key)) => Some(partition_for_key(key, count)),
             (None, None) => None,
         };
+        let headers_bytes: usize = headers
+            .iter()
+            .map(|(name, value)| name.len() + value.map_or(0, <[u8]>::len))
+            .sum();
+        let room = self
+            .room(
+                key.map_or(0, <[u8]>::len)
+                    + value.map_or(0, <[u8]>::len)
+                    + headers_bytes
+                    + RECORD_OVERHEAD_BYTES,
+            )
+            .await?;
         let timestamp_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -171,10 +250,10 @@ impl Producer {
         let (partition, full, start_timer) = self.lock().place(
             topic,
             chosen,
-            count,
             &self.config,
             |builder| builder.push(timestamp_ms, key, value, headers),
             tx,
+            room,
         );
         if full {
             self.close(topic, partition, None).await;
@@ -182,8 +261,12 @@ impl Producer {
             let producer = self.clone();
             let topic = topic.to_string();
             tokio::spawn(async move {
-                tokio::time::sleep(producer.config.linger).await;
-                producer.close(&topic, partition, Some(generation)).await;
+                loop {
+                    tokio::time::sleep(producer.config.linger).await;
+                    if !producer.close(&topic, partition, Some(generation)).await {
+                        break;
+                    }
+                }
             });
         }
         Ok(rx)
@@ -197,41 +280,49 @@ impl Producer {
         }
     }
 
-    /// Hands the open batch of a partition to its sender (if `generation` is given, only that
-    /// batch: a linger timer must not close a later one).
-    async fn close(&self, topic: &str, partition: u32, generation: Option<u64>) {
+    /// Hands the open batch of a partition to its sender. With `generation` (its linger ran
+    /// out), only that batch, for a linger timer must not close a later one; and only if none
+    /// of the partition's batches is queued or on its way, otherwise it stays open, gathering
+    /// records, and this returns true (the timer tries again after another linger). A full
+    /// batch goes at once. As a Kafka producer's batch waits, growing, until its connection can
+    /// take it: closed at once, the batches of a busy partition would each hold the few records
+    /// that arrived within a linger (with keyed records on many partitions, a record or two
+    /// each), and a batch costs the cluster a request and a Raft entry whatever it holds. So a
+    /// partition's batches grow with the time its last one took.
+    async fn close(&self, topic: &str, partition: u32, generation: Option<u64>) -> bool {
         let slot = (topic.to_string(), partition);
-        let closes = |open: Option<&Open>| {
-            open.is_some_and(|open| generation.is_none_or(|g| g == open.generation))
-        };
-        let sender = {
-            let mut state = self.lock();
-            if !closes(state.open.get(&slot)) {
-                return;
-            }
-            state
-                .senders
-                .entry(slot.clone())
-                .or_insert_with(|| self.spawn_sender(topic.to_string(), partition))
-                .clone()
+        let closing = self.lock().closing(&slot, generation, || {
+            self.spawn_sender(topic.to_string(), partition)
+        });
+        let (sender, outstanding) = match closing {
+            Closing::Gone => return false,
+            Closing::Busy => return true,
+            Closing::Go(sender, outstanding) => (sender, outstanding),
         };
         // Room in the partition's queue first, then the batch taken and queued under one lock:
         // batches enter the queue in the order they were closed. (Taking the batch, then
         // waiting for room, let a later batch of the partition overtake it on another thread.)
         let permit = sender.reserve().await;
         let mut state = self.lock();
-        if !closes(state.open.get(&slot)) {
-            return; // closed by another caller meanwhile
+        if !is_open(state.open.get(&slot), generation) {
+            return false; // closed by another caller meanwhile
         }
         let Some(open) = state.take(topic, partition) else {
-            return;
+            return false;
         };
         // Still under the lock: no other batch of the partition is queued between.
         match permit {
-            Ok(permit) => permit.send(Closed {
-                builder: open.builder,
-                waiters: open.waiters,
-            }),
+            Ok(permit) => {
+                outstanding.fetch_add(1, Ordering::AcqRel);
+                permit.send(Closed {
+                    builder: open.builder,
+                    waiters: open.waiters,
+                    hold: Hold {
+                        _room: open.room,
+                        outstanding,
+                    },
+                });
+            }
             Err(_) => {
                 for waiter in open.waiters {
                     let _ =
@@ -240,6 +331,7 @@ impl Producer {
             }
         }
         drop(state);
+        false
     }
 
     /// One task per partition sends its batches: a plain producer one at a time, so they
@@ -264,17 +356,57 @@ impl Producer {
                     ))),
                 };
                 resolve(batch.waiters, result, partition);
+                drop(batch.hold); // after the answers: the room comes back with the batch
             }
         });
         tx
     }
 }
 
+/// Whether `open` is a batch to close: any, or only generation `generation` if given.
+fn is_open(open: Option<&Open>, generation: Option<u64>) -> bool {
+    matches!(open, Some(open) if generation.is_none_or(|g| g == open.generation))
+}
+
+/// What [`State::closing`] found.
+enum Closing {
+    /// No such batch open (closed meanwhile, or a later one).
+    Gone,
+    /// A lingered batch of a partition with batches outstanding: it stays open.
+    Busy,
+    /// The batch goes to this queue, one more of the partition's outstanding batches.
+    Go(mpsc::Sender<Closed>, Arc<AtomicUsize>),
+}
+
 impl State {
+    /// Whether the open batch of `slot` (only generation `generation` if given, which means
+    /// its linger ran out) is to be closed now: a lingered batch stays open while any of its
+    /// partition's batches is queued or on its way ([`Producer::close`]). The partition's
+    /// sender is made by `spawn` if it has none yet.
+    fn closing(
+        &mut self,
+        slot: &(String, u32),
+        generation: Option<u64>,
+        spawn: impl FnOnce() -> mpsc::Sender<Closed>,
+    ) -> Closing {
+        if !is_open(self.open.get(slot), generation) {
+            return Closing::Gone;
+        }
+        let queue = self.senders.entry(slot.clone()).or_insert_with(|| Queue {
+            batches: spawn(),
+            outstanding: Arc::default(),
+        });
+        if generation.is_some() && queue.outstanding.load(Ordering::Acquire) > 0 {
+            return Closing::Busy;
+        }
+        Closing::Go(queue.batches.clone(), Arc::clone(&queue.outstanding))
+    }
+
     /// Adds a record (`push`, answered through `waiter`) to the open batch of its partition,
     /// opening one if there is none: `chosen`, or for a keyless record the partition sticky
-    /// now. Returns the partition, whether its batch is full (`config.batch_bytes`), and the
-    /// generation of a batch just opened (its linger timer starts).
+    /// now (of the topic's count in `partition_counts`). Returns the partition, whether its batch is full (`config.batch_bytes`), and the
+    /// generation of a batch just opened (its linger timer starts). The record's `room` in the
+    /// buffer joins its batch's.
     ///
     /// The sticky partition is read only here, under the lock the record is added under: read
     /// under an earlier one, a batch closed meanwhile (which moves the sticky partition on,
@@ -284,10 +416,10 @@ impl State {
         &mut self,
         topic: &str,
         chosen: Option<u32>,
-        count: u32,
         config: &ProducerConfig,
         push: impl FnOnce(&mut BatchBuilder),
         waiter: Waiter,
+        room: OwnedSemaphorePermit,
     ) -> (u32, bool, Option<u64>) {
         let partition = match chosen {
             Some(partition) => partition,
@@ -295,6 +427,7 @@ impl State {
                 Some(sticky) => *sticky,
                 None => {
                     // The topics' first choices spread over partitions.
+                    let count = self.partition_counts.get(topic).copied().unwrap_or(1);
                     let first = u32::try_from(self.sticky.len() % 1024).unwrap_or(0) % count.max(1);
                     self.sticky.insert(topic.to_string(), first);
                     first
@@ -303,6 +436,7 @@ impl State {
         };
         let generation = self.next_generation;
         let mut opened = false;
+        let mut room = Some(room);
         let open = self
             .open
             .entry((topic.to_string(), partition))
@@ -311,9 +445,13 @@ impl State {
                 Open {
                     builder: BatchBuilder::new(0, config.compression),
                     waiters: Vec::new(),
+                    room: room.take().expect("taken once"),
                     generation,
                 }
             });
+        if let Some(room) = room {
+            open.room.merge(room);
+        }
         push(&mut open.builder);
         open.waiters.push(waiter);
         let full = open.builder.size_bytes() >= config.batch_bytes;
@@ -358,17 +496,19 @@ pub(crate) fn resolve(
 mod tests {
     use super::*;
 
-    /// Places a keyless record of 200 bytes in `state` (a topic "t" of 8 partitions).
-    fn keyless(state: &mut State, config: &ProducerConfig) -> (u32, bool) {
+    /// Places a keyless record of 200 bytes in `state` (a topic "t" of 8 partitions), its room
+    /// taken from `buffer`.
+    fn keyless(state: &mut State, config: &ProducerConfig, buffer: &Arc<Semaphore>) -> (u32, bool) {
         let (waiter, _) = oneshot::channel();
         let value = [7u8; 200];
+        let room = Arc::clone(buffer).try_acquire_many_owned(216).unwrap();
         let (partition, full, _) = state.place(
             "t",
             None,
-            8,
             config,
             |b| b.push(0, None, Some(&value), &[]),
             waiter,
+            room,
         );
         (partition, full)
     }
@@ -386,14 +526,17 @@ mod tests {
         };
         let mut state = State::default();
         state.partition_counts.insert("t".to_string(), 8);
+        let buffer = Arc::new(Semaphore::new(1024 * 1024));
         let mut visited = Vec::new();
         for _ in 0..60 {
-            let (partition, full) = keyless(&mut state, &config);
+            let (partition, full) = keyless(&mut state, &config, &buffer);
             let open: Vec<u32> = state.open.keys().map(|(_, p)| *p).collect();
             assert_eq!(open, vec![partition], "batches open: {open:?}");
             if full {
                 let taken = state.take("t", partition).unwrap();
                 assert!(taken.builder.size_bytes() >= config.batch_bytes);
+                // The batch holds its records' room until it is dropped.
+                assert_eq!(taken.room.num_permits(), 216 * taken.waiters.len());
                 visited.push(partition);
             }
         }
@@ -403,10 +546,54 @@ mod tests {
             assert_eq!(pair[1], (pair[0] + 1) % 8, "{visited:?}");
         }
         // A batch taken before it filled (its linger ran out) moves the sticky partition too.
-        let (partition, full) = keyless(&mut state, &config);
+        let (partition, full) = keyless(&mut state, &config, &buffer);
         assert!(!full);
         state.take("t", partition).unwrap();
-        let (next, _) = keyless(&mut state, &config);
+        let (next, _) = keyless(&mut state, &config, &buffer);
         assert_eq!(next, (partition + 1) % 8);
+    }
+
+    /// A batch whose linger ran out stays open, gathering records, while a batch of its
+    /// partition is outstanding (queued or on its way); a full batch or a flush closes it
+    /// anyway, and once the outstanding batch is dropped the lingered one goes.
+    #[test]
+    fn a_lingered_batch_waits_while_its_partition_is_busy() {
+        let config = ProducerConfig::default();
+        let mut state = State::default();
+        state.partition_counts.insert("t".to_string(), 8);
+        let buffer = Arc::new(Semaphore::new(1024 * 1024));
+        let (partition, _) = keyless(&mut state, &config, &buffer);
+        let slot = ("t".to_string(), partition);
+        let generation = state.open[&slot].generation;
+        let (queue, _receiver) = mpsc::channel(QUEUED_BATCHES_MAX);
+        // The partition has no batch outstanding: the lingered batch goes.
+        let Closing::Go(_, outstanding) = state.closing(&slot, Some(generation), || queue) else {
+            panic!("an idle partition's lingered batch stayed open");
+        };
+        // One batch of the partition on its way (as `Producer::close` counts it).
+        outstanding.fetch_add(1, Ordering::AcqRel);
+        let hold = Hold {
+            _room: Arc::clone(&buffer).try_acquire_many_owned(1).unwrap(),
+            outstanding,
+        };
+        let never = || unreachable!("the partition has a sender");
+        assert!(matches!(
+            state.closing(&slot, Some(generation), never),
+            Closing::Busy
+        ));
+        // A later batch's timer finds nothing to close; a flush (or a full batch) goes anyway.
+        assert!(matches!(
+            state.closing(&slot, Some(generation + 1), never),
+            Closing::Gone
+        ));
+        assert!(matches!(state.closing(&slot, None, never), Closing::Go(..)));
+        // Acknowledged: the partition is idle again, and the buffer has its room back.
+        let available = buffer.available_permits();
+        drop(hold);
+        assert_eq!(buffer.available_permits(), available + 1);
+        assert!(matches!(
+            state.closing(&slot, Some(generation), never),
+            Closing::Go(..)
+        ));
     }
 }

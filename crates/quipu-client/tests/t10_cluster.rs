@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use quipu_client::{
-    AckLevel, Client, ClientError, Consumer, Producer, ProducerConfig, StartAt, TopicConfig,
-    partition_for_key,
+    AckLevel, Client, ClientError, Consumer, Producer, ProducerConfig, RECORD_OVERHEAD_BYTES,
+    StartAt, TopicConfig, partition_for_key,
 };
 use quipu_node::{Node, NodeConfig};
 use quipu_storage::LogConfig;
@@ -550,6 +550,67 @@ async fn batches_keep_the_order_records_were_sent_in() {
             "record {i} got offset {offset}, after {previous:?}"
         );
         previous = Some(offset);
+    }
+    cluster.stop().await;
+}
+
+/// A producer holds at most `buffer_bytes` of records across its partitions (Kafka's
+/// `buffer.memory`): a record that does not fit waits until a batch is acknowledged and gives its
+/// room back, and a record larger than the whole buffer is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_buffer_bounds_the_records_a_producer_holds() {
+    let cluster = cluster().await;
+    let client = cluster.registered_client().await;
+    client
+        .create_topic("bounded", 2, 3, TopicConfig::default())
+        .await
+        .unwrap();
+    let value = vec![b'b'; 1000];
+    let record = value.len() + RECORD_OVERHEAD_BYTES;
+    let producer = Producer::new(
+        &client,
+        ProducerConfig {
+            // Nothing goes before a flush: the room comes back only with acknowledgements.
+            linger: Duration::from_secs(3600),
+            batch_bytes: 1024 * 1024,
+            buffer_bytes: 4 * record,
+            ..ProducerConfig::default()
+        },
+    );
+    let mut acks = Vec::new();
+    for i in 0..4u32 {
+        let send = producer.send("bounded", Some(i % 2), None, Some(&value), &[]);
+        acks.push(send.await.unwrap());
+    }
+    let fifth = producer.send("bounded", Some(0), None, Some(&value), &[]);
+    tokio::pin!(fifth);
+    // A zero timeout polls the send once: it waits for room.
+    assert!(
+        tokio::time::timeout(Duration::ZERO, &mut fifth)
+            .await
+            .is_err(),
+        "a fifth record found room in a buffer of four"
+    );
+    producer.flush().await;
+    for ack in acks {
+        ack.await.unwrap().unwrap();
+    }
+    let fifth = tokio::time::timeout(PATIENCE, fifth)
+        .await
+        .expect("the room of acknowledged batches came back")
+        .unwrap();
+    producer.flush().await;
+    assert_eq!(fifth.await.unwrap().unwrap().offset, Some(2));
+
+    let too_large = vec![b'b'; 4 * record];
+    match producer
+        .send("bounded", Some(1), None, Some(&too_large), &[])
+        .await
+    {
+        Err(ClientError::InvalidArgument(message)) => {
+            assert!(message.contains("buffer"), "{message}");
+        }
+        other => panic!("a record larger than the buffer: {other:?}"),
     }
     cluster.stop().await;
 }

@@ -90,6 +90,10 @@ pub struct ProduceBench {
     /// Bytes that close a batch.
     #[arg(long, default_value_t = 64 * 1024)]
     batch_bytes: usize,
+    /// Bytes of records the producer holds at once, across partitions, until acknowledged
+    /// (Kafka's `buffer.memory`); a task waits for room.
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    buffer_bytes: usize,
     /// How long a batch waits for more records, in ms.
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
@@ -266,6 +270,7 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
         ProducerConfig {
             linger: Duration::from_millis(args.linger_ms),
             batch_bytes: args.batch_bytes,
+            buffer_bytes: args.buffer_bytes,
             acks: args.acks.into(),
             idempotent,
             max_in_flight: args.max_in_flight.map_or(quipu_client::IN_FLIGHT_MAX, |n| {

@@ -404,6 +404,10 @@ pub struct ProduceArgs {
     /// Bytes that close a batch.
     #[arg(long, default_value_t = 64 * 1024)]
     batch_bytes: usize,
+    /// Bytes of records the producer holds at once, across partitions, until acknowledged
+    /// (Kafka's `buffer.memory`); reading input waits for room.
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    buffer_bytes: usize,
     /// How long a batch is retried until it is acknowledged, in ms [default: 120000]
     /// (idempotent producers: a retried batch is written once; not with --no-idempotence or
     /// --acks 0).
@@ -435,6 +439,7 @@ fn producer_config(args: &ProduceArgs) -> anyhow::Result<ProducerConfig> {
     Ok(ProducerConfig {
         linger: std::time::Duration::from_millis(args.linger_ms),
         batch_bytes: args.batch_bytes,
+        buffer_bytes: args.buffer_bytes,
         acks: args.acks.into(),
         idempotent,
         delivery_timeout: args
