@@ -14,8 +14,7 @@
 //! `crate::idempotent`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use quipu_record::{BatchBuilder, Compression};
@@ -94,6 +93,9 @@ struct Open {
     room: OwnedSemaphorePermit,
     /// Distinguishes this batch from later ones of the same partition (for the linger timer).
     generation: u64,
+    /// Its linger ran out while batches of its partition were outstanding: the last of them to
+    /// settle sends it ([`State::settle`]).
+    lingered: bool,
 }
 
 /// A batch handed to its partition's sender.
@@ -104,23 +106,31 @@ pub(crate) struct Closed {
 }
 
 /// What a closed batch holds until it is dropped (acknowledged, or failed for good): its
-/// records' room in the producer's buffer, and a place among its partition's outstanding
-/// batches.
+/// records' room in the producer's buffer, and its place among its partition's outstanding
+/// batches (the last of them to go sends a batch whose linger ran out meanwhile).
 pub(crate) struct Hold {
     _room: OwnedSemaphorePermit,
-    outstanding: Arc<AtomicUsize>,
+    state: Weak<Mutex<State>>,
+    slot: (String, u32),
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+        // No `Hold` is dropped under the state's lock: they are made under it and handed over.
+        if let Some(state) = self.state.upgrade() {
+            state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .settle(&self.slot, &state);
+        }
     }
 }
 
-/// A partition's sender: its queue, and how many of its batches are queued or on their way.
+/// A partition's sender: its queue, and how many of its batches are queued or on their way
+/// (changed under the state's lock only).
 struct Queue {
     batches: mpsc::Sender<Closed>,
-    outstanding: Arc<AtomicUsize>,
+    outstanding: usize,
 }
 
 #[derive(Default)]
@@ -261,12 +271,8 @@ impl Producer {
             let producer = self.clone();
             let topic = topic.to_string();
             tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(producer.config.linger).await;
-                    if !producer.close(&topic, partition, Some(generation)).await {
-                        break;
-                    }
-                }
+                tokio::time::sleep(producer.config.linger).await;
+                producer.close(&topic, partition, Some(generation)).await;
             });
         }
         Ok(rx)
@@ -282,22 +288,20 @@ impl Producer {
 
     /// Hands the open batch of a partition to its sender. With `generation` (its linger ran
     /// out), only that batch, for a linger timer must not close a later one; and only if none
-    /// of the partition's batches is queued or on its way, otherwise it stays open, gathering
-    /// records, and this returns true (the timer tries again after another linger). A full
-    /// batch goes at once. As a Kafka producer's batch waits, growing, until its connection can
-    /// take it: closed at once, the batches of a busy partition would each hold the few records
-    /// that arrived within a linger (with keyed records on many partitions, a record or two
-    /// each), and a batch costs the cluster a request and a Raft entry whatever it holds. So a
-    /// partition's batches grow with the time its last one took.
-    async fn close(&self, topic: &str, partition: u32, generation: Option<u64>) -> bool {
+    /// of the partition's batches is queued or on its way: otherwise it stays open, gathering
+    /// records, until it is full or the last of them settles ([`State::settle`]). As a Kafka
+    /// producer's batch waits, growing, until its connection can take it: closed at once, the
+    /// batches of a busy partition would each hold the few records that arrived within a linger
+    /// (with keyed records on many partitions, a record or two each), and a batch costs the
+    /// cluster a request and a Raft entry whatever it holds. So a busy partition's batches grow
+    /// with the time its last one took.
+    async fn close(&self, topic: &str, partition: u32, generation: Option<u64>) {
         let slot = (topic.to_string(), partition);
         let closing = self.lock().closing(&slot, generation, || {
             self.spawn_sender(topic.to_string(), partition)
         });
-        let (sender, outstanding) = match closing {
-            Closing::Gone => return false,
-            Closing::Busy => return true,
-            Closing::Go(sender, outstanding) => (sender, outstanding),
+        let Closing::Go(sender) = closing else {
+            return;
         };
         // Room in the partition's queue first, then the batch taken and queued under one lock:
         // batches enter the queue in the order they were closed. (Taking the batch, then
@@ -305,24 +309,14 @@ impl Producer {
         let permit = sender.reserve().await;
         let mut state = self.lock();
         if !is_open(state.open.get(&slot), generation) {
-            return false; // closed by another caller meanwhile
+            return; // closed by another caller meanwhile
         }
         let Some(open) = state.take(topic, partition) else {
-            return false;
+            return;
         };
         // Still under the lock: no other batch of the partition is queued between.
         match permit {
-            Ok(permit) => {
-                outstanding.fetch_add(1, Ordering::AcqRel);
-                permit.send(Closed {
-                    builder: open.builder,
-                    waiters: open.waiters,
-                    hold: Hold {
-                        _room: open.room,
-                        outstanding,
-                    },
-                });
-            }
+            Ok(permit) => permit.send(state.closed(slot, open, &self.state)),
             Err(_) => {
                 for waiter in open.waiters {
                     let _ =
@@ -331,7 +325,6 @@ impl Producer {
             }
         }
         drop(state);
-        false
     }
 
     /// One task per partition sends its batches: a plain producer one at a time, so they
@@ -372,17 +365,17 @@ fn is_open(open: Option<&Open>, generation: Option<u64>) -> bool {
 enum Closing {
     /// No such batch open (closed meanwhile, or a later one).
     Gone,
-    /// A lingered batch of a partition with batches outstanding: it stays open.
+    /// A lingered batch of a partition with batches outstanding: it stays open, marked.
     Busy,
-    /// The batch goes to this queue, one more of the partition's outstanding batches.
-    Go(mpsc::Sender<Closed>, Arc<AtomicUsize>),
+    /// The batch goes to this queue.
+    Go(mpsc::Sender<Closed>),
 }
 
 impl State {
     /// Whether the open batch of `slot` (only generation `generation` if given, which means
-    /// its linger ran out) is to be closed now: a lingered batch stays open while any of its
-    /// partition's batches is queued or on its way ([`Producer::close`]). The partition's
-    /// sender is made by `spawn` if it has none yet.
+    /// its linger ran out) is to be closed now: a lingered batch stays open, marked, while any
+    /// of its partition's batches is queued or on its way ([`Producer::close`]). The
+    /// partition's sender is made by `spawn` if it has none yet.
     fn closing(
         &mut self,
         slot: &(String, u32),
@@ -394,12 +387,52 @@ impl State {
         }
         let queue = self.senders.entry(slot.clone()).or_insert_with(|| Queue {
             batches: spawn(),
-            outstanding: Arc::default(),
+            outstanding: 0,
         });
-        if generation.is_some() && queue.outstanding.load(Ordering::Acquire) > 0 {
+        if generation.is_some() && queue.outstanding > 0 {
+            if let Some(open) = self.open.get_mut(slot) {
+                open.lingered = true;
+            }
             return Closing::Busy;
         }
-        Closing::Go(queue.batches.clone(), Arc::clone(&queue.outstanding))
+        Closing::Go(queue.batches.clone())
+    }
+
+    /// A batch taken from `slot` as it goes to the partition's queue: one more outstanding.
+    fn closed(&mut self, slot: (String, u32), open: Open, state: &Arc<Mutex<State>>) -> Closed {
+        if let Some(queue) = self.senders.get_mut(&slot) {
+            queue.outstanding += 1;
+        }
+        Closed {
+            builder: open.builder,
+            waiters: open.waiters,
+            hold: Hold {
+                _room: open.room,
+                state: Arc::downgrade(state),
+                slot,
+            },
+        }
+    }
+
+    /// One outstanding batch of `slot` settled. If it was the last, and the partition's open
+    /// batch lingered meanwhile, that batch goes now, queued under this lock as every batch is
+    /// (a partition's batches enter its queue in the order they were closed). With no room in
+    /// the queue, a caller holding room takes the batch when it gets this lock.
+    fn settle(&mut self, slot: &(String, u32), state: &Arc<Mutex<State>>) {
+        let Some(queue) = self.senders.get_mut(slot) else {
+            return;
+        };
+        queue.outstanding = queue.outstanding.saturating_sub(1);
+        if queue.outstanding > 0 || !self.open.get(slot).is_some_and(|open| open.lingered) {
+            return;
+        }
+        let sender = queue.batches.clone();
+        let Ok(permit) = sender.try_reserve() else {
+            return;
+        };
+        if let Some(open) = self.take(&slot.0, slot.1) {
+            permit.send(self.closed(slot.clone(), open, state));
+        }
     }
 
     /// Adds a record (`push`, answered through `waiter`) to the open batch of its partition,
@@ -447,6 +480,7 @@ impl State {
                     waiters: Vec::new(),
                     room: room.take().expect("taken once"),
                     generation,
+                    lingered: false,
                 }
             });
         if let Some(room) = room {
@@ -554,46 +588,67 @@ mod tests {
     }
 
     /// A batch whose linger ran out stays open, gathering records, while a batch of its
-    /// partition is outstanding (queued or on its way); a full batch or a flush closes it
-    /// anyway, and once the outstanding batch is dropped the lingered one goes.
+    /// partition is outstanding (queued or on its way); a flush (or a full batch) closes it
+    /// anyway, and the last outstanding batch to settle sends it, its room coming back.
     #[test]
-    fn a_lingered_batch_waits_while_its_partition_is_busy() {
+    fn a_lingered_batch_waits_until_its_partition_is_idle() {
         let config = ProducerConfig::default();
-        let mut state = State::default();
-        state.partition_counts.insert("t".to_string(), 8);
+        let state = Arc::new(Mutex::new(State::default()));
         let buffer = Arc::new(Semaphore::new(1024 * 1024));
-        let (partition, _) = keyless(&mut state, &config, &buffer);
+        let (queue, mut receiver) = mpsc::channel(QUEUED_BATCHES_MAX);
+        let mut guard = state.lock().unwrap();
+        guard.partition_counts.insert("t".to_string(), 8);
+        // The partition's first batch: nothing outstanding, so its linger sends it.
+        let (partition, _) = keyless(&mut guard, &config, &buffer);
         let slot = ("t".to_string(), partition);
-        let generation = state.open[&slot].generation;
-        let (queue, _receiver) = mpsc::channel(QUEUED_BATCHES_MAX);
-        // The partition has no batch outstanding: the lingered batch goes.
-        let Closing::Go(_, outstanding) = state.closing(&slot, Some(generation), || queue) else {
+        let first = guard.open[&slot].generation;
+        let Closing::Go(sender) = guard.closing(&slot, Some(first), || queue) else {
             panic!("an idle partition's lingered batch stayed open");
         };
-        // One batch of the partition on its way (as `Producer::close` counts it).
-        outstanding.fetch_add(1, Ordering::AcqRel);
-        let hold = Hold {
-            _room: Arc::clone(&buffer).try_acquire_many_owned(1).unwrap(),
-            outstanding,
-        };
+        let open = guard.take("t", partition).unwrap();
+        let permit = sender.try_reserve().unwrap();
+        permit.send(guard.closed(slot.clone(), open, &state));
+        // The next batch of the partition (a record with the partition chosen) lingers while
+        // the first is outstanding.
+        let (waiter, _answer) = oneshot::channel();
+        let room = Arc::clone(&buffer).try_acquire_many_owned(216).unwrap();
+        let value = [7u8; 200];
+        guard.place(
+            "t",
+            Some(partition),
+            &config,
+            |b| b.push(0, None, Some(&value), &[]),
+            waiter,
+            room,
+        );
+        let second = guard.open[&slot].generation;
         let never = || unreachable!("the partition has a sender");
         assert!(matches!(
-            state.closing(&slot, Some(generation), never),
+            guard.closing(&slot, Some(second), never),
             Closing::Busy
         ));
-        // A later batch's timer finds nothing to close; a flush (or a full batch) goes anyway.
+        assert!(guard.open[&slot].lingered);
+        // A timer of another batch finds nothing; a flush would close it anyway.
         assert!(matches!(
-            state.closing(&slot, Some(generation + 1), never),
+            guard.closing(&slot, Some(second + 1), never),
             Closing::Gone
         ));
-        assert!(matches!(state.closing(&slot, None, never), Closing::Go(..)));
-        // Acknowledged: the partition is idle again, and the buffer has its room back.
+        assert!(matches!(guard.closing(&slot, None, never), Closing::Go(_)));
+        drop(guard);
+        // The first batch settles (its `Hold` dropped, as its sender does once it is answered):
+        // the lingered one goes at once, and the first's room comes back.
         let available = buffer.available_permits();
-        drop(hold);
-        assert_eq!(buffer.available_permits(), available + 1);
-        assert!(matches!(
-            state.closing(&slot, Some(generation), never),
-            Closing::Go(..)
-        ));
+        let first_batch = receiver.try_recv().unwrap();
+        assert!(
+            receiver.try_recv().is_err(),
+            "the lingered batch went early"
+        );
+        drop(first_batch);
+        assert_eq!(buffer.available_permits(), available + 216);
+        let second_batch = receiver.try_recv().expect("the lingered batch went");
+        assert_eq!(second_batch.waiters.len(), 1);
+        let guard = state.lock().unwrap();
+        assert!(!guard.open.contains_key(&slot));
+        assert_eq!(guard.senders[&slot].outstanding, 1);
     }
 }
