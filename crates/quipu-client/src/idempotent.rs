@@ -6,9 +6,10 @@
 //! - A batch refused as out of order was not written: it overtook one still on its way, or one
 //!   before it failed. It is sent again, first in line, once the batches before it are settled.
 //! - A batch that fails for good (its outcome unknown, or refused as invalid after later batches
-//!   were numbered) ends its producer id: no sequence number after it is used for new records. The sender stops taking batches until every batch
-//!   on its way under that producer id is settled; those refused as out of order go out again,
-//!   in order, under a new producer id, as do later batches.
+//!   were numbered) ends its producer id: no sequence number after it is used for new records.
+//!   The sender stops taking batches until every batch on its way under that producer id is
+//!   settled; those refused as out of order go out again, in order, under a new producer id, as
+//!   do later batches.
 //! - A batch refused because the partition does not know the producer (expired) or fences its
 //!   epoch goes out again under a new producer id.
 

@@ -2,10 +2,11 @@
 //! default partitioner does, and sends each partition's batches one at a time, in order.
 //!
 //! The records it holds (open, queued and on their way) are bounded by `buffer_bytes` across
-//! every partition, as Kafka's `buffer.memory` bounds a Kafka producer: `send` waits for room. A
-//! batch whose linger ran out goes only when none of its partition's batches is outstanding;
-//! until then it gathers records (full, it goes at once), so busy partitions send fewer, larger
-//! batches.
+//! every partition, as Kafka's `buffer.memory` bounds a Kafka producer: `send` waits for room
+//! (counted as the records' bytes: the batches' buffers and encoded copies on their way add a
+//! constant factor). A batch whose linger ran out goes only when none of its partition's
+//! batches is outstanding; until then it gathers records (full, it goes at once), so busy
+//! partitions send fewer, larger batches.
 //!
 //! By default it is idempotent (with acks 1 or all): it takes a producer id from the cluster,
 //! numbers each partition's records, keeps up to five batches of a partition on their way, and
@@ -14,7 +15,8 @@
 //! `crate::idempotent`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::collections::hash_map::Entry;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use quipu_record::{BatchBuilder, Compression};
@@ -28,7 +30,8 @@ const QUEUED_BATCHES_MAX: usize = 16;
 /// How a producer batches and acknowledges.
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
-    /// How long a batch waits for more records before it is sent (Kafka's `linger.ms`).
+    /// How long a batch waits for more records before it is sent (Kafka's `linger.ms`); if a
+    /// batch of its partition is still outstanding then, it goes once none is (or when full).
     pub linger: Duration,
     /// A batch is sent once it holds this many bytes (Kafka's `batch.size`).
     pub batch_bytes: usize,
@@ -43,7 +46,8 @@ pub struct ProducerConfig {
     pub delivery_timeout: Duration,
     /// Batches of one partition an idempotent producer keeps on their way at once, 1 to
     /// [`crate::IN_FLIGHT_MAX`] (Kafka's `max.in.flight.requests.per.connection`); they are
-    /// acknowledged in order. A plain producer sends one at a time.
+    /// acknowledged in order. Full batches fill that window; a batch whose linger ran out waits
+    /// until none of its partition's is outstanding. A plain producer sends one at a time.
     pub max_in_flight: usize,
     /// Bytes of records the producer holds at once, across every partition, from `send` until
     /// their batch is acknowledged or fails (Kafka's `buffer.memory`): `send` waits for room. A
@@ -107,22 +111,24 @@ pub(crate) struct Closed {
 
 /// What a closed batch holds until it is dropped (acknowledged, or failed for good): its
 /// records' room in the producer's buffer, and its place among its partition's outstanding
-/// batches (the last of them to go sends a batch whose linger ran out meanwhile).
+/// batches (the last of them to go sends a batch whose linger ran out meanwhile). It keeps the
+/// producer's state alive, so a batch held back that way is sent even if every `Producer` was
+/// dropped meanwhile (the state holds the partitions' queues, whose sender tasks take every
+/// closed batch: the cycle ends with the last of them).
 pub(crate) struct Hold {
     _room: OwnedSemaphorePermit,
-    state: Weak<Mutex<State>>,
+    state: Arc<Mutex<State>>,
     slot: (String, u32),
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
         // No `Hold` is dropped under the state's lock: they are made under it and handed over.
-        if let Some(state) = self.state.upgrade() {
-            state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .settle(&self.slot, &state);
-        }
+        let state = Arc::clone(&self.state);
+        state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .settle(&self.slot, &state);
     }
 }
 
@@ -169,9 +175,7 @@ impl Producer {
     pub fn new(client: &Client, config: ProducerConfig) -> Producer {
         Producer {
             client: client.clone(),
-            buffer: Arc::new(Semaphore::new(
-                config.buffer_bytes.min(Semaphore::MAX_PERMITS),
-            )),
+            buffer: Arc::new(Semaphore::new(buffer_permits(&config))),
             config,
             state: Arc::default(),
             id: crate::idempotent::SharedId::default(),
@@ -199,7 +203,7 @@ impl Producer {
     /// Room for a record of `bytes` in the buffer, once there is (records of other tasks
     /// waiting before it go first).
     async fn room(&self, bytes: usize) -> Result<OwnedSemaphorePermit, ClientError> {
-        let limit = self.config.buffer_bytes.min(Semaphore::MAX_PERMITS);
+        let limit = buffer_permits(&self.config);
         let permits = u32::try_from(bytes)
             .ok()
             .filter(|&n| n as usize <= limit)
@@ -220,7 +224,9 @@ impl Producer {
     /// partition that changes with each batch. Records of one partition are acknowledged in the
     /// order they were sent. Waits first for room in the producer's buffer
     /// ([`ProducerConfig::buffer_bytes`]): batches give theirs back when they are acknowledged
-    /// or fail, and an open batch is sent at the latest when its linger runs out.
+    /// or fail, and an open batch is sent when it is full, or when its linger has run out and
+    /// its partition has no batch outstanding (so at the latest when the partition's earlier
+    /// batches are acknowledged or fail).
     pub async fn send(
         &self,
         topic: &str,
@@ -289,12 +295,15 @@ impl Producer {
     /// Hands the open batch of a partition to its sender. With `generation` (its linger ran
     /// out), only that batch, for a linger timer must not close a later one; and only if none
     /// of the partition's batches is queued or on its way: otherwise it stays open, gathering
-    /// records, until it is full or the last of them settles ([`State::settle`]). As a Kafka
-    /// producer's batch waits, growing, until its connection can take it: closed at once, the
-    /// batches of a busy partition would each hold the few records that arrived within a linger
-    /// (with keyed records on many partitions, a record or two each), and a batch costs the
-    /// cluster a request and a Raft entry whatever it holds. So a busy partition's batches grow
-    /// with the time its last one took.
+    /// records, until it is full or the last of them settles ([`State::settle`]). A Kafka
+    /// producer's batches wait, growing, while their connection has its most requests on their
+    /// way, each request carrying batches of many partitions; here each batch is a request of
+    /// its own, and nothing else holds them back. Closed at once, the batches of a busy
+    /// partition would each hold the few records that arrived within a linger (with keyed
+    /// records on many partitions, a record or two each), and a batch costs the cluster a
+    /// request and a Raft entry whatever it holds. So a busy partition's batches grow with the
+    /// time its last one took. (Letting lingered batches fill the in-flight window instead was
+    /// measured: keyed records on 480 partitions went 2.5 times slower, `docs/benchmarks.md`.)
     async fn close(&self, topic: &str, partition: u32, generation: Option<u64>) {
         let slot = (topic.to_string(), partition);
         let closing = self.lock().closing(&slot, generation, || {
@@ -308,7 +317,7 @@ impl Producer {
         // waiting for room, let a later batch of the partition overtake it on another thread.)
         let permit = sender.reserve().await;
         let mut state = self.lock();
-        if !is_open(state.open.get(&slot), generation) {
+        if !is_open(state.open.get(&slot), generation) && !state.stranded(&slot) {
             return; // closed by another caller meanwhile
         }
         let Some(open) = state.take(topic, partition) else {
@@ -354,6 +363,15 @@ impl Producer {
         });
         tx
     }
+}
+
+/// The permits of a producer's buffer: `buffer_bytes`, at most `u32::MAX` (what one batch's
+/// merged permits may hold) and what a semaphore holds.
+fn buffer_permits(config: &ProducerConfig) -> usize {
+    config
+        .buffer_bytes
+        .min(Semaphore::MAX_PERMITS)
+        .min(u32::MAX as usize)
 }
 
 /// Whether `open` is a batch to close: any, or only generation `generation` if given.
@@ -408,24 +426,38 @@ impl State {
             waiters: open.waiters,
             hold: Hold {
                 _room: open.room,
-                state: Arc::downgrade(state),
+                state: Arc::clone(state),
                 slot,
             },
         }
     }
 
+    /// Whether the open batch of `slot` lingered and nothing of its partition is outstanding
+    /// any more: it is due, and whoever holds room in the partition's queue takes it.
+    fn stranded(&self, slot: &(String, u32)) -> bool {
+        self.open.get(slot).is_some_and(|open| open.lingered)
+            && self
+                .senders
+                .get(slot)
+                .is_some_and(|queue| queue.outstanding == 0)
+    }
+
     /// One outstanding batch of `slot` settled. If it was the last, and the partition's open
     /// batch lingered meanwhile, that batch goes now, queued under this lock as every batch is
     /// (a partition's batches enter its queue in the order they were closed). With no room in
-    /// the queue, a caller holding room takes the batch when it gets this lock.
+    /// the queue, a caller holding room takes the batch when it gets this lock
+    /// ([`State::stranded`]).
     fn settle(&mut self, slot: &(String, u32), state: &Arc<Mutex<State>>) {
         let Some(queue) = self.senders.get_mut(slot) else {
             return;
         };
         queue.outstanding = queue.outstanding.saturating_sub(1);
-        if queue.outstanding > 0 || !self.open.get(slot).is_some_and(|open| open.lingered) {
+        if !self.stranded(slot) {
             return;
         }
+        let Some(queue) = self.senders.get(slot) else {
+            return;
+        };
         let sender = queue.batches.clone();
         let Ok(permit) = sender.try_reserve() else {
             return;
@@ -437,9 +469,9 @@ impl State {
 
     /// Adds a record (`push`, answered through `waiter`) to the open batch of its partition,
     /// opening one if there is none: `chosen`, or for a keyless record the partition sticky
-    /// now (of the topic's count in `partition_counts`). Returns the partition, whether its batch is full (`config.batch_bytes`), and the
-    /// generation of a batch just opened (its linger timer starts). The record's `room` in the
-    /// buffer joins its batch's.
+    /// now (of the topic's count in `partition_counts`). Returns the partition, whether its
+    /// batch is full (`config.batch_bytes`), and the generation of a batch just opened (its
+    /// linger timer starts). The record's `room` in the buffer joins its batch's.
     ///
     /// The sticky partition is read only here, under the lock the record is added under: read
     /// under an earlier one, a batch closed meanwhile (which moves the sticky partition on,
@@ -469,23 +501,23 @@ impl State {
         };
         let generation = self.next_generation;
         let mut opened = false;
-        let mut room = Some(room);
-        let open = self
-            .open
-            .entry((topic.to_string(), partition))
-            .or_insert_with(|| {
+        let open = match self.open.entry((topic.to_string(), partition)) {
+            Entry::Occupied(open) => {
+                let open = open.into_mut();
+                open.room.merge(room);
+                open
+            }
+            Entry::Vacant(slot) => {
                 opened = true;
-                Open {
+                slot.insert(Open {
                     builder: BatchBuilder::new(0, config.compression),
                     waiters: Vec::new(),
-                    room: room.take().expect("taken once"),
+                    room,
                     generation,
                     lingered: false,
-                }
-            });
-        if let Some(room) = room {
-            open.room.merge(room);
-        }
+                })
+            }
+        };
         push(&mut open.builder);
         open.waiters.push(waiter);
         let full = open.builder.size_bytes() >= config.batch_bytes;

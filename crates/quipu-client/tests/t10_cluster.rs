@@ -506,8 +506,9 @@ async fn group_consumers_share_hand_over_and_resume() {
 }
 
 /// A partition's batches enter its send queue in the order they were closed, whether a batch
-/// closed by filling up or by its linger timer (on another thread): tiny batches and a 1 ms
-/// linger make both happen all the time while up to five batches are on their way. Every
+/// closed by filling up, by its linger timer, or (lingered while the partition was busy) by the
+/// last outstanding batch to settle, each on another thread: tiny batches and a 1 ms linger make
+/// all three happen all the time while up to five batches are on their way. Every
 /// record's offset follows the order it was sent in. (The race this guards against, a closed
 /// batch overtaken by the next one while it waited for room in the queue, showed on a loaded
 /// machine in `quipu/tests/t40_membership.rs`; here it is exercised, not forced.)
@@ -556,7 +557,8 @@ async fn batches_keep_the_order_records_were_sent_in() {
 
 /// A producer holds at most `buffer_bytes` of records across its partitions (Kafka's
 /// `buffer.memory`): a record that does not fit waits until a batch is acknowledged and gives its
-/// room back, and a record larger than the whole buffer is refused.
+/// room back, and a record larger than the whole buffer is refused. And batches that lingered
+/// while their partition was busy go without a flush.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_buffer_bounds_the_records_a_producer_holds() {
     let cluster = cluster().await;
@@ -601,6 +603,39 @@ async fn the_buffer_bounds_the_records_a_producer_holds() {
         .unwrap();
     producer.flush().await;
     assert_eq!(fifth.await.unwrap().unwrap().offset, Some(2));
+
+    // Lingered batches of a busy partition go without a flush: a record every 200 µs and a 1 ms
+    // linger, the batches far from full, so many lingers end while the partition's last batch
+    // is on its way (held back, sent by that batch's settling). All are acknowledged, in order.
+    let lingering = Producer::new(
+        &client,
+        ProducerConfig {
+            linger: Duration::from_millis(1),
+            batch_bytes: 1024 * 1024,
+            ..ProducerConfig::default()
+        },
+    );
+    let mut acks = Vec::new();
+    for _ in 0..300 {
+        let send = lingering.send("bounded", Some(1), None, Some(&value), &[]);
+        acks.push(send.await.unwrap());
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    let mut previous = None;
+    for ack in acks {
+        let offset = tokio::time::timeout(PATIENCE, ack)
+            .await
+            .expect("a lingered batch went without a flush")
+            .unwrap()
+            .unwrap()
+            .offset
+            .unwrap();
+        assert!(
+            previous.is_none_or(|p| offset > p),
+            "{offset} after {previous:?}"
+        );
+        previous = Some(offset);
+    }
 
     let too_large = vec![b'b'; 4 * record];
     match producer
