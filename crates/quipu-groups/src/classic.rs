@@ -383,6 +383,14 @@ impl ClassicGroup {
         self.members.is_empty() && self.pending.is_empty()
     }
 
+    /// Whether the group has members. Member ids pending (handed out with MEMBER_ID_REQUIRED,
+    /// not joined with yet) are not members: the group's state is Empty without members, and,
+    /// as in Kafka, such a group can be deleted (the pending ids go with it; a join with one
+    /// is then refused as an unknown member, and the client joins afresh).
+    pub fn has_members(&self) -> bool {
+        !self.members.is_empty()
+    }
+
     /// Each member's client id and host, by member id.
     pub fn clients(&self) -> impl Iterator<Item = (&str, &str, &str)> + '_ {
         self.members

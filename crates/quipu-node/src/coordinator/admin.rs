@@ -238,7 +238,7 @@ impl NodeHandle {
             .inner
             .membership
             .with_group(group, &replica, term, |hosted, _| {
-                !hosted.group.is_empty() || !hosted.consumer.is_empty()
+                hosted.group.has_members() || !hosted.consumer.is_empty()
             });
         if has_members {
             return Err(DeleteGroupError::NotEmpty);
