@@ -124,11 +124,10 @@ pub(crate) struct Hold {
 impl Drop for Hold {
     fn drop(&mut self) {
         // No `Hold` is dropped under the state's lock: they are made under it and handed over.
-        let state = Arc::clone(&self.state);
-        state
+        self.state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .settle(&self.slot, &state);
+            .settle(&self.slot, &self.state);
     }
 }
 

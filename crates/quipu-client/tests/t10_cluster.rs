@@ -543,16 +543,30 @@ async fn batches_keep_the_order_records_were_sent_in() {
         }
     }
     producer.flush().await;
+    acknowledged_in_order(acks).await;
+    cluster.stop().await;
+}
+
+/// Awaits each record's acknowledgement (each within `PATIENCE`, with no flush) and asserts
+/// their offsets rise in the order the records were sent.
+async fn acknowledged_in_order(
+    acks: Vec<tokio::sync::oneshot::Receiver<Result<quipu_client::Sent, ClientError>>>,
+) {
     let mut previous = None;
     for (i, ack) in acks.into_iter().enumerate() {
-        let offset = ack.await.unwrap().unwrap().offset.unwrap();
+        let offset = tokio::time::timeout(PATIENCE, ack)
+            .await
+            .unwrap_or_else(|_| panic!("record {i} not acknowledged"))
+            .unwrap()
+            .unwrap()
+            .offset
+            .unwrap();
         assert!(
             previous.is_none_or(|p| offset > p),
             "record {i} got offset {offset}, after {previous:?}"
         );
         previous = Some(offset);
     }
-    cluster.stop().await;
 }
 
 /// A producer holds at most `buffer_bytes` of records across its partitions (Kafka's
@@ -621,21 +635,7 @@ async fn the_buffer_bounds_the_records_a_producer_holds() {
         acks.push(send.await.unwrap());
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
-    let mut previous = None;
-    for ack in acks {
-        let offset = tokio::time::timeout(PATIENCE, ack)
-            .await
-            .expect("a lingered batch went without a flush")
-            .unwrap()
-            .unwrap()
-            .offset
-            .unwrap();
-        assert!(
-            previous.is_none_or(|p| offset > p),
-            "{offset} after {previous:?}"
-        );
-        previous = Some(offset);
-    }
+    acknowledged_in_order(acks).await;
 
     let too_large = vec![b'b'; 4 * record];
     match producer

@@ -372,24 +372,32 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     let handed = node.shutdown().await;
     let _ = stop_api.send(());
     let _ = stop_kafka.send(());
-    log_listener_end("the Kafka listener", kafka.await);
-    log_listener_end("the client API", api.await);
+    log_listener_end("kafka", kafka.await);
+    log_listener_end("api", api.await);
     let _ = stop_admin.send(());
-    log_listener_end("the admin listener", admin.await);
+    log_listener_end("admin", admin.await);
     reloader.abort();
     tracing::info!(handed, "groups handed over; node stopped");
     Ok(())
 }
 
-/// Logs how a listener's task ended (`what` names the listener), unless it ended well.
+/// Logs how a listener's task ended (`what`: kafka, api or admin), unless it ended well.
 fn log_listener_end<E: std::error::Error + 'static>(
     what: &str,
     ended: Result<Result<(), E>, tokio::task::JoinError>,
 ) {
     match ended {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = &e as &dyn std::error::Error, "{what} failed"),
-        Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "{what}'s task failed"),
+        Ok(Err(e)) => tracing::warn!(
+            listener = what,
+            error = &e as &dyn std::error::Error,
+            "a listener failed"
+        ),
+        Err(e) => tracing::warn!(
+            listener = what,
+            error = &e as &dyn std::error::Error,
+            "a listener's task failed"
+        ),
     }
 }
 
