@@ -17,6 +17,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".quipu.v1.ProduceRequest.record_batch")
         .bytes(".quipu.v1.FetchResponse.record_batches")
         .bytes(".quipu.v1.ReadReplicaResponse.record_batches")
+        // Raft messages too: a follower's entries keep the received bytes (`quipu_raft::wire`).
+        .bytes(".quipu.v1.RaftMessage.payload")
+        .bytes(".quipu.v1.RaftReply.payload")
         .compile_fds(files)?;
     Ok(())
 }

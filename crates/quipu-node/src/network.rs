@@ -307,7 +307,7 @@ impl PeerLink {
             .link
             .clone()
             .map_err(|e| unreachable(std::io::Error::other(e)))?;
-        let payload = postcard::to_allocvec(request).map_err(|e| {
+        let payload = quipu_raft::wire::encode(request).map_err(|e| {
             record.result = "error";
             RPCError::Network(NetworkError::new(&e))
         })?;
@@ -347,7 +347,7 @@ impl PeerLink {
             from_node: self.local,
             to_node: self.target,
             rpc: rpc as i32,
-            payload,
+            payload: payload.into(),
         };
         let call = async {
             if batched {

@@ -32,7 +32,7 @@ fn message(group: GroupId, from: u64, to: u64, rpc: RaftRpc, payload: Vec<u8>) -
         from_node: from,
         to_node: to,
         rpc: rpc as i32,
-        payload,
+        payload: payload.into(),
     }
 }
 

@@ -32,6 +32,7 @@ pub mod repair;
 mod snapshot_file;
 mod state_machine;
 mod type_config;
+pub mod wire;
 
 pub use codec::{EntryCodecError, from_stored, to_stored};
 pub use controller::{

@@ -13,6 +13,7 @@ pub enum Request {
     /// or several back to back that the leader proposed together (group commit).
     Records {
         /// The batches, back to back.
+        #[serde(deserialize_with = "crate::wire::shared_bytes")]
         batch: Bytes,
         /// A token of the leader that proposed it, for acks=1: the leader resolves it once the
         /// batch is durable in its own log. Never stored; followers ignore it.
@@ -20,7 +21,7 @@ pub enum Request {
         local_ack: Option<u64>,
     },
     /// A command of the controller group, encoded by the controller.
-    Metadata(Bytes),
+    Metadata(#[serde(deserialize_with = "crate::wire::shared_bytes")] Bytes),
     /// Deletes a data partition's records below offset `before` (Kafka's DeleteRecords): the
     /// partition's log start offset rises to `before`, at most to the high watermark when the
     /// entry is applied; it never goes down. Segments wholly below it go at the next retention

@@ -10,6 +10,8 @@ mod checks;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use openraft::error::RaftError;
 use openraft::raft::VoteResponse;
 use quipu_proto::v1::raft_transport_server::RaftTransport;
@@ -77,13 +79,19 @@ fn groups_within_bound(count: usize, what: &str) -> Result<(), Status> {
     Ok(())
 }
 
-fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Status> {
-    postcard::from_bytes(payload)
+/// A Raft message's payload; the record batches it carries keep the received bytes.
+fn decode_message<T: DeserializeOwned>(payload: &Bytes) -> Result<T, Status> {
+    quipu_raft::wire::decode_shared(payload)
         .map_err(|e| Status::invalid_argument(format!("undecodable raft payload: {e}")))
 }
 
+fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Status> {
+    postcard::from_bytes(payload)
+        .map_err(|e| Status::invalid_argument(format!("undecodable request: {e}")))
+}
+
 fn encode<T: Serialize>(reply: &T) -> Result<Vec<u8>, Status> {
-    postcard::to_allocvec(reply)
+    quipu_raft::wire::encode(reply)
         .map_err(|e| Status::internal(format!("cannot encode the raft reply: {e}")))
 }
 
@@ -197,12 +205,12 @@ impl TransportService {
         self.admit_member(group, raft, from)?;
         let payload = match RaftRpc::try_from(message.rpc) {
             Ok(RaftRpc::AppendEntries) => {
-                let rpc = decode(&message.payload)?;
+                let rpc = decode_message(&message.payload)?;
                 checks::check_append(group, from, &rpc)?;
                 encode(&raft.append_entries(rpc).await)?
             }
             Ok(RaftRpc::Vote) if !hosted.quiet.may_vote() => {
-                checks::check_vote_request(group, from, &decode(&message.payload)?)?;
+                checks::check_vote_request(group, from, &decode_message(&message.payload)?)?;
                 // This replica lost entries it had acknowledged: its vote could elect a leader
                 // without them. Refused without touching its vote (as if it were down).
                 let vote = raft.metrics().borrow().vote;
@@ -215,12 +223,12 @@ impl TransportService {
                 encode(&refusal)?
             }
             Ok(RaftRpc::Vote) => {
-                let rpc = decode(&message.payload)?;
+                let rpc = decode_message(&message.payload)?;
                 checks::check_vote_request(group, from, &rpc)?;
                 encode(&raft.vote(rpc).await)?
             }
             Ok(RaftRpc::InstallSnapshot) => {
-                let rpc = decode(&message.payload)?;
+                let rpc = decode_message(&message.payload)?;
                 checks::check_snapshot(group, from, &rpc)?;
                 encode(&raft.install_snapshot(rpc).await)?
             }
@@ -234,7 +242,9 @@ impl TransportService {
         // Handled first: a quiet follower's election timer is refreshed by its leader's message
         // before its timers run again.
         hosted.quiet.after_message(group, raft);
-        Ok(RaftReply { payload })
+        Ok(RaftReply {
+            payload: payload.into(),
+        })
     }
 }
 
