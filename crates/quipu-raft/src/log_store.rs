@@ -129,6 +129,9 @@ struct Inner {
     pending_reset: Mutex<Option<LogId<NodeId>>>,
     /// Whether the committed log id is kept in [`COMMITTED_FILE`].
     keep_committed: std::sync::atomic::AtomicBool,
+    /// Whether appended entries are kept in memory until applied ([`crate::recent`]): only
+    /// where the state machine releases them ([`crate::PartitionStateMachine`]).
+    keep_recent: std::sync::atomic::AtomicBool,
 }
 
 impl Debug for LogStore {
@@ -276,6 +279,7 @@ impl LogStore {
                 flushes_pending,
                 pending_reset: Mutex::new(None),
                 keep_committed: std::sync::atomic::AtomicBool::new(false),
+                keep_recent: std::sync::atomic::AtomicBool::new(true),
             }),
         })
     }
@@ -287,6 +291,15 @@ impl LogStore {
         self.inner
             .keep_committed
             .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Keeps no appended entries in memory for reads ([`crate::recent`]): for a group whose
+    /// state machine does not release them once applied (the controller's).
+    pub fn keep_no_recent_entries(&self) {
+        self.inner
+            .keep_recent
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.inner.shared.clear_recent();
     }
 
     fn keeps_committed(&self) -> bool {
@@ -327,6 +340,7 @@ impl LogStore {
         let mut meta = self.meta();
         meta.last_purged = Some(snapshot);
         self.save_meta(meta).await?;
+        self.inner.shared.clear_recent();
         let log = Arc::clone(&self.inner.log);
         blocking(move || log.reset(snapshot.index + 1, offset).map_err(io_error)).await
     }
@@ -358,6 +372,17 @@ impl LogStore {
         max_bytes: u64,
     ) -> Result<Vec<openraft::Entry<TypeConfig>>, StorageError<NodeId>> {
         let purged_next = self.purged().map_or(0, |id| id.index + 1);
+        // Entries just written and not yet applied (what replication and the state machine
+        // read right after an append) come from memory, unless the log failed since.
+        let kept = (start.max(purged_next) == start && !self.inner.log.is_poisoned())
+            .then(|| self.inner.shared.read_recent(start, end, max_bytes))
+            .flatten();
+        if let Some(kept) = kept {
+            return kept
+                .into_iter()
+                .map(|entry| from_stored(entry).map_err(read_error))
+                .collect();
+        }
         let log = Arc::clone(&self.inner.log);
         let read = move || {
             let start = start.max(purged_next).max(log.first_index());
@@ -659,15 +684,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Arc::clone(&self.inner.mark),
             Arc::clone(&self.inner.mark_order),
         );
+        let keep_recent = self
+            .inner
+            .keep_recent
+            .load(std::sync::atomic::Ordering::SeqCst);
         let appended = blocking(move || {
             let empty = log.first_index() == log.next_index() || log.next_index() <= purged_next;
             if empty && first != log.next_index() {
                 // Nothing is held (a snapshot was installed past the log's end): restart the log
                 // where the leader continues, at the offset the snapshot ends at.
                 let offset = restart_offset(&log, &shared, first.saturating_sub(1))?;
+                shared.clear_recent();
                 log.reset(first, offset).map_err(io_error)?;
             }
-            let appended = log.append(&entries).map_err(io_error)?;
+            let appended = if keep_recent {
+                let (appended, kept) = log.append_kept(&entries).map_err(io_error)?;
+                shared.keep_recent(kept);
+                appended
+            } else {
+                log.append(&entries).map_err(io_error)?
+            };
             // Base offsets of the entries that carry a token: the first entry's base offset plus
             // the offsets of the record entries before it (batches the log just validated, one or
             // more per entry).
@@ -717,6 +753,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let log = Arc::clone(&self.inner.log);
         let mark = Arc::clone(&self.inner.mark);
         let mark_order = Arc::clone(&self.inner.mark_order);
+        // Kept entries first: a read must never find one the log no longer has.
+        self.inner.shared.clear_recent();
         blocking(move || {
             let _order = mark_order.lock().unwrap_or_else(|e| e.into_inner());
             // The mark first: it must never name entries the log no longer has.

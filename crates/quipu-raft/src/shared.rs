@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{oneshot, watch};
 
+use quipu_storage::Entry as StoredEntry;
+
 use crate::producers::{ProducerLimits, ProducerTable};
+use crate::recent::Recent;
 
 /// Written by the state machine, read by the log store and the fetch path.
 #[derive(Debug, Default)]
@@ -25,6 +28,8 @@ pub struct PartitionShared {
     /// For a partition of the consumer groups' offsets topic: the groups' state, applied from
     /// its records (`quipu_groups`); `None` for every other partition.
     groups: Option<Mutex<quipu_groups::GroupsState>>,
+    /// The newest entries as the log wrote them, until applied ([`crate::recent`]).
+    recent: Mutex<Recent>,
 }
 
 /// The bounds on a partition's producer table and the clock its producers age by.
@@ -221,6 +226,38 @@ impl PartitionShared {
             }
             _ => false,
         }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent
+            .lock()
+            .expect("recent entries lock poisoned by a panic")
+    }
+
+    /// Keeps entries the log just wrote (`Log::append_kept`) for reads until they are applied.
+    pub(crate) fn keep_recent(&self, appended: Vec<StoredEntry>) {
+        self.recent().keep(appended);
+    }
+
+    /// The entries `start..end` as the log holds them, if all are kept in memory (at least the
+    /// first, then as many as fit in `max_bytes`).
+    pub(crate) fn read_recent(
+        &self,
+        start: u64,
+        end: u64,
+        max_bytes: u64,
+    ) -> Option<Vec<StoredEntry>> {
+        self.recent().read(start, end, max_bytes)
+    }
+
+    /// Forgets the kept entries at or below `index`: the state machine applied them.
+    pub(crate) fn release_recent(&self, index: u64) {
+        self.recent().release(index);
+    }
+
+    /// Forgets every kept entry: the log is about to be truncated or reset.
+    pub(crate) fn clear_recent(&self) {
+        self.recent().clear();
     }
 
     /// Asks that the next snapshot built end at `target` (see [`SnapshotTarget`]).

@@ -470,6 +470,10 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
             checkpoints.entries += applied_entries;
             checkpoints.bytes += applied_bytes;
         }
+        if let Some(last) = state.applied.last_applied {
+            // The log store kept these in memory for this read; they are not read again soon.
+            self.shared.release_recent(last.index);
+        }
         if let Some((mut checkpoint, written)) = state.due_checkpoint(false) {
             checkpoint.records_start = self.shared.records_start();
             let tables = tables_of(&self.shared);

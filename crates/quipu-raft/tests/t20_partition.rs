@@ -548,3 +548,93 @@ async fn a_checkpoint_spares_a_restart_the_applied_log_unless_the_log_lost_it() 
         assert_eq!(shared.high_watermark(), 0);
     }
 }
+
+/// Flips one byte of the newest segment in `dir`, `from_end` bytes before its data ends (the
+/// map shares the file's pages, so a read of the log sees the change at once).
+fn flip_newest_segment_byte(dir: &std::path::Path, from_end: u64) {
+    use std::os::unix::fs::FileExt;
+    let mut segments: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segments.sort();
+    let path = segments.pop().unwrap();
+    let data = std::fs::read(&path).unwrap();
+    let end = data.iter().rposition(|b| *b != 0).unwrap() as u64 + 1;
+    let at = end - from_end;
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(&[data[at as usize] ^ 0xff], at).unwrap();
+}
+
+#[tokio::test]
+async fn entries_not_yet_applied_are_read_from_memory_until_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, mut store, mut sm, _shared) = open(dir.path()).await;
+    let (first, second) = (batch(3), batch(2));
+    store
+        .blocking_append([membership(1, 0), records(1, 1, first.clone())])
+        .await
+        .unwrap();
+    store
+        .blocking_append([records(1, 2, second.clone())])
+        .await
+        .unwrap();
+    // Damage the last entry's payload on disk: the log itself now refuses to read it.
+    flip_newest_segment_byte(dir.path(), 10);
+    assert!(log.read_entries(2, 3, u64::MAX).is_err());
+
+    // Not applied yet: the store serves entries 0..3 from what the appends wrote.
+    let kept = store.try_get_log_entries(0..3).await.unwrap();
+    let payloads: Vec<Bytes> = kept
+        .iter()
+        .filter_map(|e| match &e.payload {
+            EntryPayload::Normal(Request::Records { batch, .. }) => Some(batch.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(payloads.len(), 2);
+    assert_eq!(payloads[1][16..], second[16..], "the bytes as written");
+    assert_eq!(BatchHeader::parse(&payloads[1]).unwrap().base_offset, 3);
+
+    // Applied: released, so reads go to the log again (and meet the damage).
+    sm.apply(kept).await.unwrap();
+    assert!(store.try_get_log_entries(2..3).await.is_err());
+}
+
+#[tokio::test]
+async fn a_truncation_drops_the_entries_kept_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut store, _sm, _shared) = open(dir.path()).await;
+    // After a truncation and a new append at the same index, a read returns the new entry,
+    // never the one truncated away.
+    store
+        .blocking_append([
+            membership(1, 0),
+            records(1, 1, batch(2)),
+            records(1, 2, batch(3)),
+        ])
+        .await
+        .unwrap();
+    store
+        .blocking_append([records(1, 3, batch(1)), records(1, 4, batch(4))])
+        .await
+        .unwrap();
+    store.truncate(log_id(1, 4)).await.unwrap();
+    let left = store.try_get_log_entries(3..5).await.unwrap();
+    assert_eq!(left.len(), 1, "the truncated entry is gone");
+    let replacement = batch(5);
+    store
+        .blocking_append([records(2, 4, replacement.clone())])
+        .await
+        .unwrap();
+    let read = store.try_get_log_entries(3..5).await.unwrap();
+    assert_eq!(read.len(), 2);
+    assert_eq!(read[1].log_id, log_id(2, 4));
+    match &read[1].payload {
+        EntryPayload::Normal(Request::Records { batch, .. }) => {
+            assert_eq!(batch[16..], replacement[16..]);
+        }
+        other => panic!("unexpected payload {other:?}"),
+    }
+}

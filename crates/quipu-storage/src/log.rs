@@ -13,6 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use bytes::Bytes;
 use tracing::{info, warn};
 
 use crate::config::{ConfigError, LogLimits};
@@ -305,6 +306,13 @@ impl Log {
         state.poisoned.get_or_insert_with(|| failure.describe());
     }
 
+    /// Whether the log refuses every operation (a write or sync failed, see the module's
+    /// invariants) until it is opened again.
+    pub fn is_poisoned(&self) -> bool {
+        let state = self.read_state();
+        self.poisoned(&state).is_some()
+    }
+
     /// The log's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -340,6 +348,24 @@ impl Log {
     /// Appends entries, assigning their offsets. They are readable when this returns, durable
     /// once [`Log::sync_to`] covers them. Record batches are verified (CRC-32C) first.
     pub fn append(&self, entries: &[NewEntry]) -> Result<Appended, AppendError> {
+        self.append_inner(entries, false)
+            .map(|(appended, _)| appended)
+    }
+
+    /// [`Log::append`], also returning the appended entries as they were written (what
+    /// [`Log::read_entries`] would return for them: base offsets and leader epochs rewritten),
+    /// their payloads sharing one buffer with nothing else in it, so that a caller can serve
+    /// reads of just-written entries from memory. If the append rolled the active segment, only
+    /// the entries written after the roll are returned (always the last ones).
+    pub fn append_kept(&self, entries: &[NewEntry]) -> Result<(Appended, Vec<Entry>), AppendError> {
+        self.append_inner(entries, true)
+    }
+
+    fn append_inner(
+        &self,
+        entries: &[NewEntry],
+        keep: bool,
+    ) -> Result<(Appended, Vec<Entry>), AppendError> {
         let mut state = self.write_state();
         if let Some((dir, cause)) = self.poisoned(&state) {
             return Err(AppendError::Poisoned { dir, cause });
@@ -396,34 +422,66 @@ impl Log {
             last_term = entry.term;
             metas.push((record_count, max_timestamp));
         }
-        let result = self.stage_and_write(&mut state, &config, entries, &metas);
-        if let Err(failure) = result {
-            self.poison(&mut state, &failure);
-            return Err(failure.into());
-        }
-        Ok(Appended {
+        let kept = match self.stage_and_write(&mut state, &config, entries, &metas, keep) {
+            Ok(kept) => kept,
+            Err(failure) => {
+                self.poison(&mut state, &failure);
+                return Err(failure.into());
+            }
+        };
+        let appended = Appended {
             first_index: first.index,
             last_index: next_index - 1,
             base_offset: Offset(base_offset),
             next_offset: Offset(next_offset),
-        })
+        };
+        Ok((appended, kept))
     }
 
+    /// Stages the entries' frames and writes them; with `keep`, returns the entries written after
+    /// the last roll as stored, their payloads slices of the written buffer (which then goes
+    /// with them rather than back to `state.staging`).
     fn stage_and_write(
         &self,
         state: &mut State,
         config: &LogConfig,
         entries: &[NewEntry],
         metas: &[(u32, i64)],
-    ) -> Result<(), Failure> {
+        keep: bool,
+    ) -> Result<Vec<Entry>, Failure> {
         let now = (config.clock)();
         let mut staging = std::mem::take(&mut state.staging);
+        let frames_len: usize = entries
+            .iter()
+            .map(|e| FRAME_HEADER_LEN + e.payload.len())
+            .sum();
+        staging.reserve(frames_len);
+        // Where each staged entry's payload lies in `staging`, and its stored header.
+        let mut staged: Vec<(std::ops::Range<usize>, Entry)> = Vec::new();
         let result = (|| {
             for (entry, (record_count, max_timestamp)) in entries.iter().zip(metas) {
                 let frame_len = (FRAME_HEADER_LEN + entry.payload.len()) as u64;
                 if state.active().must_roll(frame_len, now, config) {
-                    state.active_mut().write_staged(&mut staging, config)?;
+                    state.active_mut().write_staged(&staging, config)?;
+                    staging.clear();
+                    staged.clear();
                     self.roll(state, config, now)?;
+                }
+                if keep {
+                    let active = state.active();
+                    let payload = staging.len() + FRAME_HEADER_LEN;
+                    staged.push((
+                        payload..payload + entry.payload.len(),
+                        Entry {
+                            index: active.next_index,
+                            term: entry.term,
+                            base_offset: Offset(active.next_offset),
+                            record_count: *record_count,
+                            max_timestamp: *max_timestamp,
+                            kind: entry.kind,
+                            payload: Bytes::new(),
+                        },
+                    ));
                 }
                 state.active_mut().stage(
                     &mut staging,
@@ -433,11 +491,23 @@ impl Log {
                     config,
                 )?;
             }
-            state.active_mut().write_staged(&mut staging, config)
+            state.active_mut().write_staged(&staging, config)
         })();
-        staging.clear();
-        state.staging = staging;
-        result
+        if result.is_err() || !keep {
+            staging.clear();
+            state.staging = staging;
+            return result.map(|()| Vec::new());
+        }
+        // The written frames become the kept entries' memory; the next append stages into a
+        // new buffer.
+        let written = Bytes::from(staging);
+        Ok(staged
+            .into_iter()
+            .map(|(payload, mut entry)| {
+                entry.payload = written.slice(payload);
+                entry
+            })
+            .collect())
     }
 
     /// Seals the active segment and starts a new one. The sealed segment is durable before the

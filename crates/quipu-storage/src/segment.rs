@@ -656,7 +656,8 @@ impl Segment {
         Ok(())
     }
 
-    /// Writes the staged frames to the file (growing the preallocated region first).
+    /// Writes the staged frames to the file (growing the preallocated region first); the caller
+    /// clears `staging` afterwards.
     ///
     /// The region grows as the index files do, geometrically: each step preallocates as much as
     /// the file already holds past its header, at least [`PREALLOCATE_FIRST_BYTES`] (or
@@ -665,11 +666,7 @@ impl Segment {
     /// segment soon grows by whole `preallocate_bytes` steps, while a segment with little data
     /// reserves little disk (thousands of quiet partitions would otherwise hold
     /// `preallocate_bytes` of zeros each).
-    pub fn write_staged(
-        &mut self,
-        staging: &mut Vec<u8>,
-        config: &LogConfig,
-    ) -> Result<(), Failure> {
+    pub fn write_staged(&mut self, staging: &[u8], config: &LogConfig) -> Result<(), Failure> {
         if staging.is_empty() {
             return Ok(());
         }
@@ -698,7 +695,6 @@ impl Segment {
             .map_err(Failure::io(&self.path))?;
         self.written_len = end;
         self.allocated_len = self.allocated_len.max(end);
-        staging.clear();
         Ok(())
     }
 
