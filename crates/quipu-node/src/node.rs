@@ -690,8 +690,6 @@ async fn open_controller(
     let (log, store) = open_log_store(group, &dir, log_config, Arc::clone(&shared)).await?;
     // A restarted node applies the metadata committed before its stop at once.
     store.keep_committed();
-    // Its state machine does not release applied entries: none are kept for reads.
-    store.keep_no_recent_entries();
     // The last index the log holds (`None`: empty).
     let log_end = log
         .next_index()

@@ -137,6 +137,8 @@ impl Partition {
             shared
         });
         let (log, store) = open_log_store(group, dir, log_config, Arc::clone(&shared)).await?;
+        // The partition's state machine releases them once applied (the controller's does not).
+        store.keep_recent_entries();
         let raft_error = |source: crate::error::BoxError| NodeError::Raft { group, source };
         let state_machine = PartitionStateMachine::open(dir.to_path_buf(), Arc::clone(&shared))
             .await

@@ -279,7 +279,7 @@ impl LogStore {
                 flushes_pending,
                 pending_reset: Mutex::new(None),
                 keep_committed: std::sync::atomic::AtomicBool::new(false),
-                keep_recent: std::sync::atomic::AtomicBool::new(true),
+                keep_recent: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -293,13 +293,13 @@ impl LogStore {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Keeps no appended entries in memory for reads ([`crate::recent`]): for a group whose
-    /// state machine does not release them once applied (the controller's).
-    pub fn keep_no_recent_entries(&self) {
+    /// Keeps appended entries in memory until applied, for the reads that follow an append
+    /// ([`crate::recent`]). Only for a store whose state machine releases them once applied
+    /// ([`crate::PartitionStateMachine`] does; the controller's does not).
+    pub fn keep_recent_entries(&self) {
         self.inner
             .keep_recent
-            .store(false, std::sync::atomic::Ordering::SeqCst);
-        self.inner.shared.clear_recent();
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn keeps_committed(&self) -> bool {
@@ -373,7 +373,8 @@ impl LogStore {
     ) -> Result<Vec<openraft::Entry<TypeConfig>>, StorageError<NodeId>> {
         let purged_next = self.purged().map_or(0, |id| id.index + 1);
         // Entries just written and not yet applied (what replication and the state machine
-        // read right after an append) come from memory, unless the log failed since.
+        // read right after an append) come from memory, unless the log failed since (a failed
+        // append or sync also drops them).
         let kept = (start.max(purged_next) == start && !self.inner.log.is_poisoned())
             .then(|| self.inner.shared.read_recent(start, end, max_bytes))
             .flatten();
@@ -476,7 +477,11 @@ fn flushed(
     shared: &PartitionShared,
     synced: Result<u64, quipu_storage::SyncError>,
 ) -> Result<(), String> {
-    let durable_next = synced.map_err(|e| e.to_string())?;
+    let durable_next = synced.map_err(|e| {
+        // The log is poisoned: nothing it wrote is served from memory any more.
+        shared.clear_recent();
+        e.to_string()
+    })?;
     if shared.note_flushed(durable_next) {
         tracing::info!(
             next_index = durable_next,
@@ -697,11 +702,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 shared.clear_recent();
                 log.reset(first, offset).map_err(io_error)?;
             }
-            let appended = if keep_recent {
-                let (appended, kept) = log.append_kept(&entries).map_err(io_error)?;
+            // Kept only when small, since a kept entry holds its whole append's buffer.
+            let bytes: usize = entries.iter().map(|e| e.payload.len()).sum();
+            let appended = if keep_recent && bytes <= crate::RECENT_BYTES_MAX {
+                let kept = log.append_kept(&entries);
+                let (appended, kept) = kept
+                    .inspect_err(|_| shared.clear_recent())
+                    .map_err(io_error)?;
                 shared.keep_recent(kept);
                 appended
             } else {
+                shared.clear_recent();
                 log.append(&entries).map_err(io_error)?
             };
             // Base offsets of the entries that carry a token: the first entry's base offset plus

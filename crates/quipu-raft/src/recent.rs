@@ -10,8 +10,11 @@
 //! - the entries are consecutive, and each is exactly what the log holds at its index now: the
 //!   log store clears them before any truncation or reset and replaces them when an append does
 //!   not follow on;
-//! - they are dropped once applied, and never hold more than [`RECENT_BYTES_MAX`] of payload (the
-//!   oldest go first), so an idle partition holds nothing.
+//! - they are dropped once applied (or covered by an installed snapshot), and hold at most
+//!   [`RECENT_BYTES_MAX`] of payload (the oldest go first); only appends of at most that much
+//!   are kept, and a kept entry holds its append's whole buffer, so a partition holds at most
+//!   about twice that in memory, and an idle one nothing;
+//! - a failed append or sync drops them, and none are served while the log is poisoned.
 
 use std::collections::VecDeque;
 
@@ -112,7 +115,7 @@ mod tests {
             record_count: 0,
             max_timestamp: -1,
             kind: EntryKind::Internal,
-            payload: Bytes::from(vec![index as u8; len]),
+            payload: Bytes::from(vec![index.to_le_bytes()[0]; len]),
         }
     }
 

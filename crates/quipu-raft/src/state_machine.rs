@@ -508,6 +508,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
         let (applied, tables) = decode_state::<Applied>(&data).map_err(snapshot_error)?;
         self.file.save(meta, &data).await?;
         if let Some(last) = meta.last_log_id {
+            self.shared.release_recent(last.index);
             self.shared
                 .set_installed(last.index, applied.high_watermark);
             // Everything up to the snapshot is held durably now: a replica that abstained for

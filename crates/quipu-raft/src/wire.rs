@@ -32,8 +32,8 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> postcard::Result<Vec<u8>> {
 /// Decodes `payload` (postcard); the record batches of a [`crate::Request`] inside it share
 /// `payload`'s memory.
 pub fn decode_shared<T: DeserializeOwned>(payload: &Bytes) -> postcard::Result<T> {
-    /// Clears the source however decoding ends (it cannot unwind through postcard, but a
-    /// nested call must find its caller's source again).
+    /// Puts the caller's source back however decoding ends, on an unwind too, so that no
+    /// later decode on this thread slices a buffer it was not given.
     struct Restore(Option<Bytes>);
     impl Drop for Restore {
         fn drop(&mut self) {

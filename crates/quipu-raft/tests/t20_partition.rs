@@ -551,7 +551,7 @@ async fn a_checkpoint_spares_a_restart_the_applied_log_unless_the_log_lost_it() 
 
 /// Flips one byte of the newest segment in `dir`, `from_end` bytes before its data ends (the
 /// map shares the file's pages, so a read of the log sees the change at once).
-fn flip_newest_segment_byte(dir: &std::path::Path, from_end: u64) {
+fn flip_newest_segment_byte(dir: &std::path::Path, from_end: usize) {
     use std::os::unix::fs::FileExt;
     let mut segments: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -561,10 +561,9 @@ fn flip_newest_segment_byte(dir: &std::path::Path, from_end: u64) {
     segments.sort();
     let path = segments.pop().unwrap();
     let data = std::fs::read(&path).unwrap();
-    let end = data.iter().rposition(|b| *b != 0).unwrap() as u64 + 1;
-    let at = end - from_end;
+    let at = data.iter().rposition(|b| *b != 0).unwrap() + 1 - from_end;
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    file.write_all_at(&[data[at as usize] ^ 0xff], at).unwrap();
+    file.write_all_at(&[data[at] ^ 0xff], at as u64).unwrap();
 }
 
 #[tokio::test]
@@ -637,4 +636,36 @@ async fn a_truncation_drops_the_entries_kept_in_memory() {
         }
         other => panic!("unexpected payload {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn entries_kept_in_memory_are_never_read_below_the_purge_point_or_from_a_failed_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut store, _sm, _shared) = open(dir.path()).await;
+    store
+        .blocking_append([
+            membership(1, 0),
+            records(1, 1, batch(2)),
+            records(1, 2, batch(3)),
+            records(1, 3, batch(1)),
+        ])
+        .await
+        .unwrap();
+    // Purged up to 1 while 0..4 are kept (not applied): a read from 0 starts after the purge
+    // point, as the log's own read does.
+    store.purge(log_id(1, 1)).await.unwrap();
+    let read = store.try_get_log_entries(0..4).await.unwrap();
+    let indexes: Vec<u64> = read.iter().map(|e| e.log_id.index).collect();
+    assert_eq!(indexes, [2, 3]);
+
+    // A failed sync poisons the log: what the append wrote is not served from memory either.
+    quipu_storage::fault::fail_next_sync(dir.path());
+    assert!(
+        store
+            .blocking_append([records(1, 4, batch(2))])
+            .await
+            .is_err()
+    );
+    assert!(store.try_get_log_entries(2..4).await.is_err());
+    assert!(store.try_get_log_entries(4..5).await.is_err());
 }

@@ -36,6 +36,8 @@ pub async fn open_with(
     let store = LogStore::open(Arc::clone(&log), Arc::clone(&shared))
         .await
         .unwrap();
+    // As a partition's store does.
+    store.keep_recent_entries();
     let sm = PartitionStateMachine::open(dir.to_path_buf(), Arc::clone(&shared))
         .await
         .unwrap();
