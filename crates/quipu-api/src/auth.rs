@@ -140,7 +140,7 @@ impl Gate {
             return match self.verify(&user, password).await {
                 Ok(()) => Ok(Principal::user(&user, host)),
                 Err(e) => {
-                    tracing::warn!(peer = %host, reason = %e, "client API authentication failed");
+                    tracing::warn!(peer = %host, error = &e as &dyn std::error::Error, "client API authentication failed");
                     let due = self
                         .penalties
                         .due(request.remote_addr(), tokio::time::Instant::now());

@@ -114,7 +114,7 @@ where
                 }
                 Err(refusal) => {
                     // No error can be told in this framing: the connection closes.
-                    tracing::warn!(%peer, reason = %refusal, "kafka client authentication failed");
+                    tracing::warn!(%peer, error = &refusal as &dyn std::error::Error, "kafka client authentication failed");
                     tokio::time::sleep(FAILED_AUTHENTICATION_DELAY).await;
                     return Err(RequestError::AuthenticationFailed);
                 }
@@ -170,7 +170,7 @@ where
                         return Ok(user);
                     }
                     Err(refusal) => {
-                        tracing::warn!(%peer, reason = %refusal, "kafka client authentication failed");
+                        tracing::warn!(%peer, error = &refusal as &dyn std::error::Error, "kafka client authentication failed");
                         tokio::time::sleep(FAILED_AUTHENTICATION_DELAY).await;
                         let (code, message) = match &refusal {
                             Refusal::State => (
