@@ -41,7 +41,7 @@ pub use controller::{
     SNAPSHOT_BYTES_MAX as CONTROLLER_SNAPSHOT_BYTES_MAX,
 };
 pub use log_store::{FLUSH_MARK_FILE, LogStore, LogStoreError, META_FILE, READ_BYTES_MAX};
-pub use recent::RECENT_BYTES_MAX;
+pub use recent::{RECENT_BYTES_MAX, RECENT_NODE_BYTES_MAX};
 pub use state_machine::{
     CHECKPOINT_FILE, PartitionStateMachine, SNAPSHOT_BYTES_MAX as PARTITION_SNAPSHOT_BYTES_MAX,
     SNAPSHOT_FILE,

@@ -14,25 +14,62 @@
 //!   [`RECENT_BYTES_MAX`] of payload (the oldest go first); only appends of at most that much
 //!   are kept, and a kept entry holds its append's whole buffer, so a partition holds at most
 //!   about twice that in memory, and an idle one nothing;
-//! - a failed append or sync drops them, and none are served while the log is poisoned.
+//! - a failed append or sync drops them, and none are served while the log is poisoned;
+//! - all the partitions of a process keep at most [`RECENT_NODE_BYTES_MAX`] of payload between
+//!   them: an append that would go over it is not kept (its reads go to the log), so commits
+//!   stalled on many partitions at once cannot pile entries up in memory.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use quipu_storage::Entry as StoredEntry;
 
 /// Most payload bytes a partition keeps in memory for reads of entries not yet applied.
 pub const RECENT_BYTES_MAX: usize = 1024 * 1024;
 
+/// Most payload bytes all the partitions of a process keep in memory between them.
+pub const RECENT_NODE_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// Payload bytes kept by every [`Recent`] of this process that counts against the node's bound.
+static NODE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
 /// The newest entries of a log, not yet applied.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Recent {
     entries: VecDeque<StoredEntry>,
     bytes: usize,
+    /// Payload bytes kept by every `Recent` sharing this bound, and the bound.
+    shared_bytes: &'static AtomicUsize,
+    shared_max: usize,
+}
+
+impl Default for Recent {
+    fn default() -> Self {
+        Recent::within(&NODE_BYTES, RECENT_NODE_BYTES_MAX)
+    }
+}
+
+impl Drop for Recent {
+    fn drop(&mut self) {
+        self.clear();
+    }
 }
 
 impl Recent {
+    /// A `Recent` that keeps, together with the others counting in `shared_bytes`, at most
+    /// `shared_max` bytes of payload.
+    fn within(shared_bytes: &'static AtomicUsize, shared_max: usize) -> Recent {
+        Recent {
+            entries: VecDeque::new(),
+            bytes: 0,
+            shared_bytes,
+            shared_max,
+        }
+    }
+
     /// Keeps `appended` (consecutive entries just written) after what is kept already, or
-    /// instead of it if they do not follow on.
+    /// instead of it if they do not follow on; keeps nothing of it if the shared bound would be
+    /// passed (then nothing before it either: what is kept stays consecutive up to the log's end).
     pub(crate) fn keep(&mut self, appended: Vec<StoredEntry>) {
         let Some(first) = appended.first() else {
             return;
@@ -40,16 +77,27 @@ impl Recent {
         if self.next_index() != Some(first.index) {
             self.clear();
         }
-        for entry in appended {
-            self.bytes += entry.payload.len();
-            self.entries.push_back(entry);
+        let incoming: usize = appended.iter().map(|e| e.payload.len()).sum();
+        let before = self.shared_bytes.fetch_add(incoming, Ordering::SeqCst);
+        if before.saturating_add(incoming) > self.shared_max {
+            self.shared_bytes.fetch_sub(incoming, Ordering::SeqCst);
+            self.clear();
+            return;
         }
+        self.bytes += incoming;
+        self.entries.extend(appended);
         while self.bytes > RECENT_BYTES_MAX {
             let Some(oldest) = self.entries.pop_front() else {
                 break;
             };
-            self.bytes -= oldest.payload.len();
+            self.forget(oldest.payload.len());
         }
+    }
+
+    /// Counts `len` bytes of payload no longer kept.
+    fn forget(&mut self, len: usize) {
+        self.bytes -= len;
+        self.shared_bytes.fetch_sub(len, Ordering::SeqCst);
     }
 
     /// The entries `start..end`, if every one of them is kept; at least the first and then as
@@ -79,14 +127,15 @@ impl Recent {
     pub(crate) fn release(&mut self, index: u64) {
         while self.entries.front().is_some_and(|e| e.index <= index) {
             let entry = self.entries.pop_front().expect("checked");
-            self.bytes -= entry.payload.len();
+            self.forget(entry.payload.len());
         }
     }
 
     /// Drops every entry (before a truncation or reset of the log).
     pub(crate) fn clear(&mut self) {
         self.entries.clear();
-        self.bytes = 0;
+        let bytes = self.bytes;
+        self.forget(bytes);
     }
 
     fn next_index(&self) -> Option<u64> {
@@ -147,6 +196,34 @@ mod tests {
         assert!(recent.read(5, 6, u64::MAX).is_none());
         assert_eq!(indexes(&recent.read(9, 10, u64::MAX).unwrap()), [9]);
         assert_eq!(recent.bytes(), 10);
+    }
+
+    #[test]
+    fn partitions_share_the_nodes_bound() {
+        static SHARED: AtomicUsize = AtomicUsize::new(0);
+        let (mut one, mut two) = (Recent::within(&SHARED, 25), Recent::within(&SHARED, 25));
+        one.keep(vec![entry(1, 10), entry(2, 10)]);
+        two.keep(vec![entry(7, 10)]);
+        assert!(
+            two.read(7, 8, u64::MAX).is_none(),
+            "over the shared bound: not kept"
+        );
+        assert_eq!(SHARED.load(Ordering::SeqCst), 20);
+        two.keep(vec![entry(8, 5)]);
+        assert_eq!(indexes(&two.read(8, 9, u64::MAX).unwrap()), [8]);
+        assert_eq!(SHARED.load(Ordering::SeqCst), 25);
+        // Going over drops what the partition kept too, so that the rest stays consecutive.
+        one.keep(vec![entry(3, 1)]);
+        assert!(one.read(1, 3, u64::MAX).is_none());
+        assert_eq!(SHARED.load(Ordering::SeqCst), 5);
+        one.keep(vec![entry(4, 10)]);
+        one.release(4);
+        drop(two);
+        assert_eq!(
+            SHARED.load(Ordering::SeqCst),
+            0,
+            "released and dropped bytes are given back"
+        );
     }
 
     #[test]
