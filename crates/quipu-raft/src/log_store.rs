@@ -375,7 +375,7 @@ impl LogStore {
         // Entries just written and not yet applied (what replication and the state machine
         // read right after an append) come from memory, unless the log failed since (a failed
         // append or sync also drops them).
-        let kept = (start.max(purged_next) == start && !self.inner.log.is_poisoned())
+        let kept = (start >= purged_next && !self.inner.log.is_poisoned())
             .then(|| self.inner.shared.read_recent(start, end, max_bytes))
             .flatten();
         if let Some(kept) = kept {
@@ -702,9 +702,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 shared.clear_recent();
                 log.reset(first, offset).map_err(io_error)?;
             }
-            // Kept only when small, since a kept entry holds its whole append's buffer.
             let bytes: usize = entries.iter().map(|e| e.payload.len()).sum();
-            let appended = if keep_recent && bytes <= crate::RECENT_BYTES_MAX {
+            let appended = if keep_recent && crate::recent::keeps_appends_of(bytes) {
                 let kept = log.append_kept(&entries);
                 let (appended, kept) = kept
                     .inspect_err(|_| shared.clear_recent())

@@ -30,6 +30,12 @@ pub const RECENT_BYTES_MAX: usize = 1024 * 1024;
 /// Most payload bytes all the partitions of a process keep in memory between them.
 pub const RECENT_NODE_BYTES_MAX: usize = 256 * 1024 * 1024;
 
+/// Whether an append of `bytes` of payload is worth keeping at all: a kept entry holds its whole
+/// append's buffer, so only appends within a partition's bound are.
+pub(crate) fn keeps_appends_of(bytes: usize) -> bool {
+    bytes <= RECENT_BYTES_MAX
+}
+
 /// Payload bytes kept by every [`Recent`] of this process that counts against the node's bound.
 static NODE_BYTES: AtomicUsize = AtomicUsize::new(0);
 

@@ -389,9 +389,9 @@ async fn a_crash_between_the_purge_point_and_the_reset_still_lets_the_log_contin
     assert_eq!(shared.high_watermark(), 92);
 }
 
-/// A disk that lost the last `bytes` of data of the newest segment in `dir` (segments are
-/// preallocated with zeros, so the data ends at the last non-zero byte).
-fn cut_newest_segment(dir: &std::path::Path, bytes: u64) {
+/// The newest segment in `dir`, its bytes, and where its data ends (segments are preallocated
+/// with zeros, so the data ends at the last non-zero byte).
+fn newest_segment(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>, usize) {
     let mut segments: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -400,12 +400,18 @@ fn cut_newest_segment(dir: &std::path::Path, bytes: u64) {
     segments.sort();
     let path = segments.pop().unwrap();
     let data = std::fs::read(&path).unwrap();
-    let end = data.iter().rposition(|b| *b != 0).unwrap() as u64 + 1;
+    let end = data.iter().rposition(|b| *b != 0).unwrap() + 1;
+    (path, data, end)
+}
+
+/// A disk that lost the last `bytes` of data of the newest segment in `dir`.
+fn cut_newest_segment(dir: &std::path::Path, bytes: u64) {
+    let (path, _, end) = newest_segment(dir);
     std::fs::OpenOptions::new()
         .write(true)
         .open(&path)
         .unwrap()
-        .set_len(end - bytes)
+        .set_len(end as u64 - bytes)
         .unwrap();
 }
 
@@ -553,15 +559,8 @@ async fn a_checkpoint_spares_a_restart_the_applied_log_unless_the_log_lost_it() 
 /// map shares the file's pages, so a read of the log sees the change at once).
 fn flip_newest_segment_byte(dir: &std::path::Path, from_end: usize) {
     use std::os::unix::fs::FileExt;
-    let mut segments: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    segments.sort();
-    let path = segments.pop().unwrap();
-    let data = std::fs::read(&path).unwrap();
-    let at = data.iter().rposition(|b| *b != 0).unwrap() + 1 - from_end;
+    let (path, data, end) = newest_segment(dir);
+    let at = end - from_end;
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.write_all_at(&[data[at] ^ 0xff], at as u64).unwrap();
 }
