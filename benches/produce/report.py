@@ -6,7 +6,9 @@ Each run is one `quipu bench produce --json` object with `label`, `nodes`, `part
 `offered` (records/s asked for; 0 for as fast as it goes) added. The table puts each run beside
 the storage engine's figure of the same run; the plot draws, per setup, the p50 and p99 latency
 against the throughput reached (one point per offered rate, the last one the maximum).
-Standard library only.
+Runs with `ladder` true (compare.sh's LADDER) also make a table of held rates per topic size, with
+each size's highest rate taken whole (at least 97% of it) with a p99 under 50 ms. Standard
+library only.
 """
 
 import json
@@ -33,6 +35,8 @@ for label in setups:
     of_setup = sorted((r for r in runs if r["label"] == label),
                       key=lambda r: r["offered"] or math.inf)
     for r in of_setup:
+        if r.get("ladder"):
+            continue  # in the held-rates table below (and in the plot)
         offered = f"{r['offered']:,}" if r["offered"] else "max"
         ratio = f"{100 * r['mib_per_second'] / engine:.0f}%" if engine else ""
         lat = r["latency_ms"]
@@ -40,6 +44,33 @@ for label in setups:
             f"| {label} | {offered} | {r['records_per_second']:,.0f} | "
             f"{r['mib_per_second']:.1f} | {ratio} | {lat['p50']:.2f} | {lat['p99']:.2f} | "
             f"{lat['p99_9']:.2f} | {lat['max']:.2f} |")
+# Held rates (LADDER): per offered rate, what each topic size took and its p99; then each size's
+# highest rate taken whole (at least 97% of it) with a p99 under 50 ms.
+held = [r for r in runs if r.get("ladder")]
+if held:
+    sizes = sorted({r["partitions"] for r in held})
+    rates = sorted({r["offered"] for r in held})
+    lines += ["", "Held rates, each on a fresh node (records/s taken; p50 / p99 ms):", "",
+              "| offered | " + " | ".join(f"{n} partitions" for n in sizes) + " |",
+              "|---|" + "---|" * len(sizes)]
+
+    def kept(r):
+        return (r["records_per_second"] >= 0.97 * r["offered"]
+                and r["latency_ms"]["p99"] < 50)
+
+    for rate in rates:
+        cells = []
+        for n in sizes:
+            r = next((r for r in held if r["partitions"] == n and r["offered"] == rate), None)
+            cells.append("" if r is None else
+                         f"{r['records_per_second']:,.0f}; {r['latency_ms']['p50']:.2f} / "
+                         f"{r['latency_ms']['p99']:.2f}{'' if kept(r) else ' (missed)'}")
+        lines.append(f"| {rate:,} | " + " | ".join(cells) + " |")
+    best = []
+    for n in sizes:
+        met = [r["offered"] for r in held if r["partitions"] == n and kept(r)]
+        best.append(f"{max(met):,}" if met else "none")
+    lines.append("| highest held with p99 < 50 ms | " + " | ".join(best) + " |")
 with open(table_path, "w") as f:
     f.write("\n".join(lines) + "\n")
 

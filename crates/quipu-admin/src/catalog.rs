@@ -36,6 +36,13 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Time from a partition produce's arrival to its answer.",
     ),
     (
+        "quipu_produce_phase_seconds",
+        Kind::Histogram,
+        Unit::Seconds,
+        "Time a batch spent on its partition leader in each phase: queued for the next Raft entry, \
+         into the leader's log, until committed and applied.",
+    ),
+    (
         "quipu_produce_batch_bytes",
         Kind::Histogram,
         Unit::Bytes,

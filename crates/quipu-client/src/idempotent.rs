@@ -20,7 +20,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::producer::{Closed, Hold, ProducerConfig, Waiter, resolve};
+use crate::producer::{Acked, Closed, Hold, ProducerConfig, Waiter, resolve};
 use crate::{Client, ClientError};
 
 /// Most batches of one partition on their way at once (Kafka's limit for idempotence).
@@ -53,6 +53,8 @@ struct InFlight {
     records: i32,
     waiters: Vec<Waiter>,
     resends: u32,
+    /// When its first request left.
+    sent_at: std::time::Instant,
     /// Its records' room in the producer's buffer and its place among the partition's
     /// outstanding batches, given back when it is dropped (settled).
     _hold: Hold,
@@ -161,6 +163,7 @@ impl Sender {
             records,
             waiters,
             resends: 0,
+            sent_at: std::time::Instant::now(),
             _hold: hold,
         })
     }
@@ -223,7 +226,11 @@ impl Sender {
         match result {
             Ok(offset) => {
                 self.acknowledged = Some(flight.stamp);
-                resolve(flight.waiters, Ok(Some(offset)), self.partition);
+                let acked = Acked {
+                    base: Some(offset),
+                    sent_at: flight.sent_at,
+                };
+                resolve(flight.waiters, Ok(acked), self.partition);
                 None
             }
             // Not written. Under the current producer id it overtook a batch that was still on

@@ -82,8 +82,19 @@ pub struct Sent {
     pub partition: u32,
     /// Its offset (`None` with acks=0).
     pub offset: Option<u64>,
+    /// When its batch's first request left (the record waited in the producer until then,
+    /// Kafka's record queue time; retries of the batch are counted after it).
+    pub sent_at: std::time::Instant,
     /// When the acknowledgement arrived (for latency measurements).
     pub acknowledged_at: std::time::Instant,
+}
+
+/// A batch's acknowledgement: its base offset (`None` with acks=0) and when its first request
+/// left.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Acked {
+    pub(crate) base: Option<u64>,
+    pub(crate) sent_at: std::time::Instant,
 }
 
 pub(crate) type Waiter = oneshot::Sender<Result<Sent, ClientError>>;
@@ -138,14 +149,25 @@ struct Queue {
     outstanding: usize,
 }
 
+/// The producer's batches and queues, by topic: a record finds its topic by name (no key is
+/// built per record) and its partition's batch by number.
 #[derive(Default)]
 struct State {
-    open: HashMap<(String, u32), Open>,
-    senders: HashMap<(String, u32), Queue>,
-    partition_counts: HashMap<String, u32>,
-    /// The partition keyless records of a topic go to until its batch is sent (sticky).
-    sticky: HashMap<String, u32>,
+    topics: HashMap<String, Topic>,
+    /// Topics that have had a sticky partition: where the next topic's first choice starts.
+    sticky_topics: usize,
     next_generation: u64,
+}
+
+/// A topic's batches and senders.
+#[derive(Default)]
+struct Topic {
+    /// Its partition count, once asked.
+    partitions: Option<u32>,
+    /// The partition keyless records go to until its batch is sent (sticky).
+    sticky: Option<u32>,
+    open: HashMap<u32, Open>,
+    senders: HashMap<u32, Queue>,
 }
 
 /// A batching producer. Cheap to clone; every clone shares the batches.
@@ -188,14 +210,16 @@ impl Producer {
     }
 
     async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
-        if let Some(count) = self.lock().partition_counts.get(topic) {
-            return Ok(*count);
+        if let Some(count) = self.lock().topics.get(topic).and_then(|t| t.partitions) {
+            return Ok(count);
         }
         let description = self.client.describe_topic(topic).await?;
         let count = u32::try_from(description.partitions.len()).unwrap_or(u32::MAX);
         self.lock()
-            .partition_counts
-            .insert(topic.to_string(), count);
+            .topics
+            .entry(topic.to_string())
+            .or_default()
+            .partitions = Some(count);
         Ok(count)
     }
 
@@ -285,7 +309,12 @@ impl Producer {
 
     /// Sends every batch still open now (their futures resolve once acknowledged).
     pub async fn flush(&self) {
-        let slots: Vec<(String, u32)> = self.lock().open.keys().cloned().collect();
+        let slots: Vec<(String, u32)> = self
+            .lock()
+            .topics
+            .iter()
+            .flat_map(|(name, topic)| topic.open.keys().map(|p| (name.clone(), *p)))
+            .collect();
         for (topic, partition) in slots {
             self.close(&topic, partition, None).await;
         }
@@ -316,7 +345,7 @@ impl Producer {
         // waiting for room, let a later batch of the partition overtake it on another thread.)
         let permit = sender.reserve().await;
         let mut state = self.lock();
-        if !is_open(state.open.get(&slot), generation) && !state.stranded(&slot) {
+        if !is_open(state.open(&slot), generation) && !state.stranded(&slot) {
             return; // closed by another caller meanwhile
         }
         let Some(open) = state.take(topic, partition) else {
@@ -350,8 +379,12 @@ impl Producer {
         }
         tokio::spawn(async move {
             while let Some(batch) = rx.recv().await {
+                let sent_at = std::time::Instant::now();
                 let result = match batch.builder.build() {
-                    Ok(bytes) => client.produce(&topic, partition, bytes, config.acks).await,
+                    Ok(bytes) => client
+                        .produce(&topic, partition, bytes, config.acks)
+                        .await
+                        .map(|base| Acked { base, sent_at }),
                     Err(e) => Err(ClientError::InvalidArgument(format!(
                         "cannot build a record batch: {e}"
                     ))),
@@ -389,6 +422,19 @@ enum Closing {
 }
 
 impl State {
+    /// The open batch of `slot`, if any.
+    fn open(&self, (topic, partition): &(String, u32)) -> Option<&Open> {
+        self.topics.get(topic.as_str())?.open.get(partition)
+    }
+
+    /// The sender of `slot`, if it has one yet.
+    fn queue_mut(&mut self, (topic, partition): &(String, u32)) -> Option<&mut Queue> {
+        self.topics
+            .get_mut(topic.as_str())?
+            .senders
+            .get_mut(partition)
+    }
+
     /// Whether the open batch of `slot` (only generation `generation` if given, which means
     /// its linger ran out) is to be closed now: a lingered batch stays open, marked, while any
     /// of its partition's batches is queued or on its way ([`Producer::close`]). The
@@ -399,15 +445,19 @@ impl State {
         generation: Option<u64>,
         spawn: impl FnOnce() -> mpsc::Sender<Closed>,
     ) -> Closing {
-        if !is_open(self.open.get(slot), generation) {
+        let (name, partition) = slot;
+        let Some(topic) = self.topics.get_mut(name.as_str()) else {
+            return Closing::Gone;
+        };
+        if !is_open(topic.open.get(partition), generation) {
             return Closing::Gone;
         }
-        let queue = self.senders.entry(slot.clone()).or_insert_with(|| Queue {
+        let queue = topic.senders.entry(*partition).or_insert_with(|| Queue {
             batches: spawn(),
             outstanding: 0,
         });
         if generation.is_some() && queue.outstanding > 0 {
-            if let Some(open) = self.open.get_mut(slot) {
+            if let Some(open) = topic.open.get_mut(partition) {
                 open.lingered = true;
             }
             return Closing::Busy;
@@ -417,7 +467,7 @@ impl State {
 
     /// A batch taken from `slot` as it goes to the partition's queue: one more outstanding.
     fn closed(&mut self, slot: (String, u32), open: Open, state: &Arc<Mutex<State>>) -> Closed {
-        if let Some(queue) = self.senders.get_mut(&slot) {
+        if let Some(queue) = self.queue_mut(&slot) {
             queue.outstanding += 1;
         }
         Closed {
@@ -434,11 +484,14 @@ impl State {
     /// Whether the open batch of `slot` lingered and nothing of its partition is outstanding
     /// any more: it is due, and whoever holds room in the partition's queue takes it.
     fn stranded(&self, slot: &(String, u32)) -> bool {
-        self.open.get(slot).is_some_and(|open| open.lingered)
-            && self
-                .senders
-                .get(slot)
-                .is_some_and(|queue| queue.outstanding == 0)
+        let (name, partition) = slot;
+        self.topics.get(name.as_str()).is_some_and(|topic| {
+            topic.open.get(partition).is_some_and(|open| open.lingered)
+                && topic
+                    .senders
+                    .get(partition)
+                    .is_some_and(|queue| queue.outstanding == 0)
+        })
     }
 
     /// One outstanding batch of `slot` settled. If it was the last, and the partition's open
@@ -447,17 +500,16 @@ impl State {
     /// the queue, a caller holding room takes the batch when it gets this lock
     /// ([`State::stranded`]).
     fn settle(&mut self, slot: &(String, u32), state: &Arc<Mutex<State>>) {
-        let Some(queue) = self.senders.get_mut(slot) else {
+        let Some(queue) = self.queue_mut(slot) else {
             return;
         };
         queue.outstanding = queue.outstanding.saturating_sub(1);
         if !self.stranded(slot) {
             return;
         }
-        let Some(queue) = self.senders.get(slot) else {
+        let Some(sender) = self.queue_mut(slot).map(|queue| queue.batches.clone()) else {
             return;
         };
-        let sender = queue.batches.clone();
         let Ok(permit) = sender.try_reserve() else {
             return;
         };
@@ -468,7 +520,7 @@ impl State {
 
     /// Adds a record (`push`, answered through `waiter`) to the open batch of its partition,
     /// opening one if there is none: `chosen`, or for a keyless record the partition sticky
-    /// now (of the topic's count in `partition_counts`). Returns the partition, whether its
+    /// now (of the topic's partition count, known by then). Returns the partition, whether its
     /// batch is full (`config.batch_bytes`), and the generation of a batch just opened (its
     /// linger timer starts). The record's `room` in the buffer joins its batch's.
     ///
@@ -485,22 +537,25 @@ impl State {
         waiter: Waiter,
         room: OwnedSemaphorePermit,
     ) -> (u32, bool, Option<u64>) {
-        let partition = match chosen {
-            Some(partition) => partition,
-            None => match self.sticky.get(topic) {
-                Some(sticky) => *sticky,
-                None => {
-                    // The topics' first choices spread over partitions.
-                    let count = self.partition_counts.get(topic).copied().unwrap_or(1);
-                    let first = u32::try_from(self.sticky.len() % 1024).unwrap_or(0) % count.max(1);
-                    self.sticky.insert(topic.to_string(), first);
-                    first
-                }
-            },
+        // The topic is known here: `send` asked its partition count first.
+        let state = match self.topics.get_mut(topic) {
+            Some(state) => state,
+            None => self.topics.entry(topic.to_string()).or_default(),
+        };
+        let partition = match (chosen, state.sticky) {
+            (Some(partition), _) | (None, Some(partition)) => partition,
+            (None, None) => {
+                // The topics' first choices spread over partitions.
+                let count = state.partitions.unwrap_or(1).max(1);
+                let first = u32::try_from(self.sticky_topics % 1024).unwrap_or(0) % count;
+                self.sticky_topics += 1;
+                state.sticky = Some(first);
+                first
+            }
         };
         let generation = self.next_generation;
         let mut opened = false;
-        let open = match self.open.entry((topic.to_string(), partition)) {
+        let open = match state.open.entry(partition) {
             Entry::Occupied(open) => {
                 let open = open.into_mut();
                 open.room.merge(room);
@@ -529,28 +584,23 @@ impl State {
     /// Takes the open batch of a partition to send it; keyless records of the topic move on to
     /// the next partition if this one was sticky, as Kafka's sticky partitioner does.
     fn take(&mut self, topic: &str, partition: u32) -> Option<Open> {
-        let open = self.open.remove(&(topic.to_string(), partition))?;
-        let count = self.partition_counts.get(topic).copied().unwrap_or(1);
-        if let Some(sticky) = self.sticky.get_mut(topic)
-            && *sticky == partition
-        {
-            *sticky = (partition + 1) % count.max(1);
+        let state = self.topics.get_mut(topic)?;
+        let open = state.open.remove(&partition)?;
+        if state.sticky == Some(partition) {
+            state.sticky = Some((partition + 1) % state.partitions.unwrap_or(1).max(1));
         }
         Some(open)
     }
 }
 
 /// Answers the waiters of one batch: record `at` of it went to `base + at`.
-pub(crate) fn resolve(
-    waiters: Vec<Waiter>,
-    result: Result<Option<u64>, ClientError>,
-    partition: u32,
-) {
+pub(crate) fn resolve(waiters: Vec<Waiter>, result: Result<Acked, ClientError>, partition: u32) {
     let acknowledged_at = std::time::Instant::now();
     for (at, waiter) in waiters.into_iter().enumerate() {
-        let sent = result.clone().map(|base| Sent {
+        let sent = result.clone().map(|acked| Sent {
             partition,
-            offset: base.map(|b| b + at as u64),
+            offset: acked.base.map(|b| b + at as u64),
+            sent_at: acked.sent_at,
             acknowledged_at,
         });
         let _ = waiter.send(sent);
@@ -590,12 +640,12 @@ mod tests {
             ..ProducerConfig::default()
         };
         let mut state = State::default();
-        state.partition_counts.insert("t".to_string(), 8);
+        state.topics.entry("t".to_string()).or_default().partitions = Some(8);
         let buffer = Arc::new(Semaphore::new(1024 * 1024));
         let mut visited = Vec::new();
         for _ in 0..60 {
             let (partition, full) = keyless(&mut state, &config, &buffer);
-            let open: Vec<u32> = state.open.keys().map(|(_, p)| *p).collect();
+            let open: Vec<u32> = state.topics["t"].open.keys().copied().collect();
             assert_eq!(open, vec![partition], "batches open: {open:?}");
             if full {
                 let taken = state.take("t", partition).unwrap();
@@ -628,11 +678,11 @@ mod tests {
         let buffer = Arc::new(Semaphore::new(1024 * 1024));
         let (queue, mut receiver) = mpsc::channel(QUEUED_BATCHES_MAX);
         let mut guard = state.lock().unwrap();
-        guard.partition_counts.insert("t".to_string(), 8);
+        guard.topics.entry("t".to_string()).or_default().partitions = Some(8);
         // The partition's first batch: nothing outstanding, so its linger sends it.
         let (partition, _) = keyless(&mut guard, &config, &buffer);
         let slot = ("t".to_string(), partition);
-        let first = guard.open[&slot].generation;
+        let first = guard.open(&slot).unwrap().generation;
         let Closing::Go(sender) = guard.closing(&slot, Some(first), || queue) else {
             panic!("an idle partition's lingered batch stayed open");
         };
@@ -652,13 +702,13 @@ mod tests {
             waiter,
             room,
         );
-        let second = guard.open[&slot].generation;
+        let second = guard.open(&slot).unwrap().generation;
         let never = || unreachable!("the partition has a sender");
         assert!(matches!(
             guard.closing(&slot, Some(second), never),
             Closing::Busy
         ));
-        assert!(guard.open[&slot].lingered);
+        assert!(guard.open(&slot).unwrap().lingered);
         // A timer of another batch finds nothing; a flush would close it anyway.
         assert!(matches!(
             guard.closing(&slot, Some(second + 1), never),
@@ -679,7 +729,7 @@ mod tests {
         let second_batch = receiver.try_recv().expect("the lingered batch went");
         assert_eq!(second_batch.waiters.len(), 1);
         let guard = state.lock().unwrap();
-        assert!(!guard.open.contains_key(&slot));
-        assert_eq!(guard.senders[&slot].outstanding, 1);
+        assert!(guard.open(&slot).is_none());
+        assert_eq!(guard.topics["t"].senders[&partition].outstanding, 1);
     }
 }

@@ -19,6 +19,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use openraft::Raft;
@@ -66,6 +67,8 @@ struct Queue {
 
 struct Waiting {
     batch: Bytes,
+    /// When it was submitted (`quipu_produce_phase_seconds{phase="queued"}`).
+    arrived: Instant,
     /// The offsets the batch occupies.
     offsets: u64,
     appended: oneshot::Sender<Answer>,
@@ -123,6 +126,7 @@ impl Coalescer {
         let mut queue = self.lock();
         queue.waiting.push_back(Waiting {
             batch,
+            arrived: Instant::now(),
             offsets,
             appended,
             committed,
@@ -152,8 +156,15 @@ impl Coalescer {
         tokio::spawn(Arc::clone(self).propose(entry));
     }
 
-    /// Proposes one entry of `batches` and answers each of them.
+    /// Proposes one entry of `batches` and answers each of them. Times each batch's phases
+    /// (`quipu_produce_phase_seconds`): queued here, then into the leader's log (durable there),
+    /// then until committed and applied; the last two only if the leader's log answered first.
     async fn propose(self: Arc<Self>, batches: Vec<Waiting>) {
+        let proposed = Instant::now();
+        for waiting in &batches {
+            let queued = proposed.saturating_duration_since(waiting.arrived);
+            crate::telemetry::produce_phase("queued", queued, 1);
+        }
         let payload = match batches.as_slice() {
             [one] => one.batch.clone(),
             many => {
@@ -200,6 +211,11 @@ impl Coalescer {
         // `appended` sender is dropped only after its `committed` answer is sent, so that an
         // acks=1 waiter reads that answer rather than a dropped channel.
         let base = early.as_ref().ok().copied().flatten();
+        let appended_at = base.is_some().then(Instant::now);
+        if let Some(at) = appended_at {
+            let took = at.saturating_duration_since(proposed);
+            crate::telemetry::produce_phase("leader_log", took, batches.len());
+        }
         let mut delta = 0;
         let mut to_answer = Vec::with_capacity(batches.len());
         for waiting in batches {
@@ -217,6 +233,10 @@ impl Coalescer {
             Ok(_) => committed.await,
             Err(answer) => answer,
         };
+        if let (Some(at), Ok(Ok(_))) = (appended_at, &answer) {
+            let took = at.elapsed();
+            crate::telemetry::produce_phase("commit", took, to_answer.len());
+        }
         for (committed, appended, delta) in to_answer {
             let _ = committed.send(self.answer(&answer, delta));
             drop(appended);

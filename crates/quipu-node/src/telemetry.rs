@@ -38,6 +38,15 @@ pub fn produced(api: Api, stored: bool, bytes: usize, took: Duration) {
 
 /// One Raft entry of records proposed on a partition's leader, holding `batches` producers'
 /// batches (group commit within the partition).
+/// A phase of a produce on its partition's leader (`quipu_produce_phase_seconds`), for each of
+/// the `batches` batches of one entry.
+pub(crate) fn produce_phase(phase: &'static str, took: std::time::Duration, batches: usize) {
+    let histogram = metrics::histogram!("quipu_produce_phase_seconds", "phase" => phase);
+    for _ in 0..batches {
+        histogram.record(took.as_secs_f64());
+    }
+}
+
 pub(crate) fn proposed_entry(batches: usize) {
     metrics::histogram!("quipu_produce_batches_per_entry").record(batches as f64);
 }

@@ -4,6 +4,10 @@
 //! not from when it was sent, so a stalled producer cannot hide its stall (coordinated omission);
 //! only a lane that is on schedule counts from when its timer woke it (at most one tick of
 //! tokio's 1 ms timer after the due time: the generator's rounding, not the system's).
+//! `bench produce` also splits each record's latency in two: until its batch's first request
+//! left the producer (Kafka's record queue time: batching, linger, a partition's earlier batches,
+//! the buffer), and from then to the acknowledgement (the request, with any retries). Each part
+//! has its own percentiles, which do not add up to the whole's.
 
 use crate::output::out;
 
@@ -163,12 +167,33 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
 
+/// Microseconds, at least 1 (a histogram's lowest value).
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// A histogram's percentiles in ms, as `bench produce --json` writes them.
+fn percentiles_ms(histogram: &Histogram<u64>) -> serde_json::Value {
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    serde_json::json!({
+        "p50": ms(0.5), "p99": ms(0.99), "p99_9": ms(0.999),
+        "max": histogram.max() as f64 / 1000.0,
+    })
+}
+
 /// What one producer task measured.
 struct TaskResult {
     sent: u64,
     failed: u64,
     first_error: Option<ClientError>,
+    /// From when a record was due to its acknowledgement.
     latency: Histogram<u64>,
+    /// From when it was due to its batch's first request.
+    queued: Histogram<u64>,
+    /// From its batch's first request to the acknowledgement.
+    request: Histogram<u64>,
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -306,6 +331,8 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
                 failed: 0,
                 first_error: None,
                 latency: histogram(),
+                queued: histogram(),
+                request: histogram(),
             };
             let mut pending = VecDeque::new();
             let begin = tokio::time::Instant::now();
@@ -318,11 +345,13 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
                     Ok(sent) => {
                         // From when the record was due (or its lane's timer woke: below) to when
                         // its acknowledgement arrived.
-                        let waited = sent
-                            .acknowledged_at
-                            .saturating_duration_since(due.into_std());
-                        let micros = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
-                        let _ = result.latency.record(micros.max(1));
+                        let due = due.into_std();
+                        let waited = sent.acknowledged_at.saturating_duration_since(due);
+                        let _ = result.latency.record(micros(waited));
+                        let queued = sent.sent_at.saturating_duration_since(due);
+                        let _ = result.queued.record(micros(queued));
+                        let request = sent.acknowledged_at.saturating_duration_since(sent.sent_at);
+                        let _ = result.request.record(micros(request));
                     }
                     Err(e) => {
                         result.failed += 1;
@@ -332,7 +361,9 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
                 bar.inc(1);
             };
             for i in 0..count {
-                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                // One clock read per record serves the deadline and the record's due time.
+                let now = tokio::time::Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
                     break;
                 }
                 let due = match interval {
@@ -342,14 +373,14 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
                         // time it was held back is the system's: no coordinated omission). A
                         // lane on schedule sleeps, and wakes up to one timer tick late: that
                         // rounding is the load generator's, not the system's.
-                        if tokio::time::Instant::now() >= due {
+                        if now >= due {
                             due
                         } else {
                             tokio::time::sleep_until(due).await;
                             tokio::time::Instant::now().min(due + TIMER_TICK)
                         }
                     }
-                    None => tokio::time::Instant::now(),
+                    None => now,
                 };
                 let key = (keys > 0).then(|| ((lane + i * concurrency) % keys).to_string());
                 let ack = match producer
@@ -390,7 +421,7 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
             result
         });
     }
-    let mut latency = histogram();
+    let (mut latency, mut queued, mut request) = (histogram(), histogram(), histogram());
     let (mut sent, mut failed, mut first_error) = (0u64, 0u64, None);
     while let Some(done) = tasks.join_next().await {
         let result = done.context("a producer task failed")?;
@@ -399,9 +430,13 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
         if first_error.is_none() {
             first_error = result.first_error;
         }
-        latency
-            .add(&result.latency)
-            .context("cannot merge latency histograms")?;
+        for (all, one) in [
+            (&mut latency, &result.latency),
+            (&mut queued, &result.queued),
+            (&mut request, &result.request),
+        ] {
+            all.add(one).context("cannot merge latency histograms")?;
+        }
     }
     bar.finish_and_clear();
     let elapsed = start.elapsed().as_secs_f64();
@@ -417,10 +452,9 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
                 "seconds": elapsed,
                 "records_per_second": acknowledged as f64 / elapsed,
                 "mib_per_second": bytes / elapsed / (1024.0 * 1024.0),
-                "latency_ms": {
-                    "p50": ms(0.5), "p99": ms(0.99), "p99_9": ms(0.999),
-                    "max": latency.max() as f64 / 1000.0,
-                },
+                "latency_ms": percentiles_ms(&latency),
+                "queued_ms": percentiles_ms(&queued),
+                "request_ms": percentiles_ms(&request),
                 "record_size": args.record_size,
                 "acks": format!("{:?}", args.acks),
                 "rate": args.rate,
@@ -436,6 +470,14 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
             ms(0.99),
             ms(0.999),
             latency.max() as f64 / 1000.0
+        );
+        let part = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        out!(
+            "  waiting in the producer (batching) p50 {:.2} ms, p99 {:.2} ms; its batch's request p50 {:.2} ms, p99 {:.2} ms",
+            part(&queued, 0.5),
+            part(&queued, 0.99),
+            part(&request, 0.5),
+            part(&request, 0.99)
         );
         if let Some(mib) = baseline {
             out!("storage engine alone (same batches, fsync=always): {mib:.2} MiB/s");

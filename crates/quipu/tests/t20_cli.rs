@@ -287,6 +287,12 @@ fn a_dev_cluster_driven_through_the_cli() {
     assert_eq!(produced["records"], 2000);
     assert_eq!(produced["failed"], 0);
     assert!(produced["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    // A record's wait in the producer and its batch's request each take part of its latency.
+    let longest = |part: &str| produced[part]["max"].as_f64().unwrap();
+    for part in ["queued_ms", "request_ms"] {
+        assert!(longest(part) > 0.0, "{part}: {produced}");
+        assert!(longest(part) <= longest("latency_ms"), "{part}: {produced}");
+    }
     let consumed: serde_json::Value = serde_json::from_str(
         dev.ok(&["bench", "consume", "--topic", "bench", "--json"], None)
             .trim(),

@@ -171,6 +171,20 @@ fn probes_and_metrics_describe_the_node() {
         scrape.contains("quipu_produce_duration_seconds_bucket{api=\"grpc\""),
         "{scrape}"
     );
+    // Each produce's phases on the leader: every batch queued, and those answered through the
+    // leader's log timed into it and to the commit.
+    let phase = |name: &str| {
+        sample(
+            &scrape,
+            &format!("quipu_produce_phase_seconds_count{{phase=\"{name}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(phase("queued") >= 1.0, "{scrape}");
+    assert!(phase("leader_log") >= 1.0, "{scrape}");
+    assert!(phase("commit") >= 1.0, "{scrape}");
+    assert!(phase("commit") <= phase("leader_log"), "{scrape}");
+    assert!(phase("leader_log") <= phase("queued"), "{scrape}");
     assert_eq!(sample(&scrape, "quipu_node_ready"), Some(1.0), "{scrape}");
     assert_eq!(
         sample(&scrape, "quipu_replicas_missing"),
