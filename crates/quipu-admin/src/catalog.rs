@@ -43,6 +43,19 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
          into the leader's log, until committed and applied.",
     ),
     (
+        "quipu_raft_append_round_trip_seconds",
+        Kind::Histogram,
+        Unit::Seconds,
+        "On a leader, the round trip of each AppendEntries carrying entries, to the follower's answer.",
+    ),
+    (
+        "quipu_raft_append_handling_seconds",
+        Kind::Histogram,
+        Unit::Seconds,
+        "On a follower, the handling of each AppendEntries carrying entries: its Raft core, the \
+         append and its fsync.",
+    ),
+    (
         "quipu_produce_batch_bytes",
         Kind::Histogram,
         Unit::Bytes,

@@ -349,6 +349,7 @@ impl PeerLink {
             rpc: rpc as i32,
             payload: payload.into(),
         };
+        let started = std::time::Instant::now();
         let call = async {
             if batched {
                 let (answer, reply) = oneshot::channel();
@@ -397,6 +398,9 @@ impl PeerLink {
                 RPCError::Network(NetworkError::new(&e))
             })?;
         record.result = if result.is_ok() { "ok" } else { "error" };
+        if result.is_ok() && entries.is_some_and(|n| n > 0) {
+            telemetry::raft_append_round_trip(started.elapsed());
+        }
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }

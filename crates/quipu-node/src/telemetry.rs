@@ -85,6 +85,18 @@ pub(crate) fn raft_batch_sent(messages: usize) {
 
 /// One Raft message a peer sent this node: handed to its group and answered (`ok`), or refused
 /// before or by it (`refused`).
+/// An AppendEntries carrying entries answered: on the leader, its round trip (from the call to
+/// the follower's answer); on the follower, its handling (from the group taking it to its
+/// answer: the Raft core, the append and its fsync).
+pub(crate) fn raft_append_round_trip(took: std::time::Duration) {
+    metrics::histogram!("quipu_raft_append_round_trip_seconds").record(took.as_secs_f64());
+}
+
+/// See [`raft_append_round_trip`].
+pub(crate) fn raft_append_handled(took: std::time::Duration) {
+    metrics::histogram!("quipu_raft_append_handling_seconds").record(took.as_secs_f64());
+}
+
 pub(crate) fn raft_received(rpc: &'static str, handled: bool) {
     let result = if handled { "ok" } else { "refused" };
     metrics::counter!("quipu_raft_messages_received_total", "rpc" => rpc, "result" => result)

@@ -205,9 +205,15 @@ impl TransportService {
         self.admit_member(group, raft, from)?;
         let payload = match RaftRpc::try_from(message.rpc) {
             Ok(RaftRpc::AppendEntries) => {
-                let rpc = decode_message(&message.payload)?;
+                let rpc: openraft::raft::AppendEntriesRequest<quipu_raft::TypeConfig> =
+                    decode_message(&message.payload)?;
                 checks::check_append(group, from, &rpc)?;
-                encode(&raft.append_entries(rpc).await)?
+                let (started, carrying) = (std::time::Instant::now(), !rpc.entries.is_empty());
+                let answer = raft.append_entries(rpc).await;
+                if carrying && answer.is_ok() {
+                    crate::telemetry::raft_append_handled(started.elapsed());
+                }
+                encode(&answer)?
             }
             Ok(RaftRpc::Vote) if !hosted.quiet.may_vote() => {
                 checks::check_vote_request(group, from, &decode_message(&message.payload)?)?;
