@@ -354,12 +354,7 @@ impl Producer {
         // Still under the lock: no other batch of the partition is queued between.
         match permit {
             Ok(permit) => permit.send(state.closed(slot, open, &self.state)),
-            Err(_) => {
-                for waiter in open.waiters {
-                    let _ =
-                        waiter.send(Err(ClientError::Other("the producer stopped".to_string())));
-                }
-            }
+            Err(_) => stopped(open.waiters),
         }
         drop(state);
     }
@@ -510,8 +505,19 @@ impl State {
         let Some(sender) = self.queue_mut(slot).map(|queue| queue.batches.clone()) else {
             return;
         };
-        let Ok(permit) = sender.try_reserve() else {
-            return;
+        let permit = match sender.try_reserve() {
+            Ok(permit) => permit,
+            // Full: a caller holding room takes the batch when it gets this lock.
+            Err(mpsc::error::TrySendError::Full(())) => return,
+            // The partition's sender is gone (only a panic ends it while the producer lives):
+            // nothing would send this batch, so its records fail now instead of waiting for a
+            // flush or for the batch to fill.
+            Err(mpsc::error::TrySendError::Closed(())) => {
+                if let Some(open) = self.take(&slot.0, slot.1) {
+                    stopped(open.waiters);
+                }
+                return;
+            }
         };
         if let Some(open) = self.take(&slot.0, slot.1) {
             permit.send(self.closed(slot.clone(), open, state));
@@ -593,6 +599,13 @@ impl State {
     }
 }
 
+/// Fails the records of a batch no sender will take.
+fn stopped(waiters: Vec<Waiter>) {
+    for waiter in waiters {
+        let _ = waiter.send(Err(ClientError::Other("the producer stopped".to_string())));
+    }
+}
+
 /// Answers the waiters of one batch: record `at` of it went to `base + at`.
 pub(crate) fn resolve(waiters: Vec<Waiter>, result: Result<Acked, ClientError>, partition: u32) {
     let acknowledged_at = std::time::Instant::now();
@@ -666,6 +679,57 @@ mod tests {
         state.take("t", partition).unwrap();
         let (next, _) = keyless(&mut state, &config, &buffer);
         assert_eq!(next, (partition + 1) % 8);
+    }
+
+    /// A lingered batch of a partition whose sender is gone (a panic ends it) fails as soon as
+    /// the partition's last outstanding batch settles: nothing would ever send it, and without
+    /// a flush or more records its producers would wait for good.
+    #[test]
+    fn a_lingered_batch_fails_at_once_when_its_sender_is_gone() {
+        let config = ProducerConfig::default();
+        let state = Arc::new(Mutex::new(State::default()));
+        let buffer = Arc::new(Semaphore::new(1024 * 1024));
+        let (queue, receiver) = mpsc::channel(QUEUED_BATCHES_MAX);
+        let mut guard = state.lock().unwrap();
+        guard.topics.entry("t".to_string()).or_default().partitions = Some(8);
+        let (partition, _) = keyless(&mut guard, &config, &buffer);
+        let slot = ("t".to_string(), partition);
+        let first = guard.open(&slot).unwrap().generation;
+        let Closing::Go(_) = guard.closing(&slot, Some(first), || queue) else {
+            panic!("an idle partition's lingered batch stayed open");
+        };
+        let open = guard.take("t", partition).unwrap();
+        // On its way (the sender holds it), outstanding until dropped.
+        let outstanding = guard.closed(slot.clone(), open, &state);
+        let (waiter, mut answer) = oneshot::channel();
+        let room = Arc::clone(&buffer).try_acquire_many_owned(216).unwrap();
+        let value = [7u8; 200];
+        guard.place(
+            "t",
+            Some(partition),
+            &config,
+            |b| b.push(0, None, Some(&value), &[]),
+            waiter,
+            room,
+        );
+        let second = guard.open(&slot).unwrap().generation;
+        let never = || unreachable!("the partition has a sender");
+        assert!(matches!(
+            guard.closing(&slot, Some(second), never),
+            Closing::Busy
+        ));
+        drop(guard);
+        // The sender ends, then the batch it held settles.
+        drop(receiver);
+        assert!(answer.try_recv().is_err(), "answered before it settled");
+        drop(outstanding);
+        match answer.try_recv() {
+            Ok(Err(ClientError::Other(message))) => assert!(message.contains("stopped")),
+            other => panic!("the lingered batch was not failed: {other:?}"),
+        }
+        assert!(state.lock().unwrap().open(&slot).is_none());
+        // Every record's room came back.
+        assert_eq!(buffer.available_permits(), 1024 * 1024);
     }
 
     /// A batch whose linger ran out stays open, gathering records, while a batch of its
