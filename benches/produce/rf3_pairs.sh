@@ -4,8 +4,11 @@
 # in time are compared). Each run is a fresh release `quipu dev --nodes 3` of one build: an RF 3
 # topic of 3 partitions, 20,000 records to warm up, then `quipu bench produce` (1 KiB records,
 # acks=all, fsync=always, 32 producer tasks) as fast as it goes for 8 s, then at RATE records/s
-# for 10 s. Prints each run's figures and how busy the machine's CPU was meanwhile
-# (/proc/stat). Figures go to docs/benchmarks.md by hand.
+# for 10 s. Prints each run's figures (with the split of its latency between the producer and
+# the request) and how busy the machine's CPU was meanwhile (/proc/stat), and for the run at RATE
+# where the nodes spent the time (benches/produce/phases.py: each produce phase on the leaders,
+# an append's round trip and a follower's handling of it, fsyncs). Figures go to
+# docs/benchmarks.md by hand.
 #
 # usage: benches/produce/rf3_pairs.sh OLD_BINARY NEW_BINARY [PAIRS] [RATE]
 set -euo pipefail
@@ -24,7 +27,8 @@ busy() { awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat; }
 measure() {
   local label="$1" quipu="$2" b0 i0 b1 i1 out; shift 2
   read -r b0 i0 < <(busy)
-  out=$(QUIPU_LOG=warn "$quipu" bench produce --topic t "$@" 2>&1 | grep 'records sent')
+  out=$(QUIPU_LOG=warn "$quipu" bench produce --topic t "$@" 2>&1 |
+    grep -A1 'records sent' | tr -s '\n ' ' ')
   read -r b1 i1 < <(busy)
   echo "$label $*: $out; CPU busy $(( (b1 - b0) * 100 / ((b1 - b0) + (i1 - i0)) ))%"
 }
@@ -39,7 +43,9 @@ run() {
   "$quipu" bench produce --topic t --partitions 3 --replication-factor 3 --records 20000 \
     --json > /dev/null
   measure "$label" "$quipu" --duration 8 --concurrency 32 --records 100000000
+  python3 "$(dirname "$0")/phases.py" save 27201,27202,27203 "$dir/phases.json"
   measure "$label" "$quipu" --duration 10 --concurrency 32 --rate "$rate" --records $((rate * 10))
+  python3 "$(dirname "$0")/phases.py" diff 27201,27202,27203 "$dir/phases.json"
   stop_dev
 }
 for pair in $(seq 1 "$pairs"); do

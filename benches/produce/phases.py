@@ -1,0 +1,62 @@
+"""Where produces spent their time on the nodes, between two scrapes of their /metrics.
+
+usage: phases.py save PORTS FILE   (PORTS: the nodes' admin ports, comma-separated)
+       phases.py diff PORTS FILE   (prints the means since `save`, one line)
+
+Reads the histograms `quipu_produce_phase_seconds{phase}` (queued, leader_log, commit: on the
+partitions' leaders), `quipu_raft_append_round_trip_seconds` (leaders),
+`quipu_raft_append_handling_seconds` (followers) and `quipu_fsync_duration_seconds`, summed over
+the nodes, and prints each one's mean over the interval in ms (a build without one prints
+nothing for it). Standard library only.
+"""
+
+import json
+import re
+import sys
+import urllib.request
+
+NAMES = {
+    "quipu_produce_phase_seconds/queued": "queued",
+    "quipu_produce_phase_seconds/leader_log": "leader log",
+    "quipu_produce_phase_seconds/commit": "commit",
+    "quipu_raft_append_round_trip_seconds": "append round trip",
+    "quipu_raft_append_handling_seconds": "follower handling",
+    "quipu_fsync_duration_seconds": "fsync",
+}
+
+
+def scrape(ports):
+    """Sum and count of each histogram, over the nodes."""
+    totals = {}
+    for port in ports:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        for line in text.decode().splitlines():
+            m = re.match(r"(\w+)_(sum|count)(?:\{(.*)\})? (\S+)$", line)
+            if not m:
+                continue
+            phase = re.search(r'phase="([^"]*)"', m.group(3) or "")
+            name = m.group(1) + (f"/{phase.group(1)}" if phase else "")
+            if name in NAMES:
+                pair = totals.setdefault(name, [0.0, 0.0])
+                pair[0 if m.group(2) == "sum" else 1] += float(m.group(4))
+    return totals
+
+
+command, ports, path = sys.argv[1], sys.argv[2].split(","), sys.argv[3]
+if command == "save":
+    with open(path, "w") as f:
+        json.dump(scrape(ports), f)
+else:
+    with open(path) as f:
+        before = json.load(f)
+    after = scrape(ports)
+    parts = []
+    for name, label in NAMES.items():
+        if name not in after:
+            continue
+        seconds = after[name][0] - before.get(name, [0.0, 0.0])[0]
+        count = after[name][1] - before.get(name, [0.0, 0.0])[1]
+        if count > 0:
+            parts.append(f"{label} {1000 * seconds / count:.2f}")
+    if parts:
+        print("  on the nodes, means in ms: " + ", ".join(parts))
