@@ -42,6 +42,8 @@ def scrape(ports):
     return totals
 
 
+if len(sys.argv) != 4 or sys.argv[1] not in ("save", "diff"):
+    sys.exit("usage: phases.py save|diff PORTS FILE")
 command, ports, path = sys.argv[1], sys.argv[2].split(","), sys.argv[3]
 if command == "save":
     with open(path, "w") as f:

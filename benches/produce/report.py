@@ -43,7 +43,8 @@ for label in setups:
         lines.append(
             f"| {label} | {offered} | {r['records_per_second']:,.0f} | "
             f"{r['mib_per_second']:.1f} | {ratio} | {lat['p50']:.2f} | {lat['p99']:.2f} | "
-            f"{lat['p99_9']:.2f} | {lat['max']:.2f} |")
+            f"{lat['p99_9']:.2f} | {lat['max']:.2f}"
+            f"{' (%d failed)' % r['failed'] if r.get('failed') else ''} |")
 # Held rates (LADDER): per offered rate, what each topic size took and its p99; then each size's
 # highest rate taken whole (at least 97% of it) with a p99 under 50 ms.
 held = [r for r in runs if r.get("ladder")]
@@ -56,7 +57,7 @@ if held:
 
     def kept(r):
         return (r["records_per_second"] >= 0.97 * r["offered"]
-                and r["latency_ms"]["p99"] < 50)
+                and r["latency_ms"]["p99"] < 50 and not r.get("failed"))
 
     for rate in rates:
         cells = []
@@ -64,7 +65,8 @@ if held:
             r = next((r for r in held if r["partitions"] == n and r["offered"] == rate), None)
             cells.append("" if r is None else
                          f"{r['records_per_second']:,.0f}; {r['latency_ms']['p50']:.2f} / "
-                         f"{r['latency_ms']['p99']:.2f}{'' if kept(r) else ' (missed)'}")
+                         f"{r['latency_ms']['p99']:.2f}{'' if kept(r) else ' (missed)'}"
+                         f"{' (%d failed)' % r['failed'] if r.get('failed') else ''}")
         lines.append(f"| {rate:,} | " + " | ".join(cells) + " |")
     best = []
     for n in sizes:

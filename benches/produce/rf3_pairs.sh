@@ -28,7 +28,7 @@ measure() {
   local label="$1" quipu="$2" b0 i0 b1 i1 out; shift 2
   read -r b0 i0 < <(busy)
   out=$(QUIPU_LOG=warn "$quipu" bench produce --topic t "$@" 2>&1 |
-    grep -A1 'records sent' | tr -s '\n ' ' ')
+    grep -E 'records sent|waiting in the producer' | tr -s '\n ' ' ')
   read -r b1 i1 < <(busy)
   echo "$label $*: $out; CPU busy $(( (b1 - b0) * 100 / ((b1 - b0) + (i1 - i0)) ))%"
 }
@@ -43,9 +43,9 @@ run() {
   "$quipu" bench produce --topic t --partitions 3 --replication-factor 3 --records 20000 \
     --json > /dev/null
   measure "$label" "$quipu" --duration 8 --concurrency 32 --records 100000000
-  python3 "$(dirname "$0")/phases.py" save 27201,27202,27203 "$dir/phases.json"
+  python3 "$(dirname "$0")/phases.py" save 27201,27202,27203 "$dir/phases.json" || true
   measure "$label" "$quipu" --duration 10 --concurrency 32 --rate "$rate" --records $((rate * 10))
-  python3 "$(dirname "$0")/phases.py" diff 27201,27202,27203 "$dir/phases.json"
+  python3 "$(dirname "$0")/phases.py" diff 27201,27202,27203 "$dir/phases.json" || true
   stop_dev
 }
 for pair in $(seq 1 "$pairs"); do

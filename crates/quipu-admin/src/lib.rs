@@ -38,7 +38,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     10.0, 30.0,
 ];
 
-/// Buckets of `quipu_fsync_duration_seconds`: a fast disk syncs in tens of microseconds.
+/// Buckets of `quipu_fsync_duration_seconds` (a fast disk syncs in tens of microseconds), and of
+/// the steps of a produce (`quipu_produce_phase_seconds`, `quipu_raft_append_*_seconds`), some
+/// of which take microseconds.
 const FSYNC_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 5.0,
@@ -95,6 +97,18 @@ pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheu
         .set_buckets(LATENCY_BUCKETS)?
         .set_buckets_for_metric(
             Matcher::Full("quipu_fsync_duration_seconds".to_owned()),
+            FSYNC_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("quipu_produce_phase_seconds".to_owned()),
+            FSYNC_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("quipu_raft_append_round_trip_seconds".to_owned()),
+            FSYNC_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("quipu_raft_append_handling_seconds".to_owned()),
             FSYNC_BUCKETS,
         )?
         .set_buckets_for_metric(

@@ -83,7 +83,8 @@ pub struct Sent {
     /// Its offset (`None` with acks=0).
     pub offset: Option<u64>,
     /// When its batch's first request left (the record waited in the producer until then,
-    /// Kafka's record queue time; retries of the batch are counted after it).
+    /// Kafka's record queue time; retries of the batch are counted after it). An idempotent
+    /// producer's first batch leaves once the producer has its id: that wait counts before it.
     pub sent_at: std::time::Instant,
     /// When the acknowledgement arrived (for latency measurements).
     pub acknowledged_at: std::time::Instant,
@@ -493,7 +494,7 @@ impl State {
     /// batch lingered meanwhile, that batch goes now, queued under this lock as every batch is
     /// (a partition's batches enter its queue in the order they were closed). With no room in
     /// the queue, a caller holding room takes the batch when it gets this lock
-    /// ([`State::stranded`]).
+    /// ([`State::stranded`]); with the partition's sender gone, its records fail now.
     fn settle(&mut self, slot: &(String, u32), state: &Arc<Mutex<State>>) {
         let Some(queue) = self.queue_mut(slot) else {
             return;

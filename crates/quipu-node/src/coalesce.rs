@@ -157,13 +157,14 @@ impl Coalescer {
     }
 
     /// Proposes one entry of `batches` and answers each of them. Times each batch's phases
-    /// (`quipu_produce_phase_seconds`): queued here, then into the leader's log (durable there),
-    /// then until committed and applied; the last two only if the leader's log answered first.
+    /// (`quipu_produce_phase_seconds`): queued here, then into the leader's log (durable there,
+    /// timed only if the leader's log answered before Raft did), then until committed and
+    /// applied (timed only if that succeeded).
     async fn propose(self: Arc<Self>, batches: Vec<Waiting>) {
         let proposed = Instant::now();
+        let queued = crate::telemetry::produce_phase("queued");
         for waiting in &batches {
-            let queued = proposed.saturating_duration_since(waiting.arrived);
-            crate::telemetry::produce_phase("queued", queued, 1);
+            queued.record(proposed.saturating_duration_since(waiting.arrived));
         }
         let payload = match batches.as_slice() {
             [one] => one.batch.clone(),
@@ -214,7 +215,8 @@ impl Coalescer {
         let appended_at = base.is_some().then(Instant::now);
         if let Some(at) = appended_at {
             let took = at.saturating_duration_since(proposed);
-            crate::telemetry::produce_phase("leader_log", took, batches.len());
+            let leader_log = crate::telemetry::produce_phase("leader_log");
+            batches.iter().for_each(|_| leader_log.record(took));
         }
         let mut delta = 0;
         let mut to_answer = Vec::with_capacity(batches.len());
@@ -235,7 +237,8 @@ impl Coalescer {
         };
         if let (Some(at), Ok(Ok(_))) = (appended_at, &answer) {
             let took = at.elapsed();
-            crate::telemetry::produce_phase("commit", took, to_answer.len());
+            let commit = crate::telemetry::produce_phase("commit");
+            to_answer.iter().for_each(|_| commit.record(took));
         }
         for (committed, appended, delta) in to_answer {
             let _ = committed.send(self.answer(&answer, delta));

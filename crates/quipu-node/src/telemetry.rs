@@ -36,17 +36,14 @@ pub fn produced(api: Api, stored: bool, bytes: usize, took: Duration) {
         .record(took.as_secs_f64());
 }
 
-/// One Raft entry of records proposed on a partition's leader, holding `batches` producers'
-/// batches (group commit within the partition).
-/// A phase of a produce on its partition's leader (`quipu_produce_phase_seconds`), for each of
-/// the `batches` batches of one entry.
-pub(crate) fn produce_phase(phase: &'static str, took: std::time::Duration, batches: usize) {
-    let histogram = metrics::histogram!("quipu_produce_phase_seconds", "phase" => phase);
-    for _ in 0..batches {
-        histogram.record(took.as_secs_f64());
-    }
+/// The histogram of one phase of a produce on its partition's leader
+/// (`quipu_produce_phase_seconds`): one sample per batch.
+pub(crate) fn produce_phase(phase: &'static str) -> metrics::Histogram {
+    metrics::histogram!("quipu_produce_phase_seconds", "phase" => phase)
 }
 
+/// One Raft entry of records proposed on a partition's leader, holding `batches` producers'
+/// batches (group commit within the partition).
 pub(crate) fn proposed_entry(batches: usize) {
     metrics::histogram!("quipu_produce_batches_per_entry").record(batches as f64);
 }
@@ -83,8 +80,6 @@ pub(crate) fn raft_batch_sent(messages: usize) {
     metrics::histogram!("quipu_raft_batch_messages").record(messages as f64);
 }
 
-/// One Raft message a peer sent this node: handed to its group and answered (`ok`), or refused
-/// before or by it (`refused`).
 /// An AppendEntries carrying entries answered: on the leader, its round trip (from the call to
 /// the follower's answer); on the follower, its handling (from the group taking it to its
 /// answer: the Raft core, the append and its fsync).
@@ -97,6 +92,8 @@ pub(crate) fn raft_append_handled(took: std::time::Duration) {
     metrics::histogram!("quipu_raft_append_handling_seconds").record(took.as_secs_f64());
 }
 
+/// One Raft message a peer sent this node: handed to its group and answered (`ok`), or refused
+/// before or by it (`refused`).
 pub(crate) fn raft_received(rpc: &'static str, handled: bool) {
     let result = if handled { "ok" } else { "refused" };
     metrics::counter!("quipu_raft_messages_received_total", "rpc" => rpc, "result" => result)

@@ -136,12 +136,22 @@ impl Drop for Server {
     }
 }
 
-/// `count` consecutive free ports on 127.0.0.1, found by binding them all, then released for the
-/// nodes (a race with another process is unlikely, and fails the test loudly).
+/// Ports apart that [`free_ports`] starts two processes' ranges.
+pub const PORT_SLOT: u16 = 32;
+
+/// `count` (at most [`PORT_SLOT`]) consecutive free ports on 127.0.0.1, found by binding them
+/// all, then released for the nodes. Each process starts from a slot of its own: tests started
+/// together have neighbouring process ids, and ranges only 7 ports apart overlapped, so that two
+/// tests found the same ports free before either cluster bound them (t20_cli and t60_admin run
+/// side by side failed every time). A race with an unrelated process stays possible, and fails
+/// the test loudly.
 pub fn free_ports(count: u16) -> u16 {
-    let seed = u16::try_from(std::process::id() % 2000).unwrap();
-    for attempt in 0..200u16 {
-        let base = 20_000 + (seed * 7 + attempt * 37) % 20_000;
+    assert!(count <= PORT_SLOT, "at most {PORT_SLOT} ports at once");
+    let slots = 20_000 / u32::from(PORT_SLOT);
+    let seed = std::process::id() % slots;
+    for attempt in 0..200u32 {
+        let slot = (seed + attempt * 37) % slots;
+        let base = u16::try_from(20_000 + slot * u32::from(PORT_SLOT)).unwrap();
         let held: Vec<_> = (0..count)
             .filter_map(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).ok())
             .collect();
