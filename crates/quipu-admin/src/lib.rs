@@ -90,47 +90,27 @@ mod listener;
 pub use console::{RECORD_BYTES_MAX, RECORDS_MAX};
 pub use listener::{CONNECTIONS_MAX, CONNECTIONS_PER_ADDRESS_MAX};
 
+/// The histograms whose buckets are not [`LATENCY_BUCKETS`].
+const BUCKETS_BY_METRIC: &[(&str, &[f64])] = &[
+    ("quipu_fsync_duration_seconds", FSYNC_BUCKETS),
+    ("quipu_produce_phase_seconds", FSYNC_BUCKETS),
+    ("quipu_raft_append_round_trip_seconds", FSYNC_BUCKETS),
+    ("quipu_raft_append_handling_seconds", FSYNC_BUCKETS),
+    ("quipu_produce_batch_bytes", BATCH_BYTES_BUCKETS),
+    ("quipu_produce_batches_per_entry", BATCHES_PER_ENTRY_BUCKETS),
+    ("quipu_shared_sync_logs", SHARED_SYNC_LOGS_BUCKETS),
+    ("quipu_raft_append_entries", APPEND_ENTRIES_BUCKETS),
+    ("quipu_raft_batch_messages", BATCH_MESSAGES_BUCKETS),
+];
+
 /// Installs the process's Prometheus recorder (once per process), with every metric's help
 /// text ([`catalog`]); what `serve` renders.
 pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets(LATENCY_BUCKETS)?
-        .set_buckets_for_metric(
-            Matcher::Full("quipu_fsync_duration_seconds".to_owned()),
-            FSYNC_BUCKETS,
-        )?
-        .set_buckets_for_metric(
-            Matcher::Full("quipu_produce_phase_seconds".to_owned()),
-            FSYNC_BUCKETS,
-        )?
-        .set_buckets_for_metric(
-            Matcher::Full("quipu_raft_append_round_trip_seconds".to_owned()),
-            FSYNC_BUCKETS,
-        )?
-        .set_buckets_for_metric(
-            Matcher::Full("quipu_raft_append_handling_seconds".to_owned()),
-            FSYNC_BUCKETS,
-        )?
-        .set_buckets_for_metric(
-            Matcher::Full("quipu_produce_batch_bytes".to_owned()),
-            BATCH_BYTES_BUCKETS,
-        )?
-        .set_buckets_for_metric(
-            Matcher::Full("quipu_produce_batches_per_entry".to_owned()),
-            BATCHES_PER_ENTRY_BUCKETS,
-        )?
-        .set_buckets_for_metric(
-            Matcher::Full("quipu_shared_sync_logs".to_owned()),
-            SHARED_SYNC_LOGS_BUCKETS,
-        )?
-        .set_buckets_for_metric(
-            Matcher::Full("quipu_raft_append_entries".to_owned()),
-            APPEND_ENTRIES_BUCKETS,
-        )?
-        .set_buckets_for_metric(
-            Matcher::Full("quipu_raft_batch_messages".to_owned()),
-            BATCH_MESSAGES_BUCKETS,
-        )?
+    let mut builder = PrometheusBuilder::new().set_buckets(LATENCY_BUCKETS)?;
+    for (name, buckets) in BUCKETS_BY_METRIC {
+        builder = builder.set_buckets_for_metric(Matcher::Full((*name).to_owned()), buckets)?;
+    }
+    let handle = builder
         .idle_timeout(
             metrics_util::MetricKindMask::GAUGE,
             Some(STALE_GAUGE_TIMEOUT),

@@ -682,11 +682,25 @@ mod tests {
         assert_eq!(next, (partition + 1) % 8);
     }
 
-    /// A lingered batch of a partition whose sender is gone (a panic ends it) fails as soon as
-    /// the partition's last outstanding batch settles: nothing would ever send it, and without
-    /// a flush or more records its producers would wait for good.
-    #[test]
-    fn a_lingered_batch_fails_at_once_when_its_sender_is_gone() {
+    /// A partition with one batch outstanding and the next one lingering behind it.
+    struct Lingering {
+        state: Arc<Mutex<State>>,
+        buffer: Arc<Semaphore>,
+        slot: (String, u32),
+        /// The partition's queue, both ends.
+        sender: mpsc::Sender<Closed>,
+        receiver: mpsc::Receiver<Closed>,
+        /// The first batch, closed (outstanding) but not queued yet.
+        first: Closed,
+        /// The lingering batch's generation, and its record's answer.
+        second: u64,
+        answer: oneshot::Receiver<Result<Sent, ClientError>>,
+    }
+
+    /// The partition's first batch is closed by its linger (nothing outstanding, so it goes),
+    /// and the next batch of the partition (a record with the partition chosen) lingers while
+    /// the first is outstanding.
+    fn lingering_behind_one() -> Lingering {
         let config = ProducerConfig::default();
         let state = Arc::new(Mutex::new(State::default()));
         let buffer = Arc::new(Semaphore::new(1024 * 1024));
@@ -696,13 +710,12 @@ mod tests {
         let (partition, _) = keyless(&mut guard, &config, &buffer);
         let slot = ("t".to_string(), partition);
         let first = guard.open(&slot).unwrap().generation;
-        let Closing::Go(_) = guard.closing(&slot, Some(first), || queue) else {
+        let Closing::Go(sender) = guard.closing(&slot, Some(first), || queue) else {
             panic!("an idle partition's lingered batch stayed open");
         };
         let open = guard.take("t", partition).unwrap();
-        // On its way (the sender holds it), outstanding until dropped.
-        let outstanding = guard.closed(slot.clone(), open, &state);
-        let (waiter, mut answer) = oneshot::channel();
+        let first = guard.closed(slot.clone(), open, &state);
+        let (waiter, answer) = oneshot::channel();
         let room = Arc::clone(&buffer).try_acquire_many_owned(216).unwrap();
         let value = [7u8; 200];
         guard.place(
@@ -720,10 +733,37 @@ mod tests {
             Closing::Busy
         ));
         drop(guard);
+        Lingering {
+            state,
+            buffer,
+            slot,
+            sender,
+            receiver,
+            first,
+            second,
+            answer,
+        }
+    }
+
+    /// A lingered batch of a partition whose sender is gone (a panic ends it) fails as soon as
+    /// the partition's last outstanding batch settles: nothing would ever send it, and without
+    /// a flush or more records its producers would wait for good.
+    #[test]
+    fn a_lingered_batch_fails_at_once_when_its_sender_is_gone() {
+        let Lingering {
+            state,
+            buffer,
+            slot,
+            sender,
+            receiver,
+            first,
+            mut answer,
+            ..
+        } = lingering_behind_one();
         // The sender ends, then the batch it held settles.
-        drop(receiver);
+        drop((sender, receiver));
         assert!(answer.try_recv().is_err(), "answered before it settled");
-        drop(outstanding);
+        drop(first);
         match answer.try_recv() {
             Ok(Err(ClientError::Other(message))) => assert!(message.contains("stopped")),
             other => panic!("the lingered batch was not failed: {other:?}"),
@@ -738,41 +778,19 @@ mod tests {
     /// anyway, and the last outstanding batch to settle sends it, its room coming back.
     #[test]
     fn a_lingered_batch_waits_until_its_partition_is_idle() {
-        let config = ProducerConfig::default();
-        let state = Arc::new(Mutex::new(State::default()));
-        let buffer = Arc::new(Semaphore::new(1024 * 1024));
-        let (queue, mut receiver) = mpsc::channel(QUEUED_BATCHES_MAX);
+        let Lingering {
+            state,
+            buffer,
+            slot,
+            sender,
+            mut receiver,
+            first,
+            second,
+            answer: _answer,
+        } = lingering_behind_one();
+        sender.try_reserve().unwrap().send(first);
         let mut guard = state.lock().unwrap();
-        guard.topics.entry("t".to_string()).or_default().partitions = Some(8);
-        // The partition's first batch: nothing outstanding, so its linger sends it.
-        let (partition, _) = keyless(&mut guard, &config, &buffer);
-        let slot = ("t".to_string(), partition);
-        let first = guard.open(&slot).unwrap().generation;
-        let Closing::Go(sender) = guard.closing(&slot, Some(first), || queue) else {
-            panic!("an idle partition's lingered batch stayed open");
-        };
-        let open = guard.take("t", partition).unwrap();
-        let permit = sender.try_reserve().unwrap();
-        permit.send(guard.closed(slot.clone(), open, &state));
-        // The next batch of the partition (a record with the partition chosen) lingers while
-        // the first is outstanding.
-        let (waiter, _answer) = oneshot::channel();
-        let room = Arc::clone(&buffer).try_acquire_many_owned(216).unwrap();
-        let value = [7u8; 200];
-        guard.place(
-            "t",
-            Some(partition),
-            &config,
-            |b| b.push(0, None, Some(&value), &[]),
-            waiter,
-            room,
-        );
-        let second = guard.open(&slot).unwrap().generation;
         let never = || unreachable!("the partition has a sender");
-        assert!(matches!(
-            guard.closing(&slot, Some(second), never),
-            Closing::Busy
-        ));
         assert!(guard.open(&slot).unwrap().lingered);
         // A timer of another batch finds nothing; a flush would close it anyway.
         assert!(matches!(
@@ -795,6 +813,6 @@ mod tests {
         assert_eq!(second_batch.waiters.len(), 1);
         let guard = state.lock().unwrap();
         assert!(guard.open(&slot).is_none());
-        assert_eq!(guard.topics["t"].senders[&partition].outstanding, 1);
+        assert_eq!(guard.topics["t"].senders[&slot.1].outstanding, 1);
     }
 }

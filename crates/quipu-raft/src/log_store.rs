@@ -702,8 +702,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 shared.clear_recent();
                 log.reset(first, offset).map_err(io_error)?;
             }
-            let bytes: usize = entries.iter().map(|e| e.payload.len()).sum();
-            let appended = if keep_recent && crate::recent::keeps_appends_of(bytes) {
+            let keep = keep_recent
+                && crate::recent::keeps_appends_of(entries.iter().map(|e| e.payload.len()).sum());
+            let appended = if keep {
                 let kept = log.append_kept(&entries);
                 let (appended, kept) = kept
                     .inspect_err(|_| shared.clear_recent())
@@ -711,7 +712,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 shared.keep_recent(kept);
                 appended
             } else {
-                shared.clear_recent();
+                if keep_recent {
+                    // What is kept must reach the log's end: an append too large to keep ends it.
+                    shared.clear_recent();
+                }
                 log.append(&entries).map_err(io_error)?
             };
             // Base offsets of the entries that carry a token: the first entry's base offset plus

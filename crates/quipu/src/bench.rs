@@ -174,11 +174,15 @@ fn micros(duration: Duration) -> u64 {
         .max(1)
 }
 
+/// A histogram's value at quantile `q` (0..=1), in ms (the histograms hold microseconds).
+fn ms(histogram: &Histogram<u64>, q: f64) -> f64 {
+    histogram.value_at_quantile(q) as f64 / 1000.0
+}
+
 /// A histogram's percentiles in ms, as `bench produce --json` writes them.
 fn percentiles_ms(histogram: &Histogram<u64>) -> serde_json::Value {
-    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     serde_json::json!({
-        "p50": ms(0.5), "p99": ms(0.99), "p99_9": ms(0.999),
+        "p50": ms(histogram, 0.5), "p99": ms(histogram, 0.99), "p99_9": ms(histogram, 0.999),
         "max": histogram.max() as f64 / 1000.0,
     })
 }
@@ -442,7 +446,6 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
     let elapsed = start.elapsed().as_secs_f64();
     let acknowledged = sent.saturating_sub(failed);
     let bytes = acknowledged as f64 * args.record_size as f64;
-    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     if args.json {
         out!(
             "{}",
@@ -466,18 +469,17 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
             "{acknowledged} records sent in {elapsed:.2} s: {:.0} records/s, {:.2} MiB/s; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
             acknowledged as f64 / elapsed,
             bytes / elapsed / (1024.0 * 1024.0),
-            ms(0.5),
-            ms(0.99),
-            ms(0.999),
+            ms(&latency, 0.5),
+            ms(&latency, 0.99),
+            ms(&latency, 0.999),
             latency.max() as f64 / 1000.0
         );
-        let part = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         out!(
             "  waiting in the producer (batching) p50 {:.2} ms, p99 {:.2} ms; its batch's request p50 {:.2} ms, p99 {:.2} ms",
-            part(&queued, 0.5),
-            part(&queued, 0.99),
-            part(&request, 0.5),
-            part(&request, 0.99)
+            ms(&queued, 0.5),
+            ms(&queued, 0.99),
+            ms(&request, 0.5),
+            ms(&request, 0.99)
         );
         if let Some(mib) = baseline {
             out!("storage engine alone (same batches, fsync=always): {mib:.2} MiB/s");
@@ -658,7 +660,6 @@ async fn commits(args: CommitsBench) -> anyhow::Result<()> {
     }
     let seconds = start.elapsed().as_secs_f64();
     let count = all.len();
-    let ms = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
     if args.json {
         out!(
             "{}",
@@ -666,7 +667,7 @@ async fn commits(args: CommitsBench) -> anyhow::Result<()> {
                 "commits": count,
                 "seconds": seconds,
                 "commits_per_second": count as f64 / seconds,
-                "latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "max": all.max() as f64 / 1000.0},
+                "latency_ms": {"p50": ms(&all, 0.5), "p99": ms(&all, 0.99), "max": all.max() as f64 / 1000.0},
             })
         );
     } else {
@@ -674,8 +675,8 @@ async fn commits(args: CommitsBench) -> anyhow::Result<()> {
             "{count} commits in {seconds:.1} s: {:.0} commits/s from {} tasks; latency p50 {:.2} ms, p99 {:.2} ms",
             count as f64 / seconds,
             args.tasks,
-            ms(0.5),
-            ms(0.99)
+            ms(&all, 0.5),
+            ms(&all, 0.99)
         );
     }
     Ok(())
