@@ -2,11 +2,12 @@
 //! previous entry is not yet durable in the leader's log go to Raft together, as one entry of
 //! several RecordBatches back to back (`docs/format/raft-entries.md`).
 //!
-//! Why: openraft 0.9 appends and flushes each client write on its own, and its core waits for
-//! that flush before it takes the next write, so one partition paid one fsync per batch however
-//! many producers were waiting. Now a partition has at most one entry on its way into the
-//! leader's log; the batches that arrive meanwhile wait here and share the next entry and its
-//! fsync. A batch that finds nothing on its way goes at once: an idle partition adds no delay.
+//! Why: openraft 0.9 appends and flushes each client write on its own (a leader's flush now runs
+//! beside its replication, `docs/internals/replication.md`), so one partition paid one fsync per
+//! batch however many producers were waiting. Now a partition has at most one entry on its way
+//! into the leader's log (until the leader's log holds it durably, or a majority does); the
+//! batches that arrive meanwhile wait here and share the next entry and its fsync. A batch that
+//! finds nothing on its way goes at once: an idle partition adds no delay.
 //!
 //! Invariants:
 //! - Batches enter the log in the order [`Coalescer::submit`] was called (it never waits, so a

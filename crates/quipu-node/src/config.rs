@@ -294,6 +294,9 @@ impl NodeConfig {
             // it may read its own replica of the metadata right after (an admin client's
             // describe after its alter, sent to another node).
             commit_notice_delay: 0,
+            // The controller snapshots at what it applied, which a leader replicating beside its
+            // own sync may apply before its log holds it durably: its leader syncs first.
+            leader_flush_beside_replication: false,
             ..raft.clone()
         }
     }

@@ -118,6 +118,9 @@ impl Node {
         // Partitions' commit indexes wait a little for entries to carry them (the controller's
         // go at once: `NodeConfig::controller_raft`).
         raft_config.commit_notice_delay = crate::config::commit_notice_delay(&raft_config);
+        // A partition leader's entries go to its followers while its own log syncs them
+        // (`docs/internals/replication.md`); not the controller's (`controller_raft`).
+        raft_config.leader_flush_beside_replication = true;
         let raft_config = Arc::new(raft_config);
         std::fs::create_dir_all(config.data_dir.join("partitions")).map_err(|source| {
             NodeError::Dir {
@@ -687,7 +690,8 @@ async fn open_controller(
         ..config.log.clone()
     };
     let shared = Arc::new(PartitionShared::default());
-    let (log, store) = open_log_store(group, &dir, log_config, Arc::clone(&shared)).await?;
+    let (log, store) =
+        open_log_store(group, config.node_id, &dir, log_config, Arc::clone(&shared)).await?;
     // A restarted node applies the metadata committed before its stop at once.
     store.keep_committed();
     // The last index the log holds (`None`: empty).

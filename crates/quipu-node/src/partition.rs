@@ -136,7 +136,8 @@ impl Partition {
         } else {
             shared
         });
-        let (log, store) = open_log_store(group, dir, log_config, Arc::clone(&shared)).await?;
+        let (log, store) =
+            open_log_store(group, node_id, dir, log_config, Arc::clone(&shared)).await?;
         // The partition's state machine releases them once applied (the controller's does not).
         store.keep_recent_entries();
         let raft_error = |source: crate::error::BoxError| NodeError::Raft { group, source };
@@ -1105,9 +1106,11 @@ pub(crate) async fn close_log(group: GroupId, log: Arc<Log>) -> bool {
     }
 }
 
-/// Opens the segment log in `dir` and openraft's log store over it: every group's first step.
+/// Opens the segment log in `dir` and openraft's log store over it, on node `node_id`: every
+/// group's first step.
 pub(crate) async fn open_log_store(
     group: GroupId,
+    node_id: NodeId,
     dir: &Path,
     log_config: LogConfig,
     shared: Arc<PartitionShared>,
@@ -1121,7 +1124,7 @@ pub(crate) async fn open_log_store(
         })?
         .map_err(|source| NodeError::Log { group, source })?;
     let log = Arc::new(log);
-    let store = LogStore::open(Arc::clone(&log), shared)
+    let store = LogStore::open(Arc::clone(&log), shared, node_id)
         .await
         .map_err(|e| NodeError::Raft {
             group,

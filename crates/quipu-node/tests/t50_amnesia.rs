@@ -125,21 +125,40 @@ async fn a_replica_that_lost_acknowledged_entries_abstains_until_it_has_them_aga
 /// which would keep theirs: two records at one offset).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_lost_acknowledged_entries_does_not_resume_leadership() {
-    a_leader_that_lost_entries_does_not_resume_leadership(small_log()).await;
+    a_leader_that_lost_entries_does_not_resume_leadership(small_log(), Mark::Kept).await;
+}
+
+/// The same, where no flush mark tells of the loss: a leader replicates its entries while its
+/// own log syncs them, so a crash of its machine may take entries its followers hold before its
+/// log ever held them durably. A log not closed cleanly hands a vote naming its own node over
+/// uncommitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_lost_entries_it_had_not_synced_does_not_resume_leadership() {
+    a_leader_that_lost_entries_does_not_resume_leadership(small_log(), Mark::Lost).await;
+}
+
+/// Whether the leader's flush mark survives the loss of its last entry.
+#[derive(Clone, Copy, PartialEq)]
+enum Mark {
+    Kept,
+    Lost,
 }
 
 /// The same, where the loss is allowed: `fsync = never` acknowledges what is not durable, so a
 /// crash of the leader's machine may take entries its followers hold, and no mark says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_does_not_sync_and_lost_entries_does_not_resume_leadership() {
-    a_leader_that_lost_entries_does_not_resume_leadership(LogConfig {
-        fsync: FsyncPolicy::Never,
-        ..small_log()
-    })
+    a_leader_that_lost_entries_does_not_resume_leadership(
+        LogConfig {
+            fsync: FsyncPolicy::Never,
+            ..small_log()
+        },
+        Mark::Kept,
+    )
     .await;
 }
 
-async fn a_leader_that_lost_entries_does_not_resume_leadership(log: LogConfig) {
+async fn a_leader_that_lost_entries_does_not_resume_leadership(log: LogConfig, mark: Mark) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -163,6 +182,10 @@ async fn a_leader_that_lost_entries_does_not_resume_leadership(log: LogConfig) {
     let (id, addr) = (nodes[leader].id(), nodes[leader].addr());
     nodes.remove(leader).stop_unclean().await;
     cut_file(&segment, length_before);
+    if mark == Mark::Lost {
+        let mark = segment.parent().unwrap().join(quipu_raft::FLUSH_MARK_FILE);
+        std::fs::remove_file(mark).unwrap();
+    }
     let node = restart(&nodes, id, dirs[leader].path(), addr, log.clone()).await;
     nodes.push(node);
     assert_eq!(produce(&nodes, group, "third").await, Offset(2));

@@ -2,7 +2,12 @@
 //!
 //! Invariants (openraft's contract, `../shared/DEPENDENCIES.md`):
 //! - entries are readable when `append` returns; its callback runs only after the fsync policy
-//!   made them durable (`always`: after `fdatasync`), callbacks in append order;
+//!   made them durable (`always`: after `fdatasync`), callbacks in append order, and a callback
+//!   run means every earlier append is durable too (the contract of openraft's
+//!   `leader_flush_beside_replication`: a leader's own append, `LogFlushed::is_leader_append`,
+//!   is never synced on the task that called `append`, so openraft replicates it meanwhile);
+//! - acks=1 producers hear an offset only once the leader's log holds the entry durably, and
+//!   only if no truncation or reset came between the append and its sync;
 //! - `save_vote` syncs the log, then writes the vote durably, before it returns, so no write is
 //!   durable before an earlier one;
 //! - a purge records the purge point durably first, then removes whole segments: entries at or
@@ -17,7 +22,8 @@
 //!   acknowledged entries (damage after the sync), and the replica abstains
 //!   ([`PartitionShared::is_abstaining`]) until it holds them again.
 //! - openraft gets a committed vote (and restores a leader without an election) only from a log
-//!   that syncs every append before it is replicated (`fsync = always`) and does not abstain: a
+//!   that syncs every append (`fsync = always`), does not abstain, and, for a vote naming this
+//!   node as leader, was closed cleanly (a leader replicates its entries before its own sync): a
 //!   log that may have lost unsynced entries its followers hold hands its vote over uncommitted.
 
 use std::fmt::Debug;
@@ -103,6 +109,9 @@ struct Flush {
     callback: LogFlushed<TypeConfig>,
     /// acks=1 tokens of the appended batches with their base offsets, resolved after the sync.
     local_acks: Vec<(u64, u64)>,
+    /// [`Inner::truncations`] when the entries were written: acks=1 tokens are resolved only if
+    /// no truncation or reset came since (it may have removed them).
+    truncations: u64,
 }
 
 /// A partition's Raft log store. Cheap to clone: clones share the log (the clone handed to
@@ -125,6 +134,10 @@ struct Inner {
     /// Flushes sent to the flush task whose callbacks have not been called yet. While none are,
     /// an append syncs in its own blocking step (see [`LogStore::append`]).
     flushes_pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// Truncations and resets so far, bumped before each starts: a flush queued before one may
+    /// complete after it (a leader's appends are replicated beside their flush, so openraft
+    /// does not wait for it before a step-down and a truncation).
+    truncations: Arc<std::sync::atomic::AtomicU64>,
     /// A purge past the log's end asked for before the state machine installed its snapshot.
     pending_reset: Mutex<Option<LogId<NodeId>>>,
     /// Whether the committed log id is kept in [`COMMITTED_FILE`].
@@ -174,11 +187,13 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl LogStore {
-    /// Opens the store of the partition whose log is `log`. Must run inside a tokio runtime: it
-    /// starts the partition's flush task, which ends when the last clone is dropped.
+    /// Opens the store of the partition whose log is `log`, on node `node`. Must run inside a
+    /// tokio runtime: it starts the partition's flush task, which ends when the last clone is
+    /// dropped.
     pub async fn open(
         log: Arc<Log>,
         shared: Arc<PartitionShared>,
+        node: NodeId,
     ) -> Result<LogStore, LogStoreError> {
         let dir = log.dir().to_path_buf();
         let read_dir = dir.clone();
@@ -226,22 +241,31 @@ impl LogStore {
         // openraft restores a replica whose committed vote names itself as leader at once, with
         // no election: a former leader that lost entries its followers hold would give its next
         // entries their log ids (two records at one offset). That happens when the log lost
-        // entries it had synced (above), and may happen unseen when it does not sync each append
-        // before it is acknowledged (`fsync` interval or never: no mark records such a loss).
-        // Then the vote stays (no second vote in its term) but uncommitted, so leading again
-        // takes an election, which replicas holding more refuse (and the abstention holds back).
+        // entries it had synced (above), and may happen unseen when entries were replicated
+        // before this log synced them: under `fsync` interval or never, and under `always` when
+        // this node led (openraft replicates a leader's entries beside its own sync,
+        // `leader_flush_beside_replication`) and the log was not closed cleanly (no mark records
+        // such a loss). Then the vote stays (no second vote in its term) but uncommitted, so
+        // leading again takes an election, which replicas holding more refuse (and the abstention
+        // holds back).
         let unsynced = log.config().fsync != FsyncPolicy::Always;
-        if (lost.is_some() || unsynced)
+        let crashed_leader = !log.opened_clean()
+            && meta.vote.is_some_and(|vote| {
+                vote.is_committed() && vote.leader_id().voted_for() == Some(node)
+            });
+        if (lost.is_some() || unsynced || crashed_leader)
             && let Some(vote) = meta.vote.filter(Vote::is_committed)
         {
             meta.vote = Some(Vote {
                 committed: false,
                 ..vote
             });
-            // Stored for a loss found (it is known for good); for an unsynced log every open
-            // does it again (a later write of the meta may store it uncommitted, which keeps
-            // the term and the node voted for, all a vote must keep).
-            if lost.is_some() {
+            // Stored for a loss found (it is known for good) and after a crash of a leader (a
+            // later clean close would otherwise bring the committed vote back over a log that
+            // lost entries at this one); for an unsynced log every open does it again (a later
+            // write of the meta may store it uncommitted, which keeps the term and the node
+            // voted for, all a vote must keep).
+            if lost.is_some() || crashed_leader {
                 let body = postcard::to_allocvec(&meta).map_err(|e| LogStoreError::MetaDecode {
                     dir: dir.clone(),
                     reason: e.to_string(),
@@ -260,6 +284,7 @@ impl LogStore {
         let mark_order = Arc::new(Mutex::new(()));
         let (flushes, pending) = mpsc::channel(FLUSH_QUEUE_MAX);
         let flushes_pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let truncations = Arc::new(std::sync::atomic::AtomicU64::new(0));
         // The task holds the log weakly: the log closes (and its directory lock is released)
         // as soon as the last clone of the store is dropped.
         tokio::spawn(flush_task(
@@ -267,6 +292,7 @@ impl LogStore {
             (Arc::clone(&mark), Arc::clone(&mark_order)),
             Arc::clone(&shared),
             (pending, Arc::clone(&flushes_pending)),
+            Arc::clone(&truncations),
         ));
         Ok(LogStore {
             inner: Arc::new(Inner {
@@ -277,6 +303,7 @@ impl LogStore {
                 shared,
                 flushes,
                 flushes_pending,
+                truncations,
                 pending_reset: Mutex::new(None),
                 keep_committed: std::sync::atomic::AtomicBool::new(false),
                 keep_recent: std::sync::atomic::AtomicBool::new(false),
@@ -340,6 +367,9 @@ impl LogStore {
         let mut meta = self.meta();
         meta.last_purged = Some(snapshot);
         self.save_meta(meta).await?;
+        self.inner
+            .truncations
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.shared.clear_recent();
         let log = Arc::clone(&self.inner.log);
         blocking(move || log.reset(snapshot.index + 1, offset).map_err(io_error)).await
@@ -418,6 +448,7 @@ async fn flush_task(
     (mark, mark_order): (Arc<MarkFile>, Arc<Mutex<()>>),
     shared: Arc<PartitionShared>,
     (mut pending, count): (mpsc::Receiver<Flush>, Arc<std::sync::atomic::AtomicUsize>),
+    truncations: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut batch = Vec::new();
     while pending.recv_many(&mut batch, FLUSH_QUEUE_MAX).await > 0 {
@@ -440,8 +471,9 @@ async fn flush_task(
                 }
             }
         };
+        let truncations = truncations.load(std::sync::atomic::Ordering::SeqCst);
         for flush in batch.drain(..) {
-            complete(&shared, flush, &result);
+            complete(&shared, flush, &result, truncations);
             count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
@@ -491,9 +523,11 @@ fn flushed(
     Ok(())
 }
 
-/// Reports one append's outcome: its acks=1 producers first (only once durable), then openraft.
-fn complete(shared: &PartitionShared, flush: Flush, result: &Result<(), String>) {
-    if result.is_ok() {
+/// Reports one append's outcome: its acks=1 producers first (only once durable, and only if no
+/// truncation or reset came since the append: `truncations` is the count now), then openraft.
+/// Unresolved acks=1 producers hear Raft's answer instead.
+fn complete(shared: &PartitionShared, flush: Flush, result: &Result<(), String>, truncations: u64) {
+    if result.is_ok() && flush.truncations == truncations {
         for (token, base_offset) in &flush.local_acks {
             shared.resolve_local_ack(*token, *base_offset);
         }
@@ -680,11 +714,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // flush task); otherwise it queues behind them, so that appends complete in order.
         // Appends come one at a time (`&mut self`), and the count falls only after a queued
         // append's callback ran: zero means every earlier append has completed.
-        let sync_here = self
+        // A leader's own append is replicated beside its sync (openraft's
+        // `leader_flush_beside_replication`): it never syncs here, so `append` returns once the
+        // entries are written and openraft sends them to the followers meanwhile.
+        let sync_here = !callback.is_leader_append()
+            && self
+                .inner
+                .flushes_pending
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 0;
+        // Read before the write: a truncation needs `&mut self`, so none runs until this
+        // append returns.
+        let truncations = self
             .inner
-            .flushes_pending
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == 0;
+            .truncations
+            .load(std::sync::atomic::Ordering::SeqCst);
         let (mark, mark_order) = (
             Arc::clone(&self.inner.mark),
             Arc::clone(&self.inner.mark_order),
@@ -743,12 +787,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             next_index: appended.last_index + 1,
             callback,
             local_acks,
+            truncations,
         };
         if let Some(synced) = synced {
             complete(
                 &self.inner.shared,
                 flush,
                 &flushed(&self.inner.shared, synced),
+                truncations,
             );
             return Ok(());
         }
@@ -767,6 +813,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let log = Arc::clone(&self.inner.log);
         let mark = Arc::clone(&self.inner.mark);
         let mark_order = Arc::clone(&self.inner.mark_order);
+        // Before anything is removed: a flush queued earlier no longer answers acks=1 producers.
+        self.inner
+            .truncations
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         // Kept entries first: a read must never find one the log no longer has.
         self.inner.shared.clear_recent();
         blocking(move || {

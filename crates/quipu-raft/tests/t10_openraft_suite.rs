@@ -31,7 +31,7 @@ impl StoreBuilder<TypeConfig, LogStore, PartitionStateMachine, TempDir> for Buil
         };
         let log = Arc::new(Log::open(dir.path(), config).unwrap());
         let shared = Arc::new(PartitionShared::default());
-        let store = LogStore::open(log, Arc::clone(&shared)).await.unwrap();
+        let store = LogStore::open(log, Arc::clone(&shared), 0).await.unwrap();
         // As a partition's store does: reads of entries not yet applied come from memory.
         store.keep_recent_entries();
         let sm = PartitionStateMachine::open(dir.path().to_path_buf(), shared).await?;

@@ -433,7 +433,7 @@ async fn a_log_that_opens_below_its_flush_mark_abstains_until_it_holds_the_lost_
         store.truncate(log_id(1, 2)).await.unwrap();
     }
     {
-        let (log, mut store, _sm, shared) = open(dir.path()).await;
+        let (log, mut store, sm, shared) = open(dir.path()).await;
         assert_eq!(log.next_index(), 2);
         assert!(!shared.is_abstaining(), "a truncation is not a loss");
         store
@@ -442,6 +442,9 @@ async fn a_log_that_opens_below_its_flush_mark_abstains_until_it_holds_the_lost_
             .unwrap();
         // It leads term 2: openraft restores such a vote as leadership at once.
         store.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
+        // Closed cleanly, so that only the mark can tell of the loss below.
+        drop((store, sm));
+        Arc::try_unwrap(log).unwrap().close().unwrap();
     }
     // The disk loses the durable last entry (its frame's tail is cut) while the replica is down.
     cut_newest_segment(dir.path(), 10);
@@ -667,4 +670,56 @@ async fn entries_kept_in_memory_are_never_read_below_the_purge_point_or_from_a_f
     );
     assert!(store.try_get_log_entries(2..4).await.is_err());
     assert!(store.try_get_log_entries(4..5).await.is_err());
+}
+
+/// A leader's entries reach its followers before its own log syncs them (openraft's
+/// `leader_flush_beside_replication`), so a leader's log that was not closed cleanly may have
+/// lost entries its followers hold, with no flush mark to tell. Its committed vote must then not
+/// restore it as leader without an election: it comes back uncommitted, and stays so.
+#[tokio::test]
+async fn a_leaders_vote_comes_back_uncommitted_after_a_crash_and_committed_after_a_clean_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let leads = Vote::new_committed(2, common::NODE);
+    // A clean close keeps the vote committed: nothing unsynced can have been lost.
+    {
+        let (log, mut store, sm, _shared) = open(dir.path()).await;
+        store
+            .blocking_append([membership(1, 0), records(2, 1, batch(2))])
+            .await
+            .unwrap();
+        store.save_vote(&leads).await.unwrap();
+        drop((store, sm));
+        Arc::try_unwrap(log).unwrap().close().unwrap();
+    }
+    {
+        let (_log, mut store, _sm, _shared) = open(dir.path()).await;
+        assert_eq!(store.read_vote().await.unwrap(), Some(leads));
+        store
+            .blocking_append([records(2, 2, batch(1))])
+            .await
+            .unwrap();
+        // Dropped without a close: a crash.
+    }
+    power_loss(dir.path(), PowerLoss::LoseUnsynced).unwrap();
+    {
+        let (log, mut store, sm, shared) = open(dir.path()).await;
+        assert_eq!(
+            store.read_vote().await.unwrap(),
+            Some(Vote::new(2, common::NODE)),
+            "after a crash a leader's vote is handed over uncommitted"
+        );
+        assert!(!shared.is_abstaining(), "no synced entry was lost");
+        assert_eq!(
+            store.get_log_state().await.unwrap().last_log_id,
+            Some(log_id(2, 2))
+        );
+        drop((store, sm));
+        Arc::try_unwrap(log).unwrap().close().unwrap();
+    }
+    // The demotion was stored: a clean close after it does not bring the committed vote back.
+    let (_log, mut store, _sm, _shared) = open(dir.path()).await;
+    assert_eq!(
+        store.read_vote().await.unwrap(),
+        Some(Vote::new(2, common::NODE))
+    );
 }

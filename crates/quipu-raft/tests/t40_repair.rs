@@ -31,7 +31,7 @@ fn blank(index: u64) -> Entry<TypeConfig> {
 async fn open(dir: &std::path::Path) -> (LogStore, Arc<PartitionShared>) {
     let log = Arc::new(Log::open(dir, config()).unwrap());
     let shared = Arc::new(PartitionShared::default());
-    let store = LogStore::open(log, Arc::clone(&shared)).await.unwrap();
+    let store = LogStore::open(log, Arc::clone(&shared), 1).await.unwrap();
     (store, shared)
 }
 

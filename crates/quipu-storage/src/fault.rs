@@ -40,6 +40,7 @@ mod disabled {
         Written
     }
     pub(crate) fn on_filesystem_sync(_: Written) {}
+    pub(crate) fn wait_while_held(_: &Path) {}
 }
 #[cfg(not(feature = "fault-injection"))]
 pub(crate) use disabled::*;
@@ -92,6 +93,49 @@ mod enabled {
     static FROZEN: AtomicBool = AtomicBool::new(false);
     static FAILING_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
     static FAIL_NEXT_SYNC: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    static HELD_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    static RELEASED: std::sync::Condvar = std::sync::Condvar::new();
+
+    /// Every `fdatasync`/`fsync` of a file in `dir` (and `syncfs` covering it) blocks, as on a
+    /// disk that has stopped answering flushes, until the returned guard is released or dropped
+    /// (so a failing test does not leave threads blocked): what is written stays readable, and
+    /// nothing of it becomes durable.
+    #[must_use = "the syncs are held only until the guard is dropped"]
+    pub fn hold_syncs(dir: &Path) -> SyncsHeld {
+        HELD_DIRS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(dir.to_path_buf());
+        SyncsHeld(dir.to_path_buf())
+    }
+
+    /// Syncs held by [`hold_syncs`] until this is released or dropped.
+    #[derive(Debug)]
+    pub struct SyncsHeld(PathBuf);
+
+    impl SyncsHeld {
+        /// Lets the held syncs (and later ones) go on.
+        pub fn release(self) {}
+    }
+
+    impl Drop for SyncsHeld {
+        fn drop(&mut self) {
+            HELD_DIRS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|held| *held != self.0);
+            RELEASED.notify_all();
+        }
+    }
+
+    /// Blocks while a sync of `path` (a file, or a filesystem's root) is held.
+    pub(crate) fn wait_while_held(path: &Path) {
+        let affected = |held: &PathBuf| path.parent() == Some(held) || held.starts_with(path);
+        let mut held = HELD_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+        while held.iter().any(affected) {
+            held = RELEASED.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 
     /// The next `fdatasync`/`fsync` of a file in `dir` fails and later ones succeed again: what
     /// Linux does after a writeback error, which it reports once per file description. A caller

@@ -56,6 +56,7 @@ pub(crate) fn sync_data(file: &File, path: &Path) -> io::Result<()> {
     {
         return Err(error);
     }
+    fault::wait_while_held(path);
     timed_sync(|| file.sync_data())?;
     fault::on_sync(path);
     Ok(())
@@ -68,6 +69,7 @@ pub(crate) fn sync_filesystem(handle: &File, dir: &Path) -> io::Result<()> {
     if let Some(error) = fault::injected_filesystem_sync_failure(dir) {
         return Err(error);
     }
+    fault::wait_while_held(dir);
     let written = fault::written_under(dir);
     timed_sync(|| rustix::fs::syncfs(handle).map_err(io::Error::from))?;
     fault::on_filesystem_sync(written);
@@ -81,6 +83,7 @@ pub(crate) fn sync_all(file: &File, path: &Path) -> io::Result<()> {
     {
         return Err(error);
     }
+    fault::wait_while_held(path);
     timed_sync(|| file.sync_all())?;
     fault::on_sync(path);
     Ok(())

@@ -62,6 +62,8 @@ pub struct Log {
     /// The group this log syncs through, fixed at open ([`LogConfig::shared_sync`], if the
     /// log's directory is on its filesystem).
     shared_sync: Option<Arc<SharedSync>>,
+    /// Whether the last close was clean (or there was nothing to lose): see [`Log::opened_clean`].
+    opened_clean: bool,
 }
 
 /// What one sync of a log must make durable, taken before the sync starts: every entry below
@@ -271,6 +273,7 @@ impl Log {
             }),
             synced: Condvar::new(),
             shared_sync,
+            opened_clean: marker.is_some() || bases.is_empty(),
             config: RwLock::new(Arc::new(config)),
         })
     }
@@ -316,6 +319,13 @@ impl Log {
     /// The log's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Whether this open followed a clean close (the clean-close marker was there), or found no
+    /// segment at all. Otherwise the last close was a crash, and entries written but not synced
+    /// before it may be gone, though no mark recorded them.
+    pub fn opened_clean(&self) -> bool {
+        self.opened_clean
     }
 
     /// The log's configuration as it is now (its limits may have changed since it was opened).

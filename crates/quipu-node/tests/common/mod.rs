@@ -150,9 +150,9 @@ pub fn all_quiet(nodes: &[Node], groups: &[GroupId]) -> bool {
 
 /// The index of the node whose replica of `group` leads, if one does.
 pub fn leader_node(nodes: &[Node], group: GroupId) -> Option<usize> {
-    // A restarted ex-leader claims its old term's leadership until it hears of a later one
-    // (openraft restores a leader from its own committed vote): the claim of the latest term
-    // is the leader's.
+    // An ex-leader restarted after a clean stop claims its old term's leadership until it hears
+    // of a later one (openraft restores a leader from its own committed vote; after an unclean
+    // stop the vote comes back uncommitted): the claim of the latest term is the leader's.
     nodes
         .iter()
         .enumerate()

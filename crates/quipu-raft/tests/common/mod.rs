@@ -9,7 +9,11 @@ use quipu_raft::shared::PartitionShared;
 use quipu_raft::{LogStore, PartitionStateMachine, TypeConfig};
 use quipu_storage::{Log, LogConfig};
 
-/// A partition replica's log, log store, state machine and shared state, opened in `dir`.
+/// The node the helpers open replicas on.
+pub const NODE: quipu_raft::NodeId = 1;
+
+/// A partition replica's log, log store, state machine and shared state, opened in `dir` on
+/// node [`NODE`].
 pub async fn open(
     dir: &std::path::Path,
 ) -> (
@@ -33,7 +37,7 @@ pub async fn open_with(
 ) {
     let log = Arc::new(Log::open(dir, LogConfig::default()).unwrap());
     let shared = Arc::new(shared);
-    let store = LogStore::open(Arc::clone(&log), Arc::clone(&shared))
+    let store = LogStore::open(Arc::clone(&log), Arc::clone(&shared), NODE)
         .await
         .unwrap();
     // As a partition's store does.

@@ -134,6 +134,27 @@ pub struct Config {
     #[clap(long, default_value = "0")]
     pub commit_notice_delay: u64,
 
+    /// Quipu patch (vendor/README.md): whether a leader replicates its new entries while its own
+    /// log store flushes them, instead of after the flush (Raft thesis, 10.2.1). The leader counts
+    /// itself toward a commit only once its flush completes; followers are unchanged. false (the
+    /// default) keeps upstream's behaviour.
+    ///
+    /// Contract for the log store: flushes complete in append order, and a completed flush of an
+    /// append means every earlier append is durable too. The store sees such appends through
+    /// [`crate::storage::LogFlushed::is_leader_append`] and must not wait for their flush in
+    /// `append`.
+    ///
+    /// A leader restored at start from its committed vote may then have lost, in a crash, entries
+    /// its followers hold: the store must hand such a vote over uncommitted after any open that
+    /// did not follow a clean close, so that leading again takes an election.
+    #[clap(long,
+           default_value_t = false,
+           action = clap::ArgAction::Set,
+           num_args = 0..=1,
+           default_missing_value = "true"
+    )]
+    pub leader_flush_beside_replication: bool,
+
     /// The timeout for sending then installing the last snapshot segment,
     /// in millisecond. It is also used as the timeout for sending a non-last segment, if
     /// `send_snapshot_timeout` is 0.

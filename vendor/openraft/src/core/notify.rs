@@ -1,4 +1,5 @@
 use crate::core::sm;
+use crate::LogId;
 use crate::raft::VoteResponse;
 use crate::replication;
 use crate::MessageSummary;
@@ -47,6 +48,16 @@ where C: RaftTypeConfig
         /// ith tick
         i: u64,
     },
+
+    /// Quipu patch (vendor/README.md): a leader's own append, replicated beside its flush
+    /// (`Config::leader_flush_beside_replication`), is durable in its log up to `log_id`, with
+    /// every earlier append; or the flush failed.
+    LocalLogFlushed {
+        /// The leader's vote when it appended: the progress counts only if it still leads in it.
+        vote: Vote<C::NodeId>,
+        log_id: LogId<C::NodeId>,
+        result: Result<(), std::io::Error>,
+    },
 }
 
 impl<C> Notify<C>
@@ -87,6 +98,9 @@ where C: RaftTypeConfig
             }
             Self::Tick { i } => {
                 format!("Tick {}", i)
+            }
+            Self::LocalLogFlushed { vote, log_id, result } => {
+                format!("LocalLogFlushed: vote: {}, upto: {}, result: {:?}", vote, log_id, result)
             }
         }
     }

@@ -1327,6 +1327,23 @@ where
                 }
             }
 
+            Notify::LocalLogFlushed { vote, log_id, result } => {
+                // Quipu patch (vendor/README.md). A failed flush stops the core, whatever the vote,
+                // as a failed awaited flush does.
+                if let Err(e) = result {
+                    return Err(Fatal::from(StorageError::from(StorageIOError::write_logs(
+                        AnyError::error(e),
+                    ))));
+                }
+                // The leader's own progress moves only while it leads in the vote it appended
+                // with: a leadership gained later starts from its own flushes.
+                if self.engine.leader.as_ref().is_some_and(|l| l.vote == vote) {
+                    if let Ok(mut lh) = self.engine.leader_handler() {
+                        lh.replication_handler().update_local_progress(Some(log_id));
+                    }
+                }
+            }
+
             Notify::Network { response } => {
                 //
                 match response {
@@ -1636,6 +1653,20 @@ where
             Command::AppendInputEntries { vote, entries } => {
                 let last_log_id = entries.last().unwrap().get_log_id().clone();
                 tracing::debug!("AppendInputEntries: {}", DisplaySlice::<_>(&entries),);
+
+                // Quipu patch (vendor/README.md): a leader's own append is replicated while it
+                // flushes; its own progress moves when the flush is notified
+                // (`Notify::LocalLogFlushed`), not here. A sole voter has no one to replicate
+                // to, and keeps the awaited flush.
+                let local_leader = self.config.leader_flush_beside_replication
+                    && vote.is_committed()
+                    && vote.leader_id().voted_for().as_ref() == Some(&self.id)
+                    && self.engine.state.membership_state.effective().voter_ids().nth(1).is_some();
+                if local_leader {
+                    let callback = LogFlushed::local_leader(self.tx_notify.clone(), vote, last_log_id);
+                    self.log_store.append(entries, callback).await?;
+                    return Ok(None);
+                }
 
                 self.append_to_log(entries, vote, last_log_id.clone()).await?;
 
