@@ -40,7 +40,8 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         Kind::Histogram,
         Unit::Seconds,
         "Time a batch spent on its partition leader in each phase: queued for the next Raft entry, \
-         into the leader's log, until committed and applied.",
+         into the leader's log, until committed and applied (from the proposal if a majority held \
+         it before the leader's log did).",
     ),
     (
         "quipu_raft_append_round_trip_seconds",

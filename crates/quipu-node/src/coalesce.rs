@@ -160,7 +160,8 @@ impl Coalescer {
     /// Proposes one entry of `batches` and answers each of them. Times each batch's phases
     /// (`quipu_produce_phase_seconds`): queued here, then into the leader's log (durable there,
     /// timed only if the leader's log answered before Raft did), then until committed and
-    /// applied (timed only if that succeeded).
+    /// applied (timed only if that succeeded: from the leader's log holding it, or from the
+    /// proposal when a majority held it first, as the leader syncs beside replication).
     async fn propose(self: Arc<Self>, batches: Vec<Waiting>) {
         let proposed = Instant::now();
         let queued = crate::telemetry::produce_phase("queued");
@@ -236,8 +237,8 @@ impl Coalescer {
             Ok(_) => committed.await,
             Err(answer) => answer,
         };
-        if let (Some(at), Ok(Ok(_))) = (appended_at, &answer) {
-            let took = at.elapsed();
+        if let Ok(Ok(_)) = &answer {
+            let took = appended_at.unwrap_or(proposed).elapsed();
             let commit = crate::telemetry::produce_phase("commit");
             to_answer.iter().for_each(|_| commit.record(took));
         }
