@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -18,8 +19,18 @@ const NOT_BEFORE_RELEASE: Duration = Duration::from_millis(500);
 /// How long a produce that needs no more than the followers may take.
 const PRODUCE_PATIENCE: Duration = Duration::from_secs(30);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_replicates_beside_its_held_sync_and_counts_itself_only_once_synced() {
+/// Three nodes, a topic of one RF 3 partition holding "first", and its leader.
+struct Cluster {
+    _dirs: Vec<tempfile::TempDir>,
+    nodes: Vec<quipu_node::Node>,
+    group: quipu_node::GroupId,
+    /// The index of the leader's node.
+    leader: usize,
+    /// The directory of the leader's replica: its log, flush mark and state files.
+    partition_dir: PathBuf,
+}
+
+async fn cluster_with_one_record() -> Cluster {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -30,13 +41,32 @@ async fn a_leader_replicates_beside_its_held_sync_and_counts_itself_only_once_sy
     let group = groups[0];
     assert_eq!(produce(&nodes, group, "first").await, Offset(0));
     let leader = leader_node(&nodes, group).unwrap();
-    let partition = nodes[leader].partition(group).unwrap();
     let partition_dir = segments(dirs[leader].path(), group)
         .pop()
         .unwrap()
         .parent()
         .unwrap()
         .to_path_buf();
+    Cluster {
+        _dirs: dirs,
+        nodes,
+        group,
+        leader,
+        partition_dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_replicates_beside_its_held_sync_and_counts_itself_only_once_synced() {
+    // `_dirs` kept to the end: the nodes' data directories.
+    let Cluster {
+        _dirs,
+        nodes,
+        group,
+        leader,
+        partition_dir,
+    } = cluster_with_one_record().await;
+    let partition = nodes[leader].partition(group).unwrap();
 
     // The leader's disk stops completing syncs: its two followers are a majority without it.
     let held = hold_syncs(&partition_dir);
@@ -100,22 +130,14 @@ async fn a_leader_replicates_beside_its_held_sync_and_counts_itself_only_once_sy
 /// is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_sync_fails_stops_and_every_acknowledged_record_survives() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let log = small_log();
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (nodes, groups) = start(&dirs, 1, &log).await;
-    let group = groups[0];
-    assert_eq!(produce(&nodes, group, "first").await, Offset(0));
-    let leader = leader_node(&nodes, group).unwrap();
-    let partition_dir = segments(dirs[leader].path(), group)
-        .pop()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
+    // `_dirs` kept to the end: the nodes' data directories.
+    let Cluster {
+        _dirs,
+        nodes,
+        group,
+        leader,
+        partition_dir,
+    } = cluster_with_one_record().await;
 
     fail_next_sync(&partition_dir);
     let partition = nodes[leader].partition(group).unwrap();

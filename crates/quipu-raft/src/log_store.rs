@@ -367,12 +367,19 @@ impl LogStore {
         let mut meta = self.meta();
         meta.last_purged = Some(snapshot);
         self.save_meta(meta).await?;
+        self.before_removal();
+        let log = Arc::clone(&self.inner.log);
+        blocking(move || log.reset(snapshot.index + 1, offset).map_err(io_error)).await
+    }
+
+    /// Before a truncation or reset removes entries: a flush queued earlier no longer answers
+    /// acks=1 producers, and kept entries go first (a read must never find one the log no
+    /// longer has).
+    fn before_removal(&self) {
         self.inner
             .truncations
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.shared.clear_recent();
-        let log = Arc::clone(&self.inner.log);
-        blocking(move || log.reset(snapshot.index + 1, offset).map_err(io_error)).await
     }
 
     fn meta(&self) -> RaftMeta {
@@ -813,12 +820,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let log = Arc::clone(&self.inner.log);
         let mark = Arc::clone(&self.inner.mark);
         let mark_order = Arc::clone(&self.inner.mark_order);
-        // Before anything is removed: a flush queued earlier no longer answers acks=1 producers.
-        self.inner
-            .truncations
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        // Kept entries first: a read must never find one the log no longer has.
-        self.inner.shared.clear_recent();
+        self.before_removal();
         blocking(move || {
             let _order = mark_order.lock().unwrap_or_else(|e| e.into_inner());
             // The mark first: it must never name entries the log no longer has.
