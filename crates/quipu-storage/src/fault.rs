@@ -119,20 +119,27 @@ mod enabled {
     }
 
     impl Drop for SyncsHeld {
+        /// Removes this guard's own hold only: another hold of the same directory stays.
         fn drop(&mut self) {
-            HELD_DIRS
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|held| *held != self.0);
+            let mut held = HELD_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(at) = held.iter().position(|dir| *dir == self.0) {
+                held.swap_remove(at);
+            }
+            drop(held);
             RELEASED.notify_all();
         }
     }
 
+    /// Whether a hold covers a sync of `path` (a file, or a filesystem's root).
+    fn held_for(held: &[PathBuf], path: &Path) -> bool {
+        held.iter()
+            .any(|dir| path.parent() == Some(dir.as_path()) || dir.starts_with(path))
+    }
+
     /// Blocks while a sync of `path` (a file, or a filesystem's root) is held.
     pub(crate) fn wait_while_held(path: &Path) {
-        let affected = |held: &PathBuf| path.parent() == Some(held) || held.starts_with(path);
         let mut held = HELD_DIRS.lock().unwrap_or_else(|e| e.into_inner());
-        while held.iter().any(affected) {
+        while held_for(&held, path) {
             held = RELEASED.wait(held).unwrap_or_else(|e| e.into_inner());
         }
     }
@@ -431,6 +438,27 @@ mod enabled {
             z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^ (z >> 31)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn is_held(path: &Path) -> bool {
+            held_for(&HELD_DIRS.lock().unwrap_or_else(|e| e.into_inner()), path)
+        }
+
+        #[test]
+        fn two_holds_of_one_directory_end_one_at_a_time() {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("00000000000000000000.log");
+            let first = hold_syncs(dir.path());
+            let second = hold_syncs(dir.path());
+            first.release();
+            assert!(is_held(&file), "the second hold ended with the first");
+            drop(second);
+            assert!(!is_held(&file));
         }
     }
 }
