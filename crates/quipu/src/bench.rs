@@ -1,9 +1,8 @@
 //! `quipu bench produce|consume`: throughput and latency against a running cluster, like Kafka's
 //! producer and consumer perf tools. Latencies go into an HDR histogram (µs, 3 significant
-//! digits); at a fixed `--rate`, each record's latency counts from when it was due to be sent,
-//! not from when it was sent, so a stalled producer cannot hide its stall (coordinated omission);
-//! only a lane that is on schedule counts from when its timer woke it (at most one tick of
-//! tokio's 1 ms timer after the due time: the generator's rounding, not the system's).
+//! digits); at a fixed `--rate`, records come due evenly in time (a pacer thread releases them
+//! every 0.2 ms) and each record's latency counts from when it was due to be sent, not from when
+//! it was sent, so a stalled producer cannot hide its stall (coordinated omission).
 //! `bench produce` also splits each record's latency in two: until its batch's first request
 //! left the producer (Kafka's record queue time: batching, linger, a partition's earlier batches,
 //! the buffer), and from then to the acknowledgement (the request, with any retries). Each part
@@ -248,8 +247,75 @@ fn storage_baseline(
     result
 }
 
-/// The resolution of tokio's timers: a sleep ends up to this much after its deadline.
-const TIMER_TICK: Duration = Duration::from_millis(1);
+/// How often the pacer releases the records that have come due at a fixed `--rate`. Finer than
+/// tokio's 1 ms timer, whose ticks would hand the producer each millisecond's records at once.
+const PACER_TICK: Duration = Duration::from_micros(200);
+
+/// Paces a run at a fixed rate from a thread of its own: record `i` is due at `begin + i /
+/// rate`, and the pacer releases one permit per record once it is due (every [`PACER_TICK`]),
+/// so records reach the producer evenly in time, as a steady stream of events would, rather than
+/// in tokio's 1 ms ticks. Each record's latency counts from when it was due, so a producer that
+/// falls behind (permits pile up) has its delay counted (no coordinated omission); the pacer's
+/// own rounding (up to one tick, plus the thread's wake-up) is counted too.
+struct Pacer {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Set when the run is over, so that the thread stops early.
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Pacer {
+    /// Releases `records` permits at `rate` from `begin`, until `deadline` if any; at its end
+    /// it adds one permit per lane, so that every lane wakes and sees that the run is over.
+    fn start(
+        rate: u64,
+        records: u64,
+        begin: Instant,
+        deadline: Option<Instant>,
+        lanes: usize,
+    ) -> anyhow::Result<Pacer> {
+        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (released_to, stopping) = (permits.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("bench-pacer".to_string())
+            .spawn(move || {
+                let mut released = 0u64;
+                loop {
+                    let now = Instant::now();
+                    // Records 0..=elapsed*rate are due (record 0 at `begin`).
+                    let due = ((now.saturating_duration_since(begin).as_secs_f64() * rate as f64)
+                        as u64)
+                        .saturating_add(1)
+                        .min(records);
+                    if due > released {
+                        released_to
+                            .add_permits(usize::try_from(due - released).unwrap_or(usize::MAX));
+                        released = due;
+                    }
+                    if released >= records
+                        || deadline.is_some_and(|d| now >= d)
+                        || stopping.load(std::sync::atomic::Ordering::Relaxed)
+                    {
+                        break;
+                    }
+                    std::thread::sleep(PACER_TICK);
+                }
+                released_to.add_permits(lanes);
+            })
+            .context("cannot start the pacer thread")?;
+        Ok(Pacer {
+            permits,
+            stop,
+            thread,
+        })
+    }
+
+    fn finish(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
 
 async fn produce(args: ProduceBench) -> anyhow::Result<()> {
     if args.concurrency == 0 || args.record_size == 0 {
@@ -314,17 +380,18 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
     );
     let value = vec![b'q'; args.record_size];
     let bar = progress(args.records, args.json);
-    let deadline = args
-        .duration
-        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let start = Instant::now();
+    let deadline = args.duration.map(|s| start + Duration::from_secs(s));
+    let lanes = usize::try_from(args.concurrency).unwrap_or(usize::MAX);
+    // At a fixed rate, record `i` (of all lanes) is due at `start + i * every`.
+    let every = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
+    let pacer = match args.rate {
+        0 => None,
+        rate => Some(Pacer::start(rate, args.records, start, deadline, lanes)?),
+    };
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
-    for lane in 0..args.concurrency {
-        let count =
-            args.records / args.concurrency + u64::from(lane < args.records % args.concurrency);
-        // Each task's share of the rate: one record every `interval`.
-        let interval = (args.rate > 0)
-            .then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate as f64));
+    for _ in 0..args.concurrency {
         let (producer, value, topic, bar) = (
             producer.clone(),
             value.clone(),
@@ -332,7 +399,8 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
             bar.clone(),
         );
         let window = args.window.max(1);
-        let (keys, concurrency) = (args.keys, args.concurrency);
+        let (keys, records, next) = (args.keys, args.records, next.clone());
+        let permits = pacer.as_ref().map(|p| p.permits.clone());
         tasks.spawn(async move {
             let mut result = TaskResult {
                 sent: 0,
@@ -344,56 +412,47 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
                 last_acknowledged: None,
             };
             let mut pending = VecDeque::new();
-            let begin = tokio::time::Instant::now();
-            let settle = |result: &mut TaskResult,
-                          (due, ack): (
-                tokio::time::Instant,
-                Result<quipu_client::Sent, ClientError>,
-            )| {
-                match ack {
-                    Ok(sent) => {
-                        // From when the record was due (or its lane's timer woke: below) to when
-                        // its acknowledgement arrived.
-                        let due = due.into_std();
-                        let waited = sent.acknowledged_at.saturating_duration_since(due);
-                        let _ = result.latency.record(micros(waited));
-                        let queued = sent.sent_at.saturating_duration_since(due);
-                        let _ = result.queued.record(micros(queued));
-                        let request = sent.acknowledged_at.saturating_duration_since(sent.sent_at);
-                        let _ = result.request.record(micros(request));
-                        result.last_acknowledged =
-                            result.last_acknowledged.max(Some(sent.acknowledged_at));
+            let settle =
+                |result: &mut TaskResult,
+                 (due, ack): (Instant, Result<quipu_client::Sent, ClientError>)| {
+                    match ack {
+                        Ok(sent) => {
+                            // From when the record was due to when its acknowledgement arrived.
+                            let waited = sent.acknowledged_at.saturating_duration_since(due);
+                            let _ = result.latency.record(micros(waited));
+                            let queued = sent.sent_at.saturating_duration_since(due);
+                            let _ = result.queued.record(micros(queued));
+                            let request =
+                                sent.acknowledged_at.saturating_duration_since(sent.sent_at);
+                            let _ = result.request.record(micros(request));
+                            result.last_acknowledged =
+                                result.last_acknowledged.max(Some(sent.acknowledged_at));
+                        }
+                        Err(e) => {
+                            result.failed += 1;
+                            result.first_error.get_or_insert(e);
+                        }
                     }
-                    Err(e) => {
-                        result.failed += 1;
-                        result.first_error.get_or_insert(e);
+                    bar.inc(1);
+                };
+            loop {
+                if let Some(permits) = &permits {
+                    match permits.acquire().await {
+                        Ok(permit) => permit.forget(),
+                        Err(_) => break,
                     }
                 }
-                bar.inc(1);
-            };
-            for i in 0..count {
-                // One clock read per record serves the deadline and the record's due time.
-                let now = tokio::time::Instant::now();
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= records {
+                    break;
+                }
+                // One clock read per record serves the deadline and, unpaced, its due time.
+                let now = Instant::now();
                 if deadline.is_some_and(|d| now >= d) {
                     break;
                 }
-                let due = match interval {
-                    Some(every) => {
-                        let due = begin + every.mul_f64(i as f64);
-                        // A lane behind schedule counts from when the record was due (the
-                        // time it was held back is the system's: no coordinated omission). A
-                        // lane on schedule sleeps, and wakes up to one timer tick late: that
-                        // rounding is the load generator's, not the system's.
-                        if now >= due {
-                            due
-                        } else {
-                            tokio::time::sleep_until(due).await;
-                            tokio::time::Instant::now().min(due + TIMER_TICK)
-                        }
-                    }
-                    None => now,
-                };
-                let key = (keys > 0).then(|| ((lane + i * concurrency) % keys).to_string());
+                let due = every.map_or(now, |every| start + every.mul_f64(i as f64));
+                let key = (keys > 0).then(|| (i % keys).to_string());
                 let ack = match producer
                     .send(
                         &topic,
@@ -450,6 +509,9 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
         ] {
             all.add(one).context("cannot merge latency histograms")?;
         }
+    }
+    if let Some(pacer) = pacer {
+        pacer.finish();
     }
     bar.finish_and_clear();
     // Up to the last acknowledgement (each task settles the acknowledgements it still holds
@@ -716,6 +778,38 @@ pub(crate) fn report_consume(records: u64, bytes: u64, elapsed: Duration, json: 
         out!(
             "{records} records read in {seconds:.2} s{path}: {:.0} records/s, {mib:.2} MiB/s of values",
             records as f64 / seconds
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pacer never releases a record before it is due, releases every record, and then
+    /// wakes each lane once more.
+    #[tokio::test]
+    async fn the_pacer_releases_each_record_once_due_then_wakes_every_lane() {
+        let (rate, records, lanes) = (2_000u64, 40u64, 3usize);
+        let begin = Instant::now();
+        let pacer = Pacer::start(rate, records, begin, None, lanes).unwrap();
+        for i in 0..records {
+            pacer.permits.acquire().await.unwrap().forget();
+            let due = begin + Duration::from_secs_f64(i as f64 / rate as f64);
+            assert!(
+                Instant::now() >= due,
+                "record {i} released before it was due"
+            );
+        }
+        for _ in 0..lanes {
+            pacer.permits.acquire().await.unwrap().forget();
+        }
+        let permits = pacer.permits.clone();
+        pacer.finish();
+        assert_eq!(
+            permits.available_permits(),
+            0,
+            "more permits than records and lanes"
         );
     }
 }
