@@ -7,7 +7,8 @@ Reads the histograms `quipu_produce_phase_seconds{phase}` (queued, leader_log, c
 partitions' leaders), `quipu_raft_append_round_trip_seconds` (leaders),
 `quipu_raft_append_handling_seconds` (followers) and `quipu_fsync_duration_seconds`, summed over
 the nodes, and prints each one's mean over the interval in ms (a build without one prints
-nothing for it). Standard library only.
+nothing for it), then the share of each one's observations that took longer than 2.5 and than
+5 ms (where a request's tail comes from). Standard library only.
 """
 
 import json
@@ -25,12 +26,23 @@ NAMES = {
 }
 
 
+TAILS = ("0.0025", "0.005")
+
+
 def scrape(ports):
-    """Sum and count of each histogram, over the nodes."""
+    """Sum, count and the cumulative counts at TAILS of each histogram, over the nodes."""
     totals = {}
     for port in ports:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
         for line in text.decode().splitlines():
+            b = re.match(r'(\w+)_bucket\{(.*)le="([^"]*)"\} (\S+)$', line)
+            if b and b.group(3) in TAILS:
+                phase = re.search(r'phase="([^"]*)"', b.group(2))
+                name = b.group(1) + (f"/{phase.group(1)}" if phase else "")
+                if name in NAMES:
+                    key = f"{name}@{b.group(3)}"
+                    totals[key] = totals.get(key, 0.0) + float(b.group(4))
+                continue
             m = re.match(r"(\w+)_(sum|count)(?:\{(.*)\})? (\S+)$", line)
             if not m:
                 continue
@@ -62,3 +74,18 @@ else:
             parts.append(f"{label} {1000 * seconds / count:.2f}")
     if parts:
         print("  on the nodes, means in ms: " + ", ".join(parts))
+    tails = []
+    for name, label in NAMES.items():
+        if name not in after:
+            continue
+        count = after[name][1] - before.get(name, [0.0, 0.0])[1]
+        if count <= 0:
+            continue
+        over = []
+        for le in TAILS:
+            key = f"{name}@{le}"
+            within = after.get(key, 0.0) - before.get(key, 0.0)
+            over.append(f"{100 * (count - within) / count:.1f}%")
+        tails.append(f"{label} {' / '.join(over)}")
+    if tails:
+        print("  longer than 2.5 / 5 ms: " + ", ".join(tails))
