@@ -257,12 +257,12 @@ const PACER_TICK: Duration = Duration::from_micros(500);
 /// tasks, not all of them (each wake-up is CPU the node under test does not get).
 const CLAIM_MAX: u64 = 64;
 
-/// Paces a run at a fixed rate: record `i` is due at `begin + i /
-/// rate`, and every [`PACER_TICK`] the pacer releases those that have come due, so records reach
-/// the producer evenly in time, as a steady stream of events would, rather than in tokio's 1 ms
-/// ticks. Each record's latency counts from when it was due, so a producer that falls behind
-/// (released records pile up) has its delay counted (no coordinated omission); the pacer's own
-/// rounding (up to one tick, plus the thread's wake-up) is counted too.
+/// Paces a run at a fixed rate: record `i` is due at `begin + i / rate`, and every
+/// [`PACER_TICK`] the pacer releases those that have come due, so records reach the producer
+/// evenly in time, as a steady stream of events would, rather than in tokio's 1 ms ticks. Each
+/// record's latency counts from when it was due, so a producer that falls behind (released
+/// records pile up) has its delay counted (no coordinated omission); the pacer's own rounding
+/// (up to one tick, plus the runtime's wake-up) is counted too.
 struct Pacer {
     shared: std::sync::Arc<Paced>,
     task: tokio::task::JoinHandle<()>,
