@@ -270,6 +270,10 @@ struct Pacer {
 
 /// What the pacer and the producer tasks share.
 struct Paced {
+    /// When record 0 was due.
+    begin: Instant,
+    /// Records per second.
+    rate: u64,
     /// Records released so far: records `0..released` are due.
     released: std::sync::atomic::AtomicU64,
     /// Records taken by producer tasks so far (at most `released`).
@@ -282,6 +286,22 @@ struct Paced {
 }
 
 impl Paced {
+    /// When record `i` is due: `begin + i / rate`, rounded down to the nanosecond (the one
+    /// schedule the pacer releases by and each record's latency counts from).
+    fn due(&self, i: u64) -> Instant {
+        let nanos = u128::from(i) * 1_000_000_000 / u128::from(self.rate);
+        self.begin + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    /// How many records are due at `now`: records `0..n`, each with `i / rate` at or before
+    /// `now - begin`, so none whose [`Paced::due`] is after `now`.
+    fn due_by(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.begin).as_nanos();
+        u64::try_from(elapsed * u128::from(self.rate) / 1_000_000_000)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+    }
+
     /// Takes up to [`CLAIM_MAX`] released records, waiting for the pacer if none is; `None`
     /// once every record is taken or the pacer has ended.
     async fn take(&self) -> Option<std::ops::Range<u64>> {
@@ -353,6 +373,8 @@ impl Pacer {
         let timer =
             tokio::io::unix::AsyncFd::new(timer).context("cannot poll the pacer's timer")?;
         let shared = std::sync::Arc::new(Paced {
+            begin,
+            rate,
             released: std::sync::atomic::AtomicU64::new(0),
             taken: std::sync::atomic::AtomicU64::new(0),
             ended: std::sync::atomic::AtomicBool::new(false),
@@ -362,12 +384,7 @@ impl Pacer {
         let task = tokio::spawn(async move {
             loop {
                 let now = Instant::now();
-                // Records 0..=elapsed*rate are due (record 0 at `begin`).
-                let elapsed = now.saturating_duration_since(begin).as_nanos();
-                let due = u64::try_from(elapsed * u128::from(rate) / 1_000_000_000)
-                    .unwrap_or(u64::MAX)
-                    .saturating_add(1)
-                    .min(records);
+                let due = paced.due_by(now).min(records);
                 if due > paced.released.load(SeqCst) {
                     paced.released.store(due, SeqCst);
                     paced.more.notify_one();
@@ -467,8 +484,6 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
     let bar = progress(args.records, args.json);
     let start = Instant::now();
     let deadline = args.duration.map(|s| start + Duration::from_secs(s));
-    // At a fixed rate, record `i` (of all lanes) is due at `start + i * every`.
-    let every = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
     let pacer = match args.rate {
         0 => None,
         rate => Some(Pacer::start(rate, args.records, start, deadline)?),
@@ -541,7 +556,7 @@ async fn produce(args: ProduceBench) -> anyhow::Result<()> {
                 if deadline.is_some_and(|d| now >= d) {
                     break;
                 }
-                let due = every.map_or(now, |every| start + every.mul_f64(i as f64));
+                let due = paced.as_ref().map_or(now, |paced| paced.due(i));
                 let key = (keys > 0).then(|| (i % keys).to_string());
                 let ack = match producer
                     .send(
