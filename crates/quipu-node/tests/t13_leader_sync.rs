@@ -6,6 +6,7 @@
 mod common;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -21,13 +22,24 @@ const PRODUCE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Three nodes, a topic of one RF 3 partition holding "first", and its leader.
 struct Cluster {
+    /// The nodes' data directories, kept until the cluster is dropped.
     _dirs: Vec<tempfile::TempDir>,
     nodes: Vec<quipu_node::Node>,
     group: quipu_node::GroupId,
     /// The index of the leader's node.
     leader: usize,
+    /// The leader's replica.
+    partition: Arc<quipu_node::Partition>,
     /// The directory of the leader's replica: its log, flush mark and state files.
     partition_dir: PathBuf,
+}
+
+impl Cluster {
+    async fn stop(self) {
+        for node in self.nodes {
+            node.stop().await;
+        }
+    }
 }
 
 async fn cluster_with_one_record() -> Cluster {
@@ -47,29 +59,24 @@ async fn cluster_with_one_record() -> Cluster {
         .parent()
         .unwrap()
         .to_path_buf();
+    let partition = nodes[leader].partition(group).unwrap();
     Cluster {
         _dirs: dirs,
         nodes,
         group,
         leader,
+        partition,
         partition_dir,
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_replicates_beside_its_held_sync_and_counts_itself_only_once_synced() {
-    // `_dirs` kept to the end: the nodes' data directories.
-    let Cluster {
-        _dirs,
-        nodes,
-        group,
-        leader,
-        partition_dir,
-    } = cluster_with_one_record().await;
-    let partition = nodes[leader].partition(group).unwrap();
+    let cluster = cluster_with_one_record().await;
+    let (nodes, group, partition) = (&cluster.nodes, cluster.group, &cluster.partition);
 
     // The leader's disk stops completing syncs: its two followers are a majority without it.
-    let held = hold_syncs(&partition_dir);
+    let held = hold_syncs(&cluster.partition_dir);
     let second = tokio::time::timeout(PRODUCE_PATIENCE, partition.produce(batch("second")))
         .await
         .expect("committed by the followers while the leader's sync is held")
@@ -78,10 +85,10 @@ async fn a_leader_replicates_beside_its_held_sync_and_counts_itself_only_once_sy
 
     // With one follower cut off, the leader's own sync is needed for a majority, and an acks=1
     // producer waits for it too.
-    let (cut, other) = ((leader + 1) % 3, (leader + 2) % 3);
+    let (cut, other) = ((cluster.leader + 1) % 3, (cluster.leader + 2) % 3);
     nodes[cut].set_isolated(true);
     let all = tokio::spawn({
-        let partition = std::sync::Arc::clone(&partition);
+        let partition = Arc::clone(partition);
         async move { partition.produce(batch("third")).await }
     });
     let follower = nodes[other].partition(group).unwrap();
@@ -90,7 +97,7 @@ async fn a_leader_replicates_beside_its_held_sync_and_counts_itself_only_once_sy
     })
     .await;
     let one = tokio::spawn({
-        let partition = std::sync::Arc::clone(&partition);
+        let partition = Arc::clone(partition);
         async move { partition.produce_leader_ack(batch("fourth")).await }
     });
     tokio::time::sleep(NOT_BEFORE_RELEASE).await;
@@ -110,7 +117,7 @@ async fn a_leader_replicates_beside_its_held_sync_and_counts_itself_only_once_sy
             .all(|n| n.partition(group).unwrap().high_watermark() == Offset(4))
     })
     .await;
-    for node in &nodes {
+    for node in nodes {
         let held = records_from(&node.partition(group).unwrap(), Offset(0), true).await;
         let values: Vec<&str> = held.iter().map(|(_, v)| v.as_str()).collect();
         assert_eq!(
@@ -120,9 +127,7 @@ async fn a_leader_replicates_beside_its_held_sync_and_counts_itself_only_once_sy
             node.id()
         );
     }
-    for node in nodes {
-        node.stop().await;
-    }
+    cluster.stop().await;
 }
 
 /// A leader's sync that fails (a writeback error) stops its replica, as before, even though the
@@ -130,25 +135,18 @@ async fn a_leader_replicates_beside_its_held_sync_and_counts_itself_only_once_sy
 /// is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_sync_fails_stops_and_every_acknowledged_record_survives() {
-    // `_dirs` kept to the end: the nodes' data directories.
-    let Cluster {
-        _dirs,
-        nodes,
-        group,
-        leader,
-        partition_dir,
-    } = cluster_with_one_record().await;
+    let cluster = cluster_with_one_record().await;
+    let (nodes, group, partition) = (&cluster.nodes, cluster.group, &cluster.partition);
 
-    fail_next_sync(&partition_dir);
-    let partition = nodes[leader].partition(group).unwrap();
+    fail_next_sync(&cluster.partition_dir);
     // Committed by the followers, or failed with the leader's replica: either may come first.
     let second = partition.produce(batch("second")).await;
     wait_for("the leader's replica to stop on its failed sync", || {
         partition.health().is_err()
     })
     .await;
-    let third = produce(&nodes, group, "third").await;
-    let held: Vec<String> = values(&nodes, group).await;
+    let third = produce(nodes, group, "third").await;
+    let held: Vec<String> = values(nodes, group).await;
     // An unacknowledged record may or may not have been committed; an acknowledged one was.
     let with_second = ["first", "second", "third"];
     if second.is_ok() {
@@ -160,7 +158,5 @@ async fn a_leader_whose_sync_fails_stops_and_every_acknowledged_record_survives(
         );
     }
     assert_eq!(third, Offset(held.len() as u64 - 1));
-    for node in nodes {
-        node.stop().await;
-    }
+    cluster.stop().await;
 }

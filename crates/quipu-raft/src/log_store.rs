@@ -478,9 +478,8 @@ async fn flush_task(
                 }
             }
         };
-        let truncations = truncations.load(std::sync::atomic::Ordering::SeqCst);
         for flush in batch.drain(..) {
-            complete(&shared, flush, &result, truncations);
+            complete(&shared, flush, &result, &truncations);
             count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
@@ -531,10 +530,16 @@ fn flushed(
 }
 
 /// Reports one append's outcome: its acks=1 producers first (only once durable, and only if no
-/// truncation or reset came since the append: `truncations` is the count now), then openraft.
+/// truncation or reset came since the append: `truncations` counts them), then openraft.
 /// Unresolved acks=1 producers hear Raft's answer instead.
-fn complete(shared: &PartitionShared, flush: Flush, result: &Result<(), String>, truncations: u64) {
-    if result.is_ok() && flush.truncations == truncations {
+fn complete(
+    shared: &PartitionShared,
+    flush: Flush,
+    result: &Result<(), String>,
+    truncations: &std::sync::atomic::AtomicU64,
+) {
+    if result.is_ok() && flush.truncations == truncations.load(std::sync::atomic::Ordering::SeqCst)
+    {
         for (token, base_offset) in &flush.local_acks {
             shared.resolve_local_ack(*token, *base_offset);
         }
@@ -801,7 +806,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 &self.inner.shared,
                 flush,
                 &flushed(&self.inner.shared, synced),
-                truncations,
+                &self.inner.truncations,
             );
             return Ok(());
         }

@@ -15,7 +15,7 @@ use openraft::{
     CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLogReader, RaftSnapshotBuilder,
     Vote,
 };
-use quipu_raft::{Request, TypeConfig};
+use quipu_raft::{LogStore, PartitionStateMachine, Request, TypeConfig};
 use quipu_record::{BatchBuilder, BatchHeader, Compression};
 use quipu_storage::fault::{PowerLoss, power_loss};
 use quipu_storage::{Log, LogConfig, Offset};
@@ -391,6 +391,13 @@ async fn a_crash_between_the_purge_point_and_the_reset_still_lets_the_log_contin
 
 /// The newest segment in `dir`, its bytes, and where its data ends (segments are preallocated
 /// with zeros, so the data ends at the last non-zero byte).
+/// Closes a replica as a clean stop does: its store and state machine first (they hold the log),
+/// then the log, which leaves the clean-close marker.
+fn close_cleanly(log: Arc<Log>, store: LogStore, sm: PartitionStateMachine) {
+    drop((store, sm));
+    Arc::try_unwrap(log).unwrap().close().unwrap();
+}
+
 fn newest_segment(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>, usize) {
     let mut segments: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -443,8 +450,7 @@ async fn a_log_that_opens_below_its_flush_mark_abstains_until_it_holds_the_lost_
         // It leads term 2: openraft restores such a vote as leadership at once.
         store.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
         // Closed cleanly, so that only the mark can tell of the loss below.
-        drop((store, sm));
-        Arc::try_unwrap(log).unwrap().close().unwrap();
+        close_cleanly(log, store, sm);
     }
     // The disk loses the durable last entry (its frame's tail is cut) while the replica is down.
     cut_newest_segment(dir.path(), 10);
@@ -688,8 +694,7 @@ async fn a_leaders_vote_comes_back_uncommitted_after_a_crash_and_committed_after
             .await
             .unwrap();
         store.save_vote(&leads).await.unwrap();
-        drop((store, sm));
-        Arc::try_unwrap(log).unwrap().close().unwrap();
+        close_cleanly(log, store, sm);
     }
     {
         let (_log, mut store, _sm, _shared) = open(dir.path()).await;
@@ -713,8 +718,7 @@ async fn a_leaders_vote_comes_back_uncommitted_after_a_crash_and_committed_after
             store.get_log_state().await.unwrap().last_log_id,
             Some(log_id(2, 2))
         );
-        drop((store, sm));
-        Arc::try_unwrap(log).unwrap().close().unwrap();
+        close_cleanly(log, store, sm);
     }
     // The demotion was stored: a clean close after it does not bring the committed vote back.
     let (_log, mut store, _sm, _shared) = open(dir.path()).await;
