@@ -130,10 +130,10 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Entries in each AppendEntries sent to a peer (0: a heartbeat).",
     ),
     (
-        "quipu_raft_batch_messages",
-        Kind::Histogram,
+        "quipu_raft_streams_opened_total",
+        Kind::Counter,
         Unit::Count,
-        "Raft messages in each batched transport call to a peer.",
+        "Raft message streams opened to peers: one per peer, and one more each time a stream broke.",
     ),
     (
         "quipu_raft_messages_received_total",

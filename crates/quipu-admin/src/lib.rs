@@ -75,9 +75,6 @@ const APPEND_ENTRIES_BUCKETS: &[f64] = &[
     0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1_024.0, 4_096.0,
 ];
 
-/// Buckets of `quipu_raft_batch_messages`: a message alone up to a full batch call.
-const BATCH_MESSAGES_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 256.0, 1_024.0];
-
 /// How long a gauge not set again stays in the exposition. Every gauge is set at each scrape,
 /// just before rendering, so one that was not is stale (a partition deleted, a replica that no
 /// longer leads): it goes at the next scrape after this.
@@ -100,7 +97,6 @@ const BUCKETS_BY_METRIC: &[(&str, &[f64])] = &[
     ("quipu_produce_batches_per_entry", BATCHES_PER_ENTRY_BUCKETS),
     ("quipu_shared_sync_logs", SHARED_SYNC_LOGS_BUCKETS),
     ("quipu_raft_append_entries", APPEND_ENTRIES_BUCKETS),
-    ("quipu_raft_batch_messages", BATCH_MESSAGES_BUCKETS),
 ];
 
 /// Installs the process's Prometheus recorder (once per process), with every metric's help

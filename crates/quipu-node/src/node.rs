@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use quipu_proto::v1::raft_transport_server::RaftTransportServer;
 use quipu_raft::NodeId;
 use quipu_storage::LogConfig;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use openraft::Raft;
@@ -100,7 +100,9 @@ pub(crate) struct Inner {
 pub struct Node {
     inner: Arc<Inner>,
     handle: NodeHandle,
-    stop: Option<oneshot::Sender<()>>,
+    /// Set when the node stops: the transport server then shuts down gracefully, and the
+    /// streams peers opened to it end (which that shutdown waits for).
+    stop: Option<watch::Sender<bool>>,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -174,6 +176,7 @@ impl Node {
             limits: config.cluster_limits,
         };
         let started = Arc::new(std::sync::OnceLock::new());
+        let (stop, stopping) = watch::channel(false);
         let service = TransportService {
             node_id: config.node_id,
             groups: Arc::clone(&groups),
@@ -184,8 +187,8 @@ impl Node {
             identity: identity.clone(),
             tls: config.transport_tls.is_some(),
             node: Arc::clone(&started),
+            stopping: stopping.clone(),
         };
-        let (stop, stopped) = oneshot::channel::<()>();
         let router = tonic::transport::Server::builder()
             .initial_stream_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
@@ -196,7 +199,8 @@ impl Node {
                     .max_encoding_message_size(MESSAGE_BYTES_MAX),
             );
         let shutdown = async {
-            let _ = stopped.await;
+            let mut stopping = stopping;
+            let _ = stopping.wait_for(|stopping| *stopping).await;
         };
         // Accepted sockets get TCP_NODELAY (`ConnectionLimits::accept`): without it every small
         // reply waits for a delayed ACK.
@@ -376,7 +380,7 @@ impl Node {
             );
         }
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            stop.send_replace(true);
         }
         if let Some(server) = self.server.take() {
             match server.await {

@@ -75,9 +75,10 @@ pub(crate) fn raft_append_sent(entries: usize) {
     metrics::histogram!("quipu_raft_append_entries").record(entries as f64);
 }
 
-/// One `DeliverBatch` call carrying `messages` messages to a peer.
-pub(crate) fn raft_batch_sent(messages: usize) {
-    metrics::histogram!("quipu_raft_batch_messages").record(messages as f64);
+/// A Raft message stream to a peer opened (`DeliverStream`): once per peer while it stays up,
+/// again after each time it broke.
+pub(crate) fn raft_stream_opened() {
+    metrics::counter!("quipu_raft_streams_opened_total").increment(1);
 }
 
 /// An AppendEntries carrying entries answered: on the leader, its round trip (from the call to

@@ -14,7 +14,7 @@ use openraft::raft::{InstallSnapshotRequest, VoteRequest};
 use openraft::{SnapshotMeta, Vote};
 use quipu_node::{ControllerRequest, GroupId, Node, TransportTls};
 use quipu_proto::v1::raft_transport_client::RaftTransportClient;
-use quipu_proto::v1::{ControllerCall, NodeHeartbeat, RaftMessage, RaftRpc};
+use quipu_proto::v1::{ControllerCall, NodeHeartbeat, RaftMessage, RaftRpc, RaftStreamMessage};
 use quipu_raft::TypeConfig;
 use tonic::Code;
 use tonic::metadata::AsciiMetadataValue;
@@ -42,6 +42,41 @@ fn vote(term: u64, candidate: u64) -> Vec<u8> {
         last_log_id: None,
     };
     postcard::to_allocvec(&request).unwrap()
+}
+
+/// Sends `messages` on one `DeliverStream` (stamped with `cluster`, if given) and returns the
+/// status code of each one's answer, in the order sent.
+async fn streamed_codes(
+    client: &mut RaftTransportClient<Channel>,
+    messages: Vec<RaftMessage>,
+    cluster: Option<&str>,
+) -> Vec<Code> {
+    let count = messages.len();
+    let streamed: Vec<RaftStreamMessage> = (0..)
+        .zip(messages)
+        .map(|(id, message)| RaftStreamMessage {
+            id,
+            message: Some(message),
+        })
+        .collect();
+    let mut request = tonic::Request::new(futures_util::stream::iter(streamed));
+    if let Some(cluster) = cluster {
+        request.metadata_mut().insert(
+            "quipu-cluster-id",
+            AsciiMetadataValue::try_from(cluster).unwrap(),
+        );
+    }
+    let mut replies = client.deliver_stream(request).await.unwrap().into_inner();
+    let mut codes = vec![None; count];
+    while let Some(reply) = replies.message().await.unwrap() {
+        let at = usize::try_from(reply.id).unwrap();
+        assert!(codes[at].is_none(), "one answer per message");
+        codes[at] = Some(Code::from(reply.item.unwrap().status_code));
+    }
+    codes
+        .into_iter()
+        .map(|code| code.expect("every message answered"))
+        .collect()
 }
 
 async fn wait_for_cluster_id(nodes: &[Node]) -> String {
@@ -90,8 +125,28 @@ async fn impossible_or_foreign_raft_messages_are_refused_before_raft_sees_them()
         RaftRpc::InstallSnapshot,
         postcard::to_allocvec(&chunk).unwrap(),
     );
-    let refused = to_node_1.deliver(forged).await.unwrap_err();
+    let refused = to_node_1.deliver(forged.clone()).await.unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+
+    // The same messages on one stream, as peers send them: each is refused as it is alone, and
+    // the stream carries on after each refusal.
+    let streamed = vec![
+        message(group, 2, 1, RaftRpc::Vote, vote(u64::from(u32::MAX) + 7, 2)),
+        message(group, 2, 1, RaftRpc::Vote, vote(50, 3)),
+        message(group, 42, 1, RaftRpc::Vote, vote(50, 42)),
+        forged,
+        message(group, 2, 7, RaftRpc::Vote, vote(50, 2)),
+    ];
+    assert_eq!(
+        streamed_codes(&mut to_node_1, streamed, None).await,
+        [
+            Code::InvalidArgument,
+            Code::InvalidArgument,
+            Code::PermissionDenied,
+            Code::InvalidArgument,
+            Code::FailedPrecondition,
+        ]
+    );
 
     // Nothing of it reached the groups: the partition takes records under a small epoch, and
     // the controller still plans and commits.
@@ -142,6 +197,20 @@ async fn impossible_or_foreign_raft_messages_are_refused_before_raft_sees_them()
         .unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     to_node_1.heartbeat(heartbeat(&cluster_id)).await.unwrap();
+    // A stream is stamped once, when it opens: another cluster's is refused then.
+    let mut stamped = tonic::Request::new(futures_util::stream::iter(Vec::new()));
+    stamped.metadata_mut().insert(
+        "quipu-cluster-id",
+        AsciiMetadataValue::from_static("another-cluster"),
+    );
+    let refused = to_node_1.deliver_stream(stamped).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let ours = message(group, 2, 1, RaftRpc::Vote, vote(u64::from(u32::MAX) + 7, 2));
+    assert_eq!(
+        streamed_codes(&mut to_node_1, vec![ours], Some(&cluster_id)).await,
+        [Code::InvalidArgument],
+        "a stream stamped with this cluster's id is heard (and its message checked)"
+    );
     for node in nodes {
         node.stop().await;
     }

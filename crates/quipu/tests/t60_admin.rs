@@ -328,14 +328,14 @@ fn leaders_report_their_followers_lag_and_listeners_their_connections() {
             );
             assert!(!series(&all, "quipu_partition_follower_lag_bytes{topic=\"f\"").is_empty());
             // The transport: appends sent and answered, received and handed to their groups,
-            // their entries, the batched calls that carried the small ones, and the times of
+            // their entries, the streams that carried them, and the times of
             // those carrying entries on both sides.
             for prefix in [
                 "quipu_raft_messages_sent_total{rpc=\"append_entries\",result=\"ok\"}",
                 "quipu_raft_messages_received_total{rpc=\"append_entries\",result=\"ok\"}",
                 "quipu_raft_sent_bytes_total{rpc=\"append_entries\"}",
                 "quipu_raft_append_entries_bucket{le=\"1\"}",
-                "quipu_raft_batch_messages_count",
+                "quipu_raft_streams_opened_total",
                 "quipu_raft_append_round_trip_seconds_count",
                 "quipu_raft_append_handling_seconds_count",
             ] {

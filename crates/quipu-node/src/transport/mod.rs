@@ -8,9 +8,12 @@
 
 mod checks;
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::Stream;
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use openraft::error::RaftError;
 use openraft::raft::VoteResponse;
@@ -18,18 +21,19 @@ use quipu_proto::v1::raft_transport_server::RaftTransport;
 use quipu_proto::v1::{
     CampaignReply, CampaignRequest, ControllerCall, ControllerReply, ElectLeadersReply,
     ElectLeadersRequest, JoinRequest, NodeHeartbeat, NodeHeartbeatReply, RaftBatch, RaftBatchItem,
-    RaftBatchReply, RaftMessage, RaftReply, RaftRpc, ReportReply, ReportRequest,
+    RaftBatchReply, RaftMessage, RaftReply, RaftRpc, RaftStreamMessage, RaftStreamReply,
+    ReportReply, ReportRequest,
 };
 use quipu_raft::NodeId;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::GroupId;
 use crate::controller::{ControllerHandle, ControllerRequest};
 use crate::groups::Groups;
 use crate::identity::ClusterIdentity;
-use crate::network::{BATCH_MESSAGES_MAX, Peers};
+use crate::network::{BATCH_MESSAGES_MAX, CALL_TIMEOUT, Peers, STREAM_IN_FLIGHT_MAX};
 use crate::quiesce::{self, Liveness};
 
 /// The transport service of one node.
@@ -49,6 +53,9 @@ pub(crate) struct TransportService {
     pub tls: bool,
     /// The node, once it has started (the transport listens before): what `Report` reads.
     pub node: Arc<std::sync::OnceLock<std::sync::Weak<crate::node::Inner>>>,
+    /// Set when the node stops: every stream from a peer then ends (after answering what it
+    /// took), which the server's graceful shutdown waits for.
+    pub stopping: watch::Receiver<bool>,
 }
 
 /// Who sent a request, as far as the connection proves it: with mutual TLS, the node its
@@ -254,6 +261,90 @@ impl TransportService {
     }
 }
 
+/// The answers of one `DeliverStream`, as they are ready.
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<RaftStreamReply, Status>> + Send>>;
+
+impl TransportService {
+    /// Hands each message of a stream to its group, at most [`STREAM_IN_FLIGHT_MAX`] at once,
+    /// and sends each answer back as soon as it is ready, within [`CALL_TIMEOUT`]. Every
+    /// message passes what a call's request passes ([`Self::admit`]) again when it arrives:
+    /// the stream may have opened before this node knew its cluster's id, or was isolated.
+    /// Stops taking messages when the sender ends its side, stops reading answers, or this node
+    /// stops; the answers of what it took still go out, then the stream ends.
+    async fn serve_stream(
+        self,
+        caller: Caller,
+        metadata: tonic::metadata::MetadataMap,
+        mut inbound: Streaming<RaftStreamMessage>,
+        replies: mpsc::Sender<Result<RaftStreamReply, Status>>,
+    ) {
+        let permits = Arc::new(Semaphore::new(STREAM_IN_FLIGHT_MAX));
+        let mut stopping = self.stopping.clone();
+        loop {
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                return;
+            };
+            let next = tokio::select! {
+                next = inbound.message() => next,
+                () = replies.closed() => return,
+                _ = stopping.wait_for(|stopping| *stopping) => return,
+            };
+            let streamed = match next {
+                Ok(Some(streamed)) => streamed,
+                Ok(None) => return,
+                Err(status) => {
+                    tracing::debug!(error = %status, "a Raft stream from a peer broke");
+                    return;
+                }
+            };
+            let (service, replies) = (self.clone(), replies.clone());
+            let metadata = metadata.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let answer = async {
+                    let message = streamed.message.ok_or_else(|| {
+                        Status::invalid_argument("a stream message lacks its message")
+                    })?;
+                    if service.peers.is_isolated() {
+                        return Err(Status::unavailable(
+                            "this node is isolated by fault injection",
+                        ));
+                    }
+                    service.identity.admit(&metadata)?;
+                    tokio::time::timeout(CALL_TIMEOUT, service.handle(caller, message))
+                        .await
+                        .map_err(|_| {
+                            Status::deadline_exceeded("the group did not answer in time")
+                        })?
+                };
+                let item = batch_item(answer.await);
+                let _ = replies
+                    .send(Ok(RaftStreamReply {
+                        id: streamed.id,
+                        item: Some(item),
+                    }))
+                    .await;
+            });
+        }
+    }
+}
+
+/// One message's answer as an item of a batch or stream reply.
+fn batch_item(result: Result<RaftReply, Status>) -> RaftBatchItem {
+    match result {
+        Ok(reply) => RaftBatchItem {
+            reply: Some(reply),
+            status_code: 0,
+            status_message: String::new(),
+        },
+        Err(status) => RaftBatchItem {
+            reply: None,
+            status_code: status.code() as i32,
+            status_message: status.message().to_string(),
+        },
+    }
+}
+
 #[tonic::async_trait]
 impl RaftTransport for TransportService {
     async fn deliver(&self, request: Request<RaftMessage>) -> Result<Response<RaftReply>, Status> {
@@ -286,20 +377,27 @@ impl RaftTransport for TransportService {
         while let Some(done) = tasks.join_next().await {
             let (at, result) =
                 done.map_err(|e| Status::internal(format!("a batch item failed: {e}")))?;
-            items[at] = match result {
-                Ok(reply) => RaftBatchItem {
-                    reply: Some(reply),
-                    status_code: 0,
-                    status_message: String::new(),
-                },
-                Err(status) => RaftBatchItem {
-                    reply: None,
-                    status_code: status.code() as i32,
-                    status_message: status.message().to_string(),
-                },
-            };
+            items[at] = batch_item(result);
         }
         Ok(Response::new(RaftBatchReply { items }))
+    }
+
+    type DeliverStreamStream = ReplyStream;
+
+    async fn deliver_stream(
+        &self,
+        request: Request<Streaming<RaftStreamMessage>>,
+    ) -> Result<Response<ReplyStream>, Status> {
+        let caller = self.admit(&request)?;
+        let (metadata, _, inbound) = request.into_parts();
+        let (replies, mut out) = mpsc::channel(STREAM_IN_FLIGHT_MAX);
+        tokio::spawn(
+            self.clone()
+                .serve_stream(caller, metadata, inbound, replies),
+        );
+        Ok(Response::new(Box::pin(futures_util::stream::poll_fn(
+            move |cx| out.poll_recv(cx),
+        ))))
     }
 
     async fn heartbeat(

@@ -20,13 +20,17 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use quipu_proto::v1::raft_transport_client::RaftTransportClient;
-use quipu_proto::v1::{RaftBatch, RaftBatchItem, RaftMessage, RaftReply, RaftRpc};
+use quipu_proto::v1::{RaftMessage, RaftReply, RaftRpc};
 use quipu_raft::{NodeId, TypeConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+mod link;
+
+use link::{client_of, run_link};
 
 use crate::GroupId;
 use crate::identity::{ClusterIdentity, Stamp};
@@ -44,34 +48,35 @@ const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
 /// How long connecting to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Most messages in one `DeliverBatch` call.
+/// Most messages in one `DeliverBatch` call (the receiver's bound, for senders built before
+/// the stream).
 pub(crate) const BATCH_MESSAGES_MAX: usize = 1024;
-/// Messages with a payload at most this large go through a peer's batching mailbox; larger ones
-/// (bulk appends, snapshot chunks) are sent alone, so they never delay a heartbeat.
-const BATCHED_PAYLOAD_MAX: usize = 64 * 1024;
-/// Batch calls in flight to one peer at once.
-const BATCHES_IN_FLIGHT_MAX: usize = 4;
+/// Messages with a payload at most this large go on a peer's stream (`DeliverStream`); larger
+/// ones (bulk appends, snapshot chunks) go alone in a `Deliver` call, so they never hold up a
+/// heartbeat behind them on the stream.
+pub(crate) const STREAMED_PAYLOAD_MAX: usize = 1024 * 1024;
+/// Messages sent on one peer's stream and not answered yet, at most; the receiver handles at
+/// most as many of one stream at once.
+pub(crate) const STREAM_IN_FLIGHT_MAX: usize = 4096;
 /// Messages waiting in one peer's mailbox.
 const MAILBOX_MAX: usize = 4096;
-/// Payload bytes in one `DeliverBatch` call: far below `MESSAGE_BYTES_MAX` whatever the count.
-const BATCH_BYTES_MAX: usize = 1024 * 1024;
-/// A batch call that takes longer than this fails (its callers see the peer as unreachable).
-const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Opening a stream, or a `Deliver` call, that takes longer than this fails (its callers see
+/// the peer as unreachable); the receiver answers each streamed message within it too.
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// HTTP/2 keepalive: a half-open connection is noticed within interval + timeout.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Where the answer to a message goes.
+pub(crate) type Answer = oneshot::Sender<Result<RaftReply, tonic::Status>>;
 /// A message waiting in a mailbox, with where its answer goes.
-type Letter = (
-    RaftMessage,
-    oneshot::Sender<Result<RaftReply, tonic::Status>>,
-);
+pub(crate) type Letter = (RaftMessage, Answer);
 
 /// A transport client to one peer: its requests carry the cluster's stamp, and messages may be
 /// as large as [`MESSAGE_BYTES_MAX`].
 pub(crate) type TransportClient = RaftTransportClient<InterceptedService<Channel, Stamp>>;
 
-/// The node's gRPC channels to its peers, by address, and a batching mailbox per peer.
+/// The node's gRPC channels to its peers, by address, and a mailbox per peer.
 #[derive(Debug)]
 pub(crate) struct Peers {
     links: Mutex<HashMap<String, (Channel, mpsc::Sender<Letter>)>>,
@@ -84,80 +89,6 @@ pub(crate) struct Peers {
     /// Fault injection: while set, this node neither sends nor accepts Raft messages.
     #[cfg(feature = "fault-injection")]
     pub isolated: std::sync::atomic::AtomicBool,
-}
-
-/// Sends the letters of one peer's mailbox: whatever has accumulated while earlier batches were
-/// in flight goes out as one `DeliverBatch` call. A lone message goes out at once: batching adds
-/// no delay, it only merges what is already waiting. Ends when every sender is dropped.
-async fn run_mailbox(
-    channel: Channel,
-    identity: ClusterIdentity,
-    mut letters: mpsc::Receiver<Letter>,
-) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT_MAX));
-    let mut batch: Vec<Letter> = Vec::new();
-    loop {
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-            return;
-        };
-        let Some(first) = letters.recv().await else {
-            return;
-        };
-        let mut bytes = first.0.payload.len();
-        batch.push(first);
-        while batch.len() < BATCH_MESSAGES_MAX && bytes < BATCH_BYTES_MAX {
-            let Ok(letter) = letters.try_recv() else {
-                break;
-            };
-            bytes += letter.0.payload.len();
-            batch.push(letter);
-        }
-        // A caller that already gave up (its RPC timed out) needs no delivery.
-        let (messages, answers): (Vec<RaftMessage>, Vec<_>) = batch
-            .drain(..)
-            .filter(|(_, answer)| !answer.is_closed())
-            .unzip();
-        if messages.is_empty() {
-            continue;
-        }
-        telemetry::raft_batch_sent(messages.len());
-        let mut client = client_of(channel.clone(), &identity);
-        tokio::spawn(async move {
-            let _permit = permit;
-            match client.deliver_batch(RaftBatch { messages }).await {
-                Ok(reply) => {
-                    let mut items = reply.into_inner().items.into_iter();
-                    for answer in answers {
-                        let result = match items.next() {
-                            Some(RaftBatchItem {
-                                reply: Some(reply),
-                                status_code: 0,
-                                ..
-                            }) => Ok(reply),
-                            Some(item) => Err(tonic::Status::new(
-                                tonic::Code::from(item.status_code),
-                                item.status_message,
-                            )),
-                            None => Err(tonic::Status::internal("the batch reply lacks an item")),
-                        };
-                        let _ = answer.send(result);
-                    }
-                }
-                Err(status) => {
-                    for answer in answers {
-                        let _ = answer.send(Err(status.clone()));
-                    }
-                }
-            }
-        });
-    }
-}
-
-/// A transport client over `channel`, stamping its requests with `identity`'s cluster id.
-fn client_of(channel: Channel, identity: &ClusterIdentity) -> TransportClient {
-    RaftTransportClient::with_interceptor(channel, Stamp(identity.clone()))
-        .max_decoding_message_size(MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(MESSAGE_BYTES_MAX)
 }
 
 impl Peers {
@@ -204,7 +135,7 @@ impl Peers {
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(BATCH_TIMEOUT)
+            .timeout(CALL_TIMEOUT)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .tcp_nodelay(true)
@@ -220,7 +151,7 @@ impl Peers {
             }
         };
         let (mailbox, letters) = mpsc::channel(MAILBOX_MAX);
-        tokio::spawn(run_mailbox(channel.clone(), self.identity.clone(), letters));
+        tokio::spawn(run_link(channel.clone(), self.identity.clone(), letters));
         links.insert(addr.to_string(), (channel.clone(), mailbox.clone()));
         Ok((channel, mailbox))
     }
@@ -341,7 +272,7 @@ impl PeerLink {
             }
         }
         record.bytes = payload.len();
-        let batched = payload.len() <= BATCHED_PAYLOAD_MAX;
+        let streamed = payload.len() <= STREAMED_PAYLOAD_MAX;
         let message = RaftMessage {
             group_id: self.group.0,
             from_node: self.local,
@@ -351,7 +282,7 @@ impl PeerLink {
         };
         let started = std::time::Instant::now();
         let call = async {
-            if batched {
+            if streamed {
                 let (answer, reply) = oneshot::channel();
                 mailbox
                     .send((message, answer))
@@ -359,7 +290,7 @@ impl PeerLink {
                     .map_err(|_| tonic::Status::unavailable("the peer's mailbox is closed"))?;
                 reply
                     .await
-                    .map_err(|_| tonic::Status::unavailable("the batch was dropped"))?
+                    .map_err(|_| tonic::Status::unavailable("the message was dropped"))?
             } else {
                 let mut client = client_of(channel, &self.peers.identity);
                 client
