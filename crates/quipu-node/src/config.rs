@@ -297,10 +297,17 @@ impl NodeConfig {
             // The controller snapshots at what it applied, which a leader replicating beside its
             // own sync may apply before its log holds it durably: its leader syncs first.
             leader_flush_beside_replication: false,
+            // One AppendEntries in flight per follower, as upstream: metadata changes are few.
+            replication_window: 1,
             ..raft.clone()
         }
     }
 }
+
+/// AppendEntries a partition leader keeps in flight to one follower at once (openraft's
+/// `replication_window`, Quipu's patch, `vendor/README.md`): entries appended while earlier ones
+/// are on their way go out at once instead of waiting for their answer.
+pub(crate) const PARTITION_REPLICATION_WINDOW: u64 = 4;
 
 /// How long a partition leader's moved commit index waits for entries to carry it to a follower
 /// with nothing else to receive, before it goes alone in an empty AppendEntries (openraft's

@@ -123,6 +123,9 @@ impl Node {
         // A partition leader's entries go to its followers while its own log syncs them
         // (`docs/internals/replication.md`); not the controller's (`controller_raft`).
         raft_config.leader_flush_beside_replication = true;
+        // A partition leader keeps up to this many AppendEntries in flight to each follower
+        // (`docs/internals/replication.md`); the controller one (`controller_raft`).
+        raft_config.replication_window = crate::config::PARTITION_REPLICATION_WINDOW;
         let raft_config = Arc::new(raft_config);
         std::fs::create_dir_all(config.data_dir.join("partitions")).map_err(|source| {
             NodeError::Dir {
@@ -708,11 +711,7 @@ async fn open_controller(
     let (metadata, effects) = ControllerStateMachine::open(dir, config.node_id)
         .await
         .map_err(|e| raft_error(Box::new(e)))?;
-    let network = GroupNetwork {
-        group,
-        local: config.node_id,
-        peers,
-    };
+    let network = GroupNetwork::new(group, config.node_id, peers);
     let raft = Raft::new(
         config.node_id,
         raft_config,

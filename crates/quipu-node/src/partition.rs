@@ -149,11 +149,7 @@ impl Partition {
             .await
             .map_err(|e| raft_error(Box::new(e)))?;
         tracing::debug!(%group, from_checkpoint, "partition state machine opened");
-        let network = GroupNetwork {
-            group,
-            local: node_id,
-            peers,
-        };
+        let network = GroupNetwork::new(group, node_id, peers);
         let raft = Raft::new(
             node_id,
             Arc::clone(&raft_config),

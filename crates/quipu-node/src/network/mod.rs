@@ -178,6 +178,21 @@ pub(crate) struct GroupNetwork {
     pub group: GroupId,
     pub local: NodeId,
     pub peers: Arc<Peers>,
+    /// The order of this group's messages to each peer, shared by every client to that peer
+    /// ([`PeerLink::order`]).
+    pub orders: HashMap<NodeId, Arc<tokio::sync::RwLock<()>>>,
+}
+
+impl GroupNetwork {
+    /// The factory of `group`'s links to its peers.
+    pub(crate) fn new(group: GroupId, local: NodeId, peers: Arc<Peers>) -> GroupNetwork {
+        GroupNetwork {
+            group,
+            local,
+            peers,
+            orders: HashMap::new(),
+        }
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
@@ -190,6 +205,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
             target,
             link: self.peers.link(&node.addr).map_err(|e| e.to_string()),
             peers: Arc::clone(&self.peers),
+            order: Arc::clone(self.orders.entry(target).or_default()),
         }
     }
 }
@@ -202,6 +218,13 @@ pub(crate) struct PeerLink {
     target: NodeId,
     link: Result<(Channel, mpsc::Sender<Letter>), String>,
     peers: Arc<Peers>,
+    /// Keeps the group's AppendEntries to this peer in the order sent, though a leader has
+    /// several in flight: the stream delivers in order, but one sent alone (over 1 MiB, in a
+    /// call of its own) could overtake streamed ones or be overtaken. So a streamed one holds a
+    /// shared hold until answered, and one sent alone an exclusive one: it goes once every
+    /// earlier one was answered, and later ones wait for its answer. (Votes and snapshot chunks
+    /// are not held: nothing else of the group is in flight to the peer with them.)
+    order: Arc<tokio::sync::RwLock<()>>,
 }
 
 fn unreachable<E: Error>(error: impl Error + 'static) -> RPCError<NodeId, BasicNode, E> {
@@ -283,6 +306,10 @@ impl PeerLink {
         let started = std::time::Instant::now();
         let call = async {
             if streamed {
+                let _order = match entries {
+                    Some(_) => Some(self.order.read().await),
+                    None => None,
+                };
                 let (answer, reply) = oneshot::channel();
                 mailbox
                     .send((message, answer))
@@ -292,6 +319,10 @@ impl PeerLink {
                     .await
                     .map_err(|_| tonic::Status::unavailable("the message was dropped"))?
             } else {
+                let _order = match entries {
+                    Some(_) => Some(self.order.write().await),
+                    None => None,
+                };
                 let mut client = client_of(channel, &self.peers.identity);
                 client
                     .deliver(message)

@@ -299,7 +299,7 @@ impl TransportService {
             };
             let (service, replies) = (self.clone(), replies.clone());
             let metadata = metadata.clone();
-            tokio::spawn(async move {
+            let mut handling = Box::pin(async move {
                 let _permit = permit;
                 let answer = async {
                     let message = streamed.message.ok_or_else(|| {
@@ -325,6 +325,13 @@ impl TransportService {
                     }))
                     .await;
             });
+            // Polled once before the next message is read: openraft hands a message to its
+            // group's Raft core on the first poll, so a group's messages reach its core in the
+            // order they came (a leader keeps several AppendEntries in flight, and one that
+            // overtook an earlier one would be a conflict).
+            if futures_util::poll!(&mut handling).is_pending() {
+                tokio::spawn(handling);
+            }
         }
     }
 }

@@ -155,6 +155,19 @@ pub struct Config {
     )]
     pub leader_flush_beside_replication: bool,
 
+    /// Quipu patch (vendor/README.md): how many AppendEntries a leader keeps in flight to one
+    /// follower at once. Entries appended to the leader's log while earlier ones are on their
+    /// way go out at once, in an AppendEntries of their own, instead of waiting for the earlier
+    /// one's answer; answers are taken in the order sent. 1 (the default) keeps upstream's
+    /// behaviour.
+    ///
+    /// Contract for the network: the AppendEntries of one group to one follower reach that
+    /// follower's Raft core in the order they were sent. One that overtakes an earlier one is
+    /// answered with a conflict, which the leader sends again once (a second conflict at the same
+    /// place is a conflict).
+    #[clap(long, default_value = "1")]
+    pub replication_window: u64,
+
     /// The timeout for sending then installing the last snapshot segment,
     /// in millisecond. It is also used as the timeout for sending a non-last segment, if
     /// `send_snapshot_timeout` is 0.

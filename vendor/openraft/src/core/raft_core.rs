@@ -818,6 +818,13 @@ where
 
         let membership_log_id = self.engine.state.membership_state.effective().log_id();
         let network = self.network.new_client(target.clone(), target_node).await;
+        // Quipu patch (`Config::replication_window`): a client per AppendEntries in flight.
+        let mut window_networks = Vec::new();
+        if self.config.replication_window > 1 {
+            for _ in 0..self.config.replication_window {
+                window_networks.push(self.network.new_client(target.clone(), target_node).await);
+            }
+        }
         let snapshot_network = self.network.new_client(target.clone(), target_node).await;
 
         let leader = self.engine.leader.as_ref().unwrap();
@@ -831,6 +838,7 @@ where
             self.engine.state.committed().cloned(),
             progress_entry.matching,
             network,
+            window_networks,
             snapshot_network,
             self.log_store.get_log_reader().await,
             self.sm_handle.new_snapshot_reader(),

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use anyerror::AnyError;
 use futures::future::FutureExt;
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
 pub(crate) use replication_session_id::ReplicationSessionId;
 use request::Data;
 use request::DataWithId;
@@ -63,6 +65,18 @@ use crate::StorageError;
 use crate::StorageIOError;
 use crate::Vote;
 
+/// Quipu patch: an AppendEntries in flight in a pipeline: its network (given back), its answer,
+/// the range it carries and when it was sent.
+type PipelinedAppend<C, N> = futures::future::BoxFuture<
+    'static,
+    (
+        <N as RaftNetworkFactory<C>>::Network,
+        Result<AppendEntriesResponse<<C as RaftTypeConfig>::NodeId>, RPCError<<C as RaftTypeConfig>::NodeId, <C as RaftTypeConfig>::Node>>,
+        LogIdRange<<C as RaftTypeConfig>::NodeId>,
+        InstantOf<C>,
+    ),
+>;
+
 /// The handle to a spawned replication stream.
 pub(crate) struct ReplicationHandle<C>
 where C: RaftTypeConfig
@@ -107,6 +121,20 @@ where
 
     /// The `RaftNetwork` interface for replicating logs and heartbeat.
     network: N::Network,
+
+    /// Quipu patch (`Config::replication_window`): one `RaftNetwork` client per AppendEntries
+    /// that may be in flight at once when the range in flight is extended; each is taken by an
+    /// AppendEntries sent and given back with its answer.
+    window_networks: Vec<N::Network>,
+
+    /// Quipu patch: the highest request id whose failure or conflict this task reported. The
+    /// engine starts a new request after it; a range it extended before it learned of the
+    /// failure (the same id) arrives late and is not sent.
+    abandoned: Option<u64>,
+
+    /// Quipu patch: the request a pipeline last acknowledged part of, and how far. A range the
+    /// engine extended after it, under the same request, starts there.
+    pipeline_acked: Option<(RequestId, Option<LogId<C::NodeId>>)>,
 
     /// Another `RaftNetwork` specific for snapshot replication.
     ///
@@ -169,6 +197,7 @@ where
         committed: Option<LogId<C::NodeId>>,
         matching: Option<LogId<C::NodeId>>,
         network: N::Network,
+        window_networks: Vec<N::Network>,
         snapshot_network: N::Network,
         log_reader: LS::LogReader,
         snapshot_reader: SnapshotReader<C>,
@@ -190,6 +219,9 @@ where
             target,
             session_id,
             network,
+            window_networks,
+            abandoned: None,
+            pipeline_acked: None,
             snapshot_network: Arc::new(Mutex::new(snapshot_network)),
             snapshot_state: None,
             backoff: None,
@@ -260,7 +292,11 @@ where
                 }
                 Data::Logs(log) => {
                     log_data = Some(log.clone());
-                    self.send_log_entries(log).await
+                    if self.window_networks.is_empty() {
+                        self.send_log_entries(log).await
+                    } else {
+                        self.pipeline_log_entries(log).await
+                    }
                 }
                 Data::Snapshot(snap) => self.stream_snapshot(snap).await,
                 Data::SnapshotCallback(resp) => self.handle_snapshot_callback(resp),
@@ -395,6 +431,47 @@ where
             "send_log_entries",
         );
 
+        let (payload, sending_range) = self.build_append(&log_ids).await?;
+        let leader_time = C::now();
+
+        // Send the payload.
+        tracing::debug!(
+            payload=%payload.summary(),
+            now = debug(leader_time),
+            "start sending append_entries, timeout: {:?}",
+            self.config.heartbeat_interval
+        );
+
+        let the_timeout = Duration::from_millis(self.config.heartbeat_interval);
+        let option = RPCOption::new(the_timeout);
+        let res = C::timeout(the_timeout, self.network.append_entries(payload, option)).await;
+
+        tracing::debug!("append_entries res: {:?}", res);
+
+        let append_res = res.map_err(|_e| self.timeout_error(the_timeout))?; // return Timeout error
+
+        let append_resp = DecomposeResult::<C, _, _>::decompose_infallible(append_res)?;
+
+        self.take_append_answer(append_resp, sending_range, leader_time, log_ids)
+    }
+
+    /// The error of an AppendEntries not answered within `timeout`.
+    fn timeout_error(&self, timeout: Duration) -> RPCError<C::NodeId, C::Node> {
+        RPCError::Timeout(Timeout {
+            action: RPCTypes::AppendEntries,
+            id: self.session_id.vote_ref().leader_id().voted_for().unwrap(),
+            target: self.target.clone(),
+            timeout,
+        })
+    }
+
+    /// The AppendEntries that sends (a part of) `log_ids`, and the range it carries: its entries
+    /// are read from the log, at most as many as the hint allows. (Split out of upstream's
+    /// `send_log_entries` by a Quipu patch, for `pipeline_log_entries`.)
+    async fn build_append(
+        &mut self,
+        log_ids: &DataWithId<LogIdRange<C::NodeId>>,
+    ) -> Result<(AppendEntriesRequest<C>, LogIdRange<C::NodeId>), ReplicationError<C::NodeId, C::Node>> {
         // Series of logs to send, and the last log id to send
         let (logs, sending_range) = {
             let rng = log_ids.data();
@@ -458,8 +535,6 @@ where
             }
         };
 
-        let leader_time = C::now();
-
         // Build the heartbeat frame to be sent to the follower.
         let payload = AppendEntriesRequest {
             vote: self.session_id.vote_ref().clone(),
@@ -467,33 +542,19 @@ where
             leader_commit: self.committed.clone(),
             entries: logs,
         };
+        Ok((payload, sending_range))
+    }
 
-        // Send the payload.
-        tracing::debug!(
-            payload=%payload.summary(),
-            now = debug(leader_time),
-            "start sending append_entries, timeout: {:?}",
-            self.config.heartbeat_interval
-        );
-
-        let the_timeout = Duration::from_millis(self.config.heartbeat_interval);
-        let option = RPCOption::new(the_timeout);
-        let res = C::timeout(the_timeout, self.network.append_entries(payload, option)).await;
-
-        tracing::debug!("append_entries res: {:?}", res);
-
-        let append_res = res.map_err(|_e| {
-            let to = Timeout {
-                action: RPCTypes::AppendEntries,
-                id: self.session_id.vote_ref().leader_id().voted_for().unwrap(),
-                target: self.target.clone(),
-                timeout: the_timeout,
-            };
-            RPCError::Timeout(to)
-        })?; // return Timeout error
-
-        let append_resp = DecomposeResult::<C, _, _>::decompose_infallible(append_res)?;
-
+    /// What the follower's answer `append_resp` to the AppendEntries of `sending_range` (sent at
+    /// `leader_time` for `log_ids`) means: progress reported, and what to send next.
+    fn take_append_answer(
+        &mut self,
+        append_resp: AppendEntriesResponse<C::NodeId>,
+        sending_range: LogIdRange<C::NodeId>,
+        leader_time: InstantOf<C>,
+        log_ids: DataWithId<LogIdRange<C::NodeId>>,
+    ) -> Result<Option<Data<C>>, ReplicationError<C::NodeId, C::Node>> {
+        let request_id = log_ids.request_id();
         tracing::debug!(
             req = display(&sending_range),
             resp = display(&append_resp),
@@ -530,6 +591,7 @@ where
                 debug_assert!(conflict.is_some(), "prev_log_id=None never conflict");
 
                 let conflict = conflict.unwrap();
+                self.abandon(request_id);
                 self.send_progress(request_id, ReplicationResult::new(leader_time, Err(conflict)));
 
                 Ok(None)
@@ -537,9 +599,178 @@ where
         }
     }
 
+    /// Quipu patch: notes that `request_id`'s failure or conflict is being reported.
+    fn abandon(&mut self, request_id: RequestId) {
+        if let Some(id) = request_id.request_id() {
+            self.abandoned = Some(self.abandoned.map_or(id, |abandoned| abandoned.max(id)));
+        }
+    }
+
+    /// Quipu patch (`Config::replication_window`, vendor/README.md): sends the range of `log_ids`
+    /// and what the engine adds to it meanwhile (the same request, a later last log id), in
+    /// AppendEntries of at most the hint's entries each, up to one per window network in flight
+    /// at once, and takes their answers in the order sent: each success is reported as the
+    /// request's progress (the engine's in-flight range shrinks from its start). Returns once
+    /// every AppendEntries sent is answered and the range is sent whole, or at the first answer
+    /// that ends the request (an error, a conflict, a higher vote): then the ones still in flight
+    /// are awaited and their answers dropped. A partial success, a payload too large, and a
+    /// conflict at the log id an earlier answer here just acknowledged (the AppendEntries
+    /// overtook that one: retried once) send again from the last acknowledged log id.
+    async fn pipeline_log_entries(
+        &mut self,
+        log_ids: DataWithId<LogIdRange<C::NodeId>>,
+    ) -> Result<Option<Data<C>>, ReplicationError<C::NodeId, C::Node>> {
+        let request_id = log_ids.request_id();
+        let mut target = log_ids.data().clone();
+        // A range the engine extended after this task acknowledged part of it starts after that
+        // part (the engine had not taken the acknowledgement yet).
+        let mut sent_upto = match &self.pipeline_acked {
+            Some((acked_request, acked)) if *acked_request == request_id && acked > &target.prev && acked <= &target.last => {
+                acked.clone()
+            }
+            _ => target.prev.clone(),
+        };
+        // Where to send from again after dropping what is in flight.
+        let mut acked_upto = sent_upto.clone();
+        let the_timeout = Duration::from_millis(self.config.heartbeat_interval);
+        let mut in_flight = FuturesOrdered::new();
+        // The last log id an answer taken here acknowledged, and where a conflict was retried.
+        let mut acked_here: Option<Option<LogId<C::NodeId>>> = None;
+        let mut retried_at: Option<Option<LogId<C::NodeId>>> = None;
+
+        loop {
+            // Send what is not on its way yet, while a window network is free.
+            while sent_upto < target.last {
+                let Some(mut network) = self.window_networks.pop() else {
+                    break;
+                };
+                let part = DataWithId::new(request_id, LogIdRange::new(sent_upto.clone(), target.last.clone()));
+                let built = self.build_append(&part).await;
+                let (payload, sending_range) = match built {
+                    Ok(built) => built,
+                    Err(e) => {
+                        self.window_networks.push(network);
+                        Self::settle(&mut in_flight, &mut self.window_networks).await;
+                        return Err(e);
+                    }
+                };
+                if sending_range.last == sending_range.prev {
+                    // The log returned nothing (`build_append` slept): try again.
+                    self.window_networks.push(network);
+                    break;
+                }
+                // Every AppendEntries carries the commit index.
+                self.commit_notice_due = None;
+                sent_upto = sending_range.last.clone();
+                let leader_time = C::now();
+                let on_timeout = self.timeout_error(the_timeout);
+                in_flight.push_back(
+                    async move {
+                        let option = RPCOption::new(the_timeout);
+                        let res = C::timeout(the_timeout, network.append_entries(payload, option)).await;
+                        let res = match res {
+                            Ok(res) => DecomposeResult::<C, _, _>::decompose_infallible(res),
+                            Err(_elapsed) => Err(on_timeout),
+                        };
+                        (network, res, sending_range, leader_time)
+                    }
+                    .boxed(),
+                );
+            }
+
+            if in_flight.is_empty() {
+                if sent_upto < target.last {
+                    // Nothing was read: `build_append` slept before returning nothing.
+                    continue;
+                }
+                return Ok(None);
+            }
+
+            select! {
+                event = self.rx_event.recv() => {
+                    let event = event.ok_or(ReplicationClosed::new("RaftCore closed replication"))?;
+                    match event {
+                        Replicate::Data(Data::Logs(more)) if more.request_id() == request_id => {
+                            if more.data().last > target.last {
+                                target.last = more.data().last.clone();
+                            }
+                        }
+                        event => self.process_event(event),
+                    }
+                }
+                answered = in_flight.next() => {
+                    let Some((network, res, sending_range, leader_time)) = answered else {
+                        continue;
+                    };
+                    self.window_networks.push(network);
+                    let resp = match res {
+                        Ok(resp) => resp,
+                        Err(RPCError::PayloadTooLarge(too_large)) => {
+                            self.update_hint(&too_large);
+                            Self::settle(&mut in_flight, &mut self.window_networks).await;
+                            sent_upto = acked_upto.clone();
+                            continue;
+                        }
+                        Err(e) => {
+                            Self::settle(&mut in_flight, &mut self.window_networks).await;
+                            return Err(e.into());
+                        }
+                    };
+                    match resp {
+                        AppendEntriesResponse::Success => {
+                            acked_here = Some(sending_range.last.clone());
+                            acked_upto = sending_range.last.clone();
+                            self.pipeline_acked = Some((request_id, sending_range.last.clone()));
+                            self.send_progress(request_id, ReplicationResult::new(leader_time, Ok(sending_range.last)));
+                        }
+                        AppendEntriesResponse::PartialSuccess(matching) => {
+                            Self::debug_assert_partial_success(&sending_range, &matching);
+                            let partial = matching < sending_range.last;
+                            acked_here = Some(matching.clone());
+                            acked_upto = matching.clone();
+                            self.pipeline_acked = Some((request_id, matching.clone()));
+                            self.send_progress(request_id, ReplicationResult::new(leader_time, Ok(matching)));
+                            if partial {
+                                // What went after it was built on entries the follower lacks.
+                                Self::settle(&mut in_flight, &mut self.window_networks).await;
+                                sent_upto = acked_upto.clone();
+                            }
+                        }
+                        AppendEntriesResponse::Conflict
+                            if acked_here.as_ref() == Some(&sending_range.prev)
+                                && retried_at.as_ref() != Some(&sending_range.prev) =>
+                        {
+                            // The follower just acknowledged the log id it now lacks: this one
+                            // overtook the earlier AppendEntries. Sent again from there, once.
+                            tracing::debug!(prev = display(sending_range.prev.display()), "an AppendEntries overtook an earlier one; sent again");
+                            retried_at = Some(sending_range.prev.clone());
+                            Self::settle(&mut in_flight, &mut self.window_networks).await;
+                            sent_upto = acked_upto.clone();
+                        }
+                        resp => {
+                            // A higher vote or a conflict ends the request.
+                            Self::settle(&mut in_flight, &mut self.window_networks).await;
+                            let part = DataWithId::new(request_id, sending_range.clone());
+                            return self.take_append_answer(resp, sending_range, leader_time, part);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Awaits the AppendEntries still in flight, drops their answers and gives their networks
+    /// back.
+    async fn settle(in_flight: &mut FuturesOrdered<PipelinedAppend<C, N>>, networks: &mut Vec<N::Network>) {
+        while let Some((network, ..)) = in_flight.next().await {
+            networks.push(network);
+        }
+    }
+
     /// Send the error result to RaftCore.
     /// RaftCore will then submit another replication command.
     fn send_progress_error(&mut self, request_id: RequestId, err: RPCError<C::NodeId, C::Node>) {
+        self.abandon(request_id);
         let _ = self.tx_raft_core.send(Notify::Network {
             response: Response::Progress {
                 target: self.target.clone(),
@@ -728,6 +959,23 @@ where
                 }
             }
             Replicate::Data(d) => {
+                // Quipu patch (`Config::replication_window`): a range the engine extended after
+                // this task reported its request failed is not sent; one extending the range
+                // waiting to be sent (the same request) replaces it.
+                if let Data::Logs(logs) = &d {
+                    if let Some(id) = logs.request_id().request_id() {
+                        if self.abandoned.is_some_and(|abandoned| id <= abandoned) {
+                            tracing::debug!(request_id = id, "a range of a request already failed is not sent");
+                            return;
+                        }
+                    }
+                    if let Some(Data::Logs(waiting)) = &self.next_action {
+                        if waiting.request_id() == logs.request_id() {
+                            self.next_action = Some(d);
+                            return;
+                        }
+                    }
+                }
                 // TODO: Currently there is at most 1 in flight data. But in future RaftCore may send next data
                 //       actions without waiting for the previous to finish.
                 debug_assert!(

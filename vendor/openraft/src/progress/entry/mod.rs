@@ -253,6 +253,31 @@ impl<NID: NodeId> ProgressEntry<NID> {
         Ok(&self.inflight)
     }
 
+    /// Quipu patch (`Config::replication_window`, vendor/README.md): the log range in flight,
+    /// made to end at the leader's last log id (at most `max_entries` past its start), if it
+    /// starts at this target's matching log id (so it is not a probe of the binary search).
+    /// Returns it if it grew: the replication task sends what was added without waiting for the
+    /// answers to what is on its way, and acknowledges the range under the same request id.
+    pub(crate) fn extend_inflight(
+        &mut self,
+        log_state: &impl LogStateReader<NID>,
+        max_entries: u64,
+    ) -> Option<&Inflight<NID>> {
+        let Inflight::Logs { log_id_range, .. } = &mut self.inflight else {
+            return None;
+        };
+        if log_id_range.prev != self.matching {
+            return None;
+        }
+        let last_next = log_state.last_log_id().next_index();
+        let end = std::cmp::min(log_id_range.prev.next_index() + max_entries, last_next);
+        if end <= log_id_range.last.next_index() {
+            return None;
+        }
+        log_id_range.last = log_state.prev_log_id(end);
+        Some(&self.inflight)
+    }
+
     /// Return the index range(`[start,end]`) of the first log in the next AppendEntries.
     ///
     /// The returned range is left close and right close.

@@ -343,3 +343,60 @@ fn test_next_send() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Quipu patch (`Config::replication_window`): a range in flight that starts at the matching log
+/// id grows to the leader's last log id (within `max_entries` of its start), keeping its id.
+#[test]
+fn test_extend_inflight() -> anyhow::Result<()> {
+    let mut pe = ProgressEntry::empty(21);
+    pe.matching = Some(log_id(5));
+    pe.searching_end = 6;
+    pe.inflight = inflight_logs(5, 10).with_id(7);
+
+    // Nothing new on the leader: unchanged.
+    assert!(pe.extend_inflight(&LogState::new(1, 1, 10), 100).is_none());
+    assert_eq!(inflight_logs(5, 10).with_id(7), pe.inflight);
+
+    // New entries: the range ends at the leader's last, under the same id.
+    assert_eq!(
+        Some(&inflight_logs(5, 20).with_id(7)),
+        pe.extend_inflight(&LogState::new(1, 1, 20), 100)
+    );
+
+    // At most `max_entries` past its start.
+    assert_eq!(
+        Some(&inflight_logs(5, 25).with_id(7)),
+        pe.extend_inflight(&LogState::new(1, 1, 40), 20)
+    );
+
+    // Acknowledged in part, it still starts at the matching log id and grows.
+    pe.update_matching(7, Some(log_id(12)))?;
+    assert_eq!(
+        Some(&inflight_logs(12, 30).with_id(7)),
+        pe.extend_inflight(&LogState::new(1, 1, 30), 100)
+    );
+    Ok(())
+}
+
+/// A probe of the binary search (a range not starting at the matching log id), a snapshot and
+/// nothing in flight are never extended.
+#[test]
+fn test_extend_inflight_only_a_range_from_the_matching_log_id() -> anyhow::Result<()> {
+    let state = LogState::new(1, 1, 40);
+
+    let mut probe = ProgressEntry::empty(21);
+    probe.matching = Some(log_id(5));
+    probe.inflight = inflight_logs(12, 20).with_id(3);
+    assert!(probe.extend_inflight(&state, 100).is_none());
+    assert_eq!(inflight_logs(12, 20).with_id(3), probe.inflight);
+
+    let mut snapshot = ProgressEntry::empty(21);
+    snapshot.inflight = Inflight::snapshot(Some(log_id(10))).with_id(4);
+    assert!(snapshot.extend_inflight(&state, 100).is_none());
+
+    let mut idle = ProgressEntry::empty(21);
+    idle.matching = Some(log_id(5));
+    assert!(idle.extend_inflight(&state, 100).is_none());
+    assert_eq!(Inflight::None, idle.inflight);
+    Ok(())
+}

@@ -382,6 +382,14 @@ where C: RaftTypeConfig
                     }
                 }
             }
+
+            // Quipu patch (`Config::replication_window`): entries appended while earlier ones
+            // are on their way join the range in flight, and go out at once.
+            if self.config.replication_window > 1 {
+                if let Some(extended) = prog_entry.extend_inflight(self.state, self.config.max_payload_entries) {
+                    Self::send_to_target(self.output, id, extended);
+                }
+            }
         }
     }
 
