@@ -8,6 +8,7 @@
 //! a new one is opened once that changes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -147,6 +148,7 @@ pub(super) async fn run_link(
     channel: Channel,
     identity: ClusterIdentity,
     mut letters: mpsc::Receiver<Letter>,
+    streamed: Arc<AtomicBool>,
 ) {
     let permits = Arc::new(Semaphore::new(STREAM_IN_FLIGHT_MAX));
     let mut session: Option<Session> = None;
@@ -179,10 +181,14 @@ pub(super) async fn run_link(
         }
         if session.is_none() {
             match Session::open(channel.clone(), &identity).await {
-                Ok(opened) => session = Some(opened),
+                Ok(opened) => {
+                    streamed.store(true, Ordering::Relaxed);
+                    session = Some(opened);
+                }
                 Err(status) if status.code() == tonic::Code::Unimplemented => {
                     tracing::info!(error = %status, "the peer does not take a Raft stream; its messages go by single calls for a minute");
                     unstreamed_until = Some(tokio::time::Instant::now() + UNSTREAMED_RETRY);
+                    streamed.store(false, Ordering::Relaxed);
                     tokio::spawn(deliver_alone(
                         channel.clone(),
                         identity.clone(),
@@ -416,7 +422,7 @@ mod tests {
         addr: &str,
         payload: &'static [u8],
     ) -> oneshot::Receiver<Result<RaftReply, Status>> {
-        let (_, mailbox) = peers.link(addr).unwrap();
+        let mailbox = peers.link(addr).unwrap().mailbox;
         let (answer, reply) = oneshot::channel();
         let message = RaftMessage {
             group_id: 1,
@@ -467,6 +473,7 @@ mod tests {
         assert_eq!(payload_of(f).await, &b"f"[..]);
         assert_eq!(*fake.streams.lock().unwrap(), vec![None, Some(id)]);
         assert_eq!(fake.calls.load(Ordering::SeqCst), 0);
+        assert!(peers.link(&addr).unwrap().streamed.load(Ordering::SeqCst));
     }
 
     #[tokio::test]
@@ -479,6 +486,10 @@ mod tests {
             fake.streams.lock().unwrap().len(),
             1,
             "not asked again so soon"
+        );
+        assert!(
+            !peers.link(&addr).unwrap().streamed.load(Ordering::SeqCst),
+            "its groups keep one AppendEntries in flight"
         );
     }
 

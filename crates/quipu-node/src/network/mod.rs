@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::error::Error;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,10 +77,21 @@ pub(crate) type Letter = (RaftMessage, Answer);
 /// as large as [`MESSAGE_BYTES_MAX`].
 pub(crate) type TransportClient = RaftTransportClient<InterceptedService<Channel, Stamp>>;
 
+/// This node's way to one peer: the gRPC channel, and the mailbox of the task that keeps the
+/// peer's stream ([`link`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Link {
+    channel: Channel,
+    mailbox: mpsc::Sender<Letter>,
+    /// Whether messages go on the peer's stream, in order (false while the peer takes single
+    /// calls only).
+    streamed: Arc<AtomicBool>,
+}
+
 /// The node's gRPC channels to its peers, by address, and a mailbox per peer.
 #[derive(Debug)]
 pub(crate) struct Peers {
-    links: Mutex<HashMap<String, (Channel, mpsc::Sender<Letter>)>>,
+    links: Mutex<HashMap<String, Link>>,
     /// The cluster's id, stamped on every request.
     identity: ClusterIdentity,
     /// Mutual TLS to every peer, if the transport uses it.
@@ -121,11 +133,11 @@ impl Peers {
     /// A transport client to the peer at `addr`, over its channel (created on first use).
     pub(crate) fn client(&self, addr: &str) -> Result<TransportClient, tonic::transport::Error> {
         self.link(addr)
-            .map(|(channel, _)| client_of(channel, &self.identity))
+            .map(|link| client_of(link.channel, &self.identity))
     }
 
-    /// The channel and mailbox of the peer at `addr`, created on first use.
-    fn link(&self, addr: &str) -> Result<(Channel, mpsc::Sender<Letter>), tonic::transport::Error> {
+    /// The link to the peer at `addr`, created on first use.
+    fn link(&self, addr: &str) -> Result<Link, tonic::transport::Error> {
         let mut links = self
             .links
             .lock()
@@ -151,9 +163,20 @@ impl Peers {
             }
         };
         let (mailbox, letters) = mpsc::channel(MAILBOX_MAX);
-        tokio::spawn(run_link(channel.clone(), self.identity.clone(), letters));
-        links.insert(addr.to_string(), (channel.clone(), mailbox.clone()));
-        Ok((channel, mailbox))
+        let streamed = Arc::new(AtomicBool::new(true));
+        tokio::spawn(run_link(
+            channel.clone(),
+            self.identity.clone(),
+            letters,
+            Arc::clone(&streamed),
+        ));
+        let link = Link {
+            channel,
+            mailbox,
+            streamed,
+        };
+        links.insert(addr.to_string(), link.clone());
+        Ok(link)
     }
 }
 
@@ -216,7 +239,7 @@ pub(crate) struct PeerLink {
     group: GroupId,
     local: NodeId,
     target: NodeId,
-    link: Result<(Channel, mpsc::Sender<Letter>), String>,
+    link: Result<Link, String>,
     peers: Arc<Peers>,
     /// Keeps the group's AppendEntries to this peer in the order sent, though a leader has
     /// several in flight: the stream delivers in order, but one sent alone (over 1 MiB, in a
@@ -257,7 +280,9 @@ impl PeerLink {
             let error = std::io::Error::other("this node is isolated by fault injection");
             return Err(unreachable(error));
         }
-        let (channel, mailbox) = self
+        let Link {
+            channel, mailbox, ..
+        } = self
             .link
             .clone()
             .map_err(|e| unreachable(std::io::Error::other(e)))?;
@@ -376,6 +401,22 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         let entries = rpc.entries.len();
         self.call(RaftRpc::AppendEntries, &rpc, &option, Some(entries))
             .await
+    }
+
+    /// Several AppendEntries in flight at once only while they reach the peer in order and
+    /// nothing holds them back: not to a peer that takes single calls only (built before the
+    /// stream), nor while this group's catch-up traffic to it is throttled (a move).
+    fn pipelines(&self) -> bool {
+        let streamed = self
+            .link
+            .as_ref()
+            .is_ok_and(|link| link.streamed.load(Ordering::Relaxed));
+        streamed
+            && self
+                .peers
+                .throttle
+                .rate_for(self.group, self.target)
+                .is_none()
     }
 
     fn backoff(&self) -> openraft::network::Backoff {

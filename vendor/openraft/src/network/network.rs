@@ -161,4 +161,13 @@ where C: RaftTypeConfig
     fn backoff(&self) -> Backoff {
         Backoff::new(std::iter::repeat(Duration::from_millis(500)))
     }
+
+    /// Quipu patch (`Config::replication_window`, vendor/README.md): whether more than one
+    /// AppendEntries may be in flight to the target now: the network delivers them to the
+    /// target's Raft core in the order sent, and nothing (a bandwidth bound, say) makes later
+    /// ones wait behind earlier ones. When it is false, the replication task sends one at a time,
+    /// as upstream. By default true.
+    fn pipelines(&self) -> bool {
+        true
+    }
 }

@@ -90,9 +90,11 @@ where C: RaftTypeConfig
 
 /// A task responsible for sending replication events to a target follower in the Raft cluster.
 ///
-/// NOTE: we do not stack replication requests to targets because this could result in
-/// out-of-order delivery. We always buffer until we receive a success response, then send the
-/// next payload from the buffer.
+/// NOTE: upstream does not stack replication requests to targets because this could result in
+/// out-of-order delivery: it buffers until it receives a success response, then sends the next
+/// payload from the buffer. Quipu patch: with `Config::replication_window` above 1, a range the
+/// engine extends goes out while earlier AppendEntries are in flight (`pipeline_log_entries`),
+/// over a network that keeps them in order (`RaftNetwork::pipelines`).
 pub(crate) struct ReplicationCore<C, N, LS>
 where
     C: RaftTypeConfig,
@@ -639,8 +641,9 @@ where
         let mut retried_at: Option<Option<LogId<C::NodeId>>> = None;
 
         loop {
-            // Send what is not on its way yet, while a window network is free.
-            while sent_upto < target.last {
+            // Send what is not on its way yet, while a window network is free (one at a time
+            // while the network does not pipeline to this target).
+            while sent_upto < target.last && (in_flight.is_empty() || self.network.pipelines()) {
                 let Some(mut network) = self.window_networks.pop() else {
                     break;
                 };
@@ -663,6 +666,10 @@ where
                 self.commit_notice_due = None;
                 sent_upto = sending_range.last.clone();
                 let leader_time = C::now();
+                // The follower appends (and syncs) them one after another: the k-th in flight
+                // may wait for the k - 1 before it, so it gets k times the time to live.
+                let queued = u32::try_from(in_flight.len()).unwrap_or(u32::MAX);
+                let the_timeout = the_timeout.saturating_mul(queued.saturating_add(1));
                 let on_timeout = self.timeout_error(the_timeout);
                 in_flight.push_back(
                     async move {
@@ -885,9 +892,19 @@ where
         // If there is next action to run, do not block waiting for events,
         // instead, just try the best to drain all events.
         if self.next_action.is_none() {
-            let event =
-                self.rx_event.recv().await.ok_or(ReplicationClosed::new("rx_repl is closed in drain_event()"))?;
-            self.process_event(event);
+            // Quipu patch: a commit index waiting for entries to ride on goes alone once due, even
+            // if it was set while an AppendEntries was on its way or during a back-off.
+            if let Some(due) = self.commit_notice_due.clone() {
+                match C::timeout_at(due, self.rx_event.recv()).await {
+                    Ok(Some(event)) => self.process_event(event),
+                    Ok(None) => return Err(ReplicationClosed::new("rx_repl is closed in drain_event()")),
+                    Err(_elapsed) => self.next_action = Some(Data::new_heartbeat()),
+                }
+            } else {
+                let event =
+                    self.rx_event.recv().await.ok_or(ReplicationClosed::new("rx_repl is closed in drain_event()"))?;
+                self.process_event(event);
+            }
         }
 
         // Returning from process_event(), next_action may still be None: a commit index alone
@@ -976,8 +993,8 @@ where
                         }
                     }
                 }
-                // TODO: Currently there is at most 1 in flight data. But in future RaftCore may send next data
-                //       actions without waiting for the previous to finish.
+                // At most one request with payload is in flight (an extension of it, the same
+                // request, was taken above).
                 debug_assert!(
                     !self.next_action.as_ref().map(|d| d.has_payload()).unwrap_or(false),
                     "there can not be two actions with payload in flight, curr: {}",
