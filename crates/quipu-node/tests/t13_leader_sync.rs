@@ -43,22 +43,14 @@ impl Cluster {
 }
 
 async fn cluster_with_one_record() -> Cluster {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    init_tracing();
     let log = small_log();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let (nodes, groups) = start(&dirs, 1, &log).await;
     let group = groups[0];
     assert_eq!(produce(&nodes, group, "first").await, Offset(0));
     let leader = leader_node(&nodes, group).unwrap();
-    let partition_dir = segments(dirs[leader].path(), group)
-        .pop()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
+    let partition_dir = replica_dir(dirs[leader].path(), group);
     let partition = nodes[leader].partition(group).unwrap();
     Cluster {
         _dirs: dirs,

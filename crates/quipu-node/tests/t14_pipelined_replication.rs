@@ -22,10 +22,7 @@ const HELD_AFTER: Duration = Duration::from_millis(1500);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_whose_syncs_stall_gets_every_record_in_order_once_they_go_on() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    init_tracing();
     let log = small_log();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let (nodes, groups) = start(&dirs, 1, &log).await;
@@ -33,12 +30,7 @@ async fn a_follower_whose_syncs_stall_gets_every_record_in_order_once_they_go_on
     assert_eq!(produce(&nodes, group, "r0").await, Offset(0));
     let leader = leader_node(&nodes, group).unwrap();
     let stalled = (leader + 1) % 3;
-    let stalled_dir = segments(dirs[stalled].path(), group)
-        .pop()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
+    let stalled_dir = replica_dir(dirs[stalled].path(), group);
 
     let held = hold_syncs(&stalled_dir);
     let mut expected = vec!["r0".to_owned()];

@@ -123,7 +123,7 @@ async fn read_answers(mut replies: tonic::Streaming<RaftStreamReply>, pending: P
     }
 }
 
-/// One answer of a batch or a stream as the result its message alone would have had.
+/// One answer of a stream as the result its message alone would have had.
 fn item_result(item: Option<RaftBatchItem>) -> Result<RaftReply, tonic::Status> {
     match item {
         Some(RaftBatchItem {
@@ -154,6 +154,14 @@ pub(super) async fn run_link(
     let mut session: Option<Session> = None;
     let mut unstreamed_until: Option<tokio::time::Instant> = None;
     let mut next_id: u64 = 0;
+    let alone = |letter, permit| {
+        tokio::spawn(deliver_alone(
+            channel.clone(),
+            identity.clone(),
+            letter,
+            permit,
+        ));
+    };
     loop {
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return;
@@ -166,12 +174,7 @@ pub(super) async fn run_link(
             continue;
         }
         if unstreamed_until.is_some_and(|until| tokio::time::Instant::now() < until) {
-            tokio::spawn(deliver_alone(
-                channel.clone(),
-                identity.clone(),
-                letter,
-                permit,
-            ));
+            alone(letter, permit);
             continue;
         }
         // A stream no longer usable is dropped: its request side ends, and its reader answers
@@ -189,12 +192,7 @@ pub(super) async fn run_link(
                     tracing::info!(error = %status, "the peer does not take a Raft stream; its messages go by single calls for a minute");
                     unstreamed_until = Some(tokio::time::Instant::now() + UNSTREAMED_RETRY);
                     streamed.store(false, Ordering::Relaxed);
-                    tokio::spawn(deliver_alone(
-                        channel.clone(),
-                        identity.clone(),
-                        letter,
-                        permit,
-                    ));
+                    alone(letter, permit);
                     continue;
                 }
                 Err(status) => {

@@ -108,12 +108,7 @@ impl TransportService {
     /// its connection's certificate names a node (the handshake already checked it is the
     /// cluster CA's and valid).
     fn admit<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        if self.peers.is_isolated() {
-            return Err(Status::unavailable(
-                "this node is isolated by fault injection",
-            ));
-        }
-        self.identity.admit(request.metadata())?;
+        self.admit_stamped(request.metadata())?;
         if !self.tls {
             return Ok(Caller(None));
         }
@@ -127,6 +122,18 @@ impl TransportService {
             ))
         })?;
         Ok(Caller(Some(node)))
+    }
+
+    /// The part of [`Self::admit`] that may change while a connection stays open, so a stream
+    /// passes it again with each message: this node takes part in the network, and `metadata`
+    /// is not stamped with another cluster's id than the one this node knows now.
+    fn admit_stamped(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        if self.peers.is_isolated() {
+            return Err(Status::unavailable(
+                "this node is isolated by fault injection",
+            ));
+        }
+        self.identity.admit(metadata)
     }
 
     /// A request from node `from` for node `to` (`what` names it in the error): it must come
@@ -272,9 +279,9 @@ impl TransportService {
     /// Stops taking messages when the sender ends its side, stops reading answers, or this node
     /// stops; the answers of what it took still go out, then the stream ends.
     async fn serve_stream(
-        self,
+        self: Arc<Self>,
         caller: Caller,
-        metadata: tonic::metadata::MetadataMap,
+        metadata: Arc<tonic::metadata::MetadataMap>,
         mut inbound: Streaming<RaftStreamMessage>,
         replies: mpsc::Sender<Result<RaftStreamReply, Status>>,
     ) {
@@ -297,24 +304,22 @@ impl TransportService {
                     return;
                 }
             };
-            let (service, replies) = (self.clone(), replies.clone());
-            let metadata = metadata.clone();
+            let (service, replies) = (Arc::clone(&self), replies.clone());
+            let metadata = Arc::clone(&metadata);
             let mut handling = Box::pin(async move {
                 let _permit = permit;
                 let answer = async {
                     let message = streamed.message.ok_or_else(|| {
                         Status::invalid_argument("a stream message lacks its message")
                     })?;
-                    if service.peers.is_isolated() {
-                        return Err(Status::unavailable(
-                            "this node is isolated by fault injection",
-                        ));
-                    }
-                    service.identity.admit(&metadata)?;
+                    service.admit_stamped(&metadata)?;
+                    let group = message.group_id;
                     tokio::time::timeout(CALL_TIMEOUT, service.handle(caller, message))
                         .await
                         .map_err(|_| {
-                            Status::deadline_exceeded("the group did not answer in time")
+                            Status::deadline_exceeded(format!(
+                                "group {group} did not answer within {CALL_TIMEOUT:?}"
+                            ))
                         })?
                 };
                 let item = batch_item(answer.await);
@@ -398,10 +403,12 @@ impl RaftTransport for TransportService {
         let caller = self.admit(&request)?;
         let (metadata, _, inbound) = request.into_parts();
         let (replies, mut out) = mpsc::channel(STREAM_IN_FLIGHT_MAX);
-        tokio::spawn(
-            self.clone()
-                .serve_stream(caller, metadata, inbound, replies),
-        );
+        tokio::spawn(Arc::new(self.clone()).serve_stream(
+            caller,
+            Arc::new(metadata),
+            inbound,
+            replies,
+        ));
         Ok(Response::new(Box::pin(futures_util::stream::poll_fn(
             move |cx| out.poll_recv(cx),
         ))))

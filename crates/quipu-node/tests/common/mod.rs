@@ -257,10 +257,23 @@ pub async fn records_from(
     }
 }
 
+/// Logs of the test's nodes go to the test's output, filtered by `RUST_LOG` (once per binary).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// The directory of `group`'s replica under a node's data directory: its log, flush mark and
+/// state files.
+pub fn replica_dir(dir: &Path, group: GroupId) -> PathBuf {
+    dir.join("partitions").join(format!("{:020}", group.0))
+}
+
 /// The segment files of `group` under a node's data directory, oldest first.
 pub fn segments(dir: &Path, group: GroupId) -> Vec<PathBuf> {
-    let partition = dir.join("partitions").join(format!("{:020}", group.0));
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(partition)
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(replica_dir(dir, group))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "log"))

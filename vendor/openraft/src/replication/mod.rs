@@ -254,19 +254,8 @@ where
             let action = self.next_action.take();
 
             let Some(d) = action else {
-                // Quipu patch: a commit index waiting for entries to ride on waits no longer
-                // than its due time (not while backing off: the follower is unreachable).
-                if let (None, Some(due)) = (&self.backoff, self.commit_notice_due.clone()) {
-                    match C::timeout_at(due, self.rx_event.recv()).await {
-                        Ok(Some(event)) => {
-                            self.process_event(event);
-                            self.try_drain_events().await?;
-                        }
-                        Ok(None) => return Err(ReplicationClosed::new("RaftCore closed replication")),
-                        Err(_elapsed) => self.next_action = Some(Data::new_heartbeat()),
-                    }
-                    continue;
-                }
+                // A commit index waiting for entries to ride on waits no longer than its due
+                // time (Quipu patch, in `drain_events`), after any back-off.
                 self.drain_events_with_backoff().await?;
                 continue;
             };
@@ -636,8 +625,9 @@ where
         let mut acked_upto = sent_upto.clone();
         let the_timeout = Duration::from_millis(self.config.heartbeat_interval);
         let mut in_flight = FuturesOrdered::new();
-        // The last log id an answer taken here acknowledged, and where a conflict was retried.
-        let mut acked_here: Option<Option<LogId<C::NodeId>>> = None;
+        // Whether an answer taken here acknowledged `acked_upto`, and where a conflict was
+        // retried.
+        let mut acked_here = false;
         let mut retried_at: Option<Option<LogId<C::NodeId>>> = None;
 
         loop {
@@ -723,17 +713,16 @@ where
                             return Err(e.into());
                         }
                     };
+                    // A success is a partial success up to the range's end.
+                    let resp = match resp {
+                        AppendEntriesResponse::Success => AppendEntriesResponse::PartialSuccess(sending_range.last.clone()),
+                        resp => resp,
+                    };
                     match resp {
-                        AppendEntriesResponse::Success => {
-                            acked_here = Some(sending_range.last.clone());
-                            acked_upto = sending_range.last.clone();
-                            self.pipeline_acked = Some((request_id, sending_range.last.clone()));
-                            self.send_progress(request_id, ReplicationResult::new(leader_time, Ok(sending_range.last)));
-                        }
                         AppendEntriesResponse::PartialSuccess(matching) => {
                             Self::debug_assert_partial_success(&sending_range, &matching);
                             let partial = matching < sending_range.last;
-                            acked_here = Some(matching.clone());
+                            acked_here = true;
                             acked_upto = matching.clone();
                             self.pipeline_acked = Some((request_id, matching.clone()));
                             self.send_progress(request_id, ReplicationResult::new(leader_time, Ok(matching)));
@@ -744,7 +733,8 @@ where
                             }
                         }
                         AppendEntriesResponse::Conflict
-                            if acked_here.as_ref() == Some(&sending_range.prev)
+                            if acked_here
+                                && acked_upto == sending_range.prev
                                 && retried_at.as_ref() != Some(&sending_range.prev) =>
                         {
                             // The follower just acknowledged the log id it now lacks: this one
