@@ -10,6 +10,7 @@
 #     chromium-driver for the web console's browser test;
 #   - the Python Kafka clients (crates/quipu-kafka/tests/clients/requirements.txt) in a virtual
 #     environment under target/kafka-clients/venv, and kafkajs under target/kafka-clients/node.
+# Then it runs the workspace's tests, and the vendored openraft's own unit tests (vendor/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,3 +68,12 @@ fi
 
 cargo test --workspace --doc
 cargo nextest run --workspace --all-features
+
+# The vendored openraft's own unit tests, with Quipu's patches to it (vendor/README.md). It is
+# not a workspace member, so it builds as a package of its own, in a target directory of its
+# own, from a copy of the workspace's lock file (the versions Quipu builds it with; its
+# dev-dependencies are resolved into the copy), removed afterwards.
+target_dir="$(realpath -m "${CARGO_TARGET_DIR:-target}")/vendor-openraft"
+cp Cargo.lock vendor/openraft/Cargo.lock
+trap 'rm -f vendor/openraft/Cargo.lock' EXIT
+(cd vendor/openraft && CARGO_TARGET_DIR="$target_dir" cargo test --lib -q)

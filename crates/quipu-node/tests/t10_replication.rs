@@ -102,10 +102,7 @@ async fn start_cluster(dirs: &[tempfile::TempDir]) -> (Vec<Node>, Vec<Arc<Partit
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_the_loss_of_the_leader() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    common::init_tracing();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let (mut nodes, mut partitions) = start_cluster(&dirs).await;
 

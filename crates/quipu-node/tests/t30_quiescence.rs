@@ -117,10 +117,7 @@ async fn a_restarted_follower_rejoins_its_quiet_groups() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_shutting_down_hands_its_leadership_over_first() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    init_tracing();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let (mut nodes, groups) = start(&dirs, PARTITIONS, &small_log()).await;
     for (i, group) in groups.iter().enumerate() {

@@ -12,10 +12,7 @@ use quipu_storage::{LogConfig, Offset};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_behind_the_leaders_log_start_catches_up() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    init_tracing();
     let log = LogConfig {
         retention_bytes: Some(128 * 1024),
         ..small_log()

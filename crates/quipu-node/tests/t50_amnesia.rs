@@ -19,10 +19,7 @@ fn leads(node: &Node, group: GroupId) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_lost_acknowledged_entries_abstains_until_it_has_them_again() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    init_tracing();
     let log = small_log(); // no preallocation: a segment file ends where its data ends
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let (mut nodes, groups) = start(&dirs, 1, &log).await;
@@ -159,10 +156,7 @@ async fn a_leader_that_does_not_sync_and_lost_entries_does_not_resume_leadership
 }
 
 async fn a_leader_that_lost_entries_does_not_resume_leadership(log: LogConfig, mark: Mark) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    init_tracing();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let (mut nodes, groups) = start(&dirs, 1, &log).await;
     let group = groups[0];

@@ -12,10 +12,7 @@ use quipu_storage::Offset;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_with_a_damaged_sealed_segment_starts_over_and_catches_up() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    init_tracing();
     let log = small_log(); // 64 KiB segments
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let (mut nodes, groups) = start(&dirs, 1, &log).await;

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    batch, config, groups_of, leader_node, produce, records_from, restart, small_log, start,
-    start_nodes, wait_for,
+    batch, config, groups_of, init_tracing, leader_node, produce, records_from, restart, small_log,
+    start, start_nodes, wait_for,
 };
 use quipu_node::{GroupId, Node, NodeHandle, ProduceError};
 use quipu_storage::Offset;
@@ -274,10 +274,7 @@ async fn nodes_join_and_a_rebalance_spreads_partitions_while_producing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_drained_node_is_emptied_and_then_removed_while_producing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    init_tracing();
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let (mut nodes, groups) = start(&dirs[..3], 3, &small_log()).await;
     nodes.push(join(4, &dirs[3], &nodes[0]).await);
@@ -435,10 +432,7 @@ async fn a_dead_node_is_replaced_and_its_partitions_regain_their_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_move_whose_leader_dies_midway_is_finished_by_the_next_leader() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    init_tracing();
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let (mut nodes, groups) = start(&dirs[..3], 1, &small_log()).await;
     nodes.push(join(4, &dirs[3], &nodes[0]).await);
@@ -656,10 +650,7 @@ async fn a_five_voter_controller_takes_two_joined_nodes_and_outlives_two_losses(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leadership_returns_by_itself_to_the_preferred_replicas_after_a_failover() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    init_tracing();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     // Kafka's auto.leader.rebalance, checked every second instead of every five minutes.
     let eager =
