@@ -20,55 +20,24 @@ const NOT_BEFORE_RELEASE: Duration = Duration::from_millis(500);
 /// How long a produce that needs no more than the followers may take.
 const PRODUCE_PATIENCE: Duration = Duration::from_secs(30);
 
-/// Three nodes, a topic of one RF 3 partition holding "first", and its leader.
-struct Cluster {
-    /// The nodes' data directories, kept until the cluster is dropped.
-    _dirs: Vec<tempfile::TempDir>,
-    nodes: Vec<quipu_node::Node>,
-    group: quipu_node::GroupId,
-    /// The index of the leader's node.
-    leader: usize,
-    /// The leader's replica.
-    partition: Arc<quipu_node::Partition>,
-    /// The directory of the leader's replica: its log, flush mark and state files.
-    partition_dir: PathBuf,
-}
-
-impl Cluster {
-    async fn stop(self) {
-        for node in self.nodes {
-            node.stop().await;
-        }
-    }
-}
-
-async fn cluster_with_one_record() -> Cluster {
-    init_tracing();
-    let log = small_log();
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (nodes, groups) = start(&dirs, 1, &log).await;
-    let group = groups[0];
-    assert_eq!(produce(&nodes, group, "first").await, Offset(0));
-    let leader = leader_node(&nodes, group).unwrap();
-    let partition_dir = replica_dir(dirs[leader].path(), group);
-    let partition = nodes[leader].partition(group).unwrap();
-    Cluster {
-        _dirs: dirs,
-        nodes,
-        group,
-        leader,
-        partition,
-        partition_dir,
-    }
+/// The cluster, its leader's replica, and that replica's directory (its log, flush mark and state
+/// files).
+async fn cluster_with_one_record() -> (OneRecordCluster, Arc<quipu_node::Partition>, PathBuf) {
+    let cluster = OneRecordCluster::start("first").await;
+    let partition = cluster.nodes[cluster.leader]
+        .partition(cluster.group)
+        .unwrap();
+    let partition_dir = cluster.replica_dir(cluster.leader);
+    (cluster, partition, partition_dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_replicates_beside_its_held_sync_and_counts_itself_only_once_synced() {
-    let cluster = cluster_with_one_record().await;
-    let (nodes, group, partition) = (&cluster.nodes, cluster.group, &cluster.partition);
+    let (cluster, partition, partition_dir) = cluster_with_one_record().await;
+    let (nodes, group, partition) = (&cluster.nodes, cluster.group, &partition);
 
     // The leader's disk stops completing syncs: its two followers are a majority without it.
-    let held = hold_syncs(&cluster.partition_dir);
+    let held = hold_syncs(&partition_dir);
     let second = tokio::time::timeout(PRODUCE_PATIENCE, partition.produce(batch("second")))
         .await
         .expect("committed by the followers while the leader's sync is held")
@@ -127,10 +96,10 @@ async fn a_leader_replicates_beside_its_held_sync_and_counts_itself_only_once_sy
 /// is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_sync_fails_stops_and_every_acknowledged_record_survives() {
-    let cluster = cluster_with_one_record().await;
-    let (nodes, group, partition) = (&cluster.nodes, cluster.group, &cluster.partition);
+    let (cluster, partition, partition_dir) = cluster_with_one_record().await;
+    let (nodes, group, partition) = (&cluster.nodes, cluster.group, &partition);
 
-    fail_next_sync(&cluster.partition_dir);
+    fail_next_sync(&partition_dir);
     // Committed by the followers, or failed with the leader's replica: either may come first.
     let second = partition.produce(batch("second")).await;
     wait_for("the leader's replica to stop on its failed sync", || {

@@ -22,22 +22,16 @@ const HELD_AFTER: Duration = Duration::from_millis(1500);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_whose_syncs_stall_gets_every_record_in_order_once_they_go_on() {
-    init_tracing();
-    let log = small_log();
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (nodes, groups) = start(&dirs, 1, &log).await;
-    let group = groups[0];
-    assert_eq!(produce(&nodes, group, "r0").await, Offset(0));
-    let leader = leader_node(&nodes, group).unwrap();
-    let stalled = (leader + 1) % 3;
-    let stalled_dir = replica_dir(dirs[stalled].path(), group);
+    let cluster = OneRecordCluster::start("r0").await;
+    let (nodes, group) = (&cluster.nodes, cluster.group);
+    let stalled = (cluster.leader + 1) % 3;
 
-    let held = hold_syncs(&stalled_dir);
+    let held = hold_syncs(&cluster.replica_dir(stalled));
     let mut expected = vec!["r0".to_owned()];
     for n in 1..=WHILE_HELD {
         let value = format!("r{n}");
         // Committed by the leader and the other follower.
-        assert_eq!(produce(&nodes, group, &value).await, Offset(n));
+        assert_eq!(produce(nodes, group, &value).await, Offset(n));
         expected.push(value);
     }
     let follower = nodes[stalled].partition(group).unwrap();
@@ -49,18 +43,16 @@ async fn a_follower_whose_syncs_stall_gets_every_record_in_order_once_they_go_on
     held.release();
 
     // Produced after the release: it follows the others on every replica.
-    assert_eq!(produce(&nodes, group, "last").await, Offset(WHILE_HELD + 1));
+    assert_eq!(produce(nodes, group, "last").await, Offset(WHILE_HELD + 1));
     expected.push("last".to_owned());
     wait_for("the stalled follower to hold every record", || {
         follower.log_end_offset() >= Offset(WHILE_HELD + 2)
     })
     .await;
-    for node in &nodes {
+    for node in nodes {
         let held = records_from(&node.partition(group).unwrap(), Offset(0), true).await;
         let values: Vec<String> = held.into_iter().map(|(_, value)| value).collect();
         assert_eq!(values, expected, "node {}", node.id());
     }
-    for node in nodes {
-        node.stop().await;
-    }
+    cluster.stop().await;
 }

@@ -271,6 +271,45 @@ pub fn replica_dir(dir: &Path, group: GroupId) -> PathBuf {
     dir.join("partitions").join(format!("{:020}", group.0))
 }
 
+/// Three nodes with a topic of one RF 3 partition that holds one record.
+pub struct OneRecordCluster {
+    /// The nodes' data directories, kept until the cluster is dropped.
+    pub dirs: Vec<tempfile::TempDir>,
+    pub nodes: Vec<Node>,
+    pub group: GroupId,
+    /// The index of the partition leader's node.
+    pub leader: usize,
+}
+
+impl OneRecordCluster {
+    /// Starts the cluster and produces `first` (offset 0) with acks=all.
+    pub async fn start(first: &str) -> OneRecordCluster {
+        init_tracing();
+        let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let (nodes, groups) = start(&dirs, 1, &small_log()).await;
+        let group = groups[0];
+        assert_eq!(produce(&nodes, group, first).await, Offset(0));
+        let leader = leader_node(&nodes, group).unwrap();
+        OneRecordCluster {
+            dirs,
+            nodes,
+            group,
+            leader,
+        }
+    }
+
+    /// The directory of node `at`'s replica of the partition.
+    pub fn replica_dir(&self, at: usize) -> PathBuf {
+        replica_dir(self.dirs[at].path(), self.group)
+    }
+
+    pub async fn stop(self) {
+        for node in self.nodes {
+            node.stop().await;
+        }
+    }
+}
+
 /// The segment files of `group` under a node's data directory, oldest first.
 pub fn segments(dir: &Path, group: GroupId) -> Vec<PathBuf> {
     let mut segments: Vec<PathBuf> = std::fs::read_dir(replica_dir(dir, group))

@@ -648,8 +648,13 @@ where
                     }
                 };
                 if sending_range.last == sending_range.prev {
-                    // The log returned nothing (`build_append` slept): try again.
+                    // The log returned nothing for a non-empty range (`build_append` slept).
                     self.window_networks.push(network);
+                    if in_flight.is_empty() {
+                        // As upstream: a heartbeat goes instead, and the task's main loop takes
+                        // its events before the range is tried again.
+                        return self.send_log_entries(part).await;
+                    }
                     break;
                 }
                 // Every AppendEntries carries the commit index.
@@ -676,10 +681,8 @@ where
             }
 
             if in_flight.is_empty() {
-                if sent_upto < target.last {
-                    // Nothing was read: `build_append` slept before returning nothing.
-                    continue;
-                }
+                // Everything was sent and answered (the loop above sends while nothing is in
+                // flight, or hands over to `send_log_entries`).
                 return Ok(None);
             }
 
