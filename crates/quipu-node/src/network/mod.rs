@@ -83,8 +83,9 @@ pub(crate) type TransportClient = RaftTransportClient<InterceptedService<Channel
 pub(crate) struct Link {
     channel: Channel,
     mailbox: mpsc::Sender<Letter>,
-    /// Whether messages go on the peer's stream, in order (false while the peer takes single
-    /// calls only).
+    /// Whether messages go on the peer's stream, in order: false until a stream first opened
+    /// (before, a peer that takes single calls only would get them in parallel), and while the
+    /// peer takes single calls only.
     streamed: Arc<AtomicBool>,
 }
 
@@ -163,7 +164,7 @@ impl Peers {
             }
         };
         let (mailbox, letters) = mpsc::channel(MAILBOX_MAX);
-        let streamed = Arc::new(AtomicBool::new(true));
+        let streamed = Arc::new(AtomicBool::new(false));
         tokio::spawn(run_link(
             channel.clone(),
             self.identity.clone(),
