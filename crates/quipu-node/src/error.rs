@@ -242,12 +242,42 @@ pub enum RetentionError {
         #[source]
         source: quipu_storage::ReadError,
     },
-    /// The Raft instance refused or failed the snapshot.
-    #[error("partition {group}: the snapshot for retention failed: {reason}")]
-    Snapshot {
+    /// The read of that entry stopped before it answered (its blocking task was cancelled or
+    /// panicked).
+    #[error("partition {group}: the read of entry {index} stopped")]
+    ReadStopped {
         /// The partition.
         group: GroupId,
-        /// What failed.
-        reason: String,
+        /// The entry's index.
+        index: u64,
+        /// The cause.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The entry retention would purge up to is no longer in the log (purged meanwhile).
+    #[error("partition {group}: entry {index} is gone from the log")]
+    EntryGone {
+        /// The partition.
+        group: GroupId,
+        /// The entry's index.
+        index: u64,
+    },
+    /// The Raft instance could not be asked for the snapshot (it stopped).
+    #[error("partition {group}: the snapshot for retention could not start")]
+    SnapshotTrigger {
+        /// The partition.
+        group: GroupId,
+        /// The cause.
+        #[source]
+        source: openraft::error::Fatal<NodeId>,
+    },
+    /// The snapshot for retention did not come within its wait.
+    #[error("partition {group}: the snapshot for retention did not complete")]
+    SnapshotWait {
+        /// The partition.
+        group: GroupId,
+        /// The cause.
+        #[source]
+        source: openraft::metrics::WaitError,
     },
 }

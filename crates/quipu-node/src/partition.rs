@@ -518,9 +518,10 @@ impl Partition {
         let entry =
             tokio::task::spawn_blocking(move || log.read_entries(point, point + 1, u64::MAX))
                 .await
-                .map_err(|e| RetentionError::Snapshot {
+                .map_err(|source| RetentionError::ReadStopped {
                     group,
-                    reason: e.to_string(),
+                    index: point,
+                    source,
                 })?
                 .map_err(|source| RetentionError::Read {
                     group,
@@ -529,21 +530,20 @@ impl Partition {
                 })?
                 .into_iter()
                 .next()
-                .ok_or_else(|| RetentionError::Snapshot {
+                .ok_or(RetentionError::EntryGone {
                     group,
-                    reason: format!("entry {point} is gone"),
+                    index: point,
                 })?;
         self.shared.set_snapshot_target(SnapshotTarget {
             index: point,
             term: entry.term,
             next_offset: entry.next_offset().0,
         });
-        let snapshot_error = |reason: String| RetentionError::Snapshot { group, reason };
         self.raft
             .trigger()
             .snapshot()
             .await
-            .map_err(|e| snapshot_error(e.to_string()))?;
+            .map_err(|source| RetentionError::SnapshotTrigger { group, source })?;
         self.raft
             .wait(Some(RETENTION_SNAPSHOT_WAIT))
             .metrics(
@@ -551,7 +551,7 @@ impl Partition {
                 "the retention snapshot",
             )
             .await
-            .map_err(|e| snapshot_error(e.to_string()))?;
+            .map_err(|source| RetentionError::SnapshotWait { group, source })?;
         tracing::info!(%group, index = point, start_offset = entry.next_offset().0, "retention: snapshot taken, log purged up to it");
         Ok(Some(point))
     }

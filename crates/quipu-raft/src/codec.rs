@@ -25,12 +25,13 @@ enum InternalPayload {
 #[derive(Debug, thiserror::Error)]
 pub enum EntryCodecError {
     /// An internal payload failed to encode or decode.
-    #[error("internal entry {index}: {reason}")]
+    #[error("internal entry {index} does not encode or decode")]
     Internal {
         /// The entry's Raft index.
         index: u64,
         /// The postcard error.
-        reason: String,
+        #[source]
+        source: postcard::Error,
     },
 }
 
@@ -49,10 +50,8 @@ pub fn to_stored(entry: openraft::Entry<TypeConfig>) -> Result<NewEntry, EntryCo
         EntryPayload::Blank => InternalPayload::Blank,
         EntryPayload::Membership(membership) => InternalPayload::Membership(membership),
     };
-    let bytes = postcard::to_allocvec(&internal).map_err(|e| EntryCodecError::Internal {
-        index,
-        reason: e.to_string(),
-    })?;
+    let bytes = postcard::to_allocvec(&internal)
+        .map_err(|source| EntryCodecError::Internal { index, source })?;
     Ok(NewEntry::internal(index, term, Bytes::from(bytes)))
 }
 
@@ -72,9 +71,11 @@ pub fn from_stored(entry: StoredEntry) -> Result<openraft::Entry<TypeConfig>, En
         }),
         EntryKind::Internal => {
             let internal: InternalPayload =
-                postcard::from_bytes(&entry.payload).map_err(|e| EntryCodecError::Internal {
-                    index: entry.index,
-                    reason: e.to_string(),
+                postcard::from_bytes(&entry.payload).map_err(|source| {
+                    EntryCodecError::Internal {
+                        index: entry.index,
+                        source,
+                    }
                 })?;
             match internal {
                 InternalPayload::Blank => EntryPayload::Blank,

@@ -86,12 +86,22 @@ pub enum LogStoreError {
         source: quipu_storage::StateFileError,
     },
     /// The `raft_meta` body does not decode.
-    #[error("cannot decode the raft state of {dir}: {reason}")]
+    #[error("cannot decode the raft state of {dir}")]
     MetaDecode {
         /// The partition directory.
         dir: PathBuf,
         /// The postcard error.
-        reason: String,
+        #[source]
+        source: postcard::Error,
+    },
+    /// The raft state to store again (after a loss, or a leader's crash) does not encode.
+    #[error("cannot encode the raft state of {dir}")]
+    MetaEncode {
+        /// The partition directory.
+        dir: PathBuf,
+        /// The postcard error.
+        #[source]
+        source: postcard::Error,
     },
     /// The flush mark could not be opened.
     #[error("cannot open the flush mark of {dir}")]
@@ -207,10 +217,12 @@ impl LogStore {
             source,
         })?;
         let mut meta: RaftMeta = match body {
-            Some(body) => postcard::from_bytes(&body).map_err(|e| LogStoreError::MetaDecode {
-                dir: dir.clone(),
-                reason: e.to_string(),
-            })?,
+            Some(body) => {
+                postcard::from_bytes(&body).map_err(|source| LogStoreError::MetaDecode {
+                    dir: dir.clone(),
+                    source,
+                })?
+            }
             None => RaftMeta::default(),
         };
         let mark_dir = dir.clone();
@@ -266,10 +278,11 @@ impl LogStore {
             // write of the meta may store it uncommitted, which keeps the term and the node
             // voted for, all a vote must keep).
             if lost.is_some() || crashed_leader {
-                let body = postcard::to_allocvec(&meta).map_err(|e| LogStoreError::MetaDecode {
-                    dir: dir.clone(),
-                    reason: e.to_string(),
-                })?;
+                let body =
+                    postcard::to_allocvec(&meta).map_err(|source| LogStoreError::MetaEncode {
+                        dir: dir.clone(),
+                        source,
+                    })?;
                 let meta_dir = dir.clone();
                 tokio::task::spawn_blocking(move || write_state_file(&meta_dir, META_FILE, &body))
                     .await

@@ -40,12 +40,31 @@ pub enum RepairError {
         source: quipu_storage::StateFileError,
     },
     /// The vote cannot be read: starting over without it could vote twice in one term.
-    #[error("the vote of the damaged replica in {dir} cannot be read ({reason}): not repaired")]
-    Vote {
+    #[error("the vote of the damaged replica in {dir} cannot be read: not repaired")]
+    VoteRead {
         /// The replica's directory.
         dir: PathBuf,
-        /// Why.
-        reason: String,
+        /// The cause.
+        #[source]
+        source: quipu_storage::StateFileError,
+    },
+    /// The vote does not decode: starting over without it could vote twice in one term.
+    #[error("the vote of the damaged replica in {dir} does not decode: not repaired")]
+    VoteDecode {
+        /// The replica's directory.
+        dir: PathBuf,
+        /// The postcard error.
+        #[source]
+        source: postcard::Error,
+    },
+    /// The vote to carry over does not encode.
+    #[error("the vote of the damaged replica in {dir} does not encode: not repaired")]
+    VoteEncode {
+        /// The replica's directory.
+        dir: PathBuf,
+        /// The postcard error.
+        #[source]
+        source: postcard::Error,
     },
 }
 
@@ -118,14 +137,16 @@ fn repair_dir(dir: &Path) -> PathBuf {
 /// what the old log reached (`reached`, the old mark, the newest segment's base index), so that it
 /// abstains until it re-replicated that much. Returns where the old files went.
 pub fn set_aside(dir: &Path, reached: Option<u64>) -> Result<PathBuf, RepairError> {
-    let body = read_state_file(dir, META_FILE, META_BYTES_MAX).map_err(|e| RepairError::Vote {
-        dir: dir.to_path_buf(),
-        reason: e.to_string(),
+    let body = read_state_file(dir, META_FILE, META_BYTES_MAX).map_err(|source| {
+        RepairError::VoteRead {
+            dir: dir.to_path_buf(),
+            source,
+        }
     })?;
     let meta: RaftMeta = match body {
-        Some(body) => postcard::from_bytes(&body).map_err(|e| RepairError::Vote {
+        Some(body) => postcard::from_bytes(&body).map_err(|source| RepairError::VoteDecode {
             dir: dir.to_path_buf(),
-            reason: e.to_string(),
+            source,
         })?,
         None => RaftMeta::default(),
     };
@@ -158,9 +179,9 @@ pub fn set_aside(dir: &Path, reached: Option<u64>) -> Result<PathBuf, RepairErro
         }),
         last_purged: None,
     };
-    let body = postcard::to_allocvec(&kept).map_err(|e| RepairError::Vote {
+    let body = postcard::to_allocvec(&kept).map_err(|source| RepairError::VoteEncode {
         dir: dir.to_path_buf(),
-        reason: e.to_string(),
+        source,
     })?;
     write_state_file(&fresh, META_FILE, &body).map_err(|source| RepairError::StateFile {
         dir: dir.to_path_buf(),
