@@ -48,10 +48,15 @@ def check(result, what):
         raise OSError(ctypes.get_errno(), what)
 
 
+# Every way runs PASSES times, one after another, on the same files.
+WAYS, PASSES = 4, 2
+
 os.makedirs(directory, exist_ok=True)
-logs, small = [], []
+logs, small, dir_fd = [], [], None
 try:
-    preallocated = max(appends // files + 2, 4) * block_bytes
+    # Room for every append of every pass, rounded up per file: no way writes past the
+    # preallocated space (which would add block allocation and size changes to its syncs).
+    preallocated = (WAYS * PASSES * appends // files + group + 1) * block_bytes
     for i in range(files):
         fd = os.open(os.path.join(directory, f"f{i}"), os.O_CREAT | os.O_RDWR, 0o644)
         os.posix_fallocate(fd, 0, preallocated)
@@ -107,7 +112,8 @@ try:
     }
     print(f"{files} files, groups of {group}, {appends} appends of {block_bytes} bytes per way")
     with ThreadPoolExecutor(group) as pool:
-        for _ in range(2):
+        assert len(ways) == WAYS
+        for _ in range(PASSES):
             for name, way in ways.items():
                 ticks, start, done = busy_ticks(), time.perf_counter(), 0
                 while done < appends:
@@ -122,4 +128,6 @@ try:
 finally:
     for fd in logs + [fd for beside in small for fd in beside]:
         os.close(fd)
+    if dir_fd is not None:
+        os.close(dir_fd)
     shutil.rmtree(directory, ignore_errors=True)
