@@ -9,7 +9,8 @@
 //! set_snapshot_target`), then openraft purges the log up to it; a follower whose log ends
 //! before the leader's log start installs that snapshot, restarts its log right after it, and
 //! receives the entries that follow by ordinary replication. See "Retention and followers behind
-//! the log start" in `docs/internals/replication.md`.
+//! the log start" in `docs/internals/replication.md`. Since a snapshot stands for the log before
+//! its point, it is saved only once the log holds every entry up to that point durably.
 //!
 //! Applying an idempotent producer's batch records it in the partition's producer table
 //! (`crate::producers`), which snapshots and checkpoints carry after the applied state. A
@@ -326,13 +327,68 @@ impl State {
     }
 }
 
+/// Makes `log` hold every entry up to `index` durably, before a snapshot at `index` is saved. A
+/// snapshot carries no records: it says where the log starts, and openraft purges the log up to
+/// it, so a snapshot past the log's durable end would, after a power loss, claim records the log
+/// no longer holds. Retention's targets lie at sealed (synced) segments, but the applied state
+/// of a leader may run ahead of its own sync (its followers' acknowledgements commit an entry
+/// first, `docs/internals/leader-flush-overlap.md`, H7), and so may that of a log with `fsync`
+/// other than `always`.
+async fn durable_through(log: Arc<quipu_storage::Log>, index: u64) -> Result<(), SnapshotError> {
+    if index < log.durable_next_index() {
+        return Ok(());
+    }
+    let syncing = Arc::clone(&log);
+    tokio::task::spawn_blocking(move || syncing.sync_to(index + 1))
+        .await
+        .map_err(|source| SnapshotError::SyncStopped { index, source })?
+        .map_err(|source| SnapshotError::Sync { index, source })?;
+    let durable_next = log.durable_next_index();
+    if index < durable_next {
+        Ok(())
+    } else {
+        Err(SnapshotError::NotInLog {
+            index,
+            durable_next,
+        })
+    }
+}
+
+/// Why a snapshot was not built.
+#[derive(Debug, thiserror::Error)]
+enum SnapshotError {
+    /// The blocking task syncing the log did not finish.
+    #[error("the sync of the log through index {index} before a snapshot stopped")]
+    SyncStopped {
+        index: u64,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The log's sync failed.
+    #[error("the log could not be synced through index {index} before a snapshot")]
+    Sync {
+        index: u64,
+        #[source]
+        source: quipu_storage::SyncError,
+    },
+    /// The log does not hold the entry the snapshot would end at (an applied entry it lost).
+    #[error("a snapshot at index {index} refused: the log holds entries only below {durable_next}")]
+    NotInLog { index: u64, durable_next: u64 },
+}
+
+impl From<SnapshotError> for StorageError<NodeId> {
+    fn from(error: SnapshotError) -> Self {
+        snapshot_error(error)
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for PartitionStateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         // openraft runs a build beside an install: both write the snapshot file one at a time,
         // and a snapshot never replaces a newer one.
         let _writing = self.snapshot_io.lock().await;
         let target = self.shared.take_snapshot_target();
-        let (meta, data) = {
+        let (meta, data, log) = {
             let mut state = self.lock();
             let current = state
                 .snapshot
@@ -369,8 +425,12 @@ impl RaftSnapshotBuilder<TypeConfig> for PartitionStateMachine {
             (
                 meta,
                 encode_state(&applied, &tables).map_err(snapshot_error)?,
+                state.checkpoints.as_ref().map(|c| Arc::clone(&c.log)),
             )
         };
+        if let (Some(log), Some(last)) = (log, meta.last_log_id) {
+            durable_through(log, last.index).await?;
+        }
         self.file.save(&meta, &data).await?;
         if let Some(last) = meta.last_log_id {
             let (applied, _) = decode_state::<Applied>(&data).map_err(snapshot_error)?;

@@ -727,3 +727,56 @@ async fn a_leaders_vote_comes_back_uncommitted_after_a_crash_and_committed_after
         Some(Vote::new(2, common::NODE))
     );
 }
+
+/// A snapshot never names an entry the log could still lose (H7 in
+/// `docs/internals/leader-flush-overlap.md`): a build whose applied state runs past the log's
+/// durable end syncs the log first, so a power loss right after keeps every entry it covers.
+#[tokio::test]
+async fn a_snapshot_past_the_durable_end_syncs_the_log_before_it_is_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // A log that does not sync its appends, as a leader's log whose own sync has not run
+        // yet while its followers' acknowledgements commit the entries.
+        let config = LogConfig {
+            fsync: quipu_storage::FsyncPolicy::Never,
+            ..LogConfig::default()
+        };
+        let log = Arc::new(Log::open(dir.path(), config).unwrap());
+        let shared = Arc::new(quipu_raft::shared::PartitionShared::default());
+        let mut store = LogStore::open(Arc::clone(&log), Arc::clone(&shared), common::NODE)
+            .await
+            .unwrap();
+        let mut sm = PartitionStateMachine::open(dir.path().to_path_buf(), Arc::clone(&shared))
+            .await
+            .unwrap();
+        sm.with_checkpoints(Arc::clone(&log)).await.unwrap();
+        let mut entries = vec![membership(1, 0)];
+        entries.extend((1..=5).map(|i| records(1, i, batch(10))));
+        store.blocking_append(entries).await.unwrap();
+        let read = store.try_get_log_entries(0..6).await.unwrap();
+        sm.apply(read).await.unwrap();
+        assert!(log.durable_next_index() <= 5, "nothing synced the appends");
+        let snapshot = snapshot(&mut sm).await;
+        assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 5)));
+        assert!(log.durable_next_index() > 5, "the build synced the log");
+        // Dropped without a close: a crash.
+    }
+    power_loss(dir.path(), PowerLoss::LoseUnsynced).unwrap();
+    let (log, _store, mut sm, shared) = open(dir.path()).await;
+    assert_eq!(
+        sm.applied_state().await.unwrap().0,
+        Some(log_id(1, 5)),
+        "restarted from the snapshot"
+    );
+    assert_eq!(
+        log.next_index(),
+        6,
+        "the log still holds every entry the snapshot covers"
+    );
+    assert_eq!(
+        log.read_entries(1, 6, u64::MAX).unwrap().len(),
+        5,
+        "and their records"
+    );
+    assert_eq!(shared.high_watermark(), 50);
+}
