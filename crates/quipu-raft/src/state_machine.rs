@@ -388,7 +388,7 @@ impl RaftSnapshotBuilder<TypeConfig> for PartitionStateMachine {
         // and a snapshot never replaces a newer one.
         let _writing = self.snapshot_io.lock().await;
         let target = self.shared.take_snapshot_target();
-        let (meta, data, log) = {
+        let (meta, data, log, current) = {
             let mut state = self.lock();
             let current = state
                 .snapshot
@@ -426,9 +426,14 @@ impl RaftSnapshotBuilder<TypeConfig> for PartitionStateMachine {
                 meta,
                 encode_state(&applied, &tables).map_err(snapshot_error)?,
                 state.checkpoints.as_ref().map(|c| Arc::clone(&c.log)),
+                current,
             )
         };
-        if let (Some(log), Some(last)) = (log, meta.last_log_id) {
+        // A snapshot at or below the one this replica holds claims nothing new (after an install
+        // past the log's end, the log restarts after it only at the next append).
+        if let (Some(log), Some(last)) = (log, meta.last_log_id)
+            && current.is_none_or(|current| last.index > current.index)
+        {
             durable_through(log, last.index).await?;
         }
         self.file.save(&meta, &data).await?;

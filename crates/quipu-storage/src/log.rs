@@ -690,19 +690,15 @@ impl Log {
 
     /// All indexes below this are durable.
     pub fn durable_next_index(&self) -> u64 {
-        let (generation, log_next, first) = {
-            let state = self.read_state();
-            (
-                state.generation,
-                state.active().next_index,
-                state.first().header.base_index,
-            )
-        };
+        // Both read under the state lock (lock order: state, then sync): a truncation or reset
+        // between the two reads would otherwise make a durable log look durable only up to its
+        // first index.
+        let state = self.read_state();
         let sync = self.sync.lock().expect("sync lock poisoned by a panic");
-        if sync.generation == generation {
-            sync.durable_next.min(log_next)
+        if sync.generation == state.generation {
+            sync.durable_next.min(state.active().next_index)
         } else {
-            first
+            state.first().header.base_index
         }
     }
 
