@@ -294,6 +294,113 @@ async fn offset_for_leader_epoch_tells_where_a_term_ends() {
     cluster.stop().await;
 }
 
+/// A fetch above the high watermark but within the leader's log (a new leader's high watermark
+/// lags what consumers were shown until it applies its first entry) gets no records and no
+/// error, as Kafka's leader answers; only a fetch beyond the log's end is out of range. Answering
+/// it out of range sent a consumer back to its reset policy (found by the fault-injection
+/// suite: a group member reset to offset 0 and committed it after a leader change).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_above_the_high_watermark_within_the_log_is_not_out_of_range() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, FetchResponse};
+    let cluster = Cluster::start(KafkaConfig::default()).await;
+    cluster.any().create_topic("ahead", 1, 3).await.unwrap();
+    cluster.wait_for_leaders("ahead").await;
+    let group = cluster
+        .any()
+        .with_metadata(|m| m.topic("ahead").unwrap().partitions[0].group);
+    let leader = cluster
+        .nodes
+        .iter()
+        .position(|n| {
+            n.node.as_ref().is_some_and(|node| {
+                node.partition(quipu_node::GroupId(group))
+                    .is_some_and(|p| p.is_leader())
+            })
+        })
+        .unwrap();
+    let partition = cluster.nodes[leader]
+        .node
+        .as_ref()
+        .unwrap()
+        .partition(quipu_node::GroupId(group))
+        .unwrap();
+    let batch = |value: &str| {
+        let mut builder = quipu_record::BatchBuilder::new(0, quipu_record::Compression::None);
+        builder.push(0, None, Some(value.as_bytes()), &[]);
+        builder.build().unwrap()
+    };
+    for value in ["a", "b", "c"] {
+        partition.produce(batch(value)).await.unwrap();
+    }
+    // Cut off, the leader appends a batch it cannot commit: its log ends above its high
+    // watermark.
+    cluster.nodes[leader]
+        .node
+        .as_ref()
+        .unwrap()
+        .set_isolated(true);
+    let stranded = {
+        let partition = std::sync::Arc::clone(&partition);
+        tokio::spawn(async move { partition.produce(batch("d")).await })
+    };
+    cluster
+        .wait_for("the stranded append", |_| {
+            partition.log_end_offset().0 > partition.high_watermark().0
+        })
+        .await;
+    let (high_watermark, log_end) = (partition.high_watermark().0, partition.log_end_offset().0);
+    assert_eq!((high_watermark, log_end), (3, 4));
+
+    let mut stream = TcpStream::connect(&cluster.nodes[leader].kafka_addr)
+        .await
+        .unwrap();
+    let fetch = |offset: i64| {
+        FetchRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_static_str("ahead")))
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(0)
+                            .with_current_leader_epoch(-1)
+                            .with_fetch_offset(offset)
+                            .with_log_start_offset(-1)
+                            .with_partition_max_bytes(1 << 20),
+                    ]),
+            ])
+    };
+    let mut answers = Vec::new();
+    for (id, offset) in [(1, 3), (2, 4), (3, 5)] {
+        stream
+            .write_all(&frame(ApiKey::Fetch, 12, id, &fetch(offset)))
+            .await
+            .unwrap();
+        let (_, answer): (i32, FetchResponse) =
+            decode(ApiKey::Fetch, 12, response(&mut stream).await.unwrap());
+        let result = &answer.responses[0].partitions[0];
+        let records = result.records.as_ref().map_or(0, |r| r.len());
+        answers.push((result.error_code, result.high_watermark, records));
+    }
+    // At the high watermark and above it within the log: nothing yet, no error. Beyond the
+    // log's end: OFFSET_OUT_OF_RANGE (1).
+    assert_eq!(answers[0], (0, 3, 0));
+    assert_eq!(answers[1], (0, 3, 0));
+    assert_eq!(answers[2].0, 1);
+    cluster.nodes[leader]
+        .node
+        .as_ref()
+        .unwrap()
+        .set_isolated(false);
+    let _ = stranded.await;
+    cluster.stop().await;
+}
+
 /// Pins the abort found by the `kafka_request` fuzz target: a 17-byte DeleteRecords-shaped
 /// frame whose array claims 2^31 elements made `kafka-protocol` ask for 62 GB up front. The
 /// listener closes that connection and goes on answering.
