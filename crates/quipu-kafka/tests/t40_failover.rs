@@ -73,14 +73,7 @@ async fn an_idempotent_kcat_producer_goes_through_a_leader_crash() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    let leader_at = |cluster: &Cluster| {
-        cluster.nodes.iter().position(|n| {
-            n.node.as_ref().is_some_and(|node| {
-                node.partition(quipu_node::GroupId(group))
-                    .is_some_and(|p| p.is_leader())
-            })
-        })
-    };
+    let leader_at = |cluster: &Cluster| cluster.leader_index(group);
     let written = async {
         for i in 0..COUNT {
             stdin
@@ -188,16 +181,7 @@ async fn failover(mode: &str) {
                 // Stop the leader's node: as a crash would (no handoff, logs not closed) for the
                 // idempotent producer, whose in-flight requests then have unknown outcomes and
                 // are retried; gracefully for the other, which cannot retry.
-                let leader = cluster
-                    .nodes
-                    .iter()
-                    .position(|n| {
-                        n.node.as_ref().is_some_and(|node| {
-                            node.partition(quipu_node::GroupId(group))
-                                .is_some_and(|p| p.is_leader())
-                        })
-                    })
-                    .unwrap();
+                let leader = cluster.leader_index(group).unwrap();
                 if idempotent {
                     cluster.nodes[leader].crash().await;
                 } else {

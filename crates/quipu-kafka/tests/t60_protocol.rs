@@ -213,14 +213,7 @@ async fn offset_for_leader_epoch_tells_where_a_term_ends() {
     let group = cluster
         .any()
         .with_metadata(|m| m.topic("epochs").unwrap().partitions[0].group);
-    let leader_of = |cluster: &Cluster| {
-        cluster.nodes.iter().position(|n| {
-            n.node.as_ref().is_some_and(|node| {
-                node.partition(quipu_node::GroupId(group))
-                    .is_some_and(|p| p.is_leader())
-            })
-        })
-    };
+    let leader_of = |cluster: &Cluster| cluster.leader_index(group);
     let batch = |value: &str| {
         let mut builder = quipu_record::BatchBuilder::new(0, quipu_record::Compression::None);
         let now = std::time::SystemTime::now()
@@ -309,22 +302,8 @@ async fn a_fetch_above_the_high_watermark_within_the_log_is_not_out_of_range() {
     let group = cluster
         .any()
         .with_metadata(|m| m.topic("ahead").unwrap().partitions[0].group);
-    let leader = cluster
-        .nodes
-        .iter()
-        .position(|n| {
-            n.node.as_ref().is_some_and(|node| {
-                node.partition(quipu_node::GroupId(group))
-                    .is_some_and(|p| p.is_leader())
-            })
-        })
-        .unwrap();
-    let partition = cluster.nodes[leader]
-        .node
-        .as_ref()
-        .unwrap()
-        .partition(quipu_node::GroupId(group))
-        .unwrap();
+    let leader = cluster.leader_index(group).unwrap();
+    let partition = cluster.leader_replica(group).unwrap();
     let batch = |value: &str| {
         let mut builder = quipu_record::BatchBuilder::new(0, quipu_record::Compression::None);
         builder.push(0, None, Some(value.as_bytes()), &[]);

@@ -230,6 +230,16 @@ impl Cluster {
         }
     }
 
+    /// The index in `nodes` of the running node whose replica of partition group `group` leads.
+    pub fn leader_index(&self, group: u64) -> Option<usize> {
+        self.nodes.iter().position(|n| {
+            n.node.as_ref().is_some_and(|node| {
+                node.partition(quipu_node::GroupId(group))
+                    .is_some_and(|p| p.is_leader())
+            })
+        })
+    }
+
     /// The replica of partition group `group` that leads, on whichever running node holds it.
     pub fn leader_replica(&self, group: u64) -> Option<std::sync::Arc<quipu_node::Partition>> {
         self.nodes
