@@ -77,7 +77,10 @@ pub fn supported_apis() -> [SupportedApi; 40] {
             max: FetchRequest::VERSIONS.max,
             note: "long poll (min_bytes, max_wait_ms up to 30 s); the first batch whole; no fetch \
                    sessions (session id 0); read_uncommitted and read_committed read the same \
-                   (no transactions)",
+                   (no transactions); OFFSET_OUT_OF_RANGE only below the log start offset or \
+                   beyond the leader's log end offset: a fetch above the high watermark but \
+                   within the log (a new leader's high watermark lags until it applies its \
+                   first entry) waits, as Kafka's leader does",
         },
         SupportedApi {
             key: ApiKey::ListOffsets,
