@@ -252,18 +252,14 @@ impl Data for DataService {
                 None,
             ));
         }
-        // Beyond the log's end, not the high watermark: a new leader knows its high watermark
-        // only once it applied its first entry, and a consumer's position (at most a high
-        // watermark it was shown) may lie above it until then. Such a fetch waits, as Kafka's
-        // does; answering it out of range would send the consumer back to its reset policy.
-        let log_end = partition.log_end_offset();
-        if request.offset > log_end.0 {
+        let most = partition.fetch_offset_max();
+        if request.offset > most.0 {
             return Err(status(
                 Code::OutOfRange,
                 ErrorReason::OffsetOutOfRange,
                 format!(
                     "offset {} is beyond the log end offset {}",
-                    request.offset, log_end.0
+                    request.offset, most.0
                 ),
                 None,
             ));

@@ -204,12 +204,8 @@ async fn read_one(
         .with_high_watermark(kafka_offset(high_watermark))
         .with_last_stable_offset(kafka_offset(high_watermark))
         .with_log_start_offset(kafka_offset(log_start));
-    // Out of range only beyond the log's end (as Kafka's leader): a new leader's high watermark
-    // may lag a position a consumer was shown until it applies its first entry; such a fetch
-    // gets no records yet.
-    let log_end = replica.log_end_offset();
     let offset = match u64::try_from(wanted.offset) {
-        Ok(offset) if (log_start.0..=log_end.0.max(high_watermark.0)).contains(&offset) => offset,
+        Ok(offset) if (log_start.0..=replica.fetch_offset_max().0).contains(&offset) => offset,
         _ => {
             return (
                 data.with_error_code(ResponseError::OffsetOutOfRange.code()),

@@ -785,7 +785,7 @@ async fn a_snapshot_past_the_durable_end_syncs_the_log_before_it_is_saved() {
 /// it only at the next append) claims nothing new: it is built, not refused for the log's end.
 #[tokio::test]
 async fn a_snapshot_built_right_after_an_install_past_the_log_end_is_not_refused() {
-    let (_leader_dir, snapshot) = leader_snapshot_at_9().await;
+    let (_leader_dir, leaders) = leader_snapshot_at_9().await;
     let dir = tempfile::tempdir().unwrap();
     let (log, mut store, mut sm, _shared) = open(dir.path()).await;
     sm.with_checkpoints(Arc::clone(&log)).await.unwrap();
@@ -796,18 +796,13 @@ async fn a_snapshot_built_right_after_an_install_past_the_log_end_is_not_refused
         .unwrap();
     store.purge(log_id(1, 9)).await.unwrap();
     let mut data = sm.begin_receiving_snapshot().await.unwrap();
-    *data = *snapshot.snapshot.clone();
-    sm.install_snapshot(&snapshot.meta, data).await.unwrap();
+    *data = *leaders.snapshot.clone();
+    sm.install_snapshot(&leaders.meta, data).await.unwrap();
     assert_eq!(
         log.next_index(),
         3,
         "the log restarts only at the next append"
     );
-    let built = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let built = snapshot(&mut sm).await;
     assert_eq!(built.meta.last_log_id, Some(log_id(1, 9)));
 }

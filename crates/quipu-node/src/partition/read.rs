@@ -37,6 +37,16 @@ impl Partition {
         Ok(())
     }
 
+    /// The highest offset a fetch may start at without being out of range (Kafka's rule for a
+    /// leader: its log's end, not its high watermark). A new leader knows its high watermark
+    /// only once it applied its first entry, so a consumer's position (at most a high watermark
+    /// it was shown) may lie above it until then: such a fetch gets nothing yet and waits. The
+    /// high watermark counts if it is ahead (a log that restarts after an installed snapshot
+    /// only at its next append).
+    pub fn fetch_offset_max(&self) -> Offset {
+        self.log_end_offset().max(self.high_watermark())
+    }
+
     /// Committed record batches from the one holding `from` on, at most about `max_bytes` (the
     /// first batch comes whole), read on the leader only.
     pub async fn fetch(&self, from: Offset, max_bytes: u64) -> Result<Vec<Entry>, FetchError> {
