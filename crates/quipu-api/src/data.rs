@@ -10,7 +10,8 @@ use quipu_proto::v1::data_server::Data;
 use quipu_proto::v1::{
     Acks, ErrorReason, FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse,
     ListOffsetsRequest, ListOffsetsResponse, OffsetSpec, ProduceRequest, ProduceResponse,
-    ProduceStreamItem, ProduceStreamResponse, ReadReplicaRequest, ReadReplicaResponse,
+    ProduceSessionReply, ProduceSessionRequest, ProduceStreamItem, ProduceStreamResponse,
+    ReadReplicaRequest, ReadReplicaResponse,
 };
 use quipu_storage::Offset;
 use tokio_stream::{Stream, StreamExt};
@@ -25,6 +26,10 @@ use crate::error::{
 
 /// Most produce requests on one `ProduceStream`.
 pub const PRODUCE_STREAM_REQUESTS_MAX: usize = 10_000;
+/// Most requests of one `ProduceSession` read and not yet answered: the session reads no more
+/// until answers go out (the producer's own limit is its buffer, 512 batches of 64 KiB by
+/// default).
+pub const PRODUCE_SESSION_IN_FLIGHT_MAX: usize = 1_024;
 /// Most bytes of batches in one fetch message.
 pub const FETCH_BYTES_MAX: u32 = 16 * 1024 * 1024;
 /// Longest `max_wait_ms` of a fetch.
@@ -44,6 +49,8 @@ const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct DataService {
     pub node: NodeHandle,
     pub gate: Arc<Gate>,
+    /// True once the server stops: produce sessions then read no more requests.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl DataService {
@@ -228,6 +235,24 @@ impl Data for DataService {
         Ok(Response::new(ProduceStreamResponse { items }))
     }
 
+    type ProduceSessionStream =
+        tokio_stream::wrappers::ReceiverStream<Result<ProduceSessionReply, Status>>;
+
+    async fn produce_session(
+        &self,
+        request: Request<Streaming<ProduceSessionRequest>>,
+    ) -> Result<Response<Self::ProduceSessionStream>, Status> {
+        let who = self.gate.principal(&request).await?;
+        let requests = request.into_inner();
+        // Room for every answer a full window can owe, so an answer waits for the client only
+        // when it stopped reading.
+        let (tx, rx) = tokio::sync::mpsc::channel(PRODUCE_SESSION_IN_FLIGHT_MAX);
+        tokio::spawn(serve_session(self.clone(), who, requests, tx));
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+
     type FetchStream = FetchStream;
 
     async fn fetch(
@@ -346,6 +371,84 @@ impl Data for DataService {
             log_start_offset: partition.log_start_offset().0,
             leader: partition.is_leader(),
         }))
+    }
+}
+
+/// Reads a produce session's requests in order and produces each on a task of its own (so
+/// requests for different partitions proceed side by side, as separate `Produce` calls would),
+/// each answer going out with its id as soon as it is ready. At most
+/// [`PRODUCE_SESSION_IN_FLIGHT_MAX`] requests are read and unanswered at once. Ends when the
+/// client ends its side (after the last answer), when the stream breaks, or when the server
+/// stops: then it reads no more, sends every answer it owes, and ends with SHUTTING_DOWN, so a
+/// request left unanswered was never read.
+async fn serve_session(
+    service: DataService,
+    who: quipu_node::Principal,
+    mut requests: Streaming<ProduceSessionRequest>,
+    tx: tokio::sync::mpsc::Sender<Result<ProduceSessionReply, Status>>,
+) {
+    let window = Arc::new(tokio::sync::Semaphore::new(PRODUCE_SESSION_IN_FLIGHT_MAX));
+    let who = Arc::new(who);
+    let mut stopping = service.stopping.clone();
+    let stopped = loop {
+        let permit = tokio::select! {
+            biased;
+            _ = stopping.wait_for(|stopping| *stopping) => break true,
+            permit = Arc::clone(&window).acquire_owned() => {
+                permit.expect("the session's window is never closed")
+            }
+        };
+        let next = tokio::select! {
+            biased;
+            _ = stopping.wait_for(|stopping| *stopping) => break true,
+            next = requests.message() => next,
+        };
+        let message = match next {
+            Ok(Some(message)) => message,
+            // The client ended its side, or the stream broke (then no answer can reach it).
+            Ok(None) | Err(_) => break false,
+        };
+        let (service, who, tx) = (service.clone(), Arc::clone(&who), tx.clone());
+        tokio::spawn(async move {
+            let id = message.id;
+            let answer = match message.request {
+                Some(request) => service.produce_one(&who, request).await,
+                None => Err(invalid("a produce session request without a request")),
+            };
+            let reply = match answer {
+                Ok(response) => ProduceSessionReply {
+                    id,
+                    response: Some(response),
+                    status_code: 0,
+                    status_message: String::new(),
+                    status_details: Vec::new(),
+                },
+                Err(status) => ProduceSessionReply {
+                    id,
+                    response: None,
+                    status_code: status.code() as i32,
+                    status_message: status.message().to_string(),
+                    status_details: status.details().to_vec(),
+                },
+            };
+            // A client that went away gets nothing.
+            let _ = tx.send(Ok(reply)).await;
+            drop(permit);
+        });
+    };
+    if stopped {
+        // Every request read is answered first: the window is whole again only once they are.
+        let all = u32::try_from(PRODUCE_SESSION_IN_FLIGHT_MAX).expect("the window fits in u32");
+        let _ = window.acquire_many(all).await;
+        let _ = tx
+            .send(Err(status(
+                Code::Unavailable,
+                ErrorReason::ShuttingDown,
+                "the node is stopping: every request it read on this session was answered, \
+                 the rest were not read (nothing was done for them)",
+                None,
+            )))
+            .await;
     }
 }
 

@@ -76,6 +76,13 @@ pub async fn serve_tls(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let gate = std::sync::Arc::new(auth::Gate::new(node.clone(), tls.is_some()));
+    // A stop also ends the produce sessions, which a graceful shutdown would otherwise wait for
+    // (a producer keeps its session open for as long as it lives).
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
     let admin = AdminServer::new(admin::AdminService {
         node: node.clone(),
         gate: gate.clone(),
@@ -88,9 +95,13 @@ pub async fn serve_tls(
     })
     .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
     .max_encoding_message_size(API_MESSAGE_BYTES_MAX);
-    let data = DataServer::new(data::DataService { node, gate })
-        .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(API_MESSAGE_BYTES_MAX);
+    let data = DataServer::new(data::DataService {
+        node,
+        gate,
+        stopping,
+    })
+    .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
+    .max_encoding_message_size(API_MESSAGE_BYTES_MAX);
     let connections = quipu_node::ConnectionLimits::new(
         limits.connections_max,
         limits.connections_per_address_max,

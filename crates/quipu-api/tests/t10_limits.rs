@@ -4,8 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::Api;
 use quipu_api::ApiLimits;
-use quipu_node::{Node, NodeConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -19,49 +21,6 @@ async fn answered(addr: std::net::SocketAddr) -> (bool, TcpStream) {
     let mut byte = [0u8; 1];
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte)).await;
     (matches!(read, Ok(Ok(n)) if n > 0), stream)
-}
-
-/// A one-node cluster serving the client API with `limits`, stopped by [`Api::stop`].
-struct Api {
-    node: Node,
-    addr: std::net::SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Api {
-    async fn start(limits: ApiLimits) -> Api {
-        let dir = tempfile::tempdir().unwrap();
-        let node = Node::start(NodeConfig::new(
-            1,
-            dir.path().to_path_buf(),
-            "127.0.0.1:0".parse().unwrap(),
-        ))
-        .await
-        .unwrap();
-        node.join(vec![(1, node.addr().to_string())]).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(quipu_api::serve(node.handle(), listener, limits, async {
-            let _ = stopped.await;
-        }));
-        Api {
-            node,
-            addr,
-            stop,
-            server,
-            _dir: dir,
-        }
-    }
-
-    /// Stops the API (a graceful stop waits for open connections: close them first) and the node.
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.server.await;
-        self.node.stop().await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

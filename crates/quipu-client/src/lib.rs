@@ -21,6 +21,7 @@ mod groups;
 mod idempotent;
 mod murmur2;
 mod producer;
+mod session;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,8 @@ use quipu_proto::v1::{
     AlterUsersRequest, ListUsersRequest, ScramMechanism, UserCredentialDelete, UserCredentialUpsert,
 };
 use tonic::transport::{Channel, Endpoint};
+
+use crate::session::Attempt;
 
 /// Bytes of the random salt of a new credential.
 const SALT_BYTES: usize = 16;
@@ -201,6 +204,8 @@ struct Inner {
     /// Addresses to try for calls any node answers: the bootstrap list, then every node learnt.
     addrs: Mutex<Vec<String>>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Each node's produce session, by API address (`session.rs`).
+    sessions: Mutex<HashMap<String, Arc<session::Session>>>,
     authorization: Authorization,
     /// Leader API address of (topic, partition), as last learnt.
     leaders: Mutex<HashMap<(String, u32), String>>,
@@ -242,6 +247,7 @@ impl Client {
                 config,
                 addrs: Mutex::new(addrs),
                 channels: Mutex::new(HashMap::new()),
+                sessions: Mutex::new(HashMap::new()),
                 leaders: Mutex::new(HashMap::new()),
                 learning: Mutex::new(HashMap::new()),
             }),
@@ -301,6 +307,26 @@ impl Client {
         Ok(DataClient::new(self.rpc(addr)?)
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
             .max_encoding_message_size(MESSAGE_BYTES_MAX))
+    }
+
+    /// The produce session to `addr`: the open one, or a new one if it ended. `None` when the
+    /// node does not serve sessions (an older version): then produce calls go one by one.
+    fn session(&self, addr: &str) -> Result<Option<Arc<session::Session>>, ClientError> {
+        let mut sessions = self
+            .inner
+            .sessions
+            .lock()
+            .expect("client sessions lock poisoned by a panic");
+        if let Some(session) = sessions.get(addr) {
+            match session.ended() {
+                None => return Ok(Some(Arc::clone(session))),
+                Some(ended) if ended.code() == tonic::Code::Unimplemented => return Ok(None),
+                Some(_) => {}
+            }
+        }
+        let session = Arc::new(session::Session::open(self.data(addr)?));
+        sessions.insert(addr.to_string(), Arc::clone(&session));
+        Ok(Some(session))
     }
 
     fn addrs(&self) -> Vec<String> {
@@ -923,16 +949,48 @@ impl Client {
         F: Fn(DataClient<Rpc>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.try_leader_until(topic, partition, idempotent, patience, |addr| {
+            let data = self.data(addr).map(&call);
+            async move {
+                match data {
+                    Ok(called) => called
+                        .await
+                        .map(tonic::Response::into_inner)
+                        .map_err(Attempt::Status),
+                    Err(e) => Err(Attempt::Fatal(e)),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Tries `attempt` on the partition's leader (its API address) until it succeeds or fails
+    /// for good, following "not leader" answers and retrying for at most `patience` what can be
+    /// retried (see the crate documentation).
+    async fn try_leader_until<T, F, Fut>(
+        &self,
+        topic: &str,
+        partition: u32,
+        idempotent: bool,
+        patience: Duration,
+        attempt: F,
+    ) -> Result<T, ClientError>
+    where
+        F: Fn(&str) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Attempt>>,
+    {
         let deadline = tokio::time::Instant::now() + patience;
         let mut backoff = self.inner.config.retry_backoff;
         loop {
             let addr = self.route(topic, partition).await?;
-            let failure = match call(self.data(&addr)?).await {
-                Ok(response) => return Ok(response.into_inner()),
-                Err(status) => {
+            let failure = match attempt(&addr).await {
+                Ok(answer) => return Ok(answer),
+                Err(Attempt::Status(status)) => {
                     tracing::debug!(%topic, partition, %addr, code = ?status.code(), message = status.message(), "data call failed");
                     classify(&status, idempotent)
                 }
+                Err(Attempt::NotSent(e)) => Failure::Retry(e),
+                Err(Attempt::Fatal(e)) => return Err(e),
             };
             let last = match failure {
                 Failure::Fatal(e) => return Err(e),
@@ -978,8 +1036,9 @@ impl Client {
             .map(|r| r.base_offset)
     }
 
-    /// One produce call on the partition's leader, retried as [`Client::on_leader_until`]
-    /// retries (`idempotent`: also when its outcome is unknown).
+    /// One produce request on the partition's leader, on the leader's produce session
+    /// (`session.rs`), retried as [`Client::try_leader_until`] retries (`idempotent`: also when
+    /// its outcome is unknown).
     async fn send_batch(
         &self,
         topic: &str,
@@ -995,9 +1054,24 @@ impl Client {
             acks: acks as i32,
             record_batch: batch,
         };
-        self.on_leader_until(topic, partition, idempotent, patience, |mut c| {
+        let timeout = self.inner.config.request_timeout;
+        self.try_leader_until(topic, partition, idempotent, patience, |addr| {
             let request = request.clone();
-            async move { c.produce(request).await }
+            // The node's session, or a data client for a node that serves none.
+            let route = self.session(addr).and_then(|session| match session {
+                Some(session) => Ok(Ok(session)),
+                None => self.data(addr).map(Err),
+            });
+            async move {
+                match route.map_err(Attempt::Fatal)? {
+                    Ok(session) => session.produce(request, timeout).await,
+                    Err(mut data) => data
+                        .produce(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                        .map_err(Attempt::Status),
+                }
+            }
         })
         .await
     }

@@ -237,7 +237,7 @@ fn probes_and_metrics_describe_the_node() {
             "quipu_grpc_request_duration_seconds_count{method=\"Data/Produce\"}"
         )
         .is_some()
-            || scrape.contains("method=\"Data/ProduceStream\""),
+            || scrape.contains("method=\"Data/ProduceSession\""),
         "{scrape}"
     );
     assert!(sample(&scrape, "quipu_disk_free_bytes").unwrap() > 0.0);
