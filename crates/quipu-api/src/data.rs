@@ -30,6 +30,12 @@ pub const PRODUCE_STREAM_REQUESTS_MAX: usize = 10_000;
 /// until answers go out (the producer's own limit is its buffer, 512 batches of 64 KiB by
 /// default).
 pub const PRODUCE_SESSION_IN_FLIGHT_MAX: usize = 1_024;
+/// Most bytes of record batches of one `ProduceSession` read and not yet answered (one larger
+/// request is read alone).
+pub const PRODUCE_SESSION_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Longest a session that ends (the server stops, a request cannot be read) waits for the
+/// answers it owes to go out before it drops them.
+const PRODUCE_SESSION_DRAIN: Duration = Duration::from_secs(10);
 /// Most bytes of batches in one fetch message.
 pub const FETCH_BYTES_MAX: u32 = 16 * 1024 * 1024;
 /// Longest `max_wait_ms` of a fetch.
@@ -377,39 +383,73 @@ impl Data for DataService {
 /// Reads a produce session's requests in order and produces each on a task of its own (so
 /// requests for different partitions proceed side by side, as separate `Produce` calls would),
 /// each answer going out with its id as soon as it is ready. At most
-/// [`PRODUCE_SESSION_IN_FLIGHT_MAX`] requests are read and unanswered at once. Ends when the
-/// client ends its side (after the last answer), when the stream breaks, or when the server
-/// stops: then it reads no more, sends every answer it owes, and ends with SHUTTING_DOWN, so a
-/// request left unanswered was never read.
+/// [`PRODUCE_SESSION_IN_FLIGHT_MAX`] requests and [`PRODUCE_SESSION_BYTES_MAX`] bytes of them are
+/// read and unanswered at once. When the client ends its side, the answers owed still go out.
+/// When the server stops, or a request cannot be read (the stream broke, or a message did not
+/// decode), it reads no more, waits at most [`PRODUCE_SESSION_DRAIN`] for the answers it owes to
+/// go out, then ends the stream with an error that says the requests left unanswered were not
+/// read (SHUTTING_DOWN, or INVALID_ARGUMENT naming what could not be read). If the answers owed
+/// do not go out in that time (a client that stopped reading them), it drops them and ends the
+/// stream with no such claim.
 async fn serve_session(
     service: DataService,
     who: quipu_node::Principal,
     mut requests: Streaming<ProduceSessionRequest>,
     tx: tokio::sync::mpsc::Sender<Result<ProduceSessionReply, Status>>,
 ) {
-    let window = Arc::new(tokio::sync::Semaphore::new(PRODUCE_SESSION_IN_FLIGHT_MAX));
+    let count = Arc::new(tokio::sync::Semaphore::new(PRODUCE_SESSION_IN_FLIGHT_MAX));
+    let bytes = Arc::new(tokio::sync::Semaphore::new(PRODUCE_SESSION_BYTES_MAX));
     let who = Arc::new(who);
     let mut stopping = service.stopping.clone();
-    let stopped = loop {
-        let permit = tokio::select! {
+    let mut tasks = tokio::task::JoinSet::new();
+    let end = loop {
+        // Finished tasks leave the set as they go.
+        while tasks.try_join_next().is_some() {}
+        let counted = tokio::select! {
             biased;
-            _ = stopping.wait_for(|stopping| *stopping) => break true,
-            permit = Arc::clone(&window).acquire_owned() => {
+            _ = stopping.wait_for(|stopping| *stopping) => break Some(stopping_status()),
+            permit = Arc::clone(&count).acquire_owned() => {
                 permit.expect("the session's window is never closed")
             }
         };
         let next = tokio::select! {
             biased;
-            _ = stopping.wait_for(|stopping| *stopping) => break true,
+            _ = stopping.wait_for(|stopping| *stopping) => break Some(stopping_status()),
             next = requests.message() => next,
         };
         let message = match next {
             Ok(Some(message)) => message,
-            // The client ended its side, or the stream broke (then no answer can reach it).
-            Ok(None) | Err(_) => break false,
+            // The client ended its side: the answers owed still go out.
+            Ok(None) => break None,
+            Err(cause) => {
+                break Some(invalid(format!(
+                    "a request on this produce session could not be read ({}: {}); the \
+                     requests after the last answer were not read (nothing was done for them)",
+                    cause.code(),
+                    cause.message()
+                )));
+            }
+        };
+        // Its bytes count once read; a message larger than the whole window takes all of it.
+        let size = message
+            .request
+            .as_ref()
+            .map_or(0, |r| r.record_batch.len())
+            .clamp(1, PRODUCE_SESSION_BYTES_MAX);
+        let sized = tokio::select! {
+            biased;
+            _ = stopping.wait_for(|stopping| *stopping) => {
+                // Read, so it is answered: refused, as the node is stopping.
+                let (id, tx) = (message.id, tx.clone());
+                tasks.spawn(async move { let _ = tx.send(Ok(refused(id, &stopping_status()))).await; });
+                break Some(stopping_status());
+            }
+            permit = Arc::clone(&bytes).acquire_many_owned(
+                u32::try_from(size).expect("the session's byte window fits in u32"),
+            ) => permit.expect("the session's window is never closed"),
         };
         let (service, who, tx) = (service.clone(), Arc::clone(&who), tx.clone());
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let id = message.id;
             let answer = match message.request {
                 Some(request) => service.produce_one(&who, request).await,
@@ -423,32 +463,50 @@ async fn serve_session(
                     status_message: String::new(),
                     status_details: Vec::new(),
                 },
-                Err(status) => ProduceSessionReply {
-                    id,
-                    response: None,
-                    status_code: status.code() as i32,
-                    status_message: status.message().to_string(),
-                    status_details: status.details().to_vec(),
-                },
+                Err(status) => refused(id, &status),
             };
             // A client that went away gets nothing.
             let _ = tx.send(Ok(reply)).await;
-            drop(permit);
+            drop((counted, sized));
         });
     };
-    if stopped {
-        // Every request read is answered first: the window is whole again only once they are.
-        let all = u32::try_from(PRODUCE_SESSION_IN_FLIGHT_MAX).expect("the window fits in u32");
-        let _ = window.acquire_many(all).await;
-        let _ = tx
-            .send(Err(status(
-                Code::Unavailable,
-                ErrorReason::ShuttingDown,
-                "the node is stopping: every request it read on this session was answered, \
-                 the rest were not read (nothing was done for them)",
-                None,
-            )))
-            .await;
+    let Some(end) = end else {
+        // The tasks answer on their own; the stream ends after the last answer.
+        tasks.detach_all();
+        return;
+    };
+    let drained = tokio::time::timeout(PRODUCE_SESSION_DRAIN, async {
+        while tasks.join_next().await.is_some() {}
+        tx.send(Err(end)).await
+    })
+    .await;
+    if drained.is_err() {
+        // The client does not read its answers: they are dropped, and the stream ends without
+        // saying what was read.
+        tasks.abort_all();
+        tracing::debug!("a produce session's answers were not read in time: dropped");
+    }
+}
+
+/// The end of a session whose server stops.
+fn stopping_status() -> Status {
+    status(
+        Code::Unavailable,
+        ErrorReason::ShuttingDown,
+        "the node is stopping: every request it read on this session was answered, the rest \
+         were not read (nothing was done for them)",
+        None,
+    )
+}
+
+/// A session's answer that carries `status` for request `id`.
+fn refused(id: u64, status: &Status) -> ProduceSessionReply {
+    ProduceSessionReply {
+        id,
+        response: None,
+        status_code: status.code() as i32,
+        status_message: status.message().to_string(),
+        status_details: status.details().to_vec(),
     }
 }
 

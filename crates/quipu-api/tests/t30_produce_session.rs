@@ -168,3 +168,40 @@ async fn a_stopping_server_answers_what_it_read_then_ends_the_session() {
     drop((tx, replies, client));
     node.stop().await;
 }
+
+/// A message the node cannot read (over the 32 MiB a message may carry) ends the session after
+/// the answers owed, with INVALID_ARGUMENT saying the rest were not read; the requests before it
+/// were answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_message_ends_the_session_after_the_answers_owed() {
+    let api = Api::start(ApiLimits::default()).await;
+    api.node.create_topic("s", 1, 1).await.unwrap();
+    wait_leading(&api, "s").await;
+    let mut client = DataClient::connect(format!("http://{}", api.addr))
+        .await
+        .unwrap()
+        .max_encoding_message_size(64 * 1024 * 1024);
+    let (tx, rx) = mpsc::channel(16);
+    let mut replies = client
+        .produce_session(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(request(1, "s", 0, "a")).await.unwrap();
+    let reply = replies.message().await.unwrap().unwrap();
+    assert_eq!((reply.id, reply.status_code), (1, 0));
+    let mut oversized = request(2, "s", 0, "b");
+    oversized.request.as_mut().unwrap().record_batch =
+        bytes::Bytes::from(vec![0u8; quipu_api::API_MESSAGE_BYTES_MAX + 1]);
+    tx.send(oversized).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(30), replies.message())
+        .await
+        .expect("the session ends")
+        .unwrap_err();
+    assert_eq!(ended.code(), tonic::Code::InvalidArgument, "{ended:?}");
+    let detail = ErrorDetail::decode(ended.details()).unwrap();
+    assert_eq!(detail.reason, ErrorReason::InvalidArgument as i32);
+    assert!(ended.message().contains("not read"), "{ended:?}");
+    drop((tx, replies, client));
+    api.stop().await;
+}

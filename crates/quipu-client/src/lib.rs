@@ -86,6 +86,9 @@ const CONNECT_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Largest message the client sends or accepts.
 const MESSAGE_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// How often a connection with calls open is pinged, and how long an answer may take before the
+/// connection is taken for dead.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How a client retries and waits.
 #[derive(Debug, Clone)]
@@ -277,6 +280,10 @@ impl Client {
             .connect_timeout(Duration::from_secs(2))
             .timeout(self.inner.config.request_timeout)
             .tcp_nodelay(true)
+            // A connection that stopped answering is closed (its calls and produce sessions
+            // fail) instead of holding a session open that nothing reaches.
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_INTERVAL)
             .max_frame_size(quipu_proto::HTTP2_FRAME_BYTES_MAX);
         // With TLS the connector makes each connection (tonic speaks HTTP/2 over it).
         let channel = match &self.inner.config.tls {
@@ -990,6 +997,10 @@ impl Client {
                     classify(&status, idempotent)
                 }
                 Err(Attempt::NotSent(e)) => Failure::Retry(e),
+                // `send_batch` answers this itself; elsewhere nothing was sent.
+                Err(Attempt::Unsupported) => Failure::Retry(ClientError::Unavailable(format!(
+                    "{addr} does not serve produce sessions"
+                ))),
                 Err(Attempt::Fatal(e)) => return Err(e),
             };
             let last = match failure {
@@ -1058,19 +1069,20 @@ impl Client {
         self.try_leader_until(topic, partition, idempotent, patience, |addr| {
             let request = request.clone();
             // The node's session, or a data client for a node that serves none.
-            let route = self.session(addr).and_then(|session| match session {
-                Some(session) => Ok(Ok(session)),
-                None => self.data(addr).map(Err),
-            });
+            let session = self.session(addr);
+            let data = self.data(addr);
             async move {
-                match route.map_err(Attempt::Fatal)? {
-                    Ok(session) => session.produce(request, timeout).await,
-                    Err(mut data) => data
-                        .produce(request)
-                        .await
-                        .map(tonic::Response::into_inner)
-                        .map_err(Attempt::Status),
+                if let Some(session) = session.map_err(Attempt::Fatal)? {
+                    match session.produce(request.clone(), timeout).await {
+                        Err(Attempt::Unsupported) => {}
+                        answered => return answered,
+                    }
                 }
+                data.map_err(Attempt::Fatal)?
+                    .produce(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(Attempt::Status)
             }
         })
         .await

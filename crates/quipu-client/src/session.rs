@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prost::Message;
 use quipu_proto::v1::data_client::DataClient;
 use quipu_proto::v1::{
     ProduceRequest, ProduceResponse, ProduceSessionReply, ProduceSessionRequest,
@@ -24,8 +25,11 @@ pub(crate) enum Attempt {
     Status(tonic::Status),
     /// The request never left this client (the session had ended): worth retrying.
     NotSent(ClientError),
-    /// Final, before anything was sent (a bad address).
+    /// Final, before anything was sent (a bad address, a request too large to send).
     Fatal(ClientError),
+    /// The node does not serve sessions (an older version refused the stream), so nothing on
+    /// it was read: the request goes as a `Produce` call instead.
+    Unsupported,
 }
 
 type Answer = oneshot::Sender<Result<ProduceResponse, tonic::Status>>;
@@ -68,70 +72,110 @@ impl Session {
         lock(&self.state).ended.clone()
     }
 
-    /// Sends one produce request and waits at most `timeout` for its answer.
+    /// Sends one produce request and waits at most `timeout` for its answer (queueing it
+    /// included: a node that stopped reading holds the queue).
     pub(crate) async fn produce(
         &self,
         request: ProduceRequest,
         timeout: Duration,
     ) -> Result<ProduceResponse, Attempt> {
+        // Tonic would refuse a message this large by resetting the stream, and with it every
+        // request waiting on it.
+        let bytes = request.encoded_len() + 16;
+        if bytes > crate::MESSAGE_BYTES_MAX {
+            return Err(Attempt::Fatal(ClientError::MessageTooLarge(format!(
+                "a produce request of {bytes} bytes is over the {} a message may carry",
+                crate::MESSAGE_BYTES_MAX
+            ))));
+        }
         let (answer, answered) = oneshot::channel();
         let id = {
             let mut state = lock(&self.state);
             if let Some(ended) = &state.ended {
-                return Err(Attempt::NotSent(ended_error(ended)));
+                return Err(not_sent(ended));
             }
             let id = state.next_id;
             state.next_id += 1;
             state.waiting.insert(id, answer);
             id
         };
+        // Whatever ends the wait (an answer, a timeout, the caller giving up), the request is
+        // no longer waited for.
+        let _waiting = Waiting {
+            state: &self.state,
+            id,
+        };
         let message = ProduceSessionRequest {
             id,
             request: Some(request),
         };
-        if self.requests.send(message).await.is_err() {
-            // The session's task is gone, so the request never entered the stream.
-            lock(&self.state).waiting.remove(&id);
-            return Err(Attempt::NotSent(self.ended().map_or_else(
-                || ClientError::Unavailable("the produce session ended".to_string()),
-                |ended| ended_error(&ended),
-            )));
-        }
-        match tokio::time::timeout(timeout, answered).await {
-            // A node that does not serve sessions (an older version) refused the stream, so no
-            // request on it was read; the client then uses `Produce` calls on that node.
-            Ok(Ok(Err(status))) if status.code() == tonic::Code::Unimplemented => {
-                Err(Attempt::NotSent(ended_error(&status)))
+        let deadline = tokio::time::Instant::now() + timeout;
+        match tokio::time::timeout_at(deadline, self.requests.send(message)).await {
+            Ok(Ok(())) => {}
+            // The session's task is gone (it ended), or the queue stayed full: either way the
+            // request never entered the stream (a send that times out queues nothing).
+            Ok(Err(_)) => {
+                return Err(match self.ended() {
+                    Some(ended) => not_sent(&ended),
+                    None => Attempt::NotSent(ClientError::Unavailable(
+                        "the produce session ended".to_string(),
+                    )),
+                });
             }
-            Ok(Ok(answer)) => answer.map_err(Attempt::Status),
+            Err(_) => {
+                return Err(Attempt::NotSent(ClientError::Unavailable(format!(
+                    "the produce session took no request for {} ms; the request was not sent",
+                    timeout.as_millis()
+                ))));
+            }
+        }
+        match tokio::time::timeout_at(deadline, answered).await {
+            Ok(Ok(Ok(response))) => Ok(response),
+            Ok(Ok(Err(status))) => Err(match self.ended() {
+                Some(ended) if ended.code() == tonic::Code::Unimplemented => Attempt::Unsupported,
+                _ => Attempt::Status(status),
+            }),
             // Every waiting request is answered before the task lets go of it; this would be a
             // task that panicked, after which nothing is known of the request.
             Ok(Err(_)) => Err(Attempt::Status(tonic::Status::unknown(
                 "the produce session stopped without answering",
             ))),
-            Err(_) => {
-                lock(&self.state).waiting.remove(&id);
-                Err(Attempt::Status(tonic::Status::deadline_exceeded(format!(
-                    "no answer within {} ms on the produce session",
-                    timeout.as_millis()
-                ))))
-            }
+            Err(_) => Err(Attempt::Status(tonic::Status::deadline_exceeded(format!(
+                "no answer within {} ms on the produce session",
+                timeout.as_millis()
+            )))),
         }
     }
+}
+
+/// Removes a request from those waiting for an answer when its wait ends.
+struct Waiting<'a> {
+    state: &'a Mutex<State>,
+    id: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        lock(self.state).waiting.remove(&self.id);
+    }
+}
+
+/// What a request gets when the session had ended before it was sent.
+fn not_sent(ended: &tonic::Status) -> Attempt {
+    if ended.code() == tonic::Code::Unimplemented {
+        return Attempt::Unsupported;
+    }
+    Attempt::NotSent(ClientError::Unavailable(format!(
+        "the produce session ended ({}: {}); the request was not sent",
+        ended.code(),
+        ended.message()
+    )))
 }
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     state
         .lock()
         .expect("produce session lock poisoned by a panic")
-}
-
-fn ended_error(ended: &tonic::Status) -> ClientError {
-    ClientError::Unavailable(format!(
-        "the produce session ended ({}: {}); the request was not sent",
-        ended.code(),
-        ended.message()
-    ))
 }
 
 /// Carries the session's stream: answers go to their waiting requests; when the stream ends,

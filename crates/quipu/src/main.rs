@@ -219,6 +219,9 @@ const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Longest a starting server waits for the metadata it had to be applied again before it serves.
 const METADATA_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+/// Longest a listener's graceful stop may take (its open calls and streams finishing: a client
+/// that stops reading holds its stream) before the listener is cut.
+const LISTENER_STOP_MAX: std::time::Duration = std::time::Duration::from_secs(15);
 
 async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     raise_open_file_limit();
@@ -372,13 +375,33 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     let handed = node.shutdown().await;
     let _ = stop_api.send(());
     let _ = stop_kafka.send(());
-    log_listener_end("kafka", kafka.await);
-    log_listener_end("api", api.await);
+    stop_listener("kafka", kafka).await;
+    stop_listener("api", api).await;
     let _ = stop_admin.send(());
-    log_listener_end("admin", admin.await);
+    stop_listener("admin", admin).await;
     reloader.abort();
     tracing::info!(handed, "groups handed over; node stopped");
     Ok(())
+}
+
+/// Waits at most [`LISTENER_STOP_MAX`] for a listener told to stop (`what`: kafka, api or
+/// admin), then cuts it.
+async fn stop_listener<E: std::error::Error + 'static>(
+    what: &str,
+    listener: tokio::task::JoinHandle<Result<(), E>>,
+) {
+    let cut = listener.abort_handle();
+    match tokio::time::timeout(LISTENER_STOP_MAX, listener).await {
+        Ok(ended) => log_listener_end(what, ended),
+        Err(_) => {
+            cut.abort();
+            tracing::warn!(
+                listener = what,
+                waited_s = LISTENER_STOP_MAX.as_secs(),
+                "the listener's connections did not finish in time: cut"
+            );
+        }
+    }
 }
 
 /// Logs how a listener's task ended (`what`: kafka, api or admin), unless it ended well.
