@@ -60,6 +60,32 @@ async fn wait_leading(api: &Api, topic: &str) {
     }
 }
 
+/// A session on a fresh one-node API whose topic `topic` has `partitions` partitions, led here.
+async fn session(
+    topic: &str,
+    partitions: usize,
+) -> (
+    Api,
+    DataClient<tonic::transport::Channel>,
+    mpsc::Sender<ProduceSessionRequest>,
+    tonic::Streaming<ProduceSessionReply>,
+) {
+    let api = Api::start(ApiLimits::default()).await;
+    api.node.create_topic(topic, partitions, 1).await.unwrap();
+    wait_leading(&api, topic).await;
+    let mut client = DataClient::connect(format!("http://{}", api.addr))
+        .await
+        .unwrap()
+        .max_encoding_message_size(64 * 1024 * 1024);
+    let (tx, rx) = mpsc::channel(16);
+    let replies = client
+        .produce_session(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (api, client, tx, replies)
+}
+
 /// The error reason in a reply's status details.
 fn reason(reply: &ProduceSessionReply) -> ErrorReason {
     ErrorReason::try_from(
@@ -72,18 +98,7 @@ fn reason(reply: &ProduceSessionReply) -> ErrorReason {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_answers_each_request_by_its_id() {
-    let api = Api::start(ApiLimits::default()).await;
-    api.node.create_topic("s", 2, 1).await.unwrap();
-    wait_leading(&api, "s").await;
-    let mut client = DataClient::connect(format!("http://{}", api.addr))
-        .await
-        .unwrap();
-    let (tx, rx) = mpsc::channel(16);
-    let mut replies = client
-        .produce_session(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (api, _client, tx, mut replies) = session("s", 2).await;
     tx.send(request(7, "s", 0, "a")).await.unwrap();
     tx.send(request(8, "missing", 0, "b")).await.unwrap();
     tx.send(request(9, "s", 1, "c")).await.unwrap();
@@ -129,18 +144,7 @@ async fn a_session_answers_each_request_by_its_id() {
 /// it lives: without the stop ending sessions, this test's `stop` would never return.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_server_answers_what_it_read_then_ends_the_session() {
-    let api = Api::start(ApiLimits::default()).await;
-    api.node.create_topic("s", 1, 1).await.unwrap();
-    wait_leading(&api, "s").await;
-    let mut client = DataClient::connect(format!("http://{}", api.addr))
-        .await
-        .unwrap();
-    let (tx, rx) = mpsc::channel(16);
-    let mut replies = client
-        .produce_session(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (api, client, tx, mut replies) = session("s", 1).await;
     tx.send(request(1, "s", 0, "a")).await.unwrap();
     let reply = replies.message().await.unwrap().unwrap();
     assert_eq!((reply.id, reply.status_code), (1, 0));
@@ -174,19 +178,7 @@ async fn a_stopping_server_answers_what_it_read_then_ends_the_session() {
 /// were answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_message_ends_the_session_after_the_answers_owed() {
-    let api = Api::start(ApiLimits::default()).await;
-    api.node.create_topic("s", 1, 1).await.unwrap();
-    wait_leading(&api, "s").await;
-    let mut client = DataClient::connect(format!("http://{}", api.addr))
-        .await
-        .unwrap()
-        .max_encoding_message_size(64 * 1024 * 1024);
-    let (tx, rx) = mpsc::channel(16);
-    let mut replies = client
-        .produce_session(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (api, client, tx, mut replies) = session("s", 1).await;
     tx.send(request(1, "s", 0, "a")).await.unwrap();
     let reply = replies.message().await.unwrap().unwrap();
     assert_eq!((reply.id, reply.status_code), (1, 0));
