@@ -33,6 +33,9 @@ pub const PRODUCE_SESSION_IN_FLIGHT_MAX: usize = 1_024;
 /// Most bytes of record batches of one `ProduceSession` read and not yet answered (one larger
 /// request is read alone).
 pub const PRODUCE_SESSION_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Most bytes of record batches read and not yet answered on all of a node's produce sessions
+/// together (a client may open up to `streams_per_connection_max` sessions on a connection).
+pub const PRODUCE_SESSIONS_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Longest a session that ends (the server stops, a request cannot be read) waits for the
 /// answers it owes to go out before it drops them.
 const PRODUCE_SESSION_DRAIN: Duration = Duration::from_secs(10);
@@ -57,6 +60,8 @@ pub(crate) struct DataService {
     pub gate: Arc<Gate>,
     /// True once the server stops: produce sessions then read no more requests.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Room for [`PRODUCE_SESSIONS_BYTES_MAX`] bytes read on the node's produce sessions.
+    pub session_bytes: Arc<tokio::sync::Semaphore>,
 }
 
 impl DataService {
@@ -384,7 +389,8 @@ impl Data for DataService {
 /// requests for different partitions proceed side by side, as separate `Produce` calls would),
 /// each answer going out with its id as soon as it is ready. At most
 /// [`PRODUCE_SESSION_IN_FLIGHT_MAX`] requests and [`PRODUCE_SESSION_BYTES_MAX`] bytes of them are
-/// read and unanswered at once. When the client ends its side, the answers owed still go out.
+/// read and unanswered at once (and at most [`PRODUCE_SESSIONS_BYTES_MAX`] on all the node's
+/// sessions). When the client ends its side, the answers owed still go out.
 /// When the server stops, or a request cannot be read (the stream broke, or a message did not
 /// decode), it reads no more, waits at most [`PRODUCE_SESSION_DRAIN`] for the answers it owes to
 /// go out, then ends the stream with an error that says the requests left unanswered were not
@@ -444,9 +450,15 @@ async fn serve_session(
                 tasks.spawn(async move { let _ = tx.send(Ok(refused(id, &stopping_status()))).await; });
                 break Some(stopping_status());
             }
-            permit = Arc::clone(&bytes).acquire_many_owned(
-                u32::try_from(size).expect("the session's byte window fits in u32"),
-            ) => permit.expect("the session's window is never closed"),
+            permits = async {
+                let size = u32::try_from(size).expect("the session's byte window fits in u32");
+                let session = Arc::clone(&bytes).acquire_many_owned(size).await;
+                let node = Arc::clone(&service.session_bytes).acquire_many_owned(size).await;
+                (session, node)
+            } => match permits {
+                (Ok(session), Ok(node)) => (session, node),
+                _ => unreachable!("the byte windows are never closed"),
+            },
         };
         let (service, who, tx) = (service.clone(), Arc::clone(&who), tx.clone());
         tasks.spawn(async move {

@@ -99,6 +99,9 @@ pub async fn serve_tls(
         node,
         gate,
         stopping,
+        session_bytes: std::sync::Arc::new(tokio::sync::Semaphore::new(
+            data::PRODUCE_SESSIONS_BYTES_MAX,
+        )),
     })
     .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
     .max_encoding_message_size(API_MESSAGE_BYTES_MAX);
