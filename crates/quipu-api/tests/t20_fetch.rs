@@ -6,12 +6,16 @@
 //! change.
 #![allow(clippy::unwrap_used)] // tests unwrap
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quipu_node::{GroupId, Node, NodeConfig, Partition};
 use quipu_proto::v1::FetchRequest;
 use quipu_proto::v1::data_client::DataClient;
+
+use common::batch;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -21,12 +25,6 @@ async fn wait_until(what: &str, condition: impl Fn() -> bool) {
         assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-fn batch(value: &str) -> bytes::Bytes {
-    let mut builder = quipu_record::BatchBuilder::new(0, quipu_record::Compression::None);
-    builder.push(0, None, Some(value.as_bytes()), &[]);
-    builder.build().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::Api;
+use common::{Api, batch};
 use prost::Message;
 use quipu_api::ApiLimits;
 use quipu_proto::v1::data_client::DataClient;
@@ -17,12 +17,6 @@ use quipu_proto::v1::{
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-
-fn batch(value: &str) -> bytes::Bytes {
-    let mut builder = quipu_record::BatchBuilder::new(0, quipu_record::Compression::None);
-    builder.push(0, None, Some(value.as_bytes()), &[]);
-    builder.build().unwrap()
-}
 
 fn request(id: u64, topic: &str, partition: u32, value: &str) -> ProduceSessionRequest {
     ProduceSessionRequest {

@@ -46,3 +46,10 @@ impl Api {
         self.node.stop().await;
     }
 }
+
+/// A record batch of one record whose value is `value`.
+pub fn batch(value: &str) -> bytes::Bytes {
+    let mut builder = quipu_record::BatchBuilder::new(0, quipu_record::Compression::None);
+    builder.push(0, None, Some(value.as_bytes()), &[]);
+    builder.build().unwrap()
+}
