@@ -411,17 +411,13 @@ async fn serve_session(
     let end = loop {
         // Finished tasks leave the set as they go.
         while tasks.try_join_next().is_some() {}
-        let counted = tokio::select! {
-            biased;
-            _ = stopping.wait_for(|stopping| *stopping) => break Some(stopping_status()),
-            permit = Arc::clone(&count).acquire_owned() => {
-                permit.expect("the session's window is never closed")
-            }
+        let Some(counted) =
+            unless_stopping(&mut stopping, Arc::clone(&count).acquire_owned()).await
+        else {
+            break Some(stopping_status());
         };
-        let next = tokio::select! {
-            biased;
-            _ = stopping.wait_for(|stopping| *stopping) => break Some(stopping_status()),
-            next = requests.message() => next,
+        let Some(next) = unless_stopping(&mut stopping, requests.message()).await else {
+            break Some(stopping_status());
         };
         let message = match next {
             Ok(Some(message)) => message,
@@ -442,44 +438,30 @@ async fn serve_session(
             .as_ref()
             .map_or(0, |r| r.record_batch.len())
             .clamp(1, PRODUCE_SESSION_BYTES_MAX);
-        let sized = tokio::select! {
-            biased;
-            _ = stopping.wait_for(|stopping| *stopping) => {
-                // Read, so it is answered: refused, as the node is stopping.
-                let (id, tx) = (message.id, tx.clone());
-                tasks.spawn(async move { let _ = tx.send(Ok(refused(id, &stopping_status()))).await; });
-                break Some(stopping_status());
-            }
-            permits = async {
-                let size = u32::try_from(size).expect("the session's byte window fits in u32");
-                let session = Arc::clone(&bytes).acquire_many_owned(size).await;
-                let node = Arc::clone(&service.session_bytes).acquire_many_owned(size).await;
-                (session, node)
-            } => match permits {
-                (Ok(session), Ok(node)) => (session, node),
-                _ => unreachable!("the byte windows are never closed"),
-            },
+        let size = u32::try_from(size).expect("the session's byte window fits in u32");
+        let room = async {
+            let session = Arc::clone(&bytes).acquire_many_owned(size).await;
+            let node = Arc::clone(&service.session_bytes)
+                .acquire_many_owned(size)
+                .await;
+            (session, node)
+        };
+        let Some(sized) = unless_stopping(&mut stopping, room).await else {
+            // Read, so it is answered: refused, as the node is stopping.
+            let (id, tx) = (message.id, tx.clone());
+            tasks.spawn(async move { tx.send(Ok(reply(id, Err(stopping_status())))).await });
+            break Some(stopping_status());
         };
         let (service, who, tx) = (service.clone(), Arc::clone(&who), tx.clone());
         tasks.spawn(async move {
-            let id = message.id;
             let answer = match message.request {
                 Some(request) => service.produce_one(&who, request).await,
                 None => Err(invalid("a produce session request without a request")),
             };
-            let reply = match answer {
-                Ok(response) => ProduceSessionReply {
-                    id,
-                    response: Some(response),
-                    status_code: 0,
-                    status_message: String::new(),
-                    status_details: Vec::new(),
-                },
-                Err(status) => refused(id, &status),
-            };
             // A client that went away gets nothing.
-            let _ = tx.send(Ok(reply)).await;
+            let sent = tx.send(Ok(reply(message.id, answer))).await;
             drop((counted, sized));
+            sent
         });
     };
     let Some(end) = end else {
@@ -511,14 +493,36 @@ fn stopping_status() -> Status {
     )
 }
 
-/// A session's answer that carries `status` for request `id`.
-fn refused(id: u64, status: &Status) -> ProduceSessionReply {
-    ProduceSessionReply {
-        id,
-        response: None,
-        status_code: status.code() as i32,
-        status_message: status.message().to_string(),
-        status_details: status.details().to_vec(),
+/// Runs `work` unless the server stops first (`None`).
+async fn unless_stopping<T>(
+    stopping: &mut tokio::sync::watch::Receiver<bool>,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        _ = stopping.wait_for(|stopping| *stopping) => None,
+        done = work => Some(done),
+    }
+}
+
+/// A session's answer to request `id`: the response, or the status a `Produce` call would have
+/// got.
+fn reply(id: u64, answer: Result<ProduceResponse, Status>) -> ProduceSessionReply {
+    match answer {
+        Ok(response) => ProduceSessionReply {
+            id,
+            response: Some(response),
+            status_code: 0,
+            status_message: String::new(),
+            status_details: Vec::new(),
+        },
+        Err(status) => ProduceSessionReply {
+            id,
+            response: None,
+            status_code: status.code() as i32,
+            status_message: status.message().to_string(),
+            status_details: status.details().to_vec(),
+        },
     }
 }
 

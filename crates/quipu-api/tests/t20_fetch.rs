@@ -82,17 +82,8 @@ async fn a_fetch_above_the_high_watermark_within_the_log_is_not_out_of_range() {
         (3, 4)
     );
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(quipu_api::serve(
-        nodes[leader].handle(),
-        listener,
-        quipu_api::ApiLimits::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let common::Served { addr, stop, server } =
+        common::serve(nodes[leader].handle(), quipu_api::ApiLimits::default()).await;
     let mut client = DataClient::connect(format!("http://{addr}")).await.unwrap();
     let fetch = |offset: u64| FetchRequest {
         topic: "ahead".to_string(),

@@ -78,6 +78,16 @@ pub enum ClientError {
     Other(String),
 }
 
+/// How one try of a call on a node failed.
+pub(crate) enum Attempt {
+    /// The node's answer, or the transport's failure: classified by [`classify`].
+    Status(tonic::Status),
+    /// The request never left this client (its produce session had ended): worth retrying.
+    NotSent(ClientError),
+    /// Final, before anything was sent (a bad address, a request too large to send).
+    Fatal(ClientError),
+}
+
 /// What the client makes of one failed call.
 #[derive(Debug)]
 pub(crate) enum Failure {

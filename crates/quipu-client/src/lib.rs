@@ -42,8 +42,6 @@ use quipu_proto::v1::{
 };
 use tonic::transport::{Channel, Endpoint};
 
-use crate::session::Attempt;
-
 /// Bytes of the random salt of a new credential.
 const SALT_BYTES: usize = 16;
 
@@ -79,7 +77,7 @@ pub use quipu_proto::v1::{
     TopicDescription as Topic,
 };
 
-use crate::error::{Failure, classify};
+use crate::error::{Attempt, Failure, classify};
 
 /// How long [`Client::connect`] tries the bootstrap addresses.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(3);
@@ -316,24 +314,22 @@ impl Client {
             .max_encoding_message_size(MESSAGE_BYTES_MAX))
     }
 
-    /// The produce session to `addr`: the open one, or a new one if it ended. `None` when the
-    /// node does not serve sessions (an older version): then produce calls go one by one.
-    fn session(&self, addr: &str) -> Result<Option<Arc<session::Session>>, ClientError> {
+    /// The produce session to `addr`: the open one, or a new one if it ended (one the node
+    /// refused stays: that node takes `Produce` calls).
+    fn session(&self, addr: &str) -> Result<Arc<session::Session>, ClientError> {
         let mut sessions = self
             .inner
             .sessions
             .lock()
             .expect("client sessions lock poisoned by a panic");
-        if let Some(session) = sessions.get(addr) {
-            match session.ended() {
-                None => return Ok(Some(Arc::clone(session))),
-                Some(ended) if ended.code() == tonic::Code::Unimplemented => return Ok(None),
-                Some(_) => {}
-            }
+        if let Some(session) = sessions.get(addr)
+            && (session.ended().is_none() || session.refused())
+        {
+            return Ok(Arc::clone(session));
         }
         let session = Arc::new(session::Session::open(self.data(addr)?));
         sessions.insert(addr.to_string(), Arc::clone(&session));
-        Ok(Some(session))
+        Ok(session)
     }
 
     fn addrs(&self) -> Vec<String> {
@@ -933,29 +929,7 @@ impl Client {
         F: Fn(DataClient<Rpc>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.on_leader_until(
-            topic,
-            partition,
-            idempotent,
-            self.inner.config.retry_deadline,
-            call,
-        )
-        .await
-    }
-
-    /// [`Client::on_leader`], retrying for at most `patience`.
-    async fn on_leader_until<T, F, Fut>(
-        &self,
-        topic: &str,
-        partition: u32,
-        idempotent: bool,
-        patience: Duration,
-        call: F,
-    ) -> Result<T, ClientError>
-    where
-        F: Fn(DataClient<Rpc>) -> Fut,
-        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
+        let patience = self.inner.config.retry_deadline;
         self.try_leader_until(topic, partition, idempotent, patience, |addr| {
             let data = self.data(addr).map(&call);
             async move {
@@ -997,10 +971,6 @@ impl Client {
                     classify(&status, idempotent)
                 }
                 Err(Attempt::NotSent(e)) => Failure::Retry(e),
-                // `send_batch` answers this itself; elsewhere nothing was sent.
-                Err(Attempt::Unsupported) => Failure::Retry(ClientError::Unavailable(format!(
-                    "{addr} does not serve produce sessions"
-                ))),
                 Err(Attempt::Fatal(e)) => return Err(e),
             };
             let last = match failure {
@@ -1066,20 +1036,22 @@ impl Client {
             record_batch: batch,
         };
         let timeout = self.inner.config.request_timeout;
+        let request = &request;
         self.try_leader_until(topic, partition, idempotent, patience, |addr| {
-            let request = request.clone();
-            // The node's session, or a data client for a node that serves none.
             let session = self.session(addr);
-            let data = self.data(addr);
             async move {
-                if let Some(session) = session.map_err(Attempt::Fatal)? {
-                    match session.produce(request.clone(), timeout).await {
-                        Err(Attempt::Unsupported) => {}
-                        answered => return answered,
+                let session = session.map_err(Attempt::Fatal)?;
+                if !session.refused() {
+                    let answered = session.produce(request, timeout).await;
+                    if !session.refused() {
+                        return answered;
                     }
                 }
-                data.map_err(Attempt::Fatal)?
-                    .produce(request)
+                // The node refused the session (an older version), so nothing on it was read:
+                // a `Produce` call instead.
+                session
+                    .data()
+                    .produce(request.clone())
                     .await
                     .map(tonic::Response::into_inner)
                     .map_err(Attempt::Status)

@@ -13,24 +13,12 @@ use quipu_proto::v1::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::error::Attempt;
 use crate::{ClientError, Rpc};
 
 /// Requests queued for a session's stream before a sender waits (the node reads at most 1,024
 /// unanswered ones; the rest wait in HTTP/2's flow control).
 const QUEUE: usize = 64;
-
-/// How one try of a request on a node failed.
-pub(crate) enum Attempt {
-    /// The node's answer, or the transport's failure: classified as any call's status.
-    Status(tonic::Status),
-    /// The request never left this client (the session had ended): worth retrying.
-    NotSent(ClientError),
-    /// Final, before anything was sent (a bad address, a request too large to send).
-    Fatal(ClientError),
-    /// The node does not serve sessions (an older version refused the stream), so nothing on
-    /// it was read: the request goes as a `Produce` call instead.
-    Unsupported,
-}
 
 type Answer = oneshot::Sender<Result<ProduceResponse, tonic::Status>>;
 
@@ -48,6 +36,9 @@ struct State {
 pub(crate) struct Session {
     requests: mpsc::Sender<ProduceSessionRequest>,
     state: Arc<Mutex<State>>,
+    /// The node's data client the session was opened on (for `Produce` calls when the node
+    /// refused the session).
+    data: DataClient<Rpc>,
 }
 
 impl std::fmt::Debug for Session {
@@ -63,8 +54,12 @@ impl Session {
     pub(crate) fn open(data: DataClient<Rpc>) -> Session {
         let (requests, queued) = mpsc::channel(QUEUE);
         let state = Arc::new(Mutex::new(State::default()));
-        tokio::spawn(run(data, queued, Arc::clone(&state)));
-        Session { requests, state }
+        tokio::spawn(run(data.clone(), queued, Arc::clone(&state)));
+        Session {
+            requests,
+            state,
+            data,
+        }
     }
 
     /// Why the session ended, if it did.
@@ -72,11 +67,23 @@ impl Session {
         lock(&self.state).ended.clone()
     }
 
+    /// Whether the node refused the session (an older version, UNIMPLEMENTED): nothing sent on
+    /// it was read, and the node takes `Produce` calls instead.
+    pub(crate) fn refused(&self) -> bool {
+        self.ended()
+            .is_some_and(|ended| ended.code() == tonic::Code::Unimplemented)
+    }
+
+    /// The node's data client, for a `Produce` call.
+    pub(crate) fn data(&self) -> DataClient<Rpc> {
+        self.data.clone()
+    }
+
     /// Sends one produce request and waits at most `timeout` for its answer (queueing it
     /// included: a node that stopped reading holds the queue).
     pub(crate) async fn produce(
         &self,
-        request: ProduceRequest,
+        request: &ProduceRequest,
         timeout: Duration,
     ) -> Result<ProduceResponse, Attempt> {
         // Tonic would refuse a message this large by resetting the stream, and with it every
@@ -107,7 +114,7 @@ impl Session {
         };
         let message = ProduceSessionRequest {
             id,
-            request: Some(request),
+            request: Some(request.clone()),
         };
         let deadline = tokio::time::Instant::now() + timeout;
         match tokio::time::timeout_at(deadline, self.requests.send(message)).await {
@@ -131,10 +138,7 @@ impl Session {
         }
         match tokio::time::timeout_at(deadline, answered).await {
             Ok(Ok(Ok(response))) => Ok(response),
-            Ok(Ok(Err(status))) => Err(match self.ended() {
-                Some(ended) if ended.code() == tonic::Code::Unimplemented => Attempt::Unsupported,
-                _ => Attempt::Status(status),
-            }),
+            Ok(Ok(Err(status))) => Err(Attempt::Status(status)),
             // Every waiting request is answered before the task lets go of it; this would be a
             // task that panicked, after which nothing is known of the request.
             Ok(Err(_)) => Err(Attempt::Status(tonic::Status::unknown(
@@ -162,9 +166,6 @@ impl Drop for Waiting<'_> {
 
 /// What a request gets when the session had ended before it was sent.
 fn not_sent(ended: &tonic::Status) -> Attempt {
-    if ended.code() == tonic::Code::Unimplemented {
-        return Attempt::Unsupported;
-    }
     Attempt::NotSent(ClientError::Unavailable(format!(
         "the produce session ended ({}: {}); the request was not sent",
         ended.code(),

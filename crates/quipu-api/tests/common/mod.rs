@@ -4,6 +4,25 @@
 use quipu_api::ApiLimits;
 use quipu_node::{Node, NodeConfig};
 
+/// The client API of one node, served on 127.0.0.1.
+pub struct Served {
+    pub addr: std::net::SocketAddr,
+    /// Starts a graceful stop.
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    pub server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+/// Serves `node`'s client API with `limits` on a free port of 127.0.0.1.
+pub async fn serve(node: quipu_node::NodeHandle, limits: ApiLimits) -> Served {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(quipu_api::serve(node, listener, limits, async {
+        let _ = stopped.await;
+    }));
+    Served { addr, stop, server }
+}
+
 /// A one-node cluster serving the client API with `limits`, stopped by [`Api::stop`].
 pub struct Api {
     pub node: Node,
@@ -24,12 +43,7 @@ impl Api {
         .await
         .unwrap();
         node.join(vec![(1, node.addr().to_string())]).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(quipu_api::serve(node.handle(), listener, limits, async {
-            let _ = stopped.await;
-        }));
+        let Served { addr, stop, server } = serve(node.handle(), limits).await;
         Api {
             node,
             addr,
