@@ -189,11 +189,11 @@ fn vote_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
     StorageError::from(StorageIOError::write_vote(AnyError::new(&error)))
 }
 
-/// Runs blocking storage work off the async runtime's threads.
+/// Runs blocking storage work off the async runtime's threads, on the log I/O threads.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StorageError<NodeId>> + Send + 'static,
 ) -> Result<T, StorageError<NodeId>> {
-    tokio::task::spawn_blocking(work).await.map_err(io_error)?
+    crate::io_threads::run(work).await.map_err(io_error)?
 }
 
 impl LogStore {
@@ -481,7 +481,7 @@ async fn flush_task(
             None => Err("the log was closed".to_string()),
             Some(sync_log) => {
                 let (mark, mark_order) = (Arc::clone(&mark), Arc::clone(&mark_order));
-                let synced = tokio::task::spawn_blocking(move || {
+                let synced = crate::io_threads::run(move || {
                     sync_and_mark(&sync_log, &mark, &mark_order, next_index)
                 })
                 .await;
@@ -735,7 +735,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // nothing openraft knows of.
         let purged_next = self.meta().last_purged.map_or(0, |id| id.index + 1);
         // With no earlier append still waiting for its sync, this one syncs in the same blocking
-        // step (one hop to the blocking pool per append instead of two, and no hand-off to the
+        // step (one hop to the log I/O threads per append instead of two, and no hand-off to the
         // flush task); otherwise it queues behind them, so that appends complete in order.
         // Appends come one at a time (`&mut self`), and the count falls only after a queued
         // append's callback ran: zero means every earlier append has completed.
