@@ -34,12 +34,12 @@ use tokio::sync::oneshot;
 /// How many threads do the logs' blocking work. Enough that syncs of different partitions
 /// overlap (a disk takes several at once faster than one after another), few enough that they
 /// do not crowd the async workers out of the CPUs.
-pub const THREADS: usize = 32;
+pub(crate) const THREADS: usize = 32;
 
 /// A job panicked; what it did to its log is unknown.
 #[derive(Debug, thiserror::Error)]
 #[error("a log's blocking work panicked on its I/O thread")]
-pub struct IoThreadLost;
+pub(crate) struct IoThreadLost;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -79,20 +79,12 @@ fn threads() -> &'static Threads {
 }
 
 impl Threads {
-    /// The lane with the fewest jobs (the first idle one if any).
-    fn lane(&self) -> (usize, &Lane) {
-        let mut best = (0, &self.lanes[0]);
-        let mut least = usize::MAX;
-        for (n, lane) in self.lanes.iter().enumerate() {
-            let load = lane.load.load(Ordering::Relaxed);
-            if load < least {
-                (best, least) = ((n, lane), load);
-                if load == 0 {
-                    break;
-                }
-            }
-        }
-        best
+    /// The lane with the fewest jobs (the first of them, so an idle one if any).
+    fn lane(&self) -> &Lane {
+        self.lanes
+            .iter()
+            .min_by_key(|lane| lane.load.load(Ordering::Relaxed))
+            .expect("THREADS is above 0")
     }
 }
 
@@ -100,16 +92,15 @@ impl Threads {
 pub(crate) async fn run<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, IoThreadLost> {
-    let threads = threads();
     let (answer, answered) = oneshot::channel();
-    let (n, lane) = threads.lane();
+    let lane = threads().lane();
     lane.load.fetch_add(1, Ordering::Relaxed);
     let job: Job = Box::new(move || {
         // A panic drops `answer`, which tells the caller.
         if let Ok(result) = std::panic::catch_unwind(AssertUnwindSafe(work)) {
             let _ = answer.send(result);
         }
-        threads.lanes[n].load.fetch_sub(1, Ordering::Relaxed);
+        lane.load.fetch_sub(1, Ordering::Relaxed);
     });
     if lane.jobs.send(job).is_err() {
         // The threads never stop, so this cannot happen; were one gone, the job was not run.

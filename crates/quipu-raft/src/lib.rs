@@ -26,7 +26,7 @@
 
 mod codec;
 mod controller;
-pub mod io_threads;
+mod io_threads;
 mod log_store;
 pub mod producers;
 mod recent;
