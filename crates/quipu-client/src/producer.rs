@@ -107,6 +107,9 @@ struct Open {
     /// The room its records take in the producer's buffer, given back when the batch is dropped
     /// (after it is acknowledged or fails).
     room: OwnedSemaphorePermit,
+    /// Bytes reserved for its records when it opened (0 if none were), counted in
+    /// [`State::reserved`] until it is taken.
+    reserved: usize,
     /// Distinguishes this batch from later ones of the same partition (for the linger timer).
     generation: u64,
     /// Its linger ran out while batches of its partition were outstanding: the last of them to
@@ -158,6 +161,10 @@ struct State {
     /// Topics that have had a sticky partition: where the next topic's first choice starts.
     sticky_topics: usize,
     next_generation: u64,
+    /// Bytes reserved by the open batches for their records: a batch opens with room for a
+    /// whole batch (so it never moves as it fills) only while this stays within
+    /// `buffer_bytes`; past that (many partitions filling at once) it grows as it fills.
+    reserved: usize,
 }
 
 /// A topic's batches and senders.
@@ -570,10 +577,21 @@ impl State {
             }
             Entry::Vacant(slot) => {
                 opened = true;
+                let mut builder = BatchBuilder::new(0, config.compression);
+                // A batch closes at `batch_bytes` or past it by less than its last record.
+                let whole = config.batch_bytes.saturating_add(room.num_permits());
+                let reserved = if self.reserved.saturating_add(whole) <= config.buffer_bytes {
+                    builder.reserve(whole);
+                    self.reserved += whole;
+                    whole
+                } else {
+                    0
+                };
                 slot.insert(Open {
-                    builder: BatchBuilder::new(0, config.compression),
+                    builder,
                     waiters: Vec::new(),
                     room,
+                    reserved,
                     generation,
                     lingered: false,
                 })
@@ -596,6 +614,7 @@ impl State {
         if state.sticky == Some(partition) {
             state.sticky = Some((partition + 1) % state.partitions.unwrap_or(1).max(1));
         }
+        self.reserved -= open.reserved;
         Some(open)
     }
 }
@@ -680,6 +699,49 @@ mod tests {
         state.take("t", partition).unwrap();
         let (next, _) = keyless(&mut state, &config, &buffer);
         assert_eq!(next, (partition + 1) % 8);
+    }
+
+    /// Batches open with room for a whole batch while the open batches' room stays within the
+    /// producer's buffer; past it they open without (and grow as they fill), and a batch taken
+    /// gives its room back.
+    #[test]
+    fn open_batches_reserve_room_within_the_buffer() {
+        let config = ProducerConfig {
+            batch_bytes: 1024,
+            // Room for two whole batches (each 1,024 bytes and one more record), not three.
+            buffer_bytes: 3 * (1024 + 216) - 1,
+            ..ProducerConfig::default()
+        };
+        let mut state = State::default();
+        state.topics.entry("t".to_string()).or_default().partitions = Some(8);
+        let buffer = Arc::new(Semaphore::new(1024 * 1024));
+        let value = [7u8; 200];
+        for partition in 0..3 {
+            let (waiter, _) = oneshot::channel();
+            let room = Arc::clone(&buffer).try_acquire_many_owned(216).unwrap();
+            state.place(
+                "t",
+                Some(partition),
+                &config,
+                |b| b.push(0, None, Some(&value), &[]),
+                waiter,
+                room,
+            );
+        }
+        let reserved = |state: &State, p: u32| state.topics["t"].open[&p].reserved;
+        assert_eq!(reserved(&state, 0), 1024 + 216);
+        assert_eq!(reserved(&state, 1), 1024 + 216);
+        assert_eq!(
+            reserved(&state, 2),
+            0,
+            "past the buffer, a batch opens without room"
+        );
+        assert_eq!(state.reserved, 2 * (1024 + 216));
+        state.take("t", 0).unwrap();
+        assert_eq!(state.reserved, 1024 + 216);
+        state.take("t", 2).unwrap();
+        state.take("t", 1).unwrap();
+        assert_eq!(state.reserved, 0);
     }
 
     /// A partition with one batch outstanding and the next one lingering behind it.

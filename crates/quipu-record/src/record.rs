@@ -10,7 +10,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::varint::{Reader, put_varint, put_varlong};
+use crate::varint::{Reader, put_varint, put_varlong, varint_len, varlong_len};
 
 /// Smallest encoded header: an empty key and a null value, one varint byte each.
 const HEADER_BYTES_MIN: usize = 2;
@@ -104,39 +104,65 @@ pub(crate) struct RecordFields<'a> {
 }
 
 impl RecordFields<'_> {
-    /// Appends the record to `out`, using `scratch` to measure the body. Returns false if
-    /// some length does not fit the i32 varint Kafka uses (a part over 2 GiB); the bytes
-    /// written are then unusable and the builder refuses to build.
-    pub(crate) fn encode(&self, scratch: &mut BytesMut, out: &mut BytesMut) -> bool {
-        scratch.clear();
-        let mut fits = true;
-        scratch.put_i8(0);
-        put_varlong(scratch, self.timestamp_delta);
-        put_varint(scratch, self.offset_delta);
-        fits &= put_nullable_bytes(scratch, self.key);
-        fits &= put_nullable_bytes(scratch, self.value);
-        fits &= put_length(scratch, self.headers.len());
+    /// Appends the record to `out`, in one piece: its length first (computed, not measured
+    /// from a copy), then its fields. Returns false if some length does not fit the i32 varint
+    /// Kafka uses (a part over 2 GiB); the bytes written are then unusable and the builder
+    /// refuses to build.
+    pub(crate) fn encode(&self, out: &mut BytesMut) -> bool {
+        let body = self.body_len();
+        out.reserve(length_len(body) + body);
+        let mut fits = put_length(out, body);
+        let fields = out.len();
+        out.put_i8(0);
+        put_varlong(out, self.timestamp_delta);
+        put_varint(out, self.offset_delta);
+        fits &= put_nullable_bytes(out, self.key);
+        fits &= put_nullable_bytes(out, self.value);
+        fits &= put_length(out, self.headers.len());
         for (key, value) in self.headers {
-            fits &= put_nullable_bytes(scratch, Some(key.as_bytes()));
-            fits &= put_nullable_bytes(scratch, *value);
+            fits &= put_nullable_bytes(out, Some(key.as_bytes()));
+            fits &= put_nullable_bytes(out, *value);
         }
-        fits &= put_length(out, scratch.len());
-        out.extend_from_slice(scratch);
+        debug_assert_eq!(out.len() - fields, body, "the record's length as computed");
         fits
+    }
+
+    /// The bytes of the record after its length prefix, as [`RecordFields::encode`] writes them.
+    fn body_len(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(key, value)| nullable_len(Some(key.as_bytes())) + nullable_len(*value))
+            .sum();
+        1 + varlong_len(self.timestamp_delta)
+            + varint_len(self.offset_delta)
+            + nullable_len(self.key)
+            + nullable_len(self.value)
+            + length_len(self.headers.len())
+            + headers
     }
 }
 
+/// The i32 Kafka writes for a length: past i32::MAX, i32::MAX (and the record is refused).
+fn length_value(len: usize) -> Option<i32> {
+    i32::try_from(len).ok()
+}
+
 fn put_length(buf: &mut BytesMut, len: usize) -> bool {
-    match i32::try_from(len) {
-        Ok(len) => {
+    match length_value(len) {
+        Some(len) => {
             put_varint(buf, len);
             true
         }
-        Err(_) => {
+        None => {
             put_varint(buf, i32::MAX);
             false
         }
     }
+}
+
+fn length_len(len: usize) -> usize {
+    varint_len(length_value(len).unwrap_or(i32::MAX))
 }
 
 fn put_nullable_bytes(buf: &mut BytesMut, bytes: Option<&[u8]>) -> bool {
@@ -153,13 +179,19 @@ fn put_nullable_bytes(buf: &mut BytesMut, bytes: Option<&[u8]>) -> bool {
     }
 }
 
+fn nullable_len(bytes: Option<&[u8]>) -> usize {
+    bytes.map_or(varint_len(-1), |bytes| {
+        length_len(bytes.len()) + bytes.len()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn encode(fields: &RecordFields<'_>) -> Bytes {
         let mut out = BytesMut::new();
-        assert!(fields.encode(&mut BytesMut::new(), &mut out));
+        assert!(fields.encode(&mut out));
         out.freeze()
     }
 

@@ -16,6 +16,18 @@ pub(crate) fn put_varint(buf: &mut impl BufMut, value: i32) {
     put_varlong(buf, i64::from(value));
 }
 
+/// Bytes [`put_varint`] writes for `value`.
+pub(crate) fn varint_len(value: i32) -> usize {
+    varlong_len(i64::from(value))
+}
+
+/// Bytes [`put_varlong`] writes for `value`: one per 7 bits of its zigzag form, at least one.
+pub(crate) fn varlong_len(value: i64) -> usize {
+    let zigzag = ((value << 1) ^ (value >> 63)).cast_unsigned();
+    let bits = u64::BITS - zigzag.leading_zeros();
+    (bits as usize).div_ceil(7).max(1)
+}
+
 /// Appends `value` as a zigzag varlong.
 pub(crate) fn put_varlong(buf: &mut impl BufMut, value: i64) {
     let mut rest = ((value << 1) ^ (value >> 63)).cast_unsigned();
@@ -121,6 +133,26 @@ mod tests {
     }
 
     #[test]
+    fn computed_lengths_match_what_is_written() {
+        // Both sides of every bit length (so of every 7-bit boundary), positive and negative.
+        for shift in 0..64 {
+            let power = 1i64 << shift;
+            for value in [power, power.wrapping_sub(1), power.wrapping_neg(), !power] {
+                assert_eq!(
+                    varlong_len(value),
+                    encoded_varlong(value).len(),
+                    "value {value}"
+                );
+                if let Ok(value) = i32::try_from(value) {
+                    let mut buf = Vec::new();
+                    put_varint(&mut buf, value);
+                    assert_eq!(varint_len(value), buf.len(), "value {value}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn known_encodings_match_kafka() {
         // Values from Kafka's ByteUtilsTest.
         let cases: &[(i64, &[u8])] = &[
@@ -139,6 +171,7 @@ mod tests {
         ];
         for &(value, bytes) in cases {
             assert_eq!(encoded_varlong(value), bytes, "value {value}");
+            assert_eq!(varlong_len(value), bytes.len(), "length of {value}");
             let mut reader = Reader::new(Bytes::copy_from_slice(bytes));
             assert_eq!(reader.varlong().unwrap(), value);
             assert_eq!(reader.remaining(), 0);
