@@ -187,6 +187,12 @@ impl BatchBuilder {
         header.write(&mut batch)?;
         let crc = batch_crc(&batch);
         set_crc(&mut batch, crc)?;
+        // A batch that filled less than half the room it was given (closed early, by its
+        // linger) goes out in a buffer of its size: it lives until acknowledged, and must not
+        // keep a whole batch's room meanwhile.
+        if batch.capacity() > 2 * batch.len() {
+            return Ok(Bytes::copy_from_slice(&batch));
+        }
         Ok(batch.freeze())
     }
 }
@@ -217,6 +223,16 @@ mod tests {
         }
         assert_eq!(roomy.buf.as_ptr(), at, "the batch moved");
         assert_eq!(plain.build().unwrap(), roomy.build().unwrap());
+        // Filled to less than half its room, it is built into a buffer of its own size.
+        let mut early = BatchBuilder::new(0, Compression::None);
+        early.reserve(64 * 1024);
+        early.push(0, None, Some(&value), &[]);
+        let batch = early.build().unwrap().try_into_mut().expect("not shared");
+        assert!(
+            batch.capacity() < 2 * 1024,
+            "{} bytes of room",
+            batch.capacity()
+        );
     }
 
     /// One record, key "k", value "v", timestamp 1000, every byte spelled out.
