@@ -644,20 +644,32 @@ pub(crate) fn resolve(waiters: Vec<Waiter>, result: Result<Acked, ClientError>, 
 mod tests {
     use super::*;
 
-    /// Places a keyless record of 200 bytes in `state` (a topic "t" of 8 partitions), its room
-    /// taken from `buffer`.
-    fn keyless(state: &mut State, config: &ProducerConfig, buffer: &Arc<Semaphore>) -> (u32, bool) {
-        let (waiter, _) = oneshot::channel();
+    /// Places a record of 200 bytes in `state` (a topic "t" of 8 partitions), in `chosen` or,
+    /// keyless, in the sticky partition, its room taken from `buffer`. Returns the partition,
+    /// whether its batch is full, and the record's answer.
+    fn place_record(
+        state: &mut State,
+        config: &ProducerConfig,
+        buffer: &Arc<Semaphore>,
+        chosen: Option<u32>,
+    ) -> (u32, bool, oneshot::Receiver<Result<Sent, ClientError>>) {
+        let (waiter, answer) = oneshot::channel();
         let value = [7u8; 200];
         let room = Arc::clone(buffer).try_acquire_many_owned(216).unwrap();
         let (partition, full, _) = state.place(
             "t",
-            None,
+            chosen,
             config,
             |b| b.push(0, None, Some(&value), &[]),
             waiter,
             room,
         );
+        (partition, full, answer)
+    }
+
+    /// Places a keyless record of 200 bytes (`place_record`).
+    fn keyless(state: &mut State, config: &ProducerConfig, buffer: &Arc<Semaphore>) -> (u32, bool) {
+        let (partition, full, _) = place_record(state, config, buffer, None);
         (partition, full)
     }
 
@@ -715,18 +727,8 @@ mod tests {
         let mut state = State::default();
         state.topics.entry("t".to_string()).or_default().partitions = Some(8);
         let buffer = Arc::new(Semaphore::new(1024 * 1024));
-        let value = [7u8; 200];
         for partition in 0..3 {
-            let (waiter, _) = oneshot::channel();
-            let room = Arc::clone(&buffer).try_acquire_many_owned(216).unwrap();
-            state.place(
-                "t",
-                Some(partition),
-                &config,
-                |b| b.push(0, None, Some(&value), &[]),
-                waiter,
-                room,
-            );
+            place_record(&mut state, &config, &buffer, Some(partition));
         }
         let reserved = |state: &State, p: u32| state.topics["t"].open[&p].reserved;
         assert_eq!(reserved(&state, 0), 1024 + 216);
@@ -777,17 +779,7 @@ mod tests {
         };
         let open = guard.take("t", partition).unwrap();
         let first = guard.closed(slot.clone(), open, &state);
-        let (waiter, answer) = oneshot::channel();
-        let room = Arc::clone(&buffer).try_acquire_many_owned(216).unwrap();
-        let value = [7u8; 200];
-        guard.place(
-            "t",
-            Some(partition),
-            &config,
-            |b| b.push(0, None, Some(&value), &[]),
-            waiter,
-            room,
-        );
+        let (_, _, answer) = place_record(&mut guard, &config, &buffer, Some(partition));
         let second = guard.open(&slot).unwrap().generation;
         let never = || unreachable!("the partition has a sender");
         assert!(matches!(
