@@ -143,26 +143,24 @@ impl RecordFields<'_> {
     }
 }
 
-/// The i32 Kafka writes for a length: past i32::MAX, i32::MAX (and the record is refused).
-fn length_value(len: usize) -> Option<i32> {
-    i32::try_from(len).ok()
-}
-
+/// Writes a length as Kafka's i32 varint: past i32::MAX, i32::MAX, and false (the record is
+/// refused).
 fn put_length(buf: &mut BytesMut, len: usize) -> bool {
-    match length_value(len) {
-        Some(len) => {
+    match i32::try_from(len) {
+        Ok(len) => {
             put_varint(buf, len);
             true
         }
-        None => {
+        Err(_) => {
             put_varint(buf, i32::MAX);
             false
         }
     }
 }
 
+/// Bytes [`put_length`] writes for `len`.
 fn length_len(len: usize) -> usize {
-    varint_len(length_value(len).unwrap_or(i32::MAX))
+    varint_len(i32::try_from(len).unwrap_or(i32::MAX))
 }
 
 fn put_nullable_bytes(buf: &mut BytesMut, bytes: Option<&[u8]>) -> bool {

@@ -23,14 +23,18 @@ pub(crate) fn varint_len(value: i32) -> usize {
 
 /// Bytes [`put_varlong`] writes for `value`: one per 7 bits of its zigzag form, at least one.
 pub(crate) fn varlong_len(value: i64) -> usize {
-    let zigzag = ((value << 1) ^ (value >> 63)).cast_unsigned();
-    let bits = u64::BITS - zigzag.leading_zeros();
+    let bits = u64::BITS - zigzag(value).leading_zeros();
     (bits as usize).div_ceil(7).max(1)
+}
+
+/// `value` with its sign in the lowest bit, so that small magnitudes take few bytes.
+fn zigzag(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)).cast_unsigned()
 }
 
 /// Appends `value` as a zigzag varlong.
 pub(crate) fn put_varlong(buf: &mut impl BufMut, value: i64) {
-    let mut rest = ((value << 1) ^ (value >> 63)).cast_unsigned();
+    let mut rest = zigzag(value);
     loop {
         let low = rest.to_le_bytes()[0] & 0x7f;
         rest >>= 7;
