@@ -16,7 +16,8 @@
 //!
 //! Invariants:
 //! - Every job runs once, on one of the threads, and its caller gets its result, or
-//!   [`IoThreadLost`] if it panicked (the thread goes on with the next job).
+//!   [`IoThreadLost`] with the panic's message if it panicked (the thread goes on with the next
+//!   job).
 //! - Jobs of one caller run in the order their results are awaited only if the caller awaits
 //!   each before submitting the next (as the log store does): two jobs submitted together may
 //!   run on different threads at once.
@@ -36,10 +37,27 @@ use tokio::sync::oneshot;
 /// do not crowd the async workers out of the CPUs.
 pub(crate) const THREADS: usize = 32;
 
-/// A job panicked; what it did to its log is unknown.
+/// A job did not complete: it panicked (what it did to its log is unknown; the panic's message
+/// is kept), or its thread was gone.
 #[derive(Debug, thiserror::Error)]
-#[error("a log's blocking work panicked on its I/O thread")]
-pub(crate) struct IoThreadLost;
+#[error("a log's blocking work did not complete on its I/O thread: {0}")]
+pub(crate) struct IoThreadLost(String);
+
+impl IoThreadLost {
+    /// From a caught panic's payload: its message, when it has one.
+    fn panicked(payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|m| (*m).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string());
+        IoThreadLost(format!("it panicked: {message}"))
+    }
+
+    fn gone() -> Self {
+        IoThreadLost("its thread is gone".to_string())
+    }
+}
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -96,18 +114,17 @@ pub(crate) async fn run<T: Send + 'static>(
     let lane = threads().lane();
     lane.load.fetch_add(1, Ordering::Relaxed);
     let job: Job = Box::new(move || {
-        // A panic drops `answer`, which tells the caller.
-        if let Ok(result) = std::panic::catch_unwind(AssertUnwindSafe(work)) {
-            let _ = answer.send(result);
-        }
+        let result = std::panic::catch_unwind(AssertUnwindSafe(work))
+            .map_err(|payload| IoThreadLost::panicked(payload.as_ref()));
+        let _ = answer.send(result);
         lane.load.fetch_sub(1, Ordering::Relaxed);
     });
     if lane.jobs.send(job).is_err() {
         // The threads never stop, so this cannot happen; were one gone, the job was not run.
         lane.load.fetch_sub(1, Ordering::Relaxed);
-        return Err(IoThreadLost);
+        return Err(IoThreadLost::gone());
     }
-    answered.await.map_err(|_| IoThreadLost)
+    answered.await.unwrap_or_else(|_| Err(IoThreadLost::gone()))
 }
 
 #[cfg(test)]
@@ -118,7 +135,8 @@ mod tests {
     async fn a_job_returns_its_result_and_a_panic_is_reported() {
         assert_eq!(run(|| 7).await.unwrap(), 7);
         let lost = run(|| -> u32 { panic!("on purpose") }).await;
-        assert!(matches!(lost, Err(IoThreadLost)));
+        let lost = lost.expect_err("the job panicked");
+        assert!(lost.to_string().contains("on purpose"), "{lost}");
         // The thread that ran the panicking job still takes work.
         let jobs: Vec<_> = (0..4 * THREADS)
             .map(|n| tokio::spawn(run(move || n * 2)))
