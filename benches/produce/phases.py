@@ -8,7 +8,9 @@ partitions' leaders), `quipu_raft_append_round_trip_seconds` (leaders),
 `quipu_raft_append_handling_seconds` (followers) and `quipu_fsync_duration_seconds`, summed over
 the nodes, and prints each one's mean over the interval in ms (a build without one prints
 nothing for it), then the share of each one's observations that took longer than 2.5 and than
-5 ms (where a request's tail comes from). Standard library only.
+5 ms (where a request's tail comes from), then the bucket bound each one's p99 lies within
+(with `quipu_produce_duration_seconds`, a produce's whole time on its leader, beside them: the
+request's p99 less this is the client's and the network's share). Standard library only.
 """
 
 import json
@@ -17,6 +19,7 @@ import sys
 import urllib.request
 
 NAMES = {
+    "quipu_produce_duration_seconds": "produce",
     "quipu_produce_phase_seconds/queued": "queued",
     "quipu_produce_phase_seconds/leader_log": "leader log",
     "quipu_produce_phase_seconds/commit": "commit",
@@ -30,13 +33,14 @@ TAILS = ("0.0025", "0.005")
 
 
 def scrape(ports):
-    """Sum, count and the cumulative counts at TAILS of each histogram, over the nodes."""
+    """Sum, count and the cumulative count at every bucket bound of each histogram, over the
+    nodes (`NAME@BOUND`; the labels other than `phase` summed)."""
     totals = {}
     for port in ports:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
         for line in text.decode().splitlines():
             b = re.match(r'(\w+)_bucket\{(.*)le="([^"]*)"\} (\S+)$', line)
-            if b and b.group(3) in TAILS:
+            if b:
                 phase = re.search(r'phase="([^"]*)"', b.group(2))
                 name = b.group(1) + (f"/{phase.group(1)}" if phase else "")
                 if name in NAMES:
@@ -89,3 +93,18 @@ else:
         tails.append(f"{label} {' / '.join(over)}")
     if tails:
         print("  longer than 2.5 / 5 ms: " + ", ".join(tails))
+    p99s = []
+    for name, label in NAMES.items():
+        count = after.get(name, [0.0, 0.0])[1] - before.get(name, [0.0, 0.0])[1]
+        if count <= 0:
+            continue
+        # Cumulative counts by bucket bound, smallest first (+Inf left out).
+        cumulative = sorted(
+            (float(key.split("@")[1]), after[key] - before.get(key, 0.0))
+            for key in after
+            if key.startswith(name + "@") and not key.endswith("@+Inf")
+        )
+        within = next((bound for bound, n in cumulative if n >= 0.99 * count), None)
+        p99s.append(f"{label} " + (f"{1000 * within:g}" if within is not None else "beyond"))
+    if p99s:
+        print("  p99 within, in ms (bucket bounds): " + ", ".join(p99s))

@@ -32,18 +32,20 @@ use quipu_node::{GroupId, NodeHandle};
 /// Most partition replicas a node reports per-partition series for, by default.
 pub const PARTITION_SERIES_MAX: usize = 10_000;
 
-/// Buckets of request latency histograms, in seconds.
+/// Buckets of request latency histograms, in seconds: every millisecond or so from 1 to 10 ms
+/// (where a produce's p99 on a healthy cluster lies, so that a target such as "p99 under 5 ms"
+/// can be read from them), coarser beyond.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-    10.0, 30.0,
+    0.000_25, 0.000_5, 0.001, 0.001_5, 0.002, 0.002_5, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01,
+    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 /// Buckets of `quipu_fsync_duration_seconds` (a fast disk syncs in tens of microseconds), and of
 /// the steps of a produce (`quipu_produce_phase_seconds`, `quipu_raft_append_*_seconds`), some
-/// of which take microseconds.
+/// of which take microseconds; as [`LATENCY_BUCKETS`], every millisecond or so from 1 to 10 ms.
 const FSYNC_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 5.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.000_75, 0.001, 0.001_5, 0.002, 0.002_5, 0.003, 0.004,
+    0.005, 0.006, 0.008, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
 /// Buckets of `quipu_produce_batch_bytes`: from one small record to the largest batches.
@@ -432,4 +434,60 @@ fn record_state(node: &NodeHandle, config: &AdminConfig) {
     }
     metrics::gauge!("quipu_partitions_quiescent").set(count(quiescent));
     metrics::gauge!("quipu_partitions_led").set(count(leaders));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// From 1 to 10 ms, a latency is placed within a millisecond or two (a p99 target of a few
+    /// milliseconds can be read from the buckets), and every bucket list grows strictly.
+    #[test]
+    fn latency_buckets_resolve_milliseconds_up_to_ten() {
+        for buckets in [LATENCY_BUCKETS, FSYNC_BUCKETS] {
+            assert!(buckets.windows(2).all(|w| w[0] < w[1]), "{buckets:?}");
+            let within: Vec<f64> = buckets
+                .iter()
+                .copied()
+                .filter(|b| (0.001..=0.01).contains(b))
+                .collect();
+            assert_eq!(within.first(), Some(&0.001), "{buckets:?}");
+            assert_eq!(within.last(), Some(&0.01), "{buckets:?}");
+            for w in within.windows(2) {
+                assert!(
+                    w[1] - w[0] <= 0.002 + 1e-12,
+                    "a gap from {} to {} s",
+                    w[0],
+                    w[1]
+                );
+            }
+            assert!(within.contains(&0.005), "the 5 ms bound of a p99 target");
+        }
+        for (_, buckets) in BUCKETS_BY_METRIC {
+            assert!(buckets.windows(2).all(|w| w[0] < w[1]), "{buckets:?}");
+        }
+    }
+
+    /// The recorder takes every bucket list (each non-empty), and renders a histogram with the
+    /// millisecond bounds.
+    #[test]
+    fn a_latency_histogram_renders_the_millisecond_bounds() {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(LATENCY_BUCKETS)
+            .unwrap()
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::histogram!("quipu_test_seconds").record(0.0035);
+        });
+        let text = handle.render();
+        assert!(
+            text.contains("quipu_test_seconds_bucket{le=\"0.003\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("quipu_test_seconds_bucket{le=\"0.004\"} 1"),
+            "{text}"
+        );
+    }
 }
