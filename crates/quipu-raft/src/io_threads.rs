@@ -16,8 +16,8 @@
 //!
 //! Invariants:
 //! - Every job runs once, on one of the threads, and its caller gets its result, or
-//!   [`IoThreadLost`] with the panic's message if it panicked (the thread goes on with the next
-//!   job).
+//!   [`IoThreadLost`] naming the log, with the panic's message if it panicked (the thread goes
+//!   on with the next job).
 //! - Jobs of one caller run in the order their results are awaited only if the caller awaits
 //!   each before submitting the next (as the log store does): two jobs submitted together may
 //!   run on different threads at once.
@@ -26,6 +26,7 @@
 //!   read at a time, so the work queued is bounded by the logs a node holds and their readers.
 
 use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -37,25 +38,34 @@ use tokio::sync::oneshot;
 /// do not crowd the async workers out of the CPUs.
 pub(crate) const THREADS: usize = 32;
 
-/// A job did not complete: it panicked (what it did to its log is unknown; the panic's message
-/// is kept), or its thread was gone.
+/// A job did not complete. What it did to its log is unknown.
 #[derive(Debug, thiserror::Error)]
-#[error("a log's blocking work did not complete on its I/O thread: {0}")]
-pub(crate) struct IoThreadLost(String);
+pub(crate) enum IoThreadLost {
+    /// It panicked (the thread goes on with the next job).
+    #[error("blocking work on log {} panicked on its I/O thread: {message}", log.display())]
+    Panicked {
+        /// The log's directory.
+        log: PathBuf,
+        /// The panic's message, or that it had none.
+        message: String,
+    },
+    /// Its thread was gone (the threads live as long as the process, so this is not expected).
+    #[error("blocking work on log {} did not complete: its I/O thread is gone", log.display())]
+    Gone {
+        /// The log's directory.
+        log: PathBuf,
+    },
+}
 
 impl IoThreadLost {
     /// From a caught panic's payload: its message, when it has one.
-    fn panicked(payload: &(dyn std::any::Any + Send)) -> Self {
+    fn panicked(log: PathBuf, payload: &(dyn std::any::Any + Send)) -> Self {
         let message = payload
             .downcast_ref::<&str>()
             .map(|m| (*m).to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "a panic without a message".to_string());
-        IoThreadLost(format!("it panicked: {message}"))
-    }
-
-    fn gone() -> Self {
-        IoThreadLost("its thread is gone".to_string())
+        IoThreadLost::Panicked { log, message }
     }
 }
 
@@ -106,25 +116,31 @@ impl Threads {
     }
 }
 
-/// Runs `work` on one of the log I/O threads and returns its result.
+/// Runs `work` on the log in directory `log` on one of the log I/O threads and returns its
+/// result.
 pub(crate) async fn run<T: Send + 'static>(
+    log: &Path,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, IoThreadLost> {
     let (answer, answered) = oneshot::channel();
     let lane = threads().lane();
     lane.load.fetch_add(1, Ordering::Relaxed);
+    let dir = log.to_path_buf();
     let job: Job = Box::new(move || {
         let result = std::panic::catch_unwind(AssertUnwindSafe(work))
-            .map_err(|payload| IoThreadLost::panicked(payload.as_ref()));
+            .map_err(|payload| IoThreadLost::panicked(dir, payload.as_ref()));
         let _ = answer.send(result);
         lane.load.fetch_sub(1, Ordering::Relaxed);
     });
+    let gone = || IoThreadLost::Gone {
+        log: log.to_path_buf(),
+    };
     if lane.jobs.send(job).is_err() {
         // The threads never stop, so this cannot happen; were one gone, the job was not run.
         lane.load.fetch_sub(1, Ordering::Relaxed);
-        return Err(IoThreadLost::gone());
+        return Err(gone());
     }
-    answered.await.unwrap_or_else(|_| Err(IoThreadLost::gone()))
+    answered.await.unwrap_or_else(|_| Err(gone()))
 }
 
 #[cfg(test)]
@@ -133,13 +149,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_job_returns_its_result_and_a_panic_is_reported() {
-        assert_eq!(run(|| 7).await.unwrap(), 7);
-        let lost = run(|| -> u32 { panic!("on purpose") }).await;
+        let log = Path::new("/data/topic-0");
+        assert_eq!(run(log, || 7).await.unwrap(), 7);
+        let lost = run(log, || -> u32 { panic!("on purpose") }).await;
         let lost = lost.expect_err("the job panicked");
         assert!(lost.to_string().contains("on purpose"), "{lost}");
+        assert!(
+            lost.to_string().contains("/data/topic-0"),
+            "names the log: {lost}"
+        );
         // The thread that ran the panicking job still takes work.
         let jobs: Vec<_> = (0..4 * THREADS)
-            .map(|n| tokio::spawn(run(move || n * 2)))
+            .map(|n| tokio::spawn(run(log, move || n * 2)))
             .collect();
         for (n, job) in jobs.into_iter().enumerate() {
             assert_eq!(job.await.unwrap().unwrap(), n * 2);
@@ -155,7 +176,7 @@ mod tests {
         let waits: Vec<_> = (0..JOBS)
             .map(|_| {
                 let arrived = std::sync::Arc::clone(&arrived);
-                tokio::spawn(run(move || {
+                tokio::spawn(run(Path::new("/data/topic-0"), move || {
                     let (count, all) = &*arrived;
                     let mut count = count.lock().unwrap();
                     *count += 1;

@@ -29,7 +29,7 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -191,9 +191,10 @@ fn vote_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
 
 /// Runs blocking storage work off the async runtime's threads, on the log I/O threads.
 async fn blocking<T: Send + 'static>(
+    log: &Path,
     work: impl FnOnce() -> Result<T, StorageError<NodeId>> + Send + 'static,
 ) -> Result<T, StorageError<NodeId>> {
-    crate::io_threads::run(work).await.map_err(io_error)?
+    crate::io_threads::run(log, work).await.map_err(io_error)?
 }
 
 impl LogStore {
@@ -382,7 +383,10 @@ impl LogStore {
         self.save_meta(meta).await?;
         self.before_removal();
         let log = Arc::clone(&self.inner.log);
-        blocking(move || log.reset(snapshot.index + 1, offset).map_err(io_error)).await
+        blocking(self.inner.log.dir(), move || {
+            log.reset(snapshot.index + 1, offset).map_err(io_error)
+        })
+        .await
     }
 
     /// Before a truncation or reset removes entries: a flush queued earlier no longer answers
@@ -406,7 +410,10 @@ impl LogStore {
     async fn save_meta(&self, meta: RaftMeta) -> Result<(), StorageError<NodeId>> {
         let body = postcard::to_allocvec(&meta).map_err(vote_error)?;
         let dir = self.inner.log.dir().to_path_buf();
-        blocking(move || write_state_file(&dir, META_FILE, &body).map_err(vote_error)).await?;
+        blocking(self.inner.log.dir(), move || {
+            write_state_file(&dir, META_FILE, &body).map_err(vote_error)
+        })
+        .await?;
         *self
             .inner
             .meta
@@ -452,7 +459,7 @@ impl LogStore {
         let stored = if recent {
             read()?
         } else {
-            blocking(read).await?
+            blocking(self.inner.log.dir(), read).await?
         };
         stored
             .into_iter()
@@ -481,7 +488,8 @@ async fn flush_task(
             None => Err("the log was closed".to_string()),
             Some(sync_log) => {
                 let (mark, mark_order) = (Arc::clone(&mark), Arc::clone(&mark_order));
-                let synced = crate::io_threads::run(move || {
+                let dir = sync_log.dir().to_path_buf();
+                let synced = crate::io_threads::run(&dir, move || {
                     sync_and_mark(&sync_log, &mark, &mark_order, next_index)
                 })
                 .await;
@@ -638,7 +646,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         let log = Arc::clone(&self.inner.log);
-        blocking(move || log.sync().map_err(vote_error)).await?;
+        blocking(self.inner.log.dir(), move || log.sync().map_err(vote_error)).await?;
         let mut meta = self.meta();
         meta.vote = Some(*vote);
         self.save_meta(meta).await
@@ -658,7 +666,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let body = postcard::to_allocvec(&committed)
             .map_err(|e| committed_error(openraft::ErrorVerb::Write, e))?;
         let dir = self.inner.log.dir().to_path_buf();
-        blocking(move || {
+        blocking(self.inner.log.dir(), move || {
             write_state_file(&dir, COMMITTED_FILE, &body)
                 .map_err(|e| committed_error(openraft::ErrorVerb::Write, e))
         })
@@ -672,7 +680,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             return Ok(None);
         }
         let dir = self.inner.log.dir().to_path_buf();
-        let body = blocking(move || {
+        let body = blocking(self.inner.log.dir(), move || {
             read_state_file(&dir, COMMITTED_FILE, META_BYTES_MAX)
                 .map_err(|e| committed_error(openraft::ErrorVerb::Read, e))
         })
@@ -762,7 +770,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .inner
             .keep_recent
             .load(std::sync::atomic::Ordering::SeqCst);
-        let appended = blocking(move || {
+        let appended = blocking(self.inner.log.dir(), move || {
             let empty = log.first_index() == log.next_index() || log.next_index() <= purged_next;
             if empty && first != log.next_index() {
                 // Nothing is held (a snapshot was installed past the log's end): restart the log
@@ -839,7 +847,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mark = Arc::clone(&self.inner.mark);
         let mark_order = Arc::clone(&self.inner.mark_order);
         self.before_removal();
-        blocking(move || {
+        blocking(self.inner.log.dir(), move || {
             let _order = mark_order.lock().unwrap_or_else(|e| e.into_inner());
             // The mark first: it must never name entries the log no longer has.
             mark.lower_to(log_id.index).map_err(io_error)?;
@@ -878,7 +886,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         meta.last_purged = Some(log_id);
         self.save_meta(meta).await?;
         let log = Arc::clone(&self.inner.log);
-        blocking(move || {
+        blocking(self.inner.log.dir(), move || {
             log.purge_prefix(log_id.index + 1)
                 .map(|_| ())
                 .map_err(io_error)
