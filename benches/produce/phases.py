@@ -1,7 +1,7 @@
 """Where produces spent their time on the nodes, between two scrapes of their /metrics.
 
-usage: phases.py save PORTS FILE   (PORTS: the nodes' admin ports, comma-separated)
-       phases.py diff PORTS FILE   (prints the means since `save`, one line)
+usage: phases.py save PORTS FILE [DIR]   (PORTS: the nodes' admin ports, comma-separated)
+       phases.py diff PORTS FILE [DIR]   (prints the means since `save`)
 
 Reads the histograms `quipu_produce_phase_seconds{phase}` (queued, leader_log, commit: on the
 partitions' leaders), `quipu_raft_append_round_trip_seconds` (leaders),
@@ -10,10 +10,15 @@ the nodes, and prints each one's mean over the interval in ms (a build without o
 nothing for it), then the share of each one's observations that took longer than 2.5 and than
 5 ms (where a request's tail comes from), then the bucket bound each one's p99 lies within
 (with `quipu_produce_duration_seconds`, a produce's whole time on its leader, beside them: the
-request's p99 less this is the client's and the network's share). Standard library only.
+request's p99 less this is the client's and the network's share). With DIR (the nodes' data
+directory), also the requests its disk took per fsync the nodes made, from `/proc/diskstats`
+(a flush counts there as a write of no sectors too, so a data write and a flush are 2.00
+writes and 1.00 flushes; other programs writing to the disk meanwhile count as well).
+Standard library only.
 """
 
 import json
+import os
 import re
 import sys
 import urllib.request
@@ -58,16 +63,31 @@ def scrape(ports):
     return totals
 
 
-if len(sys.argv) != 4 or sys.argv[1] not in ("save", "diff"):
-    sys.exit("usage: phases.py save|diff PORTS FILE")
+def disk(directory):
+    """Writes and flushes completed so far by the disk holding `directory`."""
+    device = os.stat(directory).st_dev
+    wanted = (os.major(device), os.minor(device))
+    with open("/proc/diskstats") as f:
+        for line in f:
+            fields = line.split()
+            if (int(fields[0]), int(fields[1])) == wanted:
+                # Writes completed (field 8); flushes completed (field 19, Linux 5.5 and later).
+                flushes = float(fields[18]) if len(fields) > 18 else 0.0
+                return {"disk/writes": float(fields[7]), "disk/flushes": flushes}
+    return {}
+
+
+if len(sys.argv) not in (4, 5) or sys.argv[1] not in ("save", "diff"):
+    sys.exit("usage: phases.py save|diff PORTS FILE [DIR]")
 command, ports, path = sys.argv[1], sys.argv[2].split(","), sys.argv[3]
+directory = sys.argv[4] if len(sys.argv) == 5 else None
 if command == "save":
     with open(path, "w") as f:
-        json.dump(scrape(ports), f)
+        json.dump({**scrape(ports), **(disk(directory) if directory else {})}, f)
 else:
     with open(path) as f:
         before = json.load(f)
-    after = scrape(ports)
+    after = {**scrape(ports), **(disk(directory) if directory else {})}
     parts = []
     for name, label in NAMES.items():
         if name not in after:
@@ -108,3 +128,13 @@ else:
         p99s.append(f"{label} " + (f"{1000 * within:g}" if within is not None else "beyond"))
     if p99s:
         print("  p99 within, in ms (bucket bounds): " + ", ".join(p99s))
+    fsync = "quipu_fsync_duration_seconds"
+    syncs = after.get(fsync, [0.0, 0.0])[1] - before.get(fsync, [0.0, 0.0])[1]
+    if "disk/writes" in after and "disk/writes" in before and syncs > 0:
+        writes = after["disk/writes"] - before["disk/writes"]
+        flushes = after["disk/flushes"] - before["disk/flushes"]
+        print(
+            f"  the disk, per fsync: {writes / syncs:.2f} writes, {flushes / syncs:.2f} flushes "
+            f"({int(syncs)} fsyncs)"
+        )
+

@@ -7,8 +7,8 @@
 # for 10 s. Prints each run's figures (with the split of its latency between the producer and
 # the request) and how busy the machine's CPU was meanwhile (/proc/stat), and for the run at RATE
 # where the nodes spent the time (benches/produce/phases.py: each produce phase on the leaders,
-# an append's round trip and a follower's handling of it, fsyncs). Figures go to
-# docs/benchmarks.md by hand.
+# an append's round trip and a follower's handling of it, fsyncs; their p99 buckets; the disk's
+# requests per fsync). Figures go to docs/benchmarks.md by hand.
 #
 # usage: benches/produce/rf3_pairs.sh OLD_BINARY NEW_BINARY [PAIRS] [RATE]
 set -euo pipefail
@@ -43,9 +43,9 @@ run() {
   "$quipu" bench produce --topic t --partitions 3 --replication-factor 3 --records 20000 \
     --json > /dev/null
   measure "$label" "$quipu" --duration 8 --concurrency 32 --records 100000000
-  python3 "$(dirname "$0")/phases.py" save 27201,27202,27203 "$dir/phases.json" || true
+  python3 "$(dirname "$0")/phases.py" save 27201,27202,27203 "$dir/phases.json" "$dir" || true
   measure "$label" "$quipu" --duration 10 --concurrency 32 --rate "$rate" --records $((rate * 10))
-  python3 "$(dirname "$0")/phases.py" diff 27201,27202,27203 "$dir/phases.json" || true
+  python3 "$(dirname "$0")/phases.py" diff 27201,27202,27203 "$dir/phases.json" "$dir" || true
   stop_dev
 }
 for pair in $(seq 1 "$pairs"); do
