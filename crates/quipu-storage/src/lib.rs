@@ -24,6 +24,7 @@
 //! With the `fault-injection` feature, [`fault`] simulates power loss for tests.
 
 mod config;
+mod deleter;
 mod entry;
 mod error;
 pub mod fault;
@@ -41,6 +42,7 @@ mod state_file;
 pub use config::{
     Clock, ConfigError, FsyncPolicy, LogConfig, LogLimits, SEGMENT_OVERHEAD_BYTES, system_clock,
 };
+pub use deleter::wait_for_deletions;
 pub use entry::{Entry, EntryKind, NewEntry, Offset};
 pub use error::{AppendError, OpenError, ReadError, SyncError, TruncateError};
 pub use frame::{FORMAT_VERSION, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};

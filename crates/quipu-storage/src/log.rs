@@ -169,6 +169,15 @@ impl Log {
             } else if name.ends_with(".log.truncating") {
                 // A copy-on-truncate that did not reach its rename: the original is intact.
                 io::remove(&dirent.path()).map_err(io_err(&dirent.path()))?;
+            } else if name.ends_with(crate::deleter::DELETED_SUFFIX) {
+                // A purged segment's file not deleted yet (the process stopped first, or the
+                // deleter is on it: whichever comes second finds it gone).
+                match io::remove(&dirent.path()) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(io_err(&dirent.path())(e));
+                    }
+                    _ => {}
+                }
             }
         }
         bases.sort_unstable();
@@ -1111,6 +1120,8 @@ impl Log {
         }
         let mut remaining: u64 = state.segments.iter().map(Segment::size_bytes).sum();
         let mut purged = Purged::default();
+        let mut retired = Vec::new();
+        let mut failed = None;
         while state.segments.len() > 1 && remove(state.first(), remaining) {
             let segment = state.segments.remove(0);
             remaining -= segment.size_bytes();
@@ -1118,10 +1129,19 @@ impl Log {
             purged.bytes += segment.size_bytes();
             // Oldest first, each removal durable before the next, so that a crash part-way
             // leaves a contiguous suffix.
-            if let Err(failure) = segment.remove_files() {
-                self.poison(&mut state, &failure);
-                return Err(failure.into());
+            match segment.retire() {
+                Ok(files) => retired.extend(files),
+                Err(failure) => {
+                    self.poison(&mut state, &failure);
+                    failed = Some(failure);
+                    break;
+                }
             }
+        }
+        drop(state);
+        crate::deleter::delete(retired);
+        if let Some(failure) = failed {
+            return Err(failure.into());
         }
         if purged.segments > 0 {
             info!(dir = %self.dir.display(), segments = purged.segments, bytes = purged.bytes, "log prefix purged");

@@ -858,6 +858,28 @@ impl Segment {
         Ok(())
     }
 
+    /// Takes the segment's files out of the log: renames each (data file first) to
+    /// `<name>.deleted`, then syncs the directory, so the removal is durable on return (open
+    /// removes `*.deleted` files). The caller hands them to [`crate::deleter`], which frees their
+    /// space gradually, off the log's lock.
+    pub fn retire(&self) -> Result<Vec<PathBuf>, Failure> {
+        let dir = self.path.parent().expect("segment path has a directory");
+        let (log_path, index_path, time_path) = segment_paths(dir, self.header.base_index);
+        let mut renamed = Vec::with_capacity(3);
+        for path in [log_path, index_path, time_path] {
+            let mut name = path.clone().into_os_string();
+            name.push(crate::deleter::DELETED_SUFFIX);
+            let to = PathBuf::from(name);
+            match io::rename(&path, &to) {
+                Ok(()) => renamed.push(to),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Failure::Io { path, source: e }),
+            }
+        }
+        io::sync_dir(dir).map_err(Failure::io(dir))?;
+        Ok(renamed)
+    }
+
     /// Deletes the segment's files, data file first, and syncs the directory: the removal is
     /// durable on return.
     pub fn remove_files(&self) -> Result<(), Failure> {

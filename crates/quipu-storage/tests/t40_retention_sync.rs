@@ -250,3 +250,60 @@ fn logs_sharing_syncs_keep_every_synced_entry_through_power_loss() {
         assert_eq!(recovered, written[..recovered.len()]);
     }
 }
+
+/// A purge takes its segments out of the log durably (renamed `*.deleted`, the directory
+/// synced) and leaves their deletion to the deleter: once it is done no file of theirs is left,
+/// and a leftover the process did not get to delete goes at the next open.
+#[test]
+fn purged_segments_are_deleted_and_leftovers_go_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || LogConfig {
+        // Segments larger than the deleter's step, so that files shrink before they go.
+        segment_bytes_max: 12 << 20,
+        entry_bytes_max: 1 << 20,
+        preallocate_bytes: 1 << 20,
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config()).unwrap();
+    for i in 0..50u64 {
+        log.append(&[records(i, 1, i, 8, 100_000, 0)]).unwrap();
+    }
+    let before = files_with_extension(dir.path(), "log").len();
+    assert!(before >= 3, "{before} segments");
+    let purged = log.purge_prefix(30).unwrap();
+    assert!(purged.segments > 0);
+    let first = log.first_index();
+    // Out of the log at once, whatever the deleter has done yet.
+    for extension in ["log", "index", "timeindex"] {
+        assert_eq!(
+            files_with_extension(dir.path(), extension).len(),
+            before - purged.segments,
+            "{extension} files"
+        );
+    }
+    quipu_storage::wait_for_deletions();
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.iter().all(|name| !name.ends_with(".deleted")),
+        "{names:?}"
+    );
+    // As if the process had stopped before deleting them.
+    let leftovers = [
+        dir.path().join("00000000000000000000.log.deleted"),
+        dir.path().join("00000000000000000000.index.deleted"),
+    ];
+    for leftover in &leftovers {
+        std::fs::write(leftover, b"a purged segment's bytes").unwrap();
+    }
+    drop(log);
+    let log = Log::open(dir.path(), config()).unwrap();
+    assert!(leftovers.iter().all(|leftover| !leftover.exists()));
+    assert_eq!(log.first_index(), first);
+    assert_eq!(
+        log.read_entries(first, 50, u64::MAX).unwrap().len() as u64,
+        50 - first
+    );
+}
