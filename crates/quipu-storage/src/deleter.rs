@@ -17,6 +17,8 @@
 //! Invariants:
 //! - Only files named `*.deleted` are handed here, and nothing else opens them: a log's open
 //!   removes any it finds (a process that stopped before deleting them).
+//! - A file is shrunk only while no map of it is alive in the process (readers hold bytes of
+//!   segment maps); otherwise it is only unlinked. No map of it can appear once it is renamed.
 //! - A failure is logged, not returned: the segment is out of its log already; the file goes at
 //!   the log's next open.
 //! - Files are deleted in the order they were handed over; the queue holds at most the files of
@@ -116,9 +118,18 @@ pub fn wait_for_deletions() {
     }
 }
 
-/// Shrinks `path` step by step, then unlinks it.
+/// Shrinks `path` step by step, then unlinks it. A file some reader still maps is only
+/// unlinked: shrinking it would take pages from under the reader (its blocks are then freed
+/// when the last map goes).
 fn delete_paced(path: &std::path::Path) {
     let shrunk = (|| -> std::io::Result<()> {
+        // Maps are registered under the segment's own name; a map of a newer segment of the same
+        // name makes this skip the shrink too, which is only slower.
+        let name = path.to_string_lossy();
+        let original = std::path::Path::new(name.strip_suffix(DELETED_SUFFIX).unwrap_or(&name));
+        if crate::mmap::is_mapped(original) {
+            return Ok(());
+        }
         let file = std::fs::OpenOptions::new().write(true).open(path)?;
         let mut len = file.metadata()?.len();
         while len > STEP_BYTES {

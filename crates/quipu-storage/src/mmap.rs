@@ -9,7 +9,10 @@
 //!   the process ([`is_shared`] checks a process-wide registry of data maps, so it also sees
 //!   readers of a `Log` that was dropped or reopened); otherwise a trimmed copy replaces it by
 //!   rename and the old inode lives on for the readers (see `Segment::truncate_to`); sealing trims
-//!   only preallocated space past the data, which no reader ever touches;
+//!   only preallocated space past the data, which no reader ever touches; a purged segment's
+//!   file is shrunk before its unlink only while no map of it is alive ([`is_mapped`], checked by
+//!   `crate::deleter` just before; none can appear after, as the file was renamed out of the log
+//!   first), else it is only unlinked;
 //! - another process never opens the same directory: `Log::open` holds an exclusive `flock` on
 //!   its `LOCK` file;
 //! - nothing outside the engine modifies a log directory while a log is open (documented for
@@ -47,6 +50,14 @@ pub(crate) fn is_shared(path: &Path, own: &Arc<Mmap>) -> bool {
     maps.iter().any(|(mapped, weak)| {
         mapped == path && weak.strong_count() > 0 && !std::ptr::eq(weak.as_ptr(), Arc::as_ptr(own))
     })
+}
+
+/// Whether any map of the data file at `path` is alive anywhere in the process (a reader may
+/// still hold bytes of it).
+pub(crate) fn is_mapped(path: &Path) -> bool {
+    let maps = DATA_MAPS.lock().unwrap_or_else(|e| e.into_inner());
+    maps.iter()
+        .any(|(mapped, weak)| mapped == path && weak.strong_count() > 0)
 }
 
 /// Maps the whole of `file` read-write (index files; their length is fixed while mapped).

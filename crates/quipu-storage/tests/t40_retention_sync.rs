@@ -265,14 +265,17 @@ fn purged_segments_are_deleted_and_leftovers_go_at_open() {
         ..small_config()
     };
     let log = Log::open(dir.path(), config()).unwrap();
-    for i in 0..50u64 {
+    for i in 0..80u64 {
         log.append(&[records(i, 1, i, 8, 100_000, 0)]).unwrap();
     }
     let before = files_with_extension(dir.path(), "log").len();
     assert!(before >= 3, "{before} segments");
+    // A reader holds entries of the segments about to go (bytes of their maps): a file still
+    // mapped must not shrink under it, and the bytes it holds stay as they were.
+    let held = log.read_entries(0, 5, u64::MAX).unwrap();
+    let copies: Vec<Vec<u8>> = held.iter().map(|e| e.payload.to_vec()).collect();
     let purged = log.purge_prefix(30).unwrap();
     assert!(purged.segments > 0);
-    let first = log.first_index();
     // Out of the log at once, whatever the deleter has done yet.
     for extension in ["log", "index", "timeindex"] {
         assert_eq!(
@@ -282,6 +285,23 @@ fn purged_segments_are_deleted_and_leftovers_go_at_open() {
         );
     }
     quipu_storage::wait_for_deletions();
+    for (entry, copy) in held.iter().zip(&copies) {
+        assert!(
+            entry.payload[..] == copy[..],
+            "entry {} changed under its reader",
+            entry.index
+        );
+    }
+    drop(held);
+    // Nothing maps them any more: the next purge's files shrink before they go.
+    let before = files_with_extension(dir.path(), "log").len();
+    let purged_again = log.purge_prefix(60).unwrap();
+    assert!(purged_again.segments > 0);
+    quipu_storage::wait_for_deletions();
+    assert_eq!(
+        files_with_extension(dir.path(), "log").len(),
+        before - purged_again.segments
+    );
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -298,12 +318,13 @@ fn purged_segments_are_deleted_and_leftovers_go_at_open() {
     for leftover in &leftovers {
         std::fs::write(leftover, b"a purged segment's bytes").unwrap();
     }
+    let first = log.first_index();
     drop(log);
     let log = Log::open(dir.path(), config()).unwrap();
     assert!(leftovers.iter().all(|leftover| !leftover.exists()));
     assert_eq!(log.first_index(), first);
     assert_eq!(
-        log.read_entries(first, 50, u64::MAX).unwrap().len() as u64,
-        50 - first
+        log.read_entries(first, 80, u64::MAX).unwrap().len() as u64,
+        80 - first
     );
 }
