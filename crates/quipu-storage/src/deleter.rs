@@ -18,7 +18,8 @@
 //! - Only files named `*.deleted` are handed here, and nothing else opens them: a log's open
 //!   removes any it finds (a process that stopped before deleting them).
 //! - A file is shrunk only while no map of it is alive in the process (readers hold bytes of
-//!   segment maps); otherwise it is only unlinked. No map of it can appear once it is renamed.
+//!   segment maps): it waits up to [`MAPPED_WAIT_MAX`] for them to go, and is otherwise only
+//!   unlinked. No map of it can appear once it is renamed.
 //! - A failure is logged, not returned: the segment is out of its log already; the file goes at
 //!   the log's next open.
 //! - Files are deleted in the order they were handed over; the queue holds at most the files of
@@ -37,6 +38,9 @@ const STEP_BYTES: u64 = 8 * 1024 * 1024;
 /// The pause between two steps: at most 8 MiB freed every 10 ms (800 MiB/s), far above the rate
 /// at which a node writes, so the files never pile up, while other I/O goes between the steps.
 const PAUSE: Duration = Duration::from_millis(10);
+
+/// Longest a file waits for the last map of it to go before it is only unlinked.
+const MAPPED_WAIT_MAX: Duration = Duration::from_secs(1);
 
 struct Deleter {
     files: Mutex<mpsc::Sender<PathBuf>>,
@@ -127,8 +131,14 @@ fn delete_paced(path: &std::path::Path) {
         // name makes this skip the shrink too, which is only slower.
         let name = path.to_string_lossy();
         let original = std::path::Path::new(name.strip_suffix(DELETED_SUFFIX).unwrap_or(&name));
-        if crate::mmap::is_mapped(original) {
-            return Ok(());
+        // A read in progress holds a map for a moment: wait a little for it to go.
+        let mut waited = Duration::ZERO;
+        while crate::mmap::is_mapped(original) {
+            if waited >= MAPPED_WAIT_MAX {
+                return Ok(());
+            }
+            std::thread::sleep(PAUSE);
+            waited += PAUSE;
         }
         let file = std::fs::OpenOptions::new().write(true).open(path)?;
         let mut len = file.metadata()?.len();
