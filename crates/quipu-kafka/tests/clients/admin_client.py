@@ -137,7 +137,14 @@ def kafka_python():
         configs = result["topic"][TOPIC]
         return {name: [c["value"], c["config_source"] == "DEFAULT_CONFIG"] for name, c in configs.items()}
 
+    # The broker asked may learn of the new topic a moment after the create was answered
+    # (asynchronous propagation, as in Kafka): it answers UNKNOWN_TOPIC_OR_PARTITION meanwhile,
+    # which kafka-python hands back as no configs.
+    deadline = time.time() + 30
     seen["described"] = describe()
+    while not seen["described"] and time.time() < deadline:
+        time.sleep(0.1)
+        seen["described"] = describe()
     # kafka-python's alter_configs reads the topic's other configs first and sends them along,
     # so that AlterConfigs (which replaces) keeps them.
     admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, TOPIC, configs={"retention.bytes": "1048576"})])
