@@ -57,16 +57,13 @@ pub(crate) enum IoThreadLost {
     },
 }
 
-impl IoThreadLost {
-    /// From a caught panic's payload: its message, when it has one.
-    fn panicked(log: PathBuf, payload: &(dyn std::any::Any + Send)) -> Self {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|m| (*m).to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".to_string());
-        IoThreadLost::Panicked { log, message }
-    }
+/// A caught panic's message, when its payload has one.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|m| (*m).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -125,10 +122,10 @@ pub(crate) async fn run<T: Send + 'static>(
     let (answer, answered) = oneshot::channel();
     let lane = threads().lane();
     lane.load.fetch_add(1, Ordering::Relaxed);
-    let dir = log.to_path_buf();
+    // The job carries no copy of the log's name: the error is built here, only if there is one.
     let job: Job = Box::new(move || {
         let result = std::panic::catch_unwind(AssertUnwindSafe(work))
-            .map_err(|payload| IoThreadLost::panicked(dir, payload.as_ref()));
+            .map_err(|payload| panic_message(payload.as_ref()));
         let _ = answer.send(result);
         lane.load.fetch_sub(1, Ordering::Relaxed);
     });
@@ -140,7 +137,14 @@ pub(crate) async fn run<T: Send + 'static>(
         lane.load.fetch_sub(1, Ordering::Relaxed);
         return Err(gone());
     }
-    answered.await.unwrap_or_else(|_| Err(gone()))
+    match answered.await {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(message)) => Err(IoThreadLost::Panicked {
+            log: log.to_path_buf(),
+            message,
+        }),
+        Err(_) => Err(gone()),
+    }
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -189,15 +189,17 @@ fn vote_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
     StorageError::from(StorageIOError::write_vote(AnyError::new(&error)))
 }
 
-/// Runs blocking storage work off the async runtime's threads, on the log I/O threads.
-async fn blocking<T: Send + 'static>(
-    log: &Path,
-    work: impl FnOnce() -> Result<T, StorageError<NodeId>> + Send + 'static,
-) -> Result<T, StorageError<NodeId>> {
-    crate::io_threads::run(log, work).await.map_err(io_error)?
-}
-
 impl LogStore {
+    /// Runs blocking work on this log off the async runtime's threads, on the log I/O threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, StorageError<NodeId>> + Send + 'static,
+    ) -> Result<T, StorageError<NodeId>> {
+        crate::io_threads::run(self.inner.log.dir(), work)
+            .await
+            .map_err(io_error)?
+    }
+
     /// Opens the store of the partition whose log is `log`, on node `node`. Must run inside a
     /// tokio runtime: it starts the partition's flush task, which ends when the last clone is
     /// dropped.
@@ -383,10 +385,8 @@ impl LogStore {
         self.save_meta(meta).await?;
         self.before_removal();
         let log = Arc::clone(&self.inner.log);
-        blocking(self.inner.log.dir(), move || {
-            log.reset(snapshot.index + 1, offset).map_err(io_error)
-        })
-        .await
+        self.blocking(move || log.reset(snapshot.index + 1, offset).map_err(io_error))
+            .await
     }
 
     /// Before a truncation or reset removes entries: a flush queued earlier no longer answers
@@ -410,10 +410,8 @@ impl LogStore {
     async fn save_meta(&self, meta: RaftMeta) -> Result<(), StorageError<NodeId>> {
         let body = postcard::to_allocvec(&meta).map_err(vote_error)?;
         let dir = self.inner.log.dir().to_path_buf();
-        blocking(self.inner.log.dir(), move || {
-            write_state_file(&dir, META_FILE, &body).map_err(vote_error)
-        })
-        .await?;
+        self.blocking(move || write_state_file(&dir, META_FILE, &body).map_err(vote_error))
+            .await?;
         *self
             .inner
             .meta
@@ -459,7 +457,7 @@ impl LogStore {
         let stored = if recent {
             read()?
         } else {
-            blocking(self.inner.log.dir(), read).await?
+            self.blocking(read).await?
         };
         stored
             .into_iter()
@@ -488,8 +486,8 @@ async fn flush_task(
             None => Err("the log was closed".to_string()),
             Some(sync_log) => {
                 let (mark, mark_order) = (Arc::clone(&mark), Arc::clone(&mark_order));
-                let dir = sync_log.dir().to_path_buf();
-                let synced = crate::io_threads::run(&dir, move || {
+                let named = Arc::clone(&sync_log);
+                let synced = crate::io_threads::run(named.dir(), move || {
                     sync_and_mark(&sync_log, &mark, &mark_order, next_index)
                 })
                 .await;
@@ -646,7 +644,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         let log = Arc::clone(&self.inner.log);
-        blocking(self.inner.log.dir(), move || log.sync().map_err(vote_error)).await?;
+        self.blocking(move || log.sync().map_err(vote_error))
+            .await?;
         let mut meta = self.meta();
         meta.vote = Some(*vote);
         self.save_meta(meta).await
@@ -666,7 +665,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let body = postcard::to_allocvec(&committed)
             .map_err(|e| committed_error(openraft::ErrorVerb::Write, e))?;
         let dir = self.inner.log.dir().to_path_buf();
-        blocking(self.inner.log.dir(), move || {
+        self.blocking(move || {
             write_state_file(&dir, COMMITTED_FILE, &body)
                 .map_err(|e| committed_error(openraft::ErrorVerb::Write, e))
         })
@@ -680,11 +679,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             return Ok(None);
         }
         let dir = self.inner.log.dir().to_path_buf();
-        let body = blocking(self.inner.log.dir(), move || {
-            read_state_file(&dir, COMMITTED_FILE, META_BYTES_MAX)
-                .map_err(|e| committed_error(openraft::ErrorVerb::Read, e))
-        })
-        .await?;
+        let body = self
+            .blocking(move || {
+                read_state_file(&dir, COMMITTED_FILE, META_BYTES_MAX)
+                    .map_err(|e| committed_error(openraft::ErrorVerb::Read, e))
+            })
+            .await?;
         let Some(body) = body else {
             return Ok(None);
         };
@@ -770,51 +770,56 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .inner
             .keep_recent
             .load(std::sync::atomic::Ordering::SeqCst);
-        let appended = blocking(self.inner.log.dir(), move || {
-            let empty = log.first_index() == log.next_index() || log.next_index() <= purged_next;
-            if empty && first != log.next_index() {
-                // Nothing is held (a snapshot was installed past the log's end): restart the log
-                // where the leader continues, at the offset the snapshot ends at.
-                let offset = restart_offset(&log, &shared, first.saturating_sub(1))?;
-                shared.clear_recent();
-                log.reset(first, offset).map_err(io_error)?;
-            }
-            let keep = keep_recent
-                && crate::recent::keeps_appends_of(entries.iter().map(|e| e.payload.len()).sum());
-            let appended = if keep {
-                let kept = log.append_kept(&entries);
-                let (appended, kept) = kept
-                    .inspect_err(|_| shared.clear_recent())
-                    .map_err(io_error)?;
-                shared.keep_recent(kept);
-                appended
-            } else {
-                if keep_recent {
-                    // What is kept must reach the log's end: an append too large to keep ends it.
+        let appended = self
+            .blocking(move || {
+                let empty =
+                    log.first_index() == log.next_index() || log.next_index() <= purged_next;
+                if empty && first != log.next_index() {
+                    // Nothing is held (a snapshot was installed past the log's end): restart the log
+                    // where the leader continues, at the offset the snapshot ends at.
+                    let offset = restart_offset(&log, &shared, first.saturating_sub(1))?;
                     shared.clear_recent();
+                    log.reset(first, offset).map_err(io_error)?;
                 }
-                log.append(&entries).map_err(io_error)?
-            };
-            // Base offsets of the entries that carry a token: the first entry's base offset plus
-            // the offsets of the record entries before it (batches the log just validated, one or
-            // more per entry).
-            let mut local_acks = Vec::with_capacity(tokens.len());
-            let mut offset = appended.base_offset.0;
-            let mut pending = tokens.iter().peekable();
-            for (at, entry) in entries.iter().enumerate() {
-                if pending.peek().is_some_and(|(token_at, _)| *token_at == at) {
-                    let (_, token) = pending.next().expect("peeked");
-                    local_acks.push((*token, offset));
+                let keep = keep_recent
+                    && crate::recent::keeps_appends_of(
+                        entries.iter().map(|e| e.payload.len()).sum(),
+                    );
+                let appended = if keep {
+                    let kept = log.append_kept(&entries);
+                    let (appended, kept) = kept
+                        .inspect_err(|_| shared.clear_recent())
+                        .map_err(io_error)?;
+                    shared.keep_recent(kept);
+                    appended
+                } else {
+                    if keep_recent {
+                        // What is kept must reach the log's end: an append too large to keep ends it.
+                        shared.clear_recent();
+                    }
+                    log.append(&entries).map_err(io_error)?
+                };
+                // Base offsets of the entries that carry a token: the first entry's base offset plus
+                // the offsets of the record entries before it (batches the log just validated, one or
+                // more per entry).
+                let mut local_acks = Vec::with_capacity(tokens.len());
+                let mut offset = appended.base_offset.0;
+                let mut pending = tokens.iter().peekable();
+                for (at, entry) in entries.iter().enumerate() {
+                    if pending.peek().is_some_and(|(token_at, _)| *token_at == at) {
+                        let (_, token) = pending.next().expect("peeked");
+                        local_acks.push((*token, offset));
+                    }
+                    if entry.kind == EntryKind::Records {
+                        offset +=
+                            quipu_record::offset_count_of(&entry.payload).map_err(io_error)?;
+                    }
                 }
-                if entry.kind == EntryKind::Records {
-                    offset += quipu_record::offset_count_of(&entry.payload).map_err(io_error)?;
-                }
-            }
-            let synced =
-                sync_here.then(|| sync_and_mark(&log, &mark, &mark_order, appended.last_index + 1));
-            Ok((appended, local_acks, synced))
-        })
-        .await?;
+                let synced = sync_here
+                    .then(|| sync_and_mark(&log, &mark, &mark_order, appended.last_index + 1));
+                Ok((appended, local_acks, synced))
+            })
+            .await?;
         let (appended, local_acks, synced) = appended;
         let flush = Flush {
             next_index: appended.last_index + 1,
@@ -847,7 +852,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mark = Arc::clone(&self.inner.mark);
         let mark_order = Arc::clone(&self.inner.mark_order);
         self.before_removal();
-        blocking(self.inner.log.dir(), move || {
+        self.blocking(move || {
             let _order = mark_order.lock().unwrap_or_else(|e| e.into_inner());
             // The mark first: it must never name entries the log no longer has.
             mark.lower_to(log_id.index).map_err(io_error)?;
@@ -886,7 +891,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         meta.last_purged = Some(log_id);
         self.save_meta(meta).await?;
         let log = Arc::clone(&self.inner.log);
-        blocking(self.inner.log.dir(), move || {
+        self.blocking(move || {
             log.purge_prefix(log_id.index + 1)
                 .map(|_| ())
                 .map_err(io_error)
