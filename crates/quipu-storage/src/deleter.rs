@@ -43,7 +43,7 @@ const PAUSE: Duration = Duration::from_millis(10);
 const MAPPED_WAIT_MAX: Duration = Duration::from_secs(1);
 
 struct Deleter {
-    files: Mutex<mpsc::Sender<PathBuf>>,
+    files: mpsc::Sender<PathBuf>,
     /// Files handed over and not yet deleted.
     pending: Mutex<usize>,
     done: Condvar,
@@ -70,7 +70,7 @@ fn deleter() -> Option<&'static Deleter> {
                 });
             match started {
                 Ok(_) => Some(Deleter {
-                    files: Mutex::new(files),
+                    files,
                     pending: Mutex::new(0),
                     done: Condvar::new(),
                 }),
@@ -96,7 +96,7 @@ pub(crate) fn delete(files: Vec<PathBuf>) {
     for path in files {
         let handed = deleter().is_some_and(|deleter| {
             *lock(&deleter.pending) += 1;
-            let sent = lock(&deleter.files).send(path.clone()).is_ok();
+            let sent = deleter.files.send(path.clone()).is_ok();
             if !sent {
                 *lock(&deleter.pending) -= 1;
             }
@@ -129,6 +129,10 @@ fn delete_paced(path: &std::path::Path) {
     let shrunk = (|| -> std::io::Result<()> {
         // Maps are registered under the segment's own name; a map of a newer segment of the same
         // name makes this skip the shrink too, which is only slower.
+        // Opened before the check: should a newer purge rename another file to this name
+        // meanwhile, the check below still covers the file opened (its maps are registered
+        // under the same segment name), and nothing can map it once it is open here.
+        let file = std::fs::OpenOptions::new().write(true).open(path)?;
         let name = path.to_string_lossy();
         let original = std::path::Path::new(name.strip_suffix(DELETED_SUFFIX).unwrap_or(&name));
         // A read in progress holds a map for a moment: wait a little for it to go.
@@ -140,7 +144,6 @@ fn delete_paced(path: &std::path::Path) {
             std::thread::sleep(PAUSE);
             waited += PAUSE;
         }
-        let file = std::fs::OpenOptions::new().write(true).open(path)?;
         let mut len = file.metadata()?.len();
         while len > STEP_BYTES {
             len -= STEP_BYTES;
@@ -158,13 +161,11 @@ fn delete_paced(path: &std::path::Path) {
             "cannot shrink a purged segment's file before deleting it"
         );
     }
-    match crate::io::remove(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(
+    if let Err(e) = crate::io::remove_if_present(path) {
+        tracing::warn!(
             file = %path.display(),
             error = &e as &dyn std::error::Error,
             "cannot delete a purged segment's file; it goes when its log is next opened"
-        ),
+        );
     }
 }

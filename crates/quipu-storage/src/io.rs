@@ -121,6 +121,14 @@ pub(crate) fn remove(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// [`remove`], where a file already gone is not an error.
+pub(crate) fn remove_if_present(path: &Path) -> io::Result<()> {
+    match remove(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
 /// Renames `from` over `to` atomically. Durable only after [`sync_dir`].
 pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
     std::fs::rename(from, to)?;

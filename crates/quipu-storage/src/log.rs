@@ -172,12 +172,7 @@ impl Log {
             } else if name.ends_with(crate::deleter::DELETED_SUFFIX) {
                 // A purged segment's file not deleted yet (the process stopped first, or the
                 // deleter is on it: whichever comes second finds it gone).
-                match io::remove(&dirent.path()) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(io_err(&dirent.path())(e));
-                    }
-                    _ => {}
-                }
+                io::remove_if_present(&dirent.path()).map_err(io_err(&dirent.path()))?;
             }
         }
         bases.sort_unstable();

@@ -886,11 +886,7 @@ impl Segment {
         let dir = self.path.parent().expect("segment path has a directory");
         let (log_path, index_path, time_path) = segment_paths(dir, self.header.base_index);
         for path in [log_path, index_path, time_path] {
-            match io::remove(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Failure::Io { path, source: e }),
-            }
+            io::remove_if_present(&path).map_err(|source| Failure::Io { path, source })?;
         }
         io::sync_dir(dir).map_err(Failure::io(dir))
     }
