@@ -11,6 +11,9 @@
 # requests per fsync). Figures go to docs/benchmarks.md by hand.
 #
 # usage: benches/produce/rf3_pairs.sh OLD_BINARY NEW_BINARY [PAIRS] [RATE]
+# env: OLD_CONFIG / NEW_CONFIG: a configuration file for that side's nodes (QUIPU_CONFIG), so
+#      one binary can be run against itself with two settings; MAX_SECONDS: how long the
+#      as-fast-as-it-goes phase runs (default 8; longer lets segments roll and retention purge).
 set -euo pipefail
 old="$1"; new="$2"; pairs="${3:-3}"; rate="${4:-50000}"
 export QUIPU_BOOTSTRAP=127.0.0.1:27101,127.0.0.1:27102,127.0.0.1:27103
@@ -32,22 +35,26 @@ measure() {
   read -r b1 i1 < <(busy)
   echo "$label $*: $out; CPU busy $(( (b1 - b0) * 100 / ((b1 - b0) + (i1 - i0)) ))%"
 }
-# run LABEL BINARY: one fresh cluster of BINARY, measured, stopped.
+# run LABEL BINARY [CONFIG]: one fresh cluster of BINARY, measured, stopped.
 run() {
-  local label="$1" quipu="$2"
+  local label="$1" quipu="$2" config="${3:-}"
   dir=$(mktemp -d)
-  "$quipu" dev --nodes 3 --data-dir "$dir/d" --raft-port 27001 --api-port 27101 \
+  env ${config:+QUIPU_CONFIG="$config"} "$quipu" dev --nodes 3 --data-dir "$dir/d" --raft-port 27001 --api-port 27101 \
     --admin-port 27201 --kafka-port 29092 > "$dir/out" 2>&1 &
   dev=$!
   for _ in $(seq 1 150); do "$quipu" cluster health > /dev/null 2>&1 && break; sleep 0.2; done
   "$quipu" bench produce --topic t --partitions 3 --replication-factor 3 --records 20000 \
     --json > /dev/null
-  measure "$label" "$quipu" --duration 8 --concurrency 32 --records 100000000
+  measure "$label" "$quipu" --duration "${MAX_SECONDS:-8}" --concurrency 32 --records 100000000
   python3 "$(dirname "$0")/phases.py" save 27201,27202,27203 "$dir/phases.json" "$dir" || true
   measure "$label" "$quipu" --duration 10 --concurrency 32 --rate "$rate" --records $((rate * 10))
   python3 "$(dirname "$0")/phases.py" diff 27201,27202,27203 "$dir/phases.json" "$dir" || true
   stop_dev
 }
 for pair in $(seq 1 "$pairs"); do
-  if [ $((pair % 2)) -eq 1 ]; then run old "$old"; run new "$new"; else run new "$new"; run old "$old"; fi
+  if [ $((pair % 2)) -eq 1 ]; then
+    run old "$old" "${OLD_CONFIG:-}"; run new "$new" "${NEW_CONFIG:-}"
+  else
+    run new "$new" "${NEW_CONFIG:-}"; run old "$old" "${OLD_CONFIG:-}"
+  fi
 done

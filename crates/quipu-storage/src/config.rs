@@ -47,6 +47,10 @@ pub struct LogConfig {
     /// is what the file already holds, at least 64 KiB (or this, if smaller) and at most this,
     /// so quiet segments reserve little disk.
     pub preallocate_bytes: u64,
+    /// Keep one purged segment's data file per log and reuse it as the next segment's file
+    /// (its blocks are written already, so appends into it sync faster); the spare counts on
+    /// the disk, not in the log's size. Off: purged files are deleted.
+    pub recycle_segments: bool,
     /// When data is synced.
     pub fsync: FsyncPolicy,
     /// Retention: oldest segments are removed while the log stays at least this large.
@@ -71,6 +75,7 @@ impl std::fmt::Debug for LogConfig {
             .field("index_interval_bytes", &self.index_interval_bytes)
             .field("index_bytes_max", &self.index_bytes_max)
             .field("preallocate_bytes", &self.preallocate_bytes)
+            .field("recycle_segments", &self.recycle_segments)
             .field("fsync", &self.fsync)
             .field("retention_bytes", &self.retention_bytes)
             .field("retention_ms", &self.retention_ms)
@@ -94,6 +99,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             index_bytes_max: 2 * 1024 * 1024,
             preallocate_bytes: 16 * 1024 * 1024,
+            recycle_segments: true,
             fsync: FsyncPolicy::Always,
             retention_bytes: None,
             retention_ms: None,

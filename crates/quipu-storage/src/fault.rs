@@ -282,6 +282,9 @@ mod enabled {
         with_files(|files| {
             let track = track(files, path, position);
             track.written_end = track.written_end.max(position + len);
+            // A write inside what was synced (a recycled file's blocks, a header rewritten)
+            // makes everything from there on not durable until the next sync.
+            track.synced_end = track.synced_end.min(position);
         });
     }
 

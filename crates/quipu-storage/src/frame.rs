@@ -1,8 +1,12 @@
 //! Byte layouts of the segment header and of entry frames: `docs/format/segment.md`.
 //!
 //! Invariant: a frame is accepted only if its length fits in what remains of the file and its
-//! CRC-32 (crc32fast) over the frame header (after the CRC field) and the payload matches. Nothing
-//! here panics on file contents.
+//! CRC-32 (crc32fast) over its segment's salt (when not zero), the frame header (after the CRC
+//! field) and the payload matches. Nothing here panics on file contents.
+//!
+//! The salt is drawn at random for each segment file written (a recycled file gets a new one),
+//! so the old frames left in a recycled file fail their CRC under the new salt: a scan stops at
+//! them even where a record's payload was made to look like the next frame.
 
 use crate::entry::EntryKind;
 
@@ -21,9 +25,21 @@ pub(crate) struct SegmentHeader {
     pub base_index: u64,
     pub base_offset: u64,
     pub created_ms: i64,
+    /// Mixed into every frame's CRC (0: none, as in segments written before salts).
+    pub salt: u64,
 }
 
 impl SegmentHeader {
+    /// A header for a new segment file, with a salt of its own: random, never 0.
+    pub fn new(base_index: u64, base_offset: u64, created_ms: i64) -> SegmentHeader {
+        SegmentHeader {
+            base_index,
+            base_offset,
+            created_ms,
+            salt: new_salt(),
+        }
+    }
+
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
         let mut buf = [0u8; SEGMENT_HEADER_LEN];
         buf[0..8].copy_from_slice(&SEGMENT_MAGIC);
@@ -31,6 +47,7 @@ impl SegmentHeader {
         buf[16..24].copy_from_slice(&self.base_index.to_le_bytes());
         buf[24..32].copy_from_slice(&self.base_offset.to_le_bytes());
         buf[32..40].copy_from_slice(&self.created_ms.to_le_bytes());
+        buf[40..48].copy_from_slice(&self.salt.to_le_bytes());
         let crc = header_crc(&buf);
         buf[12..16].copy_from_slice(&crc.to_le_bytes());
         buf
@@ -59,8 +76,27 @@ impl SegmentHeader {
             base_index: u64_at(buf, 16),
             base_offset: u64_at(buf, 24),
             created_ms: i64::from_le_bytes(buf[32..40].try_into().expect("8 bytes")),
+            salt: u64_at(buf, 40),
         })
     }
+}
+
+/// A random, non-zero salt: SipHash, keyed by the operating system's randomness (std's
+/// `RandomState`), of a per-process counter and the time. Unpredictable to clients, who never
+/// see a segment's header, and different for every segment file written.
+fn new_salt() -> u64 {
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWN: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let salt = std::hash::RandomState::new().hash_one((
+        DRAWN.fetch_add(1, Ordering::Relaxed),
+        nanos,
+        std::process::id(),
+    ));
+    salt.max(1)
 }
 
 fn header_crc(buf: &[u8; SEGMENT_HEADER_LEN]) -> u32 {
@@ -125,17 +161,20 @@ impl FrameHeader {
     }
 }
 
-/// Computes the frame CRC over header bytes 4.. and the payload.
-pub(crate) fn frame_crc(header: &[u8; FRAME_HEADER_LEN], payload: &[u8]) -> u32 {
+/// Computes the frame CRC over the segment's salt (unless 0), header bytes 4.. and the payload.
+pub(crate) fn frame_crc(salt: u64, header: &[u8; FRAME_HEADER_LEN], payload: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
+    if salt != 0 {
+        hasher.update(&salt.to_le_bytes());
+    }
     hasher.update(&header[4..]);
     hasher.update(payload);
     hasher.finalize()
 }
 
-/// Writes the CRC of an encoded header and its payload into the header.
-pub(crate) fn seal_crc(header: &mut [u8; FRAME_HEADER_LEN], payload: &[u8]) {
-    let crc = frame_crc(header, payload);
+/// Writes the CRC of an encoded header and its payload, under `salt`, into the header.
+pub(crate) fn seal_crc(salt: u64, header: &mut [u8; FRAME_HEADER_LEN], payload: &[u8]) {
+    let crc = frame_crc(salt, header, payload);
     header[0..4].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -176,9 +215,14 @@ impl std::fmt::Display for FrameError {
     }
 }
 
-/// Parses and verifies the frame at `position` of `data` (which ends at the data length).
-/// Returns the header; the payload is `data[position + 48 .. position + frame_len]`.
-pub(crate) fn read_frame(data: &[u8], position: usize) -> Result<FrameHeader, FrameError> {
+/// Parses and verifies the frame at `position` of `data` (which ends at the data length), in a
+/// segment whose salt is `salt`. Returns the header; the payload is
+/// `data[position + 48 .. position + frame_len]`.
+pub(crate) fn read_frame(
+    data: &[u8],
+    position: usize,
+    salt: u64,
+) -> Result<FrameHeader, FrameError> {
     let rest = data.get(position..).ok_or(FrameError::Truncated)?;
     let header = FrameHeader::decode(rest)?;
     let payload_len =
@@ -194,7 +238,7 @@ pub(crate) fn read_frame(data: &[u8], position: usize) -> Result<FrameHeader, Fr
     let header_bytes: &[u8; FRAME_HEADER_LEN] = rest[..FRAME_HEADER_LEN]
         .try_into()
         .expect("decode checked the header length");
-    let computed = frame_crc(header_bytes, payload);
+    let computed = frame_crc(salt, header_bytes, payload);
     if computed != header.crc {
         return Err(FrameError::Crc {
             stored: header.crc,
@@ -229,10 +273,16 @@ mod tests {
         }
     }
 
+    const SALT: u64 = 0x5a17_5a17_5a17_5a17;
+
     fn frame_bytes(payload: &[u8]) -> Vec<u8> {
+        salted_frame_bytes(SALT, payload)
+    }
+
+    fn salted_frame_bytes(salt: u64, payload: &[u8]) -> Vec<u8> {
         let mut buf = [0u8; FRAME_HEADER_LEN];
         header().encode_into(&mut buf);
-        seal_crc(&mut buf, payload);
+        seal_crc(salt, &mut buf, payload);
         let mut out = buf.to_vec();
         out.extend_from_slice(payload);
         out
@@ -245,7 +295,7 @@ mod tests {
         assert_eq!(&bytes[4..8], &3u32.to_le_bytes());
         assert_eq!(&bytes[8..16], &7u64.to_le_bytes());
         assert_eq!(bytes[44], 1);
-        let parsed = read_frame(&bytes, 0).unwrap();
+        let parsed = read_frame(&bytes, 0, SALT).unwrap();
         assert_eq!(parsed.index, 7);
         assert_eq!(parsed.base_offset, 100);
         assert_eq!(parsed.frame_len(), 51);
@@ -257,7 +307,7 @@ mod tests {
         for bit in 0..bytes.len() * 8 {
             let mut corrupt = bytes.clone();
             corrupt[bit / 8] ^= 1 << (bit % 8);
-            let parsed = read_frame(&corrupt, 0);
+            let parsed = read_frame(&corrupt, 0, SALT);
             // A flip in the length may still describe a frame that fits: then the CRC catches it.
             assert!(parsed.is_err(), "flip of bit {bit} went unnoticed");
         }
@@ -265,21 +315,48 @@ mod tests {
 
     #[test]
     fn zeroes_and_short_input_are_not_frames() {
-        assert!(read_frame(&[0u8; 100], 0).is_err());
-        assert_eq!(read_frame(&[0u8; 10], 0), Err(FrameError::Truncated));
-        assert_eq!(read_frame(&[0u8; 10], 20), Err(FrameError::Truncated));
+        assert!(read_frame(&[0u8; 100], 0, SALT).is_err());
+        assert_eq!(read_frame(&[0u8; 10], 0, SALT), Err(FrameError::Truncated));
+        assert_eq!(read_frame(&[0u8; 10], 20, SALT), Err(FrameError::Truncated));
+    }
+
+    #[test]
+    fn a_frame_verifies_only_under_its_own_salt() {
+        let bytes = salted_frame_bytes(SALT, b"abc");
+        assert!(read_frame(&bytes, 0, SALT).is_ok());
+        assert!(matches!(
+            read_frame(&bytes, 0, SALT ^ 1),
+            Err(FrameError::Crc { .. })
+        ));
+        assert!(matches!(
+            read_frame(&bytes, 0, 0),
+            Err(FrameError::Crc { .. })
+        ));
+        // Salt 0 (segments from before salts): the CRC covers header and payload only.
+        let unsalted = salted_frame_bytes(0, b"abc");
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&unsalted[4..]);
+        assert_eq!(&unsalted[0..4], &hasher.finalize().to_le_bytes());
+        assert!(read_frame(&unsalted, 0, 0).is_ok());
+        assert!(read_frame(&unsalted, 0, SALT).is_err());
+    }
+
+    #[test]
+    fn new_headers_get_distinct_nonzero_salts() {
+        let salts: std::collections::HashSet<u64> = (0..1000)
+            .map(|i| SegmentHeader::new(i, i, 0).salt)
+            .collect();
+        assert_eq!(salts.len(), 1000);
+        assert!(!salts.contains(&0));
     }
 
     #[test]
     fn segment_header_round_trips_and_rejects_damage() {
-        let header = SegmentHeader {
-            base_index: 42,
-            base_offset: 1000,
-            created_ms: 5,
-        };
+        let header = SegmentHeader::new(42, 1000, 5);
         let bytes = header.encode();
+        assert_eq!(&bytes[40..48], &header.salt.to_le_bytes());
         assert_eq!(SegmentHeader::decode(&bytes).unwrap(), header);
-        for at in [0, 9, 13, 17, 30, 50] {
+        for at in [0, 9, 13, 17, 30, 42, 50] {
             let mut bad = bytes;
             bad[at] ^= 0x40;
             assert!(SegmentHeader::decode(&bad).is_err(), "damage at byte {at}");

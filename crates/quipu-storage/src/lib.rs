@@ -35,6 +35,7 @@ mod log;
 mod mark;
 mod marker;
 mod mmap;
+mod recycle;
 mod segment;
 mod shared_sync;
 mod state_file;

@@ -21,6 +21,7 @@ use crate::entry::{Entry, EntryKind, NewEntry, Offset};
 use crate::error::{AppendError, Failure, OpenError, ReadError, SyncError, TruncateError};
 use crate::frame::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader};
 use crate::marker::CleanMarker;
+use crate::recycle::Spare;
 use crate::segment::{OpenMode, Segment, SegmentView, parse_segment_name, segment_paths};
 use crate::{FsyncPolicy, LogConfig, SharedSync, io};
 
@@ -83,6 +84,8 @@ struct State {
     poisoned: Option<String>,
     /// Bumped by every truncation and reset.
     generation: u64,
+    /// A purged segment's data file kept to become the next segment's (`crate::recycle`).
+    spare: Option<Spare>,
 }
 
 #[derive(Debug)]
@@ -160,6 +163,7 @@ impl Log {
         let lock = lock_dir(&dir)?;
         let marker = CleanMarker::take(&dir)?;
         let mut bases = Vec::new();
+        let mut spare = None;
         for dirent in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
             let dirent = dirent.map_err(io_err(&dir))?;
             let name = dirent.file_name();
@@ -173,6 +177,15 @@ impl Log {
                 // A purged segment's file not deleted yet (the process stopped first, or the
                 // deleter is on it: whichever comes second finds it gone).
                 io::remove_if_present(&dirent.path()).map_err(io_err(&dirent.path()))?;
+            } else if Spare::is_spare_name(name) {
+                // One spare is kept (a log has at most one; more would be damage), none when
+                // recycling is off.
+                let found = Spare::of(dirent.path().with_extension(""));
+                if config.recycle_segments && spare.is_none() {
+                    spare = Some(found);
+                } else {
+                    crate::recycle::discard(found);
+                }
             }
         }
         bases.sort_unstable();
@@ -229,11 +242,7 @@ impl Log {
             last.truncate_to(last.next_index, prev_term, &config)?;
         }
         if segments.is_empty() {
-            let header = SegmentHeader {
-                base_index: 0,
-                base_offset: 0,
-                created_ms: now,
-            };
+            let header = SegmentHeader::new(0, 0, now);
             segments.push(Segment::create(&dir, header, 0, &config)?);
             io::sync_dir(&dir).map_err(io_err(&dir))?;
         }
@@ -267,6 +276,7 @@ impl Log {
                 staging: Vec::new(),
                 poisoned: None,
                 generation: 0,
+                spare,
             }),
             sync: Mutex::new(SyncState {
                 failed: false,
@@ -529,17 +539,39 @@ impl Log {
     fn roll(&self, state: &mut State, config: &LogConfig, now: i64) -> Result<(), Failure> {
         let active = state.active_mut();
         active.seal()?;
-        let header = SegmentHeader {
-            base_index: active.next_index,
-            base_offset: active.next_offset,
-            created_ms: now,
-        };
+        let header = SegmentHeader::new(active.next_index, active.next_offset, now);
         let last_term = active.last_term;
-        info!(dir = %self.dir.display(), base_index = header.base_index, base_offset = header.base_offset, "segment rolled");
-        let segment = Segment::create(&self.dir, header, last_term, config)?;
+        let (segment, recycled) = self.new_segment(state, header, last_term, config)?;
+        info!(dir = %self.dir.display(), base_index = header.base_index, base_offset = header.base_offset, recycled, "segment rolled");
         io::sync_dir(&self.dir).map_err(Failure::io(&self.dir))?;
         state.segments.push(segment);
         Ok(())
+    }
+
+    /// Creates the new active segment `header` names, in the log's spare file if it has one
+    /// that no reader maps (`crate::recycle`); whether it did. The caller syncs the directory.
+    fn new_segment(
+        &self,
+        state: &mut State,
+        header: SegmentHeader,
+        last_term: u64,
+        config: &LogConfig,
+    ) -> Result<(Segment, bool), Failure> {
+        match state.spare.take() {
+            // A reader may still hold bytes of the segment it was: a later segment reuses it.
+            Some(spare) if spare.is_mapped() => state.spare = Some(spare),
+            Some(spare) => {
+                match Segment::create_recycled(&self.dir, header, last_term, config, &spare.path)? {
+                    Some(segment) => return Ok((segment, true)),
+                    None => crate::recycle::discard(spare),
+                }
+            }
+            None => {}
+        }
+        Ok((
+            Segment::create(&self.dir, header, last_term, config)?,
+            false,
+        ))
     }
 
     /// Blocks until every entry below `next_index` (at most the log's next index) is durable.
@@ -1109,6 +1141,7 @@ impl Log {
         &self,
         mut remove: impl FnMut(&Segment, u64) -> bool,
     ) -> Result<Purged, TruncateError> {
+        let recycle = self.config().recycle_segments;
         let mut state = self.write_state();
         if let Some((dir, cause)) = self.poisoned(&state) {
             return Err(TruncateError::Poisoned { dir, cause });
@@ -1132,6 +1165,9 @@ impl Log {
                     break;
                 }
             }
+        }
+        if recycle && state.spare.is_none() && failed.is_none() {
+            state.spare = crate::recycle::keep_one(&mut retired);
         }
         drop(state);
         crate::deleter::delete(retired);
@@ -1157,14 +1193,9 @@ impl Log {
             while let Some(segment) = state.segments.pop() {
                 segment.remove_files()?;
             }
-            let header = SegmentHeader {
-                base_index: next_index,
-                base_offset: next_offset.0,
-                created_ms: (config.clock)(),
-            };
-            state
-                .segments
-                .push(Segment::create(&self.dir, header, 0, &config)?);
+            let header = SegmentHeader::new(next_index, next_offset.0, (config.clock)());
+            let (segment, _) = self.new_segment(&mut state, header, 0, &config)?;
+            state.segments.push(segment);
             io::sync_dir(&self.dir).map_err(Failure::io(&self.dir))
         })();
         state.generation += 1;

@@ -2,7 +2,9 @@
 //!
 //! Invariants:
 //! - frames in `[SEGMENT_HEADER_LEN, data_len)` are valid, with dense indexes from `base_index`
-//!   and base offsets continuing from `base_offset`; bytes past `data_len` are zero or unwritten;
+//!   and base offsets continuing from `base_offset`, their CRCs under the header's salt; bytes
+//!   past `data_len` are zero, unwritten, or a recycled file's old frames (whose CRCs are under
+//!   another salt, so a scan stops at them);
 //! - bytes below `data_len` never change while any reader holds the map (`truncate_to` copies
 //!   instead of shrinking a shared map);
 //! - a sealed segment's data and index files are trimmed and synced: after a crash only the last
@@ -61,6 +63,8 @@ pub(crate) struct SegmentView {
     pub path: Arc<Path>,
     pub map: Arc<Mmap>,
     pub data_len: u64,
+    /// The segment's salt, under which its frames' CRCs verify.
+    pub salt: u64,
 }
 
 /// Owner of a mapped range, so that `Bytes` can point into the map without copying.
@@ -85,7 +89,7 @@ impl SegmentView {
     /// Parses and verifies the frame at `position`.
     pub fn frame_at(&self, position: u64) -> Result<FrameHeader, Failure> {
         let pos = usize::try_from(position).map_err(|_| self.corrupt(position, "position"))?;
-        read_frame(self.data(), pos).map_err(|e| self.corrupt(position, &e.to_string()))
+        read_frame(self.data(), pos, self.salt).map_err(|e| self.corrupt(position, &e.to_string()))
     }
 
     /// The entry whose verified header is `header` at `position`; its payload shares the map.
@@ -236,13 +240,68 @@ impl Segment {
         last_term: u64,
         config: &LogConfig,
     ) -> Result<Segment, Failure> {
-        let (log_path, index_path, time_path) = segment_paths(dir, header.base_index);
+        let (log_path, _, _) = segment_paths(dir, header.base_index);
         let file = io::create(&log_path).map_err(Failure::io(&log_path))?;
         io::write_at(&file, &log_path, &header.encode(), 0).map_err(Failure::io(&log_path))?;
+        io::sync_all(&file, &log_path).map_err(Failure::io(&log_path))?;
         // No space is preallocated before the first append ([`Segment::write_staged`]): an idle
         // segment holds its header only, whatever `preallocate_bytes` says.
-        let allocated_len = SEGMENT_HEADER_LEN as u64;
-        io::sync_all(&file, &log_path).map_err(Failure::io(&log_path))?;
+        Segment::create_in(
+            dir,
+            header,
+            last_term,
+            config,
+            file,
+            SEGMENT_HEADER_LEN as u64,
+        )
+    }
+
+    /// Creates an empty active segment in a recycled file, `spare` (a purged segment's data
+    /// file that no reader maps any more; see `crate::recycle`), whose blocks are written
+    /// already: appends into them need no `fallocate` and their syncs no extent conversion. The
+    /// new header, with a salt of its own, is written and synced before the file is renamed to
+    /// the segment's name, so the segment's file always starts with its own header; the old
+    /// frames after it fail their CRC under the new salt, so a scan stops at them. The caller
+    /// syncs the directory before relying on the segment. `None` if the spare is gone or longer
+    /// than a segment may be (the caller deletes it).
+    pub fn create_recycled(
+        dir: &Path,
+        header: SegmentHeader,
+        last_term: u64,
+        config: &LogConfig,
+        spare: &Path,
+    ) -> Result<Option<Segment>, Failure> {
+        let file = match io::open_rw(spare) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Failure::io(spare)(e)),
+        };
+        let file_len = file.metadata().map_err(Failure::io(spare))?.len();
+        let longest = map_len(config, 0).map_err(Failure::io(spare))?;
+        if file_len < SEGMENT_HEADER_LEN as u64
+            || usize::try_from(file_len).map_or(true, |len| len > longest)
+        {
+            // Longer than a segment may be now (`segment_bytes_max` went down since).
+            return Ok(None);
+        }
+        io::write_at(&file, spare, &header.encode(), 0).map_err(Failure::io(spare))?;
+        io::sync_all(&file, spare).map_err(Failure::io(spare))?;
+        let (log_path, _, _) = segment_paths(dir, header.base_index);
+        io::rename(spare, &log_path).map_err(Failure::io(&log_path))?;
+        Segment::create_in(dir, header, last_term, config, file, file_len).map(Some)
+    }
+
+    /// The rest of a segment's creation once its data file holds its synced header:
+    /// `allocated_len` is the file's length.
+    fn create_in(
+        dir: &Path,
+        header: SegmentHeader,
+        last_term: u64,
+        config: &LogConfig,
+        file: File,
+        allocated_len: u64,
+    ) -> Result<Segment, Failure> {
+        let (log_path, index_path, time_path) = segment_paths(dir, header.base_index);
         let map = mmap::map_read(
             &file,
             &log_path,
@@ -491,7 +550,7 @@ impl Segment {
                     position,
                     bytes_cut = self.data_len - position,
                     reason,
-                    "cutting a torn or corrupt tail"
+                    "cutting the tail after the last valid frame: a torn or corrupt write, or the old frames of a recycled file"
                 );
             }
         }
@@ -645,7 +704,11 @@ impl Segment {
                 at += header.total_len();
             }
         }
-        seal_crc(&mut header, &staging[start + FRAME_HEADER_LEN..]);
+        seal_crc(
+            self.header.salt,
+            &mut header,
+            &staging[start + FRAME_HEADER_LEN..],
+        );
         staging[start..start + FRAME_HEADER_LEN].copy_from_slice(&header);
         let position = self.data_len;
         self.index_frame(position, &frame, config)?;
@@ -732,6 +795,7 @@ impl Segment {
             path: Arc::clone(&self.path),
             map: Arc::clone(&self.map),
             data_len: self.data_len,
+            salt: self.header.salt,
         }
     }
 

@@ -328,3 +328,166 @@ fn purged_segments_are_deleted_and_leftovers_go_at_open() {
         80 - first
     );
 }
+
+/// The one file of `dir` whose name ends with `.log.spare`, if any.
+fn spare_of(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let spares = files_with_extension(dir, "spare");
+    assert!(
+        spares.len() <= 1,
+        "a log keeps at most one spare: {spares:?}"
+    );
+    spares.into_iter().next()
+}
+
+/// The base index of the log's second segment, from its file's name.
+fn second_segment_base(dir: &std::path::Path) -> u64 {
+    files_with_extension(dir, "log")[1]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn inode(path: &std::path::Path) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap())
+}
+
+/// A purge keeps the newest purged segment's data file as the log's spare, and the next new
+/// segment is made in it (same inode, its written blocks kept), unless a reader still maps the
+/// segment it was. Every entry reads back, through a crash too; and the spare's old frames are
+/// never taken for entries, even where they continue the log exactly (their CRCs are under
+/// another salt: the test fails if a recycled file keeps its old salt).
+#[test]
+fn purged_segments_are_recycled_and_their_old_frames_never_read_as_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || LogConfig {
+        segment_bytes_max: 64 * 1024,
+        entry_bytes_max: 8192,
+        preallocate_bytes: 16 * 1024,
+        ..small_config()
+    };
+    // Four records of 1,000 bytes per entry, so an entry's base offset is 4 × its index.
+    let append = |log: &Log, index: u64| {
+        log.append(&[records(index, 1, index, 4, 1000, 0)]).unwrap();
+    };
+    let log = Log::open(dir.path(), config()).unwrap();
+    for index in 0..60 {
+        append(&log, index);
+    }
+    assert!(files_with_extension(dir.path(), "log").len() >= 3);
+    // A reader holds an entry of the segment that will become the spare (the first).
+    let second_base = second_segment_base(dir.path());
+    let held = log
+        .read_entries(second_base - 1, second_base, u64::MAX)
+        .unwrap();
+    let held_copy = held[0].payload.to_vec();
+    let purged = log.purge_prefix(second_base).unwrap();
+    assert_eq!(purged.segments, 1);
+    let spare = spare_of(dir.path()).expect("the purge kept a spare");
+    assert!(
+        spare.ends_with("00000000000000000000.log.spare"),
+        "{spare:?}"
+    );
+    let spare_inode = inode(&spare);
+    let spare_len = std::fs::metadata(&spare).unwrap().len();
+    // Still mapped by the reader: the next segments are new files, and its bytes stay.
+    let mut index = 60;
+    let segments_before = files_with_extension(dir.path(), "log").len();
+    while files_with_extension(dir.path(), "log").len() == segments_before {
+        append(&log, index);
+        index += 1;
+    }
+    assert_eq!(
+        spare_of(dir.path()).as_ref(),
+        Some(&spare),
+        "reused while mapped"
+    );
+    assert_eq!(held[0].payload[..], held_copy[..]);
+    drop(held);
+    // Unmapped: the next new segment is made in it.
+    let segments_before = files_with_extension(dir.path(), "log").len();
+    while files_with_extension(dir.path(), "log").len() == segments_before {
+        append(&log, index);
+        index += 1;
+    }
+    assert_eq!(spare_of(dir.path()), None, "the spare was not reused");
+    let newest = files_with_extension(dir.path(), "log").pop().unwrap();
+    assert_eq!(
+        inode(&newest),
+        spare_inode,
+        "the new segment is the spare's file"
+    );
+    assert_eq!(std::fs::metadata(&newest).unwrap().len(), spare_len);
+    for _ in 0..5 {
+        append(&log, index);
+        index += 1;
+    }
+    let first = log.first_index();
+    let written = log.read_entries(first, index, u64::MAX).unwrap();
+    assert_eq!(written.len() as u64, index - first);
+    // A crash (no clean close): every entry is read back, none of the old frames after them.
+    drop(log);
+    let log = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(log.next_index(), index);
+    assert_eq!(log.read_entries(first, index, u64::MAX).unwrap(), written);
+    // Readers of the segment to be purged next would keep its file from being reused.
+    drop(written);
+
+    // Old frames that continue the log exactly: the spare of the segment at `base`, then the
+    // log reset to start at `base` in that very file.
+    let base = log.first_index();
+    let purged = log.purge_prefix(second_segment_base(dir.path())).unwrap();
+    assert_eq!(purged.segments, 1);
+    let spare = spare_of(dir.path()).expect("the purge kept a spare");
+    assert!(spare.to_str().unwrap().contains(&format!("{base:020}")));
+    let spare_inode = inode(&spare);
+    log.reset(base, Offset(4 * base)).unwrap();
+    assert_eq!(
+        inode(&dir.path().join(format!("{base:020}.log"))),
+        spare_inode,
+        "the reset's segment is the spare's file"
+    );
+    drop(log);
+    for _ in 0..2 {
+        // After a crash, then after a clean close.
+        let log = Log::open(dir.path(), config()).unwrap();
+        assert_eq!(
+            (log.first_index(), log.next_index(), log.next_offset()),
+            (base, base, Offset(4 * base)),
+            "old frames were read as entries"
+        );
+        append(&log, base);
+        assert_eq!(log.read_entries(base, base + 1, u64::MAX).unwrap().len(), 1);
+        log.truncate_from(base).unwrap();
+        log.close().unwrap();
+    }
+}
+
+/// With `recycle_segments` off no spare is kept, and open deletes one left from before.
+#[test]
+fn without_recycling_purged_segments_are_deleted_and_a_spare_goes_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |recycle_segments| LogConfig {
+        recycle_segments,
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config(false)).unwrap();
+    for index in 0..40 {
+        log.append(&[records(index, 1, index, 2, 100, 0)]).unwrap();
+    }
+    assert!(log.purge_prefix(30).unwrap().segments > 1);
+    assert_eq!(spare_of(dir.path()), None);
+    drop(log);
+    // Made by a process that recycled.
+    let log = Log::open(dir.path(), config(true)).unwrap();
+    assert!(log.purge_prefix(39).unwrap().segments > 0);
+    assert!(spare_of(dir.path()).is_some());
+    drop(log);
+    let log = Log::open(dir.path(), config(false)).unwrap();
+    quipu_storage::wait_for_deletions();
+    assert_eq!(spare_of(dir.path()), None);
+    assert!(files_with_extension(dir.path(), "deleted").is_empty());
+    assert_eq!(log.next_index(), 40);
+}

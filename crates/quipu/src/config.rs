@@ -85,6 +85,7 @@ struct LogFile {
     index_interval_bytes: Option<u64>,
     index_bytes_max: Option<u64>,
     preallocate_bytes: Option<u64>,
+    recycle_segments: Option<bool>,
     /// `"always"`, `"never"`, or a number of milliseconds.
     fsync: Option<toml::Value>,
     /// `"file"` or `"filesystem"`.
@@ -830,6 +831,10 @@ impl Settings {
                 .log
                 .preallocate_bytes
                 .unwrap_or(defaults.preallocate_bytes),
+            recycle_segments: file
+                .log
+                .recycle_segments
+                .unwrap_or(defaults.recycle_segments),
             fsync,
             retention_bytes: match file.log.retention_bytes {
                 Some(bytes) => unlimited(checked(TopicKey::RetentionBytes, bytes)?)
@@ -1217,6 +1222,18 @@ mod tests {
             let node = settings.node_config(String::new(), String::new());
             assert_eq!(node.sync_scope, scope, "{text} reaches the node");
         }
+    }
+
+    #[test]
+    fn segment_recycling_is_read_and_on_by_default() {
+        assert!(resolve("").unwrap().log.recycle_segments);
+        for on in [false, true] {
+            let settings = resolve(&format!("recycle_segments = {on}")).unwrap();
+            assert_eq!(settings.log.recycle_segments, on);
+            let node = settings.node_config(String::new(), String::new());
+            assert_eq!(node.log.recycle_segments, on, "{on} reaches the node");
+        }
+        assert!(resolve("recycle_segments = 1").is_err());
     }
 
     #[test]
