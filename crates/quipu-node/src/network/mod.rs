@@ -44,8 +44,22 @@ pub(crate) const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// entries never waits for a window update round trip.
 pub(crate) const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 pub(crate) const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
-/// openraft's back-off after an unreachable peer (its default).
-const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
+/// The first wait of replication's back-off after an unreachable peer (one that did not answer
+/// in time, or could not be called); each next one doubles, up to [`BACKOFF_MAX`], until a call
+/// succeeds. openraft's default waits 500 ms every time: a stall of the peers of 100-250 ms (a
+/// busy disk) then held their replication for half a second more (docs/benchmarks.md).
+const BACKOFF_FIRST: Duration = Duration::from_millis(20);
+/// The longest wait of that back-off (openraft's default wait): what a peer that stays
+/// unreachable costs, one attempt per this long.
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// Replication's back-off after an unreachable peer: [`BACKOFF_FIRST`], doubling, up to
+/// [`BACKOFF_MAX`].
+fn backoff_waits() -> impl Iterator<Item = Duration> + Send + 'static {
+    std::iter::successors(Some(BACKOFF_FIRST), |wait| {
+        Some(wait.saturating_mul(2).min(BACKOFF_MAX))
+    })
+}
 /// How long connecting to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -330,6 +344,9 @@ impl PeerLink {
             payload: payload.into(),
         };
         let started = std::time::Instant::now();
+        // From here on a call that ends without an answer ran out of time: past its time to
+        // live here, or dropped by openraft, which stopped waiting for it.
+        record.result = "timeout";
         let call = async {
             if streamed {
                 let _order = match entries {
@@ -358,6 +375,9 @@ impl PeerLink {
         };
         let reply = match tokio::time::timeout(option.hard_ttl(), call).await {
             Err(_) => {
+                // Reported as unreachable, so that replication backs off ([`PeerLink::backoff`]):
+                // a peer cut off by the network times out every message, and openraft would send
+                // the next one at once after a timeout.
                 let error = std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "no answer within the rpc's hard ttl",
@@ -367,15 +387,17 @@ impl PeerLink {
             Ok(Err(status)) => {
                 // The peer answered with a refusal (not hosted, not a member, ...) or the call
                 // itself failed.
-                if !matches!(
+                record.result = if matches!(
                     status.code(),
                     tonic::Code::Unavailable
                         | tonic::Code::DeadlineExceeded
                         | tonic::Code::Cancelled
                         | tonic::Code::Unknown
                 ) {
-                    record.result = "refused";
-                }
+                    "unreachable"
+                } else {
+                    "refused"
+                };
                 return Err(unreachable(status));
             }
             Ok(Ok(reply)) => reply,
@@ -433,7 +455,7 @@ impl RaftNetwork<TypeConfig> for PeerLink {
                 Some(peers.throttle.owed())
             }));
         }
-        openraft::network::Backoff::new(std::iter::repeat(DEFAULT_BACKOFF))
+        openraft::network::Backoff::new(backoff_waits())
     }
 
     async fn install_snapshot(
@@ -454,5 +476,19 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.call(RaftRpc::Vote, &rpc, &option, None).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_back_off_starts_short_and_doubles_up_to_its_longest() {
+        let waits: Vec<u64> = backoff_waits()
+            .take(9)
+            .map(|wait| u64::try_from(wait.as_millis()).unwrap())
+            .collect();
+        assert_eq!(waits, [20, 40, 80, 160, 320, 500, 500, 500, 500]);
     }
 }
