@@ -15,11 +15,14 @@
 //! unlinks it.
 //!
 //! Invariants:
-//! - Only files named `*.deleted` are handed here, and nothing else opens them: a log's open
-//!   removes any it finds (a process that stopped before deleting them).
+//! - Only files named `*.deleted` are handed here (purged segments' files, and spares not
+//!   reused: `<segment>.log.spare.deleted`), and nothing else opens them: a log's open removes
+//!   any it finds (a process that stopped before deleting them), and a spare never goes through
+//!   a `*.deleted` name on its way to reuse.
 //! - A file is shrunk only while no map of it is alive in the process (readers hold bytes of
-//!   segment maps): it waits up to [`MAPPED_WAIT_MAX`] for them to go, and is otherwise only
-//!   unlinked. No map of it can appear once it is renamed.
+//!   segment maps, registered under the segment data file's name, which the deleted name
+//!   starts with): it waits up to [`MAPPED_WAIT_MAX`] for them to go, and is otherwise only
+//!   unlinked. No map of it can appear once it is renamed out of its log.
 //! - A failure is logged, not returned: the segment is out of its log already; the file goes at
 //!   the log's next open.
 //! - Files are deleted in the order they were handed over; the queue holds at most the files of
@@ -133,8 +136,13 @@ fn delete_paced(path: &std::path::Path) {
         // meanwhile, the check below still covers the file opened (its maps are registered
         // under the same segment name), and nothing can map it once it is open here.
         let file = std::fs::OpenOptions::new().write(true).open(path)?;
+        // The segment data file it was: a discarded spare's name has `.spare` before `.deleted`.
         let name = path.to_string_lossy();
-        let original = std::path::Path::new(name.strip_suffix(DELETED_SUFFIX).unwrap_or(&name));
+        let name = name.strip_suffix(DELETED_SUFFIX).unwrap_or(&name);
+        let original = std::path::Path::new(
+            name.strip_suffix(crate::recycle::SPARE_SUFFIX)
+                .unwrap_or(name),
+        );
         // A read in progress holds a map for a moment: wait a little for it to go.
         let mut waited = Duration::ZERO;
         while crate::mmap::is_mapped(original) {

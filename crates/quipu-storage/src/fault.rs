@@ -7,7 +7,9 @@
 //! directory as a machine that lost power at that instant could have left it.
 //!
 //! Model: data written past the last sync is lost (zeroed, as a preallocated region reads) or, in
-//! [`PowerLoss::TornTail`], a random prefix of it survives; a file whose creation was not followed
+//! [`PowerLoss::TornTail`], a random prefix of it survives; data written since the last sync over
+//! bytes that were durable (a recycled segment file, a header rewritten) goes back to those bytes,
+//! or in [`PowerLoss::TornTail`] a random prefix of each such write survives; a file whose creation was not followed
 //! by a directory sync disappears; a memory-mapped file written since its last sync loses a random
 //! suffix of its content. Not modelled: a removal or rename that was not followed by a directory
 //! sync (its old state cannot be reconstructed); the engine syncs the directory after each.
@@ -19,6 +21,7 @@ pub use enabled::*;
 mod disabled {
     use std::path::Path;
     pub(crate) fn on_create(_: &Path) {}
+    pub(crate) fn before_write(_: &std::fs::File, _: &Path, _: u64, _: u64) {}
     pub(crate) fn on_write(_: &Path, _: u64, _: u64) {}
     pub(crate) fn on_sync(_: &Path) {}
     pub(crate) fn on_set_len(_: &Path, _: u64) {}
@@ -48,7 +51,7 @@ pub(crate) use disabled::*;
 #[cfg(feature = "fault-injection")]
 mod enabled {
     use std::collections::HashMap;
-    use std::fs::OpenOptions;
+    use std::fs::{File, OpenOptions};
     use std::os::unix::fs::FileExt;
     use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,6 +81,8 @@ mod enabled {
         /// bytes, and the engine promises to sync every data truncation before relying on it.
         /// (Index files are derived data: an unsynced resize is modelled as losing their content.)
         pub unsynced_truncations: Vec<PathBuf>,
+        /// Writes over durable bytes taken back: path, position, bytes restored.
+        pub overwrites_undone: Vec<(PathBuf, u64, u64)>,
     }
 
     #[derive(Debug, Default, Clone)]
@@ -87,6 +92,18 @@ mod enabled {
         created_unsynced: bool,
         truncated_unsynced: bool,
         mmap_dirty: bool,
+        /// Writes since the last sync over durable bytes (below `synced_end`), oldest first:
+        /// where, the bytes that were there before, and the order of the write.
+        overwritten: Vec<Overwrite>,
+        /// Writes over durable bytes so far: each [`Overwrite`]'s place in that order.
+        overwrites: u64,
+    }
+
+    #[derive(Debug, Clone)]
+    struct Overwrite {
+        position: u64,
+        before: Vec<u8>,
+        seq: u64,
     }
 
     static FILES: Mutex<Option<HashMap<PathBuf, Track>>> = Mutex::new(None);
@@ -191,16 +208,17 @@ mod enabled {
         Some(std::io::Error::other("injected writeback error"))
     }
 
-    /// How far each tracked file under `root` was written, taken before a filesystem sync: the
-    /// sync makes that much durable (writes racing with it are not counted).
-    pub(crate) struct Written(Vec<(PathBuf, u64)>);
+    /// How far each tracked file under `root` was written, and how many of its writes over
+    /// durable bytes there were, taken before a filesystem sync: the sync makes that much
+    /// durable (writes racing with it are not counted).
+    pub(crate) struct Written(Vec<(PathBuf, u64, u64)>);
 
     pub(crate) fn written_under(root: &Path) -> Written {
         Written(with_files(|files| {
             files
                 .iter()
                 .filter(|(path, _)| path.starts_with(root))
-                .map(|(path, track)| (path.clone(), track.written_end))
+                .map(|(path, track)| (path.clone(), track.written_end, track.overwrites))
                 .collect()
         }))
     }
@@ -210,9 +228,12 @@ mod enabled {
     /// itself whatever the sync scope: the simulation then proves it does not depend on more.
     pub(crate) fn on_filesystem_sync(written: Written) {
         with_files(|files| {
-            for (path, end) in written.0 {
+            for (path, end, overwrites) in written.0 {
                 if let Some(track) = files.get_mut(&path) {
                     track.synced_end = track.synced_end.max(end.min(track.written_end));
+                    track
+                        .overwritten
+                        .retain(|overwrite| overwrite.seq >= overwrites);
                 }
             }
         });
@@ -278,13 +299,40 @@ mod enabled {
         })
     }
 
+    /// Before a write of `len` bytes at `position` of `file`: what it overwrites of the durable
+    /// bytes is kept, to go back to at a power loss before the next sync.
+    pub(crate) fn before_write(file: &File, path: &Path, position: u64, len: u64) {
+        let file_len = file.metadata().map_or(0, |m| m.len());
+        with_files(|files| {
+            // A file first seen now: all it holds was written before tracking began.
+            let track = track(files, path, file_len);
+            let end = position.saturating_add(len).min(track.synced_end);
+            if position >= end {
+                return;
+            }
+            let mut before = vec![0u8; usize::try_from(end - position).expect("test writes fit")];
+            if file.read_exact_at(&mut before, position).is_ok() {
+                // Numbered once written ([`on_write`]): a filesystem sync that starts before
+                // then does not cover it.
+                track.overwritten.push(Overwrite {
+                    position,
+                    before,
+                    seq: u64::MAX,
+                });
+            }
+        });
+    }
+
     pub(crate) fn on_write(path: &Path, position: u64, len: u64) {
         with_files(|files| {
             let track = track(files, path, position);
             track.written_end = track.written_end.max(position + len);
-            // A write inside what was synced (a recycled file's blocks, a header rewritten)
-            // makes everything from there on not durable until the next sync.
-            track.synced_end = track.synced_end.min(position);
+            if let Some(pending) = track.overwritten.last_mut()
+                && pending.seq == u64::MAX
+            {
+                pending.seq = track.overwrites;
+                track.overwrites += 1;
+            }
         });
     }
 
@@ -294,6 +342,7 @@ mod enabled {
                 track.synced_end = track.written_end;
                 track.truncated_unsynced = false;
                 track.mmap_dirty = false;
+                track.overwritten.clear();
             }
         });
     }
@@ -306,6 +355,13 @@ mod enabled {
                 track.written_end = track.written_end.min(len);
                 track.synced_end = track.synced_end.min(len);
                 track.truncated_unsynced = true;
+                track.overwritten.retain_mut(|overwrite| {
+                    let kept = len.saturating_sub(overwrite.position);
+                    overwrite
+                        .before
+                        .truncate(usize::try_from(kept).unwrap_or(usize::MAX));
+                    !overwrite.before.is_empty()
+                });
             }
         });
     }
@@ -381,23 +437,40 @@ mod enabled {
                 keep_from = 0;
                 zero_to = file_len;
             }
-            if zero_to <= keep_from {
-                continue;
-            }
-            if let PowerLoss::TornTail { .. } = mode {
-                keep_from += rng.next() % (zero_to - keep_from + 1);
-            }
             if zero_to > keep_from {
-                let zeros = vec![
-                    0u8;
-                    usize::try_from(zero_to - keep_from)
-                        .expect("test file fits in memory")
-                ];
-                file.write_all_at(&zeros, keep_from)?;
+                if let PowerLoss::TornTail { .. } = mode {
+                    keep_from += rng.next() % (zero_to - keep_from + 1);
+                }
+                if zero_to > keep_from {
+                    let zeros = vec![
+                        0u8;
+                        usize::try_from(zero_to - keep_from)
+                            .expect("test file fits in memory")
+                    ];
+                    file.write_all_at(&zeros, keep_from)?;
+                    report
+                        .tails_cut
+                        .push((path.clone(), keep_from, zero_to - keep_from));
+                }
+            }
+            // Writes over durable bytes go back to what was there, newest first so that the
+            // durable bytes win where writes overlap; torn, a random prefix of each survives.
+            for overwrite in track.overwritten.iter().rev() {
+                let len = overwrite.before.len() as u64;
+                let kept = match mode {
+                    PowerLoss::LoseUnsynced => 0,
+                    PowerLoss::TornTail { .. } => rng.next() % (len + 1),
+                };
+                let from = usize::try_from(kept).expect("test writes fit");
+                file.write_all_at(&overwrite.before[from..], overwrite.position + kept)?;
+                report.overwrites_undone.push((
+                    path.clone(),
+                    overwrite.position + kept,
+                    len - kept,
+                ));
+            }
+            if zero_to > keep_from || !track.overwritten.is_empty() {
                 file.sync_all()?;
-                report
-                    .tails_cut
-                    .push((path, keep_from, zero_to - keep_from));
             }
         }
         Ok(report)

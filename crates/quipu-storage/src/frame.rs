@@ -16,8 +16,12 @@ pub const SEGMENT_HEADER_LEN: usize = 64;
 pub const FRAME_HEADER_LEN: usize = 48;
 /// Magic at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"QUIPUSEG";
-/// Version of the segment, frame and index formats written by this build.
-pub const FORMAT_VERSION: u16 = 1;
+/// Version of the segment, frame and index formats written by this build: 2 has the segment
+/// header's salt and the frame CRC over it. Version 1 (no salt) is still read, as salt 0; a build
+/// that knows only version 1 refuses a version 2 segment instead of taking every frame for damage.
+pub const FORMAT_VERSION: u16 = 2;
+/// The version before salts, still read.
+const FORMAT_VERSION_UNSALTED: u16 = 1;
 
 /// The fixed header at the start of every segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +66,7 @@ impl SegmentHeader {
             return Err("bad segment magic".to_string());
         }
         let version = u16::from_le_bytes([buf[8], buf[9]]);
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_UNSALTED {
             return Err(format!("unsupported segment format version {version}"));
         }
         let stored = u32_at(buf, 12);
@@ -76,26 +80,32 @@ impl SegmentHeader {
             base_index: u64_at(buf, 16),
             base_offset: u64_at(buf, 24),
             created_ms: i64::from_le_bytes(buf[32..40].try_into().expect("8 bytes")),
-            salt: u64_at(buf, 40),
+            salt: if version == FORMAT_VERSION_UNSALTED {
+                0
+            } else {
+                u64_at(buf, 40)
+            },
         })
     }
 }
 
-/// A random, non-zero salt: SipHash, keyed by the operating system's randomness (std's
-/// `RandomState`), of a per-process counter and the time. Unpredictable to clients, who never
-/// see a segment's header, and different for every segment file written.
+/// A random, non-zero salt from the operating system (`getrandom`), so that clients, who never
+/// see a segment's header, cannot predict it. Should `getrandom` fail, SipHash keyed by std's
+/// own random keys (`RandomState`) of a per-process counter and the time.
 fn new_salt() -> u64 {
-    use std::hash::BuildHasher;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static DRAWN: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let salt = std::hash::RandomState::new().hash_one((
-        DRAWN.fetch_add(1, Ordering::Relaxed),
-        nanos,
-        std::process::id(),
-    ));
+    let mut bytes = [0u8; 8];
+    let salt = match rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()) {
+        Ok(8) => u64::from_le_bytes(bytes),
+        _ => {
+            use std::hash::BuildHasher;
+            use std::sync::atomic::{AtomicU64, Ordering};
+            static DRAWN: AtomicU64 = AtomicU64::new(0);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            std::hash::RandomState::new().hash_one((DRAWN.fetch_add(1, Ordering::Relaxed), nanos))
+        }
+    };
     salt.max(1)
 }
 
@@ -362,5 +372,25 @@ mod tests {
             assert!(SegmentHeader::decode(&bad).is_err(), "damage at byte {at}");
         }
         assert!(SegmentHeader::decode(&bytes[..10]).is_err());
+    }
+
+    #[test]
+    fn a_version_1_header_reads_with_no_salt_and_version_3_is_refused() {
+        let mut v1 = SegmentHeader::new(42, 1000, 5);
+        let mut bytes = v1.encode();
+        bytes[8..10].copy_from_slice(&1u16.to_le_bytes());
+        bytes[40..48].fill(0);
+        let crc = header_crc(&bytes);
+        bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+        v1.salt = 0;
+        assert_eq!(SegmentHeader::decode(&bytes).unwrap(), v1);
+        bytes[8..10].copy_from_slice(&3u16.to_le_bytes());
+        let crc = header_crc(&bytes);
+        bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+        assert!(
+            SegmentHeader::decode(&bytes)
+                .unwrap_err()
+                .contains("unsupported segment format version 3")
+        );
     }
 }

@@ -44,6 +44,7 @@ pub(crate) fn write_at(file: &File, path: &Path, buf: &[u8], position: u64) -> i
     if let Some(error) = fault::injected_failure(path) {
         return Err(error);
     }
+    fault::before_write(file, path, position, buf.len() as u64);
     file.write_all_at(buf, position)?;
     fault::on_write(path, position, buf.len() as u64);
     Ok(())
@@ -132,6 +133,24 @@ pub(crate) fn remove_if_present(path: &Path) -> io::Result<()> {
 /// Renames `from` over `to` atomically. Durable only after [`sync_dir`].
 pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
     std::fs::rename(from, to)?;
+    fault::on_rename(from, to);
+    Ok(())
+}
+
+/// Renames `from` to `to`, which must not exist (`RENAME_NOREPLACE`; where the filesystem lacks
+/// it, checked first). Durable only after [`sync_dir`].
+pub(crate) fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+            if to.exists() {
+                return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+            }
+            std::fs::rename(from, to)?;
+        }
+        Err(errno) => return Err(errno.into()),
+    }
     fault::on_rename(from, to);
     Ok(())
 }

@@ -1156,18 +1156,21 @@ impl Log {
             purged.segments += 1;
             purged.bytes += segment.size_bytes();
             // Oldest first, each removal durable before the next, so that a crash part-way
-            // leaves a contiguous suffix.
-            match segment.retire() {
-                Ok(files) => retired.extend(files),
+            // leaves a contiguous suffix. The first data file becomes the log's spare if it
+            // has none.
+            match segment.retire(recycle && state.spare.is_none()) {
+                Ok((files, spare)) => {
+                    retired.extend(files);
+                    if spare.is_some() {
+                        state.spare = spare;
+                    }
+                }
                 Err(failure) => {
                     self.poison(&mut state, &failure);
                     failed = Some(failure);
                     break;
                 }
             }
-        }
-        if recycle && state.spare.is_none() && failed.is_none() {
-            state.spare = crate::recycle::keep_one(&mut retired);
         }
         drop(state);
         crate::deleter::delete(retired);

@@ -11,6 +11,8 @@ use crate::io;
 const NAME: &str = "clean_shutdown";
 const MAGIC: [u8; 8] = *b"QUIPUCLN";
 const LEN: usize = 32;
+/// The marker's own version (it does not follow the segments' format version).
+const VERSION: u16 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CleanMarker {
@@ -22,7 +24,7 @@ impl CleanMarker {
     fn encode(&self) -> [u8; LEN] {
         let mut buf = [0u8; LEN];
         buf[0..8].copy_from_slice(&MAGIC);
-        buf[8..10].copy_from_slice(&crate::frame::FORMAT_VERSION.to_le_bytes());
+        buf[8..10].copy_from_slice(&VERSION.to_le_bytes());
         buf[16..24].copy_from_slice(&self.active_base_index.to_le_bytes());
         buf[24..32].copy_from_slice(&self.active_data_len.to_le_bytes());
         let crc = crc(&buf);
@@ -32,9 +34,7 @@ impl CleanMarker {
 
     fn decode(buf: &[u8]) -> Option<CleanMarker> {
         let buf: &[u8; LEN] = buf.try_into().ok()?;
-        if buf[0..8] != MAGIC
-            || buf[8..10] != crate::frame::FORMAT_VERSION.to_le_bytes()
-            || u32_at(buf, 12) != crc(buf)
+        if buf[0..8] != MAGIC || buf[8..10] != VERSION.to_le_bytes() || u32_at(buf, 12) != crc(buf)
         {
             return None;
         }

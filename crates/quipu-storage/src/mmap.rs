@@ -4,7 +4,10 @@
 //! modified or truncated by anyone while the map is alive. The engine upholds, for every map made
 //! here:
 //! - the file is written only past the end of every range handed out to readers (appends), or
-//!   through the map itself while the owner holds the log's write lock (index files);
+//!   through the map itself while the owner holds the log's write lock (index files), or, when a
+//!   purged segment's file is recycled as a new segment's (`crate::recycle`), from its start,
+//!   only once no map of the segment it was is alive ([`is_mapped`], checked under the log's
+//!   lock just before; none can appear after, as it was renamed out of the log first);
 //! - a file is shrunk below data handed out only while no other map of it is alive anywhere in
 //!   the process ([`is_shared`] checks a process-wide registry of data maps, so it also sees
 //!   readers of a `Log` that was dropped or reopened); otherwise a trimmed copy replaces it by
@@ -12,7 +15,8 @@
 //!   only preallocated space past the data, which no reader ever touches; a purged segment's
 //!   file is shrunk before its unlink only while no map of it is alive ([`is_mapped`], checked by
 //!   `crate::deleter` just before; none can appear after, as the file was renamed out of the log
-//!   first), else it is only unlinked;
+//!   first), else it is only unlinked; a crash recovery's cut (`Segment::rebuild`, at open) is
+//!   below no range handed out, as nothing was read yet;
 //! - another process never opens the same directory: `Log::open` holds an exclusive `flock` on
 //!   its `LOCK` file;
 //! - nothing outside the engine modifies a log directory while a log is open (documented for

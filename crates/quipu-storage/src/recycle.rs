@@ -8,23 +8,28 @@
 //! "Segments recycled instead of deleted"). With retention, every segment after the first few
 //! can be such a file.
 //!
-//! How: a purge keeps the data file of the newest segment it removed as the log's *spare*,
-//! renamed from `<segment>.log.deleted` to `<segment>.log.spare`, instead of handing it to
-//! `crate::deleter`; the next roll writes the new segment's header, with a salt of its own, into
-//! it, syncs it, and renames it to the new segment's name (`Segment::create_recycled`).
+//! How: a purge renames the data file of the oldest segment it removes to the log's *spare*,
+//! `<segment>.log.spare`, instead of `<segment>.log.deleted` for `crate::deleter` (durable with
+//! the purge's directory sync); the log's next roll or reset writes the new segment's header,
+//! with a salt of its own, into it, syncs it, and renames it to the new segment's name
+//! (`Segment::create_recycled`).
 //!
 //! Invariants:
 //! - A log has at most one spare, a file named `*.log.spare` in its directory. It is not part
-//!   of the log: open lists only `*.log` segments, and keeps one spare (or none, with
-//!   `recycle_segments` off) and removes any other.
-//! - Only a purged segment's data file becomes a spare: it was sealed, and out of the log (its
-//!   rename to `*.deleted` durable) before it is renamed again.
+//!   of the log: open lists only `*.log` segments and never reads a spare (its header may name
+//!   another base than its file name, after a crash between a reuse's header sync and its
+//!   rename); it keeps one spare (none with `recycle_segments` off) and deletes any other.
+//! - Only a purged segment's data file becomes a spare: it was sealed (trimmed and synced), and
+//!   its rename out of the log is durable before the purge returns. It never carries a
+//!   `*.deleted` name, which the deleter may be working on.
 //! - A spare is reused only while no map of the segment it was is alive in the process (the
 //!   name it carries says which): readers hold bytes of maps, and the new segment's appends
-//!   overwrite the old frames. A spare still mapped waits for a later roll. Its old name cannot
-//!   be mapped again once the segment is out of the log; a newer segment of that name would
-//!   only make the spare wait.
-//! - A spare longer than a segment may be is deleted instead of reused.
+//!   overwrite the old frames. A spare still mapped waits for a later new segment. Its old name
+//!   cannot be mapped again once the segment is out of the log; a newer segment of that name
+//!   would only make the spare wait.
+//! - Reuse fails safe: a spare that cannot be opened, read, or have its new header written and
+//!   synced is deleted and the segment made in a new file; only a failure from the rename on
+//!   poisons the log. A spare longer than a segment may be is deleted instead of reused.
 //! - The spare's blocks count on the disk and in no log's size: a log with retention may hold
 //!   one segment's file more than its segments.
 
@@ -69,35 +74,6 @@ impl Spare {
     }
 }
 
-/// Of the files a purge renamed to `*.deleted` (`retired`, oldest segment first), renames the
-/// newest segment's data file to a spare and takes it out of `retired`. `None` (and `retired`
-/// unchanged) if the purge removed no data file or the rename fails. The rename needs no
-/// directory sync: lost in a crash, the file is still `*.deleted`, which open removes.
-pub(crate) fn keep_one(retired: &mut Vec<PathBuf>) -> Option<Spare> {
-    let deleted_log = format!(".log{DELETED_SUFFIX}");
-    let at = retired.iter().rposition(|path| {
-        path.file_name()
-            .and_then(|name| name.to_str())
-            .is_some_and(|name| name.ends_with(&deleted_log))
-    })?;
-    let was = retired[at].with_extension("");
-    let spare = Spare::of(was);
-    match crate::io::rename(&retired[at], &spare.path) {
-        Ok(()) => {
-            retired.remove(at);
-            Some(spare)
-        }
-        Err(e) => {
-            tracing::warn!(
-                file = %retired[at].display(),
-                error = &e as &dyn std::error::Error,
-                "cannot keep a purged segment's file for reuse; it is deleted"
-            );
-            None
-        }
-    }
-}
-
 /// Hands a spare that will not be reused to the deleter (renamed `*.deleted`, which open
 /// removes should the process stop first).
 pub(crate) fn discard(spare: Spare) {
@@ -129,34 +105,5 @@ mod tests {
         assert!(!Spare::is_spare_name("00000000000000000042.log"));
         assert!(!Spare::is_spare_name("00000000000000000042.index.spare"));
         assert!(!Spare::is_spare_name("x.log.spare"));
-    }
-
-    #[test]
-    fn keep_one_takes_the_newest_data_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut retired = Vec::new();
-        for base in [0u64, 10] {
-            for ext in ["log", "index", "timeindex"] {
-                let path = dir.path().join(format!("{base:020}.{ext}{DELETED_SUFFIX}"));
-                std::fs::write(&path, b"x").unwrap();
-                retired.push(path);
-            }
-        }
-        let spare = keep_one(&mut retired).unwrap();
-        assert_eq!(
-            spare.path,
-            dir.path().join(format!("{:020}.log{SPARE_SUFFIX}", 10))
-        );
-        assert!(spare.path.exists());
-        assert_eq!(retired.len(), 5);
-        assert!(retired.iter().all(|p| p.exists()));
-        assert!(
-            !retired
-                .iter()
-                .any(|p| p.ends_with(format!("{:020}.log{DELETED_SUFFIX}", 10)))
-        );
-        let mut no_data = vec![dir.path().join(format!("{:020}.index{DELETED_SUFFIX}", 0))];
-        assert_eq!(keep_one(&mut no_data), None);
-        assert_eq!(no_data.len(), 1);
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use memmap2::Mmap;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::entry::{Entry, EntryKind, NewEntry, Offset};
 use crate::error::Failure;
@@ -26,6 +26,7 @@ use crate::frame::{
     FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, SegmentHeader, read_frame, seal_crc,
 };
 use crate::index::{IndexFile, SLOT_LEN, Slot};
+use crate::recycle::Spare;
 use crate::{LogConfig, io, mmap};
 
 /// File names of a segment: `{base_index:020}.log`, `.index`, `.timeindex`.
@@ -262,8 +263,11 @@ impl Segment {
     /// new header, with a salt of its own, is written and synced before the file is renamed to
     /// the segment's name, so the segment's file always starts with its own header; the old
     /// frames after it fail their CRC under the new salt, so a scan stops at them. The caller
-    /// syncs the directory before relying on the segment. `None` if the spare is gone or longer
-    /// than a segment may be (the caller deletes it).
+    /// syncs the directory before relying on the segment.
+    ///
+    /// `None` if the spare cannot be used: gone, longer than a segment may be, or failing before
+    /// the rename (logged); the caller deletes it and makes the segment in a new file. A failure
+    /// from the rename on is the log's.
     pub fn create_recycled(
         dir: &Path,
         header: SegmentHeader,
@@ -271,23 +275,36 @@ impl Segment {
         config: &LogConfig,
         spare: &Path,
     ) -> Result<Option<Segment>, Failure> {
-        let file = match io::open_rw(spare) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Failure::io(spare)(e)),
+        let prepared = (|| -> std::io::Result<Option<(File, u64)>> {
+            let file = io::open_rw(spare)?;
+            let file_len = file.metadata()?.len();
+            let longest = map_len(config, 0)?;
+            if file_len < SEGMENT_HEADER_LEN as u64
+                || usize::try_from(file_len).map_or(true, |len| len > longest)
+            {
+                // Longer than a segment may be now (`segment_bytes_max` went down since).
+                return Ok(None);
+            }
+            io::write_at(&file, spare, &header.encode(), 0)?;
+            io::sync_all(&file, spare)?;
+            Ok(Some((file, file_len)))
+        })();
+        let (file, file_len) = match prepared {
+            Ok(Some(prepared)) => prepared,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    warn!(
+                        file = %spare.display(),
+                        error = &e as &dyn std::error::Error,
+                        "cannot reuse the spare segment file; the new segment gets a new file"
+                    );
+                }
+                return Ok(None);
+            }
         };
-        let file_len = file.metadata().map_err(Failure::io(spare))?.len();
-        let longest = map_len(config, 0).map_err(Failure::io(spare))?;
-        if file_len < SEGMENT_HEADER_LEN as u64
-            || usize::try_from(file_len).map_or(true, |len| len > longest)
-        {
-            // Longer than a segment may be now (`segment_bytes_max` went down since).
-            return Ok(None);
-        }
-        io::write_at(&file, spare, &header.encode(), 0).map_err(Failure::io(spare))?;
-        io::sync_all(&file, spare).map_err(Failure::io(spare))?;
         let (log_path, _, _) = segment_paths(dir, header.base_index);
-        io::rename(spare, &log_path).map_err(Failure::io(&log_path))?;
+        io::rename_new(spare, &log_path).map_err(Failure::io(&log_path))?;
         Segment::create_in(dir, header, last_term, config, file, file_len).map(Some)
     }
 
@@ -544,13 +561,24 @@ impl Segment {
                 .iter()
                 .take(FRAME_HEADER_LEN)
                 .any(|b| *b != 0);
-            if garbage {
+            // A recycled file's old frames (a segment's earlier in the log, so lower indexes)
+            // follow its data until appends overwrite them: expected, not damage.
+            let old_frame = FrameHeader::decode(&view.data()[from..])
+                .is_ok_and(|frame| frame.index < scan.next_index);
+            if garbage && old_frame {
+                info!(
+                    file = %self.path.display(),
+                    position,
+                    bytes_cut = self.data_len - position,
+                    "cutting the old frames of a recycled file after the last valid frame"
+                );
+            } else if garbage {
                 warn!(
                     file = %self.path.display(),
                     position,
                     bytes_cut = self.data_len - position,
                     reason,
-                    "cutting the tail after the last valid frame: a torn or corrupt write, or the old frames of a recycled file"
+                    "cutting a torn or corrupt tail"
                 );
             }
         }
@@ -923,25 +951,35 @@ impl Segment {
     }
 
     /// Takes the segment's files out of the log: renames each (data file first) to
-    /// `<name>.deleted`, then syncs the directory, so the removal is durable on return (open
-    /// removes `*.deleted` files). The caller hands them to [`crate::deleter`], which frees their
-    /// space gradually, off the log's lock.
-    pub fn retire(&self) -> Result<Vec<PathBuf>, Failure> {
+    /// `<name>.deleted`, or the data file to the log's spare (`spare`, `<name>.spare`: see
+    /// `crate::recycle`), then syncs the directory, so the removal is durable on return (open
+    /// removes `*.deleted` files and never reads a spare). Returns the `*.deleted` files, which
+    /// the caller hands to [`crate::deleter`] to free their space gradually, off the log's lock,
+    /// and the spare if it made one. The spare never carries a `*.deleted` name, which the
+    /// deleter may be working on.
+    pub fn retire(&self, spare: bool) -> Result<(Vec<PathBuf>, Option<Spare>), Failure> {
         let dir = self.path.parent().expect("segment path has a directory");
         let (log_path, index_path, time_path) = segment_paths(dir, self.header.base_index);
         let mut renamed = Vec::with_capacity(3);
-        for path in [log_path, index_path, time_path] {
-            let mut name = path.clone().into_os_string();
-            name.push(crate::deleter::DELETED_SUFFIX);
-            let to = PathBuf::from(name);
+        let mut kept = None;
+        for (i, path) in [log_path, index_path, time_path].into_iter().enumerate() {
+            // The data file comes first.
+            let (to, as_spare) = if spare && i == 0 {
+                (Spare::of(path.clone()).path, true)
+            } else {
+                let mut name = path.clone().into_os_string();
+                name.push(crate::deleter::DELETED_SUFFIX);
+                (PathBuf::from(name), false)
+            };
             match io::rename(&path, &to) {
+                Ok(()) if as_spare => kept = Some(Spare::of(path)),
                 Ok(()) => renamed.push(to),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Failure::Io { path, source: e }),
             }
         }
         io::sync_dir(dir).map_err(Failure::io(dir))?;
-        Ok(renamed)
+        Ok((renamed, kept))
     }
 
     /// Deletes the segment's files, data file first, and syncs the directory: the removal is
