@@ -1,4 +1,5 @@
-//! Deletion of purged segments' files, paced, on a thread of the process's own.
+//! Deletion of removed segments' files (purged, truncated away, or reset), paced, on a thread of
+//! the process's own.
 //!
 //! Why: retention removes whole segments (256 MiB by default) of every busy partition at about
 //! the same time. Unlinking such a file frees all its blocks at once, and on a filesystem that
@@ -9,14 +10,15 @@
 //! 500 ms, and the produce p99 was 0.5-0.7 s. RocksDB paces its file deletions for the same
 //! reason.
 //!
-//! How: a purge renames a segment's files to `<name>.deleted` under the log's lock (durable
-//! with a directory sync: the segment is out of the log) and hands them here. This thread
+//! How: a purge, truncation or reset renames a segment's files to `<name>.deleted` under the
+//! log's lock (durable with a directory sync: the segment is out of the log) and hands them
+//! here (a snapshot's install that resets a large log would otherwise free it all at once). This thread
 //! shrinks each file by [`STEP_BYTES`] at a time, pausing [`PAUSE`] between steps, then
 //! unlinks it.
 //!
 //! Invariants:
-//! - Only files named `*.deleted` are handed here (purged segments' files, and spares not
-//!   reused: `<segment>.log.spare.deleted`), and nothing else opens them: a log's open removes
+//! - Only files named `*.deleted` are handed here (the files of segments purged, truncated
+//!   away or reset, and spares not reused: `<segment>.log.spare.deleted`), and nothing else opens them: a log's open removes
 //!   any it finds (a process that stopped before deleting them), and a spare never goes through
 //!   a `*.deleted` name on its way to reuse.
 //! - A file is shrunk only while no map of it is alive in the process (readers hold bytes of

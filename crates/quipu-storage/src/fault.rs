@@ -416,7 +416,12 @@ mod enabled {
         });
         let mut report = PowerLossReport::default();
         for (path, track) in tracked {
-            if !path.exists() {
+            // A file the deleter has (purged, truncated or reset away) goes at the next open
+            // whatever it holds, and the deleter may remove it meanwhile.
+            let deleted = path
+                .to_str()
+                .is_some_and(|name| name.ends_with(crate::deleter::DELETED_SUFFIX));
+            if deleted || !path.exists() {
                 continue;
             }
             if track.created_unsynced {

@@ -1050,12 +1050,13 @@ impl Log {
         if keep_next >= state.active().next_index {
             return Ok(());
         }
+        let mut retired = Vec::new();
         let result = (|| {
             // Newest first, each removal durable before the next, so that a crash part-way
-            // leaves a contiguous prefix.
+            // leaves a contiguous prefix. The files go to the deleter, as a purge's do.
             while state.segments.len() > 1 && state.active().header.base_index > keep_next {
                 let segment = state.segments.pop().expect("len > 1");
-                segment.remove_files()?;
+                retired.extend(segment.retire(false)?.0);
             }
             let prev_term = state
                 .segments
@@ -1070,10 +1071,14 @@ impl Log {
         state.generation += 1;
         if let Err(failure) = result {
             self.poison(&mut state, &failure);
+            drop(state);
+            crate::deleter::delete(retired);
             return Err(failure.into());
         }
         // The cut synced the whole segment, so everything kept is durable.
         self.set_durable(state.generation, keep_next);
+        drop(state);
+        crate::deleter::delete(retired);
         info!(dir = %self.dir.display(), next_index = keep_next, "log truncated");
         Ok(())
     }
@@ -1191,10 +1196,12 @@ impl Log {
             return Err(TruncateError::Poisoned { dir, cause });
         }
         let config = self.config();
+        let mut retired = Vec::new();
         let result = (|| {
-            // Newest first, each removal durable before the next.
+            // Newest first, each removal durable before the next. The files go to the deleter,
+            // as a purge's do.
             while let Some(segment) = state.segments.pop() {
-                segment.remove_files()?;
+                retired.extend(segment.retire(false)?.0);
             }
             let header = SegmentHeader::new(next_index, next_offset.0, (config.clock)());
             let (segment, _) = self.new_segment(&mut state, header, 0, &config)?;
@@ -1204,9 +1211,13 @@ impl Log {
         state.generation += 1;
         if let Err(failure) = result {
             self.poison(&mut state, &failure);
+            drop(state);
+            crate::deleter::delete(retired);
             return Err(failure.into());
         }
         self.set_durable(state.generation, next_index);
+        drop(state);
+        crate::deleter::delete(retired);
         info!(dir = %self.dir.display(), next_index, next_offset = next_offset.0, "log reset");
         Ok(())
     }

@@ -981,15 +981,4 @@ impl Segment {
         io::sync_dir(dir).map_err(Failure::io(dir))?;
         Ok((renamed, kept))
     }
-
-    /// Deletes the segment's files, data file first, and syncs the directory: the removal is
-    /// durable on return.
-    pub fn remove_files(&self) -> Result<(), Failure> {
-        let dir = self.path.parent().expect("segment path has a directory");
-        let (log_path, index_path, time_path) = segment_paths(dir, self.header.base_index);
-        for path in [log_path, index_path, time_path] {
-            io::remove_if_present(&path).map_err(|source| Failure::Io { path, source })?;
-        }
-        io::sync_dir(dir).map_err(Failure::io(dir))
-    }
 }

@@ -524,3 +524,31 @@ fn without_recycling_purged_segments_are_deleted_and_a_spare_goes_at_open() {
     assert!(files_with_extension(dir.path(), "deleted").is_empty());
     assert_eq!(log.next_index(), 40);
 }
+
+/// A truncation's and a reset's removed segments leave the log at once (renamed `*.deleted`,
+/// the directory synced) and are deleted by the deleter, as a purge's are.
+#[test]
+fn truncated_and_reset_segments_are_deleted_by_the_deleter() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    for index in 0..60 {
+        log.append(&[records(index, 1, index, 2, 100, 0)]).unwrap();
+    }
+    let before = files_with_extension(dir.path(), "log").len();
+    assert!(before >= 4, "{before} segments");
+    log.truncate_from(second_segment_base(dir.path()) + 1)
+        .unwrap();
+    assert_eq!(files_with_extension(dir.path(), "log").len(), 2);
+    assert_eq!(log.next_index(), second_segment_base(dir.path()) + 1);
+    log.reset(100, Offset(1000)).unwrap();
+    assert_eq!(files_with_extension(dir.path(), "log").len(), 1);
+    quipu_storage::wait_for_deletions();
+    assert!(files_with_extension(dir.path(), "deleted").is_empty());
+    assert_eq!(
+        (log.first_index(), log.next_index(), log.next_offset()),
+        (100, 100, Offset(1000))
+    );
+    drop(log);
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!((log.first_index(), log.next_index()), (100, 100));
+}
