@@ -34,7 +34,7 @@ use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
-/// What a purged segment's files are renamed with (appended to their names).
+/// What a removed segment's files are renamed with (appended to their names).
 pub(crate) const DELETED_SUFFIX: &str = ".deleted";
 
 /// Bytes a file shrinks by at each step (each frees, and maybe discards, that much).
@@ -82,7 +82,7 @@ fn deleter() -> Option<&'static Deleter> {
                 Err(e) => {
                     tracing::warn!(
                         error = &e as &dyn std::error::Error,
-                        "cannot start the thread that deletes purged segments: they go at once"
+                        "cannot start the thread that deletes removed segments: they go at once"
                     );
                     None
                 }
@@ -96,7 +96,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Deletes `files` (purged segments' files, renamed `*.deleted`) in the background, paced.
+/// Deletes `files` (removed segments' files, renamed `*.deleted`) in the background, paced.
 pub(crate) fn delete(files: Vec<PathBuf>) {
     for path in files {
         let handed = deleter().is_some_and(|deleter| {
@@ -113,7 +113,7 @@ pub(crate) fn delete(files: Vec<PathBuf>) {
     }
 }
 
-/// Blocks until every purged segment's file handed over so far is deleted (tests, and a caller
+/// Blocks until every removed segment's file handed over so far is deleted (tests, and a caller
 /// that wants the space back before it goes on).
 pub fn wait_for_deletions() {
     if let Some(deleter) = deleter() {
@@ -168,14 +168,14 @@ fn delete_paced(path: &std::path::Path) {
         tracing::warn!(
             file = %path.display(),
             error = &e as &dyn std::error::Error,
-            "cannot shrink a purged segment's file before deleting it"
+            "cannot shrink a removed segment's file before deleting it"
         );
     }
     if let Err(e) = crate::io::remove_if_present(path) {
         tracing::warn!(
             file = %path.display(),
             error = &e as &dyn std::error::Error,
-            "cannot delete a purged segment's file; it goes when its log is next opened"
+            "cannot delete a removed segment's file; it goes when its log is next opened"
         );
     }
 }

@@ -21,8 +21,10 @@ pub use enabled::*;
 mod disabled {
     use std::path::Path;
     pub(crate) fn on_create(_: &Path) {}
-    pub(crate) fn before_write(_: &std::fs::File, _: &Path, _: u64, _: u64) {}
-    pub(crate) fn on_write(_: &Path, _: u64, _: u64) {}
+    pub(crate) fn before_write(_: &std::fs::File, _: &Path, _: u64, _: u64) -> Option<u64> {
+        None
+    }
+    pub(crate) fn on_write(_: &Path, _: u64, _: u64, _: Option<u64>) {}
     pub(crate) fn on_sync(_: &Path) {}
     pub(crate) fn on_set_len(_: &Path, _: u64) {}
     pub(crate) fn on_remove(_: &Path) {}
@@ -103,8 +105,15 @@ mod enabled {
     struct Overwrite {
         position: u64,
         before: Vec<u8>,
-        seq: u64,
+        /// The write's place among the file's writes over durable bytes, once it is written
+        /// ([`on_write`]); `None` before: a filesystem sync that starts meanwhile does not cover
+        /// it.
+        seq: Option<u64>,
+        /// Pairs the record with its write ([`before_write`]'s answer).
+        token: u64,
     }
+
+    static TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
     static FILES: Mutex<Option<HashMap<PathBuf, Track>>> = Mutex::new(None);
     static FROZEN: AtomicBool = AtomicBool::new(false);
@@ -233,7 +242,7 @@ mod enabled {
                     track.synced_end = track.synced_end.max(end.min(track.written_end));
                     track
                         .overwritten
-                        .retain(|overwrite| overwrite.seq >= overwrites);
+                        .retain(|overwrite| overwrite.seq.is_none_or(|seq| seq >= overwrites));
                 }
             }
         });
@@ -300,37 +309,38 @@ mod enabled {
     }
 
     /// Before a write of `len` bytes at `position` of `file`: what it overwrites of the durable
-    /// bytes is kept, to go back to at a power loss before the next sync.
-    pub(crate) fn before_write(file: &File, path: &Path, position: u64, len: u64) {
+    /// bytes is kept, to go back to at a power loss before the next sync. Returns the token to
+    /// hand [`on_write`] once the write is done, if it overwrites any.
+    pub(crate) fn before_write(file: &File, path: &Path, position: u64, len: u64) -> Option<u64> {
         let file_len = file.metadata().map_or(0, |m| m.len());
         with_files(|files| {
             // A file first seen now: all it holds was written before tracking began.
             let track = track(files, path, file_len);
             let end = position.saturating_add(len).min(track.synced_end);
             if position >= end {
-                return;
+                return None;
             }
             let mut before = vec![0u8; usize::try_from(end - position).expect("test writes fit")];
-            if file.read_exact_at(&mut before, position).is_ok() {
-                // Numbered once written ([`on_write`]): a filesystem sync that starts before
-                // then does not cover it.
-                track.overwritten.push(Overwrite {
-                    position,
-                    before,
-                    seq: u64::MAX,
-                });
-            }
-        });
+            file.read_exact_at(&mut before, position).ok()?;
+            let token = TOKENS.fetch_add(1, Ordering::Relaxed);
+            track.overwritten.push(Overwrite {
+                position,
+                before,
+                seq: None,
+                token,
+            });
+            Some(token)
+        })
     }
 
-    pub(crate) fn on_write(path: &Path, position: u64, len: u64) {
+    pub(crate) fn on_write(path: &Path, position: u64, len: u64, token: Option<u64>) {
         with_files(|files| {
             let track = track(files, path, position);
             track.written_end = track.written_end.max(position + len);
-            if let Some(pending) = track.overwritten.last_mut()
-                && pending.seq == u64::MAX
+            if let Some(token) = token
+                && let Some(written) = track.overwritten.iter_mut().find(|o| o.token == token)
             {
-                pending.seq = track.overwrites;
+                written.seq = Some(track.overwrites);
                 track.overwrites += 1;
             }
         });
@@ -505,6 +515,7 @@ mod enabled {
             report.files_removed.extend(one.files_removed);
             report.tails_cut.extend(one.tails_cut);
             report.unsynced_truncations.extend(one.unsynced_truncations);
+            report.overwrites_undone.extend(one.overwrites_undone);
         }
         Ok(report)
     }

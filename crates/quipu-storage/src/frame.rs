@@ -17,8 +17,9 @@ pub const FRAME_HEADER_LEN: usize = 48;
 /// Magic at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"QUIPUSEG";
 /// Version of the segment, frame and index formats written by this build: 2 has the segment
-/// header's salt and the frame CRC over it. Version 1 (no salt) is still read, as salt 0; a build
-/// that knows only version 1 refuses a version 2 segment instead of taking every frame for damage.
+/// header's salt and the frame CRC over it. Version 1 (zeros there: no salt) is still read; a
+/// build that knows only version 1 refuses a version 2 segment instead of taking every frame for
+/// damage.
 pub const FORMAT_VERSION: u16 = 2;
 /// The version before salts, still read.
 const FORMAT_VERSION_UNSALTED: u16 = 1;
@@ -80,11 +81,9 @@ impl SegmentHeader {
             base_index: u64_at(buf, 16),
             base_offset: u64_at(buf, 24),
             created_ms: i64::from_le_bytes(buf[32..40].try_into().expect("8 bytes")),
-            salt: if version == FORMAT_VERSION_UNSALTED {
-                0
-            } else {
-                u64_at(buf, 40)
-            },
+            // Version 1 headers have zeros here, but for segments of a development build that
+            // wrote salts before the version went up: read whatever is there.
+            salt: u64_at(buf, 40),
         })
     }
 }
@@ -375,7 +374,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_header_reads_with_no_salt_and_version_3_is_refused() {
+    fn a_version_1_header_reads_its_salt_field_and_version_3_is_refused() {
         let mut v1 = SegmentHeader::new(42, 1000, 5);
         let mut bytes = v1.encode();
         bytes[8..10].copy_from_slice(&1u16.to_le_bytes());

@@ -44,9 +44,9 @@ pub(crate) fn write_at(file: &File, path: &Path, buf: &[u8], position: u64) -> i
     if let Some(error) = fault::injected_failure(path) {
         return Err(error);
     }
-    fault::before_write(file, path, position, buf.len() as u64);
+    let overwrite = fault::before_write(file, path, position, buf.len() as u64);
     file.write_all_at(buf, position)?;
-    fault::on_write(path, position, buf.len() as u64);
+    fault::on_write(path, position, buf.len() as u64, overwrite);
     Ok(())
 }
 

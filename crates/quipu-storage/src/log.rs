@@ -174,7 +174,7 @@ impl Log {
                 // A copy-on-truncate that did not reach its rename: the original is intact.
                 io::remove(&dirent.path()).map_err(io_err(&dirent.path()))?;
             } else if name.ends_with(crate::deleter::DELETED_SUFFIX) {
-                // A purged segment's file not deleted yet (the process stopped first, or the
+                // A removed segment's file not deleted yet (the process stopped first, or the
                 // deleter is on it: whichever comes second finds it gone).
                 io::remove_if_present(&dirent.path()).map_err(io_err(&dirent.path()))?;
             } else if Spare::is_spare_name(name) {

@@ -12,7 +12,7 @@
 //!   the process ([`is_shared`] checks a process-wide registry of data maps, so it also sees
 //!   readers of a `Log` that was dropped or reopened); otherwise a trimmed copy replaces it by
 //!   rename and the old inode lives on for the readers (see `Segment::truncate_to`); sealing trims
-//!   only preallocated space past the data, which no reader ever touches; a purged segment's
+//!   only preallocated space past the data, which no reader ever touches; a removed segment's
 //!   file is shrunk before its unlink only while no map of it is alive ([`is_mapped`], checked by
 //!   `crate::deleter` just before; none can appear after, as the file was renamed out of the log
 //!   first), else it is only unlinked; a crash recovery's cut (`Segment::rebuild`, at open) is

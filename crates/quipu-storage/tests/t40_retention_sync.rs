@@ -536,9 +536,17 @@ fn truncated_and_reset_segments_are_deleted_by_the_deleter() {
     }
     let before = files_with_extension(dir.path(), "log").len();
     assert!(before >= 4, "{before} segments");
+    // A reader of the last segment keeps its file from going until it lets go (the deleter
+    // waits up to a second for a mapped file), so it is seen renamed, not unlinked.
+    let held = log.read_entries(59, 60, u64::MAX).unwrap();
     log.truncate_from(second_segment_base(dir.path()) + 1)
         .unwrap();
     assert_eq!(files_with_extension(dir.path(), "log").len(), 2);
+    assert!(
+        !files_with_extension(dir.path(), "deleted").is_empty(),
+        "the truncated segments' files went to the deleter"
+    );
+    drop(held);
     assert_eq!(log.next_index(), second_segment_base(dir.path()) + 1);
     log.reset(100, Offset(1000)).unwrap();
     assert_eq!(files_with_extension(dir.path(), "log").len(), 1);
@@ -551,4 +559,53 @@ fn truncated_and_reset_segments_are_deleted_by_the_deleter() {
     drop(log);
     let log = Log::open(dir.path(), small_config()).unwrap();
     assert_eq!((log.first_index(), log.next_index()), (100, 100));
+}
+
+/// A spare discarded at open (recycling turned off) while a reader of an earlier instance of
+/// the log still maps the segment it was: the deleter must not shrink it under the reader (it
+/// checks the maps under the segment's own name, not the spare's).
+#[test]
+fn a_discarded_spare_keeps_the_bytes_a_reader_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |recycle_segments| LogConfig {
+        recycle_segments,
+        // Larger than the deleter's step, so that an unmapped file would shrink before it goes.
+        segment_bytes_max: 12 << 20,
+        entry_bytes_max: 1 << 20,
+        preallocate_bytes: 1 << 20,
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config(true)).unwrap();
+    for index in 0..40 {
+        log.append(&[records(index, 1, index, 8, 100_000, 0)])
+            .unwrap();
+    }
+    // The last entries of the first segment: past where a first shrinking step would cut it.
+    let second = second_segment_base(dir.path());
+    let held = log.read_entries(second - 3, second, u64::MAX).unwrap();
+    let copies: Vec<Vec<u8>> = held.iter().map(|e| e.payload.to_vec()).collect();
+    assert_eq!(log.purge_prefix(second).unwrap().segments, 1);
+    assert!(spare_of(dir.path()).is_some());
+    drop(log);
+    let log = Log::open(dir.path(), config(false)).unwrap();
+    assert_eq!(spare_of(dir.path()), None);
+    // Reading the held bytes while the deleter is at work: a shrunk file would fault.
+    for (entry, copy) in held.iter().zip(&copies) {
+        assert!(
+            entry.payload[..] == copy[..],
+            "entry {} changed",
+            entry.index
+        );
+    }
+    quipu_storage::wait_for_deletions();
+    for (entry, copy) in held.iter().zip(&copies) {
+        assert!(
+            entry.payload[..] == copy[..],
+            "entry {} changed",
+            entry.index
+        );
+    }
+    drop(held);
+    assert!(files_with_extension(dir.path(), "deleted").is_empty());
+    assert_eq!(log.next_index(), 40);
 }

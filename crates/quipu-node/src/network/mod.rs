@@ -244,6 +244,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
             link: self.peers.link(&node.addr).map_err(|e| e.to_string()),
             peers: Arc::clone(&self.peers),
             order: Arc::clone(self.orders.entry(target).or_default()),
+            sending_snapshot: false,
         }
     }
 }
@@ -263,6 +264,10 @@ pub(crate) struct PeerLink {
     /// earlier one was answered, and later ones wait for its answer. (Votes and snapshot chunks
     /// are not held: nothing else of the group is in flight to the peer with them.)
     order: Arc<tokio::sync::RwLock<()>>,
+    /// Whether the last message sent was a snapshot chunk: openraft asks for [`Self::backoff`]
+    /// between a snapshot's chunks too, and gives a snapshot up after five failed chunks in a
+    /// row, so those keep its default waits.
+    sending_snapshot: bool,
 }
 
 fn unreachable<E: Error>(error: impl Error + 'static) -> RPCError<NodeId, BasicNode, E> {
@@ -284,8 +289,9 @@ impl PeerLink {
         Resp: DeserializeOwned,
         E: Error + DeserializeOwned,
     {
-        // Counted once, however the call ends; "unreachable" unless it gets further (openraft
-        // drops a call it stopped waiting for).
+        self.sending_snapshot = rpc == RaftRpc::InstallSnapshot;
+        // Counted once, however the call ends: "unreachable" unless it gets further, then
+        // "timeout" once it is on its way (openraft drops a call it stopped waiting for).
         let mut record = SentRecord {
             rpc: telemetry::rpc_label(rpc as i32),
             bytes: 0,
@@ -377,7 +383,8 @@ impl PeerLink {
             Err(_) => {
                 // Reported as unreachable, so that replication backs off ([`PeerLink::backoff`]):
                 // a peer cut off by the network times out every message, and openraft would send
-                // the next one at once after a timeout.
+                // the next one at once after a timeout. (openraft's own timer of the same length
+                // often fires first: its `Timeout` starts no back-off, but uses one running.)
                 let error = std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "no answer within the rpc's hard ttl",
@@ -454,6 +461,11 @@ impl RaftNetwork<TypeConfig> for PeerLink {
             return openraft::network::Backoff::new(std::iter::from_fn(move || {
                 Some(peers.throttle.owed())
             }));
+        }
+        if self.sending_snapshot {
+            // A snapshot is given up after five failed chunks in a row: they wait as long as
+            // openraft's default has them, so that a short outage does not abort it.
+            return openraft::network::Backoff::new(std::iter::repeat(BACKOFF_MAX));
         }
         openraft::network::Backoff::new(backoff_waits())
     }
