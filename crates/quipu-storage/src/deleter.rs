@@ -22,9 +22,9 @@
 //!   any it finds (a process that stopped before deleting them), and a spare never goes through
 //!   a `*.deleted` name on its way to reuse.
 //! - A file is shrunk only while no map of it is alive in the process (readers hold bytes of
-//!   segment maps, registered under the segment data file's name, which the deleted name
-//!   starts with): it waits up to [`MAPPED_WAIT_MAX`] for them to go, and is otherwise only
-//!   unlinked. No map of it can appear once it is renamed out of its log.
+//!   segment maps, registered by the file's device and inode): it waits up to
+//!   [`MAPPED_WAIT_MAX`] for them to go, and is otherwise only unlinked. No map of it can
+//!   appear once it is renamed out of its log.
 //! - A failure is logged, not returned: the segment is out of its log already; the file goes at
 //!   the log's next open.
 //! - Files are deleted in the order they were handed over; the queue holds at most the files of
@@ -132,22 +132,13 @@ pub fn wait_for_deletions() {
 /// when the last map goes).
 fn delete_paced(path: &std::path::Path) {
     let shrunk = (|| -> std::io::Result<()> {
-        // Maps are registered under the segment's own name; a map of a newer segment of the same
-        // name makes this skip the shrink too, which is only slower.
-        // Opened before the check: should a newer purge rename another file to this name
-        // meanwhile, the check below still covers the file opened (its maps are registered
-        // under the same segment name), and nothing can map it once it is open here.
+        // The check is of the file opened (maps are registered by the file's identity, not its
+        // name), whatever file the name held when it was opened; none can be mapped once it is
+        // out of its log.
         let file = std::fs::OpenOptions::new().write(true).open(path)?;
-        // The segment data file it was: a discarded spare's name has `.spare` before `.deleted`.
-        let name = path.to_string_lossy();
-        let name = name.strip_suffix(DELETED_SUFFIX).unwrap_or(&name);
-        let original = std::path::Path::new(
-            name.strip_suffix(crate::recycle::SPARE_SUFFIX)
-                .unwrap_or(name),
-        );
         // A read in progress holds a map for a moment: wait a little for it to go.
         let mut waited = Duration::ZERO;
-        while crate::mmap::is_mapped(original) {
+        while crate::mmap::is_mapped(&file) {
             if waited >= MAPPED_WAIT_MAX {
                 return Ok(());
             }

@@ -9,8 +9,9 @@
 //!   only once no map of the segment it was is alive ([`is_mapped`], checked under the log's
 //!   lock just before; none can appear after, as it was renamed out of the log first);
 //! - a file is shrunk below data handed out only while no other map of it is alive anywhere in
-//!   the process ([`is_shared`] checks a process-wide registry of data maps, so it also sees
-//!   readers of a `Log` that was dropped or reopened); otherwise a trimmed copy replaces it by
+//!   the process ([`is_shared`] checks a process-wide registry of data maps, by device and
+//!   inode, so it also sees readers of a `Log` that was dropped or reopened, under whatever
+//!   spelling of its directory); otherwise a trimmed copy replaces it by
 //!   rename and the old inode lives on for the readers (see `Segment::truncate_to`); sealing trims
 //!   only preallocated space past the data, which no reader ever touches; a removed segment's
 //!   file is shrunk before its unlink only while no map of it is alive ([`is_mapped`], checked by
@@ -25,43 +26,65 @@
 
 use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex, Weak};
 
 use memmap2::{Mmap, MmapMut, MmapOptions};
 
-/// Every live read-only map of a segment data file in this process, by path.
-static DATA_MAPS: Mutex<Vec<(PathBuf, Weak<Mmap>)>> = Mutex::new(Vec::new());
+/// A file's identity, whatever its name: device and inode. A file some map of which is alive
+/// keeps its inode, so the pair names no other file meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+fn file_id(file: &File) -> io::Result<FileId> {
+    let metadata = file.metadata()?;
+    Ok(FileId {
+        dev: metadata.dev(),
+        ino: metadata.ino(),
+    })
+}
+
+/// Every live read-only map of a segment data file in this process, by the file's identity
+/// (not its name: files are renamed under readers, names are reused, and a directory can be
+/// spelled several ways).
+static DATA_MAPS: Mutex<Vec<(FileId, Weak<Mmap>)>> = Mutex::new(Vec::new());
 
 /// Maps `len` bytes of `file` read-only. `len` may exceed the file's current length (the active
 /// segment is mapped at its maximum size once); readers only touch bytes below the length the
 /// writer has published, which are always inside the file.
-pub(crate) fn map_read(file: &File, path: &Path, len: usize) -> io::Result<Arc<Mmap>> {
+pub(crate) fn map_read(file: &File, len: usize) -> io::Result<Arc<Mmap>> {
+    let id = file_id(file)?;
     // SAFETY: see the module invariants; readers never access past the published data length.
     let map = Arc::new(unsafe { MmapOptions::new().len(len).map(file) }?);
     let mut maps = DATA_MAPS.lock().unwrap_or_else(|e| e.into_inner());
     maps.retain(|(_, weak)| weak.strong_count() > 0);
-    maps.push((path.to_path_buf(), Arc::downgrade(&map)));
+    maps.push((id, Arc::downgrade(&map)));
     Ok(map)
 }
 
-/// Whether any map of `path` other than the caller's `own` (held only by the caller) is alive.
-pub(crate) fn is_shared(path: &Path, own: &Arc<Mmap>) -> bool {
+/// Whether any map of `file` other than the caller's `own` (held only by the caller) is alive;
+/// `true` if the file cannot be identified.
+pub(crate) fn is_shared(file: &File, own: &Arc<Mmap>) -> bool {
     if Arc::strong_count(own) > 1 {
         return true;
     }
+    let Ok(id) = file_id(file) else { return true };
     let maps = DATA_MAPS.lock().unwrap_or_else(|e| e.into_inner());
     maps.iter().any(|(mapped, weak)| {
-        mapped == path && weak.strong_count() > 0 && !std::ptr::eq(weak.as_ptr(), Arc::as_ptr(own))
+        *mapped == id && weak.strong_count() > 0 && !std::ptr::eq(weak.as_ptr(), Arc::as_ptr(own))
     })
 }
 
-/// Whether any map of the data file at `path` is alive anywhere in the process (a reader may
-/// still hold bytes of it).
-pub(crate) fn is_mapped(path: &Path) -> bool {
+/// Whether any map of `file` is alive anywhere in the process (a reader may still hold bytes
+/// of it); `true` if the file cannot be identified.
+pub(crate) fn is_mapped(file: &File) -> bool {
+    let Ok(id) = file_id(file) else { return true };
     let maps = DATA_MAPS.lock().unwrap_or_else(|e| e.into_inner());
     maps.iter()
-        .any(|(mapped, weak)| mapped == path && weak.strong_count() > 0)
+        .any(|(mapped, weak)| *mapped == id && weak.strong_count() > 0)
 }
 
 /// Maps the whole of `file` read-write (index files; their length is fixed while mapped).

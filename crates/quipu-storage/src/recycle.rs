@@ -22,11 +22,10 @@
 //! - Only a purged segment's data file becomes a spare: it was sealed (trimmed and synced), and
 //!   its rename out of the log is durable before the purge returns. It never carries a
 //!   `*.deleted` name, which the deleter may be working on.
-//! - A spare is reused only while no map of the segment it was is alive in the process (the
-//!   name it carries says which): readers hold bytes of maps, and the new segment's appends
-//!   overwrite the old frames. A spare still mapped waits for a later new segment. Its old name
-//!   cannot be mapped again once the segment is out of the log; a newer segment of that name
-//!   would only make the spare wait.
+//! - A spare is reused only while no map of it (of the segment it was) is alive in the
+//!   process, checked by the file's device and inode under the log's lock: readers hold bytes
+//!   of maps, and the new segment's appends overwrite the old frames. A spare still mapped
+//!   waits for a later new segment. No new map of it can appear once it is out of the log.
 //! - Reuse fails safe: a spare that cannot be opened, read, or have its new header written and
 //!   synced is deleted and the segment made in a new file; only a failure from the rename on
 //!   poisons the log. A spare longer than a segment may be is deleted instead of reused.
@@ -43,27 +42,24 @@ pub(crate) const SPARE_SUFFIX: &str = ".spare";
 /// A log's spare: a purged segment's data file, waiting to become a new segment's file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Spare {
-    /// The segment data file it was (`{base_index:020}.log`): its maps are registered under
-    /// that name.
-    was: PathBuf,
-    /// `<was>.spare`, in the log's directory.
+    /// `<segment>.log.spare`, in the log's directory.
     pub path: PathBuf,
 }
 
 impl Spare {
-    /// The spare of the segment whose data file was `was`.
+    /// The spare of the segment whose data file was `was` (`{base_index:020}.log`).
     pub fn of(was: PathBuf) -> Spare {
-        let mut path = was.clone().into_os_string();
+        let mut path = was.into_os_string();
         path.push(SPARE_SUFFIX);
         Spare {
-            was,
             path: PathBuf::from(path),
         }
     }
 
-    /// Whether a reader in this process may still hold bytes of the segment it was.
+    /// Whether a reader in this process may still hold bytes of the segment it was (maps are
+    /// registered by the file's identity, whatever its name); not if it is gone.
     pub fn is_mapped(&self) -> bool {
-        crate::mmap::is_mapped(&self.was)
+        std::fs::File::open(&self.path).is_ok_and(|file| crate::mmap::is_mapped(&file))
     }
 
     /// Whether `name` (a file name in a log's directory) is a spare's.

@@ -321,7 +321,6 @@ impl Segment {
         let (log_path, index_path, time_path) = segment_paths(dir, header.base_index);
         let map = mmap::map_read(
             &file,
-            &log_path,
             map_len(config, allocated_len).map_err(Failure::io(&log_path))?,
         )
         .map_err(Failure::io(&log_path))?;
@@ -381,7 +380,6 @@ impl Segment {
         }
         let map = mmap::map_read(
             &file,
-            &log_path,
             map_len(config, file_len).map_err(Failure::io(&log_path))?,
         )
         .map_err(Failure::io(&log_path))?;
@@ -902,7 +900,7 @@ impl Segment {
             .to_path_buf();
         let log_path = self.path.to_path_buf();
         if cut < self.data_len {
-            if !mmap::is_shared(&log_path, &self.map) {
+            if !mmap::is_shared(&self.file, &self.map) {
                 io::set_len(&self.file, &log_path, cut).map_err(Failure::io(&log_path))?;
                 io::sync_all(&self.file, &log_path).map_err(Failure::io(&log_path))?;
             } else {
@@ -921,7 +919,6 @@ impl Segment {
         }
         self.map = mmap::map_read(
             &self.file,
-            &log_path,
             map_len(config, cut).map_err(Failure::io(&log_path))?,
         )
         .map_err(Failure::io(&log_path))?;

@@ -251,6 +251,17 @@ fn logs_sharing_syncs_keep_every_synced_entry_through_power_loss() {
     }
 }
 
+/// Asserts that the entries a reader holds still carry the bytes copied from them earlier.
+fn assert_unchanged(held: &[quipu_storage::Entry], copies: &[Vec<u8>]) {
+    for (entry, copy) in held.iter().zip(copies) {
+        assert!(
+            entry.payload[..] == copy[..],
+            "entry {} changed under its reader",
+            entry.index
+        );
+    }
+}
+
 /// A purge takes its segments out of the log durably (renamed `*.deleted`, the directory
 /// synced) and leaves their deletion to the deleter: once it is done no file of theirs is left,
 /// and a leftover the process did not get to delete goes at the next open.
@@ -285,13 +296,7 @@ fn purged_segments_are_deleted_and_leftovers_go_at_open() {
         );
     }
     quipu_storage::wait_for_deletions();
-    for (entry, copy) in held.iter().zip(&copies) {
-        assert!(
-            entry.payload[..] == copy[..],
-            "entry {} changed under its reader",
-            entry.index
-        );
-    }
+    assert_unchanged(&held, &copies);
     drop(held);
     // Nothing maps them any more: the next purge's files shrink before they go.
     let before = files_with_extension(dir.path(), "log").len();
@@ -590,22 +595,53 @@ fn a_discarded_spare_keeps_the_bytes_a_reader_holds() {
     let log = Log::open(dir.path(), config(false)).unwrap();
     assert_eq!(spare_of(dir.path()), None);
     // Reading the held bytes while the deleter is at work: a shrunk file would fault.
-    for (entry, copy) in held.iter().zip(&copies) {
-        assert!(
-            entry.payload[..] == copy[..],
-            "entry {} changed",
-            entry.index
-        );
-    }
+    assert_unchanged(&held, &copies);
     quipu_storage::wait_for_deletions();
-    for (entry, copy) in held.iter().zip(&copies) {
-        assert!(
-            entry.payload[..] == copy[..],
-            "entry {} changed",
-            entry.index
-        );
-    }
+    assert_unchanged(&held, &copies);
     drop(held);
     assert!(files_with_extension(dir.path(), "deleted").is_empty());
     assert_eq!(log.next_index(), 40);
+}
+
+/// Readers are known by the file they map, not by its name: a log reopened through another
+/// spelling of its directory (a symlink) still sees that an earlier instance's reader maps its
+/// spare, and does not reuse it until the reader lets go.
+#[test]
+fn a_mapped_spare_is_not_reused_under_another_spelling_of_the_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let (real, link) = (root.path().join("real"), root.path().join("link"));
+    std::fs::create_dir(&real).unwrap();
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let config = || LogConfig {
+        segment_bytes_max: 64 * 1024,
+        entry_bytes_max: 8192,
+        ..small_config()
+    };
+    let log = Log::open(&real, config()).unwrap();
+    for index in 0..40 {
+        log.append(&[records(index, 1, index, 4, 1000, 0)]).unwrap();
+    }
+    let second = second_segment_base(&real);
+    let held = log.read_entries(second - 3, second, u64::MAX).unwrap();
+    assert_eq!(log.purge_prefix(second).unwrap().segments, 1);
+    let spare = spare_of(&real).expect("the purge kept a spare");
+    drop(log);
+    let log = Log::open(&link, config()).unwrap();
+    let roll = |log: &Log, next: &mut u64| {
+        let segments = files_with_extension(&real, "log").len();
+        while files_with_extension(&real, "log").len() == segments {
+            log.append(&[records(*next, 1, *next, 4, 1000, 0)]).unwrap();
+            *next += 1;
+        }
+    };
+    let mut next = 40;
+    roll(&log, &mut next);
+    assert_eq!(
+        spare_of(&real),
+        Some(spare),
+        "reused while a reader maps it"
+    );
+    drop(held);
+    roll(&log, &mut next);
+    assert_eq!(spare_of(&real), None, "not reused once the reader let go");
 }
