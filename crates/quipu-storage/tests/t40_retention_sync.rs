@@ -645,3 +645,54 @@ fn a_mapped_spare_is_not_reused_under_another_spelling_of_the_directory() {
     roll(&log, &mut next);
     assert_eq!(spare_of(&real), None, "not reused once the reader let go");
 }
+
+/// `release_spares` gives a kept spare's space back (the deleter removes it), and its log then
+/// makes its next segment in a new file and keeps a spare again at its next purge.
+#[test]
+fn released_spares_go_and_their_log_makes_new_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || LogConfig {
+        segment_bytes_max: 64 * 1024,
+        entry_bytes_max: 8192,
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config()).unwrap();
+    for index in 0..40 {
+        log.append(&[records(index, 1, index, 4, 1000, 0)]).unwrap();
+    }
+    assert_eq!(
+        log.purge_prefix(second_segment_base(dir.path()))
+            .unwrap()
+            .segments,
+        1
+    );
+    let spare = spare_of(dir.path()).expect("the purge kept a spare");
+    let spare_len = std::fs::metadata(&spare).unwrap().len();
+    assert_eq!(quipu_storage::release_spares(dir.path()), 1);
+    quipu_storage::wait_for_deletions();
+    assert_eq!(spare_of(dir.path()), None);
+    assert!(files_with_extension(dir.path(), "deleted").is_empty());
+    let mut next = 40;
+    let segments = files_with_extension(dir.path(), "log").len();
+    while files_with_extension(dir.path(), "log").len() == segments {
+        log.append(&[records(next, 1, next, 4, 1000, 0)]).unwrap();
+        next += 1;
+    }
+    // A new file holds its first entry and a step of preallocated space, not the spare's length
+    // (its inode number may be the spare's: the filesystem reuses freed ones).
+    let newest = files_with_extension(dir.path(), "log").pop().unwrap();
+    assert!(std::fs::metadata(&newest).unwrap().len() < spare_len / 2);
+    assert_eq!(
+        log.read_entries(log.first_index(), next, u64::MAX)
+            .unwrap()
+            .len() as u64,
+        next - log.first_index()
+    );
+    assert!(
+        log.purge_prefix(second_segment_base(dir.path()))
+            .unwrap()
+            .segments
+            > 0
+    );
+    assert!(spare_of(dir.path()).is_some(), "a spare again");
+}
