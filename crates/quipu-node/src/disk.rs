@@ -1,7 +1,6 @@
 //! The data directory's free space: [`DiskGuard`] keeps a reserve (`disk_reserve_bytes`) below
 //! which the node refuses produce requests (reads, fetches and Raft traffic go on, so replicas
-//! keep what they already hold in step), and releases the logs' spare segment files
-//! (`quipu_storage::release_spares`); it resumes by itself once space returns. And the sync
+//! keep what they already hold in step); it resumes by itself once space returns. And the sync
 //! scope of its logs ([`open_shared_sync`]).
 
 use std::path::PathBuf;
@@ -73,14 +72,6 @@ impl DiskGuard {
                 Ok(free) => {
                     self.free.store(free, Ordering::Release);
                     self.read_at_us.store(now_us, Ordering::Release);
-                    if free < self.reserve {
-                        // The logs' spare segment files (kept for reuse) go back to the disk
-                        // first; retention and the operator do the rest.
-                        let released = quipu_storage::release_spares(&self.dir);
-                        if released > 0 {
-                            tracing::info!(dir = %self.dir.display(), free, reserve = self.reserve, released, "data disk under its reserve: spare segment files released");
-                        }
-                    }
                     free
                 }
                 Err(e) => {
@@ -139,48 +130,5 @@ mod tests {
             .unwrap_err();
         assert_eq!(low.reserve, u64::MAX);
         assert!(low.free > 0);
-    }
-
-    #[test]
-    fn a_disk_under_its_reserve_releases_the_logs_spare_segment_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = || quipu_storage::LogConfig {
-            segment_bytes_max: 64 * 1024,
-            entry_bytes_max: 8192,
-            ..quipu_storage::LogConfig::default()
-        };
-        let log = quipu_storage::Log::open(dir.path(), config()).unwrap();
-        let mut index = 0;
-        while log.segment_count() < 3 {
-            let payload = vec![b'x'; 4000];
-            log.append(&[quipu_storage::NewEntry::internal(
-                index,
-                1,
-                bytes::Bytes::from(payload),
-            )])
-            .unwrap();
-            index += 1;
-        }
-        let spares = || {
-            std::fs::read_dir(dir.path())
-                .unwrap()
-                .filter(|e| {
-                    e.as_ref()
-                        .unwrap()
-                        .file_name()
-                        .to_string_lossy()
-                        .ends_with(".spare")
-                })
-                .count()
-        };
-        assert!(log.purge_prefix(index - 1).unwrap().segments > 0);
-        assert_eq!(spares(), 1);
-        DiskGuard::new(dir.path().to_path_buf(), 1).check().unwrap();
-        assert_eq!(spares(), 1, "kept while the disk has room");
-        DiskGuard::new(dir.path().to_path_buf(), u64::MAX)
-            .check()
-            .unwrap_err();
-        quipu_storage::wait_for_deletions();
-        assert_eq!(spares(), 0, "released under the reserve");
     }
 }

@@ -49,6 +49,5 @@ pub use error::{AppendError, OpenError, ReadError, SyncError, TruncateError};
 pub use frame::{FORMAT_VERSION, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 pub use log::{Appended, Log, Purged};
 pub use mark::{MARK_LEN, MarkFile};
-pub use recycle::release_spares;
 pub use shared_sync::{SharedSync, SharedSyncError};
 pub use state_file::{StateFileError, read_state_file, write_state_file};

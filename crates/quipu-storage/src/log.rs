@@ -182,7 +182,7 @@ impl Log {
                 // recycling is off.
                 let found = Spare::of(dirent.path().with_extension(""));
                 if config.recycle_segments && spare.is_none() {
-                    spare = Some(crate::recycle::keep(found));
+                    spare = Some(found);
                 } else {
                     crate::recycle::discard(found);
                 }
@@ -560,8 +560,6 @@ impl Log {
         match state.spare.take() {
             // A reader may still hold bytes of the segment it was: a later segment reuses it.
             Some(spare) if spare.is_mapped() => state.spare = Some(spare),
-            // Released meanwhile (`crate::recycle::release_spares`): the deleter has it.
-            Some(spare) if !crate::recycle::claim(&spare) => {}
             Some(spare) => {
                 match Segment::create_recycled(&self.dir, header, last_term, config, &spare.path)? {
                     Some(segment) => return Ok((segment, true)),
@@ -1168,8 +1166,8 @@ impl Log {
             match segment.retire(recycle && state.spare.is_none()) {
                 Ok((files, spare)) => {
                     retired.extend(files);
-                    if let Some(spare) = spare {
-                        state.spare = Some(crate::recycle::keep(spare));
+                    if spare.is_some() {
+                        state.spare = spare;
                     }
                 }
                 Err(failure) => {

@@ -30,13 +30,9 @@
 //!   synced is deleted and the segment made in a new file; only a failure from the rename on
 //!   poisons the log. A spare longer than a segment may be is deleted instead of reused.
 //! - The spare's blocks count on the disk and in no log's size: a log with retention may hold
-//!   one segment's file more than its segments. [`release_spares`] gives the spares under a
-//!   directory back to the disk (a node does when its disk runs low): a spare is registered while
-//!   a log keeps it, and a log claims it from the registry before reusing it, so a spare is
-//!   either released or reused, never both.
+//!   one segment's file more than its segments.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use crate::deleter::DELETED_SUFFIX;
 
@@ -72,56 +68,6 @@ impl Spare {
             .and_then(crate::segment::parse_segment_name)
             .is_some()
     }
-}
-
-/// The spares the process's logs keep, by path: what [`release_spares`] may take.
-static KEPT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-
-fn kept() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
-    // Nothing panics while holding it; a poisoned list is still whole.
-    KEPT.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Registers `spare` as kept by a log.
-pub(crate) fn keep(spare: Spare) -> Spare {
-    let mut kept = kept();
-    if !kept.contains(&spare.path) {
-        kept.push(spare.path.clone());
-    }
-    spare
-}
-
-/// Takes `spare` out of the registry for its log to reuse or delete: `false` if
-/// [`release_spares`] took it first (it is then on its way to the deleter).
-pub(crate) fn claim(spare: &Spare) -> bool {
-    let mut kept = kept();
-    match kept.iter().position(|path| *path == spare.path) {
-        Some(at) => {
-            kept.swap_remove(at);
-            true
-        }
-        None => false,
-    }
-}
-
-/// Gives the disk space of every spare segment file kept by the process's logs under `dir`
-/// back: each goes to the deleter, and its log makes its next segment in a new file (and keeps
-/// a spare again at its next purge). Returns how many it released. A node calls this for its
-/// data directory when the disk runs below its reserve.
-pub fn release_spares(dir: &std::path::Path) -> usize {
-    let taken: Vec<PathBuf> = {
-        let mut kept = kept();
-        let (taken, left) = std::mem::take(&mut *kept)
-            .into_iter()
-            .partition(|path| path.starts_with(dir));
-        *kept = left;
-        taken
-    };
-    let released = taken.len();
-    for path in taken {
-        discard(Spare { path });
-    }
-    released
 }
 
 /// Hands a spare that will not be reused to the deleter (renamed `*.deleted`, which open
