@@ -22,7 +22,7 @@ use crate::error::{AppendError, Failure, OpenError, ReadError, SyncError, Trunca
 use crate::frame::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader};
 use crate::marker::CleanMarker;
 use crate::recycle::Spare;
-use crate::segment::{OpenMode, Segment, SegmentView, parse_segment_name, segment_paths};
+use crate::segment::{OpenMode, Recycled, Segment, SegmentView, parse_segment_name, segment_paths};
 use crate::{FsyncPolicy, LogConfig, SharedSync, io};
 
 /// What an append did.
@@ -557,16 +557,13 @@ impl Log {
         last_term: u64,
         config: &LogConfig,
     ) -> Result<(Segment, bool), Failure> {
-        match state.spare.take() {
-            // A reader may still hold bytes of the segment it was: a later segment reuses it.
-            Some(spare) if spare.is_mapped() => state.spare = Some(spare),
-            Some(spare) => {
-                match Segment::create_recycled(&self.dir, header, last_term, config, &spare.path)? {
-                    Some(segment) => return Ok((segment, true)),
-                    None => crate::recycle::discard(spare),
-                }
+        if let Some(spare) = state.spare.take() {
+            match Segment::create_recycled(&self.dir, header, last_term, config, &spare.path)? {
+                Recycled::Segment(segment) => return Ok((*segment, true)),
+                // A reader may still hold bytes of the segment it was: a later one reuses it.
+                Recycled::Mapped => state.spare = Some(spare),
+                Recycled::Unusable => crate::recycle::discard(spare),
             }
-            None => {}
         }
         Ok((
             Segment::create(&self.dir, header, last_term, config)?,

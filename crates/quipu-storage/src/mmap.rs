@@ -17,7 +17,7 @@
 //!   file is shrunk before its unlink only while no map of it is alive ([`is_mapped`], checked by
 //!   `crate::deleter` just before; none can appear after, as the file was renamed out of the log
 //!   first), else it is only unlinked; a crash recovery's cut (`Segment::rebuild`, at open) is
-//!   below no range handed out, as nothing was read yet;
+//!   past every range handed out (a torn tail no reader was ever given);
 //! - another process never opens the same directory: `Log::open` holds an exclusive `flock` on
 //!   its `LOCK` file;
 //! - nothing outside the engine modifies a log directory while a log is open (documented for

@@ -56,12 +56,6 @@ impl Spare {
         }
     }
 
-    /// Whether a reader in this process may still hold bytes of the segment it was (maps are
-    /// registered by the file's identity, whatever its name); not if it is gone.
-    pub fn is_mapped(&self) -> bool {
-        std::fs::File::open(&self.path).is_ok_and(|file| crate::mmap::is_mapped(&file))
-    }
-
     /// Whether `name` (a file name in a log's directory) is a spare's.
     pub fn is_spare_name(name: &str) -> bool {
         name.strip_suffix(SPARE_SUFFIX)

@@ -193,6 +193,17 @@ fn scan(
     }
 }
 
+/// What became of a spare offered to [`Segment::create_recycled`].
+#[derive(Debug)]
+pub(crate) enum Recycled {
+    /// The new segment, in the spare's file.
+    Segment(Box<Segment>),
+    /// A reader still maps the file: kept for a later new segment.
+    Mapped,
+    /// Gone, too long, or failing before its rename: to be deleted.
+    Unusable,
+}
+
 /// One segment of a log.
 #[derive(Debug)]
 pub(crate) struct Segment {
@@ -265,33 +276,38 @@ impl Segment {
     /// frames after it fail their CRC under the new salt, so a scan stops at them. The caller
     /// syncs the directory before relying on the segment.
     ///
-    /// `None` if the spare cannot be used: gone, longer than a segment may be, or failing before
-    /// the rename (logged); the caller deletes it and makes the segment in a new file. A failure
-    /// from the rename on is the log's.
+    /// [`Recycled::Mapped`] if a reader in the process still maps the file (checked on the handle
+    /// opened here, by the file's device and inode: no map of it can appear after, as it is out
+    /// of the log); [`Recycled::Unusable`] if it is gone, longer than a segment may be, or fails
+    /// before the rename (logged): the caller deletes it and makes the segment in a new file. A
+    /// failure from the rename on is the log's.
     pub fn create_recycled(
         dir: &Path,
         header: SegmentHeader,
         last_term: u64,
         config: &LogConfig,
         spare: &Path,
-    ) -> Result<Option<Segment>, Failure> {
-        let prepared = (|| -> std::io::Result<Option<(File, u64)>> {
+    ) -> Result<Recycled, Failure> {
+        let prepared = (|| -> std::io::Result<Result<(File, u64), Recycled>> {
             let file = io::open_rw(spare)?;
+            if mmap::is_mapped(&file) {
+                return Ok(Err(Recycled::Mapped));
+            }
             let file_len = file.metadata()?.len();
             let longest = map_len(config, 0)?;
             if file_len < SEGMENT_HEADER_LEN as u64
                 || usize::try_from(file_len).map_or(true, |len| len > longest)
             {
                 // Longer than a segment may be now (`segment_bytes_max` went down since).
-                return Ok(None);
+                return Ok(Err(Recycled::Unusable));
             }
             io::write_at(&file, spare, &header.encode(), 0)?;
             io::sync_all(&file, spare)?;
-            Ok(Some((file, file_len)))
+            Ok(Ok((file, file_len)))
         })();
         let (file, file_len) = match prepared {
-            Ok(Some(prepared)) => prepared,
-            Ok(None) => return Ok(None),
+            Ok(Ok(prepared)) => prepared,
+            Ok(Err(not_now)) => return Ok(not_now),
             Err(e) => {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     warn!(
@@ -300,12 +316,13 @@ impl Segment {
                         "cannot reuse the spare segment file; the new segment gets a new file"
                     );
                 }
-                return Ok(None);
+                return Ok(Recycled::Unusable);
             }
         };
         let (log_path, _, _) = segment_paths(dir, header.base_index);
         io::rename_new(spare, &log_path).map_err(Failure::io(&log_path))?;
-        Segment::create_in(dir, header, last_term, config, file, file_len).map(Some)
+        Segment::create_in(dir, header, last_term, config, file, file_len)
+            .map(|segment| Recycled::Segment(Box::new(segment)))
     }
 
     /// The rest of a segment's creation once its data file holds its synced header:

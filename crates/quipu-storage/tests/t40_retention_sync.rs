@@ -623,6 +623,7 @@ fn a_mapped_spare_is_not_reused_under_another_spelling_of_the_directory() {
     }
     let second = second_segment_base(&real);
     let held = log.read_entries(second - 3, second, u64::MAX).unwrap();
+    let copies: Vec<Vec<u8>> = held.iter().map(|e| e.payload.to_vec()).collect();
     assert_eq!(log.purge_prefix(second).unwrap().segments, 1);
     let spare = spare_of(&real).expect("the purge kept a spare");
     drop(log);
@@ -641,6 +642,7 @@ fn a_mapped_spare_is_not_reused_under_another_spelling_of_the_directory() {
         Some(spare),
         "reused while a reader maps it"
     );
+    assert_unchanged(&held, &copies);
     drop(held);
     roll(&log, &mut next);
     assert_eq!(spare_of(&real), None, "not reused once the reader let go");
