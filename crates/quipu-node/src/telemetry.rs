@@ -60,7 +60,7 @@ pub(crate) fn rpc_label(rpc: i32) -> &'static str {
 }
 
 /// One Raft message this node sent a peer (`payload` bytes; 0 if it was never sent), and how
-/// its call ended: `ok`, `timeout` (no answer in time), `unreachable` (the call failed), `refused` (the
+/// its call ended: `ok`, `unreachable` (no answer in time, or the call failed), `refused` (the
 /// peer's transport refused it), `error` (the peer's group answered with an error, or a message
 /// did not encode or decode) or `throttled` (a move's catch-up traffic held back).
 pub(crate) fn raft_sent(rpc: &'static str, payload: usize, result: &'static str) {

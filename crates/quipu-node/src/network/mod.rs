@@ -44,22 +44,8 @@ pub(crate) const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// entries never waits for a window update round trip.
 pub(crate) const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 pub(crate) const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
-/// The first wait of replication's back-off after an unreachable peer (one that did not answer
-/// in time, or could not be called); each next one doubles, up to [`BACKOFF_MAX`], until a call
-/// succeeds. openraft's default waits 500 ms every time: a stall of the peers of 100-250 ms (a
-/// busy disk) then held their replication for half a second more (docs/benchmarks.md).
-const BACKOFF_FIRST: Duration = Duration::from_millis(20);
-/// The longest wait of that back-off (openraft's default wait): what a peer that stays
-/// unreachable costs, one attempt per this long.
-const BACKOFF_MAX: Duration = Duration::from_millis(500);
-
-/// Replication's back-off after an unreachable peer: [`BACKOFF_FIRST`], doubling, up to
-/// [`BACKOFF_MAX`].
-fn backoff_waits() -> impl Iterator<Item = Duration> + Send + 'static {
-    std::iter::successors(Some(BACKOFF_FIRST), |wait| {
-        Some(wait.saturating_mul(2).min(BACKOFF_MAX))
-    })
-}
+/// openraft's back-off after an unreachable peer (its default).
+const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
 /// How long connecting to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -244,7 +230,6 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
             link: self.peers.link(&node.addr).map_err(|e| e.to_string()),
             peers: Arc::clone(&self.peers),
             order: Arc::clone(self.orders.entry(target).or_default()),
-            sending_snapshot: false,
         }
     }
 }
@@ -264,10 +249,6 @@ pub(crate) struct PeerLink {
     /// earlier one was answered, and later ones wait for its answer. (Votes and snapshot chunks
     /// are not held: nothing else of the group is in flight to the peer with them.)
     order: Arc<tokio::sync::RwLock<()>>,
-    /// Whether the last message sent was a snapshot chunk: openraft asks for [`Self::backoff`]
-    /// between a snapshot's chunks too, and gives a snapshot up after five failed chunks in a
-    /// row, so those keep its default waits.
-    sending_snapshot: bool,
 }
 
 fn unreachable<E: Error>(error: impl Error + 'static) -> RPCError<NodeId, BasicNode, E> {
@@ -289,9 +270,8 @@ impl PeerLink {
         Resp: DeserializeOwned,
         E: Error + DeserializeOwned,
     {
-        self.sending_snapshot = rpc == RaftRpc::InstallSnapshot;
-        // Counted once, however the call ends: "unreachable" unless it gets further, then
-        // "timeout" once it is on its way (openraft drops a call it stopped waiting for).
+        // Counted once, however the call ends; "unreachable" unless it gets further (openraft
+        // drops a call it stopped waiting for).
         let mut record = SentRecord {
             rpc: telemetry::rpc_label(rpc as i32),
             bytes: 0,
@@ -350,9 +330,6 @@ impl PeerLink {
             payload: payload.into(),
         };
         let started = std::time::Instant::now();
-        // From here on a call that ends without an answer ran out of time: past its time to
-        // live here, or dropped by openraft, which stopped waiting for it.
-        record.result = "timeout";
         let call = async {
             if streamed {
                 let _order = match entries {
@@ -381,10 +358,6 @@ impl PeerLink {
         };
         let reply = match tokio::time::timeout(option.hard_ttl(), call).await {
             Err(_) => {
-                // Reported as unreachable, so that replication backs off ([`PeerLink::backoff`]):
-                // a peer cut off by the network times out every message, and openraft would send
-                // the next one at once after a timeout. (openraft's own timer of the same length
-                // often fires first: its `Timeout` starts no back-off, but uses one running.)
                 let error = std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "no answer within the rpc's hard ttl",
@@ -394,17 +367,15 @@ impl PeerLink {
             Ok(Err(status)) => {
                 // The peer answered with a refusal (not hosted, not a member, ...) or the call
                 // itself failed.
-                record.result = if matches!(
+                if !matches!(
                     status.code(),
                     tonic::Code::Unavailable
                         | tonic::Code::DeadlineExceeded
                         | tonic::Code::Cancelled
                         | tonic::Code::Unknown
                 ) {
-                    "unreachable"
-                } else {
-                    "refused"
-                };
+                    record.result = "refused";
+                }
                 return Err(unreachable(status));
             }
             Ok(Ok(reply)) => reply,
@@ -462,12 +433,7 @@ impl RaftNetwork<TypeConfig> for PeerLink {
                 Some(peers.throttle.owed())
             }));
         }
-        if self.sending_snapshot {
-            // A snapshot is given up after five failed chunks in a row: they wait as long as
-            // openraft's default has them, so that a short outage does not abort it.
-            return openraft::network::Backoff::new(std::iter::repeat(BACKOFF_MAX));
-        }
-        openraft::network::Backoff::new(backoff_waits())
+        openraft::network::Backoff::new(std::iter::repeat(DEFAULT_BACKOFF))
     }
 
     async fn install_snapshot(
@@ -488,19 +454,5 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.call(RaftRpc::Vote, &rpc, &option, None).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_back_off_starts_short_and_doubles_up_to_its_longest() {
-        let waits: Vec<u64> = backoff_waits()
-            .take(9)
-            .map(|wait| u64::try_from(wait.as_millis()).unwrap())
-            .collect();
-        assert_eq!(waits, [20, 40, 80, 160, 320, 500, 500, 500, 500]);
     }
 }
