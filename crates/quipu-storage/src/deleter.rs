@@ -37,6 +37,13 @@ use std::time::Duration;
 /// What a removed segment's files are renamed with (appended to their names).
 pub(crate) const DELETED_SUFFIX: &str = ".deleted";
 
+/// `path` with [`DELETED_SUFFIX`] appended: the name a removed file goes to the deleter under.
+pub(crate) fn deleted_name(path: &std::path::Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(DELETED_SUFFIX);
+    PathBuf::from(name)
+}
+
 /// Bytes a file shrinks by at each step (each frees, and maybe discards, that much).
 const STEP_BYTES: u64 = 8 * 1024 * 1024;
 

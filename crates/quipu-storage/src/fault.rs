@@ -312,10 +312,14 @@ mod enabled {
     /// bytes is kept, to go back to at a power loss before the next sync. Returns the token to
     /// hand [`on_write`] once the write is done, if it overwrites any.
     pub(crate) fn before_write(file: &File, path: &Path, position: u64, len: u64) -> Option<u64> {
-        let file_len = file.metadata().map_or(0, |m| m.len());
         with_files(|files| {
-            // A file first seen now: all it holds was written before tracking began.
-            let track = track(files, path, file_len);
+            // A file first seen now: all it holds was written before tracking began (its length
+            // is read only then, not at every write).
+            if !files.contains_key(path) {
+                let file_len = file.metadata().map_or(0, |m| m.len());
+                track(files, path, file_len);
+            }
+            let track = track(files, path, 0);
             let end = position.saturating_add(len).min(track.synced_end);
             if position >= end {
                 return None;

@@ -1065,19 +1065,36 @@ impl Log {
                 .active_mut()
                 .truncate_to(keep_next, prev_term, &self.config())
         })();
-        state.generation += 1;
-        if let Err(failure) = result {
-            self.poison(&mut state, &failure);
-            drop(state);
-            crate::deleter::delete(retired);
-            return Err(failure.into());
-        }
         // The cut synced the whole segment, so everything kept is durable.
-        self.set_durable(state.generation, keep_next);
-        drop(state);
-        crate::deleter::delete(retired);
+        self.end_removal(state, result, keep_next, retired)?;
         info!(dir = %self.dir.display(), next_index = keep_next, "log truncated");
         Ok(())
+    }
+
+    /// Ends a truncation or reset that removed `retired` segments' files: the log is poisoned
+    /// if `result` failed, else everything below `next_index` is durable; then, with the lock
+    /// released, the files go to the deleter.
+    fn end_removal(
+        &self,
+        mut state: RwLockWriteGuard<'_, State>,
+        result: Result<(), Failure>,
+        next_index: u64,
+        retired: Vec<PathBuf>,
+    ) -> Result<(), TruncateError> {
+        state.generation += 1;
+        let outcome = match result {
+            Err(failure) => {
+                self.poison(&mut state, &failure);
+                Err(failure.into())
+            }
+            Ok(()) => {
+                self.set_durable(state.generation, next_index);
+                Ok(())
+            }
+        };
+        drop(state);
+        crate::deleter::delete(retired);
+        outcome
     }
 
     /// Removes whole sealed segments all of whose entries are below `before_index`. Never the
@@ -1205,16 +1222,7 @@ impl Log {
             state.segments.push(segment);
             io::sync_dir(&self.dir).map_err(Failure::io(&self.dir))
         })();
-        state.generation += 1;
-        if let Err(failure) = result {
-            self.poison(&mut state, &failure);
-            drop(state);
-            crate::deleter::delete(retired);
-            return Err(failure.into());
-        }
-        self.set_durable(state.generation, next_index);
-        drop(state);
-        crate::deleter::delete(retired);
+        self.end_removal(state, result, next_index, retired)?;
         info!(dir = %self.dir.display(), next_index, next_offset = next_offset.0, "log reset");
         Ok(())
     }

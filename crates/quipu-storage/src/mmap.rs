@@ -68,23 +68,25 @@ pub(crate) fn map_read(file: &File, len: usize) -> io::Result<Arc<Mmap>> {
 /// Whether any map of `file` other than the caller's `own` (held only by the caller) is alive;
 /// `true` if the file cannot be identified.
 pub(crate) fn is_shared(file: &File, own: &Arc<Mmap>) -> bool {
-    if Arc::strong_count(own) > 1 {
-        return true;
-    }
-    let Ok(id) = file_id(file) else { return true };
-    let maps = DATA_MAPS.lock().unwrap_or_else(|e| e.into_inner());
-    maps.iter().any(|(mapped, weak)| {
-        *mapped == id && weak.strong_count() > 0 && !std::ptr::eq(weak.as_ptr(), Arc::as_ptr(own))
-    })
+    Arc::strong_count(own) > 1 || mapped_other_than(file, Some(own))
 }
 
 /// Whether any map of `file` is alive anywhere in the process (a reader may still hold bytes
 /// of it); `true` if the file cannot be identified.
 pub(crate) fn is_mapped(file: &File) -> bool {
+    mapped_other_than(file, None)
+}
+
+/// Whether a live map of `file`, other than `own`, is registered; `true` if the file cannot be
+/// identified.
+fn mapped_other_than(file: &File, own: Option<&Arc<Mmap>>) -> bool {
     let Ok(id) = file_id(file) else { return true };
     let maps = DATA_MAPS.lock().unwrap_or_else(|e| e.into_inner());
-    maps.iter()
-        .any(|(mapped, weak)| *mapped == id && weak.strong_count() > 0)
+    maps.iter().any(|(mapped, weak)| {
+        *mapped == id
+            && weak.strong_count() > 0
+            && own.is_none_or(|own| !std::ptr::eq(weak.as_ptr(), Arc::as_ptr(own)))
+    })
 }
 
 /// Maps the whole of `file` read-write (index files; their length is fixed while mapped).

@@ -34,8 +34,6 @@
 
 use std::path::PathBuf;
 
-use crate::deleter::DELETED_SUFFIX;
-
 /// What a spare's name ends with (after its segment's `{base_index:020}.log`).
 pub(crate) const SPARE_SUFFIX: &str = ".spare";
 
@@ -67,9 +65,7 @@ impl Spare {
 /// Hands a spare that will not be reused to the deleter (renamed `*.deleted`, which open
 /// removes should the process stop first).
 pub(crate) fn discard(spare: Spare) {
-    let mut deleted = spare.path.clone().into_os_string();
-    deleted.push(DELETED_SUFFIX);
-    let deleted = PathBuf::from(deleted);
+    let deleted = crate::deleter::deleted_name(&spare.path);
     match crate::io::rename(&spare.path, &deleted) {
         Ok(()) => crate::deleter::delete(vec![deleted]),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -578,9 +578,11 @@ impl Segment {
                 .any(|b| *b != 0);
             // A recycled file's old frames (a segment's earlier in the log, so lower indexes)
             // follow its data until appends overwrite them: expected, not damage.
-            let old_frame = FrameHeader::decode(&view.data()[from..])
-                .is_ok_and(|frame| frame.index < scan.next_index);
-            if garbage && old_frame {
+            let old_frame = || {
+                FrameHeader::decode(&view.data()[from..])
+                    .is_ok_and(|frame| frame.index < scan.next_index)
+            };
+            if garbage && old_frame() {
                 info!(
                     file = %self.path.display(),
                     position,
@@ -974,25 +976,35 @@ impl Segment {
     pub fn retire(&self, spare: bool) -> Result<(Vec<PathBuf>, Option<Spare>), Failure> {
         let dir = self.path.parent().expect("segment path has a directory");
         let (log_path, index_path, time_path) = segment_paths(dir, self.header.base_index);
+        let spare_path = spare.then(|| Spare::of(log_path.clone()).path);
+        let data_to = spare_path
+            .clone()
+            .unwrap_or_else(|| crate::deleter::deleted_name(&log_path));
+        let (index_to, time_to) = (
+            crate::deleter::deleted_name(&index_path),
+            crate::deleter::deleted_name(&time_path),
+        );
         let mut renamed = Vec::with_capacity(3);
-        let mut kept = None;
-        for (i, path) in [log_path, index_path, time_path].into_iter().enumerate() {
-            // The data file comes first.
-            let (to, as_spare) = if spare && i == 0 {
-                (Spare::of(path.clone()).path, true)
-            } else {
-                let mut name = path.clone().into_os_string();
-                name.push(crate::deleter::DELETED_SUFFIX);
-                (PathBuf::from(name), false)
-            };
+        // The data file first.
+        for (path, to) in [
+            (log_path, data_to),
+            (index_path, index_to),
+            (time_path, time_to),
+        ] {
             match io::rename(&path, &to) {
-                Ok(()) if as_spare => kept = Some(Spare::of(path)),
                 Ok(()) => renamed.push(to),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Failure::Io { path, source: e }),
             }
         }
         io::sync_dir(dir).map_err(Failure::io(dir))?;
+        // The spare, if the data file became one, is not the deleter's.
+        let kept = spare_path.and_then(|path| {
+            let at = renamed.iter().position(|renamed| *renamed == path)?;
+            Some(Spare {
+                path: renamed.remove(at),
+            })
+        });
         Ok((renamed, kept))
     }
 }
