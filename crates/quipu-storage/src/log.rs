@@ -655,6 +655,12 @@ impl Log {
                 );
                 continue;
             }
+            if sync.failed {
+                // A sync failed between the ticket and this lock: starting another could report
+                // success for what it lost. The next ticket says why.
+                drop(sync);
+                continue;
+            }
             sync.in_progress = true;
             drop(sync);
             // Every entry the ticket names is in the active file or in a sealed segment, synced

@@ -11,30 +11,47 @@ use quipu_storage::fault::{PowerLoss, fail_next_sync, power_loss};
 use quipu_storage::{FsyncPolicy, Log, LogConfig, NewEntry, Offset, OpenError, SyncError};
 
 /// Bug: after a failed fdatasync, a concurrent waiter could start its own fdatasync, which Linux
-/// reports as a success, and report lost data as durable.
+/// reports as a success, and report lost data as durable. Twice: a waiter woken by the failure
+/// went on to sync, and (found by this test failing once in CI) a waiter that took its ticket
+/// just before the failure started a sync just after it. The second is a race of a few
+/// instructions, so the test runs many rounds of four threads released at once.
 #[test]
 fn a_writeback_error_is_never_followed_by_a_successful_sync() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(Log::open(dir.path(), small_config()).unwrap());
-    log.append(&[records(0, 1, 0, 2, 10, 0)]).unwrap();
-    fail_next_sync(dir.path());
-    let results: Vec<Result<(), SyncError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..4).map(|_| scope.spawn(|| log.sync_to(1))).collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    assert!(results.iter().all(Result::is_err), "{results:?}");
-    assert_eq!(
-        results
-            .iter()
-            .filter(|r| matches!(r, Err(SyncError::Io { .. })))
-            .count(),
-        1
-    );
-    assert!(
-        log.sync_to(1).is_err(),
-        "the next sync would succeed: it must not be tried"
-    );
-    assert_eq!(log.durable_next_index(), 0);
+    for round in 0..300 {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::open(dir.path(), small_config()).unwrap());
+        log.append(&[records(0, 1, 0, 2, 10, 0)]).unwrap();
+        fail_next_sync(dir.path());
+        let start = std::sync::Barrier::new(4);
+        let results: Vec<Result<(), SyncError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        log.sync_to(1)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(
+            results.iter().all(Result::is_err),
+            "round {round}: {results:?}"
+        );
+        assert_eq!(
+            results
+                .iter()
+                .filter(|r| matches!(r, Err(SyncError::Io { .. })))
+                .count(),
+            1,
+            "round {round}"
+        );
+        assert!(
+            log.sync_to(1).is_err(),
+            "round {round}: the next sync would succeed: it must not be tried"
+        );
+        assert_eq!(log.durable_next_index(), 0, "round {round}");
+    }
 }
 
 /// Bug: opening after a process crash reported recovered entries durable without syncing them.
