@@ -1,6 +1,7 @@
 //! The data directory's free space: [`DiskGuard`] keeps a reserve (`disk_reserve_bytes`) below
 //! which the node refuses produce requests (reads, fetches and Raft traffic go on, so replicas
-//! keep what they already hold in step); it resumes by itself once space returns. And the sync
+//! keep what they already hold in step); it resumes by itself once space returns. The logs'
+//! spare files, deleted when free space nears the reserve ([`run_spare_release`]). And the sync
 //! scope of its logs ([`open_shared_sync`]).
 
 use std::path::PathBuf;
@@ -12,9 +13,79 @@ use quipu_storage::SharedSync;
 
 use crate::config::{NodeConfig, SyncScope};
 use crate::error::NodeError;
+use crate::node::Inner;
 
 /// How long a free-space reading is trusted: at most one `statvfs` per interval.
 pub const DISK_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How often [`run_spare_release`] reads the data disk's free space.
+pub const SPARE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Free space, in reserves, under which the logs keep no spare files: a node deletes its spares
+/// before the reserve stops its produces.
+const SPARES_DELETED_UNDER_RESERVES: u64 = 2;
+
+/// Free space, in reserves, from which the logs keep spares again (above the point they stop,
+/// so that a disk hovering there does not turn them on and off at every reading).
+const SPARES_KEPT_FROM_RESERVES: u64 = 3;
+
+/// Keeps the logs' spare files (`quipu_storage`'s recycled segments, `log.recycle_segments`) from
+/// filling the data disk: while its free space is under twice `disk_reserve_bytes`, every
+/// replica's log deletes its spare and purges keep none, until free space is back to three
+/// times the reserve. Reads free space every [`SPARE_CHECK_INTERVAL`]; under the mark it tells
+/// every hosted replica again at each reading, so that replicas created meanwhile follow. Does
+/// nothing without a reserve or with recycling off.
+pub(crate) async fn run_spare_release(inner: Arc<Inner>) {
+    let (dir, reserve) = (
+        inner.config.data_dir.clone(),
+        inner.config.disk_reserve_bytes,
+    );
+    if reserve == 0 || !inner.config.log.recycle_segments {
+        return;
+    }
+    let mut ticker = tokio::time::interval(SPARE_CHECK_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut keeping = true;
+    loop {
+        ticker.tick().await;
+        let free = match free_bytes(&dir) {
+            Ok(free) => free,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = &e as &dyn std::error::Error, "cannot read the data disk's free space");
+                continue;
+            }
+        };
+        let keep = if keeping {
+            free >= reserve.saturating_mul(SPARES_DELETED_UNDER_RESERVES)
+        } else {
+            free >= reserve.saturating_mul(SPARES_KEPT_FROM_RESERVES)
+        };
+        if keep && keeping {
+            continue;
+        }
+        let partitions = inner.hosted_partitions();
+        let released = tokio::task::spawn_blocking(move || {
+            partitions.iter().map(|p| p.keep_spares(keep)).sum::<u64>()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(
+                error = &e as &dyn std::error::Error,
+                "spare release task failed"
+            );
+            0
+        });
+        metrics::counter!("quipu_log_spare_bytes_released_total").increment(released);
+        if keep != keeping {
+            if keep {
+                tracing::info!(dir = %dir.display(), free, reserve, "the data disk has room again: logs keep spare segment files");
+            } else {
+                tracing::warn!(dir = %dir.display(), free, reserve, released, "the data disk nears its reserve: logs delete their spare segment files and keep none");
+            }
+        }
+        keeping = keep;
+    }
+}
 
 /// The data directory's disk has less free space than the reserve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -63,7 +63,9 @@ pub use coordinator::{
     GroupDescription, JoinGroup, ListedGroup, MemberDescription, OffsetCommit, OffsetDeleteRefused,
     Unavailable,
 };
-pub use disk::{DISK_CHECK_INTERVAL, DiskGuard, DiskLow, free_bytes, total_bytes};
+pub use disk::{
+    DISK_CHECK_INTERVAL, DiskGuard, DiskLow, SPARE_CHECK_INTERVAL, free_bytes, total_bytes,
+};
 pub use error::{BoxError, FetchError, NodeError, ProduceError, ProposalError, RetentionError};
 pub use group::GroupId;
 pub use handoff::HANDOFF_TIMEOUT;

@@ -272,6 +272,7 @@ impl Node {
             )),
             tokio::spawn(run_retention(Arc::clone(&inner))),
             tokio::spawn(run_interval_sync(Arc::clone(&inner))),
+            tokio::spawn(crate::disk::run_spare_release(Arc::clone(&inner))),
             tokio::spawn(crate::coordinator::run_ticks(Arc::clone(&inner))),
             tokio::spawn(crate::replicas::run_reopen_stopped(Arc::clone(&inner))),
             tokio::spawn(crate::cluster::run_controller_voters(Arc::clone(&inner))),

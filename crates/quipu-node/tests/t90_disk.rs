@@ -190,3 +190,61 @@ async fn a_replica_stopped_by_enospc_is_reopened_and_keeps_what_it_committed() {
     assert!(fetched.len() >= 5);
     node.stop().await;
 }
+
+/// Recycled segment files (`log.recycle_segments`) give way to the reserve: once free space is
+/// under twice `disk_reserve_bytes`, the node's logs delete their spares and purges keep none
+/// (produces still go on, above the reserve); from three times the reserve they keep them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_the_reserve_the_logs_delete_their_spare_files_until_space_returns() {
+    let disk = SmallDisk::mount(64);
+    let reserve = 8 * 1024 * 1024;
+    let log = LogConfig {
+        segment_bytes_max: 256 * 1024,
+        retention_bytes: Some(512 * 1024),
+        ..small_log()
+    };
+    let config = NodeConfig {
+        disk_reserve_bytes: reserve,
+        ..config(
+            1,
+            &disk.mount.join("node"),
+            "127.0.0.1:0".parse().unwrap(),
+            log,
+        )
+    };
+    let node = start_single(config).await;
+    let partition = single_partition(&node, "topic").await;
+    // Produces a MiB, applies retention, and waits for the purge (behind a snapshot).
+    let fill_and_purge = || async {
+        let start = partition.log_start_offset();
+        for _ in 0..128 {
+            partition.produce(record()).await.unwrap();
+        }
+        node.enforce_retention().await;
+        wait_for("a purge", || partition.log_start_offset() > start).await;
+    };
+    fill_and_purge().await;
+    assert!(partition.has_spare(), "the purge kept a spare");
+
+    // Between the reserve and twice it: the spare goes, and the next purge keeps none.
+    disk.fill_leaving(reserve * 3 / 2);
+    wait_for("the spare to be deleted", || !partition.has_spare()).await;
+    fill_and_purge().await;
+    assert!(
+        !partition.has_spare(),
+        "a purge kept a spare near the reserve"
+    );
+
+    // Space returns: purges keep a spare again once the node has read it.
+    disk.empty();
+    let start = std::time::Instant::now();
+    while !partition.has_spare() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "purges never kept a spare again"
+        );
+        tokio::time::sleep(quipu_node::SPARE_CHECK_INTERVAL).await;
+        fill_and_purge().await;
+    }
+    node.stop().await;
+}

@@ -11,6 +11,7 @@
 //!   reopened, because the page cache may no longer match the disk.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
@@ -65,6 +66,9 @@ pub struct Log {
     shared_sync: Option<Arc<SharedSync>>,
     /// Whether the last close was clean (or there was nothing to lose): see [`Log::opened_clean`].
     opened_clean: bool,
+    /// Set by [`Log::keep_spares`] (a node whose disk runs low): purges keep no spare while it
+    /// is. Read by purges under the state lock.
+    spares_refused: AtomicBool,
 }
 
 /// What one sync of a log must make durable, taken before the sync starts: every entry below
@@ -289,6 +293,7 @@ impl Log {
             shared_sync,
             opened_clean: marker.is_some() || bases.is_empty(),
             config: RwLock::new(Arc::new(config)),
+            spares_refused: AtomicBool::new(false),
         })
     }
 
@@ -1166,11 +1171,12 @@ impl Log {
         &self,
         mut remove: impl FnMut(&Segment, u64) -> bool,
     ) -> Result<Purged, TruncateError> {
-        let recycle = self.config().recycle_segments;
         let mut state = self.write_state();
         if let Some((dir, cause)) = self.poisoned(&state) {
             return Err(TruncateError::Poisoned { dir, cause });
         }
+        // Read under the lock: see `keep_spares`.
+        let recycle = self.config().recycle_segments && !self.spares_refused.load(Ordering::SeqCst);
         let mut remaining: u64 = state.segments.iter().map(Segment::size_bytes).sum();
         let mut purged = Purged::default();
         let mut retired = Vec::new();
@@ -1206,6 +1212,32 @@ impl Log {
             info!(dir = %self.dir.display(), segments = purged.segments, bytes = purged.bytes, "log prefix purged");
         }
         Ok(purged)
+    }
+
+    /// Whether purges may keep a spare (with `recycle_segments` on; they do by default). Off, as
+    /// a node whose data disk runs low asks: the log's spare, if it has one, is deleted now, and
+    /// purges delete every file they remove until it is on again. Returns the spare's bytes
+    /// (freed as the deleter gets to it), 0 if there was none.
+    pub fn keep_spares(&self, keep: bool) -> u64 {
+        self.spares_refused.store(!keep, Ordering::SeqCst);
+        // A purge reads the switch under the state lock: one that took the lock after the store
+        // keeps no spare, and one that took it before has stored its spare before this lock.
+        if keep || self.read_state().spare.is_none() {
+            return 0;
+        }
+        let mut state = self.write_state();
+        let Some(spare) = state.spare.take() else {
+            return 0;
+        };
+        let bytes = std::fs::metadata(&spare.path).map_or(0, |m| m.len());
+        // Renamed under the lock, so that no later spare of the same name is the one renamed.
+        crate::recycle::discard(spare);
+        bytes
+    }
+
+    /// Whether the log holds a spare file now.
+    pub fn has_spare(&self) -> bool {
+        self.read_state().spare.is_some()
     }
 
     /// Discards the whole log and starts it empty at `next_index` and `next_offset` (a replica

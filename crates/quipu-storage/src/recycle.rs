@@ -30,7 +30,8 @@
 //!   synced is deleted and the segment made in a new file; only a failure from the rename on
 //!   poisons the log. A spare longer than a segment may be is deleted instead of reused.
 //! - The spare's blocks count on the disk and in no log's size: a log with retention may hold
-//!   one segment's file more than its segments.
+//!   one segment's file more than its segments, until `Log::keep_spares(false)` (a node whose
+//!   disk runs low) deletes it and stops purges from keeping another.
 
 use std::path::PathBuf;
 

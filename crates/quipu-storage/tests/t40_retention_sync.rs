@@ -530,6 +530,42 @@ fn without_recycling_purged_segments_are_deleted_and_a_spare_goes_at_open() {
     assert_eq!(log.next_index(), 40);
 }
 
+/// `keep_spares(false)` (a node whose disk runs low) deletes the log's spare at once and keeps
+/// purges from making another; `keep_spares(true)` lets them again.
+#[test]
+fn a_log_told_to_keep_no_spare_deletes_its_own_and_makes_none_until_told_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let mut index = 0;
+    let mut append_and_purge = |log: &Log| {
+        for _ in 0..20 {
+            log.append(&[records(index, 1, index, 2, 100, 0)]).unwrap();
+            index += 1;
+        }
+        assert!(log.purge_prefix(index - 1).unwrap().segments > 0);
+    };
+    append_and_purge(&log);
+    let spare = spare_of(dir.path()).expect("the purge kept a spare");
+    assert!(log.has_spare());
+    let len = std::fs::metadata(&spare).unwrap().len();
+    assert_eq!(log.keep_spares(false), len);
+    assert!(!log.has_spare());
+    quipu_storage::wait_for_deletions();
+    assert_eq!(spare_of(dir.path()), None);
+    assert!(files_with_extension(dir.path(), "deleted").is_empty());
+    // Told again: nothing more to delete.
+    assert_eq!(log.keep_spares(false), 0);
+    append_and_purge(&log);
+    assert_eq!(spare_of(dir.path()), None, "a purge kept a spare");
+    assert_eq!(log.keep_spares(true), 0);
+    append_and_purge(&log);
+    assert!(spare_of(dir.path()).is_some(), "purges keep spares again");
+    assert_eq!(
+        log.read_entries(index - 1, index, u64::MAX).unwrap().len(),
+        1
+    );
+}
+
 /// A truncation's and a reset's removed segments leave the log at once (renamed `*.deleted`,
 /// the directory synced) and are deleted by the deleter, as a purge's are.
 #[test]

@@ -239,6 +239,17 @@ impl Partition {
         }
     }
 
+    /// Whether this replica's log may keep a purged segment's file for reuse; off deletes the
+    /// one it keeps (blocking: a rename). Returns the bytes of the file deleted.
+    pub(crate) fn keep_spares(&self, keep: bool) -> u64 {
+        self.log.keep_spares(keep)
+    }
+
+    /// Whether this replica's log keeps a purged segment's file for reuse now.
+    pub fn has_spare(&self) -> bool {
+        self.log.has_spare()
+    }
+
     /// Makes everything appended so far durable, if it is not yet (blocking).
     pub(crate) fn sync_log(&self) -> Result<(), quipu_storage::SyncError> {
         self.log.sync()
