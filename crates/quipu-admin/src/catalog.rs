@@ -106,6 +106,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Time of each fsync, fdatasync, syncfs and directory sync of the storage engine.",
     ),
     (
+        "quipu_log_spare_bytes_released_total",
+        Kind::Counter,
+        Unit::Bytes,
+        "Bytes of recycled segment files deleted because the data disk neared its reserve.",
+    ),
+    (
         "quipu_shared_sync_logs",
         Kind::Histogram,
         Unit::Count,

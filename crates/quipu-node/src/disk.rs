@@ -1,8 +1,8 @@
 //! The data directory's free space: [`DiskGuard`] keeps a reserve (`disk_reserve_bytes`) below
 //! which the node refuses produce requests (reads, fetches and Raft traffic go on, so replicas
-//! keep what they already hold in step); it resumes by itself once space returns. The logs'
-//! spare files, deleted when free space nears the reserve ([`run_spare_release`]). And the sync
-//! scope of its logs ([`open_shared_sync`]).
+//! keep what they already hold in step); it resumes by itself once space returns. Before that,
+//! from twice the reserve, the logs delete their spare segment files ([`run_spare_release`]).
+//! And the sync scope of its logs ([`open_shared_sync`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,10 +31,11 @@ const SPARES_KEPT_FROM_RESERVES: u64 = 3;
 
 /// Keeps the logs' spare files (`quipu_storage`'s recycled segments, `log.recycle_segments`) from
 /// filling the data disk: while its free space is under twice `disk_reserve_bytes`, every
-/// replica's log deletes its spare and purges keep none, until free space is back to three
-/// times the reserve. Reads free space every [`SPARE_CHECK_INTERVAL`]; under the mark it tells
-/// every hosted replica again at each reading, so that replicas created meanwhile follow. Does
-/// nothing without a reserve or with recycling off.
+/// replica's log (and the controller's) deletes its spare and purges keep none, until free space
+/// is back to three times the reserve (so on a disk smaller than that, never once it fell under
+/// twice). Reads free space every [`SPARE_CHECK_INTERVAL`]; under the mark it tells every log
+/// again at each reading, so that replicas opened meanwhile follow. Does nothing without a
+/// reserve or with recycling off.
 pub(crate) async fn run_spare_release(inner: Arc<Inner>) {
     let (dir, reserve) = (
         inner.config.data_dir.clone(),
@@ -64,17 +65,23 @@ pub(crate) async fn run_spare_release(inner: Arc<Inner>) {
             continue;
         }
         let partitions = inner.hosted_partitions();
-        let released = tokio::task::spawn_blocking(move || {
-            partitions.iter().map(|p| p.keep_spares(keep)).sum::<u64>()
+        let controller = inner.controller_log.upgrade();
+        let told = tokio::task::spawn_blocking(move || {
+            let replicas: u64 = partitions.iter().map(|p| p.keep_spares(keep)).sum();
+            replicas + controller.map_or(0, |log| log.keep_spares(keep))
         })
-        .await
-        .unwrap_or_else(|e| {
-            tracing::error!(
-                error = &e as &dyn std::error::Error,
-                "spare release task failed"
-            );
-            0
-        });
+        .await;
+        let released = match told {
+            Ok(released) => released,
+            Err(e) => {
+                // Told again at the next reading.
+                tracing::error!(
+                    error = &e as &dyn std::error::Error,
+                    "spare release task failed"
+                );
+                continue;
+            }
+        };
         metrics::counter!("quipu_log_spare_bytes_released_total").increment(released);
         if keep != keeping {
             if keep {

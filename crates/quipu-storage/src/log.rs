@@ -98,8 +98,22 @@ struct SyncState {
     failed: bool,
     durable_next: u64,
     generation: u64,
+    /// A sync of this log alone ([`Log::sync_alone`]) is running.
     in_progress: bool,
+    /// Callers of this log waiting in a round of its [`SharedSync`].
+    in_shared_rounds: usize,
     last_sync_ms: i64,
+}
+
+impl SyncState {
+    /// Whether a sync of the log's files, whose outcome is not known yet, may be running
+    /// outside the state lock. While one is, a truncation or reset must not report its own sync
+    /// as making the log durable: the two syncs share the open file, and if the running one
+    /// fails, Linux reports the writeback error to one of them only, so the other's success
+    /// says nothing about the pages lost.
+    fn outcome_pending(&self) -> bool {
+        self.failed || self.in_progress || self.in_shared_rounds > 0
+    }
 }
 
 impl SyncState {
@@ -287,6 +301,7 @@ impl Log {
                 durable_next: next_index,
                 generation: 0,
                 in_progress: false,
+                in_shared_rounds: 0,
                 last_sync_ms: now,
             }),
             synced: Condvar::new(),
@@ -596,10 +611,17 @@ impl Log {
             let Some(ticket) = self.sync_ticket(next_index)? else {
                 return Ok(());
             };
+            self.sync
+                .lock()
+                .expect("sync lock poisoned by a panic")
+                .in_shared_rounds += 1;
             group.sync(self);
+            let now = (self.config().clock)();
+            let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
+            sync.in_shared_rounds -= 1;
             // A failed round poisons every log of the group for good: the next ticket says so.
             if group.failure().is_none() {
-                self.note_synced(&ticket);
+                sync.note_synced(&ticket, now);
             }
         }
     }
@@ -629,13 +651,6 @@ impl Log {
             generation,
             log_next,
         }))
-    }
-
-    /// Records that what `ticket` names is durable.
-    fn note_synced(&self, ticket: &SyncTicket) {
-        let now = (self.config().clock)();
-        let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
-        sync.note_synced(ticket, now);
     }
 
     /// The active segment's data file: everything not in a sealed (synced) segment is in it.
@@ -672,13 +687,19 @@ impl Log {
             // when sealed (a roll since the ticket sealed the file it was in).
             let (file, path) = self.active_file();
             if let Err(source) = io::sync_data(&file, &path) {
-                // Poison before anyone else may start a sync: a second fdatasync on this file
-                // could report success for data the failed one lost.
+                // Failed first, before the state lock is taken (a truncation holding it may be
+                // syncing the same file): no sync may start and no truncation may report its
+                // own as making the log durable from here on (`SyncState::outcome_pending`).
+                // A second fdatasync on this file could report success for data the failed one
+                // lost.
+                self.sync
+                    .lock()
+                    .expect("sync lock poisoned by a panic")
+                    .failed = true;
                 let cause = format!("fdatasync of {} failed: {source}", path.display());
                 tracing::error!(dir = %self.dir.display(), cause, "log poisoned");
                 self.write_state().poisoned.get_or_insert(cause);
                 let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
-                sync.failed = true;
                 sync.in_progress = false;
                 self.synced.notify_all();
                 return Err(SyncError::Io {
@@ -696,8 +717,13 @@ impl Log {
 
     /// Records that, as of `generation`, every entry below `next_index` is durable. Called with
     /// the state lock held (lock order: state, then sync).
+    /// Not while another sync's outcome is pending (`SyncState::outcome_pending`): the log then
+    /// counts nothing durable in `generation` until its next sync.
     fn set_durable(&self, generation: u64, next_index: u64) {
         let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
+        if sync.outcome_pending() {
+            return;
+        }
         sync.generation = generation;
         sync.durable_next = next_index;
     }
@@ -737,9 +763,17 @@ impl Log {
         // Both read under the state lock (lock order: state, then sync): a truncation or reset
         // between the two reads would otherwise make a durable log look durable only up to its
         // first index.
+        // A poisoned log vouches for nothing: a failed sync may have lost any page not synced
+        // before it, and a caller that would rely on it must sync (and learn of the poison).
         let state = self.read_state();
         let sync = self.sync.lock().expect("sync lock poisoned by a panic");
-        if sync.generation == state.generation {
+        let poisoned = sync.failed
+            || state.poisoned.is_some()
+            || self
+                .shared_sync
+                .as_ref()
+                .is_some_and(|g| g.failure().is_some());
+        if sync.generation == state.generation && !poisoned {
             sync.durable_next.min(state.active().next_index)
         } else {
             state.first().header.base_index
@@ -1403,4 +1437,67 @@ fn validate_records(entry: &NewEntry, config: &LogConfig) -> Result<(u64, i64), 
         max_timestamp = max_timestamp.max(header.max_timestamp);
     }
     Ok((count, max_timestamp))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    // The power-loss simulation (this crate's dev-dependency on itself turns it on for tests).
+    use crate::fault::fail_next_sync;
+
+    fn appended(dir: &Path, entries: std::ops::Range<u64>) -> Log {
+        let log = Log::open(dir, LogConfig::default()).unwrap();
+        append(&log, entries);
+        log
+    }
+
+    fn append(log: &Log, entries: std::ops::Range<u64>) {
+        for index in entries {
+            log.append(&[NewEntry::internal(index, 1, Bytes::from_static(b"entry"))])
+                .unwrap();
+        }
+    }
+
+    /// A truncation whose own sync completes while another sync of the log is running counts
+    /// nothing durable until the log's next sync: were the running one to fail, the
+    /// truncation's success on the same file would say nothing of the pages it lost (found by
+    /// review: the truncation then reported a poisoned log durable).
+    #[test]
+    fn a_truncation_beside_a_running_sync_counts_nothing_durable_until_the_next_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = appended(dir.path(), 0..10);
+        log.sync().unwrap();
+        assert_eq!(log.durable_next_index(), 10);
+        // A sync of the log alone runs.
+        log.sync.lock().unwrap().in_progress = true;
+        log.truncate_from(5).unwrap();
+        assert_eq!(log.durable_next_index(), 0);
+        log.sync.lock().unwrap().in_progress = false;
+        log.sync().unwrap();
+        assert_eq!(log.durable_next_index(), 5);
+        // A caller of the log waits in a round of its shared sync.
+        log.sync.lock().unwrap().in_shared_rounds = 1;
+        log.truncate_from(3).unwrap();
+        assert_eq!(log.durable_next_index(), 0);
+        log.sync.lock().unwrap().in_shared_rounds = 0;
+        log.sync().unwrap();
+        assert_eq!(log.durable_next_index(), 3);
+        // With nothing running, a truncation's own sync counts.
+        log.truncate_from(2).unwrap();
+        assert_eq!(log.durable_next_index(), 2);
+    }
+
+    /// After a failed sync the log vouches for nothing, not even for what synced before it.
+    #[test]
+    fn a_poisoned_log_counts_nothing_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = appended(dir.path(), 0..10);
+        log.sync().unwrap();
+        append(&log, 10..12);
+        fail_next_sync(dir.path());
+        assert!(log.sync().is_err());
+        assert_eq!(log.durable_next_index(), 0);
+    }
 }

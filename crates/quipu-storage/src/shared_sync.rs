@@ -190,6 +190,11 @@ impl SharedSync {
                     .unwrap_or_else(|e| e.into_inner());
                 continue;
             }
+            if self.failure().is_some() {
+                // A round failed while this log waited: no round starts again (a new one could
+                // report success for what the failed one lost). What joined stays unsynced.
+                return;
+            }
             // This log's round has not started and nothing runs: start it, for every log that
             // joined it.
             rounds.started = round;
