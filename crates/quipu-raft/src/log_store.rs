@@ -519,6 +519,9 @@ fn sync_and_mark(
     let durable_next = next_index
         .min(log.durable_next_index())
         .min(log.next_index());
+    // A log poisoned since counts nothing durable: the mark keeps the last durable point it
+    // had, which is what a reopened replica checks its log against.
+    log.check_poisoned()?;
     if let Err(e) = mark.write(durable_next) {
         // Only the detection of later damage is weakened.
         tracing::warn!(

@@ -8,7 +8,11 @@
 //! - `durable_next` (all indexes below it are on disk) never counts bytes a truncation removed: a
 //!   sync that started before a truncation does not publish its result;
 //! - after any failed write or sync the log is poisoned and refuses every operation until it is
-//!   reopened, because the page cache may no longer match the disk.
+//!   reopened, because the page cache may no longer match the disk; it then counts nothing
+//!   durable, and no sync of it alone starts again;
+//! - Linux reports a file's writeback error to one of two syncs of it only, so a truncation's or
+//!   reset's own sync raises `durable_next` only while no other sync of the log is running
+//!   (`SyncState::outcome_pending`); otherwise what was durable before it stays so, no more.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,6 +73,8 @@ pub struct Log {
     /// Set by [`Log::keep_spares`] (a node whose disk runs low): purges keep no spare while it
     /// is. Read by purges under the state lock.
     spares_refused: AtomicBool,
+    /// `SyncState::failed`, readable without the sync lock: every check for poison reads it.
+    sync_failed: AtomicBool,
 }
 
 /// What one sync of a log must make durable, taken before the sync starts: every entry below
@@ -309,6 +315,7 @@ impl Log {
             opened_clean: marker.is_some() || bases.is_empty(),
             config: RwLock::new(Arc::new(config)),
             spares_refused: AtomicBool::new(false),
+            sync_failed: AtomicBool::new(false),
         })
     }
 
@@ -331,10 +338,17 @@ impl Log {
                 .and_then(|group| group.failure())
                 .map(|cause| format!("a shared sync of its filesystem failed: {cause}"))
         };
+        // Set before the failed sync's cause reaches `state` (it waits for the state lock).
+        let sync_failure = || {
+            self.sync_failed
+                .load(Ordering::SeqCst)
+                .then(|| "an earlier sync failed".to_string())
+        };
         state
             .poisoned
             .clone()
             .or_else(group_failure)
+            .or_else(sync_failure)
             .map(|cause| (self.dir.clone(), cause))
     }
 
@@ -348,6 +362,15 @@ impl Log {
     pub fn is_poisoned(&self) -> bool {
         let state = self.read_state();
         self.poisoned(&state).is_some()
+    }
+
+    /// `Err` naming the cause while the log is poisoned ([`Log::is_poisoned`]).
+    pub fn check_poisoned(&self) -> Result<(), SyncError> {
+        let state = self.read_state();
+        match self.poisoned(&state) {
+            Some((dir, cause)) => Err(SyncError::Poisoned { dir, cause }),
+            None => Ok(()),
+        }
     }
 
     /// The log's directory.
@@ -696,6 +719,7 @@ impl Log {
                     .lock()
                     .expect("sync lock poisoned by a panic")
                     .failed = true;
+                self.sync_failed.store(true, Ordering::SeqCst);
                 let cause = format!("fdatasync of {} failed: {source}", path.display());
                 tracing::error!(dir = %self.dir.display(), cause, "log poisoned");
                 self.write_state().poisoned.get_or_insert(cause);
@@ -715,17 +739,26 @@ impl Log {
         }
     }
 
-    /// Records that, as of `generation`, every entry below `next_index` is durable. Called with
-    /// the state lock held (lock order: state, then sync).
-    /// Not while another sync's outcome is pending (`SyncState::outcome_pending`): the log then
-    /// counts nothing durable in `generation` until its next sync.
-    fn set_durable(&self, generation: u64, next_index: u64) {
+    /// Records that, as of `generation` (the one after `generation - 1`, which a truncation or
+    /// reset ends), every entry below `next_index` is durable: the removal's own sync made it so.
+    /// Called with the state lock held (lock order: state, then sync). While another sync's
+    /// outcome is pending (`SyncState::outcome_pending`) that sync proves nothing: only what the
+    /// log counted durable before (below `next_index`) stays so, and nothing more until its next
+    /// sync; `first_index` is the log's first index then.
+    fn set_durable(&self, generation: u64, next_index: u64, first_index: u64) {
         let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
-        if sync.outcome_pending() {
-            return;
-        }
+        let durable_next = if sync.outcome_pending() {
+            let before = if sync.generation + 1 == generation {
+                sync.durable_next
+            } else {
+                first_index
+            };
+            before.clamp(first_index, next_index)
+        } else {
+            next_index
+        };
         sync.generation = generation;
-        sync.durable_next = next_index;
+        sync.durable_next = durable_next;
     }
 
     /// Makes everything appended so far durable.
@@ -735,7 +768,8 @@ impl Log {
     }
 
     /// Applies the fsync policy after appending entries below `next_index`: `always` syncs,
-    /// `interval_ms` syncs when the interval has passed, `never` does nothing.
+    /// `interval_ms` syncs when the interval has passed, `never` does nothing. `Err` on a
+    /// poisoned log whatever the policy.
     pub fn sync_by_policy(&self, next_index: u64) -> Result<(), SyncError> {
         let config = self.config();
         match config.fsync {
@@ -751,10 +785,11 @@ impl Log {
                 if due {
                     self.sync_to(next_index)
                 } else {
-                    Ok(())
+                    self.check_poisoned()
                 }
             }
-            FsyncPolicy::Never => Ok(()),
+            // No sync, but a poisoned log says so, as a sync would.
+            FsyncPolicy::Never => self.check_poisoned(),
         }
     }
 
@@ -767,13 +802,7 @@ impl Log {
         // before it, and a caller that would rely on it must sync (and learn of the poison).
         let state = self.read_state();
         let sync = self.sync.lock().expect("sync lock poisoned by a panic");
-        let poisoned = sync.failed
-            || state.poisoned.is_some()
-            || self
-                .shared_sync
-                .as_ref()
-                .is_some_and(|g| g.failure().is_some());
-        if sync.generation == state.generation && !poisoned {
+        if sync.generation == state.generation && self.poisoned(&state).is_none() {
             sync.durable_next.min(state.active().next_index)
         } else {
             state.first().header.base_index
@@ -1133,7 +1162,8 @@ impl Log {
                 Err(failure.into())
             }
             Ok(()) => {
-                self.set_durable(state.generation, next_index);
+                let first_index = state.first().header.base_index;
+                self.set_durable(state.generation, next_index, first_index);
                 Ok(())
             }
         };
@@ -1445,7 +1475,7 @@ mod tests {
 
     use super::*;
     // The power-loss simulation (this crate's dev-dependency on itself turns it on for tests).
-    use crate::fault::fail_next_sync;
+    use crate::fault::{fail_io, fail_next_sync, stop_failing_io};
 
     fn appended(dir: &Path, entries: std::ops::Range<u64>) -> Log {
         let log = Log::open(dir, LogConfig::default()).unwrap();
@@ -1461,32 +1491,39 @@ mod tests {
     }
 
     /// A truncation whose own sync completes while another sync of the log is running counts
-    /// nothing durable until the log's next sync: were the running one to fail, the
-    /// truncation's success on the same file would say nothing of the pages it lost (found by
-    /// review: the truncation then reported a poisoned log durable).
+    /// no more durable than the log did before it, until the log's next sync: were the running
+    /// one to fail, the truncation's success on the same file would say nothing of the pages it
+    /// lost (found by review: the truncation then reported a poisoned log durable).
     #[test]
-    fn a_truncation_beside_a_running_sync_counts_nothing_durable_until_the_next_sync() {
+    fn a_truncation_beside_a_running_sync_counts_no_more_durable_until_the_next_sync() {
         let dir = tempfile::tempdir().unwrap();
         let log = appended(dir.path(), 0..10);
         log.sync().unwrap();
+        append(&log, 10..20);
         assert_eq!(log.durable_next_index(), 10);
         // A sync of the log alone runs.
         log.sync.lock().unwrap().in_progress = true;
-        log.truncate_from(5).unwrap();
-        assert_eq!(log.durable_next_index(), 0);
+        log.truncate_from(15).unwrap();
+        assert_eq!(log.durable_next_index(), 10);
+        // Below what was durable, the cut is.
+        log.truncate_from(8).unwrap();
+        assert_eq!(log.durable_next_index(), 8);
         log.sync.lock().unwrap().in_progress = false;
-        log.sync().unwrap();
-        assert_eq!(log.durable_next_index(), 5);
+        append(&log, 8..20);
+        log.sync_to(12).unwrap();
+        assert_eq!(log.durable_next_index(), 20);
+        append(&log, 20..30);
         // A caller of the log waits in a round of its shared sync.
         log.sync.lock().unwrap().in_shared_rounds = 1;
-        log.truncate_from(3).unwrap();
-        assert_eq!(log.durable_next_index(), 0);
+        log.truncate_from(25).unwrap();
+        assert_eq!(log.durable_next_index(), 20);
         log.sync.lock().unwrap().in_shared_rounds = 0;
         log.sync().unwrap();
-        assert_eq!(log.durable_next_index(), 3);
+        assert_eq!(log.durable_next_index(), 25);
         // With nothing running, a truncation's own sync counts.
-        log.truncate_from(2).unwrap();
-        assert_eq!(log.durable_next_index(), 2);
+        append(&log, 25..30);
+        log.truncate_from(28).unwrap();
+        assert_eq!(log.durable_next_index(), 28);
     }
 
     /// After a failed sync the log vouches for nothing, not even for what synced before it.
@@ -1499,5 +1536,33 @@ mod tests {
         fail_next_sync(dir.path());
         assert!(log.sync().is_err());
         assert_eq!(log.durable_next_index(), 0);
+    }
+
+    /// Whatever the fsync policy, applying it to a poisoned log fails (as a sync would), so that
+    /// no caller takes it for a log that is merely not due for a sync: the flush mark, say, which
+    /// must keep the last durable point it had.
+    #[test]
+    fn the_fsync_policy_of_a_poisoned_log_fails_even_without_a_sync() {
+        for fsync in [FsyncPolicy::Never, FsyncPolicy::IntervalMs(3_600_000)] {
+            let dir = tempfile::tempdir().unwrap();
+            let log = Log::open(
+                dir.path(),
+                LogConfig {
+                    fsync,
+                    ..LogConfig::default()
+                },
+            )
+            .unwrap();
+            append(&log, 0..3);
+            log.sync_by_policy(3).unwrap();
+            fail_io(dir.path());
+            let entry = NewEntry::internal(3, 1, Bytes::from_static(b"entry"));
+            assert!(log.append(&[entry]).is_err());
+            stop_failing_io(dir.path());
+            assert!(
+                matches!(log.sync_by_policy(3), Err(SyncError::Poisoned { .. })),
+                "{fsync:?}"
+            );
+        }
     }
 }
