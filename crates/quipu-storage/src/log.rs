@@ -10,9 +10,11 @@
 //! - after any failed write or sync the log is poisoned and refuses every operation until it is
 //!   reopened, because the page cache may no longer match the disk; it then counts nothing
 //!   durable, and no sync of it alone starts again;
-//! - Linux reports a file's writeback error to one of two syncs of it only, so a truncation's or
-//!   reset's own sync raises `durable_next` only while no other sync of the log is running
-//!   (`SyncState::outcome_pending`); otherwise what was durable before it stays so, no more.
+//! - Linux reports a file's writeback error to one of two syncs of it only, so a roll's seal and
+//!   a truncation's cut run alone among the syncs of a log that syncs alone
+//!   (`Log::claim_syncs`), and a truncation's or reset's own sync raises `durable_next` only
+//!   while no other sync of the log is running (`SyncState::outcome_pending`); otherwise what
+//!   was durable before it stays so, no more.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,6 +85,22 @@ pub struct Log {
 pub(crate) struct SyncTicket {
     generation: u64,
     log_next: u64,
+}
+
+/// [`Log::claim_syncs`]'s hold on the log's syncs, released on drop.
+struct SyncClaim<'a> {
+    /// The log held (`None`: nothing held).
+    log: Option<&'a Log>,
+}
+
+impl Drop for SyncClaim<'_> {
+    fn drop(&mut self) {
+        if let Some(log) = self.log {
+            let mut sync = log.sync.lock().expect("sync lock poisoned by a panic");
+            sync.in_progress = false;
+            log.synced.notify_all();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -580,8 +598,10 @@ impl Log {
     /// Seals the active segment and starts a new one. The sealed segment is durable before the
     /// new file exists, so after a crash only the last segment needs verifying.
     fn roll(&self, state: &mut State, config: &LogConfig, now: i64) -> Result<(), Failure> {
+        let claim = self.claim_syncs()?;
         let active = state.active_mut();
         active.seal()?;
+        drop(claim);
         let header = SegmentHeader::new(active.next_index, active.next_offset, now);
         let last_term = active.last_term;
         let (segment, recycled) = self.new_segment(state, header, last_term, config)?;
@@ -689,6 +709,11 @@ impl Log {
             let Some(ticket) = self.sync_ticket(next_index)? else {
                 return Ok(());
             };
+            // Every entry the ticket names is in the active file or in a sealed segment, synced
+            // when sealed (a roll since the ticket sealed the file it was in). Taken before the
+            // sync is claimed: a roll or truncation holding the state lock waits for a running
+            // sync (`Log::claim_syncs`), so a running one never waits for the state lock.
+            let (file, path) = self.active_file();
             let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
             if sync.in_progress {
                 drop(
@@ -706,26 +731,22 @@ impl Log {
             }
             sync.in_progress = true;
             drop(sync);
-            // Every entry the ticket names is in the active file or in a sealed segment, synced
-            // when sealed (a roll since the ticket sealed the file it was in).
-            let (file, path) = self.active_file();
             if let Err(source) = io::sync_data(&file, &path) {
-                // Failed first, before the state lock is taken (a truncation holding it may be
-                // syncing the same file): no sync may start and no truncation may report its
-                // own as making the log durable from here on (`SyncState::outcome_pending`).
-                // A second fdatasync on this file could report success for data the failed one
-                // lost.
-                self.sync
-                    .lock()
-                    .expect("sync lock poisoned by a panic")
-                    .failed = true;
-                self.sync_failed.store(true, Ordering::SeqCst);
+                // Failed, before the state lock is taken (a roll or truncation holding it waits
+                // for this sync to end): no sync may start, no seal or cut may go on, and no
+                // truncation may report its own sync as making the log durable from here on
+                // (`SyncState::outcome_pending`). A second sync of this file could report
+                // success for data the failed one lost.
+                {
+                    let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
+                    sync.failed = true;
+                    self.sync_failed.store(true, Ordering::SeqCst);
+                    sync.in_progress = false;
+                    self.synced.notify_all();
+                }
                 let cause = format!("fdatasync of {} failed: {source}", path.display());
                 tracing::error!(dir = %self.dir.display(), cause, "log poisoned");
                 self.write_state().poisoned.get_or_insert(cause);
-                let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
-                sync.in_progress = false;
-                self.synced.notify_all();
                 return Err(SyncError::Io {
                     path: path.to_path_buf(),
                     source,
@@ -737,6 +758,35 @@ impl Log {
             sync.note_synced(&ticket, now);
             self.synced.notify_all();
         }
+    }
+
+    /// Makes the caller's sync of the active segment's file (a roll's seal, a truncation's cut,
+    /// made with the state write lock held) the only sync of the log running, until the claim
+    /// is dropped: it waits for a running [`Log::sync_alone`] to end (which never needs the
+    /// state lock while it runs) and keeps new ones from starting. Linux reports a file's
+    /// writeback error to one of two syncs of it only: had a seal's sync run beside a failing
+    /// one, the seal could report success and the log would count the sealed segment intact.
+    /// `Err` if a sync of the log failed. Logs that sync through a [`SharedSync`] are not held
+    /// (a known gap: `docs/format/segment.md`, "fsync order").
+    fn claim_syncs(&self) -> Result<SyncClaim<'_>, Failure> {
+        if self.shared_sync.is_some() {
+            return Ok(SyncClaim { log: None });
+        }
+        let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
+        while sync.in_progress {
+            sync = self
+                .synced
+                .wait(sync)
+                .expect("sync lock poisoned by a panic");
+        }
+        if sync.failed {
+            return Err(Failure::Io {
+                path: self.dir.clone(),
+                source: std::io::Error::other("an earlier sync of the log failed"),
+            });
+        }
+        sync.in_progress = true;
+        Ok(SyncClaim { log: Some(self) })
     }
 
     /// Records that, as of `generation` (the one after `generation - 1`, which a truncation or
@@ -1135,6 +1185,8 @@ impl Log {
                 .rev()
                 .nth(1)
                 .map_or(0, |s| s.last_term);
+            // Dropped before `end_removal`, which must not take it for another sync.
+            let _claim = self.claim_syncs()?;
             state
                 .active_mut()
                 .truncate_to(keep_next, prev_term, &self.config())
@@ -1490,10 +1542,11 @@ mod tests {
         }
     }
 
-    /// A truncation whose own sync completes while another sync of the log is running counts
-    /// no more durable than the log did before it, until the log's next sync: were the running
-    /// one to fail, the truncation's success on the same file would say nothing of the pages it
-    /// lost (found by review: the truncation then reported a poisoned log durable).
+    /// A truncation whose own sync completes while another sync of the log may be running (a
+    /// caller in a round of its shared sync, which truncations do not wait for) counts no more
+    /// durable than the log did before it, until the log's next sync: were the running one to
+    /// fail, the truncation's success on the same file would say nothing of the pages it lost
+    /// (found by review: the truncation then reported a poisoned log durable).
     #[test]
     fn a_truncation_beside_a_running_sync_counts_no_more_durable_until_the_next_sync() {
         let dir = tempfile::tempdir().unwrap();
@@ -1501,29 +1554,49 @@ mod tests {
         log.sync().unwrap();
         append(&log, 10..20);
         assert_eq!(log.durable_next_index(), 10);
-        // A sync of the log alone runs.
-        log.sync.lock().unwrap().in_progress = true;
+        log.sync.lock().unwrap().in_shared_rounds = 1;
         log.truncate_from(15).unwrap();
         assert_eq!(log.durable_next_index(), 10);
         // Below what was durable, the cut is.
         log.truncate_from(8).unwrap();
         assert_eq!(log.durable_next_index(), 8);
-        log.sync.lock().unwrap().in_progress = false;
+        log.sync.lock().unwrap().in_shared_rounds = 0;
         append(&log, 8..20);
         log.sync_to(12).unwrap();
         assert_eq!(log.durable_next_index(), 20);
-        append(&log, 20..30);
-        // A caller of the log waits in a round of its shared sync.
-        log.sync.lock().unwrap().in_shared_rounds = 1;
-        log.truncate_from(25).unwrap();
-        assert_eq!(log.durable_next_index(), 20);
-        log.sync.lock().unwrap().in_shared_rounds = 0;
-        log.sync().unwrap();
-        assert_eq!(log.durable_next_index(), 25);
         // With nothing running, a truncation's own sync counts.
-        append(&log, 25..30);
+        append(&log, 20..30);
         log.truncate_from(28).unwrap();
         assert_eq!(log.durable_next_index(), 28);
+    }
+
+    /// A truncation waits for a running sync of the log alone before it cuts (and syncs) the
+    /// active file, as a roll does: then its own sync counts.
+    #[test]
+    fn a_truncation_waits_for_a_running_sync_of_the_log_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(appended(dir.path(), 0..10));
+        log.sync().unwrap();
+        append(&log, 10..20);
+        log.sync.lock().unwrap().in_progress = true;
+        let (done, truncated) = std::sync::mpsc::channel();
+        let cutter = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let _ = done.send(cutter.truncate_from(15).map(drop));
+        });
+        assert!(
+            truncated
+                .recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "the truncation cut beside a running sync"
+        );
+        {
+            let mut sync = log.sync.lock().unwrap();
+            sync.in_progress = false;
+            log.synced.notify_all();
+        }
+        truncated.recv().unwrap().unwrap();
+        assert_eq!(log.durable_next_index(), 15);
     }
 
     /// After a failed sync the log vouches for nothing, not even for what synced before it.
@@ -1564,5 +1637,105 @@ mod tests {
                 "{fsync:?}"
             );
         }
+    }
+
+    /// Entries of about 1 KiB into 8 KiB segments: a log and the index whose append rolls its
+    /// second segment.
+    fn rolling_log(dir: &Path) -> (Arc<Log>, u64) {
+        let config = LogConfig {
+            segment_bytes_max: 8 * 1024,
+            preallocate_bytes: 0,
+            ..LogConfig::default()
+        };
+        let log = Log::open(dir, config).unwrap();
+        let payload = Bytes::from(vec![7u8; 1000]);
+        let mut index = 0;
+        while log.read_state().segments.len() == 1 {
+            log.append(&[NewEntry::internal(index, 1, payload.clone())])
+                .unwrap();
+            index += 1;
+        }
+        // `index - 1` went into the second segment; each segment holds `index - 1` entries.
+        let rolls_at = 2 * (index - 1);
+        for next in index..rolls_at {
+            log.append(&[NewEntry::internal(next, 1, payload.clone())])
+                .unwrap();
+        }
+        assert_eq!(log.read_state().segments.len(), 2);
+        (Arc::new(log), rolls_at)
+    }
+
+    /// Appends entry `index` on another thread; its result comes on the channel.
+    fn append_beside(
+        log: &Arc<Log>,
+        index: u64,
+    ) -> std::sync::mpsc::Receiver<Result<(), crate::AppendError>> {
+        let (done, result) = std::sync::mpsc::channel();
+        let log = Arc::clone(log);
+        std::thread::spawn(move || {
+            let entry = NewEntry::internal(index, 1, Bytes::from(vec![7u8; 1000]));
+            let _ = done.send(log.append(&[entry]).map(drop));
+        });
+        result
+    }
+
+    /// A roll's seal waits for a running sync of the log alone, and goes on once it succeeded:
+    /// the two never run at once (Linux reports a writeback error to one of two syncs of a file
+    /// only, so the seal could report a segment intact whose pages the other lost).
+    #[test]
+    fn a_roll_waits_for_a_running_sync_and_then_seals() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, rolls_at) = rolling_log(dir.path());
+        // A sync of the log alone runs.
+        log.sync.lock().unwrap().in_progress = true;
+        let appended = append_beside(&log, rolls_at);
+        assert!(
+            appended
+                .recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "the roll sealed beside a running sync"
+        );
+        // It ends well.
+        {
+            let mut sync = log.sync.lock().unwrap();
+            sync.in_progress = false;
+            log.synced.notify_all();
+        }
+        appended.recv().unwrap().unwrap();
+        assert_eq!(log.read_state().segments.len(), 3);
+        assert!(
+            !log.sync.lock().unwrap().in_progress,
+            "the claim was released"
+        );
+        log.sync().unwrap();
+    }
+
+    /// A roll that waited for a sync that then failed does not seal: the log is poisoned, and
+    /// its active segment is not counted intact.
+    #[test]
+    fn a_roll_after_a_failed_sync_does_not_seal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, rolls_at) = rolling_log(dir.path());
+        log.sync.lock().unwrap().in_progress = true;
+        let appended = append_beside(&log, rolls_at);
+        assert!(
+            appended
+                .recv_timeout(std::time::Duration::from_millis(300))
+                .is_err()
+        );
+        // It fails, as `sync_alone` records a failure.
+        {
+            let mut sync = log.sync.lock().unwrap();
+            sync.failed = true;
+            log.sync_failed.store(true, Ordering::SeqCst);
+            sync.in_progress = false;
+            log.synced.notify_all();
+        }
+        assert!(appended.recv().unwrap().is_err());
+        let state = log.read_state();
+        assert_eq!(state.segments.len(), 2);
+        assert!(!state.active().sealed, "sealed after a failed sync");
+        drop(state);
+        assert!(log.is_poisoned());
     }
 }
