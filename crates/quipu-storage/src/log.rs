@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 use tracing::{info, warn};
@@ -87,16 +87,38 @@ pub(crate) struct SyncTicket {
     log_next: u64,
 }
 
-/// [`Log::claim_syncs`]'s hold on the log's syncs, released on drop.
+/// A hold on `SyncState::in_progress`: the one sync of the log's active file running (a sync of
+/// the log alone, or a seal or cut under [`Log::claim_syncs`]). [`SyncClaim::succeeded`] ends it;
+/// dropped otherwise (the sync failed, or a panic unwound through it), it marks the log's syncs
+/// failed, so that no sync of the file starts again (one could report success for pages the
+/// failure lost). Either way it clears the flag and wakes the waiters.
 struct SyncClaim<'a> {
     /// The log held (`None`: nothing held).
     log: Option<&'a Log>,
 }
 
+impl SyncClaim<'_> {
+    /// Ends the hold after the sync succeeded; `noted` records its result under the same lock.
+    fn succeeded(mut self, noted: impl FnOnce(&mut SyncState)) {
+        if let Some(log) = self.log.take() {
+            let mut sync = log.sync.lock().unwrap_or_else(PoisonError::into_inner);
+            noted(&mut sync);
+            sync.in_progress = false;
+            log.synced.notify_all();
+        }
+    }
+}
+
 impl Drop for SyncClaim<'_> {
     fn drop(&mut self) {
         if let Some(log) = self.log {
-            let mut sync = log.sync.lock().expect("sync lock poisoned by a panic");
+            let mut sync = log.sync.lock().unwrap_or_else(PoisonError::into_inner);
+            if !sync.failed {
+                sync.failed = true;
+                sync.failure
+                    .get_or_insert_with(|| "a sync of the log did not complete".to_string());
+            }
+            log.sync_failed.store(true, Ordering::SeqCst);
             sync.in_progress = false;
             log.synced.notify_all();
         }
@@ -120,9 +142,12 @@ struct State {
 struct SyncState {
     /// An fdatasync failed: no sync may start again on this instance.
     failed: bool,
+    /// Why, once known (set with `failed`, before any waiter is woken).
+    failure: Option<String>,
     durable_next: u64,
     generation: u64,
-    /// A sync of this log alone ([`Log::sync_alone`]) is running.
+    /// A sync of the log's active file runs: a sync of this log alone ([`Log::sync_alone`]), or a
+    /// seal or cut under [`Log::claim_syncs`]. Held by a [`SyncClaim`].
     in_progress: bool,
     /// Callers of this log waiting in a round of its [`SharedSync`].
     in_shared_rounds: usize,
@@ -322,6 +347,7 @@ impl Log {
             }),
             sync: Mutex::new(SyncState {
                 failed: false,
+                failure: None,
                 durable_next: next_index,
                 generation: 0,
                 in_progress: false,
@@ -601,7 +627,7 @@ impl Log {
         let claim = self.claim_syncs()?;
         let active = state.active_mut();
         active.seal()?;
-        drop(claim);
+        claim.succeeded(|_| {});
         let header = SegmentHeader::new(active.next_index, active.next_offset, now);
         let last_term = active.last_term;
         let (segment, recycled) = self.new_segment(state, header, last_term, config)?;
@@ -731,20 +757,20 @@ impl Log {
             }
             sync.in_progress = true;
             drop(sync);
+            let claim = SyncClaim { log: Some(self) };
             if let Err(source) = io::sync_data(&file, &path) {
-                // Failed, before the state lock is taken (a roll or truncation holding it waits
-                // for this sync to end): no sync may start, no seal or cut may go on, and no
-                // truncation may report its own sync as making the log durable from here on
-                // (`SyncState::outcome_pending`). A second sync of this file could report
-                // success for data the failed one lost.
-                {
-                    let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
-                    sync.failed = true;
-                    self.sync_failed.store(true, Ordering::SeqCst);
-                    sync.in_progress = false;
-                    self.synced.notify_all();
-                }
+                // Failed: the claim, dropped, marks it before the state lock is taken (a roll or
+                // truncation holding it waits for this sync to end), so that no sync starts, no
+                // seal or cut goes on, and no truncation reports its own sync as making the log
+                // durable from here on (`SyncState::outcome_pending`). A second sync of this
+                // file could report success for data the failed one lost.
                 let cause = format!("fdatasync of {} failed: {source}", path.display());
+                self.sync
+                    .lock()
+                    .expect("sync lock poisoned by a panic")
+                    .failure
+                    .get_or_insert_with(|| cause.clone());
+                drop(claim);
                 tracing::error!(dir = %self.dir.display(), cause, "log poisoned");
                 self.write_state().poisoned.get_or_insert(cause);
                 return Err(SyncError::Io {
@@ -753,10 +779,7 @@ impl Log {
                 });
             }
             let now = (self.config().clock)();
-            let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
-            sync.in_progress = false;
-            sync.note_synced(&ticket, now);
-            self.synced.notify_all();
+            claim.succeeded(|sync| sync.note_synced(&ticket, now));
         }
     }
 
@@ -767,7 +790,7 @@ impl Log {
     /// writeback error to one of two syncs of it only: had a seal's sync run beside a failing
     /// one, the seal could report success and the log would count the sealed segment intact.
     /// `Err` if a sync of the log failed. Logs that sync through a [`SharedSync`] are not held
-    /// (a known gap: `docs/format/segment.md`, "fsync order").
+    /// (a known gap: `docs/format/segment.md`, "Writes, syncs and their order").
     fn claim_syncs(&self) -> Result<SyncClaim<'_>, Failure> {
         if self.shared_sync.is_some() {
             return Ok(SyncClaim { log: None });
@@ -780,9 +803,12 @@ impl Log {
                 .expect("sync lock poisoned by a panic");
         }
         if sync.failed {
+            let cause = sync.failure.as_deref().unwrap_or("an earlier sync failed");
             return Err(Failure::Io {
                 path: self.dir.clone(),
-                source: std::io::Error::other("an earlier sync of the log failed"),
+                source: std::io::Error::other(format!(
+                    "an earlier sync of the log failed: {cause}"
+                )),
             });
         }
         sync.in_progress = true;
@@ -1185,11 +1211,13 @@ impl Log {
                 .rev()
                 .nth(1)
                 .map_or(0, |s| s.last_term);
-            // Dropped before `end_removal`, which must not take it for another sync.
-            let _claim = self.claim_syncs()?;
+            // Ended before `end_removal`, which must not take it for another sync.
+            let claim = self.claim_syncs()?;
             state
                 .active_mut()
-                .truncate_to(keep_next, prev_term, &self.config())
+                .truncate_to(keep_next, prev_term, &self.config())?;
+            claim.succeeded(|_| {});
+            Ok(())
         })();
         // The cut synced the whole segment, so everything kept is durable.
         self.end_removal(state, result, keep_next, retired)?;
@@ -1384,16 +1412,15 @@ impl Log {
     /// Syncs everything and records a clean shutdown, so the next open trusts the active
     /// segment's indexes instead of verifying every frame.
     pub fn close(self) -> Result<(), TruncateError> {
+        // Every source of poison, a failed shared round's too: a sync after it could succeed on
+        // what it lost, and the clean marker would then vouch for it.
+        if let Some((dir, cause)) = self.poisoned(&self.read_state()) {
+            return Err(TruncateError::Poisoned { dir, cause });
+        }
         let state = self
             .state
             .into_inner()
             .expect("log state lock poisoned by a panic");
-        if let Some(cause) = state.poisoned {
-            return Err(TruncateError::Poisoned {
-                dir: self.dir,
-                cause,
-            });
-        }
         let active = state.active();
         let (file, path) = active.file();
         io::sync_data(&file, &path).map_err(Failure::io(&path))?;
@@ -1737,5 +1764,49 @@ mod tests {
         assert!(!state.active().sealed, "sealed after a failed sync");
         drop(state);
         assert!(log.is_poisoned());
+    }
+
+    /// The same with a real sync of the log alone held by the disk (the fault model's
+    /// `hold_syncs`): the roll waits for it while holding the log's lock, the sync ends without
+    /// that lock, and both complete.
+    #[test]
+    fn a_roll_and_a_held_sync_of_the_log_alone_both_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, rolls_at) = rolling_log(dir.path());
+        let held = crate::fault::hold_syncs(dir.path());
+        let syncer = Arc::clone(&log);
+        let synced = std::thread::spawn(move || syncer.sync());
+        let start = std::time::Instant::now();
+        while !log.sync.lock().unwrap().in_progress {
+            assert!(start.elapsed() < std::time::Duration::from_secs(10));
+            std::thread::yield_now();
+        }
+        let appended = append_beside(&log, rolls_at);
+        assert!(
+            appended
+                .recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "the roll sealed beside a running sync"
+        );
+        held.release();
+        synced.join().unwrap().unwrap();
+        appended.recv().unwrap().unwrap();
+        assert_eq!(log.read_state().segments.len(), 3);
+        log.sync().unwrap();
+        assert_eq!(log.durable_next_index(), rolls_at + 1);
+    }
+
+    /// A seal that fails marks the log's syncs failed: no sync of the file starts after it (one
+    /// could report success for what the failed seal lost).
+    #[test]
+    fn a_failed_seal_stops_every_later_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, rolls_at) = rolling_log(dir.path());
+        fail_io(dir.path());
+        let entry = NewEntry::internal(rolls_at, 1, Bytes::from(vec![7u8; 1000]));
+        assert!(log.append(&[entry]).is_err());
+        stop_failing_io(dir.path());
+        assert!(log.sync.lock().unwrap().failed);
+        assert!(matches!(log.sync(), Err(SyncError::Poisoned { .. })));
     }
 }
