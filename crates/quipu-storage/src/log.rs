@@ -11,7 +11,7 @@
 //!   reopened, because the page cache may no longer match the disk; it then counts nothing
 //!   durable, and no sync of it alone starts again;
 //! - Linux reports a file's writeback error to one of two syncs of it only, so a roll's seal and
-//!   a truncation's cut run alone among the syncs of a log that syncs alone
+//!   a truncation's cut run alone among the log's syncs, its callers' in shared rounds included
 //!   (`Log::claim_syncs`), and a truncation's or reset's own sync raises `durable_next` only
 //!   while no other sync of the log is running (`SyncState::outcome_pending`); otherwise what
 //!   was durable before it stays so, no more.
@@ -85,6 +85,18 @@ pub struct Log {
 pub(crate) struct SyncTicket {
     generation: u64,
     log_next: u64,
+}
+
+/// A caller of the log counted in `SyncState::in_shared_rounds` while it waits in a round of the
+/// log's [`SharedSync`]; uncounted on drop (a panic included), waking a seal or cut that waits.
+struct InSharedRound<'a>(&'a Log);
+
+impl Drop for InSharedRound<'_> {
+    fn drop(&mut self) {
+        let mut sync = self.0.sync.lock().unwrap_or_else(PoisonError::into_inner);
+        sync.in_shared_rounds -= 1;
+        self.0.synced.notify_all();
+    }
 }
 
 /// A hold on `SyncState::in_progress`: the one sync of the log's active file running (a sync of
@@ -680,17 +692,30 @@ impl Log {
             let Some(ticket) = self.sync_ticket(next_index)? else {
                 return Ok(());
             };
-            self.sync
-                .lock()
-                .expect("sync lock poisoned by a panic")
-                .in_shared_rounds += 1;
-            group.sync(self);
+            // Taken before this caller counts in `in_shared_rounds`, for the same reason as in
+            // `sync_alone`: a seal or cut waits for the count to fall while holding the state
+            // lock. Every entry the ticket names is in this file or in a segment sealed since.
+            let file = self.active_file();
+            let in_round = {
+                let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
+                while sync.in_progress {
+                    sync = self
+                        .synced
+                        .wait(sync)
+                        .expect("sync lock poisoned by a panic");
+                }
+                sync.in_shared_rounds += 1;
+                InSharedRound(self)
+            };
+            group.sync(self, file);
             let now = (self.config().clock)();
-            let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
-            sync.in_shared_rounds -= 1;
+            drop(in_round);
             // A failed round poisons every log of the group for good: the next ticket says so.
             if group.failure().is_none() {
-                sync.note_synced(&ticket, now);
+                self.sync
+                    .lock()
+                    .expect("sync lock poisoned by a panic")
+                    .note_synced(&ticket, now);
             }
         }
     }
@@ -784,26 +809,28 @@ impl Log {
     }
 
     /// Makes the caller's sync of the active segment's file (a roll's seal, a truncation's cut,
-    /// made with the state write lock held) the only sync of the log running, until the claim
-    /// is dropped: it waits for a running [`Log::sync_alone`] to end (which never needs the
-    /// state lock while it runs) and keeps new ones from starting. Linux reports a file's
-    /// writeback error to one of two syncs of it only: had a seal's sync run beside a failing
-    /// one, the seal could report success and the log would count the sealed segment intact.
-    /// `Err` if a sync of the log failed. Logs that sync through a [`SharedSync`] are not held
-    /// (a known gap: `docs/format/segment.md`, "Writes, syncs and their order").
+    /// made with the state write lock held) the only sync of the log's files running, until the
+    /// claim ends: it waits for a running [`Log::sync_alone`] and for this log's callers in
+    /// rounds of its [`SharedSync`] (none of which needs the state lock meanwhile: they took
+    /// their file before), and keeps new ones from starting. Linux reports a file's writeback
+    /// error to one of two syncs of it only: had a seal's sync run beside a failing one, the seal
+    /// could report success and the log would count the sealed segment intact. `Err` if a sync
+    /// of the log failed (or a round of its group).
     fn claim_syncs(&self) -> Result<SyncClaim<'_>, Failure> {
-        if self.shared_sync.is_some() {
-            return Ok(SyncClaim { log: None });
-        }
         let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
-        while sync.in_progress {
+        while sync.in_progress || sync.in_shared_rounds > 0 {
             sync = self
                 .synced
                 .wait(sync)
                 .expect("sync lock poisoned by a panic");
         }
-        if sync.failed {
-            let cause = sync.failure.as_deref().unwrap_or("an earlier sync failed");
+        let group_failure = self.shared_sync.as_ref().and_then(|g| g.failure());
+        if sync.failed || group_failure.is_some() {
+            let cause = sync
+                .failure
+                .as_deref()
+                .or(group_failure)
+                .unwrap_or("an earlier sync failed");
             return Err(Failure::Io {
                 path: self.dir.clone(),
                 source: std::io::Error::other(format!(
@@ -1569,32 +1596,28 @@ mod tests {
         }
     }
 
-    /// A truncation whose own sync completes while another sync of the log may be running (a
-    /// caller in a round of its shared sync, which truncations do not wait for) counts no more
-    /// durable than the log did before it, until the log's next sync: were the running one to
-    /// fail, the truncation's success on the same file would say nothing of the pages it lost
-    /// (found by review: the truncation then reported a poisoned log durable).
+    /// A truncation's or reset's own sync raises what counts durable only if no other sync of
+    /// the log may be running: were that one to fail, the removal's success on the same file
+    /// would say nothing of the pages it lost (found by review: a truncation then reported a
+    /// poisoned log durable). A cut waits for the syncs running before it (the tests below), so
+    /// only one that starts between its end and `end_removal` can be: this calls `set_durable`
+    /// as `end_removal` does, with such a sync counted.
     #[test]
-    fn a_truncation_beside_a_running_sync_counts_no_more_durable_until_the_next_sync() {
+    fn a_removal_beside_a_running_sync_counts_no_more_durable_than_before() {
         let dir = tempfile::tempdir().unwrap();
         let log = appended(dir.path(), 0..10);
         log.sync().unwrap();
         append(&log, 10..20);
         assert_eq!(log.durable_next_index(), 10);
-        log.sync.lock().unwrap().in_shared_rounds = 1;
-        log.truncate_from(15).unwrap();
-        assert_eq!(log.durable_next_index(), 10);
-        // Below what was durable, the cut is.
-        log.truncate_from(8).unwrap();
-        assert_eq!(log.durable_next_index(), 8);
-        log.sync.lock().unwrap().in_shared_rounds = 0;
-        append(&log, 8..20);
-        log.sync_to(12).unwrap();
-        assert_eq!(log.durable_next_index(), 20);
-        // With nothing running, a truncation's own sync counts.
-        append(&log, 20..30);
-        log.truncate_from(28).unwrap();
-        assert_eq!(log.durable_next_index(), 28);
+        for (running, durable) in [(true, 10), (false, 15)] {
+            let mut state = log.write_state();
+            state.generation += 1;
+            log.sync.lock().unwrap().in_shared_rounds = usize::from(running);
+            log.set_durable(state.generation, 15, 0);
+            log.sync.lock().unwrap().in_shared_rounds = 0;
+            drop(state);
+            assert_eq!(log.durable_next_index(), durable, "running: {running}");
+        }
     }
 
     /// A truncation waits for a running sync of the log alone before it cuts (and syncs) the
@@ -1669,9 +1692,15 @@ mod tests {
     /// Entries of about 1 KiB into 8 KiB segments: a log and the index whose append rolls its
     /// second segment.
     fn rolling_log(dir: &Path) -> (Arc<Log>, u64) {
+        rolling_log_syncing_through(dir, None)
+    }
+
+    /// [`rolling_log`], syncing through `group`.
+    fn rolling_log_syncing_through(dir: &Path, group: Option<Arc<SharedSync>>) -> (Arc<Log>, u64) {
         let config = LogConfig {
             segment_bytes_max: 8 * 1024,
             preallocate_bytes: 0,
+            shared_sync: group,
             ..LogConfig::default()
         };
         let log = Log::open(dir, config).unwrap();
@@ -1808,5 +1837,40 @@ mod tests {
         stop_failing_io(dir.path());
         assert!(log.sync.lock().unwrap().failed);
         assert!(matches!(log.sync(), Err(SyncError::Poisoned { .. })));
+    }
+
+    /// A log that syncs through a shared sync: a roll waits for a caller whose round is
+    /// running (its fdatasync held by the disk), and both complete.
+    #[test]
+    fn a_roll_waits_for_a_callers_round_of_its_shared_sync() {
+        let root = tempfile::tempdir().unwrap();
+        let group = Arc::new(SharedSync::open(root.path()).unwrap());
+        let dir = root.path().join("p0");
+        let (log, rolls_at) = rolling_log_syncing_through(&dir, Some(Arc::clone(&group)));
+        let held = crate::fault::hold_syncs(&dir);
+        let syncer = Arc::clone(&log);
+        let synced = std::thread::spawn(move || syncer.sync());
+        let start = std::time::Instant::now();
+        while log.sync.lock().unwrap().in_shared_rounds == 0 {
+            assert!(start.elapsed() < std::time::Duration::from_secs(10));
+            std::thread::yield_now();
+        }
+        let appended = append_beside(&log, rolls_at);
+        assert!(
+            appended
+                .recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "the roll sealed beside a running round"
+        );
+        // It waits before its seal: its sync has not started (the held disk would stop that
+        // one too, so that it waits says nothing alone).
+        assert!(!log.sync.lock().unwrap().in_progress, "the roll claimed");
+        held.release();
+        synced.join().unwrap().unwrap();
+        appended.recv().unwrap().unwrap();
+        assert_eq!(log.read_state().segments.len(), 3);
+        log.sync().unwrap();
+        assert_eq!(log.durable_next_index(), rolls_at + 1);
+        assert_eq!(group.failure(), None);
     }
 }

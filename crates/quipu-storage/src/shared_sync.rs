@@ -25,7 +25,7 @@
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use crate::io;
 use crate::log::Log;
@@ -91,6 +91,15 @@ pub struct SharedSync {
     failure: OnceLock<String>,
 }
 
+/// A caller's log in a round, and the log's active data file as the caller took it (a later
+/// caller of the same log may have taken a newer one, after a roll).
+#[derive(Debug)]
+struct Joined {
+    log: usize,
+    file: Arc<File>,
+    path: Arc<Path>,
+}
+
 #[derive(Debug, Default)]
 struct Rounds {
     /// Rounds started; the next one to start is `started + 1`.
@@ -100,8 +109,9 @@ struct Rounds {
     finished: u64,
     /// Rounds that synced the whole filesystem (the others synced one log's file).
     filesystem_rounds: u64,
-    /// The logs (by address, while they wait in [`SharedSync::sync`]) that joined the next round.
-    joined: Vec<usize>,
+    /// The logs (by address, while they wait in [`SharedSync::sync`]) that joined the next round,
+    /// each with the active file its caller took.
+    joined: Vec<Joined>,
 }
 
 impl SharedSync {
@@ -172,16 +182,21 @@ impl SharedSync {
         self.rounds.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Makes durable everything `log` held when its caller took a [`SyncTicket`] (before this
-    /// call): joins the next round, and runs it if no round is running. The caller learns of a
-    /// failed round from [`SharedSync::failure`] (as the group's logs do, poisoned by it).
-    pub(crate) fn sync(&self, log: &Log) {
+    /// Makes durable everything `log` held when its caller took a [`SyncTicket`] and then
+    /// `active` (its active data file; both before this call): joins the next round, and runs it
+    /// if no round is running. The caller learns of a failed round from [`SharedSync::failure`]
+    /// (as the group's logs do, poisoned by it).
+    pub(crate) fn sync(&self, log: &Log, (file, path): (Arc<File>, Arc<Path>)) {
         if self.failure().is_some() {
             return;
         }
         let mut rounds = self.lock();
         let round = rounds.started + 1;
-        rounds.joined.push(std::ptr::from_ref(log) as usize);
+        rounds.joined.push(Joined {
+            log: std::ptr::from_ref(log) as usize,
+            file,
+            path,
+        });
         while rounds.finished < round {
             if rounds.started > rounds.finished {
                 rounds = self
@@ -198,14 +213,15 @@ impl SharedSync {
             // This log's round has not started and nothing runs: start it, for every log that
             // joined it.
             rounds.started = round;
-            let mut joined = std::mem::take(&mut rounds.joined);
-            joined.sort_unstable();
-            joined.dedup();
+            let joined = std::mem::take(&mut rounds.joined);
+            let mut logs: Vec<usize> = joined.iter().map(|j| j.log).collect();
+            logs.sort_unstable();
+            logs.dedup();
             drop(rounds);
-            let result = self.run(log, joined.len());
+            let result = self.run(&joined, logs.len());
             rounds = self.lock();
             rounds.finished = round;
-            if joined.len() > 1 {
+            if logs.len() > 1 {
                 rounds.filesystem_rounds += 1;
             }
             if let Err(cause) = result {
@@ -216,16 +232,24 @@ impl SharedSync {
         }
     }
 
-    /// One round for `logs` logs, `log` among them.
-    fn run(&self, log: &Log, logs: usize) -> Result<(), String> {
+    /// One round for what `joined` it, `logs` distinct logs.
+    fn run(&self, joined: &[Joined], logs: usize) -> Result<(), String> {
         metrics::histogram!("quipu_shared_sync_logs").record(logs as f64);
         if logs == 1 {
-            // Every waiter is `log`. Its active segment now holds everything any of them wrote
-            // that is not in a sealed segment (synced when sealed), even after a roll since a
-            // waiter took its ticket.
-            let (file, path) = log.active_file();
-            return io::sync_data(&file, &path)
-                .map_err(|e| format!("fdatasync of {} failed: {e}", path.display()));
+            // Every waiter is one log's. Each file a waiter took is that log's active file or a
+            // segment sealed (synced) since, and no seal or cut of the log runs during the round
+            // (they wait for its callers, `Log::claim_syncs`): the distinct files, synced, hold
+            // everything any waiter's ticket names. Usually there is one; two after a roll.
+            let mut synced: Vec<*const File> = Vec::new();
+            for Joined { file, path, .. } in joined {
+                if synced.contains(&Arc::as_ptr(file)) {
+                    continue;
+                }
+                synced.push(Arc::as_ptr(file));
+                io::sync_data(file, path)
+                    .map_err(|e| format!("fdatasync of {} failed: {e}", path.display()))?;
+            }
+            return Ok(());
         }
         io::sync_filesystem(&self.handle, &self.dir)
             .map_err(|e| format!("syncfs of {} failed: {e}", self.dir.display()))
