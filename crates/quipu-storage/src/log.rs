@@ -1589,6 +1589,48 @@ mod tests {
         log
     }
 
+    /// Runs `work` on another thread; its result comes on the channel.
+    fn on_a_thread<T: Send + 'static>(
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> std::sync::mpsc::Receiver<T> {
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(work());
+        });
+        result
+    }
+
+    /// Asserts that what `result` comes from is still waiting (a fixed time: it cannot show
+    /// that it would wait for ever, only that it did not go on at once).
+    fn assert_waits<T>(result: &std::sync::mpsc::Receiver<T>, what: &str) {
+        assert!(
+            result
+                .recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "{what}"
+        );
+    }
+
+    /// Ends a sync of the log alone that a test made look running, as `sync_alone` ends one.
+    fn end_running_sync(log: &Log, failed: bool) {
+        let mut sync = log.sync.lock().unwrap();
+        if failed {
+            sync.failed = true;
+            log.sync_failed.store(true, Ordering::SeqCst);
+        }
+        sync.in_progress = false;
+        log.synced.notify_all();
+    }
+
+    /// A log holding `synced` synced (durable) entries, then `unsynced` more.
+    fn partly_synced(dir: &Path, synced: u64, unsynced: u64) -> Log {
+        let log = appended(dir, 0..synced);
+        log.sync().unwrap();
+        append(&log, synced..synced + unsynced);
+        assert_eq!(log.durable_next_index(), synced);
+        log
+    }
+
     fn append(log: &Log, entries: std::ops::Range<u64>) {
         for index in entries {
             log.append(&[NewEntry::internal(index, 1, Bytes::from_static(b"entry"))])
@@ -1605,10 +1647,7 @@ mod tests {
     #[test]
     fn a_removal_beside_a_running_sync_counts_no_more_durable_than_before() {
         let dir = tempfile::tempdir().unwrap();
-        let log = appended(dir.path(), 0..10);
-        log.sync().unwrap();
-        append(&log, 10..20);
-        assert_eq!(log.durable_next_index(), 10);
+        let log = partly_synced(dir.path(), 10, 10);
         for (running, durable) in [(true, 10), (false, 15)] {
             let mut state = log.write_state();
             state.generation += 1;
@@ -1625,26 +1664,12 @@ mod tests {
     #[test]
     fn a_truncation_waits_for_a_running_sync_of_the_log_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let log = Arc::new(appended(dir.path(), 0..10));
-        log.sync().unwrap();
-        append(&log, 10..20);
+        let log = Arc::new(partly_synced(dir.path(), 10, 10));
         log.sync.lock().unwrap().in_progress = true;
-        let (done, truncated) = std::sync::mpsc::channel();
         let cutter = Arc::clone(&log);
-        std::thread::spawn(move || {
-            let _ = done.send(cutter.truncate_from(15).map(drop));
-        });
-        assert!(
-            truncated
-                .recv_timeout(std::time::Duration::from_millis(300))
-                .is_err(),
-            "the truncation cut beside a running sync"
-        );
-        {
-            let mut sync = log.sync.lock().unwrap();
-            sync.in_progress = false;
-            log.synced.notify_all();
-        }
+        let truncated = on_a_thread(move || cutter.truncate_from(15).map(drop));
+        assert_waits(&truncated, "the truncation cut beside a running sync");
+        end_running_sync(&log, false);
         truncated.recv().unwrap().unwrap();
         assert_eq!(log.durable_next_index(), 15);
     }
@@ -1653,9 +1678,7 @@ mod tests {
     #[test]
     fn a_poisoned_log_counts_nothing_durable() {
         let dir = tempfile::tempdir().unwrap();
-        let log = appended(dir.path(), 0..10);
-        log.sync().unwrap();
-        append(&log, 10..12);
+        let log = partly_synced(dir.path(), 10, 2);
         fail_next_sync(dir.path());
         assert!(log.sync().is_err());
         assert_eq!(log.durable_next_index(), 0);
@@ -1726,73 +1749,53 @@ mod tests {
         log: &Arc<Log>,
         index: u64,
     ) -> std::sync::mpsc::Receiver<Result<(), crate::AppendError>> {
-        let (done, result) = std::sync::mpsc::channel();
         let log = Arc::clone(log);
-        std::thread::spawn(move || {
+        on_a_thread(move || {
             let entry = NewEntry::internal(index, 1, Bytes::from(vec![7u8; 1000]));
-            let _ = done.send(log.append(&[entry]).map(drop));
-        });
-        result
+            log.append(&[entry]).map(drop)
+        })
     }
 
-    /// A roll's seal waits for a running sync of the log alone, and goes on once it succeeded:
-    /// the two never run at once (Linux reports a writeback error to one of two syncs of a file
-    /// only, so the seal could report a segment intact whose pages the other lost).
+    /// A roll's seal waits for a running sync of the log alone: the two never run at once
+    /// (Linux reports a writeback error to one of two syncs of a file only, so the seal could
+    /// report a segment intact whose pages the other lost). It seals once that sync succeeded;
+    /// after a failed one it does not, and the log is poisoned.
     #[test]
-    fn a_roll_waits_for_a_running_sync_and_then_seals() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, rolls_at) = rolling_log(dir.path());
-        // A sync of the log alone runs.
-        log.sync.lock().unwrap().in_progress = true;
-        let appended = append_beside(&log, rolls_at);
-        assert!(
-            appended
-                .recv_timeout(std::time::Duration::from_millis(300))
-                .is_err(),
-            "the roll sealed beside a running sync"
-        );
-        // It ends well.
-        {
-            let mut sync = log.sync.lock().unwrap();
-            sync.in_progress = false;
-            log.synced.notify_all();
+    fn a_roll_waits_for_a_running_sync_and_seals_only_after_a_success() {
+        for failed in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (log, rolls_at) = rolling_log(dir.path());
+            // A sync of the log alone runs.
+            log.sync.lock().unwrap().in_progress = true;
+            let appended = append_beside(&log, rolls_at);
+            assert_waits(&appended, "the roll sealed beside a running sync");
+            end_running_sync(&log, failed);
+            let appended = appended.recv().unwrap();
+            assert_eq!(appended.is_err(), failed);
+            let state = log.read_state();
+            assert_eq!(state.segments.len(), if failed { 2 } else { 3 });
+            assert_eq!(state.segments[1].sealed, !failed, "failed: {failed}");
+            drop(state);
+            assert!(!log.sync.lock().unwrap().in_progress, "the claim ended");
+            assert_eq!(log.sync().is_err(), failed);
         }
+    }
+
+    /// Lets a held sync go on: it and the roll that waited beside it complete, and everything
+    /// appended becomes durable.
+    fn release_and_complete(
+        held: crate::fault::SyncsHeld,
+        synced: std::thread::JoinHandle<Result<(), SyncError>>,
+        appended: &std::sync::mpsc::Receiver<Result<(), crate::AppendError>>,
+        log: &Log,
+        rolls_at: u64,
+    ) {
+        held.release();
+        synced.join().unwrap().unwrap();
         appended.recv().unwrap().unwrap();
         assert_eq!(log.read_state().segments.len(), 3);
-        assert!(
-            !log.sync.lock().unwrap().in_progress,
-            "the claim was released"
-        );
         log.sync().unwrap();
-    }
-
-    /// A roll that waited for a sync that then failed does not seal: the log is poisoned, and
-    /// its active segment is not counted intact.
-    #[test]
-    fn a_roll_after_a_failed_sync_does_not_seal() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, rolls_at) = rolling_log(dir.path());
-        log.sync.lock().unwrap().in_progress = true;
-        let appended = append_beside(&log, rolls_at);
-        assert!(
-            appended
-                .recv_timeout(std::time::Duration::from_millis(300))
-                .is_err()
-        );
-        // It fails, as `sync_alone` records a failure.
-        {
-            let mut sync = log.sync.lock().unwrap();
-            sync.failed = true;
-            log.sync_failed.store(true, Ordering::SeqCst);
-            sync.in_progress = false;
-            log.synced.notify_all();
-        }
-        assert!(appended.recv().unwrap().is_err());
-        let state = log.read_state();
-        assert_eq!(state.segments.len(), 2);
-        assert!(!state.active().sealed, "sealed after a failed sync");
-        drop(state);
-        assert!(log.is_poisoned());
+        assert_eq!(log.durable_next_index(), rolls_at + 1);
     }
 
     /// The same with a real sync of the log alone held by the disk (the fault model's
@@ -1811,18 +1814,8 @@ mod tests {
             std::thread::yield_now();
         }
         let appended = append_beside(&log, rolls_at);
-        assert!(
-            appended
-                .recv_timeout(std::time::Duration::from_millis(300))
-                .is_err(),
-            "the roll sealed beside a running sync"
-        );
-        held.release();
-        synced.join().unwrap().unwrap();
-        appended.recv().unwrap().unwrap();
-        assert_eq!(log.read_state().segments.len(), 3);
-        log.sync().unwrap();
-        assert_eq!(log.durable_next_index(), rolls_at + 1);
+        assert_waits(&appended, "the roll sealed beside a running sync");
+        release_and_complete(held, synced, &appended, &log, rolls_at);
     }
 
     /// A seal that fails marks the log's syncs failed: no sync of the file starts after it (one
@@ -1856,21 +1849,11 @@ mod tests {
             std::thread::yield_now();
         }
         let appended = append_beside(&log, rolls_at);
-        assert!(
-            appended
-                .recv_timeout(std::time::Duration::from_millis(300))
-                .is_err(),
-            "the roll sealed beside a running round"
-        );
+        assert_waits(&appended, "the roll sealed beside a running round");
         // It waits before its seal: its sync has not started (the held disk would stop that
         // one too, so that it waits says nothing alone).
         assert!(!log.sync.lock().unwrap().in_progress, "the roll claimed");
-        held.release();
-        synced.join().unwrap().unwrap();
-        appended.recv().unwrap().unwrap();
-        assert_eq!(log.read_state().segments.len(), 3);
-        log.sync().unwrap();
-        assert_eq!(log.durable_next_index(), rolls_at + 1);
+        release_and_complete(held, synced, &appended, &log, rolls_at);
         assert_eq!(group.failure(), None);
     }
 }
