@@ -696,20 +696,24 @@ impl Log {
             // `sync_alone`: a seal or cut waits for the count to fall while holding the state
             // lock. Every entry the ticket names is in this file or in a segment sealed since.
             let file = self.active_file();
-            let in_round = {
-                let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
-                while sync.in_progress {
-                    sync = self
-                        .synced
-                        .wait(sync)
-                        .expect("sync lock poisoned by a panic");
-                }
-                sync.in_shared_rounds += 1;
-                InSharedRound(self)
-            };
+            let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
+            while sync.in_progress {
+                sync = self
+                    .synced
+                    .wait(sync)
+                    .expect("sync lock poisoned by a panic");
+            }
+            if sync.failed {
+                // The seal or cut it waited for failed: no sync of the file starts after it.
+                // The next ticket says why.
+                continue;
+            }
+            sync.in_shared_rounds += 1;
+            drop(sync);
+            let in_round = InSharedRound(self);
             group.sync(self, file);
-            let now = (self.config().clock)();
             drop(in_round);
+            let now = (self.config().clock)();
             // A failed round poisons every log of the group for good: the next ticket says so.
             if group.failure().is_none() {
                 self.sync
@@ -1855,5 +1859,27 @@ mod tests {
         assert!(!log.sync.lock().unwrap().in_progress, "the roll claimed");
         release_and_complete(held, synced, &appended, &log, rolls_at);
         assert_eq!(group.failure(), None);
+    }
+
+    /// A caller of a log that syncs through a shared sync, waiting for the log's seal or cut,
+    /// starts no round once that failed (a round would sync the same file after the failure).
+    #[test]
+    fn after_a_failed_seal_no_shared_round_starts_for_the_log() {
+        let root = tempfile::tempdir().unwrap();
+        let group = Arc::new(SharedSync::open(root.path()).unwrap());
+        let dir = root.path().join("p0");
+        let (log, _) = rolling_log_syncing_through(&dir, Some(Arc::clone(&group)));
+        let rounds = group.rounds();
+        // A seal runs.
+        log.sync.lock().unwrap().in_progress = true;
+        let syncer = Arc::clone(&log);
+        let synced = on_a_thread(move || syncer.sync());
+        assert_waits(&synced, "a caller went on beside a seal");
+        end_running_sync(&log, true);
+        assert!(matches!(
+            synced.recv().unwrap(),
+            Err(SyncError::Poisoned { .. })
+        ));
+        assert_eq!(group.rounds(), rounds, "a round ran after the failed seal");
     }
 }

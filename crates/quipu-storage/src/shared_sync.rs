@@ -6,7 +6,8 @@
 //! spends its time in syncs of a few KiB each (`docs/benchmarks.md`, "The produce path"). Logs
 //! opened with a `SharedSync` ([`crate::LogConfig::shared_sync`]) sync through it instead, in
 //! rounds: whoever finds no round running starts one covering every log waiting then. A round
-//! of one log is that log's `fdatasync`; a round of several is one `syncfs(2)` of the
+//! of one log is an `fdatasync` of each of that log's files its callers took (its active file;
+//! an older one too if it rolled meanwhile); a round of several is one `syncfs(2)` of the
 //! filesystem holding the data directory, which writes back every dirty file on it and flushes
 //! the disk's cache once. Logs that ask during a round wait for the next one.
 //!
@@ -18,6 +19,13 @@
 //!   retry would report success for data the failure lost). Every log opened with the group is
 //!   poisoned from then on ([`SharedSync::failure`]) until the node opens its logs again with a
 //!   new group;
+//! - a caller takes its log's active file before it joins a round (and before it counts among
+//!   the log's callers in rounds, which a roll's seal or a truncation's cut waits for, holding
+//!   the log's lock: `Log::claim_syncs`), and neither a round nor a waiter needs a log's lock,
+//!   so a one-log round never runs beside that log's seal or cut. (Another log's `syncfs` round
+//!   may write the file back meanwhile: `syncfs` reports errors through the filesystem, apart
+//!   from the file's own, so the seal still learns of its file's error.) A round that panics
+//!   fails the group, as a failed one does, so that no waiter waits for it for ever;
 //! - a group is opened only on a filesystem known to make every written file durable with
 //!   `syncfs` and to report writeback errors through it ([`SharedSync::open`]), and a log joins
 //!   only if its directory is on that same filesystem.
@@ -91,6 +99,22 @@ pub struct SharedSync {
     failure: OnceLock<String>,
 }
 
+/// A round running; dropped only if it unwinds (a panic), which fails the group: its waiters
+/// would otherwise wait for it for ever, counted among their logs' callers in rounds, and a roll
+/// of one of those logs would wait for them holding the log's lock.
+struct RoundRunning<'a> {
+    group: &'a SharedSync,
+    round: u64,
+}
+
+impl Drop for RoundRunning<'_> {
+    fn drop(&mut self) {
+        let mut rounds = self.group.lock();
+        let cause = "a shared sync round did not complete (a panic)".to_string();
+        self.group.finish(&mut rounds, self.round, Err(cause));
+    }
+}
+
 /// A caller's log in a round, and the log's active data file as the caller took it (a later
 /// caller of the same log may have taken a newer one, after a roll).
 #[derive(Debug)]
@@ -107,7 +131,7 @@ struct Rounds {
     /// Rounds finished. Each round finishes before the next starts: one runs while `started` is
     /// ahead of `finished`.
     finished: u64,
-    /// Rounds that synced the whole filesystem (the others synced one log's file).
+    /// Rounds that synced the whole filesystem (the others synced one log's files).
     filesystem_rounds: u64,
     /// The logs (by address, while they wait in [`SharedSync::sync`]) that joined the next round,
     /// each with the active file its caller took.
@@ -182,8 +206,8 @@ impl SharedSync {
         self.rounds.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Makes durable everything `log` held when its caller took a [`SyncTicket`] and then
-    /// `active` (its active data file; both before this call): joins the next round, and runs it
+    /// Makes durable everything `log` held when its caller took a [`SyncTicket`] and then `file`
+    /// (its active data file and path; both before this call): joins the next round, and runs it
     /// if no round is running. The caller learns of a failed round from [`SharedSync::failure`]
     /// (as the group's logs do, poisoned by it).
     pub(crate) fn sync(&self, log: &Log, (file, path): (Arc<File>, Arc<Path>)) {
@@ -218,18 +242,28 @@ impl SharedSync {
             logs.sort_unstable();
             logs.dedup();
             drop(rounds);
+            let unwinding = RoundRunning { group: self, round };
             let result = self.run(&joined, logs.len());
+            std::mem::forget(unwinding);
+            drop(joined);
             rounds = self.lock();
-            rounds.finished = round;
             if logs.len() > 1 {
                 rounds.filesystem_rounds += 1;
             }
-            if let Err(cause) = result {
-                tracing::error!(dir = %self.dir.display(), cause, "a shared sync failed: every log on this filesystem is poisoned");
-                let _ = self.failure.set(cause);
-            }
-            self.finished.notify_all();
+            self.finish(&mut rounds, round, result);
         }
+    }
+
+    /// Ends `round` (with `rounds` locked): a failure fails the group for good; wakes the waiters.
+    fn finish(&self, rounds: &mut Rounds, round: u64, result: Result<(), String>) {
+        rounds.finished = round;
+        if let Err(cause) = result {
+            tracing::error!(dir = %self.dir.display(), cause, "a shared sync failed: every log on this filesystem is poisoned");
+            let _ = self.failure.set(cause);
+            // No round starts again: what waits in the next one gives up (and lets its files go).
+            rounds.joined.clear();
+        }
+        self.finished.notify_all();
     }
 
     /// One round for what `joined` it, `logs` distinct logs.
