@@ -75,7 +75,8 @@ pub struct Log {
     /// Set by [`Log::keep_spares`] (a node whose disk runs low): purges keep no spare while it
     /// is. Read by purges under the state lock.
     spares_refused: AtomicBool,
-    /// `SyncState::failed`, readable without the sync lock: every check for poison reads it.
+    /// Whether `SyncState::failure` is set, readable without the sync lock: every check for
+    /// poison reads it.
     sync_failed: AtomicBool,
 }
 
@@ -121,15 +122,22 @@ impl SyncClaim<'_> {
     }
 }
 
+impl SyncClaim<'_> {
+    /// Ends the hold after the sync failed for `cause`.
+    fn failed(self, cause: String) {
+        if let Some(log) = self.log {
+            let mut sync = log.sync.lock().unwrap_or_else(PoisonError::into_inner);
+            sync.failure.get_or_insert(cause);
+        }
+    }
+}
+
 impl Drop for SyncClaim<'_> {
     fn drop(&mut self) {
         if let Some(log) = self.log {
             let mut sync = log.sync.lock().unwrap_or_else(PoisonError::into_inner);
-            if !sync.failed {
-                sync.failed = true;
-                sync.failure
-                    .get_or_insert_with(|| "a sync of the log did not complete".to_string());
-            }
+            sync.failure
+                .get_or_insert_with(|| "a sync of the log did not complete".to_string());
             log.sync_failed.store(true, Ordering::SeqCst);
             sync.in_progress = false;
             log.synced.notify_all();
@@ -152,9 +160,9 @@ struct State {
 
 #[derive(Debug)]
 struct SyncState {
-    /// An fdatasync failed: no sync may start again on this instance.
-    failed: bool,
-    /// Why, once known (set with `failed`, before any waiter is woken).
+    /// Why a sync of the log failed, if one did: no sync may start again on this instance. Set
+    /// only by a [`SyncClaim`] that did not succeed, with `Log::sync_failed` (its lock-free
+    /// mirror), before any waiter is woken.
     failure: Option<String>,
     durable_next: u64,
     generation: u64,
@@ -173,7 +181,12 @@ impl SyncState {
     /// fails, Linux reports the writeback error to one of them only, so the other's success
     /// says nothing about the pages lost.
     fn outcome_pending(&self) -> bool {
-        self.failed || self.in_progress || self.in_shared_rounds > 0
+        self.failed() || self.in_progress || self.in_shared_rounds > 0
+    }
+
+    /// Whether a sync of the log failed.
+    fn failed(&self) -> bool {
+        self.failure.is_some()
     }
 }
 
@@ -358,7 +371,6 @@ impl Log {
                 spare,
             }),
             sync: Mutex::new(SyncState {
-                failed: false,
                 failure: None,
                 durable_next: next_index,
                 generation: 0,
@@ -703,7 +715,7 @@ impl Log {
                     .wait(sync)
                     .expect("sync lock poisoned by a panic");
             }
-            if sync.failed {
+            if sync.failed() {
                 // The seal or cut it waited for failed: no sync of the file starts after it.
                 // The next ticket says why.
                 continue;
@@ -736,7 +748,7 @@ impl Log {
             (state.generation, state.active().next_index)
         };
         let sync = self.sync.lock().expect("sync lock poisoned by a panic");
-        if sync.failed {
+        if sync.failed() {
             return Err(SyncError::Poisoned {
                 dir: self.dir.clone(),
                 cause: "an earlier sync failed".to_string(),
@@ -778,7 +790,7 @@ impl Log {
                 );
                 continue;
             }
-            if sync.failed {
+            if sync.failed() {
                 // A sync failed between the ticket and this lock: starting another could report
                 // success for what it lost. The next ticket says why.
                 drop(sync);
@@ -794,12 +806,7 @@ impl Log {
                 // durable from here on (`SyncState::outcome_pending`). A second sync of this
                 // file could report success for data the failed one lost.
                 let cause = format!("fdatasync of {} failed: {source}", path.display());
-                self.sync
-                    .lock()
-                    .expect("sync lock poisoned by a panic")
-                    .failure
-                    .get_or_insert_with(|| cause.clone());
-                drop(claim);
+                claim.failed(cause.clone());
                 tracing::error!(dir = %self.dir.display(), cause, "log poisoned");
                 self.write_state().poisoned.get_or_insert(cause);
                 return Err(SyncError::Io {
@@ -829,7 +836,7 @@ impl Log {
                 .expect("sync lock poisoned by a panic");
         }
         let group_failure = self.shared_sync.as_ref().and_then(|g| g.failure());
-        if sync.failed || group_failure.is_some() {
+        if sync.failed() || group_failure.is_some() {
             let cause = sync
                 .failure
                 .as_deref()
@@ -1619,7 +1626,7 @@ mod tests {
     fn end_running_sync(log: &Log, failed: bool) {
         let mut sync = log.sync.lock().unwrap();
         if failed {
-            sync.failed = true;
+            sync.failure = Some("a test's failed sync".to_string());
             log.sync_failed.store(true, Ordering::SeqCst);
         }
         sync.in_progress = false;
@@ -1832,7 +1839,7 @@ mod tests {
         let entry = NewEntry::internal(rolls_at, 1, Bytes::from(vec![7u8; 1000]));
         assert!(log.append(&[entry]).is_err());
         stop_failing_io(dir.path());
-        assert!(log.sync.lock().unwrap().failed);
+        assert!(log.sync.lock().unwrap().failed());
         assert!(matches!(log.sync(), Err(SyncError::Poisoned { .. })));
     }
 
