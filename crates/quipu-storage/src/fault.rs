@@ -13,6 +13,14 @@
 //! by a directory sync disappears; a memory-mapped file written since its last sync loses a random
 //! suffix of its content. Not modelled: a removal or rename that was not followed by a directory
 //! sync (its old state cannot be reconstructed); the engine syncs the directory after each.
+//!
+//! Cost: every tracked operation takes one process-wide lock. The crates that turn the feature
+//! on as a dev-dependency have it in their `cargo bench` targets too (cargo unifies the
+//! features), so `cargo bench -p quipu-node --bench idle` runs with it; the table is kept by
+//! directory so that a directory's sync or a power loss touches that directory's files only.
+//! (Kept as one flat table, a directory sync walked every file the process tracked: with 3,000
+//! replicas the idle bench's nodes needed 47 s to open and stopped for many minutes, every
+//! vote saved behind the lock.)
 
 #[cfg(feature = "fault-injection")]
 pub use enabled::*;
@@ -53,6 +61,7 @@ pub(crate) use disabled::*;
 #[cfg(feature = "fault-injection")]
 mod enabled {
     use std::collections::HashMap;
+    use std::ffi::{OsStr, OsString};
     use std::fs::{File, OpenOptions};
     use std::os::unix::fs::FileExt;
     use std::path::{Path, PathBuf};
@@ -115,7 +124,92 @@ mod enabled {
 
     static TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-    static FILES: Mutex<Option<HashMap<PathBuf, Track>>> = Mutex::new(None);
+    /// The tracked files, by directory and then by name: a directory's sync and a power loss
+    /// touch that directory's files only, so each costs what the directory holds, not what the
+    /// process tracks (thousands of logs' files in a node's tests and benches).
+    static FILES: Mutex<Option<Files>> = Mutex::new(None);
+
+    #[derive(Default)]
+    struct Files(HashMap<PathBuf, HashMap<OsString, Track>>);
+
+    /// A tracked file's directory and name.
+    fn split(path: &Path) -> (&Path, &OsStr) {
+        (
+            path.parent().unwrap_or(Path::new("")),
+            path.file_name().unwrap_or(path.as_os_str()),
+        )
+    }
+
+    impl Files {
+        fn contains(&self, path: &Path) -> bool {
+            let (dir, name) = split(path);
+            self.0
+                .get(dir)
+                .is_some_and(|names| names.contains_key(name))
+        }
+
+        fn get_mut(&mut self, path: &Path) -> Option<&mut Track> {
+            let (dir, name) = split(path);
+            self.0.get_mut(dir)?.get_mut(name)
+        }
+
+        fn get_or_insert_with(&mut self, path: &Path, new: impl FnOnce() -> Track) -> &mut Track {
+            let (dir, name) = split(path);
+            self.0
+                .entry(dir.to_path_buf())
+                .or_default()
+                .entry(name.to_os_string())
+                .or_insert_with(new)
+        }
+
+        fn insert(&mut self, path: &Path, track: Track) {
+            let (dir, name) = split(path);
+            self.0
+                .entry(dir.to_path_buf())
+                .or_default()
+                .insert(name.to_os_string(), track);
+        }
+
+        fn remove(&mut self, path: &Path) -> Option<Track> {
+            let (dir, name) = split(path);
+            let names = self.0.get_mut(dir)?;
+            let track = names.remove(name);
+            if names.is_empty() {
+                self.0.remove(dir);
+            }
+            track
+        }
+
+        /// The tracks of the files directly in `dir`.
+        fn in_dir_mut(&mut self, dir: &Path) -> impl Iterator<Item = &mut Track> {
+            self.0
+                .get_mut(dir)
+                .into_iter()
+                .flat_map(HashMap::values_mut)
+        }
+
+        /// Takes the tracks of the files directly in `dir` out of the table.
+        fn take_dir(&mut self, dir: &Path) -> Vec<(PathBuf, Track)> {
+            self.0
+                .remove(dir)
+                .into_iter()
+                .flatten()
+                .map(|(name, track)| (dir.join(name), track))
+                .collect()
+        }
+
+        /// Every tracked file under `root` (at any depth), with its track.
+        fn under<'a>(&'a self, root: &'a Path) -> impl Iterator<Item = (PathBuf, &'a Track)> {
+            self.0
+                .iter()
+                .filter(move |(dir, _)| dir.starts_with(root))
+                .flat_map(|(dir, names)| names.iter().map(|(name, track)| (dir.join(name), track)))
+        }
+
+        fn dirs(&self) -> impl Iterator<Item = &PathBuf> {
+            self.0.keys()
+        }
+    }
     static FROZEN: AtomicBool = AtomicBool::new(false);
     static FAILING_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
     static FAIL_NEXT_SYNC: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
@@ -225,9 +319,8 @@ mod enabled {
     pub(crate) fn written_under(root: &Path) -> Written {
         Written(with_files(|files| {
             files
-                .iter()
-                .filter(|(path, _)| path.starts_with(root))
-                .map(|(path, track)| (path.clone(), track.written_end, track.overwrites))
+                .under(root)
+                .map(|(path, track)| (path, track.written_end, track.overwrites))
                 .collect()
         }))
     }
@@ -276,15 +369,15 @@ mod enabled {
         frozen().or_else(|| failing_io(|dir| path.parent() == Some(dir) || path == dir))
     }
 
-    fn with_files<R>(f: impl FnOnce(&mut HashMap<PathBuf, Track>) -> R) -> R {
+    fn with_files<R>(f: impl FnOnce(&mut Files) -> R) -> R {
         let mut guard: MutexGuard<'_, _> = FILES.lock().unwrap_or_else(|e| e.into_inner());
-        f(guard.get_or_insert_with(HashMap::new))
+        f(guard.get_or_insert_with(Files::default))
     }
 
     pub(crate) fn on_create(path: &Path) {
         with_files(|files| {
             files.insert(
-                path.to_path_buf(),
+                path,
                 Track {
                     created_unsynced: true,
                     ..Track::default()
@@ -296,12 +389,8 @@ mod enabled {
     /// The track of `path`. A file first seen now was last changed before tracking began (by an
     /// earlier process, or before the last simulated power loss): its first `durable_end` bytes
     /// are taken as durable.
-    fn track<'a>(
-        files: &'a mut HashMap<PathBuf, Track>,
-        path: &Path,
-        durable_end: u64,
-    ) -> &'a mut Track {
-        files.entry(path.to_path_buf()).or_insert_with(|| Track {
+    fn track<'a>(files: &'a mut Files, path: &Path, durable_end: u64) -> &'a mut Track {
+        files.get_or_insert_with(path, || Track {
             written_end: durable_end,
             synced_end: durable_end,
             ..Track::default()
@@ -315,7 +404,7 @@ mod enabled {
         with_files(|files| {
             // A file first seen now: all it holds was written before tracking began (its length
             // is read only then, not at every write).
-            if !files.contains_key(path) {
+            if !files.contains(path) {
                 let file_len = file.metadata().map_or(0, |m| m.len());
                 track(files, path, file_len);
             }
@@ -363,7 +452,7 @@ mod enabled {
 
     pub(crate) fn on_set_len(path: &Path, len: u64) {
         with_files(|files| {
-            let known = files.contains_key(path);
+            let known = files.contains(path);
             let track = track(files, path, len);
             if len < track.written_end || !known {
                 track.written_end = track.written_end.min(len);
@@ -391,39 +480,28 @@ mod enabled {
             if let Some(mut track) = files.remove(from) {
                 // The new name only survives a crash once the directory is synced.
                 track.created_unsynced = true;
-                files.insert(to.to_path_buf(), track);
+                files.insert(to, track);
             }
         });
     }
 
     pub(crate) fn on_sync_dir(dir: &Path) {
         with_files(|files| {
-            for (path, track) in files.iter_mut() {
-                if path.parent() == Some(dir) {
-                    track.created_unsynced = false;
-                }
+            for track in files.in_dir_mut(dir) {
+                track.created_unsynced = false;
             }
         });
     }
 
     pub(crate) fn on_mmap_write(path: &Path) {
-        with_files(|files| files.entry(path.to_path_buf()).or_default().mmap_dirty = true);
+        with_files(|files| files.get_or_insert_with(path, Track::default).mmap_dirty = true);
     }
 
     /// Simulates a power loss for every tracked file in `dir`. Call it after the log was dropped
     /// (never closed: closing syncs everything). Tracking for `dir` is reset afterwards, since
     /// what is left on disk is by definition durable.
     pub fn power_loss(dir: &Path, mode: PowerLoss) -> std::io::Result<PowerLossReport> {
-        let tracked: Vec<(PathBuf, Track)> = with_files(|files| {
-            let mine: Vec<PathBuf> = files
-                .keys()
-                .filter(|path| path.parent() == Some(dir))
-                .cloned()
-                .collect();
-            mine.into_iter()
-                .filter_map(|path| files.remove(&path).map(|track| (path, track)))
-                .collect()
-        });
+        let tracked: Vec<(PathBuf, Track)> = with_files(|files| files.take_dir(dir));
         let mut rng = SplitMix64(match mode {
             PowerLoss::LoseUnsynced => 0,
             PowerLoss::TornTail { seed } => seed,
@@ -499,14 +577,8 @@ mod enabled {
     /// look like after a power loss now. Call [`freeze`] first (and let in-flight writes finish),
     /// then exit without closing anything.
     pub fn power_loss_everywhere(mode: PowerLoss) -> std::io::Result<PowerLossReport> {
-        let mut dirs: Vec<PathBuf> = with_files(|files| {
-            files
-                .keys()
-                .filter_map(|path| path.parent().map(Path::to_path_buf))
-                .collect()
-        });
+        let mut dirs: Vec<PathBuf> = with_files(|files| files.dirs().cloned().collect());
         dirs.sort();
-        dirs.dedup();
         let mut report = PowerLossReport::default();
         for (i, dir) in dirs.iter().enumerate() {
             let mode = match mode {
@@ -543,6 +615,66 @@ mod enabled {
 
         fn is_held(path: &Path) -> bool {
             held_for(&HELD_DIRS.lock().unwrap_or_else(|e| e.into_inner()), path)
+        }
+
+        /// The table by directory answers as the flat one did: a directory's sync and a power
+        /// loss take the files directly in it, a filesystem sync every file under its root.
+        #[test]
+        fn the_table_of_files_sees_a_directory_as_its_direct_files_only() {
+            let mut files = Files::default();
+            let top = Path::new("/data/p1/00000000000000000000.log");
+            let nested = Path::new("/data/p1/sub/00000000000000000000.log");
+            let other = Path::new("/data/p2/00000000000000000000.log");
+            for path in [top, nested, other] {
+                files.insert(
+                    path,
+                    Track {
+                        created_unsynced: true,
+                        ..Track::default()
+                    },
+                );
+            }
+            for track in files.in_dir_mut(Path::new("/data/p1")) {
+                track.created_unsynced = false;
+            }
+            assert!(!files.get_mut(top).unwrap().created_unsynced);
+            assert!(files.get_mut(nested).unwrap().created_unsynced);
+            assert!(files.get_mut(other).unwrap().created_unsynced);
+
+            let mut under: Vec<PathBuf> =
+                files.under(Path::new("/data/p1")).map(|(p, _)| p).collect();
+            under.sort();
+            assert_eq!(under, [top, nested]);
+
+            files.insert(
+                nested,
+                Track {
+                    written_end: 7,
+                    ..Track::default()
+                },
+            );
+            assert_eq!(
+                files.get_mut(nested).unwrap().written_end,
+                7,
+                "insert replaces"
+            );
+            let taken: Vec<PathBuf> = files
+                .take_dir(Path::new("/data/p1"))
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect();
+            assert_eq!(taken, [top]);
+            assert!(!files.contains(top));
+            assert!(files.contains(nested));
+
+            assert!(files.remove(nested).is_some());
+            assert!(files.remove(nested).is_none());
+            let dirs: Vec<&PathBuf> = files.dirs().collect();
+            assert_eq!(
+                dirs,
+                [Path::new("/data/p2")],
+                "an emptied directory leaves the table"
+            );
         }
 
         #[test]
