@@ -6,9 +6,14 @@
 # with the same load: RECORDS records of SIZE bytes, acks=all, 3 partitions, replication 3 (and
 # CONSUME_RECORDS records for the consume comparison); the
 # storage engine alone on the same disk (the raw baseline) in the same run.
-# Needs the Python clients of scripts/test.sh. Figures go to docs/benchmarks.md by hand.
+# Needs the Python clients and kcat that scripts/test.sh installs (it says so at once if they are
+# missing). Figures go to docs/benchmarks.md by hand.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+if [ ! -x target/kafka-clients/venv/bin/python ] || ! command -v kcat > /dev/null; then
+  echo "benches/kafka/compare.sh needs the Python Kafka clients (target/kafka-clients/venv) and kcat: run 'bash scripts/test.sh' once, which installs both" >&2
+  exit 1
+fi
 records="${1:-200000}"
 size="${2:-1024}"
 rate="${3:-10000}"
