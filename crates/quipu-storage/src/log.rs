@@ -102,45 +102,50 @@ impl Drop for InSharedRound<'_> {
 
 /// A hold on `SyncState::in_progress`: the one sync of the log's active file running (a sync of
 /// the log alone, or a seal or cut under [`Log::claim_syncs`]). [`SyncClaim::succeeded`] ends it;
-/// dropped otherwise (the sync failed, or a panic unwound through it), it marks the log's syncs
-/// failed, so that no sync of the file starts again (one could report success for pages the
-/// failure lost). Either way it clears the flag and wakes the waiters.
+/// [`SyncClaim::failed`], or a drop without either (a panic unwound through it), marks the log's
+/// syncs failed, so that no sync of the file starts again (one could report success for pages
+/// the failure lost). Either way it clears the flag and wakes the waiters.
 struct SyncClaim<'a> {
-    /// The log held (`None`: nothing held).
+    /// The log held; `None` once the claim has ended.
     log: Option<&'a Log>,
 }
 
 impl SyncClaim<'_> {
     /// Ends the hold after the sync succeeded; `noted` records its result under the same lock.
     fn succeeded(mut self, noted: impl FnOnce(&mut SyncState)) {
-        if let Some(log) = self.log.take() {
-            let mut sync = log.sync.lock().unwrap_or_else(PoisonError::into_inner);
-            noted(&mut sync);
-            sync.in_progress = false;
-            log.synced.notify_all();
-        }
+        self.end(Ok(noted));
     }
-}
 
-impl SyncClaim<'_> {
     /// Ends the hold after the sync failed for `cause`.
-    fn failed(self, cause: String) {
-        if let Some(log) = self.log {
-            let mut sync = log.sync.lock().unwrap_or_else(PoisonError::into_inner);
-            sync.failure.get_or_insert(cause);
+    fn failed(mut self, cause: String) {
+        self.end(Err::<fn(&mut SyncState), _>(cause));
+    }
+
+    /// Ends the hold, if it still holds: records the outcome, clears `in_progress` and wakes
+    /// the waiters, under one lock. A failure marks the log's syncs failed (the first cause
+    /// stays), with its lock-free mirror.
+    fn end(&mut self, outcome: Result<impl FnOnce(&mut SyncState), String>) {
+        let Some(log) = self.log.take() else {
+            return;
+        };
+        let mut sync = log.sync.lock().unwrap_or_else(PoisonError::into_inner);
+        match outcome {
+            Ok(noted) => noted(&mut sync),
+            Err(cause) => {
+                sync.failure.get_or_insert(cause);
+                log.sync_failed.store(true, Ordering::SeqCst);
+            }
         }
+        sync.in_progress = false;
+        log.synced.notify_all();
     }
 }
 
 impl Drop for SyncClaim<'_> {
     fn drop(&mut self) {
-        if let Some(log) = self.log {
-            let mut sync = log.sync.lock().unwrap_or_else(PoisonError::into_inner);
-            sync.failure
-                .get_or_insert_with(|| "a sync of the log did not complete".to_string());
-            log.sync_failed.store(true, Ordering::SeqCst);
-            sync.in_progress = false;
-            log.synced.notify_all();
+        if self.log.is_some() {
+            let cause = "a sync of the log did not complete".to_string();
+            self.end(Err::<fn(&mut SyncState), _>(cause));
         }
     }
 }
@@ -708,13 +713,11 @@ impl Log {
             // `sync_alone`: a seal or cut waits for the count to fall while holding the state
             // lock. Every entry the ticket names is in this file or in a segment sealed since.
             let file = self.active_file();
-            let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
-            while sync.in_progress {
-                sync = self
-                    .synced
-                    .wait(sync)
-                    .expect("sync lock poisoned by a panic");
-            }
+            let sync = self.sync.lock().expect("sync lock poisoned by a panic");
+            let mut sync = self
+                .synced
+                .wait_while(sync, |sync| sync.in_progress)
+                .expect("sync lock poisoned by a panic");
             if sync.failed() {
                 // The seal or cut it waited for failed: no sync of the file starts after it.
                 // The next ticket says why.
@@ -800,11 +803,11 @@ impl Log {
             drop(sync);
             let claim = SyncClaim { log: Some(self) };
             if let Err(source) = io::sync_data(&file, &path) {
-                // Failed: the claim, dropped, marks it before the state lock is taken (a roll or
-                // truncation holding it waits for this sync to end), so that no sync starts, no
-                // seal or cut goes on, and no truncation reports its own sync as making the log
-                // durable from here on (`SyncState::outcome_pending`). A second sync of this
-                // file could report success for data the failed one lost.
+                // Failed: the claim, ended with the cause, marks it before the state lock is
+                // taken (a roll or truncation holding it waits for this sync to end), so that no
+                // sync starts, no seal or cut goes on, and no truncation reports its own sync as
+                // making the log durable from here on (`SyncState::outcome_pending`). A second
+                // sync of this file could report success for data the failed one lost.
                 let cause = format!("fdatasync of {} failed: {source}", path.display());
                 claim.failed(cause.clone());
                 tracing::error!(dir = %self.dir.display(), cause, "log poisoned");
@@ -828,13 +831,11 @@ impl Log {
     /// could report success and the log would count the sealed segment intact. `Err` if a sync
     /// of the log failed (or a round of its group).
     fn claim_syncs(&self) -> Result<SyncClaim<'_>, Failure> {
-        let mut sync = self.sync.lock().expect("sync lock poisoned by a panic");
-        while sync.in_progress || sync.in_shared_rounds > 0 {
-            sync = self
-                .synced
-                .wait(sync)
-                .expect("sync lock poisoned by a panic");
-        }
+        let sync = self.sync.lock().expect("sync lock poisoned by a panic");
+        let mut sync = self
+            .synced
+            .wait_while(sync, |sync| sync.in_progress || sync.in_shared_rounds > 0)
+            .expect("sync lock poisoned by a panic");
         let group_failure = self.shared_sync.as_ref().and_then(|g| g.failure());
         if sync.failed() || group_failure.is_some() {
             let cause = sync
@@ -1843,14 +1844,21 @@ mod tests {
         assert!(matches!(log.sync(), Err(SyncError::Poisoned { .. })));
     }
 
+    /// [`rolling_log`] in `root/p0`, syncing through a shared sync of `root`: the group, the
+    /// log's directory, the log and the index whose append rolls.
+    fn rolling_log_in_a_group(root: &Path) -> (Arc<SharedSync>, PathBuf, Arc<Log>, u64) {
+        let group = Arc::new(SharedSync::open(root).unwrap());
+        let dir = root.join("p0");
+        let (log, rolls_at) = rolling_log_syncing_through(&dir, Some(Arc::clone(&group)));
+        (group, dir, log, rolls_at)
+    }
+
     /// A log that syncs through a shared sync: a roll waits for a caller whose round is
     /// running (its fdatasync held by the disk), and both complete.
     #[test]
     fn a_roll_waits_for_a_callers_round_of_its_shared_sync() {
         let root = tempfile::tempdir().unwrap();
-        let group = Arc::new(SharedSync::open(root.path()).unwrap());
-        let dir = root.path().join("p0");
-        let (log, rolls_at) = rolling_log_syncing_through(&dir, Some(Arc::clone(&group)));
+        let (group, dir, log, rolls_at) = rolling_log_in_a_group(root.path());
         let held = crate::fault::hold_syncs(&dir);
         let syncer = Arc::clone(&log);
         let synced = std::thread::spawn(move || syncer.sync());
@@ -1873,9 +1881,7 @@ mod tests {
     #[test]
     fn after_a_failed_seal_no_shared_round_starts_for_the_log() {
         let root = tempfile::tempdir().unwrap();
-        let group = Arc::new(SharedSync::open(root.path()).unwrap());
-        let dir = root.path().join("p0");
-        let (log, _) = rolling_log_syncing_through(&dir, Some(Arc::clone(&group)));
+        let (group, _, log, _) = rolling_log_in_a_group(root.path());
         let rounds = group.rounds();
         // A seal runs.
         log.sync.lock().unwrap().in_progress = true;
