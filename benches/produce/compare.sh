@@ -8,7 +8,11 @@
 # most SECONDS, then at 25%, 50% and 75% of that rate for SECONDS each (the latency curve).
 # Writes one JSON line per run to OUT/runs.jsonl, then OUT/results.md (a Markdown table, each
 # figure beside the engine's of the same run) and OUT/results.svg (throughput and latency
-# percentiles against the offered rate) with benches/produce/report.py.
+# percentiles against the offered rate) with benches/produce/report.py. Each run also records
+# what the disk under the data directory did meanwhile (`disk`: MiB written, write requests and
+# flushes per second, from /proc/diskstats; null when the directory is not on a block device
+# listed there): on a shared or virtual disk the same build's figures move with the disk's
+# state, and a run's own disk figures show which state it met.
 #
 # usage: [QUIPU_BIN=path] benches/produce/compare.sh [OUT] [PARTITIONS] [SECONDS] [CONCURRENCY]
 #   OUT          where the results go (default: target/bench-produce)
@@ -71,6 +75,31 @@ start_dev() {
   exit 1
 }
 
+# The block device under the data directory, as /proc/diskstats names it (empty if none is).
+disk_name() {
+  local source
+  source=$(df --output=source "$dir" 2> /dev/null | tail -1)
+  source="${source##*/}"
+  if [ -n "$source" ] && awk -v d="$source" '$3 == d { found = 1 } END { exit !found }' \
+    /proc/diskstats 2> /dev/null; then
+    echo "$source"
+  fi
+}
+disk="$(disk_name)"
+
+# The clock (seconds) and that device's sectors written, write requests and flush requests
+# completed (/proc/diskstats fields 7, 5 and 16 after the name); only the clock without one.
+disk_counters() {
+  local now
+  now=$(date +%s.%N)
+  if [ -z "$disk" ]; then
+    echo "$now"
+    return
+  fi
+  awk -v d="$disk" -v now="$now" '$3 == d { print now, $10, $8, ($19 == "" ? 0 : $19) }' \
+    /proc/diskstats
+}
+
 # One run: `record LABEL KEY=VALUE... -- BENCH-ARGS...` appends the bench's JSON object with
 # the label and the keys to runs.jsonl.
 record() {
@@ -82,19 +111,31 @@ record() {
     shift
   done
   shift
-  local json
+  local json before after
+  before=$(disk_counters)
   # A run with records that failed exits non-zero but still prints its figures.
   json=$("$quipu" bench produce --json --concurrency "$concurrency" --keys "${KEYS:-0}" "$@") ||
     true
+  after=$(disk_counters)
   if [ -z "$json" ]; then
     echo "$label: the run printed no figures" >&2
     return 1
   fi
-  python3 - "$label" "$json" "${extra[@]}" >> "$out/runs.jsonl" <<'PY'
+  python3 - "$label" "$json" "$before" "$after" "${extra[@]}" >> "$out/runs.jsonl" <<'PY'
 import json, sys
 run = json.loads(sys.argv[2])
 run["label"] = sys.argv[1]
-for pair in sys.argv[3:]:
+# Device counters at the start and the end: seconds, sectors written, write requests, flushes.
+before, after = (list(map(float, c.split())) for c in sys.argv[3:5])
+run["disk"] = None
+if len(before) == 4 and len(after) == 4 and after[0] > before[0]:
+    seconds = after[0] - before[0]
+    run["disk"] = {
+        "write_mib_per_second": (after[1] - before[1]) * 512 / 2**20 / seconds,
+        "writes_per_second": (after[2] - before[2]) / seconds,
+        "flushes_per_second": (after[3] - before[3]) / seconds,
+    }
+for pair in sys.argv[5:]:
     key, value = pair.split("=", 1)
     run[key] = json.loads(value)
 print(json.dumps(run))

@@ -4,7 +4,8 @@ usage: report.py RUNS.jsonl RESULTS.md RESULTS.svg
 
 Each run is one `quipu bench produce --json` object with `label`, `nodes`, `partitions` and
 `offered` (records/s asked for; 0 for as fast as it goes) added. The table puts each run beside
-the storage engine's figure of the same run; the plot draws, per setup, the p50 and p99 latency
+the storage engine's figure of the same run, and what the disk did during each run (compare.sh's
+`disk`, when it has one); the plot draws, per setup, the p50 and p99 latency
 against the throughput reached (one point per offered rate, the last one the maximum).
 Runs with `ladder` true (compare.sh's LADDER) also make a table of held rates per topic size, with
 each size's highest rate taken whole (at least 97% of it) with a p99 under 50 ms; a rate run
@@ -26,12 +27,25 @@ for run in runs:
         setups.append(run["label"])
 
 lines = [
-    "| setup | offered (records/s) | records/s | MiB/s | vs engine | p50 ms | p99 ms | p99.9 ms | max ms |",
-    "|---|---|---|---|---|---|---|---|---|",
+    "| setup | offered (records/s) | records/s | MiB/s | vs engine | p50 ms | p99 ms | p99.9 ms | max ms "
+    "| disk: MiB/s written, writes/s, flushes/s |",
+    "|---|---|---|---|---|---|---|---|---|---|",
 ]
+
+
+def disk(run):
+    """What the disk under the data directory did during the run (compare.sh's `disk`)."""
+    d = run.get("disk")
+    if not d:
+        return ""
+    return (f"{d['write_mib_per_second']:.0f}, {d['writes_per_second']:,.0f}, "
+            f"{d['flushes_per_second']:,.0f}")
+
+
 if engine:
+    base = next(r for r in runs if r.get("storage_baseline_mib_per_second"))
     lines.append(f"| storage engine alone (64 KiB batches, one fdatasync each) | | "
-                 f"{engine * 1024:,.0f} | {engine:.1f} | 100% | | | | |")
+                 f"{engine * 1024:,.0f} | {engine:.1f} | 100% | | | | | {disk(base)} |")
 for label in setups:
     of_setup = sorted((r for r in runs if r["label"] == label),
                       key=lambda r: r["offered"] or math.inf)
@@ -45,7 +59,7 @@ for label in setups:
             f"| {label} | {offered} | {r['records_per_second']:,.0f} | "
             f"{r['mib_per_second']:.1f} | {ratio} | {lat['p50']:.2f} | {lat['p99']:.2f} | "
             f"{lat['p99_9']:.2f} | {lat['max']:.2f}"
-            f"{' (%d failed)' % r['failed'] if r.get('failed') else ''} |")
+            f"{' (%d failed)' % r['failed'] if r.get('failed') else ''} | {disk(r)} |")
 # Held rates (LADDER): per offered rate, what each topic size took and its p99 in each run; then
 # each size's highest rate taken whole (at least 97% of it) with a p99 under 50 ms by more than
 # half of its runs.
