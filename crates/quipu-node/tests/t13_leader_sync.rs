@@ -97,7 +97,7 @@ async fn a_leader_replicates_beside_its_held_sync_and_counts_itself_only_once_sy
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_sync_fails_stops_and_every_acknowledged_record_survives() {
     let (cluster, partition, partition_dir) = cluster_with_one_record().await;
-    let (nodes, group, partition) = (&cluster.nodes, cluster.group, &partition);
+    let (nodes, group) = (&cluster.nodes, cluster.group);
 
     fail_next_sync(&partition_dir);
     // Committed by the followers, or failed with the leader's replica: either may come first.
@@ -119,5 +119,15 @@ async fn a_leader_whose_sync_fails_stops_and_every_acknowledged_record_survives(
         );
     }
     assert_eq!(third, Offset(held.len() as u64 - 1));
+    // The stopped replica reopens (once nothing holds its old log), without the entries its
+    // failed sync left unconfirmed (`quipu-storage` `suspect`), and catches up from the leader.
+    let (old_leader, records) = (cluster.leader, held.len() as u64);
+    drop(partition);
+    wait_for("the failed replica to reopen and catch up", || {
+        nodes[old_leader].partition(group).is_some_and(|replica| {
+            replica.health().is_ok() && replica.log_end_offset() == Offset(records)
+        })
+    })
+    .await;
     cluster.stop().await;
 }

@@ -39,6 +39,16 @@ pub enum OpenError {
         /// What was found.
         reason: String,
     },
+    /// A failed sync or write poisoned this log earlier in this process, and the entries it left
+    /// unconfirmed could not be cut (the next open tries again).
+    #[error("cannot cut the entries a failed sync left unconfirmed in {dir}")]
+    UnsyncedTail {
+        /// The log directory.
+        dir: PathBuf,
+        /// Why the truncation failed.
+        #[source]
+        source: Box<TruncateError>,
+    },
 }
 
 /// An append was refused or failed. When refused (anything but `Io` and `Poisoned`), nothing was

@@ -39,6 +39,7 @@ mod recycle;
 mod segment;
 mod shared_sync;
 mod state_file;
+mod suspect;
 
 pub use config::{
     Clock, ConfigError, FsyncPolicy, LogConfig, LogLimits, SEGMENT_OVERHEAD_BYTES, system_clock,

@@ -9,7 +9,9 @@
 //!   sync that started before a truncation does not publish its result;
 //! - after any failed write or sync the log is poisoned and refuses every operation until it is
 //!   reopened, because the page cache may no longer match the disk; it then counts nothing
-//!   durable, and no sync of it alone starts again;
+//!   durable, and no sync of it alone starts again; its next open in this process cuts every
+//!   entry from the index it was durable to, which the cache may show though the disk lost it
+//!   (`crate::suspect`);
 //! - Linux reports a file's writeback error to one of two syncs of it only, so a roll's seal and
 //!   a truncation's cut run alone among the log's syncs, its callers' in shared rounds included
 //!   (`Log::claim_syncs`), and a truncation's or reset's own sync raises `durable_next` only
@@ -30,7 +32,7 @@ use crate::frame::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader};
 use crate::marker::CleanMarker;
 use crate::recycle::Spare;
 use crate::segment::{OpenMode, Recycled, Segment, SegmentView, parse_segment_name, segment_paths};
-use crate::{FsyncPolicy, LogConfig, SharedSync, io};
+use crate::{FsyncPolicy, LogConfig, SharedSync, io, suspect};
 
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +149,21 @@ impl Drop for SyncClaim<'_> {
             let cause = "a sync of the log did not complete".to_string();
             self.end(Err::<fn(&mut SyncState), _>(cause));
         }
+    }
+}
+
+impl Drop for Log {
+    /// A poisoned log notes how far it was durable, for its next open in this process to cut
+    /// the rest (`crate::suspect`). What it synced before the failure stays trusted: those
+    /// pages were written and clean, and entries are never rewritten in place.
+    fn drop(&mut self) {
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        if self.poisoned(&state).is_none() {
+            return;
+        }
+        let sync = self.sync.lock().unwrap_or_else(PoisonError::into_inner);
+        let durable_next = sync.durable_next.min(state.active().next_index);
+        suspect::note(suspect::key(&self.dir), durable_next);
     }
 }
 
@@ -365,7 +382,7 @@ impl Log {
             clean = marker.is_some(),
             "log opened"
         );
-        Ok(Log {
+        let log = Log {
             dir,
             _lock: lock,
             state: RwLock::new(State {
@@ -389,7 +406,37 @@ impl Log {
             config: RwLock::new(Arc::new(config)),
             spares_refused: AtomicBool::new(false),
             sync_failed: AtomicBool::new(false),
-        })
+        };
+        let key = suspect::key(&log.dir);
+        if let Some(durable_next) = suspect::take(&key) {
+            log.cut_unsynced_tail(durable_next).map_err(|source| {
+                // Still not trusted: the next open tries again.
+                suspect::note(key, durable_next);
+                OpenError::UnsyncedTail {
+                    dir: log.dir.clone(),
+                    source: Box::new(source),
+                }
+            })?;
+        }
+        Ok(log)
+    }
+
+    /// Cuts every entry from `durable_next` on (from the first entry held, if that is later):
+    /// what this log held when a failed sync or write poisoned it in this process, and that the
+    /// page cache may show though the disk lost it (`crate::suspect`). Durable on return.
+    fn cut_unsynced_tail(&self, durable_next: u64) -> Result<(), TruncateError> {
+        let keep_next = durable_next.max(self.first_index());
+        let next_index = self.next_index();
+        if keep_next >= next_index {
+            return Ok(());
+        }
+        warn!(
+            dir = %self.dir.display(),
+            keep_next,
+            next_index,
+            "cutting the entries a failed sync left unconfirmed: the page cache may show what the disk lost"
+        );
+        self.truncate_from(keep_next)
     }
 
     fn read_state(&self) -> RwLockReadGuard<'_, State> {
@@ -1453,16 +1500,18 @@ impl Log {
     pub fn close(self) -> Result<(), TruncateError> {
         // Every source of poison, a failed shared round's too: a sync after it could succeed on
         // what it lost, and the clean marker would then vouch for it.
-        if let Some((dir, cause)) = self.poisoned(&self.read_state()) {
+        let mut state = self.write_state();
+        if let Some((dir, cause)) = self.poisoned(&state) {
             return Err(TruncateError::Poisoned { dir, cause });
         }
-        let state = self
-            .state
-            .into_inner()
-            .expect("log state lock poisoned by a panic");
+        let (file, path) = state.active().file();
+        if let Err(source) = io::sync_data(&file, &path) {
+            // As any failed sync: the drop notes the unsynced tail for the next open.
+            let failure = Failure::io(&path)(source);
+            self.poison(&mut state, &failure);
+            return Err(failure.into());
+        }
         let active = state.active();
-        let (file, path) = active.file();
-        io::sync_data(&file, &path).map_err(Failure::io(&path))?;
         active.sync_indexes()?;
         CleanMarker {
             active_base_index: active.header.base_index,
@@ -1684,6 +1733,56 @@ mod tests {
         end_running_sync(&log, false);
         truncated.recv().unwrap().unwrap();
         assert_eq!(log.durable_next_index(), 15);
+    }
+
+    /// A log opened again in this process after a failed sync holds only what was synced before
+    /// the failure: the page cache still shows the later entries (here they are even on disk),
+    /// but a failed writeback may have lost them while leaving their pages readable, so they
+    /// must not come back as held (a replica would count them toward commits). The cut is
+    /// durable, and the note is used up: the log's later appends stay.
+    #[test]
+    fn a_reopen_after_a_failed_sync_cuts_the_entries_it_left_unconfirmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = partly_synced(dir.path(), 10, 5);
+        fail_next_sync(dir.path());
+        assert!(log.sync().is_err());
+        drop(log);
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(log.next_index(), 10, "the unconfirmed entries came back");
+        assert!(!log.opened_clean());
+        append(&log, 10..12);
+        log.sync().unwrap();
+        drop(log);
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(log.next_index(), 12, "a later open cut again");
+    }
+
+    /// The same when the failed sync is the close's own, and when the reopen fails too (its
+    /// recovery's sync, here): the next open still does not trust the tail.
+    #[test]
+    fn a_failed_close_and_a_failed_reopen_leave_the_tail_untrusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = partly_synced(dir.path(), 10, 3);
+        fail_next_sync(dir.path());
+        assert!(log.close().is_err());
+        fail_next_sync(dir.path());
+        assert!(Log::open(dir.path(), LogConfig::default()).is_err());
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(log.next_index(), 10, "the unconfirmed entries came back");
+        assert_eq!(
+            read_indexes(&log),
+            (0..10).collect::<Vec<_>>(),
+            "the kept entries are not whole"
+        );
+    }
+
+    /// The indexes of every entry the log holds, read back.
+    fn read_indexes(log: &Log) -> Vec<u64> {
+        log.read_entries(log.first_index(), log.next_index(), u64::MAX)
+            .unwrap()
+            .iter()
+            .map(|entry| entry.index)
+            .collect()
     }
 
     /// After a failed sync the log vouches for nothing, not even for what synced before it.
