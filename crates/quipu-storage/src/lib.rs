@@ -19,7 +19,8 @@
 //! small state machine) in files replaced atomically.
 //!
 //! A [`MarkFile`] holds one number, rewritten in place and never synced: a lower bound of how far
-//! something durable got, for detecting data lost after it was made durable.
+//! something durable got, for detecting data lost after it was made durable (and, for a log a
+//! failed sync poisoned, where the entries its next open cuts begin).
 //!
 //! With the `fault-injection` feature, [`fault`] simulates power loss for tests.
 

@@ -163,7 +163,7 @@ impl Drop for Log {
         }
         let sync = self.sync.lock().unwrap_or_else(PoisonError::into_inner);
         let durable_next = sync.durable_next.min(state.active().next_index);
-        suspect::note(suspect::key(&self.dir), durable_next);
+        suspect::note(&self.dir, durable_next);
     }
 }
 
@@ -407,17 +407,19 @@ impl Log {
             spares_refused: AtomicBool::new(false),
             sync_failed: AtomicBool::new(false),
         };
-        let key = suspect::key(&log.dir);
-        if let Some(durable_next) = suspect::take(&key) {
+        let note = suspect::take(&log.dir).map_err(io_err(&log.dir))?;
+        if let Some(durable_next) = note {
             log.cut_unsynced_tail(durable_next).map_err(|source| {
                 // Still not trusted: the next open tries again.
-                suspect::note(key, durable_next);
+                suspect::note(&log.dir, durable_next);
                 OpenError::UnsyncedTail {
                     dir: log.dir.clone(),
                     source: Box::new(source),
                 }
             })?;
         }
+        // Gone (durably) before any append: a note must never cut entries appended after it.
+        suspect::clear(&log.dir).map_err(io_err(&log.dir))?;
         Ok(log)
     }
 
@@ -1774,6 +1776,28 @@ mod tests {
             (0..10).collect::<Vec<_>>(),
             "the kept entries are not whole"
         );
+    }
+
+    /// A process started again on the same boot finds the page cache as the failed one left it:
+    /// the note's file (not this process's table) makes its first open cut the tail, and that
+    /// open removes the file, so a later open keeps what was appended since.
+    #[test]
+    fn a_new_process_cuts_the_tail_from_the_note_in_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = partly_synced(dir.path(), 10, 4);
+        fail_next_sync(dir.path());
+        assert!(log.sync().is_err());
+        drop(log);
+        assert!(dir.path().join(suspect::UNSYNCED_FROM_FILE).exists());
+        suspect::forget_in_process();
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(log.next_index(), 10, "the unconfirmed entries came back");
+        assert!(!dir.path().join(suspect::UNSYNCED_FROM_FILE).exists());
+        append(&log, 10..16);
+        log.sync().unwrap();
+        log.close().unwrap();
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(read_indexes(&log), (0..16).collect::<Vec<_>>());
     }
 
     /// The indexes of every entry the log holds, read back.

@@ -5,7 +5,8 @@
 //! the mark survives and is exact; a power loss may lose the last writes of the mark (it then
 //! reads older, or absent), never make it name more than was durable. So a mark is a lower bound
 //! of what was durable, which is what detecting lost data needs: data that ends before a mark
-//! was damaged after it was made durable.
+//! was damaged after it was made durable. (One user differs: a poisoned log's note of where its
+//! untrusted entries begin, `crate::suspect`, which needs to outlast a process, not a power loss.)
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -1,45 +1,97 @@
-//! The unsynced tails that poisoned logs left behind, for their next open in this process.
+//! The unsynced tails that poisoned logs left behind, for their next open.
 //!
 //! A failed `fdatasync` (or write) may have lost pages the page cache still shows: Linux marks
 //! the pages of a failed writeback clean, so they read back as written, and a later sync reports
-//! success without writing them (the "fsyncgate" behaviour). A log that opens again in the same
-//! process (a replica reopened after an error) would verify those pages' CRCs against the cache,
-//! find them whole, and hold entries the disk may not have; a replica could then count them
-//! toward a commit. So a poisoned log, when it is dropped, notes here how far it was durable
-//! (everything below that index was synced before the failure), and the next open of its
-//! directory cuts every entry from there on, with a durable truncation, before anything reads
-//! them. Those entries were never reported durable, so cutting them loses nothing promised: it is
-//! what a crash could have done to them.
+//! success without writing them (the "fsyncgate" behaviour). A log opened again afterwards (a
+//! replica reopened after an error, or the process started again without a reboot: the page
+//! cache outlives the process) would verify those pages' CRCs against the cache, find them whole,
+//! and hold entries the disk may not have; a replica could then count them toward a commit. So
+//! a poisoned log, when it is dropped, notes how far it was durable (everything below that index
+//! was synced before the failure, and entries are never rewritten in place), and the next open
+//! of its directory cuts every entry from there on, with a durable truncation, before anything
+//! reads them. Those entries were never reported durable, so cutting them loses nothing
+//! promised: it is what a crash could have done to them.
 //!
-//! The note lives in this process only. A process that stops after the failure and starts again
-//! without a reboot still finds the page cache as it was; that case is not covered here.
+//! The note is kept twice: in this process, and in the log's directory as a mark file
+//! ([`UNSYNCED_FROM_FILE`], `docs/format/mark-file.md`), written and never synced, which is what
+//! a later process on the same boot needs (after a reboot the page cache is gone, and a note
+//! that survived only cuts entries never reported durable). The open that cut removes the file
+//! durably before it returns, so no note outlives the entries appended after it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
+use crate::{MarkFile, io};
+
+/// The mark file, in a log's directory, holding the index from which a poisoned log's entries
+/// are not trusted.
+pub(crate) const UNSYNCED_FROM_FILE: &str = "log_unsynced_from";
+
 /// Directory (as [`key`] names it) → the index from which its log's entries are not trusted.
 static TAILS: Mutex<Option<HashMap<PathBuf, u64>>> = Mutex::new(None);
 
-/// The name a log's directory is noted under: its canonical path, so that two spellings of one
-/// directory meet; the path as given if it cannot be resolved.
-pub(crate) fn key(dir: &Path) -> PathBuf {
+/// The name a log's directory is noted under in this process: its canonical path, so that two
+/// spellings of one directory meet; the path as given if it cannot be resolved.
+fn key(dir: &Path) -> PathBuf {
     std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
 /// Notes that the log of `dir` holds nothing durable from index `durable_next` on. Two notes
-/// before an open keep the lower index.
-pub(crate) fn note(dir: PathBuf, durable_next: u64) {
-    let mut tails = TAILS.lock().unwrap_or_else(PoisonError::into_inner);
-    tails
-        .get_or_insert_with(HashMap::new)
-        .entry(dir)
-        .and_modify(|next| *next = (*next).min(durable_next))
-        .or_insert(durable_next);
+/// before an open keep the lower index. The file is written as well as it can be: a disk that
+/// fails may refuse it, and then only this process knows.
+pub(crate) fn note(dir: &Path, durable_next: u64) {
+    {
+        let mut tails = TAILS.lock().unwrap_or_else(PoisonError::into_inner);
+        tails
+            .get_or_insert_with(HashMap::new)
+            .entry(key(dir))
+            .and_modify(|next| *next = (*next).min(durable_next))
+            .or_insert(durable_next);
+    }
+    let written =
+        MarkFile::open(dir, UNSYNCED_FROM_FILE).and_then(|(mark, _)| mark.lower_to(durable_next));
+    if let Err(e) = written {
+        tracing::warn!(
+            dir = %dir.display(),
+            durable_next,
+            error = &e as &dyn std::error::Error,
+            "cannot write the note of a poisoned log's unsynced entries: only this process will cut them"
+        );
+    }
 }
 
-/// Takes the note of `dir`, if any: the caller cuts the tail, or notes it again if it cannot.
-pub(crate) fn take(dir: &Path) -> Option<u64> {
-    let mut tails = TAILS.lock().unwrap_or_else(PoisonError::into_inner);
-    tails.as_mut().and_then(|tails| tails.remove(dir))
+/// The note of the log in `dir`, if any (the lower of this process's and the file's), taken out
+/// of this process's table: the caller cuts the tail and then [`clear`]s the file, or notes the
+/// tail again if it cannot.
+pub(crate) fn take(dir: &Path) -> std::io::Result<Option<u64>> {
+    let in_process = {
+        let mut tails = TAILS.lock().unwrap_or_else(PoisonError::into_inner);
+        tails.as_mut().and_then(|tails| tails.remove(&key(dir)))
+    };
+    let in_file = if dir.join(UNSYNCED_FROM_FILE).exists() {
+        MarkFile::open(dir, UNSYNCED_FROM_FILE)?.1
+    } else {
+        None
+    };
+    Ok(match (in_process, in_file) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
+}
+
+/// Removes the note's file of `dir`, if there is one, durably: called once the tail is cut.
+pub(crate) fn clear(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join(UNSYNCED_FROM_FILE);
+    if path.exists() {
+        io::remove(&path)?;
+        io::sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Forgets this process's notes, as a new process starts with none (tests).
+#[cfg(test)]
+pub(crate) fn forget_in_process() {
+    TAILS.lock().unwrap_or_else(PoisonError::into_inner).take();
 }
