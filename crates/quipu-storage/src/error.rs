@@ -39,8 +39,9 @@ pub enum OpenError {
         /// What was found.
         reason: String,
     },
-    /// A failed sync or write poisoned this log earlier in this process, and the entries it left
-    /// unconfirmed could not be cut (the next open tries again).
+    /// A failed sync or write poisoned this log earlier (in this process, or in one before it on
+    /// the same boot), and the entries it left unconfirmed could not be cut (the next open tries
+    /// again).
     #[error("cannot cut the entries a failed sync left unconfirmed in {dir}")]
     UnsyncedTail {
         /// The log directory.

@@ -9,9 +9,10 @@
 //!   sync that started before a truncation does not publish its result;
 //! - after any failed write or sync the log is poisoned and refuses every operation until it is
 //!   reopened, because the page cache may no longer match the disk; it then counts nothing
-//!   durable, and no sync of it alone starts again; its next open in this process cuts every
-//!   entry from the index it was durable to, which the cache may show though the disk lost it
-//!   (`crate::suspect`);
+//!   durable, and no sync of it alone starts again; its next open (in this process or a later
+//!   one on the same boot) cuts every entry from the index it was durable to, which the cache
+//!   may show though the disk lost it (`crate::suspect`); a seal raises that index, so sealed
+//!   segments are never cut;
 //! - Linux reports a file's writeback error to one of two syncs of it only, so a roll's seal and
 //!   a truncation's cut run alone among the log's syncs, its callers' in shared rounds included
 //!   (`Log::claim_syncs`), and a truncation's or reset's own sync raises `durable_next` only
@@ -153,17 +154,14 @@ impl Drop for SyncClaim<'_> {
 }
 
 impl Drop for Log {
-    /// A poisoned log notes how far it was durable, for its next open in this process to cut
-    /// the rest (`crate::suspect`). What it synced before the failure stays trusted: those
-    /// pages were written and clean, and entries are never rewritten in place.
+    /// A poisoned log notes (again) how far it was durable, for its next open to cut the rest
+    /// (`crate::suspect`). What it synced before the failure stays trusted: those pages were
+    /// written and clean, and entries are never rewritten in place.
     fn drop(&mut self) {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        if self.poisoned(&state).is_none() {
-            return;
+        if self.poisoned(&state).is_some() {
+            self.note_unsynced(&state);
         }
-        let sync = self.sync.lock().unwrap_or_else(PoisonError::into_inner);
-        let durable_next = sync.durable_next.min(state.active().next_index);
-        suspect::note(&self.dir, durable_next);
     }
 }
 
@@ -477,6 +475,37 @@ impl Log {
     fn poison(&self, state: &mut State, failure: &Failure) {
         tracing::error!(dir = %self.dir.display(), failure = failure.describe(), "log poisoned");
         state.poisoned.get_or_insert_with(|| failure.describe());
+        self.note_unsynced(state);
+    }
+
+    /// Notes, for the log's next open, the index from which its entries are not trusted: how
+    /// far it was durable (`crate::suspect`). Called when the log is poisoned, so that a process
+    /// that dies before the log is dropped leaves the note too, and again on drop (a failed
+    /// shared sync poisons the log without its knowing). Skipped if the directory is no longer
+    /// this log's (removed, and perhaps made again for another log): the note would cut that
+    /// log's entries. Takes the sync lock: the caller holds the state lock (their order) and
+    /// not the sync lock.
+    fn note_unsynced(&self, state: &State) {
+        let sync = self.sync.lock().unwrap_or_else(PoisonError::into_inner);
+        let end = state.segments.last().map_or(0, |s| s.next_index);
+        let durable_next = sync.durable_next.min(end);
+        drop(sync);
+        if self.still_owns_dir() {
+            suspect::note(&self.dir, durable_next);
+        }
+    }
+
+    /// Whether the log's directory is still the one this log locked: its `LOCK` file is the file
+    /// the log holds open (whose inode cannot be reused while it is open).
+    fn still_owns_dir(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (
+            self._lock.metadata(),
+            std::fs::metadata(self.dir.join(LOCK_FILE)),
+        ) {
+            (Ok(held), Ok(found)) => held.dev() == found.dev() && held.ino() == found.ino(),
+            _ => false,
+        }
     }
 
     /// Whether the log refuses every operation (a write or sync failed, see the module's
@@ -703,9 +732,16 @@ impl Log {
     /// new file exists, so after a crash only the last segment needs verifying.
     fn roll(&self, state: &mut State, config: &LogConfig, now: i64) -> Result<(), Failure> {
         let claim = self.claim_syncs()?;
+        let generation = state.generation;
         let active = state.active_mut();
         active.seal()?;
-        claim.succeeded(|_| {});
+        // The seal synced the whole segment, alone among the log's syncs: everything before its
+        // end is durable (under `interval_ms` and `never` too, where nothing else may say so).
+        let sealed = SyncTicket {
+            generation,
+            log_next: active.next_index,
+        };
+        claim.succeeded(|sync| sync.note_synced(&sealed, now));
         let header = SegmentHeader::new(active.next_index, active.next_offset, now);
         let last_term = active.last_term;
         let (segment, recycled) = self.new_segment(state, header, last_term, config)?;
@@ -860,7 +896,10 @@ impl Log {
                 let cause = format!("fdatasync of {} failed: {source}", path.display());
                 claim.failed(cause.clone());
                 tracing::error!(dir = %self.dir.display(), cause, "log poisoned");
-                self.write_state().poisoned.get_or_insert(cause);
+                let mut state = self.write_state();
+                state.poisoned.get_or_insert(cause);
+                self.note_unsynced(&state);
+                drop(state);
                 return Err(SyncError::Io {
                     path: path.to_path_buf(),
                     source,
@@ -1575,8 +1614,11 @@ impl Log {
 
 /// Takes an exclusive `flock` on `dir/LOCK`, so that no other process (or second `Log` in this
 /// one) opens the directory while this log is open: the engine maps its files.
+/// The file a log holds locked (`flock`) while it is open.
+const LOCK_FILE: &str = "LOCK";
+
 fn lock_dir(dir: &Path) -> Result<std::fs::File, OpenError> {
-    let path = dir.join("LOCK");
+    let path = dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -1779,16 +1821,18 @@ mod tests {
     }
 
     /// A process started again on the same boot finds the page cache as the failed one left it:
-    /// the note's file (not this process's table) makes its first open cut the tail, and that
-    /// open removes the file, so a later open keeps what was appended since.
+    /// the note's file (not this process's table), written when the sync failed, makes its first
+    /// open cut the tail, and that open removes the file, so a later open keeps what was
+    /// appended since.
     #[test]
     fn a_new_process_cuts_the_tail_from_the_note_in_the_directory() {
         let dir = tempfile::tempdir().unwrap();
         let log = partly_synced(dir.path(), 10, 4);
         fail_next_sync(dir.path());
         assert!(log.sync().is_err());
-        drop(log);
+        // Written at the failure, not only at the drop: a process may die before it drops.
         assert!(dir.path().join(suspect::UNSYNCED_FROM_FILE).exists());
+        drop(log);
         suspect::forget_in_process();
         let log = Log::open(dir.path(), LogConfig::default()).unwrap();
         assert_eq!(log.next_index(), 10, "the unconfirmed entries came back");
@@ -1798,6 +1842,62 @@ mod tests {
         log.close().unwrap();
         let log = Log::open(dir.path(), LogConfig::default()).unwrap();
         assert_eq!(read_indexes(&log), (0..16).collect::<Vec<_>>());
+    }
+
+    /// A seal syncs its segment, so a log that never syncs otherwise (`fsync = never`) still
+    /// counts its sealed segments durable: a failed write after a roll cuts only what followed
+    /// the seal (those records may have been acknowledged, and no crash loses a sealed segment).
+    #[test]
+    fn a_failed_write_after_a_roll_keeps_the_sealed_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes_max: 8 * 1024,
+            preallocate_bytes: 0,
+            fsync: FsyncPolicy::Never,
+            ..LogConfig::default()
+        };
+        let log = Log::open(dir.path(), config.clone()).unwrap();
+        let payload = Bytes::from(vec![7u8; 1000]);
+        let mut index = 0;
+        while log.segment_count() == 1 {
+            log.append(&[NewEntry::internal(index, 1, payload.clone())])
+                .unwrap();
+            index += 1;
+        }
+        let sealed_next = log.read_state().active().header.base_index;
+        append(&log, index..index + 2);
+        fail_io(dir.path());
+        assert!(
+            log.append(&[NewEntry::internal(index + 2, 1, payload)])
+                .is_err()
+        );
+        stop_failing_io(dir.path());
+        drop(log);
+        let log = Log::open(dir.path(), config).unwrap();
+        assert_eq!(
+            log.next_index(),
+            sealed_next,
+            "cut more or less than the unsealed tail"
+        );
+    }
+
+    /// A poisoned log that outlives its directory (removed, and made again for a new log) leaves
+    /// no note there when it is dropped: the note would cut the new log's entries.
+    #[test]
+    fn a_log_dropped_after_its_directory_was_replaced_leaves_the_new_one_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replica");
+        let old = partly_synced(&path, 5, 2);
+        fail_next_sync(&path);
+        assert!(old.sync().is_err());
+        std::fs::remove_dir_all(&path).unwrap();
+        let new = Log::open(&path, LogConfig::default()).unwrap();
+        append(&new, 0..8);
+        new.close().unwrap();
+        drop(old);
+        assert!(!path.join(suspect::UNSYNCED_FROM_FILE).exists());
+        let new = Log::open(&path, LogConfig::default()).unwrap();
+        assert_eq!(read_indexes(&new), (0..8).collect::<Vec<_>>());
     }
 
     /// The indexes of every entry the log holds, read back.

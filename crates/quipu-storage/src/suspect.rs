@@ -9,8 +9,17 @@
 //! a poisoned log, when it is dropped, notes how far it was durable (everything below that index
 //! was synced before the failure, and entries are never rewritten in place), and the next open
 //! of its directory cuts every entry from there on, with a durable truncation, before anything
-//! reads them. Those entries were never reported durable, so cutting them loses nothing
-//! promised: it is what a crash could have done to them.
+//! reads them. Those entries were never made durable (under `fsync = always` never acknowledged
+//! either; under `interval_ms` or `never`, acknowledged as a crash could lose them), so cutting
+//! them is what a crash could have done to them. A seal syncs its segment, and counts it
+//! durable, so sealed segments are never cut.
+//!
+//! The note is written when the log is poisoned, so that a process that dies before dropping
+//! the log leaves it too, and again when the log is dropped (a failed shared sync poisons a log
+//! without its knowing at once); neither is written into a directory that is no longer the
+//! log's (its `LOCK` file another), where it would cut another log's entries. The file is
+//! written into the page cache, which is what it must outlast; a disk failing may refuse even
+//! that, and then only this process knows.
 //!
 //! The note is kept twice: in this process, and in the log's directory as a mark file
 //! ([`UNSYNCED_FROM_FILE`], `docs/format/mark-file.md`), written and never synced, which is what
@@ -65,14 +74,15 @@ pub(crate) fn note(dir: &Path, durable_next: u64) {
 /// of this process's table: the caller cuts the tail and then [`clear`]s the file, or notes the
 /// tail again if it cannot.
 pub(crate) fn take(dir: &Path) -> std::io::Result<Option<u64>> {
-    let in_process = {
-        let mut tails = TAILS.lock().unwrap_or_else(PoisonError::into_inner);
-        tails.as_mut().and_then(|tails| tails.remove(&key(dir)))
-    };
+    // The file first: if it cannot be read, the note stays in the table for the next open.
     let in_file = if dir.join(UNSYNCED_FROM_FILE).exists() {
         MarkFile::open(dir, UNSYNCED_FROM_FILE)?.1
     } else {
         None
+    };
+    let in_process = {
+        let mut tails = TAILS.lock().unwrap_or_else(PoisonError::into_inner);
+        tails.as_mut().and_then(|tails| tails.remove(&key(dir)))
     };
     Ok(match (in_process, in_file) {
         (Some(a), Some(b)) => Some(a.min(b)),
