@@ -33,6 +33,10 @@
 # counts: its figures are kept. LADDER_RUNS=N (default 1) runs every rate N times (the sizes
 # alternating in each round): near its limit one run holds a rate or not by chance on a busy
 # machine, and the report then counts a rate as held when more than half of its runs held it.
+# RF3_LADDER=RATE,RATE,... adds held rates for the RF 3 topic, each on a fresh three-node cluster
+# with nothing before it, for RF3_LADDER_SECONDS each (default 20: longer than a burst the disk
+# may allow, which an 8 s maximum can ride on), LADDER_RUNS times: the rate RF 3 sustains, beside
+# the maximum of its 8 s burst.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out="${1:-target/bench-produce}"
@@ -197,6 +201,26 @@ for rate in ${ladder//,/ }; do
 done
 start_dev 3
 sweep 3 3 3
+rf3_ladder="${RF3_LADDER:-}"
+rf3_seconds="${RF3_LADDER_SECONDS:-20}"
+if ! [ "$rf3_seconds" -gt 0 ] 2>/dev/null; then
+  echo "RF3_LADDER_SECONDS is a count of seconds above 0, not '$rf3_seconds'" >&2
+  exit 1
+fi
+for rate in ${rf3_ladder//,/ }; do
+  if ! [ "$rate" -gt 0 ] 2>/dev/null; then
+    echo "RF3_LADDER holds rates in records/s above 0, not '$rate'" >&2
+    exit 1
+  fi
+  for round in $(seq 1 "$ladder_runs"); do
+    start_dev 3
+    "$quipu" bench produce --topic t3 --partitions 3 --replication-factor 3 --records 20000 \
+      --json > /dev/null
+    record "RF 3, 3 partitions, held rates" nodes=3 partitions=3 offered="$rate" ladder=true \
+      round="$round" -- --topic t3 --records $((rate * rf3_seconds)) --duration "$rf3_seconds" \
+      --rate "$rate" > /dev/null
+  done
+done
 stop_dev
 python3 benches/produce/report.py "$out/runs.jsonl" "$out/results.md" "$out/results.svg"
 echo "results: $out/results.md, $out/results.svg"

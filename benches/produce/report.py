@@ -60,23 +60,30 @@ for label in setups:
             f"{r['mib_per_second']:.1f} | {ratio} | {lat['p50']:.2f} | {lat['p99']:.2f} | "
             f"{lat['p99_9']:.2f} | {lat['max']:.2f}"
             f"{' (%d failed)' % r['failed'] if r.get('failed') else ''} | {disk(r)} |")
-# Held rates (LADDER): per offered rate, what each topic size took and its p99 in each run; then
-# each size's highest rate taken whole (at least 97% of it) with a p99 under 50 ms by more than
+# Held rates (LADDER, RF3_LADDER): per offered rate, what each setup took and its p99 in each run;
+# then each setup's highest rate taken whole (at least 97% of it) with a p99 under 50 ms by more than
 # half of its runs.
 held = [r for r in runs if r.get("ladder")]
 if held:
-    sizes = sorted({r["partitions"] for r in held})
+    # A setup: (nodes, partitions); RF 1 on one node, RF 3 on three (compare.sh's RF3_LADDER).
+    sizes = sorted({(r.get("nodes", 1), r["partitions"]) for r in held})
     rates = sorted({r["offered"] for r in held})
-    lines += ["", "Held rates, each on a fresh node (records/s taken; p50 / p99 ms):", "",
-              "| offered | " + " | ".join(f"{n} partitions" for n in sizes) + " |",
+
+    def named(size):
+        nodes, n = size
+        return f"{n} partitions" if nodes == 1 else f"RF 3 on {nodes} nodes, {n} partitions"
+
+    lines += ["", "Held rates, each on a fresh node or cluster (records/s taken; p50 / p99 ms):",
+              "", "| offered | " + " | ".join(named(size) for size in sizes) + " |",
               "|---|" + "---|" * len(sizes)]
 
     def kept(r):
         return (r["records_per_second"] >= 0.97 * r["offered"]
                 and r["latency_ms"]["p99"] < 50 and not r.get("failed"))
 
-    def of(n, rate):
-        return [r for r in held if r["partitions"] == n and r["offered"] == rate]
+    def of(size, rate):
+        return [r for r in held
+                if (r.get("nodes", 1), r["partitions"]) == size and r["offered"] == rate]
 
     def cell(r):
         return (f"{r['records_per_second']:,.0f}; {r['latency_ms']['p50']:.2f} / "
@@ -85,19 +92,19 @@ if held:
 
     for rate in rates:
         cells = []
-        for n in sizes:
-            each = of(n, rate)
+        for size in sizes:
+            each = of(size, rate)
             text = " · ".join(cell(r) for r in each)
             if len(each) > 1:
                 text = f"held {sum(map(kept, each))} of {len(each)}: {text}"
             cells.append(text)
         lines.append(f"| {rate:,} | " + " | ".join(cells) + " |")
     best = []
-    for n in sizes:
+    for size in sizes:
         met = [rate for rate in rates
-               if of(n, rate) and 2 * sum(map(kept, of(n, rate))) > len(of(n, rate))]
+               if of(size, rate) and 2 * sum(map(kept, of(size, rate))) > len(of(size, rate))]
         best.append(f"{max(met):,}" if met else "none")
-    several = any(len(of(n, rate)) > 1 for n in sizes for rate in rates)
+    several = any(len(of(size, rate)) > 1 for size in sizes for rate in rates)
     lines.append("| highest held with p99 < 50 ms"
                  + (" (by more than half of its runs)" if several else "")
                  + " | " + " | ".join(best) + " |")
