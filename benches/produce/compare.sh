@@ -43,6 +43,26 @@ out="${1:-target/bench-produce}"
 partitions="${2:-3,48}"
 seconds="${3:-8}"
 concurrency="${4:-32}"
+ladder="${LADDER:-}"
+ladder_sizes="${LADDER_PARTITIONS:-3,480}"
+ladder_runs="${LADDER_RUNS:-1}"
+rf3_ladder="${RF3_LADDER:-}"
+rf3_seconds="${RF3_LADDER_SECONDS:-20}"
+# `positive WHAT VALUE...`: stops with one line unless every VALUE is a whole number above 0.
+positive() {
+  local what="$1" value
+  shift
+  for value in "$@"; do
+    if ! [ "$value" -gt 0 ] 2>/dev/null; then
+      echo "$what above 0, not '$value'" >&2
+      exit 1
+    fi
+  done
+}
+positive "LADDER_RUNS is a count of runs" "$ladder_runs"
+positive "LADDER holds rates in records/s" ${ladder//,/ }
+positive "RF3_LADDER_SECONDS is a count of seconds" "$rf3_seconds"
+positive "RF3_LADDER holds rates in records/s" ${rf3_ladder//,/ }
 mkdir -p "$out"
 : > "$out/runs.jsonl"
 # QUIPU_BIN: another build to measure (say, the one before a change, for a before-and-after in
@@ -176,18 +196,7 @@ for count in ${partitions//,/ }; do
   start_dev 1
   sweep 1 1 "$count"
 done
-ladder="${LADDER:-}"
-ladder_sizes="${LADDER_PARTITIONS:-3,480}"
-ladder_runs="${LADDER_RUNS:-1}"
-if ! [ "$ladder_runs" -gt 0 ] 2>/dev/null; then
-  echo "LADDER_RUNS is a count of runs above 0, not '$ladder_runs'" >&2
-  exit 1
-fi
 for rate in ${ladder//,/ }; do
-  if ! [ "$rate" -gt 0 ] 2>/dev/null; then
-    echo "LADDER holds rates in records/s above 0, not '$rate'" >&2
-    exit 1
-  fi
   for round in $(seq 1 "$ladder_runs"); do
     for count in ${ladder_sizes//,/ }; do
       start_dev 1
@@ -201,17 +210,7 @@ for rate in ${ladder//,/ }; do
 done
 start_dev 3
 sweep 3 3 3
-rf3_ladder="${RF3_LADDER:-}"
-rf3_seconds="${RF3_LADDER_SECONDS:-20}"
-if ! [ "$rf3_seconds" -gt 0 ] 2>/dev/null; then
-  echo "RF3_LADDER_SECONDS is a count of seconds above 0, not '$rf3_seconds'" >&2
-  exit 1
-fi
 for rate in ${rf3_ladder//,/ }; do
-  if ! [ "$rate" -gt 0 ] 2>/dev/null; then
-    echo "RF3_LADDER holds rates in records/s above 0, not '$rate'" >&2
-    exit 1
-  fi
   for round in $(seq 1 "$ladder_runs"); do
     start_dev 3
     "$quipu" bench produce --topic t3 --partitions 3 --replication-factor 3 --records 20000 \

@@ -1727,6 +1727,14 @@ mod tests {
         log.synced.notify_all();
     }
 
+    /// [`partly_synced`], then poisoned by a failed sync.
+    fn poisoned_after(dir: &Path, synced: u64, unsynced: u64) -> Log {
+        let log = partly_synced(dir, synced, unsynced);
+        fail_next_sync(dir);
+        assert!(log.sync().is_err());
+        log
+    }
+
     /// A log holding `synced` synced (durable) entries, then `unsynced` more.
     fn partly_synced(dir: &Path, synced: u64, unsynced: u64) -> Log {
         let log = appended(dir, 0..synced);
@@ -1787,10 +1795,7 @@ mod tests {
     #[test]
     fn a_reopen_after_a_failed_sync_cuts_the_entries_it_left_unconfirmed() {
         let dir = tempfile::tempdir().unwrap();
-        let log = partly_synced(dir.path(), 10, 5);
-        fail_next_sync(dir.path());
-        assert!(log.sync().is_err());
-        drop(log);
+        drop(poisoned_after(dir.path(), 10, 5));
         let log = Log::open(dir.path(), LogConfig::default()).unwrap();
         assert_eq!(log.next_index(), 10, "the unconfirmed entries came back");
         assert!(!log.opened_clean());
@@ -1827,9 +1832,7 @@ mod tests {
     #[test]
     fn a_new_process_cuts_the_tail_from_the_note_in_the_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let log = partly_synced(dir.path(), 10, 4);
-        fail_next_sync(dir.path());
-        assert!(log.sync().is_err());
+        let log = poisoned_after(dir.path(), 10, 4);
         // Written at the failure, not only at the drop: a process may die before it drops.
         assert!(dir.path().join(suspect::UNSYNCED_FROM_FILE).exists());
         drop(log);
@@ -1845,35 +1848,30 @@ mod tests {
     }
 
     /// A seal syncs its segment, so a log that never syncs otherwise (`fsync = never`) still
-    /// counts its sealed segments durable: a failed write after a roll cuts only what followed
-    /// the seal (those records may have been acknowledged, and no crash loses a sealed segment).
+    /// counts its sealed segments durable: a failure after a roll (here, the next roll's seal)
+    /// cuts only what followed the seal (those records may have been acknowledged, and no crash
+    /// loses a sealed segment).
     #[test]
-    fn a_failed_write_after_a_roll_keeps_the_sealed_segment() {
+    fn a_failure_after_a_roll_keeps_the_sealed_segment() {
         let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig {
-            segment_bytes_max: 8 * 1024,
-            preallocate_bytes: 0,
+        let never = LogConfig {
             fsync: FsyncPolicy::Never,
             ..LogConfig::default()
         };
-        let log = Log::open(dir.path(), config.clone()).unwrap();
-        let payload = Bytes::from(vec![7u8; 1000]);
-        let mut index = 0;
-        while log.segment_count() == 1 {
-            log.append(&[NewEntry::internal(index, 1, payload.clone())])
-                .unwrap();
-            index += 1;
-        }
+        let (log, rolls_at) = rolling_log_with(dir.path(), never.clone());
         let sealed_next = log.read_state().active().header.base_index;
-        append(&log, index..index + 2);
         fail_io(dir.path());
         assert!(
-            log.append(&[NewEntry::internal(index + 2, 1, payload)])
-                .is_err()
+            log.append(&[NewEntry::internal(
+                rolls_at,
+                1,
+                Bytes::from_static(b"entry")
+            )])
+            .is_err()
         );
         stop_failing_io(dir.path());
         drop(log);
-        let log = Log::open(dir.path(), config).unwrap();
+        let log = Log::open(dir.path(), never).unwrap();
         assert_eq!(
             log.next_index(),
             sealed_next,
@@ -1887,9 +1885,7 @@ mod tests {
     fn a_log_dropped_after_its_directory_was_replaced_leaves_the_new_one_alone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("replica");
-        let old = partly_synced(&path, 5, 2);
-        fail_next_sync(&path);
-        assert!(old.sync().is_err());
+        let old = poisoned_after(&path, 5, 2);
         std::fs::remove_dir_all(&path).unwrap();
         let new = Log::open(&path, LogConfig::default()).unwrap();
         append(&new, 0..8);
@@ -1913,9 +1909,7 @@ mod tests {
     #[test]
     fn a_poisoned_log_counts_nothing_durable() {
         let dir = tempfile::tempdir().unwrap();
-        let log = partly_synced(dir.path(), 10, 2);
-        fail_next_sync(dir.path());
-        assert!(log.sync().is_err());
+        let log = poisoned_after(dir.path(), 10, 2);
         assert_eq!(log.durable_next_index(), 0);
     }
 
@@ -1955,11 +1949,21 @@ mod tests {
 
     /// [`rolling_log`], syncing through `group`.
     fn rolling_log_syncing_through(dir: &Path, group: Option<Arc<SharedSync>>) -> (Arc<Log>, u64) {
+        rolling_log_with(
+            dir,
+            LogConfig {
+                shared_sync: group,
+                ..LogConfig::default()
+            },
+        )
+    }
+
+    /// [`rolling_log`], opened with `config` (its segment size and preallocation replaced).
+    fn rolling_log_with(dir: &Path, config: LogConfig) -> (Arc<Log>, u64) {
         let config = LogConfig {
             segment_bytes_max: 8 * 1024,
             preallocate_bytes: 0,
-            shared_sync: group,
-            ..LogConfig::default()
+            ..config
         };
         let log = Log::open(dir, config).unwrap();
         let payload = Bytes::from(vec![7u8; 1000]);
