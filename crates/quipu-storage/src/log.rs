@@ -1825,6 +1825,25 @@ mod tests {
         );
     }
 
+    /// A cut that fails (its truncation's sync, here) fails the open with `UnsyncedTail`, and the
+    /// next open holds only what the note trusted. (A note on a cleanly closed log does not
+    /// arise otherwise: it makes the open's only sync the cut's.)
+    #[test]
+    fn a_cut_that_fails_fails_the_open_and_the_next_open_cuts() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = appended(dir.path(), 0..12);
+        log.close().unwrap();
+        suspect::note(dir.path(), 7);
+        fail_next_sync(dir.path());
+        match Log::open(dir.path(), LogConfig::default()) {
+            Err(OpenError::UnsyncedTail { .. }) => {}
+            other => panic!("the cut's failed sync was not reported: {other:?}"),
+        }
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(read_indexes(&log), (0..7).collect::<Vec<_>>());
+        assert!(!dir.path().join(suspect::UNSYNCED_FROM_FILE).exists());
+    }
+
     /// A process started again on the same boot finds the page cache as the failed one left it:
     /// the note's file (not this process's table), written when the sync failed, makes its first
     /// open cut the tail, and that open removes the file, so a later open keeps what was
