@@ -196,15 +196,21 @@ for count in ${partitions//,/ }; do
   start_dev 1
   sweep 1 1 "$count"
 done
+# One held rate on a fresh cluster of NODES nodes (the replication factor too), with nothing
+# before it but the warm-up: `held NODES PARTITIONS RATE ROUND SECONDS`.
+held() {
+  local nodes="$1" count="$2" rate="$3" round="$4" secs="$5"
+  start_dev "$nodes"
+  "$quipu" bench produce --topic "t$count" --partitions "$count" --replication-factor "$nodes" \
+    --records 20000 --json > /dev/null
+  record "RF $nodes, $count partitions, held rates" nodes="$nodes" partitions="$count" \
+    offered="$rate" ladder=true round="$round" -- --topic "t$count" \
+    --records $((rate * secs)) --duration "$secs" --rate "$rate" > /dev/null
+}
 for rate in ${ladder//,/ }; do
   for round in $(seq 1 "$ladder_runs"); do
     for count in ${ladder_sizes//,/ }; do
-      start_dev 1
-      "$quipu" bench produce --topic "t$count" --partitions "$count" --replication-factor 1 \
-        --records 20000 --json > /dev/null
-      record "RF 1, $count partitions, held rates" nodes=1 partitions="$count" \
-        offered="$rate" ladder=true round="$round" -- --topic "t$count" \
-        --records $((rate * seconds)) --duration "$seconds" --rate "$rate" > /dev/null
+      held 1 "$count" "$rate" "$round" "$seconds"
     done
   done
 done
@@ -212,12 +218,7 @@ start_dev 3
 sweep 3 3 3
 for rate in ${rf3_ladder//,/ }; do
   for round in $(seq 1 "$ladder_runs"); do
-    start_dev 3
-    "$quipu" bench produce --topic t3 --partitions 3 --replication-factor 3 --records 20000 \
-      --json > /dev/null
-    record "RF 3, 3 partitions, held rates" nodes=3 partitions=3 offered="$rate" ladder=true \
-      round="$round" -- --topic t3 --records $((rate * rf3_seconds)) --duration "$rf3_seconds" \
-      --rate "$rate" > /dev/null
+    held 3 3 "$rate" "$round" "$rf3_seconds"
   done
 done
 stop_dev

@@ -153,13 +153,13 @@ mod enabled {
             self.0.get_mut(dir)?.get_mut(name)
         }
 
+        /// The track of `path`, made by `new` if there is none (the names are copied only then:
+        /// this runs at every tracked write).
         fn get_or_insert_with(&mut self, path: &Path, new: impl FnOnce() -> Track) -> &mut Track {
-            let (dir, name) = split(path);
-            self.0
-                .entry(dir.to_path_buf())
-                .or_default()
-                .entry(name.to_os_string())
-                .or_insert_with(new)
+            if !self.contains(path) {
+                self.insert(path, new());
+            }
+            self.get_mut(path).expect("inserted above")
         }
 
         fn insert(&mut self, path: &Path, track: Track) {

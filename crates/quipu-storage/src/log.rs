@@ -154,12 +154,14 @@ impl Drop for SyncClaim<'_> {
 }
 
 impl Drop for Log {
-    /// A poisoned log notes (again) how far it was durable, for its next open to cut the rest
-    /// (`crate::suspect`). What it synced before the failure stays trusted: those pages were
-    /// written and clean, and entries are never rewritten in place.
+    /// A log poisoned without its own failure (a failed round of its shared sync, or a sync
+    /// claim a panic ended) notes how far it was durable, for its next open to cut the rest
+    /// (`crate::suspect`); a log poisoned by its own failure noted it then (`Log::poison_for`).
+    /// What it synced before the failure stays trusted: those pages were written and clean, and
+    /// entries are never rewritten in place.
     fn drop(&mut self) {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        if self.poisoned(&state).is_some() {
+        if state.poisoned.is_none() && self.poisoned(&state).is_some() {
             self.note_unsynced(&state);
         }
     }
@@ -406,7 +408,7 @@ impl Log {
             sync_failed: AtomicBool::new(false),
         };
         let note = suspect::take(&log.dir).map_err(io_err(&log.dir))?;
-        if let Some(durable_next) = note {
+        if let Some(durable_next) = note.durable_next {
             log.cut_unsynced_tail(durable_next).map_err(|source| {
                 // Still not trusted: the next open tries again.
                 suspect::note(&log.dir, durable_next);
@@ -417,13 +419,14 @@ impl Log {
             })?;
         }
         // Gone (durably) before any append: a note must never cut entries appended after it.
-        suspect::clear(&log.dir).map_err(io_err(&log.dir))?;
+        note.clear(&log.dir).map_err(io_err(&log.dir))?;
         Ok(log)
     }
 
     /// Cuts every entry from `durable_next` on (from the first entry held, if that is later):
-    /// what this log held when a failed sync or write poisoned it in this process, and that the
-    /// page cache may show though the disk lost it (`crate::suspect`). Durable on return.
+    /// what this log's directory held past the durable point when a failed sync or write
+    /// poisoned the log that had it open, and that the page cache may show though the disk
+    /// lost it (`crate::suspect`). Durable on return.
     fn cut_unsynced_tail(&self, durable_next: u64) -> Result<(), TruncateError> {
         let keep_next = durable_next.max(self.first_index());
         let next_index = self.next_index();
@@ -473,15 +476,20 @@ impl Log {
     }
 
     fn poison(&self, state: &mut State, failure: &Failure) {
-        tracing::error!(dir = %self.dir.display(), failure = failure.describe(), "log poisoned");
-        state.poisoned.get_or_insert_with(|| failure.describe());
+        self.poison_for(state, failure.describe());
+    }
+
+    /// Poisons the log for `cause` (the first cause stays) and notes its unsynced tail.
+    fn poison_for(&self, state: &mut State, cause: String) {
+        tracing::error!(dir = %self.dir.display(), cause, "log poisoned");
+        state.poisoned.get_or_insert(cause);
         self.note_unsynced(state);
     }
 
     /// Notes, for the log's next open, the index from which its entries are not trusted: how
     /// far it was durable (`crate::suspect`). Called when the log is poisoned, so that a process
-    /// that dies before the log is dropped leaves the note too, and again on drop (a failed
-    /// shared sync poisons the log without its knowing). Skipped if the directory is no longer
+    /// that dies before the log is dropped leaves the note too, or on drop for a log poisoned
+    /// otherwise (a failed shared sync poisons the log without its knowing). Skipped if the directory is no longer
     /// this log's (removed, and perhaps made again for another log): the note would cut that
     /// log's entries. Takes the sync lock: the caller holds the state lock (their order) and
     /// not the sync lock.
@@ -895,11 +903,7 @@ impl Log {
                 // sync of this file could report success for data the failed one lost.
                 let cause = format!("fdatasync of {} failed: {source}", path.display());
                 claim.failed(cause.clone());
-                tracing::error!(dir = %self.dir.display(), cause, "log poisoned");
-                let mut state = self.write_state();
-                state.poisoned.get_or_insert(cause);
-                self.note_unsynced(&state);
-                drop(state);
+                self.poison_for(&mut self.write_state(), cause);
                 return Err(SyncError::Io {
                     path: path.to_path_buf(),
                     source,
@@ -1547,7 +1551,7 @@ impl Log {
         }
         let (file, path) = state.active().file();
         if let Err(source) = io::sync_data(&file, &path) {
-            // As any failed sync: the drop notes the unsynced tail for the next open.
+            // As any failed sync: the poison notes the unsynced tail for the next open.
             let failure = Failure::io(&path)(source);
             self.poison(&mut state, &failure);
             return Err(failure.into());
@@ -1612,11 +1616,11 @@ impl Log {
     }
 }
 
-/// Takes an exclusive `flock` on `dir/LOCK`, so that no other process (or second `Log` in this
-/// one) opens the directory while this log is open: the engine maps its files.
 /// The file a log holds locked (`flock`) while it is open.
 const LOCK_FILE: &str = "LOCK";
 
+/// Takes an exclusive `flock` on `dir/LOCK`, so that no other process (or second `Log` in this
+/// one) opens the directory while this log is open: the engine maps its files.
 fn lock_dir(dir: &Path) -> Result<std::fs::File, OpenError> {
     let path = dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
@@ -1898,17 +1902,20 @@ mod tests {
         );
     }
 
-    /// A poisoned log that outlives its directory (removed, and made again for a new log) leaves
-    /// no note there when it is dropped: the note would cut the new log's entries.
+    /// A log that outlives its directory (removed, and made again for a new log) and is poisoned
+    /// then leaves no note there, at the failure or when dropped: the note would cut the new
+    /// log's entries.
     #[test]
-    fn a_log_dropped_after_its_directory_was_replaced_leaves_the_new_one_alone() {
+    fn a_log_poisoned_after_its_directory_was_replaced_leaves_the_new_one_alone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("replica");
-        let old = poisoned_after(&path, 5, 2);
+        let old = partly_synced(&path, 5, 2);
         std::fs::remove_dir_all(&path).unwrap();
         let new = Log::open(&path, LogConfig::default()).unwrap();
         append(&new, 0..8);
         new.close().unwrap();
+        fail_next_sync(&path);
+        assert!(old.sync().is_err());
         drop(old);
         assert!(!path.join(suspect::UNSYNCED_FROM_FILE).exists());
         let new = Log::open(&path, LogConfig::default()).unwrap();
