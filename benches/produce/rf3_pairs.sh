@@ -11,11 +11,20 @@
 # requests per fsync). Figures go to docs/benchmarks.md by hand.
 #
 # usage: benches/produce/rf3_pairs.sh OLD_BINARY NEW_BINARY [PAIRS] [RATE]
+#   RATE: records/s, or `half`: half of that run's own as-fast-as-it-goes rate (issue 16's
+#   "p99 at half of the maximum", each cluster against its own maximum).
 # env: OLD_CONFIG / NEW_CONFIG: a configuration file for that side's nodes (QUIPU_CONFIG), so
-#      one binary can be run against itself with two settings; MAX_SECONDS: how long the
-#      as-fast-as-it-goes phase runs (default 8; longer lets segments roll and retention purge).
+#      one binary can be run against itself with two settings; OLD_DATA_ROOT / NEW_DATA_ROOT:
+#      the directory under which that side's clusters keep their data (default: the system's
+#      temporary directory; /dev/shm puts the logs in memory, where a sync costs nothing: a
+#      control for what the disk adds); MAX_SECONDS: how long the as-fast-as-it-goes phase runs
+#      (default 8; longer lets segments roll and retention purge).
 set -euo pipefail
 old="$1"; new="$2"; pairs="${3:-3}"; rate="${4:-50000}"
+if [ "$rate" != half ] && ! [ "$rate" -gt 0 ] 2>/dev/null; then
+  echo "RATE is records/s (a positive whole number) or half, not '$rate'" >&2
+  exit 2
+fi
 export QUIPU_BOOTSTRAP=127.0.0.1:27101,127.0.0.1:27102,127.0.0.1:27103
 dir=""; dev=""
 stop_dev() {
@@ -26,19 +35,21 @@ stop_dev() {
 }
 trap stop_dev EXIT
 busy() { awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat; }
-# measure LABEL BINARY ARGS...: one bench run, its summary line and the CPU busy meanwhile.
+# measure LABEL BINARY ARGS...: one bench run, its summary line and the CPU busy meanwhile;
+# leaves the run's records/s in `taken`.
 measure() {
   local label="$1" quipu="$2" b0 i0 b1 i1 out; shift 2
   read -r b0 i0 < <(busy)
   out=$(QUIPU_LOG=warn "$quipu" bench produce --topic t "$@" 2>&1 |
     grep -E 'records sent|waiting in the producer' | tr -s '\n ' ' ')
   read -r b1 i1 < <(busy)
+  taken=$(sed -n 's/.*s: \([0-9]*\) records\/s.*/\1/p' <<< "$out")
   echo "$label $*: $out; CPU busy $(( (b1 - b0) * 100 / ((b1 - b0) + (i1 - i0)) ))%"
 }
-# run LABEL BINARY [CONFIG]: one fresh cluster of BINARY, measured, stopped.
+# run LABEL BINARY [CONFIG] [DATA_ROOT]: one fresh cluster of BINARY, measured, stopped.
 run() {
-  local label="$1" quipu="$2" config="${3:-}"
-  dir=$(mktemp -d)
+  local label="$1" quipu="$2" config="${3:-}" root="${4:-}" at
+  dir=$(mktemp -d ${root:+-p "$root"})
   env ${config:+QUIPU_CONFIG="$config"} "$quipu" dev --nodes 3 --data-dir "$dir/d" --raft-port 27001 --api-port 27101 \
     --admin-port 27201 --kafka-port 29092 > "$dir/out" 2>&1 &
   dev=$!
@@ -46,15 +57,26 @@ run() {
   "$quipu" bench produce --topic t --partitions 3 --replication-factor 3 --records 20000 \
     --json > /dev/null
   measure "$label" "$quipu" --duration "${MAX_SECONDS:-8}" --concurrency 32 --records 100000000
+  at="$rate"
+  if [ "$rate" = half ]; then
+    if ! [ "${taken:-0}" -gt 1 ] 2>/dev/null; then
+      echo "$label: no rate read from the as-fast-as-it-goes run" >&2
+      stop_dev
+      return
+    fi
+    at=$((taken / 2))
+  fi
   python3 "$(dirname "$0")/phases.py" save 27201,27202,27203 "$dir/phases.json" "$dir" || true
-  measure "$label" "$quipu" --duration 10 --concurrency 32 --rate "$rate" --records $((rate * 10))
+  measure "$label" "$quipu" --duration 10 --concurrency 32 --rate "$at" --records $((at * 10))
   python3 "$(dirname "$0")/phases.py" diff 27201,27202,27203 "$dir/phases.json" "$dir" || true
   stop_dev
 }
 for pair in $(seq 1 "$pairs"); do
   if [ $((pair % 2)) -eq 1 ]; then
-    run old "$old" "${OLD_CONFIG:-}"; run new "$new" "${NEW_CONFIG:-}"
+    run old "$old" "${OLD_CONFIG:-}" "${OLD_DATA_ROOT:-}"
+    run new "$new" "${NEW_CONFIG:-}" "${NEW_DATA_ROOT:-}"
   else
-    run new "$new" "${NEW_CONFIG:-}"; run old "$old" "${OLD_CONFIG:-}"
+    run new "$new" "${NEW_CONFIG:-}" "${NEW_DATA_ROOT:-}"
+    run old "$old" "${OLD_CONFIG:-}" "${OLD_DATA_ROOT:-}"
   fi
 done

@@ -4,8 +4,13 @@ Appends BLOCK bytes to each of FILES files in turn and `fdatasync`s each append,
 per sync, the device's writes, KiB written and flushes, from `/proc/diskstats` of the device
 holding DIR. Three kinds of space are compared, each in new files:
 - `zeros`: written zeros, synced before the run (no extent conversion, no size change);
-- `fallocate`: `posix_fallocate`d space (unwritten extents, as Quipu's segments);
+- `fallocate`: `posix_fallocate`d space, each file's in one call (unwritten extents, few
+  enough for ext4 to keep them in the inode);
+- `steps`: `posix_fallocate`d space in 1 MiB steps taken by the files in turn, as a node's busy
+  logs take theirs (Quipu's segments grow by steps of up to `log.preallocate_bytes`): each
+  file's space lies in many extents, which ext4 keeps in a tree block of their own;
 - `extend`: nothing ahead, each append grows the file.
+After each kind it prints the first file's extent count (`filefrag`, where installed).
 With PAUSE_MS, each append first waits that long, so a file's modification time moves on
 between its syncs even with one file (a clock tick is 1–10 ms).
 
@@ -20,6 +25,7 @@ usage: python3 benches/produce/sync_requests.py DIR [FILES] [APPENDS] [BLOCK] [P
 
 import os
 import shutil
+import subprocess
 import sys
 import time
 
@@ -63,6 +69,12 @@ def run(kind, device):
                 os.pwrite(fd, bytes(per_file), 0)
             elif kind == "fallocate":
                 os.posix_fallocate(fd, 0, per_file)
+        if kind == "steps":
+            step = 1 << 20
+            for offset in range(0, per_file, step):
+                for fd in fds:
+                    os.posix_fallocate(fd, offset, step)
+        for fd in fds:
             os.fsync(fd)
         os.sync()
         block = b"x" * block_bytes
@@ -81,7 +93,17 @@ def run(kind, device):
             os.close(fd)
     writes, sectors, flushes = (b - a for a, b in zip(before, after))
     print(f"{kind:>9}: per sync {writes / appends:.2f} writes, "
-          f"{sectors * 512 / 1024 / appends:.1f} KiB, {flushes / appends:.2f} flushes")
+          f"{sectors * 512 / 1024 / appends:.1f} KiB, {flushes / appends:.2f} flushes; "
+          f"{extents(os.path.join(directory, f'{kind}0'))}")
+
+
+def extents(path):
+    """`filefrag`'s count of a file's extents, or why there is none."""
+    try:
+        out = subprocess.run(["filefrag", path], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        return f"no extent count ({e})"
+    return out.stdout.strip().rsplit(": ", 1)[-1]
 
 
 os.makedirs(directory, exist_ok=True)
@@ -89,7 +111,7 @@ try:
     device = device_of(directory)
     print(f"{files} files in turn, {appends} appends of {block_bytes} bytes, "
           f"pause {pause * 1000:g} ms, device {device}")
-    for kind in ("zeros", "fallocate", "extend"):
+    for kind in ("zeros", "fallocate", "steps", "extend"):
         run(kind, device)
 finally:
     shutil.rmtree(directory, ignore_errors=True)
