@@ -2,7 +2,7 @@
 //! `QUIPU_IDLE_PARTITIONS` (default 1,000) partitions with replication factor 3, default Raft
 //! timings. After every partition has a leader, it measures this process's CPU time and resident
 //! memory over `QUIPU_IDLE_SECONDS` (default 10) of idleness and prints them, per node (a third of
-//! the process). Run: `cargo bench -p quipu-node --bench idle`. Figures go to
+//! the process). Run: `cargo bench -p quipu-benches --bench idle`. Figures go to
 //! `docs/benchmarks.md`.
 #![allow(
     clippy::unwrap_used,
