@@ -53,11 +53,7 @@ fn main() {
 }
 
 fn measure(partitions: u64, seconds: u64, quiesce: bool) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = quipu_benches::runtime();
     runtime.block_on(async {
         let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let mut nodes = Vec::new();

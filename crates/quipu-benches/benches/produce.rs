@@ -71,11 +71,7 @@ const CHILD_ENV: &str = "QUIPU_BENCH_FOLLOWER";
 /// died). It prints its transport address on its first line.
 fn run_follower(spec: &str) {
     let (id, dir) = spec.split_once(',').unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = quipu_benches::runtime();
     runtime.block_on(async {
         let config = NodeConfig::new(
             id.parse().unwrap(),
@@ -177,11 +173,7 @@ fn bench_produce(
 }
 
 fn produce_through_raft(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = quipu_benches::runtime();
     let batch = batch();
     let mut group = c.benchmark_group("produce_64KiB_batches");
     group.measurement_time(Duration::from_secs(8));
