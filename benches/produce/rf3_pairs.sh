@@ -36,12 +36,14 @@ stop_dev() {
 trap stop_dev EXIT
 busy() { awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat; }
 # measure LABEL BINARY ARGS...: one bench run, its summary line and the CPU busy meanwhile;
-# leaves the run's records/s in `taken`.
+# leaves the run's records/s in `taken` (empty if none was printed). A run that fails (the bench
+# exits non-zero when records went unacknowledged) is printed with its exit status, and the
+# pairs go on.
 measure() {
   local label="$1" quipu="$2" b0 i0 b1 i1 out; shift 2
   read -r b0 i0 < <(busy)
-  out=$(QUIPU_LOG=warn "$quipu" bench produce --topic t "$@" 2>&1 |
-    grep -E 'records sent|waiting in the producer' | tr -s '\n ' ' ')
+  out=$({ QUIPU_LOG=warn "$quipu" bench produce --topic t "$@" 2>&1 || echo "bench failed: exit $?"; } |
+    grep -E 'records sent|waiting in the producer|bench failed' | tr -s '\n ' ' ') || true
   read -r b1 i1 < <(busy)
   taken=$(sed -n 's/.*s: \([0-9]*\) records\/s.*/\1/p' <<< "$out")
   echo "$label $*: $out; CPU busy $(( (b1 - b0) * 100 / ((b1 - b0) + (i1 - i0)) ))%"

@@ -6,11 +6,14 @@ holding DIR. Three kinds of space are compared, each in new files:
 - `zeros`: written zeros, synced before the run (no extent conversion, no size change);
 - `fallocate`: `posix_fallocate`d space, each file's in one call (unwritten extents, few
   enough for ext4 to keep them in the inode);
-- `steps`: `posix_fallocate`d space in 1 MiB steps taken by the files in turn, as a node's busy
-  logs take theirs (Quipu's segments grow by steps of up to `log.preallocate_bytes`): each
-  file's space lies in many extents, which ext4 keeps in a tree block of their own;
+- `steps`: `posix_fallocate`d space in steps taken by the files in turn, as a node's busy logs
+  take theirs (Quipu's segments grow by steps of up to `log.preallocate_bytes`): 1 MiB, or less
+  where a file would take fewer than 16 (few appends per file), so that each file's space lies in
+  many extents, which ext4 keeps in a tree block of their own;
 - `extend`: nothing ahead, each append grows the file.
-After each kind it prints the first file's extent count (`filefrag`, where installed).
+After each kind it prints `filefrag`'s count for the first file (where e2fsprogs is installed):
+the ranges the kernel's FIEMAP reports, taken after the appends, not the extent records ext4
+stores (adjacent ones may be reported as one), so a hint of the layout rather than its measure.
 With PAUSE_MS, each append first waits that long, so a file's modification time moves on
 between its syncs even with one file (a clock tick is 1–10 ms).
 
@@ -70,7 +73,7 @@ def run(kind, device):
             elif kind == "fallocate":
                 os.posix_fallocate(fd, 0, per_file)
         if kind == "steps":
-            step = 1 << 20
+            step = min(1 << 20, max(4096, per_file // 16 // 4096 * 4096))
             for offset in range(0, per_file, step):
                 for fd in fds:
                     os.posix_fallocate(fd, offset, step)
@@ -99,8 +102,12 @@ def run(kind, device):
 
 def extents(path):
     """`filefrag`'s count of a file's extents, or why there is none."""
+    # filefrag lives in /usr/sbin, off an ordinary user's PATH.
+    filefrag = shutil.which("filefrag", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    if filefrag is None:
+        return "no extent count (filefrag, from e2fsprogs, not found)"
     try:
-        out = subprocess.run(["filefrag", path], capture_output=True, text=True, check=True)
+        out = subprocess.run([filefrag, path], capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError) as e:
         return f"no extent count ({e})"
     return out.stdout.strip().rsplit(": ", 1)[-1]
