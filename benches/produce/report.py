@@ -66,7 +66,10 @@ for label in setups:
 held = [r for r in runs if r.get("ladder")]
 if held:
     # A setup: (nodes, partitions); RF 1 on one node, RF 3 on three (compare.sh's RF3_LADDER).
-    sizes = sorted({(r.get("nodes", 1), r["partitions"]) for r in held})
+    def setup(r):
+        return (r.get("nodes", 1), r["partitions"])
+
+    sizes = sorted({setup(r) for r in held})
     rates = sorted({r["offered"] for r in held})
 
     def named(size):
@@ -82,8 +85,7 @@ if held:
                 and r["latency_ms"]["p99"] < 50 and not r.get("failed"))
 
     def of(size, rate):
-        return [r for r in held
-                if (r.get("nodes", 1), r["partitions"]) == size and r["offered"] == rate]
+        return [r for r in held if setup(r) == size and r["offered"] == rate]
 
     def cell(r):
         return (f"{r['records_per_second']:,.0f}; {r['latency_ms']['p50']:.2f} / "

@@ -283,11 +283,15 @@ fn open_time(c: &mut Criterion) {
     // crash recovery, which verifies every frame of the active segment.
     let dir = tempfile::tempdir().expect("tempdir");
     let segment_bytes_max = 256 * 1024 * 1024;
-    let cfg = || LogConfig {
+    let cfg = LogConfig {
         segment_bytes_max,
         ..config(FsyncPolicy::Never)
     };
-    let log = fill(dir.path(), 1024 * 1024 * 1024 - 8 * 1024 * 1024, cfg());
+    let log = fill(
+        dir.path(),
+        1024 * 1024 * 1024 - 8 * 1024 * 1024,
+        cfg.clone(),
+    );
     log.close().expect("close");
     let mut group = c.benchmark_group("open_1GiB");
     group.sample_size(10);
@@ -303,11 +307,12 @@ fn open_time(c: &mut Criterion) {
 
 /// Opens the log in `dir` `iters` times, each then closed cleanly (`clean`) or dropped as a crash
 /// leaves it; the time of the opens alone.
-fn time_opens(dir: &Path, config: &dyn Fn() -> LogConfig, iters: u64, clean: bool) -> Duration {
+fn time_opens(dir: &Path, config: &LogConfig, iters: u64, clean: bool) -> Duration {
     let mut elapsed = Duration::ZERO;
     for _ in 0..iters {
+        let config = config.clone();
         let start = Instant::now();
-        let log = Log::open(dir, config()).expect("open");
+        let log = Log::open(dir, config).expect("open");
         elapsed += start.elapsed();
         if clean {
             log.close().expect("close");

@@ -63,8 +63,9 @@ pub struct Purged {
 #[derive(Debug)]
 pub struct Log {
     dir: PathBuf,
-    /// Holds the exclusive `flock` on `LOCK` for as long as the log is open.
-    _lock: std::fs::File,
+    /// Holds the exclusive `flock` on `LOCK` for as long as the log is open; its inode tells
+    /// whether the directory is still this log's (`Log::still_owns_dir`).
+    lock_file: std::fs::File,
     /// Replaced whole by [`Log::set_limits`]; everything but the limits stays as opened.
     config: RwLock<Arc<LogConfig>>,
     state: RwLock<State>,
@@ -384,7 +385,7 @@ impl Log {
         );
         let log = Log {
             dir,
-            _lock: lock,
+            lock_file: lock,
             state: RwLock::new(State {
                 segments,
                 staging: Vec::new(),
@@ -479,11 +480,15 @@ impl Log {
         self.poison_for(state, failure.describe());
     }
 
-    /// Poisons the log for `cause` (the first cause stays) and notes its unsynced tail.
+    /// Poisons the log for `cause` and notes its unsynced tail, the first time only: a poisoned
+    /// log refuses appends and truncations, so its tail cannot move after, and the first cause
+    /// is the one that counts.
     fn poison_for(&self, state: &mut State, cause: String) {
         tracing::error!(dir = %self.dir.display(), cause, "log poisoned");
-        state.poisoned.get_or_insert(cause);
-        self.note_unsynced(state);
+        if state.poisoned.is_none() {
+            state.poisoned = Some(cause);
+            self.note_unsynced(state);
+        }
     }
 
     /// Notes, for the log's next open, the index from which its entries are not trusted: how
@@ -508,7 +513,7 @@ impl Log {
     fn still_owns_dir(&self) -> bool {
         use std::os::unix::fs::MetadataExt;
         match (
-            self._lock.metadata(),
+            self.lock_file.metadata(),
             std::fs::metadata(self.dir.join(LOCK_FILE)),
         ) {
             (Ok(held), Ok(found)) => held.dev() == found.dev() && held.ino() == found.ino(),
