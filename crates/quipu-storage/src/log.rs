@@ -484,11 +484,19 @@ impl Log {
     /// log refuses appends and truncations, so its tail cannot move after, and the first cause
     /// is the one that counts.
     fn poison_for(&self, state: &mut State, cause: String) {
-        tracing::error!(dir = %self.dir.display(), cause, "log poisoned");
-        if state.poisoned.is_none() {
-            state.poisoned = Some(cause);
-            self.note_unsynced(state);
+        if let Some(first) = &state.poisoned {
+            // Not "log poisoned" again: the log keeps, and reports, the first cause.
+            tracing::error!(
+                dir = %self.dir.display(),
+                cause,
+                poisoned_by = %first,
+                "a poisoned log failed again"
+            );
+            return;
         }
+        tracing::error!(dir = %self.dir.display(), cause, "log poisoned");
+        state.poisoned = Some(cause);
+        self.note_unsynced(state);
     }
 
     /// Notes, for the log's next open, the index from which its entries are not trusted: how
